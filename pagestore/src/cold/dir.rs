@@ -1,0 +1,191 @@
+//! A cold tier in a local directory: the embedded default, and the twin of S3 in tests.
+//!
+//! Writes go to a temporary file that is fsynced and renamed into place (then the directory is
+//! fsynced), so an object is either absent or whole, even across a crash.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{ColdStorage, ObjectMeta};
+use crate::error::{Error, Result};
+
+pub struct DirStorage {
+    root: PathBuf,
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl DirStorage {
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join(".tmp")).map_err(|e| Error::io(&root, e))?;
+        Ok(DirStorage { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        let ok = !key.is_empty()
+            && key
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".." && !c.starts_with(".tmp"));
+        if !ok {
+            return Err(Error::Config(format!("invalid object key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Error::io("<blocking task>", std::io::Error::other(e))))
+}
+
+fn not_found_or_io(key: &str, path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::ObjectNotFound(key.to_string())
+    } else {
+        Error::io(path, e)
+    }
+}
+
+impl ColdStorage for DirStorage {
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        let path = self.path_of(key)?;
+        let tmp = self.root.join(".tmp").join(format!(
+            "{}.{}.{}",
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed),
+            key.replace('/', "_")
+        ));
+        blocking(move || {
+            let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+            std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+            let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            f.write_all(&data).map_err(|e| Error::io(&tmp, e))?;
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            drop(f);
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            std::fs::File::open(&parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(&parent, e))
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let path = self.path_of(key)?;
+        let key = key.to_string();
+        blocking(move || std::fs::read(&path).map_err(|e| not_found_or_io(&key, &path, e))).await
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let path = self.path_of(key)?;
+        let key = key.to_string();
+        blocking(move || {
+            let mut f = std::fs::File::open(&path).map_err(|e| not_found_or_io(&key, &path, e))?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| Error::io(&path, e))?;
+            let mut buf = Vec::with_capacity(len as usize);
+            f.take(len)
+                .read_to_end(&mut buf)
+                .map_err(|e| Error::io(&path, e))?;
+            Ok(buf)
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        blocking(move || {
+            let mut out = Vec::new();
+            walk(&root, &root, &prefix, &mut out)?;
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path_of(key)?;
+        blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        })
+        .await
+    }
+}
+
+fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(root)
+            .map_err(|e| Error::io(&path, std::io::Error::other(e)))?
+            .to_string_lossy()
+            .to_string();
+        if rel.starts_with(".tmp") {
+            continue;
+        }
+        let meta = entry.metadata().map_err(|e| Error::io(&path, e))?;
+        if meta.is_dir() {
+            // Only descend where keys under this directory can match the prefix.
+            let as_prefix = format!("{rel}/");
+            if as_prefix.starts_with(prefix) || prefix.starts_with(&as_prefix) {
+                walk(root, &path, prefix, out)?;
+            }
+        } else if rel.starts_with(prefix) {
+            out.push(ObjectMeta {
+                key: rel,
+                size: meta.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_range_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DirStorage::open(dir.path()).unwrap();
+        s.put("packs/a.pack", b"hello world".to_vec())
+            .await
+            .unwrap();
+        s.put("manifests/t/1.manifest", b"m".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(s.get("packs/a.pack").await.unwrap(), b"hello world");
+        assert_eq!(s.get_range("packs/a.pack", 6, 100).await.unwrap(), b"world");
+        let l = s.list("packs/").await.unwrap();
+        assert_eq!(
+            l,
+            vec![ObjectMeta {
+                key: "packs/a.pack".into(),
+                size: 11
+            }]
+        );
+        assert_eq!(s.list("").await.unwrap().len(), 2);
+        s.delete("packs/a.pack").await.unwrap();
+        assert!(matches!(
+            s.get("packs/a.pack").await,
+            Err(Error::ObjectNotFound(_))
+        ));
+        assert!(s.put("../escape", vec![]).await.is_err());
+    }
+}

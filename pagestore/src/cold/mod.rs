@@ -1,0 +1,117 @@
+//! The cold tier: durable object storage for packs and manifests.
+//!
+//! Like neon's `remote_storage`, one interface ([`ColdStorage`]) with one implementation per kind of
+//! store, and an enum ([`ColdTier`]) that the rest of the crate uses, so every test can run against
+//! a local directory and the real object store alike. Objects are immutable and named by content
+//! (packs) or by a unique key (manifests); nothing is overwritten in place.
+
+mod dir;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use dir::DirStorage;
+
+use crate::error::Result;
+
+/// One object in a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+/// What every cold-tier backend offers. Keys are `/`-separated relative names.
+#[allow(async_fn_in_trait)]
+pub trait ColdStorage {
+    /// Stores `data` under `key`, durably, all or nothing.
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<()>;
+    /// The whole object.
+    async fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// `len` bytes from `offset`; fewer only if the object ends first.
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Every object whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// Request and byte counters, for `pico store stats` and the benchmarks.
+#[derive(Debug, Default)]
+pub struct ColdCounters {
+    pub gets: AtomicU64,
+    pub get_bytes: AtomicU64,
+    pub puts: AtomicU64,
+    pub put_bytes: AtomicU64,
+    pub lists: AtomicU64,
+}
+
+/// The configured cold tier.
+pub struct ColdTier {
+    backend: Backend,
+    pub counters: ColdCounters,
+}
+
+enum Backend {
+    Dir(DirStorage),
+}
+
+impl ColdTier {
+    pub fn dir(storage: DirStorage) -> Self {
+        ColdTier {
+            backend: Backend::Dir(storage),
+            counters: ColdCounters::default(),
+        }
+    }
+
+    /// A short description for logs and errors.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Dir(d) => format!("dir:{}", d.root().display()),
+        }
+    }
+
+    pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        let n = data.len() as u64;
+        match &self.backend {
+            Backend::Dir(d) => d.put(key, data).await?,
+        }
+        self.counters.puts.fetch_add(1, Ordering::Relaxed);
+        self.counters.put_bytes.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let data = match &self.backend {
+            Backend::Dir(d) => d.get(key).await?,
+        };
+        self.count_get(data.len());
+        Ok(data)
+    }
+
+    pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let data = match &self.backend {
+            Backend::Dir(d) => d.get_range(key, offset, len).await?,
+        };
+        self.count_get(data.len());
+        Ok(data)
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.counters.lists.fetch_add(1, Ordering::Relaxed);
+        match &self.backend {
+            Backend::Dir(d) => d.list(prefix).await,
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Dir(d) => d.delete(key).await,
+        }
+    }
+
+    fn count_get(&self, n: usize) {
+        self.counters.gets.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .get_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,76 @@
+//! The one error type of the page store.
+
+use std::path::PathBuf;
+
+use crate::page::PageId;
+use crate::store::Tier;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("page {page} read from the {tier} tier does not match its id (corrupt store object {object})")]
+    CorruptPage {
+        page: PageId,
+        tier: Tier,
+        object: String,
+    },
+
+    #[error("page {0} is referenced but not present in any tier")]
+    PageMissing(PageId),
+
+    #[error("corrupt {what} {object}: {reason}")]
+    CorruptObject {
+        what: &'static str,
+        object: String,
+        reason: String,
+    },
+
+    #[error("bad manifest: {0}")]
+    BadManifest(String),
+
+    #[error("unsupported {what} format version {found} (this build reads version {supported})")]
+    UnsupportedVersion {
+        what: &'static str,
+        found: u32,
+        supported: u32,
+    },
+
+    #[error("checkpoint {0} not found (see `pico store ls`)")]
+    CheckpointNotFound(String),
+
+    #[error("checkpoint id {0:?} is ambiguous; give more of it")]
+    AmbiguousCheckpoint(String),
+
+    #[error("cannot ingest {path}: {reason}")]
+    BadInput { path: PathBuf, reason: String },
+
+    #[error("cold tier object {0} not found")]
+    ObjectNotFound(String),
+
+    #[error("local tier (sled) at {path}: {source}")]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+
+    #[error("bad store configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The page store: checkpointed memory, content-addressed by page.
+//!
+//! A checkpoint is a directory of files (usually a CRIU image directory). Files named `pages-*.img`
+//! (and any large file) are split into 4 KiB pages named by their BLAKE3 hash; all-zero pages are
+//! never stored; every other page is stored once, lz4-compressed, in immutable *packs* in the cold
+//! tier, however many checkpoints and tenants share it. Small files are kept whole inside the
+//! checkpoint's *manifest*, whose upload is the commit point of an ingest.
+//!
+//! Reads go memory → local tier (embedded KV) → cold tier (a directory, or S3), and every page read
+//! from any tier is checked against its id before it is handed on.
+//!
+//! This crate knows nothing of CRIU, FUSE, NBD or tenants: it stores files and pages.
+
+pub mod catalog;
+pub mod codec;
+pub mod cold;
+pub mod config;
+mod error;
+pub mod ingest;
+pub mod local;
+pub mod manifest;
+pub mod pack;
+pub mod page;
+pub mod stats;
+pub mod store;
+pub mod verify;
+
+pub use config::StoreConfig;
+pub use error::{Error, Result};
+pub use manifest::{CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest};
+pub use page::{PageId, PAGE_SIZE};
+pub use stats::StoreStats;
+pub use store::{PageStore, Tier};

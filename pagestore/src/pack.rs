@@ -1,0 +1,279 @@
+//! Packs: the cold tier's unit of storage, many encoded pages in one immutable object.
+//!
+//! One object per 4 KiB page would cost one request per page; a pack holds thousands, and any
+//! page in it is still one ranged read away (offset and length are in the pack's own index, and in
+//! the store's catalog). Packs are named by the BLAKE3 hash of their bytes, so they are immutable
+//! and a re-upload of the same pack is harmless.
+//!
+//! Layout (little-endian):
+//! ```text
+//! header  "PICOPACK" | version u32 | reserved u32                    16 bytes
+//! pages   encoded page bytes, back to back
+//! index   per page: id [32] | offset u64 | len u32 | codec u8 | 0 [3]  48 bytes each
+//! footer  index_offset u64 | count u32 | version u32 | blake3(index) [32] | "PICOPKIX"  56 bytes
+//! ```
+
+use std::fmt;
+
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::page::PageId;
+
+pub const PACK_MAGIC: &[u8; 8] = b"PICOPACK";
+pub const INDEX_MAGIC: &[u8; 8] = b"PICOPKIX";
+pub const PACK_VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 16;
+pub const FOOTER_LEN: usize = 56;
+pub const INDEX_ENTRY_LEN: usize = 48;
+
+/// Packs are closed at about this size: large enough that a request's fixed cost (~20 ms to S3)
+/// is small against its transfer, small enough that repacking after GC stays cheap.
+pub const TARGET_PACK_BYTES: usize = 8 << 20;
+
+/// The name of a pack: BLAKE3-256 of its bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PackId(pub [u8; 32]);
+
+impl PackId {
+    pub fn to_hex(&self) -> String {
+        PageId(self.0).to_hex()
+    }
+    pub fn from_hex(s: &str) -> Option<PackId> {
+        PageId::from_hex(s).map(|p| PackId(p.0))
+    }
+    /// The key of this pack in the cold tier.
+    pub fn object_key(&self) -> String {
+        format!("packs/{}.pack", self.to_hex())
+    }
+    pub fn from_object_key(key: &str) -> Option<PackId> {
+        PackId::from_hex(key.strip_prefix("packs/")?.strip_suffix(".pack")?)
+    }
+}
+
+impl fmt::Display for PackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..16])
+    }
+}
+
+impl fmt::Debug for PackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PackId({self})")
+    }
+}
+
+/// Where one page lives inside a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: PageId,
+    pub offset: u64,
+    pub len: u32,
+    pub codec: Codec,
+}
+
+/// Builds one pack in memory.
+#[derive(Default)]
+pub struct PackBuilder {
+    data: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    pub fn new() -> Self {
+        let mut data = Vec::with_capacity(TARGET_PACK_BYTES + (1 << 16));
+        data.extend_from_slice(PACK_MAGIC);
+        data.extend_from_slice(&PACK_VERSION.to_le_bytes());
+        data.extend_from_slice(&0u32.to_le_bytes());
+        PackBuilder {
+            data,
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, id: PageId, codec: Codec, encoded: &[u8]) {
+        self.entries.push(PackEntry {
+            id,
+            offset: self.data.len() as u64,
+            len: encoded.len() as u32,
+            codec,
+        });
+        self.data.extend_from_slice(encoded);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.data.len() >= TARGET_PACK_BYTES
+    }
+
+    /// Seals the pack: appends index and footer, names it.
+    pub fn finish(mut self) -> (PackId, Vec<u8>, Vec<PackEntry>) {
+        let index = encode_index(&self.entries);
+        let index_offset = self.data.len() as u64;
+        self.data.extend_from_slice(&index);
+        self.data.extend_from_slice(&index_offset.to_le_bytes());
+        self.data
+            .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        self.data.extend_from_slice(&PACK_VERSION.to_le_bytes());
+        self.data.extend_from_slice(blake3::hash(&index).as_bytes());
+        self.data.extend_from_slice(INDEX_MAGIC);
+        let id = PackId(*blake3::hash(&self.data).as_bytes());
+        (id, self.data, self.entries)
+    }
+}
+
+fn encode_index(entries: &[PackEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * INDEX_ENTRY_LEN);
+    for e in entries {
+        out.extend_from_slice(&e.id.0);
+        out.extend_from_slice(&e.offset.to_le_bytes());
+        out.extend_from_slice(&e.len.to_le_bytes());
+        out.push(e.codec as u8);
+        out.extend_from_slice(&[0; 3]);
+    }
+    out
+}
+
+/// The parsed footer of a pack: where its index is.
+#[derive(Clone, Copy, Debug)]
+pub struct Footer {
+    pub index_offset: u64,
+    pub count: u32,
+    pub index_hash: [u8; 32],
+}
+
+impl Footer {
+    pub fn index_len(&self) -> usize {
+        self.count as usize * INDEX_ENTRY_LEN
+    }
+}
+
+pub fn parse_footer(object: &str, tail: &[u8], pack_len: u64) -> Result<Footer> {
+    let bad = |reason: &str| Error::CorruptObject {
+        what: "pack",
+        object: object.to_string(),
+        reason: reason.to_string(),
+    };
+    if tail.len() != FOOTER_LEN {
+        return Err(bad("truncated footer"));
+    }
+    if &tail[48..56] != INDEX_MAGIC {
+        return Err(bad("bad footer magic"));
+    }
+    let version = u32::from_le_bytes(tail[12..16].try_into().map_err(|_| bad("footer"))?);
+    if version != PACK_VERSION {
+        return Err(Error::UnsupportedVersion {
+            what: "pack",
+            found: version,
+            supported: PACK_VERSION,
+        });
+    }
+    let footer = Footer {
+        index_offset: u64::from_le_bytes(tail[0..8].try_into().map_err(|_| bad("footer"))?),
+        count: u32::from_le_bytes(tail[8..12].try_into().map_err(|_| bad("footer"))?),
+        index_hash: tail[16..48].try_into().map_err(|_| bad("footer"))?,
+    };
+    let end = footer.index_offset + footer.index_len() as u64 + FOOTER_LEN as u64;
+    if footer.index_offset < HEADER_LEN as u64 || end != pack_len {
+        return Err(bad("index does not fit the pack"));
+    }
+    Ok(footer)
+}
+
+pub fn parse_index(object: &str, footer: &Footer, index: &[u8]) -> Result<Vec<PackEntry>> {
+    let bad = |reason: &str| Error::CorruptObject {
+        what: "pack index",
+        object: object.to_string(),
+        reason: reason.to_string(),
+    };
+    if index.len() != footer.index_len() {
+        return Err(bad("truncated index"));
+    }
+    if blake3::hash(index).as_bytes() != &footer.index_hash {
+        return Err(bad("index checksum mismatch"));
+    }
+    index
+        .chunks_exact(INDEX_ENTRY_LEN)
+        .map(|e| {
+            let id = PageId(e[0..32].try_into().map_err(|_| bad("entry"))?);
+            let offset = u64::from_le_bytes(e[32..40].try_into().map_err(|_| bad("entry"))?);
+            let len = u32::from_le_bytes(e[40..44].try_into().map_err(|_| bad("entry"))?);
+            let codec = Codec::from_u8(e[44]).ok_or_else(|| bad("unknown page codec"))?;
+            if offset + u64::from(len) > footer.index_offset || offset < HEADER_LEN as u64 {
+                return Err(bad("page outside the pack's data"));
+            }
+            Ok(PackEntry {
+                id,
+                offset,
+                len,
+                codec,
+            })
+        })
+        .collect()
+}
+
+/// Parses a whole pack held in memory: checks its header, footer and index.
+pub fn parse_pack(object: &str, data: &[u8]) -> Result<Vec<PackEntry>> {
+    if data.len() < HEADER_LEN + FOOTER_LEN || &data[..8] != PACK_MAGIC {
+        return Err(Error::CorruptObject {
+            what: "pack",
+            object: object.to_string(),
+            reason: "bad header".into(),
+        });
+    }
+    let footer = parse_footer(object, &data[data.len() - FOOTER_LEN..], data.len() as u64)?;
+    let start = footer.index_offset as usize;
+    parse_index(object, &footer, &data[start..start + footer.index_len()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+    use crate::page::PAGE_SIZE;
+    use crate::store::Tier;
+
+    #[test]
+    fn pack_round_trip_and_ranged_reads() {
+        let mut b = PackBuilder::new();
+        let pages: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![i; PAGE_SIZE]).collect();
+        for p in &pages {
+            let (c, enc) = codec::encode(p);
+            b.push(PageId::of(p), c, &enc);
+        }
+        let (id, data, entries) = b.finish();
+        assert_eq!(id, PackId(*blake3::hash(&data).as_bytes()));
+        let parsed = parse_pack("p", &data).unwrap();
+        assert_eq!(parsed, entries);
+        for (e, p) in parsed.iter().zip(&pages) {
+            let raw = &data[e.offset as usize..(e.offset + e.len as u64) as usize];
+            assert_eq!(
+                &codec::decode_verified(&e.id, e.codec, raw, Tier::Cold, "p").unwrap(),
+                p
+            );
+        }
+        assert_eq!(PackId::from_object_key(&id.object_key()), Some(id));
+    }
+
+    #[test]
+    fn damaged_packs_are_rejected() {
+        let mut b = PackBuilder::new();
+        let (c, enc) = codec::encode(&[9u8; PAGE_SIZE]);
+        b.push(PageId::of(&[9u8; PAGE_SIZE]), c, &enc);
+        let (_, data, _) = b.finish();
+        assert!(parse_pack("p", &data[..data.len() - 1]).is_err());
+        let mut bad = data.clone();
+        let n = bad.len();
+        bad[n - FOOTER_LEN - 10] ^= 1; // inside the index
+        assert!(parse_pack("p", &bad).is_err());
+        let mut bad = data;
+        bad[0] = b'X';
+        assert!(parse_pack("p", &bad).is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! Store-wide accounting: what was ingested, what is stored, and the ratio between them.
+
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use crate::error::Result;
+use crate::ingest::is_page_file;
+use crate::store::PageStore;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StoreStats {
+    pub checkpoints: u64,
+    pub tenants: u64,
+    /// Bytes of all ingested page files, over all checkpoints.
+    pub logical_bytes: u64,
+    pub pages_total: u64,
+    pub pages_zero: u64,
+    /// Distinct non-zero pages stored.
+    pub pages_unique: u64,
+    /// Bytes the store occupies in the cold tier (packs and manifests).
+    pub stored_bytes: u64,
+    pub pack_bytes: u64,
+    pub manifest_bytes: u64,
+    pub packs: u64,
+    /// logical_bytes / stored_bytes.
+    pub reduction: f64,
+    pub cold: ColdStats,
+    pub local: Option<LocalStats>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ColdStats {
+    pub kind: String,
+    pub gets: u64,
+    pub get_bytes: u64,
+    pub puts: u64,
+    pub put_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LocalStats {
+    pub pages: u64,
+    pub bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub corrupt: u64,
+}
+
+impl PageStore {
+    pub async fn stats(&self) -> Result<StoreStats> {
+        self.refresh_catalog().await?;
+        let mut s = StoreStats::default();
+        let mut tenants = HashSet::new();
+        for obj in self.cold.list("").await? {
+            if obj.key.starts_with("packs/") {
+                s.packs += 1;
+                s.pack_bytes += obj.size;
+            } else if obj.key.starts_with("manifests/") {
+                s.manifest_bytes += obj.size;
+            }
+            s.stored_bytes += obj.size;
+        }
+        for checkpoint in self.checkpoints().await? {
+            let manifest = self.manifest(&checkpoint).await?;
+            tenants.insert(checkpoint.tenant);
+            s.checkpoints += 1;
+            for f in &manifest.files {
+                if is_page_file(&f.name, f.size) {
+                    s.logical_bytes += f.size;
+                    s.pages_total += f.pages().len() as u64;
+                    s.pages_zero += f.pages().iter().filter(|p| p.is_zero()).count() as u64;
+                }
+            }
+        }
+        s.tenants = tenants.len() as u64;
+        s.pages_unique = self.catalog.len() as u64;
+        s.reduction = if s.stored_bytes > 0 {
+            s.logical_bytes as f64 / s.stored_bytes as f64
+        } else {
+            0.0
+        };
+        let c = &self.cold.counters;
+        s.cold = ColdStats {
+            kind: self.cold.describe(),
+            gets: c.gets.load(Ordering::Relaxed),
+            get_bytes: c.get_bytes.load(Ordering::Relaxed),
+            puts: c.puts.load(Ordering::Relaxed),
+            put_bytes: c.put_bytes.load(Ordering::Relaxed),
+        };
+        if let Some(local) = self.local() {
+            let (pages, bytes) = local.usage()?;
+            s.local = Some(LocalStats {
+                pages,
+                bytes,
+                hits: self.counters.local_hits.load(Ordering::Relaxed),
+                misses: self.counters.local_misses.load(Ordering::Relaxed),
+                corrupt: self.counters.local_corrupt.load(Ordering::Relaxed),
+            });
+        }
+        Ok(s)
+    }
+}

@@ -1,0 +1,344 @@
+//! The page store: opens the tiers, reads pages through them, and serves whole checkpoints.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use tracing::{debug, info, warn};
+
+use crate::catalog::Catalog;
+use crate::codec::decode_verified;
+use crate::cold::{ColdTier, DirStorage};
+use crate::config::{ColdConfig, StoreConfig};
+use crate::error::{Error, Result};
+use crate::local::{LocalTier, SledTier};
+use crate::manifest::{CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest};
+use crate::pack::{self, PackId, FOOTER_LEN};
+use crate::page::{PageId, PAGE_SIZE};
+
+/// The tiers a page can be read from, fastest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Memory,
+    Local,
+    Cold,
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Tier::Memory => "memory",
+            Tier::Local => "local",
+            Tier::Cold => "cold",
+        })
+    }
+}
+
+/// Hits and misses of the tiers above cold, and pages read from cold.
+#[derive(Debug, Default)]
+pub struct TierCounters {
+    pub local_hits: AtomicU64,
+    pub local_misses: AtomicU64,
+    pub local_corrupt: AtomicU64,
+    pub cold_pages: AtomicU64,
+}
+
+/// How many page reads one materialize or range read keeps in flight.
+const READ_CONCURRENCY: usize = 64;
+
+pub struct PageStore {
+    pub(crate) cold: ColdTier,
+    pub(crate) local: Option<Box<dyn LocalTier>>,
+    pub(crate) catalog: Catalog,
+    /// Packs whose index is in the catalog.
+    known_packs: Mutex<HashSet<PackId>>,
+    pub counters: TierCounters,
+}
+
+impl PageStore {
+    /// Opens the store described by `config` and loads the catalog from the cold tier.
+    pub async fn open(config: &StoreConfig) -> Result<PageStore> {
+        let cold = match &config.cold {
+            ColdConfig::Dir { path } => ColdTier::dir(DirStorage::open(path)?),
+        };
+        let local: Option<Box<dyn LocalTier>> = if config.local.enabled {
+            match SledTier::open(&config.local.path)? {
+                Some(t) => Some(Box::new(t)),
+                None => {
+                    info!(
+                        path = %config.local.path.display(),
+                        "local tier is held by another process (a running worker); reading without it"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let store = PageStore {
+            cold,
+            local,
+            catalog: Catalog::default(),
+            known_packs: Mutex::new(HashSet::new()),
+            counters: TierCounters::default(),
+        };
+        store.refresh_catalog().await?;
+        info!(cold = %store.cold.describe(), pages = store.catalog.len(), "page store open");
+        Ok(store)
+    }
+
+    pub fn cold(&self) -> &ColdTier {
+        &self.cold
+    }
+
+    pub fn local(&self) -> Option<&dyn LocalTier> {
+        self.local.as_deref()
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Reads the index of every pack not yet in the catalog. Returns how many packs were added.
+    pub async fn refresh_catalog(&self) -> Result<usize> {
+        let listing = self.cold.list("packs/").await?;
+        let mut added = 0;
+        for obj in listing {
+            let Some(pack) = PackId::from_object_key(&obj.key) else {
+                continue;
+            };
+            if self.pack_known(&pack) {
+                continue;
+            }
+            let entries = self.read_pack_index(&obj.key, obj.size).await?;
+            self.catalog.add_pack(pack, &entries);
+            self.mark_pack_known(pack);
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    pub(crate) fn pack_known(&self, pack: &PackId) -> bool {
+        self.known_packs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(pack)
+    }
+
+    pub(crate) fn mark_pack_known(&self, pack: PackId) {
+        self.known_packs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pack);
+    }
+
+    async fn read_pack_index(&self, key: &str, size: u64) -> Result<Vec<pack::PackEntry>> {
+        if size < (pack::HEADER_LEN + FOOTER_LEN) as u64 {
+            return Err(Error::CorruptObject {
+                what: "pack",
+                object: key.to_string(),
+                reason: format!("only {size} bytes"),
+            });
+        }
+        let tail = self
+            .cold
+            .get_range(key, size - FOOTER_LEN as u64, FOOTER_LEN as u64)
+            .await?;
+        let footer = pack::parse_footer(key, &tail, size)?;
+        let index = self
+            .cold
+            .get_range(key, footer.index_offset, footer.index_len() as u64)
+            .await?;
+        pack::parse_index(key, &footer, &index)
+    }
+
+    /// Every checkpoint in the store, by tenant then generation.
+    pub async fn checkpoints(&self) -> Result<Vec<CheckpointRef>> {
+        let mut out: Vec<CheckpointRef> = self
+            .cold
+            .list("manifests/")
+            .await?
+            .iter()
+            .filter_map(|o| CheckpointRef::from_object_key(&o.key))
+            .collect();
+        out.sort_by(|a, b| (&a.tenant, a.generation).cmp(&(&b.tenant, b.generation)));
+        Ok(out)
+    }
+
+    /// The newest checkpoint of `tenant`, if it has one.
+    pub async fn latest(&self, tenant: &str) -> Result<Option<CheckpointRef>> {
+        Ok(self
+            .checkpoints()
+            .await?
+            .into_iter()
+            .filter(|c| c.tenant == tenant)
+            .max_by_key(|c| c.generation))
+    }
+
+    /// Finds a checkpoint by its id or a unique prefix of it (at least 6 hex digits).
+    pub async fn resolve(&self, id: &str) -> Result<CheckpointRef> {
+        if id.len() < 6 {
+            return Err(Error::CheckpointNotFound(id.to_string()));
+        }
+        let mut matches = self
+            .checkpoints()
+            .await?
+            .into_iter()
+            .filter(|c| c.id.as_str().starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(c), None) => Ok(c),
+            (None, _) => Err(Error::CheckpointNotFound(id.to_string())),
+            (Some(_), Some(_)) => Err(Error::AmbiguousCheckpoint(id.to_string())),
+        }
+    }
+
+    /// Reads and checks a manifest: its bytes must hash to its id.
+    pub async fn manifest(&self, checkpoint: &CheckpointRef) -> Result<Manifest> {
+        let key = checkpoint.object_key();
+        let bytes = self.cold.get(&key).await?;
+        if CheckpointId::of_manifest_bytes(&bytes) != checkpoint.id {
+            return Err(Error::CorruptObject {
+                what: "manifest",
+                object: key,
+                reason: "its bytes do not hash to its id".into(),
+            });
+        }
+        Manifest::decode(&bytes)
+    }
+
+    /// Reads one page through the tiers, checking it against its id.
+    pub async fn read_page(&self, id: &PageId) -> Result<Vec<u8>> {
+        if id.is_zero() {
+            return Ok(vec![0; PAGE_SIZE]);
+        }
+        if let Some(page) = self.read_local(id) {
+            return Ok(page);
+        }
+        let loc = match self.catalog.locate(id) {
+            Some(loc) => loc,
+            None => {
+                // Another process may have added packs since we loaded the catalog.
+                self.refresh_catalog().await?;
+                self.catalog.locate(id).ok_or(Error::PageMissing(*id))?
+            }
+        };
+        let key = loc.pack.object_key();
+        let data = self
+            .cold
+            .get_range(&key, loc.offset, u64::from(loc.len))
+            .await?;
+        let page = decode_verified(id, loc.codec, &data, Tier::Cold, &key)?;
+        self.counters.cold_pages.fetch_add(1, Ordering::Relaxed);
+        if let Some(local) = &self.local {
+            if let Err(e) = local.put(id, loc.codec, &data) {
+                warn!(page = %id, error = %e, "could not cache page in the local tier");
+            }
+        }
+        Ok(page)
+    }
+
+    fn read_local(&self, id: &PageId) -> Option<Vec<u8>> {
+        let local = self.local.as_ref()?;
+        match local.get(id) {
+            Ok(Some((codec, data))) => {
+                match decode_verified(id, codec, &data, Tier::Local, "local") {
+                    Ok(page) => {
+                        self.counters.local_hits.fetch_add(1, Ordering::Relaxed);
+                        return Some(page);
+                    }
+                    Err(e) => {
+                        // A cached page that fails its hash is a miss: drop it, read it from cold.
+                        warn!(error = %e, "dropping corrupt page from the local tier");
+                        self.counters.local_corrupt.fetch_add(1, Ordering::Relaxed);
+                        let _ = local.remove(id);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(page = %id, error = %e, "local tier read failed"),
+        }
+        self.counters.local_misses.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// Reads `len` bytes at `offset` of one file of a checkpoint (short at the end of the file).
+    pub async fn read_file_at(&self, file: &FileEntry, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let end = (offset + len as u64).min(file.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        match &file.content {
+            FileContent::Inline(data) => Ok(data[offset as usize..end as usize].to_vec()),
+            FileContent::Paged(pages) => {
+                let first = (offset / PAGE_SIZE as u64) as usize;
+                let last = ((end - 1) / PAGE_SIZE as u64) as usize;
+                let ids = pages.get(first..=last).ok_or_else(|| {
+                    Error::BadManifest(format!(
+                        "file {} is {} bytes but lists {} pages",
+                        file.name,
+                        file.size,
+                        pages.len()
+                    ))
+                })?;
+                let loaded: Vec<Vec<u8>> = stream::iter(ids.iter().map(|id| self.read_page(id)))
+                    .buffered(READ_CONCURRENCY)
+                    .try_collect()
+                    .await?;
+                let mut out = Vec::with_capacity((end - offset) as usize);
+                for (i, page) in loaded.iter().enumerate() {
+                    let page_start = (first + i) as u64 * PAGE_SIZE as u64;
+                    let from = offset.max(page_start) - page_start;
+                    let to = end.min(page_start + PAGE_SIZE as u64) - page_start;
+                    out.extend_from_slice(&page[from as usize..to as usize]);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Writes the checkpoint's files into `dir` (created if missing), byte-identical to what was
+    /// ingested.
+    pub async fn materialize(&self, checkpoint: &CheckpointRef, dir: &Path) -> Result<Manifest> {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+
+        let manifest = self.manifest(checkpoint).await?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        for file in &manifest.files {
+            let path = dir.join(&file.name);
+            let mut out = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+            match &file.content {
+                FileContent::Inline(data) => {
+                    out.write_all(data).map_err(|e| Error::io(&path, e))?
+                }
+                FileContent::Paged(pages) => {
+                    let mut reads = stream::iter(pages.iter().map(|id| self.read_page(id)))
+                        .buffered(READ_CONCURRENCY);
+                    let mut left = file.size;
+                    while let Some(page) = reads.next().await {
+                        let page = page?;
+                        let n = left.min(PAGE_SIZE as u64) as usize;
+                        out.write_all(&page[..n]).map_err(|e| Error::io(&path, e))?;
+                        left -= n as u64;
+                    }
+                }
+            }
+            out.set_permissions(std::fs::Permissions::from_mode(file.mode & 0o7777))
+                .map_err(|e| Error::io(&path, e))?;
+            debug!(file = %file.name, bytes = file.size, "materialized");
+        }
+        Ok(manifest)
+    }
+
+    /// Empties the local tier (for cold-start measurements).
+    pub fn evict_local(&self) -> Result<()> {
+        match &self.local {
+            Some(l) => l.clear(),
+            None => Ok(()),
+        }
+    }
+}

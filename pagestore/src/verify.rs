@@ -1,0 +1,89 @@
+//! Verify: reads every object in every tier and checks every page against its id.
+
+use serde::Serialize;
+
+use crate::codec::decode_verified;
+use crate::error::Result;
+use crate::pack::{self, PackId};
+use crate::store::{PageStore, Tier};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub packs: u64,
+    pub pages: u64,
+    pub manifests: u64,
+    pub local_pages: u64,
+    /// One line per problem found; empty when all is well.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl PageStore {
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        let mut r = VerifyReport::default();
+        for obj in self.cold.list("packs/").await? {
+            if PackId::from_object_key(&obj.key).is_none() {
+                continue;
+            }
+            r.packs += 1;
+            let data = self.cold.get(&obj.key).await?;
+            let entries = match pack::parse_pack(&obj.key, &data) {
+                Ok(e) => e,
+                Err(e) => {
+                    r.problems.push(e.to_string());
+                    continue;
+                }
+            };
+            for e in entries {
+                r.pages += 1;
+                let raw = &data[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
+                if let Err(err) = decode_verified(&e.id, e.codec, raw, Tier::Cold, &obj.key) {
+                    r.problems.push(err.to_string());
+                }
+            }
+        }
+        // Packs that appeared since open must be in the catalog before manifests are checked.
+        if let Err(e) = self.refresh_catalog().await {
+            r.problems.push(e.to_string());
+        }
+        for checkpoint in self.checkpoints().await? {
+            r.manifests += 1;
+            let manifest = match self.manifest(&checkpoint).await {
+                Ok(m) => m,
+                Err(e) => {
+                    r.problems
+                        .push(format!("checkpoint {}: {e}", checkpoint.id));
+                    continue;
+                }
+            };
+            for f in &manifest.files {
+                if let Some(missing) = f
+                    .pages()
+                    .iter()
+                    .find(|p| !p.is_zero() && !self.catalog.contains(p))
+                {
+                    r.problems.push(format!(
+                        "checkpoint {} file {}: page {missing} is in no pack",
+                        checkpoint.id, f.name
+                    ));
+                }
+            }
+        }
+        if let Some(local) = self.local() {
+            let mut bad = Vec::new();
+            local.for_each(&mut |id, codec, data| {
+                r.local_pages += 1;
+                if let Err(e) = decode_verified(&id, codec, data, Tier::Local, "local") {
+                    bad.push(e.to_string());
+                }
+            })?;
+            r.problems.extend(bad);
+        }
+        Ok(r)
+    }
+}
