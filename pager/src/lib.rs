@@ -1,1 +1,14 @@
-//! pager
+//! Front ends onto the page store.
+//!
+//! - [`imagefs`]: a read-only FUSE filesystem that serves one checkpoint as a CRIU image directory,
+//!   fetching each page from the store only when it is read, and recording which pages were read
+//!   ([`access`]) — the raw material of the ActiveSet.
+//!
+//! The pager is a client of `pagestore`, never the other way round.
+
+pub mod access;
+mod error;
+pub mod imagefs;
+
+pub use error::{Error, Result};
+pub use imagefs::ImageMount;

@@ -284,7 +284,8 @@ impl PageStore {
                         pages.len()
                     ))
                 })?;
-                let loaded: Vec<Vec<u8>> = stream::iter(ids.iter().map(|id| self.read_page(id)))
+                let reads: Vec<_> = ids.iter().map(|id| self.read_page(id)).collect();
+                let loaded: Vec<Vec<u8>> = stream::iter(reads)
                     .buffered(READ_CONCURRENCY)
                     .try_collect()
                     .await?;
@@ -316,8 +317,8 @@ impl PageStore {
                     out.write_all(data).map_err(|e| Error::io(&path, e))?
                 }
                 FileContent::Paged(pages) => {
-                    let mut reads = stream::iter(pages.iter().map(|id| self.read_page(id)))
-                        .buffered(READ_CONCURRENCY);
+                    let reads: Vec<_> = pages.iter().map(|id| self.read_page(id)).collect();
+                    let mut reads = stream::iter(reads).buffered(READ_CONCURRENCY);
                     let mut left = file.size;
                     while let Some(page) = reads.next().await {
                         let page = page?;

@@ -1,1 +1,18 @@
-//! worker
+//! The worker: runs tenants, checkpoints idle ones with CRIU into the page store, and restores
+//! them with CRIU lazy pages through the pager.
+//!
+//! `pico worker run` is a daemon ([`daemon`]) that owns the tenants of one machine; the CLI talks
+//! to it over a unix socket with one JSON request per line ([`protocol`]). Swap-out and swap-in
+//! are the two flows of [`swap`]; [`criu`] wraps the CRIU binary.
+
+pub mod config;
+pub mod criu;
+pub mod daemon;
+mod error;
+pub mod protocol;
+pub mod swap;
+pub mod tenant;
+
+pub use config::WorkerConfig;
+pub use daemon::run;
+pub use error::{Error, Result};

@@ -1,0 +1,78 @@
+//! The access log: which pages of which image files a restore read, in order, and when.
+//!
+//! This is the raw material of the ActiveSet. Each record names the page both by position (file
+//! and page index) and by content (page id), so a learned set survives a new checkpoint that moves
+//! the same content, and notices when the content at an address changes.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use pagestore::PageId;
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PageAccess {
+    /// Image file, e.g. `pages-1.img`.
+    pub file: String,
+    /// Page index within the file.
+    pub page: u64,
+    #[serde(serialize_with = "hex_id")]
+    pub id: PageId,
+    /// Microseconds since the mount.
+    pub at_us: u64,
+    /// Size of the read request that touched it (a fault reads one page; CRIU's background
+    /// copy reads up to 4 MiB).
+    pub request_len: u32,
+}
+
+fn hex_id<S: serde::Serializer>(id: &PageId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&id.to_hex())
+}
+
+pub struct AccessLog {
+    started: Instant,
+    records: Mutex<Vec<PageAccess>>,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog {
+            started: Instant::now(),
+            records: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl AccessLog {
+    pub fn record(&self, file: &str, first_page: u64, ids: &[PageId], request_len: u32) {
+        let at_us = self.started.elapsed().as_micros() as u64;
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, id) in ids.iter().enumerate() {
+            let page = first_page + i as u64;
+            tracing::debug!(file, page, id = %id, at_us, request_len, "page read");
+            records.push(PageAccess {
+                file: file.to_string(),
+                page,
+                id: *id,
+                at_us,
+                request_len,
+            });
+        }
+    }
+
+    /// A copy of every record so far, in the order the reads arrived.
+    pub fn snapshot(&self) -> Vec<PageAccess> {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

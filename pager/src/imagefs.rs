@@ -1,0 +1,260 @@
+//! A checkpoint as a read-only FUSE directory, served lazily from the page store.
+//!
+//! CRIU reads its image files through this mount: small files come from the manifest, page files
+//! page by page from the store's tiers, each page fetched only when read. Page files are opened
+//! with direct I/O so that the kernel neither reads ahead (which would fetch pages nobody asked
+//! for) nor merges requests: the access log then sees exactly what CRIU asked for.
+//!
+//! FUSE callbacks are synchronous; each read is moved onto the tokio runtime and answered when
+//! its pages arrive, so a slow cold-tier fetch never blocks other readers.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
+};
+use pagestore::{FileContent, Manifest, PageStore, PAGE_SIZE};
+use tracing::{info, warn};
+
+use crate::access::AccessLog;
+use crate::error::{Error, Result};
+
+/// Attributes never change: the checkpoint is immutable.
+const TTL: Duration = Duration::from_secs(3600);
+const ROOT: u64 = 1;
+
+struct ImageFs {
+    store: Arc<PageStore>,
+    manifest: Arc<Manifest>,
+    runtime: tokio::runtime::Handle,
+    access: Arc<AccessLog>,
+}
+
+impl ImageFs {
+    /// Inode of the `i`-th file of the manifest.
+    fn ino(i: usize) -> u64 {
+        i as u64 + 2
+    }
+
+    fn file_index(ino: INodeNo) -> Option<usize> {
+        u64::from(ino).checked_sub(2).map(|i| i as usize)
+    }
+
+    fn attr(&self, ino: u64) -> Option<FileAttr> {
+        let (kind, size, perm, nlink) = if ino == ROOT {
+            (FileType::Directory, 0, 0o555, 2)
+        } else {
+            let f = self.manifest.files.get(ino.checked_sub(2)? as usize)?;
+            (FileType::RegularFile, f.size, (f.mode & 0o777) as u16, 1)
+        };
+        Some(FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind,
+            perm,
+            nlink,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            flags: 0,
+            blksize: PAGE_SIZE as u32,
+        })
+    }
+}
+
+impl Filesystem for ImageFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if u64::from(parent) != ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        let found = name.to_str().and_then(|name| {
+            self.manifest
+                .files
+                .iter()
+                .position(|f| f.name == name)
+                .and_then(|i| self.attr(Self::ino(i)))
+        });
+        match found {
+            Some(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr(u64::from(ino)) {
+            Some(attr) => reply.attr(&TTL, &attr),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let Some(file) = Self::file_index(ino).and_then(|i| self.manifest.files.get(i)) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        let open_flags = match file.content {
+            FileContent::Paged(_) => FopenFlags::FOPEN_DIRECT_IO,
+            FileContent::Inline(_) => FopenFlags::FOPEN_KEEP_CACHE,
+        };
+        reply.opened(FileHandle(0), open_flags);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(index) = Self::file_index(ino).filter(|&i| i < self.manifest.files.len()) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let store = self.store.clone();
+        let manifest = self.manifest.clone();
+        let access = self.access.clone();
+        self.runtime.spawn(async move {
+            let file = &manifest.files[index];
+            if let FileContent::Paged(pages) = &file.content {
+                let end = (offset + u64::from(size)).min(file.size);
+                if offset < end {
+                    let first = offset / PAGE_SIZE as u64;
+                    let last = (end - 1) / PAGE_SIZE as u64;
+                    if let Some(ids) = pages.get(first as usize..=last as usize) {
+                        access.record(&file.name, first, ids, size);
+                    }
+                }
+            }
+            match store.read_file_at(file, offset, size as usize).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => {
+                    warn!(file = %file.name, offset, size, error = %e, "read failed");
+                    reply.error(Errno::EIO);
+                }
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: fuser::ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if u64::from(ino) != ROOT {
+            return reply.error(Errno::ENOTDIR);
+        }
+        let fixed = [
+            (ROOT, FileType::Directory, "."),
+            (ROOT, FileType::Directory, ".."),
+        ];
+        let files = self
+            .manifest
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (Self::ino(i), FileType::RegularFile, f.name.as_str()));
+        for (i, (ino, kind, name)) in fixed
+            .into_iter()
+            .chain(files)
+            .enumerate()
+            .skip(offset as usize)
+        {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
+
+/// A mounted checkpoint. Unmount it with [`ImageMount::unmount`]; dropping it unmounts too.
+pub struct ImageMount {
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+    access: Arc<AccessLog>,
+}
+
+impl ImageMount {
+    /// Mounts `manifest` read-only at `mountpoint` (which must be an existing empty directory).
+    pub fn mount(
+        store: Arc<PageStore>,
+        manifest: Manifest,
+        mountpoint: &Path,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<ImageMount> {
+        let access = Arc::new(AccessLog::default());
+        let fs = ImageFs {
+            store,
+            manifest: Arc::new(manifest),
+            runtime,
+            access: access.clone(),
+        };
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            MountOption::RO,
+            MountOption::FSName("pico".into()),
+            MountOption::Subtype("pico".into()),
+            MountOption::NoAtime,
+        ];
+        config.n_threads = Some(4);
+        config.clone_fd = true;
+        let session =
+            fuser::spawn_mount(fs, mountpoint, &config).map_err(|source| Error::Mount {
+                path: mountpoint.to_path_buf(),
+                source,
+            })?;
+        info!(mountpoint = %mountpoint.display(), "checkpoint mounted");
+        Ok(ImageMount {
+            session: Some(session),
+            mountpoint: mountpoint.to_path_buf(),
+            access,
+        })
+    }
+
+    pub fn access_log(&self) -> &Arc<AccessLog> {
+        &self.access
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Unmounts and waits for the FUSE threads to finish.
+    pub fn unmount(mut self) -> Result<()> {
+        match self.session.take() {
+            Some(s) => s.umount_and_join().map_err(|source| Error::Unmount {
+                path: self.mountpoint.clone(),
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Command-line interface: argument parsing and one module per command group.
+
+mod pager;
+mod store;
+mod tenant;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{home_dir, PicoConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pico",
+    version,
+    about = "Host thousands of mostly-idle applications on one machine"
+)]
+pub struct Args {
+    /// Directory holding pico.toml and the embedded stores.
+    #[arg(long, global = true, env = "PICO_HOME")]
+    pub home: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The page store: ingest, materialize, list, verify.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+    /// Front ends onto the store: FUSE image directories.
+    #[command(subcommand)]
+    Pager(pager::PagerCommand),
+    /// The worker daemon that runs tenants.
+    #[command(subcommand)]
+    Worker(tenant::WorkerCommand),
+    /// Tenants on the local worker.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
+}
+
+/// What every command gets: where home is, its configuration, output mode.
+pub struct Context {
+    pub home: PathBuf,
+    pub config: PicoConfig,
+    pub json: bool,
+}
+
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,pagestore=info,pager=info,worker=info",
+        1 => "info,pagestore=debug,pager=debug,worker=debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let home = home_dir(args.home);
+    let config = PicoConfig::load(&home)?;
+    let ctx = Context {
+        home,
+        config,
+        json: args.json,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match args.command {
+            Command::Store(c) => store::run(&ctx, c).await,
+            Command::Pager(c) => pager::run(&ctx, c).await,
+            Command::Worker(c) => tenant::run_worker(&ctx, c).await,
+            Command::Tenant(c) => tenant::run(&ctx, c).await,
+        }
+    })
+}
+
+/// Prints a value as one line of JSON.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}

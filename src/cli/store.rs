@@ -1,0 +1,150 @@
+//! `pico store ...`: the page store from the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use pagestore::PageStore;
+
+use super::{print_json, Context};
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Stores a directory as the next checkpoint of a tenant; prints its id on the last line.
+    Ingest {
+        #[arg(long)]
+        tenant: String,
+        dir: PathBuf,
+    },
+    /// Writes a checkpoint's files into DIR, byte-identical to what was ingested.
+    Materialize { id: String, dir: PathBuf },
+    /// Lists checkpoints.
+    Ls,
+    /// Totals: logical bytes, pages, unique pages, stored bytes.
+    Stats,
+    /// Reads every object in every tier and checks every page; fails if anything is wrong.
+    Verify,
+    /// Empties a tier (for cold-start measurements).
+    Evict {
+        #[arg(long, value_parser = ["local"])]
+        tier: String,
+    },
+}
+
+pub async fn open(ctx: &Context) -> anyhow::Result<PageStore> {
+    let config = ctx.config.store(&ctx.home);
+    PageStore::open(&config)
+        .await
+        .with_context(|| format!("cannot open the page store under {}", ctx.home.display()))
+}
+
+pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
+    let store = open(ctx).await?;
+    match cmd {
+        StoreCommand::Ingest { tenant, dir } => {
+            let report = store.ingest(&tenant, &dir).await?;
+            if ctx.json {
+                print_json(&report)?;
+            } else {
+                println!(
+                    "tenant {} generation {}: {} files, {} pages ({} zero, {} already stored, {} new), \
+                     {} bytes uploaded in {} packs, {} ms",
+                    report.checkpoint.tenant,
+                    report.checkpoint.generation,
+                    report.files,
+                    report.pages_total,
+                    report.pages_zero,
+                    report.pages_known,
+                    report.pages_new,
+                    report.bytes_uploaded,
+                    report.packs_written,
+                    report.elapsed_ms
+                );
+                println!("{}", report.checkpoint.id);
+            }
+        }
+        StoreCommand::Materialize { id, dir } => {
+            let checkpoint = store.resolve(&id).await?;
+            let manifest = store.materialize(&checkpoint, &dir).await?;
+            if !ctx.json {
+                println!(
+                    "materialized {} ({} files) into {}",
+                    checkpoint.id,
+                    manifest.files.len(),
+                    dir.display()
+                );
+            } else {
+                print_json(&checkpoint)?;
+            }
+        }
+        StoreCommand::Ls => {
+            let list = store.checkpoints().await?;
+            if ctx.json {
+                print_json(&list)?;
+            } else {
+                println!(
+                    "{:<32}  {:<20}  {:>10}",
+                    "CHECKPOINT", "TENANT", "GENERATION"
+                );
+                for c in list {
+                    println!("{:<32}  {:<20}  {:>10}", c.id, c.tenant, c.generation);
+                }
+            }
+        }
+        StoreCommand::Stats => {
+            let s = store.stats().await?;
+            if ctx.json {
+                print_json(&s)?;
+            } else {
+                println!(
+                    "checkpoints      {} of {} tenants",
+                    s.checkpoints, s.tenants
+                );
+                println!("logical bytes    {}", s.logical_bytes);
+                println!(
+                    "pages            {} ({} zero, {} unique non-zero stored)",
+                    s.pages_total, s.pages_zero, s.pages_unique
+                );
+                println!(
+                    "stored bytes     {} ({} in {} packs, {} in manifests)",
+                    s.stored_bytes, s.pack_bytes, s.packs, s.manifest_bytes
+                );
+                println!("reduction        {:.2}x (logical / stored)", s.reduction);
+                if let Some(l) = &s.local {
+                    println!("local tier       {} pages, {} bytes", l.pages, l.bytes);
+                }
+            }
+        }
+        StoreCommand::Verify => {
+            let r = store.verify().await?;
+            if ctx.json {
+                print_json(&r)?;
+            } else {
+                for p in &r.problems {
+                    println!("PROBLEM: {p}");
+                }
+                println!(
+                    "verified {} packs ({} pages), {} manifests, {} local pages: {}",
+                    r.packs,
+                    r.pages,
+                    r.manifests,
+                    r.local_pages,
+                    if r.ok() { "all well" } else { "PROBLEMS FOUND" }
+                );
+            }
+            if !r.ok() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        StoreCommand::Evict { tier } => {
+            anyhow::ensure!(
+                store.local().is_some(),
+                "the local tier is held by a running worker; evict through it or stop it first"
+            );
+            store.evict_local()?;
+            println!("evicted the {tier} tier");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

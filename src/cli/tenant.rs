@@ -1,0 +1,131 @@
+//! `pico worker run` and `pico tenant ...`: the worker daemon and the CLI that talks to it.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Subcommand;
+use worker::protocol::{Client, Request};
+use worker::tenant::{SwapInReport, SwapOutReport, TenantInfo};
+
+use super::{print_json, Context};
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Runs the worker daemon in the foreground until SIGINT/SIGTERM.
+    Run,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Starts a tenant: `pico tenant add NAME --port PORT -- CMD ARGS...`.
+    Add {
+        name: String,
+        /// The TCP port it serves on (on 127.0.0.1).
+        #[arg(long)]
+        port: u16,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Lists tenants.
+    Ls,
+    /// Shows one tenant.
+    Status { name: String },
+    /// Checkpoints a tenant into the store; its process is gone afterwards.
+    SwapOut { name: String },
+    /// Restores a swapped-out tenant (lazily, through the pager).
+    SwapIn { name: String },
+    /// Stops and forgets a tenant (its checkpoints stay in the store).
+    Rm { name: String },
+}
+
+pub async fn run_worker(ctx: &Context, cmd: WorkerCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        WorkerCommand::Run => {
+            let store = ctx.config.store(&ctx.home);
+            worker::run(ctx.config.worker(&ctx.home), store).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&ctx.config.worker(&ctx.home).socket);
+    let started = Instant::now();
+    let (request, name) = match &cmd {
+        TenantCommand::Add { name, port, cmd } => (
+            Request::Add {
+                name: name.clone(),
+                port: *port,
+                cmd: cmd.clone(),
+            },
+            name.clone(),
+        ),
+        TenantCommand::Ls => (Request::Ls, String::new()),
+        TenantCommand::Status { name } => (Request::Status { name: name.clone() }, name.clone()),
+        TenantCommand::SwapOut { name } => (Request::SwapOut { name: name.clone() }, name.clone()),
+        TenantCommand::SwapIn { name } => (Request::SwapIn { name: name.clone() }, name.clone()),
+        TenantCommand::Rm { name } => (Request::Rm { name: name.clone() }, name.clone()),
+    };
+    let result = client.call(&request).await?;
+    if ctx.json {
+        print_json(&result)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match cmd {
+        TenantCommand::Add { .. } | TenantCommand::Status { .. } => {
+            let t: TenantInfo = serde_json::from_value(result)?;
+            print_tenants(&[t]);
+        }
+        TenantCommand::Ls => {
+            let ts: Vec<TenantInfo> = serde_json::from_value(result)?;
+            print_tenants(&ts);
+        }
+        TenantCommand::SwapOut { .. } => {
+            let r: SwapOutReport = serde_json::from_value(result)?;
+            println!(
+                "{name} swapped out in {} ms (dump {} ms, ingest {} ms): checkpoint {} generation {}, \
+                 {} pages ({} zero, {} new), {} bytes uploaded",
+                r.total_ms,
+                r.dump_ms,
+                r.ingest_ms,
+                r.checkpoint,
+                r.generation,
+                r.pages_total,
+                r.pages_zero,
+                r.pages_new,
+                r.bytes_uploaded
+            );
+        }
+        TenantCommand::SwapIn { .. } => {
+            let r: SwapInReport = serde_json::from_value(result)?;
+            println!(
+                "{name} swapped in in {} ms (mount {} ms, restore {} ms; {} ms at the client): pid {}",
+                r.total_ms,
+                r.mount_ms,
+                r.restore_ms,
+                started.elapsed().as_millis(),
+                r.pid
+            );
+        }
+        TenantCommand::Rm { .. } => println!("{name} removed"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_tenants(tenants: &[TenantInfo]) {
+    println!(
+        "{:<16} {:<12} {:>8} {:>6}  {:<32} CMD",
+        "NAME", "STATE", "PID", "PORT", "CHECKPOINT"
+    );
+    for t in tenants {
+        println!(
+            "{:<16} {:<12} {:>8} {:>6}  {:<32} {}",
+            t.name,
+            t.state.to_string(),
+            t.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            t.port,
+            t.checkpoint.as_deref().unwrap_or("-"),
+            t.cmd.join(" ")
+        );
+    }
+}

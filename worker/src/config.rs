@@ -1,0 +1,52 @@
+//! Typed configuration of the worker (the `[worker]` section of `pico.toml`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Unix socket on which the worker takes requests from `pico tenant ...`.
+    pub socket: PathBuf,
+    /// One directory per tenant: its working directory, log, state and CRIU logs.
+    pub tenants_dir: PathBuf,
+    /// Where CRIU dumps are staged until their checkpoint is committed.
+    pub staging_dir: PathBuf,
+    /// Where checkpoints are mounted while a tenant is being restored.
+    pub mounts_dir: PathBuf,
+    /// The CRIU binary (>= 4.2).
+    #[serde(default = "default_criu")]
+    pub criu: PathBuf,
+    /// How long `tenant add` waits for a new tenant to listen on its port.
+    #[serde(default = "default_start_timeout_ms")]
+    pub start_timeout_ms: u64,
+    /// CRIU log level (0-4) for dump, restore and lazy-pages logs in the tenant's directory.
+    #[serde(default = "default_criu_log_level")]
+    pub criu_log_level: u8,
+}
+
+fn default_criu() -> PathBuf {
+    PathBuf::from("criu")
+}
+fn default_start_timeout_ms() -> u64 {
+    10_000
+}
+fn default_criu_log_level() -> u8 {
+    2
+}
+
+impl WorkerConfig {
+    /// The embedded defaults under a `pico` home directory.
+    pub fn embedded(home: &Path) -> WorkerConfig {
+        WorkerConfig {
+            socket: home.join("worker.sock"),
+            tenants_dir: home.join("tenants"),
+            staging_dir: home.join("staging"),
+            mounts_dir: home.join("mnt"),
+            criu: default_criu(),
+            start_timeout_ms: default_start_timeout_ms(),
+            criu_log_level: default_criu_log_level(),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! CRIU, the checkpoint/restore engine, driven as a subprocess.
+//!
+//! Every run gets a work directory (`-W`) for its socket, log and stats, so that the image
+//! directory itself may be a read-only FUSE mount. A failed run's error carries the tail of its
+//! log, which is where CRIU says what went wrong.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+use tracing::debug;
+
+use crate::error::{Error, Result};
+
+/// The oldest CRIU that works here: 4.1 fails on Linux >= 6.16 (SO_PASSCRED on inet sockets),
+/// 3.17 on the vDSO layout.
+pub const MIN_VERSION: &str = "4.2";
+
+#[derive(Clone, Debug)]
+pub struct Criu {
+    bin: PathBuf,
+    version: String,
+    log_level: u8,
+}
+
+/// Parses `criu --version` output ("Version: 4.2.1").
+pub fn parse_version(output: &str) -> Option<String> {
+    output.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("Version:")
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// Compares dotted versions numerically: "4.10" > "4.2".
+pub fn version_at_least(version: &str, min: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> {
+        v.split('.')
+            .map(|p| {
+                p.trim_matches(|c: char| !c.is_ascii_digit())
+                    .parse()
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let (a, b) = (parse(version), parse(min));
+    for i in 0..a.len().max(b.len()) {
+        let (x, y) = (
+            a.get(i).copied().unwrap_or(0),
+            b.get(i).copied().unwrap_or(0),
+        );
+        if x != y {
+            return x > y;
+        }
+    }
+    true
+}
+
+impl Criu {
+    /// Finds CRIU and checks its version.
+    pub async fn detect(bin: &Path, log_level: u8) -> Result<Criu> {
+        let out = Command::new(bin)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|_| Error::CriuMissing {
+                bin: bin.to_path_buf(),
+                needed: MIN_VERSION,
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let version = parse_version(&text).ok_or_else(|| Error::CriuMissing {
+            bin: bin.to_path_buf(),
+            needed: MIN_VERSION,
+        })?;
+        if !version_at_least(&version, MIN_VERSION) {
+            return Err(Error::CriuTooOld {
+                bin: bin.to_path_buf(),
+                found: version,
+                needed: MIN_VERSION,
+            });
+        }
+        Ok(Criu {
+            bin: bin.to_path_buf(),
+            version,
+            log_level,
+        })
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn command(&self, action: &str, images: &Path, work: &Path, log: &str) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg(action)
+            .arg("-D")
+            .arg(images)
+            .arg("-W")
+            .arg(work)
+            .arg("-o")
+            .arg(log)
+            .arg(format!("-v{}", self.log_level))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        c
+    }
+
+    async fn run(&self, op: &'static str, mut cmd: Command, work: &Path, log: &str) -> Result<()> {
+        debug!(op, ?cmd, "running criu");
+        let out = cmd.output().await.map_err(|e| Error::io(&self.bin, e))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(self.failure(op, out.status.to_string(), work, log, &out.stderr))
+    }
+
+    fn failure(
+        &self,
+        op: &'static str,
+        status: String,
+        work: &Path,
+        log: &str,
+        stderr: &[u8],
+    ) -> Error {
+        let log = work.join(log);
+        let mut tail = log_tail(&log, 12);
+        let stderr = String::from_utf8_lossy(stderr);
+        if !stderr.trim().is_empty() {
+            tail.push_str("\nstderr: ");
+            tail.push_str(stderr.trim());
+        }
+        Error::Criu {
+            op,
+            status,
+            log,
+            tail,
+        }
+    }
+
+    /// Checkpoints the process tree rooted at `pid` into `images`; the tree is gone afterwards.
+    pub async fn dump(&self, pid: u32, images: &Path, work: &Path) -> Result<()> {
+        let mut cmd = self.command("dump", images, work, "dump.log");
+        cmd.arg("-t").arg(pid.to_string()).arg("--tcp-established");
+        self.run("dump", cmd, work, "dump.log").await
+    }
+
+    /// Starts the lazy-pages daemon, which serves page faults of a lazy restore from the page
+    /// files of `images`. It exits once every page has been copied in.
+    pub fn spawn_lazy_pages(&self, images: &Path, work: &Path) -> Result<Child> {
+        let mut cmd = self.command("lazy-pages", images, work, "lazy-pages.log");
+        cmd.kill_on_drop(true);
+        cmd.spawn().map_err(|e| Error::io(&self.bin, e))
+    }
+
+    /// Restores the tree from `images`, detached; with `lazy`, memory marked lazy is left to the
+    /// lazy-pages daemon already listening in `work`. Returns the root pid.
+    pub async fn restore(&self, images: &Path, work: &Path, lazy: bool) -> Result<u32> {
+        let pidfile = work.join("restore.pid");
+        let mut cmd = self.command("restore", images, work, "restore.log");
+        cmd.arg("-d")
+            .arg("--tcp-established")
+            .arg("--pidfile")
+            .arg(&pidfile);
+        if lazy {
+            cmd.arg("--lazy-pages");
+        }
+        self.run("restore", cmd, work, "restore.log").await?;
+        let text = std::fs::read_to_string(&pidfile).map_err(|e| Error::io(&pidfile, e))?;
+        text.trim()
+            .parse()
+            .map_err(|_| Error::Protocol(format!("criu wrote a bad pid file: {text:?}")))
+    }
+
+    /// The error for a lazy-pages daemon that ended badly.
+    pub fn lazy_pages_failure(&self, work: &Path, status: String) -> Error {
+        self.failure("lazy-pages", status, work, "lazy-pages.log", b"")
+    }
+}
+
+/// The last `n` lines of a log file (or why it could not be read).
+pub fn log_tail(path: &Path, n: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("(no log: {e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            parse_version("Version: 4.2.1\nGitID: x\n").as_deref(),
+            Some("4.2.1")
+        );
+        assert_eq!(parse_version("nonsense"), None);
+        assert!(version_at_least("4.2.1", "4.2"));
+        assert!(version_at_least("4.10", "4.2"));
+        assert!(!version_at_least("4.1", "4.2"));
+        assert!(!version_at_least("3.17", "4.2"));
+    }
+
+    #[tokio::test]
+    async fn missing_criu_says_how_to_install_it() {
+        let err = Criu::detect(Path::new("/nonexistent/criu"), 2)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("4.2") && msg.contains("deploy/setup.sh"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! The worker daemon: owns this machine's tenants and answers the CLI on a unix socket.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pagestore::{PageStore, StoreConfig};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::config::WorkerConfig;
+use crate::criu::{log_tail, Criu};
+use crate::error::{Error, Result};
+use crate::protocol::{Request, Response};
+use crate::tenant::{process_alive, TenantDirs, TenantInfo, TenantState};
+
+/// A tenant as the running worker holds it.
+pub(crate) struct TenantSlot {
+    pub dirs: TenantDirs,
+    pub runtime: tokio::sync::Mutex<TenantRuntime>,
+}
+
+pub(crate) struct TenantRuntime {
+    pub info: TenantInfo,
+    /// The tail of the last lazy restore: waits for CRIU's lazy-pages daemon to copy in every
+    /// page, then unmounts the checkpoint.
+    pub restoring: Option<JoinHandle<()>>,
+}
+
+pub struct Worker {
+    pub(crate) config: WorkerConfig,
+    pub(crate) store: Arc<PageStore>,
+    pub(crate) criu: Criu,
+    tenants: std::sync::Mutex<BTreeMap<String, Arc<TenantSlot>>>,
+}
+
+/// Runs the worker until SIGINT or SIGTERM. Tenants keep running when it stops; the next worker
+/// on the same home finds them again.
+pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::NotRoot);
+    }
+    let criu = Criu::detect(&config.criu, config.criu_log_level).await?;
+    for dir in [&config.tenants_dir, &config.staging_dir, &config.mounts_dir] {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let store = Arc::new(PageStore::open(&store_config).await?);
+    let listener = bind_socket(&config.socket).await?;
+    let worker = Arc::new(Worker::load(config, store, criu)?);
+    info!(
+        socket = %worker.config.socket.display(),
+        criu = worker.criu.version(),
+        tenants = worker.tenant_names().len(),
+        "worker ready"
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::io("SIGTERM handler", e))?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let worker = worker.clone();
+                    tokio::spawn(async move { worker.serve_connection(stream).await });
+                }
+                Err(e) => warn!(error = %e, "accept failed"),
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    info!("worker stopping; tenants keep their state");
+    let _ = std::fs::remove_file(&worker.config.socket);
+    Ok(())
+}
+
+async fn bind_socket(path: &Path) -> Result<UnixListener> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(Error::BadRequest(format!(
+                "another worker is already listening on {}",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| Error::io(path, e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(listener)
+}
+
+impl Worker {
+    fn load(config: WorkerConfig, store: Arc<PageStore>, criu: Criu) -> Result<Worker> {
+        let mut tenants = BTreeMap::new();
+        let entries = std::fs::read_dir(&config.tenants_dir)
+            .map_err(|e| Error::io(&config.tenants_dir, e))?;
+        for entry in entries.flatten() {
+            let dirs = TenantDirs { root: entry.path() };
+            let Ok(mut info) = TenantInfo::load(&dirs.state_file()) else {
+                continue;
+            };
+            if info.state == TenantState::Running && !info.pid.is_some_and(process_alive) {
+                warn!(tenant = %info.name, "tenant was running but its process is gone");
+                info.state = TenantState::Exited;
+                info.save(&dirs)?;
+            }
+            tenants.insert(
+                info.name.clone(),
+                Arc::new(TenantSlot {
+                    dirs,
+                    runtime: tokio::sync::Mutex::new(TenantRuntime {
+                        info,
+                        restoring: None,
+                    }),
+                }),
+            );
+        }
+        Ok(Worker {
+            config,
+            store,
+            criu,
+            tenants: std::sync::Mutex::new(tenants),
+        })
+    }
+
+    fn tenant_names(&self) -> Vec<String> {
+        self.lock_tenants().keys().cloned().collect()
+    }
+
+    fn lock_tenants(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<TenantSlot>>> {
+        self.tenants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn slot(&self, name: &str) -> Result<Arc<TenantSlot>> {
+        self.lock_tenants()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTenant(name.to_string()))
+    }
+
+    async fn serve_connection(self: Arc<Self>, stream: UnixStream) {
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let response = match serde_json::from_str::<Request>(&line) {
+                Ok(request) => match self.dispatch(request).await {
+                    Ok(result) => Response {
+                        ok: true,
+                        result: Some(result),
+                        error: None,
+                    },
+                    Err(e) => Response {
+                        ok: false,
+                        result: None,
+                        error: Some(e.to_string()),
+                    },
+                },
+                Err(e) => Response {
+                    ok: false,
+                    result: None,
+                    error: Some(format!("bad request: {e}")),
+                },
+            };
+            let mut out =
+                serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+            out.push(b'\n');
+            if write.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    async fn dispatch(&self, request: Request) -> Result<serde_json::Value> {
+        match request {
+            Request::Ping => Ok(serde_json::json!({"criu": self.criu.version()})),
+            Request::Ls => {
+                let mut out = Vec::new();
+                for name in self.tenant_names() {
+                    if let Ok(info) = self.status(&name).await {
+                        out.push(info);
+                    }
+                }
+                to_json(&out)
+            }
+            Request::Status { name } => to_json(&self.status(&name).await?),
+            Request::Add { name, port, cmd } => {
+                let span = info_span!("tenant", tenant = %name);
+                to_json(&self.add(&name, port, cmd).instrument(span).await?)
+            }
+            Request::SwapOut { name } => {
+                let span = info_span!("tenant", tenant = %name);
+                to_json(&self.swap_out(&name).instrument(span).await?)
+            }
+            Request::SwapIn { name } => {
+                let span = info_span!("tenant", tenant = %name);
+                to_json(&self.swap_in(&name).instrument(span).await?)
+            }
+            Request::Rm { name } => {
+                let span = info_span!("tenant", tenant = %name);
+                self.rm(&name).instrument(span).await?;
+                Ok(serde_json::Value::Null)
+            }
+        }
+    }
+
+    /// The tenant's record, with its state brought up to date (a process may have exited).
+    pub async fn status(&self, name: &str) -> Result<TenantInfo> {
+        let slot = self.slot(name)?;
+        let mut rt = slot.runtime.lock().await;
+        if rt.info.state == TenantState::Running && !rt.info.pid.is_some_and(process_alive) {
+            rt.info.state = TenantState::Exited;
+            rt.info.save(&slot.dirs)?;
+        }
+        Ok(rt.info.clone())
+    }
+
+    /// Starts a new tenant in its own session, working directory and log file, and waits until it
+    /// listens on its port.
+    pub async fn add(&self, name: &str, port: u16, cmd: Vec<String>) -> Result<TenantInfo> {
+        if !pagestore::manifest::valid_tenant_name(name) {
+            return Err(Error::BadRequest(format!(
+                "tenant name {name:?} must be 1-63 letters, digits, '.', '_' or '-'"
+            )));
+        }
+        let Some((program, args)) = cmd.split_first() else {
+            return Err(Error::BadRequest("no command given for the tenant".into()));
+        };
+        if self.lock_tenants().contains_key(name) {
+            return Err(Error::TenantExists(name.to_string()));
+        }
+        let dirs = TenantDirs::new(&self.config.tenants_dir, name);
+        let cwd = dirs.cwd();
+        std::fs::create_dir_all(&cwd).map_err(|e| Error::io(&cwd, e))?;
+        let log_path = dirs.log();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io(&log_path, e))?;
+        let log_err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .current_dir(&cwd)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| Error::Start {
+            name: name.to_string(),
+            reason: format!("{program}: {e}"),
+        })?;
+        let pid = child.id().ok_or_else(|| Error::Start {
+            name: name.to_string(),
+            reason: "exited at once".into(),
+        })?;
+        let tenant = name.to_string();
+        // Reap the process when it ends (CRIU's dump ends it on swap-out).
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            info!(tenant, pid, ?status, "tenant process ended");
+        });
+
+        let started = Instant::now();
+        let timeout = Duration::from_millis(self.config.start_timeout_ms);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if !process_alive(pid) {
+                return Err(Error::Start {
+                    name: name.to_string(),
+                    reason: format!("it exited; its log says:\n{}", log_tail(&log_path, 10)),
+                });
+            }
+            if started.elapsed() > timeout {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                return Err(Error::StartTimeout {
+                    name: name.to_string(),
+                    port,
+                    waited_ms: self.config.start_timeout_ms,
+                    log: log_path,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let info = TenantInfo {
+            name: name.to_string(),
+            state: TenantState::Running,
+            pid: Some(pid),
+            port,
+            cmd,
+            checkpoint: None,
+            generation: None,
+            last_swap_out: None,
+            last_swap_in: None,
+        };
+        info.save(&dirs)?;
+        info!(pid, port, "tenant started");
+        self.lock_tenants().insert(
+            name.to_string(),
+            Arc::new(TenantSlot {
+                dirs,
+                runtime: tokio::sync::Mutex::new(TenantRuntime {
+                    info: info.clone(),
+                    restoring: None,
+                }),
+            }),
+        );
+        Ok(info)
+    }
+
+    /// Stops a tenant (if running) and forgets it. Its checkpoints stay in the store.
+    pub async fn rm(&self, name: &str) -> Result<()> {
+        let slot = self.slot(name)?;
+        let mut rt = slot.runtime.lock().await;
+        if let Some(restoring) = rt.restoring.take() {
+            restoring.abort();
+        }
+        if rt.info.state == TenantState::Running {
+            if let Some(pid) = rt.info.pid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                wait_gone(pid, Duration::from_secs(5)).await;
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&slot.dirs.root) {
+            error!(error = %e, "could not remove the tenant's directory");
+        }
+        self.lock_tenants().remove(name);
+        info!("tenant removed");
+        Ok(())
+    }
+}
+
+/// Waits until `pid` is gone (or `limit` passes).
+pub(crate) async fn wait_gone(pid: u32, limit: Duration) -> bool {
+    let started = Instant::now();
+    while process_alive(pid) {
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| Error::Protocol(e.to_string()))
+}

@@ -1,0 +1,264 @@
+//! The two flows of a tenant's life: swap-out (CRIU dump → ingest → commit) and swap-in (mount the
+//! checkpoint through the pager → CRIU lazy-pages daemon → `criu restore --lazy-pages`).
+//!
+//! Swap-out never loses a tenant: its staging directory is deleted only after the manifest is
+//! durable, and if the checkpoint cannot be committed the tenant is restored from the staged dump
+//! and keeps running, its previous checkpoint untouched.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::criu::log_tail;
+use crate::daemon::{wait_gone, Worker};
+use crate::error::{Error, Result};
+use crate::tenant::{process_alive, SwapInReport, SwapOutReport, TenantState};
+
+/// How long a swap-out waits for the previous lazy restore to finish copying pages in.
+const LAZY_COPY_LIMIT: Duration = Duration::from_secs(120);
+
+fn fresh_dir(path: &Path) -> Result<()> {
+    if path.exists() {
+        std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
+    }
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
+}
+
+fn ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
+impl Worker {
+    /// Checkpoints a running tenant into the store; its process is gone afterwards.
+    pub async fn swap_out(&self, name: &str) -> Result<SwapOutReport> {
+        let slot = self.slot(name)?;
+        let mut rt = slot.runtime.lock().await;
+        match rt.info.state {
+            TenantState::Running => {}
+            TenantState::SwappedOut => {
+                return Err(Error::AlreadySwappedOut {
+                    name: name.to_string(),
+                    checkpoint: rt.info.checkpoint.clone().unwrap_or_default(),
+                })
+            }
+            state => {
+                return Err(Error::NotRunning {
+                    name: name.to_string(),
+                    state: state.to_string(),
+                })
+            }
+        }
+        let pid = rt
+            .info
+            .pid
+            .filter(|&p| process_alive(p))
+            .ok_or_else(|| Error::NotRunning {
+                name: name.to_string(),
+                state: "exited".into(),
+            })?;
+        // A process still being filled by a lazy restore cannot be dumped consistently.
+        if let Some(restoring) = rt.restoring.take() {
+            if tokio::time::timeout(LAZY_COPY_LIMIT, restoring)
+                .await
+                .is_err()
+            {
+                warn!("previous lazy restore still copying pages after {LAZY_COPY_LIMIT:?}");
+            }
+        }
+
+        let started = Instant::now();
+        let staging: PathBuf = self.config.staging_dir.join(format!(
+            "{name}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0)
+        ));
+        fresh_dir(&staging)?;
+        let work = slot.dirs.criu_work("dump");
+        fresh_dir(&work)?;
+        if let Err(e) = self.criu.dump(pid, &staging, &work).await {
+            let _ = std::fs::remove_dir_all(&staging);
+            // CRIU resumes the tree when a dump fails.
+            return Err(e);
+        }
+        let dump_ms = ms(started);
+        wait_gone(pid, Duration::from_secs(5)).await;
+
+        let ingest_started = Instant::now();
+        let report = match self.store.ingest(name, &staging).await {
+            Ok(r) => r,
+            Err(cause) => {
+                // Bring the tenant back from the dump we still hold; the previous checkpoint is
+                // untouched because no manifest was written.
+                let outcome = match self.criu.restore(&staging, &work, false).await {
+                    Ok(pid) => {
+                        rt.info.pid = Some(pid);
+                        format!(
+                            "the tenant was restored from its dump and keeps running (pid {pid})"
+                        )
+                    }
+                    Err(e) => {
+                        rt.info.state = TenantState::Exited;
+                        format!(
+                            "restoring it from its dump also failed ({e}); the dump is kept in {}",
+                            staging.display()
+                        )
+                    }
+                };
+                rt.info.save(&slot.dirs)?;
+                if rt.info.state == TenantState::Running {
+                    let _ = std::fs::remove_dir_all(&staging);
+                }
+                return Err(Error::SwapOutNotCommitted {
+                    name: name.to_string(),
+                    cause: cause.to_string(),
+                    outcome,
+                });
+            }
+        };
+        // The manifest is durable: the staged dump is no longer needed.
+        if let Err(e) = std::fs::remove_dir_all(&staging) {
+            warn!(error = %e, "could not delete staging");
+        }
+        let out = SwapOutReport {
+            checkpoint: report.checkpoint.id.to_string(),
+            generation: report.checkpoint.generation,
+            dump_ms,
+            ingest_ms: ms(ingest_started),
+            total_ms: ms(started),
+            pages_total: report.pages_total,
+            pages_zero: report.pages_zero,
+            pages_new: report.pages_new,
+            bytes_uploaded: report.bytes_uploaded,
+        };
+        rt.info.state = TenantState::SwappedOut;
+        rt.info.checkpoint = Some(out.checkpoint.clone());
+        rt.info.generation = Some(out.generation);
+        rt.info.last_swap_out = Some(out.clone());
+        rt.info.save(&slot.dirs)?;
+        info!(
+            checkpoint = %out.checkpoint,
+            dump_ms = out.dump_ms,
+            ingest_ms = out.ingest_ms,
+            pages_new = out.pages_new,
+            "swapped out"
+        );
+        Ok(out)
+    }
+
+    /// Restores a swapped-out tenant lazily: returns once its process tree runs again (same pid,
+    /// same memory), while CRIU's lazy-pages daemon keeps filling in pages through the pager.
+    pub async fn swap_in(&self, name: &str) -> Result<SwapInReport> {
+        let slot = self.slot(name)?;
+        let mut rt = slot.runtime.lock().await;
+        let checkpoint_id = match (rt.info.state, &rt.info.checkpoint) {
+            (TenantState::Running, _) | (_, None) => {
+                return Err(Error::NotSwappedOut {
+                    name: name.to_string(),
+                    state: rt.info.state.to_string(),
+                })
+            }
+            (_, Some(c)) => c.clone(),
+        };
+        let started = Instant::now();
+        let checkpoint = self.store.resolve(&checkpoint_id).await?;
+        let span = info_span!("swap_in", checkpoint = %checkpoint.id);
+        async {
+            let manifest = self.store.manifest(&checkpoint).await?;
+            let mountpoint = self.config.mounts_dir.join(name);
+            // A mount left behind by a crashed worker would make the new one fail.
+            let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
+            std::fs::create_dir_all(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
+            let mount = pager::ImageMount::mount(
+                self.store.clone(),
+                manifest,
+                &mountpoint,
+                tokio::runtime::Handle::current(),
+            )?;
+            let mount_ms = ms(started);
+
+            let work = slot.dirs.criu_work("restore");
+            fresh_dir(&work)?;
+            let mut lazy = self.criu.spawn_lazy_pages(&mountpoint, &work)?;
+            let socket = work.join("lazy-pages.socket");
+            let wait_started = Instant::now();
+            while !socket.exists() {
+                if let Ok(Some(status)) = lazy.try_wait() {
+                    let _ = tokio::task::spawn_blocking(move || mount.unmount()).await;
+                    return Err(self.criu.lazy_pages_failure(&work, status.to_string()));
+                }
+                if wait_started.elapsed() > Duration::from_secs(10) {
+                    let _ = lazy.kill().await;
+                    let _ = tokio::task::spawn_blocking(move || mount.unmount()).await;
+                    return Err(self
+                        .criu
+                        .lazy_pages_failure(&work, "no socket after 10 s".into()));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let pid = match self.criu.restore(&mountpoint, &work, true).await {
+                Ok(pid) => pid,
+                Err(e) => {
+                    let _ = lazy.kill().await;
+                    let _ = tokio::task::spawn_blocking(move || mount.unmount()).await;
+                    return Err(e);
+                }
+            };
+            let report = SwapInReport {
+                checkpoint: checkpoint.id.to_string(),
+                pid,
+                mount_ms,
+                restore_ms: ms(started) - mount_ms,
+                total_ms: ms(started),
+            };
+            // Once every page is in, the daemon exits; then the checkpoint can be unmounted.
+            let access_file = slot
+                .dirs
+                .root
+                .join(format!("access-{}.jsonl", checkpoint.generation));
+            let tenant = name.to_string();
+            let work_dir = work.clone();
+            rt.restoring = Some(tokio::spawn(async move {
+                let status = lazy.wait().await;
+                let accesses = mount.access_log().snapshot();
+                if let Err(e) = write_access_log(&access_file, &accesses) {
+                    warn!(tenant, error = %e, "could not save the access log");
+                }
+                if let Err(e) = tokio::task::spawn_blocking(move || mount.unmount()).await {
+                    warn!(tenant, error = %e, "unmount task failed");
+                }
+                match status {
+                    Ok(s) if s.success() => {
+                        info!(tenant, page_reads = accesses.len(), "lazy restore complete")
+                    }
+                    other => warn!(
+                        tenant,
+                        status = ?other,
+                        log = %log_tail(&work_dir.join("lazy-pages.log"), 5),
+                        "lazy-pages daemon ended badly"
+                    ),
+                }
+            }));
+            rt.info.state = TenantState::Running;
+            rt.info.pid = Some(pid);
+            rt.info.last_swap_in = Some(report.clone());
+            rt.info.save(&slot.dirs)?;
+            info!(pid, total_ms = report.total_ms, "swapped in");
+            Ok(report)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn write_access_log(path: &Path, accesses: &[pager::access::PageAccess]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for a in accesses {
+        serde_json::to_writer(&mut out, a)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}

@@ -1,0 +1,123 @@
+//! Tenants: what the worker knows of each hosted application, kept on disk so that a restarted
+//! worker finds its tenants again.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TenantState {
+    /// Its process tree is live.
+    Running,
+    /// Checkpointed into the store; nothing of it is in memory.
+    SwappedOut,
+    /// Its process ended on its own (or was lost across a worker restart) and it has no checkpoint.
+    Exited,
+}
+
+impl std::fmt::Display for TenantState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TenantState::Running => "running",
+            TenantState::SwappedOut => "swapped-out",
+            TenantState::Exited => "exited",
+        })
+    }
+}
+
+/// One tenant, as `pico tenant ls --json` shows it and as it is saved in `tenant.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TenantInfo {
+    pub name: String,
+    pub state: TenantState,
+    pub pid: Option<u32>,
+    pub port: u16,
+    pub cmd: Vec<String>,
+    /// Newest committed checkpoint.
+    pub checkpoint: Option<String>,
+    pub generation: Option<u64>,
+    pub last_swap_out: Option<SwapOutReport>,
+    pub last_swap_in: Option<SwapInReport>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwapOutReport {
+    pub checkpoint: String,
+    pub generation: u64,
+    pub dump_ms: u64,
+    pub ingest_ms: u64,
+    pub total_ms: u64,
+    pub pages_total: u64,
+    pub pages_zero: u64,
+    pub pages_new: u64,
+    pub bytes_uploaded: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwapInReport {
+    pub checkpoint: String,
+    pub pid: u32,
+    pub mount_ms: u64,
+    pub restore_ms: u64,
+    pub total_ms: u64,
+}
+
+/// Where a tenant's files live.
+#[derive(Clone, Debug)]
+pub struct TenantDirs {
+    pub root: PathBuf,
+}
+
+impl TenantDirs {
+    pub fn new(tenants_dir: &Path, name: &str) -> Self {
+        TenantDirs {
+            root: tenants_dir.join(name),
+        }
+    }
+    /// The tenant's working directory.
+    pub fn cwd(&self) -> PathBuf {
+        self.root.join("cwd")
+    }
+    /// Its stdout and stderr.
+    pub fn log(&self) -> PathBuf {
+        self.root.join("tenant.log")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("tenant.json")
+    }
+    /// CRIU's work directory for one operation (logs, sockets, stats).
+    pub fn criu_work(&self, op: &str) -> PathBuf {
+        self.root.join("criu").join(op)
+    }
+}
+
+impl TenantInfo {
+    pub fn save(&self, dirs: &TenantDirs) -> Result<()> {
+        let path = dirs.state_file();
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).map_err(|e| Error::Protocol(e.to_string()))?;
+        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    }
+
+    pub fn load(path: &Path) -> Result<TenantInfo> {
+        let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_slice(&text)
+            .map_err(|e| Error::Protocol(format!("bad tenant state {}: {e}", path.display())))
+    }
+}
+
+/// True when `pid` is a live (not zombie) process.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
