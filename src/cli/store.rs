@@ -33,8 +33,7 @@ pub enum StoreCommand {
 }
 
 pub async fn open(ctx: &Context) -> anyhow::Result<PageStore> {
-    let config = ctx.config.store(&ctx.home);
-    PageStore::open(&config)
+    PageStore::open(&ctx.config.store)
         .await
         .with_context(|| format!("cannot open the page store under {}", ctx.home.display()))
 }

@@ -41,15 +41,14 @@ pub enum TenantCommand {
 pub async fn run_worker(ctx: &Context, cmd: WorkerCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         WorkerCommand::Run => {
-            let store = ctx.config.store(&ctx.home);
-            worker::run(ctx.config.worker(&ctx.home), store).await?;
+            worker::run(ctx.config.worker.clone(), ctx.config.store.clone()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&ctx.config.worker(&ctx.home).socket);
+    let client = Client::new(&ctx.config.worker.socket);
     let started = Instant::now();
     let (request, name) = match &cmd {
         TenantCommand::Add { name, port, cmd } => (

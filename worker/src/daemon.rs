@@ -45,6 +45,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         return Err(Error::NotRoot);
     }
     let criu = Criu::detect(&config.criu, config.criu_log_level).await?;
+    become_subreaper()?;
     for dir in [&config.tenants_dir, &config.staging_dir, &config.mounts_dir] {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -358,16 +359,39 @@ impl Worker {
     }
 }
 
-/// Waits until `pid` is gone (or `limit` passes).
+/// Makes the worker the parent of restored tenants. `criu restore -d` leaves the restored tree
+/// orphaned; without a subreaper it goes to pid 1, which (in a container) may never reap it, and
+/// a zombie keeps its pid taken, so the next restore of that tenant fails with "File exists".
+fn become_subreaper() -> Result<()> {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(Error::io(
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until `pid` is gone and its pid is free again, reaping it if it is our (adopted) child,
+/// or until `limit` passes.
 pub(crate) async fn wait_gone(pid: u32, limit: Duration) -> bool {
     let started = Instant::now();
-    while process_alive(pid) {
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    loop {
+        // Only this pid is waited for: other children (CRIU runs) belong to tokio's reaper.
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid as i32),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+        if !proc_dir.exists() {
+            return true;
+        }
         if started.elapsed() > limit {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    true
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
