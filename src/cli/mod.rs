@@ -54,9 +54,11 @@ pub struct Context {
     pub json: bool,
 }
 
-pub fn init_tracing(verbose: u8) {
+/// Daemons log their work at info; one-shot commands only warnings, so their output stays clean.
+pub fn init_tracing(verbose: u8, daemon: bool) {
     let default = match verbose {
-        0 => "warn,pagestore=info,pager=info,worker=info",
+        0 if daemon => "warn,pagestore=info,pager=info,worker=info",
+        0 => "warn",
         1 => "info,pagestore=debug,pager=debug,worker=debug",
         _ => "trace",
     };
@@ -93,4 +95,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
+}
+
+impl Args {
+    /// Whether the command runs until stopped (and so logs what it does).
+    pub fn is_daemon(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Worker(_) | Command::Pager(pager::PagerCommand::Mount { .. })
+        )
+    }
 }
