@@ -44,20 +44,32 @@ mod tests {
 
     #[test]
     fn prefers_the_worker_that_already_has_the_pages() {
-        let cs = [c("a", true, 1000, 10), c("b", true, 500, 90), c("c", true, 2000, 0)];
+        let cs = [
+            c("a", true, 1000, 10),
+            c("b", true, 500, 90),
+            c("c", true, 2000, 0),
+        ];
         assert_eq!(choose(&cs, 100).unwrap().worker, "b");
     }
 
     #[test]
     fn never_picks_a_dead_or_full_worker() {
-        let cs = [c("a", false, 1000, 100), c("b", true, 50, 100), c("c", true, 1000, 0)];
+        let cs = [
+            c("a", false, 1000, 100),
+            c("b", true, 50, 100),
+            c("c", true, 1000, 0),
+        ];
         assert_eq!(choose(&cs, 100).unwrap().worker, "c");
         assert!(choose(&cs[..2], 100).is_none());
     }
 
     #[test]
     fn ties_break_on_free_memory_then_name() {
-        let cs = [c("b", true, 1000, 0), c("a", true, 1000, 0), c("c", true, 999, 0)];
+        let cs = [
+            c("b", true, 1000, 0),
+            c("a", true, 1000, 0),
+            c("c", true, 999, 0),
+        ];
         assert_eq!(choose(&cs, 1).unwrap().worker, "a");
     }
 }

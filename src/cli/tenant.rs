@@ -23,6 +23,10 @@ pub enum TenantCommand {
         /// The TCP port it serves on (on 127.0.0.1).
         #[arg(long)]
         port: u16,
+        /// Launch with ASLR off and fixed hash seeds, so that tenants running the same program
+        /// share pages in the store (a security trade-off: see docs/ARCHITECTURE.md).
+        #[arg(long)]
+        deterministic: bool,
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
@@ -51,11 +55,17 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
     let client = Client::new(&ctx.config.worker.socket);
     let started = Instant::now();
     let (request, name) = match &cmd {
-        TenantCommand::Add { name, port, cmd } => (
+        TenantCommand::Add {
+            name,
+            port,
+            deterministic,
+            cmd,
+        } => (
             Request::Add {
                 name: name.clone(),
                 port: *port,
                 cmd: cmd.clone(),
+                deterministic: *deterministic,
             },
             name.clone(),
         ),

@@ -16,7 +16,9 @@ use crate::config::WorkerConfig;
 use crate::criu::{log_tail, Criu};
 use crate::error::{Error, Result};
 use crate::protocol::{Request, Response};
-use crate::tenant::{process_alive, TenantDirs, TenantInfo, TenantState};
+use crate::tenant::{
+    disable_aslr, process_alive, TenantDirs, TenantInfo, TenantState, DETERMINISTIC_ENV,
+};
 
 /// A tenant as the running worker holds it.
 pub(crate) struct TenantSlot {
@@ -189,9 +191,19 @@ impl Worker {
                 to_json(&out)
             }
             Request::Status { name } => to_json(&self.status(&name).await?),
-            Request::Add { name, port, cmd } => {
+            Request::Add {
+                name,
+                port,
+                cmd,
+                deterministic,
+            } => {
                 let span = info_span!("tenant", tenant = %name);
-                to_json(&self.add(&name, port, cmd).instrument(span).await?)
+                to_json(
+                    &self
+                        .add(&name, port, cmd, deterministic)
+                        .instrument(span)
+                        .await?,
+                )
             }
             Request::SwapOut { name } => {
                 let span = info_span!("tenant", tenant = %name);
@@ -221,8 +233,15 @@ impl Worker {
     }
 
     /// Starts a new tenant in its own session, working directory and log file, and waits until it
-    /// listens on its port.
-    pub async fn add(&self, name: &str, port: u16, cmd: Vec<String>) -> Result<TenantInfo> {
+    /// listens on its port. With `deterministic`, ASLR is off and hash seeds are fixed, so that
+    /// tenants running the same program share pages.
+    pub async fn add(
+        &self,
+        name: &str,
+        port: u16,
+        cmd: Vec<String>,
+        deterministic: bool,
+    ) -> Result<TenantInfo> {
         if !pagestore::manifest::valid_tenant_name(name) {
             return Err(Error::BadRequest(format!(
                 "tenant name {name:?} must be 1-63 letters, digits, '.', '_' or '-'"
@@ -251,11 +270,17 @@ impl Worker {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        if deterministic {
+            command.envs(DETERMINISTIC_ENV.iter().copied());
+        }
+        // SAFETY: setsid and personality are async-signal-safe and touch no parent memory.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if deterministic {
+                    disable_aslr()?;
                 }
                 Ok(())
             });
@@ -310,6 +335,7 @@ impl Worker {
             pid: Some(pid),
             port,
             cmd,
+            deterministic,
             checkpoint: None,
             generation: None,
             last_swap_out: None,

@@ -17,6 +17,9 @@ pub enum Request {
         name: String,
         port: u16,
         cmd: Vec<String>,
+        /// Launch with a deterministic address layout (see `tenant::Launch`).
+        #[serde(default)]
+        deterministic: bool,
     },
     Ls,
     Status {

