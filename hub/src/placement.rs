@@ -18,7 +18,7 @@ pub struct Candidate {
 /// Workers that are down or lack room are never chosen. Among the rest, the one holding most of
 /// the tenant's pages locally wins (fewest cold fetches, fastest restore); ties go to the one with
 /// most free memory, then to the name, so the choice is deterministic.
-pub fn choose<'a>(candidates: &'a [Candidate], tenant_bytes: u64) -> Option<&'a Candidate> {
+pub fn choose(candidates: &[Candidate], tenant_bytes: u64) -> Option<&Candidate> {
     candidates
         .iter()
         .filter(|c| c.alive && c.free_bytes >= tenant_bytes)
