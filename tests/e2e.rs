@@ -1,6 +1,8 @@
 //! End to end: the real chain (pico worker + CRIU + FUSE pager + page store) with real tenants.
 //! Needs root, CRIU >= 4.2, python3, redis-server: deploy/setup.sh installs them.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::time::Duration;
 
 use testkit::net::{free_port, http_get, is_listening, redis_cli};

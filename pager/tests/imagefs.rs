@@ -1,5 +1,7 @@
 //! The FUSE image directory against a real kernel mount (needs root and /dev/fuse).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::sync::Arc;
 
 use pager::ImageMount;

@@ -1,5 +1,7 @@
 //! The page store end to end on the embedded tiers (dir cold tier + sled local tier).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::path::Path;
 
 use pagestore::{Error, PageStore, StoreConfig, Tier, PAGE_SIZE};
