@@ -177,6 +177,18 @@ fn mistakes_get_clear_errors() {
     assert!(err.contains("already exists"), "{err}");
     let err = p.fails(&["tenant", "swap-in", "c"]);
     assert!(err.contains("not swapped out"), "{err}");
+    let err = p.fails(&[
+        "tenant",
+        "add",
+        "d",
+        "--port",
+        &port.to_string(),
+        "--",
+        "python3",
+        &app,
+        &port.to_string(),
+    ]);
+    assert!(err.contains("already in use"), "{err}");
     p.ok(&["tenant", "swap-out", "c"]);
     let err = p.fails(&["tenant", "swap-out", "c"]);
     assert!(err.contains("already swapped out"), "{err}");
@@ -276,4 +288,86 @@ fn store_cli_ingest_materialize_verify_and_corruption() {
         "{err}"
     );
     std::thread::sleep(Duration::from_millis(1));
+}
+
+/// The ActiveSet is learned from page faults only (checked against CRIU's own `#PF` log lines),
+/// installed eagerly on the next swap-in, and can be switched off per swap-in.
+#[test]
+fn activeset_learns_faults_and_installs_them_eagerly() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    std::fs::write(
+        p.home().join("pico.toml"),
+        "[worker]\ncriu_log_level = 4\nactiveset_grace_ms = 1500\n",
+    )
+    .unwrap();
+    let _worker = p.start_worker();
+    let port = free_port();
+    let app = counter_app();
+    p.ok(&[
+        "tenant",
+        "add",
+        "a",
+        "--port",
+        &port.to_string(),
+        "--",
+        "python3",
+        &app,
+        &port.to_string(),
+    ]);
+    http_get(port, "/ballast?mb=2").unwrap();
+    p.ok(&["tenant", "swap-out", "a"]);
+    let first = p.json(&["tenant", "swap-in", "a"]);
+    assert_eq!(first["eager_pages"], 0, "nothing learned yet");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    // Swap-out waits for learning and for the lazy copy to finish.
+    p.ok(&["tenant", "swap-out", "a"]);
+
+    let set = p.json(&["tenant", "activeset", "a"]);
+    let learned: std::collections::HashSet<u64> = set["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|page| page["vaddr"].as_u64().unwrap())
+        .collect();
+    let log =
+        std::fs::read_to_string(p.home().join("tenants/a/criu/restore/lazy-pages.log")).unwrap();
+    let faulted: std::collections::HashSet<u64> = log
+        .lines()
+        .filter_map(|l| l.split("#PF at 0x").nth(1))
+        .filter_map(|a| u64::from_str_radix(a.trim(), 16).ok())
+        .map(|a| a & !0xfff)
+        .collect();
+    assert!(!learned.is_empty(), "a request must fault some pages in");
+    assert!(
+        learned.is_subset(&faulted),
+        "learned pages that CRIU never faulted: {:?}",
+        learned.difference(&faulted).take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        learned.len() * 10 >= faulted.len() * 8,
+        "learned {} of {} faults",
+        learned.len(),
+        faulted.len()
+    );
+
+    let second = p.json(&["tenant", "swap-in", "a"]);
+    let eager = second["eager_pages"].as_u64().unwrap();
+    assert!(
+        eager > 0 && eager as usize <= learned.len(),
+        "eager {eager}"
+    );
+    assert_eq!(
+        http_get(port, "/inc").unwrap(),
+        "2",
+        "an eagerly installed set restores correctly"
+    );
+    p.ok(&["tenant", "swap-out", "a"]);
+    let set = p.json(&["tenant", "activeset", "a"]);
+    assert_eq!(set["restores"], 2);
+    assert!(set["last"]["hit_rate"].as_f64().unwrap() > 0.5, "{set}");
+
+    let third = p.json(&["tenant", "swap-in", "a", "--no-activeset"]);
+    assert_eq!(third["eager_pages"], 0);
+    assert_eq!(http_get(port, "/inc").unwrap(), "3");
 }

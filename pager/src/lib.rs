@@ -7,8 +7,10 @@
 //! The pager is a client of `pagestore`, never the other way round.
 
 pub mod access;
+pub mod activeset;
 mod error;
 pub mod imagefs;
+pub mod pagemap;
 
 pub use error::{Error, Result};
 pub use imagefs::ImageMount;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::Subcommand;
 use worker::protocol::{Client, Request};
-use worker::tenant::{SwapInReport, SwapOutReport, TenantInfo};
+use worker::tenant::{ActiveSetSummary, SwapInReport, SwapOutReport, TenantInfo};
 
 use super::{print_json, Context};
 
@@ -37,7 +37,14 @@ pub enum TenantCommand {
     /// Checkpoints a tenant into the store; its process is gone afterwards.
     SwapOut { name: String },
     /// Restores a swapped-out tenant (lazily, through the pager).
-    SwapIn { name: String },
+    SwapIn {
+        name: String,
+        /// Do not install the learned ActiveSet eagerly (for comparison).
+        #[arg(long)]
+        no_activeset: bool,
+    },
+    /// Shows a tenant's ActiveSet: the pages its restores touch first.
+    Activeset { name: String },
     /// Stops and forgets a tenant (its checkpoints stay in the store).
     Rm { name: String },
 }
@@ -72,7 +79,16 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
         TenantCommand::Ls => (Request::Ls, String::new()),
         TenantCommand::Status { name } => (Request::Status { name: name.clone() }, name.clone()),
         TenantCommand::SwapOut { name } => (Request::SwapOut { name: name.clone() }, name.clone()),
-        TenantCommand::SwapIn { name } => (Request::SwapIn { name: name.clone() }, name.clone()),
+        TenantCommand::SwapIn { name, no_activeset } => (
+            Request::SwapIn {
+                name: name.clone(),
+                no_activeset: *no_activeset,
+            },
+            name.clone(),
+        ),
+        TenantCommand::Activeset { name } => {
+            (Request::ActiveSet { name: name.clone() }, name.clone())
+        }
         TenantCommand::Rm { name } => (Request::Rm { name: name.clone() }, name.clone()),
     };
     let result = client.call(&request).await?;
@@ -108,13 +124,34 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
         TenantCommand::SwapIn { .. } => {
             let r: SwapInReport = serde_json::from_value(result)?;
             println!(
-                "{name} swapped in in {} ms (mount {} ms, restore {} ms; {} ms at the client): pid {}",
+                "{name} swapped in in {} ms (mount {} ms, restore {} ms; {} ms at the client): pid {}, \
+                 {} ActiveSet pages installed eagerly",
                 r.total_ms,
                 r.mount_ms,
                 r.restore_ms,
                 started.elapsed().as_millis(),
-                r.pid
+                r.pid,
+                r.eager_pages
             );
+        }
+        TenantCommand::Activeset { .. } => {
+            let a: ActiveSetSummary = serde_json::from_value(result)?;
+            print!(
+                "{name}: {} pages ({} KiB) merged from {} restores",
+                a.pages,
+                a.bytes / 1024,
+                a.restores
+            );
+            match a.last {
+                Some(l) => println!(
+                    "; last restore (generation {}): {} pages installed eagerly, {} faults, hit rate {:.1}%",
+                    l.generation,
+                    l.eager_pages,
+                    l.faults,
+                    l.hit_rate * 100.0
+                ),
+                None => println!(),
+            }
         }
         TenantCommand::Rm { .. } => println!("{name} removed"),
     }

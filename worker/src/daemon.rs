@@ -209,10 +209,11 @@ impl Worker {
                 let span = info_span!("tenant", tenant = %name);
                 to_json(&self.swap_out(&name).instrument(span).await?)
             }
-            Request::SwapIn { name } => {
+            Request::SwapIn { name, no_activeset } => {
                 let span = info_span!("tenant", tenant = %name);
-                to_json(&self.swap_in(&name).instrument(span).await?)
+                to_json(&self.swap_in(&name, !no_activeset).instrument(span).await?)
             }
+            Request::ActiveSet { name } => to_json(&self.activeset_summary(&name).await?),
             Request::Rm { name } => {
                 let span = info_span!("tenant", tenant = %name);
                 self.rm(&name).instrument(span).await?;
@@ -252,6 +253,16 @@ impl Worker {
         };
         if self.lock_tenants().contains_key(name) {
             return Err(Error::TenantExists(name.to_string()));
+        }
+        // Readiness is "something listens on the port": it must be nobody before we start.
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Err(Error::Start {
+                name: name.to_string(),
+                reason: format!("port {port} is already in use by another process"),
+            });
         }
         let dirs = TenantDirs::new(&self.config.tenants_dir, name);
         let cwd = dirs.cwd();

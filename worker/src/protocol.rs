@@ -30,6 +30,12 @@ pub enum Request {
     },
     SwapIn {
         name: String,
+        /// Restore without the ActiveSet (for comparison).
+        #[serde(default)]
+        no_activeset: bool,
+    },
+    ActiveSet {
+        name: String,
     },
     Rm {
         name: String,

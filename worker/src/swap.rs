@@ -8,12 +8,19 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use pager::access::AccessLog;
+use pager::activeset::{classify_faults, ActiveSet, EagerPlan, ImageLayout, RestoreTrace};
+use pagestore::PageStore;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::criu::log_tail;
 use crate::daemon::{wait_gone, Worker};
 use crate::error::{Error, Result};
-use crate::tenant::{process_alive, SwapInReport, SwapOutReport, TenantState};
+use crate::tenant::{
+    process_alive, ActiveSetSummary, LastRestore, SwapInReport, SwapOutReport, TenantState,
+};
 
 /// How long a swap-out waits for the previous lazy restore to finish copying pages in.
 const LAZY_COPY_LIMIT: Duration = Duration::from_secs(120);
@@ -150,7 +157,7 @@ impl Worker {
 
     /// Restores a swapped-out tenant lazily: returns once its process tree runs again (same pid,
     /// same memory), while CRIU's lazy-pages daemon keeps filling in pages through the pager.
-    pub async fn swap_in(&self, name: &str) -> Result<SwapInReport> {
+    pub async fn swap_in(&self, name: &str, use_activeset: bool) -> Result<SwapInReport> {
         let slot = self.slot(name)?;
         let mut rt = slot.runtime.lock().await;
         let checkpoint_id = match (rt.info.state, &rt.info.checkpoint) {
@@ -166,7 +173,26 @@ impl Worker {
         let checkpoint = self.store.resolve(&checkpoint_id).await?;
         let span = info_span!("swap_in", checkpoint = %checkpoint.id);
         async {
-            let manifest = self.store.manifest(&checkpoint).await?;
+            let mut manifest = self.store.manifest(&checkpoint).await?;
+            let plan = if use_activeset && self.config.activeset {
+                match self.load_activeset(name).await {
+                    Ok(Some(set)) => set.eager_plan(&mut manifest, self.config.activeset_max_pages),
+                    Ok(None) => EagerPlan::default(),
+                    Err(e) => {
+                        warn!(error = %e, "ignoring an unreadable ActiveSet");
+                        EagerPlan::default()
+                    }
+                }
+            } else {
+                EagerPlan::default()
+            };
+            // The served (rewritten) pagemaps are what the fault classifier must see.
+            let layout = ImageLayout::of(&manifest);
+            let prefetch = (!plan.ids.is_empty()).then(|| {
+                let store = self.store.clone();
+                let ids = plan.ids.clone();
+                tokio::spawn(async move { store.prefetch(&ids).await })
+            });
             let mountpoint = self.config.mounts_dir.join(name);
             // A mount left behind by a crashed worker would make the new one fail.
             let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
@@ -206,40 +232,74 @@ impl Worker {
                     return Err(e);
                 }
             };
+            if let Some(prefetch) = prefetch {
+                match prefetch.await {
+                    Ok(Ok(r)) => info!(
+                        requested = r.requested,
+                        already_local = r.already_local,
+                        fetched = r.fetched,
+                        cold_bytes = r.cold_bytes,
+                        "ActiveSet prefetched"
+                    ),
+                    Ok(Err(e)) => warn!(error = %e, "ActiveSet prefetch failed"),
+                    Err(e) => warn!(error = %e, "ActiveSet prefetch task failed"),
+                }
+            }
             let report = SwapInReport {
                 checkpoint: checkpoint.id.to_string(),
                 pid,
+                eager_pages: plan.pages.len() as u64,
                 mount_ms,
                 restore_ms: ms(started) - mount_ms,
                 total_ms: ms(started),
             };
-            // Once every page is in, the daemon exits; then the checkpoint can be unmounted.
-            let access_file = slot
-                .dirs
-                .root
-                .join(format!("access-{}.jsonl", checkpoint.generation));
+            // Learn from the faults of the first moments, while the daemon copies in the rest; once
+            // every page is in, it exits and the checkpoint is unmounted.
+            let learning = use_activeset && self.config.activeset;
+            let learn = Learn {
+                store: self.store.clone(),
+                tenant: name.to_string(),
+                access: mount.access_log().clone(),
+                layout,
+                plan,
+                checkpoint: checkpoint.id.to_string(),
+                generation: checkpoint.generation,
+                window: self.config.activeset_window,
+                grace: Duration::from_millis(self.config.activeset_grace_ms),
+            };
+            let access_file = slot.dirs.root.join(format!("access-{}.jsonl", checkpoint.generation));
             let tenant = name.to_string();
             let work_dir = work.clone();
             rt.restoring = Some(tokio::spawn(async move {
-                let status = lazy.wait().await;
-                let accesses = mount.access_log().snapshot();
-                if let Err(e) = write_access_log(&access_file, &accesses) {
-                    warn!(tenant, error = %e, "could not save the access log");
-                }
-                if let Err(e) = tokio::task::spawn_blocking(move || mount.unmount()).await {
-                    warn!(tenant, error = %e, "unmount task failed");
-                }
-                match status {
-                    Ok(s) if s.success() => {
-                        info!(tenant, page_reads = accesses.len(), "lazy restore complete")
+                let learned = async {
+                    if learning {
+                        if let Err(e) = learn.run().await {
+                            warn!(tenant = %learn.tenant, error = %e, "could not save the ActiveSet");
+                        }
                     }
-                    other => warn!(
-                        tenant,
-                        status = ?other,
-                        log = %log_tail(&work_dir.join("lazy-pages.log"), 5),
-                        "lazy-pages daemon ended badly"
-                    ),
-                }
+                };
+                let copied = async {
+                    let status = lazy.wait().await;
+                    let accesses = mount.access_log().snapshot();
+                    if let Err(e) = write_access_log(&access_file, &accesses) {
+                        warn!(tenant, error = %e, "could not save the access log");
+                    }
+                    if let Err(e) = tokio::task::spawn_blocking(move || mount.unmount()).await {
+                        warn!(tenant, error = %e, "unmount task failed");
+                    }
+                    match status {
+                        Ok(s) if s.success() => {
+                            info!(tenant, page_reads = accesses.len(), "lazy restore complete")
+                        }
+                        other => warn!(
+                            tenant,
+                            status = ?other,
+                            log = %log_tail(&work_dir.join("lazy-pages.log"), 5),
+                            "lazy-pages daemon ended badly"
+                        ),
+                    }
+                };
+                tokio::join!(learned, copied);
             }));
             rt.info.state = TenantState::Running;
             rt.info.pid = Some(pid);
@@ -250,6 +310,94 @@ impl Worker {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// Learning one restore's working set into the tenant's ActiveSet.
+struct Learn {
+    store: Arc<PageStore>,
+    tenant: String,
+    access: Arc<AccessLog>,
+    layout: ImageLayout,
+    plan: EagerPlan,
+    checkpoint: String,
+    generation: u64,
+    window: usize,
+    grace: Duration,
+}
+
+impl Learn {
+    async fn run(&self) -> Result<()> {
+        let restored_at = self.access.elapsed_us();
+        tokio::time::sleep(self.grace).await;
+        let until = restored_at + self.grace.as_micros() as u64;
+        let faults = classify_faults(&self.layout, &self.access.snapshot(), until);
+        let mut set = load_activeset(&self.store, &self.tenant)
+            .await?
+            .unwrap_or_else(|| ActiveSet::new(&self.tenant));
+        let mut pages = self.plan.pages.clone();
+        pages.extend(faults.iter().cloned());
+        let trace = RestoreTrace {
+            checkpoint: self.checkpoint.clone(),
+            generation: self.generation,
+            pages,
+            eager_pages: self.plan.pages.len() as u64,
+            faults: faults.len() as u64,
+        };
+        info!(
+            tenant = %self.tenant,
+            eager = trace.eager_pages,
+            faults = trace.faults,
+            hit_rate = trace.hit_rate(),
+            "ActiveSet learned"
+        );
+        set.record(trace, self.window);
+        let body = serde_json::to_vec(&set).map_err(|e| Error::Protocol(e.to_string()))?;
+        self.store
+            .put_meta(ACTIVESET_KIND, &self.tenant, &body)
+            .await?;
+        Ok(())
+    }
+}
+
+const ACTIVESET_KIND: &str = "activeset";
+
+async fn load_activeset(store: &PageStore, tenant: &str) -> Result<Option<ActiveSet>> {
+    match store.latest_meta(ACTIVESET_KIND, tenant).await? {
+        Some(body) => serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| Error::Protocol(format!("bad ActiveSet of {tenant}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+impl Worker {
+    async fn load_activeset(&self, tenant: &str) -> Result<Option<ActiveSet>> {
+        load_activeset(&self.store, tenant).await
+    }
+
+    /// What `pico tenant activeset NAME` shows.
+    pub async fn activeset_summary(&self, name: &str) -> Result<ActiveSetSummary> {
+        self.slot(name)?;
+        let set = self
+            .load_activeset(name)
+            .await?
+            .unwrap_or_else(|| ActiveSet::new(name));
+        let list = set.pages(self.config.activeset_max_pages);
+        Ok(ActiveSetSummary {
+            tenant: name.to_string(),
+            restores: set.restores.len(),
+            pages: list.len(),
+            bytes: (list.len() * pagestore::PAGE_SIZE) as u64,
+            last: set.restores.first().map(|t| LastRestore {
+                checkpoint: t.checkpoint.clone(),
+                generation: t.generation,
+                eager_pages: t.eager_pages,
+                faults: t.faults,
+                hit_rate: t.hit_rate(),
+            }),
+            list,
+        })
     }
 }
 

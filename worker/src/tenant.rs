@@ -63,6 +63,9 @@ pub struct SwapOutReport {
 pub struct SwapInReport {
     pub checkpoint: String,
     pub pid: u32,
+    /// Pages the ActiveSet had CRIU install eagerly (0 without one).
+    #[serde(default)]
+    pub eager_pages: u64,
     pub mount_ms: u64,
     pub restore_ms: u64,
     pub total_ms: u64,
@@ -142,4 +145,24 @@ pub fn disable_aslr() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `pico tenant activeset` shows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ActiveSetSummary {
+    pub tenant: String,
+    pub restores: usize,
+    pub pages: usize,
+    pub bytes: u64,
+    pub last: Option<LastRestore>,
+    pub list: Vec<pager::activeset::ActivePage>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LastRestore {
+    pub checkpoint: String,
+    pub generation: u64,
+    pub eager_pages: u64,
+    pub faults: u64,
+    pub hit_rate: f64,
 }
