@@ -371,3 +371,45 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
     assert_eq!(third["eager_pages"], 0);
     assert_eq!(http_get(port, "/inc").unwrap(), "3");
 }
+
+/// `pico bench restore` runs end to end and writes its results (a smoke run: the figures are
+/// measured by the benchmark itself, not asserted here).
+#[test]
+fn bench_restore_smoke() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let out = p.home().join("bench-out");
+    let result = p
+        .command(&[
+            "--json",
+            "bench",
+            "restore",
+            "--runs",
+            "1",
+            "--apps",
+            "counter,nginx",
+            "--modes",
+            "criu-eager,lazy-local",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .current_dir(testkit::repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    for app in ["counter", "nginx"] {
+        for mode in ["criu-eager", "lazy-local"] {
+            let r = &json["apps"][app][mode];
+            assert_eq!(r["runs"], 1, "{app} {mode}: {json}");
+            assert!(r["p50_ms"].as_f64().unwrap() > 0.0);
+        }
+    }
+    for file in ["results.json", "restore.svg", "README.md"] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+}

@@ -3,9 +3,11 @@
 
 Used by the end-to-end tests and benchmarks: after a swap-out and swap-in, the next /inc must
 continue the count, which proves the process memory came back. GET /ballast?mb=N allocates N MiB
-of distinct data (to make a larger heap), GET / answers "ok".
+of random data (a large heap that no dedup or compression shrinks; requests touch none of it),
+GET / answers "ok".
 """
 import http.server
+import os
 import sys
 
 COUNT = 0
@@ -20,8 +22,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = str(COUNT)
         elif self.path.startswith("/ballast"):
             mb = int(self.path.split("mb=")[-1]) if "mb=" in self.path else 1
-            for i in range(mb * 256):
-                BALLAST.append(bytes([(i * 7 + j) % 251 for j in range(16)]) * 256)
+            for _ in range(mb):
+                BALLAST.append(os.urandom(1 << 20))
             body = str(len(BALLAST))
         else:
             body = "ok"

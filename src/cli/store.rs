@@ -137,11 +137,14 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             }
         }
         StoreCommand::Evict { tier } => {
-            anyhow::ensure!(
-                store.local().is_some(),
-                "the local tier is held by a running worker; evict through it or stop it first"
-            );
-            store.evict_local()?;
+            if store.local().is_some() {
+                store.evict_local()?;
+            } else {
+                // A running worker holds the local tier: ask it.
+                worker::protocol::Client::new(&ctx.config.worker.socket)
+                    .call(&worker::protocol::Request::Evict)
+                    .await?;
+            }
             println!("evicted the {tier} tier");
         }
     }

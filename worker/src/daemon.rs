@@ -214,6 +214,12 @@ impl Worker {
                 to_json(&self.swap_in(&name, !no_activeset).instrument(span).await?)
             }
             Request::ActiveSet { name } => to_json(&self.activeset_summary(&name).await?),
+            Request::Evict => {
+                self.store.evict_local()?;
+                Ok(serde_json::Value::Null)
+            }
+            Request::StoreStats => to_json(&self.store.stats().await?),
+            Request::Counters => to_json(&self.store.live_counters()),
             Request::Rm { name } => {
                 let span = info_span!("tenant", tenant = %name);
                 self.rm(&name).instrument(span).await?;
@@ -376,6 +382,7 @@ impl Worker {
         }
         if rt.info.state == TenantState::Running {
             if let Some(pid) = rt.info.pid {
+                let tree = crate::tenant::process_tree(pid);
                 let _ = nix::sys::signal::killpg(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
@@ -384,7 +391,13 @@ impl Worker {
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
-                wait_gone(pid, Duration::from_secs(5)).await;
+                for p in tree {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    wait_gone(p, Duration::from_secs(5)).await;
+                }
             }
         }
         if let Err(e) = std::fs::remove_dir_all(&slot.dirs.root) {

@@ -37,6 +37,12 @@ pub enum Request {
     ActiveSet {
         name: String,
     },
+    /// Empties the caches the worker's store holds (for cold-start measurements).
+    Evict,
+    /// The worker's page store statistics, with its live tier counters.
+    StoreStats,
+    /// The store's request counters, read without touching any tier.
+    Counters,
     Rm {
         name: String,
     },

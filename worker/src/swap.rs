@@ -19,7 +19,8 @@ use crate::criu::log_tail;
 use crate::daemon::{wait_gone, Worker};
 use crate::error::{Error, Result};
 use crate::tenant::{
-    process_alive, ActiveSetSummary, LastRestore, SwapInReport, SwapOutReport, TenantState,
+    process_alive, process_tree, ActiveSetSummary, LastRestore, SwapInReport, SwapOutReport,
+    TenantState,
 };
 
 /// How long a swap-out waits for the previous lazy restore to finish copying pages in.
@@ -85,13 +86,17 @@ impl Worker {
         fresh_dir(&staging)?;
         let work = slot.dirs.criu_work("dump");
         fresh_dir(&work)?;
+        // The whole tree dies with the dump; its pids must be free before the next restore.
+        let tree = process_tree(pid);
         if let Err(e) = self.criu.dump(pid, &staging, &work).await {
             let _ = std::fs::remove_dir_all(&staging);
             // CRIU resumes the tree when a dump fails.
             return Err(e);
         }
         let dump_ms = ms(started);
-        wait_gone(pid, Duration::from_secs(5)).await;
+        for p in tree {
+            wait_gone(p, Duration::from_secs(5)).await;
+        }
 
         let ingest_started = Instant::now();
         let report = match self.store.ingest(name, &staging).await {
