@@ -31,11 +31,17 @@ pub struct StoreStats {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ColdStats {
+    /// `dir` or `s3`.
     pub kind: String,
+    /// Where: the directory, or `endpoint/bucket/prefix`.
+    pub location: String,
     pub gets: u64,
     pub get_bytes: u64,
     pub puts: u64,
     pub put_bytes: u64,
+    pub lists: u64,
+    /// Requests retried after a transient failure.
+    pub retries: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -82,11 +88,14 @@ impl PageStore {
         };
         let c = &self.cold.counters;
         s.cold = ColdStats {
-            kind: self.cold.describe(),
+            kind: self.cold.kind().to_string(),
+            location: self.cold.describe(),
             gets: c.gets.load(Ordering::Relaxed),
             get_bytes: c.get_bytes.load(Ordering::Relaxed),
             puts: c.puts.load(Ordering::Relaxed),
             put_bytes: c.put_bytes.load(Ordering::Relaxed),
+            lists: c.lists.load(Ordering::Relaxed),
+            retries: self.cold.retries(),
         };
         if let Some(local) = self.local() {
             let (pages, bytes) = local.usage()?;

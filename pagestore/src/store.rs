@@ -11,8 +11,8 @@ use tracing::{debug, info, warn};
 
 use crate::catalog::Catalog;
 use crate::codec::decode_verified;
-use crate::cold::{ColdTier, DirStorage};
-use crate::config::{ColdConfig, StoreConfig};
+use crate::cold::ColdTier;
+use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::local::{LocalTier, SledTier};
 use crate::manifest::{CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest};
@@ -62,9 +62,7 @@ pub struct PageStore {
 impl PageStore {
     /// Opens the store described by `config` and loads the catalog from the cold tier.
     pub async fn open(config: &StoreConfig) -> Result<PageStore> {
-        let cold = match &config.cold {
-            ColdConfig::Dir { path } => ColdTier::dir(DirStorage::open(path)?),
-        };
+        let cold = ColdTier::open(&config.cold)?;
         let local: Option<Box<dyn LocalTier>> = if config.local.enabled {
             match SledTier::open(&config.local.path)? {
                 Some(t) => Some(Box::new(t)),
