@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use pagestore::config::{ColdConfig, LocalConfig, StoreConfig};
+use pagestore::config::{ColdConfig, HotConfig, LocalConfig, StoreConfig};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -12,6 +12,7 @@ use serde::Deserialize;
 pub struct PicoConfig {
     pub cold: Option<ColdConfig>,
     pub local: Option<LocalConfig>,
+    pub hot: Option<HotConfig>,
     pub worker: Option<worker::WorkerConfig>,
 }
 
@@ -32,6 +33,7 @@ impl PicoConfig {
         StoreConfig {
             cold: self.cold.clone().unwrap_or(defaults.cold),
             local: self.local.clone().unwrap_or(defaults.local),
+            hot: self.hot.clone().unwrap_or(defaults.hot),
         }
     }
 

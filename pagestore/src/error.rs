@@ -74,6 +74,10 @@ pub enum Error {
         message: String,
     },
 
+    /// The failure of a cold read that several readers shared (single flight).
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
+
     #[error("bad store configuration: {0}")]
     Config(String),
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pagestore::cold::{ColdStorage, S3Storage};
-use pagestore::config::{ColdConfig, LocalConfig, S3Config};
+use pagestore::config::{ColdConfig, HotConfig, LocalConfig, S3Config};
 use pagestore::pack;
 use pagestore::{Error, PageStore, StoreConfig};
 use testkit::garage::Garage;
@@ -30,7 +30,9 @@ fn store_config(s3: S3Config, local: &Path, local_enabled: bool) -> StoreConfig 
         local: LocalConfig {
             path: local.to_path_buf(),
             enabled: local_enabled,
+            max_bytes: 1 << 30,
         },
+        hot: HotConfig::default(),
     }
 }
 
@@ -233,4 +235,119 @@ async fn transient_failures_are_retried() {
     .unwrap();
     assert_eq!(reader.await.unwrap().unwrap(), b"v");
     assert!(s.retries.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
+
+fn hot_only(g: &Garage, local: &Path) -> StoreConfig {
+    store_config(s3_config(g, None), local, false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_readers_cause_one_cold_get() {
+    let g = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    synth::checkpoint_dir(&input, 5, 400).unwrap();
+    {
+        let store = PageStore::open(&hot_only(&g, &tmp.path().join("l")))
+            .await
+            .unwrap();
+        store.ingest("chat", &input).await.unwrap();
+    }
+    let store = std::sync::Arc::new(
+        PageStore::open(&hot_only(&g, &tmp.path().join("l")))
+            .await
+            .unwrap(),
+    );
+    let c = store.latest("chat").await.unwrap().unwrap();
+    let manifest = store.manifest(&c).await.unwrap();
+    let pages: Vec<_> = manifest.file("pages-1.img").unwrap().pages().to_vec();
+    let page = *pages.iter().find(|p| !p.is_zero()).unwrap();
+
+    let gets = |s: &PageStore| {
+        s.cold()
+            .counters
+            .gets
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // 64 readers of one page.
+    let before = gets(&store);
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+    let readers: Vec<_> = (0..64)
+        .map(|_| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.read_page(&page).await
+            })
+        })
+        .collect();
+    for r in readers {
+        assert!(page.matches(&r.await.unwrap().unwrap()));
+    }
+    assert_eq!(gets(&store) - before, 1, "64 readers of one page");
+
+    // 64 readers of the same 1.6 MB of one file: one GET per coalesced range, not per reader
+    // or per page.
+    store.evict_hot();
+    let file = manifest.file("pages-1.img").unwrap().clone();
+    let before = gets(&store);
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(64));
+    let readers: Vec<_> = (0..64)
+        .map(|_| {
+            let (store, barrier, file) = (store.clone(), barrier.clone(), file.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.read_file_at(&file, 0, file.size as usize).await
+            })
+        })
+        .collect();
+    let want = std::fs::read(input.join("pages-1.img")).unwrap();
+    for r in readers {
+        assert!(r.await.unwrap().unwrap() == want);
+    }
+    let used = gets(&store) - before;
+    assert_eq!(used, 1, "64 readers of one range used {used} GETs");
+    // Now the pages are in memory: reading them again costs no request.
+    let before = gets(&store);
+    assert!(page.matches(&store.read_page(&page).await.unwrap()));
+    assert_eq!(gets(&store), before);
+    let stats = store.stats().await.unwrap();
+    assert!(stats.cold.flight_joins > 0, "{:?}", stats.cold);
+    assert!(
+        stats.hot.hits > 0 && stats.hot.pages > 200,
+        "{:?}",
+        stats.hot
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neighbouring_pages_are_read_with_few_requests() {
+    let g = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    // ~16 MB of pages: more than one pack.
+    synth::checkpoint_dir(&input, 6, 4000).unwrap();
+    let cfg = hot_only(&g, &tmp.path().join("l"));
+    PageStore::open(&cfg)
+        .await
+        .unwrap()
+        .ingest("big", &input)
+        .await
+        .unwrap();
+    let store = PageStore::open(&cfg).await.unwrap();
+    let c = store.latest("big").await.unwrap().unwrap();
+    let out = tmp.path().join("out");
+    let before = store.stats().await.unwrap().cold;
+    store.materialize(&c, &out).await.unwrap();
+    assert!(synth::same_files(&input, &out).unwrap());
+    let after = store.stats().await.unwrap().cold;
+    let pages = after.pages_read - before.pages_read;
+    let requests = after.page_requests - before.page_requests;
+    assert!(pages > 2000, "{pages}");
+    // 1 MiB materialize batches, 4 MiB ranges: a few requests per MiB at most, not one per page.
+    assert!(
+        requests * 50 < pages,
+        "{requests} requests for {pages} pages"
+    );
+    eprintln!("materialize: {pages} pages from cold in {requests} ranged GETs");
 }
