@@ -1,6 +1,6 @@
 //! `pico.toml`: one typed section per part, unknown keys rejected, embedded defaults for all.
 //!
-//! The file only needs what differs from the defaults: `[local]` and `[worker]` keys are laid
+//! The file only needs what differs from the defaults: `[hot]`, `[local]` and `[worker]` keys are laid
 //! over the embedded defaults one by one; `[cold]` names a whole backend (`kind = "dir"` or
 //! another kind) and replaces the default section. Every field is documented in
 //! docs/configuration.md.
@@ -21,7 +21,7 @@ pub struct PicoConfig {
 }
 
 /// Sections merged key by key over their defaults; any other section replaces its default.
-const MERGED_SECTIONS: &[&str] = &["local", "worker"];
+const MERGED_SECTIONS: &[&str] = &["hot", "local", "worker"];
 
 impl PicoConfig {
     pub fn embedded(home: &Path) -> PicoConfig {

@@ -1,4 +1,5 @@
-//! Typed configuration of the page store (the `[cold]` and `[local]` sections of `pico.toml`).
+//! Typed configuration of the page store (the `[cold]`, `[local]` and `[hot]` sections of
+//! `pico.toml`).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,33 @@ use serde::{Deserialize, Serialize};
 pub struct StoreConfig {
     pub cold: ColdConfig,
     pub local: LocalConfig,
+    #[serde(default)]
+    pub hot: HotConfig,
+}
+
+/// The memory tier of decoded pages.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HotConfig {
+    /// Bound in bytes (0 disables the tier). Default 256 MiB.
+    #[serde(default = "default_hot_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for HotConfig {
+    fn default() -> Self {
+        HotConfig {
+            max_bytes: default_hot_bytes(),
+        }
+    }
+}
+
+fn default_hot_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_local_bytes() -> u64 {
+    8 << 30
 }
 
 /// Where packs and manifests are kept durably.
@@ -17,6 +45,47 @@ pub struct StoreConfig {
 pub enum ColdConfig {
     /// A local directory (the embedded default).
     Dir { path: PathBuf },
+    /// An S3-compatible object store (AWS S3, Garage, MinIO).
+    S3(S3Config),
+}
+
+/// `[cold] kind = "s3"`: where the bucket is and how to sign requests to it.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Base URL, e.g. `http://127.0.0.1:3900`. Requests use path-style addressing.
+    pub endpoint: String,
+    /// Signing region (Garage's default is `garage`).
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Prepended to every object key (`PREFIX/packs/...`), so several stores can share a bucket.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Attempts per request before a transient failure is reported (default 5).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+fn default_region() -> String {
+    "garage".into()
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("prefix", &self.prefix)
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
 }
 
 /// The local page cache on this machine's disk.
@@ -28,6 +97,9 @@ pub struct LocalConfig {
     /// Whether to use a local tier at all.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Bound on the bytes of cached pages; the oldest are evicted beyond it. Default 8 GiB.
+    #[serde(default = "default_local_bytes")]
+    pub max_bytes: u64,
 }
 
 fn yes() -> bool {
@@ -44,7 +116,55 @@ impl StoreConfig {
             local: LocalConfig {
                 path: home.join("local"),
                 enabled: true,
+                max_bytes: default_local_bytes(),
             },
+            hot: HotConfig::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        cold: ColdConfig,
+        local: Option<LocalConfig>,
+        hot: Option<HotConfig>,
+    }
+
+    #[test]
+    fn s3_section_parses_and_rejects_unknown_keys() {
+        let text = r#"
+[cold]
+kind = "s3"
+endpoint = "http://127.0.0.1:3900"
+bucket = "pico"
+access_key_id = "GK1"
+secret_access_key = "s3cr3t"
+prefix = "site-a"
+
+[local]
+path = "/var/lib/pico/local"
+max_bytes = 1048576
+
+[hot]
+max_bytes = 0
+"#;
+        let doc: Doc = toml::from_str(text).unwrap();
+        let ColdConfig::S3(s3) = doc.cold else {
+            panic!("not s3")
+        };
+        assert_eq!(s3.region, "garage");
+        assert_eq!(s3.prefix.as_deref(), Some("site-a"));
+        assert!(!format!("{s3:?}").contains("s3cr3t"));
+        assert_eq!(doc.local.unwrap().max_bytes, 1 << 20);
+        assert_eq!(doc.hot.unwrap().max_bytes, 0);
+        let bad = text.replace("prefix", "prefx");
+        assert!(toml::from_str::<Doc>(&bad).is_err());
+        let dir: Doc = toml::from_str("[cold]\nkind = \"dir\"\npath = \"/x\"\n").unwrap();
+        assert_eq!(dir.cold, ColdConfig::Dir { path: "/x".into() });
     }
 }

@@ -62,6 +62,22 @@ pub enum Error {
         source: sled::Error,
     },
 
+    #[error(
+        "cold tier ({store}): {op} {key} failed after {attempts} attempt(s): {message} \
+         (is the object store up, and is the [cold] section of pico.toml right?)"
+    )]
+    Cold {
+        store: String,
+        op: &'static str,
+        key: String,
+        attempts: u32,
+        message: String,
+    },
+
+    /// The failure of a cold read that several readers shared (single flight).
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
+
     #[error("bad store configuration: {0}")]
     Config(String),
 }

@@ -25,26 +25,52 @@ pub struct StoreStats {
     pub packs: u64,
     /// logical_bytes / stored_bytes.
     pub reduction: f64,
-    pub cold: ColdStats,
+    pub hot: HotStats,
     pub local: Option<LocalStats>,
+    pub cold: ColdStats,
+}
+
+/// The memory tier since this process opened the store.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HotStats {
+    pub pages: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ColdStats {
+    /// `dir` or `s3`.
     pub kind: String,
+    /// Where: the directory, or `endpoint/bucket/prefix`.
+    pub location: String,
     pub gets: u64,
     pub get_bytes: u64,
     pub puts: u64,
     pub put_bytes: u64,
+    pub lists: u64,
+    /// Pages decoded from cold reads, the ranged GETs that carried them (after coalescing), and
+    /// reads that joined a GET already in flight (single flight).
+    pub pages_read: u64,
+    pub page_requests: u64,
+    pub flight_joins: u64,
+    /// Requests retried after a transient failure.
+    pub retries: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LocalStats {
     pub pages: u64,
     pub bytes: u64,
+    pub max_bytes: u64,
     pub hits: u64,
     pub misses: u64,
+    /// Cached pages that failed their hash (dropped and read again from cold).
     pub corrupt: u64,
+    pub evictions: u64,
 }
 
 impl PageStore {
@@ -80,13 +106,28 @@ impl PageStore {
         } else {
             0.0
         };
+        let hot = self.hot();
+        s.hot = HotStats {
+            pages: hot.len() as u64,
+            bytes: (hot.len() * crate::page::PAGE_SIZE) as u64,
+            max_bytes: hot.max_bytes(),
+            hits: hot.counters.hits.load(Ordering::Relaxed),
+            misses: hot.counters.misses.load(Ordering::Relaxed),
+            evictions: hot.counters.evictions.load(Ordering::Relaxed),
+        };
         let c = &self.cold.counters;
         s.cold = ColdStats {
-            kind: self.cold.describe(),
+            kind: self.cold.kind().to_string(),
+            location: self.cold.describe(),
             gets: c.gets.load(Ordering::Relaxed),
             get_bytes: c.get_bytes.load(Ordering::Relaxed),
             puts: c.puts.load(Ordering::Relaxed),
             put_bytes: c.put_bytes.load(Ordering::Relaxed),
+            lists: c.lists.load(Ordering::Relaxed),
+            pages_read: self.counters.cold_pages.load(Ordering::Relaxed),
+            page_requests: self.counters.cold_requests.load(Ordering::Relaxed),
+            flight_joins: self.counters.flight_joins.load(Ordering::Relaxed),
+            retries: self.cold.retries(),
         };
         if let Some(local) = self.local() {
             let (pages, bytes) = local.usage()?;
@@ -96,6 +137,8 @@ impl PageStore {
                 hits: self.counters.local_hits.load(Ordering::Relaxed),
                 misses: self.counters.local_misses.load(Ordering::Relaxed),
                 corrupt: self.counters.local_corrupt.load(Ordering::Relaxed),
+                max_bytes: local.max_bytes(),
+                evictions: local.evictions(),
             });
         }
         Ok(s)

@@ -6,18 +6,20 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, StreamExt};
 use tracing::{debug, info, warn};
 
 use crate::catalog::Catalog;
 use crate::codec::decode_verified;
-use crate::cold::{ColdTier, DirStorage};
-use crate::config::{ColdConfig, StoreConfig};
+use crate::cold::ColdTier;
+use crate::config::StoreConfig;
 use crate::error::{Error, Result};
+use crate::hot::HotTier;
 use crate::local::{LocalTier, SledTier};
 use crate::manifest::{CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest};
 use crate::pack::{self, PackId, FOOTER_LEN};
 use crate::page::{PageId, PAGE_SIZE};
+use crate::read::Flights;
 
 /// The tiers a page can be read from, fastest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -44,15 +46,24 @@ pub struct TierCounters {
     pub local_hits: AtomicU64,
     pub local_misses: AtomicU64,
     pub local_corrupt: AtomicU64,
+    /// Pages decoded from cold-tier reads.
     pub cold_pages: AtomicU64,
+    /// Ranged GETs sent for page reads (after coalescing and single flight).
+    pub cold_requests: AtomicU64,
+    /// Reads that joined a cold GET already in flight instead of sending their own.
+    pub flight_joins: AtomicU64,
 }
 
-/// How many page reads one materialize or range read keeps in flight.
-const READ_CONCURRENCY: usize = 64;
+/// Pages one materialize asks of [`PageStore::read_pages`] at a time (1 MiB).
+const MATERIALIZE_BATCH: usize = 256;
+/// Batches one materialize keeps in flight.
+const MATERIALIZE_CONCURRENCY: usize = 4;
 
 pub struct PageStore {
     pub(crate) cold: ColdTier,
     pub(crate) local: Option<Box<dyn LocalTier>>,
+    pub(crate) hot: HotTier,
+    pub(crate) flights: Flights,
     pub(crate) catalog: Catalog,
     /// Packs whose index is in the catalog.
     known_packs: Mutex<HashSet<PackId>>,
@@ -62,11 +73,9 @@ pub struct PageStore {
 impl PageStore {
     /// Opens the store described by `config` and loads the catalog from the cold tier.
     pub async fn open(config: &StoreConfig) -> Result<PageStore> {
-        let cold = match &config.cold {
-            ColdConfig::Dir { path } => ColdTier::dir(DirStorage::open(path)?),
-        };
+        let cold = ColdTier::open(&config.cold)?;
         let local: Option<Box<dyn LocalTier>> = if config.local.enabled {
-            match SledTier::open(&config.local.path)? {
+            match SledTier::open(&config.local.path, config.local.max_bytes)? {
                 Some(t) => Some(Box::new(t)),
                 None => {
                     info!(
@@ -82,6 +91,8 @@ impl PageStore {
         let store = PageStore {
             cold,
             local,
+            hot: HotTier::new(config.hot.max_bytes),
+            flights: Flights::default(),
             catalog: Catalog::default(),
             known_packs: Mutex::new(HashSet::new()),
             counters: TierCounters::default(),
@@ -97,6 +108,10 @@ impl PageStore {
 
     pub fn local(&self) -> Option<&dyn LocalTier> {
         self.local.as_deref()
+    }
+
+    pub fn hot(&self) -> &HotTier {
+        &self.hot
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -210,38 +225,7 @@ impl PageStore {
         Manifest::decode(&bytes)
     }
 
-    /// Reads one page through the tiers, checking it against its id.
-    pub async fn read_page(&self, id: &PageId) -> Result<Vec<u8>> {
-        if id.is_zero() {
-            return Ok(vec![0; PAGE_SIZE]);
-        }
-        if let Some(page) = self.read_local(id) {
-            return Ok(page);
-        }
-        let loc = match self.catalog.locate(id) {
-            Some(loc) => loc,
-            None => {
-                // Another process may have added packs since we loaded the catalog.
-                self.refresh_catalog().await?;
-                self.catalog.locate(id).ok_or(Error::PageMissing(*id))?
-            }
-        };
-        let key = loc.pack.object_key();
-        let data = self
-            .cold
-            .get_range(&key, loc.offset, u64::from(loc.len))
-            .await?;
-        let page = decode_verified(id, loc.codec, &data, Tier::Cold, &key)?;
-        self.counters.cold_pages.fetch_add(1, Ordering::Relaxed);
-        if let Some(local) = &self.local {
-            if let Err(e) = local.put(id, loc.codec, &data) {
-                warn!(page = %id, error = %e, "could not cache page in the local tier");
-            }
-        }
-        Ok(page)
-    }
-
-    fn read_local(&self, id: &PageId) -> Option<Vec<u8>> {
+    pub(crate) fn read_local(&self, id: &PageId) -> Option<Vec<u8>> {
         let local = self.local.as_ref()?;
         match local.get(id) {
             Ok(Some((codec, data))) => {
@@ -284,11 +268,7 @@ impl PageStore {
                         pages.len()
                     ))
                 })?;
-                let reads: Vec<_> = ids.iter().map(|id| self.read_page(id)).collect();
-                let loaded: Vec<Vec<u8>> = stream::iter(reads)
-                    .buffered(READ_CONCURRENCY)
-                    .try_collect()
-                    .await?;
+                let loaded = self.read_pages(ids).await?;
                 let mut out = Vec::with_capacity((end - offset) as usize);
                 for (i, page) in loaded.iter().enumerate() {
                     let page_start = (first + i) as u64 * PAGE_SIZE as u64;
@@ -317,14 +297,18 @@ impl PageStore {
                     out.write_all(data).map_err(|e| Error::io(&path, e))?
                 }
                 FileContent::Paged(pages) => {
-                    let reads: Vec<_> = pages.iter().map(|id| self.read_page(id)).collect();
-                    let mut reads = stream::iter(reads).buffered(READ_CONCURRENCY);
+                    let batches: Vec<_> = pages
+                        .chunks(MATERIALIZE_BATCH)
+                        .map(|ids| self.read_pages(ids))
+                        .collect();
+                    let mut batches = stream::iter(batches).buffered(MATERIALIZE_CONCURRENCY);
                     let mut left = file.size;
-                    while let Some(page) = reads.next().await {
-                        let page = page?;
-                        let n = left.min(PAGE_SIZE as u64) as usize;
-                        out.write_all(&page[..n]).map_err(|e| Error::io(&path, e))?;
-                        left -= n as u64;
+                    while let Some(batch) = batches.next().await {
+                        for page in batch? {
+                            let n = left.min(PAGE_SIZE as u64) as usize;
+                            out.write_all(&page[..n]).map_err(|e| Error::io(&path, e))?;
+                            left -= n as u64;
+                        }
                     }
                 }
             }
@@ -333,6 +317,11 @@ impl PageStore {
             debug!(file = %file.name, bytes = file.size, "materialized");
         }
         Ok(manifest)
+    }
+
+    /// Empties the memory tier (for cold-start measurements).
+    pub fn evict_hot(&self) {
+        self.hot.clear();
     }
 
     /// Empties the local tier (for cold-start measurements).

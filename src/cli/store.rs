@@ -25,9 +25,11 @@ pub enum StoreCommand {
     Stats,
     /// Reads every object in every tier and checks every page; fails if anything is wrong.
     Verify,
-    /// Empties a tier (for cold-start measurements).
+    /// Empties a tier (for cold-start measurements). The hot tier lives in the memory of each
+    /// process, so evicting it here only matters to a store this command opens; a running worker
+    /// keeps its own.
     Evict {
-        #[arg(long, value_parser = ["local"])]
+        #[arg(long, value_parser = ["hot", "local"])]
         tier: String,
     },
 }
@@ -110,9 +112,31 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
                     s.stored_bytes, s.pack_bytes, s.packs, s.manifest_bytes
                 );
                 println!("reduction        {:.2}x (logical / stored)", s.reduction);
+                println!(
+                    "hot tier         {} pages, {} of {} bytes; {} hits, {} misses, {} evictions",
+                    s.hot.pages,
+                    s.hot.bytes,
+                    s.hot.max_bytes,
+                    s.hot.hits,
+                    s.hot.misses,
+                    s.hot.evictions
+                );
                 if let Some(l) = &s.local {
-                    println!("local tier       {} pages, {} bytes", l.pages, l.bytes);
+                    println!(
+                        "local tier       {} pages, {} of {} bytes; {} hits, {} misses, {} evictions",
+                        l.pages, l.bytes, l.max_bytes, l.hits, l.misses, l.evictions
+                    );
                 }
+                println!(
+                    "cold tier        {} ({}): {} GETs ({} bytes), {} PUTs ({} bytes), {} retries",
+                    s.cold.kind,
+                    s.cold.location,
+                    s.cold.gets,
+                    s.cold.get_bytes,
+                    s.cold.puts,
+                    s.cold.put_bytes,
+                    s.cold.retries
+                );
             }
         }
         StoreCommand::Verify => {
@@ -137,15 +161,24 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             }
         }
         StoreCommand::Evict { tier } => {
-            if store.local().is_some() {
-                store.evict_local()?;
-            } else {
-                // A running worker holds the local tier: ask it.
-                worker::protocol::Client::new(&ctx.config.worker.socket)
-                    .call(&worker::protocol::Request::Evict)
-                    .await?;
+            match worker::protocol::Client::new(&ctx.config.worker.socket)
+                .call(&worker::protocol::Request::Evict {
+                    tier: Some(tier.clone()),
+                })
+                .await
+            {
+                // A running worker holds the tiers (the hot one is its memory): it evicts.
+                Ok(_) => println!("evicted the {tier} tier of the running worker"),
+                Err(worker::Error::WorkerNotRunning { .. }) => {
+                    if tier == "hot" {
+                        store.evict_hot();
+                    } else {
+                        store.evict_local()?;
+                    }
+                    println!("evicted the {tier} tier");
+                }
+                Err(e) => return Err(e.into()),
             }
-            println!("evicted the {tier} tier");
         }
     }
     Ok(ExitCode::SUCCESS)

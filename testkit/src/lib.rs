@@ -3,9 +3,11 @@
 //! directories. Tests that need root or real tools say so loudly; none skips silently.
 #![allow(clippy::unwrap_used)]
 
+pub mod garage;
 pub mod image;
 pub mod net;
 pub mod pico;
+pub mod synth;
 
 /// Panics with a clear message unless running as root (CRIU, FUSE and mounts need it).
 pub fn require_root() {

@@ -214,8 +214,13 @@ impl Worker {
                 to_json(&self.swap_in(&name, !no_activeset).instrument(span).await?)
             }
             Request::ActiveSet { name } => to_json(&self.activeset_summary(&name).await?),
-            Request::Evict => {
-                self.store.evict_local()?;
+            Request::Evict { tier } => {
+                if tier.as_deref() != Some("local") {
+                    self.store.evict_hot();
+                }
+                if tier.as_deref() != Some("hot") {
+                    self.store.evict_local()?;
+                }
                 Ok(serde_json::Value::Null)
             }
             Request::StoreStats => to_json(&self.store.stats().await?),

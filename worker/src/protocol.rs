@@ -37,8 +37,12 @@ pub enum Request {
     ActiveSet {
         name: String,
     },
-    /// Empties the caches the worker's store holds (for cold-start measurements).
-    Evict,
+    /// Empties the caches the worker's store holds (for cold-start measurements): `hot`,
+    /// `local`, or both when no tier is named.
+    Evict {
+        #[serde(default)]
+        tier: Option<String>,
+    },
     /// The worker's page store statistics, with its live tier counters.
     StoreStats,
     /// The store's request counters, read without touching any tier.

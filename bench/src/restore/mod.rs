@@ -369,7 +369,7 @@ async fn lazy_modes(
                 total_bytes += now - b;
             }
             if mode.cold() {
-                call(&worker.client, &Request::Evict).await?;
+                call(&worker.client, &Request::Evict { tier: None }).await?;
             }
             let before = cold_get_bytes(&worker.client).await?;
             let no_activeset = mode == Mode::LazyCold;

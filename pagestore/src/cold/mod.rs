@@ -6,11 +6,14 @@
 //! (packs) or by a unique key (manifests); nothing is overwritten in place.
 
 mod dir;
+mod s3;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use dir::DirStorage;
+pub use s3::S3Storage;
 
+use crate::config::ColdConfig;
 use crate::error::Result;
 
 /// One object in a listing.
@@ -52,9 +55,32 @@ pub struct ColdTier {
 
 enum Backend {
     Dir(DirStorage),
+    S3(S3Storage),
+}
+
+/// Calls the same method on whichever backend is configured.
+macro_rules! dispatch {
+    ($self:expr, $s:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Dir($s) => $call,
+            Backend::S3($s) => $call,
+        }
+    };
 }
 
 impl ColdTier {
+    /// Opens the cold tier a configuration describes.
+    pub fn open(config: &ColdConfig) -> Result<Self> {
+        let backend = match config {
+            ColdConfig::Dir { path } => Backend::Dir(DirStorage::open(path)?),
+            ColdConfig::S3(s3) => Backend::S3(S3Storage::new(s3)?),
+        };
+        Ok(ColdTier {
+            backend,
+            counters: ColdCounters::default(),
+        })
+    }
+
     pub fn dir(storage: DirStorage) -> Self {
         ColdTier {
             backend: Backend::Dir(storage),
@@ -66,46 +92,53 @@ impl ColdTier {
     pub fn describe(&self) -> String {
         match &self.backend {
             Backend::Dir(d) => format!("dir:{}", d.root().display()),
+            Backend::S3(s) => format!("s3:{}", s.describe()),
+        }
+    }
+
+    /// The kind of backend: `dir` or `s3`.
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Dir(_) => "dir",
+            Backend::S3(_) => "s3",
+        }
+    }
+
+    /// Requests retried after a transient failure (S3 only).
+    pub fn retries(&self) -> u64 {
+        match &self.backend {
+            Backend::Dir(_) => 0,
+            Backend::S3(s) => s.retries.load(Ordering::Relaxed),
         }
     }
 
     pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
         let n = data.len() as u64;
-        match &self.backend {
-            Backend::Dir(d) => d.put(key, data).await?,
-        }
+        dispatch!(self, b => b.put(key, data).await)?;
         self.counters.puts.fetch_add(1, Ordering::Relaxed);
         self.counters.put_bytes.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
     pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let data = match &self.backend {
-            Backend::Dir(d) => d.get(key).await?,
-        };
+        let data = dispatch!(self, b => b.get(key).await)?;
         self.count_get(data.len());
         Ok(data)
     }
 
     pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let data = match &self.backend {
-            Backend::Dir(d) => d.get_range(key, offset, len).await?,
-        };
+        let data = dispatch!(self, b => b.get_range(key, offset, len).await)?;
         self.count_get(data.len());
         Ok(data)
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.counters.lists.fetch_add(1, Ordering::Relaxed);
-        match &self.backend {
-            Backend::Dir(d) => d.list(prefix).await,
-        }
+        dispatch!(self, b => b.list(prefix).await)
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {
-        match &self.backend {
-            Backend::Dir(d) => d.delete(key).await,
-        }
+        dispatch!(self, b => b.delete(key).await)
     }
 
     fn count_get(&self, n: usize) {

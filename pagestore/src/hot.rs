@@ -1,0 +1,178 @@
+//! The hot tier: decoded, verified pages in memory, bounded in bytes.
+//!
+//! It exists so that pages shared by concurrent restores (and re-read by one restore) cost neither
+//! a disk read nor a decompression. Eviction is CLOCK (second chance): every page is 4 KiB, so
+//! the tier is a ring of fixed slots; a hit only sets the slot's reference bit (no list to
+//! reorder under the lock that every reader takes), and the hand evicts the first page that was
+//! not referenced since it last passed. That approximates LRU, and a page read once by a sequential
+//! scan (a whole-checkpoint materialize) goes before pages that were read twice.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::page::{PageId, PAGE_SIZE};
+
+struct Slot {
+    id: PageId,
+    page: Box<[u8]>,
+    referenced: bool,
+}
+
+#[derive(Default)]
+struct Clock {
+    slots: Vec<Slot>,
+    index: HashMap<PageId, usize>,
+    hand: usize,
+}
+
+/// Hits, misses and evictions of the hot tier.
+#[derive(Debug, Default)]
+pub struct HotCounters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub evictions: AtomicU64,
+}
+
+pub struct HotTier {
+    capacity: usize,
+    clock: Mutex<Clock>,
+    pub counters: HotCounters,
+}
+
+impl HotTier {
+    /// A tier of at most `max_bytes` of pages (0 disables it).
+    pub fn new(max_bytes: u64) -> HotTier {
+        HotTier {
+            capacity: (max_bytes / PAGE_SIZE as u64) as usize,
+            clock: Mutex::new(Clock::default()),
+            counters: HotCounters::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Clock> {
+        self.clock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The page, if held (counted as a hit or a miss).
+    pub fn get(&self, id: &PageId) -> Option<Vec<u8>> {
+        let found = self.peek(id);
+        let c = if found.is_some() {
+            &self.counters.hits
+        } else {
+            &self.counters.misses
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Like [`HotTier::get`] but not counted.
+    pub fn peek(&self, id: &PageId) -> Option<Vec<u8>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let mut clock = self.lock();
+        let i = *clock.index.get(id)?;
+        let slot = &mut clock.slots[i];
+        slot.referenced = true;
+        Some(slot.page.to_vec())
+    }
+
+    pub fn contains(&self, id: &PageId) -> bool {
+        self.capacity > 0 && self.lock().index.contains_key(id)
+    }
+
+    /// Caches a page that has been checked against its id.
+    pub fn insert(&self, id: PageId, page: &[u8]) {
+        if self.capacity == 0 || page.len() != PAGE_SIZE {
+            return;
+        }
+        let mut clock = self.lock();
+        if let Some(&i) = clock.index.get(&id) {
+            clock.slots[i].referenced = true;
+            return;
+        }
+        let slot = Slot {
+            id,
+            page: page.into(),
+            referenced: false,
+        };
+        if clock.slots.len() < self.capacity {
+            let i = clock.slots.len();
+            clock.slots.push(slot);
+            clock.index.insert(id, i);
+            return;
+        }
+        // Advance the hand to the first slot not referenced since it last passed.
+        loop {
+            let hand = clock.hand;
+            clock.hand = (hand + 1) % clock.slots.len();
+            if clock.slots[hand].referenced {
+                clock.slots[hand].referenced = false;
+                continue;
+            }
+            let old = std::mem::replace(&mut clock.slots[hand], slot);
+            clock.index.remove(&old.id);
+            clock.index.insert(id, hand);
+            self.counters.evictions.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+
+    /// Pages held.
+    pub fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The configured bound in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        (self.capacity * PAGE_SIZE) as u64
+    }
+
+    /// Drops every page (for cold-start measurements).
+    pub fn clear(&self) {
+        *self.lock() = Clock::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(i: u8) -> (PageId, Vec<u8>) {
+        let p = vec![i; PAGE_SIZE];
+        (PageId::of(&p), p)
+    }
+
+    #[test]
+    fn bounded_and_second_chance() {
+        let hot = HotTier::new(3 * PAGE_SIZE as u64);
+        let pages: Vec<_> = (1..=5).map(page).collect();
+        for (id, p) in &pages[..3] {
+            hot.insert(*id, p);
+        }
+        // Page 1 is read again: it survives the next two insertions, pages 2 and 3 do not.
+        assert_eq!(hot.get(&pages[0].0).as_deref(), Some(&pages[0].1[..]));
+        hot.insert(pages[3].0, &pages[3].1);
+        hot.insert(pages[4].0, &pages[4].1);
+        assert_eq!(hot.len(), 3);
+        assert!(hot.contains(&pages[0].0));
+        assert!(!hot.contains(&pages[1].0) && !hot.contains(&pages[2].0));
+        assert!(hot.contains(&pages[3].0) && hot.contains(&pages[4].0));
+        assert_eq!(hot.counters.evictions.load(Ordering::Relaxed), 2);
+        hot.clear();
+        assert!(hot.is_empty() && hot.get(&pages[0].0).is_none());
+    }
+
+    #[test]
+    fn zero_bytes_disables_it() {
+        let hot = HotTier::new(0);
+        let (id, p) = page(1);
+        hot.insert(id, &p);
+        assert!(hot.get(&id).is_none() && hot.is_empty());
+    }
+}
