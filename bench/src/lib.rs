@@ -5,9 +5,10 @@
 //! - [`restore`]: time to a restored tenant's first correct answer, per app and restore mode.
 //! - [`latency_proxy`]: puts a realistic network (delay, bandwidth) between the worker and its
 //!   object store, since this kernel has no netem.
-//! - [`chart`], [`outdir`]: SVG bar charts and the output directory.
+//! - [`chart`], [`outdir`]: SVG bar charts and the output directory; [`garage`]: an S3 server.
 
 pub mod chart;
+pub mod garage;
 pub mod latency_proxy;
 pub mod outdir;
 pub mod restore;

@@ -52,6 +52,38 @@ impl ImageLayout {
         ImageLayout { files }
     }
 
+    /// The pages `criu restore` reads before the tenant runs: every present page that is not
+    /// lazy (after an eager plan, that includes the ActiveSet), in image order, without zero pages
+    /// or repeats. Prefetching exactly these turns a restore's many small reads into a few
+    /// large ones.
+    pub fn eager_page_ids(&self, manifest: &Manifest) -> Vec<PageId> {
+        self.page_ids(manifest, false)
+    }
+
+    /// The pages CRIU's lazy-pages daemon copies in after the restore (faults and background
+    /// copy), in image order, without zero pages or repeats.
+    pub fn lazy_page_ids(&self, manifest: &Manifest) -> Vec<PageId> {
+        self.page_ids(manifest, true)
+    }
+
+    fn page_ids(&self, manifest: &Manifest, lazy: bool) -> Vec<PageId> {
+        let mut seen = HashSet::new();
+        let mut ids = Vec::new();
+        let mut files: Vec<_> = self.files.iter().collect();
+        files.sort_by(|a, b| a.0.cmp(b.0));
+        for (pages_file, (_, positions)) in files {
+            let Some(pages) = manifest.file(pages_file).map(|f| f.pages()) else {
+                continue;
+            };
+            for (pos, id) in positions.iter().zip(pages) {
+                if pos.lazy == lazy && !id.is_zero() && seen.insert(*id) {
+                    ids.push(*id);
+                }
+            }
+        }
+        ids
+    }
+
     fn position(&self, pages_file: &str, page: u64) -> Option<(&str, PagePosition)> {
         let (pagemap, positions) = self.files.get(pages_file)?;
         Some((pagemap.as_str(), *positions.get(page as usize)?))

@@ -11,6 +11,20 @@ use super::{print_json, Context};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Runs the latency proxy in the foreground: LISTEN forwards to UPSTREAM with a network's
+    /// delay and per-connection bandwidth (this kernel has no netem).
+    Proxy {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        /// One-way delay, ms.
+        #[arg(long, default_value_t = 20)]
+        delay_ms: u64,
+        /// Bandwidth per connection, MB/s.
+        #[arg(long, default_value_t = 100)]
+        mbps: u64,
+    },
     /// Time from swap-in start to a tenant's first correct answer, per app and restore mode.
     Restore {
         /// Measured runs per app and mode (after one warm-up).
@@ -33,9 +47,19 @@ pub enum BenchCommand {
         /// Heap of the large-heap app, MiB.
         #[arg(long, default_value_t = 256)]
         heap_mb: u32,
-        /// A file with the `[cold]` section the cold modes use.
+        /// A file with the `[cold]` section the cold modes use. Without it, the benchmark starts
+        /// a Garage (deploy/garage.sh) behind a latency proxy.
         #[arg(long)]
         cold_config: Option<PathBuf>,
+        /// One-way delay the proxy adds between the worker and Garage, ms.
+        #[arg(long, default_value_t = 20)]
+        delay_ms: u64,
+        /// Bandwidth per connection through the proxy, MB/s.
+        #[arg(long, default_value_t = 100)]
+        mbps: u64,
+        /// Keep the work directory (worker homes and logs) for inspection.
+        #[arg(long)]
+        keep_work: bool,
         /// Output directory (results.json, restore.svg, README.md).
         #[arg(long, default_value = "bench-out/restore")]
         out: PathBuf,
@@ -44,12 +68,29 @@ pub enum BenchCommand {
 
 pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::Proxy {
+            listen,
+            upstream,
+            delay_ms,
+            mbps,
+        } => {
+            let model = bench::latency_proxy::LinkModel {
+                delay: std::time::Duration::from_millis(delay_ms),
+                bytes_per_sec: mbps * 1_000_000,
+            };
+            let proxy = bench::latency_proxy::LatencyProxy::start(listen, upstream, model).await?;
+            println!("{}", proxy.addr());
+            tokio::signal::ctrl_c().await?;
+        }
         BenchCommand::Restore {
             runs,
             apps,
             modes,
             heap_mb,
             cold_config,
+            delay_ms,
+            mbps,
+            keep_work,
             out,
         } => {
             let apps = apps
@@ -60,14 +101,40 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|m| Mode::parse(m).with_context(|| format!("unknown mode {m:?}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let cold_toml = cold_config
-                .map(|p| {
-                    std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
-                })
-                .transpose()?;
             let command: Vec<String> = std::env::args().collect();
             bench::outdir::prepare(&out, "restore", &command.join(" "))?;
             let work = tempdir_in(&ctx.home)?;
+            // Cold modes: a real S3 server behind a proxy that adds a real network's latency.
+            let mut _garage = None;
+            let mut _proxy = None;
+            let wants_cold = modes
+                .iter()
+                .any(|m| matches!(m, Mode::LazyCold | Mode::LazyColdActiveSet));
+            let cold_toml = match cold_config {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                ),
+                None if wants_cold => {
+                    let garage =
+                        bench::garage::GarageServer::start(&repo_root()?, &work.join("garage"))?;
+                    let model = bench::latency_proxy::LinkModel {
+                        delay: std::time::Duration::from_millis(delay_ms),
+                        bytes_per_sec: mbps * 1_000_000,
+                    };
+                    let proxy = bench::latency_proxy::LatencyProxy::start(
+                        "127.0.0.1:0".parse()?,
+                        garage.s3,
+                        model,
+                    )
+                    .await?;
+                    let toml = garage.cold_toml_via(proxy.addr());
+                    _garage = Some(garage);
+                    _proxy = Some(proxy);
+                    Some(toml)
+                }
+                None => None,
+            };
             let opts = RestoreOptions {
                 pico: std::env::current_exe()?,
                 repo: repo_root()?,
@@ -79,7 +146,13 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 work: work.clone(),
             };
             let result = restore::run(&opts).await;
-            let _ = std::fs::remove_dir_all(&work);
+            drop(_proxy);
+            drop(_garage);
+            if keep_work {
+                eprintln!("work directory kept: {}", work.display());
+            } else {
+                let _ = std::fs::remove_dir_all(&work);
+            }
             let results = result?;
             std::fs::write(
                 out.join("results.json"),

@@ -66,6 +66,9 @@ pub struct SwapInReport {
     /// Pages the ActiveSet had CRIU install eagerly (0 without one).
     #[serde(default)]
     pub eager_pages: u64,
+    /// The prefetch of the pages `criu restore` reads before the tenant runs.
+    #[serde(default)]
+    pub prefetch: pagestore::prefetch::PrefetchReport,
     pub mount_ms: u64,
     pub restore_ms: u64,
     pub total_ms: u64,
