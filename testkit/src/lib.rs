@@ -1,1 +1,3 @@
-//! testkit
+//! Shared helpers for the tests of every crate: one place, not copies.
+
+pub mod nbd;

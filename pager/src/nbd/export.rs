@@ -1,0 +1,454 @@
+//! Exports: one block device per paged file of a stored checkpoint, and the table that names them.
+//!
+//! An export is a view of one file's page list. Reads resolve each page to "zero" (never stored,
+//! sent as a hole) or a stored page (from the shared [`PageCache`], else the store's tiers).
+//! A writable export adds a copy-on-write overlay: written pages live in memory until FLUSH, which
+//! commits them as a derived checkpoint (the next generation of the tenant) and makes that the
+//! export's new base. Export names (`ID/FILE`) are keys of a table, never paths.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use pagestore::{CheckpointRef, FileContent, PageId, PageStore, PAGE_SIZE};
+use tracing::info;
+
+use super::cache::PageCache;
+use crate::error::{Error, Result};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+/// How many store reads one request keeps in flight.
+const FETCH_CONCURRENCY: usize = 32;
+
+static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+
+/// One page of an export as the transmission phase sees it.
+#[derive(Clone, Debug)]
+pub enum Page {
+    Zero,
+    Data(Bytes),
+}
+
+impl Page {
+    /// The page's bytes (zero pages come from a shared static page, without allocating).
+    pub fn bytes(&self) -> Bytes {
+        match self {
+            Page::Zero => Bytes::from_static(&ZERO_PAGE),
+            Page::Data(b) => b.clone(),
+        }
+    }
+}
+
+/// A piece of a read: `len` bytes of `page` starting at byte `from` of it.
+#[derive(Clone, Debug)]
+pub struct Piece {
+    pub page: Page,
+    pub from: usize,
+    pub len: usize,
+}
+
+/// How a page of an export resolves before any fetch.
+enum Source {
+    Zero,
+    Stored(PageId),
+    Dirty(Bytes),
+}
+
+/// The committed state of an export: the checkpoint it shows and the file's page list there.
+struct Base {
+    checkpoint: CheckpointRef,
+    pages: Arc<Vec<PageId>>,
+}
+
+/// Pages written since the last flush, by page index (`None` = written as zeros).
+type Dirty = BTreeMap<u64, Option<Bytes>>;
+
+pub struct Export {
+    name: String,
+    file: String,
+    size: u64,
+    store: Arc<PageStore>,
+    cache: Arc<PageCache>,
+    base: RwLock<Base>,
+    /// Present on writable exports. The async mutex serialises read-modify-write and flush; the
+    /// map itself sits behind a short synchronous lock so reads never wait for a flush's upload.
+    overlay: Option<tokio::sync::Mutex<()>>,
+    dirty: RwLock<Dirty>,
+}
+
+impl Export {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn writable(&self) -> bool {
+        self.overlay.is_some()
+    }
+
+    /// The checkpoint the export currently shows (changes on each flush of a writable export).
+    pub fn checkpoint(&self) -> CheckpointRef {
+        self.base
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .checkpoint
+            .clone()
+    }
+
+    fn sources(&self, first: u64, last: u64) -> Vec<Source> {
+        let base = self.base.read().unwrap_or_else(|p| p.into_inner());
+        let dirty = self.dirty.read().unwrap_or_else(|p| p.into_inner());
+        (first..=last)
+            .map(|i| match dirty.get(&i) {
+                Some(Some(b)) => Source::Dirty(b.clone()),
+                Some(None) => Source::Zero,
+                None => match base.pages.get(i as usize) {
+                    Some(id) if !id.is_zero() => Source::Stored(*id),
+                    _ => Source::Zero,
+                },
+            })
+            .collect()
+    }
+
+    async fn fetch(&self, id: PageId) -> Result<Page> {
+        if let Some(b) = self.cache.get(&id) {
+            return Ok(Page::Data(b));
+        }
+        let page = Bytes::from(self.store.read_page(&id).await?);
+        self.cache.insert(id, page.clone());
+        Ok(Page::Data(page))
+    }
+
+    async fn resolve(&self, source: Source) -> Result<Page> {
+        match source {
+            Source::Zero => Ok(Page::Zero),
+            Source::Dirty(b) => Ok(Page::Data(b)),
+            Source::Stored(id) => self.fetch(id).await,
+        }
+    }
+
+    /// The pages under `[offset, offset + len)`, clipped to each page; the caller has checked the
+    /// range lies within the export and `len > 0`.
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Vec<Piece>> {
+        let end = offset + len;
+        let first = offset / PAGE;
+        let last = (end - 1) / PAGE;
+        let sources = self.sources(first, last);
+        // Fast path: everything is a hole, dirty or cached: no task juggling at all.
+        let mut pages = Vec::with_capacity(sources.len());
+        let mut missing = Vec::new();
+        for (i, s) in sources.into_iter().enumerate() {
+            match s {
+                Source::Stored(id) => match self.cache.get(&id) {
+                    Some(b) => pages.push(Some(Page::Data(b))),
+                    None => {
+                        pages.push(None);
+                        missing.push((i, Source::Stored(id)));
+                    }
+                },
+                other => pages.push(Some(self.resolve(other).await?)),
+            }
+        }
+        if !missing.is_empty() {
+            let fetched: Vec<(usize, Page)> = stream::iter(missing)
+                .map(|(i, s)| async move { Ok::<_, Error>((i, self.resolve(s).await?)) })
+                .buffer_unordered(FETCH_CONCURRENCY)
+                .try_collect()
+                .await?;
+            for (i, p) in fetched {
+                pages[i] = Some(p);
+            }
+        }
+        let mut out = Vec::with_capacity(pages.len());
+        for (k, page) in pages.into_iter().enumerate() {
+            let page_start = (first + k as u64) * PAGE;
+            let from = offset.max(page_start) - page_start;
+            let to = end.min(page_start + PAGE) - page_start;
+            out.push(Piece {
+                page: page.unwrap_or(Page::Zero),
+                from: from as usize,
+                len: (to - from) as usize,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Allocation extents of `[offset, offset + len)` as `(length, is_zero)`, merging runs; the
+    /// caller has checked the range. Stops early after the first extent when `one` is set.
+    pub fn extents(&self, offset: u64, len: u64, one: bool) -> Vec<(u64, bool)> {
+        let end = offset + len;
+        let first = offset / PAGE;
+        let last = (end - 1) / PAGE;
+        let mut out: Vec<(u64, bool)> = Vec::new();
+        for (k, s) in self.sources(first, last).into_iter().enumerate() {
+            let page_start = (first + k as u64) * PAGE;
+            let n = end.min(page_start + PAGE) - offset.max(page_start);
+            let zero = matches!(s, Source::Zero);
+            match out.last_mut() {
+                Some((l, z)) if *z == zero => *l += n,
+                _ => {
+                    if one && !out.is_empty() {
+                        break;
+                    }
+                    out.push((n, zero));
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes `data` at `offset` (`None`: that many zero bytes) into the overlay; the caller has
+    /// checked the range.
+    pub async fn write(&self, offset: u64, data: Option<&[u8]>, len: u64) -> Result<()> {
+        let lock = self.overlay.as_ref().ok_or(Error::ExportReadOnly)?;
+        let _guard = lock.lock().await;
+        if len == 0 {
+            return Ok(());
+        }
+        let end = offset + len;
+        let first = offset / PAGE;
+        let last = (end - 1) / PAGE;
+        let mut updates: Vec<(u64, Option<Bytes>)> =
+            Vec::with_capacity((last - first + 1) as usize);
+        for i in first..=last {
+            let page_start = i * PAGE;
+            let from = offset.max(page_start);
+            let to = end.min(page_start + PAGE);
+            let chunk = data.map(|d| &d[(from - offset) as usize..(to - offset) as usize]);
+            let whole = from == page_start && to == page_start + PAGE;
+            let mut page = if whole {
+                vec![0u8; PAGE_SIZE]
+            } else {
+                // Read-modify-write of a partly written page.
+                let source = self.sources(i, i).pop().unwrap_or(Source::Zero);
+                self.resolve(source).await?.bytes().to_vec()
+            };
+            let at = (from - page_start) as usize;
+            match chunk {
+                Some(c) => page[at..at + c.len()].copy_from_slice(c),
+                None => page[at..(to - page_start) as usize].fill(0),
+            }
+            let update = if pagestore::page::is_zero(&page) {
+                None
+            } else {
+                Some(Bytes::from(page))
+            };
+            updates.push((i, update));
+        }
+        let mut dirty = self.dirty.write().unwrap_or_else(|p| p.into_inner());
+        dirty.extend(updates);
+        Ok(())
+    }
+
+    /// Commits the overlay as the next generation of the tenant; returns it, or `None` when
+    /// nothing was written since the last flush (or the export is read-only).
+    pub async fn flush(&self) -> Result<Option<CheckpointRef>> {
+        let Some(lock) = self.overlay.as_ref() else {
+            return Ok(None);
+        };
+        let _guard = lock.lock().await;
+        let changes: Vec<(u64, Option<Bytes>)> = {
+            let dirty = self.dirty.read().unwrap_or_else(|p| p.into_inner());
+            dirty.iter().map(|(k, v)| (*k, v.clone())).collect()
+        };
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let base = self.checkpoint();
+        let replacements: Vec<(u64, &[u8])> = changes
+            .iter()
+            .map(|(i, p)| (*i, p.as_deref().unwrap_or(&ZERO_PAGE[..])))
+            .collect();
+        let derived = self.store.derive(&base, &self.file, &replacements).await?;
+        for (i, p) in &changes {
+            if let (Some(b), Some(id)) = (p, derived.pages.get(*i as usize)) {
+                self.cache.insert(*id, b.clone());
+            }
+        }
+        {
+            let mut b = self.base.write().unwrap_or_else(|p| p.into_inner());
+            let mut dirty = self.dirty.write().unwrap_or_else(|p| p.into_inner());
+            *b = Base {
+                checkpoint: derived.checkpoint.clone(),
+                pages: Arc::new(derived.pages),
+            };
+            dirty.clear();
+        }
+        info!(
+            export = %self.name,
+            checkpoint = %derived.checkpoint.id,
+            generation = derived.checkpoint.generation,
+            pages = derived.pages_changed,
+            "flush committed a new generation"
+        );
+        Ok(Some(derived.checkpoint))
+    }
+}
+
+/// Which checkpoint files to export: `ID` (every paged file) or `ID:FILE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportSpec {
+    pub checkpoint: String,
+    pub file: Option<String>,
+}
+
+impl std::str::FromStr for ExportSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (checkpoint, file) = match s.split_once(':') {
+            Some((c, f)) if !f.is_empty() => (c, Some(f.to_string())),
+            Some(_) => return Err(format!("{s:?}: empty file name after ':'")),
+            None => (s, None),
+        };
+        if checkpoint.is_empty() {
+            return Err(format!("{s:?}: no checkpoint id"));
+        }
+        Ok(ExportSpec {
+            checkpoint: checkpoint.to_string(),
+            file,
+        })
+    }
+}
+
+/// Options that apply to every export of a server.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    pub writable: bool,
+    /// Pages kept decoded in memory, shared by all exports.
+    pub cache_pages: usize,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            writable: false,
+            cache_pages: 128 * 1024, // 512 MiB
+        }
+    }
+}
+
+/// The exports of one server, by name.
+pub struct ExportTable {
+    exports: BTreeMap<String, Arc<Export>>,
+}
+
+impl ExportTable {
+    /// Resolves each spec against the store and builds its exports.
+    pub async fn open(
+        store: Arc<PageStore>,
+        specs: &[ExportSpec],
+        options: &ExportOptions,
+    ) -> Result<ExportTable> {
+        let cache = Arc::new(PageCache::new(options.cache_pages));
+        let mut exports = BTreeMap::new();
+        for spec in specs {
+            let checkpoint = store.resolve(&spec.checkpoint).await?;
+            let manifest = store.manifest(&checkpoint).await?;
+            let mut found = 0;
+            for file in &manifest.files {
+                let FileContent::Paged(pages) = &file.content else {
+                    continue;
+                };
+                if spec.file.as_ref().is_some_and(|f| *f != file.name) {
+                    continue;
+                }
+                found += 1;
+                let name = format!("{}/{}", checkpoint.id, file.name);
+                let export = Export {
+                    name: name.clone(),
+                    file: file.name.clone(),
+                    size: file.size,
+                    store: store.clone(),
+                    cache: cache.clone(),
+                    base: RwLock::new(Base {
+                        checkpoint: checkpoint.clone(),
+                        pages: Arc::new(pages.clone()),
+                    }),
+                    overlay: options.writable.then(|| tokio::sync::Mutex::new(())),
+                    dirty: RwLock::new(BTreeMap::new()),
+                };
+                exports.insert(name, Arc::new(export));
+            }
+            if found == 0 {
+                return Err(Error::NothingToExport {
+                    checkpoint: checkpoint.id.to_string(),
+                    file: spec.file.clone(),
+                });
+            }
+        }
+        Ok(ExportTable { exports })
+    }
+
+    /// The export called `name`; the empty name means the only export, if there is just one.
+    pub fn get(&self, name: &str) -> Option<&Arc<Export>> {
+        if name.is_empty() && self.exports.len() == 1 {
+            return self.exports.values().next();
+        }
+        self.exports.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.exports.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.exports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exports.is_empty()
+    }
+
+    /// Reads every stored page of every export into the cache (for warm benchmarks).
+    pub async fn warm(&self) -> Result<usize> {
+        let mut seen: HashMap<PageId, ()> = HashMap::new();
+        for e in self.exports.values() {
+            let pages = e
+                .base
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .pages
+                .clone();
+            let ids: Vec<PageId> = pages
+                .iter()
+                .filter(|id| !id.is_zero() && seen.insert(**id, ()).is_none())
+                .copied()
+                .collect();
+            stream::iter(ids)
+                .map(|id| e.fetch(id))
+                .buffer_unordered(FETCH_CONCURRENCY)
+                .try_collect::<Vec<_>>()
+                .await?;
+        }
+        Ok(seen.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_specs_parse() {
+        assert_eq!(
+            "abcdef".parse(),
+            Ok(ExportSpec {
+                checkpoint: "abcdef".into(),
+                file: None
+            })
+        );
+        assert_eq!(
+            "abcdef:pages-1.img".parse(),
+            Ok(ExportSpec {
+                checkpoint: "abcdef".into(),
+                file: Some("pages-1.img".into())
+            })
+        );
+        assert!("abcdef:".parse::<ExportSpec>().is_err());
+        assert!(":x".parse::<ExportSpec>().is_err());
+    }
+}
