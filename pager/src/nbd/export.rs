@@ -134,47 +134,51 @@ impl Export {
     /// The pages under `[offset, offset + len)`, clipped to each page; the caller has checked the
     /// range lies within the export and `len > 0`.
     pub async fn read(&self, offset: u64, len: u64) -> Result<Vec<Piece>> {
-        let end = offset + len;
         let first = offset / PAGE;
-        let last = (end - 1) / PAGE;
-        let sources = self.sources(first, last);
-        // Fast path: everything is a hole, dirty or cached: no task juggling at all.
+        let sources = self.sources(first, (offset + len - 1) / PAGE);
         let mut pages = Vec::with_capacity(sources.len());
         let mut missing = Vec::new();
         for (i, s) in sources.into_iter().enumerate() {
-            match s {
-                Source::Stored(id) => match self.cache.get(&id) {
-                    Some(b) => pages.push(Some(Page::Data(b))),
-                    None => {
-                        pages.push(None);
-                        missing.push((i, Source::Stored(id)));
-                    }
-                },
-                other => pages.push(Some(self.resolve(other).await?)),
+            match self.now(s) {
+                Ok(p) => pages.push(p),
+                Err(id) => {
+                    pages.push(Page::Zero);
+                    missing.push((i, id));
+                }
             }
         }
         if !missing.is_empty() {
             let fetched: Vec<(usize, Page)> = stream::iter(missing)
-                .map(|(i, s)| async move { Ok::<_, Error>((i, self.resolve(s).await?)) })
+                .map(|(i, id)| async move { Ok::<_, Error>((i, self.fetch(id).await?)) })
                 .buffer_unordered(FETCH_CONCURRENCY)
                 .try_collect()
                 .await?;
             for (i, p) in fetched {
-                pages[i] = Some(p);
+                pages[i] = p;
             }
         }
-        let mut out = Vec::with_capacity(pages.len());
-        for (k, page) in pages.into_iter().enumerate() {
-            let page_start = (first + k as u64) * PAGE;
-            let from = offset.max(page_start) - page_start;
-            let to = end.min(page_start + PAGE) - page_start;
-            out.push(Piece {
-                page: page.unwrap_or(Page::Zero),
-                from: from as usize,
-                len: (to - from) as usize,
-            });
+        Ok(clip(first, offset, len, pages))
+    }
+
+    /// Like [`Export::read`], but only when every page is at hand (a hole, written, or cached):
+    /// the common case, answered without leaving the connection's reader task.
+    pub fn read_now(&self, offset: u64, len: u64) -> Option<Vec<Piece>> {
+        let first = offset / PAGE;
+        let pages = self
+            .sources(first, (offset + len - 1) / PAGE)
+            .into_iter()
+            .map(|s| self.now(s).ok())
+            .collect::<Option<Vec<Page>>>()?;
+        Some(clip(first, offset, len, pages))
+    }
+
+    /// A page without waiting, or the id that must be fetched.
+    fn now(&self, source: Source) -> std::result::Result<Page, PageId> {
+        match source {
+            Source::Zero => Ok(Page::Zero),
+            Source::Dirty(b) => Ok(Page::Data(b)),
+            Source::Stored(id) => self.cache.get(&id).map(Page::Data).ok_or(id),
         }
-        Ok(out)
     }
 
     /// Allocation extents of `[offset, offset + len)` as `(length, is_zero)`, merging runs; the
@@ -287,6 +291,25 @@ impl Export {
         );
         Ok(Some(derived.checkpoint))
     }
+}
+
+/// Cuts whole pages (the first being page `first`) down to `[offset, offset + len)`.
+fn clip(first: u64, offset: u64, len: u64, pages: Vec<Page>) -> Vec<Piece> {
+    let end = offset + len;
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(k, page)| {
+            let page_start = (first + k as u64) * PAGE;
+            let from = offset.max(page_start) - page_start;
+            let to = end.min(page_start + PAGE) - page_start;
+            Piece {
+                page,
+                from: from as usize,
+                len: (to - from) as usize,
+            }
+        })
+        .collect()
 }
 
 /// Which checkpoint files to export: `ID` (every paged file) or `ID:FILE`.

@@ -67,6 +67,16 @@ where
                 Some(buf)
             }
         };
+        if payload.is_none() {
+            if let Some(reply) = immediate(&export, &neg, req) {
+                let mut w = out.lock().await;
+                if let Err(e) = write_all_vectored(&mut *w, &reply).await {
+                    debug!(error = %e, "could not send a reply; client gone");
+                    break;
+                }
+                continue;
+            }
+        }
         let permit = slots
             .clone()
             .acquire_owned()
@@ -113,6 +123,72 @@ fn in_range(offset: u64, len: u32, size: u64) -> bool {
         .is_some_and(|end| end <= size)
 }
 
+/// Why a read or block status request must be refused, if it must.
+fn refuse(neg: &Negotiated, req: Request, size: u64) -> Option<(u32, &'static str)> {
+    if req.flags & !KNOWN_FLAGS != 0 {
+        return Some((EINVAL, "unknown command flags"));
+    }
+    match req.command {
+        CMD_READ if req.flags & CMD_FLAG_DF != 0 && !neg.structured => {
+            Some((EINVAL, "NBD_CMD_FLAG_DF needs structured replies"))
+        }
+        CMD_READ if !in_range(req.offset, req.len, size) => {
+            Some((EINVAL, "read beyond the end of the export"))
+        }
+        CMD_READ if req.len > MAX_BLOCK => {
+            Some((EINVAL, "read larger than the maximum block size"))
+        }
+        CMD_BLOCK_STATUS if !neg.structured || !neg.base_allocation => {
+            Some((EINVAL, "no metadata context negotiated"))
+        }
+        CMD_BLOCK_STATUS if req.len == 0 || !in_range(req.offset, req.len, size) => {
+            Some((EINVAL, "block status range is empty or beyond the end"))
+        }
+        _ => None,
+    }
+}
+
+/// The reply to a request that needs no waiting: refusals, block status, and reads wholly in
+/// memory. `None`: the request must wait for the store (or is a write): give it a task.
+fn immediate(export: &Export, neg: &Negotiated, req: Request) -> Option<Vec<Bytes>> {
+    if !matches!(req.command, CMD_READ | CMD_BLOCK_STATUS) {
+        return None;
+    }
+    if let Some((code, msg)) = refuse(neg, req, export.size()) {
+        return Some(error_reply(neg, req, code, msg));
+    }
+    if req.command == CMD_BLOCK_STATUS {
+        return Some(block_status_reply(export, req));
+    }
+    if req.len == 0 {
+        return Some(ok_empty(neg, req));
+    }
+    let pieces = export.read_now(req.offset, u64::from(req.len))?;
+    Some(read_reply(neg, req, pieces))
+}
+
+fn block_status_reply(export: &Export, req: Request) -> Vec<Bytes> {
+    let extents = export.extents(
+        req.offset,
+        u64::from(req.len),
+        req.flags & CMD_FLAG_REQ_ONE != 0,
+    );
+    let mut b = BytesMut::with_capacity(24 + 8 * extents.len());
+    chunk_header(
+        &mut b,
+        REPLY_FLAG_DONE,
+        REPLY_TYPE_BLOCK_STATUS,
+        req.cookie,
+        4 + 8 * extents.len() as u32,
+    );
+    b.put_u32(BASE_ALLOCATION_ID);
+    for (len, zero) in extents {
+        b.put_u32(len as u32);
+        b.put_u32(if zero { STATE_HOLE | STATE_ZERO } else { 0 });
+    }
+    vec![b.freeze()]
+}
+
 /// Builds the complete reply to one request.
 async fn handle(
     export: &Export,
@@ -121,21 +197,12 @@ async fn handle(
     payload: Option<Vec<u8>>,
 ) -> Vec<Bytes> {
     let err = |code: u32, msg: &str| error_reply(neg, req, code, msg);
-    if req.flags & !KNOWN_FLAGS != 0 {
-        return err(EINVAL, "unknown command flags");
+    if let Some((code, msg)) = refuse(neg, req, export.size()) {
+        return err(code, msg);
     }
     let size = export.size();
     match req.command {
         CMD_READ => {
-            if req.flags & CMD_FLAG_DF != 0 && !neg.structured {
-                return err(EINVAL, "NBD_CMD_FLAG_DF needs structured replies");
-            }
-            if !in_range(req.offset, req.len, size) {
-                return err(EINVAL, "read beyond the end of the export");
-            }
-            if req.len > MAX_BLOCK {
-                return err(EINVAL, "read larger than the maximum block size");
-            }
             if req.len == 0 {
                 return ok_empty(neg, req);
             }
@@ -174,33 +241,7 @@ async fn handle(
                 err(EIO, "flush failed")
             }
         },
-        CMD_BLOCK_STATUS => {
-            if !neg.structured || !neg.base_allocation {
-                return err(EINVAL, "no metadata context negotiated");
-            }
-            if req.len == 0 || !in_range(req.offset, req.len, size) {
-                return err(EINVAL, "block status range is empty or beyond the end");
-            }
-            let extents = export.extents(
-                req.offset,
-                u64::from(req.len),
-                req.flags & CMD_FLAG_REQ_ONE != 0,
-            );
-            let mut b = BytesMut::with_capacity(24 + 8 * extents.len());
-            chunk_header(
-                &mut b,
-                REPLY_FLAG_DONE,
-                REPLY_TYPE_BLOCK_STATUS,
-                req.cookie,
-                4 + 8 * extents.len() as u32,
-            );
-            b.put_u32(BASE_ALLOCATION_ID);
-            for (len, zero) in extents {
-                b.put_u32(len as u32);
-                b.put_u32(if zero { STATE_HOLE | STATE_ZERO } else { 0 });
-            }
-            vec![b.freeze()]
-        }
+        CMD_BLOCK_STATUS => block_status_reply(export, req),
         CMD_CACHE => simple(req, 0),
         _ => err(EINVAL, "unknown command"),
     }
