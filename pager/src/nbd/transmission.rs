@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 
 /// Requests one connection may have in flight.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// Immediate replies batched into one write at most.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 const KNOWN_FLAGS: u16 =
     CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_DF | CMD_FLAG_REQ_ONE | CMD_FLAG_FAST_ZERO;
@@ -36,7 +38,23 @@ where
     let out = Arc::new(Mutex::new(writer));
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let neg = Arc::new(neg);
+    // Immediate replies not yet sent: while more requests sit in the read buffer (a pipelining
+    // client), replies are batched into one vectored write; a lone request is answered at once.
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_bytes = 0;
     loop {
+        if !pending.is_empty()
+            && (reader.buffer().len() < REQUEST_LEN || pending_bytes >= MAX_BATCH_BYTES)
+        {
+            let mut w = out.lock().await;
+            let sent = write_all_vectored(&mut *w, &pending).await;
+            pending.clear();
+            pending_bytes = 0;
+            if let Err(e) = sent {
+                debug!(error = %e, "could not send a reply; client gone");
+                break;
+            }
+        }
         let mut head = [0u8; REQUEST_LEN];
         match reader.read_exact(&mut head).await {
             Ok(_) => {}
@@ -50,6 +68,9 @@ where
             Request::decode(&head).map_err(|e| Error::NbdProtocol(format!("request: {e}")))?;
         if req.command == CMD_DISC {
             // Let every request in flight finish and send its reply first.
+            let mut w = out.lock().await;
+            let _ = write_all_vectored(&mut *w, &pending).await;
+            drop(w);
             let _all = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
             debug!("client disconnected");
             break;
@@ -69,11 +90,8 @@ where
         };
         if payload.is_none() {
             if let Some(reply) = immediate(&export, &neg, req) {
-                let mut w = out.lock().await;
-                if let Err(e) = write_all_vectored(&mut *w, &reply).await {
-                    debug!(error = %e, "could not send a reply; client gone");
-                    break;
-                }
+                pending_bytes += reply.iter().map(Bytes::len).sum::<usize>();
+                pending.extend(reply);
                 continue;
             }
         }
