@@ -1,5 +1,7 @@
 //! `pico pager nbd` as an operator runs it: ingest with `pico store ingest`, serve, list with
 //! nbdinfo; non-loopback addresses are refused with a message that says why.
+// Fixtures and helpers outside #[test] functions may panic on setup failures too.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Command;

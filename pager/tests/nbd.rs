@@ -1,5 +1,7 @@
 //! The NBD server against real clients from Debian (libnbd's nbdinfo, nbdcopy, nbdsh; qemu-img,
 //! qemu-io), plus raw-socket abuse. The server runs in-process on a loopback port.
+// Fixtures and helpers outside #[test] functions may panic on setup failures too.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -358,9 +360,13 @@ fn writable_export_commits_a_new_generation_on_flush() {
                 "-f",
                 "raw",
                 "-c",
+                "read -P 0xab 0 1M",
+                "-c",
                 "write -P 0x11 4097 10",
                 "-c",
                 "read -P 0x11 4097 10",
+                "-c",
+                "read -P 0xab 4107 1000",
             ])
             .arg(uri(addr, &f.export(&f.checkpoint))),
     );

@@ -5,9 +5,15 @@
 //! A writable export adds a copy-on-write overlay: written pages live in memory until FLUSH, which
 //! commits them as a derived checkpoint (the next generation of the tenant) and makes that the
 //! export's new base. Export names (`ID/FILE`) are keys of a table, never paths.
+//!
+//! Hot pages are found without hashing or locking: each export keeps one slot per page index,
+//! filled on first read (within a page budget shared by all exports), in front of the shared
+//! [`PageCache`] keyed by page id. Profiling nbdcopy showed the hash lookups (cache misses over a
+//! large map) costing a quarter of the server's CPU; an array indexed by position does not.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -51,14 +57,32 @@ pub struct Piece {
 /// How a page of an export resolves before any fetch.
 enum Source {
     Zero,
-    Stored(PageId),
-    Dirty(Bytes),
+    /// Written (dirty) or already in this export's slot.
+    Ready(Bytes),
+    /// Stored: page `index` of the file has id `id`.
+    Stored {
+        index: u64,
+        id: PageId,
+    },
 }
 
-/// The committed state of an export: the checkpoint it shows and the file's page list there.
+/// The committed state of an export: the checkpoint it shows, the file's page list there, and
+/// the pages read so far, by index.
 struct Base {
     checkpoint: CheckpointRef,
     pages: Arc<Vec<PageId>>,
+    slots: Arc<Vec<OnceLock<Bytes>>>,
+}
+
+impl Base {
+    fn new(checkpoint: CheckpointRef, pages: Vec<PageId>) -> Base {
+        let slots = (0..pages.len()).map(|_| OnceLock::new()).collect();
+        Base {
+            checkpoint,
+            pages: Arc::new(pages),
+            slots: Arc::new(slots),
+        }
+    }
 }
 
 /// Pages written since the last flush, by page index (`None` = written as zeros).
@@ -70,6 +94,8 @@ pub struct Export {
     size: u64,
     store: Arc<PageStore>,
     cache: Arc<PageCache>,
+    /// Pages all exports' slots may still take.
+    slot_budget: Arc<AtomicUsize>,
     base: RwLock<Base>,
     /// Present on writable exports. The async mutex serialises read-modify-write and flush; the
     /// map itself sits behind a short synchronous lock so reads never wait for a flush's upload.
@@ -99,57 +125,101 @@ impl Export {
             .clone()
     }
 
-    fn sources(&self, first: u64, last: u64) -> Vec<Source> {
+    fn sources(&self, first: u64, last: u64) -> (Vec<Source>, Arc<Vec<OnceLock<Bytes>>>) {
         let base = self.base.read().unwrap_or_else(|p| p.into_inner());
-        let dirty = self.dirty.read().unwrap_or_else(|p| p.into_inner());
-        (first..=last)
-            .map(|i| match dirty.get(&i) {
-                Some(Some(b)) => Source::Dirty(b.clone()),
-                Some(None) => Source::Zero,
-                None => match base.pages.get(i as usize) {
-                    Some(id) if !id.is_zero() => Source::Stored(*id),
-                    _ => Source::Zero,
-                },
-            })
-            .collect()
+        let stored = |i: u64| match base.pages.get(i as usize) {
+            Some(id) if !id.is_zero() => match base.slots.get(i as usize).and_then(OnceLock::get) {
+                Some(b) => Source::Ready(b.clone()),
+                None => Source::Stored { index: i, id: *id },
+            },
+            _ => Source::Zero,
+        };
+        let sources = if self.overlay.is_none() {
+            (first..=last).map(stored).collect()
+        } else {
+            let dirty = self.dirty.read().unwrap_or_else(|p| p.into_inner());
+            (first..=last)
+                .map(|i| match dirty.get(&i) {
+                    Some(Some(b)) => Source::Ready(b.clone()),
+                    Some(None) => Source::Zero,
+                    None => stored(i),
+                })
+                .collect()
+        };
+        (sources, base.slots.clone())
     }
 
-    async fn fetch(&self, id: PageId) -> Result<Page> {
+    /// Keeps `page` in slot `index`, if the budget allows.
+    fn fill(&self, slots: &[OnceLock<Bytes>], index: u64, page: &Bytes) {
+        let Some(slot) = slots.get(index as usize) else {
+            return;
+        };
+        if slot.get().is_some() {
+            return;
+        }
+        let took = self
+            .slot_budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+            .is_ok();
+        if took && slot.set(page.clone()).is_err() {
+            self.slot_budget.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn fetch(&self, id: PageId) -> Result<Bytes> {
         if let Some(b) = self.cache.get(&id) {
-            return Ok(Page::Data(b));
+            return Ok(b);
         }
         let page = Bytes::from(self.store.read_page(&id).await?);
         self.cache.insert(id, page.clone());
-        Ok(Page::Data(page))
+        Ok(page)
     }
 
-    async fn resolve(&self, source: Source) -> Result<Page> {
+    /// A page without waiting (a hole, written, in its slot or in the shared cache), or `None`.
+    fn now(&self, source: &Source, slots: &[OnceLock<Bytes>]) -> Option<Page> {
         match source {
-            Source::Zero => Ok(Page::Zero),
-            Source::Dirty(b) => Ok(Page::Data(b)),
-            Source::Stored(id) => self.fetch(id).await,
+            Source::Zero => Some(Page::Zero),
+            Source::Ready(b) => Some(Page::Data(b.clone())),
+            Source::Stored { index, id } => {
+                let b = self.cache.get(id)?;
+                self.fill(slots, *index, &b);
+                Some(Page::Data(b))
+            }
         }
+    }
+
+    async fn resolve(&self, source: Source, slots: &[OnceLock<Bytes>]) -> Result<Page> {
+        if let Some(p) = self.now(&source, slots) {
+            return Ok(p);
+        }
+        let Source::Stored { index, id } = source else {
+            return Ok(Page::Zero);
+        };
+        let b = self.fetch(id).await?;
+        self.fill(slots, index, &b);
+        Ok(Page::Data(b))
     }
 
     /// The pages under `[offset, offset + len)`, clipped to each page; the caller has checked the
     /// range lies within the export and `len > 0`.
     pub async fn read(&self, offset: u64, len: u64) -> Result<Vec<Piece>> {
         let first = offset / PAGE;
-        let sources = self.sources(first, (offset + len - 1) / PAGE);
+        let (sources, slots) = self.sources(first, (offset + len - 1) / PAGE);
         let mut pages = Vec::with_capacity(sources.len());
         let mut missing = Vec::new();
         for (i, s) in sources.into_iter().enumerate() {
-            match self.now(s) {
-                Ok(p) => pages.push(p),
-                Err(id) => {
+            match self.now(&s, &slots) {
+                Some(p) => pages.push(p),
+                None => {
                     pages.push(Page::Zero);
-                    missing.push((i, id));
+                    missing.push((i, s));
                 }
             }
         }
         if !missing.is_empty() {
+            let slots = &slots;
             let fetched: Vec<(usize, Page)> = stream::iter(missing)
-                .map(|(i, id)| async move { Ok::<_, Error>((i, self.fetch(id).await?)) })
+                .map(|(i, s)| async move { Ok::<_, Error>((i, self.resolve(s, slots).await?)) })
                 .buffer_unordered(FETCH_CONCURRENCY)
                 .try_collect()
                 .await?;
@@ -164,21 +234,12 @@ impl Export {
     /// the common case, answered without leaving the connection's reader task.
     pub fn read_now(&self, offset: u64, len: u64) -> Option<Vec<Piece>> {
         let first = offset / PAGE;
-        let pages = self
-            .sources(first, (offset + len - 1) / PAGE)
-            .into_iter()
-            .map(|s| self.now(s).ok())
+        let (sources, slots) = self.sources(first, (offset + len - 1) / PAGE);
+        let pages = sources
+            .iter()
+            .map(|s| self.now(s, &slots))
             .collect::<Option<Vec<Page>>>()?;
         Some(clip(first, offset, len, pages))
-    }
-
-    /// A page without waiting, or the id that must be fetched.
-    fn now(&self, source: Source) -> std::result::Result<Page, PageId> {
-        match source {
-            Source::Zero => Ok(Page::Zero),
-            Source::Dirty(b) => Ok(Page::Data(b)),
-            Source::Stored(id) => self.cache.get(&id).map(Page::Data).ok_or(id),
-        }
     }
 
     /// Allocation extents of `[offset, offset + len)` as `(length, is_zero)`, merging runs; the
@@ -188,7 +249,7 @@ impl Export {
         let first = offset / PAGE;
         let last = (end - 1) / PAGE;
         let mut out: Vec<(u64, bool)> = Vec::new();
-        for (k, s) in self.sources(first, last).into_iter().enumerate() {
+        for (k, s) in self.sources(first, last).0.into_iter().enumerate() {
             let page_start = (first + k as u64) * PAGE;
             let n = end.min(page_start + PAGE) - offset.max(page_start);
             let zero = matches!(s, Source::Zero);
@@ -228,8 +289,9 @@ impl Export {
                 vec![0u8; PAGE_SIZE]
             } else {
                 // Read-modify-write of a partly written page.
-                let source = self.sources(i, i).pop().unwrap_or(Source::Zero);
-                self.resolve(source).await?.bytes().to_vec()
+                let (mut sources, slots) = self.sources(i, i);
+                let source = sources.pop().unwrap_or(Source::Zero);
+                self.resolve(source, &slots).await?.bytes().to_vec()
             };
             let at = (from - page_start) as usize;
             match chunk {
@@ -276,10 +338,9 @@ impl Export {
         {
             let mut b = self.base.write().unwrap_or_else(|p| p.into_inner());
             let mut dirty = self.dirty.write().unwrap_or_else(|p| p.into_inner());
-            *b = Base {
-                checkpoint: derived.checkpoint.clone(),
-                pages: Arc::new(derived.pages),
-            };
+            let filled = b.slots.iter().filter(|s| s.get().is_some()).count();
+            self.slot_budget.fetch_add(filled, Ordering::Relaxed);
+            *b = Base::new(derived.checkpoint.clone(), derived.pages);
             dirty.clear();
         }
         info!(
@@ -367,6 +428,7 @@ impl ExportTable {
         options: &ExportOptions,
     ) -> Result<ExportTable> {
         let cache = Arc::new(PageCache::new(options.cache_pages));
+        let slot_budget = Arc::new(AtomicUsize::new(options.cache_pages));
         let mut exports = BTreeMap::new();
         for spec in specs {
             let checkpoint = store.resolve(&spec.checkpoint).await?;
@@ -387,10 +449,8 @@ impl ExportTable {
                     size: file.size,
                     store: store.clone(),
                     cache: cache.clone(),
-                    base: RwLock::new(Base {
-                        checkpoint: checkpoint.clone(),
-                        pages: Arc::new(pages.clone()),
-                    }),
+                    slot_budget: slot_budget.clone(),
+                    base: RwLock::new(Base::new(checkpoint.clone(), pages.clone())),
                     overlay: options.writable.then(|| tokio::sync::Mutex::new(())),
                     dirty: RwLock::new(BTreeMap::new()),
                 };
@@ -426,28 +486,24 @@ impl ExportTable {
         self.exports.is_empty()
     }
 
-    /// Reads every stored page of every export into the cache (for warm benchmarks).
+    /// Reads every stored page of every export into memory (for warm benchmarks); returns how
+    /// many pages were read.
     pub async fn warm(&self) -> Result<usize> {
-        let mut seen: HashMap<PageId, ()> = HashMap::new();
+        let mut n = 0;
         for e in self.exports.values() {
-            let pages = e
-                .base
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .pages
-                .clone();
-            let ids: Vec<PageId> = pages
+            let (sources, slots) = e.sources(0, (e.size.div_ceil(PAGE)).max(1) - 1);
+            let slots = &slots;
+            n += sources
                 .iter()
-                .filter(|id| !id.is_zero() && seen.insert(**id, ()).is_none())
-                .copied()
-                .collect();
-            stream::iter(ids)
-                .map(|id| e.fetch(id))
+                .filter(|s| matches!(s, Source::Stored { .. }))
+                .count();
+            stream::iter(sources)
+                .map(|s| e.resolve(s, slots))
                 .buffer_unordered(FETCH_CONCURRENCY)
                 .try_collect::<Vec<_>>()
                 .await?;
         }
-        Ok(seen.len())
+        Ok(n)
     }
 }
 
