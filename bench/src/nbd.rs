@@ -125,7 +125,7 @@ fn build_image(opts: &NbdBenchOptions, path: &Path) -> Result<ImageInfo> {
     let (mut data, source) = match &opts.image {
         Some(p) => (
             std::fs::read(p).map_err(|e| Error::io(p, e))?,
-            format!("{} (real CRIU image)", p.display()),
+            format!("{} (given with --image)", p.display()),
         ),
         None => (
             synthetic_image(10 << 20),

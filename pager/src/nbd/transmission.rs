@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 
 /// Requests one connection may have in flight.
 pub const MAX_IN_FLIGHT: usize = 64;
+/// Memory the requests in flight on one connection may hold (payloads and read data), in KiB:
+/// two maximum-size requests, so 64 of them cannot pin 2 GiB.
+pub const MAX_IN_FLIGHT_KIB: u32 = 2 * MAX_BLOCK / 1024;
 /// Immediate replies batched into one write at most.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
@@ -37,6 +40,7 @@ where
     let mut reader = BufReader::with_capacity(256 * 1024, reader);
     let out = Arc::new(Mutex::new(writer));
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let memory = Arc::new(Semaphore::new(MAX_IN_FLIGHT_KIB as usize));
     let neg = Arc::new(neg);
     // Immediate replies not yet sent: while more requests sit in the read buffer (a pipelining
     // client), replies are batched into one vectored write; a lone request is answered at once.
@@ -75,31 +79,39 @@ where
             debug!("client disconnected");
             break;
         }
-        let payload = match req.payload_len() {
-            0 => None,
-            n if n > MAX_BLOCK => {
-                return Err(Error::NbdProtocol(format!(
-                    "WRITE of {n} bytes exceeds the {MAX_BLOCK}-byte maximum"
-                )))
-            }
-            n => {
-                let mut buf = vec![0u8; n as usize];
-                reader.read_exact(&mut buf).await?;
-                Some(buf)
-            }
-        };
-        if payload.is_none() {
+        let payload_len = req.payload_len();
+        if payload_len > MAX_BLOCK {
+            return Err(Error::NbdProtocol(format!(
+                "WRITE of {payload_len} bytes exceeds the {MAX_BLOCK}-byte maximum"
+            )));
+        }
+        if payload_len == 0 {
             if let Some(reply) = immediate(&export, &neg, req) {
                 pending_bytes += reply.iter().map(Bytes::len).sum::<usize>();
                 pending.extend(reply);
                 continue;
             }
         }
-        let permit = slots
+        // A request holds up to its length in memory (payload, or pages read for the reply):
+        // take that much of the connection's budget before reading its payload.
+        let kib = match req.command {
+            CMD_READ | CMD_WRITE => req.len.min(MAX_BLOCK).div_ceil(1024).max(1),
+            _ => 1,
+        };
+        let closed = |_| Error::NbdProtocol("request slots closed".into());
+        let memory_permit = memory
             .clone()
-            .acquire_owned()
+            .acquire_many_owned(kib)
             .await
-            .map_err(|_| Error::NbdProtocol("request slots closed".into()))?;
+            .map_err(closed)?;
+        let permit = slots.clone().acquire_owned().await.map_err(closed)?;
+        let payload = if payload_len > 0 {
+            let mut buf = vec![0u8; payload_len as usize];
+            reader.read_exact(&mut buf).await?;
+            Some(buf)
+        } else {
+            None
+        };
         let (export, neg, out) = (export.clone(), neg.clone(), out.clone());
         tokio::spawn(async move {
             let reply = handle(&export, &neg, req, payload).await;
@@ -107,7 +119,7 @@ where
             if let Err(e) = write_all_vectored(&mut *w, &reply).await {
                 debug!(error = %e, "could not send a reply; client gone");
             }
-            drop(permit);
+            drop((permit, memory_permit));
         });
     }
     let mut w = out.lock().await;
