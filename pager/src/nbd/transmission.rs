@@ -337,7 +337,7 @@ fn read_reply(neg: &Negotiated, req: Request, pieces: Vec<Piece>) -> Vec<Bytes> 
     }
     let mut out = Vec::with_capacity(pieces.len() + 2 * runs.len());
     let mut offset = req.offset;
-    let last = runs.len() - 1;
+    let last = runs.len().saturating_sub(1);
     for (k, (hole, from, to, n)) in runs.into_iter().enumerate() {
         let flags = if k == last { REPLY_FLAG_DONE } else { 0 };
         let mut h = BytesMut::with_capacity(32);
