@@ -298,7 +298,7 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
     let p = pico();
     std::fs::write(
         p.home().join("pico.toml"),
-        "[worker]\ncriu_log_level = 4\nactiveset_grace_ms = 1500\n",
+        "[worker]\ncriu_log_level = 4\nactiveset_grace_ms = 5000\n",
     )
     .unwrap();
     let _worker = p.start_worker();

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::BenchError;
+use crate::Error;
 
 pub struct GarageServer {
     script: PathBuf,
@@ -17,16 +17,16 @@ pub struct GarageServer {
 }
 
 impl GarageServer {
-    pub fn start(repo: &Path, dir: &Path) -> Result<GarageServer, BenchError> {
+    pub fn start(repo: &Path, dir: &Path) -> Result<GarageServer, Error> {
         let script = repo.join("deploy/garage.sh");
         let out = Command::new("bash")
             .arg(&script)
             .arg("start")
             .arg(dir)
             .output()
-            .map_err(|e| BenchError::Tool("deploy/garage.sh".into(), e.to_string()))?;
+            .map_err(|e| Error::Step("deploy/garage.sh".into(), e.to_string()))?;
         if !out.status.success() {
-            return Err(BenchError::Tool(
+            return Err(Error::Step(
                 "deploy/garage.sh start".into(),
                 String::from_utf8_lossy(&out.stderr).to_string(),
             ));
@@ -39,7 +39,7 @@ impl GarageServer {
             .map(|v| v.trim_end_matches(['"', '/']).to_string())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| {
-                BenchError::Tool(
+                Error::Step(
                     "deploy/garage.sh".into(),
                     format!("no endpoint in {cold_toml:?}"),
                 )

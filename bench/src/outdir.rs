@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::BenchError;
+use crate::Error;
 
 /// Creates `dir` and writes its README.
-pub fn prepare(dir: &Path, suite: &str, command: &str) -> Result<PathBuf, BenchError> {
-    std::fs::create_dir_all(dir).map_err(|e| BenchError::io(dir, e))?;
+pub fn prepare(dir: &Path, suite: &str, command: &str) -> Result<PathBuf, Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let run = |cmd: &str, args: &[&str]| {
         std::process::Command::new(cmd)
             .args(args)
@@ -35,6 +35,6 @@ pub fn prepare(dir: &Path, suite: &str, command: &str) -> Result<PathBuf, BenchE
         run("sh", &["-c", "criu --version | head -1"]),
     );
     let path = dir.join("README.md");
-    std::fs::write(&path, readme).map_err(|e| BenchError::io(&path, e))?;
+    std::fs::write(&path, readme).map_err(|e| Error::io(&path, e))?;
     Ok(dir.to_path_buf())
 }

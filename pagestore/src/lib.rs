@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod codec;
 pub mod cold;
 pub mod config;
+pub mod derive;
 mod error;
 pub mod hot;
 pub mod ingest;

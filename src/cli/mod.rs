@@ -37,7 +37,7 @@ pub enum Command {
     /// The page store: ingest, materialize, list, verify.
     #[command(subcommand)]
     Store(store::StoreCommand),
-    /// Front ends onto the store: FUSE image directories.
+    /// Front ends onto the store: FUSE image directories, NBD exports.
     #[command(subcommand)]
     Pager(pager::PagerCommand),
     /// The worker daemon that runs tenants.

@@ -5,6 +5,7 @@
 
 pub mod garage;
 pub mod image;
+pub mod nbd;
 pub mod net;
 pub mod pico;
 pub mod synth;

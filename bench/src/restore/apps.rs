@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::BenchError;
+use crate::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum App {
@@ -37,7 +37,7 @@ impl App {
     }
 
     /// The command line that starts the app on `port`, with its files under `dir`.
-    pub fn command(self, port: u16, dir: &Path, repo: &Path) -> Result<Vec<String>, BenchError> {
+    pub fn command(self, port: u16, dir: &Path, repo: &Path) -> Result<Vec<String>, Error> {
         let port_s = port.to_string();
         let counter = repo.join("deploy/apps/counter.py").display().to_string();
         Ok(match self {
@@ -58,9 +58,9 @@ impl App {
             .collect(),
             App::Nginx => {
                 let www = dir.join("www");
-                std::fs::create_dir_all(&www).map_err(|e| BenchError::io(&www, e))?;
+                std::fs::create_dir_all(&www).map_err(|e| Error::io(&www, e))?;
                 std::fs::write(www.join("index.html"), "pico nginx tenant\n")
-                    .map_err(|e| BenchError::io(&www, e))?;
+                    .map_err(|e| Error::io(&www, e))?;
                 // As root: CRIU here cannot dump processes of another uid.
                 let conf = format!(
                     "user root;\ndaemon off;\nmaster_process on;\nworker_processes 1;\n\
@@ -70,7 +70,7 @@ impl App {
                     d = dir.display()
                 );
                 let path = dir.join("nginx.conf");
-                std::fs::write(&path, conf).map_err(|e| BenchError::io(&path, e))?;
+                std::fs::write(&path, conf).map_err(|e| Error::io(&path, e))?;
                 vec![
                     "nginx".into(),
                     "-c".into(),
@@ -83,7 +83,7 @@ impl App {
     }
 
     /// Gives the app its state once it listens.
-    pub fn prepare(self, port: u16, heap_mb: u32) -> Result<(), BenchError> {
+    pub fn prepare(self, port: u16, heap_mb: u32) -> Result<(), Error> {
         match self {
             App::Counter | App::Nginx => Ok(()),
             App::LargeHeap => http_get(port, &format!("/ballast?mb={heap_mb}")).map(|_| ()),
@@ -92,7 +92,7 @@ impl App {
     }
 
     /// One request with a real client; Ok(true) when the answer is the right one.
-    pub fn probe(self, port: u16) -> Result<bool, BenchError> {
+    pub fn probe(self, port: u16) -> Result<bool, Error> {
         Ok(match self {
             App::Counter | App::LargeHeap => http_get(port, "/inc")
                 .map(|b| b.trim().parse::<u64>().is_ok())
@@ -104,7 +104,7 @@ impl App {
                 let out = Command::new("redis-cli")
                     .args(["-p", &port.to_string(), "GET", "key:777"])
                     .output()
-                    .map_err(|e| BenchError::Tool("redis-cli".into(), e.to_string()))?;
+                    .map_err(|e| Error::Step("redis-cli".into(), e.to_string()))?;
                 String::from_utf8_lossy(&out.stdout).trim() == redis_value(777)
             }
         })
@@ -118,18 +118,18 @@ fn redis_value(i: u32) -> String {
     format!("{i:08}-{}", "v".repeat(1000))
 }
 
-fn load_redis(port: u16) -> Result<(), BenchError> {
+fn load_redis(port: u16) -> Result<(), Error> {
     let mut child = Command::new("redis-cli")
         .args(["-p", &port.to_string(), "--pipe"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
-        .map_err(|e| BenchError::Tool("redis-cli".into(), e.to_string()))?;
+        .map_err(|e| Error::Step("redis-cli".into(), e.to_string()))?;
     {
         let stdin = child
             .stdin
             .as_mut()
-            .ok_or_else(|| BenchError::Tool("redis-cli".into(), "no stdin".into()))?;
+            .ok_or_else(|| Error::Step("redis-cli".into(), "no stdin".into()))?;
         let mut buf = std::io::BufWriter::new(stdin);
         for i in 0..REDIS_KEYS {
             let (k, v) = (format!("key:{i}"), redis_value(i));
@@ -139,25 +139,22 @@ fn load_redis(port: u16) -> Result<(), BenchError> {
                 k.len(),
                 v.len()
             )
-            .map_err(|e| BenchError::Tool("redis-cli".into(), e.to_string()))?;
+            .map_err(|e| Error::Step("redis-cli".into(), e.to_string()))?;
         }
     }
     let status = child
         .wait()
-        .map_err(|e| BenchError::Tool("redis-cli".into(), e.to_string()))?;
+        .map_err(|e| Error::Step("redis-cli".into(), e.to_string()))?;
     if !status.success() {
-        return Err(BenchError::Tool(
-            "redis-cli --pipe".into(),
-            status.to_string(),
-        ));
+        return Err(Error::Step("redis-cli --pipe".into(), status.to_string()));
     }
     Ok(())
 }
 
 /// `GET path` over HTTP/1.0 on loopback; the body of a 200 answer.
-pub fn http_get(port: u16, path: &str) -> Result<String, BenchError> {
+pub fn http_get(port: u16, path: &str) -> Result<String, Error> {
     use std::io::Read;
-    let fail = |e: std::io::Error| BenchError::Tool(format!("GET {path}"), e.to_string());
+    let fail = |e: std::io::Error| Error::Step(format!("GET {path}"), e.to_string());
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(fail)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(fail)?;
@@ -166,7 +163,7 @@ pub fn http_get(port: u16, path: &str) -> Result<String, BenchError> {
     s.read_to_string(&mut out).map_err(fail)?;
     match out.split_once("\r\n\r\n") {
         Some((head, body)) if head.contains(" 200 ") => Ok(body.to_string()),
-        _ => Err(BenchError::Tool(
+        _ => Err(Error::Step(
             format!("GET {path}"),
             format!("bad answer {out:?}"),
         )),

@@ -22,7 +22,7 @@ use worker::protocol::{Client, Request};
 
 pub use apps::App;
 
-use crate::BenchError;
+use crate::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Mode {
@@ -119,21 +119,19 @@ fn summarize(samples: Vec<f64>) -> ModeResult {
     }
 }
 
-fn free_port() -> Result<u16, BenchError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| BenchError::io("bind", e))?;
-    Ok(l.local_addr()
-        .map_err(|e| BenchError::io("bind", e))?
-        .port())
+fn free_port() -> Result<u16, Error> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind", e))?;
+    Ok(l.local_addr().map_err(|e| Error::io("bind", e))?.port())
 }
 
 /// Polls the app until it answers correctly; the time it took.
-fn first_answer(app: App, port: u16, started: Instant) -> Result<f64, BenchError> {
+fn first_answer(app: App, port: u16, started: Instant) -> Result<f64, Error> {
     loop {
         if app.probe(port)? {
             return Ok(started.elapsed().as_secs_f64() * 1000.0);
         }
         if started.elapsed() > Duration::from_secs(60) {
-            return Err(BenchError::Tool(
+            return Err(Error::Step(
                 app.name().into(),
                 "no correct answer in 60 s".into(),
             ));
@@ -142,11 +140,11 @@ fn first_answer(app: App, port: u16, started: Instant) -> Result<f64, BenchError
     }
 }
 
-fn wait_port(port: u16) -> Result<(), BenchError> {
+fn wait_port(port: u16) -> Result<(), Error> {
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if started.elapsed() > Duration::from_secs(20) {
-            return Err(BenchError::Tool(
+            return Err(Error::Step(
                 format!("port {port}"),
                 "app did not listen".into(),
             ));
@@ -157,7 +155,7 @@ fn wait_port(port: u16) -> Result<(), BenchError> {
 }
 
 /// Runs the whole benchmark.
-pub async fn run(opts: &RestoreOptions) -> Result<RestoreResults, BenchError> {
+pub async fn run(opts: &RestoreOptions) -> Result<RestoreResults, Error> {
     become_subreaper()?;
     let mut results = RestoreResults::default();
     for &app in &opts.apps {
@@ -185,10 +183,10 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreResults, BenchError> {
     Ok(results)
 }
 
-fn become_subreaper() -> Result<(), BenchError> {
+fn become_subreaper() -> Result<(), Error> {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(BenchError::io("prctl", std::io::Error::last_os_error()));
+        return Err(Error::io("prctl", std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -204,11 +202,11 @@ fn reap(pid: u32) {
     }
 }
 
-fn spawn_app(app: App, port: u16, dir: &Path, repo: &Path) -> Result<Child, BenchError> {
+fn spawn_app(app: App, port: u16, dir: &Path, repo: &Path) -> Result<Child, Error> {
     use std::os::unix::process::CommandExt;
     let cmd = app.command(port, dir, repo)?;
-    let log = std::fs::File::create(dir.join("app.log")).map_err(|e| BenchError::io(dir, e))?;
-    let log2 = log.try_clone().map_err(|e| BenchError::io(dir, e))?;
+    let log = std::fs::File::create(dir.join("app.log")).map_err(|e| Error::io(dir, e))?;
+    let log2 = log.try_clone().map_err(|e| Error::io(dir, e))?;
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..])
         .current_dir(dir)
@@ -223,16 +221,16 @@ fn spawn_app(app: App, port: u16, dir: &Path, repo: &Path) -> Result<Child, Benc
         });
     }
     c.spawn()
-        .map_err(|e| BenchError::Tool(cmd[0].clone(), e.to_string()))
+        .map_err(|e| Error::Step(cmd[0].clone(), e.to_string()))
 }
 
 /// The baseline: CRIU dumps to tmpfs and restores eagerly, as an operator would script it.
-async fn criu_eager(opts: &RestoreOptions, app: App) -> Result<ModeResult, BenchError> {
+async fn criu_eager(opts: &RestoreOptions, app: App) -> Result<ModeResult, Error> {
     let criu = worker::criu::Criu::detect(Path::new("criu"), 2)
         .await
-        .map_err(|e| BenchError::Tool("criu".into(), e.to_string()))?;
+        .map_err(|e| Error::Step("criu".into(), e.to_string()))?;
     let dir = opts.work.join(format!("eager-{}", app.name()));
-    std::fs::create_dir_all(&dir).map_err(|e| BenchError::io(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let port = free_port()?;
     let child = spawn_app(app, port, &dir, &opts.repo)?;
     let mut pid = child.id();
@@ -243,20 +241,20 @@ async fn criu_eager(opts: &RestoreOptions, app: App) -> Result<ModeResult, Bench
     let mut samples = Vec::new();
     for run in 0..=opts.runs {
         let _ = std::fs::remove_dir_all(&images);
-        std::fs::create_dir_all(&images).map_err(|e| BenchError::io(&images, e))?;
+        std::fs::create_dir_all(&images).map_err(|e| Error::io(&images, e))?;
         let work = dir.join("criu-work");
         let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&work).map_err(|e| BenchError::io(&work, e))?;
+        std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
         let tree = worker::tenant::process_tree(pid);
         criu.dump(pid, &images, &work)
             .await
-            .map_err(|e| BenchError::Tool("criu dump".into(), e.to_string()))?;
+            .map_err(|e| Error::Step("criu dump".into(), e.to_string()))?;
         tree.into_iter().for_each(reap);
         let started = Instant::now();
         pid = criu
             .restore(&images, &work, false)
             .await
-            .map_err(|e| BenchError::Tool("criu restore".into(), e.to_string()))?;
+            .map_err(|e| Error::Step("criu restore".into(), e.to_string()))?;
         let ms = first_answer(app, port, started)?;
         if run > 0 {
             samples.push(ms);
@@ -284,14 +282,14 @@ impl Drop for WorkerProc {
     }
 }
 
-async fn call(client: &Client, request: &Request) -> Result<serde_json::Value, BenchError> {
+async fn call(client: &Client, request: &Request) -> Result<serde_json::Value, Error> {
     client
         .call(request)
         .await
-        .map_err(|e| BenchError::Tool("pico worker".into(), e.to_string()))
+        .map_err(|e| Error::Step("pico worker".into(), e.to_string()))
 }
 
-async fn cold_get_bytes(client: &Client) -> Result<u64, BenchError> {
+async fn cold_get_bytes(client: &Client) -> Result<u64, Error> {
     let c = call(client, &Request::Counters).await?;
     Ok(c["cold_get_bytes"].as_u64().unwrap_or(0))
 }
@@ -300,21 +298,20 @@ async fn lazy_modes(
     opts: &RestoreOptions,
     app: App,
     modes: &[Mode],
-) -> Result<Vec<(Mode, ModeResult)>, BenchError> {
+) -> Result<Vec<(Mode, ModeResult)>, Error> {
     let home = opts.work.join(format!("home-{}", app.name()));
-    std::fs::create_dir_all(&home).map_err(|e| BenchError::io(&home, e))?;
+    std::fs::create_dir_all(&home).map_err(|e| Error::io(&home, e))?;
     if modes.iter().any(|m| m.cold()) {
         let cold = opts.cold_toml.as_deref().ok_or_else(|| {
-            BenchError::Tool(
+            Error::Step(
                 "lazy-cold modes".into(),
                 "need a cold tier ([cold] section)".into(),
             )
         })?;
-        std::fs::write(home.join("pico.toml"), cold).map_err(|e| BenchError::io(&home, e))?;
+        std::fs::write(home.join("pico.toml"), cold).map_err(|e| Error::io(&home, e))?;
     }
-    let log =
-        std::fs::File::create(home.join("worker.log")).map_err(|e| BenchError::io(&home, e))?;
-    let log2 = log.try_clone().map_err(|e| BenchError::io(&home, e))?;
+    let log = std::fs::File::create(home.join("worker.log")).map_err(|e| Error::io(&home, e))?;
+    let log2 = log.try_clone().map_err(|e| Error::io(&home, e))?;
     let child = Command::new(&opts.pico)
         .arg("--home")
         .arg(&home)
@@ -323,7 +320,7 @@ async fn lazy_modes(
         .stdout(log)
         .stderr(log2)
         .spawn()
-        .map_err(|e| BenchError::Tool("pico worker run".into(), e.to_string()))?;
+        .map_err(|e| Error::Step("pico worker run".into(), e.to_string()))?;
     let socket = home.join("worker.sock");
     let worker = WorkerProc {
         child,
@@ -332,7 +329,7 @@ async fn lazy_modes(
     let started = Instant::now();
     while !socket.exists() {
         if started.elapsed() > Duration::from_secs(20) {
-            return Err(BenchError::Tool(
+            return Err(Error::Step(
                 "pico worker run".into(),
                 "did not start".into(),
             ));
@@ -341,7 +338,7 @@ async fn lazy_modes(
     }
     let port = free_port()?;
     let dir = home.join("app");
-    std::fs::create_dir_all(&dir).map_err(|e| BenchError::io(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let cmd = app.command(port, &dir, &opts.repo)?;
     let name = app.name().to_string();
     call(
