@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and one module per command group.
 
+mod bench;
 mod pager;
 mod store;
 mod tenant;
@@ -45,6 +46,9 @@ pub enum Command {
     /// Tenants on the local worker.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// Whole-system benchmarks with JSON output.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// What every command gets: where home is, its configuration, output mode.
@@ -87,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::Pager(c) => pager::run(&ctx, c).await,
             Command::Worker(c) => tenant::run_worker(&ctx, c).await,
             Command::Tenant(c) => tenant::run(&ctx, c).await,
+            Command::Bench(c) => bench::run(&ctx, c).await,
         }
     })
 }
