@@ -63,7 +63,11 @@ impl Provenance {
             command: std::env::args().collect::<Vec<_>>().join(" "),
             tools: tools
                 .iter()
-                .map(|(p, a)| first_line(p, a).unwrap_or_else(|| format!("{p}: not found")))
+                .map(|(p, a)| match first_line(p, a) {
+                    Some(line) if line.to_lowercase().contains(p) => line,
+                    Some(line) => format!("{p}: {line}"),
+                    None => format!("{p}: not found"),
+                })
                 .collect(),
         }
     }

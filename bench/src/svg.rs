@@ -30,13 +30,18 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Three significant digits at most, but never rounding a small non-zero value to zero
+/// (per-tenant monthly costs are fractions of a cent).
 fn fmt_value(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {
         format!("{v:.1}")
-    } else {
+    } else if v >= 0.01 || v <= 0.0 {
         format!("{v:.2}")
+    } else {
+        let decimals = (-v.log10()).ceil() as usize + 2;
+        format!("{v:.decimals$}")
     }
 }
 
@@ -130,5 +135,14 @@ mod tests {
         assert!(svg.contains("x&amp;y"));
         assert!(svg.contains(">120 MiB<"));
         assert!(svg.contains(">3.25 MiB<"));
+    }
+
+    #[test]
+    fn small_values_keep_their_digits() {
+        assert_eq!(fmt_value(0.0), "0.00");
+        assert_eq!(fmt_value(0.000092), "0.0000920");
+        assert_eq!(fmt_value(0.0031), "0.00310");
+        assert_eq!(fmt_value(2.5), "2.50");
+        assert_eq!(fmt_value(1046.2), "1046");
     }
 }
