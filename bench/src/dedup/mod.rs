@@ -299,14 +299,8 @@ pub async fn run(opts: &Options) -> Result<Report> {
         provenance,
     };
     write_outputs(&report, &opts.out)?;
-    if opts.work.is_none() {
-        drop(temp_cleanup(&scratch));
-    }
+    // A temporary scratch directory is removed when `temp` drops; `--work` is kept.
     Ok(report)
-}
-
-fn temp_cleanup(dir: &Path) -> std::io::Result<()> {
-    std::fs::remove_dir_all(dir)
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
