@@ -42,7 +42,12 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 work,
                 criu: ctx.config.worker.criu.clone(),
             };
-            let report = bench::dedup::run(&opts).await?;
+            // On Ctrl-C the run is dropped at its next await: live tenants are killed and a
+            // temporary scratch directory removed (see bench::dedup::corpus).
+            let report = tokio::select! {
+                report = bench::dedup::run(&opts) => report?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; no tenant left running"),
+            };
             if ctx.json {
                 print_json(&report)?;
             } else {

@@ -71,6 +71,33 @@ fn kill_tree(pid: u32) {
     reap(pid);
 }
 
+/// A live tenant tree. Dropped before its dump (an error, or an interrupted run), it is killed
+/// and reaped, so the benchmark never leaves a tenant running.
+struct Live {
+    pid: u32,
+    armed: bool,
+}
+
+impl Live {
+    fn new(pid: u32) -> Live {
+        Live { pid, armed: true }
+    }
+
+    /// The dump ended the tree: nothing left to kill.
+    fn dumped(mut self) {
+        self.armed = false;
+        reap(self.pid);
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if self.armed {
+            kill_tree(self.pid);
+        }
+    }
+}
+
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
     let port = l
@@ -137,7 +164,7 @@ impl Run<'_> {
         }
     }
 
-    fn start(&self) -> Result<u32> {
+    fn start(&self) -> Result<Live> {
         let cwd = self.root.join("cwd");
         std::fs::create_dir_all(&cwd).map_err(|e| Error::io(&cwd, e))?;
         let argv = kinds::prepare(self.kind, &cwd, self.port, self.seed)?;
@@ -175,29 +202,28 @@ impl Run<'_> {
             source: e,
         })?;
         // Reaped with waitpid after its dump, like the restored generations.
-        let pid = child.id();
+        let live = Live::new(child.id());
         drop(child);
-        if !wait_listening(self.port, pid, Duration::from_secs(20)) {
-            kill_tree(pid);
+        if !wait_listening(self.port, live.pid, Duration::from_secs(20)) {
             return Err(self.fail(format!("did not listen on port {}", self.port)));
         }
-        Ok(pid)
+        Ok(live)
     }
 
-    async fn dump(&self, pid: u32, generation: u32) -> Result<Checkpoint> {
+    async fn dump(&self, live: Live, generation: u32) -> Result<Checkpoint> {
         let images = self.root.join(format!("gen-{generation}"));
         let work = self.root.join(format!("criu/dump-{generation}"));
         for d in [&images, &work] {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
-        if let Err(e) = self.criu.dump(pid, &images, &work).await {
-            kill_tree(pid);
-            return Err(Error::Criu {
+        self.criu
+            .dump(live.pid, &images, &work)
+            .await
+            .map_err(|e| Error::Criu {
                 tenant: self.name.clone(),
                 source: e,
-            });
-        }
-        reap(pid);
+            })?;
+        live.dumped();
         Ok(Checkpoint {
             layout: self.layout,
             kind: self.kind,
@@ -208,42 +234,35 @@ impl Run<'_> {
         })
     }
 
-    async fn restore(&self, generation: u32) -> Result<u32> {
+    async fn restore(&self, generation: u32) -> Result<Live> {
         let images = self.root.join(format!("gen-{generation}"));
         let work = self.root.join(format!("criu/restore-{generation}"));
         std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
-        let pid = self
-            .criu
-            .restore(&images, &work, false)
-            .await
-            .map_err(|e| Error::Criu {
-                tenant: self.name.clone(),
-                source: e,
-            })?;
-        if !wait_listening(self.port, pid, Duration::from_secs(20)) {
-            kill_tree(pid);
+        let live = Live::new(
+            self.criu
+                .restore(&images, &work, false)
+                .await
+                .map_err(|e| Error::Criu {
+                    tenant: self.name.clone(),
+                    source: e,
+                })?,
+        );
+        if !wait_listening(self.port, live.pid, Duration::from_secs(20)) {
             return Err(self.fail(format!("restored tree does not listen on {}", self.port)));
         }
-        Ok(pid)
+        Ok(live)
     }
 
     /// Launch, then K times: traffic and dump (restoring between dumps).
     async fn checkpoints(&self, generations: u32) -> Result<Vec<Checkpoint>> {
-        let pid = self.start()?;
-        let populated = kinds::populate(self.kind, self.port, self.seed)
-            .and_then(|()| kinds::traffic(self.kind, self.port, self.seed, 1));
-        if let Err(e) = populated {
-            kill_tree(pid);
-            return Err(e);
-        }
-        let mut out = vec![self.dump(pid, 1).await?];
+        let live = self.start()?;
+        kinds::populate(self.kind, self.port, self.seed)?;
+        kinds::traffic(self.kind, self.port, self.seed, 1)?;
+        let mut out = vec![self.dump(live, 1).await?];
         for generation in 2..=generations {
-            let pid = self.restore(generation - 1).await?;
-            if let Err(e) = kinds::traffic(self.kind, self.port, self.seed, generation) {
-                kill_tree(pid);
-                return Err(e);
-            }
-            out.push(self.dump(pid, generation).await?);
+            let live = self.restore(generation - 1).await?;
+            kinds::traffic(self.kind, self.port, self.seed, generation)?;
+            out.push(self.dump(live, generation).await?);
         }
         debug!(tenant = %self.name, "checkpointed");
         Ok(out)
