@@ -80,6 +80,15 @@ fn cost_json_adds_up_to_the_store() {
         u(&stats, "packs") + u(&stats, "checkpoints")
     );
 
+    // The local tier (filled by ingest) holds each tenant's pages, apportioned like the cold tier.
+    let local = r["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tier"] == "local")
+        .unwrap();
+    let local_sum: u64 = tenants.iter().map(|t| u(t, "local_bytes")).sum();
+    assert!(local_sum > 0 && local_sum <= u(local, "bytes"), "{local}");
     for t in tenants {
         assert_eq!(
             u(t, "stored_bytes"),
@@ -153,6 +162,10 @@ fn html_report_shows_the_json_numbers_in_chromium() {
         assert_eq!(field("shared_mib"), mib(u(v, "shared_bytes")));
         assert_eq!(field("stored_mib"), mib(u(v, "stored_bytes")));
         assert_eq!(field("puts"), u(&v["requests"], "puts").to_string());
+        let local = v["local_bytes"].as_u64().map_or("-".to_string(), mib);
+        if v.get("local_bytes").is_some() {
+            assert_eq!(field("local_mib"), local);
+        }
         assert_eq!(field("monthly_cost"), format!("{cost:.6}"));
     };
     for t in r["tenants"].as_array().unwrap() {

@@ -105,6 +105,9 @@ pub struct TenantUsage {
     pub manifest_bytes: u64,
     /// unique + shared + manifest bytes: what the tenant is charged for in the cold tier.
     pub stored_bytes: u64,
+    /// Its pages cached in this machine's local tier (shared ones apportioned like `shared_bytes`);
+    /// `None` when the local tier is disabled or held by a running worker.
+    pub local_bytes: Option<u64>,
     pub requests: Requests,
 }
 
@@ -259,6 +262,28 @@ impl PageStore {
             }
         }
 
+        // The local tier's pages and their cached sizes, when this process can read it.
+        let mut local_pages: Option<HashMap<PageId, u64>> = None;
+        if let Some(local) = self.local() {
+            let mut map = HashMap::new();
+            local.for_each(&mut |id, _codec, data| {
+                map.insert(id, data.len() as u64);
+            })?;
+            for t in tenants.values_mut() {
+                t.local_bytes = Some(0);
+            }
+            for (id, o) in &owners {
+                let Some(len) = map.get(id) else { continue };
+                let n = o.len() as u64;
+                for (i, owner) in o.iter().enumerate() {
+                    if let Some(t) = tenants.get_mut(&names[*owner as usize]) {
+                        *t.local_bytes.get_or_insert(0) += apportion(*len, n, i as u64);
+                    }
+                }
+            }
+            local_pages = Some(map);
+        }
+
         let mut cold_objects = 0;
         let mut pack_bytes = 0;
         for obj in self.cold.list("").await? {
@@ -283,13 +308,12 @@ impl PageStore {
             objects: cold_objects,
             bytes: total.stored_bytes,
         }];
-        if let Some(local) = self.local() {
-            let (pages, bytes) = local.usage()?;
+        if let Some(map) = local_pages {
             tiers.push(TierUsage {
                 tier: "local".into(),
                 kind: "sled".into(),
-                objects: pages,
-                bytes,
+                objects: map.len() as u64,
+                bytes: map.values().sum(),
             });
         }
         Ok(Accounting {

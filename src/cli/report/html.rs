@@ -27,11 +27,12 @@ fn row(
     unique: u64,
     shared: u64,
     stored: u64,
+    local: Option<u64>,
     puts: u64,
     cost: f64,
 ) -> String {
     format!(
-        "<tr class=\"{class}\" data-tenant=\"{}\"><td data-field=\"name\">{}</td>{}{}{}{}{}{}{}</tr>\n",
+        "<tr class=\"{class}\" data-tenant=\"{}\"><td data-field=\"name\">{}</td>{}{}{}{}{}{}{}{}</tr>\n",
         escape(name),
         escape(name),
         cell("checkpoints", &checkpoints.to_string()),
@@ -39,6 +40,7 @@ fn row(
         cell("unique_mib", &mib(unique)),
         cell("shared_mib", &mib(shared)),
         cell("stored_mib", &mib(stored)),
+        cell("local_mib", &local.map_or_else(|| "-".to_string(), mib)),
         cell("puts", &puts.to_string()),
         cell("monthly_cost", &money(cost)),
     )
@@ -57,7 +59,8 @@ pub fn render(r: &CostReport) -> String {
     ));
     h.push_str(
         "<table id=\"tenants\"><thead><tr><th>tenant</th><th>checkpoints</th><th>logical MiB</th>\
-         <th>unique MiB</th><th>shared MiB (apportioned)</th><th>stored MiB</th>\
+         <th>unique MiB</th><th>shared MiB (apportioned)</th><th>stored MiB (cold)</th>\
+         <th>local tier MiB</th>\
          <th>PUTs (period)</th><th>monthly cost</th></tr></thead><tbody>\n",
     );
     for t in &r.tenants {
@@ -70,6 +73,7 @@ pub fn render(r: &CostReport) -> String {
             u.unique_bytes,
             u.shared_bytes,
             u.stored_bytes,
+            u.local_bytes,
             u.requests.puts,
             t.monthly_cost,
         ));
@@ -83,6 +87,7 @@ pub fn render(r: &CostReport) -> String {
         u.unique_bytes,
         u.shared_bytes,
         u.stored_bytes,
+        r.tiers.iter().find(|t| t.tier == "local").map(|t| t.bytes),
         u.requests.puts,
         r.total.monthly_cost,
     ));
