@@ -1,13 +1,14 @@
 //! `pico.toml`: one typed section per part, unknown keys rejected, embedded defaults for all.
 //!
-//! The file only needs what differs from the defaults: `[hot]`, `[local]` and `[worker]` keys are laid
-//! over the embedded defaults one by one; `[cold]` names a whole backend (`kind = "dir"` or
-//! another kind) and replaces the default section. Every field is documented in
+//! The file only needs what differs from the defaults: `[hot]`, `[local]`, `[worker]` and
+//! `[prices]` keys are laid over the embedded defaults one by one; `[cold]` names a whole backend
+//! (`kind = "dir"` or another kind) and replaces the default section. Every field is documented in
 //! docs/configuration.md.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use pagestore::accounting::Prices;
 use pagestore::config::StoreConfig;
 use serde::{Deserialize, Serialize};
 use worker::WorkerConfig;
@@ -18,16 +19,20 @@ pub struct PicoConfig {
     #[serde(flatten)]
     pub store: StoreConfig,
     pub worker: WorkerConfig,
+    /// Cold-tier prices for `pico report cost`.
+    #[serde(default)]
+    pub prices: Prices,
 }
 
 /// Sections merged key by key over their defaults; any other section replaces its default.
-const MERGED_SECTIONS: &[&str] = &["hot", "local", "worker"];
+const MERGED_SECTIONS: &[&str] = &["hot", "local", "worker", "prices"];
 
 impl PicoConfig {
     pub fn embedded(home: &Path) -> PicoConfig {
         PicoConfig {
             store: StoreConfig::embedded(home),
             worker: WorkerConfig::embedded(home),
+            prices: Prices::default(),
         }
     }
 
@@ -97,6 +102,17 @@ mod tests {
                 path: "/data".into()
             }
         );
+    }
+
+    #[test]
+    fn prices_default_to_s3_standard_and_overlay_key_by_key() {
+        let c = PicoConfig::parse(Path::new("/h"), "").unwrap();
+        assert_eq!(c.prices, Prices::default());
+        assert!(c.prices.source.contains("S3 Standard"));
+        let c = PicoConfig::parse(Path::new("/h"), "[prices]\nstorage_gb_month = 0.01\n").unwrap();
+        assert_eq!(c.prices.storage_gb_month, 0.01);
+        assert_eq!(c.prices.put_per_1000, Prices::default().put_per_1000);
+        assert!(PicoConfig::parse(Path::new("/h"), "[prices]\nstorage = 1.0\n").is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!
 //! This crate knows nothing of CRIU, FUSE, NBD or tenants: it stores files and pages.
 
+pub mod accounting;
 pub mod catalog;
 pub mod codec;
 pub mod cold;

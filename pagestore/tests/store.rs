@@ -1,6 +1,5 @@
 //! The page store end to end on the embedded tiers (dir cold tier + sled local tier).
-
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns (open, corrupt_first_pack)
 
 use std::path::Path;
 

@@ -11,6 +11,22 @@ use super::{print_json, Context};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Stores a corpus of real CRIU checkpoints as raw files, tar|zstd, restic and our store;
+    /// prints bytes stored and store/restore times, for all and per layout and kind.
+    Dedup {
+        /// Tenants of each kind (python, redis, nginx) in each layout (default, deterministic).
+        #[arg(long, default_value_t = 10)]
+        tenants: u32,
+        /// Checkpoints per tenant, with traffic in between.
+        #[arg(long, default_value_t = 3)]
+        generations: u32,
+        /// Output directory for dedup.json, dedup.svg and README.md.
+        #[arg(long, default_value = "bench-results/dedup")]
+        out: PathBuf,
+        /// Scratch directory for the corpus and stores (kept); default: a temporary one, removed.
+        #[arg(long)]
+        work: Option<PathBuf>,
+    },
     /// Our NBD server against `nbdkit file` on the same image: nbdcopy throughput, 4 KiB random
     /// reads at queue depth 1 (p50/p99 latency) and 16 (IOPS).
     Nbd {
@@ -83,13 +99,40 @@ pub enum BenchCommand {
         #[arg(long)]
         keep_work: bool,
         /// Output directory (results.json, restore.svg, README.md).
-        #[arg(long, default_value = "bench-out/restore")]
+        #[arg(long, default_value = "bench-results/restore")]
         out: PathBuf,
     },
 }
 
 pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCommand::Dedup {
+            tenants,
+            generations,
+            out,
+            work,
+        } => {
+            let opts = bench::dedup::Options {
+                tenants,
+                generations,
+                out: out.clone(),
+                work,
+                criu: ctx.config.worker.criu.clone(),
+            };
+            // On Ctrl-C the run is dropped at its next await: live tenants are killed and a
+            // temporary scratch directory removed (see bench::dedup::corpus).
+            let report = tokio::select! {
+                report = bench::dedup::run(&opts) => report?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; no tenant left running"),
+            };
+            if ctx.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", bench::dedup::table(&report));
+                print!("{}", bench::dedup::goals(&report));
+                println!("written to {}", out.display());
+            }
+        }
         BenchCommand::Nbd {
             image,
             size_mib,
@@ -168,8 +211,20 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|m| Mode::parse(m).with_context(|| format!("unknown mode {m:?}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let command: Vec<String> = std::env::args().collect();
-            bench::outdir::prepare(&out, "restore", &command.join(" "))?;
+            let provenance = bench::provenance::Provenance::collect(&[
+                ("criu", &["--version"]),
+                ("garage", &["--version"]),
+            ]);
+            bench::provenance::write(
+                &out,
+                "README.md",
+                &format!(
+                    "# pico bench restore\n\nTime from the start of a swap-in to the tenant's first \
+                     correct answer at a real client. `results.json`: per app and mode p50/p95 \
+                     and cold-tier bytes; `restore.svg`: p50 bars with p95 whiskers.\n\n{}",
+                    provenance.markdown()
+                ),
+            )?;
             let work = tempdir_in(&ctx.home)?;
             // Cold modes: a real S3 server behind a proxy that adds a real network's latency.
             let mut _garage = None;
@@ -226,10 +281,10 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 serde_json::to_vec_pretty(&results)?,
             )?;
             let names: Vec<&str> = modes.iter().map(|m| m.name()).collect();
-            let groups: Vec<bench::chart::Group> = results
+            let groups: Vec<bench::svg::WhiskerGroup> = results
                 .apps
                 .iter()
-                .map(|(app, per)| bench::chart::Group {
+                .map(|(app, per)| bench::svg::WhiskerGroup {
                     label: app.clone(),
                     bars: names
                         .iter()
@@ -240,7 +295,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         .collect(),
                 })
                 .collect();
-            let svg = bench::chart::grouped_bars(
+            let svg = bench::svg::grouped_bars(
                 "Time to first correct answer after swap-in (p50 bar, p95 whisker)",
                 "ms",
                 &names,

@@ -2,6 +2,7 @@
 
 mod bench;
 mod pager;
+mod report;
 mod store;
 mod tenant;
 
@@ -46,9 +47,12 @@ pub enum Command {
     /// Tenants on the local worker.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
-    /// Whole-system benchmarks.
+    /// Whole-system benchmarks with JSON output.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Reports from the live store: what storage costs, per tenant.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 /// What every command gets: where home is, its configuration, output mode.
@@ -92,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::Worker(c) => tenant::run_worker(&ctx, c).await,
             Command::Tenant(c) => tenant::run(&ctx, c).await,
             Command::Bench(c) => bench::run(&ctx, c).await,
+            Command::Report(c) => report::run(&ctx, c).await,
         }
     })
 }

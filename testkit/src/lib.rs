@@ -3,6 +3,7 @@
 //! directories. Tests that need root or real tools say so loudly; none skips silently.
 #![allow(clippy::unwrap_used)]
 
+pub mod browser;
 pub mod garage;
 pub mod image;
 pub mod nbd;
