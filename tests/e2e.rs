@@ -77,6 +77,13 @@ fn python_counter_continues_after_swap_out_and_in() {
     }
     let out2 = p.json(&["tenant", "swap-out", "counter"]);
     assert_eq!(out2["generation"], 2);
+    // The restore's background fill read the lazy part of the image from the local tier.
+    let fill = &tenant(&p, "counter")["last_fill"];
+    assert!(fill["requested"].as_u64().unwrap() > 0, "{fill}");
+    assert_eq!(
+        fill["cold_pages"], 0,
+        "the local tier held every page: {fill}"
+    );
     let (new, total) = (
         out2["pages_new"].as_f64().unwrap(),
         out2["pages_total"].as_f64().unwrap(),

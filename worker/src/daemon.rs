@@ -24,6 +24,9 @@ use crate::tenant::{
 pub(crate) struct TenantSlot {
     pub dirs: TenantDirs,
     pub runtime: tokio::sync::Mutex<TenantRuntime>,
+    /// What the last restore's background fill read, once it is done. Kept apart from `runtime`:
+    /// a swap-out holds that lock while it waits for the fill.
+    pub last_fill: std::sync::Mutex<Option<pagestore::prefetch::PrefetchReport>>,
 }
 
 pub(crate) struct TenantRuntime {
@@ -120,6 +123,7 @@ impl Worker {
                         info,
                         restoring: None,
                     }),
+                    last_fill: std::sync::Mutex::new(None),
                 }),
             );
         }
@@ -241,7 +245,13 @@ impl Worker {
             rt.info.state = TenantState::Exited;
             rt.info.save(&slot.dirs)?;
         }
-        Ok(rt.info.clone())
+        let mut info = rt.info.clone();
+        info.last_fill = slot
+            .last_fill
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Ok(info)
     }
 
     /// Starts a new tenant in its own session, working directory and log file, and waits until it
@@ -362,6 +372,7 @@ impl Worker {
             generation: None,
             last_swap_out: None,
             last_swap_in: None,
+            last_fill: None,
         };
         info.save(&dirs)?;
         info!(pid, port, "tenant started");
@@ -373,6 +384,7 @@ impl Worker {
                     info: info.clone(),
                     restoring: None,
                 }),
+                last_fill: std::sync::Mutex::new(None),
             }),
         );
         Ok(info)

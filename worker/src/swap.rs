@@ -319,6 +319,8 @@ impl Worker {
             let access_file = slot.dirs.root.join(format!("access-{}.jsonl", checkpoint.generation));
             let tenant = name.to_string();
             let work_dir = work.clone();
+            let fill_slot = slot.clone();
+            *slot.last_fill.lock().unwrap_or_else(|p| p.into_inner()) = None;
             rt.restoring = Some(tokio::spawn(async move {
                 let learned = async {
                     if learning {
@@ -329,15 +331,19 @@ impl Worker {
                 };
                 let filled = async {
                     match fill.await {
-                        Ok(Ok(r)) => info!(
-                            tenant = %learn.tenant,
-                            pages = r.requested,
-                            cold_pages = r.cold_pages,
-                            cold_gets = r.cold_gets,
-                            cold_bytes = r.cold_bytes,
-                            ms = r.ms,
-                            "image filled in behind the restore"
-                        ),
+                        Ok(Ok(r)) => {
+                            info!(
+                                tenant = %learn.tenant,
+                                pages = r.requested,
+                                cold_pages = r.cold_pages,
+                                cold_gets = r.cold_gets,
+                                cold_bytes = r.cold_bytes,
+                                ms = r.ms,
+                                "image filled in behind the restore"
+                            );
+                            *fill_slot.last_fill.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(r);
+                        }
                         Ok(Err(e)) => warn!(error = %e, "background fill failed"),
                         Err(e) => warn!(error = %e, "background fill task failed"),
                     }

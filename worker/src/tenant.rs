@@ -44,6 +44,9 @@ pub struct TenantInfo {
     pub generation: Option<u64>,
     pub last_swap_out: Option<SwapOutReport>,
     pub last_swap_in: Option<SwapInReport>,
+    /// What the last swap-in's background fill read (the lazy part of the image), by tier.
+    #[serde(default)]
+    pub last_fill: Option<pagestore::prefetch::PrefetchReport>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
