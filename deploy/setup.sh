@@ -122,7 +122,23 @@ install_garage() {
   cargo install garage --locked --quiet
 }
 
+# CRIU restores a tenant with its old pids; with Linux's default pid_max (32768) a busy host wraps
+# the pid counter within seconds and a restore finds its pid taken ("Can't fork ...: File exists").
+# A dense host needs a large pid space anyway.
+raise_pid_max() {
+  local want=4194304 have
+  have=$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo 0)
+  if [ "$have" -lt "$want" ]; then
+    if echo "$want" >/proc/sys/kernel/pid_max 2>/dev/null; then
+      log "kernel.pid_max raised from $have to $want"
+    else
+      log "warning: cannot raise kernel.pid_max ($have); restores may fail when pids wrap"
+    fi
+  fi
+}
+
 install_packages
+raise_pid_max
 install_criu
 if [ "${PICO_WITH_GARAGE:-1}" = 1 ]; then
   install_garage
