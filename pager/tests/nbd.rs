@@ -344,6 +344,15 @@ fn writable_export_commits_a_new_generation_on_flush() {
     assert_eq!(got.len(), f.data.len());
     assert!(got[..1 << 20].iter().all(|&b| b == 0xab));
     assert_eq!(&got[1 << 20..], &f.data[1 << 20..]);
+    // ...as have other connections (nbdcopy opens several) to the writable export itself
+    // (CAN_MULTI_CONN: one overlay per export, shared by all connections)...
+    let copy = f.path("writable.img");
+    run_ok(
+        Command::new("nbdcopy")
+            .arg(uri(addr, &f.export(&f.checkpoint)))
+            .arg(&copy),
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), got);
     // ...and the original generation is unchanged.
     let addr3 = f.serve(&f.checkpoint, false);
     let copy = f.path("old.img");
