@@ -28,10 +28,10 @@ fn ingest(home: &Path, dir: &Path) -> String {
 
 #[test]
 fn pico_pager_nbd_serves_every_page_file() {
-    if !has_tool("nbdinfo") {
-        eprintln!("SKIPPED: nbdinfo not installed (apt-get install libnbd-bin)");
-        return;
-    }
+    assert!(
+        has_tool("nbdinfo"),
+        "nbdinfo not installed: run deploy/setup.sh (apt-get install libnbd-bin)"
+    );
     let home = tempfile::tempdir().unwrap();
     let src = home.path().join("img");
     make_image_dir(&src, 40);

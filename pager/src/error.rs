@@ -22,9 +22,9 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] pagestore::Error),
     #[error(
-        "refusing to serve NBD on {0}: it is not a loopback address, and this server has no TLS \
-         (anyone who can connect could read the memory images); listen on 127.0.0.1 or ::1 and \
-         tunnel (e.g. ssh -L) to reach it from elsewhere"
+        "refusing to serve NBD on {0}: it is not a loopback address and TLS is not configured \
+         (anyone who can connect could read the memory images); give --tls-cert and --tls-key, or \
+         listen on 127.0.0.1 or ::1 and tunnel (e.g. ssh -L) to reach it from elsewhere"
     )]
     NbdNotLoopback(SocketAddr),
     #[error("cannot listen for NBD on {addr}: {source}")]
@@ -38,6 +38,8 @@ pub enum Error {
         checkpoint: String,
         file: Option<String>,
     },
+    #[error("NBD TLS: {0}")]
+    NbdTls(String),
     #[error("NBD protocol error: {0}")]
     NbdProtocol(String),
     #[error("export is read-only (start the server with --writable)")]

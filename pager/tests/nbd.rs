@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use pager::nbd::{ExportOptions, ExportSpec, ExportTable, NbdServer};
 use pagestore::{CheckpointRef, PageStore, StoreConfig, PAGE_SIZE};
-use testkit::nbd::{has_tool, is_zero_page, make_image_dir, run_ok, uri};
+use testkit::nbd::{has_tool, is_zero_page, make_image_dir, run_ok, self_signed_cert, uri};
 
 const PAGES: usize = 700;
 
@@ -82,12 +82,14 @@ impl Fixture {
     }
 }
 
+/// The client programs a test needs; a missing one fails the test (deploy/setup.sh installs them).
 fn need(tools: &[&str]) -> bool {
     let missing: Vec<_> = tools.iter().filter(|t| !has_tool(t)).collect();
-    if !missing.is_empty() {
-        eprintln!("SKIPPED: {missing:?} not installed (apt-get install libnbd-bin qemu-utils)");
-    }
-    missing.is_empty()
+    assert!(
+        missing.is_empty(),
+        "{missing:?} not installed: run deploy/setup.sh (apt-get install libnbd-bin qemu-utils nbdkit)"
+    );
+    true
 }
 
 #[test]
@@ -344,6 +346,15 @@ fn writable_export_commits_a_new_generation_on_flush() {
     assert_eq!(got.len(), f.data.len());
     assert!(got[..1 << 20].iter().all(|&b| b == 0xab));
     assert_eq!(&got[1 << 20..], &f.data[1 << 20..]);
+    // ...as have other connections (nbdcopy opens several) to the writable export itself
+    // (CAN_MULTI_CONN: one overlay per export, shared by all connections)...
+    let copy = f.path("writable.img");
+    run_ok(
+        Command::new("nbdcopy")
+            .arg(uri(addr, &f.export(&f.checkpoint)))
+            .arg(&copy),
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), got);
     // ...and the original generation is unchanged.
     let addr3 = f.serve(&f.checkpoint, false);
     let copy = f.path("old.img");
@@ -370,4 +381,51 @@ fn writable_export_commits_a_new_generation_on_flush() {
             ])
             .arg(uri(addr, &f.export(&f.checkpoint))),
     );
+}
+
+#[test]
+fn tls_is_required_once_configured_and_works_with_libnbd() {
+    if !need(&["nbdinfo", "nbdcopy", "openssl"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let (cert, key) = self_signed_cert(f.home.path());
+    let acceptor = pager::nbd::tls::acceptor(&cert, &key).unwrap();
+    let spec = ExportSpec {
+        checkpoint: f.checkpoint.id.to_string(),
+        file: None,
+    };
+    let store = f.store.clone();
+    let addr = f.rt.block_on(async move {
+        let table = ExportTable::open(store, &[spec], &ExportOptions::default())
+            .await
+            .unwrap();
+        let server = NbdServer::bind_tls("127.0.0.1:0".parse().unwrap(), Arc::new(table), acceptor)
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(server.run());
+        addr
+    });
+    let export = f.export(&f.checkpoint);
+    let pki = f.path("pki");
+    let tls_uri = format!("nbds://{addr}/{export}?tls-certificates={}", pki.display());
+    let out = run_ok(Command::new("nbdinfo").arg(&tls_uri));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("with TLS"));
+    let copy = f.path("tls.img");
+    run_ok(Command::new("nbdcopy").arg(&tls_uri).arg(&copy));
+    assert_eq!(std::fs::read(&copy).unwrap(), f.data);
+
+    // Plaintext clients learn nothing: no export, no listing.
+    let out = Command::new("nbdinfo")
+        .arg(uri(addr, &export))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = Command::new("nbdinfo")
+        .arg("--list")
+        .arg(uri(addr, ""))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&export));
 }

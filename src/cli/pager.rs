@@ -14,9 +14,15 @@ pub enum PagerCommand {
     Mount { id: String, mountpoint: PathBuf },
     /// Serves stored page files as NBD exports named `ID/FILE` until interrupted.
     Nbd {
-        /// Address to listen on; loopback only (there is no TLS).
+        /// Address to listen on; loopback only unless TLS is configured.
         #[arg(long, default_value = "127.0.0.1:10809")]
         listen: std::net::SocketAddr,
+        /// PEM certificate chain: clients must then start TLS (NBD_OPT_STARTTLS).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Accept writes into a copy-on-write overlay; each FLUSH commits a new generation.
         #[arg(long)]
         writable: bool,
@@ -62,12 +68,20 @@ pub async fn run(ctx: &Context, cmd: PagerCommand) -> anyhow::Result<ExitCode> {
         }
         PagerCommand::Nbd {
             listen,
+            tls_cert,
+            tls_key,
             writable,
             cache_mib,
             warm,
             exports,
         } => {
-            pager::nbd::check_listen_addr(listen)?;
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(pager::nbd::tls::acceptor(&cert, &key)?),
+                _ => {
+                    pager::nbd::check_listen_addr(listen)?;
+                    None
+                }
+            };
             let store = Arc::new(store::open(ctx).await?);
             let options = pager::nbd::ExportOptions {
                 writable,
@@ -78,10 +92,16 @@ pub async fn run(ctx: &Context, cmd: PagerCommand) -> anyhow::Result<ExitCode> {
                 let pages = table.warm().await?;
                 eprintln!("{pages} pages read into memory");
             }
-            let server = pager::nbd::NbdServer::bind(listen, Arc::new(table)).await?;
+            let table = Arc::new(table);
+            let with_tls = tls.is_some();
+            let server = match tls {
+                Some(tls) => pager::nbd::NbdServer::bind_tls(listen, table, tls).await?,
+                None => pager::nbd::NbdServer::bind(listen, table).await?,
+            };
             let addr = server.local_addr()?;
+            let scheme = if with_tls { "nbds" } else { "nbd" };
             for name in server.exports().names() {
-                eprintln!("export nbd://{addr}/{name}");
+                eprintln!("export {scheme}://{addr}/{name}");
             }
             eprintln!(
                 "serving {} export(s) on {addr}{}; Ctrl-C (or SIGTERM) stops",

@@ -87,7 +87,10 @@ impl PicoNbd {
         for line in lines.by_ref() {
             let line = line.expect("read pico stderr");
             eprintln!("pico: {line}");
-            if let Some(rest) = line.strip_prefix("export nbd://") {
+            let export = line
+                .strip_prefix("export nbd://")
+                .or_else(|| line.strip_prefix("export nbds://"));
+            if let Some(rest) = export {
                 let (a, name) = rest.split_once('/').expect("export line has a name");
                 addr = Some(a.parse().expect("export line has an address"));
                 exports.push(name.to_string());
@@ -130,7 +133,34 @@ pub fn uri(addr: SocketAddr, export: &str) -> String {
     format!("nbd://{addr}/{export}")
 }
 
-/// Whether a client program is installed (tests that need it are skipped, loudly, otherwise).
+/// Makes a self-signed certificate for 127.0.0.1 with openssl in `dir`: returns the paths of
+/// the certificate and key; `dir/pki/ca-cert.pem` is the same certificate, laid out the way
+/// libnbd's `tls-certificates=DIR` wants it.
+pub fn self_signed_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    std::fs::create_dir_all(dir.join("pki")).expect("mkdir pki");
+    std::fs::copy(&cert, dir.join("pki/ca-cert.pem")).expect("copy ca-cert.pem");
+    (cert, key)
+}
+
+/// Whether a client program is installed (tests that need one fail without it: never a skip).
 pub fn has_tool(name: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {name}")])

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pager::nbd::handshake::{negotiate, Catalog, ExportInfo};
+use pager::nbd::handshake::{greet, negotiate, options, Catalog, ExportInfo, Outcome, TlsMode};
 use pager::nbd::proto::{InfoRequest, MetaContextRequest, OptionHeader, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -53,10 +53,26 @@ fuzz_target!(|data: &[u8]| {
             let mut sink = Vec::new();
             let _ = client.read_to_end(&mut sink).await;
         };
+        // The first byte picks where the client stands with TLS; the rest is what it sends.
+        let mode = data.first().copied().unwrap_or(0) % 3;
         let serve = async {
-            let r = negotiate(&mut server, &Two).await;
+            let chosen = match mode {
+                0 => negotiate(&mut server, &Two).await.ok().flatten(),
+                1 => match greet(&mut server).await {
+                    Ok(nz) => match options(&mut server, &Two, TlsMode::Required, nz).await {
+                        Ok(Outcome::Go(_)) => panic!("export chosen before STARTTLS"),
+                        _ => None,
+                    },
+                    Err(_) => None,
+                },
+                _ => match options(&mut server, &Two, TlsMode::Active, true).await {
+                    Ok(Outcome::StartTls) => panic!("STARTTLS accepted twice"),
+                    Ok(Outcome::Go(n)) => Some(n),
+                    _ => None,
+                },
+            };
             drop(server);
-            if let Ok(Some(n)) = r {
+            if let Some(n) = chosen {
                 assert!(Two.lookup(&n.export.name).is_some());
             }
         };

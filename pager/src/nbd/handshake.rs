@@ -77,12 +77,43 @@ async fn reply<S: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Runs the handshake. `Ok(None)`: the client aborted or left politely.
+/// Where a connection stands with TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// No TLS configured: STARTTLS is unsupported.
+    Off,
+    /// TLS configured but not yet started: nothing but STARTTLS (or ABORT) is answered.
+    Required,
+    /// Options now travel over TLS.
+    Active,
+}
+
+/// How option haggling ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Transmission starts with this export.
+    Go(Negotiated),
+    /// The client aborted or left politely.
+    Abort,
+    /// STARTTLS was acknowledged: upgrade the stream, then haggle again with [`TlsMode::Active`].
+    StartTls,
+}
+
+/// Runs a plaintext handshake (greeting, then options). `Ok(None)`: the client aborted.
 pub async fn negotiate<S, C>(io: &mut S, catalog: &C) -> Result<Option<Negotiated>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     C: Catalog + ?Sized,
 {
+    let no_zeroes = greet(io).await?;
+    match options(io, catalog, TlsMode::Off, no_zeroes).await? {
+        Outcome::Go(n) => Ok(Some(n)),
+        Outcome::Abort | Outcome::StartTls => Ok(None),
+    }
+}
+
+/// Sends the greeting and reads the client's flags; returns whether it asked for no zeroes.
+pub async fn greet<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) -> Result<bool> {
     io.write_all(&greeting()).await?;
     io.flush().await?;
     let client_flags = io.read_u32().await?;
@@ -92,7 +123,20 @@ where
     if client_flags & FLAG_C_FIXED_NEWSTYLE == 0 {
         return Err(protocol("client does not speak fixed newstyle"));
     }
-    let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
+    Ok(client_flags & FLAG_C_NO_ZEROES != 0)
+}
+
+/// Haggles over options until the client picks an export, aborts, or starts TLS.
+pub async fn options<S, C>(
+    io: &mut S,
+    catalog: &C,
+    tls: TlsMode,
+    no_zeroes: bool,
+) -> Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    C: Catalog + ?Sized,
+{
     let mut structured = false;
     // (export name it was selected for, selected?)
     let mut meta: Option<(String, bool)> = None;
@@ -118,6 +162,22 @@ where
         let mut data = vec![0u8; header.len as usize];
         io.read_exact(&mut data).await?;
 
+        if tls == TlsMode::Required && !matches!(opt, OPT_STARTTLS | OPT_ABORT) {
+            if opt == OPT_EXPORT_NAME {
+                return Err(protocol(
+                    "NBD_OPT_EXPORT_NAME before STARTTLS on a TLS server",
+                ));
+            }
+            reply(
+                io,
+                opt,
+                REP_ERR_TLS_REQD,
+                b"this server requires TLS (NBD_OPT_STARTTLS)",
+            )
+            .await?;
+            io.flush().await?;
+            continue;
+        }
         match opt {
             OPT_EXPORT_NAME => {
                 let name =
@@ -135,7 +195,7 @@ where
                 io.write_all(&b).await?;
                 io.flush().await?;
                 let base_allocation = matches!(&meta, Some((n, true)) if *n == name || lookup_same(catalog, n, &export));
-                return Ok(Some(Negotiated {
+                return Ok(Outcome::Go(Negotiated {
                     export,
                     flags,
                     structured,
@@ -146,7 +206,7 @@ where
                 // Best effort: the client may already be gone.
                 let _ = reply(io, opt, REP_ACK, &[]).await;
                 let _ = io.flush().await;
-                return Ok(None);
+                return Ok(Outcome::Abort);
             }
             OPT_LIST => {
                 if !data.is_empty() {
@@ -192,7 +252,7 @@ where
                 io.flush().await?;
                 if opt == OPT_GO {
                     let base_allocation = matches!(&meta, Some((n, true)) if *n == req.name || lookup_same(catalog, n, &export));
-                    return Ok(Some(Negotiated {
+                    return Ok(Outcome::Go(Negotiated {
                         export,
                         flags,
                         structured,
@@ -261,15 +321,28 @@ where
                     reply(io, opt, REP_ACK, &[]).await?;
                 }
             }
-            OPT_STARTTLS => {
-                reply(
-                    io,
-                    opt,
-                    REP_ERR_UNSUP,
-                    b"TLS is not supported by this server",
-                )
-                .await?;
-            }
+            OPT_STARTTLS => match tls {
+                TlsMode::Off => {
+                    reply(
+                        io,
+                        opt,
+                        REP_ERR_UNSUP,
+                        b"TLS is not configured on this server",
+                    )
+                    .await?;
+                }
+                TlsMode::Active => {
+                    reply(io, opt, REP_ERR_INVALID, b"TLS is already active").await?;
+                }
+                TlsMode::Required if !data.is_empty() => {
+                    reply(io, opt, REP_ERR_INVALID, b"NBD_OPT_STARTTLS takes no data").await?;
+                }
+                TlsMode::Required => {
+                    reply(io, opt, REP_ACK, &[]).await?;
+                    io.flush().await?;
+                    return Ok(Outcome::StartTls);
+                }
+            },
             OPT_EXTENDED_HEADERS => {
                 reply(
                     io,
@@ -403,6 +476,43 @@ mod tests {
                 REP_ACK
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_tls_server_answers_nothing_but_starttls_in_plaintext() {
+        let mut input = opt(OPT_LIST, &[]);
+        let mut go = 1u32.to_be_bytes().to_vec();
+        go.extend_from_slice(b"x");
+        go.extend_from_slice(&0u16.to_be_bytes());
+        input.extend(opt(OPT_GO, &go));
+        input.extend(opt(OPT_STARTTLS, &[]));
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        client.write_all(&input).await.unwrap();
+        let r = options(&mut server, &One, TlsMode::Required, true).await;
+        assert_eq!(r.unwrap(), Outcome::StartTls);
+        drop(server);
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        assert_eq!(
+            reply_types(&out),
+            vec![REP_ERR_TLS_REQD, REP_ERR_TLS_REQD, REP_ACK]
+        );
+        // Without TLS configured, STARTTLS is unsupported; once active, it is invalid.
+        for (mode, want) in [
+            (TlsMode::Off, REP_ERR_UNSUP),
+            (TlsMode::Active, REP_ERR_INVALID),
+        ] {
+            let (mut client, mut server) = tokio::io::duplex(1 << 20);
+            let mut input = opt(OPT_STARTTLS, &[]);
+            input.extend(opt(OPT_ABORT, &[]));
+            client.write_all(&input).await.unwrap();
+            let r = options(&mut server, &One, mode, true).await;
+            assert_eq!(r.unwrap(), Outcome::Abort);
+            drop(server);
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.unwrap();
+            assert_eq!(reply_types(&out), vec![want, REP_ACK]);
+        }
     }
 
     fn reply_types(mut b: &[u8]) -> Vec<u32> {

@@ -8,15 +8,17 @@
 //! - [`handshake`]: fixed newstyle option negotiation;
 //! - [`transmission`]: one connection's requests, served concurrently with out-of-order replies;
 //! - [`export`]: exports over the store (holes for zero pages, copy-on-write overlay), by name;
-//! - [`cache`]: decoded pages shared by all connections.
+//! - [`cache`]: decoded pages shared by all connections;
+//! - [`tls`]: STARTTLS with rustls.
 //!
-//! [`NbdServer`] accepts connections on a loopback address (TLS is not implemented, so anything
-//! else is refused) and serves each in its own task: one bad client never stops the others.
+//! [`NbdServer`] accepts connections (plaintext on loopback only; anywhere with TLS, which it then
+//! requires) and serves each in its own task: one bad client never stops the others.
 
 pub mod cache;
 pub mod export;
 pub mod handshake;
 pub mod proto;
+pub mod tls;
 pub mod transmission;
 
 use std::net::SocketAddr;
@@ -24,9 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 pub use export::{Export, ExportOptions, ExportSpec, ExportTable};
+use handshake::{Negotiated, Outcome, TlsMode};
 
 use crate::error::{Error, Result};
 
@@ -46,16 +50,38 @@ pub fn check_listen_addr(addr: SocketAddr) -> Result<()> {
 pub struct NbdServer {
     listener: TcpListener,
     exports: Arc<ExportTable>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl NbdServer {
     /// Binds `addr` (loopback only) to serve `exports`.
     pub async fn bind(addr: SocketAddr, exports: Arc<ExportTable>) -> Result<NbdServer> {
         check_listen_addr(addr)?;
+        Self::listen(addr, exports, None).await
+    }
+
+    /// Binds `addr` (any address) to serve `exports` to clients that start TLS first.
+    pub async fn bind_tls(
+        addr: SocketAddr,
+        exports: Arc<ExportTable>,
+        tls: TlsAcceptor,
+    ) -> Result<NbdServer> {
+        Self::listen(addr, exports, Some(tls)).await
+    }
+
+    async fn listen(
+        addr: SocketAddr,
+        exports: Arc<ExportTable>,
+        tls: Option<TlsAcceptor>,
+    ) -> Result<NbdServer> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| Error::NbdBind { addr, source })?;
-        Ok(NbdServer { listener, exports })
+        Ok(NbdServer {
+            listener,
+            exports,
+            tls,
+        })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr> {
@@ -68,7 +94,12 @@ impl NbdServer {
 
     /// Accepts and serves connections until the task is dropped.
     pub async fn run(self) -> Result<()> {
-        info!(addr = %self.local_addr()?, exports = self.exports.len(), "NBD server listening");
+        info!(
+            addr = %self.local_addr()?,
+            exports = self.exports.len(),
+            tls = self.tls.is_some(),
+            "NBD server listening"
+        );
         loop {
             let (stream, peer) = match self.listener.accept().await {
                 Ok(c) => c,
@@ -80,9 +111,10 @@ impl NbdServer {
                 }
             };
             let exports = self.exports.clone();
+            let tls = self.tls.clone();
             tokio::spawn(
                 async move {
-                    match connection(stream, &exports).await {
+                    match connection(stream, &exports, tls.as_ref()).await {
                         Ok(()) => debug!("connection closed"),
                         Err(e) => info!(error = %e, "connection dropped"),
                     }
@@ -93,17 +125,59 @@ impl NbdServer {
     }
 }
 
-async fn connection(mut stream: TcpStream, exports: &ExportTable) -> Result<()> {
+async fn connection(
+    mut stream: TcpStream,
+    exports: &ExportTable,
+    tls: Option<&TlsAcceptor>,
+) -> Result<()> {
     stream.set_nodelay(true)?;
-    let negotiated = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        handshake::negotiate(&mut stream, exports),
+    let timed_out = |_| Error::NbdProtocol("handshake timed out".into());
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let no_zeroes = tokio::time::timeout_at(deadline, handshake::greet(&mut stream))
+        .await
+        .map_err(timed_out)??;
+    let Some(acceptor) = tls else {
+        let outcome = tokio::time::timeout_at(
+            deadline,
+            handshake::options(&mut stream, exports, TlsMode::Off, no_zeroes),
+        )
+        .await
+        .map_err(timed_out)??;
+        let Outcome::Go(negotiated) = outcome else {
+            return Ok(());
+        };
+        let export = chosen(exports, &negotiated)?;
+        let (r, w) = stream.into_split();
+        return transmission::serve(r, w, export, negotiated).await;
+    };
+    let outcome = tokio::time::timeout_at(
+        deadline,
+        handshake::options(&mut stream, exports, TlsMode::Required, no_zeroes),
     )
     .await
-    .map_err(|_| Error::NbdProtocol("handshake timed out".into()))??;
-    let Some(negotiated) = negotiated else {
+    .map_err(timed_out)??;
+    if outcome != Outcome::StartTls {
+        return Ok(());
+    }
+    let mut stream = tokio::time::timeout_at(deadline, acceptor.accept(stream))
+        .await
+        .map_err(timed_out)?
+        .map_err(|e| Error::NbdTls(format!("TLS handshake failed: {e}")))?;
+    let outcome = tokio::time::timeout_at(
+        deadline,
+        handshake::options(&mut stream, exports, TlsMode::Active, no_zeroes),
+    )
+    .await
+    .map_err(timed_out)??;
+    let Outcome::Go(negotiated) = outcome else {
         return Ok(());
     };
+    let export = chosen(exports, &negotiated)?;
+    let (r, w) = tokio::io::split(stream);
+    transmission::serve(r, w, export, negotiated).await
+}
+
+fn chosen(exports: &ExportTable, negotiated: &Negotiated) -> Result<Arc<Export>> {
     let export = exports
         .get(&negotiated.export.name)
         .cloned()
@@ -113,6 +187,5 @@ async fn connection(mut stream: TcpStream, exports: &ExportTable) -> Result<()> 
         structured = negotiated.structured,
         "transmission"
     );
-    let (r, w) = stream.into_split();
-    transmission::serve(r, w, export, negotiated).await
+    Ok(export)
 }
