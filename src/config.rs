@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use pagestore::config::{ColdConfig, HotConfig, LocalConfig, StoreConfig};
+use pagestore::config::{
+    ColdConfig, GcConfig, HotConfig, LocalConfig, RetentionConfig, StoreConfig,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -13,6 +15,8 @@ pub struct PicoConfig {
     pub cold: Option<ColdConfig>,
     pub local: Option<LocalConfig>,
     pub hot: Option<HotConfig>,
+    pub retention: Option<RetentionConfig>,
+    pub gc: Option<GcConfig>,
     pub worker: Option<worker::WorkerConfig>,
 }
 
@@ -34,6 +38,8 @@ impl PicoConfig {
             cold: self.cold.clone().unwrap_or(defaults.cold),
             local: self.local.clone().unwrap_or(defaults.local),
             hot: self.hot.clone().unwrap_or(defaults.hot),
+            retention: self.retention.clone().unwrap_or(defaults.retention),
+            gc: self.gc.clone().unwrap_or(defaults.gc),
         }
     }
 

@@ -126,6 +126,17 @@ impl PageStore {
     /// tiers are fetched from the cold tier with as few ranged GETs as [`plan_ranges`] allows,
     /// shared with concurrent readers of the same bytes.
     pub async fn read_pages(&self, ids: &[PageId]) -> Result<Vec<Vec<u8>>> {
+        match self.read_pages_once(ids).await {
+            // A gc elsewhere repacked or deleted a pack: reload the catalog and try once more.
+            Err(e) if e.is_not_found() => {
+                self.refresh_catalog().await?;
+                self.read_pages_once(ids).await
+            }
+            other => other,
+        }
+    }
+
+    async fn read_pages_once(&self, ids: &[PageId]) -> Result<Vec<Vec<u8>>> {
         let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
         let mut misses = Vec::new();
         for (i, id) in ids.iter().enumerate() {
