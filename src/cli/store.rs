@@ -84,7 +84,16 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
                     dir.display()
                 );
             } else {
-                print_json(&checkpoint)?;
+                // The checkpoint, and what reading it cost in this process.
+                let s = store.stats_counters();
+                print_json(&serde_json::json!({
+                    "tenant": checkpoint.tenant,
+                    "generation": checkpoint.generation,
+                    "id": checkpoint.id,
+                    "hot": s.hot,
+                    "local": s.local,
+                    "cold": s.cold,
+                }))?;
             }
         }
         StoreCommand::Ls => {
