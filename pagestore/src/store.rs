@@ -54,9 +54,10 @@ pub struct TierCounters {
     pub flight_joins: AtomicU64,
 }
 
-/// Pages one materialize asks of [`PageStore::read_pages`] at a time (1 MiB).
-const MATERIALIZE_BATCH: usize = 256;
-/// Batches one materialize keeps in flight.
+/// Pages one materialize asks of [`PageStore::read_pages`] at a time (4 MiB, so that a batch of
+/// neighbouring pages becomes one ranged GET of up to [`crate::read::MAX_RANGE`]).
+const MATERIALIZE_BATCH: usize = 1024;
+/// Batches one materialize keeps in flight (16 MiB of pages in memory at most).
 const MATERIALIZE_CONCURRENCY: usize = 4;
 
 pub struct PageStore {

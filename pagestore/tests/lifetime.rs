@@ -155,3 +155,29 @@ async fn gc_does_not_run_while_an_ingest_holds_its_lock() {
         store.gc().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_left_by_a_dead_process_does_not_block_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (cfg, _garage) in backends(tmp.path()) {
+        let store = PageStore::open(&cfg).await.unwrap();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        // pid_max is at most 4194304, so this pid is never alive.
+        let body = format!(
+            r#"{{"host":"{}","pid":4194305,"created_ms":{}}}"#,
+            host.trim(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        );
+        let key = "locks/ingest-dead-4194305-1.lock";
+        store.cold().put(key, body.into_bytes()).await.unwrap();
+        store.gc().await.unwrap();
+        assert!(store.cold().list("locks/").await.unwrap().is_empty());
+        // A live one (this process) does block it.
+        let held = store.lock(LockKind::Ingest).await.unwrap();
+        assert!(matches!(store.gc().await, Err(Error::Busy { .. })));
+        store.unlock(held).await.unwrap();
+    }
+}
