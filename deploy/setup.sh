@@ -31,6 +31,8 @@ PACKAGES=(
   iptables iproute2
   # benchmark baselines
   b3sum lz4 zstd restic
+  # headless browser for the HTML cost report test
+  chromium
   # CRIU build dependencies (make criu)
   build-essential pkg-config dpkg-dev xz-utils
   libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf

@@ -1,56 +1,134 @@
 //! `pico.toml`: one typed section per part, unknown keys rejected, embedded defaults for all.
-//! Every field is documented in docs/configuration.md.
+//!
+//! The file only needs what differs from the defaults: `[hot]`, `[local]`, `[retention]`, `[gc]`,
+//! `[worker]` and `[prices]` keys are laid over the embedded defaults one by one; `[cold]` names a whole backend
+//! (`kind = "dir"` or another kind) and replaces the default section. Every field is documented in
+//! docs/configuration.md.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use pagestore::config::{
-    ColdConfig, GcConfig, HotConfig, LocalConfig, RetentionConfig, StoreConfig,
-};
-use serde::Deserialize;
+use pagestore::accounting::Prices;
+use pagestore::config::StoreConfig;
+use serde::{Deserialize, Serialize};
+use worker::WorkerConfig;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PicoConfig {
-    pub cold: Option<ColdConfig>,
-    pub local: Option<LocalConfig>,
-    pub hot: Option<HotConfig>,
-    pub retention: Option<RetentionConfig>,
-    pub gc: Option<GcConfig>,
-    pub worker: Option<worker::WorkerConfig>,
+    #[serde(flatten)]
+    pub store: StoreConfig,
+    pub worker: WorkerConfig,
+    /// Cold-tier prices for `pico report cost`.
+    #[serde(default)]
+    pub prices: Prices,
 }
 
+/// Sections merged key by key over their defaults; any other section replaces its default.
+const MERGED_SECTIONS: &[&str] = &["hot", "local", "retention", "gc", "worker", "prices"];
+
 impl PicoConfig {
-    /// Loads `HOME/pico.toml` if present; every missing section takes its embedded default.
+    pub fn embedded(home: &Path) -> PicoConfig {
+        PicoConfig {
+            store: StoreConfig::embedded(home),
+            worker: WorkerConfig::embedded(home),
+            prices: Prices::default(),
+        }
+    }
+
+    /// Loads `HOME/pico.toml` over the embedded defaults (all defaults if there is no file).
     pub fn load(home: &Path) -> anyhow::Result<PicoConfig> {
         let path = home.join("pico.toml");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text)
-                .with_context(|| format!("bad configuration in {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PicoConfig::default()),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::embedded(home)),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        Self::parse(home, &text).with_context(|| format!("bad configuration in {}", path.display()))
     }
 
-    pub fn store(&self, home: &Path) -> StoreConfig {
-        let defaults = StoreConfig::embedded(home);
-        StoreConfig {
-            cold: self.cold.clone().unwrap_or(defaults.cold),
-            local: self.local.clone().unwrap_or(defaults.local),
-            hot: self.hot.clone().unwrap_or(defaults.hot),
-            retention: self.retention.clone().unwrap_or(defaults.retention),
-            gc: self.gc.clone().unwrap_or(defaults.gc),
+    pub fn parse(home: &Path, text: &str) -> anyhow::Result<PicoConfig> {
+        let user: toml::Table = toml::from_str(text)?;
+        let mut merged = toml::Table::try_from(Self::embedded(home))?;
+        for (section, value) in user {
+            match (merged.get_mut(&section), value) {
+                (Some(toml::Value::Table(base)), toml::Value::Table(over))
+                    if MERGED_SECTIONS.contains(&section.as_str()) =>
+                {
+                    base.extend(over);
+                }
+                (_, value) => {
+                    merged.insert(section, value);
+                }
+            }
         }
-    }
-
-    pub fn worker(&self, home: &Path) -> worker::WorkerConfig {
-        self.worker
-            .clone()
-            .unwrap_or_else(|| worker::WorkerConfig::embedded(home))
+        Ok(merged.try_into()?)
     }
 }
 
 /// The home directory: `--home`, else `$PICO_HOME`, else `/var/lib/pico`.
 pub fn home_dir(arg: Option<PathBuf>) -> PathBuf {
     arg.unwrap_or_else(|| PathBuf::from("/var/lib/pico"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_a_file() {
+        let c = PicoConfig::parse(Path::new("/h"), "").unwrap();
+        assert_eq!(c.worker.socket, Path::new("/h/worker.sock"));
+        assert_eq!(c.store, StoreConfig::embedded(Path::new("/h")));
+    }
+
+    #[test]
+    fn a_partial_section_overlays_the_defaults() {
+        let c = PicoConfig::parse(Path::new("/h"), "[worker]\ncriu = \"/opt/criu\"\n").unwrap();
+        assert_eq!(c.worker.criu, Path::new("/opt/criu"));
+        assert_eq!(c.worker.tenants_dir, Path::new("/h/tenants"));
+    }
+
+    #[test]
+    fn cold_replaces_the_default_backend() {
+        let c = PicoConfig::parse(
+            Path::new("/h"),
+            "[cold]\nkind = \"dir\"\npath = \"/data\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.store.cold,
+            pagestore::config::ColdConfig::Dir {
+                path: "/data".into()
+            }
+        );
+    }
+
+    #[test]
+    fn prices_default_to_s3_standard_and_overlay_key_by_key() {
+        let c = PicoConfig::parse(Path::new("/h"), "").unwrap();
+        assert_eq!(c.prices, Prices::default());
+        assert!(c.prices.source.contains("S3 Standard"));
+        let c = PicoConfig::parse(Path::new("/h"), "[prices]\nstorage_gb_month = 0.01\n").unwrap();
+        assert_eq!(c.prices.storage_gb_month, 0.01);
+        assert_eq!(c.prices.put_per_1000, Prices::default().put_per_1000);
+        assert!(PicoConfig::parse(Path::new("/h"), "[prices]\nstorage = 1.0\n").is_err());
+    }
+
+    #[test]
+    fn retention_and_gc_overlay_their_defaults() {
+        let c = PicoConfig::parse(Path::new("/h"), "[retention]\nkeep_last = 3\n").unwrap();
+        assert_eq!(c.store.retention.keep_last, 3);
+        assert_eq!(c.store.gc, pagestore::config::GcConfig::default());
+        let c = PicoConfig::parse(Path::new("/h"), "[gc]\nrepack_below = 0.25\n").unwrap();
+        assert_eq!(c.store.gc.repack_below, 0.25);
+        assert!(PicoConfig::parse(Path::new("/h"), "[gc]\nrepack = 1\n").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = PicoConfig::parse(Path::new("/h"), "[worker]\ncriuu = \"x\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("criuu"), "{err:#}");
+        assert!(PicoConfig::parse(Path::new("/h"), "[nonsense]\na = 1\n").is_err());
+    }
 }

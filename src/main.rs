@@ -10,7 +10,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    cli::init_tracing(args.verbose);
+    cli::init_tracing(args.verbose, args.is_daemon());
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

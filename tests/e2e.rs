@@ -1,1 +1,415 @@
+//! End to end: the real chain (pico worker + CRIU + FUSE pager + page store) with real tenants.
+//! Needs root, CRIU >= 4.2, python3, redis-server: deploy/setup.sh installs them.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::time::Duration;
+
+use testkit::net::{free_port, http_get, is_listening, redis_cli};
+use testkit::pico::Pico;
+
+fn pico() -> Pico {
+    testkit::require_root();
+    Pico::new(env!("CARGO_BIN_EXE_pico"))
+}
+
+fn counter_app() -> String {
+    testkit::repo_root()
+        .join("deploy/apps/counter.py")
+        .display()
+        .to_string()
+}
+
+fn tenant(p: &Pico, name: &str) -> serde_json::Value {
+    p.json(&["tenant", "status", name])
+}
+
+#[test]
+fn python_counter_continues_after_swap_out_and_in() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let worker = p.start_worker();
+    let port = free_port();
+    let app = counter_app();
+    p.ok(&[
+        "tenant",
+        "add",
+        "counter",
+        "--port",
+        &port.to_string(),
+        "--",
+        "python3",
+        &app,
+        &port.to_string(),
+    ]);
+    for i in 1..=5 {
+        assert_eq!(http_get(port, "/inc").unwrap(), i.to_string());
+    }
+    let pid = tenant(&p, "counter")["pid"].as_u64().unwrap();
+
+    let out1 = p.json(&["tenant", "swap-out", "counter"]);
+    assert!(!is_listening(port), "nothing may listen while swapped out");
+    let t = tenant(&p, "counter");
+    assert_eq!(t["state"], "swapped-out");
+    assert_eq!(t["checkpoint"], out1["checkpoint"]);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "process must be gone"
+    );
+    assert_eq!(
+        std::fs::read_dir(p.home().join("staging")).unwrap().count(),
+        0,
+        "staging is deleted once the checkpoint is committed"
+    );
+
+    let back = p.json(&["tenant", "swap-in", "counter"]);
+    assert_eq!(back["pid"].as_u64().unwrap(), pid, "same pid after restore");
+    assert_eq!(
+        http_get(port, "/inc").unwrap(),
+        "6",
+        "memory state survived"
+    );
+    assert_eq!(tenant(&p, "counter")["state"], "running");
+
+    // A few more requests, then a second swap-out: only what changed is new.
+    for _ in 0..3 {
+        http_get(port, "/inc").unwrap();
+    }
+    let out2 = p.json(&["tenant", "swap-out", "counter"]);
+    assert_eq!(out2["generation"], 2);
+    let (new, total) = (
+        out2["pages_new"].as_f64().unwrap(),
+        out2["pages_total"].as_f64().unwrap(),
+    );
+    assert!(
+        total > 1000.0,
+        "a python process has thousands of pages, got {total}"
+    );
+    assert!(
+        new / total < 0.25,
+        "second checkpoint stored {new} new of {total} pages: generation dedup is not working"
+    );
+    p.ok(&["tenant", "swap-in", "counter"]);
+    assert_eq!(http_get(port, "/inc").unwrap(), "10");
+
+    let stats = p.json(&["store", "stats"]);
+    assert_eq!(stats["checkpoints"], 2);
+    assert!(stats["pages_unique"].as_u64().unwrap() < stats["pages_total"].as_u64().unwrap());
+    drop(worker);
+    assert!(!is_listening(port), "removing the tenant stops it");
+}
+
+#[test]
+fn redis_keeps_its_keys_across_a_swap() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let port = free_port();
+    let port_s = port.to_string();
+    p.ok(&[
+        "tenant",
+        "add",
+        "redis",
+        "--port",
+        &port_s,
+        "--",
+        "redis-server",
+        "--port",
+        &port_s,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+    ]);
+    for i in 0..200 {
+        let (k, v) = (
+            format!("key:{i}"),
+            format!("value-{i}-{}", "x".repeat(i % 50)),
+        );
+        assert_eq!(redis_cli(port, &["SET", &k, &v]), "OK");
+    }
+    p.ok(&["tenant", "swap-out", "redis"]);
+    assert!(!is_listening(port));
+    p.ok(&["tenant", "swap-in", "redis"]);
+    assert_eq!(redis_cli(port, &["DBSIZE"]), "200");
+    assert_eq!(
+        redis_cli(port, &["GET", "key:42"]),
+        format!("value-42-{}", "x".repeat(42))
+    );
+    assert_eq!(redis_cli(port, &["INCR", "counter"]), "1");
+}
+
+#[test]
+fn mistakes_get_clear_errors() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let err = p.fails(&["tenant", "ls"]);
+    assert!(err.contains("pico worker run"), "{err}");
+    let _worker = p.start_worker();
+    let err = p.fails(&["tenant", "swap-out", "ghost"]);
+    assert!(err.contains("no tenant named \"ghost\""), "{err}");
+    let port = free_port();
+    let app = counter_app();
+    p.ok(&[
+        "tenant",
+        "add",
+        "c",
+        "--port",
+        &port.to_string(),
+        "--",
+        "python3",
+        &app,
+        &port.to_string(),
+    ]);
+    let err = p.fails(&[
+        "tenant",
+        "add",
+        "c",
+        "--port",
+        &port.to_string(),
+        "--",
+        "true",
+    ]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = p.fails(&["tenant", "swap-in", "c"]);
+    assert!(err.contains("not swapped out"), "{err}");
+    let err = p.fails(&[
+        "tenant",
+        "add",
+        "d",
+        "--port",
+        &port.to_string(),
+        "--",
+        "python3",
+        &app,
+        &port.to_string(),
+    ]);
+    assert!(err.contains("already in use"), "{err}");
+    p.ok(&["tenant", "swap-out", "c"]);
+    let err = p.fails(&["tenant", "swap-out", "c"]);
+    assert!(err.contains("already swapped out"), "{err}");
+    let err = p.fails(&[
+        "tenant",
+        "add",
+        "bad",
+        "--port",
+        &free_port().to_string(),
+        "--",
+        "/nonexistent/prog",
+    ]);
+    assert!(err.contains("cannot start tenant bad"), "{err}");
+    let err = p.fails(&["store", "materialize", "0123456789", "/tmp/x"]);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn worker_refuses_an_old_or_missing_criu_and_bad_config() {
+    let p = pico();
+    std::fs::write(
+        p.home().join("pico.toml"),
+        "[worker]\ncriu = \"/nonexistent/criu\"\n",
+    )
+    .unwrap();
+    let err = p.fails(&["worker", "run"]);
+    assert!(
+        err.contains("4.2") && err.contains("deploy/setup.sh"),
+        "{err}"
+    );
+    // A fake CRIU that reports Debian 12's version.
+    let fake = p.home().join("old-criu");
+    std::fs::write(&fake, "#!/bin/sh\necho 'Version: 3.17.1'\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        p.home().join("pico.toml"),
+        format!("[worker]\ncriu = {:?}\n", fake),
+    )
+    .unwrap();
+    let err = p.fails(&["worker", "run"]);
+    assert!(err.contains("3.17.1") && err.contains("4.2"), "{err}");
+    std::fs::write(p.home().join("pico.toml"), "[worker]\nsokcet = \"x\"\n").unwrap();
+    let err = p.fails(&["store", "ls"]);
+    assert!(err.contains("sokcet"), "{err}");
+}
+
+#[test]
+fn store_cli_ingest_materialize_verify_and_corruption() {
+    let p = pico();
+    let src = p.home().join("src");
+    testkit::image::write_image_dir(&src, &testkit::image::mixed_pages(100, 9), 9);
+    let out = p.ok(&["store", "ingest", "--tenant", "t", src.to_str().unwrap()]);
+    let id = out.lines().last().unwrap().trim().to_string();
+    assert_eq!(id.len(), 32, "checkpoint id alone on the last line: {out}");
+    assert!(p.ok(&["store", "ls"]).contains(&id));
+    let stats = p.json(&["store", "stats"]);
+    for field in [
+        "logical_bytes",
+        "pages_total",
+        "pages_zero",
+        "pages_unique",
+        "stored_bytes",
+        "checkpoints",
+    ] {
+        assert!(stats[field].is_u64(), "stats --json lacks {field}: {stats}");
+    }
+    assert_eq!(stats["pages_total"], 100);
+    assert_eq!(stats["pages_zero"], 25);
+    let dst = p.home().join("dst");
+    p.ok(&["store", "materialize", &id[..12], dst.to_str().unwrap()]);
+    testkit::image::assert_same_dir(&src, &dst);
+    p.ok(&["store", "verify"]);
+
+    let packs = p.home().join("cold/packs");
+    let pack = std::fs::read_dir(&packs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut data = std::fs::read(&pack).unwrap();
+    data[100] ^= 0x55;
+    std::fs::write(&pack, data).unwrap();
+    p.ok(&["store", "evict", "--tier", "local"]);
+    let out = p.run(&["store", "verify"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("does not match its id"));
+    let err = p.fails(&[
+        "store",
+        "materialize",
+        &id,
+        p.home().join("dst2").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("does not match its id") && err.contains("cold"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(1));
+}
+
+/// The ActiveSet is learned from page faults only (checked against CRIU's own `#PF` log lines),
+/// installed eagerly on the next swap-in, and can be switched off per swap-in.
+#[test]
+fn activeset_learns_faults_and_installs_them_eagerly() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    std::fs::write(
+        p.home().join("pico.toml"),
+        "[worker]\ncriu_log_level = 4\nactiveset_grace_ms = 5000\n",
+    )
+    .unwrap();
+    let _worker = p.start_worker();
+    let port = free_port();
+    let app = counter_app();
+    p.ok(&[
+        "tenant",
+        "add",
+        "a",
+        "--port",
+        &port.to_string(),
+        "--",
+        "python3",
+        &app,
+        &port.to_string(),
+    ]);
+    http_get(port, "/ballast?mb=2").unwrap();
+    p.ok(&["tenant", "swap-out", "a"]);
+    let first = p.json(&["tenant", "swap-in", "a"]);
+    assert_eq!(first["eager_pages"], 0, "nothing learned yet");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    // Swap-out waits for learning and for the lazy copy to finish.
+    p.ok(&["tenant", "swap-out", "a"]);
+
+    let set = p.json(&["tenant", "activeset", "a"]);
+    let learned: std::collections::HashSet<u64> = set["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|page| page["vaddr"].as_u64().unwrap())
+        .collect();
+    let log =
+        std::fs::read_to_string(p.home().join("tenants/a/criu/restore/lazy-pages.log")).unwrap();
+    let faulted: std::collections::HashSet<u64> = log
+        .lines()
+        .filter_map(|l| l.split("#PF at 0x").nth(1))
+        .filter_map(|a| u64::from_str_radix(a.trim(), 16).ok())
+        .map(|a| a & !0xfff)
+        .collect();
+    assert!(!learned.is_empty(), "a request must fault some pages in");
+    assert!(
+        learned.is_subset(&faulted),
+        "learned pages that CRIU never faulted: {:?}",
+        learned.difference(&faulted).take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        learned.len() * 10 >= faulted.len() * 8,
+        "learned {} of {} faults",
+        learned.len(),
+        faulted.len()
+    );
+
+    let second = p.json(&["tenant", "swap-in", "a"]);
+    let eager = second["eager_pages"].as_u64().unwrap();
+    assert!(
+        eager > 0 && eager as usize <= learned.len(),
+        "eager {eager}"
+    );
+    assert_eq!(
+        http_get(port, "/inc").unwrap(),
+        "2",
+        "an eagerly installed set restores correctly"
+    );
+    p.ok(&["tenant", "swap-out", "a"]);
+    let set = p.json(&["tenant", "activeset", "a"]);
+    assert_eq!(set["restores"], 2);
+    assert!(set["last"]["hit_rate"].as_f64().unwrap() > 0.5, "{set}");
+
+    let third = p.json(&["tenant", "swap-in", "a", "--no-activeset"]);
+    assert_eq!(third["eager_pages"], 0);
+    assert_eq!(http_get(port, "/inc").unwrap(), "3");
+}
+
+/// `pico bench restore` runs end to end and writes its results (a smoke run: the figures are
+/// measured by the benchmark itself, not asserted here).
+#[test]
+fn bench_restore_smoke() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let out = p.home().join("bench-out");
+    let result = p
+        .command(&[
+            "--json",
+            "bench",
+            "restore",
+            "--runs",
+            "1",
+            "--apps",
+            "counter,nginx",
+            "--modes",
+            "criu-eager,lazy-local",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .current_dir(testkit::repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    for app in ["counter", "nginx"] {
+        for mode in ["criu-eager", "lazy-local"] {
+            let r = &json["apps"][app][mode];
+            assert_eq!(r["runs"], 1, "{app} {mode}: {json}");
+            assert!(r["p50_ms"].as_f64().unwrap() > 0.0);
+        }
+    }
+    for file in ["results.json", "restore.svg", "README.md"] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+}

@@ -1,1 +1,26 @@
-//! bench
+//! Whole-system benchmarks behind `pico bench ...`.
+//!
+//! Micro-benchmarks of hot loops belong to criterion; these measure what an operator pays for:
+//! bytes stored and seconds spent, on real CRIU checkpoints and real clients, against the tools
+//! they would use instead, measured in the same run. Every suite writes its JSON, an SVG chart and
+//! a README saying how the figures were made into one output directory ([`provenance`]), and
+//! shows progress only on a terminal ([`progress`]).
+//!
+//! - [`restore`]: time to a restored tenant's first correct answer, per app and restore mode.
+//! - [`dedup`]: stored bytes of a real checkpoint corpus: raw, tar|zstd, restic, pico.
+//! - [`nbd`]: our NBD server against `nbdkit file` on the same image.
+//! - [`latency_proxy`]: a realistic network (delay, bandwidth) between the worker and its object
+//!   store, since this kernel has no netem; [`garage`]: an S3 server for the cold modes.
+
+pub mod dedup;
+mod error;
+pub mod garage;
+pub mod latency_proxy;
+pub mod nbd;
+mod nbdclient;
+pub mod progress;
+pub mod provenance;
+pub mod restore;
+pub mod svg;
+
+pub use error::{Error, Result};

@@ -23,6 +23,8 @@ pub struct PageAccess {
     /// Size of the read request that touched it (a fault reads one page; CRIU's background
     /// copy reads up to 4 MiB).
     pub request_len: u32,
+    /// Which read request, in arrival order (pages of one request share it).
+    pub request: u64,
 }
 
 fn hex_id<S: serde::Serializer>(id: &PageId, s: S) -> Result<S::Ok, S::Error> {
@@ -32,6 +34,7 @@ fn hex_id<S: serde::Serializer>(id: &PageId, s: S) -> Result<S::Ok, S::Error> {
 pub struct AccessLog {
     started: Instant,
     records: Mutex<Vec<PageAccess>>,
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl Default for AccessLog {
@@ -39,13 +42,17 @@ impl Default for AccessLog {
         AccessLog {
             started: Instant::now(),
             records: Mutex::new(Vec::new()),
+            requests: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
 
 impl AccessLog {
     pub fn record(&self, file: &str, first_page: u64, ids: &[PageId], request_len: u32) {
-        let at_us = self.started.elapsed().as_micros() as u64;
+        let at_us = self.elapsed_us();
+        let request = self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         for (i, id) in ids.iter().enumerate() {
             let page = first_page + i as u64;
@@ -56,8 +63,14 @@ impl AccessLog {
                 id: *id,
                 at_us,
                 request_len,
+                request,
             });
         }
+    }
+
+    /// Microseconds since the mount.
+    pub fn elapsed_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
     }
 
     /// A copy of every record so far, in the order the reads arrived.

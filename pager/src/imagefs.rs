@@ -124,21 +124,23 @@ impl Filesystem for ImageFs {
         let Some(index) = Self::file_index(ino).filter(|&i| i < self.manifest.files.len()) else {
             return reply.error(Errno::ENOENT);
         };
-        let store = self.store.clone();
-        let manifest = self.manifest.clone();
-        let access = self.access.clone();
-        self.runtime.spawn(async move {
-            let file = &manifest.files[index];
-            if let FileContent::Paged(pages) = &file.content {
-                let end = (offset + u64::from(size)).min(file.size);
-                if offset < end {
-                    let first = offset / PAGE_SIZE as u64;
-                    let last = (end - 1) / PAGE_SIZE as u64;
-                    if let Some(ids) = pages.get(first as usize..=last as usize) {
-                        access.record(&file.name, first, ids, size);
-                    }
+        // Record on the FUSE thread, before the read is handed off, so that the log keeps the
+        // order in which reads arrived.
+        let file = &self.manifest.files[index];
+        if let FileContent::Paged(pages) = &file.content {
+            let end = (offset + u64::from(size)).min(file.size);
+            if offset < end {
+                let first = offset / PAGE_SIZE as u64;
+                let last = (end - 1) / PAGE_SIZE as u64;
+                if let Some(ids) = pages.get(first as usize..=last as usize) {
+                    self.access.record(&file.name, first, ids, size);
                 }
             }
+        }
+        let store = self.store.clone();
+        let manifest = self.manifest.clone();
+        self.runtime.spawn(async move {
+            let file = &manifest.files[index];
             match store.read_file_at(file, offset, size as usize).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => {

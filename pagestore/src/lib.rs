@@ -11,10 +11,12 @@
 //!
 //! This crate knows nothing of CRIU, FUSE, NBD or tenants: it stores files and pages.
 
+pub mod accounting;
 pub mod catalog;
 pub mod codec;
 pub mod cold;
 pub mod config;
+pub mod derive;
 mod error;
 pub mod gc;
 pub mod hot;
@@ -22,8 +24,10 @@ pub mod ingest;
 pub mod local;
 pub mod lock;
 pub mod manifest;
+pub mod meta;
 pub mod pack;
 pub mod page;
+pub mod prefetch;
 pub mod read;
 pub mod stats;
 pub mod store;

@@ -165,3 +165,29 @@ impl PageStore {
         }
     }
 }
+
+/// The store's request counters right now, without touching any tier (for benchmarks that
+/// measure the traffic of one operation).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct LiveCounters {
+    pub cold_gets: u64,
+    pub cold_get_bytes: u64,
+    pub cold_puts: u64,
+    pub cold_put_bytes: u64,
+    pub local_hits: u64,
+    pub local_misses: u64,
+}
+
+impl PageStore {
+    pub fn live_counters(&self) -> LiveCounters {
+        let c = &self.cold.counters;
+        LiveCounters {
+            cold_gets: c.gets.load(Ordering::Relaxed),
+            cold_get_bytes: c.get_bytes.load(Ordering::Relaxed),
+            cold_puts: c.puts.load(Ordering::Relaxed),
+            cold_put_bytes: c.put_bytes.load(Ordering::Relaxed),
+            local_hits: self.counters.local_hits.load(Ordering::Relaxed),
+            local_misses: self.counters.local_misses.load(Ordering::Relaxed),
+        }
+    }
+}

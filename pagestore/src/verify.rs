@@ -74,6 +74,12 @@ impl PageStore {
                 }
             }
         }
+        for obj in self.cold.list("meta/").await? {
+            let bytes = self.cold.get(&obj.key).await?;
+            if let Err(e) = crate::meta::decode(&obj.key, &bytes) {
+                r.problems.push(e.to_string());
+            }
+        }
         if let Some(local) = self.local() {
             let mut bad = Vec::new();
             local.for_each(&mut |id, codec, data| {

@@ -1,6 +1,8 @@
 //! Command-line interface: argument parsing and one module per command group.
 
+mod bench;
 mod pager;
+mod report;
 mod store;
 mod tenant;
 
@@ -36,7 +38,7 @@ pub enum Command {
     /// The page store: ingest, materialize, list, verify.
     #[command(subcommand)]
     Store(store::StoreCommand),
-    /// Front ends onto the store: FUSE image directories.
+    /// Front ends onto the store: FUSE image directories, NBD exports.
     #[command(subcommand)]
     Pager(pager::PagerCommand),
     /// The worker daemon that runs tenants.
@@ -45,6 +47,12 @@ pub enum Command {
     /// Tenants on the local worker.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// Whole-system benchmarks with JSON output.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Reports from the live store: what storage costs, per tenant.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 /// What every command gets: where home is, its configuration, output mode.
@@ -54,9 +62,11 @@ pub struct Context {
     pub json: bool,
 }
 
-pub fn init_tracing(verbose: u8) {
+/// Daemons log their work at info; one-shot commands only warnings, so their output stays clean.
+pub fn init_tracing(verbose: u8, daemon: bool) {
     let default = match verbose {
-        0 => "warn,pagestore=info,pager=info,worker=info",
+        0 if daemon => "warn,pagestore=info,pager=info,worker=info",
+        0 => "warn",
         1 => "info,pagestore=debug,pager=debug,worker=debug",
         _ => "trace",
     };
@@ -85,6 +95,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::Pager(c) => pager::run(&ctx, c).await,
             Command::Worker(c) => tenant::run_worker(&ctx, c).await,
             Command::Tenant(c) => tenant::run(&ctx, c).await,
+            Command::Bench(c) => bench::run(&ctx, c).await,
+            Command::Report(c) => report::run(&ctx, c).await,
         }
     })
 }
@@ -93,4 +105,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
+}
+
+impl Args {
+    /// Whether the command runs until stopped (and so logs what it does).
+    pub fn is_daemon(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Worker(_) | Command::Pager(pager::PagerCommand::Mount { .. })
+        )
+    }
 }

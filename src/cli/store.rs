@@ -42,8 +42,7 @@ pub enum StoreCommand {
 }
 
 pub async fn open(ctx: &Context) -> anyhow::Result<PageStore> {
-    let config = ctx.config.store(&ctx.home);
-    PageStore::open(&config)
+    PageStore::open(&ctx.config.store)
         .await
         .with_context(|| format!("cannot open the page store under {}", ctx.home.display()))
 }
@@ -206,17 +205,23 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             }
         }
         StoreCommand::Evict { tier } => {
-            if tier == "hot" {
-                let pages = store.hot().len();
-                store.evict_hot();
-                println!("evicted the hot tier ({pages} pages)");
-            } else {
-                anyhow::ensure!(
-                    store.local().is_some(),
-                    "the local tier is held by a running worker; evict through it or stop it first"
-                );
-                store.evict_local()?;
-                println!("evicted the local tier");
+            match worker::protocol::Client::new(&ctx.config.worker.socket)
+                .call(&worker::protocol::Request::Evict {
+                    tier: Some(tier.clone()),
+                })
+                .await
+            {
+                // A running worker holds the tiers (the hot one is its memory): it evicts.
+                Ok(_) => println!("evicted the {tier} tier of the running worker"),
+                Err(worker::Error::WorkerNotRunning { .. }) => {
+                    if tier == "hot" {
+                        store.evict_hot();
+                    } else {
+                        store.evict_local()?;
+                    }
+                    println!("evicted the {tier} tier");
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }

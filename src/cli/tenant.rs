@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::Subcommand;
 use worker::protocol::{Client, Request};
-use worker::tenant::{SwapInReport, SwapOutReport, TenantInfo};
+use worker::tenant::{ActiveSetSummary, SwapInReport, SwapOutReport, TenantInfo};
 
 use super::{print_json, Context};
 
@@ -23,6 +23,10 @@ pub enum TenantCommand {
         /// The TCP port it serves on (on 127.0.0.1).
         #[arg(long)]
         port: u16,
+        /// Launch with ASLR off and fixed hash seeds, so that tenants running the same program
+        /// share pages in the store (a security trade-off: see docs/ARCHITECTURE.md).
+        #[arg(long)]
+        deterministic: bool,
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
@@ -33,7 +37,14 @@ pub enum TenantCommand {
     /// Checkpoints a tenant into the store; its process is gone afterwards.
     SwapOut { name: String },
     /// Restores a swapped-out tenant (lazily, through the pager).
-    SwapIn { name: String },
+    SwapIn {
+        name: String,
+        /// Do not install the learned ActiveSet eagerly (for comparison).
+        #[arg(long)]
+        no_activeset: bool,
+    },
+    /// Shows a tenant's ActiveSet: the pages its restores touch first.
+    Activeset { name: String },
     /// Stops and forgets a tenant (its checkpoints stay in the store).
     Rm { name: String },
 }
@@ -41,29 +52,43 @@ pub enum TenantCommand {
 pub async fn run_worker(ctx: &Context, cmd: WorkerCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         WorkerCommand::Run => {
-            let store = ctx.config.store(&ctx.home);
-            worker::run(ctx.config.worker(&ctx.home), store).await?;
+            worker::run(ctx.config.worker.clone(), ctx.config.store.clone()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&ctx.config.worker(&ctx.home).socket);
+    let client = Client::new(&ctx.config.worker.socket);
     let started = Instant::now();
     let (request, name) = match &cmd {
-        TenantCommand::Add { name, port, cmd } => (
+        TenantCommand::Add {
+            name,
+            port,
+            deterministic,
+            cmd,
+        } => (
             Request::Add {
                 name: name.clone(),
                 port: *port,
                 cmd: cmd.clone(),
+                deterministic: *deterministic,
             },
             name.clone(),
         ),
         TenantCommand::Ls => (Request::Ls, String::new()),
         TenantCommand::Status { name } => (Request::Status { name: name.clone() }, name.clone()),
         TenantCommand::SwapOut { name } => (Request::SwapOut { name: name.clone() }, name.clone()),
-        TenantCommand::SwapIn { name } => (Request::SwapIn { name: name.clone() }, name.clone()),
+        TenantCommand::SwapIn { name, no_activeset } => (
+            Request::SwapIn {
+                name: name.clone(),
+                no_activeset: *no_activeset,
+            },
+            name.clone(),
+        ),
+        TenantCommand::Activeset { name } => {
+            (Request::ActiveSet { name: name.clone() }, name.clone())
+        }
         TenantCommand::Rm { name } => (Request::Rm { name: name.clone() }, name.clone()),
     };
     let result = client.call(&request).await?;
@@ -99,13 +124,34 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
         TenantCommand::SwapIn { .. } => {
             let r: SwapInReport = serde_json::from_value(result)?;
             println!(
-                "{name} swapped in in {} ms (mount {} ms, restore {} ms; {} ms at the client): pid {}",
+                "{name} swapped in in {} ms (mount {} ms, restore {} ms; {} ms at the client): pid {}, \
+                 {} ActiveSet pages installed eagerly",
                 r.total_ms,
                 r.mount_ms,
                 r.restore_ms,
                 started.elapsed().as_millis(),
-                r.pid
+                r.pid,
+                r.eager_pages
             );
+        }
+        TenantCommand::Activeset { .. } => {
+            let a: ActiveSetSummary = serde_json::from_value(result)?;
+            print!(
+                "{name}: {} pages ({} KiB) merged from {} restores",
+                a.pages,
+                a.bytes / 1024,
+                a.restores
+            );
+            match a.last {
+                Some(l) => println!(
+                    "; last restore (generation {}): {} pages installed eagerly, {} faults, hit rate {:.1}%",
+                    l.generation,
+                    l.eager_pages,
+                    l.faults,
+                    l.hit_rate * 100.0
+                ),
+                None => println!(),
+            }
         }
         TenantCommand::Rm { .. } => println!("{name} removed"),
     }

@@ -24,6 +24,31 @@ pub struct WorkerConfig {
     /// CRIU log level (0-4) for dump, restore and lazy-pages logs in the tenant's directory.
     #[serde(default = "default_criu_log_level")]
     pub criu_log_level: u8,
+    /// Learn each tenant's ActiveSet and install it eagerly on swap-in.
+    #[serde(default = "default_activeset")]
+    pub activeset: bool,
+    /// How many recent restores an ActiveSet merges.
+    #[serde(default = "default_activeset_window")]
+    pub activeset_window: usize,
+    /// How long after a restore page faults still count as the tenant's working set.
+    #[serde(default = "default_activeset_grace_ms")]
+    pub activeset_grace_ms: u64,
+    /// The most pages an ActiveSet installs eagerly (bounds a swap-in's eager work).
+    #[serde(default = "default_activeset_max_pages")]
+    pub activeset_max_pages: usize,
+}
+
+fn default_activeset() -> bool {
+    true
+}
+fn default_activeset_window() -> usize {
+    4
+}
+fn default_activeset_grace_ms() -> u64 {
+    1000
+}
+fn default_activeset_max_pages() -> usize {
+    65536
 }
 
 fn default_criu() -> PathBuf {
@@ -47,6 +72,10 @@ impl WorkerConfig {
             criu: default_criu(),
             start_timeout_ms: default_start_timeout_ms(),
             criu_log_level: default_criu_log_level(),
+            activeset: default_activeset(),
+            activeset_window: default_activeset_window(),
+            activeset_grace_ms: default_activeset_grace_ms(),
+            activeset_max_pages: default_activeset_max_pages(),
         }
     }
 }

@@ -16,7 +16,9 @@ use crate::config::WorkerConfig;
 use crate::criu::{log_tail, Criu};
 use crate::error::{Error, Result};
 use crate::protocol::{Request, Response};
-use crate::tenant::{process_alive, TenantDirs, TenantInfo, TenantState};
+use crate::tenant::{
+    disable_aslr, process_alive, TenantDirs, TenantInfo, TenantState, DETERMINISTIC_ENV,
+};
 
 /// A tenant as the running worker holds it.
 pub(crate) struct TenantSlot {
@@ -45,6 +47,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         return Err(Error::NotRoot);
     }
     let criu = Criu::detect(&config.criu, config.criu_log_level).await?;
+    become_subreaper()?;
     for dir in [&config.tenants_dir, &config.staging_dir, &config.mounts_dir] {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -188,18 +191,40 @@ impl Worker {
                 to_json(&out)
             }
             Request::Status { name } => to_json(&self.status(&name).await?),
-            Request::Add { name, port, cmd } => {
+            Request::Add {
+                name,
+                port,
+                cmd,
+                deterministic,
+            } => {
                 let span = info_span!("tenant", tenant = %name);
-                to_json(&self.add(&name, port, cmd).instrument(span).await?)
+                to_json(
+                    &self
+                        .add(&name, port, cmd, deterministic)
+                        .instrument(span)
+                        .await?,
+                )
             }
             Request::SwapOut { name } => {
                 let span = info_span!("tenant", tenant = %name);
                 to_json(&self.swap_out(&name).instrument(span).await?)
             }
-            Request::SwapIn { name } => {
+            Request::SwapIn { name, no_activeset } => {
                 let span = info_span!("tenant", tenant = %name);
-                to_json(&self.swap_in(&name).instrument(span).await?)
+                to_json(&self.swap_in(&name, !no_activeset).instrument(span).await?)
             }
+            Request::ActiveSet { name } => to_json(&self.activeset_summary(&name).await?),
+            Request::Evict { tier } => {
+                if tier.as_deref() != Some("local") {
+                    self.store.evict_hot();
+                }
+                if tier.as_deref() != Some("hot") {
+                    self.store.evict_local()?;
+                }
+                Ok(serde_json::Value::Null)
+            }
+            Request::StoreStats => to_json(&self.store.stats().await?),
+            Request::Counters => to_json(&self.store.live_counters()),
             Request::Rm { name } => {
                 let span = info_span!("tenant", tenant = %name);
                 self.rm(&name).instrument(span).await?;
@@ -220,8 +245,15 @@ impl Worker {
     }
 
     /// Starts a new tenant in its own session, working directory and log file, and waits until it
-    /// listens on its port.
-    pub async fn add(&self, name: &str, port: u16, cmd: Vec<String>) -> Result<TenantInfo> {
+    /// listens on its port. With `deterministic`, ASLR is off and hash seeds are fixed, so that
+    /// tenants running the same program share pages.
+    pub async fn add(
+        &self,
+        name: &str,
+        port: u16,
+        cmd: Vec<String>,
+        deterministic: bool,
+    ) -> Result<TenantInfo> {
         if !pagestore::manifest::valid_tenant_name(name) {
             return Err(Error::BadRequest(format!(
                 "tenant name {name:?} must be 1-63 letters, digits, '.', '_' or '-'"
@@ -232,6 +264,16 @@ impl Worker {
         };
         if self.lock_tenants().contains_key(name) {
             return Err(Error::TenantExists(name.to_string()));
+        }
+        // Readiness is "something listens on the port": it must be nobody before we start.
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Err(Error::Start {
+                name: name.to_string(),
+                reason: format!("port {port} is already in use by another process"),
+            });
         }
         let dirs = TenantDirs::new(&self.config.tenants_dir, name);
         let cwd = dirs.cwd();
@@ -250,11 +292,17 @@ impl Worker {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        if deterministic {
+            command.envs(DETERMINISTIC_ENV.iter().copied());
+        }
+        // SAFETY: setsid and personality are async-signal-safe and touch no parent memory.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if deterministic {
+                    disable_aslr()?;
                 }
                 Ok(())
             });
@@ -309,6 +357,7 @@ impl Worker {
             pid: Some(pid),
             port,
             cmd,
+            deterministic,
             checkpoint: None,
             generation: None,
             last_swap_out: None,
@@ -339,6 +388,7 @@ impl Worker {
         }
         if rt.info.state == TenantState::Running {
             if let Some(pid) = rt.info.pid {
+                let tree = crate::tenant::process_tree(pid);
                 let _ = nix::sys::signal::killpg(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
@@ -347,7 +397,13 @@ impl Worker {
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
-                wait_gone(pid, Duration::from_secs(5)).await;
+                for p in tree {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    wait_gone(p, Duration::from_secs(5)).await;
+                }
             }
         }
         // First the checkpoints: if the store is unreachable, `rm` fails and can be run again.
@@ -362,16 +418,39 @@ impl Worker {
     }
 }
 
-/// Waits until `pid` is gone (or `limit` passes).
+/// Makes the worker the parent of restored tenants. `criu restore -d` leaves the restored tree
+/// orphaned; without a subreaper it goes to pid 1, which (in a container) may never reap it, and
+/// a zombie keeps its pid taken, so the next restore of that tenant fails with "File exists".
+fn become_subreaper() -> Result<()> {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(Error::io(
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until `pid` is gone and its pid is free again, reaping it if it is our (adopted) child,
+/// or until `limit` passes.
 pub(crate) async fn wait_gone(pid: u32, limit: Duration) -> bool {
     let started = Instant::now();
-    while process_alive(pid) {
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    loop {
+        // Only this pid is waited for: other children (CRIU runs) belong to tokio's reaper.
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid as i32),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+        if !proc_dir.exists() {
+            return true;
+        }
         if started.elapsed() > limit {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    true
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {

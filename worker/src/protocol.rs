@@ -17,6 +17,9 @@ pub enum Request {
         name: String,
         port: u16,
         cmd: Vec<String>,
+        /// Launch with a deterministic address layout (see `tenant::Launch`).
+        #[serde(default)]
+        deterministic: bool,
     },
     Ls,
     Status {
@@ -27,7 +30,23 @@ pub enum Request {
     },
     SwapIn {
         name: String,
+        /// Restore without the ActiveSet (for comparison).
+        #[serde(default)]
+        no_activeset: bool,
     },
+    ActiveSet {
+        name: String,
+    },
+    /// Empties the caches the worker's store holds (for cold-start measurements): `hot`,
+    /// `local`, or both when no tier is named.
+    Evict {
+        #[serde(default)]
+        tier: Option<String>,
+    },
+    /// The worker's page store statistics, with its live tier counters.
+    StoreStats,
+    /// The store's request counters, read without touching any tier.
+    Counters,
     Rm {
         name: String,
     },

@@ -8,12 +8,20 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use pager::access::AccessLog;
+use pager::activeset::{classify_faults, ActiveSet, EagerPlan, ImageLayout, RestoreTrace};
+use pagestore::PageStore;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::criu::log_tail;
 use crate::daemon::{wait_gone, Worker};
 use crate::error::{Error, Result};
-use crate::tenant::{process_alive, SwapInReport, SwapOutReport, TenantState};
+use crate::tenant::{
+    process_alive, process_tree, ActiveSetSummary, LastRestore, SwapInReport, SwapOutReport,
+    TenantState,
+};
 
 /// How long a swap-out waits for the previous lazy restore to finish copying pages in.
 const LAZY_COPY_LIMIT: Duration = Duration::from_secs(120);
@@ -78,13 +86,17 @@ impl Worker {
         fresh_dir(&staging)?;
         let work = slot.dirs.criu_work("dump");
         fresh_dir(&work)?;
+        // The whole tree dies with the dump; its pids must be free before the next restore.
+        let tree = process_tree(pid);
         if let Err(e) = self.criu.dump(pid, &staging, &work).await {
             let _ = std::fs::remove_dir_all(&staging);
             // CRIU resumes the tree when a dump fails.
             return Err(e);
         }
         let dump_ms = ms(started);
-        wait_gone(pid, Duration::from_secs(5)).await;
+        for p in tree {
+            wait_gone(p, Duration::from_secs(5)).await;
+        }
 
         let ingest_started = Instant::now();
         let report = match self.store.ingest(name, &staging).await {
@@ -150,7 +162,7 @@ impl Worker {
 
     /// Restores a swapped-out tenant lazily: returns once its process tree runs again (same pid,
     /// same memory), while CRIU's lazy-pages daemon keeps filling in pages through the pager.
-    pub async fn swap_in(&self, name: &str) -> Result<SwapInReport> {
+    pub async fn swap_in(&self, name: &str, use_activeset: bool) -> Result<SwapInReport> {
         let slot = self.slot(name)?;
         let mut rt = slot.runtime.lock().await;
         let checkpoint_id = match (rt.info.state, &rt.info.checkpoint) {
@@ -163,10 +175,56 @@ impl Worker {
             (_, Some(c)) => c.clone(),
         };
         let started = Instant::now();
-        let checkpoint = self.store.resolve(&checkpoint_id).await?;
+        // The worker knows the checkpoint's key: no listing round trip to the cold tier.
+        let checkpoint = match (
+            pagestore::CheckpointId::parse(&checkpoint_id),
+            rt.info.generation,
+        ) {
+            (Some(id), Some(generation)) => pagestore::CheckpointRef {
+                tenant: name.to_string(),
+                generation,
+                id,
+            },
+            _ => self.store.resolve(&checkpoint_id).await?,
+        };
         let span = info_span!("swap_in", checkpoint = %checkpoint.id);
         async {
-            let manifest = self.store.manifest(&checkpoint).await?;
+            let want_set = use_activeset && self.config.activeset;
+            let (manifest, set) = tokio::join!(self.store.manifest(&checkpoint), async {
+                if want_set {
+                    self.load_activeset(name).await
+                } else {
+                    Ok(None)
+                }
+            });
+            let mut manifest = manifest?;
+            let plan = if want_set {
+                match set {
+                    Ok(Some(set)) => set.eager_plan(&mut manifest, self.config.activeset_max_pages),
+                    Ok(None) => EagerPlan::default(),
+                    Err(e) => {
+                        warn!(error = %e, "ignoring an unreadable ActiveSet");
+                        EagerPlan::default()
+                    }
+                }
+            } else {
+                EagerPlan::default()
+            };
+            // The served (rewritten) pagemaps are what the fault classifier must see.
+            let layout = ImageLayout::of(&manifest);
+            // Everything `criu restore` will read before the tenant runs (its eager pages and the
+            // ActiveSet), fetched in a few large requests while the mount and daemon start.
+            let prefetch = {
+                let store = self.store.clone();
+                let ids = layout.eager_page_ids(&manifest);
+                tokio::spawn(async move { store.prefetch(&ids).await })
+            };
+            // CRIU's lazy-pages daemon copies in every remaining page with one small read at a
+            // time; from a cold tier each costs a round trip (measured: ~450 serial reads of
+            // ~50 ms, 20 s before a Python tenant's first answer), and faults wait behind them.
+            // So the rest of the image is filled in behind the restore with large parallel
+            // ranged reads, and the daemon's reads find it in memory.
+            let fill_ids = layout.lazy_page_ids(&manifest);
             let mountpoint = self.config.mounts_dir.join(name);
             // A mount left behind by a crashed worker would make the new one fail.
             let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
@@ -198,9 +256,38 @@ impl Worker {
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
+            let prefetched = match prefetch.await {
+                Ok(Ok(r)) => {
+                    info!(
+                        pages = r.requested,
+                        already_hot = r.already_hot,
+                        cold_pages = r.cold_pages,
+                        cold_gets = r.cold_gets,
+                        cold_bytes = r.cold_bytes,
+                        ms = r.ms,
+                        "restore set prefetched"
+                    );
+                    r
+                }
+                // A failed prefetch only costs speed: the restore reads what it needs itself.
+                Ok(Err(e)) => {
+                    warn!(error = %e, "prefetch failed");
+                    Default::default()
+                }
+                Err(e) => {
+                    warn!(error = %e, "prefetch task failed");
+                    Default::default()
+                }
+            };
+            // The fill runs while CRIU restores (the restore set is already in memory).
+            let fill = {
+                let store = self.store.clone();
+                tokio::spawn(async move { store.prefetch(&fill_ids).await })
+            };
             let pid = match self.criu.restore(&mountpoint, &work, true).await {
                 Ok(pid) => pid,
                 Err(e) => {
+                    fill.abort();
                     let _ = lazy.kill().await;
                     let _ = tokio::task::spawn_blocking(move || mount.unmount()).await;
                     return Err(e);
@@ -209,37 +296,74 @@ impl Worker {
             let report = SwapInReport {
                 checkpoint: checkpoint.id.to_string(),
                 pid,
+                eager_pages: plan.pages.len() as u64,
+                prefetch: prefetched,
                 mount_ms,
                 restore_ms: ms(started) - mount_ms,
                 total_ms: ms(started),
             };
-            // Once every page is in, the daemon exits; then the checkpoint can be unmounted.
-            let access_file = slot
-                .dirs
-                .root
-                .join(format!("access-{}.jsonl", checkpoint.generation));
+            // Learn from the faults of the first moments, while the daemon copies in the rest; once
+            // every page is in, it exits and the checkpoint is unmounted.
+            let learning = use_activeset && self.config.activeset;
+            let learn = Learn {
+                store: self.store.clone(),
+                tenant: name.to_string(),
+                access: mount.access_log().clone(),
+                layout,
+                plan,
+                checkpoint: checkpoint.id.to_string(),
+                generation: checkpoint.generation,
+                window: self.config.activeset_window,
+                grace: Duration::from_millis(self.config.activeset_grace_ms),
+            };
+            let access_file = slot.dirs.root.join(format!("access-{}.jsonl", checkpoint.generation));
             let tenant = name.to_string();
             let work_dir = work.clone();
             rt.restoring = Some(tokio::spawn(async move {
-                let status = lazy.wait().await;
-                let accesses = mount.access_log().snapshot();
-                if let Err(e) = write_access_log(&access_file, &accesses) {
-                    warn!(tenant, error = %e, "could not save the access log");
-                }
-                if let Err(e) = tokio::task::spawn_blocking(move || mount.unmount()).await {
-                    warn!(tenant, error = %e, "unmount task failed");
-                }
-                match status {
-                    Ok(s) if s.success() => {
-                        info!(tenant, page_reads = accesses.len(), "lazy restore complete")
+                let learned = async {
+                    if learning {
+                        if let Err(e) = learn.run().await {
+                            warn!(tenant = %learn.tenant, error = %e, "could not save the ActiveSet");
+                        }
                     }
-                    other => warn!(
-                        tenant,
-                        status = ?other,
-                        log = %log_tail(&work_dir.join("lazy-pages.log"), 5),
-                        "lazy-pages daemon ended badly"
-                    ),
-                }
+                };
+                let filled = async {
+                    match fill.await {
+                        Ok(Ok(r)) => info!(
+                            tenant = %learn.tenant,
+                            pages = r.requested,
+                            cold_pages = r.cold_pages,
+                            cold_gets = r.cold_gets,
+                            cold_bytes = r.cold_bytes,
+                            ms = r.ms,
+                            "image filled in behind the restore"
+                        ),
+                        Ok(Err(e)) => warn!(error = %e, "background fill failed"),
+                        Err(e) => warn!(error = %e, "background fill task failed"),
+                    }
+                };
+                let copied = async {
+                    let status = lazy.wait().await;
+                    let accesses = mount.access_log().snapshot();
+                    if let Err(e) = write_access_log(&access_file, &accesses) {
+                        warn!(tenant, error = %e, "could not save the access log");
+                    }
+                    if let Err(e) = tokio::task::spawn_blocking(move || mount.unmount()).await {
+                        warn!(tenant, error = %e, "unmount task failed");
+                    }
+                    match status {
+                        Ok(s) if s.success() => {
+                            info!(tenant, page_reads = accesses.len(), "lazy restore complete")
+                        }
+                        other => warn!(
+                            tenant,
+                            status = ?other,
+                            log = %log_tail(&work_dir.join("lazy-pages.log"), 5),
+                            "lazy-pages daemon ended badly"
+                        ),
+                    }
+                };
+                tokio::join!(learned, filled, copied);
             }));
             rt.info.state = TenantState::Running;
             rt.info.pid = Some(pid);
@@ -250,6 +374,94 @@ impl Worker {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// Learning one restore's working set into the tenant's ActiveSet.
+struct Learn {
+    store: Arc<PageStore>,
+    tenant: String,
+    access: Arc<AccessLog>,
+    layout: ImageLayout,
+    plan: EagerPlan,
+    checkpoint: String,
+    generation: u64,
+    window: usize,
+    grace: Duration,
+}
+
+impl Learn {
+    async fn run(&self) -> Result<()> {
+        let restored_at = self.access.elapsed_us();
+        tokio::time::sleep(self.grace).await;
+        let until = restored_at + self.grace.as_micros() as u64;
+        let faults = classify_faults(&self.layout, &self.access.snapshot(), until);
+        let mut set = load_activeset(&self.store, &self.tenant)
+            .await?
+            .unwrap_or_else(|| ActiveSet::new(&self.tenant));
+        let mut pages = self.plan.pages.clone();
+        pages.extend(faults.iter().cloned());
+        let trace = RestoreTrace {
+            checkpoint: self.checkpoint.clone(),
+            generation: self.generation,
+            pages,
+            eager_pages: self.plan.pages.len() as u64,
+            faults: faults.len() as u64,
+        };
+        info!(
+            tenant = %self.tenant,
+            eager = trace.eager_pages,
+            faults = trace.faults,
+            hit_rate = trace.hit_rate(),
+            "ActiveSet learned"
+        );
+        set.record(trace, self.window);
+        let body = serde_json::to_vec(&set).map_err(|e| Error::Protocol(e.to_string()))?;
+        self.store
+            .put_meta(ACTIVESET_KIND, &self.tenant, &body)
+            .await?;
+        Ok(())
+    }
+}
+
+const ACTIVESET_KIND: &str = "activeset";
+
+async fn load_activeset(store: &PageStore, tenant: &str) -> Result<Option<ActiveSet>> {
+    match store.latest_meta(ACTIVESET_KIND, tenant).await? {
+        Some(body) => serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| Error::Protocol(format!("bad ActiveSet of {tenant}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+impl Worker {
+    async fn load_activeset(&self, tenant: &str) -> Result<Option<ActiveSet>> {
+        load_activeset(&self.store, tenant).await
+    }
+
+    /// What `pico tenant activeset NAME` shows.
+    pub async fn activeset_summary(&self, name: &str) -> Result<ActiveSetSummary> {
+        self.slot(name)?;
+        let set = self
+            .load_activeset(name)
+            .await?
+            .unwrap_or_else(|| ActiveSet::new(name));
+        let list = set.pages(self.config.activeset_max_pages);
+        Ok(ActiveSetSummary {
+            tenant: name.to_string(),
+            restores: set.restores.len(),
+            pages: list.len(),
+            bytes: (list.len() * pagestore::PAGE_SIZE) as u64,
+            last: set.restores.first().map(|t| LastRestore {
+                checkpoint: t.checkpoint.clone(),
+                generation: t.generation,
+                eager_pages: t.eager_pages,
+                faults: t.faults,
+                hit_rate: t.hit_rate(),
+            }),
+            list,
+        })
     }
 }
 

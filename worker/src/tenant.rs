@@ -36,6 +36,9 @@ pub struct TenantInfo {
     pub pid: Option<u32>,
     pub port: u16,
     pub cmd: Vec<String>,
+    /// Started with ASLR off and fixed hash seeds (see [`DETERMINISTIC_ENV`]).
+    #[serde(default)]
+    pub deterministic: bool,
     /// Newest committed checkpoint.
     pub checkpoint: Option<String>,
     pub generation: Option<u64>,
@@ -60,6 +63,12 @@ pub struct SwapOutReport {
 pub struct SwapInReport {
     pub checkpoint: String,
     pub pid: u32,
+    /// Pages the ActiveSet had CRIU install eagerly (0 without one).
+    #[serde(default)]
+    pub eager_pages: u64,
+    /// The prefetch of the pages `criu restore` reads before the tenant runs.
+    #[serde(default)]
+    pub prefetch: pagestore::prefetch::PrefetchReport,
     pub mount_ms: u64,
     pub restore_ms: u64,
     pub total_ms: u64,
@@ -119,5 +128,98 @@ pub fn process_alive(pid: u32) -> bool {
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
+    }
+}
+
+/// Environment set for tenants launched with a deterministic layout: interpreters that seed their
+/// hash tables at random would otherwise make every tenant's heap differ.
+pub const DETERMINISTIC_ENV: &[(&str, &str)] = &[("PYTHONHASHSEED", "0")];
+
+/// Turns off address-space randomisation for the calling process and its future children
+/// (`setarch -R`). Identical programs then lay out memory identically, so their checkpoints share
+/// pages across tenants (measured: 5 Python tenants 4.1x dedup instead of ~1.03x). The trade-off:
+/// ASLR protects against memory-corruption exploits; an operator chooses it per tenant.
+pub fn disable_aslr() -> std::io::Result<()> {
+    // SAFETY: personality(2) reads and sets a flag word of the calling process; no memory.
+    unsafe {
+        let current = libc::personality(0xffff_ffff);
+        if current < 0 || libc::personality((current as libc::c_ulong) | 0x0040000) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// What `pico tenant activeset` shows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ActiveSetSummary {
+    pub tenant: String,
+    pub restores: usize,
+    pub pages: usize,
+    pub bytes: u64,
+    pub last: Option<LastRestore>,
+    pub list: Vec<pager::activeset::ActivePage>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LastRestore {
+    pub checkpoint: String,
+    pub generation: u64,
+    pub eager_pages: u64,
+    pub faults: u64,
+    pub hit_rate: f64,
+}
+
+/// `pid` and all its descendants, found through the `PPid` of every process in /proc.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let ppid = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                });
+            if let Some(ppid) = ppid {
+                parent_of.push((p, ppid));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parent_of
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tree_of_a_shell_holds_its_child() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & wait"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let tree = process_tree(child.id());
+        assert_eq!(tree[0], child.id());
+        assert!(tree.len() >= 2, "{tree:?}");
+        child.kill().unwrap();
+        let _ = child.wait();
+        assert!(process_alive(std::process::id()));
     }
 }

@@ -1,0 +1,98 @@
+//! How a benchmark result was made: commit, machine, date and command, written as the README of
+//! its output directory. A figure without these cannot be compared with the next one.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Provenance {
+    /// `git rev-parse HEAD` of the working directory (plus `-dirty` when it has changes).
+    pub commit: String,
+    pub date_utc: String,
+    pub host: String,
+    pub kernel: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub command: String,
+    pub tools: Vec<String>,
+}
+
+fn first_line(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(|l| l.trim().to_string())
+}
+
+impl Provenance {
+    /// Collects what can be known here; unknown items read "unknown", never fail the run.
+    pub fn collect(tools: &[(&str, &[&str])]) -> Provenance {
+        let unknown = || "unknown".to_string();
+        let mut commit = first_line("git", &["rev-parse", "HEAD"]).unwrap_or_else(unknown);
+        if first_line("git", &["status", "--porcelain", "--untracked-files=no"]).is_some() {
+            commit.push_str("-dirty");
+        }
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+            .unwrap_or_else(unknown);
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0);
+        Provenance {
+            commit,
+            date_utc: first_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_else(unknown),
+            host: first_line("uname", &["-n"]).unwrap_or_else(unknown),
+            kernel: first_line("uname", &["-r"]).unwrap_or_else(unknown),
+            cpu,
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            memory_gib: (memory_kib / (1024.0 * 1024.0) * 10.0).round() / 10.0,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            tools: tools
+                .iter()
+                .map(|(p, a)| match first_line(p, a) {
+                    Some(line) if line.to_lowercase().contains(p) => line,
+                    Some(line) => format!("{p}: {line}"),
+                    None => format!("{p}: not found"),
+                })
+                .collect(),
+        }
+    }
+
+    /// The README section describing the run.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        s.push_str("## How this was made\n\n");
+        s.push_str(&format!("- command: `{}`\n", self.command));
+        s.push_str(&format!("- commit: `{}`\n", self.commit));
+        s.push_str(&format!("- date: {}\n", self.date_utc));
+        s.push_str(&format!(
+            "- machine: {} ({} cores, {} GiB), {}, Linux {}\n",
+            self.host, self.cores, self.memory_gib, self.cpu, self.kernel
+        ));
+        for t in &self.tools {
+            s.push_str(&format!("- tool: {t}\n"));
+        }
+        s
+    }
+}
+
+/// Writes `text` to `dir/name`, creating `dir`.
+pub fn write(dir: &Path, name: &str, text: &str) -> crate::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|e| crate::Error::io(&path, e))
+}

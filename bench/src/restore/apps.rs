@@ -1,0 +1,171 @@
+//! The tenants `pico bench restore` measures, each with a real client check of its first
+//! correct answer.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::Error;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum App {
+    /// `deploy/apps/counter.py`: a Python web app keeping a counter in memory.
+    Counter,
+    /// redis-server holding ~100 MB of data.
+    Redis,
+    /// nginx (master + worker) serving a page.
+    Nginx,
+    /// The counter app with a large random heap that requests do not touch.
+    LargeHeap,
+}
+
+pub const ALL: [App; 4] = [App::Counter, App::Redis, App::Nginx, App::LargeHeap];
+
+impl App {
+    pub fn name(self) -> &'static str {
+        match self {
+            App::Counter => "counter",
+            App::Redis => "redis",
+            App::Nginx => "nginx",
+            App::LargeHeap => "large-heap",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<App> {
+        ALL.into_iter().find(|a| a.name() == s)
+    }
+
+    /// The command line that starts the app on `port`, with its files under `dir`.
+    pub fn command(self, port: u16, dir: &Path, repo: &Path) -> Result<Vec<String>, Error> {
+        let port_s = port.to_string();
+        let counter = repo.join("deploy/apps/counter.py").display().to_string();
+        Ok(match self {
+            App::Counter | App::LargeHeap => vec!["python3".into(), counter, port_s],
+            App::Redis => [
+                "redis-server",
+                "--port",
+                &port_s,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            App::Nginx => {
+                let www = dir.join("www");
+                std::fs::create_dir_all(&www).map_err(|e| Error::io(&www, e))?;
+                std::fs::write(www.join("index.html"), "pico nginx tenant\n")
+                    .map_err(|e| Error::io(&www, e))?;
+                // As root: CRIU here cannot dump processes of another uid.
+                let conf = format!(
+                    "user root;\ndaemon off;\nmaster_process on;\nworker_processes 1;\n\
+                     pid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+                     events {{ worker_connections 64; }}\n\
+                     http {{ access_log off; server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n",
+                    d = dir.display()
+                );
+                let path = dir.join("nginx.conf");
+                std::fs::write(&path, conf).map_err(|e| Error::io(&path, e))?;
+                vec![
+                    "nginx".into(),
+                    "-c".into(),
+                    path.display().to_string(),
+                    "-p".into(),
+                    dir.display().to_string(),
+                ]
+            }
+        })
+    }
+
+    /// Gives the app its state once it listens.
+    pub fn prepare(self, port: u16, heap_mb: u32) -> Result<(), Error> {
+        match self {
+            App::Counter | App::Nginx => Ok(()),
+            App::LargeHeap => http_get(port, &format!("/ballast?mb={heap_mb}")).map(|_| ()),
+            App::Redis => load_redis(port),
+        }
+    }
+
+    /// One request with a real client; Ok(true) when the answer is the right one.
+    pub fn probe(self, port: u16) -> Result<bool, Error> {
+        Ok(match self {
+            App::Counter | App::LargeHeap => http_get(port, "/inc")
+                .map(|b| b.trim().parse::<u64>().is_ok())
+                .unwrap_or(false),
+            App::Nginx => http_get(port, "/")
+                .map(|b| b.contains("pico nginx tenant"))
+                .unwrap_or(false),
+            App::Redis => {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "GET", "key:777"])
+                    .output()
+                    .map_err(|e| Error::Step("redis-cli".into(), e.to_string()))?;
+                String::from_utf8_lossy(&out.stdout).trim() == redis_value(777)
+            }
+        })
+    }
+}
+
+/// Keys and values: 100,000 keys of ~1 KB, ~100 MB in redis.
+const REDIS_KEYS: u32 = 100_000;
+
+fn redis_value(i: u32) -> String {
+    format!("{i:08}-{}", "v".repeat(1000))
+}
+
+fn load_redis(port: u16) -> Result<(), Error> {
+    let mut child = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--pipe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Step("redis-cli".into(), e.to_string()))?;
+    {
+        let stdin = child
+            .stdin
+            .as_mut()
+            .ok_or_else(|| Error::Step("redis-cli".into(), "no stdin".into()))?;
+        let mut buf = std::io::BufWriter::new(stdin);
+        for i in 0..REDIS_KEYS {
+            let (k, v) = (format!("key:{i}"), redis_value(i));
+            write!(
+                buf,
+                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+                k.len(),
+                v.len()
+            )
+            .map_err(|e| Error::Step("redis-cli".into(), e.to_string()))?;
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::Step("redis-cli".into(), e.to_string()))?;
+    if !status.success() {
+        return Err(Error::Step("redis-cli --pipe".into(), status.to_string()));
+    }
+    Ok(())
+}
+
+/// `GET path` over HTTP/1.0 on loopback; the body of a 200 answer.
+pub fn http_get(port: u16, path: &str) -> Result<String, Error> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| Error::Step(format!("GET {path}"), e.to_string());
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(fail)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(fail)?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(fail)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(fail)?;
+    match out.split_once("\r\n\r\n") {
+        Some((head, body)) if head.contains(" 200 ") => Ok(body.to_string()),
+        _ => Err(Error::Step(
+            format!("GET {path}"),
+            format!("bad answer {out:?}"),
+        )),
+    }
+}

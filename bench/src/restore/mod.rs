@@ -1,0 +1,420 @@
+//! `pico bench restore`: time from the start of a restore to a tenant's first correct answer,
+//! measured at a real client, for several apps and restore modes in one run.
+//!
+//! Modes:
+//! - `criu-eager`: plain CRIU, `criu restore` of image files on tmpfs (the baseline an operator
+//!   has without us);
+//! - `lazy-local`: `pico tenant swap-in` with the pages in the local tier (ActiveSet on);
+//! - `lazy-cold`: the same after emptying the worker's caches, so every page comes from the cold
+//!   tier, without the ActiveSet;
+//! - `lazy-cold-activeset`: the same with the ActiveSet.
+//!
+//! Each mode gets one unmeasured warm-up cycle (which also teaches the ActiveSet).
+
+pub mod apps;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use worker::protocol::{Client, Request};
+
+pub use apps::App;
+
+use crate::Error;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Mode {
+    CriuEager,
+    LazyLocal,
+    LazyCold,
+    LazyColdActiveSet,
+}
+
+pub const ALL_MODES: [Mode; 4] = [
+    Mode::CriuEager,
+    Mode::LazyLocal,
+    Mode::LazyCold,
+    Mode::LazyColdActiveSet,
+];
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::CriuEager => "criu-eager",
+            Mode::LazyLocal => "lazy-local",
+            Mode::LazyCold => "lazy-cold",
+            Mode::LazyColdActiveSet => "lazy-cold-activeset",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Mode> {
+        ALL_MODES.into_iter().find(|m| m.name() == s)
+    }
+    fn cold(self) -> bool {
+        matches!(self, Mode::LazyCold | Mode::LazyColdActiveSet)
+    }
+}
+
+pub struct RestoreOptions {
+    /// The `pico` binary (to run the worker).
+    pub pico: PathBuf,
+    /// The repository (for deploy/apps).
+    pub repo: PathBuf,
+    pub apps: Vec<App>,
+    pub modes: Vec<Mode>,
+    pub runs: usize,
+    pub heap_mb: u32,
+    /// The `[cold]` section for the workers (the cold modes need a remote-like cold tier).
+    pub cold_toml: Option<String>,
+    /// Work directory (homes, images); removed afterwards.
+    pub work: PathBuf,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ModeResult {
+    pub runs: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    /// Mean bytes read from the cold tier before the first answer.
+    pub cold_bytes_first_answer: u64,
+    /// Mean bytes read from the cold tier over a whole restore, background copy included.
+    pub cold_bytes: u64,
+    /// Mean ActiveSet hit rate (share of the working set installed ahead of time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activeset_hit_rate: Option<f64>,
+    /// Mean pages installed eagerly from the ActiveSet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eager_pages: Option<f64>,
+    pub samples_ms: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreResults {
+    /// app → mode → result.
+    pub apps: std::collections::BTreeMap<String, std::collections::BTreeMap<String, ModeResult>>,
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn summarize(samples: Vec<f64>) -> ModeResult {
+    let mut sorted = samples.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    ModeResult {
+        runs: samples.len(),
+        p50_ms: percentile(&sorted, 50.0),
+        p95_ms: percentile(&sorted, 95.0),
+        min_ms: sorted.first().copied().unwrap_or(0.0),
+        max_ms: sorted.last().copied().unwrap_or(0.0),
+        samples_ms: samples,
+        ..Default::default()
+    }
+}
+
+fn free_port() -> Result<u16, Error> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind", e))?;
+    Ok(l.local_addr().map_err(|e| Error::io("bind", e))?.port())
+}
+
+/// Polls the app until it answers correctly; the time it took.
+fn first_answer(app: App, port: u16, started: Instant) -> Result<f64, Error> {
+    loop {
+        if app.probe(port)? {
+            return Ok(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(Error::Step(
+                app.name().into(),
+                "no correct answer in 60 s".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn wait_port(port: u16) -> Result<(), Error> {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err(Error::Step(
+                format!("port {port}"),
+                "app did not listen".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Runs the whole benchmark.
+pub async fn run(opts: &RestoreOptions) -> Result<RestoreResults, Error> {
+    become_subreaper()?;
+    let mut results = RestoreResults::default();
+    for &app in &opts.apps {
+        let mut per_mode = std::collections::BTreeMap::new();
+        if opts.modes.contains(&Mode::CriuEager) {
+            tracing::info!(app = app.name(), "mode criu-eager");
+            per_mode.insert(
+                Mode::CriuEager.name().to_string(),
+                criu_eager(opts, app).await?,
+            );
+        }
+        let lazy: Vec<Mode> = opts
+            .modes
+            .iter()
+            .copied()
+            .filter(|m| *m != Mode::CriuEager)
+            .collect();
+        if !lazy.is_empty() {
+            for (mode, r) in lazy_modes(opts, app, &lazy).await? {
+                per_mode.insert(mode.name().to_string(), r);
+            }
+        }
+        results.apps.insert(app.name().to_string(), per_mode);
+    }
+    Ok(results)
+}
+
+fn become_subreaper() -> Result<(), Error> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(Error::io("prctl", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Waits for `pid` to be gone (reaping it: restored trees are re-parented to us).
+fn reap(pid: u32) {
+    let started = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && started.elapsed() < Duration::from_secs(10)
+    {
+        // SAFETY: waitpid on one pid with WNOHANG; the status is discarded.
+        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn spawn_app(app: App, port: u16, dir: &Path, repo: &Path) -> Result<Child, Error> {
+    use std::os::unix::process::CommandExt;
+    let cmd = app.command(port, dir, repo)?;
+    let log = std::fs::File::create(dir.join("app.log")).map_err(|e| Error::io(dir, e))?;
+    let log2 = log.try_clone().map_err(|e| Error::io(dir, e))?;
+    let mut c = Command::new(&cmd[0]);
+    c.args(&cmd[1..])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    c.spawn()
+        .map_err(|e| Error::Step(cmd[0].clone(), e.to_string()))
+}
+
+/// The baseline: CRIU dumps to tmpfs and restores eagerly, as an operator would script it.
+async fn criu_eager(opts: &RestoreOptions, app: App) -> Result<ModeResult, Error> {
+    let criu = worker::criu::Criu::detect(Path::new("criu"), 2)
+        .await
+        .map_err(|e| Error::Step("criu".into(), e.to_string()))?;
+    let dir = opts.work.join(format!("eager-{}", app.name()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let port = free_port()?;
+    let child = spawn_app(app, port, &dir, &opts.repo)?;
+    let mut pid = child.id();
+    wait_port(port)?;
+    app.prepare(port, opts.heap_mb)?;
+    let images =
+        Path::new("/dev/shm").join(format!("pico-bench-{}-{}", std::process::id(), app.name()));
+    let mut samples = Vec::new();
+    for run in 0..=opts.runs {
+        let _ = std::fs::remove_dir_all(&images);
+        std::fs::create_dir_all(&images).map_err(|e| Error::io(&images, e))?;
+        let work = dir.join("criu-work");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+        let tree = worker::tenant::process_tree(pid);
+        criu.dump(pid, &images, &work)
+            .await
+            .map_err(|e| Error::Step("criu dump".into(), e.to_string()))?;
+        tree.into_iter().for_each(reap);
+        let started = Instant::now();
+        pid = criu
+            .restore(&images, &work, false)
+            .await
+            .map_err(|e| Error::Step("criu restore".into(), e.to_string()))?;
+        let ms = first_answer(app, port, started)?;
+        if run > 0 {
+            samples.push(ms);
+        }
+    }
+    for p in worker::tenant::process_tree(pid) {
+        // SAFETY: kill(2) of the tenant we restored.
+        unsafe { libc::kill(p as i32, libc::SIGKILL) };
+        reap(p);
+    }
+    let _ = std::fs::remove_dir_all(&images);
+    Ok(summarize(samples))
+}
+
+struct WorkerProc {
+    child: Child,
+    client: Client,
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+async fn call(client: &Client, request: &Request) -> Result<serde_json::Value, Error> {
+    client
+        .call(request)
+        .await
+        .map_err(|e| Error::Step("pico worker".into(), e.to_string()))
+}
+
+async fn cold_get_bytes(client: &Client) -> Result<u64, Error> {
+    let c = call(client, &Request::Counters).await?;
+    Ok(c["cold_get_bytes"].as_u64().unwrap_or(0))
+}
+
+async fn lazy_modes(
+    opts: &RestoreOptions,
+    app: App,
+    modes: &[Mode],
+) -> Result<Vec<(Mode, ModeResult)>, Error> {
+    let home = opts.work.join(format!("home-{}", app.name()));
+    std::fs::create_dir_all(&home).map_err(|e| Error::io(&home, e))?;
+    if modes.iter().any(|m| m.cold()) {
+        let cold = opts.cold_toml.as_deref().ok_or_else(|| {
+            Error::Step(
+                "lazy-cold modes".into(),
+                "need a cold tier ([cold] section)".into(),
+            )
+        })?;
+        std::fs::write(home.join("pico.toml"), cold).map_err(|e| Error::io(&home, e))?;
+    }
+    let log = std::fs::File::create(home.join("worker.log")).map_err(|e| Error::io(&home, e))?;
+    let log2 = log.try_clone().map_err(|e| Error::io(&home, e))?;
+    let child = Command::new(&opts.pico)
+        .arg("--home")
+        .arg(&home)
+        .args(["worker", "run"])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| Error::Step("pico worker run".into(), e.to_string()))?;
+    let socket = home.join("worker.sock");
+    let worker = WorkerProc {
+        child,
+        client: Client::new(&socket),
+    };
+    let started = Instant::now();
+    while !socket.exists() {
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err(Error::Step(
+                "pico worker run".into(),
+                "did not start".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let port = free_port()?;
+    let dir = home.join("app");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let cmd = app.command(port, &dir, &opts.repo)?;
+    let name = app.name().to_string();
+    call(
+        &worker.client,
+        &Request::Add {
+            name: name.clone(),
+            port,
+            cmd,
+            deterministic: false,
+        },
+    )
+    .await?;
+    app.prepare(port, opts.heap_mb)?;
+
+    let mut out = Vec::new();
+    for &mode in modes {
+        tracing::info!(app = app.name(), mode = mode.name(), "measuring");
+        let mut samples = Vec::new();
+        let (mut first_bytes, mut total_bytes, mut hit, mut eager) = (0u64, 0u64, 0f64, 0f64);
+        let mut last_start_bytes: Option<u64> = None;
+        for run in 0..=opts.runs {
+            call(&worker.client, &Request::SwapOut { name: name.clone() }).await?;
+            let now = cold_get_bytes(&worker.client).await?;
+            if let (Some(b), true) = (last_start_bytes, run > 1) {
+                total_bytes += now - b;
+            }
+            if mode.cold() {
+                call(&worker.client, &Request::Evict { tier: None }).await?;
+            }
+            let before = cold_get_bytes(&worker.client).await?;
+            let no_activeset = mode == Mode::LazyCold;
+            let started = Instant::now();
+            let report = call(
+                &worker.client,
+                &Request::SwapIn {
+                    name: name.clone(),
+                    no_activeset,
+                },
+            )
+            .await?;
+            let ms = first_answer(app, port, started)?;
+            let after = cold_get_bytes(&worker.client).await?;
+            last_start_bytes = Some(before);
+            if run > 0 {
+                samples.push(ms);
+                first_bytes += after - before;
+                eager += report["eager_pages"].as_f64().unwrap_or(0.0);
+            }
+        }
+        // Let the last restore finish (background copy) and count it.
+        call(&worker.client, &Request::SwapOut { name: name.clone() }).await?;
+        if let Some(b) = last_start_bytes {
+            total_bytes += cold_get_bytes(&worker.client).await? - b;
+        }
+        call(
+            &worker.client,
+            &Request::SwapIn {
+                name: name.clone(),
+                no_activeset: true,
+            },
+        )
+        .await?;
+        if mode != Mode::LazyCold {
+            let set = call(&worker.client, &Request::ActiveSet { name: name.clone() }).await?;
+            hit = set["last"]["hit_rate"].as_f64().unwrap_or(0.0);
+        }
+        let n = samples.len().max(1) as u64;
+        let mut r = summarize(samples);
+        r.cold_bytes_first_answer = first_bytes / n;
+        r.cold_bytes = total_bytes / n;
+        if mode != Mode::LazyCold {
+            r.activeset_hit_rate = Some(hit);
+            r.eager_pages = Some(eager / n as f64);
+        }
+        out.push((mode, r));
+    }
+    let _ = call(&worker.client, &Request::Rm { name }).await;
+    Ok(out)
+}

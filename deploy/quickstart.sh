@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The quickstart demo, on embedded defaults: a worker, three real tenants (two Python web servers
+# each serving its own page, one redis-server holding keys), all swapped out of memory into the
+# page store, store statistics, then each swapped back in and asked a question. As root.
+# It stops everything it started and removes its temporary home.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ "$(id -u)" -eq 0 ] || { echo "quickstart: run as root (CRIU and FUSE need it)" >&2; exit 1; }
+export PATH="$HOME/.cargo/bin:/usr/local/sbin:$PATH"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/picocenter/target}"
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "set-up (skips what is present)"
+bash deploy/setup.sh
+say "building pico (release)"
+cargo build --release --locked --quiet --bin pico
+PICO_BIN="$CARGO_TARGET_DIR/release/pico"
+
+H=$(mktemp -d /tmp/pico-quickstart.XXXXXX)
+pico() { "$PICO_BIN" --home "$H" "$@"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
+
+WORKER_PID=""
+cleanup() {
+  set +e
+  for t in web1 web2 redis; do pico tenant rm "$t" >/dev/null 2>&1; done
+  [ -n "$WORKER_PID" ] && kill "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null
+  rm -rf "$H"
+}
+trap cleanup EXIT
+
+say "starting pico worker run (home $H)"
+pico worker run >"$H/worker.log" 2>&1 &
+WORKER_PID=$!
+for _ in $(seq 100); do [ -S "$H/worker.sock" ] && break; sleep 0.1; done
+[ -S "$H/worker.sock" ] || { cat "$H/worker.log"; exit 1; }
+
+P1=$(free_port); P2=$(free_port); P3=$(free_port)
+for t in web1 web2; do
+  mkdir -p "$H/www/$t"
+  echo "Hello from $t, served by a process that was swapped out of memory." >"$H/www/$t/index.html"
+done
+
+say "adding three tenants"
+pico tenant add web1 --port "$P1" -- python3 -m http.server "$P1" --bind 127.0.0.1 --directory "$H/www/web1" >/dev/null
+pico tenant add web2 --port "$P2" -- python3 -m http.server "$P2" --bind 127.0.0.1 --directory "$H/www/web2" >/dev/null
+pico tenant add redis --port "$P3" -- redis-server --port "$P3" --bind 127.0.0.1 --save "" --appendonly no >/dev/null
+for i in $(seq 1 1000); do echo "SET key:$i value-$i"; done | redis-cli -p "$P3" >/dev/null
+redis-cli -p "$P3" SET greeting "hello from redis, back from the page store" >/dev/null
+pico tenant ls
+
+say "swapping all three out (CRIU dump -> page store)"
+declare -A OUT_MS
+for t in web1 web2 redis; do
+  pico tenant swap-out "$t"
+  OUT_MS[$t]=$(pico --json tenant status "$t" | python3 -c 'import json,sys; print(json.load(sys.stdin)["last_swap_out"]["total_ms"])')
+done
+pico tenant ls
+
+say "pico store stats"
+pico store stats
+
+say "sending each a request: swap-in (lazy restore through the pager), then the request"
+declare -A IN_MS ANSWER_MS ANSWER
+for t in web1 web2 redis; do
+  start=$(now_ms)
+  IN_MS[$t]=$(pico --json tenant swap-in "$t" | json_field total_ms)
+  case $t in
+    web1) ANSWER[$t]=$(curl -sf "http://127.0.0.1:$P1/") ;;
+    web2) ANSWER[$t]=$(curl -sf "http://127.0.0.1:$P2/") ;;
+    redis) ANSWER[$t]="$(redis-cli -p "$P3" GET greeting) ($(redis-cli -p "$P3" DBSIZE) keys)" ;;
+  esac
+  ANSWER_MS[$t]=$(( $(now_ms) - start ))
+done
+
+say "results"
+printf '%-7s %13s %12s %16s  %s\n' TENANT "SWAP-OUT ms" "SWAP-IN ms" "FIRST ANSWER ms" ANSWER
+for t in web1 web2 redis; do
+  printf '%-7s %13s %12s %16s  %s\n' "$t" "${OUT_MS[$t]}" "${IN_MS[$t]}" "${ANSWER_MS[$t]}" "${ANSWER[$t]}"
+done
+echo
+echo "(FIRST ANSWER: from the start of swap-in to the tenant's answer, measured at the client)"
+pico tenant ls
+say "stopping everything the quickstart started"

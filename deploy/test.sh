@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, exactly as CI does (.ci/run calls this): set-up if needed, then
+# format check, clippy -D warnings, and unit, integration and end-to-end tests. As root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ "$(id -u)" -eq 0 ] || { echo "deploy/test.sh: run as root (CRIU and FUSE need it)" >&2; exit 1; }
+export PATH="$HOME/.cargo/bin:/usr/local/sbin:$PATH"
+# Builds live outside the clone so that later runs on this machine reuse them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/picocenter/target}"
+
+bash deploy/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests (unit, integration, end-to-end)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi

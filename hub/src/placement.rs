@@ -1,0 +1,75 @@
+//! Where to restore a tenant: prefer the worker whose local tier already holds most of the
+//! tenant's pages (they need no fetch from the cold tier), among workers alive and with room.
+
+/// What the hub knows of one worker when placing one tenant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub worker: String,
+    /// Whether its last heartbeat is recent enough.
+    pub alive: bool,
+    /// Memory it can still give tenants, in bytes.
+    pub free_bytes: u64,
+    /// Bytes of this tenant's checkpoint already in its local tier.
+    pub resident_bytes: u64,
+}
+
+/// Picks the worker for a tenant whose checkpoint holds `tenant_bytes` of memory.
+///
+/// Workers that are down or lack room are never chosen. Among the rest, the one holding most of
+/// the tenant's pages locally wins (fewest cold fetches, fastest restore); ties go to the one with
+/// most free memory, then to the name, so the choice is deterministic.
+pub fn choose(candidates: &[Candidate], tenant_bytes: u64) -> Option<&Candidate> {
+    candidates
+        .iter()
+        .filter(|c| c.alive && c.free_bytes >= tenant_bytes)
+        .max_by(|a, b| {
+            (a.resident_bytes, a.free_bytes)
+                .cmp(&(b.resident_bytes, b.free_bytes))
+                .then_with(|| b.worker.cmp(&a.worker))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(worker: &str, alive: bool, free: u64, resident: u64) -> Candidate {
+        Candidate {
+            worker: worker.into(),
+            alive,
+            free_bytes: free,
+            resident_bytes: resident,
+        }
+    }
+
+    #[test]
+    fn prefers_the_worker_that_already_has_the_pages() {
+        let cs = [
+            c("a", true, 1000, 10),
+            c("b", true, 500, 90),
+            c("c", true, 2000, 0),
+        ];
+        assert_eq!(choose(&cs, 100).unwrap().worker, "b");
+    }
+
+    #[test]
+    fn never_picks_a_dead_or_full_worker() {
+        let cs = [
+            c("a", false, 1000, 100),
+            c("b", true, 50, 100),
+            c("c", true, 1000, 0),
+        ];
+        assert_eq!(choose(&cs, 100).unwrap().worker, "c");
+        assert!(choose(&cs[..2], 100).is_none());
+    }
+
+    #[test]
+    fn ties_break_on_free_memory_then_name() {
+        let cs = [
+            c("b", true, 1000, 0),
+            c("a", true, 1000, 0),
+            c("c", true, 999, 0),
+        ];
+        assert_eq!(choose(&cs, 1).unwrap().worker, "a");
+    }
+}

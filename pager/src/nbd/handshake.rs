@@ -1,0 +1,417 @@
+//! The handshake phase: fixed newstyle negotiation up to NBD_OPT_GO (or NBD_OPT_EXPORT_NAME).
+//!
+//! Generic over the byte stream and over what exports exist ([`Catalog`]), so tests and the fuzz
+//! target drive it over in-memory pipes. Option payloads are bounded, names are only looked up,
+//! and anything that breaks framing closes the connection: a client can cost us at most one task
+//! and [`MAX_OPTION_LEN`] bytes of buffer.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::export::ExportTable;
+use super::proto::*;
+use crate::error::{Error, Result};
+
+/// What the handshake needs to know about an export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportInfo {
+    /// The export's own name (the empty name resolves to a real one).
+    pub name: String,
+    pub size: u64,
+    pub writable: bool,
+}
+
+/// The exports a handshake can choose from.
+pub trait Catalog {
+    fn lookup(&self, name: &str) -> Option<ExportInfo>;
+    fn names(&self) -> Vec<String>;
+}
+
+impl Catalog for ExportTable {
+    fn lookup(&self, name: &str) -> Option<ExportInfo> {
+        self.get(name).map(|e| ExportInfo {
+            name: e.name().to_string(),
+            size: e.size(),
+            writable: e.writable(),
+        })
+    }
+    fn names(&self) -> Vec<String> {
+        ExportTable::names(self).map(str::to_string).collect()
+    }
+}
+
+/// The outcome of a successful handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub export: ExportInfo,
+    pub flags: u16,
+    pub structured: bool,
+    /// Whether `base:allocation` was selected (block status allowed).
+    pub base_allocation: bool,
+}
+
+/// Transmission flags for an export.
+pub fn transmission_flags(writable: bool, structured: bool) -> u16 {
+    let mut f = FLAG_HAS_FLAGS | FLAG_SEND_FLUSH | FLAG_CAN_MULTI_CONN;
+    if writable {
+        f |= FLAG_SEND_TRIM | FLAG_SEND_WRITE_ZEROES;
+    } else {
+        f |= FLAG_READ_ONLY;
+    }
+    if structured {
+        f |= FLAG_SEND_DF;
+    }
+    f
+}
+
+fn protocol(msg: impl Into<String>) -> Error {
+    Error::NbdProtocol(msg.into())
+}
+
+async fn reply<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    option: u32,
+    kind: u32,
+    data: &[u8],
+) -> Result<()> {
+    io.write_all(&option_reply(option, kind, data)).await?;
+    Ok(())
+}
+
+/// Runs the handshake. `Ok(None)`: the client aborted or left politely.
+pub async fn negotiate<S, C>(io: &mut S, catalog: &C) -> Result<Option<Negotiated>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    C: Catalog + ?Sized,
+{
+    io.write_all(&greeting()).await?;
+    io.flush().await?;
+    let client_flags = io.read_u32().await?;
+    if client_flags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
+        return Err(protocol(format!("unknown client flags {client_flags:#x}")));
+    }
+    if client_flags & FLAG_C_FIXED_NEWSTYLE == 0 {
+        return Err(protocol("client does not speak fixed newstyle"));
+    }
+    let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
+    let mut structured = false;
+    // (export name it was selected for, selected?)
+    let mut meta: Option<(String, bool)> = None;
+
+    loop {
+        let mut head = [0u8; OPTION_HEADER_LEN];
+        io.read_exact(&mut head).await?;
+        let header = OptionHeader::decode(&head).map_err(|e| protocol(format!("option: {e}")))?;
+        let opt = header.option;
+        if header.len > MAX_OPTION_LEN {
+            if opt == OPT_EXPORT_NAME {
+                return Err(protocol("export name too long"));
+            }
+            tokio::io::copy(
+                &mut (&mut *io).take(u64::from(header.len)),
+                &mut tokio::io::sink(),
+            )
+            .await?;
+            reply(io, opt, REP_ERR_TOO_BIG, b"option payload too large").await?;
+            io.flush().await?;
+            continue;
+        }
+        let mut data = vec![0u8; header.len as usize];
+        io.read_exact(&mut data).await?;
+
+        match opt {
+            OPT_EXPORT_NAME => {
+                let name =
+                    String::from_utf8(data).map_err(|_| protocol("export name not UTF-8"))?;
+                let export = catalog
+                    .lookup(&name)
+                    .ok_or_else(|| protocol(format!("no export named {name:?}")))?;
+                let flags = transmission_flags(export.writable, structured);
+                let mut b = Vec::with_capacity(10 + 124);
+                b.extend_from_slice(&export.size.to_be_bytes());
+                b.extend_from_slice(&flags.to_be_bytes());
+                if !no_zeroes {
+                    b.extend_from_slice(&[0u8; 124]);
+                }
+                io.write_all(&b).await?;
+                io.flush().await?;
+                let base_allocation = matches!(&meta, Some((n, true)) if *n == name || lookup_same(catalog, n, &export));
+                return Ok(Some(Negotiated {
+                    export,
+                    flags,
+                    structured,
+                    base_allocation,
+                }));
+            }
+            OPT_ABORT => {
+                // Best effort: the client may already be gone.
+                let _ = reply(io, opt, REP_ACK, &[]).await;
+                let _ = io.flush().await;
+                return Ok(None);
+            }
+            OPT_LIST => {
+                if !data.is_empty() {
+                    reply(io, opt, REP_ERR_INVALID, b"NBD_OPT_LIST takes no data").await?;
+                } else {
+                    for name in catalog.names() {
+                        reply(io, opt, REP_SERVER, &server_entry(&name)).await?;
+                    }
+                    reply(io, opt, REP_ACK, &[]).await?;
+                }
+            }
+            OPT_INFO | OPT_GO => {
+                let req = match InfoRequest::decode(&data) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        reply(io, opt, REP_ERR_INVALID, e.to_string().as_bytes()).await?;
+                        io.flush().await?;
+                        continue;
+                    }
+                };
+                let Some(export) = catalog.lookup(&req.name) else {
+                    reply(
+                        io,
+                        opt,
+                        REP_ERR_UNKNOWN,
+                        b"no such export (see NBD_OPT_LIST)",
+                    )
+                    .await?;
+                    io.flush().await?;
+                    continue;
+                };
+                let flags = transmission_flags(export.writable, structured);
+                reply(io, opt, REP_INFO, &info_export(export.size, flags)).await?;
+                reply(io, opt, REP_INFO, &info_block_size()).await?;
+                if req.infos.contains(&INFO_NAME) {
+                    reply(io, opt, REP_INFO, &info_text(INFO_NAME, &export.name)).await?;
+                }
+                if req.infos.contains(&INFO_DESCRIPTION) {
+                    let d = format!("picocenter page file {}", export.name);
+                    reply(io, opt, REP_INFO, &info_text(INFO_DESCRIPTION, &d)).await?;
+                }
+                reply(io, opt, REP_ACK, &[]).await?;
+                io.flush().await?;
+                if opt == OPT_GO {
+                    let base_allocation = matches!(&meta, Some((n, true)) if *n == req.name || lookup_same(catalog, n, &export));
+                    return Ok(Some(Negotiated {
+                        export,
+                        flags,
+                        structured,
+                        base_allocation,
+                    }));
+                }
+            }
+            OPT_STRUCTURED_REPLY => {
+                if !data.is_empty() {
+                    reply(
+                        io,
+                        opt,
+                        REP_ERR_INVALID,
+                        b"NBD_OPT_STRUCTURED_REPLY takes no data",
+                    )
+                    .await?;
+                } else if structured {
+                    reply(
+                        io,
+                        opt,
+                        REP_ERR_INVALID,
+                        b"structured replies already negotiated",
+                    )
+                    .await?;
+                } else {
+                    structured = true;
+                    reply(io, opt, REP_ACK, &[]).await?;
+                }
+            }
+            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                let set = opt == OPT_SET_META_CONTEXT;
+                let req = match MetaContextRequest::decode(&data) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        reply(io, opt, REP_ERR_INVALID, e.to_string().as_bytes()).await?;
+                        io.flush().await?;
+                        continue;
+                    }
+                };
+                if set && !structured {
+                    reply(
+                        io,
+                        opt,
+                        REP_ERR_INVALID,
+                        b"negotiate structured replies first",
+                    )
+                    .await?;
+                } else if catalog.lookup(&req.export).is_none() {
+                    reply(io, opt, REP_ERR_UNKNOWN, b"no such export").await?;
+                } else {
+                    let mut selected = false;
+                    let wanted = |q: &str| q == BASE_ALLOCATION || (!set && (q == "base:"));
+                    if !set && req.queries.is_empty() || req.queries.iter().any(|q| wanted(q)) {
+                        reply(
+                            io,
+                            opt,
+                            REP_META_CONTEXT,
+                            &meta_context(BASE_ALLOCATION_ID, BASE_ALLOCATION),
+                        )
+                        .await?;
+                        selected = true;
+                    }
+                    if set {
+                        meta = Some((req.export, selected));
+                    }
+                    reply(io, opt, REP_ACK, &[]).await?;
+                }
+            }
+            OPT_STARTTLS => {
+                reply(
+                    io,
+                    opt,
+                    REP_ERR_UNSUP,
+                    b"TLS is not supported by this server",
+                )
+                .await?;
+            }
+            OPT_EXTENDED_HEADERS => {
+                reply(
+                    io,
+                    opt,
+                    REP_ERR_UNSUP,
+                    b"extended headers are not supported",
+                )
+                .await?;
+            }
+            _ => {
+                reply(io, opt, REP_ERR_UNSUP, b"unsupported option").await?;
+            }
+        }
+        io.flush().await?;
+    }
+}
+
+/// Whether meta contexts set for export `set_for` apply to `chosen` (same export by another name,
+/// e.g. the empty default name).
+fn lookup_same<C: Catalog + ?Sized>(catalog: &C, set_for: &str, chosen: &ExportInfo) -> bool {
+    catalog
+        .lookup(set_for)
+        .is_some_and(|e| e.name == chosen.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct One;
+    impl Catalog for One {
+        fn lookup(&self, name: &str) -> Option<ExportInfo> {
+            (name == "x" || name.is_empty()).then(|| ExportInfo {
+                name: "x".into(),
+                size: 8192,
+                writable: false,
+            })
+        }
+        fn names(&self) -> Vec<String> {
+            vec!["x".into()]
+        }
+    }
+
+    fn opt(option: u32, data: &[u8]) -> Vec<u8> {
+        let mut b = IHAVEOPT.to_be_bytes().to_vec();
+        b.extend_from_slice(&option.to_be_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    fn meta_req(export: &str, queries: &[&str]) -> Vec<u8> {
+        let mut b = (export.len() as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(export.as_bytes());
+        b.extend_from_slice(&(queries.len() as u32).to_be_bytes());
+        for q in queries {
+            b.extend_from_slice(&(q.len() as u32).to_be_bytes());
+            b.extend_from_slice(q.as_bytes());
+        }
+        b
+    }
+
+    async fn run(input: Vec<u8>) -> (Result<Option<Negotiated>>, Vec<u8>) {
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        client.write_all(&input).await.unwrap();
+        client.shutdown().await.unwrap();
+        let r = negotiate(&mut server, &One).await;
+        drop(server);
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        (r, out)
+    }
+
+    #[tokio::test]
+    async fn go_with_structured_replies_and_base_allocation() {
+        let mut input = (FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)
+            .to_be_bytes()
+            .to_vec();
+        input.extend(opt(OPT_STRUCTURED_REPLY, &[]));
+        input.extend(opt(
+            OPT_SET_META_CONTEXT,
+            &meta_req("x", &[BASE_ALLOCATION]),
+        ));
+        let mut go = 1u32.to_be_bytes().to_vec();
+        go.extend_from_slice(b"x");
+        go.extend_from_slice(&0u16.to_be_bytes());
+        input.extend(opt(OPT_GO, &go));
+        let (r, out) = run(input).await;
+        let n = r.unwrap().unwrap();
+        assert!(n.structured && n.base_allocation);
+        assert_eq!(n.export.size, 8192);
+        assert!(n.flags & FLAG_READ_ONLY != 0 && n.flags & FLAG_CAN_MULTI_CONN != 0);
+        assert_eq!(&out[..8], b"NBDMAGIC");
+    }
+
+    #[tokio::test]
+    async fn garbage_and_truncation_end_the_handshake_with_an_error() {
+        let mut input = FLAG_C_FIXED_NEWSTYLE.to_be_bytes().to_vec();
+        input.extend_from_slice(b"this is not an option header");
+        assert!(run(input).await.0.is_err());
+        let mut input = FLAG_C_FIXED_NEWSTYLE.to_be_bytes().to_vec();
+        input.extend(&opt(OPT_GO, b"\0\0\0\x05abc")[..20]);
+        assert!(run(input).await.0.is_err());
+        assert!(run(0xffu32.to_be_bytes().to_vec()).await.0.is_err());
+    }
+
+    #[tokio::test]
+    async fn unknown_export_and_bad_payloads_get_option_errors() {
+        let mut input = FLAG_C_FIXED_NEWSTYLE.to_be_bytes().to_vec();
+        let mut go = 1u32.to_be_bytes().to_vec();
+        go.extend_from_slice(b"y");
+        go.extend_from_slice(&0u16.to_be_bytes());
+        input.extend(opt(OPT_GO, &go));
+        input.extend(opt(OPT_LIST, b"x"));
+        input.extend(opt(
+            OPT_SET_META_CONTEXT,
+            &meta_req("x", &[BASE_ALLOCATION]),
+        ));
+        input.extend(opt(OPT_EXTENDED_HEADERS, &[]));
+        input.extend(opt(OPT_ABORT, &[]));
+        let (r, out) = run(input).await;
+        assert_eq!(r.unwrap(), None);
+        let types: Vec<u32> = reply_types(&out[18..]);
+        assert_eq!(
+            types,
+            vec![
+                REP_ERR_UNKNOWN,
+                REP_ERR_INVALID,
+                REP_ERR_INVALID,
+                REP_ERR_UNSUP,
+                REP_ACK
+            ]
+        );
+    }
+
+    fn reply_types(mut b: &[u8]) -> Vec<u32> {
+        let mut out = Vec::new();
+        while b.len() >= 20 {
+            out.push(u32::from_be_bytes([b[12], b[13], b[14], b[15]]));
+            let len = u32::from_be_bytes([b[16], b[17], b[18], b[19]]) as usize;
+            b = &b[20 + len..];
+        }
+        out
+    }
+}

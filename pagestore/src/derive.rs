@@ -1,0 +1,207 @@
+//! Derived checkpoints: a new generation made from an existing one by replacing pages of one file.
+//!
+//! Writers that change a stored image in place (the NBD front end's copy-on-write overlay) must
+//! not rewrite the checkpoint they started from: manifests are immutable. Instead they commit a
+//! *derived* checkpoint: the base manifest with some pages of one paged file replaced, as the next
+//! generation of the same tenant, whose parent is the base. New pages are packed and uploaded
+//! first; the manifest upload is the commit point, exactly as in an ingest.
+
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::manifest::{CheckpointId, CheckpointRef, FileContent, Manifest};
+use crate::pack::PackBuilder;
+use crate::page::{PageId, PAGE_SIZE};
+use crate::store::PageStore;
+
+/// What committing a derived checkpoint did.
+#[derive(Clone, Debug)]
+pub struct Derived {
+    pub checkpoint: CheckpointRef,
+    /// The page list of the changed file in the new checkpoint.
+    pub pages: Vec<PageId>,
+    /// Pages replaced.
+    pub pages_changed: u64,
+    /// Pages the store did not have before.
+    pub pages_new: u64,
+}
+
+impl PageStore {
+    /// Commits the next generation of `base`'s tenant: `base` with the pages at the given indices
+    /// of paged file `file` replaced. Each replacement is exactly [`PAGE_SIZE`] bytes; all-zero
+    /// pages become [`PageId::ZERO`]. The file keeps its size: indices must lie within it.
+    pub async fn derive(
+        &self,
+        base: &CheckpointRef,
+        file: &str,
+        replacements: &[(u64, &[u8])],
+    ) -> Result<Derived> {
+        let manifest = self.manifest(base).await?;
+        let bad = |reason: String| {
+            Error::BadManifest(format!("cannot derive from {}: {reason}", base.id))
+        };
+        let index = manifest
+            .files
+            .iter()
+            .position(|f| f.name == file)
+            .ok_or_else(|| bad(format!("it has no file {file:?}")))?;
+        let FileContent::Paged(old_pages) = &manifest.files[index].content else {
+            return Err(bad(format!("{file} is not a paged file")));
+        };
+        let mut pages = old_pages.clone();
+        let mut builder = PackBuilder::new();
+        let mut queued: HashSet<PageId> = HashSet::new();
+        let mut pages_new = 0;
+        for (at, data) in replacements {
+            if data.len() != PAGE_SIZE {
+                return Err(bad(format!(
+                    "replacement page {at} is {} bytes",
+                    data.len()
+                )));
+            }
+            let slot = pages
+                .get_mut(*at as usize)
+                .ok_or_else(|| bad(format!("page {at} is beyond the end of {file}")))?;
+            let id = PageId::of(data);
+            *slot = id;
+            if id.is_zero() || self.catalog.contains(&id) || !queued.insert(id) {
+                continue;
+            }
+            let (c, enc) = codec::encode(data);
+            builder.push(id, c, &enc);
+            pages_new += 1;
+            if builder.is_full() {
+                self.upload_pack(std::mem::take(&mut builder)).await?;
+            }
+        }
+        if !builder.is_empty() {
+            self.upload_pack(builder).await?;
+        }
+
+        let mut files = manifest.files.clone();
+        files[index].content = FileContent::Paged(pages.clone());
+        let mut packs: Vec<_> = files
+            .iter()
+            .flat_map(|f| f.pages())
+            .filter(|id| !id.is_zero())
+            .map(|id| {
+                self.catalog
+                    .locate(id)
+                    .map(|l| l.pack)
+                    .ok_or(Error::PageMissing(*id))
+            })
+            .collect::<Result<HashSet<_>>>()?
+            .into_iter()
+            .collect();
+        packs.sort();
+        let generation = self
+            .latest(&base.tenant)
+            .await?
+            .map_or(base.generation, |c| c.generation.max(base.generation))
+            + 1;
+        let derived = Manifest {
+            tenant: base.tenant.clone(),
+            generation,
+            created_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            parent: Some(base.id.clone()),
+            packs,
+            files,
+        };
+        let bytes = derived.encode();
+        let checkpoint = CheckpointRef {
+            tenant: base.tenant.clone(),
+            generation,
+            id: CheckpointId::of_manifest_bytes(&bytes),
+        };
+        // The commit point.
+        self.cold.put(&checkpoint.object_key(), bytes).await?;
+        info!(
+            checkpoint = %checkpoint.id,
+            parent = %base.id,
+            tenant = %checkpoint.tenant,
+            generation,
+            file,
+            changed = replacements.len(),
+            new = pages_new,
+            "derived checkpoint committed"
+        );
+        Ok(Derived {
+            checkpoint,
+            pages,
+            pages_changed: replacements.len() as u64,
+            pages_new,
+        })
+    }
+
+    /// Uploads a pack and, once it is durable, makes its pages known.
+    async fn upload_pack(&self, builder: PackBuilder) -> Result<()> {
+        let (pack, data, entries) = builder.finish();
+        let len = data.len();
+        self.cold.put(&pack.object_key(), data).await?;
+        self.catalog.add_pack(pack, &entries);
+        self.mark_pack_known(pack);
+        debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreConfig;
+
+    #[tokio::test]
+    async fn derived_generation_replaces_pages_and_keeps_the_base() {
+        let home = tempfile::tempdir().unwrap();
+        let src = home.path().join("img");
+        std::fs::create_dir_all(&src).unwrap();
+        let mut data = vec![0u8; 4 * PAGE_SIZE];
+        data[PAGE_SIZE..2 * PAGE_SIZE].fill(7);
+        std::fs::write(src.join("pages-1.img"), &data).unwrap();
+        std::fs::write(src.join("core-1.img"), b"core").unwrap();
+        let store = PageStore::open(&StoreConfig::embedded(home.path()))
+            .await
+            .unwrap();
+        let base = store.ingest("t", &src).await.unwrap().checkpoint;
+
+        let new_page = vec![0xabu8; PAGE_SIZE];
+        let zero = vec![0u8; PAGE_SIZE];
+        let d = store
+            .derive(&base, "pages-1.img", &[(0, &new_page), (1, &zero)])
+            .await
+            .unwrap();
+        assert_eq!(d.checkpoint.generation, 2);
+        assert_eq!(d.pages_new, 1);
+        assert_eq!(store.latest("t").await.unwrap(), Some(d.checkpoint.clone()));
+        let m = store.manifest(&d.checkpoint).await.unwrap();
+        assert_eq!(m.parent.as_ref(), Some(&base.id));
+        let f = m.file("pages-1.img").unwrap();
+        let read = store.read_file_at(f, 0, 4 * PAGE_SIZE).await.unwrap();
+        assert_eq!(&read[..PAGE_SIZE], &new_page[..]);
+        assert!(read[PAGE_SIZE..].iter().all(|&b| b == 0));
+        // The base is unchanged.
+        let old = store.manifest(&base).await.unwrap();
+        let read = store
+            .read_file_at(old.file("pages-1.img").unwrap(), 0, 4 * PAGE_SIZE)
+            .await
+            .unwrap();
+        assert_eq!(read, data);
+
+        assert!(store
+            .derive(&base, "pages-1.img", &[(4, &zero)])
+            .await
+            .is_err());
+        assert!(store
+            .derive(&base, "core-1.img", &[(0, &zero)])
+            .await
+            .is_err());
+        assert!(store.derive(&base, "nope", &[]).await.is_err());
+    }
+}

@@ -1,0 +1,357 @@
+//! `pico bench ...`: whole-system benchmarks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use bench::restore::{self, App, Mode, RestoreOptions};
+use clap::Subcommand;
+
+use super::{print_json, Context};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Stores a corpus of real CRIU checkpoints as raw files, tar|zstd, restic and our store;
+    /// prints bytes stored and store/restore times, for all and per layout and kind.
+    Dedup {
+        /// Tenants of each kind (python, redis, nginx) in each layout (default, deterministic).
+        #[arg(long, default_value_t = 10)]
+        tenants: u32,
+        /// Checkpoints per tenant, with traffic in between.
+        #[arg(long, default_value_t = 3)]
+        generations: u32,
+        /// Output directory for dedup.json, dedup.svg and README.md.
+        #[arg(long, default_value = "bench-results/dedup")]
+        out: PathBuf,
+        /// Scratch directory for the corpus and stores (kept); default: a temporary one, removed.
+        #[arg(long)]
+        work: Option<PathBuf>,
+    },
+    /// Our NBD server against `nbdkit file` on the same image: nbdcopy throughput, 4 KiB random
+    /// reads at queue depth 1 (p50/p99 latency) and 16 (IOPS).
+    Nbd {
+        /// Raw page file to serve (e.g. a CRIU pages-1.img); default: a synthetic image.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Pad the image with zero pages to this size, in MiB.
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// Scratch directory (default: the system temp dir).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        /// 4 KiB reads at queue depth 1 per server.
+        #[arg(long, default_value_t = 20_000)]
+        qd1_requests: usize,
+        /// Seconds at queue depth 16 per server.
+        #[arg(long, default_value_t = 3.0)]
+        qd16_secs: f64,
+        /// nbdcopy runs per server (median reported).
+        #[arg(long, default_value_t = 5)]
+        copy_runs: usize,
+    },
+    /// Runs the latency proxy in the foreground: LISTEN forwards to UPSTREAM with a network's
+    /// delay and per-connection bandwidth (this kernel has no netem).
+    Proxy {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        /// One-way delay, ms.
+        #[arg(long, default_value_t = 20)]
+        delay_ms: u64,
+        /// Bandwidth per connection, MB/s.
+        #[arg(long, default_value_t = 100)]
+        mbps: u64,
+    },
+    /// Time from swap-in start to a tenant's first correct answer, per app and restore mode.
+    Restore {
+        /// Measured runs per app and mode (after one warm-up).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Apps: counter, redis, nginx, large-heap.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "counter,redis,nginx,large-heap"
+        )]
+        apps: Vec<String>,
+        /// Modes: criu-eager, lazy-local, lazy-cold, lazy-cold-activeset.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "criu-eager,lazy-local,lazy-cold,lazy-cold-activeset"
+        )]
+        modes: Vec<String>,
+        /// Heap of the large-heap app, MiB.
+        #[arg(long, default_value_t = 256)]
+        heap_mb: u32,
+        /// A file with the `[cold]` section the cold modes use. Without it, the benchmark starts
+        /// a Garage (deploy/garage.sh) behind a latency proxy.
+        #[arg(long)]
+        cold_config: Option<PathBuf>,
+        /// One-way delay the proxy adds between the worker and Garage, ms.
+        #[arg(long, default_value_t = 20)]
+        delay_ms: u64,
+        /// Bandwidth per connection through the proxy, MB/s.
+        #[arg(long, default_value_t = 100)]
+        mbps: u64,
+        /// Keep the work directory (worker homes and logs) for inspection.
+        #[arg(long)]
+        keep_work: bool,
+        /// Output directory (results.json, restore.svg, README.md).
+        #[arg(long, default_value = "bench-results/restore")]
+        out: PathBuf,
+    },
+}
+
+pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Dedup {
+            tenants,
+            generations,
+            out,
+            work,
+        } => {
+            let opts = bench::dedup::Options {
+                tenants,
+                generations,
+                out: out.clone(),
+                work,
+                criu: ctx.config.worker.criu.clone(),
+            };
+            // On Ctrl-C the run is dropped at its next await: live tenants are killed and a
+            // temporary scratch directory removed (see bench::dedup::corpus).
+            let report = tokio::select! {
+                report = bench::dedup::run(&opts) => report?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; no tenant left running"),
+            };
+            if ctx.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", bench::dedup::table(&report));
+                print!("{}", bench::dedup::goals(&report));
+                println!("written to {}", out.display());
+            }
+        }
+        BenchCommand::Nbd {
+            image,
+            size_mib,
+            workdir,
+            qd1_requests,
+            qd16_secs,
+            copy_runs,
+        } => {
+            let opts = bench::nbd::NbdBenchOptions {
+                image,
+                size_mib,
+                workdir,
+                qd1_requests,
+                qd16_secs,
+                copy_runs,
+            };
+            let r = bench::nbd::run(&opts).await?;
+            if ctx.json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "image: {} — {} bytes, {} data pages, {} zero pages",
+                    r.image.source, r.image.bytes, r.image.data_pages, r.image.zero_pages
+                );
+                println!(
+                    "{:<8} {:>14} {:>12} {:>12} {:>12}",
+                    "server", "nbdcopy MiB/s", "QD1 p50 µs", "QD1 p99 µs", "QD16 IOPS"
+                );
+                for (name, f) in [("pico", &r.ours), ("nbdkit", &r.nbdkit)] {
+                    println!(
+                        "{:<8} {:>14.0} {:>12.1} {:>12.1} {:>12}",
+                        name, f.nbdcopy_mib_s, f.qd1_p50_us, f.qd1_p99_us, f.qd16_iops
+                    );
+                }
+                println!(
+                    "ratios (pico/nbdkit): throughput {:.2} (goal >= 1.0), QD1 p50 latency {:.2} \
+                     (goal <= 1.2), QD1 p99 latency {:.2}, QD16 IOPS {:.2}",
+                    r.ratios.throughput,
+                    r.ratios.qd1_p50_latency,
+                    r.ratios.qd1_p99_latency,
+                    r.ratios.qd16_iops
+                );
+                println!("reference: {}", r.nbdkit_version);
+            }
+        }
+        BenchCommand::Proxy {
+            listen,
+            upstream,
+            delay_ms,
+            mbps,
+        } => {
+            let model = bench::latency_proxy::LinkModel {
+                delay: std::time::Duration::from_millis(delay_ms),
+                bytes_per_sec: mbps * 1_000_000,
+            };
+            let proxy = bench::latency_proxy::LatencyProxy::start(listen, upstream, model).await?;
+            println!("{}", proxy.addr());
+            tokio::signal::ctrl_c().await?;
+        }
+        BenchCommand::Restore {
+            runs,
+            apps,
+            modes,
+            heap_mb,
+            cold_config,
+            delay_ms,
+            mbps,
+            keep_work,
+            out,
+        } => {
+            let apps = apps
+                .iter()
+                .map(|a| App::parse(a).with_context(|| format!("unknown app {a:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let modes = modes
+                .iter()
+                .map(|m| Mode::parse(m).with_context(|| format!("unknown mode {m:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let provenance = bench::provenance::Provenance::collect(&[
+                ("criu", &["--version"]),
+                ("garage", &["--version"]),
+            ]);
+            bench::provenance::write(
+                &out,
+                "README.md",
+                &format!(
+                    "# pico bench restore\n\nTime from the start of a swap-in to the tenant's first \
+                     correct answer at a real client. `results.json`: per app and mode p50/p95 \
+                     and cold-tier bytes; `restore.svg`: p50 bars with p95 whiskers.\n\n{}",
+                    provenance.markdown()
+                ),
+            )?;
+            let work = tempdir_in(&ctx.home)?;
+            // Cold modes: a real S3 server behind a proxy that adds a real network's latency.
+            let mut _garage = None;
+            let mut _proxy = None;
+            let wants_cold = modes
+                .iter()
+                .any(|m| matches!(m, Mode::LazyCold | Mode::LazyColdActiveSet));
+            let cold_toml = match cold_config {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                ),
+                None if wants_cold => {
+                    let garage =
+                        bench::garage::GarageServer::start(&repo_root()?, &work.join("garage"))?;
+                    let model = bench::latency_proxy::LinkModel {
+                        delay: std::time::Duration::from_millis(delay_ms),
+                        bytes_per_sec: mbps * 1_000_000,
+                    };
+                    let proxy = bench::latency_proxy::LatencyProxy::start(
+                        "127.0.0.1:0".parse()?,
+                        garage.s3,
+                        model,
+                    )
+                    .await?;
+                    let toml = garage.cold_toml_via(proxy.addr());
+                    _garage = Some(garage);
+                    _proxy = Some(proxy);
+                    Some(toml)
+                }
+                None => None,
+            };
+            let opts = RestoreOptions {
+                pico: std::env::current_exe()?,
+                repo: repo_root()?,
+                apps,
+                modes: modes.clone(),
+                runs,
+                heap_mb,
+                cold_toml,
+                work: work.clone(),
+            };
+            let result = restore::run(&opts).await;
+            drop(_proxy);
+            drop(_garage);
+            if keep_work {
+                eprintln!("work directory kept: {}", work.display());
+            } else {
+                let _ = std::fs::remove_dir_all(&work);
+            }
+            let results = result?;
+            std::fs::write(
+                out.join("results.json"),
+                serde_json::to_vec_pretty(&results)?,
+            )?;
+            let names: Vec<&str> = modes.iter().map(|m| m.name()).collect();
+            let groups: Vec<bench::svg::WhiskerGroup> = results
+                .apps
+                .iter()
+                .map(|(app, per)| bench::svg::WhiskerGroup {
+                    label: app.clone(),
+                    bars: names
+                        .iter()
+                        .map(|m| {
+                            per.get(*m)
+                                .map_or((0.0, None), |r| (r.p50_ms, Some(r.p95_ms)))
+                        })
+                        .collect(),
+                })
+                .collect();
+            let svg = bench::svg::grouped_bars(
+                "Time to first correct answer after swap-in (p50 bar, p95 whisker)",
+                "ms",
+                &names,
+                &groups,
+                Some((250.0, "250 ms (Picocenter, from S3)")),
+            );
+            std::fs::write(out.join("restore.svg"), svg)?;
+            if ctx.json {
+                print_json(&results)?;
+            } else {
+                println!(
+                    "{:<12} {:<22} {:>5} {:>9} {:>9} {:>12} {:>9}",
+                    "APP", "MODE", "RUNS", "p50 ms", "p95 ms", "COLD BYTES", "HIT RATE"
+                );
+                for (app, per) in &results.apps {
+                    for m in &names {
+                        if let Some(r) = per.get(*m) {
+                            println!(
+                                "{:<12} {:<22} {:>5} {:>9.1} {:>9.1} {:>12} {:>9}",
+                                app,
+                                m,
+                                r.runs,
+                                r.p50_ms,
+                                r.p95_ms,
+                                r.cold_bytes,
+                                r.activeset_hit_rate
+                                    .map(|h| format!("{:.0}%", h * 100.0))
+                                    .unwrap_or_else(|| "-".into())
+                            );
+                        }
+                    }
+                }
+                println!("results in {}", out.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempdir_in(home: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let dir = home.join(format!("bench-work-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The repository (for deploy/apps): the current directory or an ancestor with deploy/apps.
+fn repo_root() -> anyhow::Result<PathBuf> {
+    let mut dir = std::env::current_dir()?;
+    loop {
+        if dir.join("deploy/apps/counter.py").exists() {
+            return Ok(dir);
+        }
+        if !dir.pop() {
+            anyhow::bail!(
+                "run pico bench from the picocenter-rs repository (deploy/apps is needed)"
+            );
+        }
+    }
+}

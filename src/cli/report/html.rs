@@ -1,0 +1,169 @@
+//! The cost report as one self-contained HTML file: inline CSS and SVG, no scripts, no network,
+//! so it can be mailed or archived and still opens. Every figure is in a cell marked with
+//! `data-field`, so tests (and scrapers) can read exactly what a person sees.
+
+use bench::svg::{escape, BarChart, Group};
+
+use super::{mib, money, CostReport};
+
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
+table{border-collapse:collapse;margin:1em 0}\
+th,td{border:1px solid #ccc;padding:4px 8px}td.num{text-align:right;font-variant-numeric:tabular-nums}\
+tr.total td{font-weight:bold;background:#f4f4f4}.note{color:#555;font-size:90%}";
+
+fn cell(field: &str, text: &str) -> String {
+    format!(
+        "<td class=\"num\" data-field=\"{field}\">{}</td>",
+        escape(text)
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    class: &str,
+    name: &str,
+    checkpoints: u64,
+    logical: u64,
+    unique: u64,
+    shared: u64,
+    stored: u64,
+    local: Option<u64>,
+    puts: u64,
+    cost: f64,
+) -> String {
+    format!(
+        "<tr class=\"{class}\" data-tenant=\"{}\"><td data-field=\"name\">{}</td>{}{}{}{}{}{}{}{}</tr>\n",
+        escape(name),
+        escape(name),
+        cell("checkpoints", &checkpoints.to_string()),
+        cell("logical_mib", &mib(logical)),
+        cell("unique_mib", &mib(unique)),
+        cell("shared_mib", &mib(shared)),
+        cell("stored_mib", &mib(stored)),
+        cell("local_mib", &local.map_or_else(|| "-".to_string(), mib)),
+        cell("puts", &puts.to_string()),
+        cell("monthly_cost", &money(cost)),
+    )
+}
+
+pub fn render(r: &CostReport) -> String {
+    let currency = escape(&r.prices.currency);
+    let mut h = String::new();
+    h.push_str(&format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>picocenter storage cost</title><style>{STYLE}</style></head><body>\n\
+         <h1>Storage cost</h1>\n<p>Generated <span data-field=\"generated_utc\">{}</span> from the \
+         live store; requests over the last {} days; costs per month in {currency}.</p>\n",
+        escape(&r.generated_utc),
+        r.period_days
+    ));
+    h.push_str(
+        "<table id=\"tenants\"><thead><tr><th>tenant</th><th>checkpoints</th><th>logical MiB</th>\
+         <th>unique MiB</th><th>shared MiB (apportioned)</th><th>stored MiB (cold)</th>\
+         <th>local tier MiB</th>\
+         <th>PUTs (period)</th><th>monthly cost</th></tr></thead><tbody>\n",
+    );
+    for t in &r.tenants {
+        let u = &t.usage;
+        h.push_str(&row(
+            "tenant",
+            &u.name,
+            u.checkpoints,
+            u.logical_bytes,
+            u.unique_bytes,
+            u.shared_bytes,
+            u.stored_bytes,
+            u.local_bytes,
+            u.requests.puts,
+            t.monthly_cost,
+        ));
+    }
+    let u = &r.total.usage;
+    h.push_str(&row(
+        "total",
+        "TOTAL",
+        u.checkpoints,
+        u.logical_bytes,
+        u.unique_bytes,
+        u.shared_bytes,
+        u.stored_bytes,
+        r.tiers.iter().find(|t| t.tier == "local").map(|t| t.bytes),
+        u.requests.puts,
+        r.total.monthly_cost,
+    ));
+    h.push_str("</tbody></table>\n");
+    h.push_str(&format!(
+        "<p class=\"note\">The total's shared MiB counts each shared page once; its stored MiB is \
+         everything in the cold tier, including <span data-field=\"overhead_mib\">{}</span> MiB of \
+         pack indexes and unreferenced pages and <span data-field=\"manifest_mib\">{}</span> MiB \
+         of manifests. Deduplication: <span data-field=\"dedup_ratio\">{:.2}</span>x logical over \
+         stored.</p>\n",
+        mib(u.overhead_bytes),
+        mib(u.manifest_bytes),
+        u.logical_bytes as f64 / u.stored_bytes.max(1) as f64
+    ));
+
+    h.push_str("<h2>Tiers</h2><table id=\"tiers\"><thead><tr><th>tier</th><th>kind</th><th>objects</th><th>MiB</th></tr></thead><tbody>\n");
+    for t in &r.tiers {
+        h.push_str(&format!(
+            "<tr data-tier=\"{}\"><td>{}</td><td>{}</td>{}{}</tr>\n",
+            escape(&t.tier),
+            escape(&t.tier),
+            escape(&t.kind),
+            cell("objects", &t.objects.to_string()),
+            cell("mib", &mib(t.bytes))
+        ));
+    }
+    h.push_str("</tbody></table>\n");
+
+    let stored = BarChart {
+        title: "Stored MiB per tenant: unique and apportioned shared".into(),
+        unit: "MiB".into(),
+        series: vec!["unique".into(), "shared (apportioned)".into()],
+        groups: r
+            .tenants
+            .iter()
+            .map(|t| Group {
+                label: t.usage.name.clone(),
+                values: vec![
+                    t.usage.unique_bytes as f64 / super::MIB,
+                    t.usage.shared_bytes as f64 / super::MIB,
+                ],
+            })
+            .collect(),
+    };
+    let cost = BarChart {
+        title: format!("Monthly cost per tenant ({})", r.prices.currency),
+        unit: r.prices.currency.clone(),
+        series: vec!["storage".into(), "requests".into()],
+        groups: r
+            .tenants
+            .iter()
+            .map(|t| Group {
+                label: t.usage.name.clone(),
+                values: vec![t.cost.storage, t.cost.requests],
+            })
+            .collect(),
+    };
+    h.push_str("<h2>Charts</h2>\n<figure id=\"chart-stored\">");
+    h.push_str(&stored.render());
+    h.push_str("</figure>\n<figure id=\"chart-cost\">");
+    h.push_str(&cost.render());
+    h.push_str("</figure>\n");
+
+    h.push_str(&format!(
+        "<h2>Prices</h2><table id=\"prices\"><tbody>\
+         <tr><td>storage per GB-month</td>{}</tr>\
+         <tr><td>per 1000 PUT</td>{}</tr><tr><td>per 1000 GET</td>{}</tr></tbody></table>\
+         <p class=\"note\">Source: {} (set in <code>[prices]</code> of pico.toml).</p>\n<ul class=\"note\">",
+        cell("storage_gb_month", &r.prices.storage_gb_month.to_string()),
+        cell("put_per_1000", &r.prices.put_per_1000.to_string()),
+        cell("get_per_1000", &r.prices.get_per_1000.to_string()),
+        escape(&r.prices.source)
+    ));
+    for n in &r.notes {
+        h.push_str(&format!("<li>{}</li>", escape(n)));
+    }
+    h.push_str("</ul>\n</body></html>\n");
+    h
+}

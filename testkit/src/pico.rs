@@ -1,0 +1,133 @@
+//! Driving the `pico` binary: a temporary home, commands with checked output, and a worker daemon
+//! that removes its tenants and stops when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `pico` binary bound to one home directory.
+pub struct Pico {
+    pub bin: PathBuf,
+    pub home: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Pico {
+    /// A fresh home in a temporary directory (removed on drop).
+    pub fn new(bin: &str) -> Pico {
+        let temp = tempfile::Builder::new()
+            .prefix("pico-home-")
+            .tempdir()
+            .unwrap();
+        Pico {
+            bin: PathBuf::from(bin),
+            home: temp.path().to_path_buf(),
+            _temp: Some(temp),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--home").arg(&self.home).args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "pico {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Runs and asserts failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "pico {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    /// Runs with `--json` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// Starts `pico worker run` on this home.
+    pub fn start_worker(&self) -> Worker<'_> {
+        let log = std::fs::File::create(self.home.join("worker.log")).unwrap();
+        let child = self
+            .command(&["worker", "run"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let socket = self.home.join("worker.sock");
+        let started = Instant::now();
+        while !socket.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "worker did not start: {}",
+                self.worker_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Worker {
+            pico: self,
+            child: Some(child),
+        }
+    }
+
+    pub fn worker_log(&self) -> String {
+        std::fs::read_to_string(self.home.join("worker.log")).unwrap_or_default()
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+}
+
+/// A running worker. On drop it removes every tenant (killing their processes) and stops.
+pub struct Worker<'a> {
+    pico: &'a Pico,
+    child: Option<Child>,
+}
+
+impl Worker<'_> {
+    /// Stops the worker (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            if let Ok(out) = self.pico.command(&["--json", "tenant", "ls"]).output() {
+                let list: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+                for t in list.as_array().into_iter().flatten() {
+                    if let Some(name) = t["name"].as_str() {
+                        let _ = self.pico.command(&["tenant", "rm", name]).output();
+                    }
+                }
+            }
+        }
+        self.stop();
+    }
+}
