@@ -177,6 +177,8 @@ start() {
       continue
     fi
     tail -n 20 "$LOG" >&2 || true
+    # Never leave a half-started server behind.
+    stop
     [ "$rc" -eq 2 ] && die "garage did not answer within 10 s; see $LOG"
     die "garage could not start (port 127.0.0.1:$S3_PORT taken, or see $LOG)"
   done

@@ -1,7 +1,7 @@
 //! `pico.toml`: one typed section per part, unknown keys rejected, embedded defaults for all.
 //!
-//! The file only needs what differs from the defaults: `[hot]`, `[local]`, `[worker]` and
-//! `[prices]` keys are laid over the embedded defaults one by one; `[cold]` names a whole backend
+//! The file only needs what differs from the defaults: `[hot]`, `[local]`, `[retention]`, `[gc]`,
+//! `[worker]` and `[prices]` keys are laid over the embedded defaults one by one; `[cold]` names a whole backend
 //! (`kind = "dir"` or another kind) and replaces the default section. Every field is documented in
 //! docs/configuration.md.
 
@@ -25,7 +25,7 @@ pub struct PicoConfig {
 }
 
 /// Sections merged key by key over their defaults; any other section replaces its default.
-const MERGED_SECTIONS: &[&str] = &["hot", "local", "worker", "prices"];
+const MERGED_SECTIONS: &[&str] = &["hot", "local", "retention", "gc", "worker", "prices"];
 
 impl PicoConfig {
     pub fn embedded(home: &Path) -> PicoConfig {
@@ -113,6 +113,16 @@ mod tests {
         assert_eq!(c.prices.storage_gb_month, 0.01);
         assert_eq!(c.prices.put_per_1000, Prices::default().put_per_1000);
         assert!(PicoConfig::parse(Path::new("/h"), "[prices]\nstorage = 1.0\n").is_err());
+    }
+
+    #[test]
+    fn retention_and_gc_overlay_their_defaults() {
+        let c = PicoConfig::parse(Path::new("/h"), "[retention]\nkeep_last = 3\n").unwrap();
+        assert_eq!(c.store.retention.keep_last, 3);
+        assert_eq!(c.store.gc, pagestore::config::GcConfig::default());
+        let c = PicoConfig::parse(Path::new("/h"), "[gc]\nrepack_below = 0.25\n").unwrap();
+        assert_eq!(c.store.gc.repack_below, 0.25);
+        assert!(PicoConfig::parse(Path::new("/h"), "[gc]\nrepack = 1\n").is_err());
     }
 
     #[test]

@@ -47,6 +47,28 @@ impl Catalog {
         }
     }
 
+    /// Points the pages of a new pack (written by gc's repack) at it, replacing older locations.
+    pub fn move_to_pack(&self, pack: PackId, entries: &[PackEntry]) {
+        let mut map = self.pages.write().unwrap_or_else(|p| p.into_inner());
+        for e in entries {
+            map.insert(
+                e.id,
+                Location {
+                    pack,
+                    offset: e.offset,
+                    len: e.len,
+                    codec: e.codec,
+                },
+            );
+        }
+    }
+
+    /// Forgets every page located in one of `packs` (they were deleted).
+    pub fn remove_packs(&self, packs: &std::collections::HashSet<PackId>) {
+        let mut map = self.pages.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, loc| !packs.contains(&loc.pack));
+    }
+
     pub fn len(&self) -> usize {
         self.read().len()
     }

@@ -12,6 +12,43 @@ pub struct StoreConfig {
     pub local: LocalConfig,
     #[serde(default)]
     pub hot: HotConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
+    pub gc: GcConfig,
+}
+
+/// How many checkpoints of each tenant are kept.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// After each ingest, checkpoints of the tenant beyond the newest `keep_last` are deleted
+    /// (their pages go at the next `pico store gc`). 0, the default, keeps all.
+    #[serde(default)]
+    pub keep_last: u64,
+}
+
+/// Garbage collection.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    /// A pack whose live page bytes fall under this fraction is rewritten (default 0.5): low
+    /// enough that a gc does not copy most of the store, high enough that dead pages do not
+    /// keep costing half the storage.
+    #[serde(default = "default_repack_below")]
+    pub repack_below: f64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            repack_below: default_repack_below(),
+        }
+    }
+}
+
+fn default_repack_below() -> f64 {
+    0.5
 }
 
 /// The memory tier of decoded pages.
@@ -119,6 +156,8 @@ impl StoreConfig {
                 max_bytes: default_local_bytes(),
             },
             hot: HotConfig::default(),
+            retention: RetentionConfig::default(),
+            gc: GcConfig::default(),
         }
     }
 }

@@ -78,11 +78,23 @@ pub enum Error {
     #[error(transparent)]
     Shared(std::sync::Arc<Error>),
 
+    #[error("cannot {what} now: {holder} holds a conflicting lock (retry later; a lock of a dead process is ignored)")]
+    Busy { what: &'static str, holder: String },
+
     #[error("bad store configuration: {0}")]
     Config(String),
 }
 
 impl Error {
+    /// Whether this is (or wraps) a missing cold-tier object.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::ObjectNotFound(_) => true,
+            Error::Shared(e) => e.is_not_found(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

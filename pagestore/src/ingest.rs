@@ -15,6 +15,7 @@ use tracing::{debug, info, info_span, Instrument};
 
 use crate::codec::{self, Codec};
 use crate::error::{Error, Result};
+use crate::lock::LockKind;
 use crate::manifest::{
     valid_tenant_name, CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest,
 };
@@ -136,12 +137,33 @@ impl PageStore {
                 ),
             });
         }
+        // No gc may delete a pack this ingest dedups against until its manifest is committed.
+        let lock = self.lock(LockKind::Ingest).await?;
+        let result = self.ingest_locked(tenant, dir).await;
+        let unlocked = self.unlock(lock).await;
+        let report = result?;
+        unlocked?;
+        Ok(report)
+    }
+
+    async fn ingest_locked(&self, tenant: &str, dir: &Path) -> Result<IngestReport> {
+        // Forget packs a gc deleted since the catalog was loaded.
+        self.refresh_catalog().await?;
         let parent = self.latest(tenant).await?;
         let generation = parent.as_ref().map_or(1, |p| p.generation + 1);
         let span = info_span!("ingest", tenant, generation);
-        self.ingest_generation(tenant, generation, parent.map(|p| p.id), dir)
+        let report = self
+            .ingest_generation(tenant, generation, parent.map(|p| p.id), dir)
             .instrument(span)
-            .await
+            .await?;
+        let keep = self.config.retention.keep_last;
+        if keep > 0 {
+            // The new checkpoint is committed; a failure here only delays the cleanup.
+            if let Err(e) = self.apply_retention(tenant, keep).await {
+                tracing::warn!(tenant, error = %e, "retention failed; older checkpoints kept");
+            }
+        }
+        Ok(report)
     }
 
     async fn ingest_generation(

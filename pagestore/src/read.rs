@@ -126,6 +126,17 @@ impl PageStore {
     /// tiers are fetched from the cold tier with as few ranged GETs as [`plan_ranges`] allows,
     /// shared with concurrent readers of the same bytes.
     pub async fn read_pages(&self, ids: &[PageId]) -> Result<Vec<Vec<u8>>> {
+        match self.read_pages_once(ids).await {
+            // A gc elsewhere repacked or deleted a pack: reload the catalog and try once more.
+            Err(e) if e.is_not_found() => {
+                self.refresh_catalog().await?;
+                self.read_pages_once(ids).await
+            }
+            other => other,
+        }
+    }
+
+    async fn read_pages_once(&self, ids: &[PageId]) -> Result<Vec<Vec<u8>>> {
         let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
         let mut misses = Vec::new();
         for (i, id) in ids.iter().enumerate() {
@@ -177,14 +188,21 @@ impl PageStore {
     /// caches its pages.
     async fn fetch_range(&self, plan: RangePlan) -> Result<Vec<(usize, Vec<u8>)>> {
         let key = plan.pack.object_key();
-        let Some((bytes, base, guard)) = self.shared_get(&plan, &key).await? else {
-            let cached = plan.pages.iter().map(|(i, id, _)| (*i, self.hot.peek(id)));
-            return cached
-                .map(|(i, page)| {
-                    page.map(|p| (i, p))
-                        .ok_or(Error::PageMissing(plan.pages[0].1))
-                })
-                .collect();
+        let (bytes, base, guard) = loop {
+            match self.shared_get(&plan, &key).await? {
+                Some(fetched) => break fetched,
+                None => {
+                    let cached: Option<Vec<_>> = plan
+                        .pages
+                        .iter()
+                        .map(|(i, id, _)| self.hot.peek(id).map(|p| (*i, p)))
+                        .collect();
+                    // Unless one was evicted meanwhile: then look again.
+                    if let Some(pages) = cached {
+                        return Ok(pages);
+                    }
+                }
+            }
         };
         let mut out = Vec::with_capacity(plan.pages.len());
         for (i, id, loc) in &plan.pages {
@@ -224,18 +242,19 @@ impl PageStore {
         loop {
             let role = {
                 let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
-                let flights = map.entry(plan.pack).or_default();
-                match flights
-                    .iter()
-                    .find(|f| f.start <= plan.start && plan.end <= f.end)
-                {
+                let covering = map.get(&plan.pack).and_then(|flights| {
+                    flights
+                        .iter()
+                        .find(|f| f.start <= plan.start && plan.end <= f.end)
+                });
+                match covering {
                     Some(f) => Role::Follower(f.done.clone(), f.start),
                     // A leader caches its pages before it ends its flight (under this lock).
                     None if plan.pages.iter().all(|p| self.hot.contains(&p.1)) => Role::Cached,
                     None => {
                         let (tx, rx) = watch::channel(None);
                         let id = self.flights.next.fetch_add(1, Ordering::Relaxed);
-                        flights.push(Flight {
+                        map.entry(plan.pack).or_default().push(Flight {
                             id,
                             start: plan.start,
                             end: plan.end,

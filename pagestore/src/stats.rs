@@ -30,6 +30,14 @@ pub struct StoreStats {
     pub cold: ColdStats,
 }
 
+/// Per-tier figures of this process.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TierStats {
+    pub hot: HotStats,
+    pub local: Option<LocalStats>,
+    pub cold: ColdStats,
+}
+
 /// The memory tier since this process opened the store.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HotStats {
@@ -100,14 +108,23 @@ impl PageStore {
             }
         }
         s.tenants = tenants.len() as u64;
+        let counters = self.stats_counters();
+        s.hot = counters.hot;
+        s.local = counters.local;
+        s.cold = counters.cold;
         s.pages_unique = self.catalog.len() as u64;
         s.reduction = if s.stored_bytes > 0 {
             s.logical_bytes as f64 / s.stored_bytes as f64
         } else {
             0.0
         };
+        Ok(s)
+    }
+
+    /// The tiers' counters and sizes only (no listing of the cold tier).
+    pub fn stats_counters(&self) -> TierStats {
         let hot = self.hot();
-        s.hot = HotStats {
+        let hot_stats = HotStats {
             pages: hot.len() as u64,
             bytes: (hot.len() * crate::page::PAGE_SIZE) as u64,
             max_bytes: hot.max_bytes(),
@@ -116,7 +133,7 @@ impl PageStore {
             evictions: hot.counters.evictions.load(Ordering::Relaxed),
         };
         let c = &self.cold.counters;
-        s.cold = ColdStats {
+        let cold = ColdStats {
             kind: self.cold.kind().to_string(),
             location: self.cold.describe(),
             gets: c.gets.load(Ordering::Relaxed),
@@ -129,9 +146,9 @@ impl PageStore {
             flight_joins: self.counters.flight_joins.load(Ordering::Relaxed),
             retries: self.cold.retries(),
         };
-        if let Some(local) = self.local() {
-            let (pages, bytes) = local.usage()?;
-            s.local = Some(LocalStats {
+        let local = self.local().map(|local| {
+            let (pages, bytes) = local.usage().unwrap_or((0, 0));
+            LocalStats {
                 pages,
                 bytes,
                 hits: self.counters.local_hits.load(Ordering::Relaxed),
@@ -139,9 +156,13 @@ impl PageStore {
                 corrupt: self.counters.local_corrupt.load(Ordering::Relaxed),
                 max_bytes: local.max_bytes(),
                 evictions: local.evictions(),
-            });
+            }
+        });
+        TierStats {
+            hot: hot_stats,
+            local,
+            cold,
         }
-        Ok(s)
     }
 }
 

@@ -54,9 +54,10 @@ pub struct TierCounters {
     pub flight_joins: AtomicU64,
 }
 
-/// Pages one materialize asks of [`PageStore::read_pages`] at a time (1 MiB).
-const MATERIALIZE_BATCH: usize = 256;
-/// Batches one materialize keeps in flight.
+/// Pages one materialize asks of [`PageStore::read_pages`] at a time (4 MiB, so that a batch of
+/// neighbouring pages becomes one ranged GET of up to [`crate::read::MAX_RANGE`]).
+const MATERIALIZE_BATCH: usize = 1024;
+/// Batches one materialize keeps in flight (16 MiB of pages in memory at most).
 const MATERIALIZE_CONCURRENCY: usize = 4;
 
 pub struct PageStore {
@@ -65,6 +66,7 @@ pub struct PageStore {
     pub(crate) hot: HotTier,
     pub(crate) flights: Flights,
     pub(crate) catalog: Catalog,
+    pub(crate) config: StoreConfig,
     /// Packs whose index is in the catalog.
     known_packs: Mutex<HashSet<PackId>>,
     pub counters: TierCounters,
@@ -94,6 +96,7 @@ impl PageStore {
             hot: HotTier::new(config.hot.max_bytes),
             flights: Flights::default(),
             catalog: Catalog::default(),
+            config: config.clone(),
             known_packs: Mutex::new(HashSet::new()),
             counters: TierCounters::default(),
         };
@@ -118,9 +121,28 @@ impl PageStore {
         &self.catalog
     }
 
-    /// Reads the index of every pack not yet in the catalog. Returns how many packs were added.
+    /// Reads the index of every pack not yet in the catalog, and forgets packs that are gone (a gc
+    /// elsewhere deleted them). Returns how many packs were added.
     pub async fn refresh_catalog(&self) -> Result<usize> {
         let listing = self.cold.list("packs/").await?;
+        let listed: HashSet<PackId> = listing
+            .iter()
+            .filter_map(|o| PackId::from_object_key(&o.key))
+            .collect();
+        let gone: HashSet<PackId> = {
+            let mut known = self.known_packs.lock().unwrap_or_else(|p| p.into_inner());
+            let gone = known.difference(&listed).copied().collect();
+            known.retain(|p| listed.contains(p));
+            gone
+        };
+        if !gone.is_empty() {
+            self.catalog.remove_packs(&gone);
+            // Pages that had a second copy in a surviving pack get it back below.
+            self.known_packs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
         let mut added = 0;
         for obj in listing {
             let Some(pack) = PackId::from_object_key(&obj.key) else {
@@ -144,6 +166,13 @@ impl PageStore {
             .contains(pack)
     }
 
+    pub(crate) fn forget_pack(&self, pack: &PackId) {
+        self.known_packs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(pack);
+    }
+
     pub(crate) fn mark_pack_known(&self, pack: PackId) {
         self.known_packs
             .lock()
@@ -151,7 +180,11 @@ impl PageStore {
             .insert(pack);
     }
 
-    async fn read_pack_index(&self, key: &str, size: u64) -> Result<Vec<pack::PackEntry>> {
+    pub(crate) async fn read_pack_index(
+        &self,
+        key: &str,
+        size: u64,
+    ) -> Result<Vec<pack::PackEntry>> {
         if size < (pack::HEADER_LEN + FOOTER_LEN) as u64 {
             return Err(Error::CorruptObject {
                 what: "pack",

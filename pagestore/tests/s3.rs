@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pagestore::cold::{ColdStorage, S3Storage};
-use pagestore::config::{ColdConfig, HotConfig, LocalConfig, S3Config};
+use pagestore::config::{ColdConfig, LocalConfig, S3Config};
 use pagestore::pack;
 use pagestore::{Error, PageStore, StoreConfig};
 use testkit::garage::Garage;
@@ -32,7 +32,7 @@ fn store_config(s3: S3Config, local: &Path, local_enabled: bool) -> StoreConfig 
             enabled: local_enabled,
             max_bytes: 1 << 30,
         },
-        hot: HotConfig::default(),
+        ..StoreConfig::embedded(local)
     }
 }
 

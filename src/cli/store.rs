@@ -25,6 +25,13 @@ pub enum StoreCommand {
     Stats,
     /// Reads every object in every tier and checks every page; fails if anything is wrong.
     Verify,
+    /// Deletes every checkpoint of a tenant (its pages go at the next gc).
+    Forget {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Deletes pages no checkpoint references; rewrites mostly-dead packs.
+    Gc,
     /// Empties a tier (for cold-start measurements). The hot tier lives in the memory of each
     /// process, so evicting it here only matters to a store this command opens; a running worker
     /// keeps its own.
@@ -76,7 +83,16 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
                     dir.display()
                 );
             } else {
-                print_json(&checkpoint)?;
+                // The checkpoint, and what reading it cost in this process.
+                let s = store.stats_counters();
+                print_json(&serde_json::json!({
+                    "tenant": checkpoint.tenant,
+                    "generation": checkpoint.generation,
+                    "id": checkpoint.id,
+                    "hot": s.hot,
+                    "local": s.local,
+                    "cold": s.cold,
+                }))?;
             }
         }
         StoreCommand::Ls => {
@@ -158,6 +174,34 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             }
             if !r.ok() {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        StoreCommand::Forget { tenant } => {
+            let gone = store.forget(&tenant).await?;
+            if ctx.json {
+                print_json(&gone)?;
+            } else {
+                println!("forgot {} checkpoints of {tenant}", gone.len());
+            }
+        }
+        StoreCommand::Gc => {
+            let r = store.gc().await?;
+            if ctx.json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "gc: {} manifests, {} live pages; {} of {} packs deleted ({} repacked into {}),                      {} page copies dropped; pack bytes {} -> {}; {} ms",
+                    r.manifests,
+                    r.live_pages,
+                    r.packs_deleted,
+                    r.packs_before,
+                    r.packs_repacked,
+                    r.packs_written,
+                    r.pages_dropped,
+                    r.pack_bytes_before,
+                    r.pack_bytes_after,
+                    r.elapsed_ms
+                );
             }
         }
         StoreCommand::Evict { tier } => {

@@ -390,7 +390,8 @@ impl Worker {
         Ok(info)
     }
 
-    /// Stops a tenant (if running) and forgets it. Its checkpoints stay in the store.
+    /// Stops a tenant (if running) and forgets it, with its checkpoints in the store (their pages
+    /// go at the next `pico store gc`).
     pub async fn rm(&self, name: &str) -> Result<()> {
         let slot = self.slot(name)?;
         let mut rt = slot.runtime.lock().await;
@@ -417,6 +418,9 @@ impl Worker {
                 }
             }
         }
+        // First the checkpoints: if the store is unreachable, `rm` fails and can be run again.
+        let gone = self.store.forget(name).await?;
+        info!(checkpoints = gone.len(), "checkpoints forgotten");
         if let Err(e) = std::fs::remove_dir_all(&slot.dirs.root) {
             error!(error = %e, "could not remove the tenant's directory");
         }

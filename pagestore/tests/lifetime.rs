@@ -1,0 +1,183 @@
+//! Retention, forget and gc, on the directory cold tier and on a real S3 server (Garage).
+
+use std::path::Path;
+
+use pagestore::config::{ColdConfig, S3Config};
+use pagestore::lock::LockKind;
+use pagestore::{Error, PageStore, StoreConfig};
+use testkit::garage::Garage;
+use testkit::synth;
+
+/// The cold tiers every test here runs on. The Garage (if any) must outlive the stores.
+fn backends(tmp: &Path) -> Vec<(StoreConfig, Option<Garage>)> {
+    let mut dir = StoreConfig::embedded(&tmp.join("dir"));
+    dir.local.enabled = false;
+    let g = Garage::start();
+    let mut s3 = StoreConfig::embedded(&tmp.join("s3"));
+    s3.local.enabled = false;
+    s3.cold = ColdConfig::S3(S3Config {
+        endpoint: g.endpoint.clone(),
+        region: g.region.clone(),
+        bucket: g.bucket.clone(),
+        access_key_id: g.access_key_id.clone(),
+        secret_access_key: g.secret_access_key.clone(),
+        prefix: None,
+        max_attempts: None,
+    });
+    vec![(dir, None), (s3, Some(g))]
+}
+
+fn write_checkpoint(dir: &Path, parts: &[(u64, usize)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let data: Vec<u8> = parts
+        .iter()
+        .flat_map(|&(seed, pages)| synth::page_file(seed, pages))
+        .collect();
+    std::fs::write(dir.join("pages-1.img"), data).unwrap();
+    std::fs::write(dir.join("core-1.img"), format!("{parts:?}")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_one_of_two_tenants_keeps_the_shared_pages() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (mut cfg, _garage) in backends(tmp.path()) {
+        cfg.gc.repack_below = 0.9;
+        let a = tmp.path().join("a");
+        let b = tmp.path().join("b");
+        // 600 shared pages, then 600 private ones each.
+        write_checkpoint(&a, &[(10, 600), (11, 600)]);
+        write_checkpoint(&b, &[(10, 600), (12, 600)]);
+        let store = PageStore::open(&cfg).await.unwrap();
+        store.ingest("alice", &a).await.unwrap();
+        let rb = store.ingest("bob", &b).await.unwrap();
+        let before = store.stats().await.unwrap();
+
+        let private_a: Vec<_> = synth::page_file(11, 600)
+            .chunks(4096)
+            .map(pagestore::PageId::of)
+            .filter(|p| !p.is_zero())
+            .collect();
+        let shared: Vec<_> = synth::page_file(10, 600)
+            .chunks(4096)
+            .map(pagestore::PageId::of)
+            .filter(|p| !p.is_zero())
+            .collect();
+
+        assert_eq!(store.forget("alice").await.unwrap().len(), 1);
+        let report = store.gc().await.unwrap();
+        assert!(
+            report.packs_repacked + report.packs_deleted >= 1,
+            "{report:?}"
+        );
+        assert!(
+            report.pack_bytes_after < report.pack_bytes_before,
+            "{report:?}"
+        );
+        drop(store);
+
+        // A fresh process sees only what gc left.
+        let store = PageStore::open(&cfg).await.unwrap();
+        let c = store.resolve(rb.checkpoint.id.as_str()).await.unwrap();
+        let out = tmp.path().join("out-b");
+        let _ = std::fs::remove_dir_all(&out);
+        store.materialize(&c, &out).await.unwrap();
+        assert!(synth::same_files(&b, &out).unwrap());
+        for p in &shared {
+            assert!(store.catalog().contains(p));
+        }
+        let gone = private_a
+            .iter()
+            .filter(|p| !store.catalog().contains(p))
+            .count();
+        assert_eq!(gone, private_a.len(), "alice's private pages must be gone");
+        assert!(matches!(
+            store.read_page(&private_a[0]).await,
+            Err(Error::PageMissing(_))
+        ));
+        let v = store.verify().await.unwrap();
+        assert!(v.ok(), "{:?}", v.problems);
+        let after = store.stats().await.unwrap();
+        assert!(after.pack_bytes < before.pack_bytes);
+        assert_eq!(after.tenants, 1);
+        // A second gc finds nothing to do.
+        let again = store.gc().await.unwrap();
+        assert_eq!((again.packs_deleted, again.packs_repacked), (0, 0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_the_last_k_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (mut cfg, _garage) in backends(tmp.path()) {
+        cfg.retention.keep_last = 2;
+        let store = PageStore::open(&cfg).await.unwrap();
+        let mut dirs = Vec::new();
+        for g in 0..4u64 {
+            let d = tmp.path().join(format!("gen{g}"));
+            // Each generation shares 200 pages with the others and has 100 of its own.
+            write_checkpoint(&d, &[(20, 200), (30 + g, 100)]);
+            store.ingest("web", &d).await.unwrap();
+            dirs.push(d);
+        }
+        let left: Vec<u64> = store
+            .checkpoints()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|c| c.tenant == "web")
+            .map(|c| c.generation)
+            .collect();
+        assert_eq!(left, vec![3, 4]);
+        store.gc().await.unwrap();
+        for (c, d) in store.checkpoints().await.unwrap().iter().zip(&dirs[2..]) {
+            let out = tmp.path().join(format!("out{}", c.generation));
+            let _ = std::fs::remove_dir_all(&out);
+            store.materialize(c, &out).await.unwrap();
+            assert!(synth::same_files(d, &out).unwrap());
+        }
+        assert!(store.verify().await.unwrap().ok());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_does_not_run_while_an_ingest_holds_its_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (cfg, _garage) in backends(tmp.path()) {
+        let store = PageStore::open(&cfg).await.unwrap();
+        let held = store.lock(LockKind::Ingest).await.unwrap();
+        let err = store.gc().await.unwrap_err();
+        assert!(matches!(err, Error::Busy { .. }), "{err}");
+        // Ingests share the lock.
+        let d = tmp.path().join("in");
+        write_checkpoint(&d, &[(40, 50)]);
+        store.ingest("t", &d).await.unwrap();
+        store.unlock(held).await.unwrap();
+        store.gc().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_left_by_a_dead_process_does_not_block_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (cfg, _garage) in backends(tmp.path()) {
+        let store = PageStore::open(&cfg).await.unwrap();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        // pid_max is at most 4194304, so this pid is never alive.
+        let body = format!(
+            r#"{{"host":"{}","pid":4194305,"created_ms":{}}}"#,
+            host.trim(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        );
+        let key = "locks/ingest-dead-4194305-1.lock";
+        store.cold().put(key, body.into_bytes()).await.unwrap();
+        store.gc().await.unwrap();
+        assert!(store.cold().list("locks/").await.unwrap().is_empty());
+        // A live one (this process) does block it.
+        let held = store.lock(LockKind::Ingest).await.unwrap();
+        assert!(matches!(store.gc().await, Err(Error::Busy { .. })));
+        store.unlock(held).await.unwrap();
+    }
+}
