@@ -1,5 +1,7 @@
 //! Retention, forget and gc, on the directory cold tier and on a real S3 server (Garage).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::path::Path;
 
 use pagestore::config::{ColdConfig, S3Config};
