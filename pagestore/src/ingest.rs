@@ -43,6 +43,10 @@ pub struct IngestReport {
     /// Bytes uploaded to the cold tier: packs plus the manifest.
     pub bytes_uploaded: u64,
     pub elapsed_ms: u64,
+    /// The committed manifest, for callers that use it next (a worker restoring the tenant
+    /// later need not read back what it just wrote).
+    #[serde(skip)]
+    pub manifest: Option<std::sync::Arc<Manifest>>,
 }
 
 /// Whether a file of a checkpoint is split into pages (true for CRIU's page files).
@@ -193,6 +197,7 @@ impl PageStore {
             packs_written: 0,
             bytes_uploaded: 0,
             elapsed_ms: 0,
+            manifest: None,
         };
         let mut files = Vec::with_capacity(inputs.len());
         let mut builder = PackBuilder::new();
@@ -294,6 +299,7 @@ impl PageStore {
             .put(&report.checkpoint.object_key(), bytes)
             .await?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
+        report.manifest = Some(std::sync::Arc::new(manifest));
         info!(
             checkpoint = %report.checkpoint.id,
             pages = report.pages_total,

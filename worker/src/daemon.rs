@@ -27,6 +27,9 @@ pub(crate) struct TenantSlot {
     /// What the last restore's background fill read, once it is done. Kept apart from `runtime`:
     /// a swap-out holds that lock while it waits for the fill.
     pub last_fill: std::sync::Mutex<Option<pagestore::prefetch::PrefetchReport>>,
+    /// The tenant's ActiveSet as this worker last learned or loaded it (the store keeps the
+    /// durable copy; this saves a cold-tier round trip on every swap-in).
+    pub activeset: std::sync::Mutex<Option<pager::activeset::ActiveSet>>,
 }
 
 pub(crate) struct TenantRuntime {
@@ -34,6 +37,8 @@ pub(crate) struct TenantRuntime {
     /// The tail of the last lazy restore: waits for CRIU's lazy-pages daemon to copy in every
     /// page, then unmounts the checkpoint.
     pub restoring: Option<JoinHandle<()>>,
+    /// The manifest of the tenant's newest checkpoint, kept from its swap-out (it is immutable).
+    pub manifest: Option<(pagestore::CheckpointId, Arc<pagestore::Manifest>)>,
 }
 
 pub struct Worker {
@@ -122,8 +127,10 @@ impl Worker {
                     runtime: tokio::sync::Mutex::new(TenantRuntime {
                         info,
                         restoring: None,
+                        manifest: None,
                     }),
                     last_fill: std::sync::Mutex::new(None),
+                    activeset: std::sync::Mutex::new(None),
                 }),
             );
         }
@@ -383,8 +390,10 @@ impl Worker {
                 runtime: tokio::sync::Mutex::new(TenantRuntime {
                     info: info.clone(),
                     restoring: None,
+                    manifest: None,
                 }),
                 last_fill: std::sync::Mutex::new(None),
+                activeset: std::sync::Mutex::new(None),
             }),
         );
         Ok(info)

@@ -16,7 +16,7 @@ use pagestore::PageStore;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::criu::log_tail;
-use crate::daemon::{wait_gone, Worker};
+use crate::daemon::{wait_gone, TenantSlot, Worker};
 use crate::error::{Error, Result};
 use crate::tenant::{
     process_alive, process_tree, ActiveSetSummary, LastRestore, SwapInReport, SwapOutReport,
@@ -145,6 +145,10 @@ impl Worker {
             pages_new: report.pages_new,
             bytes_uploaded: report.bytes_uploaded,
         };
+        rt.manifest = report
+            .manifest
+            .clone()
+            .map(|m| (report.checkpoint.id.clone(), m));
         rt.info.state = TenantState::SwappedOut;
         rt.info.checkpoint = Some(out.checkpoint.clone());
         rt.info.generation = Some(out.generation);
@@ -190,13 +194,32 @@ impl Worker {
         let span = info_span!("swap_in", checkpoint = %checkpoint.id);
         async {
             let want_set = use_activeset && self.config.activeset;
-            let (manifest, set) = tokio::join!(self.store.manifest(&checkpoint), async {
-                if want_set {
-                    self.load_activeset(name).await
-                } else {
-                    Ok(None)
+            // Both are usually in memory already: this worker wrote them.
+            let kept_manifest = rt
+                .manifest
+                .as_ref()
+                .filter(|(id, _)| *id == checkpoint.id)
+                .map(|(_, m)| m.clone());
+            let kept_set = slot
+                .activeset
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let (manifest, set) = tokio::join!(
+                async {
+                    match kept_manifest {
+                        Some(m) => Ok((*m).clone()),
+                        None => self.store.manifest(&checkpoint).await,
+                    }
+                },
+                async {
+                    match (want_set, kept_set) {
+                        (false, _) => Ok(None),
+                        (true, Some(set)) => Ok(Some(set)),
+                        (true, None) => self.load_activeset(name).await,
+                    }
                 }
-            });
+            );
             let mut manifest = manifest?;
             let plan = if want_set {
                 match set {
@@ -307,6 +330,7 @@ impl Worker {
             let learning = use_activeset && self.config.activeset;
             let learn = Learn {
                 store: self.store.clone(),
+                slot: slot.clone(),
                 tenant: name.to_string(),
                 access: mount.access_log().clone(),
                 layout,
@@ -386,6 +410,7 @@ impl Worker {
 /// Learning one restore's working set into the tenant's ActiveSet.
 struct Learn {
     store: Arc<PageStore>,
+    slot: Arc<TenantSlot>,
     tenant: String,
     access: Arc<AccessLog>,
     layout: ImageLayout,
@@ -402,9 +427,18 @@ impl Learn {
         tokio::time::sleep(self.grace).await;
         let until = restored_at + self.grace.as_micros() as u64;
         let faults = classify_faults(&self.layout, &self.access.snapshot(), until);
-        let mut set = load_activeset(&self.store, &self.tenant)
-            .await?
-            .unwrap_or_else(|| ActiveSet::new(&self.tenant));
+        let kept = self
+            .slot
+            .activeset
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut set = match kept {
+            Some(set) => set,
+            None => load_activeset(&self.store, &self.tenant)
+                .await?
+                .unwrap_or_else(|| ActiveSet::new(&self.tenant)),
+        };
         let mut pages = self.plan.pages.clone();
         pages.extend(faults.iter().cloned());
         let trace = RestoreTrace {
