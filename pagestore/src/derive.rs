@@ -84,20 +84,7 @@ impl PageStore {
 
         let mut files = manifest.files.clone();
         files[index].content = FileContent::Paged(pages.clone());
-        let mut packs: Vec<_> = files
-            .iter()
-            .flat_map(|f| f.pages())
-            .filter(|id| !id.is_zero())
-            .map(|id| {
-                self.catalog
-                    .locate(id)
-                    .map(|l| l.pack)
-                    .ok_or(Error::PageMissing(*id))
-            })
-            .collect::<Result<HashSet<_>>>()?
-            .into_iter()
-            .collect();
-        packs.sort();
+        let packs = self.packs_holding(&files)?;
         let generation = self
             .latest(&base.tenant)
             .await?

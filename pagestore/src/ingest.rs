@@ -266,20 +266,7 @@ impl PageStore {
             self.commit_pack(builder, &mut report).await?;
         }
 
-        let mut packs: Vec<_> = files
-            .iter()
-            .flat_map(|f| f.pages())
-            .filter(|id| !id.is_zero())
-            .map(|id| {
-                self.catalog
-                    .locate(id)
-                    .map(|l| l.pack)
-                    .ok_or(Error::PageMissing(*id))
-            })
-            .collect::<Result<HashSet<_>>>()?
-            .into_iter()
-            .collect();
-        packs.sort();
+        let packs = self.packs_holding(&files)?;
         let manifest = Manifest {
             tenant: tenant.to_string(),
             generation,
@@ -310,6 +297,26 @@ impl PageStore {
             "checkpoint committed"
         );
         Ok(report)
+    }
+
+    /// The packs that hold every stored page of `files`, sorted: what a manifest lists so that
+    /// any machine can resolve it from the cold tier alone.
+    pub(crate) fn packs_holding(&self, files: &[FileEntry]) -> Result<Vec<crate::pack::PackId>> {
+        let mut packs: Vec<_> = files
+            .iter()
+            .flat_map(|f| f.pages())
+            .filter(|id| !id.is_zero())
+            .map(|id| {
+                self.catalog
+                    .locate(id)
+                    .map(|l| l.pack)
+                    .ok_or(Error::PageMissing(*id))
+            })
+            .collect::<Result<HashSet<_>>>()?
+            .into_iter()
+            .collect();
+        packs.sort();
+        Ok(packs)
     }
 
     /// Uploads a pack and, once it is durable, makes its pages known (and caches them locally).
