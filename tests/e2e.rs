@@ -102,6 +102,28 @@ fn python_counter_continues_after_swap_out_and_in() {
     let stats = p.json(&["store", "stats"]);
     assert_eq!(stats["checkpoints"], 2);
     assert!(stats["pages_unique"].as_u64().unwrap() < stats["pages_total"].as_u64().unwrap());
+
+    // A swap-in from the cold tier (caches emptied) is billed: its GETs reach the cost report.
+    p.ok(&["tenant", "swap-out", "counter"]);
+    p.ok(&["store", "evict", "--tier", "local"]);
+    p.ok(&["store", "evict", "--tier", "hot"]);
+    p.ok(&["tenant", "swap-in", "counter"]);
+    assert_eq!(http_get(port, "/inc").unwrap(), "11");
+    p.ok(&["tenant", "swap-out", "counter"]); // waits for the background fill
+    let report = p.json(&["report", "cost"]);
+    let counter = report["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "counter")
+        .unwrap()
+        .clone();
+    assert!(
+        counter["requests"]["gets"].as_u64().unwrap() > 0,
+        "{counter}"
+    );
+    assert!(report["total"]["requests"]["gets"].as_u64().unwrap() > 0);
+    p.ok(&["tenant", "swap-in", "counter"]);
     drop(worker);
     assert!(!is_listening(port), "removing the tenant stops it");
 }

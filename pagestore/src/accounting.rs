@@ -79,7 +79,8 @@ pub struct Cost {
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
 pub struct Requests {
     pub puts: u64,
-    /// Not recorded durably by the store yet.
+    /// From the usage log (`usage.rs`): the cold GETs of swap-ins in the period. `None` when
+    /// no log was consulted.
     pub gets: Option<u64>,
 }
 
@@ -145,6 +146,30 @@ pub struct Accounting {
     pub total: TotalUsage,
     pub tiers: Vec<TierUsage>,
     pub period_days: u64,
+}
+
+impl Accounting {
+    /// Fills in each tenant's cold GETs of the period (0 for a tenant with none) and the total.
+    pub fn apply_gets(&mut self, gets: &HashMap<String, u64>) {
+        let mut total = 0;
+        for t in &mut self.tenants {
+            let n = gets.get(&t.name).copied().unwrap_or(0);
+            t.requests.gets = Some(n);
+            total += n;
+        }
+        // GETs of tenants no longer in the store were still billed in the period.
+        let gone: u64 = gets
+            .iter()
+            .filter(|(name, _)| !self.tenants.iter().any(|t| &t.name == *name))
+            .map(|(_, n)| n)
+            .sum();
+        self.total.requests.gets = Some(total + gone);
+    }
+
+    /// The start of the period, in ms since the epoch.
+    pub fn period_start_ms(&self) -> u64 {
+        now_ms().saturating_sub(self.period_days * 24 * 3600 * 1000)
+    }
 }
 
 /// The accounting period: the last 30 days, as a month is billed.

@@ -31,6 +31,7 @@ pub mod prefetch;
 pub mod read;
 pub mod stats;
 pub mod store;
+pub mod usage;
 pub mod verify;
 
 pub use config::StoreConfig;

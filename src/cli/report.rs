@@ -91,7 +91,7 @@ pub fn cost_report(acc: Accounting, prices: &Prices, generated_utc: String) -> C
              equal share of pages it shares with others (shares add up to each page's size)"
                 .into(),
             "requests: PUTs of the period derived from the store's history (manifests and the packs \
-             they first wrote); GETs are not recorded yet and are not priced"
+             they first wrote); GETs from the worker's usage log (the cold reads of each swap-in)"
                 .into(),
             "the total also bills overhead_bytes (pack indexes, pages no checkpoint references any \
              more until `pico store gc`); the local tier is this machine's disk and is not priced"
@@ -211,7 +211,10 @@ pub async fn run(ctx: &Context, cmd: ReportCommand) -> anyhow::Result<ExitCode> 
     match cmd {
         ReportCommand::Cost { html } => {
             let store = super::store::open(ctx).await?;
-            let acc = store.accounting().await?;
+            let mut acc = store.accounting().await?;
+            let gets =
+                pagestore::usage::gets_since(&ctx.config.worker.usage_log, acc.period_start_ms())?;
+            acc.apply_gets(&gets);
             let report = cost_report(acc, &ctx.config.prices, utc_now());
             if let Some(path) = &html {
                 std::fs::write(path, html::render(&report))

@@ -15,6 +15,8 @@ pub struct WorkerConfig {
     pub staging_dir: PathBuf,
     /// Where checkpoints are mounted while a tenant is being restored.
     pub mounts_dir: PathBuf,
+    /// The cold-tier reads of each swap-in, one JSON line each (priced by `pico report cost`).
+    pub usage_log: PathBuf,
     /// The CRIU binary (>= 4.2).
     #[serde(default = "default_criu")]
     pub criu: PathBuf,
@@ -69,6 +71,7 @@ impl WorkerConfig {
             tenants_dir: home.join("tenants"),
             staging_dir: home.join("staging"),
             mounts_dir: home.join("mnt"),
+            usage_log: home.join("usage.jsonl"),
             criu: default_criu(),
             start_timeout_ms: default_start_timeout_ms(),
             criu_log_level: default_criu_log_level(),

@@ -344,6 +344,8 @@ impl Worker {
             let tenant = name.to_string();
             let work_dir = work.clone();
             let fill_slot = slot.clone();
+            let usage_log = self.config.usage_log.clone();
+            let restore_set = report.prefetch.clone();
             *slot.last_fill.lock().unwrap_or_else(|p| p.into_inner()) = None;
             rt.restoring = Some(tokio::spawn(async move {
                 let learned = async {
@@ -365,6 +367,17 @@ impl Worker {
                                 ms = r.ms,
                                 "image filled in behind the restore"
                             );
+                            let record = pagestore::usage::UsageRecord {
+                                at_ms: std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map_or(0, |d| d.as_millis() as u64),
+                                tenant: learn.tenant.clone(),
+                                cold_gets: restore_set.cold_gets + r.cold_gets,
+                                cold_bytes: restore_set.cold_bytes + r.cold_bytes,
+                            };
+                            if let Err(e) = pagestore::usage::append(&usage_log, &record) {
+                                warn!(error = %e, "could not record the swap-in's cold reads");
+                            }
                             *fill_slot.last_fill.lock().unwrap_or_else(|p| p.into_inner()) =
                                 Some(r);
                         }
