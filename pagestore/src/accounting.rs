@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_ms;
 use crate::error::Result;
 use crate::manifest::CheckpointRef;
 use crate::pack::PackId;
@@ -174,12 +175,6 @@ impl Accounting {
 
 /// The accounting period: the last 30 days, as a month is billed.
 pub const PERIOD_DAYS: u64 = 30;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Splits `len` bytes over `n` owners in whole bytes: the first `len % n` get one more.
 fn apportion(len: u64, n: u64, index: u64) -> u64 {

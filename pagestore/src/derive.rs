@@ -7,7 +7,6 @@
 //! first; the manifest upload is the commit point, exactly as in an ingest.
 
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, info};
 
@@ -93,10 +92,7 @@ impl PageStore {
         let derived = Manifest {
             tenant: base.tenant.clone(),
             generation,
-            created_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            created_ms: crate::clock::now_ms(),
             parent: Some(base.id.clone()),
             packs,
             files,

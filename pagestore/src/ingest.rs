@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde::Serialize;
 use tracing::{debug, info, info_span, Instrument};
@@ -270,10 +270,7 @@ impl PageStore {
         let manifest = Manifest {
             tenant: tenant.to_string(),
             generation,
-            created_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            created_ms: crate::clock::now_ms(),
             parent,
             packs,
             files,

@@ -13,6 +13,7 @@
 
 pub mod accounting;
 pub mod catalog;
+pub mod clock;
 pub mod codec;
 pub mod cold;
 pub mod config;

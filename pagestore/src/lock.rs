@@ -50,12 +50,7 @@ pub struct StoreLock {
     key: String,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::clock::now_ms;
 
 fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

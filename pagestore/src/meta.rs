@@ -5,8 +5,6 @@
 //! under `meta/<kind>/<owner>/<time>.meta`, readers take the newest, and only the newest few are
 //! kept.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use crate::error::{Error, Result};
 use crate::manifest::valid_tenant_name;
 use crate::store::PageStore;
@@ -67,10 +65,7 @@ impl PageStore {
     /// Stores a new version of metadata object `kind`/`owner`.
     pub async fn put_meta(&self, kind: &str, owner: &str, body: &[u8]) -> Result<()> {
         let prefix = prefix(kind, owner)?;
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let ms = crate::clock::now_ms();
         let key = format!("{prefix}{ms:016}.meta");
         self.cold.put(&key, encode(body)).await?;
         let old = self.cold.list(&prefix).await?;

@@ -76,13 +76,10 @@ impl Worker {
         }
 
         let started = Instant::now();
-        let staging: PathBuf = self.config.staging_dir.join(format!(
-            "{name}-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0)
-        ));
+        let staging: PathBuf = self
+            .config
+            .staging_dir
+            .join(format!("{name}-{}", pagestore::clock::now_ms()));
         fresh_dir(&staging)?;
         let work = slot.dirs.criu_work("dump");
         fresh_dir(&work)?;
@@ -368,9 +365,7 @@ impl Worker {
                                 "image filled in behind the restore"
                             );
                             let record = pagestore::usage::UsageRecord {
-                                at_ms: std::time::SystemTime::now()
-                                    .duration_since(std::time::UNIX_EPOCH)
-                                    .map_or(0, |d| d.as_millis() as u64),
+                                at_ms: pagestore::clock::now_ms(),
                                 tenant: learn.tenant.clone(),
                                 cold_gets: restore_set.cold_gets + r.cold_gets,
                                 cold_bytes: restore_set.cold_bytes + r.cold_bytes,
