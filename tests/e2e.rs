@@ -20,6 +20,29 @@ fn counter_app() -> String {
         .to_string()
 }
 
+/// `tenant add NAME --port PORT -- python3 deploy/apps/counter.py PORT`.
+fn counter_add_args(name: &str, port: u16) -> Vec<String> {
+    let port = port.to_string();
+    let app = counter_app();
+    [
+        "tenant", "add", name, "--port", &port, "--", "python3", &app, &port,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Adds a counter tenant on a free port and returns the port.
+fn add_counter(p: &Pico, name: &str) -> u16 {
+    let port = free_port();
+    p.ok(&strs(&counter_add_args(name, port)));
+    port
+}
+
 fn tenant(p: &Pico, name: &str) -> serde_json::Value {
     p.json(&["tenant", "status", name])
 }
@@ -29,19 +52,7 @@ fn python_counter_continues_after_swap_out_and_in() {
     let _serial = testkit::criu_lock();
     let p = pico();
     let worker = p.start_worker();
-    let port = free_port();
-    let app = counter_app();
-    p.ok(&[
-        "tenant",
-        "add",
-        "counter",
-        "--port",
-        &port.to_string(),
-        "--",
-        "python3",
-        &app,
-        &port.to_string(),
-    ]);
+    let port = add_counter(&p, "counter");
     for i in 1..=5 {
         assert_eq!(http_get(port, "/inc").unwrap(), i.to_string());
     }
@@ -181,19 +192,7 @@ fn mistakes_get_clear_errors() {
     let _worker = p.start_worker();
     let err = p.fails(&["tenant", "swap-out", "ghost"]);
     assert!(err.contains("no tenant named \"ghost\""), "{err}");
-    let port = free_port();
-    let app = counter_app();
-    p.ok(&[
-        "tenant",
-        "add",
-        "c",
-        "--port",
-        &port.to_string(),
-        "--",
-        "python3",
-        &app,
-        &port.to_string(),
-    ]);
+    let port = add_counter(&p, "c");
     let err = p.fails(&[
         "tenant",
         "add",
@@ -206,17 +205,7 @@ fn mistakes_get_clear_errors() {
     assert!(err.contains("already exists"), "{err}");
     let err = p.fails(&["tenant", "swap-in", "c"]);
     assert!(err.contains("not swapped out"), "{err}");
-    let err = p.fails(&[
-        "tenant",
-        "add",
-        "d",
-        "--port",
-        &port.to_string(),
-        "--",
-        "python3",
-        &app,
-        &port.to_string(),
-    ]);
+    let err = p.fails(&strs(&counter_add_args("d", port)));
     assert!(err.contains("already in use"), "{err}");
     p.ok(&["tenant", "swap-out", "c"]);
     let err = p.fails(&["tenant", "swap-out", "c"]);
@@ -331,19 +320,7 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
     )
     .unwrap();
     let _worker = p.start_worker();
-    let port = free_port();
-    let app = counter_app();
-    p.ok(&[
-        "tenant",
-        "add",
-        "a",
-        "--port",
-        &port.to_string(),
-        "--",
-        "python3",
-        &app,
-        &port.to_string(),
-    ]);
+    let port = add_counter(&p, "a");
     http_get(port, "/ballast?mb=2").unwrap();
     p.ok(&["tenant", "swap-out", "a"]);
     let first = p.json(&["tenant", "swap-in", "a"]);
