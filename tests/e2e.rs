@@ -337,7 +337,7 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
         .map(|page| page["vaddr"].as_u64().unwrap())
         .collect();
     let log =
-        std::fs::read_to_string(p.home().join("tenants/a/criu/restore/lazy-pages.log")).unwrap();
+        std::fs::read_to_string(p.home().join("tenants/a/criu/lazy-pages/lazy-pages.log")).unwrap();
     let faulted: std::collections::HashSet<u64> = log
         .lines()
         .filter_map(|l| l.split("#PF at 0x").nth(1))
@@ -371,7 +371,9 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
     p.ok(&["tenant", "swap-out", "a"]);
     let set = p.json(&["tenant", "activeset", "a"]);
     assert_eq!(set["restores"], 2);
-    assert!(set["last"]["hit_rate"].as_f64().unwrap() > 0.5, "{set}");
+    // The learning restore saw the whole working set (the background copy waited), so the
+    // second one faults almost nothing in.
+    assert!(set["last"]["hit_rate"].as_f64().unwrap() > 0.9, "{set}");
 
     let third = p.json(&["tenant", "swap-in", "a", "--no-activeset"]);
     assert_eq!(third["eager_pages"], 0);

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use pager::access::AccessLog;
-use pager::activeset::{classify_faults, ActiveSet, EagerPlan, ImageLayout, RestoreTrace};
+use pager::activeset::{
+    classify_faults, ActivePage, ActiveSet, EagerPlan, ImageLayout, RestoreTrace,
+};
 use pagestore::PageStore;
 use tracing::{info, info_span, warn, Instrument};
 
@@ -259,20 +261,24 @@ impl Worker {
 
             let work = slot.dirs.criu_work("restore");
             fresh_dir(&work)?;
-            let mut lazy = self.criu.spawn_lazy_pages(&mountpoint, &work)?;
-            let socket = work.join("lazy-pages.socket");
+            let daemon_work = slot.dirs.criu_work("lazy-pages");
+            fresh_dir(&daemon_work)?;
+            let mut lazy = self.criu.spawn_lazy_pages(&mountpoint, &daemon_work)?;
+            let socket = daemon_work.join(crate::lazy_gate::SOCKET_NAME);
             let wait_started = Instant::now();
             while !socket.exists() {
                 if let Ok(Some(status)) = lazy.try_wait() {
                     let _ = tokio::task::spawn_blocking(move || mount.unmount()).await;
-                    return Err(self.criu.lazy_pages_failure(&work, status.to_string()));
+                    return Err(self
+                        .criu
+                        .lazy_pages_failure(&daemon_work, status.to_string()));
                 }
                 if wait_started.elapsed() > Duration::from_secs(10) {
                     let _ = lazy.kill().await;
                     let _ = tokio::task::spawn_blocking(move || mount.unmount()).await;
                     return Err(self
                         .criu
-                        .lazy_pages_failure(&work, "no socket after 10 s".into()));
+                        .lazy_pages_failure(&daemon_work, "no socket after 10 s".into()));
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -304,9 +310,16 @@ impl Worker {
                 let store = self.store.clone();
                 tokio::spawn(async move { store.prefetch(&fill_ids).await })
             };
+            // While learning, the daemon serves faults only until the window closes.
+            let learning = use_activeset && self.config.activeset;
+            let mut gate = crate::lazy_gate::LazyGate::open(&work, &daemon_work)?;
+            if !learning {
+                gate.release();
+            }
             let pid = match self.criu.restore(&mountpoint, &work, true).await {
                 Ok(pid) => pid,
                 Err(e) => {
+                    drop(gate);
                     fill.abort();
                     let _ = lazy.kill().await;
                     let _ = tokio::task::spawn_blocking(move || mount.unmount()).await;
@@ -322,9 +335,8 @@ impl Worker {
                 restore_ms: ms(started) - mount_ms,
                 total_ms: ms(started),
             };
-            // Learn from the faults of the first moments, while the daemon copies in the rest; once
-            // every page is in, it exits and the checkpoint is unmounted.
-            let learning = use_activeset && self.config.activeset;
+            // Learn from the faults of the first moments; then the daemon copies in the rest, and
+            // once every page is in, it exits and the checkpoint is unmounted.
             let learn = Learn {
                 store: self.store.clone(),
                 slot: slot.clone(),
@@ -339,7 +351,7 @@ impl Worker {
             };
             let access_file = slot.dirs.root.join(format!("access-{}.jsonl", checkpoint.generation));
             let tenant = name.to_string();
-            let work_dir = work.clone();
+            let work_dir = daemon_work.clone();
             let fill_slot = slot.clone();
             let usage_log = self.config.usage_log.clone();
             let restore_set = report.prefetch.clone();
@@ -347,10 +359,13 @@ impl Worker {
             rt.restoring = Some(tokio::spawn(async move {
                 let learned = async {
                     if learning {
-                        if let Err(e) = learn.run().await {
+                        let faults = learn.watch().await;
+                        gate.release();
+                        if let Err(e) = learn.save(faults).await {
                             warn!(tenant = %learn.tenant, error = %e, "could not save the ActiveSet");
                         }
                     }
+                    drop(gate);
                 };
                 let filled = async {
                     match fill.await {
@@ -430,11 +445,16 @@ struct Learn {
 }
 
 impl Learn {
-    async fn run(&self) -> Result<()> {
+    /// Waits out the learning window and picks out its faults.
+    async fn watch(&self) -> Vec<ActivePage> {
         let restored_at = self.access.elapsed_us();
         tokio::time::sleep(self.grace).await;
         let until = restored_at + self.grace.as_micros() as u64;
-        let faults = classify_faults(&self.layout, &self.access.snapshot(), until);
+        classify_faults(&self.layout, &self.access.snapshot(), until)
+    }
+
+    /// Adds this restore's trace to the tenant's ActiveSet and stores it.
+    async fn save(&self, faults: Vec<ActivePage>) -> Result<()> {
         let kept = self
             .slot
             .activeset

@@ -1,0 +1,275 @@
+//! A relay on CRIU's lazy-pages socket that holds back the "restore finished" message, so that
+//! the lazy-pages daemon serves page faults only until the worker lets it go on.
+//!
+//! **Why.** CRIU's lazy-pages daemon starts copying every remaining lazy page in the background
+//! the moment `criu restore` tells it the restore is done (criu/uffd.c: `restore_finished` turns
+//! the epoll timeout to 0 and `xfer_pages` runs between events). That copy races the tenant's
+//! first request: each page it brings in before the tenant touches it never faults, so the
+//! ActiveSet cannot see it (measured: a Python tenant's `/inc` touches ~310 pages; a restore
+//! where the copy got ahead showed ~120 of them as faults, and the next restore, eagerly
+//! installing only those, still faulted ~190), and each fault waits behind a background read of
+//! up to 4 MiB in the daemon's single thread. Holding the message for the learning window
+//! makes every first touch a fault (the working set is learned whole) and keeps the daemon free
+//! for faults while the tenant answers its first request; then the background copy runs.
+//!
+//! **Protocol** (criu/uffd.c, `send_uffd` and `lazy_pages_finish_restore`): on one stream
+//! connection, `criu restore` sends per task an `i32` pid, then (for a live task) one byte with
+//! the task's userfaultfd attached as `SCM_RIGHTS`; at the end it sends the `u32`
+//! `0x52535446` ("ReSTore Finished") and closes. The relay keeps those message boundaries
+//! (a file descriptor must stay with its own byte, or the daemon's plain `recv` of the next pid
+//! would drop it), forwards tasks as they come, and forwards the finish message when released.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use tracing::{debug, warn};
+
+use crate::error::{Error, Result};
+
+/// The socket name CRIU uses, in its work directory (`-W`).
+pub const SOCKET_NAME: &str = "lazy-pages.socket";
+
+/// CRIU's "restore finished" message (criu/uffd.c, `LAZY_PAGES_RESTORE_FINISHED`). Never a pid:
+/// it is above any `pid_max`.
+const RESTORE_FINISHED: u32 = 0x5253_5446;
+
+/// The relay between one `criu restore` (which connects to `restore_work/lazy-pages.socket`) and
+/// the lazy-pages daemon (listening in its own work directory). Dropping it releases the finish
+/// message too: a running tenant must always get the rest of its pages.
+pub struct LazyGate {
+    release: Option<mpsc::Sender<()>>,
+    abandon: Arc<AtomicBool>,
+    listen_path: PathBuf,
+    relay: Option<JoinHandle<()>>,
+}
+
+impl LazyGate {
+    /// Listens for `criu restore` in `restore_work` and relays to the daemon whose socket is
+    /// in `daemon_work` (it must be listening by the time the restore connects).
+    pub fn open(restore_work: &Path, daemon_work: &Path) -> Result<LazyGate> {
+        let listen_path = restore_work.join(SOCKET_NAME);
+        let _ = std::fs::remove_file(&listen_path);
+        let listener = UnixListener::bind(&listen_path).map_err(|e| Error::io(&listen_path, e))?;
+        let daemon_path = daemon_work.join(SOCKET_NAME);
+        let (release, released) = mpsc::channel();
+        let abandon = Arc::new(AtomicBool::new(false));
+        let relay = {
+            let abandon = abandon.clone();
+            std::thread::Builder::new()
+                .name("lazy-gate".into())
+                .spawn(move || {
+                    if let Err(e) = relay(listener, &daemon_path, &abandon, released) {
+                        warn!(error = %e, "lazy-pages relay ended badly");
+                    }
+                })
+                .map_err(|e| Error::io(&listen_path, e))?
+        };
+        Ok(LazyGate {
+            release: Some(release),
+            abandon,
+            listen_path,
+            relay: Some(relay),
+        })
+    }
+
+    /// Lets the finish message through (at once if it has arrived, else as soon as it does):
+    /// the daemon then copies in the rest of the image and exits.
+    pub fn release(&mut self) {
+        if let Some(tx) = self.release.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for LazyGate {
+    fn drop(&mut self) {
+        self.release();
+        self.abandon.store(true, Ordering::SeqCst);
+        // Wakes a relay still waiting for `criu restore` to connect (the restore failed early).
+        let _ = UnixStream::connect(&self.listen_path);
+        if let Some(relay) = self.relay.take() {
+            // It ends by itself once the restore side closes; never block a drop on it.
+            drop(relay);
+        }
+    }
+}
+
+fn relay(
+    listener: UnixListener,
+    daemon_path: &Path,
+    abandon: &AtomicBool,
+    released: mpsc::Receiver<()>,
+) -> std::result::Result<(), String> {
+    let (restore, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    if abandon.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    drop(listener);
+    let daemon =
+        UnixStream::connect(daemon_path).map_err(|e| format!("{}: {e}", daemon_path.display()))?;
+    let mut tasks = 0u32;
+    loop {
+        let Some(word) = read_word(restore.as_raw_fd())? else {
+            // The restore ended without finishing: closing makes the daemon give up too.
+            return Err(format!(
+                "criu restore closed after {tasks} tasks, unfinished"
+            ));
+        };
+        if word == RESTORE_FINISHED {
+            let held = Instant::now();
+            // A closed channel (the gate dropped) releases too.
+            let _ = released.recv();
+            send_all(daemon.as_raw_fd(), &word.to_ne_bytes(), None)?;
+            debug!(
+                tasks,
+                held_ms = held.elapsed().as_millis() as u64,
+                "restore finished, passed to the lazy-pages daemon"
+            );
+            return Ok(());
+        }
+        send_all(daemon.as_raw_fd(), &word.to_ne_bytes(), None)?;
+        // A negative pid is a zombie: no userfaultfd follows.
+        if (word as i32) >= 0 {
+            let (byte, fd) = read_fd(restore.as_raw_fd())?;
+            send_all(daemon.as_raw_fd(), &[byte], Some(fd.as_raw_fd()))?;
+            tasks += 1;
+        }
+    }
+}
+
+/// Reads one 4-byte word (a pid or the finish message); `None` at a clean end of stream.
+fn read_word(fd: RawFd) -> std::result::Result<Option<u32>, String> {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < buf.len() {
+        let (n, fds) = recv(fd, &mut buf[got..])?;
+        if !fds.is_empty() {
+            return Err("a file descriptor came with a pid".into());
+        }
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err("short message".into())
+            };
+        }
+        got += n;
+    }
+    Ok(Some(u32::from_ne_bytes(buf)))
+}
+
+/// Reads the one byte that carries a task's userfaultfd.
+fn read_fd(fd: RawFd) -> std::result::Result<(u8, OwnedFd), String> {
+    let mut byte = [0u8; 1];
+    let (n, mut fds) = recv(fd, &mut byte)?;
+    match (n, fds.len()) {
+        (1, 1) => Ok((byte[0], fds.remove(0))),
+        _ => Err(format!(
+            "expected a userfaultfd, got {n} bytes and {} fds",
+            fds.len()
+        )),
+    }
+}
+
+fn recv(fd: RawFd, buf: &mut [u8]) -> std::result::Result<(usize, Vec<OwnedFd>), String> {
+    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(buf)];
+    loop {
+        match recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for c in msg.cmsgs().map_err(|e| format!("cmsg: {e}"))? {
+                    if let ControlMessageOwned::ScmRights(raw) = c {
+                        // SAFETY: the kernel just installed these descriptors for us; nothing
+                        // else owns them.
+                        fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
+                    }
+                }
+                if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+                    return Err("control message truncated".into());
+                }
+                return Ok((msg.bytes, fds));
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("recvmsg: {e}")),
+        }
+    }
+}
+
+fn send_all(fd: RawFd, bytes: &[u8], with_fd: Option<RawFd>) -> std::result::Result<(), String> {
+    let fds = with_fd.map(|f| [f]);
+    let cmsgs: Vec<ControlMessage> = fds.iter().map(|f| ControlMessage::ScmRights(f)).collect();
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let iov = [IoSlice::new(&bytes[sent..])];
+        let attach = if sent == 0 { &cmsgs[..] } else { &[][..] };
+        match sendmsg::<()>(fd, &iov, attach, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) => sent += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("sendmsg: {e}")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// What `criu restore` does on the socket, from a test thread.
+    fn restorer(path: &Path, pids: &[i32], finish: bool) {
+        let s = UnixStream::connect(path).unwrap();
+        for &pid in pids {
+            send_all(s.as_raw_fd(), &pid.to_ne_bytes(), None).unwrap();
+            if pid >= 0 {
+                let (r, _w) = UnixStream::pair().unwrap();
+                send_all(s.as_raw_fd(), &[0], Some(r.as_raw_fd())).unwrap();
+            }
+        }
+        if finish {
+            send_all(s.as_raw_fd(), &RESTORE_FINISHED.to_ne_bytes(), None).unwrap();
+        }
+    }
+
+    #[test]
+    fn tasks_pass_at_once_and_the_finish_waits_for_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rw, dw) = (dir.path().join("r"), dir.path().join("d"));
+        std::fs::create_dir_all(&rw).unwrap();
+        std::fs::create_dir_all(&dw).unwrap();
+        let daemon = UnixListener::bind(dw.join(SOCKET_NAME)).unwrap();
+        let mut gate = LazyGate::open(&rw, &dw).unwrap();
+        restorer(&rw.join(SOCKET_NAME), &[42, -7, 43], true);
+        let (d, _) = daemon.accept().unwrap();
+        let fd = d.as_raw_fd();
+        assert_eq!(read_word(fd).unwrap(), Some(42));
+        let (_, uffd) = read_fd(fd).unwrap();
+        assert!(uffd.as_raw_fd() >= 0);
+        assert_eq!(read_word(fd).unwrap(), Some(-7i32 as u32));
+        assert_eq!(read_word(fd).unwrap(), Some(43));
+        read_fd(fd).unwrap();
+        d.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        assert!((&d).read(&mut buf).is_err(), "finish must wait");
+        gate.release();
+        d.set_read_timeout(None).unwrap();
+        assert_eq!(read_word(fd).unwrap(), Some(RESTORE_FINISHED));
+        assert_eq!(read_word(fd).unwrap(), None, "then the relay closes");
+    }
+
+    #[test]
+    fn dropping_an_unused_gate_does_not_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = LazyGate::open(dir.path(), dir.path()).unwrap();
+        drop(gate);
+    }
+}
