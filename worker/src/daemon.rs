@@ -409,22 +409,7 @@ impl Worker {
         }
         if rt.info.state == TenantState::Running {
             if let Some(pid) = rt.info.pid {
-                let tree = crate::tenant::process_tree(pid);
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                for p in tree {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(p as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    wait_gone(p, Duration::from_secs(5)).await;
-                }
+                kill_tree(pid).await;
             }
         }
         // First the checkpoints: if the store is unreachable, `rm` fails and can be run again.
@@ -455,6 +440,26 @@ fn become_subreaper() -> Result<()> {
 
 /// Waits until `pid` is gone and its pid is free again, reaping it if it is our (adopted) child,
 /// or until `limit` passes.
+/// Kills the process tree rooted at `pid` and reaps it.
+pub(crate) async fn kill_tree(pid: u32) {
+    let tree = crate::tenant::process_tree(pid);
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    for p in tree {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        wait_gone(p, Duration::from_secs(5)).await;
+    }
+}
+
 pub(crate) async fn wait_gone(pid: u32, limit: Duration) -> bool {
     let started = Instant::now();
     let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));

@@ -46,13 +46,16 @@ const RESTORE_FINISHED: u32 = 0x5253_5446;
 pub struct LazyGate {
     release: Option<mpsc::Sender<()>>,
     abandon: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
     listen_path: PathBuf,
     relay: Option<JoinHandle<()>>,
 }
 
 impl LazyGate {
     /// Listens for `criu restore` in `restore_work` and relays to the daemon whose socket is
-    /// in `daemon_work` (it must be listening by the time the restore connects).
+    /// in `daemon_work`. The daemon may still be starting: the relay connects to it as soon as
+    /// it listens, so `criu restore` and `criu lazy-pages` start side by side (each spends
+    /// tens of milliseconds probing the kernel before it does anything).
     pub fn open(restore_work: &Path, daemon_work: &Path) -> Result<LazyGate> {
         let listen_path = restore_work.join(SOCKET_NAME);
         let _ = std::fs::remove_file(&listen_path);
@@ -60,12 +63,14 @@ impl LazyGate {
         let daemon_path = daemon_work.join(SOCKET_NAME);
         let (release, released) = mpsc::channel();
         let abandon = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicBool::new(false));
         let relay = {
             let abandon = abandon.clone();
+            let connected = connected.clone();
             std::thread::Builder::new()
                 .name("lazy-gate".into())
                 .spawn(move || {
-                    if let Err(e) = relay(listener, &daemon_path, &abandon, released) {
+                    if let Err(e) = relay(listener, &daemon_path, &abandon, &connected, released) {
                         warn!(error = %e, "lazy-pages relay ended badly");
                     }
                 })
@@ -74,9 +79,15 @@ impl LazyGate {
         Ok(LazyGate {
             release: Some(release),
             abandon,
+            connected,
             listen_path,
             relay: Some(relay),
         })
+    }
+
+    /// Whether the daemon has been reached (from then on it holds the tenant's userfaultfds).
+    pub fn daemon_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
     }
 
     /// Lets the finish message through (at once if it has arrived, else as soon as it does):
@@ -105,6 +116,7 @@ fn relay(
     listener: UnixListener,
     daemon_path: &Path,
     abandon: &AtomicBool,
+    connected: &AtomicBool,
     released: mpsc::Receiver<()>,
 ) -> std::result::Result<(), String> {
     let (restore, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
@@ -112,8 +124,8 @@ fn relay(
         return Ok(());
     }
     drop(listener);
-    let daemon =
-        UnixStream::connect(daemon_path).map_err(|e| format!("{}: {e}", daemon_path.display()))?;
+    let daemon = connect_when_listening(daemon_path, abandon)?;
+    connected.store(true, Ordering::SeqCst);
     let mut tasks = 0u32;
     loop {
         let Some(word) = read_word(restore.as_raw_fd())? else {
@@ -143,6 +155,26 @@ fn relay(
         }
     }
 }
+
+/// Connects to the daemon's socket, waiting (bounded) for the daemon to start listening.
+fn connect_when_listening(
+    path: &Path,
+    abandon: &AtomicBool,
+) -> std::result::Result<UnixStream, String> {
+    let started = Instant::now();
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e) if abandon.load(Ordering::SeqCst) || started.elapsed() > DAEMON_START_LIMIT => {
+                return Err(format!("{}: {e}", path.display()))
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_micros(500)),
+        }
+    }
+}
+
+/// How long the daemon may take to listen.
+const DAEMON_START_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads one 4-byte word (a pid or the finish message); `None` at a clean end of stream.
 fn read_word(fd: RawFd) -> std::result::Result<Option<u32>, String> {
@@ -245,9 +277,11 @@ mod tests {
         let (rw, dw) = (dir.path().join("r"), dir.path().join("d"));
         std::fs::create_dir_all(&rw).unwrap();
         std::fs::create_dir_all(&dw).unwrap();
-        let daemon = UnixListener::bind(dw.join(SOCKET_NAME)).unwrap();
+        // The restore may connect before the daemon listens.
         let mut gate = LazyGate::open(&rw, &dw).unwrap();
         restorer(&rw.join(SOCKET_NAME), &[42, -7, 43], true);
+        assert!(!gate.daemon_connected());
+        let daemon = UnixListener::bind(dw.join(SOCKET_NAME)).unwrap();
         let (d, _) = daemon.accept().unwrap();
         let fd = d.as_raw_fd();
         assert_eq!(read_word(fd).unwrap(), Some(42));
@@ -256,6 +290,7 @@ mod tests {
         assert_eq!(read_word(fd).unwrap(), Some(-7i32 as u32));
         assert_eq!(read_word(fd).unwrap(), Some(43));
         read_fd(fd).unwrap();
+        assert!(gate.daemon_connected());
         d.set_read_timeout(Some(std::time::Duration::from_millis(200)))
             .unwrap();
         let mut buf = [0u8; 4];

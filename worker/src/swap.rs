@@ -263,25 +263,10 @@ impl Worker {
             fresh_dir(&work)?;
             let daemon_work = slot.dirs.criu_work("lazy-pages");
             fresh_dir(&daemon_work)?;
+            // The daemon starts alongside the restore set's prefetch and the restore itself
+            // (each CRIU run spends tens of ms probing the kernel first); the gate hands it the
+            // tenant's userfaultfds once it listens.
             let mut lazy = self.criu.spawn_lazy_pages(&mountpoint, &daemon_work)?;
-            let socket = daemon_work.join(crate::lazy_gate::SOCKET_NAME);
-            let wait_started = Instant::now();
-            while !socket.exists() {
-                if let Ok(Some(status)) = lazy.try_wait() {
-                    let _ = tokio::task::spawn_blocking(move || mount.unmount()).await;
-                    return Err(self
-                        .criu
-                        .lazy_pages_failure(&daemon_work, status.to_string()));
-                }
-                if wait_started.elapsed() > Duration::from_secs(10) {
-                    let _ = lazy.kill().await;
-                    let _ = tokio::task::spawn_blocking(move || mount.unmount()).await;
-                    return Err(self
-                        .criu
-                        .lazy_pages_failure(&daemon_work, "no socket after 10 s".into()));
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
             let prefetched = match prefetch.await {
                 Ok(Ok(r)) => {
                     info!(
@@ -316,9 +301,21 @@ impl Worker {
             if !learning {
                 gate.release();
             }
-            let pid = match self.criu.restore(&mountpoint, &work, true).await {
+            let restored = match self.criu.restore(&mountpoint, &work, true).await {
+                Ok(pid) => wait_for_daemon(&gate, &mut lazy, &daemon_work)
+                    .await
+                    .map(|()| pid)
+                    .map_err(|status| (Some(pid), self.criu.lazy_pages_failure(&daemon_work, status))),
+                Err(e) => Err((None, e)),
+            };
+            let pid = match restored {
                 Ok(pid) => pid,
-                Err(e) => {
+                Err((pid, e)) => {
+                    // A tenant whose lazy memory nobody serves would hang at its first fault:
+                    // it goes, and the checkpoint it came from stays its newest.
+                    if let Some(pid) = pid {
+                        crate::daemon::kill_tree(pid).await;
+                    }
                     drop(gate);
                     fill.abort();
                     let _ = lazy.kill().await;
@@ -428,6 +425,26 @@ impl Worker {
         .instrument(span)
         .await
     }
+}
+
+/// Waits until the lazy-pages daemon holds the restored tenant's userfaultfds; the daemon's exit
+/// status (or a timeout) otherwise.
+async fn wait_for_daemon(
+    gate: &crate::lazy_gate::LazyGate,
+    lazy: &mut tokio::process::Child,
+    daemon_work: &Path,
+) -> std::result::Result<(), String> {
+    let started = Instant::now();
+    while !gate.daemon_connected() {
+        if let Ok(Some(status)) = lazy.try_wait() {
+            return Err(status.to_string());
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(format!("no socket in {} after 10 s", daemon_work.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
 }
 
 /// Learning one restore's working set into the tenant's ActiveSet.
