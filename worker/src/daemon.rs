@@ -55,6 +55,9 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         return Err(Error::NotRoot);
     }
     let criu = Criu::detect(&config.criu, config.criu_log_level).await?;
+    if let Err(e) = crate::kdat::ensure(&config.criu, criu.version()).await {
+        warn!(error = %e, "CRIU will probe the kernel on every run (~30-45 ms per restore)");
+    }
     become_subreaper()?;
     for dir in [&config.tenants_dir, &config.staging_dir, &config.mounts_dir] {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

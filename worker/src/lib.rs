@@ -9,6 +9,7 @@ pub mod config;
 pub mod criu;
 pub mod daemon;
 mod error;
+mod kdat;
 pub mod lazy_gate;
 pub mod protocol;
 pub mod swap;
