@@ -235,12 +235,10 @@ impl Worker {
             // The served (rewritten) pagemaps are what the fault classifier must see.
             let layout = ImageLayout::of(&manifest);
             // Everything `criu restore` will read before the tenant runs (its eager pages and the
-            // ActiveSet), fetched in a few large requests while the mount and daemon start.
-            let prefetch = {
-                let store = self.store.clone();
-                let ids = layout.eager_page_ids(&manifest);
-                tokio::spawn(async move { store.prefetch(&ids).await })
-            };
+            // ActiveSet) is fetched in a few large requests while the mount, the daemon and the
+            // restore start; a page the restore reads before its range has arrived waits for that
+            // same request (single flight), so the restore is not held back to wait for all.
+            let restore_set = layout.eager_page_ids(&manifest);
             // CRIU's lazy-pages daemon copies in every remaining page with one small read at a
             // time; from a cold tier each costs a round trip (measured: ~450 serial reads of
             // ~50 ms, 20 s before a Python tenant's first answer), and faults wait behind them.
@@ -267,33 +265,14 @@ impl Worker {
             // (each CRIU run spends tens of ms probing the kernel first); the gate hands it the
             // tenant's userfaultfds once it listens.
             let mut lazy = self.criu.spawn_lazy_pages(&mountpoint, &daemon_work)?;
-            let prefetched = match prefetch.await {
-                Ok(Ok(r)) => {
-                    info!(
-                        pages = r.requested,
-                        already_hot = r.already_hot,
-                        cold_pages = r.cold_pages,
-                        cold_gets = r.cold_gets,
-                        cold_bytes = r.cold_bytes,
-                        ms = r.ms,
-                        "restore set prefetched"
-                    );
-                    r
-                }
-                // A failed prefetch only costs speed: the restore reads what it needs itself.
-                Ok(Err(e)) => {
-                    warn!(error = %e, "prefetch failed");
-                    Default::default()
-                }
-                Err(e) => {
-                    warn!(error = %e, "prefetch task failed");
-                    Default::default()
-                }
-            };
-            // The fill runs while CRIU restores (the restore set is already in memory).
+            // Then the fill, so that the restore set's requests go first.
+            let (prefetched_tx, prefetched) = tokio::sync::oneshot::channel();
             let fill = {
                 let store = self.store.clone();
-                tokio::spawn(async move { store.prefetch(&fill_ids).await })
+                tokio::spawn(async move {
+                    let _ = prefetched_tx.send(store.prefetch(&restore_set).await);
+                    store.prefetch(&fill_ids).await
+                })
             };
             // While learning, the daemon serves faults only until the window closes.
             let learning = use_activeset && self.config.activeset;
@@ -321,6 +300,29 @@ impl Worker {
                     let _ = lazy.kill().await;
                     let _ = tokio::task::spawn_blocking(move || mount.unmount()).await;
                     return Err(e);
+                }
+            };
+            let prefetched = match prefetched.await {
+                Ok(Ok(r)) => {
+                    info!(
+                        pages = r.requested,
+                        already_hot = r.already_hot,
+                        cold_pages = r.cold_pages,
+                        cold_gets = r.cold_gets,
+                        cold_bytes = r.cold_bytes,
+                        ms = r.ms,
+                        "restore set prefetched"
+                    );
+                    r
+                }
+                // A failed prefetch only costs speed: the restore read what it needed itself.
+                Ok(Err(e)) => {
+                    warn!(error = %e, "prefetch failed");
+                    Default::default()
+                }
+                Err(_) => {
+                    warn!("prefetch task ended early");
+                    Default::default()
                 }
             };
             let report = SwapInReport {
@@ -502,6 +504,13 @@ impl Learn {
         );
         set.record(trace, self.window);
         let body = serde_json::to_vec(&set).map_err(|e| Error::Protocol(e.to_string()))?;
+        // The next swap-in plans from memory, without a cold-tier round trip (the store keeps
+        // the durable copy for a restarted worker).
+        *self
+            .slot
+            .activeset
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(set);
         self.store
             .put_meta(ACTIVESET_KIND, &self.tenant, &body)
             .await?;
