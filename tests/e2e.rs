@@ -308,6 +308,25 @@ fn store_cli_ingest_materialize_verify_and_corruption() {
     std::thread::sleep(Duration::from_millis(1));
 }
 
+/// `tenant rm` right after a swap-in (while the learning window holds the checkpoint mounted and
+/// its lazy-pages daemon running) leaves no mount, process or daemon behind.
+#[test]
+fn rm_during_a_swap_in_leaves_nothing_behind() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let port = add_counter(&p, "a");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    p.ok(&["tenant", "swap-out", "a"]);
+    let pid = p.json(&["tenant", "swap-in", "a"])["pid"].as_u64().unwrap();
+    p.ok(&["tenant", "rm", "a"]);
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let home = p.home().to_string_lossy().to_string();
+    assert!(!mounts.contains(&home), "left mounted: {mounts}");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert!(!is_listening(port));
+}
+
 /// The ActiveSet is learned from page faults only (checked against CRIU's own `#PF` log lines),
 /// installed eagerly on the next swap-in, and can be switched off per swap-in.
 #[test]

@@ -415,6 +415,14 @@ impl Worker {
                 kill_tree(pid).await;
             }
         }
+        // A swap-in still copying pages held the checkpoint mounted; its lazy-pages daemon died
+        // with the aborted task, and the unmount on drop may have found the mount busy.
+        let mountpoint = self.config.mounts_dir.join(name);
+        if let Err(e) = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH) {
+            if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {
+                warn!(error = %e, mountpoint = %mountpoint.display(), "could not unmount");
+            }
+        }
         // First the checkpoints: if the store is unreachable, `rm` fails and can be run again.
         let gone = self.store.forget(name).await?;
         info!(checkpoints = gone.len(), "checkpoints forgotten");
