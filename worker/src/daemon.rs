@@ -86,6 +86,23 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
             _ = term.recv() => break,
         }
     }
+    // A tenant still being filled by a lazy restore needs this process (its pages come through
+    // the FUSE mount): let those restores finish first, so the tenants keep running.
+    for name in worker.tenant_names() {
+        let Ok(slot) = worker.slot(&name) else {
+            continue;
+        };
+        let restoring = slot.runtime.lock().await.restoring.take();
+        if let Some(restoring) = restoring {
+            info!(tenant = %name, "waiting for its lazy restore to finish");
+            if tokio::time::timeout(crate::swap::LAZY_COPY_LIMIT, restoring)
+                .await
+                .is_err()
+            {
+                warn!(tenant = %name, "lazy restore still copying pages; stopping anyway");
+            }
+        }
+    }
     info!("worker stopping; tenants keep their state");
     let _ = std::fs::remove_file(&worker.config.socket);
     Ok(())

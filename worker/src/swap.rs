@@ -26,7 +26,7 @@ use crate::tenant::{
 };
 
 /// How long a swap-out waits for the previous lazy restore to finish copying pages in.
-const LAZY_COPY_LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const LAZY_COPY_LIMIT: Duration = Duration::from_secs(120);
 
 fn fresh_dir(path: &Path) -> Result<()> {
     if path.exists() {
