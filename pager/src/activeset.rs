@@ -100,12 +100,24 @@ pub struct ActivePage {
     pub id: String,
 }
 
+/// Whether CRIU's background copy could run in the window being classified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Background {
+    /// Held back until the window closed (the worker's lazy gate): every one-page read of a
+    /// lazy page is a fault.
+    Held,
+    /// It may have run: a one-page read at the lowest unread lazy page of its file is taken for
+    /// a background copy (which misses a fault that lands exactly there).
+    Racing,
+}
+
 /// Picks out the page faults among the reads of one restore, in the order they happened,
 /// up to `until_us` after the mount. Each page counts once.
 pub fn classify_faults(
     layout: &ImageLayout,
     accesses: &[PageAccess],
     until_us: u64,
+    background: Background,
 ) -> Vec<ActivePage> {
     // Unread lazy pages per page file, so that the lowest one is the background cursor.
     let mut unread: HashMap<&str, std::collections::BTreeSet<u64>> = HashMap::new();
@@ -134,7 +146,7 @@ pub fn classify_faults(
             let cursor = lazy.first().copied();
             let is_fault = first.request_len as usize == PAGE_SIZE
                 && lazy.contains(&first.page)
-                && cursor != Some(first.page);
+                && (background == Background::Held || cursor != Some(first.page));
             if is_fault {
                 if let Some((pagemap, pos)) = layout.position(&first.file, first.page) {
                     if seen.insert((pagemap.to_string(), pos.vaddr)) {
@@ -360,10 +372,29 @@ mod tests {
         log.extend(read(3, 3, 4096, 40)); // background: cursor is now page 3
         log.extend(read(4, 6, 4096, 50)); // fault at page 6 (cursor is page 5)
         log.extend(read(5, 5, 4096, 900)); // after the window
-        let faults = classify_faults(&layout, &log, 100);
+        let faults = classify_faults(&layout, &log, 100, Background::Racing);
         let vaddrs: Vec<u64> = faults.iter().map(|f| f.vaddr).collect();
         assert_eq!(vaddrs, vec![0x10000 + 3 * 4096, 0x10000 + 5 * 4096]);
         assert_eq!(faults[0].pagemap, "pagemap-42.img");
+    }
+
+    #[test]
+    fn with_the_background_copy_held_a_fault_at_the_cursor_counts() {
+        let m = manifest();
+        let layout = ImageLayout::of(&m);
+        let mut log = Vec::new();
+        log.extend(read(0, 0, 4096, 10)); // eager restore of the non-lazy page: not a fault
+        log.extend(read(1, 1, 4096, 20)); // fault exactly at the lowest lazy page
+        log.extend(read(2, 4, 4096, 30)); // fault
+        let at = |f: Vec<ActivePage>| f.iter().map(|f| f.vaddr).collect::<Vec<_>>();
+        assert_eq!(
+            at(classify_faults(&layout, &log, 100, Background::Held)),
+            vec![0x10000, 0x10000 + 3 * 4096]
+        );
+        assert_eq!(
+            at(classify_faults(&layout, &log, 100, Background::Racing)),
+            vec![0x10000 + 3 * 4096]
+        );
     }
 
     #[test]

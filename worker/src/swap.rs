@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use pager::access::AccessLog;
 use pager::activeset::{
-    classify_faults, ActivePage, ActiveSet, EagerPlan, ImageLayout, RestoreTrace,
+    classify_faults, ActivePage, ActiveSet, Background, EagerPlan, ImageLayout, RestoreTrace,
 };
 use pagestore::PageStore;
 use tracing::{info, info_span, warn, Instrument};
@@ -469,7 +469,13 @@ impl Learn {
         let restored_at = self.access.elapsed_us();
         tokio::time::sleep(self.grace).await;
         let until = restored_at + self.grace.as_micros() as u64;
-        classify_faults(&self.layout, &self.access.snapshot(), until)
+        // The lazy gate holds the background copy until this window has closed.
+        classify_faults(
+            &self.layout,
+            &self.access.snapshot(),
+            until,
+            Background::Held,
+        )
     }
 
     /// Adds this restore's trace to the tenant's ActiveSet and stores it.
