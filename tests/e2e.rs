@@ -347,6 +347,17 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
     assert_eq!(http_get(port, "/inc").unwrap(), "1");
     // Swap-out waits for learning and for the lazy copy to finish.
     p.ok(&["tenant", "swap-out", "a"]);
+    // Where each phase's pages came from (all from memory or disk here: nothing was evicted).
+    let reads = &tenant(&p, "a")["last_reads"];
+    let total = |phase: &str| -> u64 {
+        ["memory_bytes", "local_bytes", "cold_bytes"]
+            .iter()
+            .map(|t| reads[phase][t].as_u64().unwrap())
+            .sum()
+    };
+    assert!(total("restore") > 0, "{reads}");
+    assert!(total("faults") > 0, "{reads}");
+    assert!(total("background") > 0, "{reads}");
 
     let set = p.json(&["tenant", "activeset", "a"]);
     let learned: std::collections::HashSet<u64> = set["list"]

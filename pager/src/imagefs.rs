@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::access::AccessLog;
 use crate::error::{Error, Result};
+use crate::reads::MountReads;
 
 /// Attributes never change: the checkpoint is immutable.
 const TTL: Duration = Duration::from_secs(3600);
@@ -32,6 +33,7 @@ struct ImageFs {
     manifest: Arc<Manifest>,
     runtime: tokio::runtime::Handle,
     access: Arc<AccessLog>,
+    reads: Arc<MountReads>,
 }
 
 impl ImageFs {
@@ -139,9 +141,15 @@ impl Filesystem for ImageFs {
         }
         let store = self.store.clone();
         let manifest = self.manifest.clone();
+        let reads = self.reads.clone();
+        let phase = reads.phase();
         self.runtime.spawn(async move {
             let file = &manifest.files[index];
-            match store.read_file_at(file, offset, size as usize).await {
+            let tally = reads.tally(phase);
+            match store
+                .read_file_at_tallied(file, offset, size as usize, tally)
+                .await
+            {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
                     warn!(file = %file.name, offset, size, error = %e, "read failed");
@@ -202,6 +210,7 @@ pub struct ImageMount {
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
     access: Arc<AccessLog>,
+    reads: Arc<MountReads>,
 }
 
 impl ImageMount {
@@ -213,11 +222,13 @@ impl ImageMount {
         runtime: tokio::runtime::Handle,
     ) -> Result<ImageMount> {
         let access = Arc::new(AccessLog::default());
+        let reads = Arc::new(MountReads::default());
         let fs = ImageFs {
             store,
             manifest: Arc::new(manifest),
             runtime,
             access: access.clone(),
+            reads: reads.clone(),
         };
         let mut config = fuser::Config::default();
         config.mount_options = vec![
@@ -238,11 +249,17 @@ impl ImageMount {
             session: Some(session),
             mountpoint: mountpoint.to_path_buf(),
             access,
+            reads,
         })
     }
 
     pub fn access_log(&self) -> &Arc<AccessLog> {
         &self.access
+    }
+
+    /// Which tier served the mount's reads, per restore phase.
+    pub fn reads(&self) -> &Arc<MountReads> {
+        &self.reads
     }
 
     pub fn mountpoint(&self) -> &Path {

@@ -14,6 +14,7 @@ mod error;
 pub mod imagefs;
 pub mod nbd;
 pub mod pagemap;
+pub mod reads;
 
 pub use error::{Error, Result};
 pub use imagefs::ImageMount;

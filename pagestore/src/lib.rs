@@ -32,6 +32,7 @@ pub mod prefetch;
 pub mod read;
 pub mod stats;
 pub mod store;
+pub mod tally;
 pub mod usage;
 pub mod verify;
 

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::pack::PackId;
 use crate::page::{PageId, PAGE_SIZE};
 use crate::store::{PageStore, Tier};
+use crate::tally::TierTally;
 
 /// Two wanted pages of one pack at most this far apart are fetched by one request: reading a few
 /// unneeded KiB is cheaper than a second round trip.
@@ -127,27 +128,53 @@ impl PageStore {
     /// Reads pages through the tiers, in the order asked. Pages missing from the memory and local
     /// tiers are fetched from the cold tier with as few ranged GETs as [`plan_ranges`] allows,
     /// shared with concurrent readers of the same bytes.
-    pub async fn read_pages(&self, ids: &[PageId]) -> Result<Vec<Vec<u8>>> {
-        match self.read_pages_once(ids).await {
+    pub fn read_pages<'a>(
+        &'a self,
+        ids: &'a [PageId],
+    ) -> impl std::future::Future<Output = Result<Vec<Vec<u8>>>> + Send + 'a {
+        self.read_pages_counted(ids, None)
+    }
+
+    /// [`Self::read_pages`], counting in `tally` which tier served each page.
+    pub fn read_pages_tallied<'a>(
+        &'a self,
+        ids: &'a [PageId],
+        tally: &'a TierTally,
+    ) -> impl std::future::Future<Output = Result<Vec<Vec<u8>>>> + Send + 'a {
+        self.read_pages_counted(ids, Some(tally))
+    }
+
+    pub(crate) async fn read_pages_counted(
+        &self,
+        ids: &[PageId],
+        tally: Option<&TierTally>,
+    ) -> Result<Vec<Vec<u8>>> {
+        match self.read_pages_once(ids, tally).await {
             // A gc elsewhere repacked or deleted a pack: reload the catalog and try once more.
             Err(e) if e.is_not_found() => {
                 self.refresh_catalog().await?;
-                self.read_pages_once(ids).await
+                self.read_pages_once(ids, tally).await
             }
             other => other,
         }
     }
 
-    async fn read_pages_once(&self, ids: &[PageId]) -> Result<Vec<Vec<u8>>> {
+    async fn read_pages_once(
+        &self,
+        ids: &[PageId],
+        tally: Option<&TierTally>,
+    ) -> Result<Vec<Vec<u8>>> {
         let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
         let mut misses = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             if id.is_zero() {
                 out[i] = Some(vec![0; PAGE_SIZE]);
             } else if let Some(page) = self.hot.get(id) {
+                tally.inspect(|t| t.add_memory());
                 out[i] = Some(page);
             } else if let Some(page) = self.read_local(id) {
                 self.hot.insert(*id, &page);
+                tally.inspect(|t| t.add_local());
                 out[i] = Some(page);
             } else {
                 misses.push((i, *id));
@@ -177,6 +204,7 @@ impl PageStore {
                 .try_collect()
                 .await?;
             for (i, page) in fetched.into_iter().flatten() {
+                tally.inspect(|t| t.add_cold(1));
                 out[i] = Some(page);
             }
         }

@@ -283,7 +283,33 @@ impl PageStore {
     }
 
     /// Reads `len` bytes at `offset` of one file of a checkpoint (short at the end of the file).
-    pub async fn read_file_at(&self, file: &FileEntry, offset: u64, len: usize) -> Result<Vec<u8>> {
+    pub fn read_file_at<'a>(
+        &'a self,
+        file: &'a FileEntry,
+        offset: u64,
+        len: usize,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>>> + Send + 'a {
+        self.read_file_at_counted(file, offset, len, None)
+    }
+
+    /// [`Self::read_file_at`], counting in `tally` which tier served each page.
+    pub fn read_file_at_tallied<'a>(
+        &'a self,
+        file: &'a FileEntry,
+        offset: u64,
+        len: usize,
+        tally: &'a crate::tally::TierTally,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>>> + Send + 'a {
+        self.read_file_at_counted(file, offset, len, Some(tally))
+    }
+
+    async fn read_file_at_counted(
+        &self,
+        file: &FileEntry,
+        offset: u64,
+        len: usize,
+        tally: Option<&crate::tally::TierTally>,
+    ) -> Result<Vec<u8>> {
         let end = (offset + len as u64).min(file.size);
         if offset >= end {
             return Ok(Vec::new());
@@ -301,7 +327,7 @@ impl PageStore {
                         pages.len()
                     ))
                 })?;
-                let loaded = self.read_pages(ids).await?;
+                let loaded = self.read_pages_counted(ids, tally).await?;
                 let mut out = Vec::with_capacity((end - offset) as usize);
                 for (i, page) in loaded.iter().enumerate() {
                     let page_start = (first + i) as u64 * PAGE_SIZE as u64;

@@ -27,6 +27,8 @@ pub(crate) struct TenantSlot {
     /// What the last restore's background fill read, once it is done. Kept apart from `runtime`:
     /// a swap-out holds that lock while it waits for the fill.
     pub last_fill: std::sync::Mutex<Option<pagestore::prefetch::PrefetchReport>>,
+    /// Which tier served the last lazy restore's reads, per phase, once its mount is gone.
+    pub last_reads: std::sync::Mutex<Option<pager::reads::MountReadReport>>,
     /// The tenant's ActiveSet as this worker last learned or loaded it (the store keeps the
     /// durable copy; this saves a cold-tier round trip on every swap-in).
     pub activeset: std::sync::Mutex<Option<pager::activeset::ActiveSet>>,
@@ -150,6 +152,7 @@ impl Worker {
                         manifest: None,
                     }),
                     last_fill: std::sync::Mutex::new(None),
+                    last_reads: std::sync::Mutex::new(None),
                     activeset: std::sync::Mutex::new(None),
                 }),
             );
@@ -278,6 +281,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        info.last_reads = *slot.last_reads.lock().unwrap_or_else(|p| p.into_inner());
         Ok(info)
     }
 
@@ -400,6 +404,7 @@ impl Worker {
             last_swap_out: None,
             last_swap_in: None,
             last_fill: None,
+            last_reads: None,
         };
         info.save(&dirs)?;
         info!(pid, port, "tenant started");
@@ -413,6 +418,7 @@ impl Worker {
                     manifest: None,
                 }),
                 last_fill: std::sync::Mutex::new(None),
+                last_reads: std::sync::Mutex::new(None),
                 activeset: std::sync::Mutex::new(None),
             }),
         );

@@ -14,6 +14,7 @@ use pager::access::AccessLog;
 use pager::activeset::{
     classify_faults, ActivePage, ActiveSet, Background, EagerPlan, ImageLayout, RestoreTrace,
 };
+use pager::reads::RestorePhase;
 use pagestore::PageStore;
 use tracing::{info, info_span, warn, Instrument};
 
@@ -288,7 +289,15 @@ impl Worker {
                 Err(e) => Err((None, e)),
             };
             let pid = match restored {
-                Ok(pid) => pid,
+                Ok(pid) => {
+                    let next = if learning {
+                        RestorePhase::Faults
+                    } else {
+                        RestorePhase::Background
+                    };
+                    mount.reads().set_phase(next);
+                    pid
+                }
                 Err((pid, e)) => {
                     // A tenant whose lazy memory nobody serves would hang at its first fault:
                     // it goes, and the checkpoint it came from stays its newest.
@@ -352,13 +361,17 @@ impl Worker {
             let tenant = name.to_string();
             let work_dir = daemon_work.clone();
             let fill_slot = slot.clone();
+            let reads_slot = slot.clone();
             let usage_log = self.config.usage_log.clone();
             let restore_set = report.prefetch.clone();
             *slot.last_fill.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *slot.last_reads.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            let reads = mount.reads().clone();
             rt.restoring = Some(tokio::spawn(async move {
                 let learned = async {
                     if learning {
                         let faults = learn.watch().await;
+                        reads.set_phase(RestorePhase::Background);
                         gate.release();
                         if let Err(e) = learn.save(faults).await {
                             warn!(tenant = %learn.tenant, error = %e, "could not save the ActiveSet");
@@ -397,6 +410,16 @@ impl Worker {
                 let copied = async {
                     let status = lazy.wait().await;
                     let accesses = mount.access_log().snapshot();
+                    let by_tier = mount.reads().report();
+                    info!(
+                        tenant,
+                        restore = ?by_tier.restore,
+                        faults = ?by_tier.faults,
+                        background = ?by_tier.background,
+                        "lazy restore reads by tier"
+                    );
+                    *reads_slot.last_reads.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(by_tier);
                     if let Err(e) = write_access_log(&access_file, &accesses) {
                         warn!(tenant, error = %e, "could not save the access log");
                     }

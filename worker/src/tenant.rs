@@ -47,6 +47,10 @@ pub struct TenantInfo {
     /// What the last swap-in's background fill read (the lazy part of the image), by tier.
     #[serde(default)]
     pub last_fill: Option<pagestore::prefetch::PrefetchReport>,
+    /// Bytes each tier served to the last lazy restore, for the restore's own reads, the faults
+    /// of the learning window and the background copy (once the restore has finished copying).
+    #[serde(default)]
+    pub last_reads: Option<pager::reads::MountReadReport>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
