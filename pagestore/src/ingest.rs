@@ -39,6 +39,8 @@ pub struct IngestReport {
     pub pages_known: u64,
     /// Pages stored by this ingest.
     pub pages_new: u64,
+    /// Bytes handed to the compressor: new pages only (zero and known pages cost none).
+    pub bytes_compressed: u64,
     pub packs_written: usize,
     /// Bytes uploaded to the cold tier: packs plus the manifest.
     pub bytes_uploaded: u64,
@@ -194,6 +196,7 @@ impl PageStore {
             pages_zero: 0,
             pages_known: 0,
             pages_new: 0,
+            bytes_compressed: 0,
             packs_written: 0,
             bytes_uploaded: 0,
             elapsed_ms: 0,
@@ -239,6 +242,7 @@ impl PageStore {
             }
             report.pages_total += ids.len() as u64;
             report.pages_new += new_indices.len() as u64;
+            report.bytes_compressed += (new_indices.len() * page::PAGE_SIZE) as u64;
             report.logical_bytes += input.size;
             debug!(file = %input.name, pages = ids.len(), new = new_indices.len(), "split");
 
