@@ -8,6 +8,7 @@
 //!
 //! - [`restore`]: time to a restored tenant's first correct answer, per app and restore mode.
 //! - [`dedup`]: stored bytes of a real checkpoint corpus: raw, tar|zstd, restic, pico.
+//! - [`store`]: ingest and per-tier read throughput of the page store, against b3sum + lz4.
 //! - [`nbd`]: our NBD server against `nbdkit file` on the same image.
 //! - [`latency_proxy`]: a realistic network (delay, bandwidth) between the worker and its object
 //!   store, since this kernel has no netem; [`garage`]: an S3 server for the cold modes.
@@ -21,6 +22,7 @@ mod nbdclient;
 pub mod progress;
 pub mod provenance;
 pub mod restore;
+pub mod store;
 pub mod svg;
 
 pub use error::{Error, Result};

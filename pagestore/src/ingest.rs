@@ -10,21 +10,30 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use tracing::{debug, info, info_span, Instrument};
 
 use crate::codec::{self, Codec};
 use crate::error::{Error, Result};
+use crate::local::LocalTier;
 use crate::lock::LockKind;
 use crate::manifest::{
     valid_tenant_name, CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest,
 };
 use crate::pack::PackBuilder;
-use crate::page::{self, PageId};
+use crate::page::{self, PageId, PAGE_SIZE};
 use crate::store::PageStore;
 
 /// Files larger than this are split into pages even when not named `pages-*.img`.
 pub const INLINE_MAX: u64 = 1 << 20;
+
+/// Pages of a page file read, named and encoded at a time (8 MiB): enough to keep every core
+/// busy, and an ingest holds a few chunks rather than whole page files.
+const CHUNK_PAGES: usize = 2048;
+
+/// Full packs uploading (and being cached locally) while the next ones are built.
+const PACKS_IN_FLIGHT: usize = 2;
 
 /// What one ingest did.
 #[derive(Clone, Debug, Serialize)]
@@ -39,6 +48,8 @@ pub struct IngestReport {
     pub pages_known: u64,
     /// Pages stored by this ingest.
     pub pages_new: u64,
+    /// Bytes handed to the compressor: new pages only (zero and known pages cost none).
+    pub bytes_compressed: u64,
     pub packs_written: usize,
     /// Bytes uploaded to the cold tier: packs plus the manifest.
     pub bytes_uploaded: u64,
@@ -194,76 +205,48 @@ impl PageStore {
             pages_zero: 0,
             pages_known: 0,
             pages_new: 0,
+            bytes_compressed: 0,
             packs_written: 0,
             bytes_uploaded: 0,
             elapsed_ms: 0,
             manifest: None,
         };
         let mut files = Vec::with_capacity(inputs.len());
-        let mut builder = PackBuilder::new();
-        let mut seen: HashSet<PageId> = HashSet::new();
-
+        let mut packing = Packing {
+            builder: PackBuilder::new(),
+            seen: HashSet::new(),
+            uploads: FuturesUnordered::new(),
+        };
         for input in inputs {
-            let path = input.path.clone();
-            let data =
-                blocking(move || std::fs::read(&path).map_err(|e| Error::io(&path, e))).await?;
-            if data.len() as u64 != input.size {
-                return Err(Error::BadInput {
-                    path: input.path,
-                    reason: "file changed size while being ingested".into(),
-                });
-            }
-            if !is_page_file(&input.name, input.size) {
-                files.push(FileEntry {
-                    name: input.name,
-                    mode: input.mode,
-                    size: input.size,
-                    content: FileContent::Inline(data),
-                });
-                continue;
-            }
-            let (data, ids) = blocking(move || {
-                let ids = page::name_pages(&data);
-                Ok((data, ids))
-            })
-            .await?;
-            let mut new_indices = Vec::new();
-            for (i, id) in ids.iter().enumerate() {
-                if id.is_zero() {
-                    report.pages_zero += 1;
-                } else if self.catalog.contains(id) || !seen.insert(*id) {
-                    report.pages_known += 1;
-                } else {
-                    new_indices.push(i);
+            let content = if is_page_file(&input.name, input.size) {
+                let ids = self
+                    .ingest_paged_file(&input, &mut packing, &mut report)
+                    .await?;
+                report.logical_bytes += input.size;
+                FileContent::Paged(ids)
+            } else {
+                let path = input.path.clone();
+                let data =
+                    blocking(move || std::fs::read(&path).map_err(|e| Error::io(&path, e))).await?;
+                if data.len() as u64 != input.size {
+                    return Err(changed_size(&input.path));
                 }
-            }
-            report.pages_total += ids.len() as u64;
-            report.pages_new += new_indices.len() as u64;
-            report.logical_bytes += input.size;
-            debug!(file = %input.name, pages = ids.len(), new = new_indices.len(), "split");
-
-            let (ids, encoded) = blocking(move || {
-                let encoded = encode_pages(&data, &ids, &new_indices);
-                Ok((ids, encoded))
-            })
-            .await?;
-            for (id, c, enc) in encoded {
-                builder.push(id, c, &enc);
-                if builder.is_full() {
-                    let full = std::mem::take(&mut builder);
-                    self.commit_pack(full, &mut report).await?;
-                    builder = PackBuilder::new();
-                }
-            }
+                FileContent::Inline(data)
+            };
             files.push(FileEntry {
                 name: input.name,
                 mode: input.mode,
                 size: input.size,
-                content: FileContent::Paged(ids),
+                content,
             });
         }
-        if !builder.is_empty() {
-            self.commit_pack(builder, &mut report).await?;
+        let last = std::mem::take(&mut packing.builder);
+        if !last.is_empty() {
+            packing.uploads.push(Box::pin(self.commit_pack(last)));
+        }
+        // Every pack durable (and known to the catalog) before the manifest names them.
+        while let Some(done) = packing.uploads.next().await {
+            done?.add_to(&mut report);
         }
 
         let packs = self.packs_holding(&files)?;
@@ -296,6 +279,72 @@ impl PageStore {
         Ok(report)
     }
 
+    /// Splits one page file into pages, a chunk at a time: names the pages of a chunk on all
+    /// cores, drops zero and known ones, encodes the new ones on all cores and packs them. Full
+    /// packs are uploaded while the next chunks are processed. Returns the file's page ids.
+    async fn ingest_paged_file<'a>(
+        &'a self,
+        input: &InputFile,
+        packing: &mut Packing<'a>,
+        report: &mut IngestReport,
+    ) -> Result<Vec<PageId>> {
+        let path = input.path.clone();
+        let file =
+            blocking(move || std::fs::File::open(&path).map_err(|e| Error::io(&path, e))).await?;
+        let mut ids = Vec::with_capacity(page::page_count(input.size) as usize);
+        let mut chunk = Chunk {
+            file,
+            path: input.path.clone(),
+            data: Vec::with_capacity(CHUNK_PAGES * PAGE_SIZE),
+            ids: Vec::new(),
+        };
+        let mut left = input.size;
+        while left > 0 {
+            let len = left.min((CHUNK_PAGES * PAGE_SIZE) as u64) as usize;
+            left -= len as u64;
+            let last = left == 0;
+            chunk = packing
+                .uploading(report, blocking(move || chunk.read_and_name(len, last)))
+                .await??;
+            let mut new = Vec::new();
+            for (i, id) in chunk.ids.iter().enumerate() {
+                if id.is_zero() {
+                    report.pages_zero += 1;
+                } else if self.catalog.contains(id) || !packing.seen.insert(*id) {
+                    report.pages_known += 1;
+                } else {
+                    new.push(i);
+                }
+            }
+            report.pages_total += chunk.ids.len() as u64;
+            report.pages_new += new.len() as u64;
+            report.bytes_compressed += (new.len() * PAGE_SIZE) as u64;
+            let (back, encoded) = packing
+                .uploading(
+                    report,
+                    blocking(move || {
+                        let encoded = encode_pages(&chunk.data, &chunk.ids, &new);
+                        Ok((chunk, encoded))
+                    }),
+                )
+                .await??;
+            chunk = back;
+            ids.extend_from_slice(&chunk.ids);
+            for (id, c, enc) in encoded {
+                packing.builder.push(id, c, &enc);
+                if packing.builder.is_full() {
+                    let full = std::mem::take(&mut packing.builder);
+                    packing.start_upload(report, self.commit_pack(full)).await?;
+                }
+            }
+        }
+        if page::page_count(input.size) as usize != ids.len() {
+            return Err(changed_size(&input.path));
+        }
+        debug!(file = %input.name, pages = ids.len(), "split");
+        Ok(ids)
+    }
+
     /// The packs that hold every stored page of `files`, sorted: what a manifest lists so that
     /// any machine can resolve it from the cold tier alone.
     pub(crate) fn packs_holding(&self, files: &[FileEntry]) -> Result<Vec<crate::pack::PackId>> {
@@ -316,30 +365,155 @@ impl PageStore {
         Ok(packs)
     }
 
-    /// Uploads a pack and, once it is durable, makes its pages known (and caches them locally).
-    async fn commit_pack(&self, builder: PackBuilder, report: &mut IngestReport) -> Result<()> {
+    /// Uploads a pack and, once it is durable, makes its pages known and caches them in the
+    /// local tier (on a blocking thread, while the ingest goes on).
+    async fn commit_pack(&self, builder: PackBuilder) -> Result<PackCommitted> {
         let (pack, data, entries) = builder.finish();
         let len = data.len() as u64;
         // Keep the encoded pages to warm the local tier once the pack is durable.
-        let cached: Vec<(usize, usize)> = entries
-            .iter()
-            .map(|e| (e.offset as usize, e.offset as usize + e.len as usize))
-            .collect();
         let local_copy = self.local.is_some().then(|| data.clone());
         self.cold.put(&pack.object_key(), data).await?;
         self.catalog.add_pack(pack, &entries);
         self.mark_pack_known(pack);
-        if let (Some(local), Some(data)) = (&self.local, local_copy) {
-            for (e, (from, to)) in entries.iter().zip(cached) {
-                if let Err(err) = local.put(&e.id, e.codec, &data[from..to]) {
-                    tracing::warn!(error = %err, "could not cache an ingested page locally");
-                    break;
+        debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
+        if let (Some(local), Some(data)) = (self.local.clone(), local_copy) {
+            let cached = blocking(move || cache_locally(local.as_ref(), &data, &entries)).await;
+            if let Err(err) = cached {
+                tracing::warn!(error = %err, "could not cache ingested pages locally");
+            }
+        }
+        Ok(PackCommitted { bytes: len })
+    }
+}
+
+/// Puts the pages of a pack into the local tier on all cores: each put costs sled two tree
+/// inserts (~15 µs), which for well-compressed pages is far more than naming and encoding them.
+fn cache_locally(
+    local: &dyn LocalTier,
+    pack: &[u8],
+    entries: &[crate::pack::PackEntry],
+) -> Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = entries.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = entries
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter().try_for_each(|e| {
+                        let (from, to) = (e.offset as usize, e.offset as usize + e.len as usize);
+                        local.put(&e.id, e.codec, &pack[from..to])
+                    })
+                })
+            })
+            .collect();
+        parts.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(Error::io(
+                    "<local tier>",
+                    std::io::Error::other("a caching thread panicked"),
+                ))
+            })
+        })
+    })
+}
+
+/// A pack that is durable in the cold tier.
+struct PackCommitted {
+    bytes: u64,
+}
+
+impl PackCommitted {
+    fn add_to(&self, report: &mut IngestReport) {
+        report.packs_written += 1;
+        report.bytes_uploaded += self.bytes;
+    }
+}
+
+type Upload<'a> = futures::future::BoxFuture<'a, Result<PackCommitted>>;
+
+/// The packing state of one ingest: the pack being filled, the pages this ingest already
+/// packed, and the full packs still uploading.
+struct Packing<'a> {
+    builder: PackBuilder,
+    seen: HashSet<PageId>,
+    uploads: FuturesUnordered<Upload<'a>>,
+}
+
+impl<'a> Packing<'a> {
+    /// Runs `work` while the uploads in flight make progress.
+    async fn uploading<T>(
+        &mut self,
+        report: &mut IngestReport,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                Some(done) = self.uploads.next(), if !self.uploads.is_empty() => {
+                    done?.add_to(report);
                 }
             }
         }
-        report.packs_written += 1;
-        report.bytes_uploaded += len;
-        debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
+    }
+
+    /// Queues an upload, first waiting for one to finish if [`PACKS_IN_FLIGHT`] are under way.
+    async fn start_upload(
+        &mut self,
+        report: &mut IngestReport,
+        upload: impl std::future::Future<Output = Result<PackCommitted>> + Send + 'a,
+    ) -> Result<()> {
+        while self.uploads.len() >= PACKS_IN_FLIGHT {
+            if let Some(done) = self.uploads.next().await {
+                done?.add_to(report);
+            }
+        }
+        self.uploads.push(Box::pin(upload));
         Ok(())
+    }
+}
+
+/// One chunk of a page file: its bytes and their page ids, with the open file it came from
+/// (moved to a blocking thread and back, so the buffer is reused chunk after chunk).
+struct Chunk {
+    file: std::fs::File,
+    path: PathBuf,
+    data: Vec<u8>,
+    ids: Vec<PageId>,
+}
+
+impl Chunk {
+    /// Reads the next `len` bytes of the file (the file must end there when `last`) and names
+    /// their pages on all cores.
+    fn read_and_name(mut self, len: usize, last: bool) -> Result<Chunk> {
+        use std::io::Read;
+        self.data.resize(len, 0);
+        self.file
+            .read_exact(&mut self.data)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => changed_size(&self.path),
+                _ => Error::io(&self.path, e),
+            })?;
+        if last {
+            let mut more = [0u8; 1];
+            if self
+                .file
+                .read(&mut more)
+                .map_err(|e| Error::io(&self.path, e))?
+                > 0
+            {
+                return Err(changed_size(&self.path));
+            }
+        }
+        self.ids = page::name_pages(&self.data);
+        Ok(self)
+    }
+}
+
+fn changed_size(path: &Path) -> Error {
+    Error::BadInput {
+        path: path.to_path_buf(),
+        reason: "file changed size while being ingested".into(),
     }
 }

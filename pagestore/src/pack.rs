@@ -72,10 +72,17 @@ pub struct PackEntry {
 }
 
 /// Builds one pack in memory.
-#[derive(Default)]
 pub struct PackBuilder {
     data: Vec<u8>,
     entries: Vec<PackEntry>,
+}
+
+/// A fresh pack with its header: `std::mem::take` of a builder leaves a valid one behind (a
+/// derived `Default` without the header made every pack after the first unreadable).
+impl Default for PackBuilder {
+    fn default() -> Self {
+        PackBuilder::new()
+    }
 }
 
 impl PackBuilder {

@@ -62,7 +62,7 @@ const MATERIALIZE_CONCURRENCY: usize = 4;
 
 pub struct PageStore {
     pub(crate) cold: ColdTier,
-    pub(crate) local: Option<Box<dyn LocalTier>>,
+    pub(crate) local: Option<std::sync::Arc<dyn LocalTier>>,
     pub(crate) hot: HotTier,
     pub(crate) flights: Flights,
     pub(crate) catalog: Catalog,
@@ -76,9 +76,9 @@ impl PageStore {
     /// Opens the store described by `config` and loads the catalog from the cold tier.
     pub async fn open(config: &StoreConfig) -> Result<PageStore> {
         let cold = ColdTier::open(&config.cold)?;
-        let local: Option<Box<dyn LocalTier>> = if config.local.enabled {
+        let local: Option<std::sync::Arc<dyn LocalTier>> = if config.local.enabled {
             match SledTier::open(&config.local.path, config.local.max_bytes)? {
-                Some(t) => Some(Box::new(t)),
+                Some(t) => Some(std::sync::Arc::new(t)),
                 None => {
                     info!(
                         path = %config.local.path.display(),

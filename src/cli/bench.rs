@@ -63,6 +63,34 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         mbps: u64,
     },
+    /// Page store throughput: ingest against b3sum + lz4 over the same bytes, re-ingest of
+    /// known pages, reads from each tier (memory, local, cold dir, Garage), cold GETs per GiB.
+    Store {
+        /// Apps checkpointed with CRIU as inputs: counter, redis, nginx, large-heap (or "none").
+        #[arg(long, value_delimiter = ',', default_value = "redis,counter")]
+        apps: Vec<String>,
+        /// Size of the synthetic image, MiB (0: none).
+        #[arg(long, default_value_t = 128)]
+        synthetic_mib: u64,
+        /// Heap of the large-heap app, MiB.
+        #[arg(long, default_value_t = 256)]
+        heap_mb: u32,
+        /// Measured runs of every ingest and read (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// One-way delay of the remote S3 link (latency proxy), ms.
+        #[arg(long, default_value_t = 20)]
+        delay_ms: u64,
+        /// Bandwidth per connection of the remote S3 link, MB/s.
+        #[arg(long, default_value_t = 100)]
+        mbps: u64,
+        /// Keep the work directory (images, stores) for inspection.
+        #[arg(long)]
+        keep_work: bool,
+        /// Output directory (results.json, store.svg, README.md).
+        #[arg(long, default_value = "bench-results/store")]
+        out: PathBuf,
+    },
     /// Time from swap-in start to a tenant's first correct answer, per app and restore mode.
     Restore {
         /// Measured runs per app and mode (after one warm-up).
@@ -191,6 +219,57 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             let proxy = bench::latency_proxy::LatencyProxy::start(listen, upstream, model).await?;
             println!("{}", proxy.addr());
             tokio::signal::ctrl_c().await?;
+        }
+        BenchCommand::Store {
+            apps,
+            synthetic_mib,
+            heap_mb,
+            runs,
+            delay_ms,
+            mbps,
+            keep_work,
+            out,
+        } => {
+            let apps = apps
+                .iter()
+                .filter(|a| a.as_str() != "none")
+                .map(|a| App::parse(a).with_context(|| format!("unknown app {a:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let work = tempdir_in(&ctx.home)?;
+            let opts = bench::store::Options {
+                out: out.clone(),
+                work: work.clone(),
+                repo: repo_root()?,
+                criu: ctx.config.worker.criu.clone(),
+                apps,
+                heap_mb,
+                synthetic_mib,
+                runs,
+                link: bench::latency_proxy::LinkModel {
+                    delay: std::time::Duration::from_millis(delay_ms),
+                    bytes_per_sec: mbps * 1_000_000,
+                },
+            };
+            let result = tokio::select! {
+                r = bench::store::run(&opts) => r,
+                _ = tokio::signal::ctrl_c() => {
+                    let _ = std::fs::remove_dir_all(&work);
+                    anyhow::bail!("interrupted")
+                }
+            };
+            if keep_work {
+                eprintln!("work directory kept: {}", work.display());
+            } else {
+                let _ = std::fs::remove_dir_all(&work);
+            }
+            let report = result?;
+            if ctx.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", bench::store::table(&report));
+                print!("{}", bench::store::goals(&report));
+                println!("written to {}", out.display());
+            }
         }
         BenchCommand::Restore {
             runs,

@@ -34,7 +34,7 @@ pub struct Measured {
 }
 
 /// Runs to completion (stdin as the caller set it); fails with its stderr.
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let program = cmd.get_program().to_string_lossy().to_string();
     let out = cmd.output().map_err(|e| Error::ToolMissing {
         tool: program,

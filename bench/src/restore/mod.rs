@@ -260,13 +260,52 @@ async fn criu_eager(opts: &RestoreOptions, app: App) -> Result<ModeResult, Error
             samples.push(ms);
         }
     }
+    kill_tree(pid);
+    let _ = std::fs::remove_dir_all(&images);
+    Ok(summarize(samples))
+}
+
+/// Kills and reaps an app's whole process tree.
+fn kill_tree(pid: u32) {
     for p in worker::tenant::process_tree(pid) {
-        // SAFETY: kill(2) of the tenant we restored.
+        // SAFETY: kill(2) of a tenant we started or restored.
         unsafe { libc::kill(p as i32, libc::SIGKILL) };
         reap(p);
     }
-    let _ = std::fs::remove_dir_all(&images);
-    Ok(summarize(samples))
+}
+
+/// Starts `app` under `dir`, gives it its state (`heap_mb` for the large heap) and checkpoints
+/// it into `images` with CRIU, as `criu-eager` does before its restores; the app is gone
+/// afterwards. For benchmarks that need a real memory image (`pico bench store`).
+pub async fn checkpoint_app(
+    criu: &worker::criu::Criu,
+    app: App,
+    dir: &Path,
+    repo: &Path,
+    heap_mb: u32,
+    images: &Path,
+) -> Result<(), Error> {
+    for d in [dir, images] {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    let port = free_port()?;
+    let pid = spawn_app(app, port, dir, repo)?.id();
+    if let Err(e) = wait_port(port).and_then(|()| app.prepare(port, heap_mb)) {
+        kill_tree(pid);
+        return Err(e);
+    }
+    let work = dir.join("criu-dump");
+    std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    let tree = worker::tenant::process_tree(pid);
+    if let Err(e) = criu.dump(pid, images, &work).await {
+        kill_tree(pid);
+        return Err(Error::Criu {
+            tenant: app.name().into(),
+            source: Box::new(e),
+        });
+    }
+    tree.into_iter().for_each(reap);
+    Ok(())
 }
 
 struct WorkerProc {

@@ -1,0 +1,625 @@
+//! `pico bench store`: what the page store costs per byte, against the tools an operator knows.
+//!
+//! - **ingest**: logical MB/s of page files into a fresh store (cold tier a directory, local tier
+//!   on), against [`baseline`] (`b3sum` + `lz4` over the same files) measured in the same run,
+//!   alternating with it run by run; then a **re-ingest** of the same images (every page already
+//!   known: no compression, no pack upload, only a manifest) and an ingest into Garage (S3).
+//! - **reads**: the whole of every image back through each tier ([`tiers`]): memory, local,
+//!   cold directory, cold S3 (Garage on loopback), and cold S3 behind [`crate::latency_proxy`]
+//!   (a remote object store's delay and bandwidth); cold GETs per GiB restored.
+//!
+//! Inputs ([`inputs`]): a synthetic mix and real CRIU checkpoints.
+
+pub mod baseline;
+pub mod inputs;
+pub mod tiers;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pagestore::config::ColdConfig;
+use pagestore::ingest::IngestReport;
+use pagestore::{PageStore, StoreConfig};
+use serde::Serialize;
+use tracing::info;
+use worker::criu::Criu;
+
+use self::baseline::BaselineTimes;
+use self::inputs::Input;
+use self::tiers::{Source, TierRead};
+use crate::error::{Error, Result};
+use crate::garage::GarageServer;
+use crate::latency_proxy::{LatencyProxy, LinkModel};
+use crate::provenance::{self, Provenance};
+use crate::restore::{percentile, App};
+use crate::svg::{BarChart, Group};
+
+/// The issue's goal: ingest within this factor of the b3sum + lz4 baseline.
+pub const GOAL_RATIO: f64 = 1.3;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where results.json, store.svg and README.md go.
+    pub out: PathBuf,
+    /// Scratch space (images, stores, Garage); the caller removes it.
+    pub work: PathBuf,
+    /// The repository (deploy/apps, deploy/garage.sh).
+    pub repo: PathBuf,
+    pub criu: PathBuf,
+    /// Apps checkpointed with CRIU as real inputs.
+    pub apps: Vec<App>,
+    /// Heap of the large-heap app, MiB.
+    pub heap_mb: u32,
+    /// Size of the synthetic image, MiB (0: none).
+    pub synthetic_mib: u64,
+    /// Measured runs of each ingest and read (the median is reported).
+    pub runs: usize,
+    /// The network between the store and the remote S3 tier.
+    pub link: LinkModel,
+}
+
+/// One ingest of every input (or of one input), median over the runs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IngestFigures {
+    pub logical_bytes: u64,
+    pub seconds: f64,
+    /// logical_bytes / seconds, MB/s (10^6).
+    pub mb_s: f64,
+    pub pages_total: u64,
+    pub pages_zero: u64,
+    pub pages_known: u64,
+    pub pages_new: u64,
+    /// Bytes handed to the compressor (new pages only).
+    pub bytes_compressed: u64,
+    /// Packs and manifests uploaded to the cold tier.
+    pub bytes_uploaded: u64,
+    pub packs_written: u64,
+    pub samples_s: Vec<f64>,
+}
+
+impl IngestFigures {
+    fn add_report(&mut self, r: &IngestReport) {
+        self.logical_bytes += r.logical_bytes;
+        self.pages_total += r.pages_total;
+        self.pages_zero += r.pages_zero;
+        self.pages_known += r.pages_known;
+        self.pages_new += r.pages_new;
+        self.bytes_compressed += r.bytes_compressed;
+        self.bytes_uploaded += r.bytes_uploaded;
+        self.packs_written += r.packs_written as u64;
+    }
+
+    fn finish(mut self, samples: Vec<f64>) -> Self {
+        self.seconds = median(&samples);
+        self.mb_s = mb_s(self.logical_bytes, self.seconds);
+        self.samples_s = samples;
+        self
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BaselineFigures {
+    pub logical_bytes: u64,
+    /// Medians over the runs.
+    pub b3sum_s: f64,
+    pub lz4_s: f64,
+    pub seconds: f64,
+    pub mb_s: f64,
+    pub samples_s: Vec<f64>,
+}
+
+impl BaselineFigures {
+    fn from_runs(logical_bytes: u64, runs: &[BaselineTimes]) -> Self {
+        let pick = |f: fn(&BaselineTimes) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        let seconds = pick(|t| t.total_s);
+        BaselineFigures {
+            logical_bytes,
+            b3sum_s: pick(|t| t.b3sum_s),
+            lz4_s: pick(|t| t.lz4_s),
+            seconds,
+            mb_s: mb_s(logical_bytes, seconds),
+            samples_s: runs.iter().map(|t| t.total_s).collect(),
+        }
+    }
+}
+
+/// Ingest and baseline of one input.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputResult {
+    pub input: Input,
+    pub ingest: IngestFigures,
+    pub reingest: IngestFigures,
+    pub baseline: BaselineFigures,
+    /// ingest seconds / baseline seconds.
+    pub ingest_to_baseline: f64,
+}
+
+/// Every tier's read of all images.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TierReads {
+    pub hot: TierRead,
+    pub local: TierRead,
+    pub cold_dir: TierRead,
+    pub cold_s3: TierRead,
+    /// Cold S3 behind the latency proxy.
+    pub cold_s3_remote: TierRead,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkFigures {
+    pub delay_ms: u64,
+    pub mb_s_per_connection: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub runs: usize,
+    pub inputs: Vec<InputResult>,
+    /// All inputs together.
+    pub ingest: IngestFigures,
+    pub reingest: IngestFigures,
+    pub baseline: BaselineFigures,
+    pub baseline_command: String,
+    /// ingest seconds / baseline seconds, all inputs (goal: <= 1.3).
+    pub ingest_to_baseline: f64,
+    /// The same ingest into a store without a local tier (only time and rate are filled in):
+    /// the difference is what caching the new pages in the local tier costs.
+    pub ingest_without_local: IngestFigures,
+    /// Ingest of all inputs into a fresh store on Garage (S3 on loopback), one run.
+    pub ingest_s3: IngestFigures,
+    pub reads: TierReads,
+    /// Cold-tier requests per GiB of logical image restored from S3.
+    pub cold_gets_per_gib: f64,
+    pub remote_link: LinkFigures,
+    pub provenance: Provenance,
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile(&sorted, 50.0)
+}
+
+fn mb_s(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / seconds.max(1e-9) / 1e6
+}
+
+fn remove(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// A store under `home` with `cold`, and a memory tier large enough for every image.
+fn store_config(home: &Path, cold: Option<ColdConfig>, hot_bytes: u64) -> StoreConfig {
+    let mut config = StoreConfig::embedded(home);
+    if let Some(cold) = cold {
+        config.cold = cold;
+    }
+    config.hot.max_bytes = hot_bytes;
+    config
+}
+
+/// The `[cold]` section `deploy/garage.sh` printed, parsed.
+fn parse_cold(toml_text: &str) -> Result<ColdConfig> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        cold: ColdConfig,
+    }
+    toml::from_str::<Doc>(toml_text)
+        .map(|d| d.cold)
+        .map_err(|e| Error::Step("parsing Garage's [cold] section".into(), e.to_string()))
+}
+
+/// Reads every page file once, so that neither side of the comparison pays for the disk.
+fn warm_page_cache(inputs: &[Input]) -> Result<()> {
+    for f in inputs.iter().flat_map(|i| &i.page_files) {
+        std::fs::read(f).map_err(|e| Error::io(f, e))?;
+    }
+    Ok(())
+}
+
+/// Ingests `input` as its tenant's next checkpoint; the report and the wall-clock seconds.
+async fn timed_ingest(store: &PageStore, input: &Input) -> Result<(IngestReport, f64)> {
+    let started = Instant::now();
+    let report = store.ingest(&input.name, &input.dir).await?;
+    Ok((report, started.elapsed().as_secs_f64()))
+}
+
+/// Runs the benchmark and writes its outputs into `opts.out`.
+pub async fn run(opts: &Options) -> Result<Report> {
+    if opts.apps.is_empty() && opts.synthetic_mib == 0 {
+        return Err(Error::BadOptions(
+            "nothing to ingest: give --apps or --synthetic-mib".into(),
+        ));
+    }
+    let runs = opts.runs.max(1);
+    let provenance = Provenance::collect(&[
+        ("criu", &["--version"]),
+        ("b3sum", &["--version"]),
+        ("lz4", &["--version"]),
+        ("garage", &["--version"]),
+    ]);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    let images = opts.work.join("images");
+    let mut inputs = Vec::new();
+    if opts.synthetic_mib > 0 {
+        inputs.push(inputs::synthetic(&images, opts.synthetic_mib)?);
+    }
+    if !opts.apps.is_empty() {
+        let criu = Criu::detect(&opts.criu, 2).await.map_err(|e| Error::Criu {
+            tenant: "(none yet)".into(),
+            source: Box::new(e),
+        })?;
+        for &app in &opts.apps {
+            info!(app = app.name(), "checkpointing");
+            inputs.push(inputs::criu_image(&criu, &images, &opts.repo, app, opts.heap_mb).await?);
+        }
+    }
+    let logical: u64 = inputs.iter().map(|i| i.logical_bytes).sum();
+    let hot_bytes = logical + (64 << 20);
+    warm_page_cache(&inputs)?;
+
+    // Ingest and baseline, alternating run by run so that both see the same machine.
+    let n = inputs.len();
+    let mut baseline_runs = vec![Vec::new(); n];
+    let mut ingest_s = vec![Vec::new(); n];
+    let mut reingest_s = vec![Vec::new(); n];
+    let mut ingest_fig = vec![IngestFigures::default(); n];
+    let mut reingest_fig = vec![IngestFigures::default(); n];
+    let (mut total_ingest, mut total_reingest) = (vec![], vec![]);
+    let mut total_no_local = vec![];
+    let no_local_home = opts.work.join("store-dir-no-local");
+    let home = opts.work.join("store-dir");
+    let mut manifests = Vec::new();
+    let mut dir_store = None;
+    for run in 0..runs {
+        info!(run, "ingest and baseline");
+        for (i, input) in inputs.iter().enumerate() {
+            baseline_runs[i].push(baseline::measure(&input.page_files, threads)?);
+        }
+        remove(&home)?;
+        let store = PageStore::open(&store_config(&home, None, hot_bytes)).await?;
+        let last = run + 1 == runs;
+        let mut sum = 0.0;
+        for (i, input) in inputs.iter().enumerate() {
+            let (report, secs) = timed_ingest(&store, input).await?;
+            sum += secs;
+            ingest_s[i].push(secs);
+            if last {
+                ingest_fig[i].add_report(&report);
+                manifests.extend(report.manifest.clone());
+            }
+        }
+        total_ingest.push(sum);
+        let mut sum = 0.0;
+        for (i, input) in inputs.iter().enumerate() {
+            let (report, secs) = timed_ingest(&store, input).await?;
+            sum += secs;
+            reingest_s[i].push(secs);
+            if last {
+                reingest_fig[i].add_report(&report);
+            }
+        }
+        total_reingest.push(sum);
+        // The same ingest without the local tier: what caching new pages in sled costs.
+        remove(&no_local_home)?;
+        let mut config = store_config(&no_local_home, None, hot_bytes);
+        config.local.enabled = false;
+        let plain = PageStore::open(&config).await?;
+        let mut sum = 0.0;
+        for input in &inputs {
+            sum += timed_ingest(&plain, input).await?.1;
+        }
+        drop(plain);
+        remove(&no_local_home)?;
+        total_no_local.push(sum);
+        if last {
+            dir_store = Some(store);
+        }
+    }
+    let mut results = Vec::with_capacity(n);
+    let (mut all_ingest, mut all_reingest) = (IngestFigures::default(), IngestFigures::default());
+    for (i, input) in inputs.into_iter().enumerate() {
+        let ingest = ingest_fig[i].clone().finish(ingest_s[i].clone());
+        let reingest = reingest_fig[i].clone().finish(reingest_s[i].clone());
+        let baseline = BaselineFigures::from_runs(input.logical_bytes, &baseline_runs[i]);
+        for (all, one) in [(&mut all_ingest, &ingest), (&mut all_reingest, &reingest)] {
+            all.logical_bytes += one.logical_bytes;
+            all.pages_total += one.pages_total;
+            all.pages_zero += one.pages_zero;
+            all.pages_known += one.pages_known;
+            all.pages_new += one.pages_new;
+            all.bytes_compressed += one.bytes_compressed;
+            all.bytes_uploaded += one.bytes_uploaded;
+            all.packs_written += one.packs_written;
+        }
+        results.push(InputResult {
+            ingest_to_baseline: ingest.seconds / baseline.seconds.max(1e-9),
+            input,
+            ingest,
+            reingest,
+            baseline,
+        });
+    }
+    let ingest_without_local = IngestFigures {
+        logical_bytes: all_ingest.logical_bytes,
+        ..Default::default()
+    }
+    .finish(total_no_local);
+    let all_ingest = all_ingest.finish(total_ingest);
+    let all_reingest = all_reingest.finish(total_reingest);
+    let all_runs: Vec<BaselineTimes> = (0..runs)
+        .map(|r| {
+            let mut t = BaselineTimes::default();
+            for per in &baseline_runs {
+                t.b3sum_s += per[r].b3sum_s;
+                t.lz4_s += per[r].lz4_s;
+                t.total_s += per[r].total_s;
+            }
+            t
+        })
+        .collect();
+    let all_baseline = BaselineFigures::from_runs(logical, &all_runs);
+
+    // Reads from memory, local and the cold directory, on the store of the last run.
+    let manifest_refs: Vec<&pagestore::Manifest> = manifests.iter().map(|m| m.as_ref()).collect();
+    let ids = tiers::stored_pages(&manifest_refs);
+    let mut reads = TierReads::default();
+    let store = dir_store.ok_or_else(|| Error::BadOptions("no runs".into()))?;
+    info!(pages = ids.len(), "reading back through each tier");
+    reads.hot = tiers::measure(&store, &ids, Source::Hot, runs, logical).await?;
+    reads.local = tiers::measure(&store, &ids, Source::Local, runs, logical).await?;
+    reads.cold_dir = tiers::measure(&store, &ids, Source::Cold, runs, logical).await?;
+    drop(store);
+    remove(&home)?;
+
+    // S3: a Garage on loopback, then the same Garage behind the latency proxy.
+    let garage = GarageServer::start(&opts.repo, &opts.work.join("garage"))?;
+    let s3_home = opts.work.join("store-s3");
+    let store = PageStore::open(&store_config(
+        &s3_home,
+        Some(parse_cold(&garage.cold_toml)?),
+        hot_bytes,
+    ))
+    .await?;
+    let mut ingest_s3 = IngestFigures::default();
+    let started = Instant::now();
+    for input in results.iter().map(|r| &r.input) {
+        let report = store.ingest(&input.name, &input.dir).await?;
+        ingest_s3.add_report(&report);
+    }
+    let ingest_s3 = ingest_s3.finish(vec![started.elapsed().as_secs_f64()]);
+    reads.cold_s3 = tiers::measure(&store, &ids, Source::Cold, runs, logical).await?;
+    drop(store);
+    remove(&s3_home)?;
+    let proxy = LatencyProxy::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        garage.s3,
+        opts.link,
+    )
+    .await
+    .map_err(|e| Error::io("latency proxy", e))?;
+    let remote_home = opts.work.join("store-s3-remote");
+    let store = PageStore::open(&store_config(
+        &remote_home,
+        Some(parse_cold(&garage.cold_toml_via(proxy.addr()))?),
+        hot_bytes,
+    ))
+    .await?;
+    reads.cold_s3_remote = tiers::measure(&store, &ids, Source::Cold, runs, logical).await?;
+    drop(store);
+    remove(&remote_home)?;
+    drop(proxy);
+    drop(garage);
+
+    let report = Report {
+        runs,
+        ingest_to_baseline: all_ingest.seconds / all_baseline.seconds.max(1e-9),
+        inputs: results,
+        ingest: all_ingest,
+        reingest: all_reingest,
+        baseline: all_baseline,
+        baseline_command: baseline::describe(threads),
+        ingest_s3,
+        ingest_without_local,
+        cold_gets_per_gib: reads.cold_s3.cold_gets_per_gib,
+        reads,
+        remote_link: LinkFigures {
+            delay_ms: opts.link.delay.as_millis() as u64,
+            mb_s_per_connection: opts.link.bytes_per_sec / 1_000_000,
+        },
+        provenance,
+    };
+    write_outputs(&report, &opts.out)?;
+    Ok(report)
+}
+
+const MB: f64 = 1e6;
+
+/// The result table as text.
+pub fn table(r: &Report) -> String {
+    let mut s = format!(
+        "{:<34} {:>10} {:>9} {:>9} {:>14} {:>12}\n",
+        "what", "MB", "seconds", "MB/s", "compressed MB", "uploaded MB"
+    );
+    let ingest_row = |s: &mut String, what: &str, f: &IngestFigures| {
+        s.push_str(&format!(
+            "{:<34} {:>10.1} {:>9.3} {:>9.0} {:>14.1} {:>12.2}\n",
+            what,
+            f.logical_bytes as f64 / MB,
+            f.seconds,
+            f.mb_s,
+            f.bytes_compressed as f64 / MB,
+            f.bytes_uploaded as f64 / MB
+        ));
+    };
+    for i in &r.inputs {
+        ingest_row(&mut s, &format!("ingest {}", i.input.name), &i.ingest);
+        s.push_str(&format!(
+            "{:<34} {:>10.1} {:>9.3} {:>9.0}   ratio {:.2}\n",
+            format!("  b3sum+lz4 {}", i.input.name),
+            i.baseline.logical_bytes as f64 / MB,
+            i.baseline.seconds,
+            i.baseline.mb_s,
+            i.ingest_to_baseline
+        ));
+    }
+    ingest_row(&mut s, "ingest, all inputs", &r.ingest);
+    s.push_str(&format!(
+        "{:<34} {:>10.1} {:>9.3} {:>9.0}   (b3sum {:.3} s + lz4 {:.3} s)\n",
+        "b3sum+lz4, all inputs",
+        r.baseline.logical_bytes as f64 / MB,
+        r.baseline.seconds,
+        r.baseline.mb_s,
+        r.baseline.b3sum_s,
+        r.baseline.lz4_s
+    ));
+    ingest_row(&mut s, "ingest without local tier", &r.ingest_without_local);
+    ingest_row(&mut s, "re-ingest (every page known)", &r.reingest);
+    ingest_row(&mut s, "ingest into S3 (Garage, loopback)", &r.ingest_s3);
+    s.push_str(&format!(
+        "\n{:<34} {:>10} {:>9} {:>9} {:>10} {:>10}\n",
+        "read back from", "MB", "seconds", "MB/s", "cold GETs", "GETs/GiB"
+    ));
+    for (name, t) in tier_rows(r) {
+        s.push_str(&format!(
+            "{:<34} {:>10.1} {:>9.3} {:>9.0} {:>10} {:>10.1}\n",
+            name,
+            t.bytes as f64 / MB,
+            t.seconds,
+            t.mb_s,
+            t.cold_gets,
+            t.cold_gets_per_gib
+        ));
+    }
+    s
+}
+
+fn tier_rows(r: &Report) -> Vec<(String, &TierRead)> {
+    vec![
+        ("memory".into(), &r.reads.hot),
+        ("local (sled)".into(), &r.reads.local),
+        ("cold dir".into(), &r.reads.cold_dir),
+        ("cold S3 (Garage, loopback)".into(), &r.reads.cold_s3),
+        (
+            format!(
+                "cold S3 ({} ms, {} MB/s link)",
+                r.remote_link.delay_ms, r.remote_link.mb_s_per_connection
+            ),
+            &r.reads.cold_s3_remote,
+        ),
+    ]
+}
+
+/// The issue's goals, checked.
+pub fn goals(r: &Report) -> String {
+    format!(
+        "- ingest {:.0} MB/s vs b3sum+lz4 {:.0} MB/s: {:.2}x the baseline's time (goal: within \
+         {GOAL_RATIO}x) — {}; without the local tier {:.0} MB/s ({:.2}x)\n\
+         - re-ingest of the same images: {} bytes compressed, {} bytes uploaded (the manifests), \
+         {:.0} MB/s\n\
+         - cold S3 reads: {:.1} GETs per GiB restored\n",
+        r.ingest.mb_s,
+        r.baseline.mb_s,
+        r.ingest_to_baseline,
+        if r.ingest_to_baseline <= GOAL_RATIO {
+            "met"
+        } else {
+            "NOT met"
+        },
+        r.ingest_without_local.mb_s,
+        r.ingest_without_local.seconds / r.baseline.seconds.max(1e-9),
+        r.reingest.bytes_compressed,
+        r.reingest.bytes_uploaded,
+        r.reingest.mb_s,
+        r.cold_gets_per_gib
+    )
+}
+
+/// Throughput of every step, MB/s.
+pub fn chart(r: &Report) -> String {
+    let mut rows = vec![
+        ("ingest".to_string(), r.ingest.mb_s),
+        ("b3sum + lz4".to_string(), r.baseline.mb_s),
+        (
+            "ingest, no local tier".to_string(),
+            r.ingest_without_local.mb_s,
+        ),
+        ("re-ingest (known)".to_string(), r.reingest.mb_s),
+        ("ingest into S3".to_string(), r.ingest_s3.mb_s),
+    ];
+    rows.extend(
+        tier_rows(r)
+            .into_iter()
+            .map(|(name, t)| (format!("read {name}"), t.mb_s)),
+    );
+    BarChart {
+        title: format!(
+            "Page store throughput, {:.0} MB of images (MB/s, higher is better)",
+            r.ingest.logical_bytes as f64 / MB
+        ),
+        unit: "MB/s".into(),
+        series: vec!["MB/s".into()],
+        groups: rows
+            .into_iter()
+            .map(|(label, v)| Group {
+                label,
+                values: vec![v],
+            })
+            .collect(),
+    }
+    .render()
+}
+
+fn write_outputs(r: &Report, out: &Path) -> Result<()> {
+    let json = serde_json::to_string_pretty(r)
+        .map_err(|e| Error::io(out.join("results.json"), std::io::Error::other(e)))?;
+    provenance::write(out, "results.json", &json)?;
+    provenance::write(out, "store.svg", &chart(r))?;
+    let inputs: Vec<String> = r
+        .inputs
+        .iter()
+        .map(|i| {
+            format!(
+                "`{}` ({}, {:.1} MB of page files)",
+                i.input.name,
+                i.input.source,
+                i.input.logical_bytes as f64 / MB
+            )
+        })
+        .collect();
+    let readme = format!(
+        "# pico bench store\n\n\
+         Inputs: {}. Synthetic = `testkit::synth::page_file` (1 in 8 pages zero, 1 in 5 a repeat, \
+         half the rest text-like, half random); criu = a real `criu dump` of the app \
+         (`pico bench restore`'s apps; redis holds ~100 MB).\n\n\
+         **Ingest**: each input as a new checkpoint into a fresh store (cold tier a directory, \
+         local tier sled, both on this disk), wall clock of `PageStore::ingest` including \
+         packing, fsyncs, local caching and the manifest commit. **Baseline**: {}. Both over the \
+         same page files, already in the page cache, alternating run by run; medians of {} runs. \
+         **Without local tier**: the same ingest into a store whose local tier is off (what \
+         caching the new pages in sled costs). \
+         **Re-ingest**: the same images again (every page known). **Ingest into S3**: a fresh \
+         store on Garage on loopback, one run.\n\n\
+         **Reads**: every distinct non-zero page of all inputs through `read_pages` in batches of \
+         {} (as prefetch does), each page decoded and hash-checked: memory (pages read once \
+         before), local (memory emptied), cold dir / cold S3 (memory and local emptied; cold-dir \
+         files are in the page cache). The remote row reads Garage through `latency_proxy` \
+         ({} ms each way, {} MB/s per connection). GETs/GiB = cold GETs per GiB of logical \
+         image restored.\n\n\
+         ## Results\n\n```\n{}```\n\n![chart](store.svg)\n\n## Goals\n\n{}\n{}",
+        inputs.join(", "),
+        r.baseline_command,
+        r.runs,
+        tiers::READ_BATCH,
+        r.remote_link.delay_ms,
+        r.remote_link.mb_s_per_connection,
+        table(r),
+        goals(r),
+        r.provenance.markdown()
+    );
+    provenance::write(out, "README.md", &readme)
+}
