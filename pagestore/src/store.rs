@@ -15,7 +15,7 @@ use crate::cold::ColdTier;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::hot::HotTier;
-use crate::local::{LocalTier, SledTier};
+use crate::local::{self, LocalTier};
 use crate::manifest::{CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest};
 use crate::pack::{self, PackId, FOOTER_LEN};
 use crate::page::{PageId, PAGE_SIZE};
@@ -77,8 +77,8 @@ impl PageStore {
     pub async fn open(config: &StoreConfig) -> Result<PageStore> {
         let cold = ColdTier::open(&config.cold)?;
         let local: Option<Box<dyn LocalTier>> = if config.local.enabled {
-            match SledTier::open(&config.local.path, config.local.max_bytes)? {
-                Some(t) => Some(Box::new(t)),
+            match local::open(&config.local)? {
+                Some(t) => Some(t),
                 None => {
                     info!(
                         path = %config.local.path.display(),

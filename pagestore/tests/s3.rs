@@ -31,6 +31,7 @@ fn store_config(s3: S3Config, local: &Path, local_enabled: bool) -> StoreConfig 
             path: local.to_path_buf(),
             enabled: local_enabled,
             max_bytes: 1 << 30,
+            engine: Default::default(),
         },
         ..StoreConfig::embedded(local)
     }
