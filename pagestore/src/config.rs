@@ -140,6 +140,10 @@ pub struct LocalConfig {
     /// The embedded KV engine: `sled` or `fjall`.
     #[serde(default)]
     pub engine: LocalEngine,
+    /// Directory of the pack index cache (see [`crate::index_cache`]); none: every open reads
+    /// every pack's index from the cold tier.
+    #[serde(default)]
+    pub index_cache: Option<PathBuf>,
 }
 
 /// The embedded KV engine of the local tier (compared in docs/ARCHITECTURE.md).
@@ -176,6 +180,7 @@ impl StoreConfig {
                 enabled: true,
                 max_bytes: default_local_bytes(),
                 engine: LocalEngine::default(),
+                index_cache: Some(home.join("pack-index")),
             },
             hot: HotConfig::default(),
             retention: RetentionConfig::default(),

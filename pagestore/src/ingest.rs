@@ -328,7 +328,7 @@ impl PageStore {
         let local_copy = self.local.is_some().then(|| data.clone());
         self.cold.put(&pack.object_key(), data).await?;
         self.catalog.add_pack(pack, &entries);
-        self.mark_pack_known(pack);
+        self.pack_written(pack, len, &entries);
         if let (Some(local), Some(data)) = (&self.local, local_copy) {
             for (e, (from, to)) in entries.iter().zip(cached) {
                 if let Err(err) = local.put(&e.id, e.codec, &data[from..to]) {

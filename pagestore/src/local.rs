@@ -270,6 +270,7 @@ pub fn config_at(path: impl Into<PathBuf>, engine: LocalEngine, max_bytes: u64) 
         enabled: true,
         max_bytes,
         engine,
+        index_cache: None,
     }
 }
 
