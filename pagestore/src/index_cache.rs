@@ -152,11 +152,28 @@ impl IndexCache {
             .collect()
     }
 
-    /// Drops the entries of every pack not in `listed` (deleted by a gc, here or elsewhere).
+    /// Drops the entries of every pack not in `listed` (deleted by a gc, here or elsewhere), and
+    /// temporary files of writers that died before renaming them.
     pub fn retain(&self, listed: &HashSet<PackId>) {
         for pack in self.packs() {
             if !listed.contains(&pack) {
                 self.remove(&pack);
+            }
+        }
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(".tmp."))
+                .and_then(|n| n.split('.').next())
+            else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_file(entry.path());
             }
         }
     }
@@ -197,8 +214,14 @@ mod tests {
             std::fs::read(from_tail.path_of(&id)).unwrap()
         );
         assert_eq!(cache.packs(), vec![id]);
+        // A writer killed between write and rename left its temporary file.
+        let orphan = dir.path().join(".tmp.999999999.1");
+        let live = dir.path().join(format!(".tmp.{}.1", std::process::id()));
+        std::fs::write(&orphan, b"x").unwrap();
+        std::fs::write(&live, b"x").unwrap();
         cache.retain(&HashSet::new());
         assert!(cache.packs().is_empty());
+        assert!(!orphan.exists() && live.exists());
     }
 
     #[test]
