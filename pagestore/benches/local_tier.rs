@@ -106,11 +106,12 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let results: Vec<_> = [LocalEngine::Sled, LocalEngine::Fjall]
         .into_iter()
-        .map(|e| run(e, dir.path(), pages))
+        .map(|e| {
+            let r = run(e, dir.path(), pages);
+            println!("{r}");
+            r
+        })
         .collect();
-    for r in &results {
-        println!("{r}");
-    }
     println!("\n| engine | put MB/s | gets/s | disk/byte | reopen ms | churn put MB/s | churn gets/s | churn disk/byte |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &results {

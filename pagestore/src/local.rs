@@ -94,6 +94,8 @@ pub(crate) struct FifoTier<K> {
     pages: AtomicU64,
     bytes: AtomicU64,
     next_seq: AtomicU64,
+    /// No cached page is older than this seq (everything before it was evicted in this process).
+    oldest_seq: AtomicU64,
     evictions: AtomicU64,
     writing: Mutex<()>,
 }
@@ -122,6 +124,7 @@ impl<K: KvStore> FifoTier<K> {
             pages: AtomicU64::new(pages),
             bytes: AtomicU64::new(bytes),
             next_seq: AtomicU64::new(next_seq),
+            oldest_seq: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             writing: Mutex::new(()),
         };
@@ -143,10 +146,15 @@ impl<K: KvStore> FifoTier<K> {
         }
         let low = self.max_bytes / 10 * 9;
         while self.bytes.load(Ordering::Relaxed) > low {
-            let Some((seq, id)) = self.kv.first(Map::Order)? else {
+            let from = self.oldest_seq.load(Ordering::Relaxed).to_be_bytes();
+            let Some((seq, id)) = self.kv.first_from(Map::Order, &from)? else {
                 break;
             };
             self.kv.remove(Map::Order, &seq)?;
+            if let Ok(seq) = <[u8; 8]>::try_from(&seq[..]) {
+                self.oldest_seq
+                    .store(u64::from_be_bytes(seq) + 1, Ordering::Relaxed);
+            }
             let Some(v) = self.kv.get(Map::Pages, &id)? else {
                 continue;
             };
@@ -237,6 +245,8 @@ impl<K: KvStore> LocalTier for FifoTier<K> {
         let _w = self.write_lock();
         self.kv.clear(Map::Pages)?;
         self.kv.clear(Map::Order)?;
+        self.oldest_seq
+            .store(self.next_seq.load(Ordering::Relaxed), Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
         self.pages.store(0, Ordering::Relaxed);
         self.kv.flush()

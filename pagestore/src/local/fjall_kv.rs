@@ -13,6 +13,9 @@ use super::kv::{dir_bytes, local_error, KvStore, Map};
 use crate::error::{Error, Result};
 
 const ENGINE: &str = "fjall";
+const JOURNAL_BYTES: u64 = 64 << 20;
+/// Memtables are flushed at this size (default 64 MiB), so that less is replayed at open.
+const MEMTABLE_BYTES: u64 = 16 << 20;
 
 pub(crate) struct FjallKv {
     path: PathBuf,
@@ -31,6 +34,9 @@ impl FjallKv {
     pub(crate) fn open(path: &Path) -> Result<Option<FjallKv>> {
         let db = match Database::builder(path)
             .journal_compression(CompressionType::None)
+            // The least fjall allows (default 512 MiB): the journal is replayed at every open and
+            // counts on disk against a cache bounded in bytes.
+            .max_journaling_size(JOURNAL_BYTES)
             .open()
         {
             Ok(db) => db,
@@ -41,6 +47,7 @@ impl FjallKv {
         let pages = db
             .keyspace("pages", || {
                 KeyspaceCreateOptions::default()
+                    .max_memtable_size(MEMTABLE_BYTES)
                     .data_block_compression_policy(CompressionPolicy::disabled())
                     .with_kv_separation(Some(
                         KvSeparationOptions::default().compression(CompressionType::None),
@@ -48,7 +55,9 @@ impl FjallKv {
             })
             .map_err(err)?;
         let order = db
-            .keyspace("order", KeyspaceCreateOptions::default)
+            .keyspace("order", || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
             .map_err(err)?;
         Ok(Some(FjallKv {
             path: path.to_path_buf(),
@@ -86,8 +95,8 @@ impl KvStore for FjallKv {
         self.keyspace(map).remove(key).map_err(|e| self.err(e))
     }
 
-    fn first(&self, map: Map) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        match self.keyspace(map).first_key_value() {
+    fn first_from(&self, map: Map, from: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        match self.keyspace(map).range(from..).next() {
             None => Ok(None),
             Some(g) => {
                 let (k, v) = g.into_inner().map_err(|e| self.err(e))?;

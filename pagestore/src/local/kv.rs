@@ -22,8 +22,10 @@ pub(crate) trait KvStore: Send + Sync + 'static {
     fn get(&self, map: Map, key: &[u8]) -> Result<Option<Vec<u8>>>;
     fn insert(&self, map: Map, key: &[u8], value: &[u8]) -> Result<()>;
     fn remove(&self, map: Map, key: &[u8]) -> Result<()>;
-    /// The entry with the smallest key.
-    fn first(&self, map: Map) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// The entry with the smallest key at or after `from`. (Starting past the keys known to be
+    /// deleted matters in an LSM tree, where a scan from the start would step over every
+    /// tombstone not yet compacted away.)
+    fn first_from(&self, map: Map, from: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// The largest key.
     fn last_key(&self, map: Map) -> Result<Option<Vec<u8>>>;
     /// Every entry, in key order.

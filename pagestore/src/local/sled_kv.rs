@@ -71,8 +71,9 @@ impl KvStore for SledKv {
         Ok(())
     }
 
-    fn first(&self, map: Map) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let kv = self.tree(map).first().map_err(|e| self.err(e))?;
+    fn first_from(&self, map: Map, from: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let kv = self.tree(map).range(from..).next();
+        let kv = kv.transpose().map_err(|e| self.err(e))?;
         Ok(kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 
