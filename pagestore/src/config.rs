@@ -150,8 +150,8 @@ pub struct LocalConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LocalEngine {
-    #[default]
     Sled,
+    #[default]
     Fjall,
 }
 
