@@ -57,7 +57,13 @@ fn check(pico: &Pico, tmp: &Path, good: &[(String, PathBuf)], when: &str) {
     for (id, src) in good {
         let dst = tmp.join("check");
         let _ = std::fs::remove_dir_all(&dst);
-        pico.ok(&["store", "materialize", id, dst.to_str().unwrap()]);
+        let out = pico.run(&["store", "materialize", id, dst.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "checkpoint {id} does not materialize {when}: {}\nstore ls:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            pico.ok(&["store", "ls"])
+        );
         assert!(
             synth::same_files(src, &dst).unwrap(),
             "checkpoint {id} differs {when}"
