@@ -126,6 +126,18 @@ mod tests {
     }
 
     #[test]
+    fn local_engine_overlays_and_unknown_engines_are_refused() {
+        let c = PicoConfig::parse(Path::new("/h"), "[local]\nengine = \"fjall\"\n").unwrap();
+        assert_eq!(c.store.local.engine, pagestore::config::LocalEngine::Fjall);
+        assert_eq!(c.store.local.path, Path::new("/h/local"));
+        let err = PicoConfig::parse(Path::new("/h"), "[local]\nengine = \"lmdb\"\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("expected `sled` or `fjall`"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let err = PicoConfig::parse(Path::new("/h"), "[worker]\ncriuu = \"x\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("criuu"), "{err:#}");

@@ -328,10 +328,10 @@ impl PageStore {
             objects: cold_objects,
             bytes: total.stored_bytes,
         }];
-        if let Some(map) = local_pages {
+        if let (Some(map), Some(local)) = (local_pages, self.local()) {
             tiers.push(TierUsage {
                 tier: "local".into(),
-                kind: "sled".into(),
+                kind: local.engine().to_string(),
                 objects: map.len() as u64,
                 bytes: map.values().sum(),
             });

@@ -137,6 +137,31 @@ pub struct LocalConfig {
     /// Bound on the bytes of cached pages; the oldest are evicted beyond it. Default 8 GiB.
     #[serde(default = "default_local_bytes")]
     pub max_bytes: u64,
+    /// The embedded KV engine: `sled` or `fjall`.
+    #[serde(default)]
+    pub engine: LocalEngine,
+    /// Directory of the pack index cache (see [`crate::index_cache`]); none: every open reads
+    /// every pack's index from the cold tier.
+    #[serde(default)]
+    pub index_cache: Option<PathBuf>,
+}
+
+/// The embedded KV engine of the local tier (compared in docs/ARCHITECTURE.md).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalEngine {
+    Sled,
+    #[default]
+    Fjall,
+}
+
+impl std::fmt::Display for LocalEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LocalEngine::Sled => "sled",
+            LocalEngine::Fjall => "fjall",
+        })
+    }
 }
 
 fn yes() -> bool {
@@ -154,6 +179,8 @@ impl StoreConfig {
                 path: home.join("local"),
                 enabled: true,
                 max_bytes: default_local_bytes(),
+                engine: LocalEngine::default(),
+                index_cache: Some(home.join("pack-index")),
             },
             hot: HotConfig::default(),
             retention: RetentionConfig::default(),
@@ -199,11 +226,27 @@ max_bytes = 0
         assert_eq!(s3.region, "garage");
         assert_eq!(s3.prefix.as_deref(), Some("site-a"));
         assert!(!format!("{s3:?}").contains("s3cr3t"));
-        assert_eq!(doc.local.unwrap().max_bytes, 1 << 20);
+        let local = doc.local.unwrap();
+        assert_eq!(local.max_bytes, 1 << 20);
+        assert_eq!(local.engine, LocalEngine::default());
         assert_eq!(doc.hot.unwrap().max_bytes, 0);
         let bad = text.replace("prefix", "prefx");
         assert!(toml::from_str::<Doc>(&bad).is_err());
         let dir: Doc = toml::from_str("[cold]\nkind = \"dir\"\npath = \"/x\"\n").unwrap();
         assert_eq!(dir.cold, ColdConfig::Dir { path: "/x".into() });
+    }
+
+    #[test]
+    fn local_engine_is_sled_or_fjall_and_nothing_else() {
+        let parse = |engine: &str| {
+            toml::from_str::<LocalConfig>(&format!("path = \"/l\"\nengine = \"{engine}\"\n"))
+        };
+        assert_eq!(parse("sled").unwrap().engine, LocalEngine::Sled);
+        assert_eq!(parse("fjall").unwrap().engine, LocalEngine::Fjall);
+        let err = parse("rocksdb").unwrap_err().to_string();
+        assert!(
+            err.contains("unknown variant `rocksdb`, expected `sled` or `fjall`"),
+            "{err}"
+        );
     }
 }

@@ -129,7 +129,7 @@ impl PageStore {
         let len = data.len();
         self.cold.put(&pack.object_key(), data).await?;
         self.catalog.add_pack(pack, &entries);
-        self.mark_pack_known(pack);
+        self.pack_written(pack, len as u64, &entries);
         debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
         Ok(())
     }

@@ -55,11 +55,12 @@ pub enum Error {
     #[error("cold tier object {0} not found")]
     ObjectNotFound(String),
 
-    #[error("local tier (sled) at {path}: {source}")]
+    #[error("local tier ({engine}) at {path}: {source} (it is only a cache: removing the directory loses nothing)")]
     Local {
+        engine: &'static str,
         path: PathBuf,
         #[source]
-        source: sled::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     #[error(

@@ -180,7 +180,7 @@ impl PageStore {
         let len = data.len() as u64;
         self.cold.put(&pack.object_key(), data).await?;
         self.catalog.move_to_pack(pack, &entries);
-        self.mark_pack_known(pack);
+        self.pack_written(pack, len, &entries);
         Ok(len)
     }
 }

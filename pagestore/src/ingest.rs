@@ -374,7 +374,7 @@ impl PageStore {
         let local_copy = self.local.is_some().then(|| data.clone());
         self.cold.put(&pack.object_key(), data).await?;
         self.catalog.add_pack(pack, &entries);
-        self.mark_pack_known(pack);
+        self.pack_written(pack, len, &entries);
         debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
         if let (Some(local), Some(data)) = (self.local.clone(), local_copy) {
             let cached = blocking(move || cache_locally(local.as_ref(), &data, &entries)).await;

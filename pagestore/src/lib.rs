@@ -21,6 +21,7 @@ pub mod derive;
 mod error;
 pub mod gc;
 pub mod hot;
+pub mod index_cache;
 pub mod ingest;
 pub mod local;
 pub mod lock;

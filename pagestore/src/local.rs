@@ -1,16 +1,27 @@
 //! The local tier: encoded pages cached on the worker's own disk, in an embedded KV store.
 //!
 //! It is a cache, never the only copy: a page that fails its hash here is dropped and read again
-//! from the cold tier. Behind a trait so that embedded stores can be compared (sled is the
-//! specified one; see docs/ARCHITECTURE.md).
+//! from the cold tier (a miss, not an error). The cache logic ([`FifoTier`]) is written once over a
+//! small KV interface ([`kv::KvStore`]) with one implementation per engine, sled and fjall, chosen
+//! by `[local] engine` (the comparison is in docs/ARCHITECTURE.md).
+
+mod fjall_kv;
+mod kv;
+mod sled_kv;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use tracing::warn;
+
 use crate::codec::Codec;
+use crate::config::{LocalConfig, LocalEngine};
 use crate::error::{Error, Result};
 use crate::page::PageId;
+use fjall_kv::{is_fjall_dir, FjallKv};
+use kv::{KvStore, Map};
+use sled_kv::{is_sled_dir, SledKv};
 
 /// What the store needs of a local page cache.
 pub trait LocalTier: Send + Sync {
@@ -28,121 +39,69 @@ pub trait LocalTier: Send + Sync {
     fn max_bytes(&self) -> u64;
     /// Pages evicted to stay under the bound since open.
     fn evictions(&self) -> u64;
+    /// Bytes the engine occupies on disk.
+    fn disk_bytes(&self) -> Result<u64>;
+    /// `sled` or `fjall`.
+    fn engine(&self) -> LocalEngine;
 }
 
-/// The local tier in sled.
+/// Opens the local tier `config` describes. `Ok(None)` when another process (a running worker)
+/// holds it: the caller then runs without one.
 ///
-/// Tree `pages`: page id → codec u8 | seq u64 | encoded page. Tree `order`: seq (big-endian) → page
-/// id, so the oldest cached page is the first key. Eviction is FIFO by caching order: when the
-/// tier holds more than its bound, the oldest pages go until it is back under 90% of it. Why FIFO
-/// and not LRU: a hit here would otherwise cost a sled write (sled already writes ~2.45x what it
-/// stores), and recency is already caught in memory by the hot tier (CLOCK) in front of this one;
-/// what stays here is what was fetched most recently, i.e. the tenants restored most recently.
-pub struct SledTier {
-    path: PathBuf,
-    db: sled::Db,
-    pages: sled::Tree,
-    order: sled::Tree,
+/// A directory left by the other engine is a cache of no use to this one: it is emptied first.
+pub fn open(config: &LocalConfig) -> Result<Option<Box<dyn LocalTier>>> {
+    let path = &config.path;
+    let foreign = match config.engine {
+        LocalEngine::Sled => is_fjall_dir(path),
+        LocalEngine::Fjall => is_sled_dir(path),
+    };
+    if foreign {
+        warn!(
+            path = %path.display(),
+            engine = %config.engine,
+            "the local tier directory holds the other engine's cache; emptying it"
+        );
+        std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(match config.engine {
+        LocalEngine::Sled => SledKv::open(path)?
+            .map(|kv| FifoTier::open(kv, LocalEngine::Sled, config.max_bytes))
+            .transpose()?
+            .map(|t| Box::new(t) as Box<dyn LocalTier>),
+        LocalEngine::Fjall => FjallKv::open(path)?
+            .map(|kv| FifoTier::open(kv, LocalEngine::Fjall, config.max_bytes))
+            .transpose()?
+            .map(|t| Box::new(t) as Box<dyn LocalTier>),
+    })
+}
+
+/// A page cache bounded in bytes with FIFO eviction, over any [`KvStore`].
+///
+/// Map `Pages`: page id → codec u8 | seq u64 | encoded page. Map `Order`: seq (big-endian) → page
+/// id, so the oldest cached page is the first key. When the tier holds more than its bound, the
+/// oldest pages go until it is back under 90% of it. Why FIFO and not LRU: a hit here would
+/// otherwise cost a write, and recency is already caught in memory by the hot tier (CLOCK) in
+/// front of this one; what stays here is what was fetched most recently, i.e. the tenants restored
+/// most recently.
+///
+/// Writes (put, remove, eviction) are serialized by one lock, so the two maps never disagree
+/// within a process; reads take no lock. Across a crash the order is written before the page and
+/// removed after it, so the worst left behind is an order entry without its page (skipped).
+pub(crate) struct FifoTier<K> {
+    kv: K,
+    engine: LocalEngine,
     max_bytes: u64,
+    pages: AtomicU64,
     bytes: AtomicU64,
+    next_seq: AtomicU64,
+    /// No cached page is older than this seq (everything before it was evicted in this process).
+    oldest_seq: AtomicU64,
     evictions: AtomicU64,
-    evicting: Mutex<()>,
+    writing: Mutex<()>,
 }
 
 /// Value layout: codec (1) + seq (8) + encoded page.
 const VALUE_HEADER: usize = 9;
-
-impl SledTier {
-    /// Opens (or creates) the tier. Returns `Ok(None)` when another process holds it (sled takes an
-    /// exclusive lock): the caller then runs without a local tier.
-    pub fn open(path: &Path, max_bytes: u64) -> Result<Option<SledTier>> {
-        let db = match sled::Config::new().path(path).open() {
-            Ok(db) => db,
-            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Ok(None)
-            }
-            Err(e) if e.to_string().contains("lock") => return Ok(None),
-            Err(source) => {
-                return Err(Error::Local {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        };
-        let err = |source| Error::Local {
-            path: path.to_path_buf(),
-            source,
-        };
-        // Pages cached by earlier builds (default tree, without seq) are dropped: it is a cache.
-        db.clear().map_err(err)?;
-        let pages = db.open_tree("pages").map_err(err)?;
-        let order = db.open_tree("order").map_err(err)?;
-        let mut bytes = 0;
-        for kv in pages.iter() {
-            let (_, v) = kv.map_err(err)?;
-            bytes += v.len() as u64;
-        }
-        let tier = SledTier {
-            path: path.to_path_buf(),
-            db,
-            pages,
-            order,
-            max_bytes,
-            bytes: AtomicU64::new(bytes),
-            evictions: AtomicU64::new(0),
-            evicting: Mutex::new(()),
-        };
-        tier.evict_if_over()?;
-        Ok(Some(tier))
-    }
-
-    fn err(&self, source: sled::Error) -> Error {
-        Error::Local {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    /// Drops the oldest pages until the tier is under 90% of its bound (one evictor at a time).
-    fn evict_if_over(&self) -> Result<()> {
-        if self.bytes.load(Ordering::Relaxed) <= self.max_bytes {
-            return Ok(());
-        }
-        let Ok(_one) = self.evicting.try_lock() else {
-            return Ok(());
-        };
-        let low = self.max_bytes / 10 * 9;
-        while self.bytes.load(Ordering::Relaxed) > low {
-            let Some((seq, id)) = self.order.pop_min().map_err(|e| self.err(e))? else {
-                break;
-            };
-            let Some(v) = self.pages.get(&id).map_err(|e| self.err(e))? else {
-                continue;
-            };
-            // Only if the page was not cached again (under a newer seq) meanwhile.
-            if v.get(1..VALUE_HEADER) == Some(&seq[..]) {
-                let len = v.len() as u64;
-                let swapped = self
-                    .pages
-                    .compare_and_swap(&id, Some(v), None as Option<&[u8]>)
-                    .map_err(|e| self.err(e))?;
-                if swapped.is_ok() {
-                    self.sub_bytes(len);
-                    self.evictions.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn sub_bytes(&self, n: u64) {
-        let _ = self
-            .bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some(b.saturating_sub(n))
-            });
-    }
-}
 
 fn decode_value(v: &[u8]) -> Option<(Codec, &[u8])> {
     if v.len() < VALUE_HEADER {
@@ -151,9 +110,78 @@ fn decode_value(v: &[u8]) -> Option<(Codec, &[u8])> {
     Some((Codec::from_u8(v[0])?, &v[VALUE_HEADER..]))
 }
 
-impl LocalTier for SledTier {
+impl<K: KvStore> FifoTier<K> {
+    fn open(kv: K, engine: LocalEngine, max_bytes: u64) -> Result<Self> {
+        let (pages, bytes) = kv.count_values(Map::Pages)?;
+        let next_seq = match kv.last_key(Map::Order)? {
+            Some(k) => <[u8; 8]>::try_from(&k[..]).map_or(0, u64::from_be_bytes) + 1,
+            None => 0,
+        };
+        let tier = FifoTier {
+            kv,
+            engine,
+            max_bytes,
+            pages: AtomicU64::new(pages),
+            bytes: AtomicU64::new(bytes),
+            next_seq: AtomicU64::new(next_seq),
+            oldest_seq: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            writing: Mutex::new(()),
+        };
+        {
+            let _w = tier.write_lock();
+            tier.evict_if_over()?;
+        }
+        Ok(tier)
+    }
+
+    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the oldest pages until the tier is under 90% of its bound. Under the write lock.
+    fn evict_if_over(&self) -> Result<()> {
+        if self.bytes.load(Ordering::Relaxed) <= self.max_bytes {
+            return Ok(());
+        }
+        let low = self.max_bytes / 10 * 9;
+        while self.bytes.load(Ordering::Relaxed) > low {
+            let from = self.oldest_seq.load(Ordering::Relaxed).to_be_bytes();
+            let Some((seq, id)) = self.kv.first_from(Map::Order, &from)? else {
+                break;
+            };
+            self.kv.remove(Map::Order, &seq)?;
+            if let Ok(seq) = <[u8; 8]>::try_from(&seq[..]) {
+                self.oldest_seq
+                    .store(u64::from_be_bytes(seq) + 1, Ordering::Relaxed);
+            }
+            let Some(v) = self.kv.get(Map::Pages, &id)? else {
+                continue;
+            };
+            // Only if the page was not cached again (under a newer seq) since.
+            if v.get(1..VALUE_HEADER) == Some(&seq[..]) {
+                self.kv.remove(Map::Pages, &id)?;
+                self.forget(v.len() as u64);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn forget(&self, bytes: u64) {
+        let sub = |n: u64| move |b: u64| Some(b.saturating_sub(n));
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, sub(bytes));
+        let _ = self
+            .pages
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, sub(1));
+    }
+}
+
+impl<K: KvStore> LocalTier for FifoTier<K> {
     fn get(&self, id: &PageId) -> Result<Option<(Codec, Vec<u8>)>> {
-        let v = self.pages.get(id.0).map_err(|e| self.err(e))?;
+        let v = self.kv.get(Map::Pages, &id.0)?;
         Ok(v.and_then(|v| decode_value(&v).map(|(c, d)| (c, d.to_vec()))))
     }
 
@@ -161,67 +189,71 @@ impl LocalTier for SledTier {
         if self.max_bytes == 0 {
             return Ok(());
         }
-        let seq = self
-            .db
-            .generate_id()
-            .map_err(|e| self.err(e))?
-            .to_be_bytes();
+        let _w = self.write_lock();
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed).to_be_bytes();
         let mut v = Vec::with_capacity(encoded.len() + VALUE_HEADER);
         v.push(codec as u8);
         v.extend_from_slice(&seq);
         v.extend_from_slice(encoded);
-        let len = v.len() as u64;
-        self.order.insert(seq, &id.0).map_err(|e| self.err(e))?;
-        let old = self.pages.insert(id.0, v).map_err(|e| self.err(e))?;
-        self.bytes.fetch_add(len, Ordering::Relaxed);
+        let old = self.kv.get(Map::Pages, &id.0)?;
+        self.kv.insert(Map::Order, &seq, &id.0)?;
+        self.kv.insert(Map::Pages, &id.0, &v)?;
+        self.bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
+        self.pages.fetch_add(1, Ordering::Relaxed);
         if let Some(old) = old {
-            self.sub_bytes(old.len() as u64);
+            self.forget(old.len() as u64);
             if let Some(old_seq) = old.get(1..VALUE_HEADER) {
-                self.order.remove(old_seq).map_err(|e| self.err(e))?;
+                self.kv.remove(Map::Order, old_seq)?;
             }
         }
         self.evict_if_over()
     }
 
     fn remove(&self, id: &PageId) -> Result<()> {
-        if let Some(old) = self.pages.remove(id.0).map_err(|e| self.err(e))? {
-            self.sub_bytes(old.len() as u64);
+        let _w = self.write_lock();
+        if let Some(old) = self.kv.get(Map::Pages, &id.0)? {
+            self.kv.remove(Map::Pages, &id.0)?;
+            self.forget(old.len() as u64);
             if let Some(seq) = old.get(1..VALUE_HEADER) {
-                self.order.remove(seq).map_err(|e| self.err(e))?;
+                self.kv.remove(Map::Order, seq)?;
             }
         }
         Ok(())
     }
 
     fn usage(&self) -> Result<(u64, u64)> {
-        Ok((self.pages.len() as u64, self.bytes.load(Ordering::Relaxed)))
+        Ok((
+            self.pages.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        ))
     }
 
     fn for_each(&self, f: &mut dyn FnMut(PageId, Codec, &[u8])) -> Result<()> {
-        for kv in self.pages.iter() {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            let Ok(key) = <[u8; 32]>::try_from(&k[..]) else {
-                continue;
+        self.kv.for_each(Map::Pages, &mut |k, v| {
+            let Ok(key) = <[u8; 32]>::try_from(k) else {
+                return;
             };
             // An undecodable value is handed on as raw bytes so that verify reports it.
-            match decode_value(&v) {
+            match decode_value(v) {
                 Some((c, d)) => f(PageId(key), c, d),
-                None => f(PageId(key), Codec::Raw, &v),
+                None => f(PageId(key), Codec::Raw, v),
             }
-        }
-        Ok(())
+        })
     }
 
     fn clear(&self) -> Result<()> {
-        self.pages.clear().map_err(|e| self.err(e))?;
-        self.order.clear().map_err(|e| self.err(e))?;
+        let _w = self.write_lock();
+        self.kv.clear(Map::Pages)?;
+        self.kv.clear(Map::Order)?;
+        self.oldest_seq
+            .store(self.next_seq.load(Ordering::Relaxed), Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
-        self.flush()
+        self.pages.store(0, Ordering::Relaxed);
+        self.kv.flush()
     }
 
     fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(|e| self.err(e))?;
-        Ok(())
+        self.kv.flush()
     }
 
     fn max_bytes(&self) -> u64 {
@@ -231,52 +263,146 @@ impl LocalTier for SledTier {
     fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
+
+    fn disk_bytes(&self) -> Result<u64> {
+        self.kv.disk_bytes()
+    }
+
+    fn engine(&self) -> LocalEngine {
+        self.engine
+    }
+}
+
+/// The configuration of a local tier at `path` (tests and benchmarks).
+pub fn config_at(path: impl Into<PathBuf>, engine: LocalEngine, max_bytes: u64) -> LocalConfig {
+    LocalConfig {
+        path: path.into(),
+        enabled: true,
+        max_bytes,
+        engine,
+        index_cache: None,
+    }
+}
+
+/// Opens a tier that must be free (tests and benchmarks). Both engines let go of their lock from
+/// a background thread a moment after the last handle is dropped, so a reopen in the same process
+/// waits for that (up to 5 s).
+pub fn open_owned(path: &Path, engine: LocalEngine, max_bytes: u64) -> Result<Box<dyn LocalTier>> {
+    let config = config_at(path, engine, max_bytes);
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(tier) = open(&config)? {
+            return Ok(tier);
+        }
+        if started.elapsed() > std::time::Duration::from_secs(5) {
+            return Err(Error::Config(format!(
+                "local tier at {} is held by another process",
+                path.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Runs one test body against every engine.
+    fn each_engine(body: impl Fn(LocalEngine, &Path)) {
+        for engine in [LocalEngine::Sled, LocalEngine::Fjall] {
+            let dir = tempfile::tempdir().unwrap();
+            body(engine, &dir.path().join("local"));
+        }
+    }
+
     #[test]
-    fn sled_tier_round_trip_and_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = SledTier::open(&dir.path().join("local"), 1 << 20)
-            .unwrap()
-            .unwrap();
-        let id = PageId([3; 32]);
-        t.put(&id, Codec::Lz4, b"abc").unwrap();
-        assert_eq!(t.get(&id).unwrap(), Some((Codec::Lz4, b"abc".to_vec())));
-        assert_eq!(t.usage().unwrap(), (1, 12));
-        t.put(&id, Codec::Lz4, b"abcd").unwrap();
-        assert_eq!(t.usage().unwrap(), (1, 13));
-        t.remove(&id).unwrap();
-        assert_eq!(t.get(&id).unwrap(), None);
-        assert_eq!(t.usage().unwrap(), (0, 0));
+    fn round_trip_replace_remove() {
+        each_engine(|engine, path| {
+            let t = open_owned(path, engine, 1 << 20).unwrap();
+            assert_eq!(t.engine(), engine);
+            let id = PageId([3; 32]);
+            t.put(&id, Codec::Lz4, b"abc").unwrap();
+            assert_eq!(t.get(&id).unwrap(), Some((Codec::Lz4, b"abc".to_vec())));
+            assert_eq!(t.usage().unwrap(), (1, 12));
+            t.put(&id, Codec::Lz4, b"abcd").unwrap();
+            assert_eq!(t.usage().unwrap(), (1, 13));
+            t.remove(&id).unwrap();
+            assert_eq!(t.get(&id).unwrap(), None);
+            assert_eq!(t.usage().unwrap(), (0, 0));
+        });
+    }
+
+    #[test]
+    fn a_second_opener_is_refused() {
+        each_engine(|engine, path| {
+            let _held = open_owned(path, engine, 1 << 20).unwrap();
+            assert!(open(&config_at(path, engine, 1 << 20)).unwrap().is_none());
+        });
     }
 
     #[test]
     fn bounded_by_bytes_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let page = vec![1u8; 1000];
-        // Room for 10 values of 1009 bytes.
-        let t = SledTier::open(&dir.path().join("local"), 10_100)
-            .unwrap()
-            .unwrap();
-        for i in 0..30u8 {
-            t.put(&PageId([i; 32]), Codec::Raw, &page).unwrap();
-            assert!(t.usage().unwrap().1 <= 10_100);
-        }
-        assert!(t.evictions() >= 20);
-        assert!(t.get(&PageId([0; 32])).unwrap().is_none());
-        assert!(t.get(&PageId([29; 32])).unwrap().is_some());
-        let (pages, bytes) = t.usage().unwrap();
-        assert_eq!(bytes, pages * 1009);
-        drop(t);
-        // The byte count survives a reopen, and a smaller bound evicts at once.
-        let t = SledTier::open(&dir.path().join("local"), 3_000)
-            .unwrap()
-            .unwrap();
-        assert!(t.usage().unwrap().1 <= 3_000);
-        assert!(t.get(&PageId([29; 32])).unwrap().is_some());
+        each_engine(|engine, path| {
+            let page = vec![1u8; 1000];
+            // Room for 10 values of 1009 bytes.
+            let t = open_owned(path, engine, 10_100).unwrap();
+            for i in 0..30u8 {
+                t.put(&PageId([i; 32]), Codec::Raw, &page).unwrap();
+                assert!(t.usage().unwrap().1 <= 10_100);
+            }
+            assert!(t.evictions() >= 20);
+            assert!(t.get(&PageId([0; 32])).unwrap().is_none());
+            assert!(t.get(&PageId([29; 32])).unwrap().is_some());
+            let (pages, bytes) = t.usage().unwrap();
+            assert_eq!(bytes, pages * 1009);
+            t.flush().unwrap();
+            drop(t);
+            // The byte count survives a reopen, and a smaller bound evicts at once.
+            let t = open_owned(path, engine, 3_000).unwrap();
+            assert!(t.usage().unwrap().1 <= 3_000);
+            assert!(t.get(&PageId([29; 32])).unwrap().is_some());
+            // Caching order survives too: new pages go after the old ones.
+            t.put(&PageId([30; 32]), Codec::Raw, &page).unwrap();
+            t.put(&PageId([31; 32]), Codec::Raw, &page).unwrap();
+            assert!(t.get(&PageId([29; 32])).unwrap().is_none());
+            assert!(t.get(&PageId([31; 32])).unwrap().is_some());
+        });
+    }
+
+    #[test]
+    fn for_each_clear_and_engine_switch() {
+        each_engine(|engine, path| {
+            let t = open_owned(path, engine, 1 << 20).unwrap();
+            for i in 1..=5u8 {
+                t.put(&PageId([i; 32]), Codec::Raw, &[i; 10]).unwrap();
+            }
+            let mut seen = Vec::new();
+            t.for_each(&mut |id, codec, data| seen.push((id.0[0], codec, data.to_vec())))
+                .unwrap();
+            assert_eq!(seen.len(), 5);
+            assert!(seen
+                .iter()
+                .all(|(i, c, d)| *c == Codec::Raw && d == &[*i; 10]));
+            assert!(t.disk_bytes().unwrap() > 0);
+            t.clear().unwrap();
+            assert_eq!(t.usage().unwrap(), (0, 0));
+            assert_eq!(t.get(&PageId([1; 32])).unwrap(), None);
+            t.put(&PageId([9; 32]), Codec::Raw, b"x").unwrap();
+            t.flush().unwrap();
+            drop(t);
+            // The other engine finds this one's directory, empties it and starts afresh.
+            let other = match engine {
+                LocalEngine::Sled => LocalEngine::Fjall,
+                LocalEngine::Fjall => LocalEngine::Sled,
+            };
+            let t = open_owned(path, other, 1 << 20).unwrap();
+            assert_eq!(t.usage().unwrap(), (0, 0));
+            t.put(&PageId([9; 32]), Codec::Raw, b"y").unwrap();
+            assert_eq!(
+                t.get(&PageId([9; 32])).unwrap(),
+                Some((Codec::Raw, b"y".to_vec()))
+            );
+        });
     }
 }

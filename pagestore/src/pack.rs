@@ -121,18 +121,25 @@ impl PackBuilder {
 
     /// Seals the pack: appends index and footer, names it.
     pub fn finish(mut self) -> (PackId, Vec<u8>, Vec<PackEntry>) {
-        let index = encode_index(&self.entries);
-        let index_offset = self.data.len() as u64;
+        let (index, footer) = encode_tail(&self.entries, self.data.len() as u64);
         self.data.extend_from_slice(&index);
-        self.data.extend_from_slice(&index_offset.to_le_bytes());
-        self.data
-            .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        self.data.extend_from_slice(&PACK_VERSION.to_le_bytes());
-        self.data.extend_from_slice(blake3::hash(&index).as_bytes());
-        self.data.extend_from_slice(INDEX_MAGIC);
+        self.data.extend_from_slice(&footer);
         let id = PackId(*blake3::hash(&self.data).as_bytes());
         (id, self.data, self.entries)
     }
+}
+
+/// The index and footer that end a pack whose page bytes end at `index_offset`: exactly the bytes
+/// a reader of the pack's tail gets back.
+pub fn encode_tail(entries: &[PackEntry], index_offset: u64) -> (Vec<u8>, Vec<u8>) {
+    let index = encode_index(entries);
+    let mut footer = Vec::with_capacity(FOOTER_LEN);
+    footer.extend_from_slice(&index_offset.to_le_bytes());
+    footer.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    footer.extend_from_slice(&PACK_VERSION.to_le_bytes());
+    footer.extend_from_slice(blake3::hash(&index).as_bytes());
+    footer.extend_from_slice(INDEX_MAGIC);
+    (index, footer)
 }
 
 fn encode_index(entries: &[PackEntry]) -> Vec<u8> {

@@ -15,7 +15,8 @@ use crate::cold::ColdTier;
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::hot::HotTier;
-use crate::local::{LocalTier, SledTier};
+use crate::index_cache::IndexCache;
+use crate::local::{self, LocalTier};
 use crate::manifest::{CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest};
 use crate::pack::{self, PackId, FOOTER_LEN};
 use crate::page::{PageId, PAGE_SIZE};
@@ -66,6 +67,8 @@ pub struct PageStore {
     pub(crate) hot: HotTier,
     pub(crate) flights: Flights,
     pub(crate) catalog: Catalog,
+    /// Pack indexes kept on local disk, so that an open reads only those of new packs.
+    index_cache: Option<IndexCache>,
     pub(crate) config: StoreConfig,
     /// Packs whose index is in the catalog.
     known_packs: Mutex<HashSet<PackId>>,
@@ -77,8 +80,8 @@ impl PageStore {
     pub async fn open(config: &StoreConfig) -> Result<PageStore> {
         let cold = ColdTier::open(&config.cold)?;
         let local: Option<std::sync::Arc<dyn LocalTier>> = if config.local.enabled {
-            match SledTier::open(&config.local.path, config.local.max_bytes)? {
-                Some(t) => Some(std::sync::Arc::new(t)),
+            match local::open(&config.local)? {
+                Some(t) => Some(std::sync::Arc::from(t)),
                 None => {
                     info!(
                         path = %config.local.path.display(),
@@ -90,12 +93,18 @@ impl PageStore {
         } else {
             None
         };
+        let index_cache = config.local.index_cache.as_deref().and_then(|dir| {
+            IndexCache::open(dir)
+                .inspect_err(|e| warn!(error = %e, "no pack index cache"))
+                .ok()
+        });
         let store = PageStore {
             cold,
             local,
             hot: HotTier::new(config.hot.max_bytes),
             flights: Flights::default(),
             catalog: Catalog::default(),
+            index_cache,
             config: config.clone(),
             known_packs: Mutex::new(HashSet::new()),
             counters: TierCounters::default(),
@@ -129,6 +138,9 @@ impl PageStore {
             .iter()
             .filter_map(|o| PackId::from_object_key(&o.key))
             .collect();
+        if let Some(cache) = &self.index_cache {
+            cache.retain(&listed);
+        }
         let gone: HashSet<PackId> = {
             let mut known = self.known_packs.lock().unwrap_or_else(|p| p.into_inner());
             let gone = known.difference(&listed).copied().collect();
@@ -166,11 +178,24 @@ impl PageStore {
             .contains(pack)
     }
 
+    /// Forgets a pack this process deleted.
     pub(crate) fn forget_pack(&self, pack: &PackId) {
         self.known_packs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(pack);
+        if let Some(cache) = &self.index_cache {
+            cache.remove(pack);
+        }
+    }
+
+    /// Marks a pack this process just uploaded (`len` bytes; its pages already in the catalog)
+    /// known, and caches its index.
+    pub(crate) fn pack_written(&self, pack: PackId, len: u64, entries: &[pack::PackEntry]) {
+        self.mark_pack_known(pack);
+        if let Some(cache) = &self.index_cache {
+            cache.store_entries(&pack, len, entries);
+        }
     }
 
     pub(crate) fn mark_pack_known(&self, pack: PackId) {
@@ -180,11 +205,19 @@ impl PageStore {
             .insert(pack);
     }
 
+    /// The index of the pack at `key` (`size` bytes): from the index cache, else from the pack's
+    /// tail in the cold tier (then cached).
     pub(crate) async fn read_pack_index(
         &self,
         key: &str,
         size: u64,
     ) -> Result<Vec<pack::PackEntry>> {
+        let pack = PackId::from_object_key(key);
+        if let (Some(cache), Some(pack)) = (&self.index_cache, &pack) {
+            if let Some(entries) = cache.load(pack, size) {
+                return Ok(entries);
+            }
+        }
         if size < (pack::HEADER_LEN + FOOTER_LEN) as u64 {
             return Err(Error::CorruptObject {
                 what: "pack",
@@ -201,7 +234,11 @@ impl PageStore {
             .cold
             .get_range(key, footer.index_offset, footer.index_len() as u64)
             .await?;
-        pack::parse_index(key, &footer, &index)
+        let entries = pack::parse_index(key, &footer, &index)?;
+        if let (Some(cache), Some(pack)) = (&self.index_cache, &pack) {
+            cache.store(pack, size, &tail, &index);
+        }
+        Ok(entries)
     }
 
     /// Every checkpoint in the store, by tenant then generation.

@@ -31,6 +31,8 @@ fn store_config(s3: S3Config, local: &Path, local_enabled: bool) -> StoreConfig 
             path: local.to_path_buf(),
             enabled: local_enabled,
             max_bytes: 1 << 30,
+            engine: Default::default(),
+            index_cache: None,
         },
         ..StoreConfig::embedded(local)
     }
@@ -350,4 +352,95 @@ async fn neighbouring_pages_are_read_with_few_requests() {
         "{requests} requests for {pages} pages"
     );
     eprintln!("materialize: {pages} pages from cold in {requests} ranged GETs");
+}
+
+/// A store on Garage whose pack indexes are cached under `cache`.
+fn with_index_cache(g: &Garage, local: &Path, cache: Option<&Path>) -> StoreConfig {
+    let mut c = store_config(s3_config(g, None), local, false);
+    c.local.index_cache = cache.map(Path::to_path_buf);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopen_reads_no_pack_index_from_s3() {
+    use pagestore::index_cache::IndexCache;
+
+    let g = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache_dir = tmp.path().join("pack-index");
+    let open = |cache: Option<&Path>| {
+        let config = with_index_cache(&g, &tmp.path().join("l"), cache);
+        async move { PageStore::open(&config).await.unwrap() }
+    };
+    // Five packs, written by a process without the cache.
+    let mut checkpoints = Vec::new();
+    {
+        let writer = open(None).await;
+        for seed in 1..=5 {
+            let input = tmp.path().join(format!("in{seed}"));
+            synth::checkpoint_dir(&input, 100 + seed, 300).unwrap();
+            let r = writer.ingest(&format!("t{seed}"), &input).await.unwrap();
+            checkpoints.push((r.checkpoint, input));
+        }
+    }
+    let packs = 5;
+
+    // First open: one LIST, two ranged GETs per pack; the indexes are cached.
+    let first = open(Some(&cache_dir)).await;
+    let c = first.stats_counters().cold;
+    assert_eq!((c.lists, c.gets), (1, 2 * packs), "first open");
+    let pages = first.catalog().len();
+    drop(first);
+    assert_eq!(
+        IndexCache::open(&cache_dir).unwrap().packs().len(),
+        packs as usize
+    );
+
+    // Second open: the LIST only.
+    let second = open(Some(&cache_dir)).await;
+    let c = second.stats_counters().cold;
+    assert_eq!((c.lists, c.gets), (1, 0), "second open");
+    assert_eq!(second.catalog().len(), pages);
+    let (checkpoint, input) = &checkpoints[0];
+    let out = tmp.path().join("out");
+    second.materialize(checkpoint, &out).await.unwrap();
+    assert!(synth::same_files(input, &out).unwrap());
+    drop(second);
+
+    // A damaged entry is not trusted: it is dropped and that one index read again.
+    let cache = IndexCache::open(&cache_dir).unwrap();
+    let victim = cache.packs()[0];
+    let path = cache_dir.join(format!("{}.idx", victim.to_hex()));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let third = open(Some(&cache_dir)).await;
+    assert_eq!(
+        third.stats_counters().cold.gets,
+        2,
+        "only the damaged entry is refetched"
+    );
+    assert_eq!(third.catalog().len(), pages);
+    assert!(third.verify().await.unwrap().ok());
+
+    // Packs deleted by gc leave the cache; the others stay.
+    third.forget("t1").await.unwrap();
+    third.forget("t2").await.unwrap();
+    let r = third.gc().await.unwrap();
+    assert!(r.packs_deleted >= 2, "{r:?}");
+    let listed = S3Storage::new(&s3_config(&g, None))
+        .unwrap()
+        .list("packs/")
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(cache.packs().len(), listed);
+    drop(third);
+    let fourth = open(Some(&cache_dir)).await;
+    assert_eq!(fourth.stats_counters().cold.gets, 0, "after gc");
+    let (checkpoint, input) = &checkpoints[4];
+    let out = tmp.path().join("out5");
+    fourth.materialize(checkpoint, &out).await.unwrap();
+    assert!(synth::same_files(input, &out).unwrap());
 }

@@ -1,8 +1,9 @@
-//! The page store end to end on the embedded tiers (dir cold tier + sled local tier).
+//! The page store end to end on the embedded tiers (dir cold tier + local tier).
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns (open, corrupt_first_pack)
 
 use std::path::Path;
 
+use pagestore::config::LocalEngine;
 use pagestore::{Error, PageStore, StoreConfig, Tier, PAGE_SIZE};
 use testkit::image::{assert_same_dir, mixed_pages, noise, page, write_image_dir};
 
@@ -178,13 +179,16 @@ async fn a_corrupt_cold_object_is_reported_never_handed_out() {
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
 }
 
-#[tokio::test]
-async fn a_corrupt_local_page_is_a_miss_served_from_cold() {
+/// On either local engine, a cached page that fails its hash is a miss served from cold.
+async fn corrupt_local_page_is_a_miss(engine: LocalEngine) {
     let home = tempfile::tempdir().unwrap();
     let src = home.path().join("src");
     let pages = [(2u8, 1u64), (2, 2)];
     write_image_dir(&src, &pages, 1);
-    let store = open(home.path()).await;
+    let mut config = StoreConfig::embedded(home.path());
+    config.local.engine = engine;
+    let store = PageStore::open(&config).await.unwrap();
+    assert_eq!(store.local().unwrap().engine(), engine);
     let r = store.ingest("t", &src).await.unwrap();
     let id = pagestore::PageId::of(&page(2, 1));
     // Overwrite the cached copy with a different page's bytes.
@@ -205,6 +209,16 @@ async fn a_corrupt_local_page_is_a_miss_served_from_cold() {
         .materialize(&r.checkpoint, &home.path().join("out"))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_local_page_is_a_miss_served_from_cold_sled() {
+    corrupt_local_page_is_a_miss(LocalEngine::Sled).await;
+}
+
+#[tokio::test]
+async fn a_corrupt_local_page_is_a_miss_served_from_cold_fjall() {
+    corrupt_local_page_is_a_miss(LocalEngine::Fjall).await;
 }
 
 #[tokio::test]
