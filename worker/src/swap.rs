@@ -266,17 +266,27 @@ impl Worker {
             // (each CRIU run spends tens of ms probing the kernel first); the gate hands it the
             // tenant's userfaultfds once it listens.
             let mut lazy = self.criu.spawn_lazy_pages(&mountpoint, &daemon_work)?;
-            // Then the fill, so that the restore set's requests go first.
+            // While learning, the daemon serves faults only until the window closes.
+            let learning = use_activeset && self.config.activeset;
+            // Then the fill, so that the restore set's requests go first. When an ActiveSet was
+            // installed, the first answer needs none of the fill, and fetching, decoding and
+            // checking the rest of the image would only take the CPU from it (the large-heap
+            // tenant's fill is 274 MB): it waits for the learning window to close. A fault the
+            // set missed meanwhile fetches its own page.
             let (prefetched_tx, prefetched) = tokio::sync::oneshot::channel();
+            let (window_closed_tx, window_closed) = tokio::sync::oneshot::channel::<()>();
+            let fill_waits = learning && !plan.pages.is_empty();
             let fill = {
                 let store = self.store.clone();
                 tokio::spawn(async move {
                     let _ = prefetched_tx.send(store.prefetch(&restore_set).await);
+                    if fill_waits {
+                        // A dropped sender (the swap-in failed) lets it go too.
+                        let _ = window_closed.await;
+                    }
                     store.prefetch(&fill_ids).await
                 })
             };
-            // While learning, the daemon serves faults only until the window closes.
-            let learning = use_activeset && self.config.activeset;
             let mut gate = crate::lazy_gate::LazyGate::open(&work, &daemon_work)?;
             if !learning {
                 gate.release();
@@ -373,6 +383,7 @@ impl Worker {
                         let faults = learn.watch().await;
                         reads.set_phase(RestorePhase::Background);
                         gate.release();
+                        let _ = window_closed_tx.send(());
                         if let Err(e) = learn.save(faults).await {
                             warn!(tenant = %learn.tenant, error = %e, "could not save the ActiveSet");
                         }
