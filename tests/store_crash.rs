@@ -71,17 +71,6 @@ fn check(pico: &Pico, tmp: &Path, good: &[(String, PathBuf)], when: &str) {
     }
 }
 
-fn checkpoint(dir: &Path, parts: &[(u64, usize)]) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let data: Vec<u8> = parts
-        .iter()
-        .flat_map(|&(seed, pages)| synth::page_file(seed, pages))
-        .collect();
-    std::fs::write(dir.join("pages-1.img"), data).unwrap();
-    std::fs::write(dir.join("core-1.img"), format!("{parts:?}")).unwrap();
-    dir.to_path_buf()
-}
-
 /// Where the store under test lives, and how large its checkpoints are.
 struct Setup {
     /// Sections of `pico.toml` beyond `[gc]`.
@@ -140,18 +129,20 @@ fn kill_9_during_ingest_and_gc_loses_nothing(setup: Setup) {
 
     let mut good = Vec::new();
     for (i, tenant) in ["alpha", "beta"].iter().enumerate() {
-        let src = checkpoint(
+        let src = synth::checkpoint_of_parts(
             &tmp.path().join(format!("base{i}")),
             &[(100, 300), (101 + i as u64, 300)],
-        );
+        )
+        .unwrap();
         good.push((ingest(&pico, tenant, &src), src));
     }
     // How long one large ingest takes here, to spread the kills over it.
     let big = |n: u64| {
-        checkpoint(
+        synth::checkpoint_of_parts(
             &tmp.path().join("big"),
             &[(100, 200), (1000 + n, setup.ingest_pages)],
         )
+        .unwrap()
     };
     let src = big(0);
     let started = Instant::now();
@@ -201,10 +192,11 @@ fn kill_9_during_ingest_and_gc_loses_nothing(setup: Setup) {
     let mut n = 0;
     while gc_killed < KILLS && n < 2 * KILLS as u64 {
         n += 1;
-        let src = checkpoint(
+        let src = synth::checkpoint_of_parts(
             &tmp.path().join("tmp"),
             &[(100, 200), (5000 + n, setup.gc_pages)],
-        );
+        )
+        .unwrap();
         ingest(&pico, "scratch", &src);
         pico.ok(&["store", "forget", "--tenant", "scratch"]);
         let after = Duration::from_millis(rng.next_u64() % gc_span);

@@ -29,16 +29,6 @@ fn backends(tmp: &Path) -> Vec<(StoreConfig, Option<Garage>)> {
     vec![(dir, None), (s3, Some(g))]
 }
 
-fn write_checkpoint(dir: &Path, parts: &[(u64, usize)]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let data: Vec<u8> = parts
-        .iter()
-        .flat_map(|&(seed, pages)| synth::page_file(seed, pages))
-        .collect();
-    std::fs::write(dir.join("pages-1.img"), data).unwrap();
-    std::fs::write(dir.join("core-1.img"), format!("{parts:?}")).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgetting_one_of_two_tenants_keeps_the_shared_pages() {
     let tmp = tempfile::tempdir().unwrap();
@@ -47,8 +37,8 @@ async fn forgetting_one_of_two_tenants_keeps_the_shared_pages() {
         let a = tmp.path().join("a");
         let b = tmp.path().join("b");
         // 600 shared pages, then 600 private ones each.
-        write_checkpoint(&a, &[(10, 600), (11, 600)]);
-        write_checkpoint(&b, &[(10, 600), (12, 600)]);
+        synth::checkpoint_of_parts(&a, &[(10, 600), (11, 600)]).unwrap();
+        synth::checkpoint_of_parts(&b, &[(10, 600), (12, 600)]).unwrap();
         let store = PageStore::open(&cfg).await.unwrap();
         store.ingest("alice", &a).await.unwrap();
         let rb = store.ingest("bob", &b).await.unwrap();
@@ -117,7 +107,7 @@ async fn retention_keeps_the_last_k_checkpoints() {
         for g in 0..4u64 {
             let d = tmp.path().join(format!("gen{g}"));
             // Each generation shares 200 pages with the others and has 100 of its own.
-            write_checkpoint(&d, &[(20, 200), (30 + g, 100)]);
+            synth::checkpoint_of_parts(&d, &[(20, 200), (30 + g, 100)]).unwrap();
             store.ingest("web", &d).await.unwrap();
             dirs.push(d);
         }
@@ -151,7 +141,7 @@ async fn gc_does_not_run_while_an_ingest_holds_its_lock() {
         assert!(matches!(err, Error::Busy { .. }), "{err}");
         // Ingests share the lock.
         let d = tmp.path().join("in");
-        write_checkpoint(&d, &[(40, 50)]);
+        synth::checkpoint_of_parts(&d, &[(40, 50)]).unwrap();
         store.ingest("t", &d).await.unwrap();
         store.unlock(held).await.unwrap();
         store.gc().await.unwrap();

@@ -1,7 +1,7 @@
 //! Synthetic checkpoint directories: page files with a known mix of zero, repeated, compressible and
 //! random pages, plus a small inline file, so store tests need no CRIU.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const PAGE: usize = 4096;
 
@@ -61,6 +61,19 @@ pub fn checkpoint_dir(dir: &Path, seed: u64, pages: usize) -> std::io::Result<()
     std::fs::write(dir.join("pages-1.img"), page_file(seed, pages))?;
     std::fs::write(dir.join("core-1.img"), format!("core of seed {seed}\n"))?;
     Ok(())
+}
+
+/// Writes a CRIU-like image directory whose `pages-1.img` is the [`page_file`]s of `parts`
+/// (seed, pages) one after another, so that checkpoints made of shared parts share pages.
+pub fn checkpoint_of_parts(dir: &Path, parts: &[(u64, usize)]) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let data: Vec<u8> = parts
+        .iter()
+        .flat_map(|&(seed, pages)| page_file(seed, pages))
+        .collect();
+    std::fs::write(dir.join("pages-1.img"), data)?;
+    std::fs::write(dir.join("core-1.img"), format!("{parts:?}"))?;
+    Ok(dir.to_path_buf())
 }
 
 /// Whether two directories hold the same file names with the same bytes.
