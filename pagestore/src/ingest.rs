@@ -14,6 +14,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use tracing::{debug, info, info_span, Instrument};
 
+use crate::blocking::blocking;
 use crate::codec::{self, Codec};
 use crate::error::{Error, Result};
 use crate::local::LocalTier;
@@ -102,12 +103,6 @@ fn list_input(dir: &Path) -> Result<Vec<InputFile>> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(Error::io("<blocking task>", std::io::Error::other(e))))
 }
 
 /// Encodes the pages of `data` at `indices` on all cores.

@@ -12,6 +12,7 @@
 //! This crate knows nothing of CRIU, FUSE, NBD or tenants: it stores files and pages.
 
 pub mod accounting;
+mod blocking;
 pub mod catalog;
 pub mod clock;
 pub mod codec;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{ColdStorage, ObjectMeta};
+use crate::blocking::blocking;
 use crate::error::{Error, Result};
 
 pub struct DirStorage {
@@ -37,12 +38,6 @@ impl DirStorage {
         }
         Ok(self.root.join(key))
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(Error::io("<blocking task>", std::io::Error::other(e))))
 }
 
 fn not_found_or_io(key: &str, path: &Path, e: std::io::Error) -> Error {
