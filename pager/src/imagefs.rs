@@ -213,6 +213,22 @@ pub struct ImageMount {
     reads: Arc<MountReads>,
 }
 
+impl Drop for ImageMount {
+    /// A mount dropped without [`ImageMount::unmount`] (an aborted swap-in) is unmounted by the
+    /// FUSE session; while a reader still holds files open that fails with EBUSY, so whatever is
+    /// left is detached (it goes once the last reader closes).
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            drop(session);
+            if let Ok(path) = std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes())
+            {
+                // SAFETY: umount2 reads a NUL-terminated path and touches no other memory.
+                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}
+
 impl ImageMount {
     /// Mounts `manifest` read-only at `mountpoint` (which must be an existing empty directory).
     pub fn mount(

@@ -432,18 +432,12 @@ impl Worker {
         let mut rt = slot.runtime.lock().await;
         if let Some(restoring) = rt.restoring.take() {
             restoring.abort();
+            // Its mount and lazy-pages daemon go when the task is dropped; wait for that.
+            let _ = restoring.await;
         }
         if rt.info.state == TenantState::Running {
             if let Some(pid) = rt.info.pid {
                 kill_tree(pid).await;
-            }
-        }
-        // A swap-in still copying pages held the checkpoint mounted; its lazy-pages daemon died
-        // with the aborted task, and the unmount on drop may have found the mount busy.
-        let mountpoint = self.config.mounts_dir.join(name);
-        if let Err(e) = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH) {
-            if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {
-                warn!(error = %e, mountpoint = %mountpoint.display(), "could not unmount");
             }
         }
         // First the checkpoints: if the store is unreachable, `rm` fails and can be run again.
