@@ -25,7 +25,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
@@ -48,7 +47,6 @@ pub struct LazyGate {
     abandon: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
     listen_path: PathBuf,
-    relay: Option<JoinHandle<()>>,
 }
 
 impl LazyGate {
@@ -64,7 +62,7 @@ impl LazyGate {
         let (release, released) = mpsc::channel();
         let abandon = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(false));
-        let relay = {
+        {
             let abandon = abandon.clone();
             let connected = connected.clone();
             std::thread::Builder::new()
@@ -74,14 +72,13 @@ impl LazyGate {
                         warn!(error = %e, "lazy-pages relay ended badly");
                     }
                 })
-                .map_err(|e| Error::io(&listen_path, e))?
-        };
+                .map_err(|e| Error::io(&listen_path, e))?;
+        }
         Ok(LazyGate {
             release: Some(release),
             abandon,
             connected,
             listen_path,
-            relay: Some(relay),
         })
     }
 
@@ -104,11 +101,8 @@ impl Drop for LazyGate {
         self.release();
         self.abandon.store(true, Ordering::SeqCst);
         // Wakes a relay still waiting for `criu restore` to connect (the restore failed early).
+        // The relay thread is not joined: it ends by itself once the restore side closes.
         let _ = UnixStream::connect(&self.listen_path);
-        if let Some(relay) = self.relay.take() {
-            // It ends by itself once the restore side closes; never block a drop on it.
-            drop(relay);
-        }
     }
 }
 
