@@ -7,6 +7,7 @@
 
 mod fjall_kv;
 mod kv;
+pub use kv::dir_bytes;
 mod sled_kv;
 
 use std::path::{Path, PathBuf};

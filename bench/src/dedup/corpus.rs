@@ -121,23 +121,9 @@ fn wait_listening(port: u16, pid: u32, limit: Duration) -> bool {
     false
 }
 
-fn dir_bytes(dir: &Path) -> Result<u64> {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let meta = entry.metadata().map_err(|e| Error::io(entry.path(), e))?;
-        total += if meta.is_dir() {
-            dir_bytes(&entry.path())?
-        } else {
-            meta.len()
-        };
-    }
-    Ok(total)
-}
-
 /// Apparent size of every file under `dir`.
 pub fn tree_bytes(dir: &Path) -> Result<u64> {
-    dir_bytes(dir)
+    Ok(pagestore::local::dir_bytes(dir)?)
 }
 
 /// One tenant being checkpointed.
@@ -229,7 +215,7 @@ impl Run<'_> {
             kind: self.kind,
             tenant: self.name.clone(),
             generation,
-            bytes: dir_bytes(&images)?,
+            bytes: tree_bytes(&images)?,
             dir: images,
         })
     }

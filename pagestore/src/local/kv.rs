@@ -53,7 +53,7 @@ pub(crate) fn local_error(
 }
 
 /// Bytes of all files under `dir`.
-pub(crate) fn dir_bytes(dir: &Path) -> Result<u64> {
+pub fn dir_bytes(dir: &Path) -> Result<u64> {
     let mut total = 0;
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries {
