@@ -96,6 +96,8 @@ impl PageStore {
             parent: Some(base.id.clone()),
             packs,
             files,
+            // Its key names the base's generation, and the overlay's pages differ anyway.
+            locality: None,
         };
         let bytes = derived.encode();
         let checkpoint = CheckpointRef {

@@ -15,6 +15,7 @@ use tracing::{info, info_span, Instrument};
 
 use crate::codec::decode_verified;
 use crate::error::{Error, Result};
+use crate::locality::LocalitySource;
 use crate::lock::LockKind;
 use crate::manifest::CheckpointRef;
 use crate::pack::{PackBuilder, PackId};
@@ -34,6 +35,8 @@ pub struct GcReport {
     pub pages_dropped: u64,
     pub pack_bytes_before: u64,
     pub pack_bytes_after: u64,
+    /// Locality packs deleted because no manifest names them.
+    pub locality_deleted: u64,
     pub elapsed_ms: u64,
 }
 
@@ -56,6 +59,18 @@ impl PageStore {
             self.cold.delete(&c.object_key()).await?;
             info!(tenant, generation = c.generation, checkpoint = %c.id, "retention: checkpoint dropped");
         }
+        if !old.is_empty() {
+            let kept: HashSet<u64> = self
+                .checkpoints()
+                .await?
+                .into_iter()
+                .filter(|c| c.tenant == tenant)
+                .map(|c| c.generation)
+                .collect();
+            let dropped: HashSet<u64> = old.iter().map(|c| c.generation).collect();
+            self.drop_locality(tenant, |g| dropped.contains(&g) && !kept.contains(&g))
+                .await;
+        }
         Ok(old)
     }
 
@@ -70,6 +85,7 @@ impl PageStore {
         for c in &mine {
             self.cold.delete(&c.object_key()).await?;
         }
+        self.drop_locality(tenant, |_| true).await;
         info!(tenant, checkpoints = mine.len(), "tenant forgotten");
         Ok(mine)
     }
@@ -90,9 +106,11 @@ impl PageStore {
         // Mark. Any manifest that cannot be read stops the gc: sweeping on a partial mark would
         // delete pages that checkpoint needs.
         let mut live: HashSet<PageId> = HashSet::new();
+        let mut live_locality: HashSet<String> = HashSet::new();
         for c in self.checkpoints().await? {
             let m = self.manifest(&c).await?;
             r.manifests += 1;
+            live_locality.extend(LocalitySource::of(&m).map(|l| l.key));
             for f in &m.files {
                 live.extend(f.pages().iter().filter(|p| !p.is_zero()));
             }
@@ -163,6 +181,13 @@ impl PageStore {
             r.packs_deleted += 1;
         }
         self.catalog.remove_packs(&gone);
+        // Locality packs no manifest names: a killed ingest's, or one whose manifest went.
+        for obj in self.cold.list("locality/").await? {
+            if !live_locality.contains(&obj.key) {
+                self.cold.delete(&obj.key).await?;
+                r.locality_deleted += 1;
+            }
+        }
         r.elapsed_ms = started.elapsed().as_millis() as u64;
         info!(
             manifests = r.manifests,

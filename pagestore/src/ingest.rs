@@ -54,11 +54,23 @@ pub struct IngestReport {
     pub packs_written: usize,
     /// Bytes uploaded to the cold tier: packs plus the manifest.
     pub bytes_uploaded: u64,
+    /// Pages also written to the checkpoint's locality pack ([`IngestOptions::locality`]), and
+    /// its bytes: copies of pages stored elsewhere too (included in `bytes_uploaded`).
+    pub locality_pages: u64,
+    pub locality_bytes: u64,
     pub elapsed_ms: u64,
     /// The committed manifest, for callers that use it next (a worker restoring the tenant
     /// later need not read back what it just wrote).
     #[serde(skip)]
     pub manifest: Option<std::sync::Arc<Manifest>>,
+}
+
+/// Choices of one ingest beyond its input.
+#[derive(Clone, Debug, Default)]
+pub struct IngestOptions {
+    /// Pages to *also* store together, in this order, in one locality pack named by the
+    /// manifest (see [`crate::locality`]); empty: none. The caller bounds its length.
+    pub locality: Vec<crate::locality::PagePos>,
 }
 
 /// Whether a file of a checkpoint is split into pages (true for CRIU's page files).
@@ -138,6 +150,17 @@ fn encode_pages(data: &[u8], ids: &[PageId], indices: &[usize]) -> Vec<(PageId, 
 impl PageStore {
     /// Ingests every file of `dir` as the next checkpoint of `tenant`.
     pub async fn ingest(&self, tenant: &str, dir: &Path) -> Result<IngestReport> {
+        self.ingest_with(tenant, dir, &IngestOptions::default())
+            .await
+    }
+
+    /// [`Self::ingest`] with options.
+    pub async fn ingest_with(
+        &self,
+        tenant: &str,
+        dir: &Path,
+        options: &IngestOptions,
+    ) -> Result<IngestReport> {
         if !valid_tenant_name(tenant) {
             return Err(Error::BadInput {
                 path: dir.to_path_buf(),
@@ -149,21 +172,26 @@ impl PageStore {
         }
         // No gc may delete a pack this ingest dedups against until its manifest is committed.
         let lock = self.lock(LockKind::Ingest).await?;
-        let result = self.ingest_locked(tenant, dir).await;
+        let result = self.ingest_locked(tenant, dir, options).await;
         let unlocked = self.unlock(lock).await;
         let report = result?;
         unlocked?;
         Ok(report)
     }
 
-    async fn ingest_locked(&self, tenant: &str, dir: &Path) -> Result<IngestReport> {
+    async fn ingest_locked(
+        &self,
+        tenant: &str,
+        dir: &Path,
+        options: &IngestOptions,
+    ) -> Result<IngestReport> {
         // Forget packs a gc deleted since the catalog was loaded.
         self.refresh_catalog().await?;
         let parent = self.latest(tenant).await?;
         let generation = parent.as_ref().map_or(1, |p| p.generation + 1);
         let span = info_span!("ingest", tenant, generation);
         let report = self
-            .ingest_generation(tenant, generation, parent.map(|p| p.id), dir)
+            .ingest_generation(tenant, generation, parent.map(|p| p.id), dir, options)
             .instrument(span)
             .await?;
         let keep = self.config.retention.keep_last;
@@ -182,6 +210,7 @@ impl PageStore {
         generation: u64,
         parent: Option<CheckpointId>,
         dir: &Path,
+        options: &IngestOptions,
     ) -> Result<IngestReport> {
         let started = Instant::now();
         let inputs = {
@@ -203,6 +232,8 @@ impl PageStore {
             bytes_compressed: 0,
             packs_written: 0,
             bytes_uploaded: 0,
+            locality_pages: 0,
+            locality_bytes: 0,
             elapsed_ms: 0,
             manifest: None,
         };
@@ -245,6 +276,15 @@ impl PageStore {
         }
 
         let packs = self.packs_holding(&files)?;
+        // Durable before the manifest that names it, like every pack.
+        let locality = self
+            .write_locality(tenant, generation, dir, &files, &options.locality)
+            .await?;
+        if let Some(l) = &locality {
+            report.locality_pages = u64::from(l.pages);
+            report.locality_bytes = l.bytes;
+            report.bytes_uploaded += l.bytes;
+        }
         let manifest = Manifest {
             tenant: tenant.to_string(),
             generation,
@@ -252,6 +292,7 @@ impl PageStore {
             parent,
             packs,
             files,
+            locality,
         };
         let bytes = manifest.encode();
         report.checkpoint.id = CheckpointId::of_manifest_bytes(&bytes);
@@ -268,6 +309,8 @@ impl PageStore {
             zero = report.pages_zero,
             new = report.pages_new,
             uploaded = report.bytes_uploaded,
+            locality_pages = report.locality_pages,
+            locality_bytes = report.locality_bytes,
             ms = report.elapsed_ms,
             "checkpoint committed"
         );

@@ -25,6 +25,7 @@ pub mod hot;
 pub mod index_cache;
 pub mod ingest;
 pub mod local;
+pub mod locality;
 pub mod lock;
 pub mod manifest;
 pub mod meta;

@@ -14,8 +14,13 @@
 //!       | packs: u32 n, n × [32]
 //!       | files: u32 n, n × (name str | mode u32 | size u64 | kind u8
 //!                           | kind 0: bytes (u64 len + data) | kind 1: u64 n, n × [32])
+//!       | version 2 only: locality pack: pack [32] | bytes u64 | pages u32
 //! str = u32 len + UTF-8
 //! ```
+//!
+//! Version 2 adds the *locality pack* ([`LocalityPack`]): an extra copy of the pages a restore
+//! reads first, in one object. A manifest without one is still written as version 1, and both
+//! versions decode.
 
 use std::fmt;
 
@@ -24,7 +29,10 @@ use crate::pack::PackId;
 use crate::page::PageId;
 
 pub const MANIFEST_MAGIC: &[u8; 8] = b"PICOMANI";
-pub const MANIFEST_VERSION: u32 = 1;
+/// The newest manifest version (written when the manifest has a locality pack).
+pub const MANIFEST_VERSION: u32 = 2;
+/// The version of a manifest without a locality pack (what every manifest was before).
+pub const MANIFEST_VERSION_PLAIN: u32 = 1;
 
 /// A checkpoint's name: the first 128 bits of the BLAKE3 hash of its manifest, in hex.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -97,6 +105,39 @@ pub struct Manifest {
     pub parent: Option<CheckpointId>,
     pub packs: Vec<PackId>,
     pub files: Vec<FileEntry>,
+    /// An extra copy of the pages the next restore reads first, in one object (see
+    /// [`crate::locality`]). Its pages are also in `packs`: the copy is never needed to restore.
+    pub locality: Option<LocalityPack>,
+}
+
+/// A checkpoint's locality pack: a pack (same format as any other) holding copies of chosen
+/// pages in the order they are read, stored under its checkpoint's tenant and generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalityPack {
+    pub pack: PackId,
+    /// Its size in bytes (lets a reader split it into ranged GETs without asking first).
+    pub bytes: u64,
+    pub pages: u32,
+}
+
+impl LocalityPack {
+    /// `locality/<tenant>/<generation>-<pack>.pack`: retention and forget find a tenant's
+    /// locality packs by listing, and gc finds the ones no manifest names.
+    pub fn object_key(&self, tenant: &str, generation: u64) -> String {
+        format!(
+            "locality/{tenant}/{generation:010}-{}.pack",
+            self.pack.to_hex()
+        )
+    }
+
+    /// The tenant and generation in a locality pack's key.
+    pub fn owner_of_key(key: &str) -> Option<(String, u64)> {
+        let rest = key.strip_prefix("locality/")?.strip_suffix(".pack")?;
+        let (tenant, name) = rest.split_once('/')?;
+        let (generation, pack) = name.split_once('-')?;
+        PackId::from_hex(pack)?;
+        Some((tenant.to_string(), generation.parse().ok()?))
+    }
 }
 
 impl Manifest {
@@ -137,9 +178,18 @@ impl Manifest {
                 }
             }
         }
+        let version = match &self.locality {
+            None => MANIFEST_VERSION_PLAIN,
+            Some(l) => {
+                b.extend_from_slice(&l.pack.0);
+                b.extend_from_slice(&l.bytes.to_le_bytes());
+                b.extend_from_slice(&l.pages.to_le_bytes());
+                MANIFEST_VERSION
+            }
+        };
         let mut out = Vec::with_capacity(b.len() + 52);
         out.extend_from_slice(MANIFEST_MAGIC);
-        out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&(b.len() as u64).to_le_bytes());
         out.extend_from_slice(&b);
         out.extend_from_slice(blake3::hash(&b).as_bytes());
@@ -156,7 +206,7 @@ impl Manifest {
             ));
         }
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if version != MANIFEST_VERSION {
+        if version != MANIFEST_VERSION && version != MANIFEST_VERSION_PLAIN {
             return Err(Error::UnsupportedVersion {
                 what: "manifest",
                 found: version,
@@ -220,6 +270,15 @@ impl Manifest {
                 content,
             });
         }
+        let locality = if version == MANIFEST_VERSION {
+            Some(LocalityPack {
+                pack: PackId(r.id()?),
+                bytes: r.u64()?,
+                pages: r.u32()?,
+            })
+        } else {
+            None
+        };
         if !r.0.is_empty() {
             return Err(Error::BadManifest("trailing bytes in body".into()));
         }
@@ -230,6 +289,7 @@ impl Manifest {
             parent,
             packs,
             files,
+            locality,
         })
     }
 }
@@ -301,6 +361,7 @@ mod tests {
                     content: FileContent::Paged(vec![PageId::ZERO, PageId([9; 32])]),
                 },
             ],
+            locality: None,
         }
     }
 
@@ -308,6 +369,72 @@ mod tests {
     fn round_trip() {
         let m = sample();
         assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_manifest_with_a_locality_pack_is_version_2_and_round_trips() {
+        let mut m = sample();
+        let plain = m.encode();
+        assert_eq!(plain[8..12], MANIFEST_VERSION_PLAIN.to_le_bytes());
+        m.locality = Some(LocalityPack {
+            pack: PackId([5; 32]),
+            bytes: 12345,
+            pages: 3,
+        });
+        let b = m.encode();
+        assert_eq!(b[8..12], MANIFEST_VERSION.to_le_bytes());
+        assert_eq!(Manifest::decode(&b).unwrap(), m);
+        for n in 0..b.len() {
+            assert!(Manifest::decode(&b[..n]).is_err());
+        }
+    }
+
+    /// A version-1 manifest as the code before locality packs wrote it (byte for byte) still
+    /// decodes, with no locality pack.
+    #[test]
+    fn an_old_version_1_manifest_still_decodes() {
+        let mut body = Vec::new();
+        put_str(&mut body, "old");
+        body.extend_from_slice(&7u64.to_le_bytes());
+        body.extend_from_slice(&1u64.to_le_bytes());
+        put_str(&mut body, "");
+        body.extend_from_slice(&0u32.to_le_bytes());
+        body.extend_from_slice(&1u32.to_le_bytes());
+        put_str(&mut body, "core-1.img");
+        body.extend_from_slice(&0o600u32.to_le_bytes());
+        body.extend_from_slice(&2u64.to_le_bytes());
+        body.push(0);
+        body.extend_from_slice(&2u64.to_le_bytes());
+        body.extend_from_slice(&[4, 2]);
+        let mut b = Vec::new();
+        b.extend_from_slice(MANIFEST_MAGIC);
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        b.extend_from_slice(&body);
+        b.extend_from_slice(blake3::hash(&body).as_bytes());
+        let m = Manifest::decode(&b).unwrap();
+        assert_eq!(
+            (m.tenant.as_str(), m.generation, m.locality),
+            ("old", 7, None)
+        );
+        assert_eq!(m.files[0].content, FileContent::Inline(vec![4, 2]));
+        // Re-encoding it gives the same bytes, so its checkpoint id is unchanged.
+        assert_eq!(m.encode(), b);
+    }
+
+    #[test]
+    fn locality_keys_name_their_owner() {
+        let l = LocalityPack {
+            pack: PackId([1; 32]),
+            bytes: 1,
+            pages: 1,
+        };
+        let key = l.object_key("web-1", 42);
+        assert_eq!(
+            LocalityPack::owner_of_key(&key),
+            Some(("web-1".to_string(), 42))
+        );
+        assert_eq!(LocalityPack::owner_of_key("locality/x/1-zz.pack"), None);
     }
 
     #[test]
@@ -368,6 +495,7 @@ mod tests {
                                 size: (pages.len() * PAGE_SIZE) as u64,
                                 content: FileContent::Paged(pages.into_iter().map(PageId).collect()) },
                 ],
+                locality: None,
             };
             prop_assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
         }

@@ -3,7 +3,9 @@
 //! One call hands the whole list to the coalescing read path, so pages of one pack become a few
 //! large ranged GETs (shared with any reader that asks meanwhile) instead of one small request
 //! per read the restore would have made. Pages already in memory cost nothing; pages in the local
-//! tier are promoted without touching the cold tier.
+//! tier are promoted without touching the cold tier. When the pages were also written together in
+//! a locality pack ([`crate::locality`]), that copy is fetched first in one or a few GETs, and
+//! what it lacks is read the ordinary way.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -26,12 +28,51 @@ pub struct PrefetchReport {
     pub already_hot: u64,
     /// Read from the cold tier.
     pub cold_pages: u64,
+    /// Cold GETs and bytes of the whole prefetch, the locality pack's included.
     pub cold_gets: u64,
     pub cold_bytes: u64,
     pub ms: u64,
+    /// The locality pack's part, when the checkpoint has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<crate::locality::LocalityReport>,
 }
 
 impl PageStore {
+    /// [`Self::prefetch`], first from the checkpoint's locality pack when it has one. A locality
+    /// pack that cannot be used (missing, damaged) only costs the ordinary reads.
+    pub async fn prefetch_with_locality(
+        &self,
+        ids: &[PageId],
+        locality: Option<&crate::locality::LocalitySource>,
+    ) -> Result<PrefetchReport> {
+        let Some(source) = locality else {
+            return self.prefetch(ids).await;
+        };
+        let started = Instant::now();
+        let distinct: HashSet<&PageId> = ids.iter().filter(|id| !id.is_zero()).collect();
+        let hot_before = distinct.iter().filter(|id| self.hot().contains(id)).count();
+        let (_, gets0, bytes0) = self.cold_traffic();
+        let used = match self.fetch_locality(source, ids).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(key = %source.key, error = %e, "locality pack not used; reading its pages the ordinary way");
+                crate::locality::LocalityReport {
+                    skipped: Some(e.to_string()),
+                    ..Default::default()
+                }
+            }
+        };
+        let mut report = self.prefetch(ids).await?;
+        let (_, gets1, bytes1) = self.cold_traffic();
+        report.already_hot = hot_before as u64;
+        report.cold_pages += used.pages;
+        report.cold_gets = gets1 - gets0;
+        report.cold_bytes = bytes1 - bytes0;
+        report.ms = started.elapsed().as_millis() as u64;
+        report.locality = Some(used);
+        Ok(report)
+    }
+
     pub async fn prefetch(&self, ids: &[PageId]) -> Result<PrefetchReport> {
         let started = Instant::now();
         let mut seen = HashSet::new();
@@ -57,6 +98,7 @@ impl PageStore {
             cold_gets: gets1 - gets0,
             cold_bytes: bytes1 - bytes0,
             ms: started.elapsed().as_millis() as u64,
+            locality: None,
         })
     }
 

@@ -180,6 +180,22 @@ impl PageStore {
                 misses.push((i, *id));
             }
         }
+        // Pages a locality pack being fetched will bring: wait for it rather than send GETs.
+        if !misses.is_empty()
+            && self
+                .locality_flights
+                .wait_for(misses.iter().map(|(_, id)| id))
+                .await
+        {
+            misses.retain(|&(i, id)| match self.hot.get(&id) {
+                Some(page) => {
+                    tally.inspect(|t| t.add_cold(1));
+                    out[i] = Some(page);
+                    false
+                }
+                None => true,
+            });
+        }
         if !misses.is_empty() {
             let mut wanted = Vec::with_capacity(misses.len());
             let mut refreshed = false;

@@ -23,6 +23,10 @@ pub struct StoreStats {
     pub pack_bytes: u64,
     pub manifest_bytes: u64,
     pub packs: u64,
+    /// Locality packs (extra copies of the pages restores read first, see
+    /// `pagestore::locality`) and their bytes: storage traded for fewer cold GETs.
+    pub locality_packs: u64,
+    pub locality_bytes: u64,
     /// logical_bytes / stored_bytes.
     pub reduction: f64,
     pub hot: HotStats,
@@ -92,6 +96,9 @@ impl PageStore {
                 s.pack_bytes += obj.size;
             } else if obj.key.starts_with("manifests/") {
                 s.manifest_bytes += obj.size;
+            } else if obj.key.starts_with("locality/") {
+                s.locality_packs += 1;
+                s.locality_bytes += obj.size;
             }
             s.stored_bytes += obj.size;
         }

@@ -66,6 +66,7 @@ pub struct PageStore {
     pub(crate) local: Option<std::sync::Arc<dyn LocalTier>>,
     pub(crate) hot: HotTier,
     pub(crate) flights: Flights,
+    pub(crate) locality_flights: crate::locality::LocalityFlights,
     pub(crate) catalog: Catalog,
     /// Pack indexes kept on local disk, so that an open reads only those of new packs.
     index_cache: Option<IndexCache>,
@@ -103,6 +104,7 @@ impl PageStore {
             local,
             hot: HotTier::new(config.hot.max_bytes),
             flights: Flights::default(),
+            locality_flights: Default::default(),
             catalog: Catalog::default(),
             index_cache,
             config: config.clone(),

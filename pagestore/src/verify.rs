@@ -12,6 +12,7 @@ pub struct VerifyReport {
     pub packs: u64,
     pub pages: u64,
     pub manifests: u64,
+    pub locality_packs: u64,
     pub local_pages: u64,
     /// One line per problem found; empty when all is well.
     pub problems: Vec<String>,
@@ -61,6 +62,13 @@ impl PageStore {
                     continue;
                 }
             };
+            if let Some(source) = crate::locality::LocalitySource::of(&manifest) {
+                r.locality_packs += 1;
+                if let Err(e) = self.verify_locality(&source).await {
+                    r.problems
+                        .push(format!("checkpoint {}: {e}", checkpoint.id));
+                }
+            }
             for f in &manifest.files {
                 if let Some(missing) = f
                     .pages()

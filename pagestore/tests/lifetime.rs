@@ -5,6 +5,8 @@
 use std::path::Path;
 
 use pagestore::config::{ColdConfig, S3Config};
+use pagestore::ingest::IngestOptions;
+use pagestore::locality::{LocalitySource, PagePos};
 use pagestore::lock::LockKind;
 use pagestore::{Error, PageStore, StoreConfig};
 use testkit::garage::Garage;
@@ -171,5 +173,97 @@ async fn a_lock_left_by_a_dead_process_does_not_block_gc() {
         let held = store.lock(LockKind::Ingest).await.unwrap();
         assert!(matches!(store.gc().await, Err(Error::Busy { .. })));
         store.unlock(held).await.unwrap();
+    }
+}
+
+/// The locality pack keys in the store.
+async fn locality_keys(store: &PageStore) -> Vec<String> {
+    let mut keys: Vec<String> = store
+        .cold()
+        .list("locality/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locality_packs_live_and_die_with_their_manifests() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (cfg, _garage) in backends(tmp.path()) {
+        let store = PageStore::open(&cfg).await.unwrap();
+        let options = IngestOptions {
+            locality: (0..300)
+                .step_by(3)
+                .map(|page| PagePos {
+                    file: "pages-1.img".into(),
+                    page,
+                })
+                .collect(),
+        };
+        let mut keys = Vec::new();
+        for g in 0..3u64 {
+            let d = tmp.path().join(format!("loc{g}"));
+            synth::checkpoint_of_parts(&d, &[(50, 200), (60 + g, 100)]).unwrap();
+            let r = store.ingest_with("t", &d, &options).await.unwrap();
+            // The positions' non-zero pages, each once.
+            assert!(r.locality_pages > 50 && r.locality_pages <= 100, "{r:?}");
+            let m = store.manifest(&r.checkpoint).await.unwrap();
+            keys.push(LocalitySource::of(&m).unwrap().key);
+        }
+        // gc keeps every locality pack a manifest names.
+        let report = store.gc().await.unwrap();
+        assert_eq!(report.locality_deleted, 0);
+        assert_eq!(locality_keys(&store).await, keys);
+
+        // Retention drops a checkpoint's locality pack with its manifest.
+        store.apply_retention("t", 2).await.unwrap();
+        assert_eq!(locality_keys(&store).await, keys[1..]);
+
+        // A killed ingest's locality pack (no manifest names it) is swept by gc.
+        let orphan = format!("locality/t/0000000009-{}.pack", "ab".repeat(32));
+        store
+            .cold()
+            .put(&orphan, b"left over".to_vec())
+            .await
+            .unwrap();
+        let report = store.gc().await.unwrap();
+        assert_eq!(report.locality_deleted, 1);
+        assert_eq!(locality_keys(&store).await, keys[1..]);
+        assert!(store.verify().await.unwrap().ok());
+
+        // Forget takes the rest.
+        store.forget("t").await.unwrap();
+        assert!(locality_keys(&store).await.is_empty());
+        store.gc().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_sweeps_a_locality_pack_whose_manifest_was_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (cfg, _garage) in backends(tmp.path()) {
+        let store = PageStore::open(&cfg).await.unwrap();
+        let d = tmp.path().join("gone");
+        synth::checkpoint_of_parts(&d, &[(70, 100)]).unwrap();
+        let options = IngestOptions {
+            locality: vec![PagePos {
+                file: "pages-1.img".into(),
+                page: 5,
+            }],
+        };
+        let r = store.ingest_with("u", &d, &options).await.unwrap();
+        assert_eq!(locality_keys(&store).await.len(), 1);
+        // As if the manifest went by some other way than retention or forget.
+        store
+            .cold()
+            .delete(&r.checkpoint.object_key())
+            .await
+            .unwrap();
+        assert_eq!(store.gc().await.unwrap().locality_deleted, 1);
+        assert!(locality_keys(&store).await.is_empty());
     }
 }

@@ -2,9 +2,12 @@
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns (open, corrupt_first_pack)
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use pagestore::config::LocalEngine;
-use pagestore::{Error, PageStore, StoreConfig, Tier, PAGE_SIZE};
+use pagestore::ingest::IngestOptions;
+use pagestore::locality::{self, LocalitySource, PagePos};
+use pagestore::{Error, Manifest, PageId, PageStore, StoreConfig, Tier, PAGE_SIZE};
 use testkit::image::{assert_same_dir, mixed_pages, noise, page, write_image_dir};
 
 async fn open(home: &Path) -> PageStore {
@@ -236,4 +239,225 @@ async fn a_damaged_manifest_is_refused() {
     let err = store.manifest(&r.checkpoint).await.unwrap_err();
     assert!(err.to_string().contains("manifest"), "{err}");
     assert!(!store.verify().await.unwrap().ok());
+}
+
+/// Every `step`-th page of `pages-1.img` (`n` pages), as locality positions.
+fn every(step: u64, n: u64) -> Vec<PagePos> {
+    (0..n)
+        .step_by(step as usize)
+        .map(|page| PagePos {
+            file: "pages-1.img".into(),
+            page,
+        })
+        .collect()
+}
+
+/// Ingests `first` (so that the second checkpoint's pages are spread over two ingests' packs),
+/// then `second` with `positions` in a locality pack. Returns the second's manifest.
+async fn two_generations_with_locality(
+    home: &Path,
+    first: &[(u8, u64)],
+    second: &[(u8, u64)],
+    positions: Vec<PagePos>,
+) -> (pagestore::ingest::IngestReport, Manifest) {
+    let (a, b) = (home.join("a"), home.join("b"));
+    write_image_dir(&a, first, 1);
+    write_image_dir(&b, second, 2);
+    let store = PageStore::open(&cold_only(home)).await.unwrap();
+    store.ingest("t", &a).await.unwrap();
+    let options = IngestOptions {
+        locality: positions,
+    };
+    let report = store.ingest_with("t", &b, &options).await.unwrap();
+    let manifest = store.manifest(&report.checkpoint).await.unwrap();
+    (report, manifest)
+}
+
+/// The non-zero page ids of `manifest`'s `pages-1.img` at `positions`.
+fn ids_at(manifest: &Manifest, positions: &[PagePos]) -> Vec<PageId> {
+    let pages = manifest.file("pages-1.img").unwrap().pages();
+    positions
+        .iter()
+        .map(|p| pages[p.page as usize])
+        .filter(|id| !id.is_zero())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_locality_pack_is_written_referenced_and_prefetched_in_one_get() {
+    let home = tempfile::tempdir().unwrap();
+    // The second checkpoint keeps half the first's pages and adds as many of its own.
+    let first = mixed_pages(400, 1);
+    let second: Vec<_> = first[..200]
+        .iter()
+        .copied()
+        .chain(mixed_pages(200, 2))
+        .collect();
+    let positions = every(3, 400);
+    let (report, manifest) =
+        two_generations_with_locality(home.path(), &first, &second, positions.clone()).await;
+    let wanted = ids_at(&manifest, &positions);
+    let locality = manifest
+        .locality
+        .expect("the manifest names its locality pack");
+    assert_eq!(report.locality_pages, wanted.len() as u64);
+    assert_eq!(u64::from(locality.pages), report.locality_pages);
+    assert_eq!(locality.bytes, report.locality_bytes);
+    let source = LocalitySource::of(&manifest).unwrap();
+    assert!(
+        source.key.starts_with("locality/t/0000000002-"),
+        "{}",
+        source.key
+    );
+
+    // A fresh process: the catalog knows the pages from their ordinary packs only.
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    for id in &wanted {
+        assert_ne!(store.catalog().locate(id).unwrap().pack, locality.pack);
+    }
+    assert!(
+        manifest.packs.len() >= 2,
+        "the set spans packs: {:?}",
+        manifest.packs
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.locality_packs, stats.locality_bytes),
+        (1, locality.bytes)
+    );
+    let gets = || store.cold().counters.gets.load(Ordering::Relaxed);
+    let gets_before = gets();
+    let r = store
+        .prefetch_with_locality(&wanted, Some(&source))
+        .await
+        .unwrap();
+    let used = r.locality.clone().unwrap();
+    assert!(used.used, "{r:?}");
+    assert_eq!((used.gets, used.bytes), (1, locality.bytes));
+    // Everything came from that one GET.
+    assert_eq!(r.cold_gets, 1, "{r:?}");
+    assert_eq!(r.requested, wanted.len() as u64);
+    for id in &wanted {
+        assert_eq!(PageId::of(&store.read_page(id).await.unwrap()), *id);
+    }
+    assert_eq!(gets() - gets_before, 1);
+    assert!(store.verify().await.unwrap().ok());
+
+    // Already in memory: the copy is not fetched again.
+    let again = store
+        .prefetch_with_locality(&wanted, Some(&source))
+        .await
+        .unwrap();
+    assert!(!again.locality.unwrap().used);
+    assert_eq!(again.cold_gets, 0);
+}
+
+#[tokio::test]
+async fn readers_wait_for_a_locality_pack_in_flight_instead_of_sending_gets() {
+    let home = tempfile::tempdir().unwrap();
+    let first = mixed_pages(400, 1);
+    let second: Vec<_> = first[..200]
+        .iter()
+        .copied()
+        .chain(mixed_pages(200, 2))
+        .collect();
+    let positions = every(2, 400);
+    let (_, manifest) =
+        two_generations_with_locality(home.path(), &first, &second, positions.clone()).await;
+    let wanted = ids_at(&manifest, &positions);
+    let source = LocalitySource::of(&manifest).unwrap();
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    // A restore reading the same pages while the prefetch runs.
+    let (prefetched, read) = tokio::join!(
+        store.prefetch_with_locality(&wanted, Some(&source)),
+        async {
+            tokio::task::yield_now().await;
+            store.read_pages(&wanted).await
+        }
+    );
+    assert!(prefetched.unwrap().locality.unwrap().used);
+    for (page, id) in read.unwrap().iter().zip(&wanted) {
+        assert_eq!(PageId::of(page), *id);
+    }
+    assert_eq!(store.cold().counters.gets.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_large_locality_pack_comes_in_parallel_ranges() {
+    let home = tempfile::tempdir().unwrap();
+    // ~4 MiB of incompressible pages.
+    let pages: Vec<(u8, u64)> = (0..1000).map(|i| (2, i)).collect();
+    let positions = every(1, 1000);
+    let (_, manifest) =
+        two_generations_with_locality(home.path(), &pages[..500], &pages, positions.clone()).await;
+    let wanted = ids_at(&manifest, &positions);
+    let locality = manifest.locality.unwrap();
+    assert!(locality.bytes > locality::ONE_GET_MAX, "{locality:?}");
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    let r = store
+        .prefetch_with_locality(&wanted, LocalitySource::of(&manifest).as_ref())
+        .await
+        .unwrap();
+    let used = r.locality.unwrap();
+    assert!(used.used);
+    assert_eq!(used.gets, locality.bytes.div_ceil(locality::RANGE_BYTES));
+    assert_eq!(used.pages, 1000);
+    assert_eq!(r.cold_gets, used.gets);
+}
+
+#[tokio::test]
+async fn a_corrupt_or_missing_locality_pack_is_never_used() {
+    let home = tempfile::tempdir().unwrap();
+    let first = mixed_pages(300, 1);
+    let second: Vec<_> = first[..100]
+        .iter()
+        .copied()
+        .chain(mixed_pages(200, 3))
+        .collect();
+    let positions = every(2, 300);
+    let (_, manifest) =
+        two_generations_with_locality(home.path(), &first, &second, positions.clone()).await;
+    let wanted = ids_at(&manifest, &positions);
+    let source = LocalitySource::of(&manifest).unwrap();
+    let path = home.path().join("cold").join(&source.key);
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    bad[16 + 10] ^= 0xff;
+    std::fs::write(&path, &bad).unwrap();
+
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    let r = store
+        .prefetch_with_locality(&wanted, Some(&source))
+        .await
+        .unwrap();
+    let skipped = r.locality.clone().unwrap();
+    assert!(!skipped.used);
+    let why = skipped.skipped.unwrap();
+    assert!(
+        why.contains("locality pack") && why.contains(&source.key),
+        "{why}"
+    );
+    // The ordinary packs served every page, and none of the bad bytes.
+    for id in &wanted {
+        assert_eq!(PageId::of(&store.read_page(id).await.unwrap()), *id);
+    }
+    let report = store.verify().await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(
+        report.problems[0].contains("locality"),
+        "{:?}",
+        report.problems
+    );
+
+    // Gone altogether: the same.
+    std::fs::remove_file(&path).unwrap();
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    let r = store
+        .prefetch_with_locality(&wanted, Some(&source))
+        .await
+        .unwrap();
+    assert!(!r.locality.unwrap().used);
+    for id in &wanted {
+        assert!(store.hot().contains(id));
+    }
 }
