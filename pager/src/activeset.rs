@@ -28,25 +28,35 @@ use crate::pagemap::{is_process_pagemap, PagePosition, Pagemap};
 
 /// For each page file, the pagemap that describes it and each page's position.
 pub struct ImageLayout {
-    files: HashMap<String, (String, Vec<PagePosition>)>,
+    /// pages file → (its pagemap, each page's position).
+    pub(crate) files: HashMap<String, (String, Vec<PagePosition>)>,
 }
 
 impl ImageLayout {
     /// Decodes every process pagemap of a checkpoint (malformed ones are skipped: the ActiveSet
     /// is an optimisation, never a reason to fail a restore).
     pub fn of(manifest: &Manifest) -> ImageLayout {
+        ImageLayout::of_pagemaps(manifest.files.iter().filter_map(|f| match &f.content {
+            FileContent::Inline(bytes) => Some((f.name.as_str(), bytes.as_slice())),
+            FileContent::Paged(_) => None,
+        }))
+    }
+
+    /// The same from (file name, bytes) pairs; files that are not process pagemaps are ignored.
+    pub fn of_pagemaps<'a>(files_in: impl Iterator<Item = (&'a str, &'a [u8])>) -> ImageLayout {
         let mut files = HashMap::new();
-        for f in &manifest.files {
-            if let (true, FileContent::Inline(bytes)) = (is_process_pagemap(&f.name), &f.content) {
-                match Pagemap::decode(bytes) {
-                    Ok(pm) => {
-                        files.insert(
-                            format!("pages-{}.img", pm.pages_id),
-                            (f.name.clone(), pm.page_positions()),
-                        );
-                    }
-                    Err(e) => tracing::warn!(file = %f.name, error = %e, "skipping pagemap"),
+        for (name, bytes) in files_in {
+            if !is_process_pagemap(name) {
+                continue;
+            }
+            match Pagemap::decode(bytes) {
+                Ok(pm) => {
+                    files.insert(
+                        format!("pages-{}.img", pm.pages_id),
+                        (name.to_string(), pm.page_positions()),
+                    );
                 }
+                Err(e) => tracing::warn!(file = %name, error = %e, "skipping pagemap"),
             }
         }
         ImageLayout { files }
@@ -345,7 +355,41 @@ mod tests {
                     content: FileContent::Paged(ids),
                 },
             ],
+            locality: None,
         }
+    }
+
+    /// The restore set a swap-out plans from the dump on disk is the one a swap-in computes
+    /// from the stored checkpoint with the same ActiveSet.
+    #[test]
+    fn restore_positions_match_the_swap_ins_restore_set() {
+        let m = manifest();
+        let dir = tempfile::tempdir().unwrap();
+        if let FileContent::Inline(b) = &m.files[0].content {
+            std::fs::write(dir.path().join(&m.files[0].name), b).unwrap();
+        }
+        let mut set = ActiveSet::new("t");
+        set.record(
+            RestoreTrace {
+                pages: [0x12000u64, 0x10000]
+                    .iter()
+                    .map(|&vaddr| ActivePage {
+                        pagemap: "pagemap-42.img".into(),
+                        vaddr,
+                        id: String::new(),
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            4,
+        );
+        let positions = ImageLayout::of_dir(dir.path()).restore_positions(Some(&set), 100);
+        let mut served = m.clone();
+        set.eager_plan(&mut served, 100);
+        let restore_set = ImageLayout::of(&served).eager_page_ids(&served);
+        let pages = m.files[1].pages();
+        let from_dump: Vec<PageId> = positions.iter().map(|p| pages[p.page as usize]).collect();
+        assert_eq!(from_dump, restore_set);
     }
 
     fn read(request: u64, page: u64, len: u32, at_us: u64) -> Vec<PageAccess> {

@@ -15,6 +15,7 @@ pub mod imagefs;
 pub mod nbd;
 pub mod pagemap;
 pub mod reads;
+pub mod restore_set;
 
 pub use error::{Error, Result};
 pub use imagefs::ImageMount;
