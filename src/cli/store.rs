@@ -127,6 +127,10 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
                     "stored bytes     {} ({} in {} packs, {} in manifests)",
                     s.stored_bytes, s.pack_bytes, s.packs, s.manifest_bytes
                 );
+                println!(
+                    "locality packs   {} ({} bytes: extra copies of restore sets, in stored bytes)",
+                    s.locality_packs, s.locality_bytes
+                );
                 println!("reduction        {:.2}x (logical / stored)", s.reduction);
                 println!(
                     "hot tier         {} pages, {} of {} bytes; {} hits, {} misses, {} evictions",

@@ -109,7 +109,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             let r: SwapOutReport = serde_json::from_value(result)?;
             println!(
                 "{name} swapped out in {} ms (dump {} ms, ingest {} ms): checkpoint {} generation {}, \
-                 {} pages ({} zero, {} new), {} bytes uploaded",
+                 {} pages ({} zero, {} new), {} bytes uploaded (locality pack: {} pages, {} bytes)",
                 r.total_ms,
                 r.dump_ms,
                 r.ingest_ms,
@@ -118,7 +118,9 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
                 r.pages_total,
                 r.pages_zero,
                 r.pages_new,
-                r.bytes_uploaded
+                r.bytes_uploaded,
+                r.locality_pages,
+                r.locality_bytes
             );
         }
         TenantCommand::SwapIn { .. } => {

@@ -38,6 +38,15 @@ pub struct WorkerConfig {
     /// The most pages an ActiveSet installs eagerly (bounds a swap-in's eager work).
     #[serde(default = "default_activeset_max_pages")]
     pub activeset_max_pages: usize,
+    /// At swap-out, also store the pages the next swap-in reads first (the restore set, at most
+    /// `activeset_max_pages`) as one locality pack, and prefetch from it at swap-in: one or a few
+    /// cold GETs instead of one per scattered run, for duplicated bytes (reported).
+    #[serde(default = "default_locality_pack")]
+    pub locality_pack: bool,
+}
+
+fn default_locality_pack() -> bool {
+    true
 }
 
 fn default_activeset() -> bool {
@@ -79,6 +88,7 @@ impl WorkerConfig {
             activeset_window: default_activeset_window(),
             activeset_grace_ms: default_activeset_grace_ms(),
             activeset_max_pages: default_activeset_max_pages(),
+            locality_pack: default_locality_pack(),
         }
     }
 }

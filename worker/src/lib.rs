@@ -11,6 +11,7 @@ pub mod daemon;
 mod error;
 mod kdat;
 pub mod lazy_gate;
+mod locality;
 pub mod protocol;
 pub mod swap;
 pub mod tenant;

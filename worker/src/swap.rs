@@ -99,7 +99,7 @@ impl Worker {
         }
 
         let ingest_started = Instant::now();
-        let report = match self.store.ingest(name, &staging).await {
+        let report = match self.ingest_with_locality(&slot, name, &staging).await {
             Ok(r) => r,
             Err(cause) => {
                 // Bring the tenant back from the dump we still hold; the previous checkpoint is
@@ -144,6 +144,8 @@ impl Worker {
             pages_zero: report.pages_zero,
             pages_new: report.pages_new,
             bytes_uploaded: report.bytes_uploaded,
+            locality_pages: report.locality_pages,
+            locality_bytes: report.locality_bytes,
         };
         rt.manifest = report
             .manifest
@@ -159,6 +161,8 @@ impl Worker {
             dump_ms = out.dump_ms,
             ingest_ms = out.ingest_ms,
             pages_new = out.pages_new,
+            locality_pages = out.locality_pages,
+            locality_bytes = out.locality_bytes,
             "swapped out"
         );
         Ok(out)
@@ -246,6 +250,7 @@ impl Worker {
             // So the rest of the image is filled in behind the restore with large parallel
             // ranged reads, and the daemon's reads find it in memory.
             let fill_ids = layout.lazy_page_ids(&manifest);
+            let locality = want_set.then(|| self.locality_source(&manifest)).flatten();
             let mountpoint = self.config.mounts_dir.join(name);
             // A mount left behind by a crashed worker would make the new one fail.
             let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
@@ -279,7 +284,8 @@ impl Worker {
             let fill = {
                 let store = self.store.clone();
                 tokio::spawn(async move {
-                    let _ = prefetched_tx.send(store.prefetch(&restore_set).await);
+                    let restore_set = store.prefetch_with_locality(&restore_set, locality.as_ref());
+                    let _ = prefetched_tx.send(restore_set.await);
                     if fill_waits {
                         // A dropped sender (the swap-in failed) lets it go too.
                         let _ = window_closed.await;
@@ -329,6 +335,7 @@ impl Worker {
                         cold_pages = r.cold_pages,
                         cold_gets = r.cold_gets,
                         cold_bytes = r.cold_bytes,
+                        locality = ?r.locality,
                         ms = r.ms,
                         "restore set prefetched"
                     );
@@ -560,7 +567,7 @@ impl Learn {
 
 const ACTIVESET_KIND: &str = "activeset";
 
-async fn load_activeset(store: &PageStore, tenant: &str) -> Result<Option<ActiveSet>> {
+pub(crate) async fn load_activeset(store: &PageStore, tenant: &str) -> Result<Option<ActiveSet>> {
     match store.latest_meta(ACTIVESET_KIND, tenant).await? {
         Some(body) => serde_json::from_slice(&body)
             .map(Some)

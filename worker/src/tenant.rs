@@ -64,6 +64,12 @@ pub struct SwapOutReport {
     pub pages_zero: u64,
     pub pages_new: u64,
     pub bytes_uploaded: u64,
+    /// Pages also written to the checkpoint's locality pack, and its bytes (copies of pages
+    /// stored in other packs too; included in `bytes_uploaded`).
+    #[serde(default)]
+    pub locality_pages: u64,
+    #[serde(default)]
+    pub locality_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
