@@ -126,6 +126,9 @@ pub enum BenchCommand {
         /// Keep the work directory (worker homes and logs) for inspection.
         #[arg(long)]
         keep_work: bool,
+        /// Read the restore set from the ordinary packs, not from locality packs (comparison).
+        #[arg(long)]
+        no_locality_pack: bool,
         /// Output directory (results.json, restore.svg, README.md).
         #[arg(long, default_value = "bench-results/restore")]
         out: PathBuf,
@@ -280,6 +283,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             delay_ms,
             mbps,
             keep_work,
+            no_locality_pack,
             out,
         } => {
             let apps = apps
@@ -345,6 +349,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 heap_mb,
                 cold_toml,
                 work: work.clone(),
+                locality_pack: !no_locality_pack,
             };
             let result = restore::run(&opts).await;
             drop(_proxy);

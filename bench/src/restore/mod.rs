@@ -69,6 +69,9 @@ pub struct RestoreOptions {
     pub cold_toml: Option<String>,
     /// Work directory (homes, images); removed afterwards.
     pub work: PathBuf,
+    /// `[worker] locality_pack` of the workers (false: the restore set from the ordinary packs,
+    /// for comparison).
+    pub locality_pack: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -88,6 +91,8 @@ pub struct ModeResult {
     /// Mean pages installed eagerly from the ActiveSet.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eager_pages: Option<f64>,
+    /// Mean cold GETs of the restore set's prefetch (the locality pack's included).
+    pub restore_set_cold_gets: f64,
     pub samples_ms: Vec<f64>,
 }
 
@@ -347,7 +352,11 @@ async fn lazy_modes(
                 "need a cold tier ([cold] section)".into(),
             )
         })?;
-        std::fs::write(home.join("pico.toml"), cold).map_err(|e| Error::io(&home, e))?;
+        let mut toml = cold.to_string();
+        if !opts.locality_pack {
+            toml.push_str("\n[worker]\nlocality_pack = false\n");
+        }
+        std::fs::write(home.join("pico.toml"), toml).map_err(|e| Error::io(&home, e))?;
     }
     let log = std::fs::File::create(home.join("worker.log")).map_err(|e| Error::io(&home, e))?;
     let log2 = log.try_clone().map_err(|e| Error::io(&home, e))?;
@@ -397,6 +406,7 @@ async fn lazy_modes(
         tracing::info!(app = app.name(), mode = mode.name(), "measuring");
         let mut samples = Vec::new();
         let (mut first_bytes, mut total_bytes, mut hit, mut eager) = (0u64, 0u64, 0f64, 0f64);
+        let mut set_gets = 0f64;
         let mut last_start_bytes: Option<u64> = None;
         for run in 0..=opts.runs {
             call(&worker.client, &Request::SwapOut { name: name.clone() }).await?;
@@ -425,6 +435,7 @@ async fn lazy_modes(
                 samples.push(ms);
                 first_bytes += after - before;
                 eager += report["eager_pages"].as_f64().unwrap_or(0.0);
+                set_gets += report["prefetch"]["cold_gets"].as_f64().unwrap_or(0.0);
             }
         }
         // Let the last restore finish (background copy) and count it.
@@ -448,6 +459,7 @@ async fn lazy_modes(
         let mut r = summarize(samples);
         r.cold_bytes_first_answer = first_bytes / n;
         r.cold_bytes = total_bytes / n;
+        r.restore_set_cold_gets = set_gets / n as f64;
         if mode != Mode::LazyCold {
             r.activeset_hit_rate = Some(hit);
             r.eager_pages = Some(eager / n as f64);
