@@ -410,16 +410,49 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
         "2",
         "an eagerly installed set restores correctly"
     );
-    p.ok(&["tenant", "swap-out", "a"]);
+    let out = p.json(&["tenant", "swap-out", "a"]);
     let set = p.json(&["tenant", "activeset", "a"]);
     assert_eq!(set["restores"], 2);
     // The learning restore saw the whole working set (the background copy waited), so the
     // second one faults almost nothing in.
     assert!(set["last"]["hit_rate"].as_f64().unwrap() > 0.9, "{set}");
 
-    let third = p.json(&["tenant", "swap-in", "a", "--no-activeset"]);
-    assert_eq!(third["eager_pages"], 0);
+    // That swap-out also wrote the restore set (CRIU's eager pages and the learned set) as
+    // one locality pack: a cold swap-in fetches it in one or two GETs, not one per pack.
+    let locality_pages = out["locality_pages"].as_u64().unwrap();
+    assert!(
+        locality_pages >= eager && out["locality_bytes"].as_u64().unwrap() > 0,
+        "{out}"
+    );
+    p.ok(&["store", "evict", "--tier", "hot"]);
+    p.ok(&["store", "evict", "--tier", "local"]);
+    let cold = p.json(&["tenant", "swap-in", "a"]);
+    let prefetch = &cold["prefetch"];
+    let locality = &prefetch["locality"];
+    assert_eq!(locality["used"], true, "{cold}");
+    let gets = locality["gets"].as_u64().unwrap();
+    assert!((1..=2).contains(&gets), "{cold}");
+    assert_eq!(
+        locality["pages"].as_u64().unwrap(),
+        locality_pages,
+        "{cold}"
+    );
+    // Every page of the restore set came from it: the ordinary prefetch found them in memory.
+    assert_eq!(prefetch["cold_gets"].as_u64().unwrap(), gets, "{cold}");
+    assert_eq!(
+        prefetch["cold_pages"].as_u64().unwrap(),
+        locality_pages,
+        "{cold}"
+    );
     assert_eq!(http_get(port, "/inc").unwrap(), "3");
+    p.ok(&["tenant", "swap-out", "a"]);
+    let stats = p.json(&["store", "stats"]);
+    assert!(stats["locality_packs"].as_u64().unwrap() >= 1, "{stats}");
+
+    let fourth = p.json(&["tenant", "swap-in", "a", "--no-activeset"]);
+    assert_eq!(fourth["eager_pages"], 0);
+    assert!(fourth["prefetch"]["locality"].is_null(), "{fourth}");
+    assert_eq!(http_get(port, "/inc").unwrap(), "4");
 }
 
 /// `pico bench restore` runs end to end and writes its results (a smoke run: the figures are
