@@ -64,7 +64,10 @@ fn cost_json_adds_up_to_the_store() {
     // The total is everything in the cold tier, as `store stats` sees it.
     assert_eq!(u(total, "stored_bytes"), u(&stats, "stored_bytes"));
     assert_eq!(
-        u(total, "page_bytes") + u(total, "manifest_bytes") + u(total, "overhead_bytes"),
+        u(total, "page_bytes")
+            + u(total, "manifest_bytes")
+            + u(total, "locality_bytes")
+            + u(total, "overhead_bytes"),
         u(total, "stored_bytes")
     );
     assert_eq!(u(total, "logical_bytes"), u(&stats, "logical_bytes"));
@@ -92,7 +95,10 @@ fn cost_json_adds_up_to_the_store() {
     for t in tenants {
         assert_eq!(
             u(t, "stored_bytes"),
-            u(t, "unique_bytes") + u(t, "shared_bytes") + u(t, "manifest_bytes")
+            u(t, "unique_bytes")
+                + u(t, "shared_bytes")
+                + u(t, "manifest_bytes")
+                + u(t, "locality_bytes")
         );
         assert!(u(t, "shared_full_bytes") >= u(t, "shared_bytes"));
         assert!(u(t, "logical_bytes") > u(t, "stored_bytes"), "{t}");

@@ -105,7 +105,10 @@ pub struct TenantUsage {
     pub shared_full_bytes: u64,
     /// Its manifests in the cold tier.
     pub manifest_bytes: u64,
-    /// unique + shared + manifest bytes: what the tenant is charged for in the cold tier.
+    /// Its checkpoints' locality packs (extra copies of restore sets, `crate::locality`).
+    pub locality_bytes: u64,
+    /// unique + shared + manifest + locality bytes: what the tenant is charged for in the cold
+    /// tier.
     pub stored_bytes: u64,
     /// Its pages cached in this machine's local tier (shared ones apportioned like `shared_bytes`);
     /// `None` when the local tier is disabled or held by a running worker.
@@ -133,10 +136,12 @@ pub struct TotalUsage {
     /// Stored bytes of every referenced page, each counted once (= unique + shared).
     pub page_bytes: u64,
     pub manifest_bytes: u64,
+    /// Locality packs named by manifests.
+    pub locality_bytes: u64,
     /// Pack bytes that are not referenced pages: pack headers and indexes, and unreferenced
     /// pages (reclaimed by `gc`).
     pub overhead_bytes: u64,
-    /// Everything in the cold tier (= page + manifest + overhead bytes).
+    /// Everything in the cold tier (= page + manifest + locality + overhead bytes).
     pub stored_bytes: u64,
     pub requests: Requests,
 }
@@ -215,6 +220,12 @@ impl PageStore {
                 });
             t.checkpoints += 1;
             t.manifest_bytes += obj.size;
+            if let Some(l) = &manifest.locality {
+                t.locality_bytes += l.bytes;
+                if manifest.created_ms >= since {
+                    t.requests.puts += 1;
+                }
+            }
             if manifest.created_ms >= since {
                 t.requests.puts += 1;
             }
@@ -314,9 +325,10 @@ impl PageStore {
             }
         }
         for t in tenants.values_mut() {
-            t.stored_bytes = t.unique_bytes + t.shared_bytes + t.manifest_bytes;
+            t.stored_bytes = t.unique_bytes + t.shared_bytes + t.manifest_bytes + t.locality_bytes;
             total.logical_bytes += t.logical_bytes;
             total.manifest_bytes += t.manifest_bytes;
+            total.locality_bytes += t.locality_bytes;
             total.checkpoints += t.checkpoints;
             total.requests.puts += t.requests.puts;
         }
