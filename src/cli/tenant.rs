@@ -127,13 +127,23 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             let r: SwapInReport = serde_json::from_value(result)?;
             println!(
                 "{name} swapped in in {} ms (mount {} ms, restore {} ms; {} ms at the client): pid {}, \
-                 {} ActiveSet pages installed eagerly",
+                 {} ActiveSet pages installed eagerly; restore set: {} cold GETs, {} bytes{}",
                 r.total_ms,
                 r.mount_ms,
                 r.restore_ms,
                 started.elapsed().as_millis(),
                 r.pid,
-                r.eager_pages
+                r.eager_pages,
+                r.prefetch.cold_gets,
+                r.prefetch.cold_bytes,
+                match &r.prefetch.locality {
+                    Some(l) if l.used => format!(" ({} from the locality pack in {} GETs)", l.pages, l.gets),
+                    Some(l) => format!(
+                        " (locality pack not used: {})",
+                        l.skipped.as_deref().unwrap_or("-")
+                    ),
+                    None => String::new(),
+                }
             );
         }
         TenantCommand::Activeset { .. } => {
