@@ -73,6 +73,15 @@ impl AccessLog {
         self.started.elapsed().as_micros() as u64
     }
 
+    /// When the latest page read arrived (µs since the mount), if any has.
+    pub fn last_at_us(&self) -> Option<u64> {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last()
+            .map(|r| r.at_us)
+    }
+
     /// A copy of every record so far, in the order the reads arrived.
     pub fn snapshot(&self) -> Vec<PageAccess> {
         self.records

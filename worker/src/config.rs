@@ -32,9 +32,14 @@ pub struct WorkerConfig {
     /// How many recent restores an ActiveSet merges.
     #[serde(default = "default_activeset_window")]
     pub activeset_window: usize,
-    /// How long after a restore page faults still count as the tenant's working set.
+    /// The learning window stays open until the tenant has gone this long without a page fault
+    /// (its first request answered): its faults until then are its working set.
     #[serde(default = "default_activeset_grace_ms")]
     pub activeset_grace_ms: u64,
+    /// The learning window closes this long after the restore at the latest (the background
+    /// copy waits for it), however busy the tenant stays.
+    #[serde(default = "default_activeset_window_max_ms")]
+    pub activeset_window_max_ms: u64,
     /// The most pages an ActiveSet installs eagerly (bounds a swap-in's eager work).
     #[serde(default = "default_activeset_max_pages")]
     pub activeset_max_pages: usize,
@@ -57,6 +62,9 @@ fn default_activeset_window() -> usize {
 }
 fn default_activeset_grace_ms() -> u64 {
     1000
+}
+fn default_activeset_window_max_ms() -> u64 {
+    5000
 }
 fn default_activeset_max_pages() -> usize {
     65536
@@ -87,6 +95,7 @@ impl WorkerConfig {
             activeset: default_activeset(),
             activeset_window: default_activeset_window(),
             activeset_grace_ms: default_activeset_grace_ms(),
+            activeset_window_max_ms: default_activeset_window_max_ms(),
             activeset_max_pages: default_activeset_max_pages(),
             locality_pack: default_locality_pack(),
         }

@@ -373,6 +373,7 @@ impl Worker {
                 generation: checkpoint.generation,
                 window: self.config.activeset_window,
                 grace: Duration::from_millis(self.config.activeset_grace_ms),
+                window_max: Duration::from_millis(self.config.activeset_window_max_ms),
             };
             let access_file = slot.dirs.root.join(format!("access-{}.jsonl", checkpoint.generation));
             let tenant = name.to_string();
@@ -502,14 +503,33 @@ struct Learn {
     generation: u64,
     window: usize,
     grace: Duration,
+    window_max: Duration,
+}
+
+/// When a learning window closes (µs since the mount): `grace` after the last page read since
+/// the restore, when the tenant has gone quiet (its first request answered), and `max` after the
+/// restore at the latest. A fixed window would close in the middle of a slow first request (20
+/// one-page faults from a cold tier are a second) and leave the rest of its faults unlearned, so
+/// the next restore would miss them again.
+fn window_closes_at(restored_at: u64, last_read_at: Option<u64>, grace: u64, max: u64) -> u64 {
+    let quiet_from = last_read_at.map_or(restored_at, |t| t.max(restored_at));
+    (quiet_from + grace).min(restored_at + max)
 }
 
 impl Learn {
     /// Waits out the learning window and picks out its faults.
     async fn watch(&self) -> Vec<ActivePage> {
         let restored_at = self.access.elapsed_us();
-        tokio::time::sleep(self.grace).await;
-        let until = restored_at + self.grace.as_micros() as u64;
+        let grace = self.grace.as_micros() as u64;
+        let max = self.window_max.as_micros() as u64;
+        let until = loop {
+            let closes = window_closes_at(restored_at, self.access.last_at_us(), grace, max);
+            let now = self.access.elapsed_us();
+            if now >= closes {
+                break closes;
+            }
+            tokio::time::sleep(Duration::from_micros(closes - now)).await;
+        };
         // The lazy gate holds the background copy until this window has closed.
         classify_faults(
             &self.layout,
@@ -614,4 +634,40 @@ fn write_access_log(path: &Path, accesses: &[pager::access::PageAccess]) -> std:
         out.write_all(b"\n")?;
     }
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_closes_at;
+
+    const MS: u64 = 1000;
+
+    #[test]
+    fn a_tenant_that_never_faults_closes_the_window_one_grace_after_the_restore() {
+        assert_eq!(
+            window_closes_at(50 * MS, None, 1000 * MS, 5000 * MS),
+            1050 * MS
+        );
+        // Reads before the restore returned (the restore's own) do not extend it.
+        assert_eq!(
+            window_closes_at(50 * MS, Some(40 * MS), 1000 * MS, 5000 * MS),
+            1050 * MS
+        );
+    }
+
+    #[test]
+    fn faults_keep_the_window_open_until_the_tenant_goes_quiet() {
+        assert_eq!(
+            window_closes_at(50 * MS, Some(1800 * MS), 1000 * MS, 5000 * MS),
+            2800 * MS
+        );
+    }
+
+    #[test]
+    fn a_tenant_that_keeps_faulting_closes_the_window_at_the_cap() {
+        assert_eq!(
+            window_closes_at(50 * MS, Some(4900 * MS), 1000 * MS, 5000 * MS),
+            5050 * MS
+        );
+    }
 }
