@@ -83,6 +83,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             Request::SwapIn {
                 name: name.clone(),
                 no_activeset: *no_activeset,
+                install: None,
             },
             name.clone(),
         ),

@@ -38,6 +38,27 @@ pub struct WorkerConfig {
     /// The most pages an ActiveSet installs eagerly (bounds a swap-in's eager work).
     #[serde(default = "default_activeset_max_pages")]
     pub activeset_max_pages: usize,
+    /// How a swap-in installs the ActiveSet's pages.
+    #[serde(default)]
+    pub activeset_install: ActiveSetInstall,
+    /// A checkpoint with less than this many MiB of non-zero pages, all of them on this worker
+    /// (memory or local tier), is restored whole: plain `criu restore` from the mount, no
+    /// lazy-pages daemon, no userfaultfd (0: always lazy).
+    #[serde(default = "default_whole_restore_below_mib")]
+    pub whole_restore_below_mib: u64,
+}
+
+/// How the ActiveSet's pages reach the tenant on swap-in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActiveSetInstall {
+    /// The served pagemaps mark the set's pages not lazy: `criu restore` installs them in bulk
+    /// before the tenant runs.
+    #[default]
+    Eager,
+    /// The pagemaps stay as dumped; the set's pages are prefetched into memory and each reaches
+    /// the tenant through its own userfaultfd fault (served from memory).
+    Prefetch,
 }
 
 fn default_activeset() -> bool {
@@ -51,6 +72,9 @@ fn default_activeset_grace_ms() -> u64 {
 }
 fn default_activeset_max_pages() -> usize {
     65536
+}
+fn default_whole_restore_below_mib() -> u64 {
+    32
 }
 
 fn default_criu() -> PathBuf {
@@ -79,6 +103,8 @@ impl WorkerConfig {
             activeset_window: default_activeset_window(),
             activeset_grace_ms: default_activeset_grace_ms(),
             activeset_max_pages: default_activeset_max_pages(),
+            activeset_install: ActiveSetInstall::default(),
+            whole_restore_below_mib: default_whole_restore_below_mib(),
         }
     }
 }

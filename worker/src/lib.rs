@@ -14,7 +14,8 @@ pub mod lazy_gate;
 pub mod protocol;
 pub mod swap;
 pub mod tenant;
+mod whole;
 
-pub use config::WorkerConfig;
+pub use config::{ActiveSetInstall, WorkerConfig};
 pub use daemon::run;
 pub use error::{Error, Result};
