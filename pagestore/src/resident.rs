@@ -56,19 +56,20 @@ impl PageStore {
     }
 
     /// Brings `ids` into the memory tier from the local tier where they are not there yet, never
-    /// reading the cold tier; returns how many pages neither tier holds. Blocking (local-tier
-    /// reads): call it off the async runtime.
-    pub fn promote_resident(&self, ids: &[PageId]) -> usize {
-        ids.iter()
-            .filter(|id| !id.is_zero() && !self.hot().contains(id))
-            .filter(|id| match self.read_local(id) {
-                Some(page) => {
-                    self.hot().insert(**id, &page);
-                    false
+    /// reading the cold tier; `false` at the first page neither tier holds (the rest are not
+    /// looked at). Blocking (local-tier reads): call it off the async runtime.
+    pub fn promote_resident(&self, ids: &[PageId]) -> bool {
+        ids.iter().all(|id| {
+            id.is_zero()
+                || self.hot().contains(id)
+                || match self.read_local(id) {
+                    Some(page) => {
+                        self.hot().insert(*id, &page);
+                        true
+                    }
+                    None => false,
                 }
-                None => true,
-            })
-            .count()
+        })
     }
 }
 
@@ -110,11 +111,11 @@ mod tests {
             .read_file_at_memory(&file, 0, 3 * PAGE_SIZE, None)
             .is_none());
         // Nothing holds page b: promoting reports it missing and reads no cold tier.
-        assert_eq!(store.promote_resident(&[ida, PageId::ZERO, idb]), 1);
+        assert!(!store.promote_resident(&[ida, PageId::ZERO, idb]));
         // Once the local tier has it, promoting brings it into memory.
         let (codec, encoded) = crate::codec::encode(&b);
         store.local().unwrap().put(&idb, codec, &encoded).unwrap();
-        assert_eq!(store.promote_resident(&[ida, idb]), 0);
+        assert!(store.promote_resident(&[ida, idb]));
         assert!(store.hot().contains(&idb));
         let all = store
             .read_file_at_memory(&file, 0, 4 * PAGE_SIZE, None)

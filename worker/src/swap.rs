@@ -212,22 +212,13 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            let (manifest, set) = tokio::join!(
-                async {
-                    match kept_manifest {
-                        Some(m) => Ok((*m).clone()),
-                        None => self.store.manifest(&checkpoint).await,
-                    }
-                },
-                async {
-                    match (want_set, kept_set) {
-                        (false, _) => Ok(None),
-                        (true, Some(set)) => Ok(Some(set)),
-                        (true, None) => self.load_activeset(name).await,
-                    }
-                }
-            );
-            let mut manifest = manifest?;
+            let mut manifest = match kept_manifest {
+                Some(m) => (*m).clone(),
+                None => self.store.manifest(&checkpoint).await?,
+            };
+            // Decided before the ActiveSet is looked at: a whole restore does not use it (and a
+            // tenant only ever restored whole has none to keep in memory; looking for it in the
+            // cold tier on each swap-in cost ~44 ms through the latency proxy).
             if crate::whole::eligible(&self.store, &manifest, self.config.whole_restore_below_mib)
                 .await
             {
@@ -235,6 +226,11 @@ impl Worker {
                     .swap_in_whole(&slot, &mut rt, &checkpoint, manifest, started)
                     .await;
             }
+            let set = match (want_set, kept_set) {
+                (false, _) => Ok(None),
+                (true, Some(set)) => Ok(Some(set)),
+                (true, None) => self.load_activeset(name).await,
+            };
             let plan = if want_set {
                 let max = self.config.activeset_max_pages;
                 match set {
@@ -667,7 +663,10 @@ impl Worker {
     }
 }
 
-fn write_access_log(path: &Path, accesses: &[pager::access::PageAccess]) -> std::io::Result<()> {
+pub(crate) fn write_access_log(
+    path: &Path,
+    accesses: &[pager::access::PageAccess],
+) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     for a in accesses {

@@ -52,7 +52,7 @@ pub(crate) async fn eligible(store: &Arc<PageStore>, manifest: &Manifest, below_
     }
     let store = store.clone();
     match tokio::task::spawn_blocking(move || store.promote_resident(&ids)).await {
-        Ok(missing) => missing == 0,
+        Ok(held) => held,
         Err(e) => {
             warn!(error = %e, "residency check failed");
             false
@@ -86,6 +86,7 @@ impl Worker {
         crate::swap::fresh_dir(&work)?;
         let restored = self.criu.restore(&mountpoint, &work, false).await;
         // CRIU has read everything it needs: the tenant holds nothing of the mount.
+        let accesses = mount.access_log().clone();
         let unmounted = tokio::task::spawn_blocking(move || mount.unmount());
         let pid = restored?;
         let total_ms = started.elapsed().as_millis() as u64;
@@ -103,11 +104,18 @@ impl Worker {
         *slot.last_fill.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *slot.last_reads.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let tenant = checkpoint.tenant.clone();
+        let access_file = slot
+            .dirs
+            .root
+            .join(format!("access-{}.jsonl", checkpoint.generation));
         rt.restoring = Some(tokio::spawn(async move {
             match unmounted.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => warn!(tenant, error = %e, "unmount failed"),
                 Err(e) => warn!(tenant, error = %e, "unmount task failed"),
+            }
+            if let Err(e) = crate::swap::write_access_log(&access_file, &accesses.snapshot()) {
+                warn!(tenant, error = %e, "could not save the access log");
             }
         }));
         rt.info.state = TenantState::Running;
