@@ -51,6 +51,12 @@ fn tenant(p: &Pico, name: &str) -> serde_json::Value {
 fn python_counter_continues_after_swap_out_and_in() {
     let _serial = testkit::criu_lock();
     let p = pico();
+    // The lazy path and its background fill are under test: no whole restores.
+    std::fs::write(
+        p.home().join("pico.toml"),
+        "[worker]\nwhole_restore_below_mib = 0\n",
+    )
+    .unwrap();
     let worker = p.start_worker();
     let port = add_counter(&p, "counter");
     for i in 1..=5 {
@@ -335,7 +341,7 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
     let p = pico();
     std::fs::write(
         p.home().join("pico.toml"),
-        "[worker]\ncriu_log_level = 4\nactiveset_grace_ms = 5000\n",
+        "[worker]\ncriu_log_level = 4\nactiveset_grace_ms = 5000\nwhole_restore_below_mib = 0\n",
     )
     .unwrap();
     let _worker = p.start_worker();
@@ -453,6 +459,103 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
     assert_eq!(fourth["eager_pages"], 0);
     assert!(fourth["prefetch"]["locality"].is_null(), "{fourth}");
     assert_eq!(http_get(port, "/inc").unwrap(), "4");
+}
+
+/// With `activeset_install = "prefetch"` the pagemaps are served as dumped: the learned set is
+/// prefetched into memory, every page of it still faults (and is learned again), and the tenant
+/// restores correctly.
+#[test]
+fn activeset_prefetch_install_restores_and_learns() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    std::fs::write(
+        p.home().join("pico.toml"),
+        "[worker]\nactiveset_grace_ms = 3000\nwhole_restore_below_mib = 0\n\
+         activeset_install = \"prefetch\"\n",
+    )
+    .unwrap();
+    let _worker = p.start_worker();
+    let port = add_counter(&p, "a");
+    http_get(port, "/ballast?mb=2").unwrap();
+    p.ok(&["tenant", "swap-out", "a"]);
+    let first = p.json(&["tenant", "swap-in", "a"]);
+    assert_eq!(first["prefetched_pages"], 0, "nothing learned yet");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    p.ok(&["tenant", "swap-out", "a"]);
+    let learned = p.json(&["tenant", "activeset", "a"])["pages"]
+        .as_u64()
+        .unwrap();
+    assert!(learned > 0, "a request must fault some pages in");
+
+    let second = p.json(&["tenant", "swap-in", "a"]);
+    assert_eq!(second["eager_pages"], 0, "the pagemaps stay as dumped");
+    assert_eq!(second["whole"], false);
+    let prefetched = second["prefetched_pages"].as_u64().unwrap();
+    assert!(
+        prefetched > 0 && prefetched <= learned,
+        "prefetched {prefetched} of {learned}"
+    );
+    // The set was prefetched along with the restore's own pages.
+    assert!(
+        second["prefetch"]["requested"].as_u64().unwrap() >= prefetched,
+        "{second}"
+    );
+    assert_eq!(
+        http_get(port, "/inc").unwrap(),
+        "2",
+        "a prefetched set restores correctly"
+    );
+    p.ok(&["tenant", "swap-out", "a"]);
+    let set = p.json(&["tenant", "activeset", "a"]);
+    assert_eq!(set["restores"], 2);
+    // Its pages faulted in from memory and were learned again: the set foresaw the faults.
+    assert_eq!(set["last"]["eager_pages"], 0, "{set}");
+    assert!(set["last"]["hit_rate"].as_f64().unwrap() > 0.9, "{set}");
+    let faults_in_window = &tenant(&p, "a")["last_reads"]["faults"];
+    assert!(
+        faults_in_window["memory_bytes"].as_u64().unwrap() > 0,
+        "the set's faults are served from memory: {faults_in_window}"
+    );
+}
+
+/// A small checkpoint held on this worker is restored whole: plain `criu restore` from the
+/// mount, no lazy-pages daemon, nothing learned; once its pages are evicted it is lazy again.
+#[test]
+fn a_small_local_checkpoint_is_restored_whole() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let port = add_counter(&p, "a");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    p.ok(&["tenant", "swap-out", "a"]);
+    let whole = p.json(&["tenant", "swap-in", "a"]);
+    assert_eq!(whole["whole"], true, "{whole}");
+    assert_eq!(whole["eager_pages"], 0);
+    assert_eq!(
+        http_get(port, "/inc").unwrap(),
+        "2",
+        "memory state survived"
+    );
+    assert!(
+        !p.home().join("tenants/a/criu/lazy-pages").exists(),
+        "no lazy-pages daemon ran"
+    );
+    p.ok(&["tenant", "swap-out", "a"]);
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let home = p.home().to_string_lossy().to_string();
+    assert!(!mounts.contains(&home), "left mounted: {mounts}");
+    assert_eq!(
+        p.json(&["tenant", "activeset", "a"])["restores"],
+        0,
+        "a whole restore has no faults to learn from"
+    );
+
+    // Pages only in the cold tier: a lazy restore.
+    p.ok(&["store", "evict", "--tier", "local"]);
+    p.ok(&["store", "evict", "--tier", "hot"]);
+    let lazy = p.json(&["tenant", "swap-in", "a"]);
+    assert_eq!(lazy["whole"], false, "{lazy}");
+    assert_eq!(http_get(port, "/inc").unwrap(), "3");
 }
 
 /// `pico bench restore` runs end to end and writes its results (a smoke run: the figures are

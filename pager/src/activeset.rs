@@ -188,16 +188,20 @@ pub struct RestoreTrace {
     pub eager_pages: u64,
     /// Faults the set did not foresee.
     pub faults: u64,
+    /// Faults on pages the set had prefetched into memory (`activeset_install = "prefetch"`).
+    #[serde(default)]
+    pub foreseen: u64,
 }
 
 impl RestoreTrace {
-    /// The share of this restore's working set that the ActiveSet installed ahead of time.
+    /// The share of this restore's working set that the ActiveSet installed or prefetched ahead
+    /// of time.
     pub fn hit_rate(&self) -> f64 {
-        let total = self.eager_pages + self.faults;
+        let total = self.eager_pages + self.foreseen + self.faults;
         if total == 0 {
             0.0
         } else {
-            self.eager_pages as f64 / total as f64
+            (self.eager_pages + self.foreseen) as f64 / total as f64
         }
     }
 }
@@ -256,20 +260,10 @@ impl ActiveSet {
     /// Rewrites the process pagemaps of `manifest` so that the set's pages are restored eagerly,
     /// and says which pages (and contents) that is.
     pub fn eager_plan(&self, manifest: &mut Manifest, max_pages: usize) -> EagerPlan {
-        let wanted = self.pages(max_pages);
+        let plan = self.prefetch_plan(manifest, max_pages);
         let mut by_pagemap: HashMap<&str, HashSet<u64>> = HashMap::new();
-        for p in &wanted {
+        for p in &plan.pages {
             by_pagemap.entry(&p.pagemap).or_default().insert(p.vaddr);
-        }
-        // Where each (pagemap, vaddr) lives in the new checkpoint, to find its content.
-        let layout = ImageLayout::of(manifest);
-        let mut where_is: HashMap<(String, u64), (String, u64)> = HashMap::new();
-        for (pages_file, (pagemap, positions)) in &layout.files {
-            if by_pagemap.contains_key(pagemap.as_str()) {
-                for (i, pos) in positions.iter().enumerate() {
-                    where_is.insert((pagemap.clone(), pos.vaddr), (pages_file.clone(), i as u64));
-                }
-            }
         }
         for f in manifest.files.iter_mut() {
             let Some(eager) = by_pagemap.get(f.name.as_str()) else {
@@ -280,6 +274,25 @@ impl ActiveSet {
                     let encoded = pm.with_eager(eager).0.encode();
                     f.size = encoded.len() as u64;
                     f.content = FileContent::Inline(encoded);
+                }
+            }
+        }
+        plan
+    }
+
+    /// The set's lazy pages as found in `manifest` (in the set's order) and their contents:
+    /// what [`Self::eager_plan`] makes eager, or, left lazy, what to prefetch into memory so that
+    /// each page's fault is served from there.
+    pub fn prefetch_plan(&self, manifest: &Manifest, max_pages: usize) -> EagerPlan {
+        let wanted = self.pages(max_pages);
+        let pagemaps: HashSet<&str> = wanted.iter().map(|p| p.pagemap.as_str()).collect();
+        // Where each (pagemap, vaddr) lives in the new checkpoint, to find its content.
+        let layout = ImageLayout::of(manifest);
+        let mut where_is: HashMap<(String, u64), (String, u64)> = HashMap::new();
+        for (pages_file, (pagemap, positions)) in &layout.files {
+            if pagemaps.contains(pagemap.as_str()) {
+                for (i, pos) in positions.iter().enumerate() {
+                    where_is.insert((pagemap.clone(), pos.vaddr), (pages_file.clone(), i as u64));
                 }
             }
         }
@@ -488,6 +501,41 @@ mod tests {
                     _ => 0,
                 }
         );
+    }
+
+    #[test]
+    fn a_prefetch_plan_names_the_same_pages_and_leaves_the_pagemaps_alone() {
+        let mut set = ActiveSet::new("t");
+        let page = |vaddr| ActivePage {
+            pagemap: "pagemap-42.img".into(),
+            vaddr,
+            id: String::new(),
+        };
+        set.record(
+            RestoreTrace {
+                pages: vec![page(0x13000), page(0x1000), page(0x12000)],
+                ..Default::default()
+            },
+            4,
+        );
+        let m = manifest();
+        let plan = set.prefetch_plan(&m, 10);
+        assert_eq!(plan.ids, vec![PageId([5; 32]), PageId([4; 32])]);
+        let mut rewritten = m.clone();
+        assert_eq!(set.eager_plan(&mut rewritten, 10).ids, plan.ids);
+        assert_eq!(m, manifest(), "the pagemaps are served as dumped");
+        assert_ne!(rewritten, m);
+    }
+
+    #[test]
+    fn hit_rate_counts_eager_and_prefetched_pages() {
+        let t = RestoreTrace {
+            eager_pages: 0,
+            foreseen: 3,
+            faults: 1,
+            ..Default::default()
+        };
+        assert_eq!(t.hit_rate(), 0.75);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! with direct I/O so that the kernel neither reads ahead (which would fetch pages nobody asked
 //! for) nor merges requests: the access log then sees exactly what CRIU asked for.
 //!
-//! FUSE callbacks are synchronous; each read is moved onto the tokio runtime and answered when
-//! its pages arrive, so a slow cold-tier fetch never blocks other readers.
+//! FUSE callbacks are synchronous; a read whose pages are all in memory is answered on the FUSE
+//! thread, any other is moved onto the tokio runtime and answered when its pages arrive, so a
+//! slow cold-tier fetch never blocks other readers.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -139,10 +140,20 @@ impl Filesystem for ImageFs {
                 }
             }
         }
+        let phase = self.reads.phase();
+        // Pages already in memory are answered here, on the FUSE thread: no hop through the
+        // runtime for the hundreds of small reads a restore makes of prefetched pages.
+        if let Some(data) = self.store.read_file_at_memory(
+            file,
+            offset,
+            size as usize,
+            Some(self.reads.tally(phase)),
+        ) {
+            return reply.data(&data);
+        }
         let store = self.store.clone();
         let manifest = self.manifest.clone();
         let reads = self.reads.clone();
-        let phase = reads.phase();
         self.runtime.spawn(async move {
             let file = &manifest.files[index];
             let tally = reads.tally(phase);

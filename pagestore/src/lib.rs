@@ -33,6 +33,7 @@ pub mod pack;
 pub mod page;
 pub mod prefetch;
 pub mod read;
+pub mod resident;
 pub mod stats;
 pub mod store;
 pub mod tally;

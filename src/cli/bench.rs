@@ -103,11 +103,12 @@ pub enum BenchCommand {
             default_value = "counter,redis,nginx,large-heap"
         )]
         apps: Vec<String>,
-        /// Modes: criu-eager, lazy-local, lazy-cold, lazy-cold-activeset.
+        /// Modes: criu-eager, lazy-local, lazy-cold, lazy-cold-activeset,
+        /// lazy-cold-activeset-prefetch.
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "criu-eager,lazy-local,lazy-cold,lazy-cold-activeset"
+            default_value = "criu-eager,lazy-local,lazy-cold,lazy-cold-activeset,lazy-cold-activeset-prefetch"
         )]
         modes: Vec<String>,
         /// Heap of the large-heap app, MiB.
@@ -117,6 +118,10 @@ pub enum BenchCommand {
         /// a Garage (deploy/garage.sh) behind a latency proxy.
         #[arg(long)]
         cold_config: Option<PathBuf>,
+        /// A file with more of the workers' `pico.toml` (e.g. `[worker]` keys), for comparing
+        /// configurations.
+        #[arg(long)]
+        worker_config: Option<PathBuf>,
         /// One-way delay the proxy adds between the worker and Garage, ms.
         #[arg(long, default_value_t = 20)]
         delay_ms: u64,
@@ -280,6 +285,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             modes,
             heap_mb,
             cold_config,
+            worker_config,
             delay_ms,
             mbps,
             keep_work,
@@ -312,9 +318,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             // Cold modes: a real S3 server behind a proxy that adds a real network's latency.
             let mut _garage = None;
             let mut _proxy = None;
-            let wants_cold = modes
-                .iter()
-                .any(|m| matches!(m, Mode::LazyCold | Mode::LazyColdActiveSet));
+            let wants_cold = modes.iter().any(|m| m.cold());
             let cold_toml = match cold_config {
                 Some(p) => Some(
                     std::fs::read_to_string(&p)
@@ -348,6 +352,12 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 runs,
                 heap_mb,
                 cold_toml,
+                worker_toml: worker_config
+                    .map(|p| {
+                        std::fs::read_to_string(&p)
+                            .with_context(|| format!("reading {}", p.display()))
+                    })
+                    .transpose()?,
                 work: work.clone(),
                 locality_pack: !no_locality_pack,
             };
@@ -391,14 +401,14 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 print_json(&results)?;
             } else {
                 println!(
-                    "{:<12} {:<22} {:>5} {:>9} {:>9} {:>12} {:>9}",
+                    "{:<12} {:<29} {:>5} {:>9} {:>9} {:>12} {:>9}",
                     "APP", "MODE", "RUNS", "p50 ms", "p95 ms", "COLD BYTES", "HIT RATE"
                 );
                 for (app, per) in &results.apps {
                     for m in &names {
                         if let Some(r) = per.get(*m) {
                             println!(
-                                "{:<12} {:<22} {:>5} {:>9.1} {:>9.1} {:>12} {:>9}",
+                                "{:<12} {:<29} {:>5} {:>9.1} {:>9.1} {:>12} {:>9}",
                                 app,
                                 m,
                                 r.runs,

@@ -36,7 +36,7 @@ pub enum TenantCommand {
     Status { name: String },
     /// Checkpoints a tenant into the store; its process is gone afterwards.
     SwapOut { name: String },
-    /// Restores a swapped-out tenant (lazily, through the pager).
+    /// Restores a swapped-out tenant (lazily through the pager; whole when small and held here).
     SwapIn {
         name: String,
         /// Do not install the learned ActiveSet eagerly (for comparison).
@@ -83,6 +83,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             Request::SwapIn {
                 name: name.clone(),
                 no_activeset: *no_activeset,
+                install: None,
             },
             name.clone(),
         ),
@@ -125,15 +126,21 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
         }
         TenantCommand::SwapIn { .. } => {
             let r: SwapInReport = serde_json::from_value(result)?;
+            let how = if r.whole {
+                "restored whole (small, held on this worker)".to_string()
+            } else if r.prefetched_pages > 0 {
+                format!("{} ActiveSet pages prefetched", r.prefetched_pages)
+            } else {
+                format!("{} ActiveSet pages installed eagerly", r.eager_pages)
+            };
             println!(
                 "{name} swapped in in {} ms (mount {} ms, restore {} ms; {} ms at the client): pid {}, \
-                 {} ActiveSet pages installed eagerly; restore set: {} cold GETs, {} bytes{}",
+                 {how}; restore set: {} cold GETs, {} bytes{}",
                 r.total_ms,
                 r.mount_ms,
                 r.restore_ms,
                 started.elapsed().as_millis(),
                 r.pid,
-                r.eager_pages,
                 r.prefetch.cold_gets,
                 r.prefetch.cold_bytes,
                 match &r.prefetch.locality {

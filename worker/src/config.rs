@@ -48,10 +48,31 @@ pub struct WorkerConfig {
     /// cold GETs instead of one per scattered run, for duplicated bytes (reported).
     #[serde(default = "default_locality_pack")]
     pub locality_pack: bool,
+    /// How a swap-in installs the ActiveSet's pages.
+    #[serde(default)]
+    pub activeset_install: ActiveSetInstall,
+    /// A checkpoint with less than this many MiB of non-zero pages, all of them on this worker
+    /// (memory or local tier), is restored whole: plain `criu restore` from the mount, no
+    /// lazy-pages daemon, no userfaultfd (0: always lazy).
+    #[serde(default = "default_whole_restore_below_mib")]
+    pub whole_restore_below_mib: u64,
 }
 
 fn default_locality_pack() -> bool {
     true
+}
+
+/// How the ActiveSet's pages reach the tenant on swap-in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActiveSetInstall {
+    /// The served pagemaps mark the set's pages not lazy: `criu restore` installs them in bulk
+    /// before the tenant runs.
+    #[default]
+    Eager,
+    /// The pagemaps stay as dumped; the set's pages are prefetched into memory and each reaches
+    /// the tenant through its own userfaultfd fault (served from memory).
+    Prefetch,
 }
 
 fn default_activeset() -> bool {
@@ -68,6 +89,9 @@ fn default_activeset_window_max_ms() -> u64 {
 }
 fn default_activeset_max_pages() -> usize {
     65536
+}
+fn default_whole_restore_below_mib() -> u64 {
+    32
 }
 
 fn default_criu() -> PathBuf {
@@ -98,6 +122,8 @@ impl WorkerConfig {
             activeset_window_max_ms: default_activeset_window_max_ms(),
             activeset_max_pages: default_activeset_max_pages(),
             locality_pack: default_locality_pack(),
+            activeset_install: ActiveSetInstall::default(),
+            whole_restore_below_mib: default_whole_restore_below_mib(),
         }
     }
 }

@@ -243,9 +243,18 @@ impl Worker {
                 let span = info_span!("tenant", tenant = %name);
                 to_json(&self.swap_out(&name).instrument(span).await?)
             }
-            Request::SwapIn { name, no_activeset } => {
+            Request::SwapIn {
+                name,
+                no_activeset,
+                install,
+            } => {
                 let span = info_span!("tenant", tenant = %name);
-                to_json(&self.swap_in(&name, !no_activeset).instrument(span).await?)
+                to_json(
+                    &self
+                        .swap_in(&name, !no_activeset, install)
+                        .instrument(span)
+                        .await?,
+                )
             }
             Request::ActiveSet { name } => to_json(&self.activeset_summary(&name).await?),
             Request::Evict { tier } => {

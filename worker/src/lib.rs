@@ -15,7 +15,8 @@ mod locality;
 pub mod protocol;
 pub mod swap;
 pub mod tenant;
+mod whole;
 
-pub use config::WorkerConfig;
+pub use config::{ActiveSetInstall, WorkerConfig};
 pub use daemon::run;
 pub use error::{Error, Result};

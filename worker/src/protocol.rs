@@ -33,6 +33,9 @@ pub enum Request {
         /// Restore without the ActiveSet (for comparison).
         #[serde(default)]
         no_activeset: bool,
+        /// How to install the ActiveSet this time (the worker's `activeset_install` if absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        install: Option<crate::config::ActiveSetInstall>,
     },
     ActiveSet {
         name: String,

@@ -18,6 +18,7 @@ use pager::reads::RestorePhase;
 use pagestore::PageStore;
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::config::ActiveSetInstall;
 use crate::criu::log_tail;
 use crate::daemon::{wait_gone, TenantSlot, Worker};
 use crate::error::{Error, Result};
@@ -29,7 +30,7 @@ use crate::tenant::{
 /// How long a swap-out waits for the previous lazy restore to finish copying pages in.
 pub(crate) const LAZY_COPY_LIMIT: Duration = Duration::from_secs(120);
 
-fn fresh_dir(path: &Path) -> Result<()> {
+pub(crate) fn fresh_dir(path: &Path) -> Result<()> {
     if path.exists() {
         std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
     }
@@ -170,7 +171,13 @@ impl Worker {
 
     /// Restores a swapped-out tenant lazily: returns once its process tree runs again (same pid,
     /// same memory), while CRIU's lazy-pages daemon keeps filling in pages through the pager.
-    pub async fn swap_in(&self, name: &str, use_activeset: bool) -> Result<SwapInReport> {
+    pub async fn swap_in(
+        &self,
+        name: &str,
+        use_activeset: bool,
+        install: Option<ActiveSetInstall>,
+    ) -> Result<SwapInReport> {
+        let install = install.unwrap_or(self.config.activeset_install);
         let slot = self.slot(name)?;
         let mut rt = slot.runtime.lock().await;
         let checkpoint_id = match (rt.info.state, &rt.info.checkpoint) {
@@ -209,25 +216,32 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            let (manifest, set) = tokio::join!(
-                async {
-                    match kept_manifest {
-                        Some(m) => Ok((*m).clone()),
-                        None => self.store.manifest(&checkpoint).await,
-                    }
-                },
-                async {
-                    match (want_set, kept_set) {
-                        (false, _) => Ok(None),
-                        (true, Some(set)) => Ok(Some(set)),
-                        (true, None) => self.load_activeset(name).await,
-                    }
-                }
-            );
-            let mut manifest = manifest?;
+            let mut manifest = match kept_manifest {
+                Some(m) => (*m).clone(),
+                None => self.store.manifest(&checkpoint).await?,
+            };
+            // Decided before the ActiveSet is looked at: a whole restore does not use it (and a
+            // tenant only ever restored whole has none to keep in memory; looking for it in the
+            // cold tier on each swap-in cost ~44 ms through the latency proxy).
+            if crate::whole::eligible(&self.store, &manifest, self.config.whole_restore_below_mib)
+                .await
+            {
+                return self
+                    .swap_in_whole(&slot, &mut rt, &checkpoint, manifest, started)
+                    .await;
+            }
+            let set = match (want_set, kept_set) {
+                (false, _) => Ok(None),
+                (true, Some(set)) => Ok(Some(set)),
+                (true, None) => self.load_activeset(name).await,
+            };
             let plan = if want_set {
+                let max = self.config.activeset_max_pages;
                 match set {
-                    Ok(Some(set)) => set.eager_plan(&mut manifest, self.config.activeset_max_pages),
+                    Ok(Some(set)) if install == ActiveSetInstall::Prefetch => {
+                        set.prefetch_plan(&manifest, max)
+                    }
+                    Ok(Some(set)) => set.eager_plan(&mut manifest, max),
                     Ok(None) => EagerPlan::default(),
                     Err(e) => {
                         warn!(error = %e, "ignoring an unreadable ActiveSet");
@@ -243,7 +257,11 @@ impl Worker {
             // ActiveSet) is fetched in a few large requests while the mount, the daemon and the
             // restore start; a page the restore reads before its range has arrived waits for that
             // same request (single flight), so the restore is not held back to wait for all.
-            let restore_set = layout.eager_page_ids(&manifest);
+            let mut restore_set = layout.eager_page_ids(&manifest);
+            // A set left lazy is fetched along with them, to be faulted in from memory.
+            if install == ActiveSetInstall::Prefetch {
+                restore_set.extend(&plan.ids);
+            }
             // CRIU's lazy-pages daemon copies in every remaining page with one small read at a
             // time; from a cold tier each costs a round trip (measured: ~450 serial reads of
             // ~50 ms, 20 s before a Python tenant's first answer), and faults wait behind them.
@@ -351,10 +369,16 @@ impl Worker {
                     Default::default()
                 }
             };
+            let (eager_pages, prefetched_pages) = match install {
+                ActiveSetInstall::Eager => (plan.pages.len() as u64, 0),
+                ActiveSetInstall::Prefetch => (0, plan.pages.len() as u64),
+            };
             let report = SwapInReport {
                 checkpoint: checkpoint.id.to_string(),
                 pid,
-                eager_pages: plan.pages.len() as u64,
+                eager_pages,
+                prefetched_pages,
+                whole: false,
                 prefetch: prefetched,
                 mount_ms,
                 restore_ms: ms(started) - mount_ms,
@@ -369,6 +393,7 @@ impl Worker {
                 access: mount.access_log().clone(),
                 layout,
                 plan,
+                install,
                 checkpoint: checkpoint.id.to_string(),
                 generation: checkpoint.generation,
                 window: self.config.activeset_window,
@@ -499,6 +524,7 @@ struct Learn {
     access: Arc<AccessLog>,
     layout: ImageLayout,
     plan: EagerPlan,
+    install: ActiveSetInstall,
     checkpoint: String,
     generation: u64,
     window: usize,
@@ -553,18 +579,17 @@ impl Learn {
                 .await?
                 .unwrap_or_else(|| ActiveSet::new(&self.tenant)),
         };
-        let mut pages = self.plan.pages.clone();
-        pages.extend(faults.iter().cloned());
-        let trace = RestoreTrace {
-            checkpoint: self.checkpoint.clone(),
-            generation: self.generation,
-            pages,
-            eager_pages: self.plan.pages.len() as u64,
-            faults: faults.len() as u64,
-        };
+        let trace = trace_of(
+            &self.plan,
+            self.install,
+            faults,
+            &self.checkpoint,
+            self.generation,
+        );
         info!(
             tenant = %self.tenant,
             eager = trace.eager_pages,
+            foreseen = trace.foreseen,
             faults = trace.faults,
             hit_rate = trace.hit_rate(),
             "ActiveSet learned"
@@ -582,6 +607,45 @@ impl Learn {
             .put_meta(ACTIVESET_KIND, &self.tenant, &body)
             .await?;
         Ok(())
+    }
+}
+
+/// One restore's trace. Pages installed eagerly can no longer fault: they count as touched (so
+/// the set does not oscillate), ahead of the faults. A set left lazy (prefetched) faults in
+/// whole, so its faults alone are the trace, and those the set foresaw count as hits.
+fn trace_of(
+    plan: &EagerPlan,
+    install: ActiveSetInstall,
+    faults: Vec<ActivePage>,
+    checkpoint: &str,
+    generation: u64,
+) -> RestoreTrace {
+    let (pages, eager_pages, foreseen) = match install {
+        ActiveSetInstall::Eager => {
+            let mut pages = plan.pages.clone();
+            pages.extend(faults.iter().cloned());
+            (pages, plan.pages.len() as u64, 0)
+        }
+        ActiveSetInstall::Prefetch => {
+            let set: std::collections::HashSet<(&str, u64)> = plan
+                .pages
+                .iter()
+                .map(|p| (p.pagemap.as_str(), p.vaddr))
+                .collect();
+            let foreseen = faults
+                .iter()
+                .filter(|f| set.contains(&(f.pagemap.as_str(), f.vaddr)))
+                .count() as u64;
+            (faults.clone(), 0, foreseen)
+        }
+    };
+    RestoreTrace {
+        checkpoint: checkpoint.to_string(),
+        generation,
+        eager_pages,
+        foreseen,
+        faults: faults.len() as u64 - foreseen,
+        pages,
     }
 }
 
@@ -626,7 +690,10 @@ impl Worker {
     }
 }
 
-fn write_access_log(path: &Path, accesses: &[pager::access::PageAccess]) -> std::io::Result<()> {
+pub(crate) fn write_access_log(
+    path: &Path,
+    accesses: &[pager::access::PageAccess],
+) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     for a in accesses {

@@ -79,6 +79,14 @@ pub struct SwapInReport {
     /// Pages the ActiveSet had CRIU install eagerly (0 without one).
     #[serde(default)]
     pub eager_pages: u64,
+    /// Pages of the ActiveSet prefetched into memory instead, left to fault
+    /// (`activeset_install = "prefetch"`).
+    #[serde(default)]
+    pub prefetched_pages: u64,
+    /// Restored whole (plain `criu restore`, no lazy pages): a small checkpoint held on this
+    /// worker.
+    #[serde(default)]
+    pub whole: bool,
     /// The prefetch of the pages `criu restore` reads before the tenant runs.
     #[serde(default)]
     pub prefetch: pagestore::prefetch::PrefetchReport,

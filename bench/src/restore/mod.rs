@@ -7,7 +7,10 @@
 //! - `lazy-local`: `pico tenant swap-in` with the pages in the local tier (ActiveSet on);
 //! - `lazy-cold`: the same after emptying the worker's caches, so every page comes from the cold
 //!   tier, without the ActiveSet;
-//! - `lazy-cold-activeset`: the same with the ActiveSet.
+//! - `lazy-cold-activeset`: the same with the ActiveSet, installed eagerly (the served pagemaps
+//!   make its pages non-lazy, so `criu restore` installs them in bulk);
+//! - `lazy-cold-activeset-prefetch`: the same with the ActiveSet prefetched into memory instead,
+//!   its pages left to fault in one userfaultfd fault each (served from memory).
 //!
 //! Each mode gets one unmeasured warm-up cycle (which also teaches the ActiveSet).
 
@@ -30,13 +33,15 @@ pub enum Mode {
     LazyLocal,
     LazyCold,
     LazyColdActiveSet,
+    LazyColdActiveSetPrefetch,
 }
 
-pub const ALL_MODES: [Mode; 4] = [
+pub const ALL_MODES: [Mode; 5] = [
     Mode::CriuEager,
     Mode::LazyLocal,
     Mode::LazyCold,
     Mode::LazyColdActiveSet,
+    Mode::LazyColdActiveSetPrefetch,
 ];
 
 impl Mode {
@@ -46,13 +51,26 @@ impl Mode {
             Mode::LazyLocal => "lazy-local",
             Mode::LazyCold => "lazy-cold",
             Mode::LazyColdActiveSet => "lazy-cold-activeset",
+            Mode::LazyColdActiveSetPrefetch => "lazy-cold-activeset-prefetch",
         }
     }
     pub fn parse(s: &str) -> Option<Mode> {
         ALL_MODES.into_iter().find(|m| m.name() == s)
     }
-    fn cold(self) -> bool {
-        matches!(self, Mode::LazyCold | Mode::LazyColdActiveSet)
+    pub fn cold(self) -> bool {
+        matches!(
+            self,
+            Mode::LazyCold | Mode::LazyColdActiveSet | Mode::LazyColdActiveSetPrefetch
+        )
+    }
+
+    /// How the worker installs the ActiveSet in this mode (`None`: its configured default).
+    fn install(self) -> Option<worker::ActiveSetInstall> {
+        match self {
+            Mode::LazyColdActiveSet => Some(worker::ActiveSetInstall::Eager),
+            Mode::LazyColdActiveSetPrefetch => Some(worker::ActiveSetInstall::Prefetch),
+            _ => None,
+        }
     }
 }
 
@@ -67,6 +85,8 @@ pub struct RestoreOptions {
     pub heap_mb: u32,
     /// The `[cold]` section for the workers (the cold modes need a remote-like cold tier).
     pub cold_toml: Option<String>,
+    /// More of the workers' `pico.toml` (e.g. a `[worker]` section), ahead of `[cold]`.
+    pub worker_toml: Option<String>,
     /// Work directory (homes, images); removed afterwards.
     pub work: PathBuf,
     /// `[worker] locality_pack` of the workers (false: the restore set from the ordinary packs,
@@ -93,6 +113,12 @@ pub struct ModeResult {
     pub eager_pages: Option<f64>,
     /// Mean cold GETs of the restore set's prefetch (the locality pack's included).
     pub restore_set_cold_gets: f64,
+    /// Mean pages of the ActiveSet prefetched into memory and left to fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetched_pages: Option<f64>,
+    /// Share of the swap-ins restored whole (plain `criu restore`, no lazy pages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whole_share: Option<f64>,
     pub samples_ms: Vec<f64>,
 }
 
@@ -338,6 +364,23 @@ async fn cold_get_bytes(client: &Client) -> Result<u64, Error> {
     Ok(c["cold_get_bytes"].as_u64().unwrap_or(0))
 }
 
+/// The `[worker]` part of the bench workers' `pico.toml`: `--worker-config`, plus
+/// `locality_pack = false` for `--no-locality-pack` (in the same section).
+fn worker_toml(opts: &RestoreOptions) -> String {
+    let toml = opts.worker_toml.clone().unwrap_or_default();
+    if opts.locality_pack {
+        return toml;
+    }
+    let key = "locality_pack = false\n";
+    match toml.find("[worker]\n") {
+        Some(at) => {
+            let at = at + "[worker]\n".len();
+            format!("{}{key}{}", &toml[..at], &toml[at..])
+        }
+        None => format!("[worker]\n{key}{toml}"),
+    }
+}
+
 async fn lazy_modes(
     opts: &RestoreOptions,
     app: App,
@@ -345,6 +388,7 @@ async fn lazy_modes(
 ) -> Result<Vec<(Mode, ModeResult)>, Error> {
     let home = opts.work.join(format!("home-{}", app.name()));
     std::fs::create_dir_all(&home).map_err(|e| Error::io(&home, e))?;
+    let mut toml = worker_toml(opts);
     if modes.iter().any(|m| m.cold()) {
         let cold = opts.cold_toml.as_deref().ok_or_else(|| {
             Error::Step(
@@ -352,12 +396,9 @@ async fn lazy_modes(
                 "need a cold tier ([cold] section)".into(),
             )
         })?;
-        let mut toml = cold.to_string();
-        if !opts.locality_pack {
-            toml.push_str("\n[worker]\nlocality_pack = false\n");
-        }
-        std::fs::write(home.join("pico.toml"), toml).map_err(|e| Error::io(&home, e))?;
+        toml = format!("{toml}\n{cold}");
     }
+    std::fs::write(home.join("pico.toml"), toml).map_err(|e| Error::io(&home, e))?;
     let log = std::fs::File::create(home.join("worker.log")).map_err(|e| Error::io(&home, e))?;
     let log2 = log.try_clone().map_err(|e| Error::io(&home, e))?;
     let child = Command::new(&opts.pico)
@@ -407,6 +448,7 @@ async fn lazy_modes(
         let mut samples = Vec::new();
         let (mut first_bytes, mut total_bytes, mut hit, mut eager) = (0u64, 0u64, 0f64, 0f64);
         let mut set_gets = 0f64;
+        let (mut prefetched, mut whole) = (0f64, 0f64);
         let mut last_start_bytes: Option<u64> = None;
         for run in 0..=opts.runs {
             call(&worker.client, &Request::SwapOut { name: name.clone() }).await?;
@@ -425,6 +467,7 @@ async fn lazy_modes(
                 &Request::SwapIn {
                     name: name.clone(),
                     no_activeset,
+                    install: mode.install(),
                 },
             )
             .await?;
@@ -436,6 +479,8 @@ async fn lazy_modes(
                 first_bytes += after - before;
                 eager += report["eager_pages"].as_f64().unwrap_or(0.0);
                 set_gets += report["prefetch"]["cold_gets"].as_f64().unwrap_or(0.0);
+                prefetched += report["prefetched_pages"].as_f64().unwrap_or(0.0);
+                whole += f64::from(u8::from(report["whole"].as_bool().unwrap_or(false)));
             }
         }
         // Let the last restore finish (background copy) and count it.
@@ -448,6 +493,7 @@ async fn lazy_modes(
             &Request::SwapIn {
                 name: name.clone(),
                 no_activeset: true,
+                install: None,
             },
         )
         .await?;
@@ -463,7 +509,9 @@ async fn lazy_modes(
         if mode != Mode::LazyCold {
             r.activeset_hit_rate = Some(hit);
             r.eager_pages = Some(eager / n as f64);
+            r.prefetched_pages = Some(prefetched / n as f64);
         }
+        r.whole_share = Some(whole / n as f64);
         out.push((mode, r));
     }
     let _ = call(&worker.client, &Request::Rm { name }).await;
