@@ -1,0 +1,153 @@
+//! Write-behind for the local tier: the pages of packs an ingest has made durable are cached by
+//! one background thread, so that caching them (an engine write per pack) is off the path to the
+//! commit.
+//!
+//! It is safe because the local tier is only a cache: a pack is queued only after it is durable
+//! in the cold tier and its pages are in the catalog, so a read that comes before its pages are
+//! cached misses here and reads them from the cold tier; a page read from the local tier is
+//! checked against its hash like any other. The queue holds at most [`QUEUE_PACKS`] packs
+//! (64 MiB): an ingest that outruns the engine waits for it rather than holding whole images in
+//! memory. [`Filler::wait_idle`] says when everything queued is cached (the CLI waits for it
+//! before it exits, the benchmark reports it apart from the commit).
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+
+use tracing::warn;
+
+use super::LocalTier;
+use crate::pack::PackEntry;
+
+/// Packs queued for caching at most (each up to [`crate::pack::TARGET_PACK_BYTES`]).
+pub const QUEUE_PACKS: usize = 8;
+
+/// One durable pack whose pages are to be cached.
+struct Job {
+    pack: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// Packs queued or being cached, and the condition signalled when that reaches zero.
+#[derive(Default)]
+struct Pending {
+    packs: Mutex<usize>,
+    idle: Condvar,
+}
+
+pub struct Filler {
+    tx: Mutex<Option<SyncSender<Job>>>,
+    pending: Arc<Pending>,
+}
+
+impl Filler {
+    /// Starts the thread that caches queued packs in `local`.
+    pub fn start(local: Arc<dyn LocalTier>) -> Filler {
+        let (tx, rx) = sync_channel(QUEUE_PACKS);
+        let pending = Arc::new(Pending::default());
+        let worker_pending = pending.clone();
+        let spawned = std::thread::Builder::new()
+            .name("local-fill".into())
+            .spawn(move || run(local.as_ref(), rx, &worker_pending));
+        let tx = match spawned {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                warn!(error = %e, "no local-tier fill thread; ingested pages are not cached");
+                None
+            }
+        };
+        Filler {
+            tx: Mutex::new(tx),
+            pending,
+        }
+    }
+
+    /// Queues the pages of a durable pack (`entries` index `pack`); blocks while the queue is
+    /// full. Call it from a blocking thread.
+    pub fn submit(&self, pack: Vec<u8>, entries: Vec<PackEntry>) {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(tx) = tx else { return };
+        *self.pending.packs.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        if tx.send(Job { pack, entries }).is_err() {
+            self.pending.done();
+        }
+    }
+
+    /// Blocks until every pack queued so far is cached (or failed to be).
+    pub fn wait_idle(&self) {
+        let mut packs = self.pending.packs.lock().unwrap_or_else(|p| p.into_inner());
+        while *packs > 0 {
+            packs = self
+                .pending
+                .idle
+                .wait(packs)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Pending {
+    fn done(&self) {
+        let mut packs = self.packs.lock().unwrap_or_else(|p| p.into_inner());
+        *packs = packs.saturating_sub(1);
+        if *packs == 0 {
+            self.idle.notify_all();
+        }
+    }
+}
+
+fn run(local: &dyn LocalTier, rx: Receiver<Job>, pending: &Pending) {
+    while let Ok(job) = rx.recv() {
+        let pages: Vec<_> = job
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let raw = job
+                    .pack
+                    .get(e.offset as usize..e.offset as usize + e.len as usize)?;
+                Some((e.id, e.codec, raw))
+            })
+            .collect();
+        if let Err(e) = local.put_many(&pages) {
+            warn!(error = %e, pages = pages.len(), "could not cache ingested pages locally");
+        }
+        pending.done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Codec;
+    use crate::config::LocalEngine;
+    use crate::pack::PackBuilder;
+    use crate::page::PageId;
+
+    #[test]
+    fn queued_packs_are_cached_by_the_time_wait_idle_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let local: Arc<dyn LocalTier> =
+            Arc::from(super::super::open_owned(dir.path(), LocalEngine::Fjall, 1 << 30).unwrap());
+        let filler = Filler::start(local.clone());
+        let mut ids = Vec::new();
+        for p in 0..(QUEUE_PACKS as u8 * 2) {
+            let mut b = PackBuilder::new();
+            for i in 0..50u8 {
+                let mut key = [7u8; 32];
+                (key[0], key[1]) = (p, i);
+                let id = PageId(key);
+                b.push(id, Codec::Raw, &[i; 64]);
+                ids.push((id, i));
+            }
+            let (_, data, entries) = b.finish();
+            filler.submit(data, entries);
+        }
+        filler.wait_idle();
+        for (id, i) in ids {
+            assert_eq!(local.get(&id).unwrap(), Some((Codec::Raw, vec![i; 64])));
+        }
+        assert_eq!(
+            local.usage().unwrap().0,
+            u64::from(QUEUE_PACKS as u8 * 2) * 50
+        );
+    }
+}
