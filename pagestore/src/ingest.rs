@@ -149,7 +149,10 @@ impl PageStore {
         }
         // No gc may delete a pack this ingest dedups against until its manifest is committed.
         let lock = self.lock(LockKind::Ingest).await?;
+        // Caching new pages locally waits for the commit (unless its queue fills).
+        let filling = self.filler.as_ref().map(|f| f.ingest_started());
         let result = self.ingest_locked(tenant, dir).await;
+        drop(filling);
         let unlocked = self.unlock(lock).await;
         let report = result?;
         unlocked?;

@@ -8,7 +8,7 @@
 mod filler;
 mod fjall_kv;
 mod kv;
-pub use filler::Filler;
+pub use filler::{Filler, IngestGuard};
 pub use kv::dir_bytes;
 mod sled_kv;
 

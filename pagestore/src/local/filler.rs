@@ -10,8 +10,9 @@
 //! memory. [`Filler::wait_idle`] says when everything queued is cached (the CLI waits for it
 //! before it exits, the benchmark reports it apart from the commit).
 //!
-//! The thread runs at the lowest CPU priority (nice 19): on a worker's few cores, naming and
-//! compressing the pages of a swap-out, and the tenants, come first; the cache fills in the
+//! The thread waits while an ingest is under way (until its commit) unless the queue is full,
+//! and runs at the lowest CPU priority (nice 19): on a worker's few cores, naming, compressing
+//! and uploading the pages of a swap-out, and the tenants, come first; the cache fills in the
 //! time they leave. Dropping the filler drains the queue and joins the thread, so that the local
 //! tier is released when its store is dropped.
 
@@ -32,11 +33,33 @@ struct Job {
     entries: Vec<PackEntry>,
 }
 
-/// Packs queued or being cached, and the condition signalled when that reaches zero.
+/// Packs queued or being cached, and ingests under way; the condition is signalled when either
+/// changes.
 #[derive(Default)]
 struct Pending {
-    packs: Mutex<usize>,
-    idle: Condvar,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    packs: usize,
+    ingests: usize,
+    /// Callers of [`Filler::wait_idle`]: they want the queue drained now.
+    draining: usize,
+}
+
+/// Held by an ingest until it has committed: meanwhile the fill thread leaves the CPU and the
+/// disk to it, unless the queue is full.
+pub struct IngestGuard {
+    pending: Arc<Pending>,
+}
+
+impl Drop for IngestGuard {
+    fn drop(&mut self) {
+        self.pending
+            .update(|s| s.ingests = s.ingests.saturating_sub(1));
+    }
 }
 
 pub struct Filler {
@@ -73,22 +96,25 @@ impl Filler {
     pub fn submit(&self, pack: Vec<u8>, entries: Vec<PackEntry>) {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(tx) = tx else { return };
-        *self.pending.packs.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.pending.update(|s| s.packs += 1);
         if tx.send(Job { pack, entries }).is_err() {
-            self.pending.done();
+            self.pending.update(|s| s.packs = s.packs.saturating_sub(1));
+        }
+    }
+
+    /// Marks an ingest under way until the guard is dropped (at its commit).
+    pub fn ingest_started(&self) -> IngestGuard {
+        self.pending.update(|s| s.ingests += 1);
+        IngestGuard {
+            pending: self.pending.clone(),
         }
     }
 
     /// Blocks until every pack queued so far is cached (or failed to be).
     pub fn wait_idle(&self) {
-        let mut packs = self.pending.packs.lock().unwrap_or_else(|p| p.into_inner());
-        while *packs > 0 {
-            packs = self
-                .pending
-                .idle
-                .wait(packs)
-                .unwrap_or_else(|p| p.into_inner());
-        }
+        self.pending.update(|s| s.draining += 1);
+        self.pending.wait_until(|s| s.packs == 0);
+        self.pending.update(|s| s.draining -= 1);
     }
 }
 
@@ -112,11 +138,15 @@ fn lowest_priority() {
 }
 
 impl Pending {
-    fn done(&self) {
-        let mut packs = self.packs.lock().unwrap_or_else(|p| p.into_inner());
-        *packs = packs.saturating_sub(1);
-        if *packs == 0 {
-            self.idle.notify_all();
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changed.notify_all();
+    }
+
+    fn wait_until(&self, ready: impl Fn(&State) -> bool) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while !ready(&state) {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
         }
     }
 }
@@ -124,6 +154,9 @@ impl Pending {
 fn run(local: &dyn LocalTier, rx: Receiver<Job>, pending: &Pending) {
     lowest_priority();
     while let Ok(job) = rx.recv() {
+        // After the commit, or now if the queue is full (the ingest is then waiting for room) or
+        // someone waits for it to drain.
+        pending.wait_until(|s| s.ingests == 0 || s.packs >= QUEUE_PACKS || s.draining > 0);
         let pages: Vec<_> = job
             .entries
             .iter()
@@ -137,7 +170,7 @@ fn run(local: &dyn LocalTier, rx: Receiver<Job>, pending: &Pending) {
         if let Err(e) = local.put_many(&pages) {
             warn!(error = %e, pages = pages.len(), "could not cache ingested pages locally");
         }
-        pending.done();
+        pending.update(|s| s.packs = s.packs.saturating_sub(1));
     }
 }
 
@@ -176,5 +209,32 @@ mod tests {
             local.usage().unwrap().0,
             u64::from(QUEUE_PACKS as u8 * 2) * 50
         );
+    }
+
+    #[test]
+    fn nothing_is_cached_while_an_ingest_is_under_way_unless_the_queue_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let local: Arc<dyn LocalTier> =
+            Arc::from(super::super::open_owned(dir.path(), LocalEngine::Fjall, 1 << 30).unwrap());
+        let filler = Filler::start(local.clone());
+        let pack = |p: u8| {
+            let mut b = PackBuilder::new();
+            b.push(PageId([p; 32]), Codec::Raw, &[p; 64]);
+            let (_, data, entries) = b.finish();
+            (data, entries)
+        };
+        let ingest = filler.ingest_started();
+        for p in 0..QUEUE_PACKS as u8 - 1 {
+            let (data, entries) = pack(p);
+            filler.submit(data, entries);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(local.usage().unwrap().0, 0, "cached before the commit");
+        // A full queue is drained even while the ingest goes on.
+        let (data, entries) = pack(100);
+        filler.submit(data, entries);
+        filler.wait_idle();
+        assert_eq!(local.usage().unwrap().0, u64::from(QUEUE_PACKS as u8));
+        drop(ingest);
     }
 }
