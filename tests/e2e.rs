@@ -282,6 +282,15 @@ fn store_cli_ingest_materialize_verify_and_corruption() {
     }
     assert_eq!(stats["pages_total"], 100);
     assert_eq!(stats["pages_zero"], 25);
+    // The local tier (fjall by default) holds the 75 new pages, and says what they take on disk.
+    let local = &stats["local"];
+    assert_eq!(local["engine"], "fjall", "{stats}");
+    assert_eq!(local["pages"], 75, "{stats}");
+    assert!(local["disk_bytes"].as_u64().unwrap() > 0, "{stats}");
+    assert!(
+        local["disk_per_cached_byte"].as_f64().unwrap() > 0.0,
+        "{stats}"
+    );
     let dst = p.home().join("dst");
     p.ok(&["store", "materialize", &id[..12], dst.to_str().unwrap()]);
     testkit::image::assert_same_dir(&src, &dst);

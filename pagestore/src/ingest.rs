@@ -4,7 +4,8 @@
 //! has cost no compression and no upload; new pages are lz4-encoded in parallel and packed. Packs
 //! are uploaded first, then the manifest: its upload is the commit point, so until it is durable
 //! the tenant's previous checkpoint is its newest one, and a crash leaves at worst unreferenced
-//! packs behind.
+//! packs behind. The new pages are cached in the local tier behind the commit, one engine write
+//! per pack ([`crate::local::Filler`]; [`PageStore::local_settled`] waits for it).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,6 @@ use tracing::{debug, info, info_span, Instrument};
 use crate::blocking::blocking;
 use crate::codec::{self, Codec};
 use crate::error::{Error, Result};
-use crate::local::LocalTier;
 use crate::lock::LockKind;
 use crate::manifest::{
     valid_tenant_name, CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest,
@@ -172,7 +172,10 @@ impl PageStore {
         }
         // No gc may delete a pack this ingest dedups against until its manifest is committed.
         let lock = self.lock(LockKind::Ingest).await?;
+        // Caching new pages locally waits for the commit (unless its queue fills).
+        let filling = self.filler.as_ref().map(|f| f.ingest_started());
         let result = self.ingest_locked(tenant, dir, options).await;
+        drop(filling);
         let unlocked = self.unlock(lock).await;
         let report = result?;
         unlocked?;
@@ -403,57 +406,27 @@ impl PageStore {
         Ok(packs)
     }
 
-    /// Uploads a pack and, once it is durable, makes its pages known and caches them in the
-    /// local tier (on a blocking thread, while the ingest goes on).
+    /// Uploads a pack and, once it is durable, makes its pages known and queues them for the
+    /// local tier (cached behind the commit: [`crate::local::Filler`]).
     async fn commit_pack(&self, builder: PackBuilder) -> Result<PackCommitted> {
         let (pack, data, entries) = builder.finish();
         let len = data.len() as u64;
         // Keep the encoded pages to warm the local tier once the pack is durable.
-        let local_copy = self.local.is_some().then(|| data.clone());
+        let local_copy = self.filler.is_some().then(|| data.clone());
         self.cold.put(&pack.object_key(), data).await?;
         self.catalog.add_pack(pack, &entries);
         self.pack_written(pack, len, &entries);
         debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
-        if let (Some(local), Some(data)) = (self.local.clone(), local_copy) {
-            let cached = blocking(move || cache_locally(local.as_ref(), &data, &entries)).await;
-            if let Err(err) = cached {
-                tracing::warn!(error = %err, "could not cache ingested pages locally");
-            }
+        if let (Some(filler), Some(data)) = (self.filler.clone(), local_copy) {
+            // Waits only while the fill queue is full.
+            blocking(move || {
+                filler.submit(data, entries);
+                Ok(())
+            })
+            .await?;
         }
         Ok(PackCommitted { bytes: len })
     }
-}
-
-/// Puts the pages of a pack into the local tier on all cores: each put costs sled two tree
-/// inserts (~15 µs), which for well-compressed pages is far more than naming and encoding them.
-fn cache_locally(
-    local: &dyn LocalTier,
-    pack: &[u8],
-    entries: &[crate::pack::PackEntry],
-) -> Result<()> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = entries.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = entries
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter().try_for_each(|e| {
-                        let (from, to) = (e.offset as usize, e.offset as usize + e.len as usize);
-                        local.put(&e.id, e.codec, &pack[from..to])
-                    })
-                })
-            })
-            .collect();
-        parts.into_iter().try_for_each(|h| {
-            h.join().unwrap_or_else(|_| {
-                Err(Error::io(
-                    "<local tier>",
-                    std::io::Error::other("a caching thread panicked"),
-                ))
-            })
-        })
-    })
 }
 
 /// A pack that is durable in the cold tier.

@@ -5,8 +5,10 @@
 //! small KV interface ([`kv::KvStore`]) with one implementation per engine, sled and fjall, chosen
 //! by `[local] engine` (the comparison is in docs/ARCHITECTURE.md).
 
+mod filler;
 mod fjall_kv;
 mod kv;
+pub use filler::{Filler, IngestGuard};
 pub use kv::dir_bytes;
 mod sled_kv;
 
@@ -21,14 +23,18 @@ use crate::config::{LocalConfig, LocalEngine};
 use crate::error::{Error, Result};
 use crate::page::PageId;
 use fjall_kv::{is_fjall_dir, FjallKv};
-use kv::{KvStore, Map};
+use kv::{KvStore, Map, Write};
 use sled_kv::{is_sled_dir, SledKv};
 
 /// What the store needs of a local page cache.
 pub trait LocalTier: Send + Sync {
     fn get(&self, id: &PageId) -> Result<Option<(Codec, Vec<u8>)>>;
     /// Caches a page, evicting others when the tier is over its bound.
-    fn put(&self, id: &PageId, codec: Codec, encoded: &[u8]) -> Result<()>;
+    fn put(&self, id: &PageId, codec: Codec, encoded: &[u8]) -> Result<()> {
+        self.put_many(&[(*id, codec, encoded)])
+    }
+    /// Caches many pages (an ingested pack's) in one engine write, then evicts as [`Self::put`].
+    fn put_many(&self, pages: &[(PageId, Codec, &[u8])]) -> Result<()>;
     fn remove(&self, id: &PageId) -> Result<()>;
     /// Number of pages and bytes held.
     fn usage(&self) -> Result<(u64, u64)>;
@@ -140,29 +146,46 @@ impl<K: KvStore> FifoTier<K> {
         self.writing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Drops the oldest pages until the tier is under 90% of its bound. Under the write lock.
+    /// Drops the oldest pages until the tier is under 90% of its bound, in one engine write.
+    /// Under the write lock.
     fn evict_if_over(&self) -> Result<()> {
         if self.bytes.load(Ordering::Relaxed) <= self.max_bytes {
             return Ok(());
         }
         let low = self.max_bytes / 10 * 9;
-        while self.bytes.load(Ordering::Relaxed) > low {
+        let mut left = self.bytes.load(Ordering::Relaxed);
+        // (order key, page id, bytes freed if the page goes with it)
+        let mut doomed: Vec<(Vec<u8>, Vec<u8>, Option<u64>)> = Vec::new();
+        while left > low {
             let from = self.oldest_seq.load(Ordering::Relaxed).to_be_bytes();
             let Some((seq, id)) = self.kv.first_from(Map::Order, &from)? else {
                 break;
             };
-            self.kv.remove(Map::Order, &seq)?;
-            if let Ok(seq) = <[u8; 8]>::try_from(&seq[..]) {
+            if let Ok(n) = <[u8; 8]>::try_from(&seq[..]) {
                 self.oldest_seq
-                    .store(u64::from_be_bytes(seq) + 1, Ordering::Relaxed);
+                    .store(u64::from_be_bytes(n) + 1, Ordering::Relaxed);
             }
-            let Some(v) = self.kv.get(Map::Pages, &id)? else {
-                continue;
-            };
             // Only if the page was not cached again (under a newer seq) since.
-            if v.get(1..VALUE_HEADER) == Some(&seq[..]) {
-                self.kv.remove(Map::Pages, &id)?;
-                self.forget(v.len() as u64);
+            let freed = match self.kv.get(Map::Pages, &id)? {
+                Some(v) if v.get(1..VALUE_HEADER) == Some(&seq[..]) => Some(v.len() as u64),
+                _ => None,
+            };
+            left = left.saturating_sub(freed.unwrap_or(0));
+            doomed.push((seq, id, freed));
+        }
+        let mut writes = Vec::with_capacity(doomed.len() * 2);
+        for (_, id, freed) in &doomed {
+            if freed.is_some() {
+                writes.push(Write::Remove(Map::Pages, id));
+            }
+        }
+        for (seq, _, _) in &doomed {
+            writes.push(Write::Remove(Map::Order, seq));
+        }
+        self.kv.write_batch(&writes)?;
+        for (_, _, freed) in doomed {
+            if let Some(bytes) = freed {
+                self.forget(bytes);
                 self.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -186,25 +209,42 @@ impl<K: KvStore> LocalTier for FifoTier<K> {
         Ok(v.and_then(|v| decode_value(&v).map(|(c, d)| (c, d.to_vec()))))
     }
 
-    fn put(&self, id: &PageId, codec: Codec, encoded: &[u8]) -> Result<()> {
-        if self.max_bytes == 0 {
+    fn put_many(&self, pages: &[(PageId, Codec, &[u8])]) -> Result<()> {
+        if self.max_bytes == 0 || pages.is_empty() {
             return Ok(());
         }
         let _w = self.write_lock();
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed).to_be_bytes();
-        let mut v = Vec::with_capacity(encoded.len() + VALUE_HEADER);
-        v.push(codec as u8);
-        v.extend_from_slice(&seq);
-        v.extend_from_slice(encoded);
-        let old = self.kv.get(Map::Pages, &id.0)?;
-        self.kv.insert(Map::Order, &seq, &id.0)?;
-        self.kv.insert(Map::Pages, &id.0, &v)?;
-        self.bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
-        self.pages.fetch_add(1, Ordering::Relaxed);
-        if let Some(old) = old {
-            self.forget(old.len() as u64);
-            if let Some(old_seq) = old.get(1..VALUE_HEADER) {
-                self.kv.remove(Map::Order, old_seq)?;
+        let mut seen = std::collections::HashSet::with_capacity(pages.len());
+        // (page id, order key, value, the value it replaces)
+        let mut rows = Vec::with_capacity(pages.len());
+        for (id, codec, encoded) in pages {
+            if !seen.insert(*id) {
+                continue;
+            }
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+            let mut v = Vec::with_capacity(encoded.len() + VALUE_HEADER);
+            v.push(*codec as u8);
+            v.extend_from_slice(&seq);
+            v.extend_from_slice(encoded);
+            let old = self.kv.get(Map::Pages, &id.0)?;
+            rows.push((id, seq, v, old));
+        }
+        let mut writes = Vec::with_capacity(rows.len() * 3);
+        for (id, seq, v, _) in &rows {
+            writes.push(Write::Insert(Map::Order, seq, &id.0));
+            writes.push(Write::Insert(Map::Pages, &id.0, v));
+        }
+        for (_, _, _, old) in &rows {
+            if let Some(old_seq) = old.as_ref().and_then(|o| o.get(1..VALUE_HEADER)) {
+                writes.push(Write::Remove(Map::Order, old_seq));
+            }
+        }
+        self.kv.write_batch(&writes)?;
+        for (_, _, v, old) in &rows {
+            self.bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
+            self.pages.fetch_add(1, Ordering::Relaxed);
+            if let Some(old) = old {
+                self.forget(old.len() as u64);
             }
         }
         self.evict_if_over()

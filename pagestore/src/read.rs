@@ -251,6 +251,7 @@ impl PageStore {
             }
         };
         let mut out = Vec::with_capacity(plan.pages.len());
+        let mut to_cache = Vec::new();
         for (i, id, loc) in &plan.pages {
             let from = (loc.offset - base) as usize;
             let to = from + loc.len as usize;
@@ -262,14 +263,16 @@ impl PageStore {
             let page = decode_verified(id, loc.codec, raw, Tier::Cold, &key)?;
             self.counters.cold_pages.fetch_add(1, Ordering::Relaxed);
             if !self.hot.contains(id) {
-                if let Some(local) = &self.local {
-                    if let Err(e) = local.put(id, loc.codec, raw) {
-                        warn!(page = %id, error = %e, "could not cache page in the local tier");
-                    }
-                }
+                to_cache.push((*id, loc.codec, raw));
                 self.hot.insert(*id, &page);
             }
             out.push((*i, page));
+        }
+        // One engine write for the range's pages.
+        if let (Some(local), false) = (&self.local, to_cache.is_empty()) {
+            if let Err(e) = local.put_many(&to_cache) {
+                warn!(pages = to_cache.len(), error = %e, "could not cache pages in the local tier");
+            }
         }
         // Only now, with the pages cached, may a new reader of these bytes miss the flight.
         drop(guard);

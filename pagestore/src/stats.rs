@@ -75,8 +75,15 @@ pub struct ColdStats {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LocalStats {
+    /// `sled` or `fjall`.
+    pub engine: String,
     pub pages: u64,
+    /// Bytes cached (encoded pages plus their headers): what `max_bytes` bounds.
     pub bytes: u64,
+    /// Bytes the engine's files take on disk, and per cached byte (the engine's overhead:
+    /// journal, tombstones and stale blobs not yet compacted away).
+    pub disk_bytes: u64,
+    pub disk_per_cached_byte: f64,
     pub max_bytes: u64,
     pub hits: u64,
     pub misses: u64,
@@ -155,9 +162,17 @@ impl PageStore {
         };
         let local = self.local().map(|local| {
             let (pages, bytes) = local.usage().unwrap_or((0, 0));
+            let disk_bytes = local.disk_bytes().unwrap_or(0);
             LocalStats {
+                engine: local.engine().to_string(),
                 pages,
                 bytes,
+                disk_bytes,
+                disk_per_cached_byte: if bytes == 0 {
+                    0.0
+                } else {
+                    disk_bytes as f64 / bytes as f64
+                },
                 hits: self.counters.local_hits.load(Ordering::Relaxed),
                 misses: self.counters.local_misses.load(Ordering::Relaxed),
                 corrupt: self.counters.local_corrupt.load(Ordering::Relaxed),

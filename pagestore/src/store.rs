@@ -64,6 +64,8 @@ const MATERIALIZE_CONCURRENCY: usize = 4;
 pub struct PageStore {
     pub(crate) cold: ColdTier,
     pub(crate) local: Option<std::sync::Arc<dyn LocalTier>>,
+    /// Caches ingested packs in the local tier behind the commit (write-behind).
+    pub(crate) filler: Option<std::sync::Arc<local::Filler>>,
     pub(crate) hot: HotTier,
     pub(crate) flights: Flights,
     pub(crate) locality_flights: crate::locality::LocalityFlights,
@@ -99,9 +101,13 @@ impl PageStore {
                 .inspect_err(|e| warn!(error = %e, "no pack index cache"))
                 .ok()
         });
+        let filler = local
+            .clone()
+            .map(|l| std::sync::Arc::new(local::Filler::start(l)));
         let store = PageStore {
             cold,
             local,
+            filler,
             hot: HotTier::new(config.hot.max_bytes),
             flights: Flights::default(),
             locality_flights: Default::default(),
@@ -422,8 +428,26 @@ impl PageStore {
         self.hot.clear();
     }
 
-    /// Empties the local tier (for cold-start measurements).
+    /// Waits until the local tier holds every page of every pack this process ingested: an
+    /// ingest returns at its commit, and caches its new pages in the local tier behind it.
+    pub async fn local_settled(&self) -> Result<()> {
+        match self.filler.clone() {
+            Some(f) => {
+                crate::blocking::blocking(move || {
+                    f.wait_idle();
+                    Ok(())
+                })
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Empties the local tier (for cold-start measurements), after any caching still under way.
     pub fn evict_local(&self) -> Result<()> {
+        if let Some(f) = &self.filler {
+            f.wait_idle();
+        }
         match &self.local {
             Some(l) => l.clear(),
             None => Ok(()),

@@ -385,8 +385,10 @@ async fn a_reopen_reads_no_pack_index_from_s3() {
     }
     let packs = 5;
 
-    // First open: one LIST, two ranged GETs per pack; the indexes are cached.
+    // First open: one LIST, two ranged GETs per pack; the indexes are cached. The local tier is
+    // off here: the index cache is its own setting (`[local] index_cache`), used either way.
     let first = open(Some(&cache_dir)).await;
+    assert!(first.local().is_none());
     let c = first.stats_counters().cold;
     assert_eq!((c.lists, c.gets), (1, 2 * packs), "first open");
     let pages = first.catalog().len();

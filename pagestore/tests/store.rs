@@ -62,6 +62,51 @@ async fn a_checkpoint_of_several_packs_and_chunks_reads_back_from_cold_alone() {
     assert_same_dir(&src, &out);
 }
 
+/// Ingest returns at its commit and caches the new pages in the local tier behind it: reads
+/// meanwhile are served (from cold where the local tier has nothing yet), and once it has
+/// settled every new page is a local hit.
+async fn new_pages_reach_the_local_tier_behind_the_commit(engine: LocalEngine) {
+    let home = tempfile::tempdir().unwrap();
+    let src = home.path().join("src");
+    // 5000 incompressible pages: three packs.
+    let pages: Vec<(u8, u64)> = (0..5000).map(|i| (4, i)).collect();
+    write_image_dir(&src, &pages, 3);
+    let mut config = StoreConfig::embedded(home.path());
+    config.local.engine = engine;
+    let store = PageStore::open(&config).await.unwrap();
+    let report = store.ingest("big", &src).await.unwrap();
+    let out = home.path().join("out");
+    store.materialize(&report.checkpoint, &out).await.unwrap();
+    assert_same_dir(&src, &out);
+    store.local_settled().await.unwrap();
+    assert_eq!(store.local().unwrap().usage().unwrap().0, 5000);
+    store.evict_hot();
+    let cold_before = store.counters.cold_requests.load(Ordering::Relaxed);
+    let hits_before = store.counters.local_hits.load(Ordering::Relaxed);
+    let out2 = home.path().join("out2");
+    store.materialize(&report.checkpoint, &out2).await.unwrap();
+    assert_same_dir(&src, &out2);
+    assert_eq!(
+        store.counters.cold_requests.load(Ordering::Relaxed),
+        cold_before
+    );
+    assert_eq!(
+        store.counters.local_hits.load(Ordering::Relaxed) - hits_before,
+        5000
+    );
+    assert!(store.verify().await.unwrap().ok());
+}
+
+#[tokio::test]
+async fn new_pages_reach_the_local_tier_behind_the_commit_fjall() {
+    new_pages_reach_the_local_tier_behind_the_commit(LocalEngine::Fjall).await;
+}
+
+#[tokio::test]
+async fn new_pages_reach_the_local_tier_behind_the_commit_sled() {
+    new_pages_reach_the_local_tier_behind_the_commit(LocalEngine::Sled).await;
+}
+
 #[tokio::test]
 async fn dedup_accounting_across_tenants_and_generations() {
     let home = tempfile::tempdir().unwrap();
@@ -193,6 +238,7 @@ async fn corrupt_local_page_is_a_miss(engine: LocalEngine) {
     let store = PageStore::open(&config).await.unwrap();
     assert_eq!(store.local().unwrap().engine(), engine);
     let r = store.ingest("t", &src).await.unwrap();
+    store.local_settled().await.unwrap();
     let id = pagestore::PageId::of(&page(2, 1));
     // Overwrite the cached copy with a different page's bytes.
     let local = store.local().unwrap();

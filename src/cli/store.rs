@@ -52,6 +52,9 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         StoreCommand::Ingest { tenant, dir } => {
             let report = store.ingest(&tenant, &dir).await?;
+            // Committed; the new pages go on into the local tier behind it. This process holds
+            // the local tier, so it finishes that before it exits.
+            store.local_settled().await?;
             if ctx.json {
                 print_json(&report)?;
             } else {

@@ -27,6 +27,11 @@ use crate::tenant::{
     TenantState,
 };
 
+/// How long a swap-in waits for the local tier to take in pages that ingests have just
+/// committed (only when some are still queued): longer costs latency, shorter sends those pages'
+/// reads to the cold tier.
+const LOCAL_FILL_WAIT: Duration = Duration::from_millis(250);
+
 /// How long a swap-out waits for the previous lazy restore to finish copying pages in.
 pub(crate) const LAZY_COPY_LIMIT: Duration = Duration::from_secs(120);
 
@@ -220,6 +225,14 @@ impl Worker {
                 Some(m) => (*m).clone(),
                 None => self.store.manifest(&checkpoint).await?,
             };
+            // A swap-out's new pages reach the local tier just behind its commit; a swap-in
+            // right after it waits briefly for them rather than fetching them from the cold tier.
+            if tokio::time::timeout(LOCAL_FILL_WAIT, self.store.local_settled())
+                .await
+                .is_err()
+            {
+                info!(waited_ms = LOCAL_FILL_WAIT.as_millis() as u64, "local tier still filling");
+            }
             // Decided before the ActiveSet is looked at: a whole restore does not use it (and a
             // tenant only ever restored whole has none to keep in memory; looking for it in the
             // cold tier on each swap-in cost ~44 ms through the latency proxy).

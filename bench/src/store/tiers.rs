@@ -1,4 +1,4 @@
-//! Reading whole images back through each tier of the store: memory, local (sled), cold
+//! Reading whole images back through each tier of the store: memory, local, cold
 //! directory, cold S3 — the tiers isolated in-process the way `pico store evict --tier` does it.
 //!
 //! Pages are read with [`pagestore::PageStore::read_pages`] in batches of [`READ_BATCH`], one

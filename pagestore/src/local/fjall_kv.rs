@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use fjall::config::CompressionPolicy;
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions};
 
-use super::kv::{dir_bytes, local_error, KvStore, Map};
+use super::kv::{dir_bytes, local_error, KvStore, Map, Write};
 use crate::error::{Error, Result};
 
 const ENGINE: &str = "fjall";
@@ -85,14 +85,19 @@ impl KvStore for FjallKv {
         Ok(v.map(|v| v.to_vec()))
     }
 
-    fn insert(&self, map: Map, key: &[u8], value: &[u8]) -> Result<()> {
-        self.keyspace(map)
-            .insert(key, value)
-            .map_err(|e| self.err(e))
-    }
-
     fn remove(&self, map: Map, key: &[u8]) -> Result<()> {
         self.keyspace(map).remove(key).map_err(|e| self.err(e))
+    }
+
+    fn write_batch(&self, writes: &[Write<'_>]) -> Result<()> {
+        let mut batch = self.db.batch();
+        for w in writes {
+            match *w {
+                Write::Insert(map, k, v) => batch.insert(self.keyspace(map), k, v),
+                Write::Remove(map, k) => batch.remove(self.keyspace(map), k),
+            }
+        }
+        batch.commit().map_err(|e| self.err(e))
     }
 
     fn first_from(&self, map: Map, from: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {

@@ -17,11 +17,22 @@ pub(crate) enum Map {
     Order,
 }
 
+/// One change in a [`KvStore::write_batch`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Write<'a> {
+    Insert(Map, &'a [u8], &'a [u8]),
+    Remove(Map, &'a [u8]),
+}
+
 /// One embedded KV engine holding the two [`Map`]s.
 pub(crate) trait KvStore: Send + Sync + 'static {
     fn get(&self, map: Map, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    fn insert(&self, map: Map, key: &[u8], value: &[u8]) -> Result<()>;
     fn remove(&self, map: Map, key: &[u8]) -> Result<()>;
+    /// Applies `writes` as one engine write (a pack's pages cost one journal write, not two
+    /// per page). Across a crash, the inserts into [`Map::Order`] land no later than those into
+    /// [`Map::Pages`], and the removals from [`Map::Order`] no earlier (fjall applies the batch
+    /// atomically; sled in that order).
+    fn write_batch(&self, writes: &[Write<'_>]) -> Result<()>;
     /// The entry with the smallest key at or after `from`. (Starting past the keys known to be
     /// deleted matters in an LSM tree, where a scan from the start would step over every
     /// tombstone not yet compacted away.)

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::kv::{dir_bytes, local_error, KvStore, Map};
+use super::kv::{dir_bytes, local_error, KvStore, Map, Write};
 use crate::error::{Error, Result};
 
 const ENGINE: &str = "sled";
@@ -61,13 +61,48 @@ impl KvStore for SledKv {
         Ok(v.map(|v| v.to_vec()))
     }
 
-    fn insert(&self, map: Map, key: &[u8], value: &[u8]) -> Result<()> {
-        self.tree(map).insert(key, value).map_err(|e| self.err(e))?;
+    fn remove(&self, map: Map, key: &[u8]) -> Result<()> {
+        self.tree(map).remove(key).map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    fn remove(&self, map: Map, key: &[u8]) -> Result<()> {
-        self.tree(map).remove(key).map_err(|e| self.err(e))?;
+    fn write_batch(&self, writes: &[Write<'_>]) -> Result<()> {
+        // sled batches one tree at a time: order inserts, then pages, then order removals.
+        // A batch costs sled far more than a single write (it stops the tree's other writers),
+        // so a stage of one write is applied alone and an empty one not at all.
+        let mut stages: [Vec<Write<'_>>; 3] = Default::default();
+        for w in writes {
+            let stage = match w {
+                Write::Insert(Map::Order, ..) => 0,
+                Write::Insert(Map::Pages, ..) | Write::Remove(Map::Pages, _) => 1,
+                Write::Remove(Map::Order, _) => 2,
+            };
+            stages[stage].push(*w);
+        }
+        for (tree, stage) in [&self.order, &self.pages, &self.order]
+            .into_iter()
+            .zip(stages)
+        {
+            match stage[..] {
+                [] => {}
+                [Write::Insert(_, k, v)] => {
+                    tree.insert(k, v).map_err(|e| self.err(e))?;
+                }
+                [Write::Remove(_, k)] => {
+                    tree.remove(k).map_err(|e| self.err(e))?;
+                }
+                _ => {
+                    let mut batch = sled::Batch::default();
+                    for w in stage {
+                        match w {
+                            Write::Insert(_, k, v) => batch.insert(k, v),
+                            Write::Remove(_, k) => batch.remove(k),
+                        }
+                    }
+                    tree.apply_batch(batch).map_err(|e| self.err(e))?;
+                }
+            }
+        }
         Ok(())
     }
 
