@@ -324,13 +324,14 @@ impl ActiveSet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::pagemap::{PagemapEntry, PE_LAZY, PE_PRESENT};
     use pagestore::FileEntry;
 
-    fn manifest() -> Manifest {
-        let pm = Pagemap {
+    /// The tests' pagemap: one eager page at 0x1000, six lazy pages from 0x10000 (pages-1.img).
+    pub(crate) fn pagemap() -> Pagemap {
+        Pagemap {
             pages_id: 1,
             entries: vec![
                 PagemapEntry {
@@ -346,7 +347,20 @@ mod tests {
                     in_parent: None,
                 },
             ],
-        };
+        }
+    }
+
+    /// A page of the tests' pagemap, as a restore trace names it.
+    pub(crate) fn page(vaddr: u64) -> ActivePage {
+        ActivePage {
+            pagemap: "pagemap-42.img".into(),
+            vaddr,
+            id: String::new(),
+        }
+    }
+
+    fn manifest() -> Manifest {
+        let pm = pagemap();
         let ids: Vec<PageId> = (1..=7u8).map(|i| PageId([i; 32])).collect();
         Manifest {
             tenant: "t".into(),
@@ -457,11 +471,6 @@ mod tests {
     #[test]
     fn eager_plan_rewrites_the_pagemap_and_names_the_new_contents() {
         let mut set = ActiveSet::new("t");
-        let page = |vaddr| ActivePage {
-            pagemap: "pagemap-42.img".into(),
-            vaddr,
-            id: String::new(),
-        };
         set.record(
             RestoreTrace {
                 pages: vec![page(0x12000), page(0x1000)],
@@ -506,11 +515,6 @@ mod tests {
     #[test]
     fn a_prefetch_plan_names_the_same_pages_and_leaves_the_pagemaps_alone() {
         let mut set = ActiveSet::new("t");
-        let page = |vaddr| ActivePage {
-            pagemap: "pagemap-42.img".into(),
-            vaddr,
-            id: String::new(),
-        };
         set.record(
             RestoreTrace {
                 pages: vec![page(0x13000), page(0x1000), page(0x12000)],

@@ -69,38 +69,17 @@ impl ImageLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activeset::{ActivePage, RestoreTrace};
-    use crate::pagemap::{Pagemap, PagemapEntry, PE_LAZY, PE_PRESENT};
+    use crate::activeset::tests::{page, pagemap};
+    use crate::activeset::RestoreTrace;
 
     #[test]
     fn eager_pages_and_the_set_in_image_order() {
-        let pm = Pagemap {
-            pages_id: 1,
-            entries: vec![
-                PagemapEntry {
-                    vaddr: 0x1000,
-                    nr_pages: 1,
-                    flags: PE_PRESENT,
-                    in_parent: None,
-                },
-                PagemapEntry {
-                    vaddr: 0x10000,
-                    nr_pages: 6,
-                    flags: PE_PRESENT | PE_LAZY,
-                    in_parent: None,
-                },
-            ],
-        };
+        let pm = pagemap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pagemap-42.img"), pm.encode()).unwrap();
         std::fs::write(dir.path().join("core-42.img"), b"x").unwrap();
         let layout = ImageLayout::of_dir(dir.path());
         let mut set = ActiveSet::new("t");
-        let page = |vaddr| ActivePage {
-            pagemap: "pagemap-42.img".into(),
-            vaddr,
-            id: String::new(),
-        };
         // First touched last in the image: the locality pack still follows image order.
         set.record(
             RestoreTrace {

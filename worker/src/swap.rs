@@ -282,16 +282,7 @@ impl Worker {
             // ranged reads, and the daemon's reads find it in memory.
             let fill_ids = layout.lazy_page_ids(&manifest);
             let locality = want_set.then(|| self.locality_source(&manifest)).flatten();
-            let mountpoint = self.config.mounts_dir.join(name);
-            // A mount left behind by a crashed worker would make the new one fail.
-            let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
-            std::fs::create_dir_all(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
-            let mount = pager::ImageMount::mount(
-                self.store.clone(),
-                manifest,
-                &mountpoint,
-                tokio::runtime::Handle::current(),
-            )?;
+            let (mount, mountpoint) = self.mount_checkpoint(name, manifest)?;
             let mount_ms = ms(started);
 
             let work = slot.dirs.criu_work("restore");
@@ -506,6 +497,27 @@ impl Worker {
         }
         .instrument(span)
         .await
+    }
+}
+
+impl Worker {
+    /// Mounts a checkpoint's image directory (FUSE, served from the store) at `mnt/NAME`.
+    pub(crate) fn mount_checkpoint(
+        &self,
+        name: &str,
+        manifest: pagestore::Manifest,
+    ) -> Result<(pager::ImageMount, PathBuf)> {
+        let mountpoint = self.config.mounts_dir.join(name);
+        // A mount left behind by a crashed worker would make the new one fail.
+        let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        std::fs::create_dir_all(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
+        let mount = pager::ImageMount::mount(
+            self.store.clone(),
+            manifest,
+            &mountpoint,
+            tokio::runtime::Handle::current(),
+        )?;
+        Ok((mount, mountpoint))
     }
 }
 

@@ -23,7 +23,7 @@ use pagestore::{FileContent, Manifest, PageId, PageStore, PAGE_SIZE};
 use tracing::{info, warn};
 
 use crate::daemon::{TenantRuntime, TenantSlot, Worker};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tenant::{SwapInReport, TenantState};
 
 /// The distinct non-zero pages of a checkpoint's paged files.
@@ -71,16 +71,7 @@ impl Worker {
         manifest: Manifest,
         started: Instant,
     ) -> Result<SwapInReport> {
-        let mountpoint = self.config.mounts_dir.join(&checkpoint.tenant);
-        // A mount left behind by a crashed worker would make the new one fail.
-        let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
-        std::fs::create_dir_all(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
-        let mount = pager::ImageMount::mount(
-            self.store.clone(),
-            manifest,
-            &mountpoint,
-            tokio::runtime::Handle::current(),
-        )?;
+        let (mount, mountpoint) = self.mount_checkpoint(&checkpoint.tenant, manifest)?;
         let mount_ms = started.elapsed().as_millis() as u64;
         let work = slot.dirs.criu_work("restore");
         crate::swap::fresh_dir(&work)?;
