@@ -58,6 +58,8 @@ pub struct TierCounters {
 /// Pages one materialize asks of [`PageStore::read_pages`] at a time (4 MiB, so that a batch of
 /// neighbouring pages becomes one ranged GET of up to [`crate::read::MAX_RANGE`]).
 const MATERIALIZE_BATCH: usize = 1024;
+/// Pack indexes read at once while the catalog is refreshed (two small GETs each).
+const INDEX_READS_IN_FLIGHT: usize = 32;
 /// Batches one materialize keeps in flight (16 MiB of pages in memory at most).
 const MATERIALIZE_CONCURRENCY: usize = 4;
 
@@ -163,15 +165,23 @@ impl PageStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
         }
+        // Each unknown pack costs two small GETs (footer, index): read many at once, or a
+        // worker's first open of a store of a few hundred packs behind a 20 ms link takes
+        // tens of seconds (the bench's fourth app did, and its worker "did not start").
+        let unknown: Vec<(PackId, _)> = listing
+            .into_iter()
+            .filter_map(|obj| PackId::from_object_key(&obj.key).map(|p| (p, obj)))
+            .filter(|(pack, _)| !self.pack_known(pack))
+            .collect();
+        let mut indexes = stream::iter(unknown)
+            .map(|(pack, obj)| async move {
+                let entries = self.read_pack_index(&obj.key, obj.size).await?;
+                Ok::<_, Error>((pack, entries))
+            })
+            .buffer_unordered(INDEX_READS_IN_FLIGHT);
         let mut added = 0;
-        for obj in listing {
-            let Some(pack) = PackId::from_object_key(&obj.key) else {
-                continue;
-            };
-            if self.pack_known(&pack) {
-                continue;
-            }
-            let entries = self.read_pack_index(&obj.key, obj.size).await?;
+        while let Some(read) = indexes.next().await {
+            let (pack, entries) = read?;
             self.catalog.add_pack(pack, &entries);
             self.mark_pack_known(pack);
             added += 1;
