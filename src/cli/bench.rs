@@ -9,6 +9,26 @@ use clap::Subcommand;
 
 use super::{print_json, Context};
 
+/// The network between a worker and its object store, as the latency proxy models it.
+#[derive(Debug, clap::Args)]
+pub struct LinkArgs {
+    /// One-way delay of the link (latency proxy), ms.
+    #[arg(long, default_value_t = 20)]
+    delay_ms: u64,
+    /// Bandwidth per connection of the link, MB/s.
+    #[arg(long, default_value_t = 100)]
+    mbps: u64,
+}
+
+impl LinkArgs {
+    fn model(&self) -> bench::latency_proxy::LinkModel {
+        bench::latency_proxy::LinkModel {
+            delay: std::time::Duration::from_millis(self.delay_ms),
+            bytes_per_sec: self.mbps * 1_000_000,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Stores a corpus of real CRIU checkpoints as raw files, tar|zstd, restic and our store;
@@ -56,12 +76,8 @@ pub enum BenchCommand {
         listen: std::net::SocketAddr,
         #[arg(long)]
         upstream: std::net::SocketAddr,
-        /// One-way delay, ms.
-        #[arg(long, default_value_t = 20)]
-        delay_ms: u64,
-        /// Bandwidth per connection, MB/s.
-        #[arg(long, default_value_t = 100)]
-        mbps: u64,
+        #[command(flatten)]
+        link: LinkArgs,
     },
     /// Page store throughput: ingest against b3sum + lz4 over the same bytes, re-ingest of
     /// known pages, reads from each tier (memory, local, cold dir, Garage), cold GETs per GiB.
@@ -78,12 +94,8 @@ pub enum BenchCommand {
         /// Measured runs of every ingest and read (medians are reported).
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// One-way delay of the remote S3 link (latency proxy), ms.
-        #[arg(long, default_value_t = 20)]
-        delay_ms: u64,
-        /// Bandwidth per connection of the remote S3 link, MB/s.
-        #[arg(long, default_value_t = 100)]
-        mbps: u64,
+        #[command(flatten)]
+        link: LinkArgs,
         /// Keep the work directory (images, stores) for inspection.
         #[arg(long)]
         keep_work: bool,
@@ -122,12 +134,8 @@ pub enum BenchCommand {
         /// configurations.
         #[arg(long)]
         worker_config: Option<PathBuf>,
-        /// One-way delay the proxy adds between the worker and Garage, ms.
-        #[arg(long, default_value_t = 20)]
-        delay_ms: u64,
-        /// Bandwidth per connection through the proxy, MB/s.
-        #[arg(long, default_value_t = 100)]
-        mbps: u64,
+        #[command(flatten)]
+        link: LinkArgs,
         /// Keep the work directory (worker homes and logs) for inspection.
         #[arg(long)]
         keep_work: bool,
@@ -217,14 +225,10 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Proxy {
             listen,
             upstream,
-            delay_ms,
-            mbps,
+            link,
         } => {
-            let model = bench::latency_proxy::LinkModel {
-                delay: std::time::Duration::from_millis(delay_ms),
-                bytes_per_sec: mbps * 1_000_000,
-            };
-            let proxy = bench::latency_proxy::LatencyProxy::start(listen, upstream, model).await?;
+            let proxy =
+                bench::latency_proxy::LatencyProxy::start(listen, upstream, link.model()).await?;
             println!("{}", proxy.addr());
             tokio::signal::ctrl_c().await?;
         }
@@ -233,8 +237,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             synthetic_mib,
             heap_mb,
             runs,
-            delay_ms,
-            mbps,
+            link,
             keep_work,
             out,
         } => {
@@ -253,10 +256,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 heap_mb,
                 synthetic_mib,
                 runs,
-                link: bench::latency_proxy::LinkModel {
-                    delay: std::time::Duration::from_millis(delay_ms),
-                    bytes_per_sec: mbps * 1_000_000,
-                },
+                link: link.model(),
             };
             let result = tokio::select! {
                 r = bench::store::run(&opts) => r,
@@ -286,8 +286,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             heap_mb,
             cold_config,
             worker_config,
-            delay_ms,
-            mbps,
+            link,
             keep_work,
             no_locality_pack,
             out,
@@ -327,14 +326,10 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 None if wants_cold => {
                     let garage =
                         bench::garage::GarageServer::start(&repo_root()?, &work.join("garage"))?;
-                    let model = bench::latency_proxy::LinkModel {
-                        delay: std::time::Duration::from_millis(delay_ms),
-                        bytes_per_sec: mbps * 1_000_000,
-                    };
                     let proxy = bench::latency_proxy::LatencyProxy::start(
                         "127.0.0.1:0".parse()?,
                         garage.s3,
-                        model,
+                        link.model(),
                     )
                     .await?;
                     let toml = garage.cold_toml_via(proxy.addr());

@@ -79,14 +79,29 @@ pub struct IngestFigures {
 
 impl IngestFigures {
     fn add_report(&mut self, r: &IngestReport) {
-        self.logical_bytes += r.logical_bytes;
-        self.pages_total += r.pages_total;
-        self.pages_zero += r.pages_zero;
-        self.pages_known += r.pages_known;
-        self.pages_new += r.pages_new;
-        self.bytes_compressed += r.bytes_compressed;
-        self.bytes_uploaded += r.bytes_uploaded;
-        self.packs_written += r.packs_written as u64;
+        self.add(&IngestFigures {
+            logical_bytes: r.logical_bytes,
+            pages_total: r.pages_total,
+            pages_zero: r.pages_zero,
+            pages_known: r.pages_known,
+            pages_new: r.pages_new,
+            bytes_compressed: r.bytes_compressed,
+            bytes_uploaded: r.bytes_uploaded,
+            packs_written: r.packs_written as u64,
+            ..IngestFigures::default()
+        });
+    }
+
+    /// Adds another input's totals (for the all-inputs row).
+    fn add(&mut self, other: &IngestFigures) {
+        self.logical_bytes += other.logical_bytes;
+        self.pages_total += other.pages_total;
+        self.pages_zero += other.pages_zero;
+        self.pages_known += other.pages_known;
+        self.pages_new += other.pages_new;
+        self.bytes_compressed += other.bytes_compressed;
+        self.bytes_uploaded += other.bytes_uploaded;
+        self.packs_written += other.packs_written;
     }
 
     fn finish(mut self, samples: Vec<f64>) -> Self {
@@ -337,16 +352,8 @@ pub async fn run(opts: &Options) -> Result<Report> {
         let ingest = ingest_fig[i].clone().finish(ingest_s[i].clone());
         let reingest = reingest_fig[i].clone().finish(reingest_s[i].clone());
         let baseline = BaselineFigures::from_runs(input.logical_bytes, &baseline_runs[i]);
-        for (all, one) in [(&mut all_ingest, &ingest), (&mut all_reingest, &reingest)] {
-            all.logical_bytes += one.logical_bytes;
-            all.pages_total += one.pages_total;
-            all.pages_zero += one.pages_zero;
-            all.pages_known += one.pages_known;
-            all.pages_new += one.pages_new;
-            all.bytes_compressed += one.bytes_compressed;
-            all.bytes_uploaded += one.bytes_uploaded;
-            all.packs_written += one.packs_written;
-        }
+        all_ingest.add(&ingest);
+        all_reingest.add(&reingest);
         results.push(InputResult {
             ingest_to_baseline: ingest.seconds / baseline.seconds.max(1e-9),
             input,
