@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use pagestore::{FileContent, Manifest, PageId, PageStore, PAGE_SIZE};
+use pagestore::{Manifest, PageId, PageStore, PAGE_SIZE};
 use tracing::{info, warn};
 
 use crate::daemon::{TenantRuntime, TenantSlot, Worker};
@@ -32,11 +32,7 @@ fn page_ids(manifest: &Manifest) -> Vec<PageId> {
     manifest
         .files
         .iter()
-        .filter_map(|f| match &f.content {
-            FileContent::Paged(ids) => Some(ids),
-            FileContent::Inline(_) => None,
-        })
-        .flatten()
+        .flat_map(|f| f.pages())
         .filter(|id| !id.is_zero() && seen.insert(**id))
         .copied()
         .collect()
@@ -121,7 +117,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pagestore::FileEntry;
+    use pagestore::{FileContent, FileEntry};
 
     #[test]
     fn page_ids_skip_zero_pages_repeats_and_inline_files() {
