@@ -287,6 +287,15 @@ async fn a_damaged_manifest_is_refused() {
     assert!(!store.verify().await.unwrap().ok());
 }
 
+/// A next image: the first `keep` pages of `first`, then `new` pages of its own (`seed`).
+fn keep_then_new(first: &[(u8, u64)], keep: usize, new: usize, seed: u64) -> Vec<(u8, u64)> {
+    first[..keep]
+        .iter()
+        .copied()
+        .chain(mixed_pages(new, seed))
+        .collect()
+}
+
 /// Every `step`-th page of `pages-1.img` (`n` pages), as locality positions.
 fn every(step: u64, n: u64) -> Vec<PagePos> {
     (0..n)
@@ -334,11 +343,7 @@ async fn a_locality_pack_is_written_referenced_and_prefetched_in_one_get() {
     let home = tempfile::tempdir().unwrap();
     // The second checkpoint keeps half the first's pages and adds as many of its own.
     let first = mixed_pages(400, 1);
-    let second: Vec<_> = first[..200]
-        .iter()
-        .copied()
-        .chain(mixed_pages(200, 2))
-        .collect();
+    let second = keep_then_new(&first, 200, 200, 2);
     let positions = every(3, 400);
     let (report, manifest) =
         two_generations_with_locality(home.path(), &first, &second, positions.clone()).await;
@@ -402,11 +407,7 @@ async fn a_locality_pack_is_written_referenced_and_prefetched_in_one_get() {
 async fn readers_wait_for_a_locality_pack_in_flight_instead_of_sending_gets() {
     let home = tempfile::tempdir().unwrap();
     let first = mixed_pages(400, 1);
-    let second: Vec<_> = first[..200]
-        .iter()
-        .copied()
-        .chain(mixed_pages(200, 2))
-        .collect();
+    let second = keep_then_new(&first, 200, 200, 2);
     let positions = every(2, 400);
     let (_, manifest) =
         two_generations_with_locality(home.path(), &first, &second, positions.clone()).await;
@@ -455,11 +456,7 @@ async fn a_large_locality_pack_comes_in_parallel_ranges() {
 async fn a_corrupt_or_missing_locality_pack_is_never_used() {
     let home = tempfile::tempdir().unwrap();
     let first = mixed_pages(300, 1);
-    let second: Vec<_> = first[..100]
-        .iter()
-        .copied()
-        .chain(mixed_pages(200, 3))
-        .collect();
+    let second = keep_then_new(&first, 100, 200, 3);
     let positions = every(2, 300);
     let (_, manifest) =
         two_generations_with_locality(home.path(), &first, &second, positions.clone()).await;
