@@ -1,9 +1,10 @@
 //! A cold tier in a local directory: the embedded default, and the twin of S3 in tests.
 //!
 //! Writes go to a temporary file that is fsynced and renamed into place (then the directory is
-//! fsynced), so an object is either absent or whole, even across a crash.
+//! fsynced), so an object is either absent or whole, even across a crash. Their bulk bypasses
+//! the page cache ([`super::direct_write`]).
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -49,7 +50,7 @@ fn not_found_or_io(key: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 impl ColdStorage for DirStorage {
-    async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
+    async fn put(&self, key: &str, data: bytes::Bytes) -> Result<()> {
         let path = self.path_of(key)?;
         let tmp = self.root.join(".tmp").join(format!(
             "{}.{}.{}",
@@ -60,8 +61,7 @@ impl ColdStorage for DirStorage {
         blocking(move || {
             let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
             std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-            let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            f.write_all(&data).map_err(|e| Error::io(&tmp, e))?;
+            let f = super::direct_write::write_new(&tmp, &data).map_err(|e| Error::io(&tmp, e))?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             drop(f);
             std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
@@ -159,10 +159,10 @@ mod tests {
     async fn put_get_range_list_delete() {
         let dir = tempfile::tempdir().unwrap();
         let s = DirStorage::open(dir.path()).unwrap();
-        s.put("packs/a.pack", b"hello world".to_vec())
+        s.put("packs/a.pack", b"hello world".to_vec().into())
             .await
             .unwrap();
-        s.put("manifests/t/1.manifest", b"m".to_vec())
+        s.put("manifests/t/1.manifest", b"m".to_vec().into())
             .await
             .unwrap();
         assert_eq!(s.get("packs/a.pack").await.unwrap(), b"hello world");
@@ -181,6 +181,6 @@ mod tests {
             s.get("packs/a.pack").await,
             Err(Error::ObjectNotFound(_))
         ));
-        assert!(s.put("../escape", vec![]).await.is_err());
+        assert!(s.put("../escape", bytes::Bytes::new()).await.is_err());
     }
 }
