@@ -32,12 +32,31 @@ const MIN_SAVING: usize = 256;
 
 /// Encodes a full, non-zero page.
 pub fn encode(page: &[u8]) -> (Codec, Vec<u8>) {
+    let mut out = Vec::with_capacity(PAGE_SIZE);
+    let codec = encode_into(page, &mut out);
+    (codec, out)
+}
+
+/// Encodes a full, non-zero page onto the end of `out` (no allocation per page when `out` is
+/// reused: what ingest does for thousands of pages); returns how it was encoded.
+pub fn encode_into(page: &[u8], out: &mut Vec<u8>) -> Codec {
     debug_assert_eq!(page.len(), PAGE_SIZE);
-    let compressed = lz4_flex::block::compress(page);
-    if compressed.len() + MIN_SAVING <= PAGE_SIZE {
-        (Codec::Lz4, compressed)
-    } else {
-        (Codec::Raw, page.to_vec())
+    let start = out.len();
+    out.resize(
+        start + lz4_flex::block::get_maximum_output_size(PAGE_SIZE),
+        0,
+    );
+    match lz4_flex::block::compress_into(page, &mut out[start..]) {
+        Ok(n) if n + MIN_SAVING <= PAGE_SIZE => {
+            out.truncate(start + n);
+            Codec::Lz4
+        }
+        // Too little saved (or, never for a full buffer, no room): stored as it is.
+        _ => {
+            out.truncate(start);
+            out.extend_from_slice(page);
+            Codec::Raw
+        }
     }
 }
 
@@ -96,6 +115,28 @@ mod tests {
         let (codec, data) = encode(&page);
         assert_eq!(codec, Codec::Raw);
         assert_eq!(data, page);
+    }
+
+    #[test]
+    fn encode_into_appends_what_encode_returns() {
+        let text: Vec<u8> = (0..PAGE_SIZE).map(|i| (i / 64) as u8).collect();
+        let mut x: u64 = 7;
+        let noise: Vec<u8> = (0..PAGE_SIZE)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 56) as u8
+            })
+            .collect();
+        let mut out = b"prefix".to_vec();
+        let mut expected = out.clone();
+        for page in [&text, &noise, &text] {
+            let (codec, data) = encode(page);
+            assert_eq!(encode_into(page, &mut out), codec);
+            expected.extend_from_slice(&data);
+        }
+        assert_eq!(out, expected);
     }
 
     #[test]

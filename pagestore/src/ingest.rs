@@ -117,34 +117,57 @@ fn list_input(dir: &Path) -> Result<Vec<InputFile>> {
     Ok(out)
 }
 
-/// Encodes the pages of `data` at `indices` on all cores.
-fn encode_pages(data: &[u8], ids: &[PageId], indices: &[usize]) -> Vec<(PageId, Codec, Vec<u8>)> {
+/// New pages of a chunk, encoded on one core: their bytes back to back, and per page its id,
+/// codec and encoded length, in order.
+#[derive(Default)]
+struct Encoded {
+    bytes: Vec<u8>,
+    pages: Vec<(PageId, Codec, u32)>,
+}
+
+impl Encoded {
+    /// Its pages in order: id, codec and encoded bytes.
+    fn pages(&self) -> impl Iterator<Item = (PageId, Codec, &[u8])> {
+        let mut at = 0usize;
+        self.pages.iter().map(move |&(id, codec, len)| {
+            let bytes = &self.bytes[at..at + len as usize];
+            at += len as usize;
+            (id, codec, bytes)
+        })
+    }
+}
+
+/// Encodes the pages of `data` at `indices` on all cores, each core into one buffer.
+fn encode_pages(data: &[u8], ids: &[PageId], indices: &[usize]) -> Vec<Encoded> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(indices.len().div_ceil(128).max(1));
     let per = indices.len().div_ceil(threads).max(1);
-    let mut out: Vec<Vec<(PageId, Codec, Vec<u8>)>> = Vec::new();
     std::thread::scope(|s| {
         let handles: Vec<_> = indices
             .chunks(per)
             .map(|chunk| {
                 s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|&i| {
-                            let (c, enc) = codec::encode(&page::page_at(data, i));
-                            (ids[i], c, enc)
-                        })
-                        .collect::<Vec<_>>()
+                    let mut out = Encoded {
+                        bytes: Vec::with_capacity(chunk.len() * PAGE_SIZE),
+                        pages: Vec::with_capacity(chunk.len()),
+                    };
+                    for &i in chunk {
+                        let before = out.bytes.len();
+                        let codec = codec::encode_into(&page::page_at(data, i), &mut out.bytes);
+                        out.pages
+                            .push((ids[i], codec, (out.bytes.len() - before) as u32));
+                    }
+                    out
                 })
             })
             .collect();
-        for h in handles {
-            out.push(h.join().unwrap_or_default());
-        }
-    });
-    out.into_iter().flatten().collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 impl PageStore {
@@ -336,6 +359,7 @@ impl PageStore {
         let mut chunk = Chunk {
             file,
             path: input.path.clone(),
+            offset: 0,
             data: Vec::with_capacity(CHUNK_PAGES * PAGE_SIZE),
             ids: Vec::new(),
         };
@@ -371,8 +395,8 @@ impl PageStore {
                 .await??;
             chunk = back;
             ids.extend_from_slice(&chunk.ids);
-            for (id, c, enc) in encoded {
-                packing.builder.push(id, c, &enc);
+            for (id, c, enc) in encoded.iter().flat_map(Encoded::pages) {
+                packing.builder.push(id, c, enc);
                 if packing.builder.is_full() {
                     let full = std::mem::take(&mut packing.builder);
                     packing.start_upload(report, self.commit_pack(full)).await?;
@@ -409,9 +433,12 @@ impl PageStore {
     /// Uploads a pack and, once it is durable, makes its pages known and queues them for the
     /// local tier (cached behind the commit: [`crate::local::Filler`]).
     async fn commit_pack(&self, builder: PackBuilder) -> Result<PackCommitted> {
-        let (pack, data, entries) = builder.finish();
+        // Sealing hashes the whole pack: off the thread that builds the next one.
+        let (pack, data, entries) = blocking(move || Ok(builder.finish())).await?;
+        let data = bytes::Bytes::from(data);
         let len = data.len() as u64;
-        // Keep the encoded pages to warm the local tier once the pack is durable.
+        // Keep the encoded pages (shared, not copied) to warm the local tier once the pack is
+        // durable.
         let local_copy = self.filler.is_some().then(|| data.clone());
         self.cold.put(&pack.object_key(), data).await?;
         self.catalog.add_pack(pack, &entries);
@@ -490,34 +517,67 @@ impl<'a> Packing<'a> {
 struct Chunk {
     file: std::fs::File,
     path: PathBuf,
+    /// Where in the file the next chunk starts.
+    offset: u64,
     data: Vec<u8>,
     ids: Vec<PageId>,
 }
 
 impl Chunk {
     /// Reads the next `len` bytes of the file (the file must end there when `last`) and names
-    /// their pages on all cores.
+    /// their pages, on all cores: each core reads its own run of pages with positional reads
+    /// and hashes them while they are in its cache.
     fn read_and_name(mut self, len: usize, last: bool) -> Result<Chunk> {
-        use std::io::Read;
+        use std::os::unix::fs::FileExt;
         self.data.resize(len, 0);
-        self.file
-            .read_exact(&mut self.data)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => changed_size(&self.path),
-                _ => Error::io(&self.path, e),
-            })?;
+        let pages = len.div_ceil(PAGE_SIZE);
+        self.ids.clear();
+        self.ids.resize(pages, PageId::ZERO);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(pages.div_ceil(256).max(1));
+        let per = pages.div_ceil(threads).max(1);
+        let (file, path, offset) = (&self.file, &self.path, self.offset);
+        std::thread::scope(|s| {
+            let runs: Vec<_> = self
+                .data
+                .chunks_mut(per * PAGE_SIZE)
+                .zip(self.ids.chunks_mut(per))
+                .enumerate()
+                .map(|(t, (bytes, ids))| {
+                    s.spawn(move || -> Result<()> {
+                        let at = offset + (t * per * PAGE_SIZE) as u64;
+                        file.read_exact_at(bytes, at).map_err(|e| match e.kind() {
+                            std::io::ErrorKind::UnexpectedEof => changed_size(path),
+                            _ => Error::io(path, e),
+                        })?;
+                        page::name_into(bytes, ids);
+                        Ok(())
+                    })
+                })
+                .collect();
+            runs.into_iter().try_for_each(|run| {
+                run.join().unwrap_or_else(|_| {
+                    Err(Error::io(
+                        path,
+                        std::io::Error::other("page naming thread panicked"),
+                    ))
+                })
+            })
+        })?;
+        self.offset += len as u64;
         if last {
             let mut more = [0u8; 1];
             if self
                 .file
-                .read(&mut more)
+                .read_at(&mut more, self.offset)
                 .map_err(|e| Error::io(&self.path, e))?
                 > 0
             {
                 return Err(changed_size(&self.path));
             }
         }
-        self.ids = page::name_pages(&self.data);
         Ok(self)
     }
 }

@@ -87,7 +87,11 @@ impl Default for PackBuilder {
 
 impl PackBuilder {
     pub fn new() -> Self {
-        let mut data = Vec::with_capacity(TARGET_PACK_BYTES + (1 << 16));
+        // Room for a full pack, its last page and its tail ([`Self::is_full`] counts the index),
+        // so that neither filling nor sealing it moves the bytes.
+        let mut data = Vec::with_capacity(
+            TARGET_PACK_BYTES + crate::page::PAGE_SIZE + INDEX_ENTRY_LEN + FOOTER_LEN,
+        );
         data.extend_from_slice(PACK_MAGIC);
         data.extend_from_slice(&PACK_VERSION.to_le_bytes());
         data.extend_from_slice(&0u32.to_le_bytes());
@@ -111,12 +115,9 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
-    pub fn len_bytes(&self) -> usize {
-        self.data.len()
-    }
-
+    /// Whether the pack, with the index it will end with, has reached [`TARGET_PACK_BYTES`].
     pub fn is_full(&self) -> bool {
-        self.data.len() >= TARGET_PACK_BYTES
+        self.data.len() + self.entries.len() * INDEX_ENTRY_LEN >= TARGET_PACK_BYTES
     }
 
     /// Seals the pack: appends index and footer, names it.

@@ -85,26 +85,14 @@ pub fn page_count(len: u64) -> u64 {
     len.div_ceil(PAGE_SIZE as u64)
 }
 
-/// Splits `data` into pages and names each; a short last page is zero-padded before hashing.
-/// Hashing runs on all cores: BLAKE3 of one 4 KiB page is ~2 µs, so parallelism goes across pages.
-pub fn name_pages(data: &[u8]) -> Vec<PageId> {
-    let n = page_count(data.len() as u64) as usize;
-    let mut ids = vec![PageId::ZERO; n];
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(n.div_ceil(256).max(1));
-    let per = n.div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|s| {
-        for (t, out) in ids.chunks_mut(per).enumerate() {
-            s.spawn(move || {
-                for (i, id) in out.iter_mut().enumerate() {
-                    *id = PageId::of(&page_at(data, t * per + i));
-                }
-            });
-        }
-    });
-    ids
+/// Names the pages of `data` into `ids` (one per page, a short last page zero-padded before
+/// hashing). One core's share: BLAKE3 of a 4 KiB page is ~2 µs, so ingest spreads pages over
+/// cores and each names its own run.
+pub fn name_into(data: &[u8], ids: &mut [PageId]) {
+    debug_assert_eq!(ids.len() as u64, page_count(data.len() as u64));
+    for (i, id) in ids.iter_mut().enumerate() {
+        *id = PageId::of(&page_at(data, i));
+    }
 }
 
 /// The `index`-th page of `data`, zero-padded to a full page.
@@ -124,6 +112,12 @@ pub fn page_at(data: &[u8], index: usize) -> std::borrow::Cow<'_, [u8]> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn name_pages(data: &[u8]) -> Vec<PageId> {
+        let mut ids = vec![PageId::ZERO; page_count(data.len() as u64) as usize];
+        name_into(data, &mut ids);
+        ids
+    }
 
     #[test]
     fn zero_page_is_named_zero_and_detected() {

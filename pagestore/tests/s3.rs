@@ -59,10 +59,10 @@ fn the_cold_section_printed_by_garage_sh_parses() {
 async fn s3_backend_put_get_range_list_delete() {
     let g = Garage::start();
     let s = S3Storage::new(&s3_config(&g, Some("t1"))).unwrap();
-    s.put("packs/a.pack", b"hello world".to_vec())
+    s.put("packs/a.pack", b"hello world".to_vec().into())
         .await
         .unwrap();
-    s.put("manifests/x/1.manifest", b"m".to_vec())
+    s.put("manifests/x/1.manifest", b"m".to_vec().into())
         .await
         .unwrap();
     assert_eq!(s.get("packs/a.pack").await.unwrap(), b"hello world");
@@ -147,7 +147,7 @@ async fn a_corrupt_pack_in_s3_is_reported_and_never_served() {
     for b in &mut data[victim.offset as usize..victim.offset as usize + 16] {
         *b ^= 0xa5;
     }
-    raw.put(key, data).await.unwrap();
+    raw.put(key, data.into()).await.unwrap();
 
     let store = PageStore::open(&cfg).await.unwrap();
     let v = store.verify().await.unwrap();
@@ -222,7 +222,7 @@ async fn transient_failures_are_retried() {
     let mut cfg = s3_config(&g, None);
     cfg.max_attempts = Some(12);
     let s = std::sync::Arc::new(S3Storage::new(&cfg).unwrap());
-    s.put("k", b"v".to_vec()).await.unwrap();
+    s.put("k", b"v".to_vec().into()).await.unwrap();
     g.stop();
     let reader = {
         let s = s.clone();

@@ -6,9 +6,12 @@
 //! (packs) or by a unique key (manifests); nothing is overwritten in place.
 
 mod dir;
+mod direct_write;
 mod s3;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
 
 pub use dir::DirStorage;
 pub use s3::S3Storage;
@@ -27,7 +30,7 @@ pub struct ObjectMeta {
 #[allow(async_fn_in_trait)]
 pub trait ColdStorage {
     /// Stores `data` under `key`, durably, all or nothing.
-    async fn put(&self, key: &str, data: Vec<u8>) -> Result<()>;
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
     /// The whole object.
     async fn get(&self, key: &str) -> Result<Vec<u8>>;
     /// `len` bytes from `offset`; fewer only if the object ends first.
@@ -112,7 +115,9 @@ impl ColdTier {
         }
     }
 
-    pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
+    /// Stores `data` (a `Vec<u8>`, or [`Bytes`] shared with other users without a copy).
+    pub async fn put(&self, key: &str, data: impl Into<Bytes>) -> Result<()> {
+        let data = data.into();
         let n = data.len() as u64;
         dispatch!(self, b => b.put(key, data).await)?;
         self.counters.puts.fetch_add(1, Ordering::Relaxed);

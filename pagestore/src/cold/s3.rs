@@ -191,9 +191,8 @@ fn jitter(d: Duration) -> Duration {
 }
 
 impl ColdStorage for S3Storage {
-    async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
+    async fn put(&self, key: &str, data: bytes::Bytes) -> Result<()> {
         let full = self.full_key(key);
-        let data = bytes::Bytes::from(data);
         self.retry("PUT", key, || {
             self.client
                 .put_object()

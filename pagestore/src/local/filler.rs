@@ -29,7 +29,7 @@ pub const QUEUE_PACKS: usize = 8;
 
 /// One durable pack whose pages are to be cached.
 struct Job {
-    pack: Vec<u8>,
+    pack: bytes::Bytes,
     entries: Vec<PackEntry>,
 }
 
@@ -93,7 +93,7 @@ impl Filler {
 
     /// Queues the pages of a durable pack (`entries` index `pack`); blocks while the queue is
     /// full. Call it from a blocking thread.
-    pub fn submit(&self, pack: Vec<u8>, entries: Vec<PackEntry>) {
+    pub fn submit(&self, pack: bytes::Bytes, entries: Vec<PackEntry>) {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(tx) = tx else { return };
         self.pending.update(|s| s.packs += 1);
@@ -199,7 +199,7 @@ mod tests {
                 ids.push((id, i));
             }
             let (_, data, entries) = b.finish();
-            filler.submit(data, entries);
+            filler.submit(data.into(), entries);
         }
         filler.wait_idle();
         for (id, i) in ids {
@@ -226,13 +226,13 @@ mod tests {
         let ingest = filler.ingest_started();
         for p in 0..QUEUE_PACKS as u8 - 1 {
             let (data, entries) = pack(p);
-            filler.submit(data, entries);
+            filler.submit(data.into(), entries);
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert_eq!(local.usage().unwrap().0, 0, "cached before the commit");
         // A full queue is drained even while the ingest goes on.
         let (data, entries) = pack(100);
-        filler.submit(data, entries);
+        filler.submit(data.into(), entries);
         filler.wait_idle();
         assert_eq!(local.usage().unwrap().0, u64::from(QUEUE_PACKS as u8));
         drop(ingest);
