@@ -4,12 +4,11 @@
 //! tier (one ranged read each), and extended as packs are written. So it can never disagree with
 //! the cold tier for long, and losing it loses nothing.
 
-use std::collections::HashMap;
 use std::sync::RwLock;
 
 use crate::codec::Codec;
 use crate::pack::{PackEntry, PackId};
-use crate::page::PageId;
+use crate::page::{PageId, PageMap};
 
 /// Where one stored page lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,7 +21,7 @@ pub struct Location {
 
 #[derive(Default)]
 pub struct Catalog {
-    pages: RwLock<HashMap<PageId, Location>>,
+    pages: RwLock<PageMap<Location>>,
 }
 
 impl Catalog {
@@ -77,7 +76,7 @@ impl Catalog {
         self.len() == 0
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PageId, Location>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, PageMap<Location>> {
         self.pages.read().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -137,37 +137,31 @@ impl Encoded {
     }
 }
 
-/// Encodes the pages of `data` at `indices` on all cores, each core into one buffer.
-fn encode_pages(data: &[u8], ids: &[PageId], indices: &[usize]) -> Vec<Encoded> {
+/// Encodes the pages of `data` at `indices` on all cores, each core into one of `out` (cleared
+/// first; kept from chunk to chunk, so their memory is already mapped).
+fn encode_pages(data: &[u8], ids: &[PageId], indices: &[usize], out: &mut Vec<Encoded>) {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(indices.len().div_ceil(128).max(1));
     let per = indices.len().div_ceil(threads).max(1);
+    let runs = indices.chunks(per);
+    out.resize_with(runs.len(), Encoded::default);
     std::thread::scope(|s| {
-        let handles: Vec<_> = indices
-            .chunks(per)
-            .map(|chunk| {
-                s.spawn(move || {
-                    let mut out = Encoded {
-                        bytes: Vec::with_capacity(chunk.len() * PAGE_SIZE),
-                        pages: Vec::with_capacity(chunk.len()),
-                    };
-                    for &i in chunk {
-                        let before = out.bytes.len();
-                        let codec = codec::encode_into(&page::page_at(data, i), &mut out.bytes);
-                        out.pages
-                            .push((ids[i], codec, (out.bytes.len() - before) as u32));
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
+        for (run, encoded) in runs.zip(out.iter_mut()) {
+            s.spawn(move || {
+                encoded.bytes.clear();
+                encoded.pages.clear();
+                for &i in run {
+                    let before = encoded.bytes.len();
+                    let codec = codec::encode_into(&page::page_at(data, i), &mut encoded.bytes);
+                    encoded
+                        .pages
+                        .push((ids[i], codec, (encoded.bytes.len() - before) as u32));
+                }
+            });
+        }
+    });
 }
 
 impl PageStore {
@@ -266,7 +260,7 @@ impl PageStore {
         let mut files = Vec::with_capacity(inputs.len());
         let mut packing = Packing {
             builder: PackBuilder::new(),
-            seen: HashSet::new(),
+            seen: page::PageSet::default(),
             uploads: FuturesUnordered::new(),
         };
         for input in inputs {
@@ -362,6 +356,7 @@ impl PageStore {
             offset: 0,
             data: Vec::with_capacity(CHUNK_PAGES * PAGE_SIZE),
             ids: Vec::new(),
+            encoded: Vec::new(),
         };
         let mut left = input.size;
         while left > 0 {
@@ -384,18 +379,17 @@ impl PageStore {
             report.pages_total += chunk.ids.len() as u64;
             report.pages_new += new.len() as u64;
             report.bytes_compressed += (new.len() * PAGE_SIZE) as u64;
-            let (back, encoded) = packing
+            chunk = packing
                 .uploading(
                     report,
                     blocking(move || {
-                        let encoded = encode_pages(&chunk.data, &chunk.ids, &new);
-                        Ok((chunk, encoded))
+                        encode_pages(&chunk.data, &chunk.ids, &new, &mut chunk.encoded);
+                        Ok(chunk)
                     }),
                 )
                 .await??;
-            chunk = back;
             ids.extend_from_slice(&chunk.ids);
-            for (id, c, enc) in encoded.iter().flat_map(Encoded::pages) {
+            for (id, c, enc) in chunk.encoded.iter().flat_map(Encoded::pages) {
                 packing.builder.push(id, c, enc);
                 if packing.builder.is_full() {
                     let full = std::mem::take(&mut packing.builder);
@@ -474,7 +468,7 @@ type Upload<'a> = futures::future::BoxFuture<'a, Result<PackCommitted>>;
 /// packed, and the full packs still uploading.
 struct Packing<'a> {
     builder: PackBuilder,
-    seen: HashSet<PageId>,
+    seen: page::PageSet,
     uploads: FuturesUnordered<Upload<'a>>,
 }
 
@@ -521,6 +515,8 @@ struct Chunk {
     offset: u64,
     data: Vec<u8>,
     ids: Vec<PageId>,
+    /// The chunk's new pages, encoded (one buffer per core).
+    encoded: Vec<Encoded>,
 }
 
 impl Chunk {

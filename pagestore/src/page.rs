@@ -71,6 +71,14 @@ impl fmt::Debug for PageId {
     }
 }
 
+/// A map keyed by page id. Page ids are already uniform hashes, so the map's own hash need only
+/// be fast (foldhash, seeded per map) rather than SipHash: the catalog and ingest look up every
+/// page of every checkpoint.
+pub type PageMap<V> = std::collections::HashMap<PageId, V, foldhash::fast::RandomState>;
+
+/// A set of page ids, hashed like [`PageMap`].
+pub type PageSet = std::collections::HashSet<PageId, foldhash::fast::RandomState>;
+
 /// True when every byte of `buf` is zero. OR-folding 64-byte chunks lets the compiler vectorise.
 pub fn is_zero(buf: &[u8]) -> bool {
     let mut chunks = buf.chunks_exact(64);
