@@ -214,6 +214,8 @@ impl PageStore {
             .ingest_generation(tenant, generation, parent.map(|p| p.id), dir, options)
             .instrument(span)
             .await?;
+        // The newest checkpoint's locality pack is the one the next restore reads.
+        self.drop_locality(tenant, |g| g < generation).await;
         let keep = self.config.retention.keep_last;
         if keep > 0 {
             // The new checkpoint is committed; a failure here only delays the cleanup.

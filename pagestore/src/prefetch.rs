@@ -55,7 +55,12 @@ impl PageStore {
         let used = match self.fetch_locality(source, ids).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(key = %source.key, error = %e, "locality pack not used; reading its pages the ordinary way");
+                if matches!(e, crate::error::Error::ObjectNotFound(_)) {
+                    // Expected for any checkpoint but a tenant's newest (`crate::locality`).
+                    tracing::info!(key = %source.key, "locality pack gone (not the newest checkpoint); reading its pages the ordinary way");
+                } else {
+                    tracing::warn!(key = %source.key, error = %e, "locality pack not used; reading its pages the ordinary way");
+                }
                 crate::locality::LocalityReport {
                     skipped: Some(e.to_string()),
                     ..Default::default()

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::codec::decode_verified;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pack::{self, PackId};
 use crate::store::{PageStore, Tier};
 
@@ -52,9 +52,16 @@ impl PageStore {
         if let Err(e) = self.refresh_catalog().await {
             r.problems.push(e.to_string());
         }
-        for checkpoint in self.checkpoints().await? {
+        let checkpoints = self.checkpoints().await?;
+        // Only a tenant's newest checkpoint keeps its locality pack (`crate::locality`).
+        let mut newest: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for c in &checkpoints {
+            let g = newest.entry(c.tenant.as_str()).or_default();
+            *g = (*g).max(c.generation);
+        }
+        for checkpoint in &checkpoints {
             r.manifests += 1;
-            let manifest = match self.manifest(&checkpoint).await {
+            let manifest = match self.manifest(checkpoint).await {
                 Ok(m) => m,
                 Err(e) => {
                     r.problems
@@ -63,10 +70,14 @@ impl PageStore {
                 }
             };
             if let Some(source) = crate::locality::LocalitySource::of(&manifest) {
-                r.locality_packs += 1;
-                if let Err(e) = self.verify_locality(&source).await {
-                    r.problems
-                        .push(format!("checkpoint {}: {e}", checkpoint.id));
+                let is_newest =
+                    newest.get(checkpoint.tenant.as_str()) == Some(&checkpoint.generation);
+                match self.verify_locality(&source).await {
+                    Ok(_) => r.locality_packs += 1,
+                    Err(Error::ObjectNotFound(_)) if !is_newest => {}
+                    Err(e) => r
+                        .problems
+                        .push(format!("checkpoint {}: {e}", checkpoint.id)),
                 }
             }
             for f in &manifest.files {

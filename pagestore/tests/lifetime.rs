@@ -191,7 +191,7 @@ async fn locality_keys(store: &PageStore) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn locality_packs_live_and_die_with_their_manifests() {
+async fn only_the_newest_checkpoint_keeps_its_locality_pack() {
     let tmp = tempfile::tempdir().unwrap();
     for (cfg, _garage) in backends(tmp.path()) {
         let store = PageStore::open(&cfg).await.unwrap();
@@ -214,14 +214,17 @@ async fn locality_packs_live_and_die_with_their_manifests() {
             let m = store.manifest(&r.checkpoint).await.unwrap();
             keys.push(LocalitySource::of(&m).unwrap().key);
         }
-        // gc keeps every locality pack a manifest names.
+        // Only the newest checkpoint keeps its locality pack: each commit dropped the one before.
+        assert_eq!(locality_keys(&store).await, keys[2..]);
+        // Its older checkpoints, whose manifests still name theirs, verify and gc cleanly.
+        assert!(store.verify().await.unwrap().ok());
         let report = store.gc().await.unwrap();
         assert_eq!(report.locality_deleted, 0);
-        assert_eq!(locality_keys(&store).await, keys);
+        assert_eq!(locality_keys(&store).await, keys[2..]);
 
-        // Retention drops a checkpoint's locality pack with its manifest.
+        // Retention keeps the newest checkpoint's locality pack.
         store.apply_retention("t", 2).await.unwrap();
-        assert_eq!(locality_keys(&store).await, keys[1..]);
+        assert_eq!(locality_keys(&store).await, keys[2..]);
 
         // A killed ingest's locality pack (no manifest names it) is swept by gc.
         let orphan = format!("locality/t/0000000009-{}.pack", "ab".repeat(32));
@@ -232,8 +235,16 @@ async fn locality_packs_live_and_die_with_their_manifests() {
             .unwrap();
         let report = store.gc().await.unwrap();
         assert_eq!(report.locality_deleted, 1);
-        assert_eq!(locality_keys(&store).await, keys[1..]);
+        assert_eq!(locality_keys(&store).await, keys[2..]);
         assert!(store.verify().await.unwrap().ok());
+
+        // The newest checkpoint's locality pack missing is a problem verify reports.
+        store.cold().delete(&keys[2]).await.unwrap();
+        let report = store.verify().await.unwrap();
+        assert!(
+            report.problems.len() == 1 && report.problems[0].contains(&keys[2]),
+            "{report:?}"
+        );
 
         // Forget takes the rest.
         store.forget("t").await.unwrap();
