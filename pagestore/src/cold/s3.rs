@@ -179,6 +179,42 @@ impl S3Storage {
             .map(|b| b.into_bytes().to_vec())
             .map_err(|e| self.error(op, key, 1, DisplayErrorContext(&e).to_string()))
     }
+
+    /// GETs `key`, or the HTTP `range` of it; `None` when the range starts past the object's end
+    /// (416). The body is read inside the retry so that a connection cut mid-body is retried too.
+    async fn get_object(&self, key: &str, range: Option<String>) -> Result<Option<Vec<u8>>> {
+        let full = self.full_key(key);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let out = self
+                .retry("GET", key, || {
+                    self.client
+                        .get_object()
+                        .bucket(&self.bucket)
+                        .key(&full)
+                        .set_range(range.clone())
+                        .send()
+                })
+                .await;
+            let out = match out {
+                Ok(o) => o,
+                Err(Error::Cold { ref message, .. })
+                    if range.is_some() && message.contains("InvalidRange") =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            };
+            match self.read_body("GET", key, out.body).await {
+                Ok(data) => return Ok(Some(data)),
+                Err(e) if attempt >= self.max_attempts => return Err(e),
+                Err(e) => {
+                    warn!(key, ranged = range.is_some(), error = %e, "S3 GET body failed; retrying")
+                }
+            }
+        }
+    }
 }
 
 /// Between half and all of `d`, so that many clients that failed together do not retry together.
@@ -207,64 +243,20 @@ impl ColdStorage for S3Storage {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let full = self.full_key(key);
-        // The body is read inside the retry so that a connection cut mid-body is retried too.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let out = self
-                .retry("GET", key, || {
-                    self.client
-                        .get_object()
-                        .bucket(&self.bucket)
-                        .key(&full)
-                        .send()
-                })
-                .await?;
-            match self.read_body("GET", key, out.body).await {
-                Ok(data) => return Ok(data),
-                Err(e) if attempt >= self.max_attempts => return Err(e),
-                Err(e) => warn!(key, error = %e, "S3 GET body failed; retrying"),
-            }
-        }
+        Ok(self.get_object(key, None).await?.unwrap_or_default())
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let full = self.full_key(key);
         let range = format!("bytes={}-{}", offset, offset + len - 1);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let out = self
-                .retry("GET", key, || {
-                    self.client
-                        .get_object()
-                        .bucket(&self.bucket)
-                        .key(&full)
-                        .range(&range)
-                        .send()
-                })
-                .await;
-            let out = match out {
-                Ok(o) => o,
-                // 416: the range starts at or past the end of the object.
-                Err(Error::Cold { ref message, .. }) if message.contains("InvalidRange") => {
-                    return Ok(Vec::new())
-                }
-                Err(e) => return Err(e),
-            };
-            match self.read_body("GET", key, out.body).await {
-                Ok(mut data) => {
-                    data.truncate(len as usize);
-                    return Ok(data);
-                }
-                Err(e) if attempt >= self.max_attempts => return Err(e),
-                Err(e) => warn!(key, error = %e, "S3 ranged GET body failed; retrying"),
-            }
-        }
+        let Some(mut data) = self.get_object(key, Some(range)).await? else {
+            // The range starts at or past the end of the object.
+            return Ok(Vec::new());
+        };
+        data.truncate(len as usize);
+        Ok(data)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
