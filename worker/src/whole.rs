@@ -25,6 +25,7 @@
 //! tenant's first lazy restore learns it.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -52,6 +53,22 @@ fn page_ids(manifest: &Manifest) -> Vec<PageId> {
 /// non-zero pages (whether this worker holds them all, the restore finds out).
 pub(crate) fn small_enough(manifest: &Manifest, below_mib: u64) -> bool {
     below_mib > 0 && ((page_ids(manifest).len() * PAGE_SIZE) as u64) < below_mib << 20
+}
+
+/// Whether a dump in `dir` is small enough to be restored whole (its page files, zero pages
+/// included, under `below_mib` MiB): its checkpoint is then kept in memory at ingest, where
+/// its next swap-in writes it out from.
+pub(crate) fn dump_small_enough(dir: &Path, below_mib: u64) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let bytes: u64 = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    below_mib > 0 && bytes < below_mib << 20
 }
 
 /// The bytes the image takes written out: its files, a zero page (a hole) excepted.
@@ -146,6 +163,17 @@ impl Worker {
 mod tests {
     use super::*;
     use pagestore::{FileContent, FileEntry};
+
+    #[test]
+    fn a_dump_is_small_enough_by_its_page_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("core-1.img"), vec![1u8; 2 << 20]).unwrap();
+        std::fs::write(dir.path().join("pages-1.img"), vec![1u8; 1 << 20]).unwrap();
+        assert!(dump_small_enough(dir.path(), 2), "only page files count");
+        assert!(!dump_small_enough(dir.path(), 1));
+        assert!(!dump_small_enough(dir.path(), 0));
+        assert!(!dump_small_enough(&dir.path().join("gone"), 32));
+    }
 
     #[test]
     fn page_ids_skip_zero_pages_repeats_and_inline_files_and_the_image_has_room_for_all() {
