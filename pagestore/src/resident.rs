@@ -7,7 +7,6 @@
 //! and the worker restoring a small checkpoint whole, which writes its image files out of
 //! these tiers (or learns that it cannot) before a plain `criu restore` reads them.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -68,27 +67,13 @@ impl PageStore {
     }
 
     /// Writes the files of `manifest` into `dir` (an existing directory without them) from the
-    /// memory and local tiers only, never the cold tier: `Ok(false)` if a page is on neither
-    /// (found before anything is written, unless the page leaves the local tier meanwhile; the
-    /// caller removes `dir` either way). Pages only on the local disk are checked against their
-    /// ids as they are read (a corrupt one is a miss) and kept in memory; every page in memory
-    /// was checked when it got there, and is written straight out of the tier (one copy, 1 MiB
-    /// per lock). Page files are sparse: a zero page is a hole. Blocking: call it off the async
-    /// runtime.
+    /// memory and local tiers only, never the cold tier: `Ok(false)` at the first page on
+    /// neither, with part of the image written (the caller removes `dir`). Pages in memory were
+    /// checked when they got there and are written straight out of the tier (one copy, 1 MiB per
+    /// lock); pages only on the local disk are checked against their ids as they are read (a
+    /// corrupt one is a miss) and brought into memory first. Page files are sparse: a zero page
+    /// is a hole. Blocking: call it off the async runtime.
     pub fn materialize_resident(&self, manifest: &Manifest, dir: &Path) -> Result<bool> {
-        // First the pages only the local tier has (a new generation's new pages, say) into
-        // memory, so that the writes below go straight out of the memory tier; a page on
-        // neither tier ends it before anything is written.
-        let mut seen = HashSet::new();
-        for id in manifest.files.iter().flat_map(|f| f.pages()) {
-            if id.is_zero() || !seen.insert(*id) || self.hot().contains(id) {
-                continue;
-            }
-            match self.read_local(id) {
-                Some(page) => self.hot().insert(*id, &page),
-                None => return Ok(false),
-            }
-        }
         for file in &manifest.files {
             let path = dir.join(&file.name);
             let io = |e| Error::io(&path, e);
@@ -127,14 +112,24 @@ impl PageStore {
         ids: &[PageId],
     ) -> std::io::Result<bool> {
         let present: Vec<PageId> = ids.iter().filter(|id| !id.is_zero()).copied().collect();
-        if let Some(written) = self
-            .hot()
-            .with_pages(&present, |pages| write_pages(out, size, first, ids, pages))
-        {
+        let mut write = |pages: &[&[u8]]| write_pages(out, size, first, ids, pages);
+        if let Some(written) = self.hot().with_pages(&present, &mut write) {
             return written.map(|()| true);
         }
-        // Evicted since they were looked for (a memory tier smaller than the image, or busy):
-        // owned copies.
+        // Some are only on the local disk: into memory with them, and again.
+        for id in &present {
+            if self.hot().contains(id) {
+                continue;
+            }
+            match self.read_local(id) {
+                Some(page) => self.hot().insert(*id, &page),
+                None => return Ok(false),
+            }
+        }
+        if let Some(written) = self.hot().with_pages(&present, &mut write) {
+            return written.map(|()| true);
+        }
+        // Evicted meanwhile (a memory tier smaller than a chunk, or busy): owned copies.
         let mut owned = Vec::with_capacity(present.len());
         for id in &present {
             let page = self.hot().get(id).or_else(|| {

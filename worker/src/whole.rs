@@ -24,12 +24,11 @@
 //! is left as it is: it is what the next lazy restore, from the cold tier, will use, and the
 //! tenant's first lazy restore learns it.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use pagestore::{FileContent, Manifest, PageId, PAGE_SIZE};
+use pagestore::{FileContent, Manifest, PAGE_SIZE};
 use tracing::{info, warn};
 
 use crate::daemon::{TenantRuntime, TenantSlot, Worker};
@@ -37,22 +36,17 @@ use crate::error::Result;
 use crate::image_tmpfs::ImageTmpfs;
 use crate::tenant::{SwapInReport, TenantState};
 
-/// The distinct non-zero pages of a checkpoint's paged files.
-fn page_ids(manifest: &Manifest) -> Vec<PageId> {
-    let mut seen = HashSet::new();
-    manifest
+/// Whether `manifest` is small enough to be restored whole: fewer than `below_mib` MiB of
+/// non-zero pages, counted as the image holds them (whether this worker holds them all, the
+/// restore finds out).
+pub(crate) fn small_enough(manifest: &Manifest, below_mib: u64) -> bool {
+    let pages = manifest
         .files
         .iter()
         .flat_map(|f| f.pages())
-        .filter(|id| !id.is_zero() && seen.insert(**id))
-        .copied()
-        .collect()
-}
-
-/// Whether `manifest` is small enough to be restored whole: fewer than `below_mib` MiB of
-/// non-zero pages (whether this worker holds them all, the restore finds out).
-pub(crate) fn small_enough(manifest: &Manifest, below_mib: u64) -> bool {
-    below_mib > 0 && ((page_ids(manifest).len() * PAGE_SIZE) as u64) < below_mib << 20
+        .filter(|id| !id.is_zero())
+        .count();
+    below_mib > 0 && ((pages * PAGE_SIZE) as u64) < below_mib << 20
 }
 
 /// Whether a dump in `dir` is small enough to be restored whole (its page files, zero pages
@@ -162,7 +156,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pagestore::{FileContent, FileEntry};
+    use pagestore::{FileEntry, PageId};
 
     #[test]
     fn a_dump_is_small_enough_by_its_page_files() {
@@ -176,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn page_ids_skip_zero_pages_repeats_and_inline_files_and_the_image_has_room_for_all() {
+    fn the_image_counts_repeats_but_no_zero_pages_and_has_room_for_its_small_files() {
         let (a, b) = (PageId([1; 32]), PageId([2; 32]));
         let m = Manifest {
             tenant: "t".into(),
@@ -200,10 +194,15 @@ mod tests {
                 },
             ],
         };
-        assert_eq!(page_ids(&m), vec![a, b]);
         // Written out, a repeated page takes its room twice, a zero page none.
         assert_eq!(image_bytes(&m), 4 * PAGE_SIZE as u64);
         assert!(small_enough(&m, 1));
+        let mut big = m.clone();
+        big.files[1].content = FileContent::Paged(vec![a; 256]);
+        assert!(
+            !small_enough(&big, 1),
+            "256 pages of 4 KiB are 1 MiB, not under it"
+        );
         assert!(!small_enough(&m, 0), "0 turns whole restores off");
     }
 }
