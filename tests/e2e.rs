@@ -567,6 +567,38 @@ fn a_small_local_checkpoint_is_restored_whole() {
     assert_eq!(http_get(port, "/inc").unwrap(), "3");
 }
 
+/// A whole restore writes the image out of this worker's tiers into a tmpfs of its own: pages
+/// only in the local tier (the memory tier emptied) are read back from it, every page checked,
+/// and the tmpfs is gone once the restore is done.
+#[test]
+fn a_whole_restore_writes_its_image_from_the_local_tier_and_keeps_none_of_it() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let port = add_counter(&p, "w");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    p.ok(&["tenant", "swap-out", "w"]);
+    p.ok(&["store", "evict", "--tier", "hot"]);
+    let whole = p.json(&["tenant", "swap-in", "w"]);
+    assert_eq!(whole["whole"], true, "{whole}");
+    assert_eq!(
+        http_get(port, "/inc").unwrap(),
+        "2",
+        "memory state survived"
+    );
+    assert!(
+        !p.home().join("tenants/w/criu/lazy-pages").exists(),
+        "no lazy-pages daemon ran"
+    );
+    // The next swap-out waits for the restore's tail (the unmount).
+    p.ok(&["tenant", "swap-out", "w"]);
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let home = p.home().to_string_lossy().to_string();
+    assert!(!mounts.contains(&home), "left mounted: {mounts}");
+    let left: Vec<_> = std::fs::read_dir(p.home().join("mnt/w")).unwrap().collect();
+    assert!(left.is_empty(), "image files left behind: {left:?}");
+}
+
 /// `pico bench restore` runs end to end and writes its results (a smoke run: the figures are
 /// measured by the benchmark itself, not asserted here).
 #[test]

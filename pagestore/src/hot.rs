@@ -78,6 +78,30 @@ impl HotTier {
         Some(slot.page.to_vec())
     }
 
+    /// Calls `f` with the bytes of every page of `ids`, in order, if the tier holds them all
+    /// (counted as hits), under one lock and without copying them; `None` otherwise, having
+    /// called nothing. For writing many pages straight out of the tier (a whole restore's image
+    /// files): every reader waits while `f` runs, so give it a bounded chunk.
+    pub fn with_pages<R>(&self, ids: &[PageId], f: impl FnOnce(&[&[u8]]) -> R) -> Option<R> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let mut clock = self.lock();
+        let mut slots = Vec::with_capacity(ids.len());
+        for id in ids {
+            slots.push(*clock.index.get(id)?);
+        }
+        for &i in &slots {
+            clock.slots[i].referenced = true;
+        }
+        let pages: Vec<&[u8]> = slots.iter().map(|&i| &*clock.slots[i].page).collect();
+        let out = f(&pages);
+        self.counters
+            .hits
+            .fetch_add(ids.len() as u64, Ordering::Relaxed);
+        Some(out)
+    }
+
     pub fn contains(&self, id: &PageId) -> bool {
         self.capacity > 0 && self.lock().index.contains_key(id)
     }
@@ -166,6 +190,24 @@ mod tests {
         assert_eq!(hot.counters.evictions.load(Ordering::Relaxed), 2);
         hot.clear();
         assert!(hot.is_empty() && hot.get(&pages[0].0).is_none());
+    }
+
+    #[test]
+    fn with_pages_lends_all_pages_in_order_or_none() {
+        let hot = HotTier::new(4 * PAGE_SIZE as u64);
+        let pages: Vec<_> = (1..=3).map(page).collect();
+        for (id, p) in &pages[..2] {
+            hot.insert(*id, p);
+        }
+        let ids = [pages[1].0, pages[0].0, pages[1].0];
+        let firsts = hot.with_pages(&ids, |got| got.iter().map(|p| p[0]).collect::<Vec<_>>());
+        assert_eq!(firsts, Some(vec![2, 1, 2]));
+        assert_eq!(hot.counters.hits.load(Ordering::Relaxed), 3);
+        let mut called = false;
+        assert!(hot
+            .with_pages(&[pages[0].0, pages[2].0], |_| called = true)
+            .is_none());
+        assert!(!called, "nothing is lent unless every page is held");
     }
 
     #[test]

@@ -71,6 +71,11 @@ pub struct IngestOptions {
     /// Pages to *also* store together, in this order, in one locality pack named by the
     /// manifest (see [`crate::locality`]); empty: none. The caller bounds its length.
     pub locality: Vec<crate::locality::PagePos>,
+    /// Also put every non-zero page of the checkpoint into the memory tier (named from the very
+    /// bytes it holds, so checked by construction), for a checkpoint expected to be read back
+    /// whole soon: a small tenant's, which its next swap-in writes out of memory. Done inline,
+    /// so for small checkpoints only.
+    pub keep_in_memory: bool,
 }
 
 /// Whether a file of a checkpoint is split into pages (true for CRIU's page files).
@@ -261,6 +266,7 @@ impl PageStore {
         };
         let mut files = Vec::with_capacity(inputs.len());
         let mut packing = Packing {
+            keep_in_memory: options.keep_in_memory,
             builder: PackBuilder::new(),
             seen: page::PageSet::default(),
             uploads: FuturesUnordered::new(),
@@ -378,6 +384,15 @@ impl PageStore {
                     new.push(i);
                 }
             }
+            if packing.keep_in_memory {
+                for (i, id) in chunk.ids.iter().enumerate() {
+                    // A last page cut short by the end of the file is left out.
+                    match chunk.data.get(i * PAGE_SIZE..(i + 1) * PAGE_SIZE) {
+                        Some(page) if !id.is_zero() => self.hot.insert(*id, page),
+                        _ => {}
+                    }
+                }
+            }
             report.pages_total += chunk.ids.len() as u64;
             report.pages_new += new.len() as u64;
             report.bytes_compressed += (new.len() * PAGE_SIZE) as u64;
@@ -469,6 +484,8 @@ type Upload<'a> = futures::future::BoxFuture<'a, Result<PackCommitted>>;
 /// The packing state of one ingest: the pack being filled, the pages this ingest already
 /// packed, and the full packs still uploading.
 struct Packing<'a> {
+    /// [`IngestOptions::keep_in_memory`].
+    keep_in_memory: bool,
     builder: PackBuilder,
     seen: page::PageSet,
     uploads: FuturesUnordered<Upload<'a>>,

@@ -4,12 +4,23 @@
 //! Two callers need an answer that never waits on the network: the pager's FUSE thread, which
 //! answers a read whose pages are all in memory on the spot instead of handing it to the async
 //! runtime (a restore makes hundreds of small reads, each of which otherwise pays a task hop),
-//! and the worker deciding whether a checkpoint can be restored whole from this machine.
+//! and the worker restoring a small checkpoint whole, which writes its image files out of
+//! these tiers (or learns that it cannot) before a plain `criu restore` reads them.
 
-use crate::manifest::{FileContent, FileEntry};
+use std::fs::{File, OpenOptions};
+use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::manifest::{FileContent, FileEntry, Manifest};
 use crate::page::{PageId, PAGE_SIZE};
 use crate::store::PageStore;
 use crate::tally::TierTally;
+
+/// Pages written per lock of the memory tier by [`PageStore::materialize_resident`] (1 MiB):
+/// bounds how long other readers of the tier wait.
+const WRITE_CHUNK: usize = 256;
 
 impl PageStore {
     /// `len` bytes at `offset` of `file` (short at the end of the file) if the file is inline or
@@ -55,22 +66,126 @@ impl PageStore {
         Some(out)
     }
 
-    /// Brings `ids` into the memory tier from the local tier where they are not there yet, never
-    /// reading the cold tier; `false` at the first page neither tier holds (the rest are not
-    /// looked at). Blocking (local-tier reads): call it off the async runtime.
-    pub fn promote_resident(&self, ids: &[PageId]) -> bool {
-        ids.iter().all(|id| {
-            id.is_zero()
-                || self.hot().contains(id)
-                || match self.read_local(id) {
-                    Some(page) => {
-                        self.hot().insert(*id, &page);
-                        true
+    /// Writes the files of `manifest` into `dir` (an existing directory without them) from the
+    /// memory and local tiers only, never the cold tier: `Ok(false)` at the first page on
+    /// neither, with part of the image written (the caller removes `dir`). Pages in memory were
+    /// checked when they got there and are written straight out of the tier (one copy, 1 MiB per
+    /// lock); pages only on the local disk are checked against their ids as they are read (a
+    /// corrupt one is a miss) and brought into memory first. Page files are sparse: a zero page
+    /// is a hole. Blocking: call it off the async runtime.
+    pub fn materialize_resident(&self, manifest: &Manifest, dir: &Path) -> Result<bool> {
+        for file in &manifest.files {
+            let path = dir.join(&file.name);
+            let io = |e| Error::io(&path, e);
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(file.mode & 0o7777)
+                .open(&path)
+                .map_err(io)?;
+            match &file.content {
+                FileContent::Inline(data) => out.write_all(data).map_err(io)?,
+                FileContent::Paged(pages) => {
+                    out.set_len(file.size).map_err(io)?;
+                    for (n, chunk) in pages.chunks(WRITE_CHUNK).enumerate() {
+                        let first = n * WRITE_CHUNK;
+                        if !self
+                            .write_resident_chunk(&mut out, file.size, first, chunk)
+                            .map_err(io)?
+                        {
+                            return Ok(false);
+                        }
                     }
-                    None => false,
                 }
-        })
+            }
+        }
+        Ok(true)
     }
+
+    /// Writes pages `first..first + ids.len()` of a paged file of `size` bytes into `out`;
+    /// `false` if a page is in neither the memory nor the local tier.
+    fn write_resident_chunk(
+        &self,
+        out: &mut File,
+        size: u64,
+        first: usize,
+        ids: &[PageId],
+    ) -> std::io::Result<bool> {
+        let present: Vec<PageId> = ids.iter().filter(|id| !id.is_zero()).copied().collect();
+        let mut write = |pages: &[&[u8]]| write_pages(out, size, first, ids, pages);
+        if let Some(written) = self.hot().with_pages(&present, &mut write) {
+            return written.map(|()| true);
+        }
+        // Some are only on the local disk: into memory with them, and again.
+        for id in &present {
+            if self.hot().contains(id) {
+                continue;
+            }
+            match self.read_local(id) {
+                Some(page) => self.hot().insert(*id, &page),
+                None => return Ok(false),
+            }
+        }
+        if let Some(written) = self.hot().with_pages(&present, &mut write) {
+            return written.map(|()| true);
+        }
+        // Evicted meanwhile (a memory tier smaller than a chunk, or busy): owned copies.
+        let mut owned = Vec::with_capacity(present.len());
+        for id in &present {
+            let page = self.hot().get(id).or_else(|| {
+                let page = self.read_local(id)?;
+                self.hot().insert(*id, &page);
+                Some(page)
+            });
+            match page {
+                Some(page) => owned.push(page),
+                None => return Ok(false),
+            }
+        }
+        let pages: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        write_pages(out, size, first, ids, &pages).map(|()| true)
+    }
+}
+
+/// Writes the non-zero pages among `ids` (pages `first..` of a file of `size` bytes), whose bytes
+/// are `pages` in order, each run of adjacent ones in one vectored write; zero pages stay holes.
+fn write_pages(
+    out: &mut File,
+    size: u64,
+    first: usize,
+    ids: &[PageId],
+    pages: &[&[u8]],
+) -> std::io::Result<()> {
+    let mut next = pages.iter();
+    let mut i = 0;
+    while i < ids.len() {
+        if ids[i].is_zero() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < ids.len() && !ids[i].is_zero() {
+            i += 1;
+        }
+        let offset = ((first + start) * PAGE_SIZE) as u64;
+        let mut left = size.saturating_sub(offset);
+        let mut run = Vec::with_capacity(i - start);
+        for page in next.by_ref().take(i - start) {
+            let n = left.min(page.len() as u64) as usize;
+            run.push(IoSlice::new(&page[..n]));
+            left -= n as u64;
+        }
+        out.seek(SeekFrom::Start(offset))?;
+        let mut slices = &mut run[..];
+        while !slices.is_empty() {
+            let n = out.write_vectored(slices)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut slices, n);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -110,17 +225,78 @@ mod tests {
         assert!(store
             .read_file_at_memory(&file, 0, 3 * PAGE_SIZE, None)
             .is_none());
-        // Nothing holds page b: promoting reports it missing and reads no cold tier.
-        assert!(!store.promote_resident(&[ida, PageId::ZERO, idb]));
-        // Once the local tier has it, promoting brings it into memory.
-        let (codec, encoded) = crate::codec::encode(&b);
-        store.local().unwrap().put(&idb, codec, &encoded).unwrap();
-        assert!(store.promote_resident(&[ida, idb]));
-        assert!(store.hot().contains(&idb));
+        store.hot().insert(idb, &b);
         let all = store
             .read_file_at_memory(&file, 0, 4 * PAGE_SIZE, None)
             .unwrap();
         assert_eq!(all.len(), 3 * PAGE_SIZE, "short at the end of the file");
         assert_eq!(&all[2 * PAGE_SIZE..], &b[..]);
+    }
+
+    #[tokio::test]
+    async fn resident_pages_are_written_out_sparse_and_a_corrupt_local_page_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PageStore::open(&StoreConfig::embedded(dir.path()))
+            .await
+            .unwrap();
+        let (a, b) = (page(1), page(2));
+        let (ida, idb, idc) = (PageId::of(&a), PageId::of(&b), PageId::of(&page(3)));
+        store.hot().insert(ida, &a);
+        let (codec, encoded) = crate::codec::encode(&b);
+        store.local().unwrap().put(&idb, codec, &encoded).unwrap();
+        // More pages than one write chunk, and a last page cut short by the file size.
+        let mut ids = vec![ida; super::WRITE_CHUNK];
+        ids.extend([PageId::ZERO, idb, ida]);
+        let size = (ids.len() * PAGE_SIZE - 100) as u64;
+        let manifest = crate::manifest::Manifest {
+            tenant: "t".into(),
+            generation: 1,
+            created_ms: 0,
+            parent: None,
+            packs: vec![],
+            locality: None,
+            files: vec![
+                FileEntry {
+                    name: "inventory.img".into(),
+                    mode: 0o600,
+                    size: 3,
+                    content: FileContent::Inline(vec![7, 8, 9]),
+                },
+                FileEntry {
+                    name: "pages-1.img".into(),
+                    mode: 0o600,
+                    size,
+                    content: FileContent::Paged(ids.clone()),
+                },
+            ],
+        };
+        let out = dir.path().join("image");
+        std::fs::create_dir(&out).unwrap();
+        assert!(store.materialize_resident(&manifest, &out).unwrap());
+        assert_eq!(std::fs::read(out.join("inventory.img")).unwrap(), [7, 8, 9]);
+        let mut want = Vec::new();
+        for id in &ids {
+            want.extend_from_slice(match id {
+                id if *id == ida => &a,
+                id if *id == idb => &b,
+                _ => &[0; PAGE_SIZE][..],
+            });
+        }
+        want.truncate(size as usize);
+        assert!(std::fs::read(out.join("pages-1.img")).unwrap() == want);
+        assert!(
+            store.hot().contains(&idb),
+            "the local page is now in memory"
+        );
+
+        // A local page that does not match its id is a miss: the image is not resident.
+        let (codec, encoded) = crate::codec::encode(&a);
+        store.local().unwrap().put(&idc, codec, &encoded).unwrap();
+        let mut damaged = manifest.clone();
+        damaged.files[1].content = FileContent::Paged(vec![ida, idc]);
+        let out = dir.path().join("damaged");
+        std::fs::create_dir(&out).unwrap();
+        assert!(!store.materialize_resident(&damaged, &out).unwrap());
+        assert!(!store.hot().contains(&idc));
     }
 }

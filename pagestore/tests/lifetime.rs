@@ -203,6 +203,7 @@ async fn only_the_newest_checkpoint_keeps_its_locality_pack() {
                     page,
                 })
                 .collect(),
+            ..Default::default()
         };
         let mut keys = Vec::new();
         for g in 0..3u64 {
@@ -265,6 +266,7 @@ async fn gc_sweeps_a_locality_pack_whose_manifest_was_deleted() {
                 file: "pages-1.img".into(),
                 page: 5,
             }],
+            ..Default::default()
         };
         let r = store.ingest_with("u", &d, &options).await.unwrap();
         assert_eq!(locality_keys(&store).await.len(), 1);

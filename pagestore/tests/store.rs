@@ -42,6 +42,34 @@ async fn ingest_then_materialize_is_byte_identical() {
     assert!(cold.verify().await.unwrap().ok());
 }
 
+/// An ingest asked to keep its checkpoint in memory puts every non-zero page there, new or
+/// already stored: the checkpoint is then written out from memory alone.
+#[tokio::test]
+async fn a_checkpoint_kept_in_memory_is_written_out_from_memory_alone() {
+    let home = tempfile::tempdir().unwrap();
+    let src = home.path().join("src");
+    write_image_dir(&src, &mixed_pages(300, 1), 1);
+    // No local tier: what memory lacks, only the cold tier has.
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    let first = store.ingest("web", &src).await.unwrap();
+    let manifest = store.manifest(&first.checkpoint).await.unwrap();
+    let out = home.path().join("out1");
+    std::fs::create_dir(&out).unwrap();
+    assert!(!store.materialize_resident(&manifest, &out).unwrap());
+
+    let keep = IngestOptions {
+        keep_in_memory: true,
+        ..Default::default()
+    };
+    let second = store.ingest_with("web", &src, &keep).await.unwrap();
+    assert_eq!(second.pages_new, 0, "every page was stored already");
+    let manifest = store.manifest(&second.checkpoint).await.unwrap();
+    let out = home.path().join("out2");
+    std::fs::create_dir(&out).unwrap();
+    assert!(store.materialize_resident(&manifest, &out).unwrap());
+    assert_same_dir(&src, &out);
+}
+
 #[tokio::test]
 async fn a_checkpoint_of_several_packs_and_chunks_reads_back_from_cold_alone() {
     // 5000 incompressible pages: ~20 MiB of packs (three packs) and three ingest chunks.
@@ -322,6 +350,7 @@ async fn two_generations_with_locality(
     store.ingest("t", &a).await.unwrap();
     let options = IngestOptions {
         locality: positions,
+        ..Default::default()
     };
     let report = store.ingest_with("t", &b, &options).await.unwrap();
     let manifest = store.manifest(&report.checkpoint).await.unwrap();

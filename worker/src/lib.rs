@@ -9,6 +9,7 @@ pub mod config;
 pub mod criu;
 pub mod daemon;
 mod error;
+mod image_tmpfs;
 mod kdat;
 pub mod lazy_gate;
 mod locality;

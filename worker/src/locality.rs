@@ -19,7 +19,8 @@ use crate::daemon::{TenantSlot, Worker};
 
 impl Worker {
     /// Ingests a dump, also storing its restore set (the tenant's current ActiveSet applied to
-    /// the dump's pagemaps, plus CRIU's own eager pages) in a locality pack when enabled.
+    /// the dump's pagemaps, plus CRIU's own eager pages) in a locality pack when enabled, and
+    /// keeping its pages in memory when it is small enough to be restored whole.
     pub(crate) async fn ingest_with_locality(
         &self,
         slot: &TenantSlot,
@@ -49,6 +50,8 @@ impl Worker {
                 "restore set of the new checkpoint"
             );
         }
+        options.keep_in_memory =
+            crate::whole::dump_small_enough(staging, self.config.whole_restore_below_mib);
         self.store.ingest_with(name, staging, &options).await
     }
 

@@ -236,12 +236,13 @@ impl Worker {
             // Decided before the ActiveSet is looked at: a whole restore does not use it (and a
             // tenant only ever restored whole has none to keep in memory; looking for it in the
             // cold tier on each swap-in cost ~44 ms through the latency proxy).
-            if crate::whole::eligible(&self.store, &manifest, self.config.whole_restore_below_mib)
-                .await
-            {
-                return self
-                    .swap_in_whole(&slot, &mut rt, &checkpoint, manifest, started)
-                    .await;
+            if crate::whole::small_enough(&manifest, self.config.whole_restore_below_mib) {
+                if let Some(report) = self
+                    .swap_in_whole(&slot, &mut rt, &checkpoint, &manifest, started)
+                    .await?
+                {
+                    return Ok(report);
+                }
             }
             let set = match (want_set, kept_set) {
                 (false, _) => Ok(None),
@@ -501,16 +502,23 @@ impl Worker {
 }
 
 impl Worker {
+    /// The directory a swap-in of tenant `name` mounts its image at, `mnt/NAME`, with nothing
+    /// mounted on it.
+    pub(crate) fn fresh_mountpoint(&self, name: &str) -> Result<PathBuf> {
+        let mountpoint = self.config.mounts_dir.join(name);
+        // A mount left behind by a crashed worker would make the new one fail.
+        let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        std::fs::create_dir_all(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
+        Ok(mountpoint)
+    }
+
     /// Mounts a checkpoint's image directory (FUSE, served from the store) at `mnt/NAME`.
     pub(crate) fn mount_checkpoint(
         &self,
         name: &str,
         manifest: pagestore::Manifest,
     ) -> Result<(pager::ImageMount, PathBuf)> {
-        let mountpoint = self.config.mounts_dir.join(name);
-        // A mount left behind by a crashed worker would make the new one fail.
-        let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
-        std::fs::create_dir_all(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
+        let mountpoint = self.fresh_mountpoint(name)?;
         let mount = pager::ImageMount::mount(
             self.store.clone(),
             manifest,

@@ -90,6 +90,8 @@ pub struct SwapInReport {
     /// The prefetch of the pages `criu restore` reads before the tenant runs.
     #[serde(default)]
     pub prefetch: pagestore::prefetch::PrefetchReport,
+    /// Until the image directory was ready: the checkpoint mounted (lazy), or written out to
+    /// its tmpfs (whole).
     pub mount_ms: u64,
     pub restore_ms: u64,
     pub total_ms: u64,
