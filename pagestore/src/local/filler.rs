@@ -27,6 +27,10 @@ use crate::pack::PackEntry;
 /// Packs queued for caching at most (each up to [`crate::pack::TARGET_PACK_BYTES`]).
 pub const QUEUE_PACKS: usize = 8;
 
+/// Pages cached per engine write (up to 1 MiB): small enough that an ingest starting meanwhile
+/// waits for at most one, large enough to keep the engine's per-write cost small.
+const BATCH_PAGES: usize = 256;
+
 /// One durable pack whose pages are to be cached.
 struct Job {
     pack: bytes::Bytes,
@@ -154,9 +158,6 @@ impl Pending {
 fn run(local: &dyn LocalTier, rx: Receiver<Job>, pending: &Pending) {
     lowest_priority();
     while let Ok(job) = rx.recv() {
-        // After the commit, or now if the queue is full (the ingest is then waiting for room) or
-        // someone waits for it to drain.
-        pending.wait_until(|s| s.ingests == 0 || s.packs >= QUEUE_PACKS || s.draining > 0);
         let pages: Vec<_> = job
             .entries
             .iter()
@@ -167,8 +168,14 @@ fn run(local: &dyn LocalTier, rx: Receiver<Job>, pending: &Pending) {
                 Some((e.id, e.codec, raw))
             })
             .collect();
-        if let Err(e) = local.put_many(&pages) {
-            warn!(error = %e, pages = pages.len(), "could not cache ingested pages locally");
+        for batch in pages.chunks(BATCH_PAGES) {
+            // After the commit, or now if the queue is full (the ingest is then waiting for room)
+            // or someone waits for it to drain. Asked again before every batch, so that an
+            // ingest that starts while a pack is being cached has the machine back within one.
+            pending.wait_until(|s| s.ingests == 0 || s.packs >= QUEUE_PACKS || s.draining > 0);
+            if let Err(e) = local.put_many(batch) {
+                warn!(error = %e, pages = batch.len(), "could not cache ingested pages locally");
+            }
         }
         pending.update(|s| s.packs = s.packs.saturating_sub(1));
     }
