@@ -269,21 +269,40 @@ async fn criu_eager(opts: &RestoreOptions, app: App) -> Result<ModeResult, Error
     app.prepare(port, opts.heap_mb)?;
     let images =
         Path::new("/dev/shm").join(format!("pico-bench-{}-{}", std::process::id(), app.name()));
+    // Whatever happens (a failed dump, restore or answer), neither the app nor its image in
+    // memory is left behind.
+    let measured = eager_runs(opts, app, &criu, &dir, &images, port, &mut pid).await;
+    kill_tree(pid);
+    let _ = std::fs::remove_dir_all(&images);
+    Ok(summarize(measured?))
+}
+
+/// The dump-then-restore rounds of [`criu_eager`], their first-answer times (the first round,
+/// a warm-up, left out); `pid` follows the app through its restores.
+async fn eager_runs(
+    opts: &RestoreOptions,
+    app: App,
+    criu: &worker::criu::Criu,
+    dir: &Path,
+    images: &Path,
+    port: u16,
+    pid: &mut u32,
+) -> Result<Vec<f64>, Error> {
     let mut samples = Vec::new();
     for run in 0..=opts.runs {
-        let _ = std::fs::remove_dir_all(&images);
-        std::fs::create_dir_all(&images).map_err(|e| Error::io(&images, e))?;
+        let _ = std::fs::remove_dir_all(images);
+        std::fs::create_dir_all(images).map_err(|e| Error::io(images, e))?;
         let work = dir.join("criu-work");
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
-        let tree = worker::tenant::process_tree(pid);
-        criu.dump(pid, &images, &work)
+        let tree = worker::tenant::process_tree(*pid);
+        criu.dump(*pid, images, &work)
             .await
             .map_err(|e| Error::Step("criu dump".into(), e.to_string()))?;
         tree.into_iter().for_each(reap);
         let started = Instant::now();
-        pid = criu
-            .restore(&images, &work, false)
+        *pid = criu
+            .restore(images, &work, false)
             .await
             .map_err(|e| Error::Step("criu restore".into(), e.to_string()))?;
         let ms = first_answer(app, port, started)?;
@@ -291,9 +310,7 @@ async fn criu_eager(opts: &RestoreOptions, app: App) -> Result<ModeResult, Error
             samples.push(ms);
         }
     }
-    kill_tree(pid);
-    let _ = std::fs::remove_dir_all(&images);
-    Ok(summarize(samples))
+    Ok(samples)
 }
 
 /// Kills and reaps an app's whole process tree.
