@@ -59,18 +59,8 @@ impl PageStore {
             self.cold.delete(&c.object_key()).await?;
             info!(tenant, generation = c.generation, checkpoint = %c.id, "retention: checkpoint dropped");
         }
-        if !old.is_empty() {
-            let kept: HashSet<u64> = self
-                .checkpoints()
-                .await?
-                .into_iter()
-                .filter(|c| c.tenant == tenant)
-                .map(|c| c.generation)
-                .collect();
-            let dropped: HashSet<u64> = old.iter().map(|c| c.generation).collect();
-            self.drop_locality(tenant, |g| dropped.contains(&g) && !kept.contains(&g))
-                .await;
-        }
+        // Their locality packs are gone already: each commit drops all but the newest
+        // checkpoint's (`crate::locality`), and gc sweeps any no manifest names.
         Ok(old)
     }
 

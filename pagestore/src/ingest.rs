@@ -142,15 +142,20 @@ impl Encoded {
     }
 }
 
+/// How many of `n` pages each core takes when they are spread over the cores, each core taking
+/// at least `min_per_core` (a thread costs more than a few pages' work).
+fn per_core(n: usize, min_per_core: usize) -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1)
+        .min(n.div_ceil(min_per_core).max(1));
+    n.div_ceil(cores).max(1)
+}
+
 /// Encodes the pages of `data` at `indices` on all cores, each core into one of `out` (cleared
 /// first; kept from chunk to chunk, so their memory is already mapped).
 fn encode_pages(data: &[u8], ids: &[PageId], indices: &[usize], out: &mut Vec<Encoded>) {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(indices.len().div_ceil(128).max(1));
-    let per = indices.len().div_ceil(threads).max(1);
-    let runs = indices.chunks(per);
+    let runs = indices.chunks(per_core(indices.len(), 128));
     out.resize_with(runs.len(), Encoded::default);
     std::thread::scope(|s| {
         for (run, encoded) in runs.zip(out.iter_mut()) {
@@ -219,8 +224,11 @@ impl PageStore {
             .ingest_generation(tenant, generation, parent.map(|p| p.id), dir, options)
             .instrument(span)
             .await?;
-        // The newest checkpoint's locality pack is the one the next restore reads.
-        self.drop_locality(tenant, |g| g < generation).await;
+        // The newest checkpoint's locality pack is the one the next restore reads (a first
+        // checkpoint has no older ones to drop).
+        if generation > 1 {
+            self.drop_locality(tenant, |g| g < generation).await;
+        }
         let keep = self.config.retention.keep_last;
         if keep > 0 {
             // The new checkpoint is committed; a failure here only delays the cleanup.
@@ -548,11 +556,7 @@ impl Chunk {
         let pages = len.div_ceil(PAGE_SIZE);
         self.ids.clear();
         self.ids.resize(pages, PageId::ZERO);
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(pages.div_ceil(256).max(1));
-        let per = pages.div_ceil(threads).max(1);
+        let per = per_core(pages, 256);
         let (file, path, offset) = (&self.file, &self.path, self.offset);
         std::thread::scope(|s| {
             let runs: Vec<_> = self

@@ -10,8 +10,8 @@
 //! The copy is an extra, never a dependency: the catalog does not list it (it lives under
 //! `locality/`, not `packs/`), every page stays findable in its ordinary pack, and a reader that
 //! cannot use the copy falls back to the ordinary path. The manifest names it
-//! ([`LocalityPack`]), so it is committed with the manifest, deleted by retention and forget
-//! with it, and swept by gc when no manifest names it (the leftover of a killed ingest).
+//! ([`LocalityPack`]), so it is committed with the manifest, deleted by forget with it, and
+//! swept by gc when no manifest names it (the leftover of a killed ingest).
 //!
 //! Only a tenant's newest checkpoint keeps its copy: the next restore reads that one, and a
 //! copy per retained checkpoint multiplied the duplication by the retention count. Once a new
