@@ -112,24 +112,14 @@ impl PageStore {
         ids: &[PageId],
     ) -> std::io::Result<bool> {
         let present: Vec<PageId> = ids.iter().filter(|id| !id.is_zero()).copied().collect();
-        let mut write = |pages: &[&[u8]]| write_pages(out, size, first, ids, pages);
-        if let Some(written) = self.hot().with_pages(&present, &mut write) {
+        let lent = self
+            .hot()
+            .with_pages(&present, |pages| write_pages(out, size, first, ids, pages));
+        if let Some(written) = lent {
             return written.map(|()| true);
         }
-        // Some are only on the local disk: into memory with them, and again.
-        for id in &present {
-            if self.hot().contains(id) {
-                continue;
-            }
-            match self.read_local(id) {
-                Some(page) => self.hot().insert(*id, &page),
-                None => return Ok(false),
-            }
-        }
-        if let Some(written) = self.hot().with_pages(&present, &mut write) {
-            return written.map(|()| true);
-        }
-        // Evicted meanwhile (a memory tier smaller than a chunk, or busy): owned copies.
+        // Some are only on the local disk (checked as read): owned copies, each brought into
+        // memory for the next restore.
         let mut owned = Vec::with_capacity(present.len());
         for id in &present {
             let page = self.hot().get(id).or_else(|| {
