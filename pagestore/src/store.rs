@@ -433,8 +433,13 @@ impl PageStore {
         Ok(manifest)
     }
 
-    /// Empties the memory tier (for cold-start measurements).
+    /// Empties the memory tier (for cold-start measurements), after any caching in the local
+    /// tier still under way: emptied before, the pages still queued for it would be on this
+    /// machine in neither tier, and the next read of them would go to the cold tier.
     pub fn evict_hot(&self) {
+        if let Some(f) = &self.filler {
+            f.wait_idle();
+        }
         self.hot.clear();
     }
 
