@@ -51,8 +51,9 @@ fn check(pico: &Pico, tmp: &Path, good: &[(String, PathBuf)], when: &str) {
     let out = pico.run(&["store", "verify"]);
     assert!(
         out.status.success(),
-        "verify failed {when}: {}",
-        String::from_utf8_lossy(&out.stdout)
+        "verify failed {when}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     for (id, src) in good {
         let dst = tmp.join("check");
