@@ -5,6 +5,7 @@
 //! wrote, whole blob files go stale together and are dropped without rewriting.
 
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use fjall::config::CompressionPolicy;
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions};
@@ -20,8 +21,53 @@ const MEMTABLE_BYTES: u64 = 16 << 20;
 pub(crate) struct FjallKv {
     path: PathBuf,
     db: Database,
+    /// Replaced, not emptied, by [`KvStore::clear`]: see there.
+    maps: RwLock<Maps>,
+}
+
+struct Maps {
     pages: Keyspace,
     order: Keyspace,
+}
+
+impl Maps {
+    fn get(&self, map: Map) -> &Keyspace {
+        match map {
+            Map::Pages => &self.pages,
+            Map::Order => &self.order,
+        }
+    }
+
+    fn get_mut(&mut self, map: Map) -> &mut Keyspace {
+        match map {
+            Map::Pages => &mut self.pages,
+            Map::Order => &mut self.order,
+        }
+    }
+}
+
+fn keyspace_name(map: Map) -> &'static str {
+    match map {
+        Map::Pages => "pages",
+        Map::Order => "order",
+    }
+}
+
+/// Opens (or creates) the keyspace that holds `map`.
+fn open_keyspace(db: &Database, map: Map) -> fjall::Result<Keyspace> {
+    match map {
+        Map::Pages => db.keyspace(keyspace_name(map), || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(MEMTABLE_BYTES)
+                .data_block_compression_policy(CompressionPolicy::disabled())
+                .with_kv_separation(Some(
+                    KvSeparationOptions::default().compression(CompressionType::None),
+                ))
+        }),
+        Map::Order => db.keyspace(keyspace_name(map), || {
+            KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+        }),
+    }
 }
 
 /// Whether `dir` holds a fjall database.
@@ -44,34 +90,22 @@ impl FjallKv {
             Err(e) => return Err(local_error(ENGINE, path, e)),
         };
         let err = |e| local_error(ENGINE, path, e);
-        let pages = db
-            .keyspace("pages", || {
-                KeyspaceCreateOptions::default()
-                    .max_memtable_size(MEMTABLE_BYTES)
-                    .data_block_compression_policy(CompressionPolicy::disabled())
-                    .with_kv_separation(Some(
-                        KvSeparationOptions::default().compression(CompressionType::None),
-                    ))
-            })
-            .map_err(err)?;
-        let order = db
-            .keyspace("order", || {
-                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
-            })
-            .map_err(err)?;
+        let pages = open_keyspace(&db, Map::Pages).map_err(err)?;
+        let order = open_keyspace(&db, Map::Order).map_err(err)?;
         Ok(Some(FjallKv {
             path: path.to_path_buf(),
             db,
-            pages,
-            order,
+            maps: RwLock::new(Maps { pages, order }),
         }))
     }
 
-    fn keyspace(&self, map: Map) -> &Keyspace {
-        match map {
-            Map::Pages => &self.pages,
-            Map::Order => &self.order,
-        }
+    /// A handle on the keyspace that holds `map` now (cheap: a reference count).
+    fn keyspace(&self, map: Map) -> Keyspace {
+        self.maps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(map)
+            .clone()
     }
 
     fn err(&self, e: fjall::Error) -> Error {
@@ -90,11 +124,12 @@ impl KvStore for FjallKv {
     }
 
     fn write_batch(&self, writes: &[Write<'_>]) -> Result<()> {
+        let maps = self.maps.read().unwrap_or_else(|p| p.into_inner());
         let mut batch = self.db.batch();
         for w in writes {
             match *w {
-                Write::Insert(map, k, v) => batch.insert(self.keyspace(map), k, v),
-                Write::Remove(map, k) => batch.remove(self.keyspace(map), k),
+                Write::Insert(map, k, v) => batch.insert(maps.get(map), k, v),
+                Write::Remove(map, k) => batch.remove(maps.get(map), k),
             }
         }
         batch.commit().map_err(|e| self.err(e))
@@ -135,8 +170,17 @@ impl KvStore for FjallKv {
         Ok((n, bytes))
     }
 
+    /// Deletes the keyspace and opens a fresh one under the same name. fjall's own
+    /// `Keyspace::clear` drops the tables from the current version without marking their files
+    /// deleted, so the disk is only given back when the database is next opened: a worker
+    /// evicting its local tier again and again (as `bench restore` does before each cold run)
+    /// filled the disk. A deleted keyspace's directory goes when its last handle does.
     fn clear(&self, map: Map) -> Result<()> {
-        self.keyspace(map).clear().map_err(|e| self.err(e))
+        let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
+        let old = maps.get(map).clone();
+        self.db.delete_keyspace(old).map_err(|e| self.err(e))?;
+        *maps.get_mut(map) = open_keyspace(&self.db, map).map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     fn flush(&self) -> Result<()> {

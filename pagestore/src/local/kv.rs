@@ -4,6 +4,7 @@
 //! It exists so that the cache logic ([`super::FifoTier`]) is written once and the engines (sled,
 //! fjall) can be compared under exactly the same semantics.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -63,7 +64,7 @@ pub(crate) fn local_error(
     }
 }
 
-/// Bytes of all files under `dir`.
+/// Bytes of disk the files under `dir` occupy.
 pub fn dir_bytes(dir: &Path) -> Result<u64> {
     let mut total = 0;
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
@@ -73,7 +74,8 @@ pub fn dir_bytes(dir: &Path) -> Result<u64> {
         total += if meta.is_dir() {
             dir_bytes(&entry.path())?
         } else {
-            meta.len()
+            // Allocated, not apparent, size: engines free space by punching holes.
+            meta.blocks() * 512
         };
     }
     Ok(total)
