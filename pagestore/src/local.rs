@@ -70,6 +70,25 @@ pub fn open(config: &LocalConfig) -> Result<Option<Box<dyn LocalTier>>> {
         );
         std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
     }
+    match open_engine(config) {
+        Err(e) if path.exists() => {
+            // A cache: every page in it is in the cold tier too. One the engine cannot open
+            // (damaged by a crash, a full disk, a bug) is started afresh, not a reason to stop.
+            warn!(
+                path = %path.display(),
+                engine = %config.engine,
+                error = %e,
+                "the local tier cannot be opened; emptying it and starting afresh"
+            );
+            std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
+            open_engine(config)
+        }
+        opened => opened,
+    }
+}
+
+fn open_engine(config: &LocalConfig) -> Result<Option<Box<dyn LocalTier>>> {
+    let path = &config.path;
     Ok(match config.engine {
         LocalEngine::Sled => SledKv::open(path)?
             .map(|kv| FifoTier::open(kv, LocalEngine::Sled, config.max_bytes))
@@ -409,6 +428,36 @@ mod tests {
             assert!(t.get(&PageId([29; 32])).unwrap().is_none());
             assert!(t.get(&PageId([31; 32])).unwrap().is_some());
         });
+    }
+
+    #[test]
+    fn a_cache_the_engine_cannot_open_is_started_afresh() {
+        each_engine(|engine, path| {
+            let t = open_owned(path, engine, 1 << 20).unwrap();
+            t.put(&PageId([1; 32]), Codec::Raw, b"page").unwrap();
+            t.flush().unwrap();
+            drop(t);
+            damage_every_file(path);
+            let t = open_owned(path, engine, 1 << 20).unwrap();
+            assert_eq!(t.usage().unwrap(), (0, 0), "{engine}");
+            t.put(&PageId([2; 32]), Codec::Raw, b"again").unwrap();
+            assert_eq!(
+                t.get(&PageId([2; 32])).unwrap(),
+                Some((Codec::Raw, b"again".to_vec()))
+            );
+        });
+    }
+
+    fn damage_every_file(dir: &Path) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                damage_every_file(&path);
+            } else {
+                let len = std::fs::metadata(&path).unwrap().len().max(64);
+                std::fs::write(&path, vec![0xa5; len as usize]).unwrap();
+            }
+        }
     }
 
     #[test]

@@ -101,13 +101,16 @@ impl PageStore {
         }
         if let Some(local) = self.local() {
             let mut bad = Vec::new();
-            local.for_each(&mut |id, codec, data| {
+            let read = local.for_each(&mut |id, codec, data| {
                 r.local_pages += 1;
                 if let Err(e) = decode_verified(&id, codec, data, Tier::Local, "local") {
                     bad.push(e.to_string());
                 }
-            })?;
+            });
             r.problems.extend(bad);
+            if let Err(e) = read {
+                r.problems.push(format!("local tier unreadable: {e}"));
+            }
         }
         Ok(r)
     }
