@@ -9,6 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -66,31 +67,36 @@ impl PageStore {
         Some(out)
     }
 
-    /// Writes the files of `manifest` into `dir` (an existing directory without them) from the
-    /// memory and local tiers only, never the cold tier: `Ok(false)` at the first page on
-    /// neither, with part of the image written (the caller removes `dir`). Pages in memory were
-    /// checked when they got there and are written straight out of the tier (one copy, 1 MiB per
-    /// lock); pages only on the local disk are checked against their ids as they are read (a
-    /// corrupt one is a miss) and brought into memory first. Page files are sparse: a zero page
-    /// is a hole. Blocking: call it off the async runtime.
+    /// Writes the files of `manifest` into `dir` (an existing directory) from the memory and
+    /// local tiers only, never the cold tier: `Ok(false)` at the first page on neither, with part
+    /// of the image written. Pages in memory were checked when they got there and are written
+    /// straight out of the tier (one copy, 1 MiB per lock); pages only on the local disk are
+    /// checked against their ids as they are read (a corrupt one is a miss) and brought into
+    /// memory first. Page files are sparse: a zero page is a hole.
+    ///
+    /// A file of the same name already in `dir` (an earlier image's) is overwritten in place and
+    /// cut to size, so on tmpfs its memory is used again instead of being freed and allocated
+    /// anew; its mode is left as it was. Blocking: call it off the async runtime.
     pub fn materialize_resident(&self, manifest: &Manifest, dir: &Path) -> Result<bool> {
         for file in &manifest.files {
             let path = dir.join(&file.name);
             let io = |e| Error::io(&path, e);
             let mut out = OpenOptions::new()
                 .write(true)
-                .create_new(true)
+                .create(true)
+                .truncate(matches!(file.content, FileContent::Inline(_)))
                 .mode(file.mode & 0o7777)
                 .open(&path)
                 .map_err(io)?;
             match &file.content {
                 FileContent::Inline(data) => out.write_all(data).map_err(io)?,
                 FileContent::Paged(pages) => {
+                    let reused = out.metadata().map_err(io)?.len() > 0;
                     out.set_len(file.size).map_err(io)?;
                     for (n, chunk) in pages.chunks(WRITE_CHUNK).enumerate() {
                         let first = n * WRITE_CHUNK;
                         if !self
-                            .write_resident_chunk(&mut out, file.size, first, chunk)
+                            .write_resident_chunk(&mut out, file.size, first, chunk, reused)
                             .map_err(io)?
                         {
                             return Ok(false);
@@ -102,15 +108,20 @@ impl PageStore {
         Ok(true)
     }
 
-    /// Writes pages `first..first + ids.len()` of a paged file of `size` bytes into `out`;
-    /// `false` if a page is in neither the memory nor the local tier.
+    /// Writes pages `first..first + ids.len()` of a paged file of `size` bytes into `out`
+    /// (`reused`: the file held other bytes before); `false` if a page is in neither the memory
+    /// nor the local tier.
     fn write_resident_chunk(
         &self,
         out: &mut File,
         size: u64,
         first: usize,
         ids: &[PageId],
+        reused: bool,
     ) -> std::io::Result<bool> {
+        if reused {
+            punch_zero_pages(out, size, first, ids)?;
+        }
         let present: Vec<PageId> = ids.iter().filter(|id| !id.is_zero()).copied().collect();
         let lent = self
             .hot()
@@ -135,6 +146,37 @@ impl PageStore {
         let pages: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
         write_pages(out, size, first, ids, &pages).map(|()| true)
     }
+}
+
+/// Makes holes of the zero pages among `ids` (pages `first..` of a file of `size` bytes), one
+/// call per run, where a reused file may still hold an earlier image's bytes.
+fn punch_zero_pages(out: &File, size: u64, first: usize, ids: &[PageId]) -> std::io::Result<()> {
+    let mut i = 0;
+    while i < ids.len() {
+        if !ids[i].is_zero() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < ids.len() && ids[i].is_zero() {
+            i += 1;
+        }
+        let offset = ((first + start) * PAGE_SIZE) as u64;
+        let len = (((i - start) * PAGE_SIZE) as u64).min(size.saturating_sub(offset));
+        // SAFETY: fallocate(2) on an open file descriptor, with integer arguments.
+        let rc = unsafe {
+            libc::fallocate(
+                out.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Writes the non-zero pages among `ids` (pages `first..` of a file of `size` bytes), whose bytes
@@ -278,6 +320,21 @@ mod tests {
             store.hot().contains(&idb),
             "the local page is now in memory"
         );
+
+        // Another image written over this one: files overwritten in place and cut to size, a
+        // zero page where a page was before reads as zeros, a shorter inline file is whole.
+        let mut over = manifest.clone();
+        over.files[0].content = FileContent::Inline(vec![5]);
+        over.files[0].size = 1;
+        let ids2 = vec![idb, PageId::ZERO, ida];
+        over.files[1].content = FileContent::Paged(ids2);
+        over.files[1].size = (3 * PAGE_SIZE) as u64;
+        assert!(store.materialize_resident(&over, &out).unwrap());
+        assert_eq!(std::fs::read(out.join("inventory.img")).unwrap(), [5]);
+        let mut want = b.clone();
+        want.extend_from_slice(&[0; PAGE_SIZE]);
+        want.extend_from_slice(&a);
+        assert!(std::fs::read(out.join("pages-1.img")).unwrap() == want);
 
         // A local page that does not match its id is a miss: the image is not resident.
         let (codec, encoded) = crate::codec::encode(&a);

@@ -19,6 +19,7 @@ use crate::protocol::{Request, Response};
 use crate::tenant::{
     disable_aslr, process_alive, TenantDirs, TenantInfo, TenantState, DETERMINISTIC_ENV,
 };
+use crate::whole_staging::WholeStaging;
 
 /// A tenant as the running worker holds it.
 pub(crate) struct TenantSlot {
@@ -48,6 +49,7 @@ pub struct Worker {
     pub(crate) store: Arc<PageStore>,
     pub(crate) criu: Criu,
     tenants: std::sync::Mutex<BTreeMap<String, Arc<TenantSlot>>>,
+    pub(crate) whole_staging: WholeStaging,
 }
 
 /// Runs the worker until SIGINT or SIGTERM. Tenants keep running when it stops; the next worker
@@ -96,7 +98,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         };
         let restoring = slot.runtime.lock().await.restoring.take();
         if let Some(restoring) = restoring {
-            info!(tenant = %name, "waiting for its lazy restore to finish");
+            info!(tenant = %name, "waiting for its restore to finish");
             if tokio::time::timeout(crate::swap::LAZY_COPY_LIMIT, restoring)
                 .await
                 .is_err()
@@ -158,6 +160,10 @@ impl Worker {
             );
         }
         Ok(Worker {
+            whole_staging: WholeStaging::new(
+                config.mounts_dir.join(".whole"),
+                config.whole_restore_below_mib << 20,
+            ),
             config,
             store,
             criu,

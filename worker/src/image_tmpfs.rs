@@ -1,5 +1,6 @@
-//! A tmpfs of its own for the image files of one whole restore, mounted for the restore and
-//! unmounted right after it, so that no memory stays held between restores.
+//! A tmpfs bounded to an image's size, with huge pages, for the image files of whole restores:
+//! the worker's staging tmpfs (`whole_staging.rs`, kept mounted), or one mounted for a single
+//! restore that finds the staging tmpfs busy and unmounted right after it.
 //!
 //! **Why not the pager's FUSE mount.** `criu restore` from the FUSE view of a checkpoint pays a
 //! round trip through the worker for every read: nginx's worker process compares its ~240

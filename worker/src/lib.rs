@@ -17,6 +17,7 @@ pub mod protocol;
 pub mod swap;
 pub mod tenant;
 mod whole;
+mod whole_staging;
 
 pub use config::{ActiveSetInstall, WorkerConfig};
 pub use daemon::run;

@@ -35,6 +35,7 @@ use crate::daemon::{TenantRuntime, TenantSlot, Worker};
 use crate::error::Result;
 use crate::image_tmpfs::ImageTmpfs;
 use crate::tenant::{SwapInReport, TenantState};
+use crate::whole_staging::ImageDir;
 
 /// Whether `manifest` is small enough to be restored whole: fewer than `below_mib` MiB of
 /// non-zero pages, counted as the image holds them (whether this worker holds them all, the
@@ -91,36 +92,39 @@ impl Worker {
         manifest: &Manifest,
         started: Instant,
     ) -> Result<Option<SwapInReport>> {
-        let mountpoint = self.fresh_mountpoint(&checkpoint.tenant)?;
-        let tmpfs = ImageTmpfs::mount(&mountpoint, image_bytes(manifest))?;
+        let image = match self.whole_staging.take(manifest) {
+            Some(staged) => staged,
+            None => {
+                let mountpoint = self.fresh_mountpoint(&checkpoint.tenant)?;
+                ImageDir::Own(ImageTmpfs::mount(&mountpoint, image_bytes(manifest))?)
+            }
+        };
         let store = self.store.clone();
-        let (image, dir) = (manifest.clone(), mountpoint.clone());
+        let (written_image, dir) = (manifest.clone(), image.path().to_path_buf());
         let written =
-            tokio::task::spawn_blocking(move || store.materialize_resident(&image, &dir)).await;
-        match written {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
-                info!("not every page is on this worker: restoring lazily");
-                tmpfs.unmount()?;
-                return Ok(None);
-            }
-            Ok(Err(e)) => {
-                warn!(error = %e, "could not write the image out: restoring lazily");
-                tmpfs.unmount()?;
-                return Ok(None);
-            }
-            Err(e) => {
-                warn!(error = %e, "image writer failed: restoring lazily");
-                tmpfs.unmount()?;
-                return Ok(None);
-            }
+            tokio::task::spawn_blocking(move || store.materialize_resident(&written_image, &dir))
+                .await;
+        let not_written = match written {
+            Ok(Ok(true)) => None,
+            Ok(Ok(false)) => Some("not every page is on this worker".to_string()),
+            Ok(Err(e)) => Some(format!("could not write the image out: {e}")),
+            Err(e) => Some(format!("image writer failed: {e}")),
+        };
+        if let Some(why) = not_written {
+            info!(why, "restoring lazily");
+            image.release()?;
+            return Ok(None);
         }
         let mount_ms = started.elapsed().as_millis() as u64;
         let work = slot.dirs.criu_work("restore");
         crate::swap::fresh_dir(&work)?;
-        let restored = self.criu.restore(tmpfs.path(), &work, false).await;
-        // CRIU has read everything it needs: the tenant holds nothing of the image.
-        let unmounted = tokio::task::spawn_blocking(move || tmpfs.unmount());
+        let restored = self.criu.restore(image.path(), &work, false).await;
+        // CRIU has read everything it needs: the tenant holds nothing of the image. The kept
+        // tmpfs is free for the next restore at once; a tmpfs of its own unmounts behind.
+        let released = match image {
+            ImageDir::Staged(_) => None,
+            own => Some(tokio::task::spawn_blocking(move || own.release())),
+        };
         let pid = restored?;
         let total_ms = started.elapsed().as_millis() as u64;
         let report = SwapInReport {
@@ -136,18 +140,30 @@ impl Worker {
         };
         *slot.last_fill.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *slot.last_reads.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let tenant = checkpoint.tenant.clone();
-        rt.restoring = Some(tokio::spawn(async move {
-            match unmounted.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(tenant, error = %e, "unmount failed"),
-                Err(e) => warn!(tenant, error = %e, "unmount task failed"),
-            }
-        }));
         rt.info.state = TenantState::Running;
         rt.info.pid = Some(pid);
         rt.info.last_swap_in = Some(report.clone());
-        rt.info.save(&slot.dirs)?;
+        // The tenant runs: its state is written behind the reply (~0.5 ms off every swap-in).
+        // A swap-out or removal waits for this task before it writes the state again.
+        let (info, dirs, tenant) = (
+            rt.info.clone(),
+            slot.dirs.clone(),
+            checkpoint.tenant.clone(),
+        );
+        rt.restoring = Some(tokio::spawn(async move {
+            if let Some(released) = released {
+                match released.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(tenant, error = %e, "unmount failed"),
+                    Err(e) => warn!(tenant, error = %e, "unmount task failed"),
+                }
+            }
+            match tokio::task::spawn_blocking(move || info.save(&dirs)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(tenant, error = %e, "could not save the tenant's state"),
+                Err(e) => warn!(tenant, error = %e, "state writer failed"),
+            }
+        }));
         info!(pid, total_ms, "swapped in whole");
         Ok(Some(report))
     }
