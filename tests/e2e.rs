@@ -337,7 +337,12 @@ fn rm_during_a_swap_in_leaves_nothing_behind() {
     p.ok(&["tenant", "rm", "a"]);
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     let home = p.home().to_string_lossy().to_string();
-    assert!(!mounts.contains(&home), "left mounted: {mounts}");
+    let staging = format!("{home}/mnt/.whole");
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(&home) && l.split(' ').nth(1) != Some(staging.as_str()))
+        .collect();
+    assert!(left.is_empty(), "left mounted: {left:?}");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     assert!(!is_listening(port));
 }
@@ -551,8 +556,8 @@ fn a_small_local_checkpoint_is_restored_whole() {
     );
     p.ok(&["tenant", "swap-out", "a"]);
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    let home = p.home().to_string_lossy().to_string();
-    assert!(!mounts.contains(&home), "left mounted: {mounts}");
+    let own = format!("{} ", p.home().join("mnt/a").display());
+    assert!(!mounts.contains(&own), "left mounted: {mounts}");
     assert_eq!(
         p.json(&["tenant", "activeset", "a"])["restores"],
         0,
@@ -567,14 +572,15 @@ fn a_small_local_checkpoint_is_restored_whole() {
     assert_eq!(http_get(port, "/inc").unwrap(), "3");
 }
 
-/// A whole restore writes the image out of this worker's tiers into a tmpfs of its own: pages
-/// only in the local tier (the memory tier emptied) are read back from it, every page checked,
-/// and the tmpfs is gone once the restore is done.
+/// A whole restore writes the image out of this worker's tiers into its staging tmpfs: pages
+/// only in the local tier (the memory tier emptied) are read back from it, every page checked.
+/// The staging tmpfs is the only thing left mounted, bounded to `whole_restore_below_mib` (and
+/// a little room), and the worker unmounts it when it stops.
 #[test]
-fn a_whole_restore_writes_its_image_from_the_local_tier_and_keeps_none_of_it() {
+fn a_whole_restore_writes_its_image_from_the_local_tier_and_holds_only_the_staging_tmpfs() {
     let _serial = testkit::criu_lock();
     let p = pico();
-    let _worker = p.start_worker();
+    let mut worker = p.start_worker();
     let port = add_counter(&p, "w");
     assert_eq!(http_get(port, "/inc").unwrap(), "1");
     p.ok(&["tenant", "swap-out", "w"]);
@@ -590,13 +596,35 @@ fn a_whole_restore_writes_its_image_from_the_local_tier_and_keeps_none_of_it() {
         !p.home().join("tenants/w/criu/lazy-pages").exists(),
         "no lazy-pages daemon ran"
     );
-    // The next swap-out waits for the restore's tail (the unmount).
     p.ok(&["tenant", "swap-out", "w"]);
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     let home = p.home().to_string_lossy().to_string();
-    assert!(!mounts.contains(&home), "left mounted: {mounts}");
-    let left: Vec<_> = std::fs::read_dir(p.home().join("mnt/w")).unwrap().collect();
+    let ours = || -> Vec<String> {
+        std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&home))
+            .map(str::to_string)
+            .collect()
+    };
+    let mounted = ours();
+    let staging = format!("{home}/mnt/.whole");
+    assert!(
+        mounted.len() == 1 && mounted[0].split(' ').nth(1) == Some(staging.as_str()),
+        "only the staging tmpfs stays mounted: {mounted:?}"
+    );
+    // 32 MiB (the default `whole_restore_below_mib`) and 1 MiB of room for small files.
+    assert!(
+        mounted[0].contains(&format!("size={}k", (33 << 20) / 1024)),
+        "bounded: {mounted:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(p.home().join("mnt/w"))
+        .into_iter()
+        .flatten()
+        .collect();
     assert!(left.is_empty(), "image files left behind: {left:?}");
+    p.ok(&["tenant", "rm", "w"]);
+    worker.stop();
+    assert!(ours().is_empty(), "left mounted: {:?}", ours());
 }
 
 /// `pico bench restore` runs end to end and writes its results (a smoke run: the figures are

@@ -107,6 +107,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
             }
         }
     }
+    worker.whole_staging.unmount().await;
     info!("worker stopping; tenants keep their state");
     let _ = std::fs::remove_file(&worker.config.socket);
     Ok(())

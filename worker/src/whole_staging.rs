@@ -74,6 +74,15 @@ impl WholeStaging {
         Some(ImageDir::Staged(held))
     }
 
+    /// Unmounts it (the worker is stopping), once no restore holds it.
+    pub async fn unmount(&self) {
+        if let Some(tmpfs) = self.mount.lock().await.take() {
+            if let Err(e) = tmpfs.unmount() {
+                warn!(error = %e, "could not unmount the staging tmpfs");
+            }
+        }
+    }
+
     fn mount_fresh(&self) -> Result<ImageTmpfs> {
         // One left by a crashed worker would hide the new one.
         let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
