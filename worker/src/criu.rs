@@ -90,6 +90,14 @@ impl Criu {
         &self.version
     }
 
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    pub fn log_level(&self) -> u8 {
+        self.log_level
+    }
+
     fn command(&self, action: &str, images: &Path, work: &Path, log: &str) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg(action)

@@ -14,6 +14,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::WorkerConfig;
 use crate::criu::{log_tail, Criu};
+use crate::criu_swrk::CriuSpares;
 use crate::error::{Error, Result};
 use crate::protocol::{Request, Response};
 use crate::tenant::{
@@ -50,6 +51,8 @@ pub struct Worker {
     pub(crate) criu: Criu,
     tenants: std::sync::Mutex<BTreeMap<String, Arc<TenantSlot>>>,
     pub(crate) whole_staging: WholeStaging,
+    /// `None` with `warm_criu = false`.
+    pub(crate) criu_spares: Option<CriuSpares>,
 }
 
 /// Runs the worker until SIGINT or SIGTERM. Tenants keep running when it stops; the next worker
@@ -161,6 +164,7 @@ impl Worker {
             );
         }
         Ok(Worker {
+            criu_spares: config.warm_criu.then(|| CriuSpares::start(criu.bin())),
             whole_staging: WholeStaging::new(
                 config.mounts_dir.join(".whole"),
                 config.whole_restore_below_mib << 20,

@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod criu;
+mod criu_rpc;
+mod criu_swrk;
 pub mod daemon;
 mod error;
 mod image_tmpfs;
