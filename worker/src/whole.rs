@@ -120,14 +120,12 @@ impl Worker {
         let written =
             tokio::task::spawn_blocking(move || store.materialize_resident(&written_image, &dir))
                 .await;
-        let not_written = match written {
-            Ok(Ok(true)) => None,
-            Ok(Ok(false)) => Some("not every page is on this worker".to_string()),
-            Ok(Err(e)) => Some(format!("could not write the image out: {e}")),
-            Err(e) => Some(format!("image writer failed: {e}")),
-        };
-        if let Some(why) = not_written {
-            info!(why, "restoring lazily");
+        if !matches!(written, Ok(Ok(true))) {
+            match written {
+                Ok(Err(e)) => warn!(error = %e, "could not write the image out: restoring lazily"),
+                Err(e) => warn!(error = %e, "image writer failed: restoring lazily"),
+                _ => info!("not every page is on this worker: restoring lazily"),
+            }
             image.release()?;
             return Ok(None);
         }

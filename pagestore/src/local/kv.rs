@@ -44,7 +44,8 @@ pub(crate) trait KvStore: Send + Sync + 'static {
     fn for_each(&self, map: Map, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<()>;
     /// Number of entries and bytes of their values.
     fn count_values(&self, map: Map) -> Result<(u64, u64)>;
-    fn clear(&self, map: Map) -> Result<()>;
+    /// Empties every map and gives their disk back.
+    fn clear(&self) -> Result<()>;
     /// Makes what was written durable.
     fn flush(&self) -> Result<()>;
     /// Bytes the engine occupies on disk (for the benchmark).

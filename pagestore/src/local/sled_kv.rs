@@ -134,8 +134,12 @@ impl KvStore for SledKv {
         Ok((n, bytes))
     }
 
-    fn clear(&self, map: Map) -> Result<()> {
-        self.tree(map).clear().map_err(|e| self.err(e))
+    /// sled reuses the freed space for later writes (a file that stays at its high-water mark).
+    fn clear(&self) -> Result<()> {
+        for map in [Map::Pages, Map::Order] {
+            self.tree(map).clear().map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<()> {
