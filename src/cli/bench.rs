@@ -142,6 +142,10 @@ pub enum BenchCommand {
         /// Read the restore set from the ordinary packs, not from locality packs (comparison).
         #[arg(long)]
         no_locality_pack: bool,
+        /// Milliseconds from the start of each checkpoint to its measured restore, in every
+        /// mode (a swapped-out tenant is idle before it is woken).
+        #[arg(long, default_value_t = 1000)]
+        idle_ms: u64,
         /// Output directory (results.json, restore.svg, README.md).
         #[arg(long, default_value = "bench-results/restore")]
         out: PathBuf,
@@ -289,6 +293,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             link,
             keep_work,
             no_locality_pack,
+            idle_ms,
             out,
         } => {
             let apps = apps
@@ -355,6 +360,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                     .transpose()?,
                 work: work.clone(),
                 locality_pack: !no_locality_pack,
+                idle: std::time::Duration::from_millis(idle_ms),
             };
             let result = restore::run(&opts).await;
             drop(_proxy);
