@@ -34,7 +34,8 @@ cleanup() {
 trap cleanup EXIT
 
 say "starting pico worker run (home $H)"
-pico worker run >"$H/worker.log" 2>&1 &
+# Started directly (not through the `pico` function), so that WORKER_PID is the worker itself.
+"$PICO_BIN" --home "$H" worker run >"$H/worker.log" 2>&1 &
 WORKER_PID=$!
 for _ in $(seq 100); do [ -S "$H/worker.sock" ] && break; sleep 0.1; done
 [ -S "$H/worker.sock" ] || { cat "$H/worker.log"; exit 1; }
