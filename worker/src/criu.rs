@@ -90,11 +90,11 @@ impl Criu {
         &self.version
     }
 
-    pub fn bin(&self) -> &Path {
+    pub(crate) fn bin(&self) -> &Path {
         &self.bin
     }
 
-    pub fn log_level(&self) -> u8 {
+    pub(crate) fn log_level(&self) -> u8 {
         self.log_level
     }
 
@@ -124,7 +124,8 @@ impl Criu {
         Err(self.failure(op, out.status.to_string(), work, log, &out.stderr))
     }
 
-    fn failure(
+    /// The error for a run that ended badly, with the tail of its log.
+    pub(crate) fn failure(
         &self,
         op: &'static str,
         status: String,

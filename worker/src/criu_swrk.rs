@@ -15,7 +15,7 @@
 //! then run as `criu restore` ([`crate::criu::Criu::restore`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
@@ -23,8 +23,12 @@ use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use tokio::process::{Child, Command};
 use tracing::{debug, warn};
 
+use crate::criu::Criu;
 use crate::criu_rpc::{RestoreRequest, RestoreResponse};
 use crate::error::{Error, Result};
+
+/// The restore's log in its work directory, as `criu restore` names it.
+const LOG_FILE: &str = "restore.log";
 
 /// CRIU's RPC messages are small; a response never comes near this.
 const MAX_MESSAGE: usize = 64 << 10;
@@ -37,7 +41,7 @@ struct Spare {
 
 /// The worker's spare CRIU (at most one idle at a time).
 pub(crate) struct CriuSpares {
-    bin: PathBuf,
+    criu: Criu,
     idle: Arc<Mutex<Option<Spare>>>,
 }
 
@@ -76,10 +80,11 @@ fn launch(bin: &Path) -> Result<Spare> {
 }
 
 impl CriuSpares {
-    /// Launches the first spare (a failure is logged: restores then start CRIU themselves).
-    pub fn start(bin: &Path) -> CriuSpares {
+    /// Launches the first spare of `criu` (a failure is logged: restores then start CRIU
+    /// themselves).
+    pub fn start(criu: &Criu) -> CriuSpares {
         let spares = CriuSpares {
-            bin: bin.to_path_buf(),
+            criu: criu.clone(),
             idle: Arc::new(Mutex::new(None)),
         };
         spares.replenish();
@@ -88,7 +93,7 @@ impl CriuSpares {
 
     /// Launches a spare in the background if none is idle.
     fn replenish(&self) {
-        let (bin, idle) = (self.bin.clone(), self.idle.clone());
+        let (bin, idle) = (self.criu.bin().to_path_buf(), self.idle.clone());
         tokio::task::spawn_blocking(move || {
             if idle.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
                 return;
@@ -123,29 +128,19 @@ impl CriuSpares {
         }
     }
 
-    /// Restores the tree from `images` with a spare, as `criu restore -d --tcp-established
-    /// -W work -o log_file -vLEVEL` would; returns the root pid. `Ok(None)` when no spare is
-    /// ready (start CRIU instead). A restore CRIU reports failed is an error naming its log.
-    pub async fn restore(
-        &self,
-        images: &Path,
-        work: &Path,
-        log_file: &str,
-        log_level: u8,
-    ) -> Result<Option<u32>> {
+    /// Restores the tree from `images` with a spare, as [`Criu::restore`] would (`-d
+    /// --tcp-established`, its log level, `restore.log` in `work`); returns the root pid.
+    /// `Ok(None)` when no spare is ready (start CRIU instead). A restore CRIU reports failed is
+    /// an error naming its log.
+    pub async fn restore(&self, images: &Path, work: &Path) -> Result<Option<u32>> {
         let Some(spare) = self.take() else {
             return Ok(None);
         };
-        let (images, work, log_file) = (
-            images.to_path_buf(),
-            work.to_path_buf(),
-            log_file.to_string(),
-        );
-        let log = work.join(&log_file);
-        let bin = self.bin.clone();
+        let (images, dir) = (images.to_path_buf(), work.to_path_buf());
+        let log_level = self.criu.log_level();
         let Spare { mut child, socket } = spare;
         let answered = tokio::task::spawn_blocking(move || {
-            ask_to_restore(&socket, &images, &work, &log_file, log_level)
+            ask_to_restore(&socket, &images, &dir, LOG_FILE, log_level)
         })
         .await
         .map_err(|e| Error::Protocol(format!("CRIU request task failed: {e}")))?;
@@ -155,23 +150,22 @@ impl CriuSpares {
                 debug!(error = %e, "spare CRIU not reaped");
             }
         });
-        let response = answered.map_err(|e| Error::io(&bin, e))?;
-        match response {
+        match answered.map_err(|e| Error::io(self.criu.bin(), e))? {
             RestoreResponse {
                 success: true,
                 pid: Some(pid),
                 ..
             } if pid > 0 => Ok(Some(pid as u32)),
-            r => Err(Error::Criu {
-                op: "restore (swrk)",
-                status: format!(
+            r => {
+                let status = format!(
                     "errno {}: {}",
                     r.errno.unwrap_or(0),
                     r.errmsg.as_deref().unwrap_or("failed")
-                ),
-                tail: crate::criu::log_tail(&log, 12),
-                log,
-            }),
+                );
+                Err(self
+                    .criu
+                    .failure("restore (swrk)", status, work, LOG_FILE, b""))
+            }
         }
     }
 }
@@ -213,14 +207,16 @@ fn ask_to_restore(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
-    fn criu() -> PathBuf {
-        ["/usr/local/sbin/criu", "/usr/sbin/criu"]
+    async fn criu() -> Criu {
+        let bin = ["/usr/local/sbin/criu", "/usr/sbin/criu"]
             .iter()
             .map(PathBuf::from)
             .find(|p| p.exists())
-            .expect("CRIU is installed by deploy/setup.sh")
+            .expect("CRIU is installed by deploy/setup.sh");
+        Criu::detect(&bin, 2).await.unwrap()
     }
 
     async fn idle_spare_pid(spares: &CriuSpares) -> u32 {
@@ -242,16 +238,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_spare_is_not_used_and_another_takes_its_place() {
-        let spares = CriuSpares::start(&criu());
+        let spares = CriuSpares::start(&criu().await);
         let first = idle_spare_pid(&spares).await;
         // SAFETY: kill(2) of the spare this test started.
         unsafe { libc::kill(first as i32, libc::SIGKILL) };
         tokio::time::sleep(Duration::from_millis(50)).await;
         let dir = tempfile::tempdir().unwrap();
-        let restored = spares
-            .restore(dir.path(), dir.path(), "restore.log", 2)
-            .await
-            .unwrap();
+        let restored = spares.restore(dir.path(), dir.path()).await.unwrap();
         assert_eq!(restored, None, "a dead spare is passed over");
         let second = idle_spare_pid(&spares).await;
         assert_ne!(first, second);
@@ -259,12 +252,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_restore_criu_refuses_names_its_log() {
-        let spares = CriuSpares::start(&criu());
+        let spares = CriuSpares::start(&criu().await);
         idle_spare_pid(&spares).await;
         let dir = tempfile::tempdir().unwrap();
         // An empty image directory: CRIU finds no inventory.
         let err = spares
-            .restore(dir.path(), dir.path(), "restore.log", 2)
+            .restore(dir.path(), dir.path())
             .await
             .unwrap_err()
             .to_string();

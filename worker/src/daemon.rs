@@ -164,7 +164,7 @@ impl Worker {
             );
         }
         Ok(Worker {
-            criu_spares: config.warm_criu.then(|| CriuSpares::start(criu.bin())),
+            criu_spares: config.warm_criu.then(|| CriuSpares::start(&criu)),
             whole_staging: WholeStaging::new(
                 config.mounts_dir.join(".whole"),
                 config.whole_restore_below_mib << 20,

@@ -24,6 +24,13 @@ use crate::error::{Error, Result};
 /// Room beyond the image's own bytes (each small file takes a whole 4 KiB page).
 const SLACK: u64 = 1 << 20;
 
+/// Makes `path` an empty directory with nothing mounted on it: a mount left there by a crashed
+/// worker would hide the new one.
+pub(crate) fn fresh_mountpoint(path: &Path) -> Result<()> {
+    let _ = nix::mount::umount2(path, MntFlags::MNT_DETACH);
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
+}
+
 /// A mounted tmpfs holding one image. Dropping it unmounts it (detached: a reader still inside
 /// keeps it until it leaves).
 pub(crate) struct ImageTmpfs {

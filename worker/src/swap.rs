@@ -506,9 +506,7 @@ impl Worker {
     /// mounted on it.
     pub(crate) fn fresh_mountpoint(&self, name: &str) -> Result<PathBuf> {
         let mountpoint = self.config.mounts_dir.join(name);
-        // A mount left behind by a crashed worker would make the new one fail.
-        let _ = nix::mount::umount2(&mountpoint, nix::mount::MntFlags::MNT_DETACH);
-        std::fs::create_dir_all(&mountpoint).map_err(|e| Error::io(&mountpoint, e))?;
+        crate::image_tmpfs::fresh_mountpoint(&mountpoint)?;
         Ok(mountpoint)
     }
 

@@ -37,22 +37,6 @@ use crate::image_tmpfs::ImageTmpfs;
 use crate::tenant::{SwapInReport, TenantState};
 use crate::whole_staging::ImageDir;
 
-impl Worker {
-    /// `criu restore` of a whole image, by the spare CRIU when one is ready.
-    async fn restore_whole(&self, images: &Path, work: &Path) -> Result<u32> {
-        if let Some(spares) = &self.criu_spares {
-            let log_level = self.criu.log_level();
-            if let Some(pid) = spares
-                .restore(images, work, "restore.log", log_level)
-                .await?
-            {
-                return Ok(pid);
-            }
-        }
-        self.criu.restore(images, work, false).await
-    }
-}
-
 /// Whether `manifest` is small enough to be restored whole: fewer than `below_mib` MiB of
 /// non-zero pages, counted as the image holds them (whether this worker holds them all, the
 /// restore finds out).
@@ -136,7 +120,7 @@ impl Worker {
         // CRIU has read everything it needs: the tenant holds nothing of the image. The kept
         // tmpfs is free for the next restore at once; a tmpfs of its own unmounts behind.
         let released = match image {
-            ImageDir::Staged(_) => None,
+            ImageDir::Staged { .. } => None,
             own => Some(tokio::task::spawn_blocking(move || own.release())),
         };
         let pid = restored?;
@@ -180,6 +164,16 @@ impl Worker {
         }));
         info!(pid, total_ms, "swapped in whole");
         Ok(Some(report))
+    }
+
+    /// `criu restore` of a whole image, by the spare CRIU when one is ready.
+    async fn restore_whole(&self, images: &Path, work: &Path) -> Result<u32> {
+        if let Some(spares) = &self.criu_spares {
+            if let Some(pid) = spares.restore(images, work).await? {
+                return Ok(pid);
+            }
+        }
+        self.criu.restore(images, work, false).await
     }
 }
 

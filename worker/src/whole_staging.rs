@@ -25,7 +25,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::image_tmpfs::ImageTmpfs;
+use crate::image_tmpfs::{fresh_mountpoint, ImageTmpfs};
 
 /// The kept tmpfs, mounted on first use.
 pub(crate) struct WholeStaging {
@@ -37,7 +37,10 @@ pub(crate) struct WholeStaging {
 /// Where one whole restore writes its image.
 pub(crate) enum ImageDir {
     /// The kept tmpfs, held until this is dropped.
-    Staged(OwnedMutexGuard<Option<ImageTmpfs>>),
+    Staged {
+        _held: OwnedMutexGuard<Option<ImageTmpfs>>,
+        dir: PathBuf,
+    },
     /// A tmpfs of this restore's own, unmounted by [`ImageDir::release`].
     Own(ImageTmpfs),
 }
@@ -65,13 +68,13 @@ impl WholeStaging {
                 }
             }
         }
-        let dir = held.as_ref()?.path().to_path_buf();
+        let dir = self.mountpoint.clone();
         if let Err(e) = keep_only_paged_files(&dir, manifest) {
             warn!(error = %e, "could not empty the staging tmpfs; unmounting it");
             *held = None;
             return None;
         }
-        Some(ImageDir::Staged(held))
+        Some(ImageDir::Staged { _held: held, dir })
     }
 
     /// Unmounts it (the worker is stopping), once no restore holds it.
@@ -84,9 +87,7 @@ impl WholeStaging {
     }
 
     fn mount_fresh(&self) -> Result<ImageTmpfs> {
-        // One left by a crashed worker would hide the new one.
-        let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
-        std::fs::create_dir_all(&self.mountpoint).map_err(|e| Error::io(&self.mountpoint, e))?;
+        fresh_mountpoint(&self.mountpoint)?;
         let tmpfs = ImageTmpfs::mount(&self.mountpoint, self.bytes)?;
         info!(mountpoint = %self.mountpoint.display(), bytes = self.bytes, "staging tmpfs for whole restores mounted");
         Ok(tmpfs)
@@ -132,8 +133,7 @@ fn keep_only_paged_files(dir: &Path, manifest: &Manifest) -> Result<()> {
 impl ImageDir {
     pub fn path(&self) -> &Path {
         match self {
-            // Only handed out mounted (see `WholeStaging::take`).
-            ImageDir::Staged(held) => held.as_ref().map_or(Path::new(""), |t| t.path()),
+            ImageDir::Staged { dir, .. } => dir,
             ImageDir::Own(tmpfs) => tmpfs.path(),
         }
     }
@@ -142,7 +142,7 @@ impl ImageDir {
     /// tmpfs of its own is unmounted.
     pub fn release(self) -> Result<()> {
         match self {
-            ImageDir::Staged(_) => Ok(()),
+            ImageDir::Staged { .. } => Ok(()),
             ImageDir::Own(tmpfs) => tmpfs.unmount(),
         }
     }
