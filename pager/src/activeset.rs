@@ -327,7 +327,7 @@ impl ActiveSet {
 pub(crate) mod tests {
     use super::*;
     use crate::pagemap::{PagemapEntry, PE_LAZY, PE_PRESENT};
-    use pagestore::FileEntry;
+    use testkit::manifest::{file, of_files};
 
     /// The tests' pagemap: one eager page at 0x1000, six lazy pages from 0x10000 (pages-1.img).
     pub(crate) fn pagemap() -> Pagemap {
@@ -362,28 +362,10 @@ pub(crate) mod tests {
     fn manifest() -> Manifest {
         let pm = pagemap();
         let ids: Vec<PageId> = (1..=7u8).map(|i| PageId([i; 32])).collect();
-        Manifest {
-            tenant: "t".into(),
-            generation: 1,
-            created_ms: 0,
-            parent: None,
-            packs: vec![],
-            files: vec![
-                FileEntry {
-                    name: "pagemap-42.img".into(),
-                    mode: 0o600,
-                    size: 0,
-                    content: FileContent::Inline(pm.encode()),
-                },
-                FileEntry {
-                    name: "pages-1.img".into(),
-                    mode: 0o600,
-                    size: 7 * 4096,
-                    content: FileContent::Paged(ids),
-                },
-            ],
-            locality: None,
-        }
+        of_files(vec![
+            file("pagemap-42.img", 0, FileContent::Inline(pm.encode())),
+            file("pages-1.img", 7 * 4096, FileContent::Paged(ids)),
+        ])
     }
 
     /// The restore set a swap-out plans from the dump on disk is the one a swap-in computes

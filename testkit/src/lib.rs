@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod garage;
 pub mod image;
+pub mod manifest;
 pub mod nbd;
 pub mod net;
 pub mod pico;

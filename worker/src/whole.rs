@@ -180,7 +180,8 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pagestore::{FileEntry, PageId};
+    use pagestore::PageId;
+    use testkit::manifest::{file, of_files};
 
     #[test]
     fn a_dump_is_small_enough_by_its_page_files() {
@@ -196,28 +197,14 @@ mod tests {
     #[test]
     fn the_image_counts_repeats_but_no_zero_pages_and_has_room_for_its_small_files() {
         let (a, b) = (PageId([1; 32]), PageId([2; 32]));
-        let m = Manifest {
-            tenant: "t".into(),
-            generation: 1,
-            created_ms: 0,
-            parent: None,
-            packs: vec![],
-            locality: None,
-            files: vec![
-                FileEntry {
-                    name: "pagemap-1.img".into(),
-                    mode: 0o600,
-                    size: 3,
-                    content: FileContent::Inline(vec![1, 2, 3]),
-                },
-                FileEntry {
-                    name: "pages-1.img".into(),
-                    mode: 0o600,
-                    size: 4 * PAGE_SIZE as u64,
-                    content: FileContent::Paged(vec![a, PageId::ZERO, b, a]),
-                },
-            ],
-        };
+        let m = of_files(vec![
+            file("pagemap-1.img", 3, FileContent::Inline(vec![1, 2, 3])),
+            file(
+                "pages-1.img",
+                4 * PAGE_SIZE as u64,
+                FileContent::Paged(vec![a, PageId::ZERO, b, a]),
+            ),
+        ]);
         // Written out, a repeated page takes its room twice, a zero page none.
         assert_eq!(image_bytes(&m), 4 * PAGE_SIZE as u64);
         assert!(small_enough(&m, 1));

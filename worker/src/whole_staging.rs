@@ -151,30 +151,23 @@ impl ImageDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pagestore::{FileEntry, PageId, PAGE_SIZE};
+    use pagestore::{PageId, PAGE_SIZE};
+    use testkit::manifest::{file, of_files};
 
     fn manifest(files: &[(&str, bool)]) -> Manifest {
-        Manifest {
-            tenant: "t".into(),
-            generation: 1,
-            created_ms: 0,
-            parent: None,
-            packs: vec![],
-            locality: None,
-            files: files
+        of_files(
+            files
                 .iter()
-                .map(|&(name, paged)| FileEntry {
-                    name: name.into(),
-                    mode: 0o600,
-                    size: PAGE_SIZE as u64,
-                    content: if paged {
+                .map(|&(name, paged)| {
+                    let content = if paged {
                         FileContent::Paged(vec![PageId([1; 32])])
                     } else {
                         FileContent::Inline(vec![1])
-                    },
+                    };
+                    file(name, PAGE_SIZE as u64, content)
                 })
                 .collect(),
-        }
+        )
     }
 
     #[test]
