@@ -122,9 +122,8 @@ install_garage() {
   cargo install garage --locked --quiet
 }
 
-# CRIU restores a tenant with its old pids; with Linux's default pid_max (32768) a busy host wraps
-# the pid counter within seconds and a restore finds its pid taken ("Can't fork ...: File exists").
-# A dense host needs a large pid space anyway.
+# A dense host runs thousands of tenants' processes: Linux's default pid_max (32768) is too few.
+# (Restores no longer need their old pids free: each tenant has a PID namespace of its own.)
 raise_pid_max() {
   local want=4194304 have
   have=$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo 0)
@@ -132,7 +131,7 @@ raise_pid_max() {
     if echo "$want" >/proc/sys/kernel/pid_max 2>/dev/null; then
       log "kernel.pid_max raised from $have to $want"
     else
-      log "warning: cannot raise kernel.pid_max ($have); restores may fail when pids wrap"
+      log "warning: cannot raise kernel.pid_max ($have); new processes may fail to start on a dense host"
     fi
   fi
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use testkit::net::{free_port, http_get, is_listening, redis_cli};
 use testkit::pico::Pico;
+use testkit::process::{ns_pids, occupy_pid};
 
 fn pico() -> Pico {
     testkit::require_root();
@@ -63,6 +64,11 @@ fn python_counter_continues_after_swap_out_and_in() {
         assert_eq!(http_get(port, "/inc").unwrap(), i.to_string());
     }
     let pid = tenant(&p, "counter")["pid"].as_u64().unwrap();
+    assert_eq!(
+        ns_pids(pid),
+        [pid, 1],
+        "a tenant is pid 1 of its own namespace"
+    );
 
     let out1 = p.json(&["tenant", "swap-out", "counter"]);
     assert!(!is_listening(port), "nothing may listen while swapped out");
@@ -79,8 +85,19 @@ fn python_counter_continues_after_swap_out_and_in() {
         "staging is deleted once the checkpoint is committed"
     );
 
+    // On a busy machine any process may take a sleeping tenant's old pid; a restore makes the
+    // processes right after it take the pids above its own, often another tenant's. The tenant
+    // is pid 1 of a PID namespace of its own, restored as a new one: its pids are always free.
+    let mut stranger = occupy_pid(pid);
     let back = p.json(&["tenant", "swap-in", "counter"]);
-    assert_eq!(back["pid"].as_u64().unwrap(), pid, "same pid after restore");
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    let pid = back["pid"].as_u64().unwrap();
+    assert_eq!(
+        ns_pids(pid),
+        [pid, 1],
+        "restored as pid 1 of a new namespace"
+    );
     assert_eq!(
         http_get(port, "/inc").unwrap(),
         "6",

@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod nbd;
 pub mod net;
 pub mod pico;
+pub mod process;
 pub mod synth;
 
 /// Panics with a clear message unless running as root (CRIU, FUSE and mounts need it).

@@ -17,9 +17,7 @@ use crate::criu::{log_tail, Criu};
 use crate::criu_swrk::CriuSpares;
 use crate::error::{Error, Result};
 use crate::protocol::{Request, Response};
-use crate::tenant::{
-    disable_aslr, process_alive, TenantDirs, TenantInfo, TenantState, DETERMINISTIC_ENV,
-};
+use crate::tenant::{process_alive, TenantDirs, TenantInfo, TenantState};
 use crate::whole_staging::WholeStaging;
 
 /// A tenant as the running worker holds it.
@@ -346,29 +344,21 @@ impl Worker {
             .open(&log_path)
             .map_err(|e| Error::io(&log_path, e))?;
         let log_err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
-        let mut command = tokio::process::Command::new(program);
+        let mut command = std::process::Command::new(program);
         command
             .args(args)
             .current_dir(&cwd)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        if deterministic {
-            command.envs(DETERMINISTIC_ENV.iter().copied());
-        }
-        // SAFETY: setsid and personality are async-signal-safe and touch no parent memory.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if deterministic {
-                    disable_aslr()?;
-                }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().map_err(|e| Error::Start {
+        crate::launch::as_tenant(&mut command, deterministic);
+        let mut command = tokio::process::Command::from(command);
+        let runtime = tokio::runtime::Handle::current();
+        let mut child = crate::launch::spawn_in_own_pid_namespace(move || {
+            let _in_runtime = runtime.enter();
+            command.spawn()
+        })
+        .map_err(|e| Error::Start {
             name: name.to_string(),
             reason: format!("{program}: {e}"),
         })?;
@@ -486,8 +476,6 @@ fn become_subreaper() -> Result<()> {
     Ok(())
 }
 
-/// Waits until `pid` is gone and its pid is free again, reaping it if it is our (adopted) child,
-/// or until `limit` passes.
 /// Kills the process tree rooted at `pid` and reaps it.
 pub(crate) async fn kill_tree(pid: u32) {
     let tree = crate::tenant::process_tree(pid);
@@ -508,6 +496,7 @@ pub(crate) async fn kill_tree(pid: u32) {
     }
 }
 
+/// Waits until `pid` is gone, reaping it if it is our (adopted) child, or until `limit` passes.
 pub(crate) async fn wait_gone(pid: u32, limit: Duration) -> bool {
     let started = Instant::now();
     let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));

@@ -13,6 +13,7 @@ pub mod daemon;
 mod error;
 mod image_tmpfs;
 mod kdat;
+pub mod launch;
 pub mod lazy_gate;
 mod locality;
 pub mod protocol;

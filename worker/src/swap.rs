@@ -92,7 +92,8 @@ impl Worker {
         fresh_dir(&staging)?;
         let work = slot.dirs.criu_work("dump");
         fresh_dir(&work)?;
-        // The whole tree dies with the dump; its pids must be free before the next restore.
+        // The whole tree dies with the dump; it is reaped before the ingest, so that its memory
+        // is free again (a restore needs none of its pids: see `launch`).
         let tree = process_tree(pid);
         if let Err(e) = self.criu.dump(pid, &staging, &work).await {
             let _ = std::fs::remove_dir_all(&staging);
@@ -174,8 +175,8 @@ impl Worker {
         Ok(out)
     }
 
-    /// Restores a swapped-out tenant lazily: returns once its process tree runs again (same pid,
-    /// same memory), while CRIU's lazy-pages daemon keeps filling in pages through the pager.
+    /// Restores a swapped-out tenant lazily: returns once its process tree runs again (pid 1 of
+    /// a new PID namespace, same memory), while CRIU's lazy-pages daemon keeps filling in pages through the pager.
     pub async fn swap_in(
         &self,
         name: &str,

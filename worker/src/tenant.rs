@@ -241,7 +241,10 @@ mod tests {
         let tree = process_tree(child.id());
         assert_eq!(tree[0], child.id());
         assert!(tree.len() >= 2, "{tree:?}");
-        child.kill().unwrap();
+        for pid in tree.iter().rev() {
+            // SAFETY: kill(2) on pids of the tree this test started.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
         let _ = child.wait();
         assert!(process_alive(std::process::id()));
     }

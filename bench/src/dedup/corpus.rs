@@ -8,7 +8,6 @@
 //! `criu dump`, `criu restore`, traffic, `criu dump`, ...
 
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::debug;
 use worker::criu::Criu;
-use worker::tenant::{disable_aslr, process_alive, DETERMINISTIC_ENV};
+use worker::tenant::process_alive;
 
 use super::kinds::{self, Kind, Layout};
 use crate::error::{Error, Result};
@@ -167,26 +166,14 @@ impl Run<'_> {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        let deterministic = self.layout == Layout::Deterministic;
-        if deterministic {
-            cmd.envs(DETERMINISTIC_ENV.iter().copied());
-        }
-        // SAFETY: setsid and personality are async-signal-safe and touch no parent memory.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
+        worker::launch::as_tenant(&mut cmd, self.layout == Layout::Deterministic);
+        let child =
+            worker::launch::spawn_in_own_pid_namespace(move || cmd.spawn()).map_err(|e| {
+                Error::ToolMissing {
+                    tool: argv[0].clone(),
+                    source: e,
                 }
-                if deterministic {
-                    disable_aslr()?;
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|e| Error::ToolMissing {
-            tool: argv[0].clone(),
-            source: e,
-        })?;
+            })?;
         // Reaped with waitpid after its dump, like the restored generations.
         let live = Live::new(child.id());
         drop(child);

@@ -245,7 +245,6 @@ fn reap(pid: u32) {
 }
 
 fn spawn_app(app: App, port: u16, dir: &Path, repo: &Path) -> Result<Child, Error> {
-    use std::os::unix::process::CommandExt;
     let cmd = app.command(port, dir, repo)?;
     let log = std::fs::File::create(dir.join("app.log")).map_err(|e| Error::io(dir, e))?;
     let log2 = log.try_clone().map_err(|e| Error::io(dir, e))?;
@@ -255,14 +254,9 @@ fn spawn_app(app: App, port: u16, dir: &Path, repo: &Path) -> Result<Child, Erro
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        c.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    c.spawn()
+    // Started as the worker starts its tenants, so that both restore the same kind of tree.
+    worker::launch::as_tenant(&mut c, false);
+    worker::launch::spawn_in_own_pid_namespace(move || c.spawn())
         .map_err(|e| Error::Step(cmd[0].clone(), e.to_string()))
 }
 
