@@ -21,7 +21,17 @@ pub struct Criu {
     bin: PathBuf,
     version: String,
     log_level: u8,
+    hw_breakpoints: bool,
 }
+
+/// CRIU's switch to its breakpoint-free path (`CRIU_FAULT=130`, `FI_NO_BREAKPOINTS`): it stops
+/// the restored (and the parasite-cured) tasks at their final `rt_sigreturn` by tracing their
+/// system calls, as it does on kernels without hardware breakpoints, instead of setting a debug
+/// register. Setting one (`ptrace(PTRACE_POKEUSER)` of `u_debugreg`) took 9.3 ms here under
+/// strace, and a restore of the counter app 19-20 ms with the switch against 22-34 ms without.
+/// The variable selects nothing else: CRIU reads it into one strategy, compared with each
+/// injection point, and this one only picks the stop method.
+const NO_BREAKPOINTS_ENV: (&str, &str) = ("CRIU_FAULT", "130");
 
 /// Parses `criu --version` output ("Version: 4.2.1").
 pub fn parse_version(output: &str) -> Option<String> {
@@ -83,7 +93,21 @@ impl Criu {
             bin: bin.to_path_buf(),
             version,
             log_level,
+            hw_breakpoints: true,
         })
+    }
+
+    /// This CRIU stops tasks without hardware breakpoints (see [`NO_BREAKPOINTS_ENV`]).
+    pub fn without_hw_breakpoints(mut self) -> Criu {
+        self.hw_breakpoints = false;
+        self
+    }
+
+    /// Sets the environment every run of this CRIU gets.
+    pub(crate) fn set_env(&self, cmd: &mut Command) {
+        if !self.hw_breakpoints {
+            cmd.env(NO_BREAKPOINTS_ENV.0, NO_BREAKPOINTS_ENV.1);
+        }
     }
 
     pub fn version(&self) -> &str {
@@ -112,6 +136,7 @@ impl Criu {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(false);
+        self.set_env(&mut c);
         c
     }
 
@@ -225,6 +250,28 @@ mod tests {
         assert!(
             msg.contains("4.2") && msg.contains("deploy/setup.sh"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn without_hw_breakpoints_every_run_takes_criu_s_breakpoint_free_path() {
+        let fault = |criu: &Criu| {
+            let cmd = criu.command("restore", Path::new("/i"), Path::new("/w"), "x.log");
+            cmd.as_std()
+                .get_envs()
+                .find(|(k, _)| *k == "CRIU_FAULT")
+                .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+        };
+        let criu = Criu {
+            bin: PathBuf::from("criu"),
+            version: "4.2.1".into(),
+            log_level: 2,
+            hw_breakpoints: true,
+        };
+        assert_eq!(fault(&criu), None, "CRIU's own default");
+        assert_eq!(
+            fault(&criu.without_hw_breakpoints()).as_deref(),
+            Some("130")
         );
     }
 }

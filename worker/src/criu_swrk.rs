@@ -45,7 +45,8 @@ pub(crate) struct CriuSpares {
     idle: Arc<Mutex<Option<Spare>>>,
 }
 
-fn launch(bin: &Path) -> Result<Spare> {
+fn launch(criu: &Criu) -> Result<Spare> {
+    let bin = criu.bin();
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -61,6 +62,7 @@ fn launch(bin: &Path) -> Result<Spare> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
+    criu.set_env(&mut cmd);
     // SAFETY: fcntl(2) on a descriptor number, in the child between fork and exec: the child's
     // end of the socket must survive the exec.
     unsafe {
@@ -93,12 +95,12 @@ impl CriuSpares {
 
     /// Launches a spare in the background if none is idle.
     fn replenish(&self) {
-        let (bin, idle) = (self.criu.bin().to_path_buf(), self.idle.clone());
+        let (criu, idle) = (self.criu.clone(), self.idle.clone());
         tokio::task::spawn_blocking(move || {
             if idle.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
                 return;
             }
-            match launch(&bin) {
+            match launch(&criu) {
                 // Another launched meanwhile: this one is dropped (and killed).
                 Ok(spare) => {
                     idle.lock()

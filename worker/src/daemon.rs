@@ -59,7 +59,10 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot);
     }
-    let criu = Criu::detect(&config.criu, config.criu_log_level).await?;
+    let mut criu = Criu::detect(&config.criu, config.criu_log_level).await?;
+    if !config.criu_hw_breakpoints {
+        criu = criu.without_hw_breakpoints();
+    }
     if let Err(e) = crate::kdat::ensure(&config.criu, criu.version()).await {
         warn!(error = %e, "CRIU will probe the kernel on every run (~30-45 ms per restore)");
     }
