@@ -68,14 +68,17 @@ pico store stats
 say "sending each a request: swap-in (lazy restore through the pager), then the request"
 declare -A IN_MS ANSWER_MS ANSWER
 for t in web1 web2 redis; do
+  # Only the swap-in and the request are timed: the JSON is read, and redis's keys counted, after.
   start=$(now_ms)
-  IN_MS[$t]=$(pico --json tenant swap-in "$t" | json_field total_ms)
+  swapped_in=$(pico --json tenant swap-in "$t")
   case $t in
     web1) ANSWER[$t]=$(curl -sf "http://127.0.0.1:$P1/") ;;
     web2) ANSWER[$t]=$(curl -sf "http://127.0.0.1:$P2/") ;;
-    redis) ANSWER[$t]="$(redis-cli -p "$P3" GET greeting) ($(redis-cli -p "$P3" DBSIZE) keys)" ;;
+    redis) ANSWER[$t]=$(redis-cli -p "$P3" GET greeting) ;;
   esac
   ANSWER_MS[$t]=$(( $(now_ms) - start ))
+  IN_MS[$t]=$(echo "$swapped_in" | json_field total_ms)
+  [ "$t" = redis ] && ANSWER[$t]="${ANSWER[$t]} ($(redis-cli -p "$P3" DBSIZE) keys)"
 done
 
 say "results"

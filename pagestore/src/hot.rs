@@ -106,6 +106,15 @@ impl HotTier {
         self.capacity > 0 && self.lock().index.contains_key(id)
     }
 
+    /// Whether the tier holds every page of `ids` (one lock; not counted, not referenced).
+    pub fn contains_all<'a>(&self, ids: impl IntoIterator<Item = &'a PageId>) -> bool {
+        if self.capacity == 0 {
+            return false;
+        }
+        let clock = self.lock();
+        ids.into_iter().all(|id| clock.index.contains_key(id))
+    }
+
     /// Caches a page that has been checked against its id.
     pub fn insert(&self, id: PageId, page: &[u8]) {
         if self.capacity == 0 || page.len() != PAGE_SIZE {

@@ -67,6 +67,18 @@ impl PageStore {
         Some(out)
     }
 
+    /// Whether every non-zero page of `manifest` is in the memory tier: reading it back then
+    /// needs neither disk nor network (a swap-in need not wait for the local tier to fill).
+    pub fn in_memory(&self, manifest: &Manifest) -> bool {
+        self.hot.contains_all(
+            manifest
+                .files
+                .iter()
+                .flat_map(|f| f.pages())
+                .filter(|id| !id.is_zero()),
+        )
+    }
+
     /// Writes the files of `manifest` into `dir` (an existing directory) from the memory and
     /// local tiers only, never the cold tier: `Ok(false)` at the first page on neither, with part
     /// of the image written. Pages in memory were checked when they got there and are written
@@ -302,6 +314,10 @@ mod tests {
                 },
             ],
         };
+        assert!(
+            !store.in_memory(&manifest),
+            "one page is on the local disk only"
+        );
         let out = dir.path().join("image");
         std::fs::create_dir(&out).unwrap();
         assert!(store.materialize_resident(&manifest, &out).unwrap());
@@ -320,6 +336,7 @@ mod tests {
             store.hot().contains(&idb),
             "the local page is now in memory"
         );
+        assert!(store.in_memory(&manifest), "zero pages need no memory");
 
         // Another image written over this one: files overwritten in place and cut to size, a
         // zero page where a page was before reads as zeros, a shorter inline file is whole.

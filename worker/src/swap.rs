@@ -227,10 +227,14 @@ impl Worker {
                 None => self.store.manifest(&checkpoint).await?,
             };
             // A swap-out's new pages reach the local tier just behind its commit; a swap-in
-            // right after it waits briefly for them rather than fetching them from the cold tier.
-            if tokio::time::timeout(LOCAL_FILL_WAIT, self.store.local_settled())
-                .await
-                .is_err()
+            // right after it waits briefly for them rather than fetching them from the cold tier,
+            // unless it has every page in memory already (a small tenant's last checkpoint is
+            // kept there): then the filler's work for other tenants is none of its business.
+            let in_memory = self.store.in_memory(&manifest);
+            if !in_memory
+                && tokio::time::timeout(LOCAL_FILL_WAIT, self.store.local_settled())
+                    .await
+                    .is_err()
             {
                 info!(waited_ms = LOCAL_FILL_WAIT.as_millis() as u64, "local tier still filling");
             }
