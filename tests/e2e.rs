@@ -229,10 +229,14 @@ fn mistakes_get_clear_errors() {
     let err = p.fails(&["tenant", "swap-in", "c"]);
     assert!(err.contains("not swapped out"), "{err}");
     let err = p.fails(&strs(&counter_add_args("d", port)));
-    assert!(err.contains("already in use"), "{err}");
+    assert!(err.contains("already in use by tenant \"c\""), "{err}");
     p.ok(&["tenant", "swap-out", "c"]);
     let err = p.fails(&["tenant", "swap-out", "c"]);
     assert!(err.contains("already swapped out"), "{err}");
+    // Nothing listens on the port now, but c's restore will bind it again.
+    let err = p.fails(&strs(&counter_add_args("d", port)));
+    assert!(err.contains("already in use by tenant \"c\""), "{err}");
+    p.ok(&["tenant", "swap-in", "c"]);
     let err = p.fails(&[
         "tenant",
         "add",

@@ -23,6 +23,9 @@ use crate::whole_staging::WholeStaging;
 /// A tenant as the running worker holds it.
 pub(crate) struct TenantSlot {
     pub dirs: TenantDirs,
+    /// The port it answers on, held from its start until it is removed: a swapped-out tenant
+    /// listens nowhere, but its restore binds the port again and would fail were it taken.
+    pub port: u16,
     pub runtime: tokio::sync::Mutex<TenantRuntime>,
     /// What the last restore's background fill read, once it is done. Kept apart from `runtime`:
     /// a swap-out holds that lock while it waits for the fill.
@@ -153,6 +156,7 @@ impl Worker {
                 info.name.clone(),
                 Arc::new(TenantSlot {
                     dirs,
+                    port: info.port,
                     runtime: tokio::sync::Mutex::new(TenantRuntime {
                         info,
                         restoring: None,
@@ -324,14 +328,20 @@ impl Worker {
         let Some((program, args)) = cmd.split_first() else {
             return Err(Error::BadRequest("no command given for the tenant".into()));
         };
-        if self.lock_tenants().contains_key(name) {
-            return Err(Error::TenantExists(name.to_string()));
+        {
+            let tenants = self.lock_tenants();
+            if tenants.contains_key(name) {
+                return Err(Error::TenantExists(name.to_string()));
+            }
+            if let Some((holder, _)) = tenants.iter().find(|(_, slot)| slot.port == port) {
+                return Err(Error::PortHeld {
+                    port,
+                    tenant: holder.clone(),
+                });
+            }
         }
         // Readiness is "something listens on the port": it must be nobody before we start.
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if probe_port(port).await {
             return Err(Error::Start {
                 name: name.to_string(),
                 reason: format!("port {port} is already in use by another process"),
@@ -379,10 +389,7 @@ impl Worker {
         let started = Instant::now();
         let timeout = Duration::from_millis(self.config.start_timeout_ms);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
+            if probe_port(port).await {
                 break;
             }
             if !process_alive(pid) {
@@ -425,6 +432,7 @@ impl Worker {
             name.to_string(),
             Arc::new(TenantSlot {
                 dirs,
+                port,
                 runtime: tokio::sync::Mutex::new(TenantRuntime {
                     info: info.clone(),
                     restoring: None,
@@ -478,6 +486,17 @@ fn become_subreaper() -> Result<()> {
     }
     Ok(())
 }
+
+/// Whether a tenant listens on `port` (see [`crate::tenant::listens`]: the probe leaves no
+/// connection in its listen queue).
+async fn probe_port(port: u16) -> bool {
+    tokio::task::spawn_blocking(move || crate::tenant::listens(port, PROBE_LINGER))
+        .await
+        .unwrap_or(false)
+}
+
+/// How long a readiness probe waits for the tenant to close its connection.
+const PROBE_LINGER: Duration = Duration::from_secs(1);
 
 /// Kills the process tree rooted at `pid` and reaps it.
 pub(crate) async fn kill_tree(pid: u32) {

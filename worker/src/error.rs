@@ -33,6 +33,12 @@ pub enum Error {
     #[error("a tenant named {0:?} already exists")]
     TenantExists(String),
 
+    #[error(
+        "port {port} is already in use by tenant {tenant:?} (a swapped-out tenant keeps its port \
+         for its restore; `pico tenant rm {tenant}` frees it)"
+    )]
+    PortHeld { port: u16, tenant: String },
+
     #[error("tenant {name} is already swapped out (checkpoint {checkpoint})")]
     AlreadySwappedOut { name: String, checkpoint: String },
 

@@ -142,6 +142,23 @@ impl TenantInfo {
     }
 }
 
+/// True when something listens on loopback `port`. The probe's connection is then half-closed
+/// and read until the tenant closes it too (at most `linger`): a connection left unaccepted in
+/// the tenant's listen queue would make CRIU refuse the next dump ("In-flight connection (l)"),
+/// and tests and the bench dump right after a tenant starts. Blocking.
+pub fn listens(port: u16, linger: std::time::Duration) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(linger));
+    let mut buf = [0u8; 512];
+    // Until EOF (closed: it was accepted), an error or the timeout; a banner is read past.
+    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+    true
+}
+
 /// True when `pid` is a live (not zombie) process.
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -230,6 +247,35 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_waits_until_the_tenant_has_taken_its_connection() {
+        use std::time::{Duration, Instant};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let (conn, _) = listener.accept().unwrap();
+            drop(conn);
+            listener
+        });
+        let started = Instant::now();
+        assert!(listens(port, Duration::from_secs(5)));
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(290) && waited < Duration::from_secs(5),
+            "returned after {waited:?}: before the accept, or only at the limit"
+        );
+        // Nothing of the probe is left in the listen queue.
+        let listener = server.join().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err());
+        drop(listener);
+        assert!(
+            !listens(port, Duration::from_secs(1)),
+            "nobody listens any more"
+        );
+    }
 
     #[test]
     fn the_tree_of_a_shell_holds_its_child() {

@@ -109,7 +109,7 @@ fn free_port() -> Result<u16> {
 fn wait_listening(port: u16, pid: u32, limit: Duration) -> bool {
     let started = Instant::now();
     while started.elapsed() < limit {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if worker::tenant::listens(port, Duration::from_secs(1)) {
             return true;
         }
         if !process_alive(pid) {
