@@ -367,11 +367,16 @@ impl Worker {
         crate::launch::as_tenant(&mut command, deterministic);
         let mut command = tokio::process::Command::from(command);
         let runtime = tokio::runtime::Handle::current();
-        let mut child = crate::launch::spawn_in_own_pid_namespace(move || {
-            let _in_runtime = runtime.enter();
-            command.spawn()
+        // A thread of its own forks the tenant (see `launch`): off the async workers.
+        let spawned = tokio::task::spawn_blocking(move || {
+            crate::launch::spawn_in_own_pid_namespace(move || {
+                let _in_runtime = runtime.enter();
+                command.spawn()
+            })
         })
-        .map_err(|e| Error::Start {
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("spawning task failed: {e}"))));
+        let mut child = spawned.map_err(|e| Error::Start {
             name: name.to_string(),
             reason: format!("{program}: {e}"),
         })?;
