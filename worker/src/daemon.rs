@@ -76,6 +76,10 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     let store = Arc::new(PageStore::open(&store_config).await?);
     let listener = bind_socket(&config.socket).await?;
     let worker = Arc::new(Worker::load(config, store, criu)?);
+    if worker.config.whole_restore_below_mib > 0 {
+        let warming = worker.clone();
+        tokio::task::spawn_blocking(move || warming.whole_staging.warm());
+    }
     info!(
         socket = %worker.config.socket.display(),
         criu = worker.criu.version(),
