@@ -4,8 +4,10 @@
 //! S3 offers no compare-and-swap here (Garage lacks conditional PUT), so each locker writes its
 //! own lock object and then lists the others (write, then list): of two conflicting lockers at
 //! least one sees the other and backs off. Ingests share; gc is exclusive. A lock whose process
-//! is gone (same host, no such pid) or that is older than [`STALE_AFTER`] is ignored and removed
-//! by the next gc, so a crash (kill -9) never wedges the store.
+//! is gone or that is older than [`STALE_AFTER`] is ignored and removed by the next gc, so a
+//! crash (kill -9) never wedges the store. "Gone" on the same host: no process with its pid, or
+//! one that started at another time or in another boot (a busy host reuses pids, and a lock
+//! judged by its pid alone would block gc, or make an ingest wait and fail, for up to an hour).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +45,60 @@ struct LockBody {
     host: String,
     pid: u32,
     created_ms: u64,
+    /// The locker's start time (clock ticks after boot, `/proc/PID/stat`), absent in locks of
+    /// older versions.
+    #[serde(default)]
+    started: Option<u64>,
+    /// The boot it was taken in (`/proc/sys/kernel/random/boot_id`).
+    #[serde(default)]
+    boot: Option<String>,
+}
+
+impl LockBody {
+    /// This process's lock.
+    fn mine() -> LockBody {
+        let pid = std::process::id();
+        LockBody {
+            host: host(),
+            pid,
+            created_ms: now_ms(),
+            started: process_started(pid),
+            boot: boot_id(),
+        }
+    }
+
+    /// Whether the process that took it is gone (or it is too old to trust), judged at `now_ms`
+    /// on this host.
+    fn is_stale(&self, now_ms: u64) -> bool {
+        if now_ms.saturating_sub(self.created_ms) > STALE_AFTER.as_millis() as u64 {
+            return true;
+        }
+        if self.host != host() {
+            return false;
+        }
+        if self.boot.is_some() && self.boot != boot_id() {
+            return true;
+        }
+        match (process_started(self.pid), self.started) {
+            (None, _) => true,
+            (Some(now), Some(then)) => now != then,
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// When process `pid` started (clock ticks after boot), if it exists.
+fn process_started(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22; the 20th after the parenthesised command name (which may hold spaces).
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|b| b.trim().to_string())
 }
 
 /// A held lock; give it back with [`StoreLock::release`].
@@ -80,10 +136,7 @@ impl PageStore {
         let Ok(lock) = serde_json::from_slice::<LockBody>(&body) else {
             return true;
         };
-        if now_ms().saturating_sub(lock.created_ms) > STALE_AFTER.as_millis() as u64 {
-            return true;
-        }
-        lock.host == host() && !std::path::Path::new(&format!("/proc/{}", lock.pid)).exists()
+        lock.is_stale(now_ms())
     }
 
     /// Takes a lock of `kind`. An ingest waits (up to 2 minutes) for a running gc; a gc fails at
@@ -102,11 +155,7 @@ impl PageStore {
                     .map(|d| d.as_nanos())
                     .unwrap_or(0)
             );
-            let body = LockBody {
-                host: host(),
-                pid: std::process::id(),
-                created_ms: now_ms(),
-            };
+            let body = LockBody::mine();
             let bytes = serde_json::to_vec(&body)
                 .map_err(|e| Error::Config(format!("cannot encode lock: {e}")))?;
             self.cold.put(&key, bytes).await?;
@@ -147,5 +196,52 @@ impl PageStore {
     /// Gives a lock back.
     pub async fn unlock(&self, lock: StoreLock) -> Result<()> {
         self.cold.delete(&lock.key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_alive_only_while_the_very_process_that_took_it_runs() {
+        let now = now_ms();
+        let mine = LockBody::mine();
+        assert!(mine.started.is_some() && mine.boot.is_some());
+        assert!(!mine.is_stale(now), "this process holds it");
+
+        // The same pid, now another process (started at another time): the holder is gone.
+        let reused = LockBody {
+            started: mine.started.map(|s| s + 1),
+            ..LockBody::mine()
+        };
+        assert!(reused.is_stale(now));
+        let other_boot = LockBody {
+            boot: Some("another-boot".into()),
+            ..LockBody::mine()
+        };
+        assert!(other_boot.is_stale(now));
+        // pid_max is at most 4194304: no such process.
+        let dead = LockBody {
+            pid: 4_194_305,
+            ..LockBody::mine()
+        };
+        assert!(dead.is_stale(now));
+        // A lock of an older version (no start time) goes by its pid alone.
+        let old: LockBody = serde_json::from_str(&format!(
+            r#"{{"host":"{}","pid":{},"created_ms":{now}}}"#,
+            host(),
+            std::process::id()
+        ))
+        .unwrap();
+        assert!(!old.is_stale(now));
+        // Another host's lock is trusted until it is too old.
+        let remote = LockBody {
+            host: "elsewhere".into(),
+            pid: 4_194_305,
+            ..LockBody::mine()
+        };
+        assert!(!remote.is_stale(now));
+        assert!(remote.is_stale(now + STALE_AFTER.as_millis() as u64 + 1));
     }
 }
