@@ -239,6 +239,7 @@ mod tests {
         let remote = LockBody {
             host: "elsewhere".into(),
             pid: 4_194_305,
+            created_ms: now,
             ..LockBody::mine()
         };
         assert!(!remote.is_stale(now));
