@@ -14,6 +14,7 @@ mod error;
 pub mod imagefs;
 pub mod nbd;
 pub mod pagemap;
+pub mod protowire;
 pub mod reads;
 pub mod restore_set;
 

@@ -13,6 +13,8 @@ use std::collections::HashSet;
 
 use pagestore::PAGE_SIZE;
 
+use crate::protowire::{put_uint, Fields, Value};
+
 pub const IMG_COMMON_MAGIC: u32 = 0x5456_4319;
 pub const PAGEMAP_MAGIC: u32 = 0x5608_4025;
 pub const PE_PARENT: u32 = 1;
@@ -74,8 +76,8 @@ impl Pagemap {
         let mut records = Records(&bytes[8..]);
         let head = records.next_record()?.ok_or_else(|| bad("no head"))?;
         let mut pages_id = None;
-        for (field, value) in Fields(head) {
-            if field? == 1 {
+        for field in varint_fields(head) {
+            if let (1, value) = field? {
                 pages_id = Some(value as u32);
             }
         }
@@ -84,8 +86,9 @@ impl Pagemap {
         while let Some(rec) = records.next_record()? {
             let (mut vaddr, mut compat, mut nr, mut flags, mut in_parent) =
                 (None, 0, None, 0, None);
-            for (field, value) in Fields(rec) {
-                match field? {
+            for field in varint_fields(rec) {
+                let (field, value) = field?;
+                match field {
                     1 => vaddr = Some(value),
                     2 => compat = value as u32,
                     3 => in_parent = Some(value != 0),
@@ -109,17 +112,17 @@ impl Pagemap {
         out.extend_from_slice(&IMG_COMMON_MAGIC.to_le_bytes());
         out.extend_from_slice(&PAGEMAP_MAGIC.to_le_bytes());
         let mut head = Vec::new();
-        put_field(&mut head, 1, u64::from(self.pages_id));
+        put_uint(&mut head, 1, u64::from(self.pages_id));
         put_record(&mut out, &head);
         for e in &self.entries {
             let mut rec = Vec::new();
-            put_field(&mut rec, 1, e.vaddr);
-            put_field(&mut rec, 2, 0);
+            put_uint(&mut rec, 1, e.vaddr);
+            put_uint(&mut rec, 2, 0);
             if let Some(p) = e.in_parent {
-                put_field(&mut rec, 3, u64::from(p));
+                put_uint(&mut rec, 3, u64::from(p));
             }
-            put_field(&mut rec, 4, u64::from(e.flags));
-            put_field(&mut rec, 5, u64::from(e.nr_pages));
+            put_uint(&mut rec, 4, u64::from(e.flags));
+            put_uint(&mut rec, 5, u64::from(e.nr_pages));
             put_record(&mut out, &rec);
         }
         out
@@ -182,19 +185,6 @@ impl Pagemap {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_field(out: &mut Vec<u8>, field: u32, value: u64) {
-    put_varint(out, u64::from(field) << 3); // wire type 0: varint
-    put_varint(out, value);
-}
-
 fn put_record(out: &mut Vec<u8>, rec: &[u8]) {
     out.extend_from_slice(&(rec.len() as u32).to_le_bytes());
     out.extend_from_slice(rec);
@@ -220,46 +210,16 @@ impl<'a> Records<'a> {
     }
 }
 
-/// Varint fields of one protobuf message (pagemap records have no other wire types).
-struct Fields<'a>(&'a [u8]);
-
-impl Iterator for Fields<'_> {
-    type Item = (Result<u32, PagemapError>, u64);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let parsed = (|| {
-            let tag = varint(&mut self.0)?;
-            if tag & 7 != 0 {
-                return Err(PagemapError(format!("unexpected wire type {}", tag & 7)));
-            }
-            Ok(((tag >> 3) as u32, varint(&mut self.0)?))
-        })();
-        match parsed {
-            Ok((f, v)) => Some((Ok(f), v)),
-            Err(e) => {
-                self.0 = &[];
-                Some((Err(e), 0))
-            }
-        }
-    }
-}
-
-fn varint(buf: &mut &[u8]) -> Result<u64, PagemapError> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = buf
-            .split_first()
-            .ok_or_else(|| PagemapError("truncated varint".into()))?;
-        *buf = rest;
-        value |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Ok(value);
-        }
-    }
-    Err(PagemapError("varint too long".into()))
+/// The fields of one pagemap message: field number and value, varints only (CRIU writes no
+/// other wire type there).
+fn varint_fields(msg: &[u8]) -> impl Iterator<Item = Result<(u64, u64), PagemapError>> + '_ {
+    let mut fields = Fields::new(msg);
+    std::iter::from_fn(move || match fields.next_field() {
+        Ok(None) => None,
+        Ok(Some((field, Value::Varint(v)))) => Some(Ok((field, v))),
+        Ok(Some((field, _))) => Some(Err(PagemapError(format!("field {field} is not a varint")))),
+        Err(e) => Some(Err(PagemapError(e))),
+    })
 }
 
 #[cfg(test)]

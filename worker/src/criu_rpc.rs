@@ -1,9 +1,11 @@
 //! The two messages of CRIU's RPC protocol (`images/rpc.proto` in CRIU's source) that a restore
 //! through `criu swrk` needs: the restore request and CRIU's response, in protobuf's wire
-//! format, written and read by hand (a dozen fields do not warrant a protobuf toolchain).
+//! format (through [`pager::protowire`]).
 //!
 //! Field numbers are those of CRIU 4.2's `rpc.proto`; a field of the response not listed here is
 //! skipped, as protobuf requires.
+
+use pager::protowire::{put_bool, put_bytes, put_int32, put_uint, Fields, Value};
 
 /// `criu_req_type.RESTORE`.
 const RESTORE: u64 = 2;
@@ -36,40 +38,6 @@ pub(crate) struct RestoreResponse {
     pub errmsg: Option<String>,
 }
 
-const VARINT: u64 = 0;
-const FIXED64: u64 = 1;
-const LEN: u64 = 2;
-const FIXED32: u64 = 5;
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_key(out: &mut Vec<u8>, field: u64, wire: u64) {
-    put_varint(out, (field << 3) | wire);
-}
-
-/// An `int32` field: negative values are sign-extended to 64 bits, as protobuf encodes them.
-fn put_int32(out: &mut Vec<u8>, field: u64, v: i32) {
-    put_key(out, field, VARINT);
-    put_varint(out, i64::from(v) as u64);
-}
-
-fn put_bool(out: &mut Vec<u8>, field: u64, v: bool) {
-    put_key(out, field, VARINT);
-    put_varint(out, u64::from(v));
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u64, v: &[u8]) {
-    put_key(out, field, LEN);
-    put_varint(out, v.len() as u64);
-    out.extend_from_slice(v);
-}
-
 impl RestoreRequest<'_> {
     pub fn encode(&self) -> Vec<u8> {
         let mut opts = Vec::new();
@@ -81,69 +49,9 @@ impl RestoreRequest<'_> {
         put_int32(&mut opts, 17, self.work_dir_fd);
         put_bytes(&mut opts, 68, self.images_dir.as_bytes());
         let mut req = Vec::with_capacity(opts.len() + 8);
-        put_key(&mut req, 1, VARINT);
-        put_varint(&mut req, RESTORE);
+        put_uint(&mut req, 1, RESTORE);
         put_bytes(&mut req, 2, &opts);
         req
-    }
-}
-
-/// Reads protobuf fields off a buffer.
-struct Fields<'a> {
-    buf: &'a [u8],
-}
-
-enum Value<'a> {
-    Varint(u64),
-    Bytes(&'a [u8]),
-    Fixed,
-}
-
-impl<'a> Fields<'a> {
-    fn varint(&mut self) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&b, rest) = self.buf.split_first().ok_or("a varint runs past the end")?;
-            self.buf = rest;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err("a varint longer than 10 bytes".into())
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.buf.len() < n {
-            return Err(format!("a field of {n} bytes runs past the end"));
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-
-    fn next_field(&mut self) -> Result<Option<(u64, Value<'a>)>, String> {
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        let key = self.varint()?;
-        let value = match key & 7 {
-            VARINT => Value::Varint(self.varint()?),
-            LEN => {
-                let n = self.varint()?;
-                Value::Bytes(self.take(usize::try_from(n).map_err(|_| "a huge length")?)?)
-            }
-            FIXED64 => {
-                self.take(8)?;
-                Value::Fixed
-            }
-            FIXED32 => {
-                self.take(4)?;
-                Value::Fixed
-            }
-            wire => return Err(format!("wire type {wire} is not supported")),
-        };
-        Ok(Some((key >> 3, value)))
     }
 }
 
@@ -155,7 +63,7 @@ impl RestoreResponse {
             errno: None,
             errmsg: None,
         };
-        let mut fields = Fields { buf };
+        let mut fields = Fields::new(buf);
         while let Some((field, value)) = fields.next_field()? {
             match (field, value) {
                 (1, Value::Varint(kind)) if kind != RESTORE => {
@@ -163,7 +71,7 @@ impl RestoreResponse {
                 }
                 (2, Value::Varint(v)) => r.success = v != 0,
                 (4, Value::Bytes(inner)) => {
-                    let mut inner = Fields { buf: inner };
+                    let mut inner = Fields::new(inner);
                     while let Some((field, value)) = inner.next_field()? {
                         if let (1, Value::Varint(pid)) = (field, value) {
                             r.pid = Some(pid as i32);
