@@ -102,11 +102,7 @@ mod tests {
 
     #[test]
     fn bounded_to_the_image_and_gone_once_unmounted() {
-        // Tests never skip silently: this one needs root, as the worker does.
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "mounting a tmpfs needs root: run the tests as root"
-        );
+        testkit::require_root();
         let dir = tempfile::tempdir().unwrap();
         let tmpfs = ImageTmpfs::mount(dir.path(), 4 << 20).unwrap();
         assert!(mounted(dir.path()));

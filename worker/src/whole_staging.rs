@@ -243,10 +243,7 @@ mod tests {
 
     #[test]
     fn one_restore_at_a_time_and_only_the_next_images_page_files_are_kept() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "mounting a tmpfs needs root: run the tests as root"
-        );
+        testkit::require_root();
         let dir = tempfile::tempdir().unwrap();
         let staging = WholeStaging::new(dir.path().join(".whole"), 1 << 20);
         let first = manifest(&[("inventory.img", false), ("pages-1.img", true)]);
@@ -292,10 +289,7 @@ mod tests {
 
     #[test]
     fn a_warmed_tmpfs_holds_one_file_of_its_size_which_the_first_image_takes_over() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "mounting a tmpfs needs root: run the tests as root"
-        );
+        testkit::require_root();
         let dir = tempfile::tempdir().unwrap();
         let staging = WholeStaging::new(dir.path().join(".whole"), 2 << 20);
         staging.warm();
