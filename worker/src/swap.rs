@@ -226,11 +226,13 @@ impl Worker {
                 Some(m) => (*m).clone(),
                 None => self.store.manifest(&checkpoint).await?,
             };
+            let whole = crate::whole::small_enough(&manifest, self.config.whole_restore_below_mib);
             // A swap-out's new pages reach the local tier just behind its commit; a swap-in
             // right after it waits briefly for them rather than fetching them from the cold tier,
-            // unless it has every page in memory already (a small tenant's last checkpoint is
-            // kept there): then the filler's work for other tenants is none of its business.
-            let in_memory = self.store.in_memory(&manifest);
+            // unless it is a small one with every page in memory already (a small tenant's last
+            // checkpoint is kept there): then the filler's work for other tenants is none of its
+            // business. Only small ones are checked: the check walks the page list.
+            let in_memory = whole && self.store.in_memory(&manifest);
             if !in_memory
                 && tokio::time::timeout(LOCAL_FILL_WAIT, self.store.local_settled())
                     .await
@@ -241,7 +243,7 @@ impl Worker {
             // Decided before the ActiveSet is looked at: a whole restore does not use it (and a
             // tenant only ever restored whole has none to keep in memory; looking for it in the
             // cold tier on each swap-in cost ~44 ms through the latency proxy).
-            if crate::whole::small_enough(&manifest, self.config.whole_restore_below_mib) {
+            if whole {
                 if let Some(report) = self
                     .swap_in_whole(&slot, &mut rt, &checkpoint, &manifest, started)
                     .await?
