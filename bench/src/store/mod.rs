@@ -634,7 +634,7 @@ fn write_outputs(r: &Report, out: &Path) -> Result<()> {
         .collect();
     let readme = format!(
         "# pico bench store\n\n\
-         Inputs: {}. Synthetic = `testkit::synth::page_file` (1 in 8 pages zero, 1 in 5 a repeat, \
+         Inputs: {}. Synthetic = `bench::synth::page_file` (1 in 8 pages zero, 1 in 5 a repeat, \
          half the rest text-like, half random); criu = a real `criu dump` of the app \
          (`pico bench restore`'s apps; redis holds ~100 MB).\n\n\
          **Ingest**: each input as a new checkpoint into a fresh store (cold tier a directory, \
