@@ -25,7 +25,6 @@ pub mod progress;
 pub mod provenance;
 pub mod restore;
 pub mod store;
-pub mod svg;
 pub mod synth;
 
 pub use error::{Error, Result};

@@ -17,6 +17,7 @@ pub mod tiers;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use charts::{BarChart, Group};
 use pagestore::config::ColdConfig;
 use pagestore::ingest::IngestReport;
 use pagestore::{PageStore, StoreConfig};
@@ -32,7 +33,6 @@ use crate::garage::GarageServer;
 use crate::latency_proxy::{LatencyProxy, LinkModel};
 use crate::provenance::{self, Provenance};
 use crate::restore::{percentile, App};
-use crate::svg::{BarChart, Group};
 
 /// The goal: ingest within this factor of the b3sum + lz4 baseline.
 pub const GOAL_RATIO: f64 = 1.3;

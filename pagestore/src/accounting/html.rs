@@ -2,9 +2,9 @@
 //! so it can be mailed or archived and still opens. Every figure is in a cell marked with
 //! `data-field`, so tests (and scrapers) can read exactly what a person sees.
 
-use bench::svg::{escape, BarChart, Group};
+use charts::{escape, BarChart, Group};
 
-use super::{mib, money, CostReport};
+use super::report::{mib, money, CostReport, MIB};
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse;margin:1em 0}\
@@ -46,6 +46,7 @@ fn row(
     )
 }
 
+/// The whole page for `r`.
 pub fn render(r: &CostReport) -> String {
     let currency = escape(&r.prices.currency);
     let mut h = String::new();
@@ -126,8 +127,8 @@ pub fn render(r: &CostReport) -> String {
             .map(|t| Group {
                 label: t.usage.name.clone(),
                 values: vec![
-                    t.usage.unique_bytes as f64 / super::MIB,
-                    t.usage.shared_bytes as f64 / super::MIB,
+                    t.usage.unique_bytes as f64 / MIB,
+                    t.usage.shared_bytes as f64 / MIB,
                 ],
             })
             .collect(),
