@@ -39,6 +39,60 @@ pub struct CostReport {
     pub notes: Vec<String>,
 }
 
+/// One line of the report's table: a tenant, or the total.
+pub struct TableRow<'a> {
+    pub name: &'a str,
+    pub is_total: bool,
+    pub checkpoints: u64,
+    pub logical_bytes: u64,
+    pub unique_bytes: u64,
+    pub shared_bytes: u64,
+    pub stored_bytes: u64,
+    /// A tenant's apportioned bytes in the local tier; for the total, the local tier's size.
+    pub local_bytes: Option<u64>,
+    pub puts: u64,
+    pub monthly_cost: f64,
+}
+
+impl CostReport {
+    /// The lines of the table every form shows: each tenant, then the total.
+    pub fn rows(&self) -> Vec<TableRow<'_>> {
+        let tenants = self.tenants.iter().map(|t| {
+            let u = &t.usage;
+            TableRow {
+                name: &u.name,
+                is_total: false,
+                checkpoints: u.checkpoints,
+                logical_bytes: u.logical_bytes,
+                unique_bytes: u.unique_bytes,
+                shared_bytes: u.shared_bytes,
+                stored_bytes: u.stored_bytes,
+                local_bytes: u.local_bytes,
+                puts: u.requests.puts,
+                monthly_cost: t.monthly_cost,
+            }
+        });
+        let u = &self.total.usage;
+        let total = TableRow {
+            name: "TOTAL",
+            is_total: true,
+            checkpoints: u.checkpoints,
+            logical_bytes: u.logical_bytes,
+            unique_bytes: u.unique_bytes,
+            shared_bytes: u.shared_bytes,
+            stored_bytes: u.stored_bytes,
+            local_bytes: self
+                .tiers
+                .iter()
+                .find(|t| t.tier == "local")
+                .map(|t| t.bytes),
+            puts: u.requests.puts,
+            monthly_cost: self.total.monthly_cost,
+        };
+        tenants.chain(std::iter::once(total)).collect()
+    }
+}
+
 /// Prices an accounting of the store.
 pub fn cost_report(acc: Accounting, prices: &Prices, generated_utc: String) -> CostReport {
     let tenants = acc
@@ -137,40 +191,19 @@ pub fn text_table(r: &CostReport) -> String {
         "PUTs",
         "monthly"
     );
-    let line = |name: &str, ckpts: u64, l: u64, u: u64, sh: u64, st: u64, puts: u64, c: f64| {
-        format!(
-            "{name:<24} {ckpts:>6} {:>12} {:>11} {:>11} {:>11} {puts:>6} {:>12}\n",
-            mib(l),
-            mib(u),
-            mib(sh),
-            mib(st),
-            money(c)
-        )
-    };
-    for t in &r.tenants {
-        let u = &t.usage;
-        s.push_str(&line(
-            &u.name,
-            u.checkpoints,
-            u.logical_bytes,
-            u.unique_bytes,
-            u.shared_bytes,
-            u.stored_bytes,
-            u.requests.puts,
-            t.monthly_cost,
+    for row in r.rows() {
+        s.push_str(&format!(
+            "{:<24} {:>6} {:>12} {:>11} {:>11} {:>11} {:>6} {:>12}\n",
+            row.name,
+            row.checkpoints,
+            mib(row.logical_bytes),
+            mib(row.unique_bytes),
+            mib(row.shared_bytes),
+            mib(row.stored_bytes),
+            row.puts,
+            money(row.monthly_cost)
         ));
     }
-    let u = &r.total.usage;
-    s.push_str(&line(
-        "TOTAL",
-        u.checkpoints,
-        u.logical_bytes,
-        u.unique_bytes,
-        u.shared_bytes,
-        u.stored_bytes,
-        u.requests.puts,
-        r.total.monthly_cost,
-    ));
     for t in &r.tiers {
         s.push_str(&format!(
             "tier {} ({}): {} objects, {} MiB\n",
@@ -200,6 +233,38 @@ mod tests {
         assert_eq!(utc_string(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc_string(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_string(1_795_000_000), "2026-11-18T11:06:40Z");
+    }
+
+    #[test]
+    fn rows_are_the_tenants_then_the_total_with_the_local_tier() {
+        let tenant = |name: &str| TenantUsage {
+            name: name.into(),
+            checkpoints: 1,
+            local_bytes: Some(7),
+            ..TenantUsage::default()
+        };
+        let acc = Accounting {
+            tenants: vec![tenant("a"), tenant("b")],
+            total: TotalUsage {
+                checkpoints: 2,
+                ..TotalUsage::default()
+            },
+            tiers: vec![TierUsage {
+                tier: "local".into(),
+                kind: "fjall".into(),
+                objects: 1,
+                bytes: 4096,
+            }],
+            period_days: 30,
+        };
+        let report = cost_report(acc, &Prices::default(), utc_string(0));
+        let rows = report.rows();
+        let names: Vec<_> = rows.iter().map(|r| (r.name, r.is_total)).collect();
+        assert_eq!(names, [("a", false), ("b", false), ("TOTAL", true)]);
+        assert_eq!(rows[0].local_bytes, Some(7));
+        assert_eq!(rows[2].local_bytes, Some(4096));
+        assert_eq!(rows[2].checkpoints, 2);
+        assert_eq!(text_table(&report).lines().count(), 1 + 3 + 1 + 1);
     }
 
     #[test]
