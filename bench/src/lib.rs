@@ -12,6 +12,8 @@
 //! - [`nbd`]: our NBD server against `nbdkit file` on the same image.
 //! - [`latency_proxy`]: a realistic network (delay, bandwidth) between the worker and its object
 //!   store, since this kernel has no netem; [`garage`]: an S3 server for the cold modes.
+//! - [`synth`]: synthetic memory images, deterministic from a seed (the tests' own too, through
+//!   `testkit`).
 
 pub mod dedup;
 mod error;
@@ -23,6 +25,6 @@ pub mod progress;
 pub mod provenance;
 pub mod restore;
 pub mod store;
-pub mod svg;
+pub mod synth;
 
 pub use error::{Error, Result};

@@ -99,27 +99,6 @@ fn tool(tool: &'static str, package: &'static str, reason: impl ToString) -> Err
     }
 }
 
-/// A synthetic memory image: runs of zero pages between runs of pseudo-random, partly
-/// compressible data pages (~2% zero, like a CRIU dump, which leaves out most zero pages itself).
-fn synthetic_image(bytes: usize) -> Vec<u8> {
-    let mut out = vec![0u8; bytes];
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    for (i, page) in out.chunks_mut(PAGE_SIZE).enumerate() {
-        if i % 50 == 7 {
-            continue;
-        }
-        for chunk in page.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let n = chunk.len();
-            chunk.copy_from_slice(&x.to_le_bytes()[..n]);
-        }
-        page[PAGE_SIZE / 2..].fill((i % 251) as u8);
-    }
-    out
-}
-
 /// Builds the raw image: the source's pages, then zero pages up to `size` bytes.
 fn build_image(opts: &NbdBenchOptions, path: &Path) -> Result<ImageInfo> {
     let (mut data, source) = match &opts.image {
@@ -128,7 +107,7 @@ fn build_image(opts: &NbdBenchOptions, path: &Path) -> Result<ImageInfo> {
             format!("{} (given with --image)", p.display()),
         ),
         None => (
-            synthetic_image(10 << 20),
+            crate::synth::sparse_image(10 << 20),
             "synthetic: 10 MiB, 2% zero pages".to_string(),
         ),
     };

@@ -14,6 +14,8 @@ use pager::nbd::proto::{
 };
 
 use crate::error::{Error, Result};
+// Deterministic offsets: the same sequence of reads for both servers.
+use crate::synth::Rng;
 
 fn client_err(msg: impl Into<String>) -> Error {
     Error::Client(msg.into())
@@ -109,7 +111,7 @@ impl Client {
 
     /// `n` random `block`-sized reads one at a time; returns each latency.
     pub fn latencies(&mut self, n: usize, block: u32, seed: u64) -> Result<Vec<Duration>> {
-        let mut rng = Rng(seed | 1);
+        let mut rng = Rng::from_state(seed);
         let blocks = self.size / u64::from(block);
         let mut buf = vec![0u8; block as usize];
         let mut out = Vec::with_capacity(n);
@@ -131,7 +133,7 @@ impl Client {
         duration: Duration,
         seed: u64,
     ) -> Result<u64> {
-        let mut rng = Rng(seed | 1);
+        let mut rng = Rng::from_state(seed);
         let blocks = self.size / u64::from(block);
         let mut buf = vec![0u8; block as usize];
         let mut cookie = 0u64;
@@ -163,17 +165,5 @@ impl Client {
             len: 0,
         };
         let _ = self.stream.write_all(&r.encode());
-    }
-}
-
-/// xorshift64: deterministic offsets, the same sequence for both servers.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
     }
 }

@@ -11,6 +11,12 @@
 //! Cold-tier PUTs of the last period are derived from the store's own history (each manifest, and
 //! each pack first referenced by a manifest created in the period, was one PUT); GETs are not
 //! recorded durably yet, so they are `None`.
+//!
+//! [`report`] prices an accounting for `pico report cost`, and [`html`] renders that report as
+//! one self-contained page.
+
+pub mod html;
+pub mod report;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -376,10 +376,10 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 serde_json::to_vec_pretty(&results)?,
             )?;
             let names: Vec<&str> = modes.iter().map(|m| m.name()).collect();
-            let groups: Vec<bench::svg::WhiskerGroup> = results
+            let groups: Vec<charts::WhiskerGroup> = results
                 .apps
                 .iter()
-                .map(|(app, per)| bench::svg::WhiskerGroup {
+                .map(|(app, per)| charts::WhiskerGroup {
                     label: app.clone(),
                     bars: names
                         .iter()
@@ -390,7 +390,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         .collect(),
                 })
                 .collect();
-            let svg = bench::svg::grouped_bars(
+            let svg = charts::grouped_bars(
                 "Time to first correct answer after swap-in (p50 bar, p95 whisker)",
                 "ms",
                 &names,

@@ -1,19 +1,17 @@
 //! `pico report cost`: the storage bill from the live store, per tenant and in total.
 //!
-//! Operators choose a host for its bill, and deduplication makes "what does this tenant cost"
-//! non-obvious; this report answers it from the store itself (`pagestore::accounting`) at the
-//! prices of `[prices]` in `pico.toml`. `--json` for scripts, `--html FILE` for people: one
-//! self-contained file with inline SVG charts ([`html`]), readable offline.
-
-mod html;
+//! The report itself (pricing, JSON, text table, self-contained HTML) is
+//! `pagestore::accounting::report` and `pagestore::accounting::html`; this command parses its
+//! arguments, wires the store, the worker's usage log and the `[prices]` of `pico.toml` into it,
+//! and prints: `--json` for scripts, `--html FILE` for people.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use pagestore::accounting::{Accounting, Cost, Prices, TenantUsage, TierUsage, TotalUsage};
-use serde::Serialize;
+use pagestore::accounting::html;
+use pagestore::accounting::report::{cost_report, text_table, utc_now};
 
 use super::{print_json, Context};
 
@@ -25,186 +23,6 @@ pub enum ReportCommand {
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
     },
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct TenantCost {
-    #[serde(flatten)]
-    pub usage: TenantUsage,
-    /// Storage of `stored_bytes` plus this period's requests, per month.
-    pub monthly_cost: f64,
-    pub cost: Cost,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct TotalCost {
-    #[serde(flatten)]
-    pub usage: TotalUsage,
-    /// Storage of everything in the cold tier plus this period's requests, per month.
-    pub monthly_cost: f64,
-    pub cost: Cost,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct CostReport {
-    pub generated_utc: String,
-    pub period_days: u64,
-    pub tenants: Vec<TenantCost>,
-    pub total: TotalCost,
-    pub tiers: Vec<TierUsage>,
-    pub prices: Prices,
-    pub notes: Vec<String>,
-}
-
-/// Prices an accounting of the store.
-pub fn cost_report(acc: Accounting, prices: &Prices, generated_utc: String) -> CostReport {
-    let tenants = acc
-        .tenants
-        .into_iter()
-        .map(|usage| {
-            let cost = prices.monthly(usage.stored_bytes, usage.requests.puts, usage.requests.gets);
-            TenantCost {
-                monthly_cost: cost.total,
-                cost,
-                usage,
-            }
-        })
-        .collect();
-    let cost = prices.monthly(
-        acc.total.stored_bytes,
-        acc.total.requests.puts,
-        acc.total.requests.gets,
-    );
-    CostReport {
-        generated_utc,
-        period_days: acc.period_days,
-        tenants,
-        total: TotalCost {
-            monthly_cost: cost.total,
-            cost,
-            usage: acc.total,
-        },
-        tiers: acc.tiers,
-        prices: prices.clone(),
-        notes: vec![
-            "unique_bytes: stored bytes of pages only this tenant references; shared_bytes: its \
-             equal share of pages it shares with others (shares add up to each page's size)"
-                .into(),
-            "requests: PUTs of the period derived from the store's history (manifests and the packs \
-             they first wrote); GETs from the worker's usage log (the cold reads of each swap-in)"
-                .into(),
-            "the total also bills overhead_bytes (pack indexes, pages no checkpoint references any \
-             more until `pico store gc`); the local tier is this machine's disk and is not priced"
-                .into(),
-        ],
-    }
-}
-
-/// Now as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    utc_string(secs)
-}
-
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian; Hinnant's civil_from_days).
-pub fn utc_string(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-const MIB: f64 = 1024.0 * 1024.0;
-
-/// Bytes as MiB with two decimals: the form every report shows.
-pub fn mib(bytes: u64) -> String {
-    format!("{:.2}", bytes as f64 / MIB)
-}
-
-/// Money with six decimals (per-tenant costs are fractions of a cent).
-pub fn money(x: f64) -> String {
-    format!("{x:.6}")
-}
-
-fn text_table(r: &CostReport) -> String {
-    let mut s = format!(
-        "{:<24} {:>6} {:>12} {:>11} {:>11} {:>11} {:>6} {:>12}\n",
-        "tenant",
-        "ckpts",
-        "logical MiB",
-        "unique MiB",
-        "shared MiB",
-        "stored MiB",
-        "PUTs",
-        "monthly"
-    );
-    let line = |name: &str, ckpts: u64, l: u64, u: u64, sh: u64, st: u64, puts: u64, c: f64| {
-        format!(
-            "{name:<24} {ckpts:>6} {:>12} {:>11} {:>11} {:>11} {puts:>6} {:>12}\n",
-            mib(l),
-            mib(u),
-            mib(sh),
-            mib(st),
-            money(c)
-        )
-    };
-    for t in &r.tenants {
-        let u = &t.usage;
-        s.push_str(&line(
-            &u.name,
-            u.checkpoints,
-            u.logical_bytes,
-            u.unique_bytes,
-            u.shared_bytes,
-            u.stored_bytes,
-            u.requests.puts,
-            t.monthly_cost,
-        ));
-    }
-    let u = &r.total.usage;
-    s.push_str(&line(
-        "TOTAL",
-        u.checkpoints,
-        u.logical_bytes,
-        u.unique_bytes,
-        u.shared_bytes,
-        u.stored_bytes,
-        u.requests.puts,
-        r.total.monthly_cost,
-    ));
-    for t in &r.tiers {
-        s.push_str(&format!(
-            "tier {} ({}): {} objects, {} MiB\n",
-            t.tier,
-            t.kind,
-            t.objects,
-            mib(t.bytes)
-        ));
-    }
-    s.push_str(&format!(
-        "prices ({}): {} per GB-month, {} per 1000 PUT, {} per 1000 GET; source: {}\n",
-        r.prices.currency,
-        r.prices.storage_gb_month,
-        r.prices.put_per_1000,
-        r.prices.get_per_1000,
-        r.prices.source
-    ));
-    s
 }
 
 pub async fn run(ctx: &Context, cmd: ReportCommand) -> anyhow::Result<ExitCode> {
@@ -231,23 +49,4 @@ pub async fn run(ctx: &Context, cmd: ReportCommand) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc_string(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc_string(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(utc_string(1_795_000_000), "2026-11-18T11:06:40Z");
-    }
-
-    #[test]
-    fn shown_numbers() {
-        assert_eq!(mib(1 << 20), "1.00");
-        assert_eq!(mib(0), "0.00");
-        assert_eq!(money(0.0231), "0.023100");
-    }
 }

@@ -7,57 +7,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
-use pagestore::PAGE_SIZE;
-
-/// Whether page `i` of a synthetic page file is all zeros: runs of data and zero pages of varied
-/// lengths, like the stacks and heaps of a real dump.
-pub fn is_zero_page(i: usize) -> bool {
-    matches!(i % 16, 3 | 4 | 5 | 9) || (i / 64) % 4 == 3
-}
-
-/// The bytes of data page `i` (pseudo-random, and some repeat to exercise dedup).
-pub fn data_page(i: usize) -> Vec<u8> {
-    let seed = if i.is_multiple_of(13) {
-        1
-    } else {
-        i as u64 + 1
-    };
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut page = vec![0u8; PAGE_SIZE];
-    for chunk in page.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes());
-    }
-    // Mostly-text tail, compressible like real heap data.
-    page[2048..3072].fill(b'a' + (i % 26) as u8);
-    page
-}
-
-/// A synthetic page file of `pages` pages.
-pub fn page_file(pages: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(pages * PAGE_SIZE);
-    for i in 0..pages {
-        if is_zero_page(i) {
-            out.extend_from_slice(&[0u8; PAGE_SIZE]);
-        } else {
-            out.extend_from_slice(&data_page(i));
-        }
-    }
-    out
-}
+pub use bench::synth::{data_page, is_zero_page, zero_run_page_file as page_file};
 
 /// Writes a CRIU-like image directory: `pages-1.img` of `pages` pages, a small `pages-2.img`,
 /// and small inline files. Returns the bytes of `pages-1.img`.
 pub fn make_image_dir(dir: &Path, pages: usize) -> Vec<u8> {
-    std::fs::create_dir_all(dir).expect("create image dir");
-    let data = page_file(pages);
-    std::fs::write(dir.join("pages-1.img"), &data).expect("write pages-1.img");
-    std::fs::write(dir.join("pages-2.img"), page_file(3)).expect("write pages-2.img");
-    std::fs::write(dir.join("pagemap-1.img"), b"\x19\x43\x56\x54pagemap").expect("write pagemap");
-    std::fs::write(dir.join("core-1.img"), b"core").expect("write core");
-    data
+    bench::synth::zero_run_image_dir(dir, pages).expect("write the image dir")
 }
 
 /// A running `pico pager nbd`; killed on drop.

@@ -11,6 +11,7 @@ pub mod methods;
 
 use std::path::{Path, PathBuf};
 
+use charts::{BarChart, Group as ChartGroup};
 use serde::Serialize;
 use tracing::info;
 use worker::criu::Criu;
@@ -20,7 +21,6 @@ use self::kinds::{Kind, Layout};
 use self::methods::{PageCounts, PerCheckpoint};
 use crate::error::{Error, Result};
 use crate::provenance::{self, Provenance};
-use crate::svg::{BarChart, Group as ChartGroup};
 
 pub const METHODS: [&str; 4] = ["raw", "tar-zstd", "restic", "pico"];
 

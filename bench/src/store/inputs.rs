@@ -1,5 +1,5 @@
 //! The memory images `pico bench store` ingests: a synthetic mix (the generator the store's own
-//! tests use, `testkit::synth`) and real CRIU checkpoints of real apps (made the way `pico bench
+//! tests use, [`crate::synth`]) and real CRIU checkpoints of real apps (made the way `pico bench
 //! restore` makes its eager-restore images, [`crate::restore::checkpoint_app`]).
 
 use std::path::{Path, PathBuf};
@@ -54,12 +54,12 @@ impl Input {
     }
 }
 
-/// A synthetic image of `mib` MiB: `testkit::synth::page_file`'s mix of zero (1 in 8), repeated
+/// A synthetic image of `mib` MiB: [`crate::synth::page_file`]'s mix of zero (1 in 8), repeated
 /// (1 in 5), text-like and random pages.
 pub fn synthetic(root: &Path, mib: u64) -> Result<Input> {
     let dir = root.join("synthetic");
     let pages = (mib << 20) as usize / PAGE_SIZE;
-    testkit::synth::checkpoint_dir(&dir, 42, pages).map_err(|e| Error::io(&dir, e))?;
+    crate::synth::checkpoint_dir(&dir, 42, pages).map_err(|e| Error::io(&dir, e))?;
     Input::scan(&format!("synthetic-{mib}mib"), "synthetic", &dir)
 }
 

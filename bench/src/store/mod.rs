@@ -17,6 +17,7 @@ pub mod tiers;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use charts::{BarChart, Group};
 use pagestore::config::ColdConfig;
 use pagestore::ingest::IngestReport;
 use pagestore::{PageStore, StoreConfig};
@@ -32,7 +33,6 @@ use crate::garage::GarageServer;
 use crate::latency_proxy::{LatencyProxy, LinkModel};
 use crate::provenance::{self, Provenance};
 use crate::restore::{percentile, App};
-use crate::svg::{BarChart, Group};
 
 /// The issue's goal: ingest within this factor of the b3sum + lz4 baseline.
 pub const GOAL_RATIO: f64 = 1.3;
@@ -634,7 +634,7 @@ fn write_outputs(r: &Report, out: &Path) -> Result<()> {
         .collect();
     let readme = format!(
         "# pico bench store\n\n\
-         Inputs: {}. Synthetic = `testkit::synth::page_file` (1 in 8 pages zero, 1 in 5 a repeat, \
+         Inputs: {}. Synthetic = `bench::synth::page_file` (1 in 8 pages zero, 1 in 5 a repeat, \
          half the rest text-like, half random); criu = a real `criu dump` of the app \
          (`pico bench restore`'s apps; redis holds ~100 MB).\n\n\
          **Ingest**: each input as a new checkpoint into a fresh store (cold tier a directory, \

@@ -2,9 +2,9 @@
 //! so it can be mailed or archived and still opens. Every figure is in a cell marked with
 //! `data-field`, so tests (and scrapers) can read exactly what a person sees.
 
-use bench::svg::{escape, BarChart, Group};
+use charts::{escape, BarChart, Group};
 
-use super::{mib, money, CostReport};
+use super::report::{mib, money, CostReport, TableRow, MIB};
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse;margin:1em 0}\
@@ -18,34 +18,24 @@ fn cell(field: &str, text: &str) -> String {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn row(
-    class: &str,
-    name: &str,
-    checkpoints: u64,
-    logical: u64,
-    unique: u64,
-    shared: u64,
-    stored: u64,
-    local: Option<u64>,
-    puts: u64,
-    cost: f64,
-) -> String {
+fn row(r: &TableRow) -> String {
+    let class = if r.is_total { "total" } else { "tenant" };
     format!(
         "<tr class=\"{class}\" data-tenant=\"{}\"><td data-field=\"name\">{}</td>{}{}{}{}{}{}{}{}</tr>\n",
-        escape(name),
-        escape(name),
-        cell("checkpoints", &checkpoints.to_string()),
-        cell("logical_mib", &mib(logical)),
-        cell("unique_mib", &mib(unique)),
-        cell("shared_mib", &mib(shared)),
-        cell("stored_mib", &mib(stored)),
-        cell("local_mib", &local.map_or_else(|| "-".to_string(), mib)),
-        cell("puts", &puts.to_string()),
-        cell("monthly_cost", &money(cost)),
+        escape(r.name),
+        escape(r.name),
+        cell("checkpoints", &r.checkpoints.to_string()),
+        cell("logical_mib", &mib(r.logical_bytes)),
+        cell("unique_mib", &mib(r.unique_bytes)),
+        cell("shared_mib", &mib(r.shared_bytes)),
+        cell("stored_mib", &mib(r.stored_bytes)),
+        cell("local_mib", &r.local_bytes.map_or_else(|| "-".to_string(), mib)),
+        cell("puts", &r.puts.to_string()),
+        cell("monthly_cost", &money(r.monthly_cost)),
     )
 }
 
+/// The whole page for `r`.
 pub fn render(r: &CostReport) -> String {
     let currency = escape(&r.prices.currency);
     let mut h = String::new();
@@ -63,35 +53,11 @@ pub fn render(r: &CostReport) -> String {
          <th>local tier MiB</th>\
          <th>PUTs (period)</th><th>monthly cost</th></tr></thead><tbody>\n",
     );
-    for t in &r.tenants {
-        let u = &t.usage;
-        h.push_str(&row(
-            "tenant",
-            &u.name,
-            u.checkpoints,
-            u.logical_bytes,
-            u.unique_bytes,
-            u.shared_bytes,
-            u.stored_bytes,
-            u.local_bytes,
-            u.requests.puts,
-            t.monthly_cost,
-        ));
+    for line in r.rows() {
+        h.push_str(&row(&line));
     }
-    let u = &r.total.usage;
-    h.push_str(&row(
-        "total",
-        "TOTAL",
-        u.checkpoints,
-        u.logical_bytes,
-        u.unique_bytes,
-        u.shared_bytes,
-        u.stored_bytes,
-        r.tiers.iter().find(|t| t.tier == "local").map(|t| t.bytes),
-        u.requests.puts,
-        r.total.monthly_cost,
-    ));
     h.push_str("</tbody></table>\n");
+    let u = &r.total.usage;
     h.push_str(&format!(
         "<p class=\"note\">The total's shared MiB counts each shared page once; its stored MiB is \
          everything in the cold tier, including <span data-field=\"overhead_mib\">{}</span> MiB of \
@@ -126,8 +92,8 @@ pub fn render(r: &CostReport) -> String {
             .map(|t| Group {
                 label: t.usage.name.clone(),
                 values: vec![
-                    t.usage.unique_bytes as f64 / super::MIB,
-                    t.usage.shared_bytes as f64 / super::MIB,
+                    t.usage.unique_bytes as f64 / MIB,
+                    t.usage.shared_bytes as f64 / MIB,
                 ],
             })
             .collect(),

@@ -1,4 +1,6 @@
-//! Small, dependency-free SVG bar charts, inlined in reports and written beside benchmark JSON.
+//! Small, dependency-free SVG bar charts, inlined in reports (`pico report cost`) and written beside
+//! benchmark JSON (`pico bench`). Their own crate because both the store's cost report and the
+//! benchmarks draw them, and neither should depend on the other.
 //! Hand-written because the charts are simple and must render with no network and no scripts.
 
 /// One group of bars (e.g. a layout) with one value per series (e.g. a method).
