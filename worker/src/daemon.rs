@@ -17,7 +17,8 @@ use crate::criu::{log_tail, Criu};
 use crate::criu_swrk::CriuSpares;
 use crate::error::{Error, Result};
 use crate::protocol::{Request, Response};
-use crate::tenant::{process_alive, TenantDirs, TenantInfo, TenantState};
+use crate::process::{become_subreaper, kill_tree, process_alive};
+use crate::tenant::{TenantDirs, TenantInfo, TenantState};
 use crate::whole_staging::WholeStaging;
 
 /// A tenant as the running worker holds it.
@@ -69,7 +70,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     if let Err(e) = crate::kdat::ensure(&config.criu, criu.version()).await {
         warn!(error = %e, "CRIU will probe the kernel on every run (~30-45 ms per restore)");
     }
-    become_subreaper()?;
+    become_subreaper().map_err(|e| Error::io("prctl(PR_SET_CHILD_SUBREAPER)", e))?;
     for dir in [&config.tenants_dir, &config.staging_dir, &config.mounts_dir] {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -482,20 +483,6 @@ impl Worker {
     }
 }
 
-/// Makes the worker the parent of restored tenants. `criu restore -d` leaves the restored tree
-/// orphaned; without a subreaper it goes to pid 1, which (in a container) may never reap it, and
-/// a zombie keeps its pid taken, so the next restore of that tenant fails with "File exists".
-fn become_subreaper() -> Result<()> {
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(Error::io(
-            "prctl(PR_SET_CHILD_SUBREAPER)",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
-}
-
 /// Whether a tenant listens on `port` (see [`crate::tenant::listens`]: the probe leaves no
 /// connection in its listen queue).
 async fn probe_port(port: u16) -> bool {
@@ -506,46 +493,6 @@ async fn probe_port(port: u16) -> bool {
 
 /// How long a readiness probe waits for the tenant to close its connection.
 const PROBE_LINGER: Duration = Duration::from_secs(1);
-
-/// Kills the process tree rooted at `pid` and reaps it.
-pub(crate) async fn kill_tree(pid: u32) {
-    let tree = crate::tenant::process_tree(pid);
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    for p in tree {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        wait_gone(p, Duration::from_secs(5)).await;
-    }
-}
-
-/// Waits until `pid` is gone, reaping it if it is our (adopted) child, or until `limit` passes.
-pub(crate) async fn wait_gone(pid: u32, limit: Duration) -> bool {
-    let started = Instant::now();
-    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
-    loop {
-        // Only this pid is waited for: other children (CRIU runs) belong to tokio's reaper.
-        let _ = nix::sys::wait::waitpid(
-            nix::unistd::Pid::from_raw(pid as i32),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        );
-        if !proc_dir.exists() {
-            return true;
-        }
-        if started.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| Error::Protocol(e.to_string()))

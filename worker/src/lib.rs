@@ -16,6 +16,7 @@ mod kdat;
 pub mod launch;
 pub mod lazy_gate;
 mod locality;
+pub mod process;
 pub mod protocol;
 pub mod swap;
 pub mod tenant;

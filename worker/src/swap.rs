@@ -20,12 +20,10 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::config::ActiveSetInstall;
 use crate::criu::log_tail;
-use crate::daemon::{wait_gone, TenantSlot, Worker};
+use crate::daemon::{TenantSlot, Worker};
 use crate::error::{Error, Result};
-use crate::tenant::{
-    process_alive, process_tree, ActiveSetSummary, LastRestore, SwapInReport, SwapOutReport,
-    TenantState,
-};
+use crate::process::{kill_tree, process_alive, process_tree, wait_gone};
+use crate::tenant::{ActiveSetSummary, LastRestore, SwapInReport, SwapOutReport, TenantState};
 
 /// How long a swap-in waits for the local tier to take in pages that ingests have just
 /// committed (only when some are still queued): longer costs latency, shorter sends those pages'
@@ -348,7 +346,7 @@ impl Worker {
                     // A tenant whose lazy memory nobody serves would hang at its first fault:
                     // it goes, and the checkpoint it came from stays its newest.
                     if let Some(pid) = pid {
-                        crate::daemon::kill_tree(pid).await;
+                        kill_tree(pid).await;
                     }
                     drop(gate);
                     fill.abort();

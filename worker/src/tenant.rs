@@ -159,18 +159,6 @@ pub fn listens(port: u16, linger: std::time::Duration) -> bool {
     true
 }
 
-/// True when `pid` is a live (not zombie) process.
-pub fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
 /// Environment set for tenants launched with a deterministic layout: interpreters that seed their
 /// hash tables at random would otherwise make every tenant's heap differ.
 pub const DETERMINISTIC_ENV: &[(&str, &str)] = &[("PYTHONHASHSEED", "0")];
@@ -210,40 +198,6 @@ pub struct LastRestore {
     pub hit_rate: f64,
 }
 
-/// `pid` and all its descendants, found through the `PPid` of every process in /proc.
-pub fn process_tree(pid: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let ppid = std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-                });
-            if let Some(ppid) = ppid {
-                parent_of.push((p, ppid));
-            }
-        }
-    }
-    let mut tree = vec![pid];
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        tree.extend(
-            parent_of
-                .iter()
-                .filter(|(_, pp)| *pp == parent)
-                .map(|(p, _)| *p),
-        );
-        i += 1;
-    }
-    tree
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,23 +229,5 @@ mod tests {
             !listens(port, Duration::from_secs(1)),
             "nobody listens any more"
         );
-    }
-
-    #[test]
-    fn the_tree_of_a_shell_holds_its_child() {
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 5 & wait"])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let tree = process_tree(child.id());
-        assert_eq!(tree[0], child.id());
-        assert!(tree.len() >= 2, "{tree:?}");
-        for pid in tree.iter().rev() {
-            // SAFETY: kill(2) on pids of the tree this test started.
-            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-        }
-        let _ = child.wait();
-        assert!(process_alive(std::process::id()));
     }
 }

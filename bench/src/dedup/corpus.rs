@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::debug;
 use worker::criu::Criu;
-use worker::tenant::process_alive;
+use worker::process::process_alive;
 
 use super::kinds::{self, Kind, Layout};
 use crate::error::{Error, Result};
@@ -38,36 +38,17 @@ pub struct Corpus {
     pub build_s: f64,
 }
 
-/// Makes this process the reaper of orphans below it: restored tenants are re-parented to it, and
-/// must be reaped before CRIU can restore another tree with the same pids.
-pub fn become_subreaper() -> Result<()> {
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(Error::io(
-            "prctl(PR_SET_CHILD_SUBREAPER)",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
-}
-
 /// Waits for `pid` (gone after a dump) and reaps any other exited orphans.
 fn reap(pid: u32) {
     // SAFETY: waitpid with a null status pointer only reaps; no memory is touched.
-    unsafe {
-        libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
-        while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
-    }
+    unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
+    reap_orphans();
 }
 
-/// Kills a tenant's whole session (it was started with setsid) and reaps it.
-fn kill_tree(pid: u32) {
-    // SAFETY: kill(2) on a process group we created.
-    unsafe {
-        libc::kill(-(pid as i32), libc::SIGKILL);
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-    reap(pid);
+/// Reaps every exited orphan this process has adopted (it is their subreaper).
+fn reap_orphans() {
+    // SAFETY: waitpid with a null status pointer only reaps; no memory is touched.
+    unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
 }
 
 /// A live tenant tree. Dropped before its dump (an error, or an interrupted run), it is killed
@@ -92,7 +73,9 @@ impl Live {
 impl Drop for Live {
     fn drop(&mut self) {
         if self.armed {
-            kill_tree(self.pid);
+            // Its whole session and PID namespace (it was started as `launch` starts tenants).
+            worker::process::kill_tree_blocking(self.pid);
+            reap_orphans();
         }
     }
 }
