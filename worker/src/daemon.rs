@@ -18,6 +18,7 @@ use crate::criu_swrk::CriuSpares;
 use crate::error::{Error, Result};
 use crate::protocol::{Request, Response};
 use crate::process::{become_subreaper, kill_tree, process_alive};
+use crate::readiness::probe_port;
 use crate::tenant::{TenantDirs, TenantInfo, TenantState};
 use crate::whole_staging::WholeStaging;
 
@@ -482,17 +483,6 @@ impl Worker {
         Ok(())
     }
 }
-
-/// Whether a tenant listens on `port` (see [`crate::tenant::listens`]: the probe leaves no
-/// connection in its listen queue).
-async fn probe_port(port: u16) -> bool {
-    tokio::task::spawn_blocking(move || crate::tenant::listens(port, PROBE_LINGER))
-        .await
-        .unwrap_or(false)
-}
-
-/// How long a readiness probe waits for the tenant to close its connection.
-const PROBE_LINGER: Duration = Duration::from_secs(1);
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| Error::Protocol(e.to_string()))

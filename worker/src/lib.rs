@@ -18,6 +18,7 @@ pub mod lazy_gate;
 mod locality;
 pub mod process;
 pub mod protocol;
+pub mod readiness;
 pub mod swap;
 pub mod tenant;
 mod whole;

@@ -36,7 +36,7 @@ pub struct TenantInfo {
     pub pid: Option<u32>,
     pub port: u16,
     pub cmd: Vec<String>,
-    /// Started with ASLR off and fixed hash seeds (see [`DETERMINISTIC_ENV`]).
+    /// Started with ASLR off and fixed hash seeds (see [`crate::launch::DETERMINISTIC_ENV`]).
     #[serde(default)]
     pub deterministic: bool,
     /// Newest committed checkpoint.
@@ -142,42 +142,6 @@ impl TenantInfo {
     }
 }
 
-/// True when something listens on loopback `port`. The probe's connection is then half-closed
-/// and read until the tenant closes it too (at most `linger`): a connection left unaccepted in
-/// the tenant's listen queue would make CRIU refuse the next dump ("In-flight connection (l)"),
-/// and tests and the bench dump right after a tenant starts. Blocking.
-pub fn listens(port: u16, linger: std::time::Duration) -> bool {
-    use std::io::Read;
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(linger));
-    let mut buf = [0u8; 512];
-    // Until EOF (closed: it was accepted), an error or the timeout; a banner is read past.
-    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
-    true
-}
-
-/// Environment set for tenants launched with a deterministic layout: interpreters that seed their
-/// hash tables at random would otherwise make every tenant's heap differ.
-pub const DETERMINISTIC_ENV: &[(&str, &str)] = &[("PYTHONHASHSEED", "0")];
-
-/// Turns off address-space randomisation for the calling process and its future children
-/// (`setarch -R`). Identical programs then lay out memory identically, so their checkpoints share
-/// pages across tenants (measured: 5 Python tenants 4.1x dedup instead of ~1.03x). The trade-off:
-/// ASLR protects against memory-corruption exploits; an operator chooses it per tenant.
-pub fn disable_aslr() -> std::io::Result<()> {
-    // SAFETY: personality(2) reads and sets a flag word of the calling process; no memory.
-    unsafe {
-        let current = libc::personality(0xffff_ffff);
-        if current < 0 || libc::personality((current as libc::c_ulong) | 0x0040000) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// What `pico tenant activeset` shows.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ActiveSetSummary {
@@ -196,38 +160,4 @@ pub struct LastRestore {
     pub eager_pages: u64,
     pub faults: u64,
     pub hit_rate: f64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_probe_waits_until_the_tenant_has_taken_its_connection() {
-        use std::time::{Duration, Instant};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            let (conn, _) = listener.accept().unwrap();
-            drop(conn);
-            listener
-        });
-        let started = Instant::now();
-        assert!(listens(port, Duration::from_secs(5)));
-        let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(290) && waited < Duration::from_secs(5),
-            "returned after {waited:?}: before the accept, or only at the limit"
-        );
-        // Nothing of the probe is left in the listen queue.
-        let listener = server.join().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        assert!(listener.accept().is_err());
-        drop(listener);
-        assert!(
-            !listens(port, Duration::from_secs(1)),
-            "nobody listens any more"
-        );
-    }
 }

@@ -92,7 +92,7 @@ fn free_port() -> Result<u16> {
 fn wait_listening(port: u16, pid: u32, limit: Duration) -> bool {
     let started = Instant::now();
     while started.elapsed() < limit {
-        if worker::tenant::listens(port, Duration::from_secs(1)) {
+        if worker::readiness::listens(port, Duration::from_secs(1)) {
             return true;
         }
         if !process_alive(pid) {

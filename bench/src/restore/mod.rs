@@ -184,7 +184,7 @@ fn first_answer(app: App, port: u16, started: Instant) -> Result<f64, Error> {
 
 fn wait_port(port: u16) -> Result<(), Error> {
     let started = Instant::now();
-    while !worker::tenant::listens(port, Duration::from_secs(1)) {
+    while !worker::readiness::listens(port, Duration::from_secs(1)) {
         if started.elapsed() > Duration::from_secs(20) {
             return Err(Error::Step(
                 format!("port {port}"),
