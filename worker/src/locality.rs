@@ -15,7 +15,7 @@ use pagestore::locality::LocalitySource;
 use pagestore::Manifest;
 use tracing::{debug, warn};
 
-use crate::daemon::{TenantSlot, Worker};
+use crate::host::{TenantSlot, Worker};
 
 impl Worker {
     /// Ingests a dump, also storing its restore set (the tenant's current ActiveSet applied to
@@ -29,11 +29,7 @@ impl Worker {
     ) -> pagestore::Result<IngestReport> {
         let mut options = IngestOptions::default();
         if self.config.activeset && self.config.locality_pack {
-            let set = slot
-                .activeset
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let set = slot.kept_activeset();
             let set = match set {
                 Some(set) => Some(set),
                 None => self.activeset_for_locality(name).await,

@@ -20,7 +20,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::config::ActiveSetInstall;
 use crate::criu::log_tail;
-use crate::daemon::{TenantSlot, Worker};
+use crate::host::{finish_restoring, TenantSlot, Worker, LAZY_COPY_LIMIT};
 use crate::error::{Error, Result};
 use crate::process::{kill_tree, process_alive, process_tree, wait_gone};
 use crate::tenant::{ActiveSetSummary, LastRestore, SwapInReport, SwapOutReport, TenantState};
@@ -29,9 +29,6 @@ use crate::tenant::{ActiveSetSummary, LastRestore, SwapInReport, SwapOutReport, 
 /// committed (only when some are still queued): longer costs latency, shorter sends those pages'
 /// reads to the cold tier.
 const LOCAL_FILL_WAIT: Duration = Duration::from_millis(250);
-
-/// How long a swap-out waits for the previous lazy restore to finish copying pages in.
-pub(crate) const LAZY_COPY_LIMIT: Duration = Duration::from_secs(120);
 
 pub(crate) fn fresh_dir(path: &Path) -> Result<()> {
     if path.exists() {
@@ -74,10 +71,7 @@ impl Worker {
             })?;
         // A process still being filled by a lazy restore cannot be dumped consistently.
         if let Some(restoring) = rt.restoring.take() {
-            if tokio::time::timeout(LAZY_COPY_LIMIT, restoring)
-                .await
-                .is_err()
-            {
+            if !finish_restoring(restoring).await {
                 warn!("previous lazy restore still copying pages after {LAZY_COPY_LIMIT:?}");
             }
         }
@@ -215,11 +209,7 @@ impl Worker {
                 .as_ref()
                 .filter(|(id, _)| *id == checkpoint.id)
                 .map(|(_, m)| m.clone());
-            let kept_set = slot
-                .activeset
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let kept_set = slot.kept_activeset();
             let mut manifest = match kept_manifest {
                 Some(m) => (*m).clone(),
                 None => self.store.manifest(&checkpoint).await?,
@@ -417,8 +407,7 @@ impl Worker {
             let reads_slot = slot.clone();
             let usage_log = self.config.usage_log.clone();
             let restore_set = report.prefetch.clone();
-            *slot.last_fill.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            *slot.last_reads.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            slot.forget_last_restore();
             let reads = mount.reads().clone();
             rt.restoring = Some(tokio::spawn(async move {
                 let learned = async {
@@ -454,8 +443,7 @@ impl Worker {
                             if let Err(e) = pagestore::usage::append(&usage_log, &record) {
                                 warn!(error = %e, "could not record the swap-in's cold reads");
                             }
-                            *fill_slot.last_fill.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(r);
+                            fill_slot.set_last_fill(r);
                         }
                         Ok(Err(e)) => warn!(error = %e, "background fill failed"),
                         Err(e) => warn!(error = %e, "background fill task failed"),
@@ -472,8 +460,7 @@ impl Worker {
                         background = ?by_tier.background,
                         "lazy restore reads by tier"
                     );
-                    *reads_slot.last_reads.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(by_tier);
+                    reads_slot.set_last_reads(by_tier);
                     if let Err(e) = write_access_log(&access_file, &accesses) {
                         warn!(tenant, error = %e, "could not save the access log");
                     }
@@ -604,11 +591,7 @@ impl Learn {
     /// Adds this restore's trace to the tenant's ActiveSet and stores it.
     async fn save(&self, faults: Vec<ActivePage>) -> Result<()> {
         let kept = self
-            .slot
-            .activeset
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .slot.kept_activeset();
         let mut set = match kept {
             Some(set) => set,
             None => load_activeset(&self.store, &self.tenant)
@@ -631,14 +614,14 @@ impl Learn {
             "ActiveSet learned"
         );
         set.record(trace, self.window);
-        let body = serde_json::to_vec(&set).map_err(|e| Error::Protocol(e.to_string()))?;
+        let body =
+            serde_json::to_vec(&set).map_err(|source| Error::ActiveSetUnencodable {
+                tenant: self.tenant.clone(),
+                source,
+            })?;
         // The next swap-in plans from memory, without a cold-tier round trip (the store keeps
         // the durable copy for a restarted worker).
-        *self
-            .slot
-            .activeset
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(set);
+        self.slot.keep_activeset(set);
         self.store
             .put_meta(ACTIVESET_KIND, &self.tenant, &body)
             .await?;
@@ -691,7 +674,10 @@ pub(crate) async fn load_activeset(store: &PageStore, tenant: &str) -> Result<Op
     match store.latest_meta(ACTIVESET_KIND, tenant).await? {
         Some(body) => serde_json::from_slice(&body)
             .map(Some)
-            .map_err(|e| Error::Protocol(format!("bad ActiveSet of {tenant}: {e}"))),
+            .map_err(|source| Error::BadActiveSet {
+                tenant: tenant.to_string(),
+                source,
+            }),
         None => Ok(None),
     }
 }

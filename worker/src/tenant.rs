@@ -130,15 +130,22 @@ impl TenantInfo {
     pub fn save(&self, dirs: &TenantDirs) -> Result<()> {
         let path = dirs.state_file();
         let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(self).map_err(|e| Error::Protocol(e.to_string()))?;
+        let text = serde_json::to_vec_pretty(self).map_err(|source| {
+            Error::TenantRecordUnencodable {
+                path: path.clone(),
+                source,
+            }
+        })?;
         std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
     }
 
     pub fn load(path: &Path) -> Result<TenantInfo> {
         let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_slice(&text)
-            .map_err(|e| Error::Protocol(format!("bad tenant state {}: {e}", path.display())))
+        serde_json::from_slice(&text).map_err(|source| Error::BadTenantRecord {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 

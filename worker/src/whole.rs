@@ -31,7 +31,7 @@ use std::time::Instant;
 use pagestore::{FileContent, Manifest, PAGE_SIZE};
 use tracing::{info, warn};
 
-use crate::daemon::{TenantRuntime, TenantSlot, Worker};
+use crate::host::{TenantRuntime, TenantSlot, Worker};
 use crate::error::Result;
 use crate::image_tmpfs::ImageTmpfs;
 use crate::tenant::{SwapInReport, TenantState};
@@ -136,8 +136,7 @@ impl Worker {
             restore_ms: total_ms - mount_ms,
             total_ms,
         };
-        *slot.last_fill.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        *slot.last_reads.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        slot.forget_last_restore();
         rt.info.state = TenantState::Running;
         rt.info.pid = Some(pid);
         rt.info.last_swap_in = Some(report.clone());
