@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pagestore::prefetch::PrefetchReport;
-use pagestore::PageStore;
 use pager::activeset::ActiveSet;
 use pager::reads::MountReadReport;
+use pagestore::prefetch::PrefetchReport;
+use pagestore::PageStore;
 use tokio::task::JoinHandle;
 use tracing::warn;
 

@@ -5,6 +5,7 @@
 //! to it over a unix socket with one JSON request per line ([`protocol`]). Swap-out and swap-in
 //! are the two flows of [`swap`]; [`criu`] wraps the CRIU binary.
 
+mod activeset;
 pub mod config;
 pub mod criu;
 mod criu_rpc;
@@ -16,8 +17,8 @@ mod host;
 mod image_tmpfs;
 mod kdat;
 pub mod launch;
-mod lifecycle;
 pub mod lazy_gate;
+mod lifecycle;
 mod locality;
 pub mod process;
 pub mod protocol;

@@ -54,7 +54,7 @@ impl Worker {
     /// The stored ActiveSet, when this worker has none in memory (after a restart); none if it
     /// cannot be read (the locality pack then holds CRIU's eager pages only).
     async fn activeset_for_locality(&self, name: &str) -> Option<ActiveSet> {
-        match crate::swap::load_activeset(&self.store, name).await {
+        match crate::activeset::load_activeset(&self.store, name).await {
             Ok(set) => set,
             Err(e) => {
                 warn!(error = %e, "no ActiveSet for the locality pack");

@@ -130,12 +130,11 @@ impl TenantInfo {
     pub fn save(&self, dirs: &TenantDirs) -> Result<()> {
         let path = dirs.state_file();
         let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(self).map_err(|source| {
-            Error::TenantRecordUnencodable {
+        let text =
+            serde_json::to_vec_pretty(self).map_err(|source| Error::TenantRecordUnencodable {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
     }

@@ -31,8 +31,8 @@ use std::time::Instant;
 use pagestore::{FileContent, Manifest, PAGE_SIZE};
 use tracing::{info, warn};
 
-use crate::host::{TenantRuntime, TenantSlot, Worker};
 use crate::error::Result;
+use crate::host::{TenantRuntime, TenantSlot, Worker};
 use crate::image_tmpfs::ImageTmpfs;
 use crate::tenant::{SwapInReport, TenantState};
 use crate::whole_staging::ImageDir;
