@@ -1,9 +1,12 @@
 //! The worker: runs tenants, checkpoints idle ones with CRIU into the page store, and restores
 //! them with CRIU lazy pages through the pager.
 //!
-//! `pico worker run` is a daemon ([`daemon`]) that owns the tenants of one machine; the CLI talks
-//! to it over a unix socket with one JSON request per line ([`protocol`]). Swap-out and swap-in
-//! are the two flows of [`swap`]; [`criu`] wraps the CRIU binary.
+//! `pico worker run` is a daemon ([`daemon`]) that owns the tenants of one machine ([`Worker`]
+//! and its tenant table, `host`); the CLI talks to it over a unix socket with one JSON request
+//! per line ([`protocol`], served by `server` and `dispatch`). A tenant is started and removed
+//! by `lifecycle`, checkpointed by `swap_out` and brought back by the stages of `swap_in`;
+//! `activeset` learns what a restore touches first. [`criu`] wraps the CRIU binary and
+//! [`process`] the processes it leaves behind.
 
 mod activeset;
 pub mod config;
@@ -24,9 +27,9 @@ pub mod process;
 pub mod protocol;
 pub mod readiness;
 mod server;
-pub mod swap;
+mod swap_in;
+mod swap_out;
 pub mod tenant;
-mod whole;
 mod whole_staging;
 
 pub use config::{ActiveSetInstall, WorkerConfig};

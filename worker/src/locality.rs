@@ -47,7 +47,7 @@ impl Worker {
             );
         }
         options.keep_in_memory =
-            crate::whole::dump_small_enough(staging, self.config.whole_restore_below_mib);
+            crate::swap_in::whole::dump_small_enough(staging, self.config.whole_restore_below_mib);
         self.store.ingest_with(name, staging, &options).await
     }
 

@@ -178,7 +178,7 @@ mod tests {
     fn a_killed_tree_is_gone_and_reaped() {
         // Its orphans come to this test's process, which must reap them, as the worker does.
         become_subreaper().unwrap();
-        let child = std::process::Command::new("sh")
+        let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30 & sleep 30 & wait"])
             .spawn()
             .unwrap();
@@ -186,6 +186,8 @@ mod tests {
         let tree = process_tree(child.id());
         assert!(tree.len() >= 3, "{tree:?}");
         kill_tree_blocking(child.id());
+        // Already reaped by kill_tree_blocking: this wait finds no child.
+        let _ = child.wait();
         for p in tree {
             assert!(!proc_dir(p).exists(), "{p} is still in /proc");
         }

@@ -97,6 +97,20 @@ pub struct SwapInReport {
     pub total_ms: u64,
 }
 
+/// Milliseconds since `since`, as the swap reports count them.
+pub(crate) fn elapsed_ms(since: std::time::Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
+/// Makes `path` an empty directory (deleting what it held): a CRIU run's image or work
+/// directory.
+pub(crate) fn fresh_dir(path: &Path) -> Result<()> {
+    if path.exists() {
+        std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
+    }
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
+}
+
 /// Where a tenant's files live.
 #[derive(Clone, Debug)]
 pub struct TenantDirs {
@@ -119,6 +133,11 @@ impl TenantDirs {
     }
     pub fn state_file(&self) -> PathBuf {
         self.root.join("tenant.json")
+    }
+    /// The access log of the lazy restore of checkpoint generation `generation`: every page
+    /// read through the mount, one JSON record per line (`pager::access::write_jsonl`).
+    pub fn access_log(&self, generation: u64) -> PathBuf {
+        self.root.join(format!("access-{generation}.jsonl"))
     }
     /// CRIU's work directory for one operation (logs, sockets, stats).
     pub fn criu_work(&self, op: &str) -> PathBuf {
