@@ -7,7 +7,6 @@
 //! launch (optionally deterministic, exactly as `pico tenant add --deterministic`), traffic,
 //! `criu dump`, `criu restore`, traffic, `criu dump`, ...
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,15 +77,6 @@ impl Drop for Live {
             reap_orphans();
         }
     }
-}
-
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
-    let port = l
-        .local_addr()
-        .map_err(|e| Error::io("127.0.0.1:0", e))?
-        .port();
-    Ok(port)
 }
 
 fn wait_listening(port: u16, pid: u32, limit: Duration) -> bool {
@@ -246,7 +236,7 @@ pub async fn build(
                     kind,
                     root: root.join(&name),
                     name: name.clone(),
-                    port: free_port()?,
+                    port: crate::net::free_port()?,
                     // The same content for tenant i in both layouts: only the layout differs.
                     seed: 1000 * (kind as u64 + 1) + u64::from(i),
                 };

@@ -34,6 +34,7 @@ use worker::protocol::{Client, Request};
 
 pub use apps::App;
 
+use crate::net::free_port;
 use crate::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -159,11 +160,6 @@ fn summarize(samples: Vec<f64>) -> ModeResult {
         samples_ms: samples,
         ..Default::default()
     }
-}
-
-fn free_port() -> Result<u16, Error> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind", e))?;
-    Ok(l.local_addr().map_err(|e| Error::io("bind", e))?.port())
 }
 
 /// Polls the app until it answers correctly; the time it took.
