@@ -37,6 +37,16 @@ pub enum Error {
     #[error("{0} failed: {1}")]
     Step(String, String),
 
+    #[error("GET {url} failed: {source}")]
+    HttpGet {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("GET {url}: not a 200 answer: {answer:?}")]
+    BadHttpAnswer { url: String, answer: String },
+
     #[error("tenant {tenant}: {reason} (its log: {log})")]
     Tenant {
         tenant: String,

@@ -21,6 +21,7 @@ pub mod garage;
 pub mod latency_proxy;
 pub mod nbd;
 mod nbdclient;
+pub mod net;
 pub mod progress;
 pub mod provenance;
 pub mod restore;

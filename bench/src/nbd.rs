@@ -7,7 +7,7 @@
 //! measuring. Then, per server: `nbdcopy` to `null:` (throughput), 4 KiB random reads one at a time
 //! (p50/p99 latency), and with 16 in flight on one connection (IOPS). Ratios are ours / nbdkit's.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -125,13 +125,6 @@ fn build_image(opts: &NbdBenchOptions, path: &Path) -> Result<ImageInfo> {
         data_pages: size / PAGE_SIZE as u64 - zero_pages,
         zero_pages,
     })
-}
-
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
-    Ok(l.local_addr()
-        .map_err(|e| Error::io("127.0.0.1:0", e))?
-        .port())
 }
 
 struct Nbdkit(Child);
@@ -313,7 +306,7 @@ pub async fn run(opts: &NbdBenchOptions) -> Result<NbdBenchReport> {
 
     // nbdkit: the same bytes as a plain file, in the page cache.
     let _ = std::fs::read(&image_path).map_err(|e| Error::io(&image_path, e))?;
-    let port = free_port()?;
+    let port = crate::net::free_port()?;
     let nbdkit = start_nbdkit(&image_path, port)?;
     let kit_addr = SocketAddr::from(([127, 0, 0, 1], port));
 

@@ -98,3 +98,15 @@ impl AccessLog {
         self.len() == 0
     }
 }
+
+/// Writes `accesses` to `path` as JSON lines, one record per line, in the order given (the
+/// worker saves each lazy restore's log so, as `tenants/NAME/access-GEN.jsonl`).
+pub fn write_jsonl(path: &std::path::Path, accesses: &[PageAccess]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for a in accesses {
+        serde_json::to_writer(&mut out, a)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}

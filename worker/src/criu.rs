@@ -202,9 +202,10 @@ impl Criu {
         }
         self.run("restore", cmd, work, "restore.log").await?;
         let text = std::fs::read_to_string(&pidfile).map_err(|e| Error::io(&pidfile, e))?;
-        text.trim()
-            .parse()
-            .map_err(|_| Error::Protocol(format!("criu wrote a bad pid file: {text:?}")))
+        text.trim().parse().map_err(|_| Error::BadPidFile {
+            path: pidfile.clone(),
+            text: text.clone(),
+        })
     }
 
     /// The error for a lazy-pages daemon that ended badly.

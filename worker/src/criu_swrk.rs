@@ -145,7 +145,10 @@ impl CriuSpares {
             ask_to_restore(&socket, &images, &dir, LOG_FILE, log_level)
         })
         .await
-        .map_err(|e| Error::Protocol(format!("CRIU request task failed: {e}")))?;
+        .map_err(|source| Error::TaskFailed {
+            task: "CRIU restore request",
+            source,
+        })?;
         // It exits once it has answered; reaped behind the reply.
         tokio::spawn(async move {
             if let Err(e) = child.wait().await {

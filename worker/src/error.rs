@@ -66,8 +66,11 @@ pub enum Error {
         outcome: String,
     },
 
-    #[error("bad request: {0}")]
-    BadRequest(String),
+    #[error("bad request: tenant name {0:?} must be 1-63 letters, digits, '.', '_' or '-'")]
+    InvalidTenantName(String),
+
+    #[error("bad request: no command given for tenant {0:?}")]
+    NoCommand(String),
 
     #[error("no worker is listening on {socket}: start one with `pico worker run` ({source})")]
     WorkerNotRunning {
@@ -76,8 +79,63 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("worker protocol: {0}")]
-    Protocol(String),
+    #[error("another worker is already listening on {socket}")]
+    WorkerAlreadyRunning { socket: PathBuf },
+
+    #[error("the worker could not encode its answer: {0}")]
+    AnswerUnencodable(#[source] serde_json::Error),
+
+    #[error("could not encode the request to the worker: {0}")]
+    RequestUnencodable(#[source] serde_json::Error),
+
+    #[error("the worker on {socket} answered something that is not a response: {source}")]
+    BadAnswer {
+        socket: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A request the worker carried out and that failed there; its message.
+    #[error("worker: {0}")]
+    Remote(String),
+
+    #[error("tenant record {path} is not valid (fix or remove it): {source}")]
+    BadTenantRecord {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("could not encode the tenant record {path}: {source}")]
+    TenantRecordUnencodable {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("the stored ActiveSet of tenant {tenant} is not valid: {source}")]
+    BadActiveSet {
+        tenant: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("could not encode the ActiveSet of tenant {tenant}: {source}")]
+    ActiveSetUnencodable {
+        tenant: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("criu wrote a bad pid file {path}: {text:?}")]
+    BadPidFile { path: PathBuf, text: String },
+
+    #[error("the {task} task failed: {source}")]
+    TaskFailed {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 
     #[error("I/O error on {path}: {source}")]
     Io {

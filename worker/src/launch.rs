@@ -19,8 +19,6 @@
 
 use std::process::Command;
 
-use crate::tenant::{disable_aslr, DETERMINISTIC_ENV};
-
 /// Makes `cmd` start a tenant: in a session of its own and, with `deterministic`, without ASLR
 /// and with fixed hash seeds. Spawn it with [`spawn_in_own_pid_namespace`].
 pub fn as_tenant(cmd: &mut Command, deterministic: bool) {
@@ -64,6 +62,25 @@ where
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
     })
+}
+
+/// Environment set for tenants launched with a deterministic layout: interpreters that seed their
+/// hash tables at random would otherwise make every tenant's heap differ.
+pub const DETERMINISTIC_ENV: &[(&str, &str)] = &[("PYTHONHASHSEED", "0")];
+
+/// Turns off address-space randomisation for the calling process and its future children
+/// (`setarch -R`). Identical programs then lay out memory identically, so their checkpoints share
+/// pages across tenants (measured: 5 Python tenants 4.1x dedup instead of ~1.03x). The trade-off:
+/// ASLR protects against memory-corruption exploits; an operator chooses it per tenant.
+pub fn disable_aslr() -> std::io::Result<()> {
+    // SAFETY: personality(2) reads and sets a flag word of the calling process; no memory.
+    unsafe {
+        let current = libc::personality(0xffff_ffff);
+        if current < 0 || libc::personality((current as libc::c_ulong) | 0x0040000) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use pagestore::locality::LocalitySource;
 use pagestore::Manifest;
 use tracing::{debug, warn};
 
-use crate::daemon::{TenantSlot, Worker};
+use crate::host::{TenantSlot, Worker};
 
 impl Worker {
     /// Ingests a dump, also storing its restore set (the tenant's current ActiveSet applied to
@@ -29,11 +29,7 @@ impl Worker {
     ) -> pagestore::Result<IngestReport> {
         let mut options = IngestOptions::default();
         if self.config.activeset && self.config.locality_pack {
-            let set = slot
-                .activeset
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let set = slot.kept_activeset();
             let set = match set {
                 Some(set) => Some(set),
                 None => self.activeset_for_locality(name).await,
@@ -51,14 +47,14 @@ impl Worker {
             );
         }
         options.keep_in_memory =
-            crate::whole::dump_small_enough(staging, self.config.whole_restore_below_mib);
+            crate::swap_in::whole::dump_small_enough(staging, self.config.whole_restore_below_mib);
         self.store.ingest_with(name, staging, &options).await
     }
 
     /// The stored ActiveSet, when this worker has none in memory (after a restart); none if it
     /// cannot be read (the locality pack then holds CRIU's eager pages only).
     async fn activeset_for_locality(&self, name: &str) -> Option<ActiveSet> {
-        match crate::swap::load_activeset(&self.store, name).await {
+        match crate::activeset::load_activeset(&self.store, name).await {
             Ok(set) => set,
             Err(e) => {
                 warn!(error = %e, "no ActiveSet for the locality pack");

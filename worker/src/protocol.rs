@@ -77,7 +77,7 @@ impl Client {
     }
 
     /// Sends one request and waits for its answer. A worker-side failure comes back as
-    /// `Error::Protocol` carrying the worker's message.
+    /// [`Error::Remote`] carrying the worker's message.
     pub async fn call(&self, request: &Request) -> Result<serde_json::Value> {
         let stream =
             UnixStream::connect(&self.socket)
@@ -87,7 +87,7 @@ impl Client {
                     source,
                 })?;
         let (read, mut write) = stream.into_split();
-        let mut line = serde_json::to_vec(request).map_err(|e| Error::Protocol(e.to_string()))?;
+        let mut line = serde_json::to_vec(request).map_err(Error::RequestUnencodable)?;
         line.push(b'\n');
         write
             .write_all(&line)
@@ -98,12 +98,15 @@ impl Client {
             .read_line(&mut answer)
             .await
             .map_err(|e| Error::io(&self.socket, e))?;
-        let response: Response = serde_json::from_str(&answer)
-            .map_err(|e| Error::Protocol(format!("bad answer from the worker: {e}")))?;
+        let response: Response =
+            serde_json::from_str(&answer).map_err(|source| Error::BadAnswer {
+                socket: self.socket.clone(),
+                source,
+            })?;
         if response.ok {
             Ok(response.result.unwrap_or(serde_json::Value::Null))
         } else {
-            Err(Error::Protocol(
+            Err(Error::Remote(
                 response.error.unwrap_or_else(|| "unknown error".into()),
             ))
         }

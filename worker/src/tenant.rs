@@ -36,7 +36,7 @@ pub struct TenantInfo {
     pub pid: Option<u32>,
     pub port: u16,
     pub cmd: Vec<String>,
-    /// Started with ASLR off and fixed hash seeds (see [`DETERMINISTIC_ENV`]).
+    /// Started with ASLR off and fixed hash seeds (see [`crate::launch::DETERMINISTIC_ENV`]).
     #[serde(default)]
     pub deterministic: bool,
     /// Newest committed checkpoint.
@@ -97,6 +97,20 @@ pub struct SwapInReport {
     pub total_ms: u64,
 }
 
+/// Milliseconds since `since`, as the swap reports count them.
+pub(crate) fn elapsed_ms(since: std::time::Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
+/// Makes `path` an empty directory (deleting what it held): a CRIU run's image or work
+/// directory.
+pub(crate) fn fresh_dir(path: &Path) -> Result<()> {
+    if path.exists() {
+        std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
+    }
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))
+}
+
 /// Where a tenant's files live.
 #[derive(Clone, Debug)]
 pub struct TenantDirs {
@@ -120,6 +134,11 @@ impl TenantDirs {
     pub fn state_file(&self) -> PathBuf {
         self.root.join("tenant.json")
     }
+    /// The access log of the lazy restore of checkpoint generation `generation`: every page
+    /// read through the mount, one JSON record per line (`pager::access::write_jsonl`).
+    pub fn access_log(&self, generation: u64) -> PathBuf {
+        self.root.join(format!("access-{generation}.jsonl"))
+    }
     /// CRIU's work directory for one operation (logs, sockets, stats).
     pub fn criu_work(&self, op: &str) -> PathBuf {
         self.root.join("criu").join(op)
@@ -130,64 +149,22 @@ impl TenantInfo {
     pub fn save(&self, dirs: &TenantDirs) -> Result<()> {
         let path = dirs.state_file();
         let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(self).map_err(|e| Error::Protocol(e.to_string()))?;
+        let text =
+            serde_json::to_vec_pretty(self).map_err(|source| Error::TenantRecordUnencodable {
+                path: path.clone(),
+                source,
+            })?;
         std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
     }
 
     pub fn load(path: &Path) -> Result<TenantInfo> {
         let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_slice(&text)
-            .map_err(|e| Error::Protocol(format!("bad tenant state {}: {e}", path.display())))
+        serde_json::from_slice(&text).map_err(|source| Error::BadTenantRecord {
+            path: path.to_path_buf(),
+            source,
+        })
     }
-}
-
-/// True when something listens on loopback `port`. The probe's connection is then half-closed
-/// and read until the tenant closes it too (at most `linger`): a connection left unaccepted in
-/// the tenant's listen queue would make CRIU refuse the next dump ("In-flight connection (l)"),
-/// and tests and the bench dump right after a tenant starts. Blocking.
-pub fn listens(port: u16, linger: std::time::Duration) -> bool {
-    use std::io::Read;
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(linger));
-    let mut buf = [0u8; 512];
-    // Until EOF (closed: it was accepted), an error or the timeout; a banner is read past.
-    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
-    true
-}
-
-/// True when `pid` is a live (not zombie) process.
-pub fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
-/// Environment set for tenants launched with a deterministic layout: interpreters that seed their
-/// hash tables at random would otherwise make every tenant's heap differ.
-pub const DETERMINISTIC_ENV: &[(&str, &str)] = &[("PYTHONHASHSEED", "0")];
-
-/// Turns off address-space randomisation for the calling process and its future children
-/// (`setarch -R`). Identical programs then lay out memory identically, so their checkpoints share
-/// pages across tenants (measured: 5 Python tenants 4.1x dedup instead of ~1.03x). The trade-off:
-/// ASLR protects against memory-corruption exploits; an operator chooses it per tenant.
-pub fn disable_aslr() -> std::io::Result<()> {
-    // SAFETY: personality(2) reads and sets a flag word of the calling process; no memory.
-    unsafe {
-        let current = libc::personality(0xffff_ffff);
-        if current < 0 || libc::personality((current as libc::c_ulong) | 0x0040000) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// What `pico tenant activeset` shows.
@@ -208,90 +185,4 @@ pub struct LastRestore {
     pub eager_pages: u64,
     pub faults: u64,
     pub hit_rate: f64,
-}
-
-/// `pid` and all its descendants, found through the `PPid` of every process in /proc.
-pub fn process_tree(pid: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let ppid = std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-                });
-            if let Some(ppid) = ppid {
-                parent_of.push((p, ppid));
-            }
-        }
-    }
-    let mut tree = vec![pid];
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        tree.extend(
-            parent_of
-                .iter()
-                .filter(|(_, pp)| *pp == parent)
-                .map(|(p, _)| *p),
-        );
-        i += 1;
-    }
-    tree
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_probe_waits_until_the_tenant_has_taken_its_connection() {
-        use std::time::{Duration, Instant};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            let (conn, _) = listener.accept().unwrap();
-            drop(conn);
-            listener
-        });
-        let started = Instant::now();
-        assert!(listens(port, Duration::from_secs(5)));
-        let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(290) && waited < Duration::from_secs(5),
-            "returned after {waited:?}: before the accept, or only at the limit"
-        );
-        // Nothing of the probe is left in the listen queue.
-        let listener = server.join().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        assert!(listener.accept().is_err());
-        drop(listener);
-        assert!(
-            !listens(port, Duration::from_secs(1)),
-            "nobody listens any more"
-        );
-    }
-
-    #[test]
-    fn the_tree_of_a_shell_holds_its_child() {
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 5 & wait"])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let tree = process_tree(child.id());
-        assert_eq!(tree[0], child.id());
-        assert!(tree.len() >= 2, "{tree:?}");
-        for pid in tree.iter().rev() {
-            // SAFETY: kill(2) on pids of the tree this test started.
-            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-        }
-        let _ = child.wait();
-        assert!(process_alive(std::process::id()));
-    }
 }

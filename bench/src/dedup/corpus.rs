@@ -7,7 +7,6 @@
 //! launch (optionally deterministic, exactly as `pico tenant add --deterministic`), traffic,
 //! `criu dump`, `criu restore`, traffic, `criu dump`, ...
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::debug;
 use worker::criu::Criu;
-use worker::tenant::process_alive;
+use worker::process::process_alive;
 
 use super::kinds::{self, Kind, Layout};
 use crate::error::{Error, Result};
@@ -38,36 +37,17 @@ pub struct Corpus {
     pub build_s: f64,
 }
 
-/// Makes this process the reaper of orphans below it: restored tenants are re-parented to it, and
-/// must be reaped before CRIU can restore another tree with the same pids.
-pub fn become_subreaper() -> Result<()> {
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(Error::io(
-            "prctl(PR_SET_CHILD_SUBREAPER)",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
-}
-
 /// Waits for `pid` (gone after a dump) and reaps any other exited orphans.
 fn reap(pid: u32) {
     // SAFETY: waitpid with a null status pointer only reaps; no memory is touched.
-    unsafe {
-        libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
-        while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
-    }
+    unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
+    reap_orphans();
 }
 
-/// Kills a tenant's whole session (it was started with setsid) and reaps it.
-fn kill_tree(pid: u32) {
-    // SAFETY: kill(2) on a process group we created.
-    unsafe {
-        libc::kill(-(pid as i32), libc::SIGKILL);
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-    reap(pid);
+/// Reaps every exited orphan this process has adopted (it is their subreaper).
+fn reap_orphans() {
+    // SAFETY: waitpid with a null status pointer only reaps; no memory is touched.
+    unsafe { while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {} }
 }
 
 /// A live tenant tree. Dropped before its dump (an error, or an interrupted run), it is killed
@@ -92,24 +72,17 @@ impl Live {
 impl Drop for Live {
     fn drop(&mut self) {
         if self.armed {
-            kill_tree(self.pid);
+            // Its whole session and PID namespace (it was started as `launch` starts tenants).
+            worker::process::kill_tree_blocking(self.pid);
+            reap_orphans();
         }
     }
-}
-
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("127.0.0.1:0", e))?;
-    let port = l
-        .local_addr()
-        .map_err(|e| Error::io("127.0.0.1:0", e))?
-        .port();
-    Ok(port)
 }
 
 fn wait_listening(port: u16, pid: u32, limit: Duration) -> bool {
     let started = Instant::now();
     while started.elapsed() < limit {
-        if worker::tenant::listens(port, Duration::from_secs(1)) {
+        if worker::readiness::listens(port, Duration::from_secs(1)) {
             return true;
         }
         if !process_alive(pid) {
@@ -263,7 +236,7 @@ pub async fn build(
                     kind,
                     root: root.join(&name),
                     name: name.clone(),
-                    port: free_port()?,
+                    port: crate::net::free_port()?,
                     // The same content for tenant i in both layouts: only the layout differs.
                     seed: 1000 * (kind as u64 + 1) + u64::from(i),
                 };

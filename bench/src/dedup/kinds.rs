@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::net::http_get;
 
 /// The Python tenant's program, written into each tenant's directory.
 const WEBAPP_PY: &str = include_str!("../../apps/webapp.py");
@@ -228,27 +229,6 @@ fn connect(port: u16) -> std::io::Result<TcpStream> {
     let s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
     Ok(s)
-}
-
-/// `GET path` over HTTP/1.0; returns the body.
-pub fn http_get(port: u16, path: &str) -> Result<String> {
-    let what = || format!("GET http://127.0.0.1:{port}{path}");
-    let run = || -> std::io::Result<String> {
-        let mut s = connect(port)?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    };
-    let out = run().map_err(|e| client_error(what(), e))?;
-    match out.split_once("\r\n\r\n") {
-        Some((head, body)) if head.contains(" 200 ") => Ok(body.to_string()),
-        _ => Err(Error::ToolFailed {
-            command: what(),
-            status: "bad HTTP answer".into(),
-            stderr: out.chars().take(200).collect(),
-        }),
-    }
 }
 
 /// Sends redis commands pipelined and waits for one single-line reply each (SET, INCR).

@@ -177,7 +177,10 @@ pub async fn run(opts: &Options) -> Result<Report> {
         tenant: "(none yet)".into(),
         source: Box::new(e),
     })?;
-    corpus::become_subreaper()?;
+    // Restored tenants are re-parented to this process, and must be reaped before CRIU can
+    // restore another tree with the same pids.
+    worker::process::become_subreaper()
+        .map_err(|e| Error::io("prctl(PR_SET_CHILD_SUBREAPER)", e))?;
 
     let tenants = opts.tenants as usize * Kind::ALL.len() * Layout::ALL.len();
     let bar = crate::progress::bar(tenants as u64, "checkpoints");

@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
+use crate::net::http_get;
 use crate::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,23 +149,4 @@ fn load_redis(port: u16) -> Result<(), Error> {
         return Err(Error::Step("redis-cli --pipe".into(), status.to_string()));
     }
     Ok(())
-}
-
-/// `GET path` over HTTP/1.0 on loopback; the body of a 200 answer.
-pub fn http_get(port: u16, path: &str) -> Result<String, Error> {
-    use std::io::Read;
-    let fail = |e: std::io::Error| Error::Step(format!("GET {path}"), e.to_string());
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(fail)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(fail)?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(fail)?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(fail)?;
-    match out.split_once("\r\n\r\n") {
-        Some((head, body)) if head.contains(" 200 ") => Ok(body.to_string()),
-        _ => Err(Error::Step(
-            format!("GET {path}"),
-            format!("bad answer {out:?}"),
-        )),
-    }
 }

@@ -34,6 +34,7 @@ use worker::protocol::{Client, Request};
 
 pub use apps::App;
 
+use crate::net::free_port;
 use crate::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -161,11 +162,6 @@ fn summarize(samples: Vec<f64>) -> ModeResult {
     }
 }
 
-fn free_port() -> Result<u16, Error> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind", e))?;
-    Ok(l.local_addr().map_err(|e| Error::io("bind", e))?.port())
-}
-
 /// Polls the app until it answers correctly; the time it took.
 fn first_answer(app: App, port: u16, started: Instant) -> Result<f64, Error> {
     loop {
@@ -184,7 +180,7 @@ fn first_answer(app: App, port: u16, started: Instant) -> Result<f64, Error> {
 
 fn wait_port(port: u16) -> Result<(), Error> {
     let started = Instant::now();
-    while !worker::tenant::listens(port, Duration::from_secs(1)) {
+    while !worker::readiness::listens(port, Duration::from_secs(1)) {
         if started.elapsed() > Duration::from_secs(20) {
             return Err(Error::Step(
                 format!("port {port}"),
@@ -198,7 +194,8 @@ fn wait_port(port: u16) -> Result<(), Error> {
 
 /// Runs the whole benchmark.
 pub async fn run(opts: &RestoreOptions) -> Result<RestoreResults, Error> {
-    become_subreaper()?;
+    worker::process::become_subreaper()
+        .map_err(|e| Error::io("prctl(PR_SET_CHILD_SUBREAPER)", e))?;
     let mut results = RestoreResults::default();
     for &app in &opts.apps {
         let mut per_mode = std::collections::BTreeMap::new();
@@ -225,22 +222,14 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreResults, Error> {
     Ok(results)
 }
 
-fn become_subreaper() -> Result<(), Error> {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(Error::io("prctl", std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
+/// How long a dumped app's processes may take to be gone (reaped: restored trees are
+/// re-parented to us).
+const DUMPED_GONE_WITHIN: Duration = Duration::from_secs(10);
 
-/// Waits for `pid` to be gone (reaping it: restored trees are re-parented to us).
-fn reap(pid: u32) {
-    let started = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() && started.elapsed() < Duration::from_secs(10)
-    {
-        // SAFETY: waitpid on one pid with WNOHANG; the status is discarded.
-        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
-        std::thread::sleep(Duration::from_millis(2));
+/// Waits for each process of a dumped tree to be gone, reaping it.
+fn reap_dumped(tree: Vec<u32>) {
+    for pid in tree {
+        worker::process::wait_gone_blocking(pid, DUMPED_GONE_WITHIN);
     }
 }
 
@@ -277,7 +266,7 @@ async fn criu_eager(opts: &RestoreOptions, app: App) -> Result<ModeResult, Error
     // Whatever happens (a failed dump, restore or answer), neither the app nor its image in
     // memory is left behind.
     let measured = eager_runs(opts, app, &criu, &dir, &images, port, &mut pid).await;
-    kill_tree(pid);
+    worker::process::kill_tree_blocking(pid);
     let _ = std::fs::remove_dir_all(&images);
     Ok(summarize(measured?))
 }
@@ -300,12 +289,12 @@ async fn eager_runs(
         let work = dir.join("criu-work");
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
-        let tree = worker::tenant::process_tree(*pid);
+        let tree = worker::process::process_tree(*pid);
         let checkpointed = Instant::now();
         criu.dump(*pid, images, &work)
             .await
             .map_err(|e| Error::Step("criu dump".into(), e.to_string()))?;
-        tree.into_iter().for_each(reap);
+        reap_dumped(tree);
         tokio::time::sleep(opts.idle.saturating_sub(checkpointed.elapsed())).await;
         let started = Instant::now();
         *pid = criu
@@ -318,15 +307,6 @@ async fn eager_runs(
         }
     }
     Ok(samples)
-}
-
-/// Kills and reaps an app's whole process tree.
-fn kill_tree(pid: u32) {
-    for p in worker::tenant::process_tree(pid) {
-        // SAFETY: kill(2) of a tenant we started or restored.
-        unsafe { libc::kill(p as i32, libc::SIGKILL) };
-        reap(p);
-    }
 }
 
 /// Starts `app` under `dir`, gives it its state (`heap_mb` for the large heap) and checkpoints
@@ -346,20 +326,20 @@ pub async fn checkpoint_app(
     let port = free_port()?;
     let pid = spawn_app(app, port, dir, repo)?.id();
     if let Err(e) = wait_port(port).and_then(|()| app.prepare(port, heap_mb)) {
-        kill_tree(pid);
+        worker::process::kill_tree_blocking(pid);
         return Err(e);
     }
     let work = dir.join("criu-dump");
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
-    let tree = worker::tenant::process_tree(pid);
+    let tree = worker::process::process_tree(pid);
     if let Err(e) = criu.dump(pid, images, &work).await {
-        kill_tree(pid);
+        worker::process::kill_tree_blocking(pid);
         return Err(Error::Criu {
             tenant: app.name().into(),
             source: Box::new(e),
         });
     }
-    tree.into_iter().for_each(reap);
+    reap_dumped(tree);
     Ok(())
 }
 

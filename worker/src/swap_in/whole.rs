@@ -31,10 +31,10 @@ use std::time::Instant;
 use pagestore::{FileContent, Manifest, PAGE_SIZE};
 use tracing::{info, warn};
 
-use crate::daemon::{TenantRuntime, TenantSlot, Worker};
 use crate::error::Result;
+use crate::host::{TenantRuntime, TenantSlot, Worker};
 use crate::image_tmpfs::ImageTmpfs;
-use crate::tenant::{SwapInReport, TenantState};
+use crate::tenant::{fresh_dir, SwapInReport, TenantState};
 use crate::whole_staging::ImageDir;
 
 /// Whether `manifest` is small enough to be restored whole: fewer than `below_mib` MiB of
@@ -84,7 +84,7 @@ impl Worker {
     /// Restores the tenant whole from `manifest` (see the module doc) if every page of it is in
     /// the memory or local tier; `None` if one is not (nothing restored: the caller restores it
     /// lazily). `rt` is its locked runtime, `started` when the swap-in began.
-    pub(crate) async fn swap_in_whole(
+    pub(super) async fn swap_in_whole(
         &self,
         slot: &Arc<TenantSlot>,
         rt: &mut TenantRuntime,
@@ -115,7 +115,7 @@ impl Worker {
         }
         let mount_ms = started.elapsed().as_millis() as u64;
         let work = slot.dirs.criu_work("restore");
-        crate::swap::fresh_dir(&work)?;
+        fresh_dir(&work)?;
         let restored = self.restore_whole(image.path(), &work).await;
         // CRIU has read everything it needs: the tenant holds nothing of the image. The kept
         // tmpfs is free for the next restore at once; a tmpfs of its own unmounts behind.
@@ -136,8 +136,7 @@ impl Worker {
             restore_ms: total_ms - mount_ms,
             total_ms,
         };
-        *slot.last_fill.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        *slot.last_reads.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        slot.forget_last_restore();
         rt.info.state = TenantState::Running;
         rt.info.pid = Some(pid);
         rt.info.last_swap_in = Some(report.clone());

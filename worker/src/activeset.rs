@@ -1,0 +1,231 @@
+//! The worker's side of the ActiveSet (`pager::activeset`): learning it from the faults of one
+//! lazy restore's first moments, storing it next to the tenant's checkpoints, loading it back,
+//! and summarizing it for `pico tenant activeset`.
+//!
+//! **The window.** A restore's faults are learned until the tenant goes quiet
+//! ([`window_closes_at`]); meanwhile the lazy gate holds CRIU's background copy back, so every
+//! one-page read in the window is a fault (`Background::Held`).
+//!
+//! **Where it lives.** The store keeps the durable copy as a `meta` object of kind `activeset`
+//! per tenant (newest wins); the worker keeps the set it last learned or loaded in the tenant's
+//! slot, so a swap-in plans without a cold-tier round trip.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pager::access::AccessLog;
+use pager::activeset::{
+    classify_faults, ActivePage, ActiveSet, Background, EagerPlan, ImageLayout, RestoreTrace,
+};
+use pagestore::PageStore;
+use tracing::info;
+
+use crate::config::ActiveSetInstall;
+use crate::error::{Error, Result};
+use crate::host::{TenantSlot, Worker};
+use crate::tenant::{ActiveSetSummary, LastRestore};
+
+/// Learning one restore's working set into the tenant's ActiveSet.
+pub(crate) struct Learn {
+    pub(crate) store: Arc<PageStore>,
+    pub(crate) slot: Arc<TenantSlot>,
+    pub(crate) tenant: String,
+    pub(crate) access: Arc<AccessLog>,
+    pub(crate) layout: ImageLayout,
+    pub(crate) plan: EagerPlan,
+    pub(crate) install: ActiveSetInstall,
+    pub(crate) checkpoint: String,
+    pub(crate) generation: u64,
+    pub(crate) window: usize,
+    pub(crate) grace: Duration,
+    pub(crate) window_max: Duration,
+}
+
+/// When a learning window closes (µs since the mount): `grace` after the last page read since
+/// the restore, when the tenant has gone quiet (its first request answered), and `max` after the
+/// restore at the latest. A fixed window would close in the middle of a slow first request (20
+/// one-page faults from a cold tier are a second) and leave the rest of its faults unlearned, so
+/// the next restore would miss them again.
+fn window_closes_at(restored_at: u64, last_read_at: Option<u64>, grace: u64, max: u64) -> u64 {
+    let quiet_from = last_read_at.map_or(restored_at, |t| t.max(restored_at));
+    (quiet_from + grace).min(restored_at + max)
+}
+
+impl Learn {
+    /// Waits out the learning window and picks out its faults.
+    pub(crate) async fn watch(&self) -> Vec<ActivePage> {
+        let restored_at = self.access.elapsed_us();
+        let grace = self.grace.as_micros() as u64;
+        let max = self.window_max.as_micros() as u64;
+        let until = loop {
+            let closes = window_closes_at(restored_at, self.access.last_at_us(), grace, max);
+            let now = self.access.elapsed_us();
+            if now >= closes {
+                break closes;
+            }
+            tokio::time::sleep(Duration::from_micros(closes - now)).await;
+        };
+        // The lazy gate holds the background copy until this window has closed.
+        classify_faults(
+            &self.layout,
+            &self.access.snapshot(),
+            until,
+            Background::Held,
+        )
+    }
+
+    /// Adds this restore's trace to the tenant's ActiveSet and stores it.
+    pub(crate) async fn save(&self, faults: Vec<ActivePage>) -> Result<()> {
+        let kept = self.slot.kept_activeset();
+        let mut set = match kept {
+            Some(set) => set,
+            None => load_activeset(&self.store, &self.tenant)
+                .await?
+                .unwrap_or_else(|| ActiveSet::new(&self.tenant)),
+        };
+        let trace = trace_of(
+            &self.plan,
+            self.install,
+            faults,
+            &self.checkpoint,
+            self.generation,
+        );
+        info!(
+            tenant = %self.tenant,
+            eager = trace.eager_pages,
+            foreseen = trace.foreseen,
+            faults = trace.faults,
+            hit_rate = trace.hit_rate(),
+            "ActiveSet learned"
+        );
+        set.record(trace, self.window);
+        let body = serde_json::to_vec(&set).map_err(|source| Error::ActiveSetUnencodable {
+            tenant: self.tenant.clone(),
+            source,
+        })?;
+        // The next swap-in plans from memory, without a cold-tier round trip (the store keeps
+        // the durable copy for a restarted worker).
+        self.slot.keep_activeset(set);
+        self.store
+            .put_meta(ACTIVESET_KIND, &self.tenant, &body)
+            .await?;
+        Ok(())
+    }
+}
+
+/// One restore's trace. Pages installed eagerly can no longer fault: they count as touched (so
+/// the set does not oscillate), ahead of the faults. A set left lazy (prefetched) faults in
+/// whole, so its faults alone are the trace, and those the set foresaw count as hits.
+fn trace_of(
+    plan: &EagerPlan,
+    install: ActiveSetInstall,
+    faults: Vec<ActivePage>,
+    checkpoint: &str,
+    generation: u64,
+) -> RestoreTrace {
+    let (pages, eager_pages, foreseen) = match install {
+        ActiveSetInstall::Eager => {
+            let mut pages = plan.pages.clone();
+            pages.extend(faults.iter().cloned());
+            (pages, plan.pages.len() as u64, 0)
+        }
+        ActiveSetInstall::Prefetch => {
+            let set: std::collections::HashSet<(&str, u64)> = plan
+                .pages
+                .iter()
+                .map(|p| (p.pagemap.as_str(), p.vaddr))
+                .collect();
+            let foreseen = faults
+                .iter()
+                .filter(|f| set.contains(&(f.pagemap.as_str(), f.vaddr)))
+                .count() as u64;
+            (faults.clone(), 0, foreseen)
+        }
+    };
+    RestoreTrace {
+        checkpoint: checkpoint.to_string(),
+        generation,
+        eager_pages,
+        foreseen,
+        faults: faults.len() as u64 - foreseen,
+        pages,
+    }
+}
+
+const ACTIVESET_KIND: &str = "activeset";
+
+/// The tenant's ActiveSet as the store holds it; none if it was never stored.
+pub(crate) async fn load_activeset(store: &PageStore, tenant: &str) -> Result<Option<ActiveSet>> {
+    match store.latest_meta(ACTIVESET_KIND, tenant).await? {
+        Some(body) => {
+            serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|source| Error::BadActiveSet {
+                    tenant: tenant.to_string(),
+                    source,
+                })
+        }
+        None => Ok(None),
+    }
+}
+
+impl Worker {
+    /// What `pico tenant activeset NAME` shows.
+    pub async fn activeset_summary(&self, name: &str) -> Result<ActiveSetSummary> {
+        self.slot(name)?;
+        let set = load_activeset(&self.store, name)
+            .await?
+            .unwrap_or_else(|| ActiveSet::new(name));
+        let list = set.pages(self.config.activeset_max_pages);
+        Ok(ActiveSetSummary {
+            tenant: name.to_string(),
+            restores: set.restores.len(),
+            pages: list.len(),
+            bytes: (list.len() * pagestore::PAGE_SIZE) as u64,
+            last: set.restores.first().map(|t| LastRestore {
+                checkpoint: t.checkpoint.clone(),
+                generation: t.generation,
+                eager_pages: t.eager_pages,
+                faults: t.faults,
+                hit_rate: t.hit_rate(),
+            }),
+            list,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_closes_at;
+
+    const MS: u64 = 1000;
+
+    #[test]
+    fn a_tenant_that_never_faults_closes_the_window_one_grace_after_the_restore() {
+        assert_eq!(
+            window_closes_at(50 * MS, None, 1000 * MS, 5000 * MS),
+            1050 * MS
+        );
+        // Reads before the restore returned (the restore's own) do not extend it.
+        assert_eq!(
+            window_closes_at(50 * MS, Some(40 * MS), 1000 * MS, 5000 * MS),
+            1050 * MS
+        );
+    }
+
+    #[test]
+    fn faults_keep_the_window_open_until_the_tenant_goes_quiet() {
+        assert_eq!(
+            window_closes_at(50 * MS, Some(1800 * MS), 1000 * MS, 5000 * MS),
+            2800 * MS
+        );
+    }
+
+    #[test]
+    fn a_tenant_that_keeps_faulting_closes_the_window_at_the_cap() {
+        assert_eq!(
+            window_closes_at(50 * MS, Some(4900 * MS), 1000 * MS, 5000 * MS),
+            5050 * MS
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! From a control request to the worker call that answers it, with the tenant's tracing span.
+//! Kept apart from the socket ([`crate::server`]) so that another front end (HTTP) can call the
+//! same flows.
+
+use tracing::{info_span, Instrument};
+
+use crate::error::{Error, Result};
+use crate::host::Worker;
+use crate::protocol::Request;
+
+/// Runs `request` on `worker`; its answer as JSON.
+pub(crate) async fn dispatch(worker: &Worker, request: Request) -> Result<serde_json::Value> {
+    match request {
+        Request::Ping => Ok(serde_json::json!({"criu": worker.criu.version()})),
+        Request::Ls => {
+            let mut out = Vec::new();
+            for name in worker.tenant_names() {
+                if let Ok(info) = worker.status(&name).await {
+                    out.push(info);
+                }
+            }
+            to_json(&out)
+        }
+        Request::Status { name } => to_json(&worker.status(&name).await?),
+        Request::Add {
+            name,
+            port,
+            cmd,
+            deterministic,
+        } => {
+            let span = info_span!("tenant", tenant = %name);
+            to_json(
+                &worker
+                    .add(&name, port, cmd, deterministic)
+                    .instrument(span)
+                    .await?,
+            )
+        }
+        Request::SwapOut { name } => {
+            let span = info_span!("tenant", tenant = %name);
+            to_json(&worker.swap_out(&name).instrument(span).await?)
+        }
+        Request::SwapIn {
+            name,
+            no_activeset,
+            install,
+        } => {
+            let span = info_span!("tenant", tenant = %name);
+            to_json(
+                &worker
+                    .swap_in(&name, !no_activeset, install)
+                    .instrument(span)
+                    .await?,
+            )
+        }
+        Request::ActiveSet { name } => to_json(&worker.activeset_summary(&name).await?),
+        Request::Evict { tier } => {
+            if tier.as_deref() != Some("local") {
+                worker.store.evict_hot();
+            }
+            if tier.as_deref() != Some("hot") {
+                worker.store.evict_local()?;
+            }
+            Ok(serde_json::Value::Null)
+        }
+        Request::StoreStats => to_json(&worker.store.stats().await?),
+        Request::Counters => to_json(&worker.store.live_counters()),
+        Request::Rm { name } => {
+            let span = info_span!("tenant", tenant = %name);
+            worker.rm(&name).instrument(span).await?;
+            Ok(serde_json::Value::Null)
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(Error::AnswerUnencodable)
+}

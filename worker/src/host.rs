@@ -1,0 +1,229 @@
+//! What one worker holds: its configuration, the page store, CRIU (with its warm spares and the
+//! whole-restore staging tmpfs), and the table of the tenants it hosts.
+//!
+//! It exists so that every flow (start, swap-out, swap-in, removal) works on the same state
+//! without knowing the control socket that asks for it. A tenant's state is a [`TenantSlot`] in
+//! the [`TenantTable`]: what does not change while it is hosted (its directories and port), its
+//! [`TenantRuntime`] behind an async lock that one flow at a time holds, and what the last
+//! restore left to report or reuse behind locks of their own.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pager::activeset::ActiveSet;
+use pager::reads::MountReadReport;
+use pagestore::prefetch::PrefetchReport;
+use pagestore::PageStore;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::config::WorkerConfig;
+use crate::criu::Criu;
+use crate::criu_swrk::CriuSpares;
+use crate::error::{Error, Result};
+use crate::process::process_alive;
+use crate::tenant::{TenantDirs, TenantInfo, TenantState};
+use crate::whole_staging::WholeStaging;
+
+/// How long a swap-out (or a stopping worker) waits for the previous lazy restore to finish
+/// copying pages in.
+pub(crate) const LAZY_COPY_LIMIT: Duration = Duration::from_secs(120);
+
+/// One worker: the tenants of this machine and what serves them.
+pub struct Worker {
+    pub(crate) config: WorkerConfig,
+    pub(crate) store: Arc<PageStore>,
+    pub(crate) criu: Criu,
+    pub(crate) tenants: TenantTable,
+    pub(crate) whole_staging: WholeStaging,
+    /// `None` with `warm_criu = false`.
+    pub(crate) criu_spares: Option<CriuSpares>,
+}
+
+impl Worker {
+    /// A worker over `store` and `criu`, with the tenants a previous worker left in
+    /// `config.tenants_dir`; spare CRIUs start now when `warm_criu` is on.
+    pub(crate) fn open(config: WorkerConfig, store: Arc<PageStore>, criu: Criu) -> Result<Worker> {
+        let tenants = TenantTable::load(&config)?;
+        Ok(Worker {
+            criu_spares: config.warm_criu.then(|| CriuSpares::start(&criu)),
+            whole_staging: WholeStaging::new(
+                config.mounts_dir.join(".whole"),
+                config.whole_restore_below_mib << 20,
+            ),
+            config,
+            store,
+            criu,
+            tenants,
+        })
+    }
+
+    pub(crate) fn tenant_names(&self) -> Vec<String> {
+        self.tenants.names()
+    }
+
+    /// The slot of tenant `name`, or [`Error::UnknownTenant`].
+    pub(crate) fn slot(&self, name: &str) -> Result<Arc<TenantSlot>> {
+        self.tenants.get(name)
+    }
+}
+
+/// The tenants a worker hosts, by name.
+pub(crate) struct TenantTable {
+    slots: Mutex<BTreeMap<String, Arc<TenantSlot>>>,
+}
+
+impl TenantTable {
+    /// Every tenant saved under `config.tenants_dir` (a directory without a readable
+    /// `tenant.json` is skipped); one saved as running whose process is gone is now exited.
+    fn load(config: &WorkerConfig) -> Result<TenantTable> {
+        let mut slots = BTreeMap::new();
+        let entries = std::fs::read_dir(&config.tenants_dir)
+            .map_err(|e| Error::io(&config.tenants_dir, e))?;
+        for entry in entries.flatten() {
+            let dirs = TenantDirs { root: entry.path() };
+            let Ok(mut info) = TenantInfo::load(&dirs.state_file()) else {
+                continue;
+            };
+            if info.state == TenantState::Running && !info.pid.is_some_and(process_alive) {
+                warn!(tenant = %info.name, "tenant was running but its process is gone");
+                info.state = TenantState::Exited;
+                info.save(&dirs)?;
+            }
+            slots.insert(info.name.clone(), Arc::new(TenantSlot::new(dirs, info)));
+        }
+        Ok(TenantTable {
+            slots: Mutex::new(slots),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<TenantSlot>>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Result<Arc<TenantSlot>> {
+        self.lock()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTenant(name.to_string()))
+    }
+
+    /// Fails unless a new tenant `name` may take `port`: no tenant has that name, and none holds
+    /// the port (a swapped-out tenant keeps its port for its restore).
+    pub(crate) fn check_free(&self, name: &str, port: u16) -> Result<()> {
+        let slots = self.lock();
+        if slots.contains_key(name) {
+            return Err(Error::TenantExists(name.to_string()));
+        }
+        if let Some((holder, _)) = slots.iter().find(|(_, slot)| slot.port == port) {
+            return Err(Error::PortHeld {
+                port,
+                tenant: holder.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn insert(&self, name: &str, slot: TenantSlot) {
+        self.lock().insert(name.to_string(), Arc::new(slot));
+    }
+
+    pub(crate) fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+}
+
+/// A tenant as the running worker holds it.
+pub(crate) struct TenantSlot {
+    pub dirs: TenantDirs,
+    /// The port it answers on, held from its start until it is removed: a swapped-out tenant
+    /// listens nowhere, but its restore binds the port again and would fail were it taken.
+    pub port: u16,
+    pub runtime: tokio::sync::Mutex<TenantRuntime>,
+    /// What the last restore's background fill read, once it is done. Kept apart from `runtime`:
+    /// a swap-out holds that lock while it waits for the fill.
+    pub last_fill: Mutex<Option<PrefetchReport>>,
+    /// Which tier served the last lazy restore's reads, per phase, once its mount is gone.
+    pub last_reads: Mutex<Option<MountReadReport>>,
+    /// The tenant's ActiveSet as this worker last learned or loaded it (the store keeps the
+    /// durable copy; this saves a cold-tier round trip on every swap-in).
+    pub activeset: Mutex<Option<ActiveSet>>,
+}
+
+impl TenantSlot {
+    /// The slot of a tenant in `dirs` whose record is `info`; nothing restored yet.
+    pub(crate) fn new(dirs: TenantDirs, info: TenantInfo) -> TenantSlot {
+        TenantSlot {
+            dirs,
+            port: info.port,
+            runtime: tokio::sync::Mutex::new(TenantRuntime {
+                info,
+                restoring: None,
+                manifest: None,
+            }),
+            last_fill: Mutex::new(None),
+            last_reads: Mutex::new(None),
+            activeset: Mutex::new(None),
+        }
+    }
+
+    /// The ActiveSet this worker holds for the tenant, if any.
+    pub(crate) fn kept_activeset(&self) -> Option<ActiveSet> {
+        lock(&self.activeset).clone()
+    }
+
+    /// Keeps `set` as the tenant's ActiveSet for the next swap-in.
+    pub(crate) fn keep_activeset(&self, set: ActiveSet) {
+        *lock(&self.activeset) = Some(set);
+    }
+
+    pub(crate) fn last_fill(&self) -> Option<PrefetchReport> {
+        lock(&self.last_fill).clone()
+    }
+
+    pub(crate) fn set_last_fill(&self, report: PrefetchReport) {
+        *lock(&self.last_fill) = Some(report);
+    }
+
+    pub(crate) fn last_reads(&self) -> Option<MountReadReport> {
+        *lock(&self.last_reads)
+    }
+
+    pub(crate) fn set_last_reads(&self, report: MountReadReport) {
+        *lock(&self.last_reads) = Some(report);
+    }
+
+    /// Forgets what the previous restore reported: a new one has begun.
+    pub(crate) fn forget_last_restore(&self) {
+        *lock(&self.last_fill) = None;
+        *lock(&self.last_reads) = None;
+    }
+}
+
+/// A lock of a slot's report or ActiveSet; a panic elsewhere leaves the value usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What one flow at a time may change of a tenant.
+pub(crate) struct TenantRuntime {
+    pub info: TenantInfo,
+    /// The tail of the last restore: for a lazy one, waits for CRIU's lazy-pages daemon to copy
+    /// in every page, then unmounts the checkpoint; for a whole one, saves the tenant's state.
+    pub restoring: Option<JoinHandle<()>>,
+    /// The manifest of the tenant's newest checkpoint, kept from its swap-out (it is immutable).
+    pub manifest: Option<(pagestore::CheckpointId, Arc<pagestore::Manifest>)>,
+}
+
+/// Waits for the tail of a restore (`TenantRuntime::restoring`), at most [`LAZY_COPY_LIMIT`];
+/// false if it was still running then.
+pub(crate) async fn finish_restoring(restoring: JoinHandle<()>) -> bool {
+    tokio::time::timeout(LAZY_COPY_LIMIT, restoring)
+        .await
+        .is_ok()
+}

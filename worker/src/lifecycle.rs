@@ -1,0 +1,171 @@
+//! A tenant's start and removal, and its status: the flows that add a tenant to the worker's
+//! table and take it out again.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info};
+
+use crate::criu::log_tail;
+use crate::error::{Error, Result};
+use crate::host::{TenantSlot, Worker};
+use crate::process::{kill_tree, process_alive};
+use crate::readiness::probe_port;
+use crate::tenant::{TenantDirs, TenantInfo, TenantState};
+
+impl Worker {
+    /// The tenant's record, with its state brought up to date (a process may have exited).
+    pub async fn status(&self, name: &str) -> Result<TenantInfo> {
+        let slot = self.slot(name)?;
+        let mut rt = slot.runtime.lock().await;
+        if rt.info.state == TenantState::Running && !rt.info.pid.is_some_and(process_alive) {
+            rt.info.state = TenantState::Exited;
+            rt.info.save(&slot.dirs)?;
+        }
+        let mut info = rt.info.clone();
+        info.last_fill = slot.last_fill();
+        info.last_reads = slot.last_reads();
+        Ok(info)
+    }
+
+    /// Starts a new tenant in its own session, working directory and log file, and waits until it
+    /// listens on its port. With `deterministic`, ASLR is off and hash seeds are fixed, so that
+    /// tenants running the same program share pages.
+    pub async fn add(
+        &self,
+        name: &str,
+        port: u16,
+        cmd: Vec<String>,
+        deterministic: bool,
+    ) -> Result<TenantInfo> {
+        if !pagestore::manifest::valid_tenant_name(name) {
+            return Err(Error::InvalidTenantName(name.to_string()));
+        }
+        let Some((program, args)) = cmd.split_first() else {
+            return Err(Error::NoCommand(name.to_string()));
+        };
+        self.tenants.check_free(name, port)?;
+        // Readiness is "something listens on the port": it must be nobody before we start.
+        if probe_port(port).await {
+            return Err(Error::Start {
+                name: name.to_string(),
+                reason: format!("port {port} is already in use by another process"),
+            });
+        }
+        let dirs = TenantDirs::new(&self.config.tenants_dir, name);
+        let cwd = dirs.cwd();
+        std::fs::create_dir_all(&cwd).map_err(|e| Error::io(&cwd, e))?;
+        let log_path = dirs.log();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io(&log_path, e))?;
+        let log_err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
+        let mut command = std::process::Command::new(program);
+        command
+            .args(args)
+            .current_dir(&cwd)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        crate::launch::as_tenant(&mut command, deterministic);
+        let mut command = tokio::process::Command::from(command);
+        let runtime = tokio::runtime::Handle::current();
+        // A thread of its own forks the tenant (see `launch`): off the async workers.
+        let spawned = tokio::task::spawn_blocking(move || {
+            crate::launch::spawn_in_own_pid_namespace(move || {
+                let _in_runtime = runtime.enter();
+                command.spawn()
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("spawning task failed: {e}"))));
+        let mut child = spawned.map_err(|e| Error::Start {
+            name: name.to_string(),
+            reason: format!("{program}: {e}"),
+        })?;
+        let pid = child.id().ok_or_else(|| Error::Start {
+            name: name.to_string(),
+            reason: "exited at once".into(),
+        })?;
+        let tenant = name.to_string();
+        // Reap the process when it ends (CRIU's dump ends it on swap-out).
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            info!(tenant, pid, ?status, "tenant process ended");
+        });
+
+        let started = Instant::now();
+        let timeout = Duration::from_millis(self.config.start_timeout_ms);
+        loop {
+            if probe_port(port).await {
+                break;
+            }
+            if !process_alive(pid) {
+                return Err(Error::Start {
+                    name: name.to_string(),
+                    reason: format!("it exited; its log says:\n{}", log_tail(&log_path, 10)),
+                });
+            }
+            if started.elapsed() > timeout {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                return Err(Error::StartTimeout {
+                    name: name.to_string(),
+                    port,
+                    waited_ms: self.config.start_timeout_ms,
+                    log: log_path,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let info = TenantInfo {
+            name: name.to_string(),
+            state: TenantState::Running,
+            pid: Some(pid),
+            port,
+            cmd,
+            deterministic,
+            checkpoint: None,
+            generation: None,
+            last_swap_out: None,
+            last_swap_in: None,
+            last_fill: None,
+            last_reads: None,
+        };
+        info.save(&dirs)?;
+        info!(pid, port, "tenant started");
+        self.tenants
+            .insert(name, TenantSlot::new(dirs, info.clone()));
+        Ok(info)
+    }
+
+    /// Stops a tenant (if running) and forgets it, with its checkpoints in the store (their pages
+    /// go at the next `pico store gc`).
+    pub async fn rm(&self, name: &str) -> Result<()> {
+        let slot = self.slot(name)?;
+        let mut rt = slot.runtime.lock().await;
+        if let Some(restoring) = rt.restoring.take() {
+            restoring.abort();
+            // Its mount and lazy-pages daemon go when the task is dropped; wait for that.
+            let _ = restoring.await;
+        }
+        if rt.info.state == TenantState::Running {
+            if let Some(pid) = rt.info.pid {
+                kill_tree(pid).await;
+            }
+        }
+        // First the checkpoints: if the store is unreachable, `rm` fails and can be run again.
+        let gone = self.store.forget(name).await?;
+        info!(checkpoints = gone.len(), "checkpoints forgotten");
+        if let Err(e) = std::fs::remove_dir_all(&slot.dirs.root) {
+            error!(error = %e, "could not remove the tenant's directory");
+        }
+        self.tenants.remove(name);
+        info!("tenant removed");
+        Ok(())
+    }
+}

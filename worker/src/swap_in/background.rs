@@ -1,0 +1,127 @@
+//! The background of a lazy swap-in, once the tenant runs: three stages side by side on one
+//! task, kept as the tenant's `restoring` (a swap-out or removal waits for it, or aborts it).
+//!
+//! - **learning** ([`learning`]): the faults of the tenant's first moments are learned into its
+//!   ActiveSet; when the window closes, CRIU's background copy is released and the fill goes on;
+//! - **fill** (`fill::finish`): the rest of the image arrives in memory and is accounted;
+//! - **copy** ([`copy`]): CRIU's lazy-pages daemon copies in every remaining page and exits;
+//!   then the reads are reported, the access log saved, and the checkpoint unmounted.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pager::reads::{MountReads, RestorePhase};
+use pager::ImageMount;
+use tokio::process::Child;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::activeset::Learn;
+use crate::criu::log_tail;
+use crate::host::TenantSlot;
+use crate::lazy_gate::LazyGate;
+use crate::swap_in::fill;
+use crate::swap_in::restore::LazyRestore;
+
+/// Everything the background stages of one lazy restore own.
+pub(super) struct Background {
+    pub restored: LazyRestore,
+    /// `None` when this restore learns nothing (no ActiveSet in use).
+    pub learn: Option<Learn>,
+    pub slot: Arc<TenantSlot>,
+    pub tenant: String,
+    /// Where the swap-in's cold reads are appended.
+    pub usage_log: PathBuf,
+    /// Where the restore's access log is saved.
+    pub access_file: PathBuf,
+}
+
+impl Background {
+    /// Runs the three stages to their end.
+    pub(super) async fn run(self) {
+        let Background {
+            restored,
+            learn,
+            slot,
+            tenant,
+            usage_log,
+            access_file,
+        } = self;
+        let LazyRestore {
+            daemon,
+            daemon_work,
+            gate,
+            prefetch,
+            window_closed,
+            fill,
+            mount,
+            ..
+        } = restored;
+        let reads = mount.reads().clone();
+        tokio::join!(
+            learning(learn, &reads, gate, window_closed),
+            fill::finish(fill, &tenant, &prefetch, &usage_log, &slot),
+            copy(daemon, &daemon_work, mount, &access_file, &slot, &tenant),
+        );
+    }
+}
+
+/// Learns from the faults of the first moments (with `learn`), then releases the background
+/// copy and the fill; the gate is dropped either way.
+async fn learning(
+    learn: Option<Learn>,
+    reads: &Arc<MountReads>,
+    mut gate: LazyGate,
+    window_closed: oneshot::Sender<()>,
+) {
+    if let Some(learn) = learn {
+        let faults = learn.watch().await;
+        reads.set_phase(RestorePhase::Background);
+        gate.release();
+        let _ = window_closed.send(());
+        if let Err(e) = learn.save(faults).await {
+            warn!(tenant = %learn.tenant, error = %e, "could not save the ActiveSet");
+        }
+    }
+    drop(gate);
+}
+
+/// Waits for the lazy-pages daemon to copy in every page and exit; then keeps the restore's
+/// reads by tier as the tenant's `last_reads`, saves its access log and unmounts the checkpoint.
+async fn copy(
+    mut daemon: Child,
+    daemon_work: &Path,
+    mount: ImageMount,
+    access_file: &Path,
+    slot: &TenantSlot,
+    tenant: &str,
+) {
+    let status = daemon.wait().await;
+    let accesses = mount.access_log().snapshot();
+    let by_tier = mount.reads().report();
+    info!(
+        tenant,
+        restore = ?by_tier.restore,
+        faults = ?by_tier.faults,
+        background = ?by_tier.background,
+        "lazy restore reads by tier"
+    );
+    slot.set_last_reads(by_tier);
+    if let Err(e) = pager::access::write_jsonl(access_file, &accesses) {
+        warn!(tenant, error = %e, "could not save the access log");
+    }
+    if let Err(e) = tokio::task::spawn_blocking(move || mount.unmount()).await {
+        warn!(tenant, error = %e, "unmount task failed");
+    }
+    match status {
+        Ok(s) if s.success() => {
+            info!(tenant, page_reads = accesses.len(), "lazy restore complete")
+        }
+        other => warn!(
+            tenant,
+            status = ?other,
+            log = %log_tail(&daemon_work.join("lazy-pages.log"), 5),
+            "lazy-pages daemon ended badly"
+        ),
+    }
+}

@@ -1,0 +1,174 @@
+//! The first stage of a swap-in: which checkpoint, its manifest, and whether it is restored whole
+//! ([`Route`]); for a lazy restore, what CRIU is to install eagerly and what is fetched ahead of
+//! it and behind it ([`LazyPlan`]).
+
+use std::time::Duration;
+
+use pager::activeset::{EagerPlan, ImageLayout};
+use pagestore::{CheckpointRef, Manifest};
+use tracing::{info, warn};
+
+use crate::activeset::load_activeset;
+use crate::config::ActiveSetInstall;
+use crate::error::{Error, Result};
+use crate::host::{TenantRuntime, TenantSlot, Worker};
+use crate::swap_in::fill::FillPlan;
+use crate::tenant::{TenantInfo, TenantState};
+
+/// How long a swap-in waits for the local tier to take in pages that ingests have just
+/// committed (only when some are still queued): longer costs latency, shorter sends those pages'
+/// reads to the cold tier.
+const LOCAL_FILL_WAIT: Duration = Duration::from_millis(250);
+
+/// The checkpoint a swap-in restores and the way it goes.
+pub(super) struct Route {
+    pub manifest: Manifest,
+    /// Small enough to try a whole restore first (see `whole.rs`).
+    pub whole: bool,
+}
+
+/// What a lazy restore needs before it mounts the checkpoint.
+pub(super) struct LazyPlan {
+    /// The manifest to serve: its pagemaps rewritten when an ActiveSet is installed eagerly.
+    pub manifest: Manifest,
+    /// The ActiveSet's pages, as installed (eagerly, or prefetched and left lazy).
+    pub eager: EagerPlan,
+    /// The layout of the served (rewritten) pagemaps: what the fault classifier must see.
+    pub layout: ImageLayout,
+    /// What is fetched ahead of the restore and behind it.
+    pub fetch: FillPlan,
+}
+
+/// The id of the checkpoint tenant `name` is to be restored from: it must be swapped out.
+pub(super) fn swapped_out_checkpoint(name: &str, info: &TenantInfo) -> Result<String> {
+    match (info.state, &info.checkpoint) {
+        (TenantState::Running, _) | (_, None) => Err(Error::NotSwappedOut {
+            name: name.to_string(),
+            state: info.state.to_string(),
+        }),
+        (_, Some(c)) => Ok(c.clone()),
+    }
+}
+
+impl Worker {
+    /// The checkpoint `id` of tenant `name`. The worker knows its key (`generation` from the
+    /// tenant's record): no listing round trip to the cold tier, unless the record lacks it.
+    pub(super) async fn checkpoint_ref(
+        &self,
+        name: &str,
+        id: &str,
+        generation: Option<u64>,
+    ) -> Result<CheckpointRef> {
+        Ok(match (pagestore::CheckpointId::parse(id), generation) {
+            (Some(id), Some(generation)) => CheckpointRef {
+                tenant: name.to_string(),
+                generation,
+                id,
+            },
+            _ => self.store.resolve(id).await?,
+        })
+    }
+
+    /// The checkpoint's manifest (usually still in memory: this worker wrote it) and whether it
+    /// is small enough to be restored whole; waits briefly for the local tier to take in a
+    /// just-committed ingest's pages when they may be needed.
+    pub(super) async fn route(
+        &self,
+        rt: &TenantRuntime,
+        checkpoint: &CheckpointRef,
+    ) -> Result<Route> {
+        let kept_manifest = rt
+            .manifest
+            .as_ref()
+            .filter(|(id, _)| *id == checkpoint.id)
+            .map(|(_, m)| m.clone());
+        let manifest = match kept_manifest {
+            Some(m) => (*m).clone(),
+            None => self.store.manifest(checkpoint).await?,
+        };
+        let whole =
+            crate::swap_in::whole::small_enough(&manifest, self.config.whole_restore_below_mib);
+        // A swap-out's new pages reach the local tier just behind its commit; a swap-in
+        // right after it waits briefly for them rather than fetching them from the cold tier,
+        // unless it is a small one with every page in memory already (a small tenant's last
+        // checkpoint is kept there): then the filler's work for other tenants is none of its
+        // business. Only small ones are checked: the check walks the page list.
+        let in_memory = whole && self.store.in_memory(&manifest);
+        if !in_memory
+            && tokio::time::timeout(LOCAL_FILL_WAIT, self.store.local_settled())
+                .await
+                .is_err()
+        {
+            info!(
+                waited_ms = LOCAL_FILL_WAIT.as_millis() as u64,
+                "local tier still filling"
+            );
+        }
+        Ok(Route { manifest, whole })
+    }
+
+    /// Plans a lazy restore of `manifest`: with `learning` (an ActiveSet in use), the tenant's
+    /// set is loaded (kept in memory, else from the store) and installed as `install` says,
+    /// which for an eager install rewrites the pagemaps. An unreadable set is ignored.
+    pub(super) async fn plan_lazy(
+        &self,
+        slot: &TenantSlot,
+        name: &str,
+        mut manifest: Manifest,
+        learning: bool,
+        install: ActiveSetInstall,
+    ) -> LazyPlan {
+        // Looked at only now: a whole restore does not use it (and a tenant only ever restored
+        // whole has none to keep in memory; looking for it in the cold tier on each swap-in
+        // cost ~44 ms through the latency proxy).
+        let set = match (learning, slot.kept_activeset()) {
+            (false, _) => Ok(None),
+            (true, Some(set)) => Ok(Some(set)),
+            (true, None) => load_activeset(&self.store, name).await,
+        };
+        let eager = if learning {
+            let max = self.config.activeset_max_pages;
+            match set {
+                Ok(Some(set)) if install == ActiveSetInstall::Prefetch => {
+                    set.prefetch_plan(&manifest, max)
+                }
+                Ok(Some(set)) => set.eager_plan(&mut manifest, max),
+                Ok(None) => EagerPlan::default(),
+                Err(e) => {
+                    warn!(error = %e, "ignoring an unreadable ActiveSet");
+                    EagerPlan::default()
+                }
+            }
+        } else {
+            EagerPlan::default()
+        };
+        // The served (rewritten) pagemaps are what the fault classifier must see.
+        let layout = ImageLayout::of(&manifest);
+        // Everything `criu restore` will read before the tenant runs (its eager pages and the
+        // ActiveSet) is fetched in a few large requests while the mount, the daemon and the
+        // restore start; a page the restore reads before its range has arrived waits for that
+        // same request (single flight), so the restore is not held back to wait for all.
+        let mut restore_set = layout.eager_page_ids(&manifest);
+        // A set left lazy is fetched along with them, to be faulted in from memory.
+        if install == ActiveSetInstall::Prefetch {
+            restore_set.extend(&eager.ids);
+        }
+        // CRIU's lazy-pages daemon copies in every remaining page with one small read at a
+        // time; from a cold tier each costs a round trip (measured: ~450 serial reads of
+        // ~50 ms, 20 s before a Python tenant's first answer), and faults wait behind them.
+        // So the rest of the image is filled in behind the restore with large parallel
+        // ranged reads, and the daemon's reads find it in memory.
+        let fill_ids = layout.lazy_page_ids(&manifest);
+        let locality = learning.then(|| self.locality_source(&manifest)).flatten();
+        LazyPlan {
+            manifest,
+            eager,
+            layout,
+            fetch: FillPlan {
+                restore_set,
+                locality,
+                fill_ids,
+            },
+        }
+    }
+}

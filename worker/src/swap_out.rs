@@ -1,0 +1,173 @@
+//! Swap-out: CRIU dumps a running tenant into a staging directory, the dump is ingested into the
+//! store, and the checkpoint is committed as the tenant's newest.
+//!
+//! Swap-out never loses a tenant: its staging directory is deleted only after the manifest is
+//! durable, and if the checkpoint cannot be committed the tenant is restored from the staged dump
+//! and keeps running, its previous checkpoint untouched.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pagestore::ingest::IngestReport;
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::host::{finish_restoring, TenantRuntime, TenantSlot, Worker, LAZY_COPY_LIMIT};
+use crate::process::{process_alive, process_tree, wait_gone};
+use crate::tenant::{elapsed_ms, fresh_dir, SwapOutReport, TenantInfo, TenantState};
+
+/// How long a swap-out waits for each process of a dumped tree to be gone.
+const DUMPED_GONE_WITHIN: Duration = Duration::from_secs(5);
+
+impl Worker {
+    /// Checkpoints a running tenant into the store; its process is gone afterwards.
+    pub async fn swap_out(&self, name: &str) -> Result<SwapOutReport> {
+        let slot = self.slot(name)?;
+        let mut rt = slot.runtime.lock().await;
+        let pid = running_pid(name, &rt.info)?;
+        // A process still being filled by a lazy restore cannot be dumped consistently.
+        if let Some(restoring) = rt.restoring.take() {
+            if !finish_restoring(restoring).await {
+                warn!("previous lazy restore still copying pages after {LAZY_COPY_LIMIT:?}");
+            }
+        }
+
+        let started = Instant::now();
+        let staging: PathBuf = self
+            .config
+            .staging_dir
+            .join(format!("{name}-{}", pagestore::clock::now_ms()));
+        fresh_dir(&staging)?;
+        let work = slot.dirs.criu_work("dump");
+        fresh_dir(&work)?;
+        // The whole tree dies with the dump; it is reaped before the ingest, so that its memory
+        // is free again (a restore needs none of its pids: see `launch`).
+        let tree = process_tree(pid);
+        if let Err(e) = self.criu.dump(pid, &staging, &work).await {
+            let _ = std::fs::remove_dir_all(&staging);
+            // CRIU resumes the tree when a dump fails.
+            return Err(e);
+        }
+        let dump_ms = elapsed_ms(started);
+        for p in tree {
+            wait_gone(p, DUMPED_GONE_WITHIN).await;
+        }
+
+        let ingest_started = Instant::now();
+        let report = match self.ingest_with_locality(&slot, name, &staging).await {
+            Ok(r) => r,
+            Err(cause) => {
+                let outcome = self
+                    .restore_from_dump(&slot, &mut rt, &staging, &work)
+                    .await?;
+                return Err(Error::SwapOutNotCommitted {
+                    name: name.to_string(),
+                    cause: cause.to_string(),
+                    outcome,
+                });
+            }
+        };
+        // The manifest is durable: the staged dump is no longer needed.
+        if let Err(e) = std::fs::remove_dir_all(&staging) {
+            warn!(error = %e, "could not delete staging");
+        }
+        let out = SwapOutReport {
+            checkpoint: report.checkpoint.id.to_string(),
+            generation: report.checkpoint.generation,
+            dump_ms,
+            ingest_ms: elapsed_ms(ingest_started),
+            total_ms: elapsed_ms(started),
+            pages_total: report.pages_total,
+            pages_zero: report.pages_zero,
+            pages_new: report.pages_new,
+            bytes_uploaded: report.bytes_uploaded,
+            locality_pages: report.locality_pages,
+            locality_bytes: report.locality_bytes,
+        };
+        commit(&slot, &mut rt, &report, &out)?;
+        info!(
+            checkpoint = %out.checkpoint,
+            dump_ms = out.dump_ms,
+            ingest_ms = out.ingest_ms,
+            pages_new = out.pages_new,
+            locality_pages = out.locality_pages,
+            locality_bytes = out.locality_bytes,
+            "swapped out"
+        );
+        Ok(out)
+    }
+
+    /// Brings the tenant back from the dump still held in `staging` after its ingest failed; the
+    /// previous checkpoint is untouched because no manifest was written. What became of the
+    /// tenant, for the error: running again (the dump is deleted), or exited with the dump kept.
+    async fn restore_from_dump(
+        &self,
+        slot: &TenantSlot,
+        rt: &mut TenantRuntime,
+        staging: &Path,
+        work: &Path,
+    ) -> Result<String> {
+        let outcome = match self.criu.restore(staging, work, false).await {
+            Ok(pid) => {
+                rt.info.pid = Some(pid);
+                format!("the tenant was restored from its dump and keeps running (pid {pid})")
+            }
+            Err(e) => {
+                rt.info.state = TenantState::Exited;
+                format!(
+                    "restoring it from its dump also failed ({e}); the dump is kept in {}",
+                    staging.display()
+                )
+            }
+        };
+        rt.info.save(&slot.dirs)?;
+        if rt.info.state == TenantState::Running {
+            let _ = std::fs::remove_dir_all(staging);
+        }
+        Ok(outcome)
+    }
+}
+
+/// The pid of tenant `name`, which must be running, with its process alive.
+fn running_pid(name: &str, info: &TenantInfo) -> Result<u32> {
+    match info.state {
+        TenantState::Running => {}
+        TenantState::SwappedOut => {
+            return Err(Error::AlreadySwappedOut {
+                name: name.to_string(),
+                checkpoint: info.checkpoint.clone().unwrap_or_default(),
+            })
+        }
+        state => {
+            return Err(Error::NotRunning {
+                name: name.to_string(),
+                state: state.to_string(),
+            })
+        }
+    }
+    info.pid
+        .filter(|&p| process_alive(p))
+        .ok_or_else(|| Error::NotRunning {
+            name: name.to_string(),
+            state: "exited".into(),
+        })
+}
+
+/// Records the committed checkpoint as the tenant's newest: swapped out, its manifest kept for
+/// the next swap-in, and its state saved.
+fn commit(
+    slot: &TenantSlot,
+    rt: &mut TenantRuntime,
+    report: &IngestReport,
+    out: &SwapOutReport,
+) -> Result<()> {
+    rt.manifest = report
+        .manifest
+        .clone()
+        .map(|m| (report.checkpoint.id.clone(), m));
+    rt.info.state = TenantState::SwappedOut;
+    rt.info.checkpoint = Some(out.checkpoint.clone());
+    rt.info.generation = Some(out.generation);
+    rt.info.last_swap_out = Some(out.clone());
+    rt.info.save(&slot.dirs)
+}
