@@ -9,7 +9,8 @@
 
 use std::path::Path;
 
-use pager::activeset::{ActiveSet, ImageLayout};
+use criu_image::ImageLayout;
+use pager::activeset::ActiveSet;
 use pagestore::ingest::{IngestOptions, IngestReport};
 use pagestore::locality::LocalitySource;
 use pagestore::Manifest;
@@ -41,7 +42,9 @@ impl Worker {
             let max = self.config.activeset_max_pages;
             let dir = staging.to_path_buf();
             options.locality = tokio::task::spawn_blocking(move || {
-                ImageLayout::of_dir(&dir).restore_positions(set.as_ref(), max)
+                let wanted = set.map(|s| s.pages(max)).unwrap_or_default();
+                let wanted = wanted.iter().map(|p| (p.pagemap.as_str(), p.vaddr));
+                ImageLayout::of_dir(&dir).restore_positions(wanted, max)
             })
             .await
             .unwrap_or_default();

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use criu_image::ImageLayout;
 use pager::access::AccessLog;
 use pager::activeset::{
-    classify_faults, ActivePage, ActiveSet, Background, EagerPlan, ImageLayout, RestoreTrace,
+    classify_faults, ActivePage, ActiveSet, Background, EagerPlan, RestoreTrace,
 };
 use pager::reads::RestorePhase;
 use pagestore::PageStore;

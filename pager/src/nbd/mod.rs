@@ -1,4 +1,4 @@
-//! The NBD front end: stored page files served as network block devices.
+//! The NBD front end: the paged files of stored checkpoints served as network block devices.
 //!
 //! Why our own protocol code: the `nbd` crate is synchronous, one request at a time, and lacks
 //! NBD_OPT_GO, structured replies, block status and multi-conn, which qemu, nbdcopy and nbdinfo

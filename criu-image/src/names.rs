@@ -1,0 +1,43 @@
+//! The names of the files of a CRIU image directory that the pager and the worker look at.
+//!
+//! CRIU names them in `criu/image-desc.c` (its `imgset_template`, which appends `.img`):
+//! `pages-%u` for `CR_FD_PAGES`, `pagemap-%ld` for `CR_FD_PAGEMAP` (by pid) and
+//! `pagemap-shmem-%ld` for shared memory's pagemaps, which are not a process's. The `N` of
+//! `pages-N.img` is the `pages_id` in the head of the pagemap that describes it.
+
+/// Whether `name` is one of CRIU's page files (`pages-*.img`): the raw pages of the process
+/// pagemaps.
+pub fn is_pages_file(name: &str) -> bool {
+    name.starts_with("pages-") && name.ends_with(".img")
+}
+
+/// The page file that holds the pages of a pagemap whose head says `pages_id`.
+pub fn pages_file_name(pages_id: u32) -> String {
+    format!("pages-{pages_id}.img")
+}
+
+/// True for the pagemaps of processes (`pagemap-<pid>.img`), whose pages `pages-N.img` holds.
+pub fn is_process_pagemap(name: &str) -> bool {
+    name.strip_prefix("pagemap-")
+        .and_then(|r| r.strip_suffix(".img"))
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_files_are_named_by_pages_id() {
+        assert!(is_pages_file("pages-1.img"));
+        assert!(!is_pages_file("pagemap-1.img"));
+        assert!(!is_pages_file("pages-1.img.tmp"));
+        assert_eq!(pages_file_name(7), "pages-7.img");
+    }
+
+    #[test]
+    fn process_pagemaps_are_named_by_pid() {
+        assert!(is_process_pagemap("pagemap-123.img"));
+        assert!(!is_process_pagemap("pagemap-shmem-1.img"));
+    }
+}
