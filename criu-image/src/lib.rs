@@ -1,7 +1,9 @@
 //! CRIU's image formats: what picocenter knows about the files of a CRIU image directory, in
 //! one place.
 //!
-//! - [`names`]: which files are which (`pages-N.img`, `pagemap-PID.img`).
+//! - [`names`]: which files are which (`pages-N.img`, `pagemap-PID.img`), and
+//!   [`PAGED_FILES`], the rule by which an ingest of an image directory splits CRIU's page files
+//!   into pages (the page store itself knows no formats).
 //! - [`pagemap`]: pagemap images decoded and rewritten (page index ↔ virtual address and
 //!   laziness; clearing `PE_LAZY` on chosen pages).
 //! - [`protowire`]: the protobuf wire codec of the pagemaps and of CRIU's RPC messages.
@@ -11,7 +13,7 @@
 //!
 //! Decoding is pure (no I/O); only [`ImageLayout::of_dir`] reads a directory. Formats follow
 //! CRIU 4.2's sources, cited in each module. The crate depends on `pagestore` for its plain
-//! types only (a manifest and its page ids, a locality position).
+//! types only (a manifest and its page ids, a locality position, the ingest's paging rule).
 
 mod error;
 #[cfg(any(test, feature = "fixtures"))]
@@ -24,3 +26,4 @@ pub mod restore_set;
 
 pub use error::{Error, Result};
 pub use layout::ImageLayout;
+pub use names::{ingest_options, PAGED_FILES};

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use criu_image::ImageLayout;
 use pager::activeset::ActiveSet;
-use pagestore::ingest::{IngestOptions, IngestReport};
+use pagestore::ingest::IngestReport;
 use pagestore::locality::LocalitySource;
 use pagestore::Manifest;
 use tracing::{debug, warn};
@@ -28,7 +28,7 @@ impl Worker {
         name: &str,
         staging: &Path,
     ) -> pagestore::Result<IngestReport> {
-        let mut options = IngestOptions::default();
+        let mut options = criu_image::ingest_options();
         if self.config.activeset && self.config.locality_pack {
             let set = slot
                 .activeset
