@@ -282,7 +282,10 @@ pub async fn run(opts: &NbdBenchOptions) -> Result<NbdBenchReport> {
     // Ours: ingest into a scratch store, fill the page cache, serve on loopback.
     let store =
         Arc::new(PageStore::open(&StoreConfig::embedded(&scratch.path().join("home"))).await?);
-    let checkpoint = store.ingest("bench", &dir).await?.checkpoint;
+    let checkpoint = store
+        .ingest_with("bench", &dir, &criu_image::ingest_options())
+        .await?
+        .checkpoint;
     let spec = ExportSpec {
         checkpoint: checkpoint.id.to_string(),
         file: Some("pages-1.img".into()),

@@ -20,85 +20,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use criu_image::pagemap::Pagemap;
+use criu_image::ImageLayout;
 use pagestore::{FileContent, Manifest, PageId, PAGE_SIZE};
 use serde::{Deserialize, Serialize};
 
 use crate::access::PageAccess;
-use crate::pagemap::{is_process_pagemap, PagePosition, Pagemap};
-
-/// For each page file, the pagemap that describes it and each page's position.
-pub struct ImageLayout {
-    /// pages file → (its pagemap, each page's position).
-    pub(crate) files: HashMap<String, (String, Vec<PagePosition>)>,
-}
-
-impl ImageLayout {
-    /// Decodes every process pagemap of a checkpoint (malformed ones are skipped: the ActiveSet
-    /// is an optimisation, never a reason to fail a restore).
-    pub fn of(manifest: &Manifest) -> ImageLayout {
-        ImageLayout::of_pagemaps(manifest.files.iter().filter_map(|f| match &f.content {
-            FileContent::Inline(bytes) => Some((f.name.as_str(), bytes.as_slice())),
-            FileContent::Paged(_) => None,
-        }))
-    }
-
-    /// The same from (file name, bytes) pairs; files that are not process pagemaps are ignored.
-    pub fn of_pagemaps<'a>(files_in: impl Iterator<Item = (&'a str, &'a [u8])>) -> ImageLayout {
-        let mut files = HashMap::new();
-        for (name, bytes) in files_in {
-            if !is_process_pagemap(name) {
-                continue;
-            }
-            match Pagemap::decode(bytes) {
-                Ok(pm) => {
-                    files.insert(
-                        format!("pages-{}.img", pm.pages_id),
-                        (name.to_string(), pm.page_positions()),
-                    );
-                }
-                Err(e) => tracing::warn!(file = %name, error = %e, "skipping pagemap"),
-            }
-        }
-        ImageLayout { files }
-    }
-
-    /// The pages `criu restore` reads before the tenant runs: every present page that is not
-    /// lazy (after an eager plan, that includes the ActiveSet), in image order, without zero pages
-    /// or repeats. Prefetching exactly these turns a restore's many small reads into a few
-    /// large ones.
-    pub fn eager_page_ids(&self, manifest: &Manifest) -> Vec<PageId> {
-        self.page_ids(manifest, false)
-    }
-
-    /// The pages CRIU's lazy-pages daemon copies in after the restore (faults and background
-    /// copy), in image order, without zero pages or repeats.
-    pub fn lazy_page_ids(&self, manifest: &Manifest) -> Vec<PageId> {
-        self.page_ids(manifest, true)
-    }
-
-    fn page_ids(&self, manifest: &Manifest, lazy: bool) -> Vec<PageId> {
-        let mut seen = HashSet::new();
-        let mut ids = Vec::new();
-        let mut files: Vec<_> = self.files.iter().collect();
-        files.sort_by(|a, b| a.0.cmp(b.0));
-        for (pages_file, (_, positions)) in files {
-            let Some(pages) = manifest.file(pages_file).map(|f| f.pages()) else {
-                continue;
-            };
-            for (pos, id) in positions.iter().zip(pages) {
-                if pos.lazy == lazy && !id.is_zero() && seen.insert(*id) {
-                    ids.push(*id);
-                }
-            }
-        }
-        ids
-    }
-
-    fn position(&self, pages_file: &str, page: u64) -> Option<(&str, PagePosition)> {
-        let (pagemap, positions) = self.files.get(pages_file)?;
-        Some((pagemap.as_str(), *positions.get(page as usize)?))
-    }
-}
 
 /// One page of an ActiveSet.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -131,14 +58,14 @@ pub fn classify_faults(
 ) -> Vec<ActivePage> {
     // Unread lazy pages per page file, so that the lowest one is the background cursor.
     let mut unread: HashMap<&str, std::collections::BTreeSet<u64>> = HashMap::new();
-    for (file, (_, positions)) in &layout.files {
+    for (file, _, positions) in layout.page_files() {
         let lazy = positions
             .iter()
             .enumerate()
             .filter(|(_, p)| p.lazy)
             .map(|(i, _)| i as u64)
             .collect();
-        unread.insert(file.as_str(), lazy);
+        unread.insert(file, lazy);
     }
     let mut faults = Vec::new();
     let mut seen = HashSet::new();
@@ -289,10 +216,13 @@ impl ActiveSet {
         // Where each (pagemap, vaddr) lives in the new checkpoint, to find its content.
         let layout = ImageLayout::of(manifest);
         let mut where_is: HashMap<(String, u64), (String, u64)> = HashMap::new();
-        for (pages_file, (pagemap, positions)) in &layout.files {
-            if pagemaps.contains(pagemap.as_str()) {
+        for (pages_file, pagemap, positions) in layout.page_files() {
+            if pagemaps.contains(pagemap) {
                 for (i, pos) in positions.iter().enumerate() {
-                    where_is.insert((pagemap.clone(), pos.vaddr), (pages_file.clone(), i as u64));
+                    where_is.insert(
+                        (pagemap.to_string(), pos.vaddr),
+                        (pages_file.to_string(), i as u64),
+                    );
                 }
             }
         }
@@ -324,34 +254,13 @@ impl ActiveSet {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::pagemap::{PagemapEntry, PE_LAZY, PE_PRESENT};
+    use criu_image::fixtures::one_eager_six_lazy_pagemap;
     use testkit::manifest::{file, of_files};
 
-    /// The tests' pagemap: one eager page at 0x1000, six lazy pages from 0x10000 (pages-1.img).
-    pub(crate) fn pagemap() -> Pagemap {
-        Pagemap {
-            pages_id: 1,
-            entries: vec![
-                PagemapEntry {
-                    vaddr: 0x1000,
-                    nr_pages: 1,
-                    flags: PE_PRESENT,
-                    in_parent: None,
-                },
-                PagemapEntry {
-                    vaddr: 0x10000,
-                    nr_pages: 6,
-                    flags: PE_PRESENT | PE_LAZY,
-                    in_parent: None,
-                },
-            ],
-        }
-    }
-
     /// A page of the tests' pagemap, as a restore trace names it.
-    pub(crate) fn page(vaddr: u64) -> ActivePage {
+    fn page(vaddr: u64) -> ActivePage {
         ActivePage {
             pagemap: "pagemap-42.img".into(),
             vaddr,
@@ -360,7 +269,7 @@ pub(crate) mod tests {
     }
 
     fn manifest() -> Manifest {
-        let pm = pagemap();
+        let pm = one_eager_six_lazy_pagemap();
         let ids: Vec<PageId> = (1..=7u8).map(|i| PageId([i; 32])).collect();
         of_files(vec![
             file("pagemap-42.img", 0, FileContent::Inline(pm.encode())),
@@ -392,7 +301,9 @@ pub(crate) mod tests {
             },
             4,
         );
-        let positions = ImageLayout::of_dir(dir.path()).restore_positions(Some(&set), 100);
+        let wanted = set.pages(100);
+        let positions = ImageLayout::of_dir(dir.path())
+            .restore_positions(wanted.iter().map(|p| (p.pagemap.as_str(), p.vaddr)), 100);
         let mut served = m.clone();
         set.eager_plan(&mut served, 100);
         let restore_set = ImageLayout::of(&served).eager_page_ids(&served);

@@ -44,6 +44,12 @@ pub enum Error {
     NbdProtocol(String),
     #[error("export is read-only (start the server with --writable)")]
     ExportReadOnly,
-    #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    /// A socket of the NBD server failed: the listener's, or a client's connection (logged
+    /// under a span that names the peer).
+    #[error("NBD socket, {during}: {source}")]
+    NbdSocket {
+        during: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }

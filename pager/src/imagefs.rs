@@ -1,9 +1,10 @@
 //! A checkpoint as a read-only FUSE directory, served lazily from the page store.
 //!
-//! CRIU reads its image files through this mount: small files come from the manifest, page files
-//! page by page from the store's tiers, each page fetched only when read. Page files are opened
+//! The mount serves a manifest's files and knows no image format (its reader is CRIU, restoring
+//! from a checkpoint of its image directory): inline files come from the manifest, paged files
+//! page by page from the store's tiers, each page fetched only when read. Paged files are opened
 //! with direct I/O so that the kernel neither reads ahead (which would fetch pages nobody asked
-//! for) nor merges requests: the access log then sees exactly what CRIU asked for.
+//! for) nor merges requests: the access log then sees exactly what the reader asked for.
 //!
 //! FUSE callbacks are synchronous; a read whose pages are all in memory is answered on the FUSE
 //! thread, any other is moved onto the tokio runtime and answered when its pages arrive, so a

@@ -19,7 +19,11 @@ async fn mounted_checkpoint_reads_back_identical_and_logs_page_reads() {
             .await
             .unwrap(),
     );
-    let checkpoint = store.ingest("t", &src).await.unwrap().checkpoint;
+    let checkpoint = store
+        .ingest_with("t", &src, &criu_image::ingest_options())
+        .await
+        .unwrap()
+        .checkpoint;
     let manifest = store.manifest(&checkpoint).await.unwrap();
     let mnt = home.path().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();

@@ -39,7 +39,11 @@ impl Fixture {
             let store = PageStore::open(&StoreConfig::embedded(home.path()))
                 .await
                 .unwrap();
-            let c = store.ingest("web", &src).await.unwrap().checkpoint;
+            let c = store
+                .ingest_with("web", &src, &criu_image::ingest_options())
+                .await
+                .unwrap()
+                .checkpoint;
             (Arc::new(store), c)
         });
         Fixture {

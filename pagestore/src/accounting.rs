@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::manifest::CheckpointRef;
+use crate::manifest::{CheckpointRef, FileContent};
 use crate::pack::PackId;
 use crate::page::PageId;
 use crate::store::PageStore;
@@ -247,11 +247,11 @@ impl PageStore {
                     .or_insert(candidate);
             }
             for f in &manifest.files {
-                if !crate::ingest::is_page_file(&f.name, f.size) {
+                let FileContent::Paged(pages) = &f.content else {
                     continue;
-                }
+                };
                 t.logical_bytes += f.size;
-                for id in f.pages() {
+                for id in pages {
                     t.pages_total += 1;
                     if id.is_zero() {
                         t.pages_zero += 1;

@@ -154,7 +154,16 @@ mod tests {
         let store = PageStore::open(&StoreConfig::embedded(home.path()))
             .await
             .unwrap();
-        let base = store.ingest("t", &src).await.unwrap().checkpoint;
+        // The file derived from is paged although small: this test's rule names it.
+        let options = crate::ingest::IngestOptions {
+            paged: crate::ingest::PagedFiles::named(|name| name == "pages-1.img"),
+            ..Default::default()
+        };
+        let base = store
+            .ingest_with("t", &src, &options)
+            .await
+            .unwrap()
+            .checkpoint;
 
         let new_page = vec![0xabu8; PAGE_SIZE];
         let zero = vec![0u8; PAGE_SIZE];

@@ -1,7 +1,8 @@
 //! Ingest: turns a directory (usually a CRIU image dir) into a committed checkpoint.
 //!
-//! Paged files are split into pages and named in parallel; zero pages and pages the store already
-//! has cost no compression and no upload; new pages are lz4-encoded in parallel and packed. Packs
+//! Paged files (the caller's rule, [`PagedFiles`]: by default every file over [`INLINE_MAX`]) are
+//! split into pages and named in parallel; zero pages and pages the store already has cost no
+//! compression and no upload; new pages are lz4-encoded in parallel and packed. Packs
 //! are uploaded first, then the manifest: its upload is the commit point, so until it is durable
 //! the tenant's previous checkpoint is its newest one, and a crash leaves at worst unreferenced
 //! packs behind. The new pages are cached in the local tier behind the commit, one engine write
@@ -26,7 +27,7 @@ use crate::pack::PackBuilder;
 use crate::page::{self, PageId, PAGE_SIZE};
 use crate::store::PageStore;
 
-/// Files larger than this are split into pages even when not named `pages-*.img`.
+/// Files larger than this are split into pages whatever the [`PagedFiles`] rule says.
 pub const INLINE_MAX: u64 = 1 << 20;
 
 /// Pages of a page file read, named and encoded at a time (8 MiB): enough to keep every core
@@ -76,11 +77,30 @@ pub struct IngestOptions {
     /// whole soon: a small tenant's, which its next swap-in writes out of memory. Done inline,
     /// so for small checkpoints only.
     pub keep_in_memory: bool,
+    /// Which files are split into pages; by default those larger than [`INLINE_MAX`].
+    pub paged: PagedFiles,
 }
 
-/// Whether a file of a checkpoint is split into pages (true for CRIU's page files).
-pub fn is_page_file(name: &str, size: u64) -> bool {
-    (name.starts_with("pages-") && name.ends_with(".img")) || size > INLINE_MAX
+/// Which files of a checkpoint are split into pages; the others are kept whole (inline) in the
+/// manifest. Every file larger than [`INLINE_MAX`] is paged; the caller, who knows the format of
+/// the directory, may name more (an image format's page files, however small), since the store
+/// does not know formats. The default pages by size alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PagedFiles {
+    /// Files paged whatever their size.
+    named: Option<fn(&str) -> bool>,
+}
+
+impl PagedFiles {
+    /// Files `named` accepts, and every file larger than [`INLINE_MAX`].
+    pub const fn named(named: fn(&str) -> bool) -> PagedFiles {
+        PagedFiles { named: Some(named) }
+    }
+
+    /// Whether a file of `size` bytes called `name` is split into pages.
+    pub fn is_paged(&self, name: &str, size: u64) -> bool {
+        self.named.is_some_and(|named| named(name)) || size > INLINE_MAX
+    }
 }
 
 struct InputFile {
@@ -280,7 +300,7 @@ impl PageStore {
             uploads: FuturesUnordered::new(),
         };
         for input in inputs {
-            let content = if is_page_file(&input.name, input.size) {
+            let content = if options.paged.is_paged(&input.name, input.size) {
                 let ids = self
                     .ingest_paged_file(&input, &mut packing, &mut report)
                     .await?;
@@ -605,5 +625,22 @@ fn changed_size(path: &Path) -> Error {
     Error::BadInput {
         path: path.to_path_buf(),
         reason: "file changed size while being ingested".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_default_only_large_files_are_paged_and_a_rule_adds_named_ones() {
+        let by_size = PagedFiles::default();
+        assert!(!by_size.is_paged("pages-1.img", PAGE_SIZE as u64));
+        assert!(!by_size.is_paged("big", INLINE_MAX));
+        assert!(by_size.is_paged("big", INLINE_MAX + 1));
+        let named = PagedFiles::named(|name| name.ends_with(".pages"));
+        assert!(named.is_paged("a.pages", 0));
+        assert!(!named.is_paged("a.txt", PAGE_SIZE as u64));
+        assert!(named.is_paged("a.txt", INLINE_MAX + 1));
     }
 }

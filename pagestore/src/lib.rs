@@ -1,15 +1,17 @@
 //! The page store: checkpointed memory, content-addressed by page.
 //!
-//! A checkpoint is a directory of files (usually a CRIU image directory). Files named `pages-*.img`
-//! (and any large file) are split into 4 KiB pages named by their BLAKE3 hash; all-zero pages are
-//! never stored; every other page is stored once, lz4-compressed, in immutable *packs* in the cold
-//! tier, however many checkpoints and tenants share it. Small files are kept whole inside the
-//! checkpoint's *manifest*, whose upload is the commit point of an ingest.
+//! A checkpoint is a directory of files (usually a CRIU image directory). The files the caller
+//! names ([`ingest::PagedFiles`]: for a CRIU image, its page files) and any large file are split
+//! into 4 KiB pages named by their BLAKE3 hash; all-zero pages are never stored; every other page
+//! is stored once, lz4-compressed, in immutable *packs* in the cold tier, however many
+//! checkpoints and tenants share it. Other files are kept whole inside the checkpoint's
+//! *manifest*, whose upload is the commit point of an ingest.
 //!
 //! Reads go memory → local tier (embedded KV) → cold tier (a directory, or S3), and every page read
 //! from any tier is checked against its id before it is handed on.
 //!
-//! This crate knows nothing of CRIU, FUSE, NBD or tenants: it stores files and pages.
+//! This crate knows nothing of CRIU, FUSE, NBD or tenants: it stores files and pages (which
+//! files to page is the caller's choice; the `criu-image` crate has CRIU's rule).
 
 pub mod accounting;
 mod blocking;

@@ -1,8 +1,8 @@
 //! Checkpoint manifests: the immutable description of one checkpoint, and the commit point of an
 //! ingest.
 //!
-//! A manifest lists the checkpoint's files in name order. A *paged* file (`pages-*.img`, or any
-//! file too large to keep whole) is its ordered list of page ids; every other file is kept inline.
+//! A manifest lists the checkpoint's files in name order. A *paged* file (one the ingest was told
+//! to page, or any file too large to keep whole) is its ordered list of page ids; every other file is kept inline.
 //! The manifest also names the packs that hold its pages, so any machine that can read the cold
 //! tier can restore it. Its id is the BLAKE3 hash of its encoded bytes, so a manifest cannot be
 //! changed without changing its name.

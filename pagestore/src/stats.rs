@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use crate::error::Result;
-use crate::ingest::is_page_file;
+use crate::manifest::FileContent;
 use crate::store::PageStore;
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -114,10 +114,10 @@ impl PageStore {
             tenants.insert(checkpoint.tenant);
             s.checkpoints += 1;
             for f in &manifest.files {
-                if is_page_file(&f.name, f.size) {
+                if let FileContent::Paged(pages) = &f.content {
                     s.logical_bytes += f.size;
-                    s.pages_total += f.pages().len() as u64;
-                    s.pages_zero += f.pages().iter().filter(|p| p.is_zero()).count() as u64;
+                    s.pages_total += pages.len() as u64;
+                    s.pages_zero += pages.iter().filter(|p| p.is_zero()).count() as u64;
                 }
             }
         }

@@ -42,8 +42,14 @@ async fn forgetting_one_of_two_tenants_keeps_the_shared_pages() {
         synth::checkpoint_of_parts(&a, &[(10, 600), (11, 600)]).unwrap();
         synth::checkpoint_of_parts(&b, &[(10, 600), (12, 600)]).unwrap();
         let store = PageStore::open(&cfg).await.unwrap();
-        store.ingest("alice", &a).await.unwrap();
-        let rb = store.ingest("bob", &b).await.unwrap();
+        store
+            .ingest_with("alice", &a, &criu_image::ingest_options())
+            .await
+            .unwrap();
+        let rb = store
+            .ingest_with("bob", &b, &criu_image::ingest_options())
+            .await
+            .unwrap();
         let before = store.stats().await.unwrap();
 
         let private_a: Vec<_> = synth::page_file(11, 600)
@@ -110,7 +116,10 @@ async fn retention_keeps_the_last_k_checkpoints() {
             let d = tmp.path().join(format!("gen{g}"));
             // Each generation shares 200 pages with the others and has 100 of its own.
             synth::checkpoint_of_parts(&d, &[(20, 200), (30 + g, 100)]).unwrap();
-            store.ingest("web", &d).await.unwrap();
+            store
+                .ingest_with("web", &d, &criu_image::ingest_options())
+                .await
+                .unwrap();
             dirs.push(d);
         }
         let left: Vec<u64> = store
@@ -144,7 +153,10 @@ async fn gc_does_not_run_while_an_ingest_holds_its_lock() {
         // Ingests share the lock.
         let d = tmp.path().join("in");
         synth::checkpoint_of_parts(&d, &[(40, 50)]).unwrap();
-        store.ingest("t", &d).await.unwrap();
+        store
+            .ingest_with("t", &d, &criu_image::ingest_options())
+            .await
+            .unwrap();
         store.unlock(held).await.unwrap();
         store.gc().await.unwrap();
     }
@@ -203,7 +215,7 @@ async fn only_the_newest_checkpoint_keeps_its_locality_pack() {
                     page,
                 })
                 .collect(),
-            ..Default::default()
+            ..criu_image::ingest_options()
         };
         let mut keys = Vec::new();
         for g in 0..3u64 {
@@ -266,7 +278,7 @@ async fn gc_sweeps_a_locality_pack_whose_manifest_was_deleted() {
                 file: "pages-1.img".into(),
                 page: 5,
             }],
-            ..Default::default()
+            ..criu_image::ingest_options()
         };
         let r = store.ingest_with("u", &d, &options).await.unwrap();
         assert_eq!(locality_keys(&store).await.len(), 1);

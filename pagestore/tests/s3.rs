@@ -97,10 +97,16 @@ async fn ingest_and_materialize_on_s3_are_byte_identical() {
     ))
     .await
     .unwrap();
-    let r1 = store.ingest("web", &input).await.unwrap();
+    let r1 = store
+        .ingest_with("web", &input, &criu_image::ingest_options())
+        .await
+        .unwrap();
     assert!(r1.packs_written >= 1 && r1.pages_new > 0);
     // The same bytes again: nothing new is uploaded but the manifest.
-    let r2 = store.ingest("web", &input).await.unwrap();
+    let r2 = store
+        .ingest_with("web", &input, &criu_image::ingest_options())
+        .await
+        .unwrap();
     assert_eq!((r2.pages_new, r2.packs_written), (0, 0));
     assert!(store.verify().await.unwrap().ok());
     drop(store);
@@ -133,7 +139,10 @@ async fn a_corrupt_pack_in_s3_is_reported_and_never_served() {
     synth::checkpoint_dir(&input, 2, 500).unwrap();
     let cfg = store_config(s3_config(&g, None), &tmp.path().join("local"), false);
     let store = PageStore::open(&cfg).await.unwrap();
-    let report = store.ingest("mail", &input).await.unwrap();
+    let report = store
+        .ingest_with("mail", &input, &criu_image::ingest_options())
+        .await
+        .unwrap();
     drop(store);
 
     // Flip bytes of the first page stored in the pack, through the S3 API.
@@ -185,11 +194,17 @@ async fn a_dead_s3_fails_clearly_and_keeps_the_previous_checkpoint() {
     synth::checkpoint_dir(&gen2, 4, 800).unwrap();
     let cfg = store_config(s3_config(&g, None), &tmp.path().join("local"), true);
     let store = PageStore::open(&cfg).await.unwrap();
-    let first = store.ingest("dns", &gen1).await.unwrap();
+    let first = store
+        .ingest_with("dns", &gen1, &criu_image::ingest_options())
+        .await
+        .unwrap();
 
     g.stop();
     let started = Instant::now();
-    let err = store.ingest("dns", &gen2).await.unwrap_err();
+    let err = store
+        .ingest_with("dns", &gen2, &criu_image::ingest_options())
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains(&g.endpoint),
@@ -212,7 +227,10 @@ async fn a_dead_s3_fails_clearly_and_keeps_the_previous_checkpoint() {
     assert!(synth::same_files(&gen1, &out).unwrap());
     assert!(store.verify().await.unwrap().ok());
     // And the ingest completes once S3 is back.
-    let second = store.ingest("dns", &gen2).await.unwrap();
+    let second = store
+        .ingest_with("dns", &gen2, &criu_image::ingest_options())
+        .await
+        .unwrap();
     assert_eq!(second.checkpoint.generation, 2);
 }
 
@@ -253,7 +271,10 @@ async fn sixty_four_concurrent_readers_cause_one_cold_get() {
         let store = PageStore::open(&hot_only(&g, &tmp.path().join("l")))
             .await
             .unwrap();
-        store.ingest("chat", &input).await.unwrap();
+        store
+            .ingest_with("chat", &input, &criu_image::ingest_options())
+            .await
+            .unwrap();
     }
     let store = std::sync::Arc::new(
         PageStore::open(&hot_only(&g, &tmp.path().join("l")))
@@ -333,7 +354,7 @@ async fn neighbouring_pages_are_read_with_few_requests() {
     PageStore::open(&cfg)
         .await
         .unwrap()
-        .ingest("big", &input)
+        .ingest_with("big", &input, &criu_image::ingest_options())
         .await
         .unwrap();
     let store = PageStore::open(&cfg).await.unwrap();
@@ -379,7 +400,10 @@ async fn a_reopen_reads_no_pack_index_from_s3() {
         for seed in 1..=5 {
             let input = tmp.path().join(format!("in{seed}"));
             synth::checkpoint_dir(&input, 100 + seed, 300).unwrap();
-            let r = writer.ingest(&format!("t{seed}"), &input).await.unwrap();
+            let r = writer
+                .ingest_with(&format!("t{seed}"), &input, &criu_image::ingest_options())
+                .await
+                .unwrap();
             checkpoints.push((r.checkpoint, input));
         }
     }

@@ -26,7 +26,10 @@ async fn ingest_then_materialize_is_byte_identical() {
     let src = home.path().join("src");
     write_image_dir(&src, &mixed_pages(300, 1), 1);
     let store = open(home.path()).await;
-    let report = store.ingest("web", &src).await.unwrap();
+    let report = store
+        .ingest_with("web", &src, &criu_image::ingest_options())
+        .await
+        .unwrap();
     assert_eq!(report.pages_total, 300);
     assert_eq!(report.pages_zero, 75);
     assert_eq!(report.pages_new, 225);
@@ -51,7 +54,10 @@ async fn a_checkpoint_kept_in_memory_is_written_out_from_memory_alone() {
     write_image_dir(&src, &mixed_pages(300, 1), 1);
     // No local tier: what memory lacks, only the cold tier has.
     let store = PageStore::open(&cold_only(home.path())).await.unwrap();
-    let first = store.ingest("web", &src).await.unwrap();
+    let first = store
+        .ingest_with("web", &src, &criu_image::ingest_options())
+        .await
+        .unwrap();
     let manifest = store.manifest(&first.checkpoint).await.unwrap();
     let out = home.path().join("out1");
     std::fs::create_dir(&out).unwrap();
@@ -59,7 +65,7 @@ async fn a_checkpoint_kept_in_memory_is_written_out_from_memory_alone() {
 
     let keep = IngestOptions {
         keep_in_memory: true,
-        ..Default::default()
+        ..criu_image::ingest_options()
     };
     let second = store.ingest_with("web", &src, &keep).await.unwrap();
     assert_eq!(second.pages_new, 0, "every page was stored already");
@@ -78,7 +84,10 @@ async fn a_checkpoint_of_several_packs_and_chunks_reads_back_from_cold_alone() {
     let pages: Vec<(u8, u64)> = (0..5000).map(|i| (2, i)).collect();
     write_image_dir(&src, &pages, 3);
     let store = open(home.path()).await;
-    let report = store.ingest("big", &src).await.unwrap();
+    let report = store
+        .ingest_with("big", &src, &criu_image::ingest_options())
+        .await
+        .unwrap();
     assert_eq!(report.pages_new, 5000);
     assert!(report.packs_written >= 3, "{report:?}");
     drop(store);
@@ -102,7 +111,10 @@ async fn new_pages_reach_the_local_tier_behind_the_commit(engine: LocalEngine) {
     let mut config = StoreConfig::embedded(home.path());
     config.local.engine = engine;
     let store = PageStore::open(&config).await.unwrap();
-    let report = store.ingest("big", &src).await.unwrap();
+    let report = store
+        .ingest_with("big", &src, &criu_image::ingest_options())
+        .await
+        .unwrap();
     let out = home.path().join("out");
     store.materialize(&report.checkpoint, &out).await.unwrap();
     assert_same_dir(&src, &out);
@@ -145,8 +157,14 @@ async fn dedup_accounting_across_tenants_and_generations() {
     b.extend((0..40).map(|i| (2, 10_000 + i)));
     write_image_dir(&home.path().join("a"), &a, 1);
     write_image_dir(&home.path().join("b"), &b, 2);
-    let ra = store.ingest("a", &home.path().join("a")).await.unwrap();
-    let rb = store.ingest("b", &home.path().join("b")).await.unwrap();
+    let ra = store
+        .ingest_with("a", &home.path().join("a"), &criu_image::ingest_options())
+        .await
+        .unwrap();
+    let rb = store
+        .ingest_with("b", &home.path().join("b"), &criu_image::ingest_options())
+        .await
+        .unwrap();
     assert_eq!((ra.pages_new, ra.pages_known), (100, 0));
     assert_eq!((rb.pages_new, rb.pages_known), (40, 60));
     // A second generation of a with 5 changed pages stores only those 5.
@@ -155,13 +173,23 @@ async fn dedup_accounting_across_tenants_and_generations() {
         p.1 += 50_000;
     }
     write_image_dir(&home.path().join("a2"), &a2, 1);
-    let ra2 = store.ingest("a", &home.path().join("a2")).await.unwrap();
+    let ra2 = store
+        .ingest_with("a", &home.path().join("a2"), &criu_image::ingest_options())
+        .await
+        .unwrap();
     assert_eq!(ra2.checkpoint.generation, 2);
     assert_eq!(ra2.pages_new, 5);
     // Repeats inside one checkpoint are stored once too.
     let rep: Vec<(u8, u64)> = (0..10).map(|_| (1, 7)).collect();
     write_image_dir(&home.path().join("rep"), &rep, 3);
-    let rr = store.ingest("rep", &home.path().join("rep")).await.unwrap();
+    let rr = store
+        .ingest_with(
+            "rep",
+            &home.path().join("rep"),
+            &criu_image::ingest_options(),
+        )
+        .await
+        .unwrap();
     assert_eq!((rr.pages_new, rr.pages_known), (1, 9));
 
     let s = store.stats().await.unwrap();
@@ -185,7 +213,10 @@ async fn any_directory_is_accepted() {
     std::fs::write(src.join("big.bin"), noise(2, (1 << 20) + 5000)).unwrap();
     std::fs::write(src.join("notes.txt"), b"hello").unwrap();
     let store = open(home.path()).await;
-    let r = store.ingest("any", &src).await.unwrap();
+    let r = store
+        .ingest_with("any", &src, &criu_image::ingest_options())
+        .await
+        .unwrap();
     assert_eq!(r.files, 4);
     let out = home.path().join("out");
     store.materialize(&r.checkpoint, &out).await.unwrap();
@@ -234,7 +265,7 @@ async fn a_corrupt_cold_object_is_reported_never_handed_out() {
     write_image_dir(&src, &[(2, 1), (2, 2), (1, 3)], 1);
     let checkpoint = open(home.path())
         .await
-        .ingest("t", &src)
+        .ingest_with("t", &src, &criu_image::ingest_options())
         .await
         .unwrap()
         .checkpoint;
@@ -265,7 +296,10 @@ async fn corrupt_local_page_is_a_miss(engine: LocalEngine) {
     config.local.engine = engine;
     let store = PageStore::open(&config).await.unwrap();
     assert_eq!(store.local().unwrap().engine(), engine);
-    let r = store.ingest("t", &src).await.unwrap();
+    let r = store
+        .ingest_with("t", &src, &criu_image::ingest_options())
+        .await
+        .unwrap();
     store.local_settled().await.unwrap();
     let id = pagestore::PageId::of(&page(2, 1));
     // Overwrite the cached copy with a different page's bytes.
@@ -304,7 +338,10 @@ async fn a_damaged_manifest_is_refused() {
     let src = home.path().join("src");
     write_image_dir(&src, &[(1, 1)], 1);
     let store = open(home.path()).await;
-    let r = store.ingest("t", &src).await.unwrap();
+    let r = store
+        .ingest_with("t", &src, &criu_image::ingest_options())
+        .await
+        .unwrap();
     let key = home.path().join("cold").join(r.checkpoint.object_key());
     let mut data = std::fs::read(&key).unwrap();
     let n = data.len();
@@ -347,10 +384,13 @@ async fn two_generations_with_locality(
     write_image_dir(&a, first, 1);
     write_image_dir(&b, second, 2);
     let store = PageStore::open(&cold_only(home)).await.unwrap();
-    store.ingest("t", &a).await.unwrap();
+    store
+        .ingest_with("t", &a, &criu_image::ingest_options())
+        .await
+        .unwrap();
     let options = IngestOptions {
         locality: positions,
-        ..Default::default()
+        ..criu_image::ingest_options()
     };
     let report = store.ingest_with("t", &b, &options).await.unwrap();
     let manifest = store.manifest(&report.checkpoint).await.unwrap();

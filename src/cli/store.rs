@@ -51,7 +51,9 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
     let store = open(ctx).await?;
     match cmd {
         StoreCommand::Ingest { tenant, dir } => {
-            let report = store.ingest(&tenant, &dir).await?;
+            // The directory is a CRIU image: its page files are paged whatever their size.
+            let options = criu_image::ingest_options();
+            let report = store.ingest_with(&tenant, &dir, &options).await?;
             // Committed; the new pages go on into the local tier behind it. This process holds
             // the local tier, so it finishes that before it exits.
             store.local_settled().await?;

@@ -13,9 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use criu_image::ImageLayout;
 use pager::access::AccessLog;
 use pager::activeset::{
-    classify_faults, ActivePage, ActiveSet, Background, EagerPlan, ImageLayout, RestoreTrace,
+    classify_faults, ActivePage, ActiveSet, Background, EagerPlan, RestoreTrace,
 };
 use pagestore::PageStore;
 use tracing::info;

@@ -1,11 +1,11 @@
 //! The two messages of CRIU's RPC protocol (`images/rpc.proto` in CRIU's source) that a restore
 //! through `criu swrk` needs: the restore request and CRIU's response, in protobuf's wire
-//! format (through [`pager::protowire`]).
+//! format (through [`criu_image::protowire`]).
 //!
 //! Field numbers are those of CRIU 4.2's `rpc.proto`; a field of the response not listed here is
 //! skipped, as protobuf requires.
 
-use pager::protowire::{put_bool, put_bytes, put_int32, put_uint, Fields, Value};
+use criu_image::protowire::{put_bool, put_bytes, put_int32, put_uint, Fields, Value};
 
 /// `criu_req_type.RESTORE`.
 const RESTORE: u64 = 2;
@@ -64,7 +64,7 @@ impl RestoreResponse {
             errmsg: None,
         };
         let mut fields = Fields::new(buf);
-        while let Some((field, value)) = fields.next_field()? {
+        while let Some((field, value)) = fields.next_field().map_err(|e| e.to_string())? {
             match (field, value) {
                 (1, Value::Varint(kind)) if kind != RESTORE => {
                     return Err(format!("a response to request type {kind}, not a restore"));
@@ -72,7 +72,9 @@ impl RestoreResponse {
                 (2, Value::Varint(v)) => r.success = v != 0,
                 (4, Value::Bytes(inner)) => {
                     let mut inner = Fields::new(inner);
-                    while let Some((field, value)) = inner.next_field()? {
+                    while let Some((field, value)) =
+                        inner.next_field().map_err(|e| e.to_string())?
+                    {
                         if let (1, Value::Varint(pid)) = (field, value) {
                             r.pid = Some(pid as i32);
                         }

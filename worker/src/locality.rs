@@ -9,8 +9,9 @@
 
 use std::path::Path;
 
-use pager::activeset::{ActiveSet, ImageLayout};
-use pagestore::ingest::{IngestOptions, IngestReport};
+use criu_image::ImageLayout;
+use pager::activeset::ActiveSet;
+use pagestore::ingest::IngestReport;
 use pagestore::locality::LocalitySource;
 use pagestore::Manifest;
 use tracing::{debug, warn};
@@ -27,7 +28,7 @@ impl Worker {
         name: &str,
         staging: &Path,
     ) -> pagestore::Result<IngestReport> {
-        let mut options = IngestOptions::default();
+        let mut options = criu_image::ingest_options();
         if self.config.activeset && self.config.locality_pack {
             let set = slot.kept_activeset();
             let set = match set {
@@ -37,7 +38,9 @@ impl Worker {
             let max = self.config.activeset_max_pages;
             let dir = staging.to_path_buf();
             options.locality = tokio::task::spawn_blocking(move || {
-                ImageLayout::of_dir(&dir).restore_positions(set.as_ref(), max)
+                let wanted = set.map(|s| s.pages(max)).unwrap_or_default();
+                let wanted = wanted.iter().map(|p| (p.pagemap.as_str(), p.vaddr));
+                ImageLayout::of_dir(&dir).restore_positions(wanted, max)
             })
             .await
             .unwrap_or_default();

@@ -255,7 +255,9 @@ pub async fn pico_group(
     let store = PageStore::open(&config).await?;
     let mut restore_ref: Option<CheckpointRef> = None;
     for c in group {
-        let report = store.ingest(&c.tenant, &c.dir).await?;
+        let report = store
+            .ingest_with(&c.tenant, &c.dir, &criu_image::ingest_options())
+            .await?;
         if c.tenant == restore.tenant && c.generation == restore.generation {
             restore_ref = Some(report.checkpoint);
         }

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use pagestore::ingest::is_page_file;
 use pagestore::PAGE_SIZE;
 use serde::Serialize;
 use worker::criu::Criu;
@@ -37,7 +36,7 @@ impl Input {
             let meta = entry.metadata().map_err(|e| Error::io(entry.path(), e))?;
             files += 1;
             let file_name = entry.file_name().to_string_lossy().into_owned();
-            if is_page_file(&file_name, meta.len()) {
+            if criu_image::PAGED_FILES.is_paged(&file_name, meta.len()) {
                 logical_bytes += meta.len();
                 page_files.push(entry.path());
             }

@@ -244,7 +244,9 @@ fn warm_page_cache(inputs: &[Input]) -> Result<()> {
 /// Ingests `input` as its tenant's next checkpoint; the report and the wall-clock seconds.
 async fn timed_ingest(store: &PageStore, input: &Input) -> Result<(IngestReport, f64)> {
     let started = Instant::now();
-    let report = store.ingest(&input.name, &input.dir).await?;
+    let report = store
+        .ingest_with(&input.name, &input.dir, &criu_image::ingest_options())
+        .await?;
     Ok((report, started.elapsed().as_secs_f64()))
 }
 
@@ -415,7 +417,9 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let mut ingest_s3 = IngestFigures::default();
     let started = Instant::now();
     for input in results.iter().map(|r| &r.input) {
-        let report = store.ingest(&input.name, &input.dir).await?;
+        let report = store
+            .ingest_with(&input.name, &input.dir, &criu_image::ingest_options())
+            .await?;
         ingest_s3.add_report(&report);
     }
     let ingest_s3 = ingest_s3.finish(vec![started.elapsed().as_secs_f64()]);

@@ -67,13 +67,22 @@ fn protocol(msg: impl Into<String>) -> Error {
     Error::NbdProtocol(msg.into())
 }
 
+fn socket(source: std::io::Error) -> Error {
+    Error::NbdSocket {
+        during: "the handshake",
+        source,
+    }
+}
+
 async fn reply<S: AsyncWrite + Unpin>(
     io: &mut S,
     option: u32,
     kind: u32,
     data: &[u8],
 ) -> Result<()> {
-    io.write_all(&option_reply(option, kind, data)).await?;
+    io.write_all(&option_reply(option, kind, data))
+        .await
+        .map_err(socket)?;
     Ok(())
 }
 
@@ -114,9 +123,9 @@ where
 
 /// Sends the greeting and reads the client's flags; returns whether it asked for no zeroes.
 pub async fn greet<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) -> Result<bool> {
-    io.write_all(&greeting()).await?;
-    io.flush().await?;
-    let client_flags = io.read_u32().await?;
+    io.write_all(&greeting()).await.map_err(socket)?;
+    io.flush().await.map_err(socket)?;
+    let client_flags = io.read_u32().await.map_err(socket)?;
     if client_flags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
         return Err(protocol(format!("unknown client flags {client_flags:#x}")));
     }
@@ -143,7 +152,7 @@ where
 
     loop {
         let mut head = [0u8; OPTION_HEADER_LEN];
-        io.read_exact(&mut head).await?;
+        io.read_exact(&mut head).await.map_err(socket)?;
         let header = OptionHeader::decode(&head).map_err(|e| protocol(format!("option: {e}")))?;
         let opt = header.option;
         if header.len > MAX_OPTION_LEN {
@@ -154,13 +163,14 @@ where
                 &mut (&mut *io).take(u64::from(header.len)),
                 &mut tokio::io::sink(),
             )
-            .await?;
+            .await
+            .map_err(socket)?;
             reply(io, opt, REP_ERR_TOO_BIG, b"option payload too large").await?;
-            io.flush().await?;
+            io.flush().await.map_err(socket)?;
             continue;
         }
         let mut data = vec![0u8; header.len as usize];
-        io.read_exact(&mut data).await?;
+        io.read_exact(&mut data).await.map_err(socket)?;
 
         if tls == TlsMode::Required && !matches!(opt, OPT_STARTTLS | OPT_ABORT) {
             if opt == OPT_EXPORT_NAME {
@@ -175,7 +185,7 @@ where
                 b"this server requires TLS (NBD_OPT_STARTTLS)",
             )
             .await?;
-            io.flush().await?;
+            io.flush().await.map_err(socket)?;
             continue;
         }
         match opt {
@@ -192,8 +202,8 @@ where
                 if !no_zeroes {
                     b.extend_from_slice(&[0u8; 124]);
                 }
-                io.write_all(&b).await?;
-                io.flush().await?;
+                io.write_all(&b).await.map_err(socket)?;
+                io.flush().await.map_err(socket)?;
                 let base_allocation = matches!(&meta, Some((n, true)) if *n == name || lookup_same(catalog, n, &export));
                 return Ok(Outcome::Go(Negotiated {
                     export,
@@ -223,7 +233,7 @@ where
                     Ok(r) => r,
                     Err(e) => {
                         reply(io, opt, REP_ERR_INVALID, e.to_string().as_bytes()).await?;
-                        io.flush().await?;
+                        io.flush().await.map_err(socket)?;
                         continue;
                     }
                 };
@@ -235,7 +245,7 @@ where
                         b"no such export (see NBD_OPT_LIST)",
                     )
                     .await?;
-                    io.flush().await?;
+                    io.flush().await.map_err(socket)?;
                     continue;
                 };
                 let flags = transmission_flags(export.writable, structured);
@@ -249,7 +259,7 @@ where
                     reply(io, opt, REP_INFO, &info_text(INFO_DESCRIPTION, &d)).await?;
                 }
                 reply(io, opt, REP_ACK, &[]).await?;
-                io.flush().await?;
+                io.flush().await.map_err(socket)?;
                 if opt == OPT_GO {
                     let base_allocation = matches!(&meta, Some((n, true)) if *n == req.name || lookup_same(catalog, n, &export));
                     return Ok(Outcome::Go(Negotiated {
@@ -288,7 +298,7 @@ where
                     Ok(r) => r,
                     Err(e) => {
                         reply(io, opt, REP_ERR_INVALID, e.to_string().as_bytes()).await?;
-                        io.flush().await?;
+                        io.flush().await.map_err(socket)?;
                         continue;
                     }
                 };
@@ -339,7 +349,7 @@ where
                 }
                 TlsMode::Required => {
                     reply(io, opt, REP_ACK, &[]).await?;
-                    io.flush().await?;
+                    io.flush().await.map_err(socket)?;
                     return Ok(Outcome::StartTls);
                 }
             },
@@ -356,7 +366,7 @@ where
                 reply(io, opt, REP_ERR_UNSUP, b"unsupported option").await?;
             }
         }
-        io.flush().await?;
+        io.flush().await.map_err(socket)?;
     }
 }
 

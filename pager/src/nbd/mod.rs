@@ -1,4 +1,4 @@
-//! The NBD front end: stored page files served as network block devices.
+//! The NBD front end: the paged files of stored checkpoints served as network block devices.
 //!
 //! Why our own protocol code: the `nbd` crate is synchronous, one request at a time, and lacks
 //! NBD_OPT_GO, structured replies, block status and multi-conn, which qemu, nbdcopy and nbdinfo
@@ -85,7 +85,12 @@ impl NbdServer {
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        Ok(self.listener.local_addr()?)
+        self.listener
+            .local_addr()
+            .map_err(|source| Error::NbdSocket {
+                during: "reading the listening address",
+                source,
+            })
     }
 
     pub fn exports(&self) -> &Arc<ExportTable> {
@@ -130,7 +135,12 @@ async fn connection(
     exports: &ExportTable,
     tls: Option<&TlsAcceptor>,
 ) -> Result<()> {
-    stream.set_nodelay(true)?;
+    stream
+        .set_nodelay(true)
+        .map_err(|source| Error::NbdSocket {
+            during: "setting TCP_NODELAY",
+            source,
+        })?;
     let timed_out = |_| Error::NbdProtocol("handshake timed out".into());
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     let no_zeroes = tokio::time::timeout_at(deadline, handshake::greet(&mut stream))

@@ -66,7 +66,7 @@ where
                 debug!("client closed the connection without NBD_CMD_DISC");
                 break;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(socket(e)),
         }
         let req =
             Request::decode(&head).map_err(|e| Error::NbdProtocol(format!("request: {e}")))?;
@@ -107,7 +107,7 @@ where
         let permit = slots.clone().acquire_owned().await.map_err(closed)?;
         let payload = if payload_len > 0 {
             let mut buf = vec![0u8; payload_len as usize];
-            reader.read_exact(&mut buf).await?;
+            reader.read_exact(&mut buf).await.map_err(socket)?;
             Some(buf)
         } else {
             None
@@ -125,6 +125,13 @@ where
     let mut w = out.lock().await;
     let _ = w.shutdown().await;
     Ok(())
+}
+
+fn socket(source: std::io::Error) -> Error {
+    Error::NbdSocket {
+        during: "reading a request",
+        source,
+    }
 }
 
 async fn write_all_vectored<W: AsyncWrite + Unpin>(

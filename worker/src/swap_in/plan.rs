@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use pager::activeset::{EagerPlan, ImageLayout};
+use criu_image::ImageLayout;
+use pager::activeset::EagerPlan;
 use pagestore::{CheckpointRef, Manifest};
 use tracing::{info, warn};
 

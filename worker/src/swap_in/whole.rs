@@ -59,7 +59,7 @@ pub(crate) fn dump_small_enough(dir: &Path, below_mib: u64) -> bool {
     };
     let bytes: u64 = entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+        .filter(|e| criu_image::names::is_pages_file(&e.file_name().to_string_lossy()))
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum();

@@ -3,17 +3,18 @@
 //! (`pagestore::locality`).
 //!
 //! It is computed the way a swap-in computes it from the stored checkpoint
-//! ([`ImageLayout::eager_page_ids`] after [`ActiveSet::eager_plan`]): every page CRIU restores
-//! eagerly (not `PE_LAZY`) plus the ActiveSet's pages, in `pages-N.img` order, which is the
-//! order `criu restore` reads them since the set is installed eagerly.
+//! ([`ImageLayout::eager_page_ids`] after the pager's `ActiveSet::eager_plan` has made the set's
+//! pages eager): every page CRIU restores eagerly (not `PE_LAZY`) plus the ActiveSet's pages, in
+//! `pages-N.img` order, which is the order `criu restore` reads them since the set is installed
+//! eagerly.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use pagestore::locality::PagePos;
 
-use crate::activeset::{ActiveSet, ImageLayout};
-use crate::pagemap::is_process_pagemap;
+use crate::layout::ImageLayout;
+use crate::names::is_process_pagemap;
 
 impl ImageLayout {
     /// The process pagemaps of an image directory on disk (unreadable ones are skipped: the
@@ -37,26 +38,30 @@ impl ImageLayout {
         ImageLayout::of_pagemaps(pagemaps.iter().map(|(n, b)| (n.as_str(), b.as_slice())))
     }
 
-    /// The positions the next restore reads before the tenant runs, with `set` installed
-    /// eagerly: in pages-file name order, then page order; at most `max_pages`.
-    pub fn restore_positions(&self, set: Option<&ActiveSet>, max_pages: usize) -> Vec<PagePos> {
+    /// The positions the next restore reads before the tenant runs, with the pages of `set`
+    /// (pagemap name and virtual address, e.g. an ActiveSet's) installed eagerly: in pages-file
+    /// name order, then page order; at most `max_pages`.
+    pub fn restore_positions<'a>(
+        &self,
+        set: impl IntoIterator<Item = (&'a str, u64)>,
+        max_pages: usize,
+    ) -> Vec<PagePos> {
         let mut eager: HashMap<&str, HashSet<u64>> = HashMap::new();
-        let wanted = set.map(|s| s.pages(max_pages)).unwrap_or_default();
-        for p in &wanted {
-            eager.entry(p.pagemap.as_str()).or_default().insert(p.vaddr);
+        for (pagemap, vaddr) in set {
+            eager.entry(pagemap).or_default().insert(vaddr);
         }
-        let mut files: Vec<_> = self.files.iter().collect();
+        let mut files: Vec<_> = self.page_files().collect();
         files.sort_by(|a, b| a.0.cmp(b.0));
         let mut out = Vec::new();
-        for (pages_file, (pagemap, positions)) in files {
-            let set_here = eager.get(pagemap.as_str());
+        for (pages_file, pagemap, positions) in files {
+            let set_here = eager.get(pagemap);
             for (i, pos) in positions.iter().enumerate() {
                 if out.len() >= max_pages {
                     return out;
                 }
                 if !pos.lazy || set_here.is_some_and(|s| s.contains(&pos.vaddr)) {
                     out.push(PagePos {
-                        file: pages_file.clone(),
+                        file: pages_file.to_string(),
                         page: i as u64,
                     });
                 }
@@ -69,37 +74,26 @@ impl ImageLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activeset::tests::{page, pagemap};
-    use crate::activeset::RestoreTrace;
+    use crate::fixtures::one_eager_six_lazy_pagemap;
 
     #[test]
     fn eager_pages_and_the_set_in_image_order() {
-        let pm = pagemap();
+        let pm = one_eager_six_lazy_pagemap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pagemap-42.img"), pm.encode()).unwrap();
         std::fs::write(dir.path().join("core-42.img"), b"x").unwrap();
         let layout = ImageLayout::of_dir(dir.path());
-        let mut set = ActiveSet::new("t");
         // First touched last in the image: the locality pack still follows image order.
-        set.record(
-            RestoreTrace {
-                pages: vec![page(0x15000), page(0x11000), page(0x99000)],
-                ..Default::default()
-            },
-            4,
-        );
+        let set = [0x15000, 0x11000, 0x99000].map(|vaddr| ("pagemap-42.img", vaddr));
         let pos = |page| PagePos {
             file: "pages-1.img".into(),
             page,
         };
         assert_eq!(
-            layout.restore_positions(Some(&set), 100),
+            layout.restore_positions(set, 100),
             vec![pos(0), pos(2), pos(6)]
         );
-        assert_eq!(layout.restore_positions(None, 100), vec![pos(0)]);
-        assert_eq!(
-            layout.restore_positions(Some(&set), 2),
-            vec![pos(0), pos(2)]
-        );
+        assert_eq!(layout.restore_positions([], 100), vec![pos(0)]);
+        assert_eq!(layout.restore_positions(set, 2), vec![pos(0), pos(2)]);
     }
 }

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 
 use pagestore::PAGE_SIZE;
 
+use crate::error::{Error, Result};
 use crate::protowire::{put_uint, Fields, Value};
 
 pub const IMG_COMMON_MAGIC: u32 = 0x5456_4319;
@@ -20,10 +21,6 @@ pub const PAGEMAP_MAGIC: u32 = 0x5608_4025;
 pub const PE_PARENT: u32 = 1;
 pub const PE_LAZY: u32 = 2;
 pub const PE_PRESENT: u32 = 4;
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("bad pagemap image: {0}")]
-pub struct PagemapError(pub String);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PagemapEntry {
@@ -55,33 +52,25 @@ pub struct PagePosition {
     pub lazy: bool,
 }
 
-/// True for the pagemaps of processes (`pagemap-<pid>.img`), whose pages `pages-N.img` holds.
-pub fn is_process_pagemap(name: &str) -> bool {
-    name.strip_prefix("pagemap-")
-        .and_then(|r| r.strip_suffix(".img"))
-        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-}
-
 impl Pagemap {
-    pub fn decode(bytes: &[u8]) -> Result<Pagemap, PagemapError> {
-        let bad = |s: &str| PagemapError(s.to_string());
+    pub fn decode(bytes: &[u8]) -> Result<Pagemap> {
         if bytes.len() < 8 {
-            return Err(bad("truncated magic"));
+            return Err(Error::PagemapTruncatedMagic);
         }
         let m1 = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         let m2 = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
         if m1 != IMG_COMMON_MAGIC || m2 != PAGEMAP_MAGIC {
-            return Err(bad("not a pagemap (magic)"));
+            return Err(Error::NotPagemap(m1, m2));
         }
         let mut records = Records(&bytes[8..]);
-        let head = records.next_record()?.ok_or_else(|| bad("no head"))?;
+        let head = records.next_record()?.ok_or(Error::PagemapNoHead)?;
         let mut pages_id = None;
         for field in varint_fields(head) {
             if let (1, value) = field? {
                 pages_id = Some(value as u32);
             }
         }
-        let pages_id = pages_id.ok_or_else(|| bad("head without pages_id"))?;
+        let pages_id = pages_id.ok_or(Error::PagemapNoPagesId)?;
         let mut entries = Vec::new();
         while let Some(rec) = records.next_record()? {
             let (mut vaddr, mut compat, mut nr, mut flags, mut in_parent) =
@@ -98,7 +87,7 @@ impl Pagemap {
                 }
             }
             entries.push(PagemapEntry {
-                vaddr: vaddr.ok_or_else(|| bad("entry without vaddr"))?,
+                vaddr: vaddr.ok_or(Error::PagemapEntryNoVaddr)?,
                 nr_pages: nr.unwrap_or(compat),
                 flags,
                 in_parent,
@@ -193,17 +182,17 @@ fn put_record(out: &mut Vec<u8>, rec: &[u8]) {
 struct Records<'a>(&'a [u8]);
 
 impl<'a> Records<'a> {
-    fn next_record(&mut self) -> Result<Option<&'a [u8]>, PagemapError> {
+    fn next_record(&mut self) -> Result<Option<&'a [u8]>> {
         if self.0.is_empty() {
             return Ok(None);
         }
         if self.0.len() < 4 {
-            return Err(PagemapError("truncated record length".into()));
+            return Err(Error::RecordLengthPastEnd);
         }
         let n = u32::from_le_bytes([self.0[0], self.0[1], self.0[2], self.0[3]]) as usize;
         let rest = &self.0[4..];
         if rest.len() < n {
-            return Err(PagemapError("truncated record".into()));
+            return Err(Error::RecordPastEnd { len: n });
         }
         self.0 = &rest[n..];
         Ok(Some(&rest[..n]))
@@ -212,13 +201,13 @@ impl<'a> Records<'a> {
 
 /// The fields of one pagemap message: field number and value, varints only (CRIU writes no
 /// other wire type there).
-fn varint_fields(msg: &[u8]) -> impl Iterator<Item = Result<(u64, u64), PagemapError>> + '_ {
+fn varint_fields(msg: &[u8]) -> impl Iterator<Item = Result<(u64, u64)>> + '_ {
     let mut fields = Fields::new(msg);
     std::iter::from_fn(move || match fields.next_field() {
         Ok(None) => None,
         Ok(Some((field, Value::Varint(v)))) => Some(Ok((field, v))),
-        Ok(Some((field, _))) => Some(Err(PagemapError(format!("field {field} is not a varint")))),
-        Err(e) => Some(Err(PagemapError(e))),
+        Ok(Some((field, _))) => Some(Err(Error::PagemapNotVarint(field))),
+        Err(e) => Some(Err(e)),
     })
 }
 
@@ -311,7 +300,5 @@ mod tests {
         let mut b = sample().encode();
         b.truncate(b.len() - 2);
         assert!(Pagemap::decode(&b).is_err());
-        assert!(is_process_pagemap("pagemap-123.img"));
-        assert!(!is_process_pagemap("pagemap-shmem-1.img"));
     }
 }

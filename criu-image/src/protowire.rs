@@ -1,7 +1,10 @@
 //! Protobuf's wire format, the little of it that CRIU's image files and its RPC use, written
 //! and read by hand: a few varint, length-delimited and fixed fields do not warrant a protobuf
-//! toolchain. The pagemap rewriting ([`crate::pagemap`]) and the worker's restore requests to a
-//! warm CRIU both go through it.
+//! toolchain (encoding as in <https://protobuf.dev/programming-guides/encoding/>). The pagemap
+//! rewriting ([`crate::pagemap`]) and the worker's restore requests to a warm CRIU both go
+//! through it.
+
+use crate::error::{Error, Result};
 
 pub const VARINT: u64 = 0;
 pub const FIXED64: u64 = 1;
@@ -60,22 +63,22 @@ impl<'a> Fields<'a> {
         Fields { buf }
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
+    fn varint(&mut self) -> Result<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let (&b, rest) = self.buf.split_first().ok_or("a varint runs past the end")?;
+            let (&b, rest) = self.buf.split_first().ok_or(Error::VarintPastEnd)?;
             self.buf = rest;
             v |= u64::from(b & 0x7f) << shift;
             if b < 0x80 {
                 return Ok(v);
             }
         }
-        Err("a varint longer than 10 bytes".into())
+        Err(Error::VarintTooLong)
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() < n {
-            return Err(format!("a field of {n} bytes runs past the end"));
+            return Err(Error::FieldPastEnd { len: n as u64 });
         }
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
@@ -83,7 +86,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The next field number and value; `None` at the end of the message.
-    pub fn next_field(&mut self) -> Result<Option<(u64, Value<'a>)>, String> {
+    pub fn next_field(&mut self) -> Result<Option<(u64, Value<'a>)>> {
         if self.buf.is_empty() {
             return Ok(None);
         }
@@ -92,7 +95,9 @@ impl<'a> Fields<'a> {
             VARINT => Value::Varint(self.varint()?),
             LEN => {
                 let n = self.varint()?;
-                Value::Bytes(self.take(usize::try_from(n).map_err(|_| "a huge length")?)?)
+                Value::Bytes(
+                    self.take(usize::try_from(n).map_err(|_| Error::FieldPastEnd { len: n })?)?,
+                )
             }
             FIXED64 => {
                 self.take(8)?;
@@ -102,7 +107,7 @@ impl<'a> Fields<'a> {
                 self.take(4)?;
                 Value::Fixed
             }
-            wire => return Err(format!("wire type {wire} is not supported")),
+            wire => return Err(Error::WireType(wire)),
         };
         Ok(Some((key >> 3, value)))
     }
