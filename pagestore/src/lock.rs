@@ -156,8 +156,10 @@ impl PageStore {
                     .unwrap_or(0)
             );
             let body = LockBody::mine();
-            let bytes = serde_json::to_vec(&body)
-                .map_err(|e| Error::Config(format!("cannot encode lock: {e}")))?;
+            let bytes = serde_json::to_vec(&body).map_err(|source| Error::Encode {
+                what: "a store lock",
+                source,
+            })?;
             self.cold.put(&key, bytes).await?;
             let mut holder = None;
             for obj in self.cold.list("locks/").await? {

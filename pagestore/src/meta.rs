@@ -16,7 +16,10 @@ const KEEP: usize = 3;
 
 fn prefix(kind: &str, owner: &str) -> Result<String> {
     if !valid_tenant_name(kind) || !valid_tenant_name(owner) {
-        return Err(Error::Config(format!("bad metadata name {kind}/{owner}")));
+        return Err(Error::InvalidMetaName {
+            kind: kind.to_string(),
+            owner: owner.to_string(),
+        });
     }
     Ok(format!("meta/{kind}/{owner}/"))
 }
