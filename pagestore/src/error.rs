@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::page::PageId;
-use crate::store::Tier;
+use crate::tier::Tier;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

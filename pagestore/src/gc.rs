@@ -20,7 +20,8 @@ use crate::lock::LockKind;
 use crate::manifest::CheckpointRef;
 use crate::pack::{PackBuilder, PackId};
 use crate::page::PageId;
-use crate::store::{PageStore, Tier};
+use crate::store::PageStore;
+use crate::tier::Tier;
 
 /// What one gc did.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -37,6 +37,7 @@ pub mod resident;
 pub mod stats;
 pub mod store;
 pub mod tally;
+pub mod tier;
 pub mod usage;
 pub mod verify;
 
@@ -45,4 +46,5 @@ pub use error::{Error, Result};
 pub use manifest::{CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest};
 pub use page::{PageId, PAGE_SIZE};
 pub use stats::StoreStats;
-pub use store::{PageStore, Tier};
+pub use store::PageStore;
+pub use tier::Tier;

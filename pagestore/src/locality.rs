@@ -38,7 +38,8 @@ use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, LocalityPack, Manifest};
 use crate::pack::{self, PackBuilder, PackId};
 use crate::page::{PageId, PAGE_SIZE};
-use crate::store::{PageStore, Tier};
+use crate::store::PageStore;
+use crate::tier::Tier;
 
 /// A locality pack up to this size is fetched with one GET.
 pub const ONE_GET_MAX: u64 = 2 << 20;

@@ -20,8 +20,9 @@ use crate::codec::decode_verified;
 use crate::error::{Error, Result};
 use crate::pack::PackId;
 use crate::page::{PageId, PAGE_SIZE};
-use crate::store::{PageStore, Tier};
+use crate::store::PageStore;
 use crate::tally::TierTally;
+use crate::tier::Tier;
 
 /// Two wanted pages of one pack at most this far apart are fetched by one request: reading a few
 /// unneeded KiB is cheaper than a second round trip.

@@ -1,7 +1,6 @@
 //! The page store: opens the tiers, reads pages through them, and serves whole checkpoints.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -21,25 +20,7 @@ use crate::manifest::{CheckpointId, CheckpointRef, FileContent, FileEntry, Manif
 use crate::pack::{self, PackId, FOOTER_LEN};
 use crate::page::{PageId, PAGE_SIZE};
 use crate::read::Flights;
-
-/// The tiers a page can be read from, fastest first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Memory,
-    Local,
-    Cold,
-}
-
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Tier::Memory => "memory",
-            Tier::Local => "local",
-            Tier::Cold => "cold",
-        })
-    }
-}
+use crate::tier::Tier;
 
 /// Hits and misses of the tiers above cold, and pages read from cold.
 #[derive(Debug, Default)]

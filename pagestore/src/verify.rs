@@ -5,7 +5,8 @@ use serde::Serialize;
 use crate::codec::decode_verified;
 use crate::error::{Error, Result};
 use crate::pack::{self, PackId};
-use crate::store::{PageStore, Tier};
+use crate::store::PageStore;
+use crate::tier::Tier;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VerifyReport {
