@@ -44,7 +44,7 @@ pub mod verify;
 pub use config::StoreConfig;
 pub use error::{Error, Result};
 pub use manifest::{CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest};
-pub use page::{PageId, PAGE_SIZE};
+pub use page::{PageId, PageSpan, PAGE_SIZE};
 pub use stats::StoreStats;
 pub use store::PageStore;
 pub use tier::Tier;

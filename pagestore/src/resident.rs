@@ -15,7 +15,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::manifest::{FileContent, FileEntry, Manifest};
-use crate::page::{PageId, PAGE_SIZE};
+use crate::page::{PageId, PageSpan, PAGE_SIZE};
 use crate::store::PageStore;
 use crate::tally::TierTally;
 
@@ -34,30 +34,26 @@ impl PageStore {
         len: usize,
         tally: Option<&TierTally>,
     ) -> Option<Vec<u8>> {
-        let end = (offset + len as u64).min(file.size);
-        if offset >= end {
+        let Some(span) = PageSpan::within(offset, len as u64, file.size) else {
             return Some(Vec::new());
-        }
+        };
         let pages = match &file.content {
             FileContent::Inline(data) => {
-                return data.get(offset as usize..end as usize).map(<[u8]>::to_vec)
+                return data
+                    .get(span.start() as usize..span.end() as usize)
+                    .map(<[u8]>::to_vec)
             }
             FileContent::Paged(pages) => pages,
         };
-        let first = (offset / PAGE_SIZE as u64) as usize;
-        let last = ((end - 1) / PAGE_SIZE as u64) as usize;
-        let ids = pages.get(first..=last)?;
-        let mut out = Vec::with_capacity((end - offset) as usize);
+        let ids = pages.get(span.pages())?;
+        let mut out = Vec::with_capacity(span.size() as usize);
         let mut hits = 0;
-        for (i, id) in ids.iter().enumerate() {
-            let page_start = (first + i) as u64 * PAGE_SIZE as u64;
-            let from = (offset.max(page_start) - page_start) as usize;
-            let to = (end.min(page_start + PAGE_SIZE as u64) - page_start) as usize;
+        for (slice, id) in span.slices().zip(ids) {
             if id.is_zero() {
-                out.resize(out.len() + (to - from), 0);
+                out.resize(out.len() + slice.bytes.len(), 0);
             } else {
                 let page = self.hot().get(id)?;
-                out.extend_from_slice(&page[from..to]);
+                out.extend_from_slice(&page[slice.bytes]);
                 hits += 1;
             }
         }

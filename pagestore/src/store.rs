@@ -18,7 +18,7 @@ use crate::index_cache::IndexCache;
 use crate::local::{self, LocalTier};
 use crate::manifest::{CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest};
 use crate::pack::{self, PackId, FOOTER_LEN};
-use crate::page::{PageId, PAGE_SIZE};
+use crate::page::{PageId, PageSpan, PAGE_SIZE};
 use crate::read::Flights;
 use crate::tier::Tier;
 
@@ -346,16 +346,15 @@ impl PageStore {
         len: usize,
         tally: Option<&crate::tally::TierTally>,
     ) -> Result<Vec<u8>> {
-        let end = (offset + len as u64).min(file.size);
-        if offset >= end {
+        let Some(span) = PageSpan::within(offset, len as u64, file.size) else {
             return Ok(Vec::new());
-        }
+        };
         match &file.content {
-            FileContent::Inline(data) => Ok(data[offset as usize..end as usize].to_vec()),
+            FileContent::Inline(data) => {
+                Ok(data[span.start() as usize..span.end() as usize].to_vec())
+            }
             FileContent::Paged(pages) => {
-                let first = (offset / PAGE_SIZE as u64) as usize;
-                let last = ((end - 1) / PAGE_SIZE as u64) as usize;
-                let ids = pages.get(first..=last).ok_or_else(|| {
+                let ids = pages.get(span.pages()).ok_or_else(|| {
                     Error::BadManifest(format!(
                         "file {} is {} bytes but lists {} pages",
                         file.name,
@@ -364,12 +363,9 @@ impl PageStore {
                     ))
                 })?;
                 let loaded = self.read_pages_counted(ids, tally).await?;
-                let mut out = Vec::with_capacity((end - offset) as usize);
-                for (i, page) in loaded.iter().enumerate() {
-                    let page_start = (first + i) as u64 * PAGE_SIZE as u64;
-                    let from = offset.max(page_start) - page_start;
-                    let to = end.min(page_start + PAGE_SIZE as u64) - page_start;
-                    out.extend_from_slice(&page[from as usize..to as usize]);
+                let mut out = Vec::with_capacity(span.size() as usize);
+                for (slice, page) in span.slices().zip(&loaded) {
+                    out.extend_from_slice(&page[slice.bytes]);
                 }
                 Ok(out)
             }
