@@ -20,6 +20,7 @@ pub mod cold;
 pub mod config;
 pub mod derive;
 mod error;
+mod files;
 pub mod gc;
 pub mod hot;
 pub mod index_cache;

@@ -20,17 +20,16 @@
 //! reads its pages the ordinary way.
 //!
 //! While the copy is being fetched, readers of pages it is expected to hold wait for it instead
-//! of sending their own GETs ([`LocalityFlights`]), as they would for an ordinary flight.
+//! of sending their own GETs (the read path's locality flights), as they would for an ordinary
+//! flight.
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::codec::{self, decode_verified};
@@ -142,78 +141,6 @@ pub(crate) fn build(
     Ok(Some((id, data, pages)))
 }
 
-struct Waiting {
-    id: u64,
-    pages: Arc<HashSet<PageId>>,
-    done: watch::Receiver<bool>,
-}
-
-/// Locality packs being fetched, and the pages each is expected to bring.
-#[derive(Default)]
-pub(crate) struct LocalityFlights {
-    flights: Mutex<Vec<Waiting>>,
-    next: AtomicU64,
-}
-
-/// Ends a locality flight when dropped (fetched, failed or cancelled): its waiters then look in
-/// the memory tier and read what is still missing the ordinary way.
-struct FlightEnd<'a> {
-    flights: &'a LocalityFlights,
-    id: u64,
-    _done: watch::Sender<bool>,
-}
-
-impl Drop for FlightEnd<'_> {
-    fn drop(&mut self) {
-        self.flights
-            .flights
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|w| w.id != self.id);
-        // Dropping the sender wakes every waiter.
-    }
-}
-
-impl LocalityFlights {
-    fn start(&self, pages: HashSet<PageId>) -> FlightEnd<'_> {
-        let (tx, rx) = watch::channel(false);
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.flights
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Waiting {
-                id,
-                pages: Arc::new(pages),
-                done: rx,
-            });
-        FlightEnd {
-            flights: self,
-            id,
-            _done: tx,
-        }
-    }
-
-    /// Waits for every locality flight expected to bring one of `ids`; true if there was one.
-    pub(crate) async fn wait_for<'a>(&self, ids: impl Iterator<Item = &'a PageId> + Clone) -> bool {
-        let waits: Vec<watch::Receiver<bool>> = {
-            let flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            if flights.is_empty() {
-                return false;
-            }
-            flights
-                .iter()
-                .filter(|w| ids.clone().any(|id| w.pages.contains(id)))
-                .map(|w| w.done.clone())
-                .collect()
-        };
-        for mut rx in waits.iter().cloned() {
-            // Err: the flight ended (its sender is gone), which is what we wait for.
-            let _ = rx.wait_for(|done| *done).await;
-        }
-        !waits.is_empty()
-    }
-}
-
 impl PageStore {
     /// Fetches a checkpoint's locality pack into the memory tier when it is worth it: when
     /// enough of `wanted` (the pages it was written for) is in neither the memory nor the local
@@ -228,7 +155,7 @@ impl PageStore {
         let mut seen = HashSet::new();
         let missing: Vec<PageId> = wanted
             .iter()
-            .filter(|id| !id.is_zero() && seen.insert(**id) && !self.hot.contains(id))
+            .filter(|id| !id.is_zero() && seen.insert(**id) && !self.hot().contains(id))
             .copied()
             .collect();
         let skip = |why: &str| LocalityReport {
@@ -239,7 +166,7 @@ impl PageStore {
         if (missing.len() as u64) * 4 < u64::from(source.pack.pages) {
             return Ok(skip("most of its pages are in memory"));
         }
-        if let Some(local) = &self.local {
+        if let Some(local) = self.local() {
             let step = missing.len().div_ceil(LOCAL_SAMPLE).max(1);
             let sample: Vec<_> = missing.iter().step_by(step).collect();
             let held = sample
@@ -250,7 +177,10 @@ impl PageStore {
                 return Ok(skip("its pages are in the local tier"));
             }
         }
-        let flight = self.locality_flights.start(missing.into_iter().collect());
+        let flight = self
+            .read_path
+            .locality_flights()
+            .start(missing.into_iter().collect());
         let (data, gets) = self.get_locality(source).await?;
         let bytes = data.len() as u64;
         let pages = self.install_locality(source, &data)?;
@@ -273,18 +203,20 @@ impl PageStore {
     async fn get_locality(&self, source: &LocalitySource) -> Result<(Vec<u8>, u64)> {
         let len = source.pack.bytes;
         if len <= ONE_GET_MAX {
-            self.counters.cold_requests.fetch_add(1, Ordering::Relaxed);
-            return Ok((self.cold.get(&source.key).await?, 1));
+            self.counters()
+                .cold_requests
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok((self.cold().get(&source.key).await?, 1));
         }
         let ranges: Vec<(u64, u64)> = (0..len.div_ceil(RANGE_BYTES))
             .map(|i| (i * RANGE_BYTES, RANGE_BYTES.min(len - i * RANGE_BYTES)))
             .collect();
         let n = ranges.len();
-        self.counters
+        self.counters()
             .cold_requests
             .fetch_add(n as u64, Ordering::Relaxed);
         let parts: Vec<Vec<u8>> = stream::iter(ranges)
-            .map(|(from, len)| self.cold.get_range(&source.key, from, len))
+            .map(|(from, len)| self.cold().get_range(&source.key, from, len))
             .buffered(n)
             .try_collect()
             .await?;
@@ -297,11 +229,11 @@ impl PageStore {
         let pages = decode_checked(source, data)?;
         // Only verified pages reach the tier, and only once all are.
         for (id, page) in &pages {
-            if !self.hot.contains(id) {
-                self.hot.insert(*id, page);
+            if !self.hot().contains(id) {
+                self.hot().insert(*id, page);
             }
         }
-        self.counters
+        self.counters()
             .cold_pages
             .fetch_add(pages.len() as u64, Ordering::Relaxed);
         Ok(pages.len())
@@ -309,13 +241,13 @@ impl PageStore {
 
     /// Reads a locality pack and checks it and every page in it (`pico store verify`).
     pub(crate) async fn verify_locality(&self, source: &LocalitySource) -> Result<usize> {
-        let data = self.cold.get(&source.key).await?;
+        let data = self.cold().get(&source.key).await?;
         Ok(decode_checked(source, &data)?.len())
     }
 
     /// Caches the copy's (already verified) pages in the local tier, off the restore's path.
     async fn cache_locality_locally(&self, data: Vec<u8>) {
-        let Some(local) = self.local.clone() else {
+        let Some(local) = self.read_path.local_shared() else {
             return;
         };
         let cached = crate::blocking::blocking(move || {
@@ -357,7 +289,7 @@ impl PageStore {
             pages,
         };
         let key = locality.object_key(tenant, generation);
-        self.cold.put(&key, data).await?;
+        self.cold().put(&key, data).await?;
         info!(key, pages, bytes = locality.bytes, "locality pack written");
         Ok(Some(locality))
     }
@@ -365,7 +297,7 @@ impl PageStore {
     /// Deletes the locality packs of `tenant` whose generation `doomed` accepts (retention and
     /// forget: their manifests are gone). A failure only leaves them to the next gc.
     pub(crate) async fn drop_locality(&self, tenant: &str, doomed: impl Fn(u64) -> bool) {
-        let listed = match self.cold.list(&format!("locality/{tenant}/")).await {
+        let listed = match self.cold().list(&format!("locality/{tenant}/")).await {
             Ok(l) => l,
             Err(e) => {
                 warn!(tenant, error = %e, "could not list locality packs; gc will sweep them");
@@ -377,7 +309,7 @@ impl PageStore {
                 continue;
             };
             if owner == tenant && doomed(generation) {
-                match self.cold.delete(&obj.key).await {
+                match self.cold().delete(&obj.key).await {
                     Ok(()) => info!(tenant, generation, "locality pack dropped"),
                     Err(e) => warn!(key = %obj.key, error = %e, "could not delete locality pack"),
                 }

@@ -66,7 +66,7 @@ impl PageStore {
     /// Whether every non-zero page of `manifest` is in the memory tier: reading it back then
     /// needs neither disk nor network (a swap-in need not wait for the local tier to fill).
     pub fn in_memory(&self, manifest: &Manifest) -> bool {
-        self.hot.contains_all(
+        self.hot().contains_all(
             manifest
                 .files
                 .iter()
@@ -142,7 +142,7 @@ impl PageStore {
         let mut owned = Vec::with_capacity(present.len());
         for id in &present {
             let page = self.hot().get(id).or_else(|| {
-                let page = self.read_local(id)?;
+                let page = self.read_path.read_local(id)?;
                 self.hot().insert(*id, &page);
                 Some(page)
             });
