@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use tracing::debug;
 
@@ -26,7 +27,7 @@ impl PageStore {
         file: &'a FileEntry,
         offset: u64,
         len: usize,
-    ) -> impl std::future::Future<Output = Result<Vec<u8>>> + Send + 'a {
+    ) -> impl std::future::Future<Output = Result<Bytes>> + Send + 'a {
         self.read_file_at_counted(file, offset, len, None)
     }
 
@@ -37,7 +38,7 @@ impl PageStore {
         offset: u64,
         len: usize,
         tally: &'a TierTally,
-    ) -> impl std::future::Future<Output = Result<Vec<u8>>> + Send + 'a {
+    ) -> impl std::future::Future<Output = Result<Bytes>> + Send + 'a {
         self.read_file_at_counted(file, offset, len, Some(tally))
     }
 
@@ -47,14 +48,14 @@ impl PageStore {
         offset: u64,
         len: usize,
         tally: Option<&TierTally>,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Bytes> {
         let Some(span) = PageSpan::within(offset, len as u64, file.size) else {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         };
         match &file.content {
-            FileContent::Inline(data) => {
-                Ok(data[span.start() as usize..span.end() as usize].to_vec())
-            }
+            FileContent::Inline(data) => Ok(Bytes::copy_from_slice(
+                &data[span.start() as usize..span.end() as usize],
+            )),
             FileContent::Paged(pages) => {
                 let ids = pages.get(span.pages()).ok_or_else(|| {
                     Error::BadManifest(format!(
@@ -65,11 +66,7 @@ impl PageStore {
                     ))
                 })?;
                 let loaded = self.read_path.read_pages(ids, tally).await?;
-                let mut out = Vec::with_capacity(span.size() as usize);
-                for (slice, page) in span.slices().zip(&loaded) {
-                    out.extend_from_slice(&page[slice.bytes]);
-                }
-                Ok(out)
+                Ok(span.gather(&loaded))
             }
         }
     }

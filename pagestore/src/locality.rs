@@ -28,6 +28,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -230,7 +231,7 @@ impl PageStore {
         // Only verified pages reach the tier, and only once all are.
         for (id, page) in &pages {
             if !self.hot().contains(id) {
-                self.hot().insert(*id, page);
+                self.hot().insert_shared(*id, page.clone());
             }
         }
         self.counters()
@@ -319,7 +320,7 @@ impl PageStore {
 }
 
 /// Checks a locality pack against its name and size, and each page against its id.
-fn decode_checked(source: &LocalitySource, data: &[u8]) -> Result<Vec<(PageId, Vec<u8>)>> {
+fn decode_checked(source: &LocalitySource, data: &[u8]) -> Result<Vec<(PageId, Bytes)>> {
     let corrupt = |reason: String| Error::CorruptObject {
         what: "locality pack",
         object: source.key.clone(),
@@ -341,7 +342,13 @@ fn decode_checked(source: &LocalitySource, data: &[u8]) -> Result<Vec<(PageId, V
         let raw = &data[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
         pages.push((
             e.id,
-            decode_verified(&e.id, e.codec, raw, Tier::Cold, &source.key)?,
+            Bytes::from(decode_verified(
+                &e.id,
+                e.codec,
+                raw,
+                Tier::Cold,
+                &source.key,
+            )?),
         ));
     }
     Ok(pages)

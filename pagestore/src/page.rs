@@ -4,8 +4,13 @@
 use std::fmt;
 use std::ops::Range;
 
+use bytes::{Bytes, BytesMut};
+
 /// Size of a page, the unit of dedup, in bytes.
 pub const PAGE_SIZE: usize = 4096;
+
+/// The all-zero page, for handing out [`PageId::ZERO`]'s bytes without allocating.
+pub static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
 
 /// The name of a page: BLAKE3-256 of its 4096 bytes.
 ///
@@ -202,6 +207,23 @@ impl PageSpan {
             }
         })
     }
+
+    /// The span's bytes, given the whole pages it touches in order (one per [`Self::pages`]):
+    /// a span inside one page shares that page's buffer; a longer one is copied once.
+    pub fn gather(&self, pages: &[Bytes]) -> Bytes {
+        debug_assert_eq!(pages.len(), self.pages().len());
+        let mut slices = self.slices().zip(pages);
+        if pages.len() == 1 {
+            if let Some((s, page)) = slices.next() {
+                return page.slice(s.bytes);
+            }
+        }
+        let mut out = BytesMut::with_capacity(self.size() as usize);
+        for (s, page) in slices {
+            out.extend_from_slice(&page[s.bytes]);
+        }
+        out.freeze()
+    }
 }
 
 #[cfg(test)]
@@ -290,6 +312,25 @@ mod tests {
         assert_eq!(PageSpan::within(size + 1, 1, size), None, "past the end");
         assert_eq!(PageSpan::new(7, 0), None, "empty");
         assert_eq!(PageSpan::within(0, 0, size), None);
+    }
+
+    #[test]
+    fn gather_joins_the_span_and_shares_a_single_page() {
+        let pages: Vec<Bytes> = (1..=3u8).map(|b| Bytes::from(vec![b; PAGE_SIZE])).collect();
+        let span = PageSpan::new(PAGE_SIZE as u64 - 2, PAGE_SIZE as u64 + 4).unwrap();
+        let got = span.gather(&pages);
+        let mut want = vec![1u8; 2];
+        want.extend_from_slice(&[2; PAGE_SIZE]);
+        want.extend_from_slice(&[3; 2]);
+        assert_eq!(got, want);
+        let one = PageSpan::new(PAGE_SIZE as u64 + 8, 16).unwrap();
+        let got = one.gather(&pages[1..2]);
+        assert_eq!(got, vec![2u8; 16]);
+        assert_eq!(
+            got.as_ptr(),
+            pages[1][8..].as_ptr(),
+            "no copy of a single page"
+        );
     }
 
     proptest! {

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tracing::{info, warn};
 
 use crate::catalog::Catalog;
@@ -118,7 +119,7 @@ impl PageStore {
     }
 
     /// Reads one page through the tiers, checking it against its id.
-    pub async fn read_page(&self, id: &PageId) -> Result<Vec<u8>> {
+    pub async fn read_page(&self, id: &PageId) -> Result<Bytes> {
         let mut pages = self.read_pages(std::slice::from_ref(id)).await?;
         pages.pop().ok_or(Error::PageMissing(*id))
     }
@@ -129,7 +130,7 @@ impl PageStore {
     pub fn read_pages<'a>(
         &'a self,
         ids: &'a [PageId],
-    ) -> impl std::future::Future<Output = Result<Vec<Vec<u8>>>> + Send + 'a {
+    ) -> impl std::future::Future<Output = Result<Vec<Bytes>>> + Send + 'a {
         self.read_path.read_pages(ids, None)
     }
 
@@ -138,7 +139,7 @@ impl PageStore {
         &'a self,
         ids: &'a [PageId],
         tally: &'a TierTally,
-    ) -> impl std::future::Future<Output = Result<Vec<Vec<u8>>>> + Send + 'a {
+    ) -> impl std::future::Future<Output = Result<Vec<Bytes>>> + Send + 'a {
         self.read_path.read_pages(ids, Some(tally))
     }
 

@@ -170,7 +170,7 @@ impl Export {
         if let Some(b) = self.cache.get(&id) {
             return Ok(b);
         }
-        let page = Bytes::from(self.store.read_page(&id).await?);
+        let page = self.store.read_page(&id).await?;
         self.cache.insert(id, page.clone());
         Ok(page)
     }
