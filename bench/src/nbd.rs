@@ -280,8 +280,13 @@ pub async fn run(opts: &NbdBenchOptions) -> Result<NbdBenchReport> {
     info!(bytes = image.bytes, zero = image.zero_pages, "image built");
 
     // Ours: ingest into a scratch store, fill the page cache, serve on loopback.
-    let store =
-        Arc::new(PageStore::open(&StoreConfig::embedded(&scratch.path().join("home"))).await?);
+    let mut config = StoreConfig::embedded(&scratch.path().join("home"));
+    // The memory tier holds every data page decoded: it is what serves the exports.
+    config.hot.max_bytes = config
+        .hot
+        .max_bytes
+        .max((image.data_pages + 1024) * PAGE_SIZE as u64);
+    let store = Arc::new(PageStore::open(&config).await?);
     let checkpoint = store
         .ingest_with("bench", &dir, &criu_image::ingest_options())
         .await?
@@ -290,10 +295,7 @@ pub async fn run(opts: &NbdBenchOptions) -> Result<NbdBenchReport> {
         checkpoint: checkpoint.id.to_string(),
         file: Some("pages-1.img".into()),
     };
-    let options = ExportOptions {
-        writable: false,
-        cache_pages: (image.data_pages as usize) + 1024,
-    };
+    let options = ExportOptions { writable: false };
     let table = ExportTable::open(store, &[spec], &options).await?;
     table.warm().await?;
     let server = NbdServer::bind(

@@ -19,7 +19,7 @@ use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption,
     OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
 };
-use pagestore::{FileContent, Manifest, PageStore, PAGE_SIZE};
+use pagestore::{FileContent, Manifest, PageSpan, PageStore, PAGE_SIZE};
 use tracing::{info, warn};
 
 use crate::access::AccessLog;
@@ -132,12 +132,9 @@ impl Filesystem for ImageFs {
         // order in which reads arrived.
         let file = &self.manifest.files[index];
         if let FileContent::Paged(pages) = &file.content {
-            let end = (offset + u64::from(size)).min(file.size);
-            if offset < end {
-                let first = offset / PAGE_SIZE as u64;
-                let last = (end - 1) / PAGE_SIZE as u64;
-                if let Some(ids) = pages.get(first as usize..=last as usize) {
-                    self.access.record(&file.name, first, ids, size);
+            if let Some(span) = PageSpan::within(offset, u64::from(size), file.size) {
+                if let Some(ids) = pages.get(span.pages()) {
+                    self.access.record(&file.name, span.first_page(), ids, size);
                 }
             }
         }

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,10 +62,7 @@ impl Fixture {
             checkpoint: checkpoint.id.to_string(),
             file: None,
         };
-        let options = ExportOptions {
-            writable,
-            ..ExportOptions::default()
-        };
+        let options = ExportOptions { writable };
         let store = self.store.clone();
         self.rt.block_on(async move {
             let table = ExportTable::open(store, &[spec], &options).await.unwrap();
@@ -233,6 +231,33 @@ fn drain(mut s: TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     out
+}
+
+#[test]
+fn a_cold_read_of_many_pages_is_one_ranged_get() {
+    let f = Fixture::new();
+    f.rt.block_on(f.store.local_settled()).unwrap();
+    f.store.evict_hot();
+    f.store.evict_local().unwrap();
+    let addr = f.serve(&f.checkpoint, false);
+    let pages = 16;
+    let len = pages * PAGE_SIZE;
+    let data_pages = (0..pages).filter(|&i| !is_zero_page(i)).count();
+    assert!(data_pages > 8, "the range holds {data_pages} stored pages");
+    let gets = || f.store.counters().cold_requests.load(Ordering::Relaxed);
+    let before = gets();
+
+    let mut s = raw_connect(addr, &f.export(&f.checkpoint));
+    s.write_all(&request(0, 7, 0, len as u32)).unwrap();
+    let mut reply = [0u8; 16];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[..4], 0x6744_6698u32.to_be_bytes(), "simple reply");
+    assert_eq!(reply[4..8], [0; 4], "no error");
+    let mut data = vec![0u8; len];
+    s.read_exact(&mut data).unwrap();
+    assert!(data == f.data[..len], "the bytes ingested");
+    // The request's stored pages went to the store in one call: neighbours in one pack, one GET.
+    assert_eq!(gets() - before, 1, "cold GETs for {data_pages} pages");
 }
 
 #[test]

@@ -205,7 +205,7 @@ impl PageStore {
         let mut names: Vec<String> = Vec::new();
         let mut total = TotalUsage::default();
 
-        let manifests = self.cold.list("manifests/").await?;
+        let manifests = self.cold().list("manifests/").await?;
         for obj in &manifests {
             let Some(checkpoint) = CheckpointRef::from_object_key(&obj.key) else {
                 continue;
@@ -273,7 +273,7 @@ impl PageStore {
         }
 
         for (id, o) in &owners {
-            let Some(loc) = self.catalog.locate(id) else {
+            let Some(loc) = self.catalog().locate(id) else {
                 continue; // missing pages are `verify`'s business, not the bill's
             };
             let len = u64::from(loc.len);
@@ -323,7 +323,7 @@ impl PageStore {
 
         let mut cold_objects = 0;
         let mut pack_bytes = 0;
-        for obj in self.cold.list("").await? {
+        for obj in self.cold().list("").await? {
             cold_objects += 1;
             total.stored_bytes += obj.size;
             if obj.key.starts_with("packs/") {
@@ -342,7 +342,7 @@ impl PageStore {
         total.overhead_bytes = pack_bytes.saturating_sub(total.page_bytes);
         let mut tiers = vec![TierUsage {
             tier: "cold".into(),
-            kind: self.cold.describe(),
+            kind: self.cold().describe(),
             objects: cold_objects,
             bytes: total.stored_bytes,
         }];

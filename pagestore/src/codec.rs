@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::page::{PageId, PAGE_SIZE};
-use crate::store::Tier;
+use crate::tier::Tier;
 
 /// How a page's bytes are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -67,7 +67,7 @@ impl PageStore {
                 .ok_or_else(|| bad(format!("page {at} is beyond the end of {file}")))?;
             let id = PageId::of(data);
             *slot = id;
-            if id.is_zero() || self.catalog.contains(&id) || !queued.insert(id) {
+            if id.is_zero() || self.catalog().contains(&id) || !queued.insert(id) {
                 continue;
             }
             let (c, enc) = codec::encode(data);
@@ -106,7 +106,7 @@ impl PageStore {
             id: CheckpointId::of_manifest_bytes(&bytes),
         };
         // The commit point.
-        self.cold.put(&checkpoint.object_key(), bytes).await?;
+        self.cold().put(&checkpoint.object_key(), bytes).await?;
         info!(
             checkpoint = %checkpoint.id,
             parent = %base.id,
@@ -129,8 +129,8 @@ impl PageStore {
     async fn upload_pack(&self, builder: PackBuilder) -> Result<()> {
         let (pack, data, entries) = builder.finish();
         let len = data.len();
-        self.cold.put(&pack.object_key(), data).await?;
-        self.catalog.add_pack(pack, &entries);
+        self.cold().put(&pack.object_key(), data).await?;
+        self.catalog().add_pack(pack, &entries);
         self.pack_written(pack, len as u64, &entries);
         debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
         Ok(())

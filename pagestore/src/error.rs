@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::page::PageId;
-use crate::store::Tier;
+use crate::tier::Tier;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -82,8 +82,31 @@ pub enum Error {
     #[error("cannot {what} now: {holder} holds a conflicting lock (retry later; a lock of a dead process is ignored)")]
     Busy { what: &'static str, holder: String },
 
+    /// A `pico.toml` setting the store cannot work with.
     #[error("bad store configuration: {0}")]
     Config(String),
+
+    #[error("invalid object key {key:?}: keys are `/`-separated names, none empty, `.`, `..` or starting with `.tmp`")]
+    InvalidObjectKey { key: String },
+
+    #[error("invalid metadata name {kind}/{owner}: both parts must be valid tenant names")]
+    InvalidMetaName { kind: String, owner: String },
+
+    #[error("cannot encode {what} as JSON: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("local tier at {path} is held by another process (stop it, or use another path)")]
+    LocalHeld { path: PathBuf },
+
+    #[error("local tier at {path} was taken by another process while it was emptied; restart this process to use it again (it is only a cache)")]
+    LocalTakenWhileEmptied { path: PathBuf },
+
+    #[error("local tier at {path} could not be reopened after it was emptied; restart this process to use it again (it is only a cache)")]
+    LocalNotReopened { path: PathBuf },
 }
 
 impl Error {

@@ -20,7 +20,8 @@ use crate::lock::LockKind;
 use crate::manifest::CheckpointRef;
 use crate::pack::{PackBuilder, PackId};
 use crate::page::PageId;
-use crate::store::{PageStore, Tier};
+use crate::store::PageStore;
+use crate::tier::Tier;
 
 /// What one gc did.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -56,7 +57,7 @@ impl PageStore {
         mine.sort_by_key(|c| std::cmp::Reverse(c.generation));
         let old: Vec<CheckpointRef> = mine.into_iter().skip(keep as usize).collect();
         for c in &old {
-            self.cold.delete(&c.object_key()).await?;
+            self.cold().delete(&c.object_key()).await?;
             info!(tenant, generation = c.generation, checkpoint = %c.id, "retention: checkpoint dropped");
         }
         // Their locality packs are gone already: each commit drops all but the newest
@@ -73,7 +74,7 @@ impl PageStore {
             .filter(|c| c.tenant == tenant)
             .collect();
         for c in &mine {
-            self.cold.delete(&c.object_key()).await?;
+            self.cold().delete(&c.object_key()).await?;
         }
         self.drop_locality(tenant, |_| true).await;
         info!(tenant, checkpoints = mine.len(), "tenant forgotten");
@@ -111,7 +112,7 @@ impl PageStore {
         let threshold = self.config.gc.repack_below;
         let mut doomed: Vec<(PackId, String)> = Vec::new();
         let mut builder = PackBuilder::new();
-        for obj in self.cold.list("packs/").await? {
+        for obj in self.cold().list("packs/").await? {
             let Some(pack) = PackId::from_object_key(&obj.key) else {
                 continue;
             };
@@ -122,7 +123,8 @@ impl PageStore {
             let keep: Vec<_> = entries
                 .iter()
                 .filter(|e| {
-                    live.contains(&e.id) && self.catalog.locate(&e.id).map(|l| l.pack) == Some(pack)
+                    live.contains(&e.id)
+                        && self.catalog().locate(&e.id).map(|l| l.pack) == Some(pack)
                 })
                 .copied()
                 .collect();
@@ -137,7 +139,7 @@ impl PageStore {
             }
             if !keep.is_empty() {
                 r.packs_repacked += 1;
-                let data = self.cold.get(&obj.key).await?;
+                let data = self.cold().get(&obj.key).await?;
                 for e in &keep {
                     let raw = data
                         .get(e.offset as usize..(e.offset + u64::from(e.len)) as usize)
@@ -166,15 +168,15 @@ impl PageStore {
         // Only now that every live page has a durable new home are old packs deleted.
         let gone: HashSet<PackId> = doomed.iter().map(|(p, _)| *p).collect();
         for (pack, key) in &doomed {
-            self.cold.delete(key).await?;
+            self.cold().delete(key).await?;
             self.forget_pack(pack);
             r.packs_deleted += 1;
         }
-        self.catalog.remove_packs(&gone);
+        self.catalog().remove_packs(&gone);
         // Locality packs no manifest names: a killed ingest's, or one whose manifest went.
-        for obj in self.cold.list("locality/").await? {
+        for obj in self.cold().list("locality/").await? {
             if !live_locality.contains(&obj.key) {
-                self.cold.delete(&obj.key).await?;
+                self.cold().delete(&obj.key).await?;
                 r.locality_deleted += 1;
             }
         }
@@ -193,8 +195,8 @@ impl PageStore {
     async fn write_repacked(&self, builder: PackBuilder) -> Result<u64> {
         let (pack, data, entries) = builder.finish();
         let len = data.len() as u64;
-        self.cold.put(&pack.object_key(), data).await?;
-        self.catalog.move_to_pack(pack, &entries);
+        self.cold().put(&pack.object_key(), data).await?;
+        self.catalog().move_to_pack(pack, &entries);
         self.pack_written(pack, len, &entries);
         Ok(len)
     }

@@ -6,16 +6,21 @@
 //! reorder under the lock that every reader takes), and the hand evicts the first page that was
 //! not referenced since it last passed. That approximates LRU, and a page read once by a sequential
 //! scan (a whole-checkpoint materialize) goes before pages that were read twice.
+//!
+//! Pages are handed out as shared immutable buffers ([`Bytes`]): a hit costs a reference count,
+//! not a copy, and the pager's front ends reply from the very bytes the tier holds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use bytes::Bytes;
+
 use crate::page::{PageId, PAGE_SIZE};
 
 struct Slot {
     id: PageId,
-    page: Box<[u8]>,
+    page: Bytes,
     referenced: bool,
 }
 
@@ -55,7 +60,7 @@ impl HotTier {
     }
 
     /// The page, if held (counted as a hit or a miss).
-    pub fn get(&self, id: &PageId) -> Option<Vec<u8>> {
+    pub fn get(&self, id: &PageId) -> Option<Bytes> {
         let found = self.peek(id);
         let c = if found.is_some() {
             &self.counters.hits
@@ -67,7 +72,7 @@ impl HotTier {
     }
 
     /// Like [`HotTier::get`] but not counted.
-    pub fn peek(&self, id: &PageId) -> Option<Vec<u8>> {
+    pub fn peek(&self, id: &PageId) -> Option<Bytes> {
         if self.capacity == 0 {
             return None;
         }
@@ -75,7 +80,15 @@ impl HotTier {
         let i = *clock.index.get(id)?;
         let slot = &mut clock.slots[i];
         slot.referenced = true;
-        Some(slot.page.to_vec())
+        Some(slot.page.clone())
+    }
+
+    /// Every page of `ids`, in order, if the tier holds them all (one lock; counted as hits);
+    /// `None` otherwise, counted as nothing.
+    pub fn get_all(&self, ids: &[PageId]) -> Option<Vec<Bytes>> {
+        self.with_slots(ids, |clock, slots| {
+            slots.iter().map(|&i| clock.slots[i].page.clone()).collect()
+        })
     }
 
     /// Calls `f` with the bytes of every page of `ids`, in order, if the tier holds them all
@@ -83,6 +96,15 @@ impl HotTier {
     /// called nothing. For writing many pages straight out of the tier (a whole restore's image
     /// files): every reader waits while `f` runs, so give it a bounded chunk.
     pub fn with_pages<R>(&self, ids: &[PageId], f: impl FnOnce(&[&[u8]]) -> R) -> Option<R> {
+        self.with_slots(ids, |clock, slots| {
+            let pages: Vec<&[u8]> = slots.iter().map(|&i| &*clock.slots[i].page).collect();
+            f(&pages)
+        })
+    }
+
+    /// Calls `f` under the lock with the slots of every page of `ids` (each marked referenced,
+    /// counted as a hit) if the tier holds them all; `None` otherwise, having called nothing.
+    fn with_slots<R>(&self, ids: &[PageId], f: impl FnOnce(&Clock, &[usize]) -> R) -> Option<R> {
         if self.capacity == 0 {
             return None;
         }
@@ -94,8 +116,7 @@ impl HotTier {
         for &i in &slots {
             clock.slots[i].referenced = true;
         }
-        let pages: Vec<&[u8]> = slots.iter().map(|&i| &*clock.slots[i].page).collect();
-        let out = f(&pages);
+        let out = f(&clock, &slots);
         self.counters
             .hits
             .fetch_add(ids.len() as u64, Ordering::Relaxed);
@@ -115,9 +136,19 @@ impl HotTier {
         ids.into_iter().all(|id| clock.index.contains_key(id))
     }
 
-    /// Caches a page that has been checked against its id.
+    /// Caches a copy of a page that has been checked against its id.
     pub fn insert(&self, id: PageId, page: &[u8]) {
-        if self.capacity == 0 || page.len() != PAGE_SIZE {
+        self.insert_with(id, page.len(), || Bytes::copy_from_slice(page));
+    }
+
+    /// Caches a page that has been checked against its id, sharing its buffer (no copy).
+    pub fn insert_shared(&self, id: PageId, page: Bytes) {
+        self.insert_with(id, page.len(), || page);
+    }
+
+    /// Caches the page `make` returns (`len` bytes), made only if the tier takes it.
+    fn insert_with(&self, id: PageId, len: usize, make: impl FnOnce() -> Bytes) {
+        if self.capacity == 0 || len != PAGE_SIZE {
             return;
         }
         let mut clock = self.lock();
@@ -127,7 +158,7 @@ impl HotTier {
         }
         let slot = Slot {
             id,
-            page: page.into(),
+            page: make(),
             referenced: false,
         };
         if clock.slots.len() < self.capacity {
@@ -217,6 +248,31 @@ mod tests {
             .with_pages(&[pages[0].0, pages[2].0], |_| called = true)
             .is_none());
         assert!(!called, "nothing is lent unless every page is held");
+    }
+
+    #[test]
+    fn pages_are_shared_not_copied_and_get_all_is_all_or_nothing() {
+        let hot = HotTier::new(4 * PAGE_SIZE as u64);
+        let (a, b) = (page(1), page(2));
+        hot.insert_shared(a.0, Bytes::from(a.1.clone()));
+        hot.insert(b.0, &b.1);
+        let first = hot.get(&a.0).unwrap();
+        assert_eq!(first, a.1);
+        assert_eq!(
+            first.as_ptr(),
+            hot.peek(&a.0).unwrap().as_ptr(),
+            "one buffer, handed out twice"
+        );
+        let both = hot.get_all(&[b.0, a.0]).unwrap();
+        assert_eq!((both[0][0], both[1][0]), (2, 1));
+        assert_eq!(hot.counters.hits.load(Ordering::Relaxed), 3);
+        assert!(hot.get_all(&[a.0, page(3).0]).is_none());
+        assert_eq!(
+            hot.counters.hits.load(Ordering::Relaxed),
+            3,
+            "a partial answer counts nothing"
+        );
+        assert_eq!(hot.counters.misses.load(Ordering::Relaxed), 0);
     }
 
     #[test]

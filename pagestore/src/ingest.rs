@@ -354,7 +354,7 @@ impl PageStore {
         report.checkpoint.id = CheckpointId::of_manifest_bytes(&bytes);
         report.bytes_uploaded += bytes.len() as u64;
         // The commit point.
-        self.cold
+        self.cold()
             .put(&report.checkpoint.object_key(), bytes)
             .await?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -406,7 +406,7 @@ impl PageStore {
             for (i, id) in chunk.ids.iter().enumerate() {
                 if id.is_zero() {
                     report.pages_zero += 1;
-                } else if self.catalog.contains(id) || !packing.seen.insert(*id) {
+                } else if self.catalog().contains(id) || !packing.seen.insert(*id) {
                     report.pages_known += 1;
                 } else {
                     new.push(i);
@@ -416,7 +416,7 @@ impl PageStore {
                 for (i, id) in chunk.ids.iter().enumerate() {
                     // A last page cut short by the end of the file is left out.
                     match chunk.data.get(i * PAGE_SIZE..(i + 1) * PAGE_SIZE) {
-                        Some(page) if !id.is_zero() => self.hot.insert(*id, page),
+                        Some(page) if !id.is_zero() => self.hot().insert(*id, page),
                         _ => {}
                     }
                 }
@@ -457,7 +457,7 @@ impl PageStore {
             .flat_map(|f| f.pages())
             .filter(|id| !id.is_zero())
             .map(|id| {
-                self.catalog
+                self.catalog()
                     .locate(id)
                     .map(|l| l.pack)
                     .ok_or(Error::PageMissing(*id))
@@ -479,8 +479,8 @@ impl PageStore {
         // Keep the encoded pages (shared, not copied) to warm the local tier once the pack is
         // durable.
         let local_copy = self.filler.is_some().then(|| data.clone());
-        self.cold.put(&pack.object_key(), data).await?;
-        self.catalog.add_pack(pack, &entries);
+        self.cold().put(&pack.object_key(), data).await?;
+        self.catalog().add_pack(pack, &entries);
         self.pack_written(pack, len, &entries);
         debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
         if let (Some(filler), Some(data)) = (self.filler.clone(), local_copy) {

@@ -354,10 +354,9 @@ pub fn open_owned(path: &Path, engine: LocalEngine, max_bytes: u64) -> Result<Bo
             return Ok(tier);
         }
         if started.elapsed() > std::time::Duration::from_secs(5) {
-            return Err(Error::Config(format!(
-                "local tier at {} is held by another process",
-                path.display()
-            )));
+            return Err(Error::LocalHeld {
+                path: path.to_path_buf(),
+            });
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

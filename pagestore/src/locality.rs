@@ -20,17 +20,17 @@
 //! reads its pages the ordinary way.
 //!
 //! While the copy is being fetched, readers of pages it is expected to hold wait for it instead
-//! of sending their own GETs ([`LocalityFlights`]), as they would for an ordinary flight.
+//! of sending their own GETs (the read path's locality flights), as they would for an ordinary
+//! flight.
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::codec::{self, decode_verified};
@@ -38,7 +38,8 @@ use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, LocalityPack, Manifest};
 use crate::pack::{self, PackBuilder, PackId};
 use crate::page::{PageId, PAGE_SIZE};
-use crate::store::{PageStore, Tier};
+use crate::store::PageStore;
+use crate::tier::Tier;
 
 /// A locality pack up to this size is fetched with one GET.
 pub const ONE_GET_MAX: u64 = 2 << 20;
@@ -141,78 +142,6 @@ pub(crate) fn build(
     Ok(Some((id, data, pages)))
 }
 
-struct Waiting {
-    id: u64,
-    pages: Arc<HashSet<PageId>>,
-    done: watch::Receiver<bool>,
-}
-
-/// Locality packs being fetched, and the pages each is expected to bring.
-#[derive(Default)]
-pub(crate) struct LocalityFlights {
-    flights: Mutex<Vec<Waiting>>,
-    next: AtomicU64,
-}
-
-/// Ends a locality flight when dropped (fetched, failed or cancelled): its waiters then look in
-/// the memory tier and read what is still missing the ordinary way.
-struct FlightEnd<'a> {
-    flights: &'a LocalityFlights,
-    id: u64,
-    _done: watch::Sender<bool>,
-}
-
-impl Drop for FlightEnd<'_> {
-    fn drop(&mut self) {
-        self.flights
-            .flights
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|w| w.id != self.id);
-        // Dropping the sender wakes every waiter.
-    }
-}
-
-impl LocalityFlights {
-    fn start(&self, pages: HashSet<PageId>) -> FlightEnd<'_> {
-        let (tx, rx) = watch::channel(false);
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.flights
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Waiting {
-                id,
-                pages: Arc::new(pages),
-                done: rx,
-            });
-        FlightEnd {
-            flights: self,
-            id,
-            _done: tx,
-        }
-    }
-
-    /// Waits for every locality flight expected to bring one of `ids`; true if there was one.
-    pub(crate) async fn wait_for<'a>(&self, ids: impl Iterator<Item = &'a PageId> + Clone) -> bool {
-        let waits: Vec<watch::Receiver<bool>> = {
-            let flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            if flights.is_empty() {
-                return false;
-            }
-            flights
-                .iter()
-                .filter(|w| ids.clone().any(|id| w.pages.contains(id)))
-                .map(|w| w.done.clone())
-                .collect()
-        };
-        for mut rx in waits.iter().cloned() {
-            // Err: the flight ended (its sender is gone), which is what we wait for.
-            let _ = rx.wait_for(|done| *done).await;
-        }
-        !waits.is_empty()
-    }
-}
-
 impl PageStore {
     /// Fetches a checkpoint's locality pack into the memory tier when it is worth it: when
     /// enough of `wanted` (the pages it was written for) is in neither the memory nor the local
@@ -227,7 +156,7 @@ impl PageStore {
         let mut seen = HashSet::new();
         let missing: Vec<PageId> = wanted
             .iter()
-            .filter(|id| !id.is_zero() && seen.insert(**id) && !self.hot.contains(id))
+            .filter(|id| !id.is_zero() && seen.insert(**id) && !self.hot().contains(id))
             .copied()
             .collect();
         let skip = |why: &str| LocalityReport {
@@ -238,7 +167,7 @@ impl PageStore {
         if (missing.len() as u64) * 4 < u64::from(source.pack.pages) {
             return Ok(skip("most of its pages are in memory"));
         }
-        if let Some(local) = &self.local {
+        if let Some(local) = self.local() {
             let step = missing.len().div_ceil(LOCAL_SAMPLE).max(1);
             let sample: Vec<_> = missing.iter().step_by(step).collect();
             let held = sample
@@ -249,7 +178,10 @@ impl PageStore {
                 return Ok(skip("its pages are in the local tier"));
             }
         }
-        let flight = self.locality_flights.start(missing.into_iter().collect());
+        let flight = self
+            .read_path
+            .locality_flights()
+            .start(missing.into_iter().collect());
         let (data, gets) = self.get_locality(source).await?;
         let bytes = data.len() as u64;
         let pages = self.install_locality(source, &data)?;
@@ -272,18 +204,20 @@ impl PageStore {
     async fn get_locality(&self, source: &LocalitySource) -> Result<(Vec<u8>, u64)> {
         let len = source.pack.bytes;
         if len <= ONE_GET_MAX {
-            self.counters.cold_requests.fetch_add(1, Ordering::Relaxed);
-            return Ok((self.cold.get(&source.key).await?, 1));
+            self.counters()
+                .cold_requests
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok((self.cold().get(&source.key).await?, 1));
         }
         let ranges: Vec<(u64, u64)> = (0..len.div_ceil(RANGE_BYTES))
             .map(|i| (i * RANGE_BYTES, RANGE_BYTES.min(len - i * RANGE_BYTES)))
             .collect();
         let n = ranges.len();
-        self.counters
+        self.counters()
             .cold_requests
             .fetch_add(n as u64, Ordering::Relaxed);
         let parts: Vec<Vec<u8>> = stream::iter(ranges)
-            .map(|(from, len)| self.cold.get_range(&source.key, from, len))
+            .map(|(from, len)| self.cold().get_range(&source.key, from, len))
             .buffered(n)
             .try_collect()
             .await?;
@@ -296,11 +230,11 @@ impl PageStore {
         let pages = decode_checked(source, data)?;
         // Only verified pages reach the tier, and only once all are.
         for (id, page) in &pages {
-            if !self.hot.contains(id) {
-                self.hot.insert(*id, page);
+            if !self.hot().contains(id) {
+                self.hot().insert_shared(*id, page.clone());
             }
         }
-        self.counters
+        self.counters()
             .cold_pages
             .fetch_add(pages.len() as u64, Ordering::Relaxed);
         Ok(pages.len())
@@ -308,13 +242,13 @@ impl PageStore {
 
     /// Reads a locality pack and checks it and every page in it (`pico store verify`).
     pub(crate) async fn verify_locality(&self, source: &LocalitySource) -> Result<usize> {
-        let data = self.cold.get(&source.key).await?;
+        let data = self.cold().get(&source.key).await?;
         Ok(decode_checked(source, &data)?.len())
     }
 
     /// Caches the copy's (already verified) pages in the local tier, off the restore's path.
     async fn cache_locality_locally(&self, data: Vec<u8>) {
-        let Some(local) = self.local.clone() else {
+        let Some(local) = self.read_path.local_shared() else {
             return;
         };
         let cached = crate::blocking::blocking(move || {
@@ -356,7 +290,7 @@ impl PageStore {
             pages,
         };
         let key = locality.object_key(tenant, generation);
-        self.cold.put(&key, data).await?;
+        self.cold().put(&key, data).await?;
         info!(key, pages, bytes = locality.bytes, "locality pack written");
         Ok(Some(locality))
     }
@@ -364,7 +298,7 @@ impl PageStore {
     /// Deletes the locality packs of `tenant` whose generation `doomed` accepts (retention and
     /// forget: their manifests are gone). A failure only leaves them to the next gc.
     pub(crate) async fn drop_locality(&self, tenant: &str, doomed: impl Fn(u64) -> bool) {
-        let listed = match self.cold.list(&format!("locality/{tenant}/")).await {
+        let listed = match self.cold().list(&format!("locality/{tenant}/")).await {
             Ok(l) => l,
             Err(e) => {
                 warn!(tenant, error = %e, "could not list locality packs; gc will sweep them");
@@ -376,7 +310,7 @@ impl PageStore {
                 continue;
             };
             if owner == tenant && doomed(generation) {
-                match self.cold.delete(&obj.key).await {
+                match self.cold().delete(&obj.key).await {
                     Ok(()) => info!(tenant, generation, "locality pack dropped"),
                     Err(e) => warn!(key = %obj.key, error = %e, "could not delete locality pack"),
                 }
@@ -386,7 +320,7 @@ impl PageStore {
 }
 
 /// Checks a locality pack against its name and size, and each page against its id.
-fn decode_checked(source: &LocalitySource, data: &[u8]) -> Result<Vec<(PageId, Vec<u8>)>> {
+fn decode_checked(source: &LocalitySource, data: &[u8]) -> Result<Vec<(PageId, Bytes)>> {
     let corrupt = |reason: String| Error::CorruptObject {
         what: "locality pack",
         object: source.key.clone(),
@@ -408,7 +342,13 @@ fn decode_checked(source: &LocalitySource, data: &[u8]) -> Result<Vec<(PageId, V
         let raw = &data[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
         pages.push((
             e.id,
-            decode_verified(&e.id, e.codec, raw, Tier::Cold, &source.key)?,
+            Bytes::from(decode_verified(
+                &e.id,
+                e.codec,
+                raw,
+                Tier::Cold,
+                &source.key,
+            )?),
         ));
     }
     Ok(pages)

@@ -128,7 +128,7 @@ fn kind_of(key: &str) -> Option<LockKind> {
 impl PageStore {
     /// Whether a lock object belongs to a process that is gone.
     async fn lock_is_stale(&self, key: &str) -> bool {
-        let body = match self.cold.get(key).await {
+        let body = match self.cold().get(key).await {
             Ok(b) => b,
             Err(Error::ObjectNotFound(_)) => return true,
             Err(_) => return false,
@@ -156,11 +156,13 @@ impl PageStore {
                     .unwrap_or(0)
             );
             let body = LockBody::mine();
-            let bytes = serde_json::to_vec(&body)
-                .map_err(|e| Error::Config(format!("cannot encode lock: {e}")))?;
-            self.cold.put(&key, bytes).await?;
+            let bytes = serde_json::to_vec(&body).map_err(|source| Error::Encode {
+                what: "a store lock",
+                source,
+            })?;
+            self.cold().put(&key, bytes).await?;
             let mut holder = None;
-            for obj in self.cold.list("locks/").await? {
+            for obj in self.cold().list("locks/").await? {
                 let Some(other) = kind_of(&obj.key) else {
                     continue;
                 };
@@ -170,7 +172,7 @@ impl PageStore {
                 if self.lock_is_stale(&obj.key).await {
                     if kind == LockKind::Gc {
                         warn!(lock = %obj.key, "removing a stale lock");
-                        self.cold.delete(&obj.key).await?;
+                        self.cold().delete(&obj.key).await?;
                     }
                     continue;
                 }
@@ -181,7 +183,7 @@ impl PageStore {
                 debug!(lock = %key, "lock taken");
                 return Ok(StoreLock { key });
             };
-            self.cold.delete(&key).await?;
+            self.cold().delete(&key).await?;
             if kind == LockKind::Gc || started.elapsed() > INGEST_WAIT {
                 return Err(Error::Busy {
                     what: kind.name(),
@@ -195,7 +197,7 @@ impl PageStore {
 
     /// Gives a lock back.
     pub async fn unlock(&self, lock: StoreLock) -> Result<()> {
-        self.cold.delete(&lock.key).await
+        self.cold().delete(&lock.key).await
     }
 }
 

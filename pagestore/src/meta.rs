@@ -16,7 +16,10 @@ const KEEP: usize = 3;
 
 fn prefix(kind: &str, owner: &str) -> Result<String> {
     if !valid_tenant_name(kind) || !valid_tenant_name(owner) {
-        return Err(Error::Config(format!("bad metadata name {kind}/{owner}")));
+        return Err(Error::InvalidMetaName {
+            kind: kind.to_string(),
+            owner: owner.to_string(),
+        });
     }
     Ok(format!("meta/{kind}/{owner}/"))
 }
@@ -67,10 +70,10 @@ impl PageStore {
         let prefix = prefix(kind, owner)?;
         let ms = crate::clock::now_ms();
         let key = format!("{prefix}{ms:016}.meta");
-        self.cold.put(&key, encode(body)).await?;
-        let old = self.cold.list(&prefix).await?;
+        self.cold().put(&key, encode(body)).await?;
+        let old = self.cold().list(&prefix).await?;
         for stale in old.iter().rev().skip(KEEP) {
-            self.cold.delete(&stale.key).await?;
+            self.cold().delete(&stale.key).await?;
         }
         Ok(())
     }
@@ -78,17 +81,17 @@ impl PageStore {
     /// The newest version of metadata object `kind`/`owner`, checked; `None` if there is none.
     pub async fn latest_meta(&self, kind: &str, owner: &str) -> Result<Option<Vec<u8>>> {
         let prefix = prefix(kind, owner)?;
-        let Some(newest) = self.cold.list(&prefix).await?.pop() else {
+        let Some(newest) = self.cold().list(&prefix).await?.pop() else {
             return Ok(None);
         };
-        let bytes = self.cold.get(&newest.key).await?;
+        let bytes = self.cold().get(&newest.key).await?;
         decode(&newest.key, &bytes).map(Some)
     }
 
     /// Removes every version of metadata object `kind`/`owner`.
     pub async fn delete_meta(&self, kind: &str, owner: &str) -> Result<()> {
-        for obj in self.cold.list(&prefix(kind, owner)?).await? {
-            self.cold.delete(&obj.key).await?;
+        for obj in self.cold().list(&prefix(kind, owner)?).await? {
+            self.cold().delete(&obj.key).await?;
         }
         Ok(())
     }

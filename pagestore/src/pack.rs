@@ -252,7 +252,7 @@ mod tests {
     use super::*;
     use crate::codec;
     use crate::page::PAGE_SIZE;
-    use crate::store::Tier;
+    use crate::tier::Tier;
 
     #[test]
     fn pack_round_trip_and_ranged_reads() {

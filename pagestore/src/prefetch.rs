@@ -109,9 +109,9 @@ impl PageStore {
 
     fn cold_traffic(&self) -> (u64, u64, u64) {
         (
-            self.counters.cold_pages.load(Ordering::Relaxed),
-            self.cold.counters.gets.load(Ordering::Relaxed),
-            self.cold.counters.get_bytes.load(Ordering::Relaxed),
+            self.counters().cold_pages.load(Ordering::Relaxed),
+            self.cold().counters.gets.load(Ordering::Relaxed),
+            self.cold().counters.get_bytes.load(Ordering::Relaxed),
         )
     }
 }

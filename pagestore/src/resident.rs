@@ -13,9 +13,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use bytes::Bytes;
+
 use crate::error::{Error, Result};
 use crate::manifest::{FileContent, FileEntry, Manifest};
-use crate::page::{PageId, PAGE_SIZE};
+use crate::page::{PageId, PageSpan, PAGE_SIZE, ZERO_PAGE};
 use crate::store::PageStore;
 use crate::tally::TierTally;
 
@@ -26,51 +28,46 @@ const WRITE_CHUNK: usize = 256;
 impl PageStore {
     /// `len` bytes at `offset` of `file` (short at the end of the file) if the file is inline or
     /// every page of the range is in the memory tier (or zero); `None` otherwise, having read
-    /// nothing from other tiers.
+    /// nothing from other tiers. A range inside one page shares the tier's buffer.
     pub fn read_file_at_memory(
         &self,
         file: &FileEntry,
         offset: u64,
         len: usize,
         tally: Option<&TierTally>,
-    ) -> Option<Vec<u8>> {
-        let end = (offset + len as u64).min(file.size);
-        if offset >= end {
-            return Some(Vec::new());
-        }
+    ) -> Option<Bytes> {
+        let Some(span) = PageSpan::within(offset, len as u64, file.size) else {
+            return Some(Bytes::new());
+        };
         let pages = match &file.content {
             FileContent::Inline(data) => {
-                return data.get(offset as usize..end as usize).map(<[u8]>::to_vec)
+                return data
+                    .get(span.start() as usize..span.end() as usize)
+                    .map(Bytes::copy_from_slice)
             }
             FileContent::Paged(pages) => pages,
         };
-        let first = (offset / PAGE_SIZE as u64) as usize;
-        let last = ((end - 1) / PAGE_SIZE as u64) as usize;
-        let ids = pages.get(first..=last)?;
-        let mut out = Vec::with_capacity((end - offset) as usize);
+        let ids = pages.get(span.pages())?;
+        let mut held = Vec::with_capacity(ids.len());
         let mut hits = 0;
-        for (i, id) in ids.iter().enumerate() {
-            let page_start = (first + i) as u64 * PAGE_SIZE as u64;
-            let from = (offset.max(page_start) - page_start) as usize;
-            let to = (end.min(page_start + PAGE_SIZE as u64) - page_start) as usize;
+        for id in ids {
             if id.is_zero() {
-                out.resize(out.len() + (to - from), 0);
+                held.push(Bytes::from_static(&ZERO_PAGE));
             } else {
-                let page = self.hot().get(id)?;
-                out.extend_from_slice(&page[from..to]);
+                held.push(self.hot().get(id)?);
                 hits += 1;
             }
         }
         if let Some(t) = tally {
             (0..hits).for_each(|_| t.add_memory());
         }
-        Some(out)
+        Some(span.gather(&held))
     }
 
     /// Whether every non-zero page of `manifest` is in the memory tier: reading it back then
     /// needs neither disk nor network (a swap-in need not wait for the local tier to fill).
     pub fn in_memory(&self, manifest: &Manifest) -> bool {
-        self.hot.contains_all(
+        self.hot().contains_all(
             manifest
                 .files
                 .iter()
@@ -141,21 +138,21 @@ impl PageStore {
         if let Some(written) = lent {
             return written.map(|()| true);
         }
-        // Some are only on the local disk (checked as read): owned copies, each brought into
-        // memory for the next restore.
-        let mut owned = Vec::with_capacity(present.len());
+        // Some are only on the local disk (checked as read): each is brought into memory for the
+        // next restore.
+        let mut held = Vec::with_capacity(present.len());
         for id in &present {
             let page = self.hot().get(id).or_else(|| {
-                let page = self.read_local(id)?;
-                self.hot().insert(*id, &page);
+                let page = self.read_path.read_local(id)?;
+                self.hot().insert_shared(*id, page.clone());
                 Some(page)
             });
             match page {
-                Some(page) => owned.push(page),
+                Some(page) => held.push(page),
                 None => return Ok(false),
             }
         }
-        let pages: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        let pages: Vec<&[u8]> = held.iter().map(|p| &p[..]).collect();
         write_pages(out, size, first, ids, &pages).map(|()| true)
     }
 }

@@ -97,7 +97,7 @@ impl PageStore {
         self.refresh_catalog().await?;
         let mut s = StoreStats::default();
         let mut tenants = HashSet::new();
-        for obj in self.cold.list("").await? {
+        for obj in self.cold().list("").await? {
             if obj.key.starts_with("packs/") {
                 s.packs += 1;
                 s.pack_bytes += obj.size;
@@ -126,7 +126,7 @@ impl PageStore {
         s.hot = counters.hot;
         s.local = counters.local;
         s.cold = counters.cold;
-        s.pages_unique = self.catalog.len() as u64;
+        s.pages_unique = self.catalog().len() as u64;
         s.reduction = if s.stored_bytes > 0 {
             s.logical_bytes as f64 / s.stored_bytes as f64
         } else {
@@ -146,19 +146,19 @@ impl PageStore {
             misses: hot.counters.misses.load(Ordering::Relaxed),
             evictions: hot.counters.evictions.load(Ordering::Relaxed),
         };
-        let c = &self.cold.counters;
+        let c = &self.cold().counters;
         let cold = ColdStats {
-            kind: self.cold.kind().to_string(),
-            location: self.cold.describe(),
+            kind: self.cold().kind().to_string(),
+            location: self.cold().describe(),
             gets: c.gets.load(Ordering::Relaxed),
             get_bytes: c.get_bytes.load(Ordering::Relaxed),
             puts: c.puts.load(Ordering::Relaxed),
             put_bytes: c.put_bytes.load(Ordering::Relaxed),
             lists: c.lists.load(Ordering::Relaxed),
-            pages_read: self.counters.cold_pages.load(Ordering::Relaxed),
-            page_requests: self.counters.cold_requests.load(Ordering::Relaxed),
-            flight_joins: self.counters.flight_joins.load(Ordering::Relaxed),
-            retries: self.cold.retries(),
+            pages_read: self.counters().cold_pages.load(Ordering::Relaxed),
+            page_requests: self.counters().cold_requests.load(Ordering::Relaxed),
+            flight_joins: self.counters().flight_joins.load(Ordering::Relaxed),
+            retries: self.cold().retries(),
         };
         let local = self.local().map(|local| {
             let (pages, bytes) = local.usage().unwrap_or((0, 0));
@@ -173,9 +173,9 @@ impl PageStore {
                 } else {
                     disk_bytes as f64 / bytes as f64
                 },
-                hits: self.counters.local_hits.load(Ordering::Relaxed),
-                misses: self.counters.local_misses.load(Ordering::Relaxed),
-                corrupt: self.counters.local_corrupt.load(Ordering::Relaxed),
+                hits: self.counters().local_hits.load(Ordering::Relaxed),
+                misses: self.counters().local_misses.load(Ordering::Relaxed),
+                corrupt: self.counters().local_corrupt.load(Ordering::Relaxed),
                 max_bytes: local.max_bytes(),
                 evictions: local.evictions(),
             }
@@ -202,14 +202,14 @@ pub struct LiveCounters {
 
 impl PageStore {
     pub fn live_counters(&self) -> LiveCounters {
-        let c = &self.cold.counters;
+        let c = &self.cold().counters;
         LiveCounters {
             cold_gets: c.gets.load(Ordering::Relaxed),
             cold_get_bytes: c.get_bytes.load(Ordering::Relaxed),
             cold_puts: c.puts.load(Ordering::Relaxed),
             cold_put_bytes: c.put_bytes.load(Ordering::Relaxed),
-            local_hits: self.counters.local_hits.load(Ordering::Relaxed),
-            local_misses: self.counters.local_misses.load(Ordering::Relaxed),
+            local_hits: self.counters().local_hits.load(Ordering::Relaxed),
+            local_misses: self.counters().local_misses.load(Ordering::Relaxed),
         }
     }
 }

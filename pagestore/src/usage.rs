@@ -23,7 +23,10 @@ pub struct UsageRecord {
 
 /// Appends one record (one line, one write, so concurrent appenders do not interleave).
 pub fn append(path: &Path, record: &UsageRecord) -> Result<()> {
-    let mut line = serde_json::to_vec(record).map_err(|e| Error::Config(e.to_string()))?;
+    let mut line = serde_json::to_vec(record).map_err(|source| Error::Encode {
+        what: "a usage record",
+        source,
+    })?;
     line.push(b'\n');
     let mut f = std::fs::OpenOptions::new()
         .create(true)

@@ -5,7 +5,8 @@ use serde::Serialize;
 use crate::codec::decode_verified;
 use crate::error::{Error, Result};
 use crate::pack::{self, PackId};
-use crate::store::{PageStore, Tier};
+use crate::store::PageStore;
+use crate::tier::Tier;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VerifyReport {
@@ -27,12 +28,12 @@ impl VerifyReport {
 impl PageStore {
     pub async fn verify(&self) -> Result<VerifyReport> {
         let mut r = VerifyReport::default();
-        for obj in self.cold.list("packs/").await? {
+        for obj in self.cold().list("packs/").await? {
             if PackId::from_object_key(&obj.key).is_none() {
                 continue;
             }
             r.packs += 1;
-            let data = self.cold.get(&obj.key).await?;
+            let data = self.cold().get(&obj.key).await?;
             let entries = match pack::parse_pack(&obj.key, &data) {
                 Ok(e) => e,
                 Err(e) => {
@@ -84,7 +85,7 @@ impl PageStore {
                 if let Some(missing) = f
                     .pages()
                     .iter()
-                    .find(|p| !p.is_zero() && !self.catalog.contains(p))
+                    .find(|p| !p.is_zero() && !self.catalog().contains(p))
                 {
                     r.problems.push(format!(
                         "checkpoint {} file {}: page {missing} is in no pack",
@@ -93,8 +94,8 @@ impl PageStore {
                 }
             }
         }
-        for obj in self.cold.list("meta/").await? {
-            let bytes = self.cold.get(&obj.key).await?;
+        for obj in self.cold().list("meta/").await? {
+            let bytes = self.cold().get(&obj.key).await?;
             if let Err(e) = crate::meta::decode(&obj.key, &bytes) {
                 r.problems.push(e.to_string());
             }

@@ -121,17 +121,17 @@ async fn new_pages_reach_the_local_tier_behind_the_commit(engine: LocalEngine) {
     store.local_settled().await.unwrap();
     assert_eq!(store.local().unwrap().usage().unwrap().0, 5000);
     store.evict_hot();
-    let cold_before = store.counters.cold_requests.load(Ordering::Relaxed);
-    let hits_before = store.counters.local_hits.load(Ordering::Relaxed);
+    let cold_before = store.counters().cold_requests.load(Ordering::Relaxed);
+    let hits_before = store.counters().local_hits.load(Ordering::Relaxed);
     let out2 = home.path().join("out2");
     store.materialize(&report.checkpoint, &out2).await.unwrap();
     assert_same_dir(&src, &out2);
     assert_eq!(
-        store.counters.cold_requests.load(Ordering::Relaxed),
+        store.counters().cold_requests.load(Ordering::Relaxed),
         cold_before
     );
     assert_eq!(
-        store.counters.local_hits.load(Ordering::Relaxed) - hits_before,
+        store.counters().local_hits.load(Ordering::Relaxed) - hits_before,
         5000
     );
     assert!(store.verify().await.unwrap().ok());
@@ -309,7 +309,7 @@ async fn corrupt_local_page_is_a_miss(engine: LocalEngine) {
     assert_eq!(store.read_page(&id).await.unwrap(), page(2, 1));
     assert_eq!(
         store
-            .counters
+            .counters()
             .local_corrupt
             .load(std::sync::atomic::Ordering::Relaxed),
         1

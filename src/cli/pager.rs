@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::Subcommand;
+use pagestore::PageStore;
 
 use super::{store, Context};
 
@@ -26,9 +28,10 @@ pub enum PagerCommand {
         /// Accept writes into a copy-on-write overlay; each FLUSH commits a new generation.
         #[arg(long)]
         writable: bool,
-        /// Memory for decoded pages shared by all exports, in MiB.
+        /// Memory for decoded pages shared by all exports (the page store's memory tier, in
+        /// place of `[hot] max_bytes`), in MiB.
         #[arg(long, default_value_t = 512)]
-        cache_mib: usize,
+        cache_mib: u64,
         /// Read every stored page into memory before accepting clients.
         #[arg(long)]
         warm: bool,
@@ -82,11 +85,12 @@ pub async fn run(ctx: &Context, cmd: PagerCommand) -> anyhow::Result<ExitCode> {
                     None
                 }
             };
-            let store = Arc::new(store::open(ctx).await?);
-            let options = pager::nbd::ExportOptions {
-                writable,
-                cache_pages: cache_mib * 256,
-            };
+            let mut config = ctx.config.store.clone();
+            config.hot.max_bytes = cache_mib << 20;
+            let store = Arc::new(PageStore::open(&config).await.with_context(|| {
+                format!("cannot open the page store under {}", ctx.home.display())
+            })?);
+            let options = pager::nbd::ExportOptions { writable };
             let table = pager::nbd::ExportTable::open(store, &exports, &options).await?;
             if warm {
                 let pages = table.warm().await?;

@@ -103,7 +103,7 @@ pub async fn measure(
             counters.get_bytes.load(Ordering::Relaxed),
         );
         let (l0, h0) = (
-            store.counters.local_hits.load(Ordering::Relaxed),
+            store.counters().local_hits.load(Ordering::Relaxed),
             store.hot().counters.hits.load(Ordering::Relaxed),
         );
         let started = Instant::now();
@@ -111,7 +111,7 @@ pub async fn measure(
         samples.push(started.elapsed().as_secs_f64());
         gets = counters.gets.load(Ordering::Relaxed) - g0;
         get_bytes = counters.get_bytes.load(Ordering::Relaxed) - b0;
-        let local_hits = store.counters.local_hits.load(Ordering::Relaxed) - l0;
+        let local_hits = store.counters().local_hits.load(Ordering::Relaxed) - l0;
         let hot_hits = store.hot().counters.hits.load(Ordering::Relaxed) - h0;
         let n = ids.len() as u64;
         // The figure is only the tier's if the tier served every page.

@@ -1,33 +1,29 @@
 //! Exports: one block device per paged file of a stored checkpoint, and the table that names them.
 //!
 //! An export is a view of one file's page list. Reads resolve each page to "zero" (never stored,
-//! sent as a hole) or a stored page (from the shared [`PageCache`], else the store's tiers).
+//! sent as a hole) or a stored page, read through the store's tiers: the pages of one request
+//! that are not all in memory go to the store in one call, so its cold-read planner sees them
+//! together (a cold read of N neighbouring pages is one ranged GET, not N). Decoded pages are
+//! kept in one place, the store's memory tier, shared by every export and connection and by
+//! anything else reading the same store; it hands out shared buffers that are sent to sockets
+//! without copying.
+//!
 //! A writable export adds a copy-on-write overlay: written pages live in memory until FLUSH, which
 //! commits them as a derived checkpoint (the next generation of the tenant) and makes that the
 //! export's new base. Export names (`ID/FILE`) are keys of a table, never paths.
-//!
-//! Hot pages are found without hashing or locking: each export keeps one slot per page index,
-//! filled on first read (within a page budget shared by all exports), in front of the shared
-//! [`PageCache`] keyed by page id. Profiling nbdcopy showed the hash lookups (cache misses over a
-//! large map) costing a quarter of the server's CPU; an array indexed by position does not.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use futures::stream::{self, StreamExt, TryStreamExt};
-use pagestore::{CheckpointRef, FileContent, PageId, PageStore, PAGE_SIZE};
+use pagestore::page::ZERO_PAGE;
+use pagestore::{CheckpointRef, FileContent, PageId, PageSpan, PageStore, PAGE_SIZE};
 use tracing::info;
 
-use super::cache::PageCache;
 use crate::error::{Error, Result};
 
-const PAGE: u64 = PAGE_SIZE as u64;
-/// How many store reads one request keeps in flight.
-const FETCH_CONCURRENCY: usize = 32;
-
-static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+/// Pages one warm-up read asks of the store at a time.
+const WARM_BATCH: usize = 1024;
 
 /// One page of an export as the transmission phase sees it.
 #[derive(Clone, Debug)]
@@ -54,35 +50,19 @@ pub struct Piece {
     pub len: usize,
 }
 
-/// How a page of an export resolves before any fetch.
+/// How a page of an export resolves before any read of the store.
 enum Source {
     Zero,
-    /// Written (dirty) or already in this export's slot.
-    Ready(Bytes),
-    /// Stored: page `index` of the file has id `id`.
-    Stored {
-        index: u64,
-        id: PageId,
-    },
+    /// Written since the last flush.
+    Written(Bytes),
+    /// Stored under this id.
+    Stored(PageId),
 }
 
-/// The committed state of an export: the checkpoint it shows, the file's page list there, and
-/// the pages read so far, by index.
+/// The committed state of an export: the checkpoint it shows and the file's page list there.
 struct Base {
     checkpoint: CheckpointRef,
     pages: Arc<Vec<PageId>>,
-    slots: Arc<Vec<OnceLock<Bytes>>>,
-}
-
-impl Base {
-    fn new(checkpoint: CheckpointRef, pages: Vec<PageId>) -> Base {
-        let slots = (0..pages.len()).map(|_| OnceLock::new()).collect();
-        Base {
-            checkpoint,
-            pages: Arc::new(pages),
-            slots: Arc::new(slots),
-        }
-    }
 }
 
 /// Pages written since the last flush, by page index (`None` = written as zeros).
@@ -93,9 +73,6 @@ pub struct Export {
     file: String,
     size: u64,
     store: Arc<PageStore>,
-    cache: Arc<PageCache>,
-    /// Pages all exports' slots may still take.
-    slot_budget: Arc<AtomicUsize>,
     base: RwLock<Base>,
     /// Present on writable exports. The async mutex serialises read-modify-write and flush; the
     /// map itself sits behind a short synchronous lock so reads never wait for a flush's upload.
@@ -125,133 +102,101 @@ impl Export {
             .clone()
     }
 
-    fn sources(&self, first: u64, last: u64) -> (Vec<Source>, Arc<Vec<OnceLock<Bytes>>>) {
+    /// What each page of `span` resolves to.
+    fn sources(&self, span: PageSpan) -> Vec<Source> {
         let base = self.base.read().unwrap_or_else(|p| p.into_inner());
         let stored = |i: u64| match base.pages.get(i as usize) {
-            Some(id) if !id.is_zero() => match base.slots.get(i as usize).and_then(OnceLock::get) {
-                Some(b) => Source::Ready(b.clone()),
-                None => Source::Stored { index: i, id: *id },
-            },
+            Some(id) if !id.is_zero() => Source::Stored(*id),
             _ => Source::Zero,
         };
-        let sources = if self.overlay.is_none() {
-            (first..=last).map(stored).collect()
+        let indexes = span.first_page()..=span.last_page();
+        if self.overlay.is_none() {
+            indexes.map(stored).collect()
         } else {
             let dirty = self.dirty.read().unwrap_or_else(|p| p.into_inner());
-            (first..=last)
+            indexes
                 .map(|i| match dirty.get(&i) {
-                    Some(Some(b)) => Source::Ready(b.clone()),
+                    Some(Some(b)) => Source::Written(b.clone()),
                     Some(None) => Source::Zero,
                     None => stored(i),
                 })
                 .collect()
+        }
+    }
+
+    /// The pages of `sources` given the stored ones in order (`stored`).
+    fn assemble(sources: Vec<Source>, stored: Vec<Bytes>) -> Vec<Page> {
+        let mut stored = stored.into_iter();
+        sources
+            .into_iter()
+            .map(|s| match s {
+                Source::Zero => Page::Zero,
+                Source::Written(b) => Page::Data(b),
+                Source::Stored(_) => stored.next().map_or(Page::Zero, Page::Data),
+            })
+            .collect()
+    }
+
+    fn stored_ids(sources: &[Source]) -> Vec<PageId> {
+        sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Stored(id) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The pages of `sources` without waiting: when every stored one is in the memory tier.
+    fn now(&self, sources: Vec<Source>) -> std::result::Result<Vec<Page>, Vec<Source>> {
+        let ids = Self::stored_ids(&sources);
+        if ids.is_empty() {
+            return Ok(Self::assemble(sources, Vec::new()));
+        }
+        match self.store.hot().get_all(&ids) {
+            Some(held) => Ok(Self::assemble(sources, held)),
+            None => Err(sources),
+        }
+    }
+
+    /// The pages of `sources`: the stored ones not all in memory are read in one call to the
+    /// store, which plans their cold reads together.
+    async fn resolve(&self, sources: Vec<Source>) -> Result<Vec<Page>> {
+        let sources = match self.now(sources) {
+            Ok(pages) => return Ok(pages),
+            Err(sources) => sources,
         };
-        (sources, base.slots.clone())
-    }
-
-    /// Keeps `page` in slot `index`, if the budget allows.
-    fn fill(&self, slots: &[OnceLock<Bytes>], index: u64, page: &Bytes) {
-        let Some(slot) = slots.get(index as usize) else {
-            return;
-        };
-        if slot.get().is_some() {
-            return;
-        }
-        let took = self
-            .slot_budget
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-            .is_ok();
-        if took && slot.set(page.clone()).is_err() {
-            self.slot_budget.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    async fn fetch(&self, id: PageId) -> Result<Bytes> {
-        if let Some(b) = self.cache.get(&id) {
-            return Ok(b);
-        }
-        let page = Bytes::from(self.store.read_page(&id).await?);
-        self.cache.insert(id, page.clone());
-        Ok(page)
-    }
-
-    /// A page without waiting (a hole, written, in its slot or in the shared cache), or `None`.
-    fn now(&self, source: &Source, slots: &[OnceLock<Bytes>]) -> Option<Page> {
-        match source {
-            Source::Zero => Some(Page::Zero),
-            Source::Ready(b) => Some(Page::Data(b.clone())),
-            Source::Stored { index, id } => {
-                let b = self.cache.get(id)?;
-                self.fill(slots, *index, &b);
-                Some(Page::Data(b))
-            }
-        }
-    }
-
-    async fn resolve(&self, source: Source, slots: &[OnceLock<Bytes>]) -> Result<Page> {
-        if let Some(p) = self.now(&source, slots) {
-            return Ok(p);
-        }
-        let Source::Stored { index, id } = source else {
-            return Ok(Page::Zero);
-        };
-        let b = self.fetch(id).await?;
-        self.fill(slots, index, &b);
-        Ok(Page::Data(b))
+        let stored = self.store.read_pages(&Self::stored_ids(&sources)).await?;
+        Ok(Self::assemble(sources, stored))
     }
 
     /// The pages under `[offset, offset + len)`, clipped to each page; the caller has checked the
     /// range lies within the export and `len > 0`.
     pub async fn read(&self, offset: u64, len: u64) -> Result<Vec<Piece>> {
-        let first = offset / PAGE;
-        let (sources, slots) = self.sources(first, (offset + len - 1) / PAGE);
-        let mut pages = Vec::with_capacity(sources.len());
-        let mut missing = Vec::new();
-        for (i, s) in sources.into_iter().enumerate() {
-            match self.now(&s, &slots) {
-                Some(p) => pages.push(p),
-                None => {
-                    pages.push(Page::Zero);
-                    missing.push((i, s));
-                }
-            }
-        }
-        if !missing.is_empty() {
-            let slots = &slots;
-            let fetched: Vec<(usize, Page)> = stream::iter(missing)
-                .map(|(i, s)| async move { Ok::<_, Error>((i, self.resolve(s, slots).await?)) })
-                .buffer_unordered(FETCH_CONCURRENCY)
-                .try_collect()
-                .await?;
-            for (i, p) in fetched {
-                pages[i] = p;
-            }
-        }
-        Ok(clip(first, offset, len, pages))
+        let Some(span) = PageSpan::new(offset, len) else {
+            return Ok(Vec::new());
+        };
+        let pages = self.resolve(self.sources(span)).await?;
+        Ok(clip(span, pages))
     }
 
-    /// Like [`Export::read`], but only when every page is at hand (a hole, written, or cached):
-    /// the common case, answered without leaving the connection's reader task.
+    /// Like [`Export::read`], but only when every page is at hand (a hole, written, or in the
+    /// memory tier): the common case, answered without leaving the connection's reader task.
     pub fn read_now(&self, offset: u64, len: u64) -> Option<Vec<Piece>> {
-        let first = offset / PAGE;
-        let (sources, slots) = self.sources(first, (offset + len - 1) / PAGE);
-        let pages = sources
-            .iter()
-            .map(|s| self.now(s, &slots))
-            .collect::<Option<Vec<Page>>>()?;
-        Some(clip(first, offset, len, pages))
+        let span = PageSpan::new(offset, len)?;
+        let pages = self.now(self.sources(span)).ok()?;
+        Some(clip(span, pages))
     }
 
     /// Allocation extents of `[offset, offset + len)` as `(length, is_zero)`, merging runs; the
     /// caller has checked the range. Stops early after the first extent when `one` is set.
     pub fn extents(&self, offset: u64, len: u64, one: bool) -> Vec<(u64, bool)> {
-        let end = offset + len;
-        let first = offset / PAGE;
-        let last = (end - 1) / PAGE;
+        let Some(span) = PageSpan::new(offset, len) else {
+            return Vec::new();
+        };
         let mut out: Vec<(u64, bool)> = Vec::new();
-        for (k, s) in self.sources(first, last).0.into_iter().enumerate() {
-            let page_start = (first + k as u64) * PAGE;
-            let n = end.min(page_start + PAGE) - offset.max(page_start);
+        for (slice, s) in span.slices().zip(self.sources(span)) {
+            let n = slice.bytes.len() as u64;
             let zero = matches!(s, Source::Zero);
             match out.last_mut() {
                 Some((l, z)) if *z == zero => *l += n,
@@ -271,39 +216,32 @@ impl Export {
     pub async fn write(&self, offset: u64, data: Option<&[u8]>, len: u64) -> Result<()> {
         let lock = self.overlay.as_ref().ok_or(Error::ExportReadOnly)?;
         let _guard = lock.lock().await;
-        if len == 0 {
+        let Some(span) = PageSpan::new(offset, len) else {
             return Ok(());
-        }
-        let end = offset + len;
-        let first = offset / PAGE;
-        let last = (end - 1) / PAGE;
-        let mut updates: Vec<(u64, Option<Bytes>)> =
-            Vec::with_capacity((last - first + 1) as usize);
-        for i in first..=last {
-            let page_start = i * PAGE;
-            let from = offset.max(page_start);
-            let to = end.min(page_start + PAGE);
-            let chunk = data.map(|d| &d[(from - offset) as usize..(to - offset) as usize]);
-            let whole = from == page_start && to == page_start + PAGE;
-            let mut page = if whole {
+        };
+        let mut updates: Vec<(u64, Option<Bytes>)> = Vec::with_capacity(span.pages().len());
+        for slice in span.slices() {
+            let chunk = data.map(|d| &d[slice.at..slice.at + slice.bytes.len()]);
+            let mut page = if slice.is_whole() {
                 vec![0u8; PAGE_SIZE]
             } else {
                 // Read-modify-write of a partly written page.
-                let (mut sources, slots) = self.sources(i, i);
-                let source = sources.pop().unwrap_or(Source::Zero);
-                self.resolve(source, &slots).await?.bytes().to_vec()
+                let one = PageSpan::new(slice.page * PAGE_SIZE as u64, PAGE_SIZE as u64)
+                    .map(|s| self.sources(s))
+                    .unwrap_or_default();
+                let mut pages = self.resolve(one).await?;
+                pages.pop().unwrap_or(Page::Zero).bytes().to_vec()
             };
-            let at = (from - page_start) as usize;
             match chunk {
-                Some(c) => page[at..at + c.len()].copy_from_slice(c),
-                None => page[at..(to - page_start) as usize].fill(0),
+                Some(c) => page[slice.bytes.clone()].copy_from_slice(c),
+                None => page[slice.bytes.clone()].fill(0),
             }
             let update = if pagestore::page::is_zero(&page) {
                 None
             } else {
                 Some(Bytes::from(page))
             };
-            updates.push((i, update));
+            updates.push((slice.page, update));
         }
         let mut dirty = self.dirty.write().unwrap_or_else(|p| p.into_inner());
         dirty.extend(updates);
@@ -330,17 +268,19 @@ impl Export {
             .map(|(i, p)| (*i, p.as_deref().unwrap_or(&ZERO_PAGE[..])))
             .collect();
         let derived = self.store.derive(&base, &self.file, &replacements).await?;
+        // The written pages are named by `derive` from these very bytes: checked by construction.
         for (i, p) in &changes {
             if let (Some(b), Some(id)) = (p, derived.pages.get(*i as usize)) {
-                self.cache.insert(*id, b.clone());
+                self.store.hot().insert_shared(*id, b.clone());
             }
         }
         {
             let mut b = self.base.write().unwrap_or_else(|p| p.into_inner());
             let mut dirty = self.dirty.write().unwrap_or_else(|p| p.into_inner());
-            let filled = b.slots.iter().filter(|s| s.get().is_some()).count();
-            self.slot_budget.fetch_add(filled, Ordering::Relaxed);
-            *b = Base::new(derived.checkpoint.clone(), derived.pages);
+            *b = Base {
+                checkpoint: derived.checkpoint.clone(),
+                pages: Arc::new(derived.pages),
+            };
             dirty.clear();
         }
         info!(
@@ -354,21 +294,14 @@ impl Export {
     }
 }
 
-/// Cuts whole pages (the first being page `first`) down to `[offset, offset + len)`.
-fn clip(first: u64, offset: u64, len: u64, pages: Vec<Page>) -> Vec<Piece> {
-    let end = offset + len;
-    pages
-        .into_iter()
-        .enumerate()
-        .map(|(k, page)| {
-            let page_start = (first + k as u64) * PAGE;
-            let from = offset.max(page_start) - page_start;
-            let to = end.min(page_start + PAGE) - page_start;
-            Piece {
-                page,
-                from: from as usize,
-                len: (to - from) as usize,
-            }
+/// Cuts whole pages (those `span` touches, in order) down to the span.
+fn clip(span: PageSpan, pages: Vec<Page>) -> Vec<Piece> {
+    span.slices()
+        .zip(pages)
+        .map(|(slice, page)| Piece {
+            page,
+            from: slice.bytes.start,
+            len: slice.bytes.len(),
         })
         .collect()
 }
@@ -398,21 +331,11 @@ impl std::str::FromStr for ExportSpec {
     }
 }
 
-/// Options that apply to every export of a server.
-#[derive(Clone, Debug)]
+/// Options that apply to every export of a server. Decoded pages are kept in the store's memory
+/// tier (`[hot] max_bytes`), shared by all exports.
+#[derive(Clone, Debug, Default)]
 pub struct ExportOptions {
     pub writable: bool,
-    /// Pages kept decoded in memory, shared by all exports.
-    pub cache_pages: usize,
-}
-
-impl Default for ExportOptions {
-    fn default() -> Self {
-        ExportOptions {
-            writable: false,
-            cache_pages: 128 * 1024, // 512 MiB
-        }
-    }
 }
 
 /// The exports of one server, by name.
@@ -427,8 +350,6 @@ impl ExportTable {
         specs: &[ExportSpec],
         options: &ExportOptions,
     ) -> Result<ExportTable> {
-        let cache = Arc::new(PageCache::new(options.cache_pages));
-        let slot_budget = Arc::new(AtomicUsize::new(options.cache_pages));
         let mut exports = BTreeMap::new();
         for spec in specs {
             let checkpoint = store.resolve(&spec.checkpoint).await?;
@@ -448,9 +369,10 @@ impl ExportTable {
                     file: file.name.clone(),
                     size: file.size,
                     store: store.clone(),
-                    cache: cache.clone(),
-                    slot_budget: slot_budget.clone(),
-                    base: RwLock::new(Base::new(checkpoint.clone(), pages.clone())),
+                    base: RwLock::new(Base {
+                        checkpoint: checkpoint.clone(),
+                        pages: Arc::new(pages.clone()),
+                    }),
                     overlay: options.writable.then(|| tokio::sync::Mutex::new(())),
                     dirty: RwLock::new(BTreeMap::new()),
                 };
@@ -491,17 +413,18 @@ impl ExportTable {
     pub async fn warm(&self) -> Result<usize> {
         let mut n = 0;
         for e in self.exports.values() {
-            let (sources, slots) = e.sources(0, (e.size.div_ceil(PAGE)).max(1) - 1);
-            let slots = &slots;
-            n += sources
-                .iter()
-                .filter(|s| matches!(s, Source::Stored { .. }))
-                .count();
-            stream::iter(sources)
-                .map(|s| e.resolve(s, slots))
-                .buffer_unordered(FETCH_CONCURRENCY)
-                .try_collect::<Vec<_>>()
-                .await?;
+            let ids: Vec<PageId> = {
+                let base = e.base.read().unwrap_or_else(|p| p.into_inner());
+                base.pages
+                    .iter()
+                    .filter(|id| !id.is_zero())
+                    .copied()
+                    .collect()
+            };
+            n += ids.len();
+            for batch in ids.chunks(WARM_BATCH) {
+                e.store.read_pages(batch).await?;
+            }
         }
         Ok(n)
     }

@@ -8,13 +8,12 @@
 //! - [`handshake`]: fixed newstyle option negotiation;
 //! - [`transmission`]: one connection's requests, served concurrently with out-of-order replies;
 //! - [`export`]: exports over the store (holes for zero pages, copy-on-write overlay), by name;
-//! - [`cache`]: decoded pages shared by all connections;
+//!   decoded pages are kept in the store's memory tier, shared by all connections;
 //! - [`tls`]: STARTTLS with rustls.
 //!
 //! [`NbdServer`] accepts connections (plaintext on loopback only; anywhere with TLS, which it then
 //! requires) and serves each in its own task: one bad client never stops the others.
 
-pub mod cache;
 pub mod export;
 pub mod handshake;
 pub mod proto;

@@ -35,7 +35,9 @@ impl DirStorage {
                 .split('/')
                 .all(|c| !c.is_empty() && c != "." && c != ".." && !c.starts_with(".tmp"));
         if !ok {
-            return Err(Error::Config(format!("invalid object key {key:?}")));
+            return Err(Error::InvalidObjectKey {
+                key: key.to_string(),
+            });
         }
         Ok(self.root.join(key))
     }

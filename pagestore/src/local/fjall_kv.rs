@@ -91,10 +91,9 @@ impl FjallKv {
         let open = self.open.read().unwrap_or_else(|p| p.into_inner());
         match open.as_ref() {
             Some(db) => f(db),
-            None => Err(Error::Config(format!(
-                "the local tier at {} could not be reopened after it was emptied",
-                self.path.display()
-            ))),
+            None => Err(Error::LocalNotReopened {
+                path: self.path.clone(),
+            }),
         }
     }
 
@@ -183,10 +182,9 @@ impl KvStore for FjallKv {
                 *open = Some(db);
                 Ok(())
             }
-            None => Err(Error::Config(format!(
-                "the local tier at {} was taken by another process while it was emptied",
-                self.path.display()
-            ))),
+            None => Err(Error::LocalTakenWhileEmptied {
+                path: self.path.clone(),
+            }),
         }
     }
 

@@ -1,0 +1,135 @@
+//! Single flight for cold ranged GETs: a reader whose bytes a GET in flight already covers waits
+//! for that GET instead of sending its own.
+//!
+//! The table is keyed by pack; each entry is a byte range being fetched and a channel its result
+//! is published on. The leader of a flight removes it only once the pages it fetched are in the
+//! memory tier (a dropped [`FlightGuard`]), so a reader that finds no flight finds the pages.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::pack::PackId;
+
+/// What a flight publishes: the range's bytes, or the error every reader of it gets.
+pub(crate) type Fetched = std::result::Result<Arc<Vec<u8>>, Arc<Error>>;
+
+struct Flight {
+    id: u64,
+    start: u64,
+    end: u64,
+    done: watch::Receiver<Option<Fetched>>,
+}
+
+/// Cold reads in flight, by pack.
+#[derive(Default)]
+pub(crate) struct RangeFlights {
+    map: Mutex<HashMap<PackId, Vec<Flight>>>,
+    next: AtomicU64,
+}
+
+/// Removes a flight when its leader is done (or dropped: its followers then try again).
+pub(crate) struct FlightGuard<'a> {
+    flights: &'a RangeFlights,
+    pack: PackId,
+    id: u64,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = map.get_mut(&self.pack) {
+            v.retain(|f| f.id != self.id);
+            if v.is_empty() {
+                map.remove(&self.pack);
+            }
+        }
+    }
+}
+
+/// The reader that sends a flight's GET.
+pub(crate) struct Leader<'a> {
+    // Dropped (cancelled) before it publishes: the flight is unlisted first, then its followers
+    // wake (fields drop in order) and try again without finding it.
+    guard: FlightGuard<'a>,
+    done: watch::Sender<Option<Fetched>>,
+}
+
+impl<'a> Leader<'a> {
+    /// Publishes the GET's result to the followers; the flight stays listed until the returned
+    /// guard is dropped (once the pages are cached).
+    pub(crate) fn publish(self, result: Fetched) -> FlightGuard<'a> {
+        self.done.send_replace(Some(result));
+        self.guard
+    }
+}
+
+/// A reader that waits for another's GET.
+pub(crate) struct Follower {
+    done: watch::Receiver<Option<Fetched>>,
+    /// The pack offset the flight's bytes start at.
+    pub(crate) base: u64,
+}
+
+impl Follower {
+    /// The flight's result; `None` if its leader was dropped before it finished (try again).
+    pub(crate) async fn result(mut self) -> Option<Fetched> {
+        match self.done.wait_for(|v| v.is_some()).await {
+            Ok(v) => v.clone(),
+            Err(_) => None,
+        }
+    }
+}
+
+pub(crate) enum Role<'a> {
+    Follower(Follower),
+    Leader(Leader<'a>),
+    /// A flight that ended just before we looked left every page in the memory tier.
+    Cached,
+}
+
+impl RangeFlights {
+    /// Joins a flight that covers bytes `start..end` of `pack`, or starts one, unless `cached`
+    /// (asked under the table's lock, which a leader ends its flight under) says every wanted
+    /// page is in memory by now.
+    pub(crate) fn join_or_lead(
+        &self,
+        pack: PackId,
+        start: u64,
+        end: u64,
+        cached: impl FnOnce() -> bool,
+    ) -> Role<'_> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let covering = map
+            .get(&pack)
+            .and_then(|flights| flights.iter().find(|f| f.start <= start && end <= f.end));
+        match covering {
+            Some(f) => Role::Follower(Follower {
+                done: f.done.clone(),
+                base: f.start,
+            }),
+            None if cached() => Role::Cached,
+            None => {
+                let (tx, rx) = watch::channel(None);
+                let id = self.next.fetch_add(1, Ordering::Relaxed);
+                map.entry(pack).or_default().push(Flight {
+                    id,
+                    start,
+                    end,
+                    done: rx,
+                });
+                Role::Leader(Leader {
+                    guard: FlightGuard {
+                        flights: self,
+                        pack,
+                        id,
+                    },
+                    done: tx,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Locality packs being fetched, and the pages each is expected to bring: a reader of one of those
+//! pages waits for the fetch instead of sending its own GET, as it would for a cold range in
+//! flight ([`super::flight`]). See [`crate::locality`] for what a locality pack is.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::page::PageId;
+
+struct Waiting {
+    id: u64,
+    pages: Arc<HashSet<PageId>>,
+    done: watch::Receiver<bool>,
+}
+
+/// Locality packs being fetched, and the pages each is expected to bring.
+#[derive(Default)]
+pub(crate) struct LocalityFlights {
+    flights: Mutex<Vec<Waiting>>,
+    next: AtomicU64,
+}
+
+/// Ends a locality flight when dropped (fetched, failed or cancelled): its waiters then look in
+/// the memory tier and read what is still missing the ordinary way.
+pub(crate) struct FlightEnd<'a> {
+    flights: &'a LocalityFlights,
+    id: u64,
+    _done: watch::Sender<bool>,
+}
+
+impl Drop for FlightEnd<'_> {
+    fn drop(&mut self) {
+        self.flights
+            .flights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|w| w.id != self.id);
+        // Dropping the sender wakes every waiter.
+    }
+}
+
+impl LocalityFlights {
+    /// Lists a fetch expected to bring `pages`, until the returned guard is dropped.
+    pub(crate) fn start(&self, pages: HashSet<PageId>) -> FlightEnd<'_> {
+        let (tx, rx) = watch::channel(false);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.flights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Waiting {
+                id,
+                pages: Arc::new(pages),
+                done: rx,
+            });
+        FlightEnd {
+            flights: self,
+            id,
+            _done: tx,
+        }
+    }
+
+    /// Waits for every locality flight expected to bring one of `ids`; true if there was one.
+    pub(crate) async fn wait_for<'a>(&self, ids: impl Iterator<Item = &'a PageId> + Clone) -> bool {
+        let waits: Vec<watch::Receiver<bool>> = {
+            let flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            if flights.is_empty() {
+                return false;
+            }
+            flights
+                .iter()
+                .filter(|w| ids.clone().any(|id| w.pages.contains(id)))
+                .map(|w| w.done.clone())
+                .collect()
+        };
+        for mut rx in waits.iter().cloned() {
+            // Err: the flight ended (its sender is gone), which is what we wait for.
+            let _ = rx.wait_for(|done| *done).await;
+        }
+        !waits.is_empty()
+    }
+}
