@@ -57,8 +57,12 @@ impl LazyGate {
     pub fn open(restore_work: &Path, daemon_work: &Path) -> Result<LazyGate> {
         let listen_path = restore_work.join(SOCKET_NAME);
         let _ = std::fs::remove_file(&listen_path);
-        let listener = UnixListener::bind(&listen_path).map_err(|e| Error::io(&listen_path, e))?;
-        let daemon_path = daemon_work.join(SOCKET_NAME);
+        let listener = {
+            let (_dir, short) =
+                SocketPath::in_dir(restore_work).map_err(|e| Error::io(restore_work, e))?;
+            UnixListener::bind(short).map_err(|e| Error::io(&listen_path, e))?
+        };
+        let daemon_work = daemon_work.to_path_buf();
         let (release, released) = mpsc::channel();
         let abandon = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(false));
@@ -68,7 +72,7 @@ impl LazyGate {
             std::thread::Builder::new()
                 .name("lazy-gate".into())
                 .spawn(move || {
-                    if let Err(e) = relay(listener, &daemon_path, &abandon, &connected, released) {
+                    if let Err(e) = relay(listener, &daemon_work, &abandon, &connected, released) {
                         warn!(error = %e, "lazy-pages relay ended badly");
                     }
                 })
@@ -102,13 +106,17 @@ impl Drop for LazyGate {
         self.abandon.store(true, Ordering::SeqCst);
         // Wakes a relay still waiting for `criu restore` to connect (the restore failed early).
         // The relay thread is not joined: it ends by itself once the restore side closes.
-        let _ = UnixStream::connect(&self.listen_path);
+        if let Some(dir) = self.listen_path.parent() {
+            if let Ok((_dir, short)) = SocketPath::in_dir(dir) {
+                let _ = UnixStream::connect(short);
+            }
+        }
     }
 }
 
 fn relay(
     listener: UnixListener,
-    daemon_path: &Path,
+    daemon_work: &Path,
     abandon: &AtomicBool,
     connected: &AtomicBool,
     released: mpsc::Receiver<()>,
@@ -118,7 +126,9 @@ fn relay(
         return Ok(());
     }
     drop(listener);
-    let daemon = connect_when_listening(daemon_path, abandon)?;
+    let (_dir, daemon_path) =
+        SocketPath::in_dir(daemon_work).map_err(|e| format!("{}: {e}", daemon_work.display()))?;
+    let daemon = connect_when_listening(&daemon_path, abandon)?;
     connected.store(true, Ordering::SeqCst);
     let mut tasks = 0u32;
     loop {
@@ -164,6 +174,33 @@ fn connect_when_listening(
             }
             Err(_) => std::thread::sleep(std::time::Duration::from_micros(500)),
         }
+    }
+}
+
+/// The path to bind or connect CRIU's socket in a directory, short enough for a unix socket
+/// address (108 bytes with its terminating zero): a deep home directory makes
+/// `…/tenants/NAME/criu/lazy-pages/lazy-pages.socket` longer than that, and then the relay could
+/// not reach the daemon and every lazy restore failed ("Failed sending restore finished
+/// indication: Broken pipe", seen with a 22-byte `--home`). A long one goes through the
+/// directory's descriptor (`/proc/self/fd/N/lazy-pages.socket`), held open while it is used.
+struct SocketPath;
+
+impl SocketPath {
+    fn in_dir(dir: &Path) -> std::io::Result<(Option<std::fs::File>, PathBuf)> {
+        let direct = dir.join(SOCKET_NAME);
+        if direct.as_os_str().len() < 100 {
+            return Ok((None, direct));
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(dir)?;
+        let short = PathBuf::from(format!(
+            "/proc/self/fd/{}/{SOCKET_NAME}",
+            handle.as_raw_fd()
+        ));
+        Ok((Some(handle), short))
     }
 }
 
@@ -268,14 +305,30 @@ mod tests {
     #[test]
     fn tasks_pass_at_once_and_the_finish_waits_for_release() {
         let dir = tempfile::tempdir().unwrap();
-        let (rw, dw) = (dir.path().join("r"), dir.path().join("d"));
+        relays_tasks_and_holds_the_finish(dir.path());
+    }
+
+    #[test]
+    fn work_directories_too_deep_for_a_socket_address_work_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir
+            .path()
+            .join("a-home-directory-of-some-length/tenants/a-tenant-with-a-longer-name/criu");
+        assert!(deep.join("lazy-pages").join(SOCKET_NAME).as_os_str().len() > 108);
+        relays_tasks_and_holds_the_finish(&deep);
+    }
+
+    fn relays_tasks_and_holds_the_finish(base: &Path) {
+        let (rw, dw) = (base.join("restore"), base.join("lazy-pages"));
         std::fs::create_dir_all(&rw).unwrap();
         std::fs::create_dir_all(&dw).unwrap();
         // The restore may connect before the daemon listens.
         let mut gate = LazyGate::open(&rw, &dw).unwrap();
-        restorer(&rw.join(SOCKET_NAME), &[42, -7, 43], true);
+        let (_r, restore_socket) = SocketPath::in_dir(&rw).unwrap();
+        restorer(&restore_socket, &[42, -7, 43], true);
         assert!(!gate.daemon_connected());
-        let daemon = UnixListener::bind(dw.join(SOCKET_NAME)).unwrap();
+        let (_d, daemon_socket) = SocketPath::in_dir(&dw).unwrap();
+        let daemon = UnixListener::bind(daemon_socket).unwrap();
         let (d, _) = daemon.accept().unwrap();
         let fd = d.as_raw_fd();
         assert_eq!(read_word(fd).unwrap(), Some(42));
