@@ -33,7 +33,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::codec::{self, decode_verified};
+use crate::codec::{self, PageDecoder};
 use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, LocalityPack, Manifest};
 use crate::pack::{self, PackBuilder, PackId};
@@ -252,9 +252,13 @@ impl PageStore {
             return;
         };
         let cached = crate::blocking::blocking(move || {
+            // Locality packs are written by ingest, one page at a time (never zstd frames,
+            // which the local tier does not hold).
             for e in pack::parse_pack("locality", &data)? {
-                let raw = &data[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
-                local.put(&e.id, e.codec, raw)?;
+                if e.codec.is_single_page() {
+                    let raw = &data[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
+                    local.put(&e.id, e.codec, raw)?;
+                }
             }
             Ok(())
         })
@@ -338,18 +342,19 @@ fn decode_checked(source: &LocalitySource, data: &[u8]) -> Result<Vec<(PageId, B
     }
     let entries = pack::parse_pack(&source.key, data)?;
     let mut pages = Vec::with_capacity(entries.len());
+    let mut decoder = PageDecoder::default();
     for e in &entries {
         let raw = &data[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
-        pages.push((
-            e.id,
-            Bytes::from(decode_verified(
-                &e.id,
-                e.codec,
-                raw,
-                Tier::Cold,
-                &source.key,
-            )?),
-        ));
+        let page = decoder.decode(
+            &e.id,
+            e.codec,
+            e.slot,
+            e.offset,
+            raw,
+            Tier::Cold,
+            &source.key,
+        )?;
+        pages.push((e.id, Bytes::from(page)));
     }
     Ok(pages)
 }

@@ -23,6 +23,11 @@ pub struct StoreStats {
     pub pack_bytes: u64,
     pub manifest_bytes: u64,
     pub packs: u64,
+    /// Packs still in ingest's fast encoding (lz4 page by page), waiting to be recompressed
+    /// into dense zstd frames ([`crate::recompress`]; `pico store gc` finishes them), and their
+    /// bytes. Zero once the store has settled.
+    pub packs_pending: u64,
+    pub pending_bytes: u64,
     /// Locality packs (extra copies of the pages restores read first, see
     /// `pagestore::locality`) and their bytes: storage traded for fewer cold GETs.
     pub locality_packs: u64,
@@ -101,6 +106,12 @@ impl PageStore {
             if obj.key.starts_with("packs/") {
                 s.packs += 1;
                 s.pack_bytes += obj.size;
+                if crate::pack::PackId::from_object_key(&obj.key).is_some()
+                    && crate::pack::is_fast(&self.read_pack_index(&obj.key, obj.size).await?)
+                {
+                    s.packs_pending += 1;
+                    s.pending_bytes += obj.size;
+                }
             } else if obj.key.starts_with("manifests/") {
                 s.manifest_bytes += obj.size;
             } else if obj.key.starts_with("locality/") {

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::codec::decode_verified;
+use crate::codec::{decode_verified, PageDecoder};
 use crate::error::{Error, Result};
 use crate::pack::{self, PackId};
 use crate::store::PageStore;
@@ -41,10 +41,13 @@ impl PageStore {
                     continue;
                 }
             };
+            let mut decoder = PageDecoder::default();
             for e in entries {
                 r.pages += 1;
                 let raw = &data[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
-                if let Err(err) = decode_verified(&e.id, e.codec, raw, Tier::Cold, &obj.key) {
+                if let Err(err) =
+                    decoder.decode(&e.id, e.codec, e.slot, e.offset, raw, Tier::Cold, &obj.key)
+                {
                     r.problems.push(err.to_string());
                 }
             }

@@ -161,6 +161,8 @@ fn run(local: &dyn LocalTier, rx: Receiver<Job>, pending: &Pending) {
         let pages: Vec<_> = job
             .entries
             .iter()
+            // Ingest's packs hold pages encoded alone; a zstd frame is never cached as it is.
+            .filter(|e| e.codec.is_single_page())
             .filter_map(|e| {
                 let raw = job
                     .pack

@@ -36,7 +36,7 @@ pub(crate) use pack_catalog::PackCatalog;
 pub use plan::{plan_ranges, RangePlan, MAX_GAP, MAX_RANGE};
 
 use crate::catalog::{Catalog, Location};
-use crate::codec::decode_verified;
+use crate::codec::{self, decode_verified, Codec, PageDecoder};
 use crate::cold::ColdTier;
 use crate::error::{Error, Result};
 use crate::hot::HotTier;
@@ -77,6 +77,13 @@ pub(crate) struct ReadPath {
     flights: RangeFlights,
     locality_flights: LocalityFlights,
     counters: TierCounters,
+}
+
+/// A fetched page as the local tier gets it: its bytes in the pack, or encoded again (a page of a
+/// zstd frame, which the local tier never holds).
+enum LocalCopy<'a> {
+    Encoded(Codec, &'a [u8]),
+    Reencoded((Codec, Vec<u8>)),
 }
 
 /// One page a read still needs: its position in the caller's list and its id.
@@ -317,6 +324,8 @@ impl ReadPath {
         };
         let mut out = Vec::with_capacity(plan.pages.len());
         let mut to_cache = Vec::new();
+        // Pages of one zstd frame are next to each other in the plan: each frame decodes once.
+        let mut decoder = PageDecoder::default();
         for (i, id, loc) in &plan.pages {
             let from = (loc.offset - base) as usize;
             let to = from + loc.len as usize;
@@ -325,18 +334,35 @@ impl ReadPath {
                 object: key.clone(),
                 reason: format!("shorter than its index says (page {id} at {})", loc.offset),
             })?;
-            let page = Bytes::from(decode_verified(id, loc.codec, raw, Tier::Cold, &key)?);
+            let page =
+                decoder.decode(id, loc.codec, loc.slot, loc.offset, raw, Tier::Cold, &key)?;
             self.counters.cold_pages.fetch_add(1, Ordering::Relaxed);
-            if !self.hot.contains(id) {
-                to_cache.push((*id, loc.codec, raw));
+            let new = !self.hot.contains(id);
+            if new {
+                // The local tier keeps what decodes fastest: a page of a frame goes there alone.
+                let local = match loc.codec.is_single_page() {
+                    true => LocalCopy::Encoded(loc.codec, raw),
+                    false => LocalCopy::Reencoded(codec::encode(&page)),
+                };
+                to_cache.push((*id, local));
+            }
+            let page = Bytes::from(page);
+            if new {
                 self.hot.insert_shared(*id, page.clone());
             }
             out.push((*i, page));
         }
         // One engine write for the range's pages.
         if let (Some(local), false) = (&self.local, to_cache.is_empty()) {
-            if let Err(e) = local.put_many(&to_cache) {
-                warn!(pages = to_cache.len(), error = %e, "could not cache pages in the local tier");
+            let batch: Vec<(PageId, Codec, &[u8])> = to_cache
+                .iter()
+                .map(|(id, copy)| match copy {
+                    LocalCopy::Encoded(codec, raw) => (*id, *codec, *raw),
+                    LocalCopy::Reencoded((codec, data)) => (*id, *codec, data.as_slice()),
+                })
+                .collect();
+            if let Err(e) = local.put_many(&batch) {
+                warn!(pages = batch.len(), error = %e, "could not cache pages in the local tier");
             }
         }
         // Only now, with the pages cached, may a new reader of these bytes miss the flight.
