@@ -18,7 +18,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::blocking::blocking;
+use crate::blocking::{blocking, idle_priority};
 use crate::codec::PageDecoder;
 use crate::error::{Error, Result};
 use crate::frame::{FrameEncoder, FRAME_LEVEL, FRAME_PAGES};
@@ -45,6 +45,8 @@ pub struct RecompressReport {
 /// in an image resemble each other), packs closed at [`crate::pack::TARGET_PACK_BYTES`].
 pub(crate) struct DenseWriter {
     encoder: FrameEncoder,
+    /// Whether packs are closed at the target size (false: one pack, for a locality pack).
+    split: bool,
     builder: PackBuilder,
     frame_ids: Vec<PageId>,
     frame_pages: Vec<u8>,
@@ -53,8 +55,14 @@ pub(crate) struct DenseWriter {
 
 impl DenseWriter {
     pub(crate) fn new() -> Result<DenseWriter> {
+        DenseWriter::with(FRAME_LEVEL, true)
+    }
+
+    /// Frames at zstd `level`; `split` false keeps every page in one pack.
+    pub(crate) fn with(level: i32, split: bool) -> Result<DenseWriter> {
         Ok(DenseWriter {
-            encoder: FrameEncoder::new(FRAME_LEVEL).map_err(zstd_error)?,
+            encoder: FrameEncoder::new(level).map_err(zstd_error)?,
+            split,
             builder: PackBuilder::new(),
             frame_ids: Vec::with_capacity(FRAME_PAGES),
             frame_pages: Vec::with_capacity(FRAME_PAGES * PAGE_SIZE),
@@ -80,7 +88,7 @@ impl DenseWriter {
         self.builder.push_frame(&self.frame_ids, &frame);
         self.frame_ids.clear();
         self.frame_pages.clear();
-        if self.builder.is_full() {
+        if self.split && self.builder.is_full() {
             self.full.push(std::mem::take(&mut self.builder));
         }
         Ok(())
@@ -141,16 +149,21 @@ impl PageStore {
     /// Rewrites every pack still in ingest's fast encoding as dense packs, keeping all its pages,
     /// under the shared ingest lock (ingests go on; a gc waits or fails as busy).
     pub async fn recompress(&self) -> Result<RecompressReport> {
+        self.recompress_with(false).await
+    }
+
+    /// [`Self::recompress`]; `background` runs the encoding at the lowest CPU priority.
+    async fn recompress_with(&self, background: bool) -> Result<RecompressReport> {
         let lock = self.lock(LockKind::Ingest).await?;
         let result = self
-            .recompress_locked()
-            .instrument(info_span!("recompress"))
+            .recompress_locked(background)
+            .instrument(info_span!("recompress", background))
             .await;
         self.unlock(lock).await?;
         result
     }
 
-    async fn recompress_locked(&self) -> Result<RecompressReport> {
+    async fn recompress_locked(&self, background: bool) -> Result<RecompressReport> {
         let started = Instant::now();
         let mut r = RecompressReport::default();
         self.refresh_catalog().await?;
@@ -171,11 +184,14 @@ impl PageStore {
             let keep: Vec<PackEntry> = entries.into_iter().filter(|e| seen.insert(e.id)).collect();
             r.pages += keep.len() as u64;
             let key = obj.key.clone();
-            writer = blocking(move || {
+            let rewrite = move || {
                 rewrite_pages(&mut writer, &key, &data, &keep)?;
                 Ok(writer)
-            })
-            .await?;
+            };
+            writer = match background {
+                true => idle_priority(rewrite).await?,
+                false => blocking(rewrite).await?,
+            };
             for full in writer.take_full() {
                 let (id, len) = self.write_repacked(full).await?;
                 written.insert(id);
@@ -240,7 +256,7 @@ impl PageStore {
             let background = &store.background_recompress;
             loop {
                 background.again.store(false, Ordering::SeqCst);
-                if let Err(e) = store.recompress().await {
+                if let Err(e) = store.recompress_with(true).await {
                     warn!(error = %e, "background recompression failed; gc will finish it");
                 }
                 background.running.store(false, Ordering::SeqCst);

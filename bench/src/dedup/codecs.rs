@@ -43,7 +43,11 @@ pub struct CodecRow {
 #[derive(Clone, Copy, Debug)]
 enum Candidate {
     Lz4,
-    Zstd { level: i32, pages: usize, dict: bool },
+    Zstd {
+        level: i32,
+        pages: usize,
+        dict: bool,
+    },
 }
 
 impl Candidate {
@@ -72,16 +76,56 @@ impl Candidate {
 /// The candidates, cheapest first.
 const CANDIDATES: [Candidate; 11] = [
     Candidate::Lz4,
-    Candidate::Zstd { level: 3, pages: 1, dict: false },
-    Candidate::Zstd { level: 9, pages: 1, dict: false },
-    Candidate::Zstd { level: 3, pages: 1, dict: true },
-    Candidate::Zstd { level: 3, pages: 4, dict: false },
-    Candidate::Zstd { level: 9, pages: 4, dict: false },
-    Candidate::Zstd { level: 15, pages: 4, dict: false },
-    Candidate::Zstd { level: 9, pages: 4, dict: true },
-    Candidate::Zstd { level: 9, pages: 8, dict: false },
-    Candidate::Zstd { level: 9, pages: 16, dict: false },
-    Candidate::Zstd { level: 3, pages: 256, dict: false },
+    Candidate::Zstd {
+        level: 3,
+        pages: 1,
+        dict: false,
+    },
+    Candidate::Zstd {
+        level: 9,
+        pages: 1,
+        dict: false,
+    },
+    Candidate::Zstd {
+        level: 3,
+        pages: 1,
+        dict: true,
+    },
+    Candidate::Zstd {
+        level: 3,
+        pages: 4,
+        dict: false,
+    },
+    Candidate::Zstd {
+        level: 9,
+        pages: 4,
+        dict: false,
+    },
+    Candidate::Zstd {
+        level: 15,
+        pages: 4,
+        dict: false,
+    },
+    Candidate::Zstd {
+        level: 9,
+        pages: 4,
+        dict: true,
+    },
+    Candidate::Zstd {
+        level: 9,
+        pages: 8,
+        dict: false,
+    },
+    Candidate::Zstd {
+        level: 9,
+        pages: 16,
+        dict: false,
+    },
+    Candidate::Zstd {
+        level: 3,
+        pages: 256,
+        dict: false,
+    },
 ];
 
 /// Size of a trained dictionary (zstd's default for `--train`).
@@ -197,7 +241,10 @@ fn measure(
     }
     let encode_s = started.elapsed().as_secs_f64();
     let stored_bytes = encoded.iter().map(|e| e.len() as u64).sum::<u64>()
-        + dictionaries.iter().map(|(_, d)| d.len() as u64).sum::<u64>();
+        + dictionaries
+            .iter()
+            .map(|(_, d)| d.len() as u64)
+            .sum::<u64>();
     let unit_bytes = encoded.iter().map(|e| e.len() as u64).max().unwrap_or(0);
 
     // Decode time of one page read alone: its unit decoded whole (lz4: the real page blocks).
@@ -209,9 +256,8 @@ fn measure(
             for &i in &sample {
                 let page = match encoded[i].len() {
                     PAGE_SIZE => encoded[i].clone(),
-                    _ => lz4_flex::block::decompress(&encoded[i], PAGE_SIZE).map_err(|e| {
-                        Error::io("<lz4>", std::io::Error::other(e.to_string()))
-                    })?,
+                    _ => lz4_flex::block::decompress(&encoded[i], PAGE_SIZE)
+                        .map_err(|e| Error::io("<lz4>", std::io::Error::other(e.to_string())))?,
                 };
                 if page != units[i].1 {
                     return Err(Error::BadOptions("lz4 did not round-trip".into()));
@@ -244,7 +290,16 @@ fn measure(
         }
     }
     let us = started.elapsed().as_secs_f64() * 1e6 / sample.len().max(1) as f64;
-    Ok(row(layout, candidate, pages, raw_bytes, stored_bytes, unit_bytes, us, encode_s))
+    Ok(row(
+        layout,
+        candidate,
+        pages,
+        raw_bytes,
+        stored_bytes,
+        unit_bytes,
+        us,
+        encode_s,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
