@@ -11,8 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use super::plan::RangePlan;
+use crate::catalog::Location;
 use crate::error::Error;
 use crate::pack::PackId;
+use crate::page::PageId;
+
+/// A page a reader wants: its position in the reader's list, its id and where it is.
+pub(crate) type Wanted = (usize, PageId, Location);
 
 /// What a flight publishes: the range's bytes, or the error every reader of it gets.
 pub(crate) type Fetched = std::result::Result<Arc<Vec<u8>>, Arc<Error>>;
@@ -92,6 +98,41 @@ pub(crate) enum Role<'a> {
 }
 
 impl RangeFlights {
+    /// Splits wanted pages into those a GET in flight already brings, grouped into one plan per
+    /// such flight (its exact range, so that [`Self::join_or_lead`] joins it), and the rest.
+    /// Readers of overlapping but different ranges (tenants of one program waking together)
+    /// then share the bytes they have in common instead of each fetching them.
+    pub(crate) fn split_in_flight(&self, wanted: Vec<Wanted>) -> (Vec<RangePlan>, Vec<Wanted>) {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return (Vec::new(), wanted);
+        }
+        let mut joined: Vec<(u64, RangePlan)> = Vec::new();
+        let mut rest = Vec::new();
+        for w in wanted {
+            let (offset, end) = (w.2.offset, w.2.offset + u64::from(w.2.len));
+            let flight = map
+                .get(&w.2.pack)
+                .and_then(|flights| flights.iter().find(|f| f.start <= offset && end <= f.end));
+            match flight {
+                Some(f) => match joined.iter_mut().find(|(id, _)| *id == f.id) {
+                    Some((_, plan)) => plan.pages.push(w),
+                    None => joined.push((
+                        f.id,
+                        RangePlan {
+                            pack: w.2.pack,
+                            start: f.start,
+                            end: f.end,
+                            pages: vec![w],
+                        },
+                    )),
+                },
+                None => rest.push(w),
+            }
+        }
+        (joined.into_iter().map(|(_, plan)| plan).collect(), rest)
+    }
+
     /// Joins a flight that covers bytes `start..end` of `pack`, or starts one, unless `cached`
     /// (asked under the table's lock, which a leader ends its flight under) says every wanted
     /// page is in memory by now.

@@ -268,7 +268,10 @@ impl ReadPath {
         &self,
         wanted: Vec<(usize, PageId, Location)>,
     ) -> Result<Vec<(usize, Bytes)>> {
-        let fetched: Vec<Vec<(usize, Bytes)>> = stream::iter(plan_ranges(wanted))
+        // What GETs in flight bring is waited for; the rest is planned into GETs of its own.
+        let (joined, rest) = self.flights.split_in_flight(wanted);
+        let plans = joined.into_iter().chain(plan_ranges(rest));
+        let fetched: Vec<Vec<(usize, Bytes)>> = stream::iter(plans)
             .map(|plan| self.fetch_range(plan))
             .buffer_unordered(COLD_CONCURRENCY)
             .try_collect()
