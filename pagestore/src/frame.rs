@@ -88,7 +88,9 @@ impl FrameEncoder {
 
     /// One frame of whole pages, given back to back (a multiple of [`PAGE_SIZE`] bytes).
     pub fn encode(&mut self, pages: &[u8]) -> std::io::Result<Vec<u8>> {
-        debug_assert!(pages.len() % PAGE_SIZE == 0 && pages.len() <= MAX_FRAME_PAGES * PAGE_SIZE);
+        debug_assert!(
+            pages.len().is_multiple_of(PAGE_SIZE) && pages.len() <= MAX_FRAME_PAGES * PAGE_SIZE
+        );
         self.ctx.compress(pages)
     }
 }

@@ -57,7 +57,9 @@ impl Candidate {
             Candidate::Zstd { level, pages, dict } => {
                 let unit = match pages {
                     1 => "per page".to_string(),
-                    n if n * PAGE_SIZE >= 1 << 20 => format!("{} MiB groups", n * PAGE_SIZE >> 20),
+                    n if n * PAGE_SIZE >= 1 << 20 => {
+                        format!("{} MiB groups", (n * PAGE_SIZE) >> 20)
+                    }
                     n => format!("frames of {n} pages"),
                 };
                 let dict = if dict { " + dictionary per kind" } else { "" };
