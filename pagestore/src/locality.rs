@@ -21,7 +21,7 @@
 //!
 //! While the copy is being fetched, readers of pages it is expected to hold wait for it instead
 //! of sending their own GETs (the read path's locality flights), as they would for an ordinary
-//! flight; and a copy whose pages are mostly coming already, in another tenant's copy being
+//! flight; and a copy of which half the pages are coming already, in another tenant's copy being
 //! fetched, is not fetched (tenants of one program share most of their restore sets: ten woken
 //! at once fetch one copy, not ten).
 //!
@@ -194,13 +194,14 @@ impl PageStore {
         // Atomically with the decision, so that of tenants woken together one fetches its copy
         // and the others wait for it.
         let missing_pages = missing.len();
-        let Some(flight) = self
-            .read_path
-            .locality_flights()
-            .start_unless_coming(missing.into_iter().collect(), |not_coming| {
-                (not_coming as u64) * 4 >= u64::from(source.pack.pages) && not_coming > 0
-            })
-        else {
+        let Some(flight) = self.read_path.locality_flights().start_unless_coming(
+            missing.into_iter().collect(),
+            |not_coming| {
+                // Worth it when it brings mostly pages nothing else is bringing: else its copies
+                // of pages in flight elsewhere are bytes fetched twice.
+                (not_coming as u64) * 2 >= u64::from(source.pack.pages) && not_coming > 0
+            },
+        ) else {
             return Ok(skip(&format!(
                 "most of its {missing_pages} missing pages are coming in another locality pack"
             )));

@@ -106,11 +106,17 @@ impl PageStore {
             if obj.key.starts_with("packs/") {
                 s.packs += 1;
                 s.pack_bytes += obj.size;
-                if crate::pack::PackId::from_object_key(&obj.key).is_some()
-                    && crate::pack::is_fast(&self.read_pack_index(&obj.key, obj.size).await?)
-                {
-                    s.packs_pending += 1;
-                    s.pending_bytes += obj.size;
+                if crate::pack::PackId::from_object_key(&obj.key).is_some() {
+                    match self.read_pack_index(&obj.key, obj.size).await {
+                        Ok(entries) if crate::pack::is_fast(&entries) => {
+                            s.packs_pending += 1;
+                            s.pending_bytes += obj.size;
+                        }
+                        Ok(_) => {}
+                        // Replaced by a recompression since the listing: no longer pending.
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             } else if obj.key.starts_with("manifests/") {
                 s.manifest_bytes += obj.size;
@@ -205,6 +211,8 @@ impl PageStore {
 pub struct LiveCounters {
     pub cold_gets: u64,
     pub cold_get_bytes: u64,
+    /// Pages fetched from the cold tier (each once per GET that brought it).
+    pub cold_pages: u64,
     pub cold_puts: u64,
     pub cold_put_bytes: u64,
     pub local_hits: u64,
@@ -217,6 +225,7 @@ impl PageStore {
         LiveCounters {
             cold_gets: c.gets.load(Ordering::Relaxed),
             cold_get_bytes: c.get_bytes.load(Ordering::Relaxed),
+            cold_pages: self.counters().cold_pages.load(Ordering::Relaxed),
             cold_puts: c.puts.load(Ordering::Relaxed),
             cold_put_bytes: c.put_bytes.load(Ordering::Relaxed),
             local_hits: self.counters().local_hits.load(Ordering::Relaxed),

@@ -32,8 +32,14 @@ impl PageStore {
             if PackId::from_object_key(&obj.key).is_none() {
                 continue;
             }
+            let data = match self.cold().get(&obj.key).await {
+                Ok(data) => data,
+                // Replaced by a recompression since the listing (its pages are in the new pack,
+                // which a later listing shows).
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
             r.packs += 1;
-            let data = self.cold().get(&obj.key).await?;
             let entries = match pack::parse_pack(&obj.key, &data) {
                 Ok(e) => e,
                 Err(e) => {

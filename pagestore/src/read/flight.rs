@@ -2,7 +2,8 @@
 //! for that GET instead of sending its own.
 //!
 //! The table is keyed by pack; each entry is a byte range being fetched and a channel its result
-//! is published on. The leader of a flight removes it only once the pages it fetched are in the
+//! is published on. A reader whose range only overlaps flights waits for them to end and then
+//! fetches what they did not bring, so readers of overlapping ranges fetch shared bytes once. The leader of a flight removes it only once the pages it fetched are in the
 //! memory tier (a dropped [`FlightGuard`]), so a reader that finds no flight finds the pages.
 
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ struct Flight {
     start: u64,
     end: u64,
     done: watch::Receiver<Option<Fetched>>,
+    /// Closed when the flight is unlisted (its pages are in memory by then).
+    ended: watch::Receiver<()>,
 }
 
 /// Cold reads in flight, by pack.
@@ -42,6 +45,8 @@ pub(crate) struct FlightGuard<'a> {
     flights: &'a RangeFlights,
     pack: PackId,
     id: u64,
+    /// Dropped after the flight is unlisted: wakes the readers of overlapping ranges.
+    _ended: watch::Sender<()>,
 }
 
 impl Drop for FlightGuard<'_> {
@@ -93,6 +98,9 @@ impl Follower {
 pub(crate) enum Role<'a> {
     Follower(Follower),
     Leader(Leader<'a>),
+    /// GETs in flight overlap the range without covering it: wait for them to end (their
+    /// pages are then in memory), and fetch only what they did not bring.
+    Overlapping(Vec<watch::Receiver<()>>),
     /// A flight that ended just before we looked left every page in the memory tier.
     Cached,
 }
@@ -144,29 +152,37 @@ impl RangeFlights {
         cached: impl FnOnce() -> bool,
     ) -> Role<'_> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let covering = map
-            .get(&pack)
-            .and_then(|flights| flights.iter().find(|f| f.start <= start && end <= f.end));
+        let flights = map.get(&pack).map(Vec::as_slice).unwrap_or(&[]);
+        let covering = flights.iter().find(|f| f.start <= start && end <= f.end);
+        let overlapping: Vec<watch::Receiver<()>> = flights
+            .iter()
+            .filter(|f| f.start < end && start < f.end)
+            .map(|f| f.ended.clone())
+            .collect();
         match covering {
             Some(f) => Role::Follower(Follower {
                 done: f.done.clone(),
                 base: f.start,
             }),
             None if cached() => Role::Cached,
+            None if !overlapping.is_empty() => Role::Overlapping(overlapping),
             None => {
                 let (tx, rx) = watch::channel(None);
+                let (ended_tx, ended_rx) = watch::channel(());
                 let id = self.next.fetch_add(1, Ordering::Relaxed);
                 map.entry(pack).or_default().push(Flight {
                     id,
                     start,
                     end,
                     done: rx,
+                    ended: ended_rx,
                 });
                 Role::Leader(Leader {
                     guard: FlightGuard {
                         flights: self,
                         pack,
                         id,
+                        _ended: ended_tx,
                     },
                     done: tx,
                 })

@@ -60,7 +60,8 @@ pub struct TierCounters {
     pub local_hits: AtomicU64,
     pub local_misses: AtomicU64,
     pub local_corrupt: AtomicU64,
-    /// Pages decoded from cold-tier reads.
+    /// Pages fetched from the cold tier: by this process's ranged GETs (each counted once,
+    /// however many readers joined the GET) and locality packs.
     pub cold_pages: AtomicU64,
     /// Ranged GETs sent for page reads (after coalescing and single flight).
     pub cold_requests: AtomicU64,
@@ -307,25 +308,35 @@ impl ReadPath {
 
     /// Fetches one planned range (or joins a flight that covers it), then decodes, checks and
     /// caches its pages.
-    async fn fetch_range(&self, plan: RangePlan) -> Result<Vec<(usize, Bytes)>> {
+    async fn fetch_range(&self, mut plan: RangePlan) -> Result<Vec<(usize, Bytes)>> {
         let key = plan.pack.object_key();
+        let mut out = Vec::with_capacity(plan.pages.len());
         let (bytes, base, guard) = loop {
             match self.shared_get(&plan, &key).await? {
                 Some(fetched) => break fetched,
                 None => {
-                    let cached: Option<Vec<_>> = plan
-                        .pages
-                        .iter()
-                        .map(|(i, id, _)| self.hot.peek(id).map(|p| (*i, p)))
-                        .collect();
-                    // Unless one was evicted meanwhile: then look again.
-                    if let Some(pages) = cached {
-                        return Ok(pages);
+                    // What is in memory now is taken from there; the rest (evicted meanwhile,
+                    // or not in the flights waited for) is fetched by a narrower range.
+                    let mut rest = Vec::new();
+                    for (i, id, loc) in std::mem::take(&mut plan.pages) {
+                        match self.hot.peek(&id) {
+                            Some(page) => out.push((i, page)),
+                            None => rest.push((i, id, loc)),
+                        }
                     }
+                    let Some(start) = rest.iter().map(|p| p.2.offset).min() else {
+                        return Ok(out);
+                    };
+                    plan.start = start;
+                    plan.end = rest
+                        .iter()
+                        .map(|p| p.2.offset + u64::from(p.2.len))
+                        .max()
+                        .unwrap_or(start);
+                    plan.pages = rest;
                 }
             }
         };
-        let mut out = Vec::with_capacity(plan.pages.len());
         let mut to_cache = Vec::new();
         // Pages of one zstd frame are next to each other in the plan: each frame decodes once.
         let mut decoder = PageDecoder::default();
@@ -339,7 +350,10 @@ impl ReadPath {
             })?;
             let page =
                 decoder.decode(id, loc.codec, loc.slot, loc.offset, raw, Tier::Cold, &key)?;
-            self.counters.cold_pages.fetch_add(1, Ordering::Relaxed);
+            if guard.is_some() {
+                // Fetched by this reader's GET (a reader that joined one does not count it again).
+                self.counters.cold_pages.fetch_add(1, Ordering::Relaxed);
+            }
             let new = !self.hot.contains(id);
             if new {
                 // The local tier keeps what decodes fastest: a page of a frame goes there alone.
@@ -400,6 +414,13 @@ impl ReadPath {
                     }
                 }
                 Role::Cached => return Ok(None),
+                Role::Overlapping(flights) => {
+                    for mut ended in flights {
+                        // Err: its guard is gone, i.e. the flight ended, which is what we wait for.
+                        let _ = ended.changed().await;
+                    }
+                    return Ok(None);
+                }
                 Role::Leader(leader) => {
                     trace!(key, start = plan.start, end = plan.end, "cold ranged GET");
                     self.counters.cold_requests.fetch_add(1, Ordering::Relaxed);
