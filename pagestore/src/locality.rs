@@ -208,10 +208,11 @@ impl PageStore {
         };
         let (data, gets) = self.get_locality(source).await?;
         let bytes = data.len() as u64;
-        let pages = self.install_locality(source, &data)?;
+        let installed = self.install_locality(source, &data)?;
+        let pages = installed.len();
         // Waiting readers find the pages in memory now.
         drop(flight);
-        self.cache_locality_locally(data).await;
+        self.cache_locality_locally(installed).await;
         let report = LocalityReport {
             used: true,
             skipped: None,
@@ -249,8 +250,12 @@ impl PageStore {
     }
 
     /// Checks the object against its name and each page against its id, and puts the pages in
-    /// the memory tier. Returns how many it holds.
-    fn install_locality(&self, source: &LocalitySource, data: &[u8]) -> Result<usize> {
+    /// the memory tier. Returns them.
+    fn install_locality(
+        &self,
+        source: &LocalitySource,
+        data: &[u8],
+    ) -> Result<Vec<(PageId, Bytes)>> {
         let pages = decode_checked(source, data)?;
         // Only verified pages reach the tier, and only once all are.
         for (id, page) in &pages {
@@ -261,7 +266,7 @@ impl PageStore {
         self.counters()
             .cold_pages
             .fetch_add(pages.len() as u64, Ordering::Relaxed);
-        Ok(pages.len())
+        Ok(pages)
     }
 
     /// Reads a locality pack and checks it and every page in it (`pico store verify`).
@@ -270,31 +275,16 @@ impl PageStore {
         Ok(decode_checked(source, &data)?.len())
     }
 
-    /// Caches the copy's (already verified) pages in the local tier, off the restore's path.
-    async fn cache_locality_locally(&self, data: Vec<u8>) {
+    /// Caches the copy's (already verified) pages in the local tier, off the restore's path,
+    /// each encoded on its own (the local tier never holds zstd frames).
+    async fn cache_locality_locally(&self, pages: Vec<(PageId, Bytes)>) {
         let Some(local) = self.read_path.local_shared() else {
             return;
         };
         let cached = crate::blocking::blocking(move || {
-            // The local tier keeps pages alone (lz4), never zstd frames.
-            let mut decoder = PageDecoder::default();
-            for e in pack::parse_pack("locality", &data)? {
-                let raw = &data[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
-                if e.codec.is_single_page() {
-                    local.put(&e.id, e.codec, raw)?;
-                } else {
-                    let page = decoder.decode(
-                        &e.id,
-                        e.codec,
-                        e.slot,
-                        e.offset,
-                        raw,
-                        Tier::Cold,
-                        "locality",
-                    )?;
-                    let (codec, encoded) = codec::encode(&page);
-                    local.put(&e.id, codec, &encoded)?;
-                }
+            for (id, page) in &pages {
+                let (codec, encoded) = codec::encode(page);
+                local.put(id, codec, &encoded)?;
             }
             Ok(())
         })

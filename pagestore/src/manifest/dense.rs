@@ -218,11 +218,7 @@ pub(super) fn decode_dense(bytes: &[u8], base: Option<&Manifest>) -> Result<Mani
             )))
         }
     };
-    let n_packs = r.u32()? as usize;
-    let mut packs = Vec::with_capacity(n_packs.min(r.0.len() / 32));
-    for _ in 0..n_packs {
-        packs.push(PackId(r.id()?));
-    }
+    let packs = r.packs()?;
     let n_files = r.u32()? as usize;
     let mut files = Vec::with_capacity(n_files.min(r.0.len()));
     for _ in 0..n_files {
@@ -239,17 +235,7 @@ pub(super) fn decode_dense(bytes: &[u8], base: Option<&Manifest>) -> Result<Mani
                 let len = r.u64()? as usize;
                 FileContent::Inline(r.take(len)?.to_vec())
             }
-            KIND_PAGED => {
-                let n = r.u64()? as usize;
-                if n > r.0.len() / 32 {
-                    return Err(Error::BadManifest("truncated page list".into()));
-                }
-                let mut pages = Vec::with_capacity(n);
-                for _ in 0..n {
-                    pages.push(PageId(r.id()?));
-                }
-                FileContent::Paged(pages)
-            }
+            KIND_PAGED => FileContent::Paged(r.page_ids()?),
             KIND_INLINE_AS_BASE => match &in_base()?.content {
                 FileContent::Inline(data) => FileContent::Inline(data.clone()),
                 FileContent::Paged(_) => {

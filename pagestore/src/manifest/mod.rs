@@ -219,11 +219,7 @@ impl Manifest {
                     .ok_or_else(|| Error::BadManifest(format!("bad parent id {p:?}")))?,
             ),
         };
-        let n_packs = r.u32()? as usize;
-        let mut packs = Vec::with_capacity(n_packs.min(r.0.len() / 32));
-        for _ in 0..n_packs {
-            packs.push(PackId(r.id()?));
-        }
+        let packs = r.packs()?;
         let n_files = r.u32()? as usize;
         let mut files = Vec::with_capacity(n_files.min(r.0.len()));
         for _ in 0..n_files {
@@ -235,17 +231,7 @@ impl Manifest {
                     let len = r.u64()? as usize;
                     FileContent::Inline(r.take(len)?.to_vec())
                 }
-                1 => {
-                    let n = r.u64()? as usize;
-                    if n > r.0.len() / 32 {
-                        return Err(Error::BadManifest("truncated page list".into()));
-                    }
-                    let mut pages = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        pages.push(PageId(r.id()?));
-                    }
-                    FileContent::Paged(pages)
-                }
+                1 => FileContent::Paged(r.page_ids()?),
                 k => return Err(Error::BadManifest(format!("unknown file kind {k}"))),
             };
             files.push(FileEntry {
@@ -348,6 +334,27 @@ impl<'a> Reader<'a> {
         let mut a = [0u8; 32];
         a.copy_from_slice(self.take(32)?);
         Ok(a)
+    }
+    /// `u32 n, n × [32]`: a manifest's packs.
+    fn packs(&mut self) -> Result<Vec<PackId>> {
+        let n = self.u32()? as usize;
+        let mut packs = Vec::with_capacity(n.min(self.0.len() / 32));
+        for _ in 0..n {
+            packs.push(PackId(self.id()?));
+        }
+        Ok(packs)
+    }
+    /// `u64 n, n × [32]`: a paged file's page ids.
+    fn page_ids(&mut self) -> Result<Vec<PageId>> {
+        let n = self.u64()? as usize;
+        if n > self.0.len() / 32 {
+            return Err(Error::BadManifest("truncated page list".into()));
+        }
+        let mut pages = Vec::with_capacity(n);
+        for _ in 0..n {
+            pages.push(PageId(self.id()?));
+        }
+        Ok(pages)
     }
     fn str(&mut self) -> Result<String> {
         let n = self.u32()? as usize;
