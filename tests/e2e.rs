@@ -689,3 +689,193 @@ fn bench_restore_smoke() {
         assert!(out.join(file).exists(), "{file} missing");
     }
 }
+
+/// The pages of each tenant's newest checkpoint, and each page's share of the cold tier's bytes
+/// (a page of a zstd frame: its share of the frame), read from the store as it is at rest.
+fn stored_pages(
+    p: &Pico,
+    tenants: &[String],
+) -> (
+    Vec<std::collections::HashSet<pagestore::PageId>>,
+    std::collections::HashMap<pagestore::PageId, u64>,
+) {
+    let mut config = pagestore::StoreConfig::embedded(p.home());
+    config.local.enabled = false;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = pagestore::PageStore::open(&config).await.unwrap();
+        let mut per_tenant = Vec::new();
+        let mut bytes = std::collections::HashMap::new();
+        for name in tenants {
+            let c = store.latest(name).await.unwrap().unwrap();
+            let m = store.manifest(&c).await.unwrap();
+            let pages: std::collections::HashSet<_> = m
+                .files
+                .iter()
+                .flat_map(|f| f.pages().iter().copied())
+                .filter(|id| !id.is_zero())
+                .collect();
+            for id in &pages {
+                let loc = store.catalog().locate(id).unwrap();
+                bytes.insert(*id, loc.stored_bytes());
+            }
+            per_tenant.push(pages);
+        }
+        (per_tenant, bytes)
+    })
+}
+
+/// The running worker's cold-tier GETs, bytes and pages fetched so far.
+fn cold_reads(p: &Pico) -> (u64, u64, u64) {
+    let c = p.json(&["store", "counters"]);
+    (
+        c["cold_gets"].as_u64().unwrap(),
+        c["cold_get_bytes"].as_u64().unwrap(),
+        c["cold_pages"].as_u64().unwrap(),
+    )
+}
+
+/// Waits until the worker's cold reads stop (a swap-in's background fill goes on after it
+/// returns), then returns them.
+fn cold_reads_settled(p: &Pico) -> (u64, u64, u64) {
+    let mut last = cold_reads(p);
+    let mut still = 0;
+    for _ in 0..120 {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = cold_reads(p);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+        if still >= 4 {
+            return last;
+        }
+    }
+    panic!("cold reads never settled: {last:?}");
+}
+
+/// Waits until the worker's background recompression has left nothing pending.
+fn store_settled(p: &Pico) -> serde_json::Value {
+    for _ in 0..240 {
+        let stats = p.json(&["store", "stats"]);
+        if stats["packs_pending"] == 0 {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("recompression never finished: {}", p.worker_log());
+}
+
+/// Pages shared by tenants are fetched from the cold tier once per host, whoever asks first.
+/// Ten deterministic-layout tenants of one kind are swapped out and the worker's tiers emptied;
+/// swapped in one after the other, each from the second on reads at most its pages that no
+/// earlier tenant had, plus 10%; swapped in all at the same moment, every page is fetched once.
+#[test]
+fn shared_pages_are_fetched_once_across_tenants() {
+    const TENANTS: usize = 10;
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let names: Vec<String> = (0..TENANTS).map(|i| format!("shared{i}")).collect();
+    let mut ports = Vec::new();
+    for name in &names {
+        let port = free_port();
+        let mut args = counter_add_args(name, port);
+        args.insert(5, "--deterministic".into());
+        p.ok(&strs(&args));
+        assert_eq!(http_get(port, "/inc").unwrap(), "1");
+        ports.push(port);
+    }
+    for name in &names {
+        p.ok(&["tenant", "swap-out", name]);
+    }
+    let settled = store_settled(&p);
+    let (pages, bytes) = stored_pages(&p, &names);
+
+    // One after the other, from the cold tier.
+    p.ok(&["store", "evict", "--tier", "local"]);
+    p.ok(&["store", "evict", "--tier", "hot"]);
+    let mut earlier: std::collections::HashSet<pagestore::PageId> = Default::default();
+    let mut report = String::new();
+    for (i, name) in names.iter().enumerate() {
+        let (gets0, bytes0, _) = cold_reads_settled(&p);
+        let back = p.json(&["tenant", "swap-in", name]);
+        assert_eq!(back["whole"], false, "{back}");
+        assert_eq!(http_get(ports[i], "/inc").unwrap(), "2");
+        let (gets1, bytes1, _) = cold_reads_settled(&p);
+        let new_bytes: u64 = pages[i]
+            .iter()
+            .filter(|id| !earlier.contains(id))
+            .map(|id| bytes[id])
+            .sum();
+        let read = bytes1 - bytes0;
+        report.push_str(&format!(
+            "{name}: {} pages, {} new; read {read} bytes in {} GETs; its new pages {new_bytes} bytes\n",
+            pages[i].len(),
+            pages[i].iter().filter(|id| !earlier.contains(id)).count(),
+            gets1 - gets0,
+        ));
+        if i > 0 {
+            assert!(
+                read * 10 <= new_bytes * 11,
+                "{name} read {read} bytes, its pages no earlier tenant had are {new_bytes}:\n{report}"
+            );
+        }
+        earlier.extend(pages[i].iter().copied());
+    }
+    eprintln!("one after the other:\n{report}");
+
+    // All at the same moment: each page fetched once.
+    for name in &names {
+        p.ok(&["tenant", "swap-out", name]);
+    }
+    store_settled(&p);
+    let (pages, bytes) = stored_pages(&p, &names);
+    let all: std::collections::HashSet<_> = pages.iter().flatten().copied().collect();
+    let all_bytes: u64 = all.iter().map(|id| bytes[id]).sum();
+    p.ok(&["store", "evict", "--tier", "local"]);
+    p.ok(&["store", "evict", "--tier", "hot"]);
+    let (gets0, bytes0, pages0) = cold_reads_settled(&p);
+    let swaps: Vec<_> = names
+        .iter()
+        .map(|name| {
+            p.command(&["--json", "tenant", "swap-in", name])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut locality = String::new();
+    for (swap, port) in swaps.into_iter().zip(&ports) {
+        let out = swap.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let back: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        locality.push_str(&format!("{}\n", back["prefetch"]["locality"]));
+        assert_eq!(http_get(*port, "/inc").unwrap(), "3");
+    }
+    let (gets1, bytes1, pages1) = cold_reads_settled(&p);
+    let (read, fetched) = (bytes1 - bytes0, pages1 - pages0);
+    eprintln!("their locality packs:\n{locality}");
+    eprintln!(
+        "all at once: {fetched} pages fetched, {read} bytes in {} GETs; the ten checkpoints' \
+         distinct pages are {} ({all_bytes} bytes); store after settling: {} bytes",
+        gets1 - gets0,
+        all.len(),
+        settled["stored_bytes"]
+    );
+    // Each page once (the one locality pack fetched may repeat a few a range also brought).
+    assert!(
+        fetched * 10 <= all.len() as u64 * 11,
+        "{fetched} pages fetched for {} distinct",
+        all.len()
+    );
+    // Bytes: the pages, and what lies between them in the ranges read (the planner reads up to
+    // `MAX_GAP` of pages it does not need rather than pay another round trip; here those are
+    // the first generation's pages, still retained, interleaved with the second's).
+    assert!(
+        read <= all_bytes * 2,
+        "read {read} bytes for {all_bytes} bytes of distinct pages"
+    );
+}

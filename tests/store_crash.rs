@@ -118,8 +118,13 @@ fn kill_9_during_ingest_and_gc_on_s3_loses_nothing() {
 fn kill_9_during_ingest_and_gc_loses_nothing(setup: Setup) {
     let tmp = tempfile::tempdir().unwrap();
     let pico = Pico::new(env!("CARGO_BIN_EXE_pico"));
-    // Repack eagerly, so that gc has packs to rewrite as well as to delete.
-    let toml = format!("[gc]\nrepack_below = 0.9\n\n{}", setup.toml);
+    // Repack eagerly, so that gc has packs to rewrite as well as to delete; keep every
+    // checkpoint (the default retention would drop the early ones this test checks after each
+    // kill).
+    let toml = format!(
+        "[gc]\nrepack_below = 0.9\n\n[retention]\nkeep_last = 0\n\n{}",
+        setup.toml
+    );
     std::fs::write(pico.home.join("pico.toml"), toml).unwrap();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

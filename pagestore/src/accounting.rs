@@ -276,7 +276,7 @@ impl PageStore {
             let Some(loc) = self.catalog().locate(id) else {
                 continue; // missing pages are `verify`'s business, not the bill's
             };
-            let len = u64::from(loc.len);
+            let len = loc.stored_bytes();
             total.page_bytes += len;
             let n = o.len() as u64;
             if n == 1 {

@@ -6,7 +6,7 @@
 
 use std::sync::RwLock;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, Slot};
 use crate::pack::{PackEntry, PackId};
 use crate::page::{PageId, PageMap};
 
@@ -17,6 +17,15 @@ pub struct Location {
     pub offset: u64,
     pub len: u32,
     pub codec: Codec,
+    /// Which page of its frame (pages encoded alone: [`Slot::ALONE`]).
+    pub slot: Slot,
+}
+
+impl Location {
+    /// This page's share of the pack's bytes (a frame's length is shared by its pages).
+    pub fn stored_bytes(&self) -> u64 {
+        self.slot.share_of(self.len)
+    }
 }
 
 #[derive(Default)]
@@ -42,6 +51,7 @@ impl Catalog {
                 offset: e.offset,
                 len: e.len,
                 codec: e.codec,
+                slot: e.slot,
             });
         }
     }
@@ -57,6 +67,7 @@ impl Catalog {
                     offset: e.offset,
                     len: e.len,
                     codec: e.codec,
+                    slot: e.slot,
                 },
             );
         }

@@ -1,7 +1,9 @@
-//! How one page is encoded at rest: lz4 when that saves space, raw when the page is incompressible.
+//! How one page is encoded at rest: lz4 when that saves space, raw when the page is incompressible,
+//! or (in the cold tier, once gc has recompressed its pack) one page of a zstd frame of
+//! neighbouring pages ([`crate::frame`]).
 //!
-//! Every encoded page decodes to exactly [`PAGE_SIZE`] bytes; [`decode_verified`] also checks the
-//! bytes against the page id, so no tier can hand on a wrong page.
+//! Every encoded page decodes to exactly [`PAGE_SIZE`] bytes; [`decode_verified`] and
+//! [`PageDecoder`] also check the bytes against the page id, so no tier can hand on a wrong page.
 
 use crate::error::{Error, Result};
 use crate::page::{PageId, PAGE_SIZE};
@@ -15,6 +17,9 @@ pub enum Codec {
     Raw = 0,
     /// An lz4 block (no frame) that decompresses to 4096 bytes.
     Lz4 = 1,
+    /// A zstd frame that decompresses to several whole pages, of which this is one
+    /// ([`Slot`]): the dense encoding of the cold tier ([`crate::frame`]).
+    Zstd = 2,
 }
 
 impl Codec {
@@ -22,8 +27,39 @@ impl Codec {
         match v {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Lz4),
+            2 => Some(Codec::Zstd),
             _ => None,
         }
+    }
+
+    /// Whether the encoded bytes are this one page's alone (what the local tier may hold).
+    pub fn is_single_page(self) -> bool {
+        self != Codec::Zstd
+    }
+}
+
+/// Which page of its frame an encoded page is: `index` of `of` pages. Pages encoded alone are
+/// index 0 of 1 (written as 0 of 0 by the first pack format, which had no frames).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Slot {
+    pub index: u8,
+    pub of: u8,
+}
+
+impl Slot {
+    /// A page encoded on its own.
+    pub const ALONE: Slot = Slot { index: 0, of: 1 };
+
+    /// How many pages share the encoded bytes (at least 1).
+    pub fn pages(self) -> u32 {
+        u32::from(self.of.max(1))
+    }
+
+    /// This page's share of `len` encoded bytes shared by [`Self::pages`] pages: the shares of a
+    /// frame's pages add up to its length exactly (the first pages take the remainder).
+    pub fn share_of(self, len: u32) -> u64 {
+        let n = self.pages();
+        u64::from(len / n + u32::from(u32::from(self.index) < len % n))
     }
 }
 
@@ -77,11 +113,70 @@ pub fn decode_verified(
     let page = match codec {
         Codec::Raw => data.to_vec(),
         Codec::Lz4 => lz4_flex::block::decompress(data, PAGE_SIZE).map_err(|_| corrupt())?,
+        Codec::Zstd => {
+            return PageDecoder::default().decode(id, codec, Slot::ALONE, 0, data, tier, object)
+        }
     };
     if !id.matches(&page) {
         return Err(corrupt());
     }
     Ok(page)
+}
+
+/// Decodes pages out of the bytes of a pack, each checked against its id. A zstd frame holds
+/// several pages, and a reader usually wants several of them in a row: the last frame decoded is
+/// kept, so each frame is decoded once per reader.
+#[derive(Default)]
+pub struct PageDecoder {
+    /// The offset (in its object) and the decoded pages of the last frame.
+    frame: Option<(u64, Vec<u8>)>,
+}
+
+impl PageDecoder {
+    /// The page `id` encoded with `codec` as `slot` of the bytes `data`, which start at `offset`
+    /// of `object` (offset and object name the frame in errors, and key the frame kept).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode(
+        &mut self,
+        id: &PageId,
+        codec: Codec,
+        slot: Slot,
+        offset: u64,
+        data: &[u8],
+        tier: Tier,
+        object: &str,
+    ) -> Result<Vec<u8>> {
+        if codec.is_single_page() {
+            return decode_verified(id, codec, data, tier, object);
+        }
+        let frame_error = |reason: String| Error::CorruptFrame {
+            page: *id,
+            tier,
+            object: object.to_string(),
+            offset,
+            reason,
+        };
+        let pages = match &self.frame {
+            Some((at, pages)) if *at == offset => pages,
+            _ => {
+                let pages = crate::frame::decode(data, slot.pages() as usize)
+                    .map_err(|e| frame_error(e.to_string()))?;
+                &self.frame.insert((offset, pages)).1
+            }
+        };
+        let at = usize::from(slot.index) * PAGE_SIZE;
+        let page = pages.get(at..at + PAGE_SIZE).ok_or_else(|| {
+            frame_error(format!("it holds no page {} of {}", slot.index, slot.of))
+        })?;
+        if !id.matches(page) {
+            return Err(Error::CorruptPage {
+                page: *id,
+                tier,
+                object: object.to_string(),
+            });
+        }
+        Ok(page.to_vec())
+    }
 }
 
 #[cfg(test)]

@@ -19,13 +19,35 @@ pub struct StoreConfig {
 }
 
 /// How many checkpoints of each tenant are kept.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
-    /// After each ingest, checkpoints of the tenant beyond the newest `keep_last` are deleted
-    /// (their pages go at the next `pico store gc`). 0, the default, keeps all.
-    #[serde(default)]
+    /// After each ingest, the newest `keep_last` checkpoints of the tenant are kept (default 3:
+    /// the one a restore reads and two to roll back to); 0 keeps every checkpoint.
+    #[serde(default = "default_keep_last")]
     pub keep_last: u64,
+    /// ... and the newest checkpoint of each of the last `keep_daily` days (UTC; default 7: one
+    /// a day for a week). Every other checkpoint is deleted, except the full manifest a kept one
+    /// is written against; their pages go at the next `pico store gc`.
+    #[serde(default = "default_keep_daily")]
+    pub keep_daily: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_last: default_keep_last(),
+            keep_daily: default_keep_daily(),
+        }
+    }
+}
+
+fn default_keep_last() -> u64 {
+    3
+}
+
+fn default_keep_daily() -> u64 {
+    7
 }
 
 /// Garbage collection.

@@ -23,6 +23,18 @@ pub enum Error {
         object: String,
     },
 
+    #[error(
+        "the zstd frame at byte {offset} of {object} ({tier} tier), which holds page {page}, \
+         does not decode: {reason} (corrupt store object; `pico store verify` lists every one)"
+    )]
+    CorruptFrame {
+        page: PageId,
+        tier: Tier,
+        object: String,
+        offset: u64,
+        reason: String,
+    },
+
     #[error("page {0} is referenced but not present in any tier")]
     PageMissing(PageId),
 

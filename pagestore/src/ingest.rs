@@ -14,15 +14,16 @@ use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
-use tracing::{debug, info, info_span, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::blocking::blocking;
 use crate::codec::{self, Codec};
 use crate::error::{Error, Result};
 use crate::lock::LockKind;
 use crate::manifest::{
-    valid_tenant_name, CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest,
+    valid_tenant_name, CheckpointId, CheckpointRef, FileContent, FileEntry, Manifest, FULL_EVERY,
 };
+use crate::manifest_cache::ManifestInfo;
 use crate::pack::PackBuilder;
 use crate::page::{self, PageId, PAGE_SIZE};
 use crate::store::PageStore;
@@ -241,7 +242,7 @@ impl PageStore {
         let generation = parent.as_ref().map_or(1, |p| p.generation + 1);
         let span = info_span!("ingest", tenant, generation);
         let report = self
-            .ingest_generation(tenant, generation, parent.map(|p| p.id), dir, options)
+            .ingest_generation(tenant, generation, parent.as_ref(), dir, options)
             .instrument(span)
             .await?;
         // The newest checkpoint's locality pack is the one the next restore reads (a first
@@ -249,10 +250,10 @@ impl PageStore {
         if generation > 1 {
             self.drop_locality(tenant, |g| g < generation).await;
         }
-        let keep = self.config.retention.keep_last;
-        if keep > 0 {
+        if self.config.retention.keep_last > 0 {
             // The new checkpoint is committed; a failure here only delays the cleanup.
-            if let Err(e) = self.apply_retention(tenant, keep).await {
+            let policy = &self.config.retention;
+            if let Err(e) = self.apply_retention_policy(tenant, policy).await {
                 tracing::warn!(tenant, error = %e, "retention failed; older checkpoints kept");
             }
         }
@@ -263,7 +264,7 @@ impl PageStore {
         &self,
         tenant: &str,
         generation: u64,
-        parent: Option<CheckpointId>,
+        parent: Option<&CheckpointRef>,
         dir: &Path,
         options: &IngestOptions,
     ) -> Result<IngestReport> {
@@ -345,12 +346,13 @@ impl PageStore {
             tenant: tenant.to_string(),
             generation,
             created_ms: crate::clock::now_ms(),
-            parent,
+            parent: parent.map(|p| p.id.clone()),
             packs,
             files,
             locality,
         };
-        let bytes = manifest.encode();
+        let base = self.delta_base(parent, generation).await;
+        let bytes = manifest.encode_dense(base.as_ref().map(|(r, m)| (r, m.as_ref())))?;
         report.checkpoint.id = CheckpointId::of_manifest_bytes(&bytes);
         report.bytes_uploaded += bytes.len() as u64;
         // The commit point.
@@ -358,7 +360,19 @@ impl PageStore {
             .put(&report.checkpoint.object_key(), bytes)
             .await?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
-        report.manifest = Some(std::sync::Arc::new(manifest));
+        let manifest = std::sync::Arc::new(manifest);
+        let id = report.checkpoint.id.clone();
+        if base.is_none() {
+            self.manifests.put_full(id.clone(), manifest.clone());
+        }
+        self.manifests.put_info(
+            id,
+            ManifestInfo {
+                created_ms: manifest.created_ms,
+                base: base.map(|(r, _)| r),
+            },
+        );
+        report.manifest = Some(manifest);
         info!(
             checkpoint = %report.checkpoint.id,
             pages = report.pages_total,
@@ -371,6 +385,32 @@ impl PageStore {
             "checkpoint committed"
         );
         Ok(report)
+    }
+
+    /// The full manifest the next generation's manifest is written against: the parent if it is
+    /// full, else the parent's base, unless that is [`FULL_EVERY`] generations back (then a full
+    /// manifest is written). Any failure to read one means a full manifest, which is always valid.
+    async fn delta_base(
+        &self,
+        parent: Option<&CheckpointRef>,
+        generation: u64,
+    ) -> Option<(CheckpointRef, std::sync::Arc<Manifest>)> {
+        let parent = parent?;
+        let info = self
+            .manifest_info(parent)
+            .await
+            .inspect_err(|e| warn!(error = %e, "parent manifest unreadable; writing a full one"))
+            .ok()?;
+        let base = info.base.unwrap_or_else(|| parent.clone());
+        if generation.saturating_sub(base.generation) >= FULL_EVERY {
+            return None;
+        }
+        let manifest = self
+            .base_manifest(parent, &base)
+            .await
+            .inspect_err(|e| warn!(error = %e, "base manifest unreadable; writing a full one"))
+            .ok()?;
+        Some((base, manifest))
     }
 
     /// Splits one page file into pages, a chunk at a time: names the pages of a chunk on all

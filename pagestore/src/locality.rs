@@ -21,7 +21,12 @@
 //!
 //! While the copy is being fetched, readers of pages it is expected to hold wait for it instead
 //! of sending their own GETs (the read path's locality flights), as they would for an ordinary
-//! flight.
+//! flight; and a copy of which half the pages are coming already, in another tenant's copy being
+//! fetched, is not fetched (tenants of one program share most of their restore sets: ten woken
+//! at once fetch one copy, not ten).
+//!
+//! The copy is stored like the cold tier's packs, in zstd frames ([`crate::frame`]), since it is
+//! at rest there as long as its checkpoint is the newest.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -33,11 +38,12 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::codec::{self, decode_verified};
+use crate::codec::{self, PageDecoder};
 use crate::error::{Error, Result};
 use crate::manifest::{FileEntry, LocalityPack, Manifest};
-use crate::pack::{self, PackBuilder, PackId};
+use crate::pack::{self, PackId};
 use crate::page::{PageId, PAGE_SIZE};
+use crate::recompress::DenseWriter;
 use crate::store::PageStore;
 use crate::tier::Tier;
 
@@ -48,6 +54,9 @@ pub const ONE_GET_MAX: u64 = 2 << 20;
 pub const RANGE_BYTES: u64 = 1 << 20;
 /// Pages of the wanted set sampled in the local tier before deciding to fetch the copy.
 const LOCAL_SAMPLE: usize = 32;
+/// zstd level of locality packs' frames: written on the swap-out's path (~5 ms a MiB here),
+/// where gc's level would cost several times that.
+const LOCALITY_LEVEL: i32 = 3;
 
 /// One page position of a checkpoint: a paged file and a page index in it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -99,7 +108,9 @@ pub(crate) fn build(
     use std::os::unix::fs::FileExt;
     let mut open: std::collections::HashMap<&str, std::fs::File> = Default::default();
     let mut seen = HashSet::new();
-    let mut builder = PackBuilder::new();
+    // Dense like the cold tier's packs (it is at rest there too), at a level quick enough for
+    // the swap-out's path.
+    let mut writer = DenseWriter::with(LOCALITY_LEVEL, false)?;
     let mut pages = 0u32;
     let mut buf = vec![0u8; PAGE_SIZE];
     for pos in positions {
@@ -131,13 +142,15 @@ pub(crate) fn build(
                 reason: format!("page {} changed while being ingested", pos.page),
             });
         }
-        let (c, enc) = codec::encode(&buf);
-        builder.push(id, c, &enc);
+        writer.push(id, &buf)?;
         pages += 1;
     }
     if pages == 0 {
         return Ok(None);
     }
+    let Some(builder) = writer.finish()?.pop() else {
+        return Ok(None);
+    };
     let (id, data, _) = builder.finish();
     Ok(Some((id, data, pages)))
 }
@@ -178,16 +191,28 @@ impl PageStore {
                 return Ok(skip("its pages are in the local tier"));
             }
         }
-        let flight = self
-            .read_path
-            .locality_flights()
-            .start(missing.into_iter().collect());
+        // Atomically with the decision, so that of tenants woken together one fetches its copy
+        // and the others wait for it.
+        let missing_pages = missing.len();
+        let Some(flight) = self.read_path.locality_flights().start_unless_coming(
+            missing.into_iter().collect(),
+            |not_coming| {
+                // Worth it when it brings mostly pages nothing else is bringing: else its copies
+                // of pages in flight elsewhere are bytes fetched twice.
+                (not_coming as u64) * 2 >= u64::from(source.pack.pages) && not_coming > 0
+            },
+        ) else {
+            return Ok(skip(&format!(
+                "most of its {missing_pages} missing pages are coming in another locality pack"
+            )));
+        };
         let (data, gets) = self.get_locality(source).await?;
         let bytes = data.len() as u64;
-        let pages = self.install_locality(source, &data)?;
+        let installed = self.install_locality(source, &data)?;
+        let pages = installed.len();
         // Waiting readers find the pages in memory now.
         drop(flight);
-        self.cache_locality_locally(data).await;
+        self.cache_locality_locally(installed).await;
         let report = LocalityReport {
             used: true,
             skipped: None,
@@ -225,8 +250,12 @@ impl PageStore {
     }
 
     /// Checks the object against its name and each page against its id, and puts the pages in
-    /// the memory tier. Returns how many it holds.
-    fn install_locality(&self, source: &LocalitySource, data: &[u8]) -> Result<usize> {
+    /// the memory tier. Returns them.
+    fn install_locality(
+        &self,
+        source: &LocalitySource,
+        data: &[u8],
+    ) -> Result<Vec<(PageId, Bytes)>> {
         let pages = decode_checked(source, data)?;
         // Only verified pages reach the tier, and only once all are.
         for (id, page) in &pages {
@@ -237,7 +266,7 @@ impl PageStore {
         self.counters()
             .cold_pages
             .fetch_add(pages.len() as u64, Ordering::Relaxed);
-        Ok(pages.len())
+        Ok(pages)
     }
 
     /// Reads a locality pack and checks it and every page in it (`pico store verify`).
@@ -246,15 +275,16 @@ impl PageStore {
         Ok(decode_checked(source, &data)?.len())
     }
 
-    /// Caches the copy's (already verified) pages in the local tier, off the restore's path.
-    async fn cache_locality_locally(&self, data: Vec<u8>) {
+    /// Caches the copy's (already verified) pages in the local tier, off the restore's path,
+    /// each encoded on its own (the local tier never holds zstd frames).
+    async fn cache_locality_locally(&self, pages: Vec<(PageId, Bytes)>) {
         let Some(local) = self.read_path.local_shared() else {
             return;
         };
         let cached = crate::blocking::blocking(move || {
-            for e in pack::parse_pack("locality", &data)? {
-                let raw = &data[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
-                local.put(&e.id, e.codec, raw)?;
+            for (id, page) in &pages {
+                let (codec, encoded) = codec::encode(page);
+                local.put(id, codec, &encoded)?;
             }
             Ok(())
         })
@@ -338,18 +368,19 @@ fn decode_checked(source: &LocalitySource, data: &[u8]) -> Result<Vec<(PageId, B
     }
     let entries = pack::parse_pack(&source.key, data)?;
     let mut pages = Vec::with_capacity(entries.len());
+    let mut decoder = PageDecoder::default();
     for e in &entries {
         let raw = &data[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
-        pages.push((
-            e.id,
-            Bytes::from(decode_verified(
-                &e.id,
-                e.codec,
-                raw,
-                Tier::Cold,
-                &source.key,
-            )?),
-        ));
+        let page = decoder.decode(
+            &e.id,
+            e.codec,
+            e.slot,
+            e.offset,
+            raw,
+            Tier::Cold,
+            &source.key,
+        )?;
+        pages.push((e.id, Bytes::from(page)));
     }
     Ok(pages)
 }

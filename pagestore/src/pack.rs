@@ -9,19 +9,28 @@
 //! ```text
 //! header  "PICOPACK" | version u32 | reserved u32                    16 bytes
 //! pages   encoded page bytes, back to back
-//! index   per page: id [32] | offset u64 | len u32 | codec u8 | 0 [3]  48 bytes each
+//! index   per page: id [32] | offset u64 | len u32 | codec u8 | slot u8 | of u8 | 0 u8
+//!                                                                       48 bytes each
 //! footer  index_offset u64 | count u32 | version u32 | blake3(index) [32] | "PICOPKIX"  56 bytes
 //! ```
+//!
+//! Version 1 (what ingest writes): every page encoded alone (raw or lz4), `slot` and `of` 0.
+//! Version 2 (what gc's recompression writes, [`crate::frame`]): zstd frames of a few pages; the
+//! pages of one frame share its offset and length, and `slot` of `of` says which page of it each
+//! is. Both versions are read.
 
 use std::fmt;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, Slot};
 use crate::error::{Error, Result};
 use crate::page::PageId;
 
 pub const PACK_MAGIC: &[u8; 8] = b"PICOPACK";
 pub const INDEX_MAGIC: &[u8; 8] = b"PICOPKIX";
+/// The version of a pack of pages encoded one by one (what ingest writes).
 pub const PACK_VERSION: u32 = 1;
+/// The version of a pack of zstd frames (what gc's recompression writes).
+pub const PACK_VERSION_DENSE: u32 = 2;
 pub const HEADER_LEN: usize = 16;
 pub const FOOTER_LEN: usize = 56;
 pub const INDEX_ENTRY_LEN: usize = 48;
@@ -69,6 +78,15 @@ pub struct PackEntry {
     pub offset: u64,
     pub len: u32,
     pub codec: Codec,
+    /// Which page of its frame (pages encoded alone: [`Slot::ALONE`]).
+    pub slot: Slot,
+}
+
+impl PackEntry {
+    /// This page's share of the pack's bytes (a frame's length is shared by its pages).
+    pub fn stored_bytes(&self) -> u64 {
+        self.slot.share_of(self.len)
+    }
 }
 
 /// Builds one pack in memory.
@@ -102,13 +120,39 @@ impl PackBuilder {
     }
 
     pub fn push(&mut self, id: PageId, codec: Codec, encoded: &[u8]) {
+        debug_assert!(codec.is_single_page());
         self.entries.push(PackEntry {
             id,
             offset: self.data.len() as u64,
             len: encoded.len() as u32,
             codec,
+            slot: Slot::ALONE,
         });
         self.data.extend_from_slice(encoded);
+    }
+
+    /// Appends one zstd frame holding the pages `ids`, in order ([`crate::frame`]).
+    pub fn push_frame(&mut self, ids: &[PageId], frame: &[u8]) {
+        debug_assert!(!ids.is_empty() && ids.len() <= crate::frame::MAX_FRAME_PAGES);
+        let offset = self.data.len() as u64;
+        for (i, id) in ids.iter().enumerate() {
+            self.entries.push(PackEntry {
+                id: *id,
+                offset,
+                len: frame.len() as u32,
+                codec: Codec::Zstd,
+                slot: Slot {
+                    index: i as u8,
+                    of: ids.len() as u8,
+                },
+            });
+        }
+        self.data.extend_from_slice(frame);
+    }
+
+    /// The bytes written so far (header and pages; the tail comes at [`Self::finish`]).
+    pub fn len(&self) -> usize {
+        self.data.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -137,10 +181,24 @@ pub fn encode_tail(entries: &[PackEntry], index_offset: u64) -> (Vec<u8>, Vec<u8
     let mut footer = Vec::with_capacity(FOOTER_LEN);
     footer.extend_from_slice(&index_offset.to_le_bytes());
     footer.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    footer.extend_from_slice(&PACK_VERSION.to_le_bytes());
+    footer.extend_from_slice(&version_of(entries).to_le_bytes());
     footer.extend_from_slice(blake3::hash(&index).as_bytes());
     footer.extend_from_slice(INDEX_MAGIC);
     (index, footer)
+}
+
+/// The oldest pack version that can hold these entries (old readers keep reading ingest's packs).
+fn version_of(entries: &[PackEntry]) -> u32 {
+    if entries.iter().all(|e| e.codec.is_single_page()) {
+        PACK_VERSION
+    } else {
+        PACK_VERSION_DENSE
+    }
+}
+
+/// Whether a pack is still waiting for gc's recompression: any page encoded alone.
+pub fn is_fast(entries: &[PackEntry]) -> bool {
+    entries.iter().any(|e| e.codec.is_single_page())
 }
 
 fn encode_index(entries: &[PackEntry]) -> Vec<u8> {
@@ -150,7 +208,11 @@ fn encode_index(entries: &[PackEntry]) -> Vec<u8> {
         out.extend_from_slice(&e.offset.to_le_bytes());
         out.extend_from_slice(&e.len.to_le_bytes());
         out.push(e.codec as u8);
-        out.extend_from_slice(&[0; 3]);
+        match e.codec {
+            Codec::Zstd => out.extend_from_slice(&[e.slot.index, e.slot.of, 0]),
+            // As the first format wrote them.
+            _ => out.extend_from_slice(&[0; 3]),
+        }
     }
     out
 }
@@ -182,11 +244,11 @@ pub fn parse_footer(object: &str, tail: &[u8], pack_len: u64) -> Result<Footer> 
         return Err(bad("bad footer magic"));
     }
     let version = u32::from_le_bytes(tail[12..16].try_into().map_err(|_| bad("footer"))?);
-    if version != PACK_VERSION {
+    if version != PACK_VERSION && version != PACK_VERSION_DENSE {
         return Err(Error::UnsupportedVersion {
             what: "pack",
             found: version,
-            supported: PACK_VERSION,
+            supported: PACK_VERSION_DENSE,
         });
     }
     let footer = Footer {
@@ -223,11 +285,22 @@ pub fn parse_index(object: &str, footer: &Footer, index: &[u8]) -> Result<Vec<Pa
             if offset + u64::from(len) > footer.index_offset || offset < HEADER_LEN as u64 {
                 return Err(bad("page outside the pack's data"));
             }
+            let slot = match codec {
+                Codec::Zstd => Slot {
+                    index: e[45],
+                    of: e[46],
+                },
+                _ => Slot::ALONE,
+            };
+            if slot.index >= slot.of || usize::from(slot.of) > crate::frame::MAX_FRAME_PAGES {
+                return Err(bad("page outside its frame"));
+            }
             Ok(PackEntry {
                 id,
                 offset,
                 len,
                 codec,
+                slot,
             })
         })
         .collect()

@@ -23,6 +23,11 @@ pub struct StoreStats {
     pub pack_bytes: u64,
     pub manifest_bytes: u64,
     pub packs: u64,
+    /// Packs still in ingest's fast encoding (lz4 page by page), waiting to be recompressed
+    /// into dense zstd frames ([`crate::recompress`]; `pico store gc` finishes them), and their
+    /// bytes. Zero once the store has settled.
+    pub packs_pending: u64,
+    pub pending_bytes: u64,
     /// Locality packs (extra copies of the pages restores read first, see
     /// `pagestore::locality`) and their bytes: storage traded for fewer cold GETs.
     pub locality_packs: u64,
@@ -101,6 +106,18 @@ impl PageStore {
             if obj.key.starts_with("packs/") {
                 s.packs += 1;
                 s.pack_bytes += obj.size;
+                if crate::pack::PackId::from_object_key(&obj.key).is_some() {
+                    match self.read_pack_index(&obj.key, obj.size).await {
+                        Ok(entries) if crate::pack::is_fast(&entries) => {
+                            s.packs_pending += 1;
+                            s.pending_bytes += obj.size;
+                        }
+                        Ok(_) => {}
+                        // Replaced by a recompression since the listing: no longer pending.
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
             } else if obj.key.starts_with("manifests/") {
                 s.manifest_bytes += obj.size;
             } else if obj.key.starts_with("locality/") {
@@ -194,6 +211,8 @@ impl PageStore {
 pub struct LiveCounters {
     pub cold_gets: u64,
     pub cold_get_bytes: u64,
+    /// Pages fetched from the cold tier (each once per GET that brought it).
+    pub cold_pages: u64,
     pub cold_puts: u64,
     pub cold_put_bytes: u64,
     pub local_hits: u64,
@@ -206,6 +225,7 @@ impl PageStore {
         LiveCounters {
             cold_gets: c.gets.load(Ordering::Relaxed),
             cold_get_bytes: c.get_bytes.load(Ordering::Relaxed),
+            cold_pages: self.counters().cold_pages.load(Ordering::Relaxed),
             cold_puts: c.puts.load(Ordering::Relaxed),
             cold_put_bytes: c.put_bytes.load(Ordering::Relaxed),
             local_hits: self.counters().local_hits.load(Ordering::Relaxed),

@@ -18,6 +18,7 @@ use crate::hot::HotTier;
 use crate::index_cache::IndexCache;
 use crate::local::{self, LocalTier};
 use crate::manifest::{CheckpointId, CheckpointRef, Manifest};
+use crate::manifest_cache::{ManifestCache, ManifestInfo};
 use crate::pack::{PackEntry, PackId};
 use crate::page::PageId;
 use crate::read::{PackCatalog, ReadPath, TierCounters};
@@ -28,6 +29,10 @@ pub struct PageStore {
     pub(crate) read_path: ReadPath,
     /// Caches ingested packs in the local tier behind the commit (write-behind).
     pub(crate) filler: Option<Arc<local::Filler>>,
+    /// Manifests decoded lately: bases of deltas, and what retention asks.
+    pub(crate) manifests: ManifestCache,
+    /// The background recompression's state ([`crate::recompress`]).
+    pub(crate) background_recompress: crate::recompress::Background,
     pub(crate) config: StoreConfig,
 }
 
@@ -64,6 +69,8 @@ impl PageStore {
         let store = PageStore {
             read_path,
             filler,
+            manifests: ManifestCache::default(),
+            background_recompress: Default::default(),
             config: config.clone(),
         };
         store.refresh_catalog().await?;
@@ -183,8 +190,74 @@ impl PageStore {
         }
     }
 
-    /// Reads and checks a manifest: its bytes must hash to its id.
+    /// Reads and checks a manifest: its bytes must hash to its id. A delta is decoded against its
+    /// base (one more read, unless this process has it already): at most two reads.
     pub async fn manifest(&self, checkpoint: &CheckpointRef) -> Result<Manifest> {
+        let bytes = self.manifest_bytes(checkpoint).await?;
+        let base_ref = Manifest::base_of(&bytes)?;
+        let base = match &base_ref {
+            None => None,
+            Some(b) => Some(self.base_manifest(checkpoint, b).await?),
+        };
+        let manifest = Manifest::decode_with_base(&bytes, base.as_deref())?;
+        if base_ref.is_none() {
+            // A full manifest: the base of the tenant's next deltas, likely.
+            self.manifests
+                .put_full(checkpoint.id.clone(), Arc::new(manifest.clone()));
+        }
+        self.manifests.put_info(
+            checkpoint.id.clone(),
+            ManifestInfo {
+                created_ms: manifest.created_ms,
+                base: base_ref,
+            },
+        );
+        Ok(manifest)
+    }
+
+    /// When a checkpoint was made and the base it is written against: from memory when this
+    /// process has read or written it, else read.
+    pub async fn manifest_info(&self, checkpoint: &CheckpointRef) -> Result<ManifestInfo> {
+        if let Some(info) = self.manifests.info(&checkpoint.id) {
+            return Ok(info);
+        }
+        self.manifest(checkpoint).await?;
+        self.manifests
+            .info(&checkpoint.id)
+            .ok_or_else(|| Error::CheckpointNotFound(checkpoint.id.to_string()))
+    }
+
+    /// The full manifest `base`, which `of` is written against (a full manifest itself: reads
+    /// stay bounded).
+    pub(crate) async fn base_manifest(
+        &self,
+        of: &CheckpointRef,
+        base: &CheckpointRef,
+    ) -> Result<Arc<Manifest>> {
+        if let Some(m) = self.manifests.full(&base.id) {
+            return Ok(m);
+        }
+        let bytes = self.manifest_bytes(base).await.map_err(|e| match e {
+            Error::ObjectNotFound(_) => Error::BadManifest(format!(
+                "checkpoint {} is written against generation {} ({}), which is gone",
+                of.id, base.generation, base.id
+            )),
+            e => e,
+        })?;
+        if Manifest::base_of(&bytes)?.is_some() {
+            return Err(Error::BadManifest(format!(
+                "the base {} of checkpoint {} is itself a delta",
+                base.id, of.id
+            )));
+        }
+        let manifest = Arc::new(Manifest::decode(&bytes)?);
+        self.manifests
+            .put_full(base.id.clone(), Arc::clone(&manifest));
+        Ok(manifest)
+    }
+
+    /// A manifest's bytes, checked against its id.
+    async fn manifest_bytes(&self, checkpoint: &CheckpointRef) -> Result<Vec<u8>> {
         let key = checkpoint.object_key();
         let bytes = self.cold().get(&key).await?;
         if CheckpointId::of_manifest_bytes(&bytes) != checkpoint.id {
@@ -194,7 +267,7 @@ impl PageStore {
                 reason: "its bytes do not hash to its id".into(),
             });
         }
-        Manifest::decode(&bytes)
+        Ok(bytes)
     }
 
     /// Empties the memory tier (for cold-start measurements), after any caching in the local

@@ -46,6 +46,10 @@ pub enum BenchCommand {
         /// Scratch directory for the corpus and stores (kept); default: a temporary one, removed.
         #[arg(long)]
         work: Option<PathBuf>,
+        /// Also measure the candidate encodings of cold pages (per-page and framed zstd at
+        /// several levels, with and without dictionaries) on the corpus's distinct pages.
+        #[arg(long)]
+        codecs: bool,
     },
     /// Our NBD server against `nbdkit file` on the same image: nbdcopy throughput, 4 KiB random
     /// reads at queue depth 1 (p50/p99 latency) and 16 (IOPS).
@@ -159,6 +163,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             generations,
             out,
             work,
+            codecs,
         } => {
             let opts = bench::dedup::Options {
                 tenants,
@@ -166,6 +171,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 out: out.clone(),
                 work,
                 criu: ctx.config.worker.criu.clone(),
+                codecs,
             };
             // On Ctrl-C the run is dropped at its next await: live tenants are killed and a
             // temporary scratch directory removed (see bench::dedup::corpus).

@@ -30,8 +30,13 @@ pub enum StoreCommand {
         #[arg(long)]
         tenant: String,
     },
-    /// Deletes pages no checkpoint references; rewrites mostly-dead packs.
+    /// Deletes pages no checkpoint references; rewrites mostly-dead packs, and recompresses the
+    /// packs ingest wrote fast (lz4) into dense zstd frames, so `store stats` after it shows the
+    /// settled bytes.
     Gc,
+    /// The running worker's cold-tier requests and bytes since it started (GETs, PUTs, local
+    /// hits): what a swap-in cost, read before and after it.
+    Counters,
     /// Empties a tier (for cold-start measurements). The hot tier lives in the memory of each
     /// process, so evicting it here only matters to a store this command opens; a running worker
     /// keeps its own.
@@ -133,6 +138,10 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
                     s.stored_bytes, s.pack_bytes, s.packs, s.manifest_bytes
                 );
                 println!(
+                    "pending          {} packs, {} bytes still in ingest's fast encoding (gc recompresses them)",
+                    s.packs_pending, s.pending_bytes
+                );
+                println!(
                     "locality packs   {} ({} bytes: extra copies of restore sets, in stored bytes)",
                     s.locality_packs, s.locality_bytes
                 );
@@ -199,17 +208,38 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
                 print_json(&r)?;
             } else {
                 println!(
-                    "gc: {} manifests, {} live pages; {} of {} packs deleted ({} repacked into {}),                      {} page copies dropped; pack bytes {} -> {}; {} ms",
+                    "gc: {} manifests, {} live pages; {} of {} packs deleted ({} recompressed and {} \
+                     repacked into {}), {} page copies dropped; pack bytes {} -> {}; {} ms",
                     r.manifests,
                     r.live_pages,
                     r.packs_deleted,
                     r.packs_before,
+                    r.packs_recompressed,
                     r.packs_repacked,
                     r.packs_written,
                     r.pages_dropped,
                     r.pack_bytes_before,
                     r.pack_bytes_after,
                     r.elapsed_ms
+                );
+            }
+        }
+        StoreCommand::Counters => {
+            let counters = worker::protocol::Client::new(&ctx.config.worker.socket)
+                .call(&worker::protocol::Request::Counters)
+                .await?;
+            if ctx.json {
+                print_json(&counters)?;
+            } else {
+                let get = |k: &str| counters.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+                println!(
+                    "cold: {} GETs ({} bytes), {} PUTs ({} bytes); local: {} hits, {} misses",
+                    get("cold_gets"),
+                    get("cold_get_bytes"),
+                    get("cold_puts"),
+                    get("cold_put_bytes"),
+                    get("local_hits"),
+                    get("local_misses")
                 );
             }
         }

@@ -85,6 +85,9 @@ impl Worker {
             locality_bytes: report.locality_bytes,
         };
         commit(&slot, &mut rt, &report, &out)?;
+        // Ingest wrote fast (lz4) packs; they become dense in the background (pagestore's
+        // `recompress`), at the lowest CPU priority.
+        self.store.recompress_behind();
         info!(
             checkpoint = %out.checkpoint,
             dump_ms = out.dump_ms,

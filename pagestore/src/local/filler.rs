@@ -131,16 +131,6 @@ impl Drop for Filler {
     }
 }
 
-/// Lowers the calling thread to nice 19 (Linux: `PRIO_PROCESS` with a thread id applies to that
-/// thread alone).
-fn lowest_priority() {
-    // SAFETY: gettid and setpriority take and return plain integers and touch no memory.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
-    if rc != 0 {
-        warn!(error = %std::io::Error::last_os_error(), "local-tier fill thread keeps its priority");
-    }
-}
-
 impl Pending {
     fn update(&self, f: impl FnOnce(&mut State)) {
         f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
@@ -156,11 +146,13 @@ impl Pending {
 }
 
 fn run(local: &dyn LocalTier, rx: Receiver<Job>, pending: &Pending) {
-    lowest_priority();
+    crate::blocking::lowest_priority();
     while let Ok(job) = rx.recv() {
         let pages: Vec<_> = job
             .entries
             .iter()
+            // Ingest's packs hold pages encoded alone; a zstd frame is never cached as it is.
+            .filter(|e| e.codec.is_single_page())
             .filter_map(|e| {
                 let raw = job
                     .pack

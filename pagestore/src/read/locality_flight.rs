@@ -43,23 +43,34 @@ impl Drop for FlightEnd<'_> {
 }
 
 impl LocalityFlights {
-    /// Lists a fetch expected to bring `pages`, until the returned guard is dropped.
-    pub(crate) fn start(&self, pages: HashSet<PageId>) -> FlightEnd<'_> {
+    /// Lists a fetch expected to bring `pages`, unless `worth_it` says no given how many of them
+    /// no flight listed already will bring; decided and listed under one lock, so that of two
+    /// fetches of the same pages started together only one goes.
+    pub(crate) fn start_unless_coming(
+        &self,
+        pages: HashSet<PageId>,
+        worth_it: impl FnOnce(usize) -> bool,
+    ) -> Option<FlightEnd<'_>> {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        let not_coming = pages
+            .iter()
+            .filter(|id| !flights.iter().any(|w| w.pages.contains(id)))
+            .count();
+        if !worth_it(not_coming) {
+            return None;
+        }
         let (tx, rx) = watch::channel(false);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.flights
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Waiting {
-                id,
-                pages: Arc::new(pages),
-                done: rx,
-            });
-        FlightEnd {
+        flights.push(Waiting {
+            id,
+            pages: Arc::new(pages),
+            done: rx,
+        });
+        Some(FlightEnd {
             flights: self,
             id,
             _done: tx,
-        }
+        })
     }
 
     /// Waits for every locality flight expected to bring one of `ids`; true if there was one.

@@ -36,7 +36,7 @@ pub(crate) use pack_catalog::PackCatalog;
 pub use plan::{plan_ranges, RangePlan, MAX_GAP, MAX_RANGE};
 
 use crate::catalog::{Catalog, Location};
-use crate::codec::decode_verified;
+use crate::codec::{self, decode_verified, Codec, PageDecoder};
 use crate::cold::ColdTier;
 use crate::error::{Error, Result};
 use crate::hot::HotTier;
@@ -60,7 +60,8 @@ pub struct TierCounters {
     pub local_hits: AtomicU64,
     pub local_misses: AtomicU64,
     pub local_corrupt: AtomicU64,
-    /// Pages decoded from cold-tier reads.
+    /// Pages fetched from the cold tier: by this process's ranged GETs (each counted once,
+    /// however many readers joined the GET) and locality packs.
     pub cold_pages: AtomicU64,
     /// Ranged GETs sent for page reads (after coalescing and single flight).
     pub cold_requests: AtomicU64,
@@ -77,6 +78,13 @@ pub(crate) struct ReadPath {
     flights: RangeFlights,
     locality_flights: LocalityFlights,
     counters: TierCounters,
+}
+
+/// A fetched page as the local tier gets it: its bytes in the pack, or encoded again (a page of a
+/// zstd frame, which the local tier never holds).
+enum LocalCopy<'a> {
+    Encoded(Codec, &'a [u8]),
+    Reencoded((Codec, Vec<u8>)),
 }
 
 /// One page a read still needs: its position in the caller's list and its id.
@@ -261,7 +269,10 @@ impl ReadPath {
         &self,
         wanted: Vec<(usize, PageId, Location)>,
     ) -> Result<Vec<(usize, Bytes)>> {
-        let fetched: Vec<Vec<(usize, Bytes)>> = stream::iter(plan_ranges(wanted))
+        // What GETs in flight bring is waited for; the rest is planned into GETs of its own.
+        let (joined, rest) = self.flights.split_in_flight(wanted);
+        let plans = joined.into_iter().chain(plan_ranges(rest));
+        let fetched: Vec<Vec<(usize, Bytes)>> = stream::iter(plans)
             .map(|plan| self.fetch_range(plan))
             .buffer_unordered(COLD_CONCURRENCY)
             .try_collect()
@@ -297,26 +308,38 @@ impl ReadPath {
 
     /// Fetches one planned range (or joins a flight that covers it), then decodes, checks and
     /// caches its pages.
-    async fn fetch_range(&self, plan: RangePlan) -> Result<Vec<(usize, Bytes)>> {
+    async fn fetch_range(&self, mut plan: RangePlan) -> Result<Vec<(usize, Bytes)>> {
         let key = plan.pack.object_key();
+        let mut out = Vec::with_capacity(plan.pages.len());
         let (bytes, base, guard) = loop {
             match self.shared_get(&plan, &key).await? {
                 Some(fetched) => break fetched,
                 None => {
-                    let cached: Option<Vec<_>> = plan
-                        .pages
-                        .iter()
-                        .map(|(i, id, _)| self.hot.peek(id).map(|p| (*i, p)))
-                        .collect();
-                    // Unless one was evicted meanwhile: then look again.
-                    if let Some(pages) = cached {
-                        return Ok(pages);
+                    // What is in memory now is taken from there; the rest (evicted meanwhile,
+                    // or not in the flights waited for) is fetched by a narrower range.
+                    let mut rest = Vec::new();
+                    for (i, id, loc) in std::mem::take(&mut plan.pages) {
+                        match self.hot.peek(&id) {
+                            Some(page) => out.push((i, page)),
+                            None => rest.push((i, id, loc)),
+                        }
                     }
+                    let Some(start) = rest.iter().map(|p| p.2.offset).min() else {
+                        return Ok(out);
+                    };
+                    plan.start = start;
+                    plan.end = rest
+                        .iter()
+                        .map(|p| p.2.offset + u64::from(p.2.len))
+                        .max()
+                        .unwrap_or(start);
+                    plan.pages = rest;
                 }
             }
         };
-        let mut out = Vec::with_capacity(plan.pages.len());
         let mut to_cache = Vec::new();
+        // Pages of one zstd frame are next to each other in the plan: each frame decodes once.
+        let mut decoder = PageDecoder::default();
         for (i, id, loc) in &plan.pages {
             let from = (loc.offset - base) as usize;
             let to = from + loc.len as usize;
@@ -325,18 +348,38 @@ impl ReadPath {
                 object: key.clone(),
                 reason: format!("shorter than its index says (page {id} at {})", loc.offset),
             })?;
-            let page = Bytes::from(decode_verified(id, loc.codec, raw, Tier::Cold, &key)?);
-            self.counters.cold_pages.fetch_add(1, Ordering::Relaxed);
-            if !self.hot.contains(id) {
-                to_cache.push((*id, loc.codec, raw));
+            let page =
+                decoder.decode(id, loc.codec, loc.slot, loc.offset, raw, Tier::Cold, &key)?;
+            if guard.is_some() {
+                // Fetched by this reader's GET (a reader that joined one does not count it again).
+                self.counters.cold_pages.fetch_add(1, Ordering::Relaxed);
+            }
+            let new = !self.hot.contains(id);
+            if new {
+                // The local tier keeps what decodes fastest: a page of a frame goes there alone.
+                let local = match loc.codec.is_single_page() {
+                    true => LocalCopy::Encoded(loc.codec, raw),
+                    false => LocalCopy::Reencoded(codec::encode(&page)),
+                };
+                to_cache.push((*id, local));
+            }
+            let page = Bytes::from(page);
+            if new {
                 self.hot.insert_shared(*id, page.clone());
             }
             out.push((*i, page));
         }
         // One engine write for the range's pages.
         if let (Some(local), false) = (&self.local, to_cache.is_empty()) {
-            if let Err(e) = local.put_many(&to_cache) {
-                warn!(pages = to_cache.len(), error = %e, "could not cache pages in the local tier");
+            let batch: Vec<(PageId, Codec, &[u8])> = to_cache
+                .iter()
+                .map(|(id, copy)| match copy {
+                    LocalCopy::Encoded(codec, raw) => (*id, *codec, *raw),
+                    LocalCopy::Reencoded((codec, data)) => (*id, *codec, data.as_slice()),
+                })
+                .collect();
+            if let Err(e) = local.put_many(&batch) {
+                warn!(pages = batch.len(), error = %e, "could not cache pages in the local tier");
             }
         }
         // Only now, with the pages cached, may a new reader of these bytes miss the flight.
@@ -371,6 +414,13 @@ impl ReadPath {
                     }
                 }
                 Role::Cached => return Ok(None),
+                Role::Overlapping(flights) => {
+                    for mut ended in flights {
+                        // Err: its guard is gone, i.e. the flight ended, which is what we wait for.
+                        let _ = ended.changed().await;
+                    }
+                    return Ok(None);
+                }
                 Role::Leader(leader) => {
                     trace!(key, start = plan.start, end = plan.end, "cold ranged GET");
                     self.counters.cold_requests.fetch_add(1, Ordering::Relaxed);

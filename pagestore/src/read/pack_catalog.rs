@@ -27,6 +27,9 @@ pub(crate) struct PackCatalog {
     index_cache: Option<IndexCache>,
 }
 
+/// Listings a catalog refresh makes before a pack that keeps vanishing is an error.
+const REFRESH_ATTEMPTS: u32 = 4;
+
 impl PackCatalog {
     pub(crate) fn new(index_cache: Option<IndexCache>) -> PackCatalog {
         PackCatalog {
@@ -45,8 +48,25 @@ impl PackCatalog {
     }
 
     /// Reads the index of every pack not yet in the catalog, and forgets packs that are gone (a gc
-    /// elsewhere deleted them). Returns how many packs were added.
+    /// elsewhere deleted them). Returns how many packs were added. A pack listed but gone before
+    /// its index is read (recompression replaced it meanwhile, beside this ingest or read) means
+    /// a new listing: the pack replacing it was written before it went.
     pub(crate) async fn refresh(&self, cold: &ColdTier) -> Result<usize> {
+        let mut attempt = 1;
+        loop {
+            // Boxed: the refresh is awaited deep inside every read's future, and its own future
+            // nested there too made the NBD server's future type too deep to lay out.
+            match Box::pin(self.refresh_once(cold)).await {
+                Err(e) if e.is_not_found() && attempt < REFRESH_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "a pack went while the catalog was refreshed; listing again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn refresh_once(&self, cold: &ColdTier) -> Result<usize> {
         let listing = cold.list("packs/").await?;
         let listed: HashSet<PackId> = listing
             .iter()

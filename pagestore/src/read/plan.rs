@@ -70,6 +70,7 @@ mod tests {
             offset,
             len,
             codec: Codec::Lz4,
+            slot: crate::codec::Slot::ALONE,
         }
     }
 

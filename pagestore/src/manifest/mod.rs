@@ -19,10 +19,15 @@
 //! ```
 //!
 //! Version 2 adds the *locality pack* ([`LocalityPack`]): an extra copy of the pages a restore
-//! reads first, in one object. A manifest without one is still written as version 1, and both
-//! versions decode.
+//! reads first, in one object. Version 3 ([`dense`]), what ingest writes now, is compressed and
+//! may be written against an earlier full manifest of the tenant (a *delta*). Every version
+//! decodes.
+
+mod dense;
 
 use std::fmt;
+
+pub use dense::{FULL_EVERY, MANIFEST_VERSION_DENSE};
 
 use crate::error::{Error, Result};
 use crate::pack::PackId;
@@ -196,34 +201,14 @@ impl Manifest {
         out
     }
 
+    /// Decodes a full manifest of any version (a delta needs its base:
+    /// [`Manifest::decode_with_base`]).
     pub fn decode(bytes: &[u8]) -> Result<Manifest> {
-        if bytes.len() < 20 {
-            return Err(Error::BadManifest("truncated header".into()));
+        let version = version_of(bytes)?;
+        if version == dense::MANIFEST_VERSION_DENSE {
+            return dense::decode_dense(bytes, None);
         }
-        if &bytes[..8] != MANIFEST_MAGIC {
-            return Err(Error::BadManifest(
-                "bad magic (not a picocenter manifest)".into(),
-            ));
-        }
-        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if version != MANIFEST_VERSION && version != MANIFEST_VERSION_PLAIN {
-            return Err(Error::UnsupportedVersion {
-                what: "manifest",
-                found: version,
-                supported: MANIFEST_VERSION,
-            });
-        }
-        let mut r = Reader(&bytes[12..]);
-        let body_len = r.u64()? as usize;
-        let body = r.take(body_len)?;
-        let sum = r.take(32)?;
-        if !r.0.is_empty() {
-            return Err(Error::BadManifest("trailing bytes".into()));
-        }
-        if blake3::hash(body).as_bytes() != sum {
-            return Err(Error::BadManifest("checksum mismatch".into()));
-        }
-        let mut r = Reader(body);
+        let mut r = Reader(checked_body(bytes)?);
         let tenant = r.str()?;
         let generation = r.u64()?;
         let created_ms = r.u64()?;
@@ -234,11 +219,7 @@ impl Manifest {
                     .ok_or_else(|| Error::BadManifest(format!("bad parent id {p:?}")))?,
             ),
         };
-        let n_packs = r.u32()? as usize;
-        let mut packs = Vec::with_capacity(n_packs.min(r.0.len() / 32));
-        for _ in 0..n_packs {
-            packs.push(PackId(r.id()?));
-        }
+        let packs = r.packs()?;
         let n_files = r.u32()? as usize;
         let mut files = Vec::with_capacity(n_files.min(r.0.len()));
         for _ in 0..n_files {
@@ -250,17 +231,7 @@ impl Manifest {
                     let len = r.u64()? as usize;
                     FileContent::Inline(r.take(len)?.to_vec())
                 }
-                1 => {
-                    let n = r.u64()? as usize;
-                    if n > r.0.len() / 32 {
-                        return Err(Error::BadManifest("truncated page list".into()));
-                    }
-                    let mut pages = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        pages.push(PageId(r.id()?));
-                    }
-                    FileContent::Paged(pages)
-                }
+                1 => FileContent::Paged(r.page_ids()?),
                 k => return Err(Error::BadManifest(format!("unknown file kind {k}"))),
             };
             files.push(FileEntry {
@@ -292,6 +263,43 @@ impl Manifest {
             locality,
         })
     }
+}
+
+/// The version of the manifest in `bytes` (magic checked; one this code reads).
+fn version_of(bytes: &[u8]) -> Result<u32> {
+    if bytes.len() < 20 {
+        return Err(Error::BadManifest("truncated header".into()));
+    }
+    if &bytes[..8] != MANIFEST_MAGIC {
+        return Err(Error::BadManifest(
+            "bad magic (not a picocenter manifest)".into(),
+        ));
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    match version {
+        MANIFEST_VERSION_PLAIN | MANIFEST_VERSION | dense::MANIFEST_VERSION_DENSE => Ok(version),
+        _ => Err(Error::UnsupportedVersion {
+            what: "manifest",
+            found: version,
+            supported: dense::MANIFEST_VERSION_DENSE,
+        }),
+    }
+}
+
+/// The body of a manifest of any version, checked against its checksum.
+fn checked_body(bytes: &[u8]) -> Result<&[u8]> {
+    version_of(bytes)?;
+    let mut r = Reader(&bytes[12..]);
+    let body_len = r.u64()? as usize;
+    let body = r.take(body_len)?;
+    let sum = r.take(32)?;
+    if !r.0.is_empty() {
+        return Err(Error::BadManifest("trailing bytes".into()));
+    }
+    if blake3::hash(body).as_bytes() != sum {
+        return Err(Error::BadManifest("checksum mismatch".into()));
+    }
+    Ok(body)
 }
 
 fn put_str(b: &mut Vec<u8>, s: &str) {
@@ -326,6 +334,27 @@ impl<'a> Reader<'a> {
         let mut a = [0u8; 32];
         a.copy_from_slice(self.take(32)?);
         Ok(a)
+    }
+    /// `u32 n, n × [32]`: a manifest's packs.
+    fn packs(&mut self) -> Result<Vec<PackId>> {
+        let n = self.u32()? as usize;
+        let mut packs = Vec::with_capacity(n.min(self.0.len() / 32));
+        for _ in 0..n {
+            packs.push(PackId(self.id()?));
+        }
+        Ok(packs)
+    }
+    /// `u64 n, n × [32]`: a paged file's page ids.
+    fn page_ids(&mut self) -> Result<Vec<PageId>> {
+        let n = self.u64()? as usize;
+        if n > self.0.len() / 32 {
+            return Err(Error::BadManifest("truncated page list".into()));
+        }
+        let mut pages = Vec::with_capacity(n);
+        for _ in 0..n {
+            pages.push(PageId(self.id()?));
+        }
+        Ok(pages)
     }
     fn str(&mut self) -> Result<String> {
         let n = self.u32()? as usize;

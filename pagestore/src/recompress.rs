@@ -1,0 +1,271 @@
+//! Recompression: ingest's packs, whose pages are lz4-encoded one by one (fast to write: swap-out
+//! speed rules there), rewritten as dense packs of zstd frames ([`crate::frame`]), the encoding
+//! the cold tier keeps at rest.
+//!
+//! Two ways in. [`PageStore::recompress`] runs beside ingests (it holds the shared ingest lock, so
+//! no gc runs meanwhile) and so keeps *every* page of a pack it rewrites: an ingest in flight may
+//! be deduplicating against any of them. A worker runs it in the background after each swap-out
+//! ([`PageStore::recompress_behind`]). gc, which holds the exclusive lock, recompresses as it
+//! sweeps and keeps only live pages ([`crate::gc`]); so `pico store gc` leaves nothing pending.
+//! Either way the dense pack is uploaded before the pack it replaces is deleted, as in gc's
+//! repacking, so a crash leaves at worst two copies of some pages (the next gc keeps one).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::blocking::{blocking, idle_priority};
+use crate::codec::PageDecoder;
+use crate::error::{Error, Result};
+use crate::frame::{FrameEncoder, FRAME_LEVEL, FRAME_PAGES};
+use crate::lock::LockKind;
+use crate::pack::{self, PackBuilder, PackEntry, PackId};
+use crate::page::{PageId, PAGE_SIZE};
+use crate::store::PageStore;
+use crate::tier::Tier;
+
+/// What one recompression did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RecompressReport {
+    /// Packs of ingest's fast encoding rewritten (and deleted).
+    pub packs_recompressed: u64,
+    /// Dense packs written.
+    pub packs_written: u64,
+    pub pages: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub elapsed_ms: u64,
+}
+
+/// Packs pages into dense packs: frames of [`FRAME_PAGES`] pages in the order given (neighbours
+/// in an image resemble each other), packs closed at [`crate::pack::TARGET_PACK_BYTES`].
+pub(crate) struct DenseWriter {
+    encoder: FrameEncoder,
+    /// Whether packs are closed at the target size (false: one pack, for a locality pack).
+    split: bool,
+    builder: PackBuilder,
+    frame_ids: Vec<PageId>,
+    frame_pages: Vec<u8>,
+    full: Vec<PackBuilder>,
+}
+
+impl DenseWriter {
+    pub(crate) fn new() -> Result<DenseWriter> {
+        DenseWriter::with(FRAME_LEVEL, true)
+    }
+
+    /// Frames at zstd `level`; `split` false keeps every page in one pack.
+    pub(crate) fn with(level: i32, split: bool) -> Result<DenseWriter> {
+        Ok(DenseWriter {
+            encoder: FrameEncoder::new(level).map_err(zstd_error)?,
+            split,
+            builder: PackBuilder::new(),
+            frame_ids: Vec::with_capacity(FRAME_PAGES),
+            frame_pages: Vec::with_capacity(FRAME_PAGES * PAGE_SIZE),
+            full: Vec::new(),
+        })
+    }
+
+    /// Adds one decoded (and verified) page.
+    pub(crate) fn push(&mut self, id: PageId, page: &[u8]) -> Result<()> {
+        self.frame_ids.push(id);
+        self.frame_pages.extend_from_slice(page);
+        if self.frame_ids.len() == FRAME_PAGES {
+            self.close_frame()?;
+        }
+        Ok(())
+    }
+
+    fn close_frame(&mut self) -> Result<()> {
+        if self.frame_ids.is_empty() {
+            return Ok(());
+        }
+        let frame = self.encoder.encode(&self.frame_pages).map_err(zstd_error)?;
+        self.builder.push_frame(&self.frame_ids, &frame);
+        self.frame_ids.clear();
+        self.frame_pages.clear();
+        if self.split && self.builder.is_full() {
+            self.full.push(std::mem::take(&mut self.builder));
+        }
+        Ok(())
+    }
+
+    /// Packs filled since the last call, ready to upload.
+    pub(crate) fn take_full(&mut self) -> Vec<PackBuilder> {
+        std::mem::take(&mut self.full)
+    }
+
+    /// Closes the last frame and pack; returns the packs still to upload.
+    pub(crate) fn finish(mut self) -> Result<Vec<PackBuilder>> {
+        self.close_frame()?;
+        let last = std::mem::take(&mut self.builder);
+        if !last.is_empty() {
+            self.full.push(last);
+        }
+        Ok(self.full)
+    }
+}
+
+fn zstd_error(e: std::io::Error) -> Error {
+    Error::io("<zstd>", e)
+}
+
+/// Decodes the pages `keep` of the pack `key` held in `data`, each checked against its id (a
+/// corrupt page is never copied into a new pack), and adds them to `writer`. CPU-bound: run it
+/// with [`blocking`].
+pub(crate) fn rewrite_pages(
+    writer: &mut DenseWriter,
+    key: &str,
+    data: &[u8],
+    keep: &[PackEntry],
+) -> Result<()> {
+    let mut decoder = PageDecoder::default();
+    for e in keep {
+        let raw = data
+            .get(e.offset as usize..(e.offset + u64::from(e.len)) as usize)
+            .ok_or_else(|| Error::CorruptObject {
+                what: "pack",
+                object: key.to_string(),
+                reason: "shorter than its index".into(),
+            })?;
+        let page = decoder.decode(&e.id, e.codec, e.slot, e.offset, raw, Tier::Cold, key)?;
+        writer.push(e.id, &page)?;
+    }
+    Ok(())
+}
+
+/// Whether a recompression runs in the background, and whether another was asked for meanwhile.
+#[derive(Default)]
+pub(crate) struct Background {
+    running: AtomicBool,
+    again: AtomicBool,
+}
+
+impl PageStore {
+    /// Rewrites every pack still in ingest's fast encoding as dense packs, keeping all its pages,
+    /// under the shared ingest lock (ingests go on; a gc waits or fails as busy).
+    pub async fn recompress(&self) -> Result<RecompressReport> {
+        self.recompress_with(false).await
+    }
+
+    /// [`Self::recompress`]; `background` runs the encoding at the lowest CPU priority.
+    async fn recompress_with(&self, background: bool) -> Result<RecompressReport> {
+        let lock = self.lock(LockKind::Ingest).await?;
+        let result = self
+            .recompress_locked(background)
+            .instrument(info_span!("recompress", background))
+            .await;
+        self.unlock(lock).await?;
+        result
+    }
+
+    async fn recompress_locked(&self, background: bool) -> Result<RecompressReport> {
+        let started = Instant::now();
+        let mut r = RecompressReport::default();
+        self.refresh_catalog().await?;
+        let mut writer = DenseWriter::new()?;
+        let mut seen: HashSet<PageId> = HashSet::new();
+        let mut done: Vec<(PackId, String)> = Vec::new();
+        let mut written: HashSet<PackId> = HashSet::new();
+        for obj in self.cold().list("packs/").await? {
+            let Some(pack) = PackId::from_object_key(&obj.key) else {
+                continue;
+            };
+            let entries = self.read_pack_index(&obj.key, obj.size).await?;
+            if !pack::is_fast(&entries) {
+                continue;
+            }
+            let data = self.cold().get(&obj.key).await?;
+            // Every page, live or not (see the module's doc), each once.
+            let keep: Vec<PackEntry> = entries.into_iter().filter(|e| seen.insert(e.id)).collect();
+            r.pages += keep.len() as u64;
+            let key = obj.key.clone();
+            let rewrite = move || {
+                rewrite_pages(&mut writer, &key, &data, &keep)?;
+                Ok(writer)
+            };
+            writer = match background {
+                true => idle_priority(rewrite).await?,
+                false => blocking(rewrite).await?,
+            };
+            for full in writer.take_full() {
+                let (id, len) = self.write_repacked(full).await?;
+                written.insert(id);
+                r.bytes_after += len;
+                r.packs_written += 1;
+            }
+            r.bytes_before += obj.size;
+            done.push((pack, obj.key));
+        }
+        for last in blocking(move || writer.finish()).await? {
+            let (id, len) = self.write_repacked(last).await?;
+            written.insert(id);
+            r.bytes_after += len;
+            r.packs_written += 1;
+        }
+        // Only now that every page has a durable new home are the old packs deleted.
+        let gone = self.delete_replaced(&done, &written).await?;
+        r.packs_recompressed = gone as u64;
+        r.elapsed_ms = started.elapsed().as_millis() as u64;
+        info!(
+            packs = r.packs_recompressed,
+            pages = r.pages,
+            before = r.bytes_before,
+            after = r.bytes_after,
+            ms = r.elapsed_ms,
+            "recompressed"
+        );
+        Ok(r)
+    }
+
+    /// Deletes packs whose pages now live in new packs (never one just written: a pack is named
+    /// by its bytes); returns how many.
+    pub(crate) async fn delete_replaced(
+        &self,
+        replaced: &[(PackId, String)],
+        written: &HashSet<PackId>,
+    ) -> Result<usize> {
+        let mut gone = HashSet::new();
+        for (pack, key) in replaced {
+            if written.contains(pack) {
+                continue;
+            }
+            self.cold().delete(key).await?;
+            self.forget_pack(pack);
+            gone.insert(*pack);
+        }
+        self.catalog().remove_packs(&gone);
+        Ok(gone.len())
+    }
+
+    /// Starts [`Self::recompress`] in the background unless one is running (then that one runs
+    /// once more when it ends): what a worker calls after each swap-out. Failures are logged;
+    /// the packs stay readable as they are and the next run or gc takes them.
+    pub fn recompress_behind(self: &Arc<Self>) {
+        let background = &self.background_recompress;
+        background.again.store(true, Ordering::SeqCst);
+        if background.running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let store = Arc::clone(self);
+        tokio::spawn(async move {
+            let background = &store.background_recompress;
+            loop {
+                background.again.store(false, Ordering::SeqCst);
+                if let Err(e) = store.recompress_with(true).await {
+                    warn!(error = %e, "background recompression failed; gc will finish it");
+                }
+                background.running.store(false, Ordering::SeqCst);
+                if !background.again.load(Ordering::SeqCst)
+                    || background.running.swap(true, Ordering::SeqCst)
+                {
+                    break;
+                }
+            }
+        });
+    }
+}
