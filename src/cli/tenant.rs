@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::Subcommand;
 use worker::protocol::{Client, Request};
-use worker::tenant::{ActiveSetSummary, SwapInReport, SwapOutReport, TenantInfo};
+use worker::tenant::{ActiveSetSummary, SwapInReport, SwapOutReport, TenantInfo, TenantSpec};
 
 use super::{print_json, Context};
 
@@ -27,6 +27,10 @@ pub enum TenantCommand {
         /// share pages in the store (a security trade-off: see docs/ARCHITECTURE.md).
         #[arg(long)]
         deterministic: bool,
+        /// Swap it out after this long without a byte on its connections: "90s", "500ms",
+        /// "5m", "0" for never (default 60s).
+        #[arg(long, value_parser = parse_duration_ms)]
+        idle_timeout: Option<u64>,
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
@@ -66,14 +70,16 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             name,
             port,
             deterministic,
+            idle_timeout,
             cmd,
         } => (
-            Request::Add {
+            Request::Add(TenantSpec {
                 name: name.clone(),
                 port: *port,
                 cmd: cmd.clone(),
                 deterministic: *deterministic,
-            },
+                idle_timeout_ms: *idle_timeout,
+            }),
             name.clone(),
         ),
         TenantCommand::Ls => (Request::Ls, String::new()),
@@ -192,5 +198,40 @@ fn print_tenants(tenants: &[TenantInfo]) {
             t.checkpoint.as_deref().unwrap_or("-"),
             t.cmd.join(" ")
         );
+    }
+}
+
+/// A duration given as "<n>ms", "<n>s", "<n>m", "<n>h" or a bare number of seconds, in ms.
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 500ms or 5m"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    Ok(n * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("3s"), Ok(3_000));
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
+        assert_eq!(parse_duration_ms("0"), Ok(0));
+        assert!(parse_duration_ms("3x").is_err());
+        assert!(parse_duration_ms("s").is_err());
     }
 }

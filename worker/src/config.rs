@@ -66,6 +66,59 @@ pub struct WorkerConfig {
     /// instead, which saved ~9 ms per restore on this machine (see `criu.rs`).
     #[serde(default)]
     pub criu_hw_breakpoints: bool,
+    /// The address the worker listens on for every tenant's public port (the tenant itself
+    /// listens inside its own network namespace, reached only through the worker).
+    #[serde(default = "default_listen_addr")]
+    pub listen_addr: std::net::IpAddr,
+    /// How long a connection to a sleeping tenant is held while it wakes before it is closed.
+    #[serde(default = "default_hold_timeout_ms")]
+    pub hold_timeout_ms: u64,
+    /// Restores of a tenant that may fail in a row before it is `failed` (not woken any more).
+    #[serde(default = "default_max_restore_failures")]
+    pub max_restore_failures: u32,
+    /// Swap-ins and swap-outs that may run at once (swap-ins go first).
+    #[serde(default = "default_max_concurrent_swaps")]
+    pub max_concurrent_swaps: usize,
+    /// When the host's available memory (`MemAvailable`) falls under this many MiB, the least
+    /// recently active running tenants are swapped out until it is back above (0: off); a
+    /// swap-in first makes room for the tenant's last RSS above it.
+    #[serde(default = "default_memory_floor_mib")]
+    pub memory_floor_mib: u64,
+    /// Also swap out the least recently active tenants while the host's memory pressure
+    /// (`/proc/pressure/memory`, `some avg10`, percent) is above this (none: off).
+    #[serde(default)]
+    pub memory_pressure_psi: Option<f64>,
+    /// What a worker stopped by SIGTERM or SIGINT does with its running tenants: swap them all
+    /// out first, or leave them running (a restarted worker adopts them).
+    #[serde(default)]
+    pub on_stop: OnStop,
+}
+
+/// What a stopping worker does with running tenants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnStop {
+    /// Swap every running tenant out (their next connection wakes them under the next worker).
+    #[default]
+    SwapOut,
+    /// Leave them running; the next worker adopts them.
+    LeaveRunning,
+}
+
+fn default_listen_addr() -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+}
+fn default_hold_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_restore_failures() -> u32 {
+    3
+}
+fn default_max_concurrent_swaps() -> usize {
+    2
+}
+fn default_memory_floor_mib() -> u64 {
+    512
 }
 
 fn default_warm_criu() -> bool {
@@ -140,6 +193,13 @@ impl WorkerConfig {
             whole_restore_below_mib: default_whole_restore_below_mib(),
             warm_criu: true,
             criu_hw_breakpoints: false,
+            listen_addr: default_listen_addr(),
+            hold_timeout_ms: default_hold_timeout_ms(),
+            max_restore_failures: default_max_restore_failures(),
+            max_concurrent_swaps: default_max_concurrent_swaps(),
+            memory_floor_mib: default_memory_floor_mib(),
+            memory_pressure_psi: None,
+            on_stop: OnStop::default(),
         }
     }
 }

@@ -174,9 +174,18 @@ impl Criu {
     }
 
     /// Checkpoints the process tree rooted at `pid` into `images`; the tree is gone afterwards.
-    pub async fn dump(&self, pid: u32, images: &Path, work: &Path) -> Result<()> {
+    /// With `netns`, CRIU runs inside the tenant's network namespace pinned there, which it then
+    /// takes for its own and does not dump (see `netns`).
+    pub async fn dump(
+        &self,
+        pid: u32,
+        images: &Path,
+        work: &Path,
+        netns: Option<&Path>,
+    ) -> Result<()> {
         let mut cmd = self.command("dump", images, work, "dump.log");
         cmd.arg("-t").arg(pid.to_string()).arg("--tcp-established");
+        let _ns = inside(&mut cmd, netns)?;
         self.run("dump", cmd, work, "dump.log").await
     }
 
@@ -190,7 +199,14 @@ impl Criu {
 
     /// Restores the tree from `images`, detached; with `lazy`, memory marked lazy is left to the
     /// lazy-pages daemon already listening in `work`. Returns the root pid.
-    pub async fn restore(&self, images: &Path, work: &Path, lazy: bool) -> Result<u32> {
+    /// With `netns`, it runs inside the namespace pinned there, and so does the tree.
+    pub async fn restore(
+        &self,
+        images: &Path,
+        work: &Path,
+        lazy: bool,
+        netns: Option<&Path>,
+    ) -> Result<u32> {
         let pidfile = work.join("restore.pid");
         let mut cmd = self.command("restore", images, work, "restore.log");
         cmd.arg("-d")
@@ -200,6 +216,7 @@ impl Criu {
         if lazy {
             cmd.arg("--lazy-pages");
         }
+        let _ns = inside(&mut cmd, netns)?;
         self.run("restore", cmd, work, "restore.log").await?;
         let text = std::fs::read_to_string(&pidfile).map_err(|e| Error::io(&pidfile, e))?;
         text.trim().parse().map_err(|_| Error::BadPidFile {
@@ -212,6 +229,26 @@ impl Criu {
     pub fn lazy_pages_failure(&self, work: &Path, status: String) -> Error {
         self.failure("lazy-pages", status, work, "lazy-pages.log", b"")
     }
+}
+
+/// Makes `cmd` start inside the network namespace pinned at `netns`; the returned descriptor
+/// must stay open until it has been spawned.
+fn inside(cmd: &mut Command, netns: Option<&Path>) -> Result<Option<std::fs::File>> {
+    let Some(pin) = netns else {
+        return Ok(None);
+    };
+    let ns = crate::netns::open(pin).map_err(|e| Error::io(pin, e))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&ns);
+    // SAFETY: setns(2) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(Some(ns))
 }
 
 /// The last `n` lines of a log file (or why it could not be read).

@@ -23,6 +23,9 @@ pub(crate) struct RestoreRequest<'a> {
     pub log_level: u8,
     /// `tcp_established` (5).
     pub tcp_established: bool,
+    /// `join_ns` (39) of `ns` "net": the restored tree joins the network namespace pinned at
+    /// this path.
+    pub join_netns: Option<&'a str>,
 }
 
 /// What a `criu_resp` says about a restore.
@@ -47,6 +50,13 @@ impl RestoreRequest<'_> {
         put_int32(&mut opts, 9, i32::from(self.log_level));
         put_bytes(&mut opts, 10, self.log_file.as_bytes());
         put_int32(&mut opts, 17, self.work_dir_fd);
+        if let Some(path) = self.join_netns {
+            // `join_namespace`: ns (1), ns_file (2).
+            let mut join = Vec::new();
+            put_bytes(&mut join, 1, b"net");
+            put_bytes(&mut join, 2, path.as_bytes());
+            put_bytes(&mut opts, 39, &join);
+        }
         put_bytes(&mut opts, 68, self.images_dir.as_bytes());
         let mut req = Vec::with_capacity(opts.len() + 8);
         put_uint(&mut req, 1, RESTORE);
@@ -101,6 +111,7 @@ mod tests {
             log_file: "r.log",
             log_level: 2,
             tcp_established: true,
+            join_netns: None,
         }
         .encode();
         // Checked against `protoc --decode=criu_req rpc.proto` (CRIU 4.2.1).
@@ -116,6 +127,24 @@ mod tests {
         let mut want = vec![0x08, 0x02, 0x12, opts.len() as u8];
         want.extend_from_slice(opts);
         assert_eq!(req, want);
+    }
+
+    #[test]
+    fn a_restore_request_may_join_a_network_namespace() {
+        let req = RestoreRequest {
+            images_dir: "/i",
+            work_dir_fd: 7,
+            log_file: "r.log",
+            log_level: 2,
+            tcp_established: true,
+            join_netns: Some("/n"),
+        }
+        .encode();
+        // join_ns (39, length-delimited: key 0xba 0x02) { ns "net", ns_file "/n" }.
+        let join: &[u8] = &[
+            0xba, 0x02, 0x09, 0x0a, 0x03, b'n', b'e', b't', 0x12, 0x02, b'/', b'n',
+        ];
+        assert!(req.windows(join.len()).any(|w| w == join), "{req:x?}");
     }
 
     #[test]

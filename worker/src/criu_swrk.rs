@@ -134,15 +134,22 @@ impl CriuSpares {
     /// --tcp-established`, its log level, `restore.log` in `work`); returns the root pid.
     /// `Ok(None)` when no spare is ready (start CRIU instead). A restore CRIU reports failed is
     /// an error naming its log.
-    pub async fn restore(&self, images: &Path, work: &Path) -> Result<Option<u32>> {
+    /// With `netns`, the tree joins the network namespace pinned there.
+    pub async fn restore(
+        &self,
+        images: &Path,
+        work: &Path,
+        netns: Option<&Path>,
+    ) -> Result<Option<u32>> {
         let Some(spare) = self.take() else {
             return Ok(None);
         };
         let (images, dir) = (images.to_path_buf(), work.to_path_buf());
+        let netns = netns.map(Path::to_path_buf);
         let log_level = self.criu.log_level();
         let Spare { mut child, socket } = spare;
         let answered = tokio::task::spawn_blocking(move || {
-            ask_to_restore(&socket, &images, &dir, LOG_FILE, log_level)
+            ask_to_restore(&socket, &images, &dir, netns.as_deref(), log_level)
         })
         .await
         .map_err(|source| Error::TaskFailed {
@@ -180,7 +187,7 @@ fn ask_to_restore(
     socket: &OwnedFd,
     images: &Path,
     work: &Path,
-    log_file: &str,
+    netns: Option<&Path>,
     log_level: u8,
 ) -> std::io::Result<RestoreResponse> {
     let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
@@ -192,9 +199,15 @@ fn ask_to_restore(
     let request = RestoreRequest {
         images_dir: images,
         work_dir_fd: work_dir.as_raw_fd(),
-        log_file,
+        log_file: LOG_FILE,
         log_level,
         tcp_established: true,
+        join_netns: netns
+            .map(|p| {
+                p.to_str()
+                    .ok_or_else(|| bad(format!("namespace path {p:?} is not UTF-8")))
+            })
+            .transpose()?,
     }
     .encode();
     nix::sys::socket::send(socket.as_raw_fd(), &request, MsgFlags::empty())?;
@@ -249,7 +262,7 @@ mod tests {
         unsafe { libc::kill(first as i32, libc::SIGKILL) };
         tokio::time::sleep(Duration::from_millis(50)).await;
         let dir = tempfile::tempdir().unwrap();
-        let restored = spares.restore(dir.path(), dir.path()).await.unwrap();
+        let restored = spares.restore(dir.path(), dir.path(), None).await.unwrap();
         assert_eq!(restored, None, "a dead spare is passed over");
         let second = idle_spare_pid(&spares).await;
         assert_ne!(first, second);
@@ -262,7 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // An empty image directory: CRIU finds no inventory.
         let err = spares
-            .restore(dir.path(), dir.path())
+            .restore(dir.path(), dir.path(), None)
             .await
             .unwrap_err()
             .to_string();

@@ -1,13 +1,17 @@
 //! `pico worker run`: checks that this machine can host tenants (root, CRIU), opens the store
-//! and the tenant table, serves the control socket until SIGINT or SIGTERM, and stops without
-//! stopping its tenants.
+//! and the tenant table, settles what a predecessor left half done (`recovery`), serves every
+//! tenant's public port and the control socket, watches idleness and memory (`supervisor`)
+//! until SIGINT or SIGTERM, and then swaps its running tenants out or leaves them running
+//! (`on_stop`).
 
 use std::sync::Arc;
 
 use pagestore::{PageStore, StoreConfig};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::config::WorkerConfig;
+use crate::config::{OnStop, WorkerConfig};
+use crate::supervisor::Reason;
+use crate::tenant::TenantState;
 use crate::criu::Criu;
 use crate::error::{Error, Result};
 use crate::host::{finish_restoring, Worker};
@@ -33,6 +37,9 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     let store = Arc::new(PageStore::open(&store_config).await?);
     let listener = crate::server::bind_socket(&config.socket).await?;
     let worker = Arc::new(Worker::open(config, store, criu)?);
+    worker.recover().await?;
+    serve_public_ports(&worker);
+    let supervisor = crate::supervisor::start(worker.clone());
     if worker.config.whole_restore_below_mib > 0 {
         let warming = worker.clone();
         tokio::task::spawn_blocking(move || warming.whole_staging.warm());
@@ -52,8 +59,50 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         }
     };
     crate::server::serve(listener, worker.clone(), stop).await;
+    supervisor.abort();
+    if worker.config.on_stop == OnStop::SwapOut {
+        swap_out_all(&worker).await;
+    }
     stop_serving(&worker).await;
     Ok(())
+}
+
+/// Listens on every tenant's public port (a tenant without a network namespace, from an older
+/// worker, listens on the host itself and is not served).
+fn serve_public_ports(worker: &Arc<Worker>) {
+    for slot in worker.tenants.all() {
+        if slot.netns.is_none() {
+            warn!(tenant = %slot.name, "no network namespace (added by an older worker): its port is not served");
+            continue;
+        }
+        match crate::serving::bind_public(worker.config.listen_addr, slot.port) {
+            Ok(listener) => worker.serve(&slot, listener),
+            Err(e) => error!(tenant = %slot.name, port = slot.port, error = %e, "cannot listen on the tenant's port"),
+        }
+    }
+}
+
+/// Swaps every running tenant out, `max_concurrent_swaps` at a time, before the worker exits.
+async fn swap_out_all(worker: &Arc<Worker>) {
+    let mut swaps = tokio::task::JoinSet::new();
+    for slot in worker.tenants.all() {
+        if slot.netns.is_none() {
+            continue;
+        }
+        let worker = worker.clone();
+        swaps.spawn(async move {
+            let running = slot.runtime.lock().await.info.state == TenantState::Running;
+            if running {
+                if let Err(e) = worker
+                    .swap_out_because(&slot, Reason::WorkerStopping, true)
+                    .await
+                {
+                    warn!(tenant = %slot.name, error = %e, "could not swap out; left running");
+                }
+            }
+        });
+    }
+    while swaps.join_next().await.is_some() {}
 }
 
 /// What a stopping worker does once the socket no longer accepts requests. A tenant still being
@@ -64,6 +113,7 @@ async fn stop_serving(worker: &Worker) {
         let Ok(slot) = worker.slot(&name) else {
             continue;
         };
+        slot.stop_serving();
         let restoring = slot.runtime.lock().await.restoring.take();
         if let Some(restoring) = restoring {
             info!(tenant = %name, "waiting for its restore to finish");

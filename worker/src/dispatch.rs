@@ -2,6 +2,8 @@
 //! Kept apart from the socket ([`crate::server`]) so that another front end (HTTP) can call the
 //! same flows.
 
+use std::sync::Arc;
+
 use tracing::{info_span, Instrument};
 
 use crate::error::{Error, Result};
@@ -9,7 +11,7 @@ use crate::host::Worker;
 use crate::protocol::Request;
 
 /// Runs `request` on `worker`; its answer as JSON.
-pub(crate) async fn dispatch(worker: &Worker, request: Request) -> Result<serde_json::Value> {
+pub(crate) async fn dispatch(worker: &Arc<Worker>, request: Request) -> Result<serde_json::Value> {
     match request {
         Request::Ping => Ok(serde_json::json!({"criu": worker.criu.version()})),
         Request::Ls => {
@@ -22,23 +24,14 @@ pub(crate) async fn dispatch(worker: &Worker, request: Request) -> Result<serde_
             to_json(&out)
         }
         Request::Status { name } => to_json(&worker.status(&name).await?),
-        Request::Add {
-            name,
-            port,
-            cmd,
-            deterministic,
-        } => {
-            let span = info_span!("tenant", tenant = %name);
-            to_json(
-                &worker
-                    .add(&name, port, cmd, deterministic)
-                    .instrument(span)
-                    .await?,
-            )
+        Request::Add(spec) => {
+            let span = info_span!("tenant", tenant = %spec.name);
+            // Boxed, as the other swap flows: their futures are deep.
+            to_json(&Box::pin(worker.add(spec).instrument(span)).await?)
         }
         Request::SwapOut { name } => {
             let span = info_span!("tenant", tenant = %name);
-            to_json(&worker.swap_out(&name).instrument(span).await?)
+            to_json(&Box::pin(worker.swap_out(&name).instrument(span)).await?)
         }
         Request::SwapIn {
             name,
@@ -47,10 +40,12 @@ pub(crate) async fn dispatch(worker: &Worker, request: Request) -> Result<serde_
         } => {
             let span = info_span!("tenant", tenant = %name);
             to_json(
-                &worker
-                    .swap_in(&name, !no_activeset, install)
-                    .instrument(span)
-                    .await?,
+                &Box::pin(
+                    worker
+                        .swap_in(&name, !no_activeset, install)
+                        .instrument(span),
+                )
+                .await?,
             )
         }
         Request::ActiveSet { name } => to_json(&worker.activeset_summary(&name).await?),
@@ -67,7 +62,7 @@ pub(crate) async fn dispatch(worker: &Worker, request: Request) -> Result<serde_
         Request::Counters => to_json(&worker.store.live_counters()),
         Request::Rm { name } => {
             let span = info_span!("tenant", tenant = %name);
-            worker.rm(&name).instrument(span).await?;
+            Box::pin(worker.rm(&name).instrument(span)).await?;
             Ok(serde_json::Value::Null)
         }
     }

@@ -21,9 +21,10 @@ use tracing::warn;
 use crate::config::WorkerConfig;
 use crate::criu::Criu;
 use crate::criu_swrk::CriuSpares;
+use crate::activity::Activity;
 use crate::error::{Error, Result};
-use crate::process::process_alive;
-use crate::tenant::{TenantDirs, TenantInfo, TenantState};
+use crate::netns::HostNetns;
+use crate::tenant::{TenantDirs, TenantInfo};
 use crate::whole_staging::WholeStaging;
 
 /// How long a swap-out (or a stopping worker) waits for the previous lazy restore to finish
@@ -39,6 +40,12 @@ pub struct Worker {
     pub(crate) whole_staging: WholeStaging,
     /// `None` with `warm_criu = false`.
     pub(crate) criu_spares: Option<CriuSpares>,
+    /// The worker's own network namespace, to come back to after making a socket in a tenant's.
+    pub(crate) host_netns: HostNetns,
+    /// Swap-ins and swap-outs in progress, at most `max_concurrent_swaps`.
+    pub(crate) swap_slots: tokio::sync::Semaphore,
+    /// Swap-ins waiting for a slot: swap-outs the worker decides on its own wait for none.
+    pub(crate) swap_ins_waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Worker {
@@ -46,7 +53,11 @@ impl Worker {
     /// `config.tenants_dir`; spare CRIUs start now when `warm_criu` is on.
     pub(crate) fn open(config: WorkerConfig, store: Arc<PageStore>, criu: Criu) -> Result<Worker> {
         let tenants = TenantTable::load(&config)?;
+        let host_netns = HostNetns::current().map_err(|e| Error::io("/proc/self/ns/net", e))?;
         Ok(Worker {
+            host_netns,
+            swap_slots: tokio::sync::Semaphore::new(config.max_concurrent_swaps.max(1)),
+            swap_ins_waiting: std::sync::atomic::AtomicUsize::new(0),
             criu_spares: config.warm_criu.then(|| CriuSpares::start(&criu)),
             whole_staging: WholeStaging::new(
                 config.mounts_dir.join(".whole"),
@@ -76,21 +87,18 @@ pub(crate) struct TenantTable {
 
 impl TenantTable {
     /// Every tenant saved under `config.tenants_dir` (a directory without a readable
-    /// `tenant.json` is skipped); one saved as running whose process is gone is now exited.
+    /// `tenant.json` is skipped), as saved: `recovery` then settles what a stopped worker left
+    /// half done.
     fn load(config: &WorkerConfig) -> Result<TenantTable> {
         let mut slots = BTreeMap::new();
         let entries = std::fs::read_dir(&config.tenants_dir)
             .map_err(|e| Error::io(&config.tenants_dir, e))?;
         for entry in entries.flatten() {
             let dirs = TenantDirs { root: entry.path() };
-            let Ok(mut info) = TenantInfo::load(&dirs.state_file()) else {
+            let Ok(info) = TenantInfo::load(&dirs.state_file()) else {
+                warn!(dir = %dirs.root.display(), "no readable tenant record: skipped");
                 continue;
             };
-            if info.state == TenantState::Running && !info.pid.is_some_and(process_alive) {
-                warn!(tenant = %info.name, "tenant was running but its process is gone");
-                info.state = TenantState::Exited;
-                info.save(&dirs)?;
-            }
             slots.insert(info.name.clone(), Arc::new(TenantSlot::new(dirs, info)));
         }
         Ok(TenantTable {
@@ -129,8 +137,15 @@ impl TenantTable {
         Ok(())
     }
 
-    pub(crate) fn insert(&self, name: &str, slot: TenantSlot) {
-        self.lock().insert(name.to_string(), Arc::new(slot));
+    /// Adds a slot made already.
+    pub(crate) fn insert_slot(&self, name: &str, slot: Arc<TenantSlot>) -> Arc<TenantSlot> {
+        self.lock().insert(name.to_string(), slot.clone());
+        slot
+    }
+
+    /// Every tenant's slot.
+    pub(crate) fn all(&self) -> Vec<Arc<TenantSlot>> {
+        self.lock().values().cloned().collect()
     }
 
     pub(crate) fn remove(&self, name: &str) {
@@ -141,9 +156,24 @@ impl TenantTable {
 /// A tenant as the running worker holds it.
 pub(crate) struct TenantSlot {
     pub dirs: TenantDirs,
-    /// The port it answers on, held from its start until it is removed: a swapped-out tenant
-    /// listens nowhere, but its restore binds the port again and would fail were it taken.
+    pub name: String,
+    /// Its public port: the worker listens on it and forwards to the same port inside the
+    /// tenant's network namespace.
     pub port: u16,
+    /// Where its network namespace is pinned (`None` for a tenant added before tenants had
+    /// one: it listens on the host itself and the worker does not serve its port).
+    pub netns: Option<std::path::PathBuf>,
+    /// That namespace, open, to make sockets in it.
+    pub netns_file: Option<std::fs::File>,
+    /// Held shared by every forwarded connection, exclusively by a swap-out or swap-in: the
+    /// tenant's state changes only while no connection is forwarded to it.
+    pub gate: tokio::sync::RwLock<()>,
+    /// Its connections and when a byte last crossed one.
+    pub activity: Activity,
+    /// The accept loop of its public port.
+    pub serving: Mutex<Option<JoinHandle<()>>>,
+    /// A swap-out the worker decided on its own is queued or running.
+    pub auto_swap: std::sync::atomic::AtomicBool,
     pub runtime: tokio::sync::Mutex<TenantRuntime>,
     /// What the last restore's background fill read, once it is done. Kept apart from `runtime`:
     /// a swap-out holds that lock while it waits for the fill.
@@ -158,7 +188,16 @@ pub(crate) struct TenantSlot {
 impl TenantSlot {
     /// The slot of a tenant in `dirs` whose record is `info`; nothing restored yet.
     pub(crate) fn new(dirs: TenantDirs, info: TenantInfo) -> TenantSlot {
+        let netns = Some(dirs.netns()).filter(|p| crate::netns::is_pinned(p));
+        let netns_file = netns.as_deref().and_then(|p| crate::netns::open(p).ok());
         TenantSlot {
+            netns_file,
+            name: info.name.clone(),
+            activity: Activity::new(info.last_active.unwrap_or_else(pagestore::clock::now_ms)),
+            netns,
+            gate: tokio::sync::RwLock::new(()),
+            serving: Mutex::new(None),
+            auto_swap: std::sync::atomic::AtomicBool::new(false),
             dirs,
             port: info.port,
             runtime: tokio::sync::Mutex::new(TenantRuntime {
@@ -169,6 +208,13 @@ impl TenantSlot {
             last_fill: Mutex::new(None),
             last_reads: Mutex::new(None),
             activeset: Mutex::new(None),
+        }
+    }
+
+    /// Stops accepting on its public port.
+    pub(crate) fn stop_serving(&self) {
+        if let Some(task) = lock(&self.serving).take() {
+            task.abort();
         }
     }
 
@@ -206,6 +252,10 @@ impl TenantSlot {
 }
 
 /// A lock of a slot's report or ActiveSet; a panic elsewhere leaves the value usable.
+pub(crate) fn lock_std<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock(m)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

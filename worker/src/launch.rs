@@ -19,16 +19,21 @@
 
 use std::process::Command;
 
-/// Makes `cmd` start a tenant: in a session of its own and, with `deterministic`, without ASLR
-/// and with fixed hash seeds. Spawn it with [`spawn_in_own_pid_namespace`].
-pub fn as_tenant(cmd: &mut Command, deterministic: bool) {
+/// Makes `cmd` start a tenant: in a session of its own, in the network namespace `netns` when
+/// given (see `netns`) and, with `deterministic`, without ASLR and with fixed hash seeds. Spawn
+/// it with [`spawn_in_own_pid_namespace`].
+pub fn as_tenant(cmd: &mut Command, deterministic: bool, netns: Option<std::fs::File>) {
     use std::os::unix::process::CommandExt;
     if deterministic {
         cmd.envs(DETERMINISTIC_ENV.iter().copied());
     }
-    // SAFETY: setsid and personality are async-signal-safe and touch no parent memory.
+    // SAFETY: setsid, setns and personality are async-signal-safe and touch no parent memory;
+    // the namespace's descriptor lives as long as the command.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(ns) = &netns {
+                crate::netns::enter(ns)?;
+            }
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -93,7 +98,7 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo $$; exec sleep 10"])
             .stdout(std::process::Stdio::piped());
-        as_tenant(&mut cmd, true);
+        as_tenant(&mut cmd, true, None);
         let mut child = spawn_in_own_pid_namespace(move || cmd.spawn()).expect("spawn");
         let mut line = String::new();
         let stdout = child.stdout.take().expect("stdout");

@@ -2,6 +2,7 @@
 //! table and take it out again.
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info};
@@ -10,8 +11,8 @@ use crate::criu::log_tail;
 use crate::error::{Error, Result};
 use crate::host::{TenantSlot, Worker};
 use crate::process::{kill_tree, process_alive};
-use crate::readiness::probe_port;
-use crate::tenant::{TenantDirs, TenantInfo, TenantState};
+use crate::readiness::probe_tenant;
+use crate::tenant::{TenantDirs, TenantInfo, TenantSpec, TenantState, DEFAULT_IDLE_TIMEOUT_MS};
 
 impl Worker {
     /// The tenant's record, with its state brought up to date (a process may have exited).
@@ -28,16 +29,19 @@ impl Worker {
         Ok(info)
     }
 
-    /// Starts a new tenant in its own session, working directory and log file, and waits until it
-    /// listens on its port. With `deterministic`, ASLR is off and hash seeds are fixed, so that
-    /// tenants running the same program share pages.
-    pub async fn add(
-        &self,
-        name: &str,
-        port: u16,
-        cmd: Vec<String>,
-        deterministic: bool,
-    ) -> Result<TenantInfo> {
+    /// Starts a new tenant: pid 1 of its own PID namespace, in a network namespace of its own
+    /// (loopback only), with its own working directory and log file; waits until it listens on
+    /// its port inside, then serves its public port (see `serving`). With `deterministic`, ASLR
+    /// is off and hash seeds are fixed, so that tenants running the same program share pages.
+    pub async fn add(self: &Arc<Self>, spec: TenantSpec) -> Result<TenantInfo> {
+        let TenantSpec {
+            name,
+            port,
+            cmd,
+            deterministic,
+            idle_timeout_ms,
+        } = spec;
+        let name = name.as_str();
         if !pagestore::manifest::valid_tenant_name(name) {
             return Err(Error::InvalidTenantName(name.to_string()));
         }
@@ -45,16 +49,34 @@ impl Worker {
             return Err(Error::NoCommand(name.to_string()));
         };
         self.tenants.check_free(name, port)?;
-        // Readiness is "something listens on the port": it must be nobody before we start.
-        if probe_port(port).await {
-            return Err(Error::Start {
+        // The public port is the worker's from now on: taken first, so that a port in use
+        // fails the add before anything starts.
+        let listener = crate::serving::bind_public(self.config.listen_addr, port).map_err(|e| {
+            Error::Start {
                 name: name.to_string(),
-                reason: format!("port {port} is already in use by another process"),
-            });
-        }
+                reason: format!("port {port} cannot be listened on: {e}"),
+            }
+        })?;
         let dirs = TenantDirs::new(&self.config.tenants_dir, name);
         let cwd = dirs.cwd();
         std::fs::create_dir_all(&cwd).map_err(|e| Error::io(&cwd, e))?;
+        let pin = dirs.netns();
+        let _ = crate::netns::remove(&pin);
+        let made = {
+            let pin = pin.clone();
+            tokio::task::spawn_blocking(move || crate::netns::create(&pin)).await
+        };
+        match made {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::io(&pin, e)),
+            Err(e) => {
+                return Err(Error::TaskFailed {
+                    task: "network namespace",
+                    source: e,
+                })
+            }
+        }
+        let ns = crate::netns::open(&pin).map_err(|e| Error::io(&pin, e))?;
         let log_path = dirs.log();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -69,7 +91,7 @@ impl Worker {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        crate::launch::as_tenant(&mut command, deterministic);
+        crate::launch::as_tenant(&mut command, deterministic, Some(ns));
         let mut command = tokio::process::Command::from(command);
         let runtime = tokio::runtime::Handle::current();
         // A thread of its own forks the tenant (see `launch`): off the async workers.
@@ -81,10 +103,16 @@ impl Worker {
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(format!("spawning task failed: {e}"))));
-        let mut child = spawned.map_err(|e| Error::Start {
-            name: name.to_string(),
-            reason: format!("{program}: {e}"),
-        })?;
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = crate::netns::remove(&pin);
+                return Err(Error::Start {
+                    name: name.to_string(),
+                    reason: format!("{program}: {e}"),
+                });
+            }
+        };
         let pid = child.id().ok_or_else(|| Error::Start {
             name: name.to_string(),
             reason: "exited at once".into(),
@@ -96,32 +124,6 @@ impl Worker {
             info!(tenant, pid, ?status, "tenant process ended");
         });
 
-        let started = Instant::now();
-        let timeout = Duration::from_millis(self.config.start_timeout_ms);
-        loop {
-            if probe_port(port).await {
-                break;
-            }
-            if !process_alive(pid) {
-                return Err(Error::Start {
-                    name: name.to_string(),
-                    reason: format!("it exited; its log says:\n{}", log_tail(&log_path, 10)),
-                });
-            }
-            if started.elapsed() > timeout {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                return Err(Error::StartTimeout {
-                    name: name.to_string(),
-                    port,
-                    waited_ms: self.config.start_timeout_ms,
-                    log: log_path,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         let info = TenantInfo {
             name: name.to_string(),
             state: TenantState::Running,
@@ -135,12 +137,57 @@ impl Worker {
             last_swap_in: None,
             last_fill: None,
             last_reads: None,
+            idle_timeout_ms: idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
+            last_active: Some(pagestore::clock::now_ms()),
+            rss_bytes: None,
+            restore_failures: 0,
+            failure: None,
+            staging: None,
+            pages_pending: false,
         };
+        let slot = Arc::new(TenantSlot::new(dirs.clone(), info.clone()));
+        if let Err(e) = self.wait_listening(&slot, pid, &log_path).await {
+            kill_tree(pid).await;
+            let _ = crate::netns::remove(&pin);
+            return Err(e);
+        }
         info.save(&dirs)?;
         info!(pid, port, "tenant started");
-        self.tenants
-            .insert(name, TenantSlot::new(dirs, info.clone()));
+        let slot = self.tenants.insert_slot(name, slot);
+        self.serve(&slot, listener);
         Ok(info)
+    }
+
+    /// Waits until the tenant of `slot` (process `pid`) listens on its port inside its
+    /// namespace; fails if it exits first or takes longer than `start_timeout_ms`.
+    async fn wait_listening(
+        self: &Arc<Self>,
+        slot: &Arc<TenantSlot>,
+        pid: u32,
+        log_path: &std::path::Path,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let timeout = Duration::from_millis(self.config.start_timeout_ms);
+        loop {
+            if probe_tenant(self, slot).await {
+                return Ok(());
+            }
+            if !process_alive(pid) {
+                return Err(Error::Start {
+                    name: slot.name.clone(),
+                    reason: format!("it exited; its log says:\n{}", log_tail(log_path, 10)),
+                });
+            }
+            if started.elapsed() > timeout {
+                return Err(Error::StartTimeout {
+                    name: slot.name.clone(),
+                    port: slot.port,
+                    waited_ms: self.config.start_timeout_ms,
+                    log: log_path.to_path_buf(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops a tenant (if running) and forgets it, with its checkpoints in the store (their pages
@@ -161,6 +208,10 @@ impl Worker {
         // First the checkpoints: if the store is unreachable, `rm` fails and can be run again.
         let gone = self.store.forget(name).await?;
         info!(checkpoints = gone.len(), "checkpoints forgotten");
+        slot.stop_serving();
+        if let Err(e) = crate::netns::remove(&slot.dirs.netns()) {
+            error!(error = %e, "could not remove the tenant's network namespace");
+        }
         if let Err(e) = std::fs::remove_dir_all(&slot.dirs.root) {
             error!(error = %e, "could not remove the tenant's directory");
         }

@@ -13,14 +13,7 @@ use crate::error::{Error, Result};
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     Ping,
-    Add {
-        name: String,
-        port: u16,
-        cmd: Vec<String>,
-        /// Launch with a deterministic address layout (see `tenant::Launch`).
-        #[serde(default)]
-        deterministic: bool,
-    },
+    Add(crate::tenant::TenantSpec),
     Ls,
     Status {
         name: String,

@@ -28,6 +28,46 @@ pub(crate) async fn probe_port(port: u16) -> bool {
         .unwrap_or(false)
 }
 
+/// [`listens`] for a tenant in the network namespace `ns`: the probe's socket is made inside
+/// it and connects to its loopback. Blocking.
+pub(crate) fn listens_in(
+    host: &crate::netns::HostNetns,
+    ns: &std::fs::File,
+    port: u16,
+    linger: Duration,
+) -> bool {
+    use std::io::Read;
+    let Ok(fd) = host.socket_in(ns) else {
+        return false;
+    };
+    let socket = socket2::Socket::from(fd);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    if socket.set_nonblocking(false).is_err() || socket.connect(&addr.into()).is_err() {
+        return false;
+    }
+    let mut stream = std::net::TcpStream::from(socket);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(linger));
+    let mut buf = [0u8; 512];
+    while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+    true
+}
+
+/// Whether the tenant of `slot` listens on its port, inside its namespace (on the host for a
+/// tenant without one).
+pub(crate) async fn probe_tenant(worker: &std::sync::Arc<crate::host::Worker>, slot: &std::sync::Arc<crate::host::TenantSlot>) -> bool {
+    if slot.netns_file.is_none() {
+        return probe_port(slot.port).await;
+    }
+    let (worker, slot) = (worker.clone(), slot.clone());
+    tokio::task::spawn_blocking(move || match &slot.netns_file {
+        Some(ns) => listens_in(&worker.host_netns, ns, slot.port, PROBE_LINGER),
+        None => false,
+    })
+    .await
+    .unwrap_or(false)
+}
+
 /// How long a readiness probe waits for the tenant to close its connection.
 const PROBE_LINGER: Duration = Duration::from_secs(1);
 

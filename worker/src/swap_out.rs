@@ -6,12 +6,16 @@
 //! and keeps running, its previous checkpoint untouched.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pagestore::ingest::IngestReport;
 use tracing::{info, warn};
 
+use crate::crashpoint;
 use crate::error::{Error, Result};
+use crate::host_memory::rss;
+use crate::supervisor::Reason;
 use crate::host::{finish_restoring, TenantRuntime, TenantSlot, Worker, LAZY_COPY_LIMIT};
 use crate::process::{process_alive, process_tree, wait_gone};
 use crate::tenant::{elapsed_ms, fresh_dir, SwapOutReport, TenantInfo, TenantState};
@@ -20,8 +24,15 @@ use crate::tenant::{elapsed_ms, fresh_dir, SwapOutReport, TenantInfo, TenantStat
 const DUMPED_GONE_WITHIN: Duration = Duration::from_secs(5);
 
 impl Worker {
-    /// Checkpoints a running tenant into the store; its process is gone afterwards.
-    pub async fn swap_out(&self, name: &str) -> Result<SwapOutReport> {
+    /// Checkpoints a running tenant into the store, as an operator asks: its connections are
+    /// closed first; its process is gone afterwards.
+    pub async fn swap_out(self: &Arc<Self>, name: &str) -> Result<SwapOutReport> {
+        let slot = self.slot(name)?;
+        self.swap_out_because(&slot, Reason::Command, true).await
+    }
+
+    /// The swap-out itself, under the tenant's gate (see `supervisor`).
+    pub(crate) async fn swap_out_now(&self, name: &str) -> Result<SwapOutReport> {
         let slot = self.slot(name)?;
         let mut rt = slot.runtime.lock().await;
         let pid = running_pid(name, &rt.info)?;
@@ -43,11 +54,27 @@ impl Worker {
         // The whole tree dies with the dump; it is reaped before the ingest, so that its memory
         // is free again (a restore needs none of its pids: see `launch`).
         let tree = process_tree(pid);
-        if let Err(e) = self.criu.dump(pid, &staging, &work).await {
+        let rss_bytes: u64 = tree.iter().filter_map(|&p| rss(p)).sum();
+        // Recorded before the dump: a worker killed from here on finds the dump (complete or
+        // not) and settles it at its restart (`recovery`).
+        rt.info.state = TenantState::SwappingOut;
+        rt.info.staging = Some(staging.clone());
+        rt.info.rss_bytes = Some(rss_bytes);
+        rt.info.save(&slot.dirs)?;
+        crashpoint::hit("swap-out:registry-saved");
+        if let Err(e) = self
+            .criu
+            .dump(pid, &staging, &work, slot.netns.as_deref())
+            .await
+        {
             let _ = std::fs::remove_dir_all(&staging);
             // CRIU resumes the tree when a dump fails.
+            rt.info.state = TenantState::Running;
+            rt.info.staging = None;
+            rt.info.save(&slot.dirs)?;
             return Err(e);
         }
+        crashpoint::hit("swap-out:dumped");
         let dump_ms = elapsed_ms(started);
         for p in tree {
             wait_gone(p, DUMPED_GONE_WITHIN).await;
@@ -67,10 +94,7 @@ impl Worker {
                 });
             }
         };
-        // The manifest is durable: the staged dump is no longer needed.
-        if let Err(e) = std::fs::remove_dir_all(&staging) {
-            warn!(error = %e, "could not delete staging");
-        }
+        crashpoint::hit("swap-out:committed");
         let out = SwapOutReport {
             checkpoint: report.checkpoint.id.to_string(),
             generation: report.checkpoint.generation,
@@ -83,8 +107,14 @@ impl Worker {
             bytes_uploaded: report.bytes_uploaded,
             locality_pages: report.locality_pages,
             locality_bytes: report.locality_bytes,
+            rss_bytes,
         };
         commit(&slot, &mut rt, &report, &out)?;
+        crashpoint::hit("swap-out:recorded");
+        // The manifest is durable and recorded: the staged dump is no longer needed.
+        if let Err(e) = std::fs::remove_dir_all(&staging) {
+            warn!(error = %e, "could not delete staging");
+        }
         // Ingest wrote fast (lz4) packs; they become dense in the background (pagestore's
         // `recompress`), at the lowest CPU priority.
         self.store.recompress_behind();
@@ -110,9 +140,15 @@ impl Worker {
         staging: &Path,
         work: &Path,
     ) -> Result<String> {
-        let outcome = match self.criu.restore(staging, work, false).await {
+        rt.info.staging = None;
+        let outcome = match self
+            .criu
+            .restore(staging, work, false, slot.netns.as_deref())
+            .await
+        {
             Ok(pid) => {
                 rt.info.pid = Some(pid);
+                rt.info.state = TenantState::Running;
                 format!("the tenant was restored from its dump and keeps running (pid {pid})")
             }
             Err(e) => {
@@ -169,6 +205,8 @@ fn commit(
         .clone()
         .map(|m| (report.checkpoint.id.clone(), m));
     rt.info.state = TenantState::SwappedOut;
+    rt.info.staging = None;
+    rt.info.pages_pending = false;
     rt.info.checkpoint = Some(out.checkpoint.clone());
     rt.info.generation = Some(out.generation);
     rt.info.last_swap_out = Some(out.clone());

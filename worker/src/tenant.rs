@@ -12,18 +12,28 @@ use crate::error::{Error, Result};
 pub enum TenantState {
     /// Its process tree is live.
     Running,
+    /// Being dumped and committed; connections wait for the swap-in that follows.
+    SwappingOut,
     /// Checkpointed into the store; nothing of it is in memory.
     SwappedOut,
+    /// Being restored; connections wait for it.
+    SwappingIn,
     /// Its process ended on its own (or was lost across a worker restart) and it has no checkpoint.
     Exited,
+    /// Its restore failed `max_restore_failures` times in a row: it is not woken any more until
+    /// an operator swaps it in by hand (`failure` says why). Its checkpoints are kept.
+    Failed,
 }
 
 impl std::fmt::Display for TenantState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             TenantState::Running => "running",
+            TenantState::SwappingOut => "swapping-out",
             TenantState::SwappedOut => "swapped-out",
+            TenantState::SwappingIn => "swapping-in",
             TenantState::Exited => "exited",
+            TenantState::Failed => "failed",
         })
     }
 }
@@ -51,6 +61,53 @@ pub struct TenantInfo {
     /// of the learning window and the background copy (once the restore has finished copying).
     #[serde(default)]
     pub last_reads: Option<pager::reads::MountReadReport>,
+    /// Swapped out on its own after this long without an open connection carrying a byte
+    /// (0: never).
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// When a byte last crossed one of its connections, or it last started or woke (Unix ms).
+    #[serde(default)]
+    pub last_active: Option<u64>,
+    /// Its memory use when last seen running (resident set of its process tree), bytes.
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
+    /// Restores that failed since its last good one.
+    #[serde(default)]
+    pub restore_failures: u32,
+    /// Why it is `failed`, or why its last restore failed.
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// The directory its current swap-out dumps into (set before the dump starts, cleared once
+    /// the checkpoint is committed): a restarted worker commits a complete dump found there.
+    #[serde(default)]
+    pub staging: Option<PathBuf>,
+    /// A lazy restore is still copying its pages in through this worker: a worker that stops
+    /// meanwhile leaves the tenant's memory incomplete, so its successor restores it again.
+    #[serde(default)]
+    pub pages_pending: bool,
+}
+
+/// What `pico tenant add` asks for: a new tenant.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TenantSpec {
+    pub name: String,
+    /// Its public port, and the port it listens on inside its network namespace.
+    pub port: u16,
+    pub cmd: Vec<String>,
+    /// Launch with a deterministic address layout (see `launch`).
+    #[serde(default)]
+    pub deterministic: bool,
+    /// Swapped out on its own after this long idle (default [`DEFAULT_IDLE_TIMEOUT_MS`]; 0:
+    /// never).
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// A tenant's idle timeout unless its spec says otherwise.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+
+fn default_idle_timeout_ms() -> u64 {
+    DEFAULT_IDLE_TIMEOUT_MS
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,6 +127,9 @@ pub struct SwapOutReport {
     pub locality_pages: u64,
     #[serde(default)]
     pub locality_bytes: u64,
+    /// The tenant's resident memory just before the dump (what the swap-out freed).
+    #[serde(default)]
+    pub rss_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -131,6 +191,10 @@ impl TenantDirs {
     pub fn log(&self) -> PathBuf {
         self.root.join("tenant.log")
     }
+    /// Where its network namespace is pinned (see `netns`).
+    pub fn netns(&self) -> PathBuf {
+        self.root.join("netns")
+    }
     pub fn state_file(&self) -> PathBuf {
         self.root.join("tenant.json")
     }
@@ -154,8 +218,15 @@ impl TenantInfo {
                 path: path.clone(),
                 source,
             })?;
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        // Durable before it replaces the old record: a restarted worker trusts what it reads.
+        let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        std::io::Write::write_all(&mut file, &text).map_err(|e| Error::io(&tmp, e))?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        if let Ok(dir) = std::fs::File::open(&dirs.root) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
     }
 
     pub fn load(path: &Path) -> Result<TenantInfo> {

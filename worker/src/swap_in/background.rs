@@ -115,6 +115,10 @@ async fn copy(
     }
     match status {
         Ok(s) if s.success() => {
+            // Every page is in the tenant: a worker that stops now leaves it whole.
+            if let Err(e) = crate::recovery::mark_restore_complete(&slot.dirs) {
+                warn!(tenant, error = %e, "could not mark the restore complete");
+            }
             info!(tenant, page_reads = accesses.len(), "lazy restore complete")
         }
         other => warn!(

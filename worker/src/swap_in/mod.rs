@@ -21,12 +21,16 @@ pub(crate) mod whole;
 
 use std::time::{Duration, Instant};
 
-use tracing::{info, info_span, Instrument};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tracing::{info, info_span, warn, Instrument};
 
 use crate::activeset::Learn;
 use crate::config::ActiveSetInstall;
+use crate::crashpoint;
 use crate::error::Result;
-use crate::host::Worker;
+use crate::host::{TenantRuntime, TenantSlot, Worker};
 use crate::swap_in::background::Background;
 use crate::swap_in::plan::{swapped_out_checkpoint, LazyPlan};
 use crate::tenant::{elapsed_ms, SwapInReport, TenantState};
@@ -37,16 +41,81 @@ impl Worker {
     /// in pages through the pager. With `use_activeset` (and the worker's `activeset` on), the
     /// tenant's ActiveSet is installed as `install` says (the worker's `activeset_install` if
     /// `None`) and learned anew.
+    ///
+    /// This is an operator's swap-in: it waits for a swap slot and holds the tenant's gate (no
+    /// connection is forwarded meanwhile; held ones go once it runs).
     pub async fn swap_in(
+        self: &Arc<Self>,
+        name: &str,
+        use_activeset: bool,
+        install: Option<ActiveSetInstall>,
+    ) -> Result<SwapInReport> {
+        let slot = self.slot(name)?;
+        self.swap_ins_waiting.fetch_add(1, Ordering::SeqCst);
+        let permit = self.swap_slots.acquire().await;
+        self.swap_ins_waiting.fetch_sub(1, Ordering::SeqCst);
+        let _permit = permit.ok();
+        let _gate = slot.gate.write().await;
+        let report = self.swap_in_now(name, use_activeset, install).await?;
+        slot.activity.touch();
+        Ok(report)
+    }
+
+    /// The swap-in itself, under the tenant's gate. The tenant is `swapping-in` on disk
+    /// meanwhile; a failed restore is counted, and the tenant is `failed` after
+    /// `max_restore_failures` in a row (its checkpoints stay).
+    pub(crate) async fn swap_in_now(
         &self,
         name: &str,
         use_activeset: bool,
         install: Option<ActiveSetInstall>,
     ) -> Result<SwapInReport> {
-        let install = install.unwrap_or(self.config.activeset_install);
         let slot = self.slot(name)?;
         let mut rt = slot.runtime.lock().await;
         let checkpoint_id = swapped_out_checkpoint(name, &rt.info)?;
+        rt.info.state = TenantState::SwappingIn;
+        rt.info.save(&slot.dirs)?;
+        crashpoint::hit("swap-in:registry-saved");
+        match self
+            .restore_checkpoint(&slot, &mut rt, name, checkpoint_id, use_activeset, install)
+            .await
+        {
+            Ok(report) => {
+                crashpoint::hit("swap-in:recorded");
+                Ok(report)
+            }
+            Err(e) => {
+                rt.info.restore_failures += 1;
+                rt.info.failure = Some(e.to_string());
+                rt.info.state = if rt.info.restore_failures >= self.config.max_restore_failures {
+                    TenantState::Failed
+                } else {
+                    TenantState::SwappedOut
+                };
+                warn!(
+                    failures = rt.info.restore_failures,
+                    state = %rt.info.state,
+                    error = %e,
+                    "restore failed; the checkpoint is kept"
+                );
+                rt.info.save(&slot.dirs)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Restores checkpoint `checkpoint_id` of the tenant whose runtime is `rt`.
+    async fn restore_checkpoint(
+        &self,
+        slot: &Arc<TenantSlot>,
+        rt: &mut TenantRuntime,
+        name: &str,
+        checkpoint_id: String,
+        use_activeset: bool,
+        install: Option<ActiveSetInstall>,
+    ) -> Result<SwapInReport> {
+        let install = install.unwrap_or(self.config.activeset_install);
+        let slot = slot.clone();
         let started = Instant::now();
         let checkpoint = self
             .checkpoint_ref(name, &checkpoint_id, rt.info.generation)
@@ -54,10 +123,10 @@ impl Worker {
         let span = info_span!("swap_in", checkpoint = %checkpoint.id);
         async {
             let learning = use_activeset && self.config.activeset;
-            let route = self.route(&rt, &checkpoint).await?;
+            let route = self.route(rt, &checkpoint).await?;
             if route.whole {
                 if let Some(report) = self
-                    .swap_in_whole(&slot, &mut rt, &checkpoint, &route.manifest, started)
+                    .swap_in_whole(&slot, rt, &checkpoint, &route.manifest, started)
                     .await?
                 {
                     return Ok(report);
@@ -120,10 +189,16 @@ impl Worker {
                 restored,
             };
             slot.forget_last_restore();
+            crate::recovery::clear_restore_complete(&slot.dirs);
             rt.restoring = Some(tokio::spawn(background.run()));
             rt.info.state = TenantState::Running;
             rt.info.pid = Some(pid);
             rt.info.last_swap_in = Some(report.clone());
+            rt.info.pages_pending = true;
+            rt.info.restore_failures = 0;
+            rt.info.failure = None;
+            rt.info.last_active = Some(pagestore::clock::now_ms());
+            crashpoint::hit("swap-in:restored");
             rt.info.save(&slot.dirs)?;
             info!(pid, total_ms = report.total_ms, "swapped in");
             Ok(report)

@@ -77,7 +77,10 @@ impl Worker {
         if !learning {
             gate.release();
         }
-        let restored = match self.criu.restore(mountpoint, &work, true).await {
+        let restored = match self
+            .criu
+            .restore(mountpoint, &work, true, slot.netns.as_deref())
+            .await {
             Ok(pid) => wait_for_daemon(&gate, &mut daemon, &daemon_work)
                 .await
                 .map(|()| pid)

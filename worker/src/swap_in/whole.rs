@@ -116,7 +116,9 @@ impl Worker {
         let mount_ms = started.elapsed().as_millis() as u64;
         let work = slot.dirs.criu_work("restore");
         fresh_dir(&work)?;
-        let restored = self.restore_whole(image.path(), &work).await;
+        let restored = self
+            .restore_whole(image.path(), &work, slot.netns.as_deref())
+            .await;
         // CRIU has read everything it needs: the tenant holds nothing of the image. The kept
         // tmpfs is free for the next restore at once; a tmpfs of its own unmounts behind.
         let released = match image {
@@ -140,6 +142,11 @@ impl Worker {
         rt.info.state = TenantState::Running;
         rt.info.pid = Some(pid);
         rt.info.last_swap_in = Some(report.clone());
+        rt.info.pages_pending = false;
+        rt.info.restore_failures = 0;
+        rt.info.failure = None;
+        rt.info.last_active = Some(pagestore::clock::now_ms());
+        crate::crashpoint::hit("swap-in:restored");
         // The tenant runs: its state is written behind the reply (~0.5 ms off every swap-in).
         // A swap-out or removal waits for this task before it writes the state again.
         let (info, dirs, tenant) = (
@@ -166,13 +173,13 @@ impl Worker {
     }
 
     /// `criu restore` of a whole image, by the spare CRIU when one is ready.
-    async fn restore_whole(&self, images: &Path, work: &Path) -> Result<u32> {
+    async fn restore_whole(&self, images: &Path, work: &Path, netns: Option<&Path>) -> Result<u32> {
         if let Some(spares) = &self.criu_spares {
-            if let Some(pid) = spares.restore(images, work).await? {
+            if let Some(pid) = spares.restore(images, work, netns).await? {
                 return Ok(pid);
             }
         }
-        self.criu.restore(images, work, false).await
+        self.criu.restore(images, work, false, netns).await
     }
 }
 

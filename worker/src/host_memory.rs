@@ -1,0 +1,51 @@
+//! The host's memory as the pressure rule reads it: `MemAvailable` and PSI.
+
+/// `MemAvailable` of `/proc/meminfo`, bytes.
+pub(crate) fn available() -> Option<u64> {
+    meminfo_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemAvailable:")
+}
+
+/// `some avg10` of `/proc/pressure/memory` (percent of the last 10 s in which some task waited
+/// for memory); `None` where the kernel has no PSI.
+pub(crate) fn pressure_some_avg10() -> Option<f64> {
+    psi_some_avg10(&std::fs::read_to_string("/proc/pressure/memory").ok()?)
+}
+
+/// A `kB` field of meminfo text, in bytes.
+fn meminfo_field(text: &str, field: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line[field.len()..].split_whitespace().next()?.parse().ok()?;
+    Some(kib << 10)
+}
+
+fn psi_some_avg10(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("avg10="))?
+        .parse()
+        .ok()
+}
+
+/// Resident memory of process `pid` (`VmRSS`), bytes.
+pub(crate) fn rss(pid: u32) -> Option<u64> {
+    meminfo_field(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        "VmRSS:",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_and_psi_are_read() {
+        let text = "MemTotal:       24000000 kB\nMemAvailable:    1000 kB\n";
+        assert_eq!(meminfo_field(text, "MemAvailable:"), Some(1000 << 10));
+        assert_eq!(meminfo_field(text, "Nope:"), None);
+        let psi = "some avg10=1.50 avg60=0.20 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(psi_some_avg10(psi), Some(1.5));
+        assert!(available().is_some_and(|a| a > 0));
+        assert!(rss(std::process::id()).is_some_and(|r| r > 0));
+    }
+}

@@ -1,0 +1,207 @@
+//! Each tenant's public port: the worker listens on it and forwards every connection to the
+//! tenant, which listens on the same port inside its own network namespace.
+//!
+//! A connection to a sleeping tenant is accepted and held while the tenant is woken, then
+//! forwarded: its client sees a slower first answer, never a refusal. A connection that arrives
+//! during a swap-out waits for it and for the swap-in that follows (the tenant's gate, see
+//! [`TenantSlot::gate`]). Every byte forwarded counts as activity for the idle rule
+//! ([`crate::activity`]). Forwarding is a plain copy loop per direction.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::RwLockReadGuard;
+use tracing::{debug, info, warn};
+
+use crate::activity::Activity;
+use crate::error::{Error, Result};
+use crate::host::{lock_std, TenantSlot, Worker};
+use crate::supervisor::Reason;
+use crate::tenant::TenantState;
+
+/// Listens on `addr:port` for a tenant (non-blocking, `SO_REUSEADDR`, a deep backlog for a
+/// burst of connections to a sleeping tenant).
+pub(crate) fn bind_public(addr: IpAddr, port: u16) -> std::io::Result<std::net::TcpListener> {
+    let addr = SocketAddr::new(addr, port);
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Copy buffer per direction of a connection.
+const COPY_BUFFER: usize = 64 * 1024;
+
+impl Worker {
+    /// Serves the tenant's public port on `listener` until the tenant is removed.
+    pub(crate) fn serve(self: &Arc<Self>, slot: &Arc<TenantSlot>, listener: std::net::TcpListener) {
+        let task = tokio::spawn(accept_loop(self.clone(), slot.clone(), listener));
+        if let Some(old) = lock_std(&slot.serving).replace(task) {
+            old.abort();
+        }
+    }
+
+    /// A shared lease on a running tenant: wakes it first if it sleeps (retrying a failed
+    /// restore until the tenant is `failed`). True with it when this call woke it.
+    pub(crate) async fn running_lease<'s>(
+        self: &Arc<Self>,
+        slot: &'s Arc<TenantSlot>,
+    ) -> Result<(RwLockReadGuard<'s, ()>, bool)> {
+        let mut woke = false;
+        loop {
+            let lease = slot.gate.read().await;
+            let (state, failures) = {
+                let rt = slot.runtime.lock().await;
+                (rt.info.state, rt.info.restore_failures)
+            };
+            match state {
+                TenantState::Running => return Ok((lease, woke)),
+                TenantState::SwappedOut => {
+                    drop(lease);
+                    match self.wake(slot, Reason::Connection).await {
+                        Ok(()) => woke = true,
+                        Err(e) if failures + 1 < self.config.max_restore_failures => {
+                            warn!(tenant = %slot.name, error = %e, "wake-up failed; trying again");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                state => {
+                    return Err(Error::NotRunning {
+                        name: slot.name.clone(),
+                        state: state.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// A connection to the tenant's port inside its namespace.
+    async fn connect_tenant(&self, slot: &TenantSlot) -> std::io::Result<TcpStream> {
+        let target = SocketAddr::from(([127, 0, 0, 1], slot.port));
+        let Some(ns) = &slot.netns_file else {
+            return TcpStream::connect(target).await;
+        };
+        let fd = self.host_netns.socket_in(ns)?;
+        let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
+        socket.connect(target).await
+    }
+}
+
+/// Accepts connections on the tenant's public port, each forwarded on a task of its own.
+async fn accept_loop(worker: Arc<Worker>, slot: Arc<TenantSlot>, listener: std::net::TcpListener) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(tenant = %slot.name, error = %e, "cannot serve the public port");
+            return;
+        }
+    };
+    loop {
+        match listener.accept().await {
+            Ok((client, peer)) => {
+                tokio::spawn(forward(worker.clone(), slot.clone(), client, peer));
+            }
+            Err(e) => {
+                // Out of descriptors, most likely: the backlog holds the rest meanwhile.
+                warn!(tenant = %slot.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Forwards one client connection to the tenant, holding it while the tenant wakes (at most
+/// `hold_timeout_ms`), until either side closes or a swap-out closes it.
+async fn forward(worker: Arc<Worker>, slot: Arc<TenantSlot>, client: TcpStream, peer: SocketAddr) {
+    let accepted = Instant::now();
+    let _ = client.set_nodelay(true);
+    let (_open, mut closing) = slot.activity.open();
+    let hold = Duration::from_millis(worker.config.hold_timeout_ms);
+    let (_lease, woke) = match tokio::time::timeout(hold, worker.running_lease(&slot)).await {
+        Ok(Ok(lease)) => lease,
+        Ok(Err(e)) => {
+            warn!(tenant = %slot.name, %peer, error = %e, "connection closed: the tenant cannot serve it");
+            return;
+        }
+        Err(_) => {
+            warn!(tenant = %slot.name, %peer, held_ms = hold.as_millis() as u64, "connection closed: held too long");
+            return;
+        }
+    };
+    let upstream = match worker.connect_tenant(&slot).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(tenant = %slot.name, %peer, error = %e, "the tenant refused the connection");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let first_answer = woke.then_some(accepted);
+    tokio::select! {
+        _ = pump(client, upstream, &slot.activity, first_answer, &worker, &slot.name) => {}
+        _ = closing.changed() => debug!(tenant = %slot.name, %peer, "connection closed for a swap-out"),
+    }
+}
+
+/// Copies both ways until both directions have ended, touching `activity` at every read. With
+/// `woken_at`, the first bytes of the tenant's answer are reported as the wake-up's latency.
+async fn pump(
+    client: TcpStream,
+    upstream: TcpStream,
+    activity: &Activity,
+    woken_at: Option<Instant>,
+    worker: &Worker,
+    tenant: &str,
+) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut tenant_read, mut tenant_write) = upstream.into_split();
+    let to_tenant = async {
+        copy(&mut client_read, &mut tenant_write, activity, || {}).await;
+        let _ = tenant_write.shutdown().await;
+    };
+    let to_client = async {
+        let mut first = woken_at;
+        copy(&mut tenant_read, &mut client_write, activity, || {
+            if let Some(at) = first.take() {
+                let waited = at.elapsed();
+                worker.wake_answered(waited);
+                info!(tenant, waited_ms = waited.as_millis() as u64, "woken tenant answered its client");
+            }
+        })
+        .await;
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(to_tenant, to_client);
+}
+
+/// Copies `from` to `to` until EOF or an error; `on_data` runs before each write.
+async fn copy(
+    from: &mut (impl AsyncReadExt + Unpin),
+    to: &mut (impl AsyncWriteExt + Unpin),
+    activity: &Activity,
+    mut on_data: impl FnMut(),
+) {
+    let mut buf = vec![0u8; COPY_BUFFER];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        activity.touch();
+        on_data();
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The decisions the worker takes on its own: swap a tenant out when it has been idle for its
+//! timeout or when the host runs short of memory, and wake it when a connection arrives.
+//!
+//! Every decision is logged with the tenant, its reason and its timings, so that an operator can
+//! tell why a tenant slept, why it woke and how long its client waited. Swaps run at most
+//! `max_concurrent_swaps` at a time; swap-ins go first (the worker starts no swap-out of its own
+//! while one waits), and a swap-in first makes room for the tenant's last RSS above the memory
+//! floor by swapping out the least recently active tenants.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::error::Result;
+use crate::host::{TenantSlot, Worker};
+use crate::host_memory;
+use crate::tenant::TenantState;
+
+/// Why a tenant is swapped in or out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// An operator asked (`pico tenant swap-out` / `swap-in`).
+    Command,
+    /// A connection arrived for a sleeping tenant.
+    Connection,
+    /// No byte crossed its connections for its idle timeout.
+    Idle,
+    /// The host's available memory fell under the floor (or pressure rose).
+    MemoryPressure,
+    /// Room for a tenant being woken.
+    RoomForWakeUp,
+    /// The worker is stopping (`on_stop = "swap-out"`).
+    WorkerStopping,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::Command => "command",
+            Reason::Connection => "connection",
+            Reason::Idle => "idle",
+            Reason::MemoryPressure => "memory-pressure",
+            Reason::RoomForWakeUp => "room-for-wake-up",
+            Reason::WorkerStopping => "worker-stopping",
+        }
+    }
+}
+
+/// How often idleness and memory are checked.
+const TICK: Duration = Duration::from_millis(500);
+
+impl Worker {
+    /// Wakes a sleeping tenant (a swap-in that takes precedence over swap-outs), first making
+    /// room for it above the memory floor. Nothing happens if it is running by then.
+    pub(crate) async fn wake(self: &Arc<Self>, slot: &Arc<TenantSlot>, reason: Reason) -> Result<()> {
+        self.swap_ins_waiting.fetch_add(1, Ordering::SeqCst);
+        let permit = self.swap_slots.acquire().await;
+        self.swap_ins_waiting.fetch_sub(1, Ordering::SeqCst);
+        let _permit = permit.ok();
+        let _gate = slot.gate.write().await;
+        let (state, rss) = {
+            let rt = slot.runtime.lock().await;
+            (rt.info.state, rt.info.rss_bytes.unwrap_or(0))
+        };
+        if state != TenantState::SwappedOut {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let evicted = self.make_room(slot, rss).await;
+        // Boxed: the swap-in pipeline is a deep future.
+        let report = Box::pin(self.swap_in_now(&slot.name, true, None)).await?;
+        slot.activity.touch();
+        info!(
+            tenant = %slot.name,
+            reason = reason.as_str(),
+            swap_in_ms = report.total_ms,
+            room_made_for = evicted,
+            total_ms = started.elapsed().as_millis() as u64,
+            "woke tenant"
+        );
+        Ok(())
+    }
+
+    /// Swaps a running tenant out for `reason`: its connections are closed first (cleanly),
+    /// then it is dumped while no new one is forwarded.
+    pub(crate) async fn swap_out_because(
+        self: &Arc<Self>,
+        slot: &Arc<TenantSlot>,
+        reason: Reason,
+        take_slot: bool,
+    ) -> Result<crate::tenant::SwapOutReport> {
+        let _permit = if take_slot {
+            self.swap_slots.acquire().await.ok()
+        } else {
+            None
+        };
+        let started = Instant::now();
+        slot.activity.close_all();
+        let _gate = slot.gate.write().await;
+        crate::quiesce::settle(slot).await;
+        let idle_for_ms = pagestore::clock::now_ms().saturating_sub(slot.activity.last_ms());
+        let report = Box::pin(self.swap_out_now(&slot.name)).await?;
+        info!(
+            tenant = %slot.name,
+            reason = reason.as_str(),
+            idle_for_ms,
+            dump_ms = report.dump_ms,
+            ingest_ms = report.ingest_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            freed_bytes = report.rss_bytes,
+            "swapped tenant out"
+        );
+        Ok(report)
+    }
+
+    /// Swaps out the least recently active running tenants (never `waking`) until the memory
+    /// above the floor covers `need` bytes, or none is left; how many went.
+    async fn make_room(self: &Arc<Self>, waking: &Arc<TenantSlot>, need: u64) -> usize {
+        let floor = self.config.memory_floor_mib << 20;
+        if floor == 0 {
+            return 0;
+        }
+        let mut evicted = 0;
+        while host_memory::available().is_some_and(|avail| avail < floor.saturating_add(need)) {
+            let Some(victim) = self.least_recently_active(Some(waking)).await else {
+                break;
+            };
+            match Box::pin(self.swap_out_because(&victim, Reason::RoomForWakeUp, false)).await {
+                Ok(_) => evicted += 1,
+                Err(e) => {
+                    warn!(tenant = %victim.name, error = %e, "could not make room");
+                    break;
+                }
+            }
+        }
+        evicted
+    }
+
+    /// The running tenant whose last byte is oldest, other than `except`; tenants busy with a
+    /// swap are passed over, and so is one whose newest state could not be committed lately
+    /// when another can.
+    async fn least_recently_active(&self, except: Option<&Arc<TenantSlot>>) -> Option<Arc<TenantSlot>> {
+        let mut candidates = Vec::new();
+        for slot in self.tenants.all() {
+            if except.is_some_and(|e| Arc::ptr_eq(e, &slot)) || slot.netns.is_none() {
+                continue;
+            }
+            let Ok(rt) = slot.runtime.try_lock() else {
+                continue;
+            };
+            if rt.info.state == TenantState::Running {
+                candidates.push((slot.activity.last_ms(), slot.clone()));
+            }
+        }
+        candidates.sort_by_key(|(last, _)| *last);
+        candidates.into_iter().next().map(|(_, slot)| slot)
+    }
+
+    /// A woken tenant answered its first client after `waited` (from its connection's accept).
+    pub(crate) fn wake_answered(&self, waited: Duration) {
+        let _ = waited;
+    }
+}
+
+/// Watches idleness and memory until the worker stops.
+pub(crate) fn start(worker: Arc<Worker>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            sweep_idle(&worker).await;
+            relieve_pressure(&worker).await;
+        }
+    })
+}
+
+/// Starts a swap-out of every running tenant idle for its timeout (none while a swap-in
+/// waits).
+async fn sweep_idle(worker: &Arc<Worker>) {
+    if worker.swap_ins_waiting.load(Ordering::SeqCst) > 0 {
+        return;
+    }
+    let now = pagestore::clock::now_ms();
+    for slot in worker.tenants.all() {
+        if slot.netns.is_none() || slot.auto_swap.load(Ordering::SeqCst) {
+            continue;
+        }
+        let idle = match slot.runtime.try_lock() {
+            Ok(rt) => {
+                rt.info.state == TenantState::Running
+                    && slot.activity.idle_at(now, rt.info.idle_timeout_ms)
+            }
+            Err(_) => false,
+        };
+        if !idle {
+            continue;
+        }
+        slot.auto_swap.store(true, Ordering::SeqCst);
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = worker.swap_out_because(&slot, Reason::Idle, true).await {
+                warn!(tenant = %slot.name, error = %e, "idle swap-out failed; the tenant keeps running");
+                // Not again at once: its idle clock restarts.
+                slot.activity.touch();
+            }
+            slot.auto_swap.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Under the memory floor (or above the pressure threshold), swaps out the least recently
+/// active running tenants, one at a time, until the host is back above it.
+async fn relieve_pressure(worker: &Arc<Worker>) {
+    let floor = worker.config.memory_floor_mib << 20;
+    loop {
+        let short = floor > 0 && host_memory::available().is_some_and(|a| a < floor);
+        let pressed = worker
+            .config
+            .memory_pressure_psi
+            .is_some_and(|limit| host_memory::pressure_some_avg10().is_some_and(|p| p > limit));
+        if !short && !pressed {
+            return;
+        }
+        let Some(victim) = worker.least_recently_active(None).await else {
+            return;
+        };
+        let available_mib = host_memory::available().unwrap_or(0) >> 20;
+        info!(tenant = %victim.name, available_mib, floor_mib = worker.config.memory_floor_mib, "memory short: evicting the least recently active tenant");
+        if let Err(e) = worker.swap_out_because(&victim, Reason::MemoryPressure, true).await {
+            warn!(tenant = %victim.name, error = %e, "eviction failed");
+            return;
+        }
+        if pressed && !short {
+            // PSI averages over 10 s: one eviction per tick.
+            return;
+        }
+    }
+}
