@@ -1,5 +1,6 @@
 //! Typed configuration of the worker (the `[worker]` section of `pico.toml`).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -7,7 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Unix socket on which the worker takes requests from `pico tenant ...`.
+    /// Unix socket on which the worker serves its HTTP API to `pico tenant ...` (mode 0600: no
+    /// token asked).
     pub socket: PathBuf,
     /// One directory per tenant: its working directory, log, state and CRIU logs.
     pub tenants_dir: PathBuf,
@@ -66,6 +68,14 @@ pub struct WorkerConfig {
     /// instead, which saved ~9 ms per restore on this machine (see `criu.rs`).
     #[serde(default)]
     pub criu_hw_breakpoints: bool,
+    /// Also serve the HTTP API on this TCP address (e.g. `127.0.0.1:7070`), every request
+    /// authenticated by the bearer token in `api_token_file`; none: the unix socket only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_listen: Option<SocketAddr>,
+    /// A file holding the API's bearer token (its content, trimmed; not empty). Required with
+    /// `api_listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 fn default_warm_criu() -> bool {
@@ -140,6 +150,8 @@ impl WorkerConfig {
             whole_restore_below_mib: default_whole_restore_below_mib(),
             warm_criu: true,
             criu_hw_breakpoints: false,
+            api_listen: None,
+            api_token_file: None,
         }
     }
 }

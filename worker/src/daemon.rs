@@ -1,6 +1,6 @@
 //! `pico worker run`: checks that this machine can host tenants (root, CRIU), opens the store
-//! and the tenant table, serves the control socket until SIGINT or SIGTERM, and stops without
-//! stopping its tenants.
+//! and the tenant table, serves the API (unix socket, and TCP with `api_listen`) until SIGINT or
+//! SIGTERM, and stops without stopping its tenants.
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot);
     }
+    let api_token = crate::api::api_token(&config)?;
     let mut criu = Criu::detect(&config.criu, config.criu_log_level).await?;
     if !config.criu_hw_breakpoints {
         criu = criu.without_hw_breakpoints();
@@ -31,7 +32,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let store = Arc::new(PageStore::open(&store_config).await?);
-    let listener = crate::server::bind_socket(&config.socket).await?;
+    let listeners = crate::api::Listeners::bind(&config, api_token).await?;
     let worker = Arc::new(Worker::open(config, store, criu)?);
     if worker.config.whole_restore_below_mib > 0 {
         let warming = worker.clone();
@@ -39,6 +40,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     }
     info!(
         socket = %worker.config.socket.display(),
+        api_tcp = ?listeners.tcp_addr(),
         criu = worker.criu.version(),
         tenants = worker.tenant_names().len(),
         "worker ready"
@@ -51,12 +53,12 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
             _ = term.recv() => {}
         }
     };
-    crate::server::serve(listener, worker.clone(), stop).await;
+    crate::api::serve(listeners, worker.clone(), stop).await;
     stop_serving(&worker).await;
     Ok(())
 }
 
-/// What a stopping worker does once the socket no longer accepts requests. A tenant still being
+/// What a stopping worker does once the API no longer accepts requests. A tenant still being
 /// filled by a lazy restore needs this process (its pages come through the FUSE mount): those
 /// restores finish first, so the tenants keep running.
 async fn stop_serving(worker: &Worker) {

@@ -22,6 +22,7 @@ use crate::config::WorkerConfig;
 use crate::criu::Criu;
 use crate::criu_swrk::CriuSpares;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::process::process_alive;
 use crate::tenant::{TenantDirs, TenantInfo, TenantState};
 use crate::whole_staging::WholeStaging;
@@ -39,6 +40,8 @@ pub struct Worker {
     pub(crate) whole_staging: WholeStaging,
     /// `None` with `warm_criu = false`.
     pub(crate) criu_spares: Option<CriuSpares>,
+    /// What the flows record for `GET /metrics`.
+    pub(crate) metrics: Metrics,
 }
 
 impl Worker {
@@ -56,6 +59,7 @@ impl Worker {
             store,
             criu,
             tenants,
+            metrics: Metrics::default(),
         })
     }
 
@@ -104,6 +108,11 @@ impl TenantTable {
 
     pub(crate) fn names(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
+    }
+
+    /// Every tenant's slot, by name.
+    pub(crate) fn slots(&self) -> Vec<Arc<TenantSlot>> {
+        self.lock().values().cloned().collect()
     }
 
     pub(crate) fn get(&self, name: &str) -> Result<Arc<TenantSlot>> {

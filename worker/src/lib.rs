@@ -2,13 +2,15 @@
 //! them with CRIU lazy pages through the pager.
 //!
 //! `pico worker run` is a daemon ([`daemon`]) that owns the tenants of one machine ([`Worker`]
-//! and its tenant table, `host`); the CLI talks to it over a unix socket with one JSON request
-//! per line ([`protocol`], served by `server` and `dispatch`). A tenant is started and removed
-//! by `lifecycle`, checkpointed by `swap_out` and brought back by the stages of `swap_in`;
+//! and its tenant table, `host`); the CLI talks to it over HTTP on a unix socket, a control
+//! plane over TCP with a bearer token (`api`, carrying the operations of [`protocol`] to
+//! `dispatch`), and Prometheus scrapes its [`metrics`]. A tenant is started and removed by
+//! `lifecycle`, checkpointed by `swap_out` and brought back by the stages of `swap_in`;
 //! `activeset` learns what a restore touches first. [`criu`] wraps the CRIU binary and
 //! [`process`] the processes it leaves behind.
 
 mod activeset;
+mod api;
 pub mod config;
 pub mod criu;
 mod criu_rpc;
@@ -23,13 +25,14 @@ pub mod launch;
 pub mod lazy_gate;
 mod lifecycle;
 mod locality;
+pub mod metrics;
 pub mod process;
 pub mod protocol;
 pub mod readiness;
-mod server;
 mod swap_in;
 mod swap_out;
 pub mod tenant;
+pub mod tenant_log;
 mod whole_staging;
 
 pub use config::{ActiveSetInstall, WorkerConfig};

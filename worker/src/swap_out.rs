@@ -32,6 +32,7 @@ impl Worker {
             }
         }
 
+        let swap = self.metrics.swap_started(crate::metrics::SwapOp::Out);
         let started = Instant::now();
         let staging: PathBuf = self
             .config
@@ -97,6 +98,7 @@ impl Worker {
             locality_bytes = out.locality_bytes,
             "swapped out"
         );
+        swap.succeeded();
         Ok(out)
     }
 

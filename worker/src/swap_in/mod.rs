@@ -47,6 +47,7 @@ impl Worker {
         let slot = self.slot(name)?;
         let mut rt = slot.runtime.lock().await;
         let checkpoint_id = swapped_out_checkpoint(name, &rt.info)?;
+        let swap = self.metrics.swap_started(crate::metrics::SwapOp::In);
         let started = Instant::now();
         let checkpoint = self
             .checkpoint_ref(name, &checkpoint_id, rt.info.generation)
@@ -130,5 +131,6 @@ impl Worker {
         }
         .instrument(span)
         .await
+        .inspect(|_| swap.succeeded())
     }
 }
