@@ -90,6 +90,22 @@ mod tests {
     }
 
     #[test]
+    fn the_tcp_api_is_off_unless_configured() {
+        let c = PicoConfig::parse(Path::new("/h"), "").unwrap();
+        assert_eq!((c.worker.api_listen, c.worker.api_token_file), (None, None));
+        let c = PicoConfig::parse(
+            Path::new("/h"),
+            "[worker]\napi_listen = \"127.0.0.1:7070\"\napi_token_file = \"/etc/pico/token\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.worker.api_listen, Some(([127, 0, 0, 1], 7070).into()));
+        assert_eq!(
+            c.worker.api_token_file.as_deref(),
+            Some(Path::new("/etc/pico/token"))
+        );
+    }
+
+    #[test]
     fn cold_replaces_the_default_backend() {
         let c = PicoConfig::parse(
             Path::new("/h"),

@@ -6,6 +6,7 @@ use std::time::Instant;
 use clap::Subcommand;
 use worker::protocol::{Client, Request};
 use worker::tenant::{ActiveSetSummary, SwapInReport, SwapOutReport, TenantInfo, TenantSpec};
+use worker::tenant_log::TenantLog;
 
 use super::{print_json, Context};
 
@@ -51,6 +52,13 @@ pub enum TenantCommand {
     Activeset { name: String },
     /// Stops and forgets a tenant (its checkpoints stay in the store).
     Rm { name: String },
+    /// Prints the end of a tenant's log (its stdout and stderr).
+    Logs {
+        name: String,
+        /// How many lines, from the end (the worker's default: 200).
+        #[arg(long)]
+        tail: Option<usize>,
+    },
 }
 
 pub async fn run_worker(ctx: &Context, cmd: WorkerCommand) -> anyhow::Result<ExitCode> {
@@ -97,6 +105,13 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             (Request::ActiveSet { name: name.clone() }, name.clone())
         }
         TenantCommand::Rm { name } => (Request::Rm { name: name.clone() }, name.clone()),
+        TenantCommand::Logs { name, tail } => (
+            Request::Logs {
+                name: name.clone(),
+                tail: *tail,
+            },
+            name.clone(),
+        ),
     };
     let result = client.call(&request).await?;
     if ctx.json {
@@ -179,6 +194,12 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             }
         }
         TenantCommand::Rm { .. } => println!("{name} removed"),
+        TenantCommand::Logs { .. } => {
+            let log: TenantLog = serde_json::from_value(result)?;
+            for line in log.lines {
+                println!("{line}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! Loopback helpers: free ports, waiting for a listener, and minimal HTTP and redis clients.
-//! The port and the HTTP client are the benchmarks' (`bench::net`).
+//! The port and the HTTP client are the benchmarks' (`bench::net`); `curl` is the real one, for
+//! what those lack (headers, unix sockets, any status).
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -35,4 +36,17 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
         .output()
         .expect("redis-cli (Debian redis-tools) must be installed: run deploy/setup.sh");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs `curl -sS ARGS...` and returns the answer's status and body (curl must be installed;
+/// a status of 0 means no answer at all).
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl must be installed: run deploy/setup.sh");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.trim().parse().unwrap_or(0), body.to_string())
 }

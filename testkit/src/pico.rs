@@ -63,6 +63,16 @@ impl Pico {
         serde_json::from_str(&self.ok(&all)).unwrap()
     }
 
+    /// Writes `text` as this home's `pico.toml` (before starting a worker: it reads it once).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.home.join("pico.toml"), text).unwrap();
+    }
+
+    /// The worker's unix socket (the embedded default), where its HTTP API answers.
+    pub fn socket(&self) -> PathBuf {
+        self.home.join("worker.sock")
+    }
+
     /// Starts `pico worker run` on this home.
     pub fn start_worker(&self) -> Worker<'_> {
         let log = std::fs::File::create(self.home.join("worker.log")).unwrap();
@@ -73,7 +83,7 @@ impl Pico {
             .stderr(log)
             .spawn()
             .unwrap();
-        let socket = self.home.join("worker.sock");
+        let socket = self.socket();
         let started = Instant::now();
         while !socket.exists() {
             assert!(

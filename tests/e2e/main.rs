@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod api;
+
 use std::time::Duration;
 
 use testkit::net::{free_port, http_get, is_listening, redis_cli};

@@ -38,6 +38,7 @@ impl Activity {
         self.last_ms.load(Ordering::Relaxed)
     }
 
+    #[cfg(test)]
     pub(crate) fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
@@ -83,7 +84,7 @@ mod tests {
         assert!(!a.idle_at(1_500, 1_000));
         assert!(a.idle_at(2_000, 1_000));
         assert!(!a.idle_at(10_000, 0), "0 is never");
-        let (conn, mut closed) = a.open();
+        let (conn, closed) = a.open();
         assert_eq!(a.open_connections(), 1);
         assert!(a.last_ms() > 2_000, "opening touches");
         a.close_all();

@@ -1,5 +1,6 @@
 //! Typed configuration of the worker (the `[worker]` section of `pico.toml`).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -7,7 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Unix socket on which the worker takes requests from `pico tenant ...`.
+    /// Unix socket on which the worker serves its HTTP API to `pico tenant ...` (mode 0600: no
+    /// token asked).
     pub socket: PathBuf,
     /// One directory per tenant: its working directory, log, state and CRIU logs.
     pub tenants_dir: PathBuf,
@@ -92,6 +94,14 @@ pub struct WorkerConfig {
     /// out first, or leave them running (a restarted worker adopts them).
     #[serde(default)]
     pub on_stop: OnStop,
+    /// Also serve the HTTP API on this TCP address (e.g. `127.0.0.1:7070`), every request
+    /// authenticated by the bearer token in `api_token_file`; none: the unix socket only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_listen: Option<SocketAddr>,
+    /// A file holding the API's bearer token (its content, trimmed; not empty). Required with
+    /// `api_listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// What a stopping worker does with running tenants.
@@ -200,6 +210,8 @@ impl WorkerConfig {
             memory_floor_mib: default_memory_floor_mib(),
             memory_pressure_psi: None,
             on_stop: OnStop::default(),
+            api_listen: None,
+            api_token_file: None,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! `pico worker run`: checks that this machine can host tenants (root, CRIU), opens the store
 //! and the tenant table, settles what a predecessor left half done (`recovery`), serves every
-//! tenant's public port and the control socket, watches idleness and memory (`supervisor`)
-//! until SIGINT or SIGTERM, and then swaps its running tenants out or leaves them running
-//! (`on_stop`).
+//! tenant's public port and the API (unix socket, and TCP with `api_listen`), watches idleness
+//! and memory (`supervisor`) until SIGINT or SIGTERM, and then swaps its running tenants out or
+//! leaves them running (`on_stop`).
 
 use std::sync::Arc;
 
@@ -10,19 +10,20 @@ use pagestore::{PageStore, StoreConfig};
 use tracing::{error, info, warn};
 
 use crate::config::{OnStop, WorkerConfig};
-use crate::supervisor::Reason;
-use crate::tenant::TenantState;
 use crate::criu::Criu;
 use crate::error::{Error, Result};
 use crate::host::{finish_restoring, Worker};
 use crate::process::become_subreaper;
+use crate::supervisor::Reason;
+use crate::tenant::TenantState;
 
-/// Runs the worker until SIGINT or SIGTERM. Tenants keep running when it stops; the next worker
-/// on the same home finds them again.
+/// Runs the worker until SIGINT or SIGTERM. Its running tenants are then swapped out, or with
+/// `on_stop = "leave-running"` keep running for the next worker on the same home to adopt.
 pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot);
     }
+    let api_token = crate::api::api_token(&config)?;
     let mut criu = Criu::detect(&config.criu, config.criu_log_level).await?;
     if !config.criu_hw_breakpoints {
         criu = criu.without_hw_breakpoints();
@@ -35,7 +36,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let store = Arc::new(PageStore::open(&store_config).await?);
-    let listener = crate::server::bind_socket(&config.socket).await?;
+    let listeners = crate::api::Listeners::bind(&config, api_token).await?;
     let worker = Arc::new(Worker::open(config, store, criu)?);
     worker.recover().await?;
     serve_public_ports(&worker);
@@ -46,6 +47,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     }
     info!(
         socket = %worker.config.socket.display(),
+        api_tcp = ?listeners.tcp_addr(),
         criu = worker.criu.version(),
         tenants = worker.tenant_names().len(),
         "worker ready"
@@ -58,7 +60,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
             _ = term.recv() => {}
         }
     };
-    crate::server::serve(listener, worker.clone(), stop).await;
+    crate::api::serve(listeners, worker.clone(), stop).await;
     supervisor.abort();
     if worker.config.on_stop == OnStop::SwapOut {
         swap_out_all(&worker).await;
@@ -77,7 +79,9 @@ fn serve_public_ports(worker: &Arc<Worker>) {
         }
         match crate::serving::bind_public(worker.config.listen_addr, slot.port) {
             Ok(listener) => worker.serve(&slot, listener),
-            Err(e) => error!(tenant = %slot.name, port = slot.port, error = %e, "cannot listen on the tenant's port"),
+            Err(e) => {
+                error!(tenant = %slot.name, port = slot.port, error = %e, "cannot listen on the tenant's port")
+            }
         }
     }
 }
@@ -105,7 +109,7 @@ async fn swap_out_all(worker: &Arc<Worker>) {
     while swaps.join_next().await.is_some() {}
 }
 
-/// What a stopping worker does once the socket no longer accepts requests. A tenant still being
+/// What a stopping worker does once the API no longer accepts requests. A tenant still being
 /// filled by a lazy restore needs this process (its pages come through the FUSE mount): those
 /// restores finish first, so the tenants keep running.
 async fn stop_serving(worker: &Worker) {

@@ -1,6 +1,6 @@
-//! From a control request to the worker call that answers it, with the tenant's tracing span.
-//! Kept apart from the socket ([`crate::server`]) so that another front end (HTTP) can call the
-//! same flows.
+//! From a request to the worker call that answers it, with the tenant's tracing span: the one
+//! place that maps an operation to a flow. Kept apart from the HTTP API ([`crate::api`]), which
+//! only carries requests, so that any front end calls the same flows.
 
 use std::sync::Arc;
 
@@ -60,6 +60,7 @@ pub(crate) async fn dispatch(worker: &Arc<Worker>, request: Request) -> Result<s
         }
         Request::StoreStats => to_json(&worker.store.stats().await?),
         Request::Counters => to_json(&worker.store.live_counters()),
+        Request::Logs { name, tail } => to_json(&worker.log_tail(&name, tail).await?),
         Request::Rm { name } => {
             let span = info_span!("tenant", tenant = %name);
             Box::pin(worker.rm(&name).instrument(span)).await?;

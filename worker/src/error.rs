@@ -1,5 +1,6 @@
 //! The one error type of the worker. Each variant reads as what went wrong and what to do.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -88,11 +89,51 @@ pub enum Error {
     #[error("could not encode the request to the worker: {0}")]
     RequestUnencodable(#[source] serde_json::Error),
 
-    #[error("the worker on {socket} answered something that is not a response: {source}")]
+    #[error(
+        "no worker answers on {addr}: is `api_listen` set on it, and the address right? ({source})"
+    )]
+    WorkerUnreachable {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "could not build the HTTP request to the worker (is the token one line of text?): {0}"
+    )]
+    RequestUnbuildable(#[source] axum::http::Error),
+
+    #[error("the HTTP exchange with the worker on {worker} failed: {source}")]
+    Http {
+        worker: String,
+        #[source]
+        source: hyper::Error,
+    },
+
+    #[error("the worker on {worker} answered something that is not JSON: {source}")]
     BadAnswer {
-        socket: PathBuf,
+        worker: String,
         #[source]
         source: serde_json::Error,
+    },
+
+    #[error("the API has no route for the {op:?} request (add one to worker/src/api/routes.rs)")]
+    NoRoute { op: String },
+
+    #[error(
+        "api_listen = \"{listen}\" needs api_token_file: on TCP every request must carry the bearer \
+         token that file holds (write one, readable by root only, and name it under [worker])"
+    )]
+    ApiTokenMissing { listen: SocketAddr },
+
+    #[error("the API token file {path} is empty: write the bearer token into it")]
+    ApiTokenEmpty { path: PathBuf },
+
+    #[error("cannot serve the API on {addr} (api_listen): {source}")]
+    ApiListen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
     },
 
     /// A request the worker carried out and that failed there; its message.

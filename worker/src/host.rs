@@ -18,11 +18,12 @@ use pagestore::PageStore;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use crate::activity::Activity;
 use crate::config::WorkerConfig;
 use crate::criu::Criu;
 use crate::criu_swrk::CriuSpares;
-use crate::activity::Activity;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::netns::HostNetns;
 use crate::tenant::{TenantDirs, TenantInfo};
 use crate::whole_staging::WholeStaging;
@@ -46,6 +47,8 @@ pub struct Worker {
     pub(crate) swap_slots: tokio::sync::Semaphore,
     /// Swap-ins waiting for a slot: swap-outs the worker decides on its own wait for none.
     pub(crate) swap_ins_waiting: std::sync::atomic::AtomicUsize,
+    /// What the flows record for `GET /metrics`.
+    pub(crate) metrics: Metrics,
 }
 
 impl Worker {
@@ -67,6 +70,7 @@ impl Worker {
             store,
             criu,
             tenants,
+            metrics: Metrics::default(),
         })
     }
 
@@ -112,6 +116,11 @@ impl TenantTable {
 
     pub(crate) fn names(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
+    }
+
+    /// Every tenant's slot, by name.
+    pub(crate) fn slots(&self) -> Vec<Arc<TenantSlot>> {
+        self.lock().values().cloned().collect()
     }
 
     pub(crate) fn get(&self, name: &str) -> Result<Arc<TenantSlot>> {

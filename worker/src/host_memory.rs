@@ -2,7 +2,10 @@
 
 /// `MemAvailable` of `/proc/meminfo`, bytes.
 pub(crate) fn available() -> Option<u64> {
-    meminfo_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemAvailable:")
+    meminfo_field(
+        &std::fs::read_to_string("/proc/meminfo").ok()?,
+        "MemAvailable:",
+    )
 }
 
 /// `some avg10` of `/proc/pressure/memory` (percent of the last 10 s in which some task waited
@@ -14,7 +17,11 @@ pub(crate) fn pressure_some_avg10() -> Option<f64> {
 /// A `kB` field of meminfo text, in bytes.
 fn meminfo_field(text: &str, field: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line[field.len()..].split_whitespace().next()?.parse().ok()?;
+    let kib: u64 = line[field.len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some(kib << 10)
 }
 

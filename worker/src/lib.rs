@@ -4,19 +4,22 @@
 //! `pico worker run` is a daemon ([`daemon`]) that owns the tenants of one machine ([`Worker`]
 //! and its tenant table, `host`): it serves each tenant's public port and forwards to the
 //! tenant in its own network namespace (`serving`, [`netns`]), waking it on a connection and
-//! swapping it out when idle or when memory runs short (`supervisor`); the CLI talks to it over a unix socket with one JSON request
-//! per line ([`protocol`], served by `server` and `dispatch`). A tenant is started and removed
-//! by `lifecycle`, checkpointed by `swap_out` and brought back by the stages of `swap_in`;
+//! swapping it out when idle or when memory runs short (`supervisor`), and after a crash takes
+//! up where the last worker stopped (`recovery`). The CLI talks to it over HTTP on a unix
+//! socket, a control plane over TCP with a bearer token (`api`, carrying the operations of
+//! [`protocol`] to `dispatch`), and Prometheus scrapes its [`metrics`]. A tenant is started and
+//! removed by `lifecycle`, checkpointed by `swap_out` and brought back by the stages of `swap_in`;
 //! `activeset` learns what a restore touches first. [`criu`] wraps the CRIU binary and
 //! [`process`] the processes it leaves behind.
 
 mod activeset;
 mod activity;
+mod api;
 pub mod config;
+mod crashpoint;
 pub mod criu;
 mod criu_rpc;
 mod criu_swrk;
-mod crashpoint;
 pub mod daemon;
 mod dispatch;
 mod error;
@@ -26,20 +29,21 @@ mod image_tmpfs;
 mod kdat;
 pub mod launch;
 pub mod lazy_gate;
-pub mod netns;
 mod lifecycle;
 mod locality;
+pub mod metrics;
+pub mod netns;
 pub mod process;
 pub mod protocol;
 mod quiesce;
 pub mod readiness;
 mod recovery;
-mod server;
 mod serving;
 mod supervisor;
 mod swap_in;
 mod swap_out;
 pub mod tenant;
+pub mod tenant_log;
 mod whole_staging;
 
 pub use config::{ActiveSetInstall, WorkerConfig};

@@ -1,15 +1,14 @@
-//! The worker's control protocol: one JSON request per line on a unix socket, one JSON response
-//! per line back. Small, human-debuggable (`socat - UNIX:worker.sock`), and enough for a CLI.
-
-use std::path::{Path, PathBuf};
+//! The operations a worker offers, as one enum: [`Request`] is the one list of what can be asked
+//! of it, whichever front end asks. The API (`api`) carries each as an HTTP route (its
+//! `routes` table) and [`Client`] asks a worker for one over its unix socket or TCP;
+//! `dispatch` runs it. A variant's `op` tag (kebab-case) names the operation in that table.
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
-use crate::error::{Error, Result};
+pub use crate::api::client::Client;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// One operation of the worker, with its arguments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     Ping,
@@ -46,62 +45,11 @@ pub enum Request {
     Rm {
         name: String,
     },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// A connection to a running worker.
-pub struct Client {
-    socket: PathBuf,
-}
-
-impl Client {
-    pub fn new(socket: &Path) -> Client {
-        Client {
-            socket: socket.to_path_buf(),
-        }
-    }
-
-    /// Sends one request and waits for its answer. A worker-side failure comes back as
-    /// [`Error::Remote`] carrying the worker's message.
-    pub async fn call(&self, request: &Request) -> Result<serde_json::Value> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| Error::WorkerNotRunning {
-                    socket: self.socket.clone(),
-                    source,
-                })?;
-        let (read, mut write) = stream.into_split();
-        let mut line = serde_json::to_vec(request).map_err(Error::RequestUnencodable)?;
-        line.push(b'\n');
-        write
-            .write_all(&line)
-            .await
-            .map_err(|e| Error::io(&self.socket, e))?;
-        let mut answer = String::new();
-        BufReader::new(read)
-            .read_line(&mut answer)
-            .await
-            .map_err(|e| Error::io(&self.socket, e))?;
-        let response: Response =
-            serde_json::from_str(&answer).map_err(|source| Error::BadAnswer {
-                socket: self.socket.clone(),
-                source,
-            })?;
-        if response.ok {
-            Ok(response.result.unwrap_or(serde_json::Value::Null))
-        } else {
-            Err(Error::Remote(
-                response.error.unwrap_or_else(|| "unknown error".into()),
-            ))
-        }
-    }
+    /// The last lines of the tenant's log (its stdout and stderr).
+    Logs {
+        name: String,
+        /// How many lines ([`crate::tenant_log::DEFAULT_TAIL_LINES`] if absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tail: Option<usize>,
+    },
 }

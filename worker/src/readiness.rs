@@ -55,7 +55,10 @@ pub(crate) fn listens_in(
 
 /// Whether the tenant of `slot` listens on its port, inside its namespace (on the host for a
 /// tenant without one).
-pub(crate) async fn probe_tenant(worker: &std::sync::Arc<crate::host::Worker>, slot: &std::sync::Arc<crate::host::TenantSlot>) -> bool {
+pub(crate) async fn probe_tenant(
+    worker: &std::sync::Arc<crate::host::Worker>,
+    slot: &std::sync::Arc<crate::host::TenantSlot>,
+) -> bool {
     if slot.netns_file.is_none() {
         return probe_port(slot.port).await;
     }

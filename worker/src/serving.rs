@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::activity::Activity;
 use crate::error::{Error, Result};
 use crate::host::{lock_std, TenantSlot, Worker};
+use crate::metrics::Metrics;
 use crate::supervisor::Reason;
 use crate::tenant::TenantState;
 
@@ -57,8 +58,16 @@ impl Worker {
         slot: &'s Arc<TenantSlot>,
     ) -> Result<(RwLockReadGuard<'s, ()>, bool)> {
         let mut woke = false;
+        let mut held = None;
         loop {
-            let lease = slot.gate.read().await;
+            let lease = match slot.gate.try_read() {
+                Ok(lease) => lease,
+                Err(_) => {
+                    // A swap is under way: the connection is held until it ends.
+                    held.get_or_insert_with(|| Held::new(&self.metrics));
+                    slot.gate.read().await
+                }
+            };
             let (state, failures) = {
                 let rt = slot.runtime.lock().await;
                 (rt.info.state, rt.info.restore_failures)
@@ -67,6 +76,7 @@ impl Worker {
                 TenantState::Running => return Ok((lease, woke)),
                 TenantState::SwappedOut => {
                     drop(lease);
+                    held.get_or_insert_with(|| Held::new(&self.metrics));
                     match self.wake(slot, Reason::Connection).await {
                         Ok(()) => woke = true,
                         Err(e) if failures + 1 < self.config.max_restore_failures => {
@@ -95,6 +105,22 @@ impl Worker {
         let fd = self.host_netns.socket_in(ns)?;
         let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
         socket.connect(target).await
+    }
+}
+
+/// A client connection held while its tenant is swapped (counted in the metrics while it lives).
+struct Held<'m>(&'m Metrics);
+
+impl<'m> Held<'m> {
+    fn new(metrics: &'m Metrics) -> Self {
+        metrics.held_inc();
+        Held(metrics)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.held_dec();
     }
 }
 
@@ -175,8 +201,12 @@ async fn pump(
         copy(&mut tenant_read, &mut client_write, activity, || {
             if let Some(at) = first.take() {
                 let waited = at.elapsed();
-                worker.wake_answered(waited);
-                info!(tenant, waited_ms = waited.as_millis() as u64, "woken tenant answered its client");
+                worker.metrics.wake_observed(waited);
+                info!(
+                    tenant,
+                    waited_ms = waited.as_millis() as u64,
+                    "woken tenant answered its client"
+                );
             }
         })
         .await;

@@ -54,7 +54,11 @@ const TICK: Duration = Duration::from_millis(500);
 impl Worker {
     /// Wakes a sleeping tenant (a swap-in that takes precedence over swap-outs), first making
     /// room for it above the memory floor. Nothing happens if it is running by then.
-    pub(crate) async fn wake(self: &Arc<Self>, slot: &Arc<TenantSlot>, reason: Reason) -> Result<()> {
+    pub(crate) async fn wake(
+        self: &Arc<Self>,
+        slot: &Arc<TenantSlot>,
+        reason: Reason,
+    ) -> Result<()> {
         self.swap_ins_waiting.fetch_add(1, Ordering::SeqCst);
         let permit = self.swap_slots.acquire().await;
         self.swap_ins_waiting.fetch_sub(1, Ordering::SeqCst);
@@ -141,7 +145,10 @@ impl Worker {
     /// The running tenant whose last byte is oldest, other than `except`; tenants busy with a
     /// swap are passed over, and so is one whose newest state could not be committed lately
     /// when another can.
-    async fn least_recently_active(&self, except: Option<&Arc<TenantSlot>>) -> Option<Arc<TenantSlot>> {
+    async fn least_recently_active(
+        &self,
+        except: Option<&Arc<TenantSlot>>,
+    ) -> Option<Arc<TenantSlot>> {
         let mut candidates = Vec::new();
         for slot in self.tenants.all() {
             if except.is_some_and(|e| Arc::ptr_eq(e, &slot)) || slot.netns.is_none() {
@@ -156,11 +163,6 @@ impl Worker {
         }
         candidates.sort_by_key(|(last, _)| *last);
         candidates.into_iter().next().map(|(_, slot)| slot)
-    }
-
-    /// A woken tenant answered its first client after `waited` (from its connection's accept).
-    pub(crate) fn wake_answered(&self, waited: Duration) {
-        let _ = waited;
     }
 }
 
@@ -229,7 +231,10 @@ async fn relieve_pressure(worker: &Arc<Worker>) {
         };
         let available_mib = host_memory::available().unwrap_or(0) >> 20;
         info!(tenant = %victim.name, available_mib, floor_mib = worker.config.memory_floor_mib, "memory short: evicting the least recently active tenant");
-        if let Err(e) = worker.swap_out_because(&victim, Reason::MemoryPressure, true).await {
+        if let Err(e) = worker
+            .swap_out_because(&victim, Reason::MemoryPressure, true)
+            .await
+        {
             warn!(tenant = %victim.name, error = %e, "eviction failed");
             return;
         }

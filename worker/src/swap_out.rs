@@ -14,10 +14,10 @@ use tracing::{info, warn};
 
 use crate::crashpoint;
 use crate::error::{Error, Result};
-use crate::host_memory::rss;
-use crate::supervisor::Reason;
 use crate::host::{finish_restoring, TenantRuntime, TenantSlot, Worker, LAZY_COPY_LIMIT};
+use crate::host_memory::rss;
 use crate::process::{process_alive, process_tree, wait_gone};
+use crate::supervisor::Reason;
 use crate::tenant::{elapsed_ms, fresh_dir, SwapOutReport, TenantInfo, TenantState};
 
 /// How long a swap-out waits for each process of a dumped tree to be gone.
@@ -43,6 +43,7 @@ impl Worker {
             }
         }
 
+        let swap = self.metrics.swap_started(crate::metrics::SwapOp::Out);
         let started = Instant::now();
         let staging: PathBuf = self
             .config
@@ -127,6 +128,8 @@ impl Worker {
             locality_bytes = out.locality_bytes,
             "swapped out"
         );
+        swap.succeeded();
+        self.metrics.memory_freed(out.rss_bytes);
         Ok(out)
     }
 

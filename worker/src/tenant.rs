@@ -88,7 +88,7 @@ pub struct TenantInfo {
 }
 
 /// What `pico tenant add` asks for: a new tenant.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantSpec {
     pub name: String,
     /// Its public port, and the port it listens on inside its network namespace.

@@ -76,12 +76,14 @@ impl Worker {
         rt.info.state = TenantState::SwappingIn;
         rt.info.save(&slot.dirs)?;
         crashpoint::hit("swap-in:registry-saved");
+        let swap = self.metrics.swap_started(crate::metrics::SwapOp::In);
         match self
             .restore_checkpoint(&slot, &mut rt, name, checkpoint_id, use_activeset, install)
             .await
         {
             Ok(report) => {
                 crashpoint::hit("swap-in:recorded");
+                swap.succeeded();
                 Ok(report)
             }
             Err(e) => {

@@ -80,7 +80,8 @@ impl Worker {
         let restored = match self
             .criu
             .restore(mountpoint, &work, true, slot.netns.as_deref())
-            .await {
+            .await
+        {
             Ok(pid) => wait_for_daemon(&gate, &mut daemon, &daemon_work)
                 .await
                 .map(|()| pid)

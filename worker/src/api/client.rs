@@ -1,0 +1,193 @@
+//! The API's client: one HTTP/1.1 exchange per call, over the worker's unix socket (the CLI) or
+//! TCP with the bearer token (a control plane). A request becomes its route through the same
+//! table the server routes by (`routes`); a failure comes back as [`Error::Remote`] with the
+//! worker's message unchanged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use axum::body::Bytes;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use axum::http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+use tracing::debug;
+
+use crate::api::routes::{call_of, HttpCall, Verb};
+use crate::error::{Error, Result};
+use crate::protocol::Request;
+
+/// A way to reach a running worker.
+pub struct Client {
+    endpoint: Endpoint,
+}
+
+enum Endpoint {
+    Unix(PathBuf),
+    Tcp { addr: SocketAddr, token: String },
+}
+
+impl Client {
+    /// The worker serving its API on the unix socket `socket`.
+    pub fn new(socket: &Path) -> Client {
+        Client {
+            endpoint: Endpoint::Unix(socket.to_path_buf()),
+        }
+    }
+
+    /// The worker serving its API on TCP at `addr` (`api_listen`), with its bearer token.
+    pub fn tcp(addr: SocketAddr, token: impl Into<String>) -> Client {
+        Client {
+            endpoint: Endpoint::Tcp {
+                addr,
+                token: token.into(),
+            },
+        }
+    }
+
+    /// Sends one request and waits for its answer. A worker-side failure comes back as
+    /// [`Error::Remote`] carrying the worker's message.
+    pub async fn call(&self, request: &Request) -> Result<serde_json::Value> {
+        let call = call_of(request)?;
+        let (status, body) = match &self.endpoint {
+            Endpoint::Unix(socket) => {
+                let stream = UnixStream::connect(socket).await.map_err(|source| {
+                    Error::WorkerNotRunning {
+                        socket: socket.clone(),
+                        source,
+                    }
+                })?;
+                self.exchange(stream, call, None).await?
+            }
+            Endpoint::Tcp { addr, token } => {
+                let stream =
+                    TcpStream::connect(addr)
+                        .await
+                        .map_err(|source| Error::WorkerUnreachable {
+                            addr: *addr,
+                            source,
+                        })?;
+                // One small request and its answer: no reason to wait for more to send.
+                let _ = stream.set_nodelay(true);
+                self.exchange(stream, call, Some(token)).await?
+            }
+        };
+        answer_of(status, &body, &self.describe())
+    }
+
+    /// Where the worker is, for errors.
+    fn describe(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Unix(socket) => socket.display().to_string(),
+            Endpoint::Tcp { addr, .. } => addr.to_string(),
+        }
+    }
+
+    /// Sends `call` on `stream` and reads the whole answer.
+    async fn exchange<S>(
+        &self,
+        stream: S,
+        call: HttpCall,
+        token: Option<&str>,
+    ) -> Result<(StatusCode, Bytes)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let http_error = |source| Error::Http {
+            worker: self.describe(),
+            source,
+        };
+        let method = match call.verb {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+            Verb::Delete => Method::DELETE,
+        };
+        let host = match &self.endpoint {
+            Endpoint::Unix(_) => "localhost".to_string(),
+            Endpoint::Tcp { addr, .. } => addr.to_string(),
+        };
+        let mut builder = axum::http::Request::builder()
+            .method(method)
+            .uri(&call.path_and_query)
+            .header(HOST, host);
+        if call.body.is_some() {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = token {
+            builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(call.body.unwrap_or_default())))
+            .map_err(Error::RequestUnbuildable)?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http_error)?;
+        // The connection is driven beside the exchange, and ends when `sender` is dropped.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "API connection ended");
+            }
+        });
+        let response = sender.send_request(request).await.map_err(http_error)?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(http_error)?
+            .to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// The result an answer carries: its JSON on success, the worker's message as
+/// [`Error::Remote`] otherwise.
+fn answer_of(status: StatusCode, body: &[u8], worker: &str) -> Result<serde_json::Value> {
+    if status.is_success() {
+        if body.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        return serde_json::from_slice(body).map_err(|source| Error::BadAnswer {
+            worker: worker.to_string(),
+            source,
+        });
+    }
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("HTTP {status}: {}", String::from_utf8_lossy(body).trim()));
+    Err(Error::Remote(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_become_values_or_the_workers_message() {
+        let ok = answer_of(StatusCode::OK, br#"{"a":1}"#, "w").unwrap();
+        assert_eq!(ok, serde_json::json!({"a": 1}));
+        assert_eq!(
+            answer_of(StatusCode::OK, b"null", "w").unwrap(),
+            serde_json::Value::Null
+        );
+        match answer_of(
+            StatusCode::CONFLICT,
+            br#"{"error":"tenant c is busy"}"#,
+            "w",
+        ) {
+            Err(Error::Remote(m)) => assert_eq!(m, "tenant c is busy"),
+            other => panic!("{other:?}"),
+        }
+        match answer_of(StatusCode::BAD_GATEWAY, b"upstream down", "w") {
+            Err(Error::Remote(m)) => assert_eq!(m, "HTTP 502 Bad Gateway: upstream down"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            answer_of(StatusCode::OK, b"<html>", "w"),
+            Err(Error::BadAnswer { .. })
+        ));
+    }
+}
