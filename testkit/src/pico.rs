@@ -75,9 +75,21 @@ impl Pico {
 
     /// Starts `pico worker run` on this home.
     pub fn start_worker(&self) -> Worker<'_> {
-        let log = std::fs::File::create(self.home.join("worker.log")).unwrap();
+        self.start_worker_with_env(&[])
+    }
+
+    /// Starts `pico worker run` on this home with `env` set (its log goes on in `worker.log`,
+    /// appended across restarts).
+    pub fn start_worker_with_env(&self, env: &[(&str, &str)]) -> Worker<'_> {
+        let _ = std::fs::remove_file(self.socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.join("worker.log"))
+            .unwrap();
         let child = self
             .command(&["worker", "run"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -99,6 +111,28 @@ impl Pico {
         }
     }
 
+    /// The worker's Prometheus scrape (`GET /metrics` on its socket).
+    pub fn metrics(&self) -> String {
+        let socket = self.socket();
+        let (status, text) = crate::net::curl(&[
+            "--unix-socket",
+            socket.to_str().unwrap(),
+            "http://localhost/metrics",
+        ]);
+        assert_eq!(status, 200, "{text}");
+        text
+    }
+
+    /// One value of the scrape: the line `name value`, as a number.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
     pub fn worker_log(&self) -> String {
         std::fs::read_to_string(self.home.join("worker.log")).unwrap_or_default()
     }
@@ -115,6 +149,29 @@ pub struct Worker<'a> {
 }
 
 impl Worker<'_> {
+    /// Kills the worker (SIGKILL, nothing is cleaned up) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits up to `limit` for the worker to exit on its own; whether it did.
+    pub fn exited_within(&mut self, limit: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                None | Some(Ok(Some(_))) | Some(Err(_)) => {
+                    self.child = None;
+                    return true;
+                }
+                Some(Ok(None)) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        false
+    }
+
     /// Stops the worker (SIGTERM) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

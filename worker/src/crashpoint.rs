@@ -4,7 +4,8 @@
 //! Points: `swap-out:registry-saved` (before the dump), `swap-out:dumped` (before the ingest),
 //! `swap-out:committed` (manifest durable, registry not yet), `swap-out:recorded` (registry
 //! saved, staging not yet deleted), `swap-in:registry-saved` (before the restore),
-//! `swap-in:restored` (tenant running, registry not yet), `swap-in:recorded`.
+//! `swap-in:restored` (tenant running, registry not yet), `swap-in:recorded`, `swap-in:filling`
+//! (a lazy restore's pages still arriving).
 
 use std::sync::OnceLock;
 

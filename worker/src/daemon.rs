@@ -24,6 +24,8 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         return Err(Error::NotRoot);
     }
     let api_token = crate::api::api_token(&config)?;
+    // One worker per home: the recovery below must not run beside a live worker.
+    let _only_worker = only_worker(&config.socket)?;
     let mut criu = Criu::detect(&config.criu, config.criu_log_level).await?;
     if !config.criu_hw_breakpoints {
         criu = criu.without_hw_breakpoints();
@@ -36,10 +38,11 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let store = Arc::new(PageStore::open(&store_config).await?);
-    let listeners = crate::api::Listeners::bind(&config, api_token).await?;
     let worker = Arc::new(Worker::open(config, store, criu)?);
     worker.recover().await?;
     serve_public_ports(&worker);
+    // The API last: once its socket answers, every tenant's port is served.
+    let listeners = crate::api::Listeners::bind(&worker.config, api_token).await?;
     let supervisor = crate::supervisor::start(worker.clone());
     if worker.config.whole_restore_below_mib > 0 {
         let warming = worker.clone();
@@ -67,6 +70,30 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     }
     stop_serving(&worker).await;
     Ok(())
+}
+
+/// An exclusive lock on `SOCKET.lock`, held while the worker runs (released by the kernel when
+/// it dies, however it dies).
+fn only_worker(socket: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = socket.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(Error::WorkerAlreadyRunning {
+                socket: socket.to_path_buf(),
+            });
+        }
+        return Err(Error::io(&path, e));
+    }
+    Ok(file)
 }
 
 /// Listens on every tenant's public port (a tenant without a network namespace, from an older

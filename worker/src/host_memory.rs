@@ -1,4 +1,5 @@
-//! The host's memory as the pressure rule reads it: `MemAvailable` and PSI.
+//! The host's memory as the pressure rule reads it (`MemAvailable` and PSI), and what the worker
+//! gives back to it.
 
 /// `MemAvailable` of `/proc/meminfo`, bytes.
 pub(crate) fn available() -> Option<u64> {
@@ -12,6 +13,18 @@ pub(crate) fn available() -> Option<u64> {
 /// for memory); `None` where the kernel has no PSI.
 pub(crate) fn pressure_some_avg10() -> Option<f64> {
     psi_some_avg10(&std::fs::read_to_string("/proc/pressure/memory").ok()?)
+}
+
+/// Hands the worker's freed heap back to the host. A swap-out's ingest frees its buffers, but
+/// glibc keeps freed memory in its arenas (once a large block was freed, its mmap threshold
+/// rises and later large blocks come from the arenas too): measured here, a 200 MiB swap-out
+/// left the worker 200 MiB larger, 85 MiB after a trim. Blocking; takes milliseconds.
+pub(crate) fn give_back() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes a pad size and touches only the allocator's own state.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A `kB` field of meminfo text, in bytes.

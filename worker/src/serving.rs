@@ -96,8 +96,36 @@ impl Worker {
         }
     }
 
-    /// A connection to the tenant's port inside its namespace.
-    async fn connect_tenant(&self, slot: &TenantSlot) -> std::io::Result<TcpStream> {
+    /// A connection to the tenant's port inside its namespace, tried again while `deadline`
+    /// allows. Held connections are let go together when a tenant wakes: more than its listen
+    /// backlog holds (5 for Python's `http.server`) and the kernel drops the extra SYNs, which
+    /// the client side would send again only after 1 s, 3 s, 7 s... So an attempt that gets no
+    /// answer within [`CONNECT_PATIENCE`] is given up for a fresh one, and a refusal is retried
+    /// too (a tenant that is still starting to listen).
+    async fn connect_tenant(
+        &self,
+        slot: &TenantSlot,
+        deadline: Instant,
+    ) -> std::io::Result<TcpStream> {
+        let mut patience = Duration::from_millis(20);
+        loop {
+            let attempt = tokio::time::timeout(patience, self.connect_tenant_once(slot)).await;
+            let error = match attempt {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => e,
+                Err(_) => std::io::Error::from(std::io::ErrorKind::TimedOut),
+            };
+            if Instant::now() + patience >= deadline {
+                return Err(error);
+            }
+            if error.kind() != std::io::ErrorKind::TimedOut {
+                tokio::time::sleep(patience).await;
+            }
+            patience = (patience * 2).min(CONNECT_PATIENCE);
+        }
+    }
+
+    async fn connect_tenant_once(&self, slot: &TenantSlot) -> std::io::Result<TcpStream> {
         let target = SocketAddr::from(([127, 0, 0, 1], slot.port));
         let Some(ns) = &slot.netns_file else {
             return TcpStream::connect(target).await;
@@ -107,6 +135,9 @@ impl Worker {
         socket.connect(target).await
     }
 }
+
+/// The longest a connection attempt to a tenant waits for its answer before a fresh one.
+const CONNECT_PATIENCE: Duration = Duration::from_millis(100);
 
 /// A client connection held while its tenant is swapped (counted in the metrics while it lives).
 struct Held<'m>(&'m Metrics);
@@ -165,7 +196,7 @@ async fn forward(worker: Arc<Worker>, slot: Arc<TenantSlot>, client: TcpStream, 
             return;
         }
     };
-    let upstream = match worker.connect_tenant(&slot).await {
+    let upstream = match worker.connect_tenant(&slot, accepted + hold).await {
         Ok(s) => s,
         Err(e) => {
             warn!(tenant = %slot.name, %peer, error = %e, "the tenant refused the connection");

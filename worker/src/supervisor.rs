@@ -51,6 +51,9 @@ impl Reason {
 /// How often idleness and memory are checked.
 const TICK: Duration = Duration::from_millis(500);
 
+/// Every how many ticks freed heap is handed back to the host (see [`host_memory::give_back`]).
+const GIVE_BACK_EVERY: u64 = 4;
+
 impl Worker {
     /// Wakes a sleeping tenant (a swap-in that takes precedence over swap-outs), first making
     /// room for it above the memory floor. Nothing happens if it is running by then.
@@ -106,6 +109,7 @@ impl Worker {
         crate::quiesce::settle(slot).await;
         let idle_for_ms = pagestore::clock::now_ms().saturating_sub(slot.activity.last_ms());
         let report = Box::pin(self.swap_out_now(&slot.name)).await?;
+        let _ = tokio::task::spawn_blocking(host_memory::give_back).await;
         info!(
             tenant = %slot.name,
             reason = reason.as_str(),
@@ -171,10 +175,14 @@ pub(crate) fn start(worker: Arc<Worker>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for ticks in 0u64.. {
             tick.tick().await;
             sweep_idle(&worker).await;
             relieve_pressure(&worker).await;
+            if ticks % GIVE_BACK_EVERY == 0 {
+                // What background work (recompression, fills) freed since.
+                let _ = tokio::task::spawn_blocking(host_memory::give_back).await;
+            }
         }
     })
 }

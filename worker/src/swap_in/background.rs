@@ -96,6 +96,7 @@ async fn copy(
     slot: &TenantSlot,
     tenant: &str,
 ) {
+    crate::crashpoint::hit("swap-in:filling");
     let status = daemon.wait().await;
     let accesses = mount.access_log().snapshot();
     let by_tier = mount.reads().report();
