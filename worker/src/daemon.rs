@@ -145,7 +145,15 @@ async fn stop_serving(worker: &Worker) {
             continue;
         };
         slot.stop_serving();
-        let restoring = slot.runtime.lock().await.restoring.take();
+        let restoring = {
+            let mut rt = slot.runtime.lock().await;
+            // The next worker starts its idle clocks and least-recently-active order from here.
+            rt.info.last_active = Some(slot.activity.last_ms());
+            if let Err(e) = rt.info.save(&slot.dirs) {
+                warn!(tenant = %name, error = %e, "could not record its last activity");
+            }
+            rt.restoring.take()
+        };
         if let Some(restoring) = restoring {
             info!(tenant = %name, "waiting for its restore to finish");
             if !finish_restoring(restoring).await {

@@ -183,6 +183,9 @@ pub(crate) struct TenantSlot {
     pub serving: Mutex<Option<JoinHandle<()>>>,
     /// A swap-out the worker decided on its own is queued or running.
     pub auto_swap: std::sync::atomic::AtomicBool,
+    /// Swap-outs that could not commit lately (a cold tier down, a full disk), and when the
+    /// worker tries again.
+    pub swap_out_backoff: Mutex<crate::supervisor::Backoff>,
     pub runtime: tokio::sync::Mutex<TenantRuntime>,
     /// What the last restore's background fill read, once it is done. Kept apart from `runtime`:
     /// a swap-out holds that lock while it waits for the fill.
@@ -207,6 +210,7 @@ impl TenantSlot {
             gate: tokio::sync::RwLock::new(()),
             serving: Mutex::new(None),
             auto_swap: std::sync::atomic::AtomicBool::new(false),
+            swap_out_backoff: Mutex::new(crate::supervisor::Backoff::default()),
             dirs,
             port: info.port,
             runtime: tokio::sync::Mutex::new(TenantRuntime {

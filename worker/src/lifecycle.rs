@@ -24,6 +24,11 @@ impl Worker {
             rt.info.save(&slot.dirs)?;
         }
         let mut info = rt.info.clone();
+        info.last_active = Some(slot.activity.last_ms());
+        // Recorded at the swap-in; its background copy marks the end on disk only (it may not
+        // take the runtime lock: a swap-out holding it waits for the copy).
+        info.pages_pending =
+            rt.info.pages_pending && !crate::recovery::restore_complete(&slot.dirs);
         info.last_fill = slot.last_fill();
         info.last_reads = slot.last_reads();
         Ok(info)

@@ -37,7 +37,8 @@ pub(crate) fn clear_restore_complete(dirs: &TenantDirs) {
     let _ = std::fs::remove_file(dirs.root.join("restore-complete"));
 }
 
-fn restore_complete(dirs: &TenantDirs) -> bool {
+/// Whether the last lazy restore copied every page in (marked by its background copy).
+pub(crate) fn restore_complete(dirs: &TenantDirs) -> bool {
     dirs.root.join("restore-complete").exists()
 }
 
@@ -190,11 +191,11 @@ async fn wait_for_stray_criu(slot: &TenantSlot) {
     }
 }
 
-/// Whether CRIU finished the dump in `staging` (its log says so).
+/// Whether CRIU finished the dump in `staging`: it writes `stats-dump` into its work directory
+/// (emptied before each dump) only after a dump succeeded and the tree was killed
+/// (`cr_dump_finish`); its log line saying so is there only from `-v3` on.
 fn dump_complete(slot: &TenantSlot, staging: &Path) -> bool {
-    staging.is_dir()
-        && std::fs::read_to_string(slot.dirs.criu_work("dump").join("dump.log"))
-            .is_ok_and(|log| log.contains("Dumping finished successfully"))
+    staging.is_dir() && slot.dirs.criu_work("dump").join("stats-dump").is_file()
 }
 
 fn comm(pid: u32) -> Option<String> {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::error::Result;
-use crate::host::{TenantSlot, Worker};
+use crate::host::{lock_std, TenantSlot, Worker};
 use crate::host_memory;
 use crate::tenant::TenantState;
 
@@ -50,6 +50,9 @@ impl Reason {
 
 /// How often idleness and memory are checked.
 const TICK: Duration = Duration::from_millis(500);
+
+/// A tenant active this recently is not evicted for memory.
+const MIN_RESIDENCY_MS: u64 = 2_000;
 
 /// Every how many ticks freed heap is handed back to the host (see [`host_memory::give_back`]).
 const GIVE_BACK_EVERY: u64 = 4;
@@ -108,7 +111,23 @@ impl Worker {
         let _gate = slot.gate.write().await;
         crate::quiesce::settle(slot).await;
         let idle_for_ms = pagestore::clock::now_ms().saturating_sub(slot.activity.last_ms());
-        let report = Box::pin(self.swap_out_now(&slot.name)).await?;
+        let report = match Box::pin(self.swap_out_now(&slot.name)).await {
+            Ok(report) => {
+                lock_std(&slot.swap_out_backoff).succeeded();
+                report
+            }
+            Err(e) => {
+                let retry_in = lock_std(&slot.swap_out_backoff).failed(pagestore::clock::now_ms());
+                warn!(
+                    tenant = %slot.name,
+                    reason = reason.as_str(),
+                    error = %e,
+                    retry_in_s = retry_in.as_secs(),
+                    "swap-out failed; the tenant keeps running"
+                );
+                return Err(e);
+            }
+        };
         let _ = tokio::task::spawn_blocking(host_memory::give_back).await;
         info!(
             tenant = %slot.name,
@@ -146,13 +165,15 @@ impl Worker {
         evicted
     }
 
-    /// The running tenant whose last byte is oldest, other than `except`; tenants busy with a
-    /// swap are passed over, and so is one whose newest state could not be committed lately
-    /// when another can.
+    /// The running tenant whose last byte is oldest, other than `except` and other than one
+    /// active within [`MIN_RESIDENCY_MS`] (just woken, or serving: under a floor that cannot be
+    /// met it would be swapped out as soon as it answered); tenants busy with a swap are passed
+    /// over.
     async fn least_recently_active(
         &self,
         except: Option<&Arc<TenantSlot>>,
     ) -> Option<Arc<TenantSlot>> {
+        let now = pagestore::clock::now_ms();
         let mut candidates = Vec::new();
         for slot in self.tenants.all() {
             if except.is_some_and(|e| Arc::ptr_eq(e, &slot)) || slot.netns.is_none() {
@@ -161,12 +182,54 @@ impl Worker {
             let Ok(rt) = slot.runtime.try_lock() else {
                 continue;
             };
-            if rt.info.state == TenantState::Running {
-                candidates.push((slot.activity.last_ms(), slot.clone()));
+            let last = slot.activity.last_ms();
+            if rt.info.state == TenantState::Running && now.saturating_sub(last) >= MIN_RESIDENCY_MS
+            {
+                let failing = lock_std(&slot.swap_out_backoff).failing();
+                candidates.push(((failing, last), slot.clone()));
             }
         }
-        candidates.sort_by_key(|(last, _)| *last);
+        // Tenants whose swap-outs commit go first: one that failed lately (its store
+        // unreachable, say) would likely fail again and free nothing.
+        candidates.sort_by_key(|(key, _)| *key);
         candidates.into_iter().next().map(|(_, slot)| slot)
+    }
+}
+
+/// When a tenant's swap-outs that failed (they could not commit) are tried again: after 5 s,
+/// then twice as long each time, at most 5 minutes; forgotten at the first that commits.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    failures: u32,
+    retry_at_ms: u64,
+}
+
+impl Backoff {
+    const FIRST_MS: u64 = 5_000;
+    const MOST_MS: u64 = 300_000;
+
+    /// A swap-out failed at `now_ms`: how long until the next try.
+    pub(crate) fn failed(&mut self, now_ms: u64) -> Duration {
+        let wait = Self::FIRST_MS
+            .saturating_mul(1u64 << self.failures.min(16))
+            .min(Self::MOST_MS);
+        self.failures += 1;
+        self.retry_at_ms = now_ms + wait;
+        Duration::from_millis(wait)
+    }
+
+    pub(crate) fn succeeded(&mut self) {
+        *self = Backoff::default();
+    }
+
+    /// Whether the worker may try a swap-out of its own at `now_ms`.
+    pub(crate) fn ready(&self, now_ms: u64) -> bool {
+        now_ms >= self.retry_at_ms
+    }
+
+    /// Whether the last swap-out failed.
+    pub(crate) fn failing(&self) -> bool {
+        self.failures > 0
     }
 }
 
@@ -198,6 +261,9 @@ async fn sweep_idle(worker: &Arc<Worker>) {
         if slot.netns.is_none() || slot.auto_swap.load(Ordering::SeqCst) {
             continue;
         }
+        if !lock_std(&slot.swap_out_backoff).ready(now) {
+            continue;
+        }
         let idle = match slot.runtime.try_lock() {
             Ok(rt) => {
                 rt.info.state == TenantState::Running
@@ -211,11 +277,8 @@ async fn sweep_idle(worker: &Arc<Worker>) {
         slot.auto_swap.store(true, Ordering::SeqCst);
         let worker = worker.clone();
         tokio::spawn(async move {
-            if let Err(e) = worker.swap_out_because(&slot, Reason::Idle, true).await {
-                warn!(tenant = %slot.name, error = %e, "idle swap-out failed; the tenant keeps running");
-                // Not again at once: its idle clock restarts.
-                slot.activity.touch();
-            }
+            // A failure is logged, and backed off, by `swap_out_because`.
+            let _ = worker.swap_out_because(&slot, Reason::Idle, true).await;
             slot.auto_swap.store(false, Ordering::SeqCst);
         });
     }
@@ -250,5 +313,22 @@ async fn relieve_pressure(worker: &Arc<Worker>) {
             // PSI averages over 10 s: one eviction per tick.
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+
+    #[test]
+    fn failed_swap_outs_back_off_doubling_to_five_minutes() {
+        let mut b = Backoff::default();
+        assert!(b.ready(0) && !b.failing());
+        let waits: Vec<u64> = (0..10).map(|_| b.failed(1_000).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300, 300]);
+        assert!(!b.ready(1_000 + 299_999) && b.ready(1_000 + 300_000));
+        assert!(b.failing());
+        b.succeeded();
+        assert!(b.ready(0) && !b.failing());
     }
 }
