@@ -95,6 +95,10 @@ pub enum BenchCommand {
         /// Keep the work directory (worker home, logs) for inspection.
         #[arg(long)]
         keep_work: bool,
+        /// Another `pico` build (e.g. the one before a change to the forwarding): its worker
+        /// forwards to a third copy of the tenant, measured in the same rounds.
+        #[arg(long)]
+        compare_pico: Option<PathBuf>,
         /// Output directory (results.json, forward.svg, throughput.svg, README.md).
         #[arg(long, default_value = "bench-results/forward")]
         out: PathBuf,
@@ -265,6 +269,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             small_bytes,
             large_mib,
             keep_work,
+            compare_pico,
             out,
         } => {
             let work = tempdir_in(&ctx.home)?;
@@ -279,6 +284,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 warmup,
                 small_bytes,
                 large_bytes: large_mib << 20,
+                compare_pico,
             };
             let result = tokio::select! {
                 r = bench::forward::run(&opts) => r,

@@ -61,6 +61,9 @@ pub struct Options {
     pub small_bytes: u64,
     /// The large file, bytes.
     pub large_bytes: u64,
+    /// Another `pico` build (e.g. the one before a change to the forwarding): its worker
+    /// forwards to a third copy of the tenant, measured in the same rounds.
+    pub compare_pico: Option<PathBuf>,
 }
 
 /// Latency percentiles, µs.
@@ -143,17 +146,36 @@ pub struct ThroughputComparison {
     pub rounds_forwarded_mb_s: Vec<f64>,
 }
 
+/// One worker's forwarding against the direct runs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Forwarding {
+    /// Kept-alive connection, one request at a time.
+    pub keep_alive: LatencyComparison,
+    /// A new connection per request (connect to last byte).
+    pub per_connection: LatencyComparison,
+    pub throughput: ThroughputComparison,
+}
+
+/// The forwarding of another `pico` build's worker (`--compare-pico`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Compared {
+    pub pico: String,
+    #[serde(flatten)]
+    pub figures: Forwarding,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub rounds: usize,
     pub requests_per_round: usize,
     pub warmup_requests: usize,
     pub small_bytes: u64,
-    /// Kept-alive connection, one request at a time.
-    pub keep_alive: LatencyComparison,
-    /// A new connection per request (connect to last byte).
-    pub per_connection: LatencyComparison,
-    pub throughput: ThroughputComparison,
+    /// This build's worker against direct.
+    #[serde(flatten)]
+    pub forwarded: Forwarding,
+    /// The worker of `--compare-pico`, against the same direct runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared: Option<Compared>,
     pub goal_latency_us: f64,
     pub goal_throughput_ratio: f64,
     pub server: String,
@@ -166,15 +188,89 @@ fn median(values: &[f64]) -> f64 {
     percentile(&sorted, 50.0)
 }
 
-/// Direct and forwarded, in that order in every array below.
-const SIDES: [&str; 2] = ["direct", "forwarded"];
-
-/// What the rounds measured, per side.
-#[derive(Default)]
+/// What the rounds measured, per side: direct, forwarded, the compared build's forwarding.
 struct Samples {
-    keep_alive: [Vec<Percentiles>; 2],
-    per_connection: [Vec<Percentiles>; 2],
-    transfer_s: [Vec<f64>; 2],
+    keep_alive: Vec<Vec<Percentiles>>,
+    per_connection: Vec<Vec<Percentiles>>,
+    transfer_s: Vec<Vec<f64>>,
+}
+
+impl Samples {
+    fn new(sides: usize) -> Samples {
+        Samples {
+            keep_alive: vec![Vec::new(); sides],
+            per_connection: vec![Vec::new(); sides],
+            transfer_s: vec![Vec::new(); sides],
+        }
+    }
+
+    /// Side `side` against the direct one.
+    fn against_direct(&self, side: usize, large_bytes: u64) -> Forwarding {
+        let mb_s = |runs: &[f64]| -> Vec<f64> {
+            runs.iter()
+                .map(|s| large_bytes as f64 / s.max(1e-9) / 1e6)
+                .collect()
+        };
+        let (direct, forwarded) = (mb_s(&self.transfer_s[0]), mb_s(&self.transfer_s[side]));
+        let ratios: Vec<f64> = forwarded
+            .iter()
+            .zip(&direct)
+            .map(|(f, d)| f / d.max(1e-9))
+            .collect();
+        Forwarding {
+            keep_alive: LatencyComparison::of(
+                self.keep_alive[0].clone(),
+                self.keep_alive[side].clone(),
+            ),
+            per_connection: LatencyComparison::of(
+                self.per_connection[0].clone(),
+                self.per_connection[side].clone(),
+            ),
+            throughput: ThroughputComparison {
+                bytes: large_bytes,
+                direct_mb_s: median(&direct),
+                forwarded_mb_s: median(&forwarded),
+                ratio: median(&ratios),
+                rounds_direct_mb_s: direct,
+                rounds_forwarded_mb_s: forwarded,
+            },
+        }
+    }
+}
+
+/// The nginx tenant of a worker of its own (never swapped out), on its public port.
+struct Forwarded {
+    worker: WorkerProc,
+    port: u16,
+}
+
+impl Forwarded {
+    /// Starts `pico worker run` of `pico` on `home` and adds the tenant, its files under `dir`.
+    async fn start(pico: &Path, home: &Path, site: &Site, dir: &Path) -> Result<Forwarded> {
+        let worker = WorkerProc::start(pico, home, "").await?;
+        let port = free_port()?;
+        let cmd = server::nginx_command(site, dir, port)?;
+        worker
+            .call(&Request::Add(TenantSpec {
+                name: TENANT.into(),
+                port,
+                cmd,
+                deterministic: false,
+                idle_timeout_ms: Some(0),
+            }))
+            .await?;
+        Ok(Forwarded { worker, port })
+    }
+
+    /// Removes the tenant (a stopped worker would leave it running) and stops the worker.
+    async fn stop(self) {
+        let _ = self
+            .worker
+            .call(&Request::Rm {
+                name: TENANT.into(),
+            })
+            .await;
+    }
 }
 
 /// Runs the benchmark and writes its outputs into `opts.out`.
@@ -202,59 +298,56 @@ pub async fn run(opts: &Options) -> Result<Report> {
     )?;
     wait_port(direct_port)?;
 
-    // Forwarded: the same nginx as the tenant of a real worker, never swapped out.
-    let worker = WorkerProc::start(&opts.pico, &opts.work.join("home"), "").await?;
-    let port = free_port()?;
-    let cmd = server::nginx_command(&site, &opts.work.join("tenant"), port)?;
-    worker
-        .call(&Request::Add(TenantSpec {
-            name: TENANT.into(),
-            port,
-            cmd,
-            deterministic: false,
-            idle_timeout_ms: Some(0),
-        }))
-        .await?;
-    info!(direct_port, forwarded_port = port, "both servers up");
+    // Forwarded: the same nginx as a worker's tenant; again behind the compared build's worker.
+    let w = &opts.work;
+    let mut forwarded =
+        vec![Forwarded::start(&opts.pico, &w.join("home"), &site, &w.join("tenant")).await?];
+    if let Some(pico) = &opts.compare_pico {
+        let other = Forwarded::start(
+            pico,
+            &w.join("home-compared"),
+            &site,
+            &w.join("tenant-compared"),
+        )
+        .await;
+        match other {
+            Ok(other) => forwarded.push(other),
+            Err(e) => {
+                for f in forwarded {
+                    f.stop().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    let mut ports = vec![direct_port];
+    ports.extend(forwarded.iter().map(|f| f.port));
+    info!(?ports, "servers up (direct, forwarded, compared)");
 
     let measured = {
         let o = opts.clone();
-        tokio::task::spawn_blocking(move || measure(&o, [direct_port, port]))
+        tokio::task::spawn_blocking(move || measure(&o, &ports))
             .await
             .map_err(|e| Error::Client(e.to_string()))
     };
-    let _ = worker
-        .call(&Request::Rm {
-            name: TENANT.into(),
-        })
-        .await;
-    drop(worker);
+    for f in forwarded {
+        f.stop().await;
+    }
     drop(direct);
     drop(site);
     let samples = measured??;
 
-    let [kd, kf] = samples.keep_alive;
-    let [cd, cf] = samples.per_connection;
-    let [td, tf] = samples.transfer_s;
-    let mb_s = |s: &f64| opts.large_bytes as f64 / s.max(1e-9) / 1e6;
-    let (td, tf): (Vec<f64>, Vec<f64>) =
-        (td.iter().map(mb_s).collect(), tf.iter().map(mb_s).collect());
-    let ratios: Vec<f64> = tf.iter().zip(&td).map(|(f, d)| f / d.max(1e-9)).collect();
+    let compared = opts.compare_pico.as_ref().map(|pico| Compared {
+        pico: pico.display().to_string(),
+        figures: samples.against_direct(2, opts.large_bytes),
+    });
     let report = Report {
         rounds: opts.rounds,
         requests_per_round: opts.requests,
         warmup_requests: opts.warmup,
         small_bytes: opts.small_bytes,
-        keep_alive: LatencyComparison::of(kd, kf),
-        per_connection: LatencyComparison::of(cd, cf),
-        throughput: ThroughputComparison {
-            bytes: opts.large_bytes,
-            direct_mb_s: median(&td),
-            forwarded_mb_s: median(&tf),
-            ratio: median(&ratios),
-            rounds_direct_mb_s: td,
-            rounds_forwarded_mb_s: tf,
-        },
+        forwarded: samples.against_direct(1, opts.large_bytes),
+        compared,
         goal_latency_us: GOAL_LATENCY_US,
         goal_throughput_ratio: GOAL_THROUGHPUT_RATIO,
         server: server::nginx_version(),
@@ -264,38 +357,42 @@ pub async fn run(opts: &Options) -> Result<Report> {
     Ok(report)
 }
 
-/// The rounds, on this (blocking) thread: direct first in even rounds, forwarded first in odd
-/// ones. Each side gets an untimed transfer first (the file into the page cache, the
-/// connections' buffers grown).
-fn measure(opts: &Options, ports: [u16; 2]) -> Result<Samples> {
+/// The rounds, on this (blocking) thread, the sides taking turns at going first. Each side
+/// gets an untimed transfer first (the file into the page cache, the connections' buffers
+/// grown).
+fn measure(opts: &Options, ports: &[u16]) -> Result<Samples> {
     let (small, large) = (opts.small_bytes, opts.large_bytes);
-    for port in ports {
+    for &port in ports {
         client::transfer(port, LARGE_PATH, large)?;
     }
-    let mut s = Samples::default();
+    let mut s = Samples::new(ports.len());
     let bar = crate::progress::bar(opts.rounds as u64, "forward");
     for round in 0..opts.rounds {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for side in order {
+        let mut order: Vec<usize> = (0..ports.len()).collect();
+        order.rotate_left(round % ports.len());
+        for &side in &order {
             let lat =
                 client::keep_alive(ports[side], SMALL_PATH, small, opts.warmup, opts.requests)?;
             s.keep_alive[side].push(Percentiles::of(&lat));
         }
-        for side in order {
+        for &side in &order {
             let lat =
                 client::per_connection(ports[side], SMALL_PATH, small, opts.warmup, opts.requests)?;
             s.per_connection[side].push(Percentiles::of(&lat));
         }
-        for side in order {
+        for &side in &order {
             let took = client::transfer(ports[side], LARGE_PATH, large)?;
             s.transfer_s[side].push(took.as_secs_f64());
         }
+        let p50 = |kind: &[Vec<Percentiles>]| -> Vec<f64> {
+            kind.iter().map(|side| side[round].p50_us).collect()
+        };
         info!(
             round,
-            keep_alive_p50_us = ?[s.keep_alive[0][round].p50_us, s.keep_alive[1][round].p50_us],
-            per_connection_p50_us = ?[s.per_connection[0][round].p50_us, s.per_connection[1][round].p50_us],
-            transfer_s = ?[s.transfer_s[0][round], s.transfer_s[1][round]],
-            "round done ({} / {})", SIDES[0], SIDES[1]
+            keep_alive_p50_us = ?p50(&s.keep_alive),
+            per_connection_p50_us = ?p50(&s.per_connection),
+            transfer_s = ?s.transfer_s.iter().map(|side| side[round]).collect::<Vec<_>>(),
+            "round done"
         );
         bar.inc(1);
     }
@@ -303,80 +400,116 @@ fn measure(opts: &Options, ports: [u16; 2]) -> Result<Samples> {
     Ok(s)
 }
 
+/// Each worker's forwarding with its name: this build's, then the compared one's.
+fn workers(r: &Report) -> Vec<(&str, &Forwarding)> {
+    let mut v = vec![("this build", &r.forwarded)];
+    v.extend(r.compared.iter().map(|c| ("compared build", &c.figures)));
+    v
+}
+
 /// The result table as text.
 pub fn table(r: &Report) -> String {
     let mut s = format!(
-        "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11}\n",
-        "small requests (µs)", "direct p50", "p95", "p99", "fwd p50", "p95", "p99", "diff p50"
+        "{:<38} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        "small requests (µs), worker", "direct", "", "", "fwd", "", "", "fwd − dir"
     );
-    for (name, c) in [
-        ("kept-alive connection", &r.keep_alive),
-        ("new connection each", &r.per_connection),
-    ] {
+    s.push_str(&format!(
+        "{:<38} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        "", "p50", "p95", "p99", "p50", "p95", "p99", "p50"
+    ));
+    for (worker, f) in workers(r) {
+        for (kind, c) in [
+            ("kept-alive", &f.keep_alive),
+            ("new connection each", &f.per_connection),
+        ] {
+            s.push_str(&format!(
+                "{:<38} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>+9.1}\n",
+                format!("{kind}, {worker}"),
+                c.direct.p50_us,
+                c.direct.p95_us,
+                c.direct.p99_us,
+                c.forwarded.p50_us,
+                c.forwarded.p95_us,
+                c.forwarded.p99_us,
+                c.difference.p50_us
+            ));
+        }
+    }
+    for (worker, f) in workers(r) {
         s.push_str(&format!(
-            "{:<24} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>+11.1}\n",
-            name,
-            c.direct.p50_us,
-            c.direct.p95_us,
-            c.direct.p99_us,
-            c.forwarded.p50_us,
-            c.forwarded.p95_us,
-            c.forwarded.p99_us,
-            c.difference.p50_us
+            "fwd − direct p95 / p99, {worker}: kept-alive {:+.1} / {:+.1} µs, new connection \
+             {:+.1} / {:+.1} µs\n",
+            f.keep_alive.difference.p95_us,
+            f.keep_alive.difference.p99_us,
+            f.per_connection.difference.p95_us,
+            f.per_connection.difference.p99_us
         ));
     }
-    s.push_str(&format!(
-        "{:<24} kept-alive {:+.1} / {:+.1}, new connection {:+.1} / {:+.1}\n",
-        "diff p95 / p99 (µs)",
-        r.keep_alive.difference.p95_us,
-        r.keep_alive.difference.p99_us,
-        r.per_connection.difference.p95_us,
-        r.per_connection.difference.p99_us
-    ));
-    s.push_str(&format!(
-        "\nlarge transfer ({:.0} MiB): direct {:.0} MB/s, forwarded {:.0} MB/s, ratio {:.3}\n",
-        r.throughput.bytes as f64 / (1 << 20) as f64,
-        r.throughput.direct_mb_s,
-        r.throughput.forwarded_mb_s,
-        r.throughput.ratio
-    ));
+    s.push('\n');
+    for (worker, f) in workers(r) {
+        s.push_str(&format!(
+            "large transfer ({:.0} MiB), {worker}: direct {:.0} MB/s, forwarded {:.0} MB/s, \
+             ratio {:.3}\n",
+            f.throughput.bytes as f64 / (1 << 20) as f64,
+            f.throughput.direct_mb_s,
+            f.throughput.forwarded_mb_s,
+            f.throughput.ratio
+        ));
+    }
     s
 }
 
-/// The issue's goals, checked.
+/// The issue's goals, checked for each worker.
 pub fn goals(r: &Report) -> String {
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
-    let (ka, pc) = (
-        r.keep_alive.difference.p50_us,
-        r.per_connection.difference.p50_us,
-    );
-    format!(
-        "- latency, p50 forwarded − direct: kept-alive {ka:+.1} µs, new connection {pc:+.1} µs \
-         (goal: within {:.0} µs) — {}\n\
-         - throughput, forwarded / direct: {:.3} (goal: at least {:.2}) — {}\n",
-        r.goal_latency_us,
-        verdict(ka <= r.goal_latency_us && pc <= r.goal_latency_us),
-        r.throughput.ratio,
-        r.goal_throughput_ratio,
-        verdict(r.throughput.ratio >= r.goal_throughput_ratio)
-    )
+    let mut s = String::new();
+    for (worker, f) in workers(r) {
+        let (ka, pc) = (
+            f.keep_alive.difference.p50_us,
+            f.per_connection.difference.p50_us,
+        );
+        s.push_str(&format!(
+            "- {worker}, latency, p50 forwarded − direct: kept-alive {ka:+.1} µs, new connection \
+             {pc:+.1} µs (goal: within {:.0} µs) — {}\n\
+             - {worker}, throughput, forwarded / direct: {:.3} (goal: at least {:.2}) — {}\n",
+            r.goal_latency_us,
+            verdict(ka <= r.goal_latency_us && pc <= r.goal_latency_us),
+            f.throughput.ratio,
+            r.goal_throughput_ratio,
+            verdict(f.throughput.ratio >= r.goal_throughput_ratio)
+        ));
+    }
+    s
+}
+
+/// The series of the charts: direct, then each worker's forwarding.
+fn series(r: &Report) -> Vec<String> {
+    let mut v = vec!["direct".to_string()];
+    v.extend(workers(r).iter().map(|(w, _)| format!("forwarded, {w}")));
+    v
 }
 
 /// Latency percentiles of both kinds of request, direct and forwarded side by side.
 pub fn latency_chart(r: &Report) -> String {
     let mut groups = Vec::new();
-    for (kind, c) in [
-        ("kept-alive", &r.keep_alive),
-        ("new conn.", &r.per_connection),
-    ] {
-        for (p, d, f) in [
-            ("p50", c.direct.p50_us, c.forwarded.p50_us),
-            ("p95", c.direct.p95_us, c.forwarded.p95_us),
-            ("p99", c.direct.p99_us, c.forwarded.p99_us),
-        ] {
+    type Pick = fn(&Forwarding) -> &LatencyComparison;
+    let kinds: [(&str, Pick); 2] = [
+        ("kept-alive", |f| &f.keep_alive),
+        ("new conn.", |f| &f.per_connection),
+    ];
+    type Of = fn(&Percentiles) -> f64;
+    let ps: [(&str, Of); 3] = [
+        ("p50", |p| p.p50_us),
+        ("p95", |p| p.p95_us),
+        ("p99", |p| p.p99_us),
+    ];
+    for (kind, pick) in kinds {
+        for (p, of) in ps {
+            let mut values = vec![of(&pick(&r.forwarded).direct)];
+            values.extend(workers(r).iter().map(|(_, f)| of(&pick(f).forwarded)));
             groups.push(Group {
                 label: format!("{kind} {p}"),
-                values: vec![d, f],
+                values,
             });
         }
     }
@@ -386,7 +519,7 @@ pub fn latency_chart(r: &Report) -> String {
             r.small_bytes, r.rounds
         ),
         unit: "µs".into(),
-        series: SIDES.iter().map(|s| s.to_string()).collect(),
+        series: series(r),
         groups,
     }
     .render()
@@ -394,17 +527,19 @@ pub fn latency_chart(r: &Report) -> String {
 
 /// Throughput of the large transfer, direct and forwarded.
 pub fn throughput_chart(r: &Report) -> String {
+    let mut values = vec![r.forwarded.throughput.direct_mb_s];
+    values.extend(workers(r).iter().map(|(_, f)| f.throughput.forwarded_mb_s));
     BarChart {
         title: format!(
             "Large transfer ({:.0} MiB), median of {} rounds (MB/s, higher is better)",
-            r.throughput.bytes as f64 / (1 << 20) as f64,
+            r.forwarded.throughput.bytes as f64 / (1 << 20) as f64,
             r.rounds
         ),
         unit: "MB/s".into(),
-        series: SIDES.iter().map(|s| s.to_string()).collect(),
+        series: series(r),
         groups: vec![Group {
             label: "large file".into(),
-            values: vec![r.throughput.direct_mb_s, r.throughput.forwarded_mb_s],
+            values,
         }],
     }
     .render()
@@ -424,7 +559,7 @@ fn write_outputs(r: &Report, out: &Path) -> Result<()> {
          the worker made inside the tenant's network namespace → nginx), the same nginx with the \
          same configuration and files runs directly on the host (**direct**). Both measured in \
          the same run by the same hand-written client, in {rounds} rounds alternating direct and \
-         forwarded (and which goes first).\n\n\
+         forwarded (and which goes first).{compared}\n\n\
          - **small requests**: a {small} B file, {requests} timed requests per round and side \
            after {warmup} untimed ones, one at a time, on one kept-alive connection (request's \
            first byte to answer's last) and with a new connection each (connect to last byte). \
@@ -438,11 +573,16 @@ fn write_outputs(r: &Report, out: &Path) -> Result<()> {
          ## Results\n\n```\n{table}```\n\n![latency](forward.svg)\n\n\
          ![throughput](throughput.svg)\n\n## Goals\n\n{goals}\n{prov}",
         server = r.server,
+        compared = r.compared.as_ref().map_or(String::new(), |c| format!(
+            " **Compared build**: a second worker, of `{}`, forwarding to a third copy of the \
+             tenant in the same rounds (before/after a change to the forwarding).",
+            c.pico
+        )),
         rounds = r.rounds,
         small = r.small_bytes,
         requests = r.requests_per_round,
         warmup = r.warmup_requests,
-        large = r.throughput.bytes as f64 / (1 << 20) as f64,
+        large = r.forwarded.throughput.bytes as f64 / (1 << 20) as f64,
         table = table(r),
         goals = goals(r),
         prov = r.provenance.markdown()
