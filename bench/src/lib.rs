@@ -10,6 +10,8 @@
 //! - [`dedup`]: stored bytes of a real checkpoint corpus: raw, tar|zstd, restic, pico.
 //! - [`store`]: ingest and per-tier read throughput of the page store, against b3sum + lz4.
 //! - [`nbd`]: our NBD server against `nbdkit file` on the same image.
+//! - [`forward`]: what the worker's forwarding of a tenant's port costs, against a direct
+//!   connection to the same server.
 //! - [`latency_proxy`]: a realistic network (delay, bandwidth) between the worker and its object
 //!   store, since this kernel has no netem; [`garage`]: an S3 server for the cold modes.
 //! - [`synth`]: synthetic memory images, deterministic from a seed (the tests' own too, through
@@ -17,6 +19,7 @@
 
 pub mod dedup;
 mod error;
+pub mod forward;
 pub mod garage;
 pub mod latency_proxy;
 pub mod nbd;

@@ -73,6 +73,36 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         copy_runs: usize,
     },
+    /// What the worker's forwarding of a tenant's port costs: nginx as a worker's tenant against
+    /// the same nginx on the host, small-request latency (kept-alive and new connections) and
+    /// large-transfer throughput, in alternating rounds.
+    Forward {
+        /// Rounds, each measuring direct and forwarded once (medians over them).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Timed small requests per round, side and kind.
+        #[arg(long, default_value_t = 3000)]
+        requests: usize,
+        /// Untimed requests ahead of them, each time.
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Size of the small file, bytes.
+        #[arg(long, default_value_t = 612)]
+        small_bytes: u64,
+        /// Size of the large file, MiB.
+        #[arg(long, default_value_t = 256)]
+        large_mib: u64,
+        /// Keep the work directory (worker home, logs) for inspection.
+        #[arg(long)]
+        keep_work: bool,
+        /// Another `pico` build (e.g. the one before a change to the forwarding): its worker
+        /// forwards to a third copy of the tenant, measured in the same rounds.
+        #[arg(long)]
+        compare_pico: Option<PathBuf>,
+        /// Output directory (results.json, forward.svg, throughput.svg, README.md).
+        #[arg(long, default_value = "bench-results/forward")]
+        out: PathBuf,
+    },
     /// Runs the latency proxy in the foreground: LISTEN forwards to UPSTREAM with a network's
     /// delay and per-connection bandwidth (this kernel has no netem).
     Proxy {
@@ -230,6 +260,52 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                     r.ratios.qd16_iops
                 );
                 println!("reference: {}", r.nbdkit_version);
+            }
+        }
+        BenchCommand::Forward {
+            rounds,
+            requests,
+            warmup,
+            small_bytes,
+            large_mib,
+            keep_work,
+            compare_pico,
+            out,
+        } => {
+            let work = tempdir_in(&ctx.home)?;
+            let opts = bench::forward::Options {
+                pico: std::env::current_exe()?,
+                work: work.clone(),
+                site: std::path::Path::new("/dev/shm")
+                    .join(format!("pico-bench-forward-{}", std::process::id())),
+                out: out.clone(),
+                rounds,
+                requests,
+                warmup,
+                small_bytes,
+                large_bytes: large_mib << 20,
+                compare_pico,
+            };
+            let result = tokio::select! {
+                r = bench::forward::run(&opts) => r,
+                _ = tokio::signal::ctrl_c() => {
+                    let _ = std::fs::remove_dir_all(&opts.site);
+                    let _ = std::fs::remove_dir_all(&work);
+                    anyhow::bail!("interrupted")
+                }
+            };
+            if keep_work {
+                eprintln!("work directory kept: {}", work.display());
+            } else {
+                let _ = std::fs::remove_dir_all(&work);
+            }
+            let report = result?;
+            if ctx.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", bench::forward::table(&report));
+                print!("{}", bench::forward::goals(&report));
+                println!("written to {}", out.display());
             }
         }
         BenchCommand::Proxy {

@@ -179,7 +179,8 @@ fn first_answer(app: App, port: u16, started: Instant) -> Result<f64, Error> {
     }
 }
 
-fn wait_port(port: u16) -> Result<(), Error> {
+/// Waits until something answers on loopback `port` (at most 20 s).
+pub fn wait_port(port: u16) -> Result<(), Error> {
     let started = Instant::now();
     while !worker::readiness::listens(port, Duration::from_secs(1)) {
         if started.elapsed() > Duration::from_secs(20) {
@@ -344,9 +345,53 @@ pub async fn checkpoint_app(
     Ok(())
 }
 
-struct WorkerProc {
+/// A `pico worker run` of the benchmark's own, on its own home; stopped (SIGTERM) when dropped.
+pub struct WorkerProc {
     child: Child,
-    client: Client,
+    pub client: Client,
+}
+
+impl WorkerProc {
+    /// Starts `pico --home home worker run` with `toml` as its `pico.toml` (its log:
+    /// `home/worker.log`) and waits for its API socket.
+    pub async fn start(pico: &Path, home: &Path, toml: &str) -> Result<WorkerProc, Error> {
+        std::fs::create_dir_all(home).map_err(|e| Error::io(home, e))?;
+        let config = home.join("pico.toml");
+        std::fs::write(&config, toml).map_err(|e| Error::io(&config, e))?;
+        let log_path = home.join("worker.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
+        let log2 = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
+        let child = Command::new(pico)
+            .arg("--home")
+            .arg(home)
+            .args(["worker", "run"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| Error::Step("pico worker run".into(), e.to_string()))?;
+        let socket = home.join("worker.sock");
+        let worker = WorkerProc {
+            child,
+            client: Client::new(&socket),
+        };
+        let started = Instant::now();
+        while !socket.exists() {
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err(Error::Step(
+                    "pico worker run".into(),
+                    format!("did not start (its log: {})", log_path.display()),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(worker)
+    }
+
+    /// One request to the worker's API; its answer.
+    pub async fn call(&self, request: &Request) -> Result<serde_json::Value, Error> {
+        call(&self.client, request).await
+    }
 }
 
 impl Drop for WorkerProc {
@@ -392,7 +437,6 @@ async fn lazy_modes(
     modes: &[Mode],
 ) -> Result<Vec<(Mode, ModeResult)>, Error> {
     let home = opts.work.join(format!("home-{}", app.name()));
-    std::fs::create_dir_all(&home).map_err(|e| Error::io(&home, e))?;
     let mut toml = worker_toml(opts);
     if modes.iter().any(|m| m.cold()) {
         let cold = opts.cold_toml.as_deref().ok_or_else(|| {
@@ -403,33 +447,7 @@ async fn lazy_modes(
         })?;
         toml = format!("{toml}\n{cold}");
     }
-    std::fs::write(home.join("pico.toml"), toml).map_err(|e| Error::io(&home, e))?;
-    let log = std::fs::File::create(home.join("worker.log")).map_err(|e| Error::io(&home, e))?;
-    let log2 = log.try_clone().map_err(|e| Error::io(&home, e))?;
-    let child = Command::new(&opts.pico)
-        .arg("--home")
-        .arg(&home)
-        .args(["worker", "run"])
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .spawn()
-        .map_err(|e| Error::Step("pico worker run".into(), e.to_string()))?;
-    let socket = home.join("worker.sock");
-    let worker = WorkerProc {
-        child,
-        client: Client::new(&socket),
-    };
-    let started = Instant::now();
-    while !socket.exists() {
-        if started.elapsed() > Duration::from_secs(20) {
-            return Err(Error::Step(
-                "pico worker run".into(),
-                "did not start".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let worker = WorkerProc::start(&opts.pico, &home, &toml).await?;
     let port = free_port()?;
     let dir = home.join("app");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;

@@ -1,0 +1,591 @@
+//! `pico bench forward`: what the worker's forwarding costs a tenant's clients.
+//!
+//! The worker owns each tenant's public port and copies every connection to the tenant inside
+//! its network namespace (`worker::serving`), so every request pays two extra loopback hops and
+//! the worker's copy loop. This measures that price against a direct connection, in the same
+//! run: one nginx ([`server`]) is a tenant of a real `pico worker run` (forwarded), the same
+//! nginx with the same files runs straight on the host (direct). A hand-written client
+//! ([`client`]) measures, alternating direct and forwarded round by round (and which goes
+//! first), so that noise from other processes falls on both:
+//! - latency of a small file, many requests on one kept-alive connection, and again with a new
+//!   connection per request (connect included): p50/p95/p99 per round, reported as medians over
+//!   the rounds, and forwarded − direct as the median of the rounds' differences;
+//! - throughput of one large file per round: MB/s, and forwarded / direct.
+//!
+//! The issue's goal: forwarded within [`GOAL_LATENCY_US`] µs (p50) and within 5% of the direct
+//! throughput ([`GOAL_THROUGHPUT_RATIO`]).
+
+pub mod client;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use charts::{BarChart, Group};
+use serde::Serialize;
+use tracing::info;
+use worker::protocol::Request;
+use worker::tenant::TenantSpec;
+
+use self::server::{DirectServer, Site, LARGE_PATH, SMALL_PATH};
+use crate::error::{Error, Result};
+use crate::net::free_port;
+use crate::provenance::{self, Provenance};
+use crate::restore::{percentile, wait_port, WorkerProc};
+
+/// The issue's goal: forwarded p50 latency at most this many µs above direct.
+pub const GOAL_LATENCY_US: f64 = 50.0;
+/// The issue's goal: forwarded throughput at least this share of direct.
+pub const GOAL_THROUGHPUT_RATIO: f64 = 0.95;
+
+/// The tenant's name in the benchmark's worker.
+const TENANT: &str = "fwd-nginx";
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The `pico` binary (to run the worker).
+    pub pico: PathBuf,
+    /// Scratch space (the worker's home, the direct server's files); the caller removes it.
+    pub work: PathBuf,
+    /// Where the served files go (a tmpfs: no disk on either side); removed afterwards.
+    pub site: PathBuf,
+    /// Where results.json, forward.svg, throughput.svg and README.md go.
+    pub out: PathBuf,
+    /// Rounds, each measuring direct and forwarded once per kind (medians over them).
+    pub rounds: usize,
+    /// Timed small requests per round, side and kind (kept-alive, new connection).
+    pub requests: usize,
+    /// Untimed requests ahead of them, each time.
+    pub warmup: usize,
+    /// The small file, bytes.
+    pub small_bytes: u64,
+    /// The large file, bytes.
+    pub large_bytes: u64,
+    /// Another `pico` build (e.g. the one before a change to the forwarding): its worker
+    /// forwards to a third copy of the tenant, measured in the same rounds.
+    pub compare_pico: Option<PathBuf>,
+}
+
+/// Latency percentiles, µs.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub p50_us: f64,
+    pub p95_us: f64,
+    pub p99_us: f64,
+}
+
+impl Percentiles {
+    fn of(samples: &[Duration]) -> Percentiles {
+        let mut us: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+        us.sort_by(f64::total_cmp);
+        Percentiles {
+            p50_us: percentile(&us, 50.0),
+            p95_us: percentile(&us, 95.0),
+            p99_us: percentile(&us, 99.0),
+        }
+    }
+
+    /// Each percentile's median over `rounds`.
+    fn median_of(rounds: &[Percentiles]) -> Percentiles {
+        let pick = |f: fn(&Percentiles) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+        Percentiles {
+            p50_us: pick(|p| p.p50_us),
+            p95_us: pick(|p| p.p95_us),
+            p99_us: pick(|p| p.p99_us),
+        }
+    }
+
+    fn minus(&self, other: &Percentiles) -> Percentiles {
+        Percentiles {
+            p50_us: self.p50_us - other.p50_us,
+            p95_us: self.p95_us - other.p95_us,
+            p99_us: self.p99_us - other.p99_us,
+        }
+    }
+}
+
+/// One kind of small request, direct against forwarded.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LatencyComparison {
+    /// Medians over the rounds.
+    pub direct: Percentiles,
+    pub forwarded: Percentiles,
+    /// forwarded − direct, the median of the rounds' differences.
+    pub difference: Percentiles,
+    pub rounds_direct: Vec<Percentiles>,
+    pub rounds_forwarded: Vec<Percentiles>,
+}
+
+impl LatencyComparison {
+    fn of(direct: Vec<Percentiles>, forwarded: Vec<Percentiles>) -> LatencyComparison {
+        let differences: Vec<Percentiles> = forwarded
+            .iter()
+            .zip(&direct)
+            .map(|(f, d)| f.minus(d))
+            .collect();
+        LatencyComparison {
+            direct: Percentiles::median_of(&direct),
+            forwarded: Percentiles::median_of(&forwarded),
+            difference: Percentiles::median_of(&differences),
+            rounds_direct: direct,
+            rounds_forwarded: forwarded,
+        }
+    }
+}
+
+/// The large transfer, direct against forwarded.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ThroughputComparison {
+    pub bytes: u64,
+    /// Medians over the rounds, MB/s (10^6 bytes).
+    pub direct_mb_s: f64,
+    pub forwarded_mb_s: f64,
+    /// forwarded / direct, the median of the rounds' ratios.
+    pub ratio: f64,
+    pub rounds_direct_mb_s: Vec<f64>,
+    pub rounds_forwarded_mb_s: Vec<f64>,
+}
+
+/// One worker's forwarding against the direct runs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Forwarding {
+    /// Kept-alive connection, one request at a time.
+    pub keep_alive: LatencyComparison,
+    /// A new connection per request (connect to last byte).
+    pub per_connection: LatencyComparison,
+    pub throughput: ThroughputComparison,
+}
+
+/// The forwarding of another `pico` build's worker (`--compare-pico`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Compared {
+    pub pico: String,
+    #[serde(flatten)]
+    pub figures: Forwarding,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub rounds: usize,
+    pub requests_per_round: usize,
+    pub warmup_requests: usize,
+    pub small_bytes: u64,
+    /// This build's worker against direct.
+    #[serde(flatten)]
+    pub forwarded: Forwarding,
+    /// The worker of `--compare-pico`, against the same direct runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared: Option<Compared>,
+    pub goal_latency_us: f64,
+    pub goal_throughput_ratio: f64,
+    pub server: String,
+    pub provenance: Provenance,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile(&sorted, 50.0)
+}
+
+/// What the rounds measured, per side: direct, forwarded, the compared build's forwarding.
+struct Samples {
+    keep_alive: Vec<Vec<Percentiles>>,
+    per_connection: Vec<Vec<Percentiles>>,
+    transfer_s: Vec<Vec<f64>>,
+}
+
+impl Samples {
+    fn new(sides: usize) -> Samples {
+        Samples {
+            keep_alive: vec![Vec::new(); sides],
+            per_connection: vec![Vec::new(); sides],
+            transfer_s: vec![Vec::new(); sides],
+        }
+    }
+
+    /// Side `side` against the direct one.
+    fn against_direct(&self, side: usize, large_bytes: u64) -> Forwarding {
+        let mb_s = |runs: &[f64]| -> Vec<f64> {
+            runs.iter()
+                .map(|s| large_bytes as f64 / s.max(1e-9) / 1e6)
+                .collect()
+        };
+        let (direct, forwarded) = (mb_s(&self.transfer_s[0]), mb_s(&self.transfer_s[side]));
+        let ratios: Vec<f64> = forwarded
+            .iter()
+            .zip(&direct)
+            .map(|(f, d)| f / d.max(1e-9))
+            .collect();
+        Forwarding {
+            keep_alive: LatencyComparison::of(
+                self.keep_alive[0].clone(),
+                self.keep_alive[side].clone(),
+            ),
+            per_connection: LatencyComparison::of(
+                self.per_connection[0].clone(),
+                self.per_connection[side].clone(),
+            ),
+            throughput: ThroughputComparison {
+                bytes: large_bytes,
+                direct_mb_s: median(&direct),
+                forwarded_mb_s: median(&forwarded),
+                ratio: median(&ratios),
+                rounds_direct_mb_s: direct,
+                rounds_forwarded_mb_s: forwarded,
+            },
+        }
+    }
+}
+
+/// The nginx tenant of a worker of its own (never swapped out), on its public port.
+struct Forwarded {
+    worker: WorkerProc,
+    port: u16,
+}
+
+impl Forwarded {
+    /// Starts `pico worker run` of `pico` on `home` and adds the tenant, its files under `dir`.
+    async fn start(pico: &Path, home: &Path, site: &Site, dir: &Path) -> Result<Forwarded> {
+        let worker = WorkerProc::start(pico, home, "").await?;
+        let port = free_port()?;
+        let cmd = server::nginx_command(site, dir, port)?;
+        worker
+            .call(&Request::Add(TenantSpec {
+                name: TENANT.into(),
+                port,
+                cmd,
+                deterministic: false,
+                idle_timeout_ms: Some(0),
+            }))
+            .await?;
+        Ok(Forwarded { worker, port })
+    }
+
+    /// Removes the tenant (a stopped worker would leave it running) and stops the worker.
+    async fn stop(self) {
+        let _ = self
+            .worker
+            .call(&Request::Rm {
+                name: TENANT.into(),
+            })
+            .await;
+    }
+}
+
+/// Runs the benchmark and writes its outputs into `opts.out`.
+pub async fn run(opts: &Options) -> Result<Report> {
+    if opts.rounds == 0 || opts.requests == 0 || opts.small_bytes == 0 || opts.large_bytes == 0 {
+        return Err(Error::BadOptions(
+            "rounds, requests and both file sizes must be above 0".into(),
+        ));
+    }
+    // nginx is named apart (`nginx -v` prints on stderr, which provenance does not read).
+    let provenance = Provenance::collect(&[]);
+    let site = {
+        let (root, small, large) = (opts.site.clone(), opts.small_bytes, opts.large_bytes);
+        tokio::task::spawn_blocking(move || Site::create(&root, small, large))
+            .await
+            .map_err(|e| Error::Client(e.to_string()))??
+    };
+
+    // Direct: nginx on the host.
+    let direct_port = free_port()?;
+    let direct_dir = opts.work.join("direct");
+    let direct = DirectServer::start(
+        &server::nginx_command(&site, &direct_dir, direct_port)?,
+        &direct_dir,
+    )?;
+    wait_port(direct_port)?;
+
+    // Forwarded: the same nginx as a worker's tenant; again behind the compared build's worker.
+    let w = &opts.work;
+    let mut forwarded =
+        vec![Forwarded::start(&opts.pico, &w.join("home"), &site, &w.join("tenant")).await?];
+    if let Some(pico) = &opts.compare_pico {
+        let other = Forwarded::start(
+            pico,
+            &w.join("home-compared"),
+            &site,
+            &w.join("tenant-compared"),
+        )
+        .await;
+        match other {
+            Ok(other) => forwarded.push(other),
+            Err(e) => {
+                for f in forwarded {
+                    f.stop().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    let mut ports = vec![direct_port];
+    ports.extend(forwarded.iter().map(|f| f.port));
+    info!(?ports, "servers up (direct, forwarded, compared)");
+
+    let measured = {
+        let o = opts.clone();
+        tokio::task::spawn_blocking(move || measure(&o, &ports))
+            .await
+            .map_err(|e| Error::Client(e.to_string()))
+    };
+    for f in forwarded {
+        f.stop().await;
+    }
+    drop(direct);
+    drop(site);
+    let samples = measured??;
+
+    let compared = opts.compare_pico.as_ref().map(|pico| Compared {
+        pico: pico.display().to_string(),
+        figures: samples.against_direct(2, opts.large_bytes),
+    });
+    let report = Report {
+        rounds: opts.rounds,
+        requests_per_round: opts.requests,
+        warmup_requests: opts.warmup,
+        small_bytes: opts.small_bytes,
+        forwarded: samples.against_direct(1, opts.large_bytes),
+        compared,
+        goal_latency_us: GOAL_LATENCY_US,
+        goal_throughput_ratio: GOAL_THROUGHPUT_RATIO,
+        server: server::nginx_version(),
+        provenance,
+    };
+    write_outputs(&report, &opts.out)?;
+    Ok(report)
+}
+
+/// The rounds, on this (blocking) thread, the sides taking turns at going first. Each side
+/// gets an untimed transfer first (the file into the page cache, the connections' buffers
+/// grown).
+fn measure(opts: &Options, ports: &[u16]) -> Result<Samples> {
+    let (small, large) = (opts.small_bytes, opts.large_bytes);
+    for &port in ports {
+        client::transfer(port, LARGE_PATH, large)?;
+    }
+    let mut s = Samples::new(ports.len());
+    let bar = crate::progress::bar(opts.rounds as u64, "forward");
+    for round in 0..opts.rounds {
+        let mut order: Vec<usize> = (0..ports.len()).collect();
+        order.rotate_left(round % ports.len());
+        for &side in &order {
+            let lat =
+                client::keep_alive(ports[side], SMALL_PATH, small, opts.warmup, opts.requests)?;
+            s.keep_alive[side].push(Percentiles::of(&lat));
+        }
+        for &side in &order {
+            let lat =
+                client::per_connection(ports[side], SMALL_PATH, small, opts.warmup, opts.requests)?;
+            s.per_connection[side].push(Percentiles::of(&lat));
+        }
+        for &side in &order {
+            let took = client::transfer(ports[side], LARGE_PATH, large)?;
+            s.transfer_s[side].push(took.as_secs_f64());
+        }
+        let p50 = |kind: &[Vec<Percentiles>]| -> Vec<f64> {
+            kind.iter().map(|side| side[round].p50_us).collect()
+        };
+        info!(
+            round,
+            keep_alive_p50_us = ?p50(&s.keep_alive),
+            per_connection_p50_us = ?p50(&s.per_connection),
+            transfer_s = ?s.transfer_s.iter().map(|side| side[round]).collect::<Vec<_>>(),
+            "round done"
+        );
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(s)
+}
+
+/// Each worker's forwarding with its name: this build's, then the compared one's.
+fn workers(r: &Report) -> Vec<(&str, &Forwarding)> {
+    let mut v = vec![("this build", &r.forwarded)];
+    v.extend(r.compared.iter().map(|c| ("compared build", &c.figures)));
+    v
+}
+
+/// The result table as text.
+pub fn table(r: &Report) -> String {
+    let mut s = format!(
+        "{:<38} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        "small requests (µs), worker", "direct", "", "", "fwd", "", "", "fwd − dir"
+    );
+    s.push_str(&format!(
+        "{:<38} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        "", "p50", "p95", "p99", "p50", "p95", "p99", "p50"
+    ));
+    for (worker, f) in workers(r) {
+        for (kind, c) in [
+            ("kept-alive", &f.keep_alive),
+            ("new connection each", &f.per_connection),
+        ] {
+            s.push_str(&format!(
+                "{:<38} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>+9.1}\n",
+                format!("{kind}, {worker}"),
+                c.direct.p50_us,
+                c.direct.p95_us,
+                c.direct.p99_us,
+                c.forwarded.p50_us,
+                c.forwarded.p95_us,
+                c.forwarded.p99_us,
+                c.difference.p50_us
+            ));
+        }
+    }
+    for (worker, f) in workers(r) {
+        s.push_str(&format!(
+            "fwd − direct p95 / p99, {worker}: kept-alive {:+.1} / {:+.1} µs, new connection \
+             {:+.1} / {:+.1} µs\n",
+            f.keep_alive.difference.p95_us,
+            f.keep_alive.difference.p99_us,
+            f.per_connection.difference.p95_us,
+            f.per_connection.difference.p99_us
+        ));
+    }
+    s.push('\n');
+    for (worker, f) in workers(r) {
+        s.push_str(&format!(
+            "large transfer ({:.0} MiB), {worker}: direct {:.0} MB/s, forwarded {:.0} MB/s, \
+             ratio {:.3}\n",
+            f.throughput.bytes as f64 / (1 << 20) as f64,
+            f.throughput.direct_mb_s,
+            f.throughput.forwarded_mb_s,
+            f.throughput.ratio
+        ));
+    }
+    s
+}
+
+/// The issue's goals, checked for each worker.
+pub fn goals(r: &Report) -> String {
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let mut s = String::new();
+    for (worker, f) in workers(r) {
+        let (ka, pc) = (
+            f.keep_alive.difference.p50_us,
+            f.per_connection.difference.p50_us,
+        );
+        s.push_str(&format!(
+            "- {worker}, latency, p50 forwarded − direct: kept-alive {ka:+.1} µs, new connection \
+             {pc:+.1} µs (goal: within {:.0} µs) — {}\n\
+             - {worker}, throughput, forwarded / direct: {:.3} (goal: at least {:.2}) — {}\n",
+            r.goal_latency_us,
+            verdict(ka <= r.goal_latency_us && pc <= r.goal_latency_us),
+            f.throughput.ratio,
+            r.goal_throughput_ratio,
+            verdict(f.throughput.ratio >= r.goal_throughput_ratio)
+        ));
+    }
+    s
+}
+
+/// The series of the charts: direct, then each worker's forwarding.
+fn series(r: &Report) -> Vec<String> {
+    let mut v = vec!["direct".to_string()];
+    v.extend(workers(r).iter().map(|(w, _)| format!("forwarded, {w}")));
+    v
+}
+
+/// Latency percentiles of both kinds of request, direct and forwarded side by side.
+pub fn latency_chart(r: &Report) -> String {
+    let mut groups = Vec::new();
+    type Pick = fn(&Forwarding) -> &LatencyComparison;
+    let kinds: [(&str, Pick); 2] = [
+        ("kept-alive", |f| &f.keep_alive),
+        ("new conn.", |f| &f.per_connection),
+    ];
+    type Of = fn(&Percentiles) -> f64;
+    let ps: [(&str, Of); 3] = [
+        ("p50", |p| p.p50_us),
+        ("p95", |p| p.p95_us),
+        ("p99", |p| p.p99_us),
+    ];
+    for (kind, pick) in kinds {
+        for (p, of) in ps {
+            let mut values = vec![of(&pick(&r.forwarded).direct)];
+            values.extend(workers(r).iter().map(|(_, f)| of(&pick(f).forwarded)));
+            groups.push(Group {
+                label: format!("{kind} {p}"),
+                values,
+            });
+        }
+    }
+    BarChart {
+        title: format!(
+            "Small request latency ({} B file), medians of {} rounds (µs, lower is better)",
+            r.small_bytes, r.rounds
+        ),
+        unit: "µs".into(),
+        series: series(r),
+        groups,
+    }
+    .render()
+}
+
+/// Throughput of the large transfer, direct and forwarded.
+pub fn throughput_chart(r: &Report) -> String {
+    let mut values = vec![r.forwarded.throughput.direct_mb_s];
+    values.extend(workers(r).iter().map(|(_, f)| f.throughput.forwarded_mb_s));
+    BarChart {
+        title: format!(
+            "Large transfer ({:.0} MiB), median of {} rounds (MB/s, higher is better)",
+            r.forwarded.throughput.bytes as f64 / (1 << 20) as f64,
+            r.rounds
+        ),
+        unit: "MB/s".into(),
+        series: series(r),
+        groups: vec![Group {
+            label: "large file".into(),
+            values,
+        }],
+    }
+    .render()
+}
+
+fn write_outputs(r: &Report, out: &Path) -> Result<()> {
+    let json = serde_json::to_string_pretty(r)
+        .map_err(|e| Error::io(out.join("results.json"), std::io::Error::other(e)))?;
+    provenance::write(out, "results.json", &json)?;
+    provenance::write(out, "forward.svg", &latency_chart(r))?;
+    provenance::write(out, "throughput.svg", &throughput_chart(r))?;
+    let readme = format!(
+        "# pico bench forward\n\n\
+         What the worker's forwarding of a tenant's public port costs its clients. One nginx \
+         ({server}; one worker process, `sendfile on`, files on a tmpfs) runs as the tenant of a \
+         real `pico worker run` (**forwarded**: client → the worker's public port → a socket \
+         the worker made inside the tenant's network namespace → nginx), the same nginx with the \
+         same configuration and files runs directly on the host (**direct**). Both measured in \
+         the same run by the same hand-written client, in {rounds} rounds alternating direct and \
+         forwarded (and which goes first).{compared}\n\n\
+         - **small requests**: a {small} B file, {requests} timed requests per round and side \
+           after {warmup} untimed ones, one at a time, on one kept-alive connection (request's \
+           first byte to answer's last) and with a new connection each (connect to last byte). \
+           p50/p95/p99 per round; shown: medians over the rounds, and forwarded − direct as the \
+           median of the rounds' differences.\n\
+         - **large transfer**: the {large:.0} MiB file once per round and side on a fresh \
+           connection, connect to last byte; MB/s = 10^6 bytes/s; ratio = median of the rounds' \
+           forwarded / direct.\n\n\
+         The machine runs the client, the worker and nginx on the same cores (and other work \
+         beside them): forwarding's CPU competes with both ends, as on a busy host.\n\n\
+         ## Results\n\n```\n{table}```\n\n![latency](forward.svg)\n\n\
+         ![throughput](throughput.svg)\n\n## Goals\n\n{goals}\n{prov}",
+        server = r.server,
+        compared = r.compared.as_ref().map_or(String::new(), |c| format!(
+            " **Compared build**: a second worker, of `{}`, forwarding to a third copy of the \
+             tenant in the same rounds (before/after a change to the forwarding).",
+            c.pico
+        )),
+        rounds = r.rounds,
+        small = r.small_bytes,
+        requests = r.requests_per_round,
+        warmup = r.warmup_requests,
+        large = r.forwarded.throughput.bytes as f64 / (1 << 20) as f64,
+        table = table(r),
+        goals = goals(r),
+        prov = r.provenance.markdown()
+    );
+    provenance::write(out, "README.md", &readme)
+}

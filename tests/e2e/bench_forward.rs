@@ -1,0 +1,49 @@
+//! `pico bench forward` runs end to end with tiny sizes and writes its results (a smoke run: the
+//! figures are measured by the benchmark itself, not asserted here).
+
+use super::pico;
+
+#[test]
+fn bench_forward_smoke() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let out = p.home().join("bench-forward");
+    let result = p
+        .command(&[
+            "--json",
+            "bench",
+            "forward",
+            "--rounds",
+            "2",
+            "--requests",
+            "20",
+            "--warmup",
+            "2",
+            "--large-mib",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .current_dir(testkit::repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    for kind in ["keep_alive", "per_connection"] {
+        for side in ["direct", "forwarded"] {
+            let p50 = json[kind][side]["p50_us"].as_f64().unwrap();
+            assert!(p50 > 0.0, "{kind} {side}: {json}");
+        }
+    }
+    assert!(json["throughput"]["forwarded_mb_s"].as_f64().unwrap() > 0.0);
+    for file in ["results.json", "forward.svg", "throughput.svg", "README.md"] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["rounds"], 2);
+}
