@@ -34,6 +34,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         warn!(error = %e, "CRIU will probe the kernel on every run (~30-45 ms per restore)");
     }
     become_subreaper().map_err(|e| Error::io("prctl(PR_SET_CHILD_SUBREAPER)", e))?;
+    raise_open_file_limit();
     for dir in [&config.tenants_dir, &config.staging_dir, &config.mounts_dir] {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -70,6 +71,31 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     }
     stop_serving(&worker).await;
     Ok(())
+}
+
+/// Raises this process's soft limit of open files to its hard limit: each forwarded connection
+/// holds six (two sockets, two splice pipes), and a dense host forwards many at once. Tenants
+/// inherit it.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write `limit`, which outlives both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let before = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                info!(
+                    from = before,
+                    to = limit.rlim_max,
+                    "raised the open files limit"
+                );
+            }
+        }
+    }
 }
 
 /// An exclusive lock on `SOCKET.lock`, held while the worker runs (released by the kernel when
