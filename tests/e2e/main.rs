@@ -25,12 +25,24 @@ fn counter_app() -> String {
         .to_string()
 }
 
-/// `tenant add NAME --port PORT -- python3 deploy/apps/counter.py PORT`.
+/// `tenant add NAME --port PORT --idle-timeout 0 -- python3 deploy/apps/counter.py PORT`: these
+/// tests swap by hand, so the worker never swaps the tenant out on its own (`dense_host` tests
+/// that).
 fn counter_add_args(name: &str, port: u16) -> Vec<String> {
     let port = port.to_string();
     let app = counter_app();
     [
-        "tenant", "add", name, "--port", &port, "--", "python3", &app, &port,
+        "tenant",
+        "add",
+        name,
+        "--port",
+        &port,
+        "--idle-timeout",
+        "0",
+        "--",
+        "python3",
+        &app,
+        &port,
     ]
     .iter()
     .map(|s| s.to_string())
