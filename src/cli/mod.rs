@@ -88,6 +88,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config,
         json: args.json,
     };
+    if matches!(args.command, Command::Worker(_)) {
+        // Before the runtime's threads exist: it applies to every arena they would make.
+        worker::daemon::prepare_process();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -73,6 +73,12 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     Ok(())
 }
 
+/// What the worker's process needs set before it starts any thread (call it first in `main`):
+/// fewer malloc arenas ([`crate::host_memory::fewer_arenas`]).
+pub fn prepare_process() {
+    crate::host_memory::fewer_arenas();
+}
+
 /// Raises this process's soft limit of open files to its hard limit: each forwarded connection
 /// holds six (two sockets, two splice pipes), and a dense host forwards many at once. Tenants
 /// inherit it.
