@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use clap::Subcommand;
 use worker::protocol::{Client, Request};
-use worker::tenant::{ActiveSetSummary, SwapInReport, SwapOutReport, TenantInfo, TenantSpec};
+use worker::tenant::{
+    ActiveSetSummary, SwapInReport, SwapOutReport, TenantInfo, TenantSpec, TenantState,
+};
 use worker::tenant_log::TenantLog;
 
 use super::{print_json, Context};
@@ -210,15 +212,26 @@ fn print_tenants(tenants: &[TenantInfo]) {
         "NAME", "STATE", "PID", "PORT", "CHECKPOINT"
     );
     for t in tenants {
+        // A pid only while it means a live process.
+        let pid = match t.state {
+            TenantState::Running | TenantState::SwappingOut => t.pid,
+            _ => None,
+        };
         println!(
             "{:<16} {:<12} {:>8} {:>6}  {:<32} {}",
             t.name,
             t.state.to_string(),
-            t.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             t.port,
             t.checkpoint.as_deref().unwrap_or("-"),
             t.cmd.join(" ")
         );
+        if let (TenantState::Failed, Some(why)) = (t.state, &t.failure) {
+            println!(
+                "{:<16} failed {} restores in a row (swap it in by hand to retry): {why}",
+                "", t.restore_failures
+            );
+        }
     }
 }
 

@@ -675,3 +675,72 @@ fn with_the_cold_tier_down_an_idle_tenant_keeps_running_until_it_can_be_stored()
     );
     assert_eq!(http_get(port, "/inc").unwrap(), "3");
 }
+
+/// A tenant whose restores keep failing (every object of its checkpoint damaged in the cold
+/// tier, nothing in the worker's tiers) is `failed` after `max_restore_failures`, shown with the
+/// reason, and keeps its checkpoint: with the objects back, a swap-in by hand brings it back
+/// with its state.
+#[test]
+fn a_tenant_whose_restores_fail_is_failed_with_the_reason_and_keeps_its_checkpoint() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    p.write_config("[worker]\nmemory_floor_mib = 0\nmax_restore_failures = 2\n");
+    let _worker = p.start_worker();
+    let port = add_counter_idle(&p, "c", "0");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    p.ok(&["tenant", "swap-out", "c"]);
+    super::store_settled(&p);
+    p.ok(&["store", "evict", "--tier", "local"]);
+    p.ok(&["store", "evict", "--tier", "hot"]);
+    let cold = p.home().join("cold");
+    let kept = p.home().join("cold-kept");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&cold)
+        .arg(&kept)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let mut damaged = 0;
+    for dir in ["packs", "locality"] {
+        for file in walk(&cold.join(dir)) {
+            let mut bytes = std::fs::read(&file).unwrap();
+            let half = bytes.len() / 2;
+            for b in &mut bytes[..half] {
+                *b ^= 0x5a;
+            }
+            std::fs::write(&file, bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0, "no object to damage under {}", cold.display());
+
+    // The request is held while the restores fail, then closed: no answer, nothing lost.
+    assert!(http_get(port, "/inc").is_err(), "{}", p.worker_log());
+    let t = tenant(&p, "c");
+    assert_eq!(t["state"], "failed", "{t}\n{}", p.worker_log());
+    assert!(t["failure"].as_str().is_some_and(|f| !f.is_empty()), "{t}");
+    let ls = p.ok(&["tenant", "ls"]);
+    assert!(ls.contains("failed 2 restores in a row"), "{ls}");
+    assert_eq!(t["checkpoint"].as_str().map(str::len), Some(32), "{t}");
+
+    std::fs::remove_dir_all(&cold).unwrap();
+    std::fs::rename(&kept, &cold).unwrap();
+    p.ok(&["tenant", "swap-in", "c"]);
+    assert_eq!(http_get(port, "/inc").unwrap(), "2", "its state, back");
+    assert_eq!(state(&p, "c"), "running");
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
