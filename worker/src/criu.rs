@@ -158,7 +158,7 @@ impl Criu {
         log: &str,
         stderr: &[u8],
     ) -> Error {
-        let log = work.join(log);
+        let log = keep_failed_log(&work.join(log));
         let mut tail = log_tail(&log, 12);
         let stderr = String::from_utf8_lossy(stderr);
         if !stderr.trim().is_empty() {
@@ -252,6 +252,40 @@ fn inside(cmd: &mut Command, netns: Option<&Path>) -> Result<Option<std::fs::Fil
 }
 
 /// The last `n` lines of a log file (or why it could not be read).
+/// Failed runs' logs kept per tenant (the work directory is emptied before each run).
+const FAILED_LOGS_KEPT: usize = 5;
+
+/// A copy of a failed run's `log` that outlives its work directory: `../failed/MS-NAME.log` beside
+/// it, the newest [`FAILED_LOGS_KEPT`] kept; `log` itself if it cannot be copied.
+fn keep_failed_log(log: &Path) -> std::path::PathBuf {
+    let Some(dir) = log
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("failed"))
+    else {
+        return log.to_path_buf();
+    };
+    let Some(name) = log.file_name().and_then(|n| n.to_str()) else {
+        return log.to_path_buf();
+    };
+    let kept = dir.join(format!("{}-{name}", pagestore::clock::now_ms()));
+    if std::fs::create_dir_all(&dir).is_err() || std::fs::copy(log, &kept).is_err() {
+        return log.to_path_buf();
+    }
+    let mut old: Vec<_> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    old.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let excess = old.len().saturating_sub(FAILED_LOGS_KEPT);
+    for path in old.into_iter().take(excess) {
+        let _ = std::fs::remove_file(path);
+    }
+    kept
+}
+
 pub fn log_tail(path: &Path, n: usize) -> String {
     match std::fs::read_to_string(path) {
         Ok(text) => {
