@@ -4,7 +4,7 @@
 Used by the end-to-end tests and benchmarks: after a swap-out and swap-in, the next /inc must
 continue the count, which proves the process memory came back. GET /ballast?mb=N allocates N MiB
 of random data (a large heap that no dedup or compression shrinks; requests touch none of it),
-GET / answers "ok".
+GET /env?name=X answers its environment variable X, GET /cwd its working directory, GET / "ok".
 """
 import http.server
 import os
@@ -20,6 +20,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/inc"):
             COUNT += 1
             body = str(COUNT)
+        elif self.path.startswith("/env?name="):
+            body = os.environ.get(self.path.split("=", 1)[1], "")
+        elif self.path.startswith("/cwd"):
+            body = os.getcwd()
         elif self.path.startswith("/ballast"):
             mb = int(self.path.split("mb=")[-1]) if "mb=" in self.path else 1
             for _ in range(mb):

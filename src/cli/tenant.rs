@@ -1,5 +1,6 @@
 //! `pico worker run` and `pico tenant ...`: the worker daemon and the CLI that talks to it.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -20,21 +21,34 @@ pub enum WorkerCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
-    /// Starts a tenant: `pico tenant add NAME --port PORT -- CMD ARGS...`.
+    /// Starts a tenant: `pico tenant add NAME --port PORT -- CMD ARGS...`, or `pico tenant add
+    /// [NAME] --spec FILE` with the same in a TOML file (docs/hosting.md#tenant-specs).
     Add {
-        name: String,
-        /// The TCP port it serves on (on 127.0.0.1).
-        #[arg(long)]
-        port: u16,
+        /// Its name (from the spec file when omitted there).
+        name: Option<String>,
+        /// A TOML tenant spec: name, port, cmd, env, workdir, idle_timeout, layout.
+        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "cmd"])]
+        spec: Option<PathBuf>,
+        /// The TCP port it serves on (the worker's on the host, the tenant's inside its network
+        /// namespace).
+        #[arg(long, required_unless_present = "spec")]
+        port: Option<u16>,
         /// Launch with ASLR off and fixed hash seeds, so that tenants running the same program
-        /// share pages in the store (a security trade-off: see docs/ARCHITECTURE.md).
+        /// share pages in the store (a security trade-off: see docs/hosting.md#tenant-specs).
         #[arg(long)]
         deterministic: bool,
         /// Swap it out after this long without a byte on its connections: "90s", "500ms",
         /// "5m", "0" for never (default 60s).
         #[arg(long, value_parser = parse_duration_ms)]
         idle_timeout: Option<u64>,
-        #[arg(last = true, required = true)]
+        /// An environment variable for its command, KEY=VALUE (repeatable).
+        #[arg(long, value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// Its working directory (absolute; default: a directory of its own under the worker's
+        /// tenants directory).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        #[arg(last = true, required_unless_present = "spec")]
         cmd: Vec<String>,
     },
     /// Lists tenants.
@@ -78,20 +92,31 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
     let (request, name) = match &cmd {
         TenantCommand::Add {
             name,
+            spec,
             port,
             deterministic,
             idle_timeout,
+            env,
+            workdir,
             cmd,
-        } => (
-            Request::Add(TenantSpec {
-                name: name.clone(),
-                port: *port,
-                cmd: cmd.clone(),
-                deterministic: *deterministic,
-                idle_timeout_ms: *idle_timeout,
-            }),
-            name.clone(),
-        ),
+        } => {
+            let spec = match spec {
+                Some(file) => SpecFile::load(file)?.into_spec(name.as_deref())?,
+                None => TenantSpec {
+                    name: name
+                        .clone()
+                        .ok_or_else(|| anyhow::anyhow!("tenant add: a NAME is needed"))?,
+                    port: port.ok_or_else(|| anyhow::anyhow!("tenant add: --port is needed"))?,
+                    cmd: cmd.clone(),
+                    deterministic: *deterministic,
+                    idle_timeout_ms: *idle_timeout,
+                    env: env.iter().cloned().collect(),
+                    workdir: workdir.clone(),
+                },
+            };
+            let name = spec.name.clone();
+            (Request::Add(spec), name)
+        }
         TenantCommand::Ls => (Request::Ls, String::new()),
         TenantCommand::Status { name } => (Request::Status { name: name.clone() }, name.clone()),
         TenantCommand::SwapOut { name } => (Request::SwapOut { name: name.clone() }, name.clone()),
@@ -235,6 +260,74 @@ fn print_tenants(tenants: &[TenantInfo]) {
     }
 }
 
+/// `KEY=VALUE`.
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+/// A tenant spec file (`pico tenant add --spec FILE`): what the flags say, in TOML. Unknown keys
+/// are refused, so a key this version does not honour (a memory limit, say) is an error, not a
+/// silent default.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    name: Option<String>,
+    port: u16,
+    cmd: Vec<String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    workdir: Option<PathBuf>,
+    /// As `--idle-timeout`: "90s", "500ms", "5m", "0".
+    idle_timeout: Option<String>,
+    /// "default" or "deterministic" (as `--deterministic`).
+    #[serde(default)]
+    layout: Layout,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Layout {
+    #[default]
+    Default,
+    Deterministic,
+}
+
+impl SpecFile {
+    fn load(path: &std::path::Path) -> anyhow::Result<SpecFile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read tenant spec {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("tenant spec {}: {e}", path.display()))
+    }
+
+    /// The spec to send; `name` (from the command line) wins over the file's.
+    fn into_spec(self, name: Option<&str>) -> anyhow::Result<TenantSpec> {
+        let name = name.map(str::to_string).or(self.name).ok_or_else(|| {
+            anyhow::anyhow!("tenant spec: no name (give one in the file or as NAME)")
+        })?;
+        if self.cmd.is_empty() {
+            anyhow::bail!("tenant spec: cmd is empty");
+        }
+        let idle_timeout_ms = self
+            .idle_timeout
+            .as_deref()
+            .map(parse_duration_ms)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("tenant spec: idle_timeout: {e}"))?;
+        Ok(TenantSpec {
+            name,
+            port: self.port,
+            cmd: self.cmd,
+            deterministic: matches!(self.layout, Layout::Deterministic),
+            idle_timeout_ms,
+            env: self.env,
+            workdir: self.workdir,
+        })
+    }
+}
+
 /// A duration given as "<n>ms", "<n>s", "<n>m", "<n>h" or a bare number of seconds, in ms.
 fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -257,7 +350,7 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration_ms;
+    use super::{parse_duration_ms, parse_env, SpecFile};
 
     #[test]
     fn durations() {
@@ -267,5 +360,50 @@ mod tests {
         assert_eq!(parse_duration_ms("0"), Ok(0));
         assert!(parse_duration_ms("3x").is_err());
         assert!(parse_duration_ms("s").is_err());
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(parse_env("A="), Ok(("A".into(), String::new())));
+        assert!(parse_env("=x").is_err());
+        assert!(parse_env("A").is_err());
+    }
+
+    #[test]
+    fn a_spec_file_says_what_the_flags_say_and_refuses_what_it_does_not_know() {
+        let text = r#"
+            name = "web"
+            port = 8080
+            cmd = ["python3", "-m", "http.server", "8080"]
+            env = { GREETING = "hi" }
+            workdir = "/srv/web"
+            idle_timeout = "90s"
+            layout = "deterministic"
+        "#;
+        let file: SpecFile = toml::from_str(text).unwrap();
+        let spec = file.into_spec(None).unwrap();
+        assert_eq!(spec.name, "web");
+        assert_eq!(spec.port, 8080);
+        assert_eq!(spec.idle_timeout_ms, Some(90_000));
+        assert!(spec.deterministic);
+        assert_eq!(spec.env["GREETING"], "hi");
+        assert_eq!(
+            spec.workdir.as_deref(),
+            Some(std::path::Path::new("/srv/web"))
+        );
+        let named: SpecFile = toml::from_str(text).unwrap();
+        assert_eq!(named.into_spec(Some("other")).unwrap().name, "other");
+
+        let err = toml::from_str::<SpecFile>("port = 1\ncmd = [\"x\"]\nmemory_limit = \"1G\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory_limit"), "{err}");
+        let err = toml::from_str::<SpecFile>("port = 1\ncmd = [\"x\"]\nlayout = \"random\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("random"), "{err}");
+        let nameless: SpecFile = toml::from_str("port = 1\ncmd = [\"x\"]\n").unwrap();
+        assert!(nameless.into_spec(None).is_err());
     }
 }

@@ -752,3 +752,56 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `pico tenant add --spec FILE`: the tenant runs with the file's environment and working
+/// directory, before and after a swap, and `tenant status` shows them; a key this version does
+/// not honour is refused with its name.
+#[test]
+fn a_tenant_spec_file_sets_its_environment_and_working_directory() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let port = free_port();
+    let workdir = p.home().join("web-root");
+    std::fs::create_dir_all(&workdir).unwrap();
+    let spec = p.home().join("web.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"web\"\nport = {port}\ncmd = [\"python3\", \"{app}\", \"{port}\"]\n\
+             env = {{ GREETING = \"hello from the spec\" }}\nworkdir = \"{dir}\"\n\
+             idle_timeout = \"0\"\n",
+            app = counter_app(),
+            dir = workdir.display()
+        ),
+    )
+    .unwrap();
+    p.ok(&["tenant", "add", "--spec", spec.to_str().unwrap()]);
+    let check = || {
+        assert_eq!(
+            http_get(port, "/env?name=GREETING").unwrap(),
+            "hello from the spec"
+        );
+        assert_eq!(
+            http_get(port, "/cwd").unwrap(),
+            workdir.display().to_string()
+        );
+    };
+    check();
+    let t = tenant(&p, "web");
+    assert_eq!(t["env"]["GREETING"], "hello from the spec", "{t}");
+    assert_eq!(t["idle_timeout_ms"], 0, "{t}");
+    p.ok(&["tenant", "swap-out", "web"]);
+    check();
+
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"big\"\nport = {}\ncmd = [\"true\"]\nmemory_limit = \"1G\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let err = p.fails(&["tenant", "add", "--spec", spec.to_str().unwrap()]);
+    assert!(err.contains("memory_limit"), "{err}");
+}

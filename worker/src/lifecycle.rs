@@ -45,6 +45,8 @@ impl Worker {
             cmd,
             deterministic,
             idle_timeout_ms,
+            env,
+            workdir,
         } = spec;
         let name = name.as_str();
         if !pagestore::manifest::valid_tenant_name(name) {
@@ -62,9 +64,25 @@ impl Worker {
                 reason: format!("port {port} cannot be listened on: {e}"),
             }
         })?;
+        if let Some(dir) = &workdir {
+            if !dir.is_absolute() || !dir.is_dir() {
+                return Err(Error::Start {
+                    name: name.to_string(),
+                    reason: format!(
+                        "its working directory {} must be an absolute path to a directory",
+                        dir.display()
+                    ),
+                });
+            }
+        }
         let dirs = TenantDirs::new(&self.config.tenants_dir, name);
-        let cwd = dirs.cwd();
-        std::fs::create_dir_all(&cwd).map_err(|e| Error::io(&cwd, e))?;
+        let cwd = match &workdir {
+            Some(dir) => dir.clone(),
+            None => dirs.cwd(),
+        };
+        for dir in [&dirs.root, &cwd] {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
         let pin = dirs.netns();
         let _ = crate::netns::remove(&pin);
         let made = {
@@ -92,6 +110,7 @@ impl Worker {
         let mut command = std::process::Command::new(program);
         command
             .args(args)
+            .envs(&env)
             .current_dir(&cwd)
             .stdin(Stdio::null())
             .stdout(log)
@@ -136,6 +155,8 @@ impl Worker {
             port,
             cmd,
             deterministic,
+            env,
+            workdir,
             checkpoint: None,
             generation: None,
             last_swap_out: None,

@@ -49,6 +49,12 @@ pub struct TenantInfo {
     /// Started with ASLR off and fixed hash seeds (see [`crate::launch::DETERMINISTIC_ENV`]).
     #[serde(default)]
     pub deterministic: bool,
+    /// Environment variables it was started with beyond the worker's.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Its working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<std::path::PathBuf>,
     /// Newest committed checkpoint.
     pub checkpoint: Option<String>,
     pub generation: Option<u64>,
@@ -101,6 +107,13 @@ pub struct TenantSpec {
     /// never).
     #[serde(default)]
     pub idle_timeout_ms: Option<u64>,
+    /// Environment variables added to the worker's for its command.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Its working directory (absolute; it must exist, and be writable: CRIU mounts a `/proc`
+    /// there during a dump); default `tenants/NAME/cwd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<std::path::PathBuf>,
 }
 
 /// A tenant's idle timeout unless its spec says otherwise.

@@ -257,6 +257,8 @@ impl Forwarded {
                 cmd,
                 deterministic: false,
                 idle_timeout_ms: Some(0),
+                env: Default::default(),
+                workdir: None,
             }))
             .await?;
         Ok(Forwarded { worker, port })

@@ -462,6 +462,8 @@ async fn lazy_modes(
             deterministic: false,
             // The bench swaps it itself.
             idle_timeout_ms: Some(0),
+            env: Default::default(),
+            workdir: None,
         }),
     )
     .await?;

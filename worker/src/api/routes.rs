@@ -198,6 +198,8 @@ pub(crate) mod tests {
                 cmd: vec!["python3".into(), "a b.py".into(), "123".into()],
                 deterministic: true,
                 idle_timeout_ms: Some(3_000),
+                env: Default::default(),
+                workdir: None,
             }),
             Request::Status { name: name() },
             Request::Rm { name: name() },
