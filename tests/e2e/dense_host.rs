@@ -805,3 +805,63 @@ fn a_tenant_spec_file_sets_its_environment_and_working_directory() {
     let err = p.fails(&["tenant", "add", "--spec", spec.to_str().unwrap()]);
     assert!(err.contains("memory_limit"), "{err}");
 }
+
+/// SIGUSR2: the worker re-executes itself (an upgrade in place), handing its tenants and their
+/// listening sockets to the new image. A client connecting all the while is never refused, the
+/// tenant keeps running with its state, and the worker keeps its pid.
+#[test]
+fn a_worker_that_re_executes_itself_refuses_no_connection() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let port = add_counter_idle(&p, "c", "0");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    let worker = worker_pid(&p);
+    let tenant_pid = tenant(&p, "c")["pid"].as_u64().unwrap();
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut answered, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match http_get(port, "/") {
+                    Ok(_) => answered += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (answered, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = std::process::Command::new("kill")
+        .args(["-USR2", &worker.to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let started = Instant::now();
+    while p.worker_log().matches("worker ready").count() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no second image:\n{}",
+            p.worker_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (answered, failed) = client.join().unwrap();
+    assert!(failed.is_empty(), "refused or failed: {failed:?}");
+    assert!(answered > 10, "{answered} answers");
+    assert_eq!(worker_pid(&p), worker, "the same process");
+    assert_eq!(
+        tenant(&p, "c")["pid"].as_u64(),
+        Some(tenant_pid),
+        "the tenant kept running"
+    );
+    assert_eq!(http_get(port, "/inc").unwrap(), "2");
+    assert!(p
+        .worker_log()
+        .contains("took over listening sockets listeners=1"));
+}

@@ -38,7 +38,7 @@ impl Activity {
         self.last_ms.load(Ordering::Relaxed)
     }
 
-    #[cfg(test)]
+    /// Connections being forwarded now.
     pub(crate) fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }

@@ -2,7 +2,8 @@
 //! and the tenant table, settles what a predecessor left half done (`recovery`), serves every
 //! tenant's public port and the API (unix socket, and TCP with `api_listen`), watches idleness
 //! and memory (`supervisor`) until SIGINT or SIGTERM, and then swaps its running tenants out or
-//! leaves them running (`on_stop`).
+//! leaves them running (`on_stop`). On SIGUSR2 it re-executes itself, handing its tenants and
+//! their open ports to the new image (`handover`).
 
 use std::sync::Arc;
 
@@ -58,14 +59,29 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("SIGTERM handler", e))?;
-    let stop = async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+        .map_err(|e| Error::io("SIGUSR2 handler", e))?;
+    let reexec = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = {
+        let reexec = reexec.clone();
+        async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = usr2.recv() => reexec.store(true, std::sync::atomic::Ordering::SeqCst),
+            }
         }
     };
     crate::api::serve(listeners, worker.clone(), stop).await;
     supervisor.abort();
+    if reexec.load(std::sync::atomic::Ordering::SeqCst) {
+        // The tenants keep running and their ports open: the next image adopts both.
+        stop_serving(&worker).await;
+        crate::handover::drain(&worker).await;
+        let e = crate::handover::reexec(&worker);
+        error!(error = %e, "could not re-execute the worker; it stops, its tenants keep running");
+        return Ok(());
+    }
     if worker.config.on_stop == OnStop::SwapOut {
         swap_out_all(&worker).await;
     }
@@ -131,9 +147,16 @@ fn only_worker(socket: &std::path::Path) -> Result<std::fs::File> {
 /// Listens on every tenant's public port (a tenant without a network namespace, from an older
 /// worker, listens on the host itself and is not served).
 fn serve_public_ports(worker: &Arc<Worker>) {
+    // Sockets a previous image of this worker handed over (SIGUSR2, `handover`); the ports of
+    // tenants removed since close with the map.
+    let mut inherited = crate::handover::inherited();
     for slot in worker.tenants.all() {
         if slot.netns.is_none() {
             warn!(tenant = %slot.name, "no network namespace (added by an older worker): its port is not served");
+            continue;
+        }
+        if let Some(listener) = inherited.remove(&slot.port) {
+            worker.serve(&slot, listener);
             continue;
         }
         match crate::serving::bind_public(worker.config.listen_addr, slot.port) {
@@ -176,7 +199,7 @@ async fn stop_serving(worker: &Worker) {
         let Ok(slot) = worker.slot(&name) else {
             continue;
         };
-        slot.stop_serving();
+        slot.pause_serving();
         let restoring = {
             let mut rt = slot.runtime.lock().await;
             // The next worker starts its idle clocks and least-recently-active order from here.

@@ -181,6 +181,9 @@ pub(crate) struct TenantSlot {
     pub activity: Activity,
     /// The accept loop of its public port.
     pub serving: Mutex<Option<JoinHandle<()>>>,
+    /// A second descriptor of its public port's listening socket, kept so that a worker that
+    /// re-executes itself hands the socket to its next image (`handover`).
+    pub listening: Mutex<Option<std::net::TcpListener>>,
     /// A swap-out the worker decided on its own is queued or running.
     pub auto_swap: std::sync::atomic::AtomicBool,
     /// Swap-outs that could not commit lately (a cold tier down, a full disk), and when the
@@ -209,6 +212,7 @@ impl TenantSlot {
             netns,
             gate: tokio::sync::RwLock::new(()),
             serving: Mutex::new(None),
+            listening: Mutex::new(None),
             auto_swap: std::sync::atomic::AtomicBool::new(false),
             swap_out_backoff: Mutex::new(crate::supervisor::Backoff::default()),
             dirs,
@@ -224,8 +228,15 @@ impl TenantSlot {
         }
     }
 
-    /// Stops accepting on its public port.
+    /// Stops accepting on its public port and closes it.
     pub(crate) fn stop_serving(&self) {
+        self.pause_serving();
+        lock(&self.listening).take();
+    }
+
+    /// Stops accepting on its public port, which stays open (its backlog holds new
+    /// connections) for a next worker image to take over.
+    pub(crate) fn pause_serving(&self) {
         if let Some(task) = lock(&self.serving).take() {
             task.abort();
         }

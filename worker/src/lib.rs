@@ -23,6 +23,7 @@ mod criu_swrk;
 pub mod daemon;
 mod dispatch;
 mod error;
+mod handover;
 mod host;
 mod host_memory;
 mod image_tmpfs;

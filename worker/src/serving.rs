@@ -46,6 +46,10 @@ const COPY_BUFFER: usize = 64 * 1024;
 impl Worker {
     /// Serves the tenant's public port on `listener` until the tenant is removed.
     pub(crate) fn serve(self: &Arc<Self>, slot: &Arc<TenantSlot>, listener: std::net::TcpListener) {
+        match listener.try_clone() {
+            Ok(kept) => *lock_std(&slot.listening) = Some(kept),
+            Err(e) => warn!(tenant = %slot.name, error = %e, "cannot keep the port for a re-exec"),
+        }
         let task = tokio::spawn(accept_loop(self.clone(), slot.clone(), listener));
         if let Some(old) = lock_std(&slot.serving).replace(task) {
             old.abort();
