@@ -793,6 +793,9 @@ fn shared_pages_are_fetched_once_across_tenants() {
     const TENANTS: usize = 10;
     let _serial = testkit::criu_lock();
     let p = pico();
+    // "At the same moment" means it: the worker runs all ten swap-ins at once (its default
+    // runs two at a time, each wave then finding the last one's pages).
+    p.write_config(&format!("[worker]\nmax_concurrent_swaps = {TENANTS}\n"));
     let _worker = p.start_worker();
     let names: Vec<String> = (0..TENANTS).map(|i| format!("shared{i}")).collect();
     let mut ports = Vec::new();
