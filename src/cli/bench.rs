@@ -138,52 +138,56 @@ pub enum BenchCommand {
         out: PathBuf,
     },
     /// Time from swap-in start to a tenant's first correct answer, per app and restore mode.
-    Restore {
-        /// Measured runs per app and mode (after one warm-up).
-        #[arg(long, default_value_t = 20)]
-        runs: usize,
-        /// Apps: counter, redis, nginx, large-heap.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "counter,redis,nginx,large-heap"
-        )]
-        apps: Vec<String>,
-        /// Modes: criu-eager, lazy-local, lazy-cold, lazy-cold-activeset,
-        /// lazy-cold-activeset-prefetch.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "criu-eager,lazy-local,lazy-cold,lazy-cold-activeset,lazy-cold-activeset-prefetch"
-        )]
-        modes: Vec<String>,
-        /// Heap of the large-heap app, MiB.
-        #[arg(long, default_value_t = 256)]
-        heap_mb: u32,
-        /// A file with the `[cold]` section the cold modes use. Without it, the benchmark starts
-        /// a Garage (deploy/garage.sh) behind a latency proxy.
-        #[arg(long)]
-        cold_config: Option<PathBuf>,
-        /// A file with more of the workers' `pico.toml` (e.g. `[worker]` keys), for comparing
-        /// configurations.
-        #[arg(long)]
-        worker_config: Option<PathBuf>,
-        #[command(flatten)]
-        link: LinkArgs,
-        /// Keep the work directory (worker homes and logs) for inspection.
-        #[arg(long)]
-        keep_work: bool,
-        /// Read the restore set from the ordinary packs, not from locality packs (comparison).
-        #[arg(long)]
-        no_locality_pack: bool,
-        /// Milliseconds from the start of each checkpoint to its measured restore, in every
-        /// mode (a swapped-out tenant is idle before it is woken).
-        #[arg(long, default_value_t = 1000)]
-        idle_ms: u64,
-        /// Output directory (results.json, restore.svg, README.md).
-        #[arg(long, default_value = "bench-results/restore")]
-        out: PathBuf,
-    },
+    Restore(RestoreArgs),
+}
+
+/// `pico bench restore`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// Measured runs per app and mode (after one warm-up).
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// Apps: counter, redis, nginx, large-heap.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "counter,redis,nginx,large-heap"
+    )]
+    pub apps: Vec<String>,
+    /// Modes: criu-eager, lazy-local, lazy-cold, lazy-cold-activeset,
+    /// lazy-cold-activeset-prefetch.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "criu-eager,lazy-local,lazy-cold,lazy-cold-activeset,lazy-cold-activeset-prefetch"
+    )]
+    pub modes: Vec<String>,
+    /// Heap of the large-heap app, MiB.
+    #[arg(long, default_value_t = 256)]
+    pub heap_mb: u32,
+    /// A file with the `[cold]` section the cold modes use. Without it, the benchmark starts
+    /// a Garage (deploy/garage.sh) behind a latency proxy.
+    #[arg(long)]
+    pub cold_config: Option<PathBuf>,
+    /// A file with more of the workers' `pico.toml` (e.g. `[worker]` keys), for comparing
+    /// configurations.
+    #[arg(long)]
+    pub worker_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub link: LinkArgs,
+    /// Keep the work directory (worker homes and logs) for inspection.
+    #[arg(long)]
+    pub keep_work: bool,
+    /// Read the restore set from the ordinary packs, not from locality packs (comparison).
+    #[arg(long)]
+    pub no_locality_pack: bool,
+    /// Milliseconds from the start of each checkpoint to its measured restore, in every
+    /// mode (a swapped-out tenant is idle before it is woken).
+    #[arg(long, default_value_t = 1000)]
+    pub idle_ms: u64,
+    /// Output directory (results.json, restore.svg, README.md).
+    #[arg(long, default_value = "bench-results/restore")]
+    pub out: PathBuf,
 }
 
 pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -237,29 +241,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             if ctx.json {
                 print_json(&r)?;
             } else {
-                println!(
-                    "image: {} — {} bytes, {} data pages, {} zero pages",
-                    r.image.source, r.image.bytes, r.image.data_pages, r.image.zero_pages
-                );
-                println!(
-                    "{:<8} {:>14} {:>12} {:>12} {:>12}",
-                    "server", "nbdcopy MiB/s", "QD1 p50 µs", "QD1 p99 µs", "QD16 IOPS"
-                );
-                for (name, f) in [("pico", &r.ours), ("nbdkit", &r.nbdkit)] {
-                    println!(
-                        "{:<8} {:>14.0} {:>12.1} {:>12.1} {:>12}",
-                        name, f.nbdcopy_mib_s, f.qd1_p50_us, f.qd1_p99_us, f.qd16_iops
-                    );
-                }
-                println!(
-                    "ratios (pico/nbdkit): throughput {:.2} (goal >= 1.0), QD1 p50 latency {:.2} \
-                     (goal <= 1.2), QD1 p99 latency {:.2}, QD16 IOPS {:.2}",
-                    r.ratios.throughput,
-                    r.ratios.qd1_p50_latency,
-                    r.ratios.qd1_p99_latency,
-                    r.ratios.qd16_iops
-                );
-                println!("reference: {}", r.nbdkit_version);
+                print_nbd(&r);
             }
         }
         BenchCommand::Forward {
@@ -286,20 +268,10 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 large_bytes: large_mib << 20,
                 compare_pico,
             };
-            let result = tokio::select! {
-                r = bench::forward::run(&opts) => r,
-                _ = tokio::signal::ctrl_c() => {
-                    let _ = std::fs::remove_dir_all(&opts.site);
-                    let _ = std::fs::remove_dir_all(&work);
-                    anyhow::bail!("interrupted")
-                }
-            };
-            if keep_work {
-                eprintln!("work directory kept: {}", work.display());
-            } else {
-                let _ = std::fs::remove_dir_all(&work);
-            }
-            let report = result?;
+            let report = in_work_dir(&work, keep_work, bench::forward::run(&opts), || {
+                let _ = std::fs::remove_dir_all(&opts.site);
+            })
+            .await?;
             if ctx.json {
                 print_json(&report)?;
             } else {
@@ -344,19 +316,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 runs,
                 link: link.model(),
             };
-            let result = tokio::select! {
-                r = bench::store::run(&opts) => r,
-                _ = tokio::signal::ctrl_c() => {
-                    let _ = std::fs::remove_dir_all(&work);
-                    anyhow::bail!("interrupted")
-                }
-            };
-            if keep_work {
-                eprintln!("work directory kept: {}", work.display());
-            } else {
-                let _ = std::fs::remove_dir_all(&work);
-            }
-            let report = result?;
+            let report = in_work_dir(&work, keep_work, bench::store::run(&opts), || {}).await?;
             if ctx.json {
                 print_json(&report)?;
             } else {
@@ -365,151 +325,218 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 println!("written to {}", out.display());
             }
         }
-        BenchCommand::Restore {
-            runs,
-            apps,
-            modes,
-            heap_mb,
-            cold_config,
-            worker_config,
-            link,
-            keep_work,
-            no_locality_pack,
-            idle_ms,
-            out,
-        } => {
-            let apps = apps
+        BenchCommand::Restore(args) => bench_restore(ctx, args).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pico bench restore`: the apps and modes measured by `bench::restore`, the cold modes against
+/// a Garage behind a latency proxy unless `--cold-config` names another store.
+async fn bench_restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<()> {
+    let RestoreArgs {
+        runs,
+        apps,
+        modes,
+        heap_mb,
+        cold_config,
+        worker_config,
+        link,
+        keep_work,
+        no_locality_pack,
+        idle_ms,
+        out,
+    } = args;
+    let apps = apps
+        .iter()
+        .map(|a| App::parse(a).with_context(|| format!("unknown app {a:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let modes = modes
+        .iter()
+        .map(|m| Mode::parse(m).with_context(|| format!("unknown mode {m:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let provenance = bench::provenance::Provenance::collect(&[
+        ("criu", &["--version"]),
+        ("garage", &["--version"]),
+    ]);
+    bench::provenance::write(
+        &out,
+        "README.md",
+        &format!(
+            "# pico bench restore\n\nTime from the start of a swap-in to the tenant's first \
+             correct answer at a real client. `results.json`: per app and mode p50/p95 \
+             and cold-tier bytes; `restore.svg`: p50 bars with p95 whiskers.\n\n{}",
+            provenance.markdown()
+        ),
+    )?;
+    let work = tempdir_in(&ctx.home)?;
+    // Cold modes: a real S3 server behind a proxy that adds a real network's latency.
+    let mut _garage = None;
+    let mut _proxy = None;
+    let wants_cold = modes.iter().any(|m| m.cold());
+    let cold_toml = match cold_config {
+        Some(p) => {
+            Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None if wants_cold => {
+            let garage = bench::garage::GarageServer::start(&repo_root()?, &work.join("garage"))?;
+            let proxy = bench::latency_proxy::LatencyProxy::start(
+                "127.0.0.1:0".parse()?,
+                garage.s3,
+                link.model(),
+            )
+            .await?;
+            let toml = garage.cold_toml_via(proxy.addr());
+            _garage = Some(garage);
+            _proxy = Some(proxy);
+            Some(toml)
+        }
+        None => None,
+    };
+    let opts = RestoreOptions {
+        pico: std::env::current_exe()?,
+        repo: repo_root()?,
+        apps,
+        modes: modes.clone(),
+        runs,
+        heap_mb,
+        cold_toml,
+        worker_toml: worker_config
+            .map(|p| {
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+            })
+            .transpose()?,
+        work: work.clone(),
+        locality_pack: !no_locality_pack,
+        idle: std::time::Duration::from_millis(idle_ms),
+    };
+    let result = restore::run(&opts).await;
+    drop(_proxy);
+    drop(_garage);
+    if keep_work {
+        eprintln!("work directory kept: {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    let results = result?;
+    let names: Vec<&str> = modes.iter().map(|m| m.name()).collect();
+    write_restore_results(&out, &results, &names)?;
+    if ctx.json {
+        print_json(&results)?;
+    } else {
+        print_restore(&results, &names);
+        println!("results in {}", out.display());
+    }
+    Ok(())
+}
+
+/// Runs `bench` with `work` as its scratch directory: removed afterwards unless `keep`, and on
+/// Ctrl-C (after `on_interrupt`), when the run is dropped at its next await.
+async fn in_work_dir<T, E>(
+    work: &std::path::Path,
+    keep: bool,
+    bench: impl std::future::Future<Output = Result<T, E>>,
+    on_interrupt: impl FnOnce(),
+) -> anyhow::Result<T>
+where
+    anyhow::Error: From<E>,
+{
+    let result = tokio::select! {
+        r = bench => r,
+        _ = tokio::signal::ctrl_c() => {
+            on_interrupt();
+            let _ = std::fs::remove_dir_all(work);
+            anyhow::bail!("interrupted")
+        }
+    };
+    if keep {
+        eprintln!("work directory kept: {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(work);
+    }
+    Ok(result?)
+}
+
+fn print_nbd(r: &bench::nbd::NbdBenchReport) {
+    println!(
+        "image: {} — {} bytes, {} data pages, {} zero pages",
+        r.image.source, r.image.bytes, r.image.data_pages, r.image.zero_pages
+    );
+    println!(
+        "{:<8} {:>14} {:>12} {:>12} {:>12}",
+        "server", "nbdcopy MiB/s", "QD1 p50 µs", "QD1 p99 µs", "QD16 IOPS"
+    );
+    for (name, f) in [("pico", &r.ours), ("nbdkit", &r.nbdkit)] {
+        println!(
+            "{:<8} {:>14.0} {:>12.1} {:>12.1} {:>12}",
+            name, f.nbdcopy_mib_s, f.qd1_p50_us, f.qd1_p99_us, f.qd16_iops
+        );
+    }
+    println!(
+        "ratios (pico/nbdkit): throughput {:.2} (goal >= 1.0), QD1 p50 latency {:.2} \
+             (goal <= 1.2), QD1 p99 latency {:.2}, QD16 IOPS {:.2}",
+        r.ratios.throughput, r.ratios.qd1_p50_latency, r.ratios.qd1_p99_latency, r.ratios.qd16_iops
+    );
+    println!("reference: {}", r.nbdkit_version);
+}
+
+/// `results.json` and `restore.svg` (p50 bars, p95 whiskers per app and mode) into `out`.
+fn write_restore_results(
+    out: &std::path::Path,
+    results: &restore::RestoreResults,
+    names: &[&str],
+) -> anyhow::Result<()> {
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_vec_pretty(&results)?,
+    )?;
+    let groups: Vec<charts::WhiskerGroup> = results
+        .apps
+        .iter()
+        .map(|(app, per)| charts::WhiskerGroup {
+            label: app.clone(),
+            bars: names
                 .iter()
-                .map(|a| App::parse(a).with_context(|| format!("unknown app {a:?}")))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let modes = modes
-                .iter()
-                .map(|m| Mode::parse(m).with_context(|| format!("unknown mode {m:?}")))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let provenance = bench::provenance::Provenance::collect(&[
-                ("criu", &["--version"]),
-                ("garage", &["--version"]),
-            ]);
-            bench::provenance::write(
-                &out,
-                "README.md",
-                &format!(
-                    "# pico bench restore\n\nTime from the start of a swap-in to the tenant's first \
-                     correct answer at a real client. `results.json`: per app and mode p50/p95 \
-                     and cold-tier bytes; `restore.svg`: p50 bars with p95 whiskers.\n\n{}",
-                    provenance.markdown()
-                ),
-            )?;
-            let work = tempdir_in(&ctx.home)?;
-            // Cold modes: a real S3 server behind a proxy that adds a real network's latency.
-            let mut _garage = None;
-            let mut _proxy = None;
-            let wants_cold = modes.iter().any(|m| m.cold());
-            let cold_toml = match cold_config {
-                Some(p) => Some(
-                    std::fs::read_to_string(&p)
-                        .with_context(|| format!("reading {}", p.display()))?,
-                ),
-                None if wants_cold => {
-                    let garage =
-                        bench::garage::GarageServer::start(&repo_root()?, &work.join("garage"))?;
-                    let proxy = bench::latency_proxy::LatencyProxy::start(
-                        "127.0.0.1:0".parse()?,
-                        garage.s3,
-                        link.model(),
-                    )
-                    .await?;
-                    let toml = garage.cold_toml_via(proxy.addr());
-                    _garage = Some(garage);
-                    _proxy = Some(proxy);
-                    Some(toml)
-                }
-                None => None,
-            };
-            let opts = RestoreOptions {
-                pico: std::env::current_exe()?,
-                repo: repo_root()?,
-                apps,
-                modes: modes.clone(),
-                runs,
-                heap_mb,
-                cold_toml,
-                worker_toml: worker_config
-                    .map(|p| {
-                        std::fs::read_to_string(&p)
-                            .with_context(|| format!("reading {}", p.display()))
-                    })
-                    .transpose()?,
-                work: work.clone(),
-                locality_pack: !no_locality_pack,
-                idle: std::time::Duration::from_millis(idle_ms),
-            };
-            let result = restore::run(&opts).await;
-            drop(_proxy);
-            drop(_garage);
-            if keep_work {
-                eprintln!("work directory kept: {}", work.display());
-            } else {
-                let _ = std::fs::remove_dir_all(&work);
-            }
-            let results = result?;
-            std::fs::write(
-                out.join("results.json"),
-                serde_json::to_vec_pretty(&results)?,
-            )?;
-            let names: Vec<&str> = modes.iter().map(|m| m.name()).collect();
-            let groups: Vec<charts::WhiskerGroup> = results
-                .apps
-                .iter()
-                .map(|(app, per)| charts::WhiskerGroup {
-                    label: app.clone(),
-                    bars: names
-                        .iter()
-                        .map(|m| {
-                            per.get(*m)
-                                .map_or((0.0, None), |r| (r.p50_ms, Some(r.p95_ms)))
-                        })
-                        .collect(),
+                .map(|m| {
+                    per.get(*m)
+                        .map_or((0.0, None), |r| (r.p50_ms, Some(r.p95_ms)))
                 })
-                .collect();
-            let svg = charts::grouped_bars(
-                "Time to first correct answer after swap-in (p50 bar, p95 whisker)",
-                "ms",
-                &names,
-                &groups,
-                Some((250.0, "250 ms (Picocenter, from S3)")),
-            );
-            std::fs::write(out.join("restore.svg"), svg)?;
-            if ctx.json {
-                print_json(&results)?;
-            } else {
+                .collect(),
+        })
+        .collect();
+    let svg = charts::grouped_bars(
+        "Time to first correct answer after swap-in (p50 bar, p95 whisker)",
+        "ms",
+        names,
+        &groups,
+        Some((250.0, "250 ms (Picocenter, from S3)")),
+    );
+    std::fs::write(out.join("restore.svg"), svg)?;
+    Ok(())
+}
+
+fn print_restore(results: &restore::RestoreResults, names: &[&str]) {
+    println!(
+        "{:<12} {:<29} {:>5} {:>9} {:>9} {:>12} {:>9}",
+        "APP", "MODE", "RUNS", "p50 ms", "p95 ms", "COLD BYTES", "HIT RATE"
+    );
+    for (app, per) in &results.apps {
+        for m in names {
+            if let Some(r) = per.get(*m) {
                 println!(
-                    "{:<12} {:<29} {:>5} {:>9} {:>9} {:>12} {:>9}",
-                    "APP", "MODE", "RUNS", "p50 ms", "p95 ms", "COLD BYTES", "HIT RATE"
+                    "{:<12} {:<29} {:>5} {:>9.1} {:>9.1} {:>12} {:>9}",
+                    app,
+                    m,
+                    r.runs,
+                    r.p50_ms,
+                    r.p95_ms,
+                    r.cold_bytes,
+                    r.activeset_hit_rate
+                        .map(|h| format!("{:.0}%", h * 100.0))
+                        .unwrap_or_else(|| "-".into())
                 );
-                for (app, per) in &results.apps {
-                    for m in &names {
-                        if let Some(r) = per.get(*m) {
-                            println!(
-                                "{:<12} {:<29} {:>5} {:>9.1} {:>9.1} {:>12} {:>9}",
-                                app,
-                                m,
-                                r.runs,
-                                r.p50_ms,
-                                r.p95_ms,
-                                r.cold_bytes,
-                                r.activeset_hit_rate
-                                    .map(|h| format!("{:.0}%", h * 100.0))
-                                    .unwrap_or_else(|| "-".into())
-                            );
-                        }
-                    }
-                }
-                println!("results in {}", out.display());
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn tempdir_in(home: &std::path::Path) -> anyhow::Result<PathBuf> {
