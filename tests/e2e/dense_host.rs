@@ -9,68 +9,19 @@ use std::time::{Duration, Instant};
 use testkit::net::{free_port, http_get, redis_cli};
 use testkit::pico::Pico;
 
-use super::{counter_app, pico, tenant};
+use super::{add_redis_idle, counter_add_args_idle, counter_app, pico, strs, tenant};
 
 /// Adds a counter tenant (`python3 counter.py`) on a free port with `idle` as its idle timeout.
 fn add_counter_idle(p: &Pico, name: &str, idle: &str) -> u16 {
     let port = free_port();
-    let port_s = port.to_string();
-    let app = counter_app();
-    p.ok(&[
-        "tenant",
-        "add",
-        name,
-        "--port",
-        &port_s,
-        "--idle-timeout",
-        idle,
-        "--",
-        "python3",
-        &app,
-        &port_s,
-    ]);
-    port
-}
-
-/// Adds a redis tenant on a free port with `idle` as its idle timeout.
-fn add_redis_idle(p: &Pico, name: &str, idle: &str) -> u16 {
-    let port = free_port();
-    let port_s = port.to_string();
-    p.ok(&[
-        "tenant",
-        "add",
-        name,
-        "--port",
-        &port_s,
-        "--idle-timeout",
-        idle,
-        "--",
-        "redis-server",
-        "--port",
-        &port_s,
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--daemonize",
-        "no",
-    ]);
+    p.ok(&strs(&counter_add_args_idle(name, port, idle)));
     port
 }
 
 /// `MemTotal - MemAvailable`, bytes.
 fn host_memory_in_use() -> u64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let field = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse::<u64>().ok())
-            .unwrap()
-            * 1024
-    };
+    let field = |name| kib_field(&text, name).unwrap();
     field("MemTotal:") - field("MemAvailable:")
 }
 
@@ -386,13 +337,7 @@ fn under_memory_pressure_the_least_recently_active_go_first() {
 }
 
 fn host_memory_total() -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .unwrap()
-        * 1024
+    meminfo_bytes("MemTotal:")
 }
 
 /// Where the worker is killed: a crash point (`PICO_CRASH_AT`) or a delay into a swap-out.
@@ -570,26 +515,22 @@ fn a_tenant_has_no_network_but_its_own_loopback() {
 
 /// A `kB` field of `/proc/PID/status` of `pid` alone, bytes.
 fn process_status_bytes(pid: u64, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    kib_field(&status, field).unwrap_or(0)
 }
 
 /// A `kB` field of `/proc/meminfo`, bytes.
 fn meminfo_bytes(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap()
-        .lines()
+    kib_field(&std::fs::read_to_string("/proc/meminfo").unwrap(), field).unwrap()
+}
+
+/// The `field:  N kB` line of `/proc` text (meminfo, status), in bytes.
+fn kib_field(text: &str, field: &str) -> Option<u64> {
+    text.lines()
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|kib| kib.parse::<u64>().ok())
-        .unwrap()
-        * 1024
+        .map(|kib| kib * 1024)
 }
 
 /// A `kB` field of `/proc/PID/status` summed over `pid` and its descendants, bytes.
@@ -597,14 +538,7 @@ fn tree_status_bytes(pid: u64, field: &str) -> u64 {
     let mut total = 0;
     let mut todo = vec![pid];
     while let Some(pid) = todo.pop() {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        total += status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kib| kib.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024;
+        total += process_status_bytes(pid, field);
         let children =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         todo.extend(

@@ -29,6 +29,11 @@ fn counter_app() -> String {
 /// tests swap by hand, so the worker never swaps the tenant out on its own (`dense_host` tests
 /// that).
 fn counter_add_args(name: &str, port: u16) -> Vec<String> {
+    counter_add_args_idle(name, port, "0")
+}
+
+/// `tenant add NAME --port PORT --idle-timeout IDLE -- python3 deploy/apps/counter.py PORT`.
+fn counter_add_args_idle(name: &str, port: u16, idle: &str) -> Vec<String> {
     let port = port.to_string();
     let app = counter_app();
     [
@@ -38,7 +43,7 @@ fn counter_add_args(name: &str, port: u16) -> Vec<String> {
         "--port",
         &port,
         "--idle-timeout",
-        "0",
+        idle,
         "--",
         "python3",
         &app,
@@ -47,6 +52,34 @@ fn counter_add_args(name: &str, port: u16) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// Adds a redis tenant (no persistence) on a free port with `idle` as its idle timeout.
+fn add_redis_idle(p: &Pico, name: &str, idle: &str) -> u16 {
+    let port = free_port();
+    let port_s = port.to_string();
+    p.ok(&[
+        "tenant",
+        "add",
+        name,
+        "--port",
+        &port_s,
+        "--idle-timeout",
+        idle,
+        "--",
+        "redis-server",
+        "--port",
+        &port_s,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+    ]);
+    port
 }
 
 fn strs(args: &[String]) -> Vec<&str> {
@@ -183,27 +216,7 @@ fn redis_keeps_its_keys_across_a_swap() {
     let _serial = testkit::criu_lock();
     let p = pico();
     let _worker = p.start_worker();
-    let port = free_port();
-    let port_s = port.to_string();
-    p.ok(&[
-        "tenant",
-        "add",
-        "redis",
-        "--port",
-        &port_s,
-        "--",
-        "redis-server",
-        "--port",
-        &port_s,
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--daemonize",
-        "no",
-    ]);
+    let port = add_redis_idle(&p, "redis", "0");
     for i in 0..200 {
         let (k, v) = (
             format!("key:{i}"),
