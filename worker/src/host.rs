@@ -111,7 +111,7 @@ impl TenantTable {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<TenantSlot>>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        lock_std(&self.slots)
     }
 
     pub(crate) fn names(&self) -> Vec<String> {
@@ -231,56 +231,52 @@ impl TenantSlot {
     /// Stops accepting on its public port and closes it.
     pub(crate) fn stop_serving(&self) {
         self.pause_serving();
-        lock(&self.listening).take();
+        lock_std(&self.listening).take();
     }
 
     /// Stops accepting on its public port, which stays open (its backlog holds new
     /// connections) for a next worker image to take over.
     pub(crate) fn pause_serving(&self) {
-        if let Some(task) = lock(&self.serving).take() {
+        if let Some(task) = lock_std(&self.serving).take() {
             task.abort();
         }
     }
 
     /// The ActiveSet this worker holds for the tenant, if any.
     pub(crate) fn kept_activeset(&self) -> Option<ActiveSet> {
-        lock(&self.activeset).clone()
+        lock_std(&self.activeset).clone()
     }
 
     /// Keeps `set` as the tenant's ActiveSet for the next swap-in.
     pub(crate) fn keep_activeset(&self, set: ActiveSet) {
-        *lock(&self.activeset) = Some(set);
+        *lock_std(&self.activeset) = Some(set);
     }
 
     pub(crate) fn last_fill(&self) -> Option<PrefetchReport> {
-        lock(&self.last_fill).clone()
+        lock_std(&self.last_fill).clone()
     }
 
     pub(crate) fn set_last_fill(&self, report: PrefetchReport) {
-        *lock(&self.last_fill) = Some(report);
+        *lock_std(&self.last_fill) = Some(report);
     }
 
     pub(crate) fn last_reads(&self) -> Option<MountReadReport> {
-        *lock(&self.last_reads)
+        *lock_std(&self.last_reads)
     }
 
     pub(crate) fn set_last_reads(&self, report: MountReadReport) {
-        *lock(&self.last_reads) = Some(report);
+        *lock_std(&self.last_reads) = Some(report);
     }
 
     /// Forgets what the previous restore reported: a new one has begun.
     pub(crate) fn forget_last_restore(&self) {
-        *lock(&self.last_fill) = None;
-        *lock(&self.last_reads) = None;
+        *lock_std(&self.last_fill) = None;
+        *lock_std(&self.last_reads) = None;
     }
 }
 
 /// A lock of a slot's report or ActiveSet; a panic elsewhere leaves the value usable.
 pub(crate) fn lock_std<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    lock(m)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
