@@ -6,11 +6,12 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 
 use crate::catalog::Catalog;
-use crate::cold::ColdTier;
+use crate::cold::{ColdTier, ObjectMeta};
 use crate::error::{Error, Result};
 use crate::index_cache::IndexCache;
 use crate::pack::{self, PackEntry, PackId, FOOTER_LEN};
@@ -28,7 +29,20 @@ pub(crate) struct PackCatalog {
 }
 
 /// Listings a catalog refresh makes before a pack that keeps vanishing is an error.
-const REFRESH_ATTEMPTS: u32 = 4;
+const REFRESH_ATTEMPTS: u32 = 6;
+
+/// The pause before the second listing; it doubles for each one after (10 + 20 + ... + 160 ms in
+/// all): a recompression deletes the packs it replaced one after another, and listing again at
+/// once lands in the middle of that.
+const FIRST_RELISTING_PAUSE: Duration = Duration::from_millis(10);
+
+/// What one listing added to the catalog.
+#[derive(Default)]
+struct ListingRead {
+    added: usize,
+    /// Packs listed whose index was gone when it was read.
+    vanished: Vec<PackId>,
+}
 
 impl PackCatalog {
     pub(crate) fn new(index_cache: Option<IndexCache>) -> PackCatalog {
@@ -48,26 +62,42 @@ impl PackCatalog {
     }
 
     /// Reads the index of every pack not yet in the catalog, and forgets packs that are gone (a gc
-    /// elsewhere deleted them). Returns how many packs were added. A pack listed but gone before
-    /// its index is read (recompression replaced it meanwhile, beside this ingest or read) means
-    /// a new listing: the pack replacing it was written before it went.
+    /// elsewhere deleted them). Returns how many packs were added.
+    ///
+    /// A pack listed but gone before its index is read (recompression or a gc replaced it
+    /// meanwhile, beside this open, ingest or read) is skipped, and the packs are listed again
+    /// after a pause: whatever replaced it was written before it went, so a later listing has it.
+    /// Only packs that keep vanishing through every listing make the refresh fail.
     pub(crate) async fn refresh(&self, cold: &ColdTier) -> Result<usize> {
+        let mut added = 0;
+        let mut pause = FIRST_RELISTING_PAUSE;
         let mut attempt = 1;
         loop {
             // Boxed: the refresh is awaited deep inside every read's future, and its own future
             // nested there too made the NBD server's future type too deep to lay out.
-            match Box::pin(self.refresh_once(cold)).await {
-                Err(e) if e.is_not_found() && attempt < REFRESH_ATTEMPTS => {
-                    attempt += 1;
-                    tracing::debug!(error = %e, "a pack went while the catalog was refreshed; listing again");
-                }
-                other => return other,
+            let listing = Box::pin(cold.list("packs/")).await?;
+            let pass = Box::pin(self.read_listing(cold, listing)).await?;
+            added += pass.added;
+            let Some(vanished) = pass.vanished.first() else {
+                return Ok(added);
+            };
+            if attempt == REFRESH_ATTEMPTS {
+                return Err(Error::ObjectNotFound(vanished.object_key()));
             }
+            tracing::debug!(
+                vanished = pass.vanished.len(),
+                attempt,
+                "packs went while the catalog was refreshed; listing again"
+            );
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            attempt += 1;
         }
     }
 
-    async fn refresh_once(&self, cold: &ColdTier) -> Result<usize> {
-        let listing = cold.list("packs/").await?;
+    /// Brings the catalog in step with one listing of the packs: forgets the packs it no longer
+    /// holds and reads the indexes of those it does not know yet.
+    async fn read_listing(&self, cold: &ColdTier, listing: Vec<ObjectMeta>) -> Result<ListingRead> {
         let listed: HashSet<PackId> = listing
             .iter()
             .filter_map(|o| PackId::from_object_key(&o.key))
@@ -96,18 +126,23 @@ impl PackCatalog {
             .collect();
         let mut indexes = stream::iter(unknown)
             .map(|(pack, obj)| async move {
-                let entries = self.read_index(cold, &obj.key, obj.size).await?;
-                Ok::<_, Error>((pack, entries))
+                let entries = self.read_index(cold, &obj.key, obj.size).await;
+                (pack, entries)
             })
             .buffer_unordered(INDEX_READS_IN_FLIGHT);
-        let mut added = 0;
-        while let Some(read) = indexes.next().await {
-            let (pack, entries) = read?;
-            self.catalog.add_pack(pack, &entries);
-            self.mark_known(pack);
-            added += 1;
+        let mut read = ListingRead::default();
+        while let Some((pack, entries)) = indexes.next().await {
+            match entries {
+                Ok(entries) => {
+                    self.catalog.add_pack(pack, &entries);
+                    self.mark_known(pack);
+                    read.added += 1;
+                }
+                Err(e) if e.is_not_found() => read.vanished.push(pack),
+                Err(e) => return Err(e),
+            }
         }
-        Ok(added)
+        Ok(read)
     }
 
     pub(crate) fn is_known(&self, pack: &PackId) -> bool {
@@ -168,5 +203,51 @@ impl PackCatalog {
             cache.store(pack, size, &tail, &index);
         }
         Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+    use crate::config::ColdConfig;
+    use crate::page::{PageId, PAGE_SIZE};
+
+    /// A pack of one page of `byte`s, stored in `cold`; returns its listing entry.
+    async fn stored_pack(cold: &ColdTier, byte: u8) -> ObjectMeta {
+        let page = vec![byte; PAGE_SIZE];
+        let mut b = pack::PackBuilder::new();
+        let (c, enc) = codec::encode(&page);
+        b.push(PageId::of(&page), c, &enc);
+        let (id, data, _) = b.finish();
+        let meta = ObjectMeta {
+            key: id.object_key(),
+            size: data.len() as u64,
+        };
+        cold.put(&meta.key, data).await.unwrap();
+        meta
+    }
+
+    #[tokio::test]
+    async fn a_pack_gone_between_listing_and_index_read_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let cold = ColdTier::open(&ColdConfig::Dir {
+            path: dir.path().to_path_buf(),
+        })
+        .unwrap();
+        let kept = stored_pack(&cold, 1).await;
+        let replaced = stored_pack(&cold, 2).await;
+        let listing = vec![kept.clone(), replaced.clone()];
+        cold.delete(&replaced.key).await.unwrap();
+
+        let packs = PackCatalog::new(None);
+        let read = packs.read_listing(&cold, listing).await.unwrap();
+        assert_eq!(read.added, 1);
+        let gone = PackId::from_object_key(&replaced.key).unwrap();
+        assert_eq!(read.vanished, vec![gone]);
+        assert!(packs.is_known(&PackId::from_object_key(&kept.key).unwrap()));
+        assert!(!packs.is_known(&gone));
+        // A refresh lists again and finds the store settled.
+        assert_eq!(packs.refresh(&cold).await.unwrap(), 0);
     }
 }
