@@ -26,8 +26,9 @@ pub enum TenantCommand {
     Add {
         /// Its name (from the spec file when omitted there).
         name: Option<String>,
-        /// A TOML tenant spec: name, port, cmd, env, workdir, idle_timeout, layout.
-        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "cmd"])]
+        /// A TOML tenant spec: name, port, cmd, env, workdir, idle_timeout, layout, sandbox,
+        /// read_only.
+        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "sandbox", "read_only", "cmd"])]
         spec: Option<PathBuf>,
         /// The TCP port it serves on (the worker's on the host, the tenant's inside its network
         /// namespace).
@@ -48,6 +49,14 @@ pub enum TenantCommand {
         /// tenants directory).
         #[arg(long)]
         workdir: Option<PathBuf>,
+        /// Run it in a sandbox: a view of its own (system directories and --read-only paths
+        /// read-only, its working directory writable), few capabilities, a seccomp filter
+        /// (docs/hosting.md#sandbox).
+        #[arg(long)]
+        sandbox: bool,
+        /// A host path its sandbox shows read-only (absolute; repeatable): its program's files.
+        #[arg(long, requires = "sandbox")]
+        read_only: Vec<PathBuf>,
         #[arg(last = true, required_unless_present = "spec")]
         cmd: Vec<String>,
     },
@@ -98,6 +107,8 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             idle_timeout,
             env,
             workdir,
+            sandbox,
+            read_only,
             cmd,
         } => {
             let spec = match spec {
@@ -112,6 +123,8 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
                     idle_timeout_ms: *idle_timeout,
                     env: env.iter().cloned().collect(),
                     workdir: workdir.clone(),
+                    sandbox: *sandbox,
+                    read_only: read_only.clone(),
                 },
             };
             let name = spec.name.clone();
@@ -285,6 +298,12 @@ struct SpecFile {
     /// "default" or "deterministic" (as `--deterministic`).
     #[serde(default)]
     layout: Layout,
+    /// As `--sandbox`.
+    #[serde(default)]
+    sandbox: bool,
+    /// As `--read-only`.
+    #[serde(default)]
+    read_only: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -324,6 +343,8 @@ impl SpecFile {
             idle_timeout_ms,
             env: self.env,
             workdir: self.workdir,
+            sandbox: self.sandbox,
+            read_only: self.read_only,
         })
     }
 }

@@ -799,3 +799,113 @@ fn a_worker_that_re_executes_itself_refuses_no_connection() {
         .worker_log()
         .contains("took over listening sockets listeners=1"));
 }
+
+/// A sandboxed tenant (`--sandbox`) that tries every way out it knows, before and after a swap:
+/// the worker's store, config and staging images, another tenant's directory and /proc, a device
+/// node of the disk, mount, ptrace, setns, new namespaces, a kernel module, writing to the
+/// system's directories. Every attempt fails, while it still writes where it may. The same reads
+/// from a tenant outside a sandbox succeed (the attempts are real).
+#[test]
+fn a_sandboxed_tenant_cannot_reach_other_tenants_the_store_or_the_kernel() {
+    prying_tenant_is_refused(Restore::Whole);
+}
+
+/// The same through a lazy restore (CRIU's command line and lazy-pages daemon instead of the
+/// spare CRIU's RPC request).
+#[test]
+fn a_sandboxed_tenant_restored_lazily_is_as_confined() {
+    prying_tenant_is_refused(Restore::Lazy);
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Restore {
+    Whole,
+    Lazy,
+}
+
+fn prying_tenant_is_refused(restore: Restore) {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    if restore == Restore::Lazy {
+        p.write_config("[worker]\nwhole_restore_below_mib = 0\n");
+    }
+    let _worker = p.start_worker();
+    let apps = testkit::repo_root().join("deploy/apps");
+    let pry = apps.join("pry.py");
+    let add_pry = |name: &str, sandbox: bool| {
+        let port = free_port();
+        let port_s = port.to_string();
+        let mut args = vec!["tenant", "add", name, "--port", &port_s];
+        if sandbox {
+            args.extend(["--sandbox", "--read-only", apps.to_str().unwrap()]);
+        }
+        args.extend([
+            "--idle-timeout",
+            "0",
+            "--",
+            "python3",
+            pry.to_str().unwrap(),
+            &port_s,
+        ]);
+        p.ok(&args);
+        port
+    };
+    let other = add_counter_idle(&p, "other", "0");
+    assert_eq!(http_get(other, "/inc").unwrap(), "1");
+    let other_pid = tenant(&p, "other")["pid"].as_u64().unwrap();
+    // A complete checkpoint of another tenant in the store, its images staged on the host.
+    p.ok(&["tenant", "swap-out", "other"]);
+    assert_eq!(http_get(other, "/inc").unwrap(), "2");
+    let other_pid_now = tenant(&p, "other")["pid"].as_u64().unwrap_or(other_pid);
+    let sandboxed = add_pry("prying", true);
+    let control = add_pry("control", false);
+    let query = |only: &str| {
+        format!(
+            "/pry?home={}&other=other&pid={other_pid_now}{only}",
+            p.home().display()
+        )
+    };
+
+    let check = |when: &str| {
+        let answer = http_get(sandboxed, &query("")).unwrap();
+        eprintln!("{when}:\n{answer}");
+        let lines: Vec<&str> = answer.lines().collect();
+        assert!(lines.len() >= 16, "{when}: {answer}");
+        let allowed: Vec<&&str> = lines.iter().filter(|l| l.ends_with(" allowed")).collect();
+        assert!(
+            allowed.is_empty(),
+            "{when}: the sandbox let through {allowed:?}\n{answer}"
+        );
+        assert_eq!(http_get(sandboxed, "/own").unwrap(), "ok", "{when}");
+    };
+    check("started");
+    let t = tenant(&p, "prying");
+    assert_eq!(t["sandbox"], true, "{t}");
+    p.ok(&["tenant", "swap-out", "prying"]);
+    check("after a swap-out and a wake-up");
+    let woke = tenant(&p, "prying");
+    assert_eq!(
+        woke["last_swap_in"]["whole"],
+        restore == Restore::Whole,
+        "{restore:?}: {woke}"
+    );
+
+    let reads = http_get(control, &query("&only=reads")).unwrap();
+    for read in [
+        "the store",
+        "the local tier",
+        "another tenant's directory",
+        "another process's /proc",
+        "the machine's processes",
+    ] {
+        assert!(
+            reads.contains(&format!("{read} allowed")),
+            "outside a sandbox {read} is readable (the attempt is real): {reads}"
+        );
+    }
+    assert_eq!(
+        http_get(other, "/inc").unwrap(),
+        "3",
+        "the neighbour is untouched"
+    );
+}

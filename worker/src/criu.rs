@@ -4,6 +4,7 @@
 //! directory itself may be a read-only FUSE mount. A failed run's error carries the tail of its
 //! log, which is where CRIU says what went wrong.
 
+use crate::sandbox::View;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -182,9 +183,13 @@ impl Criu {
         images: &Path,
         work: &Path,
         netns: Option<&Path>,
+        view: Option<&View>,
     ) -> Result<()> {
         let mut cmd = self.command("dump", images, work, "dump.log");
         cmd.arg("-t").arg(pid.to_string()).arg("--tcp-established");
+        for external in view.map(View::dump_externals).unwrap_or_default() {
+            cmd.arg("--external").arg(external);
+        }
         let _ns = inside(&mut cmd, netns)?;
         self.run("dump", cmd, work, "dump.log").await
     }
@@ -206,6 +211,7 @@ impl Criu {
         work: &Path,
         lazy: bool,
         netns: Option<&Path>,
+        view: Option<&View>,
     ) -> Result<u32> {
         let pidfile = work.join("restore.pid");
         let mut cmd = self.command("restore", images, work, "restore.log");
@@ -215,6 +221,13 @@ impl Criu {
             .arg(&pidfile);
         if lazy {
             cmd.arg("--lazy-pages");
+        }
+        if let Some(view) = view {
+            prepare_root(view)?;
+            cmd.arg("--root").arg(view.root());
+            for external in view.restore_externals() {
+                cmd.arg("--external").arg(external);
+            }
         }
         let _ns = inside(&mut cmd, netns)?;
         self.run("restore", cmd, work, "restore.log").await?;
@@ -229,6 +242,12 @@ impl Criu {
     pub fn lazy_pages_failure(&self, work: &Path, status: String) -> Error {
         self.failure("lazy-pages", status, work, "lazy-pages.log", b"")
     }
+}
+
+/// Makes sure the skeleton that becomes a restored tenant's root is there (the host's
+/// directories may have changed since it was made).
+pub(crate) fn prepare_root(view: &View) -> Result<()> {
+    view.prepare().map_err(|e| Error::io(view.root(), e))
 }
 
 /// Makes `cmd` start inside the network namespace pinned at `netns`; the returned descriptor

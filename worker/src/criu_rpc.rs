@@ -26,6 +26,10 @@ pub(crate) struct RestoreRequest<'a> {
     /// `join_ns` (39) of `ns` "net": the restored tree joins the network namespace pinned at
     /// this path.
     pub join_netns: Option<&'a str>,
+    /// `root` (13): the directory that becomes the restored tree's root (its mount view).
+    pub root: Option<&'a str>,
+    /// `external` (37): `mnt[KEY]:PATH` for each bind mount of that view.
+    pub external: &'a [String],
 }
 
 /// What a `criu_resp` says about a restore.
@@ -47,6 +51,9 @@ impl RestoreRequest<'_> {
         // Required; -1 says the directory is given by path (`images_dir`).
         put_int32(&mut opts, 1, -1);
         put_bool(&mut opts, 5, self.tcp_established);
+        if let Some(root) = self.root {
+            put_bytes(&mut opts, 13, root.as_bytes());
+        }
         put_int32(&mut opts, 9, i32::from(self.log_level));
         put_bytes(&mut opts, 10, self.log_file.as_bytes());
         put_int32(&mut opts, 17, self.work_dir_fd);
@@ -56,6 +63,9 @@ impl RestoreRequest<'_> {
             put_bytes(&mut join, 1, b"net");
             put_bytes(&mut join, 2, path.as_bytes());
             put_bytes(&mut opts, 39, &join);
+        }
+        for external in self.external {
+            put_bytes(&mut opts, 37, external.as_bytes());
         }
         put_bytes(&mut opts, 68, self.images_dir.as_bytes());
         let mut req = Vec::with_capacity(opts.len() + 8);
@@ -112,6 +122,8 @@ mod tests {
             log_level: 2,
             tcp_established: true,
             join_netns: None,
+            root: None,
+            external: &[],
         }
         .encode();
         // Checked against `protoc --decode=criu_req rpc.proto` (CRIU 4.2.1).
@@ -138,6 +150,8 @@ mod tests {
             log_level: 2,
             tcp_established: true,
             join_netns: Some("/n"),
+            root: None,
+            external: &[],
         }
         .encode();
         // join_ns (39, length-delimited: key 0xba 0x02) { ns "net", ns_file "/n" }.
@@ -145,6 +159,28 @@ mod tests {
             0xba, 0x02, 0x09, 0x0a, 0x03, b'n', b'e', b't', 0x12, 0x02, b'/', b'n',
         ];
         assert!(req.windows(join.len()).any(|w| w == join), "{req:x?}");
+    }
+
+    #[test]
+    fn a_restore_request_may_give_a_root_and_external_mounts() {
+        let external = ["mnt[usr]:/usr".to_string()];
+        let req = RestoreRequest {
+            images_dir: "/i",
+            work_dir_fd: 7,
+            log_file: "r.log",
+            log_level: 2,
+            tcp_established: true,
+            join_netns: None,
+            root: Some("/v"),
+            external: &external,
+        }
+        .encode();
+        // root (13: key 0x6a) "/v"; external (37: key 0xaa 0x02) "mnt[usr]:/usr".
+        let root: &[u8] = &[0x6a, 0x02, b'/', b'v'];
+        assert!(req.windows(root.len()).any(|w| w == root), "{req:x?}");
+        let mut ext = vec![0xaa, 0x02, 13];
+        ext.extend_from_slice(b"mnt[usr]:/usr");
+        assert!(req.windows(ext.len()).any(|w| w == ext), "{req:x?}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! A spare that has died, or cannot be started, costs nothing but the fallback: the restore is
 //! then run as `criu restore` ([`crate::criu::Criu::restore`]).
 
+use crate::sandbox::View;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
@@ -140,16 +141,28 @@ impl CriuSpares {
         images: &Path,
         work: &Path,
         netns: Option<&Path>,
+        view: Option<&View>,
     ) -> Result<Option<u32>> {
+        if let Some(view) = view {
+            crate::criu::prepare_root(view)?;
+        }
         let Some(spare) = self.take() else {
             return Ok(None);
         };
+        let view = view.cloned();
         let (images, dir) = (images.to_path_buf(), work.to_path_buf());
         let netns = netns.map(Path::to_path_buf);
         let log_level = self.criu.log_level();
         let Spare { mut child, socket } = spare;
         let answered = tokio::task::spawn_blocking(move || {
-            ask_to_restore(&socket, &images, &dir, netns.as_deref(), log_level)
+            ask_to_restore(
+                &socket,
+                &images,
+                &dir,
+                netns.as_deref(),
+                view.as_ref(),
+                log_level,
+            )
         })
         .await
         .map_err(|source| Error::TaskFailed {
@@ -188,6 +201,7 @@ fn ask_to_restore(
     images: &Path,
     work: &Path,
     netns: Option<&Path>,
+    view: Option<&View>,
     log_level: u8,
 ) -> std::io::Result<RestoreResponse> {
     let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
@@ -196,6 +210,14 @@ fn ask_to_restore(
         .ok_or_else(|| bad(format!("image path {images:?} is not UTF-8")))?;
     // CRIU opens the work directory through /proc/<this pid>/fd/<n>: kept open until it answers.
     let work_dir = std::fs::File::open(work)?;
+    let root = view
+        .map(|v| {
+            v.root()
+                .to_str()
+                .ok_or_else(|| bad(format!("view root {:?} is not UTF-8", v.root())))
+        })
+        .transpose()?;
+    let external = view.map(View::restore_externals).unwrap_or_default();
     let request = RestoreRequest {
         images_dir: images,
         work_dir_fd: work_dir.as_raw_fd(),
@@ -208,6 +230,8 @@ fn ask_to_restore(
                     .ok_or_else(|| bad(format!("namespace path {p:?} is not UTF-8")))
             })
             .transpose()?,
+        root,
+        external: &external,
     }
     .encode();
     nix::sys::socket::send(socket.as_raw_fd(), &request, MsgFlags::empty())?;
@@ -262,7 +286,10 @@ mod tests {
         unsafe { libc::kill(first as i32, libc::SIGKILL) };
         tokio::time::sleep(Duration::from_millis(50)).await;
         let dir = tempfile::tempdir().unwrap();
-        let restored = spares.restore(dir.path(), dir.path(), None).await.unwrap();
+        let restored = spares
+            .restore(dir.path(), dir.path(), None, None)
+            .await
+            .unwrap();
         assert_eq!(restored, None, "a dead spare is passed over");
         let second = idle_spare_pid(&spares).await;
         assert_ne!(first, second);
@@ -275,7 +302,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // An empty image directory: CRIU finds no inventory.
         let err = spares
-            .restore(dir.path(), dir.path(), None)
+            .restore(dir.path(), dir.path(), None, None)
             .await
             .unwrap_err()
             .to_string();

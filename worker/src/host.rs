@@ -174,6 +174,8 @@ pub(crate) struct TenantSlot {
     pub netns: Option<std::path::PathBuf>,
     /// That namespace, open, to make sockets in it.
     pub netns_file: Option<std::fs::File>,
+    /// Its sandbox's view, when it runs in one (CRIU dumps and restores its mounts).
+    pub view: Option<crate::sandbox::View>,
     /// Held shared by every forwarded connection, exclusively by a swap-out or swap-in: the
     /// tenant's state changes only while no connection is forwarded to it.
     pub gate: tokio::sync::RwLock<()>,
@@ -205,8 +207,10 @@ impl TenantSlot {
     pub(crate) fn new(dirs: TenantDirs, info: TenantInfo) -> TenantSlot {
         let netns = Some(dirs.netns()).filter(|p| crate::netns::is_pinned(p));
         let netns_file = netns.as_deref().and_then(|p| crate::netns::open(p).ok());
+        let view = info.view(&dirs);
         TenantSlot {
             netns_file,
+            view,
             name: info.name.clone(),
             activity: Activity::new(info.last_active.unwrap_or_else(pagestore::clock::now_ms)),
             netns,

@@ -19,15 +19,37 @@
 
 use std::process::Command;
 
+/// What a sandboxed tenant enters before its program runs: its view, then its confinement.
+pub struct Confined {
+    view: crate::sandbox::Entry,
+    filter: crate::confine::Filter,
+}
+
+impl Confined {
+    pub fn new(view: crate::sandbox::Entry) -> Confined {
+        Confined {
+            view,
+            filter: crate::confine::Filter::new(),
+        }
+    }
+}
+
 /// Makes `cmd` start a tenant: in a session of its own, in the network namespace `netns` when
-/// given (see `netns`) and, with `deterministic`, without ASLR and with fixed hash seeds. Spawn
-/// it with [`spawn_in_own_pid_namespace`].
-pub fn as_tenant(cmd: &mut Command, deterministic: bool, netns: Option<std::fs::File>) {
+/// given (see `netns`), with `deterministic` without ASLR and with fixed hash seeds, and with
+/// `confined` in its sandbox (see `sandbox`, `confine`). Spawn it with
+/// [`spawn_in_own_pid_namespace`].
+pub fn as_tenant(
+    cmd: &mut Command,
+    deterministic: bool,
+    netns: Option<std::fs::File>,
+    confined: Option<Confined>,
+) {
     use std::os::unix::process::CommandExt;
     if deterministic {
         cmd.envs(DETERMINISTIC_ENV.iter().copied());
     }
-    // SAFETY: setsid, setns and personality are async-signal-safe and touch no parent memory;
+    // SAFETY: setsid, setns, personality, close_range and the sandbox's calls (see `sandbox` and
+    // `confine`) are async-signal-safe and touch no parent memory;
     // the namespace's descriptor lives as long as the command.
     unsafe {
         cmd.pre_exec(move || {
@@ -40,10 +62,32 @@ pub fn as_tenant(cmd: &mut Command, deterministic: bool, netns: Option<std::fs::
             if deterministic {
                 disable_aslr()?;
             }
+            if let Some(c) = &confined {
+                c.view.enter()?;
+            }
+            // Nothing of the worker's but stdio: a descriptor it inherited without close-on-exec
+            // (from whatever started it) would reach every tenant, and CRIU cannot dump a file
+            // outside a sandbox's view. Marked close-on-exec rather than closed: the pipe that
+            // reports a failed exec to the worker is one of them.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(c) = &confined {
+                crate::confine::confine(&c.filter)?;
+            }
             Ok(())
         });
     }
 }
+
+/// `close_range(2)`'s flag that marks the descriptors close-on-exec instead of closing them.
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 /// Runs `spawn` on a thread of its own whose children start in a new PID namespace: the first
 /// process `spawn` starts is that namespace's pid 1. `spawn` must start exactly one process (a
@@ -98,7 +142,7 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo $$; exec sleep 10"])
             .stdout(std::process::Stdio::piped());
-        as_tenant(&mut cmd, true, None);
+        as_tenant(&mut cmd, true, None, None);
         let mut child = spawn_in_own_pid_namespace(move || cmd.spawn()).expect("spawn");
         let mut line = String::new();
         let stdout = child.stdout.take().expect("stdout");

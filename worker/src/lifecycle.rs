@@ -47,6 +47,8 @@ impl Worker {
             idle_timeout_ms,
             env,
             workdir,
+            sandbox,
+            read_only,
         } = spec;
         let name = name.as_str();
         if !pagestore::manifest::valid_tenant_name(name) {
@@ -74,6 +76,15 @@ impl Worker {
                     ),
                 });
             }
+        }
+        if let Some(path) = read_only.iter().find(|p| !p.is_absolute() || !p.exists()) {
+            return Err(Error::Start {
+                name: name.to_string(),
+                reason: format!(
+                    "its read-only path {} must be an absolute path that exists",
+                    path.display()
+                ),
+            });
         }
         let dirs = TenantDirs::new(&self.config.tenants_dir, name);
         let cwd = match &workdir {
@@ -107,6 +118,23 @@ impl Worker {
             .open(&log_path)
             .map_err(|e| Error::io(&log_path, e))?;
         let log_err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
+        let confined = if sandbox {
+            let view = crate::sandbox::View::new(&crate::sandbox::ViewSources {
+                root: &dirs.view_root(),
+                tmp: &dirs.view_tmp(),
+                shm: &dirs.view_shm(),
+                log: &log_path,
+                workdir: &cwd,
+                read_only: &read_only,
+            });
+            let entry = prepare_view(&dirs, &view).map_err(|e| Error::Start {
+                name: name.to_string(),
+                reason: format!("its sandbox cannot be set up: {e}"),
+            })?;
+            Some(crate::launch::Confined::new(entry))
+        } else {
+            None
+        };
         let mut command = std::process::Command::new(program);
         command
             .args(args)
@@ -115,7 +143,7 @@ impl Worker {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        crate::launch::as_tenant(&mut command, deterministic, Some(ns));
+        crate::launch::as_tenant(&mut command, deterministic, Some(ns), confined);
         let mut command = tokio::process::Command::from(command);
         let runtime = tokio::runtime::Handle::current();
         // A thread of its own forks the tenant (see `launch`): off the async workers.
@@ -157,6 +185,8 @@ impl Worker {
             deterministic,
             env,
             workdir,
+            sandbox,
+            read_only,
             checkpoint: None,
             generation: None,
             last_swap_out: None,
@@ -245,4 +275,19 @@ impl Worker {
         info!("tenant removed");
         Ok(())
     }
+}
+
+/// Makes the directories of a tenant's sandbox (its `/tmp`, `/dev/shm` and the skeleton of its
+/// view) and returns the view ready to be entered.
+pub(crate) fn prepare_view(
+    dirs: &TenantDirs,
+    view: &crate::sandbox::View,
+) -> std::io::Result<crate::sandbox::Entry> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [dirs.view_tmp(), dirs.view_shm()] {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))?;
+    }
+    view.prepare()?;
+    view.entry()
 }

@@ -65,7 +65,13 @@ impl Worker {
         crashpoint::hit("swap-out:registry-saved");
         if let Err(e) = self
             .criu
-            .dump(pid, &staging, &work, slot.netns.as_deref())
+            .dump(
+                pid,
+                &staging,
+                &work,
+                slot.netns.as_deref(),
+                slot.view.as_ref(),
+            )
             .await
         {
             let _ = std::fs::remove_dir_all(&staging);
@@ -146,7 +152,13 @@ impl Worker {
         rt.info.staging = None;
         let outcome = match self
             .criu
-            .restore(staging, work, false, slot.netns.as_deref())
+            .restore(
+                staging,
+                work,
+                false,
+                slot.netns.as_deref(),
+                slot.view.as_ref(),
+            )
             .await
         {
             Ok(pid) => {

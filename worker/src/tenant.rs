@@ -55,6 +55,12 @@ pub struct TenantInfo {
     /// Its working directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<std::path::PathBuf>,
+    /// Runs in a view of its own with few capabilities and a seccomp filter (see `sandbox`).
+    #[serde(default)]
+    pub sandbox: bool,
+    /// Host paths its sandbox shows read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only: Vec<PathBuf>,
     /// Newest committed checkpoint.
     pub checkpoint: Option<String>,
     pub generation: Option<u64>,
@@ -114,6 +120,14 @@ pub struct TenantSpec {
     /// there during a dump); default `tenants/NAME/cwd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<std::path::PathBuf>,
+    /// Run it in a sandbox: a mount view of its own (the system directories and `read_only`
+    /// read-only, its working directory writable, nothing else of the host), few capabilities,
+    /// no new privileges and a seccomp filter (see `sandbox` and `confine`).
+    #[serde(default)]
+    pub sandbox: bool,
+    /// Absolute host paths its sandbox shows read-only, at the same path (its program's files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only: Vec<PathBuf>,
 }
 
 /// A tenant's idle timeout unless its spec says otherwise.
@@ -204,6 +218,16 @@ impl TenantDirs {
     pub fn log(&self) -> PathBuf {
         self.root.join("tenant.log")
     }
+    /// The skeleton that is its root in its sandbox, and the sandbox's `/tmp` and `/dev/shm`.
+    pub fn view_root(&self) -> PathBuf {
+        self.root.join("view")
+    }
+    pub fn view_tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    pub fn view_shm(&self) -> PathBuf {
+        self.root.join("shm")
+    }
     /// Where its network namespace is pinned (see `netns`).
     pub fn netns(&self) -> PathBuf {
         self.root.join("netns")
@@ -223,6 +247,33 @@ impl TenantDirs {
 }
 
 impl TenantInfo {
+    /// Its working directory, as started.
+    pub fn cwd(&self, dirs: &TenantDirs) -> PathBuf {
+        self.workdir.clone().unwrap_or_else(|| dirs.cwd())
+    }
+
+    /// Its sandbox's view, if it runs in one.
+    pub fn view(&self, dirs: &TenantDirs) -> Option<crate::sandbox::View> {
+        if !self.sandbox {
+            return None;
+        }
+        let (root, tmp, shm, log) = (
+            dirs.view_root(),
+            dirs.view_tmp(),
+            dirs.view_shm(),
+            dirs.log(),
+        );
+        let workdir = self.cwd(dirs);
+        Some(crate::sandbox::View::new(&crate::sandbox::ViewSources {
+            root: &root,
+            tmp: &tmp,
+            shm: &shm,
+            log: &log,
+            workdir: &workdir,
+            read_only: &self.read_only,
+        }))
+    }
+
     pub fn save(&self, dirs: &TenantDirs) -> Result<()> {
         let path = dirs.state_file();
         let tmp = path.with_extension("json.tmp");

@@ -139,7 +139,7 @@ impl Run<'_> {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        worker::launch::as_tenant(&mut cmd, self.layout == Layout::Deterministic, None);
+        worker::launch::as_tenant(&mut cmd, self.layout == Layout::Deterministic, None, None);
         let child =
             worker::launch::spawn_in_own_pid_namespace(move || cmd.spawn()).map_err(|e| {
                 Error::ToolMissing {
@@ -163,7 +163,7 @@ impl Run<'_> {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
         self.criu
-            .dump(live.pid, &images, &work, None)
+            .dump(live.pid, &images, &work, None, None)
             .await
             .map_err(|e| Error::Criu {
                 tenant: self.name.clone(),
@@ -186,7 +186,7 @@ impl Run<'_> {
         std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
         let live = Live::new(
             self.criu
-                .restore(&images, &work, false, None)
+                .restore(&images, &work, false, None, None)
                 .await
                 .map_err(|e| Error::Criu {
                     tenant: self.name.clone(),

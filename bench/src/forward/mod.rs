@@ -259,6 +259,8 @@ impl Forwarded {
                 idle_timeout_ms: Some(0),
                 env: Default::default(),
                 workdir: None,
+                sandbox: false,
+                read_only: Vec::new(),
             }))
             .await?;
         Ok(Forwarded { worker, port })

@@ -246,7 +246,7 @@ fn spawn_app(app: App, port: u16, dir: &Path, repo: &Path) -> Result<Child, Erro
         .stdout(log)
         .stderr(log2);
     // Started as the worker starts its tenants, so that both restore the same kind of tree.
-    worker::launch::as_tenant(&mut c, false, None);
+    worker::launch::as_tenant(&mut c, false, None, None);
     worker::launch::spawn_in_own_pid_namespace(move || c.spawn())
         .map_err(|e| Error::Step(cmd[0].clone(), e.to_string()))
 }
@@ -293,14 +293,14 @@ async fn eager_runs(
         std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
         let tree = worker::process::process_tree(*pid);
         let checkpointed = Instant::now();
-        criu.dump(*pid, images, &work, None)
+        criu.dump(*pid, images, &work, None, None)
             .await
             .map_err(|e| Error::Step("criu dump".into(), e.to_string()))?;
         reap_dumped(tree);
         tokio::time::sleep(opts.idle.saturating_sub(checkpointed.elapsed())).await;
         let started = Instant::now();
         *pid = criu
-            .restore(images, &work, false, None)
+            .restore(images, &work, false, None, None)
             .await
             .map_err(|e| Error::Step("criu restore".into(), e.to_string()))?;
         let ms = first_answer(app, port, started)?;
@@ -334,7 +334,7 @@ pub async fn checkpoint_app(
     let work = dir.join("criu-dump");
     std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     let tree = worker::process::process_tree(pid);
-    if let Err(e) = criu.dump(pid, images, &work, None).await {
+    if let Err(e) = criu.dump(pid, images, &work, None, None).await {
         worker::process::kill_tree_blocking(pid);
         return Err(Error::Criu {
             tenant: app.name().into(),
@@ -464,6 +464,8 @@ async fn lazy_modes(
             idle_timeout_ms: Some(0),
             env: Default::default(),
             workdir: None,
+            sandbox: false,
+            read_only: Vec::new(),
         }),
     )
     .await?;

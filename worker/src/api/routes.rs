@@ -200,6 +200,8 @@ pub(crate) mod tests {
                 idle_timeout_ms: Some(3_000),
                 env: Default::default(),
                 workdir: None,
+                sandbox: true,
+                read_only: vec!["/srv/app".into()],
             }),
             Request::Status { name: name() },
             Request::Rm { name: name() },

@@ -79,7 +79,13 @@ impl Worker {
         }
         let restored = match self
             .criu
-            .restore(mountpoint, &work, true, slot.netns.as_deref())
+            .restore(
+                mountpoint,
+                &work,
+                true,
+                slot.netns.as_deref(),
+                slot.view.as_ref(),
+            )
             .await
         {
             Ok(pid) => wait_for_daemon(&gate, &mut daemon, &daemon_work)

@@ -117,7 +117,12 @@ impl Worker {
         let work = slot.dirs.criu_work("restore");
         fresh_dir(&work)?;
         let restored = self
-            .restore_whole(image.path(), &work, slot.netns.as_deref())
+            .restore_whole(
+                image.path(),
+                &work,
+                slot.netns.as_deref(),
+                slot.view.as_ref(),
+            )
             .await;
         // CRIU has read everything it needs: the tenant holds nothing of the image. The kept
         // tmpfs is free for the next restore at once; a tmpfs of its own unmounts behind.
@@ -173,13 +178,19 @@ impl Worker {
     }
 
     /// `criu restore` of a whole image, by the spare CRIU when one is ready.
-    async fn restore_whole(&self, images: &Path, work: &Path, netns: Option<&Path>) -> Result<u32> {
+    async fn restore_whole(
+        &self,
+        images: &Path,
+        work: &Path,
+        netns: Option<&Path>,
+        view: Option<&crate::sandbox::View>,
+    ) -> Result<u32> {
         if let Some(spares) = &self.criu_spares {
-            if let Some(pid) = spares.restore(images, work, netns).await? {
+            if let Some(pid) = spares.restore(images, work, netns, view).await? {
                 return Ok(pid);
             }
         }
-        self.criu.restore(images, work, false, netns).await
+        self.criu.restore(images, work, false, netns, view).await
     }
 }
 
