@@ -78,6 +78,11 @@ impl PageStore {
         Ok(store)
     }
 
+    /// What it was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
     pub fn cold(&self) -> &ColdTier {
         self.read_path.cold()
     }

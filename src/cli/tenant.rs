@@ -28,7 +28,7 @@ pub enum TenantCommand {
         name: Option<String>,
         /// A TOML tenant spec: name, port, cmd, env, workdir, idle_timeout, layout, sandbox,
         /// read_only.
-        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "sandbox", "read_only", "cmd"])]
+        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "cmd"])]
         spec: Option<PathBuf>,
         /// The TCP port it serves on (the worker's on the host, the tenant's inside its network
         /// namespace).
@@ -49,13 +49,15 @@ pub enum TenantCommand {
         /// tenants directory).
         #[arg(long)]
         workdir: Option<PathBuf>,
-        /// Run it in a sandbox: a view of its own (system directories and --read-only paths
-        /// read-only, its working directory writable), few capabilities, a seccomp filter
-        /// (docs/hosting.md#sandbox).
+        /// Run it outside a sandbox: in the worker's view of the machine, as root with every
+        /// capability. By default a tenant sees the system directories, the paths its command
+        /// names and --read-only paths read-only and its working directory writable, with few
+        /// capabilities and a seccomp filter (docs/hosting.md#sandbox).
         #[arg(long)]
-        sandbox: bool,
-        /// A host path its sandbox shows read-only (absolute; repeatable): its program's files.
-        #[arg(long, requires = "sandbox")]
+        no_sandbox: bool,
+        /// A host path its sandbox shows read-only (absolute; repeatable), beyond the
+        /// directories of the paths its command names.
+        #[arg(long, conflicts_with = "no_sandbox")]
         read_only: Vec<PathBuf>,
         #[arg(last = true, required_unless_present = "spec")]
         cmd: Vec<String>,
@@ -107,7 +109,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             idle_timeout,
             env,
             workdir,
-            sandbox,
+            no_sandbox,
             read_only,
             cmd,
         } => {
@@ -123,7 +125,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
                     idle_timeout_ms: *idle_timeout,
                     env: env.iter().cloned().collect(),
                     workdir: workdir.clone(),
-                    sandbox: *sandbox,
+                    sandbox: !*no_sandbox,
                     read_only: read_only.clone(),
                 },
             };
@@ -298,12 +300,16 @@ struct SpecFile {
     /// "default" or "deterministic" (as `--deterministic`).
     #[serde(default)]
     layout: Layout,
-    /// As `--sandbox`.
-    #[serde(default)]
+    /// `false` as `--no-sandbox`.
+    #[serde(default = "yes")]
     sandbox: bool,
     /// As `--read-only`.
     #[serde(default)]
     read_only: Vec<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

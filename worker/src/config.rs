@@ -102,6 +102,11 @@ pub struct WorkerConfig {
     /// `api_listen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token_file: Option<PathBuf>,
+    /// Paths no sandboxed tenant may see, beyond the worker's own (its store, tenants,
+    /// staging, mounts, socket, usage log and token): default the home's `pico.toml`, which may
+    /// hold the cold tier's keys.
+    #[serde(default)]
+    pub hidden_from_tenants: Vec<PathBuf>,
 }
 
 /// What a stopping worker does with running tenants.
@@ -212,6 +217,27 @@ impl WorkerConfig {
             on_stop: OnStop::default(),
             api_listen: None,
             api_token_file: None,
+            hidden_from_tenants: vec![home.join("pico.toml")],
         }
+    }
+
+    /// Every path of the worker a sandboxed tenant may not see (see `sandbox`): its own and
+    /// the store's, and `hidden_from_tenants`.
+    pub fn secrets(&self, store: &pagestore::StoreConfig) -> Vec<PathBuf> {
+        let mut secrets = vec![
+            self.socket.clone(),
+            self.tenants_dir.clone(),
+            self.staging_dir.clone(),
+            self.mounts_dir.clone(),
+            self.usage_log.clone(),
+            store.local.path.clone(),
+        ];
+        secrets.extend(self.api_token_file.clone());
+        secrets.extend(store.local.index_cache.clone());
+        if let pagestore::config::ColdConfig::Dir { path } = &store.cold {
+            secrets.push(path.clone());
+        }
+        secrets.extend(self.hidden_from_tenants.iter().cloned());
+        secrets
     }
 }

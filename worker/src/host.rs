@@ -8,6 +8,7 @@
 //! restore left to report or reuse behind locks of their own.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,16 +50,20 @@ pub struct Worker {
     pub(crate) swap_ins_waiting: std::sync::atomic::AtomicUsize,
     /// What the flows record for `GET /metrics`.
     pub(crate) metrics: Metrics,
+    /// The paths no sandboxed tenant may see ([`WorkerConfig::secrets`]).
+    pub(crate) secrets: Vec<PathBuf>,
 }
 
 impl Worker {
     /// A worker over `store` and `criu`, with the tenants a previous worker left in
     /// `config.tenants_dir`; spare CRIUs start now when `warm_criu` is on.
     pub(crate) fn open(config: WorkerConfig, store: Arc<PageStore>, criu: Criu) -> Result<Worker> {
-        let tenants = TenantTable::load(&config)?;
+        let secrets = config.secrets(store.config());
+        let tenants = TenantTable::load(&config, &secrets)?;
         let host_netns = HostNetns::current().map_err(|e| Error::io("/proc/self/ns/net", e))?;
         Ok(Worker {
             host_netns,
+            secrets,
             swap_slots: tokio::sync::Semaphore::new(config.max_concurrent_swaps.max(1)),
             swap_ins_waiting: std::sync::atomic::AtomicUsize::new(0),
             criu_spares: config.warm_criu.then(|| CriuSpares::start(&criu)),
@@ -93,7 +98,7 @@ impl TenantTable {
     /// Every tenant saved under `config.tenants_dir` (a directory without a readable
     /// `tenant.json` is skipped), as saved: `recovery` then settles what a stopped worker left
     /// half done.
-    fn load(config: &WorkerConfig) -> Result<TenantTable> {
+    fn load(config: &WorkerConfig, secrets: &[PathBuf]) -> Result<TenantTable> {
         let mut slots = BTreeMap::new();
         let entries = std::fs::read_dir(&config.tenants_dir)
             .map_err(|e| Error::io(&config.tenants_dir, e))?;
@@ -103,7 +108,10 @@ impl TenantTable {
                 warn!(dir = %dirs.root.display(), "no readable tenant record: skipped");
                 continue;
             };
-            slots.insert(info.name.clone(), Arc::new(TenantSlot::new(dirs, info)));
+            slots.insert(
+                info.name.clone(),
+                Arc::new(TenantSlot::new(dirs, info, secrets)),
+            );
         }
         Ok(TenantTable {
             slots: Mutex::new(slots),
@@ -204,10 +212,10 @@ pub(crate) struct TenantSlot {
 
 impl TenantSlot {
     /// The slot of a tenant in `dirs` whose record is `info`; nothing restored yet.
-    pub(crate) fn new(dirs: TenantDirs, info: TenantInfo) -> TenantSlot {
+    pub(crate) fn new(dirs: TenantDirs, info: TenantInfo, secrets: &[PathBuf]) -> TenantSlot {
         let netns = Some(dirs.netns()).filter(|p| crate::netns::is_pinned(p));
         let netns_file = netns.as_deref().and_then(|p| crate::netns::open(p).ok());
-        let view = info.view(&dirs);
+        let view = info.view(&dirs, secrets);
         TenantSlot {
             netns_file,
             view,

@@ -118,15 +118,17 @@ impl Worker {
             .open(&log_path)
             .map_err(|e| Error::io(&log_path, e))?;
         let log_err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
+        let read_only = if sandbox {
+            crate::sandbox::shown_read_only(&cmd, &read_only, &cwd, &dirs.root, &self.secrets)
+                .map_err(|reason| Error::Start {
+                    name: name.to_string(),
+                    reason,
+                })?
+        } else {
+            read_only
+        };
         let confined = if sandbox {
-            let view = crate::sandbox::View::new(&crate::sandbox::ViewSources {
-                root: &dirs.view_root(),
-                tmp: &dirs.view_tmp(),
-                shm: &dirs.view_shm(),
-                log: &log_path,
-                workdir: &cwd,
-                read_only: &read_only,
-            });
+            let view = dirs.view(&cwd, &read_only, &self.secrets);
             let entry = prepare_view(&dirs, &view).map_err(|e| Error::Start {
                 name: name.to_string(),
                 reason: format!("its sandbox cannot be set up: {e}"),
@@ -201,7 +203,7 @@ impl Worker {
             staging: None,
             pages_pending: false,
         };
-        let slot = Arc::new(TenantSlot::new(dirs.clone(), info.clone()));
+        let slot = Arc::new(TenantSlot::new(dirs.clone(), info.clone(), &self.secrets));
         if let Err(e) = self.wait_listening(&slot, pid, &log_path).await {
             kill_tree(pid).await;
             let _ = crate::netns::remove(&pin);
@@ -288,6 +290,8 @@ pub(crate) fn prepare_view(
         std::fs::create_dir_all(&dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777))?;
     }
+    std::fs::create_dir_all(dirs.mask_dir())?;
+    std::fs::write(dirs.mask_file(), b"")?;
     view.prepare()?;
     view.entry()
 }

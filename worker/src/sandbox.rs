@@ -7,7 +7,13 @@
 //! its spec names read-only, its working directory writable at its own path, a `/tmp` and a
 //! `/dev/shm` of its own, `/dev/null`, `zero`, `full`, `random` and `urandom`, its log at
 //! [`LOG_INSIDE`], and a `/proc` of its own PID namespace (no other process of the machine).
-//! Nothing of the worker's home but its working directory.
+//! Nothing of the worker's home but its working directory: the worker's own paths (store,
+//! records, socket, config: its *secrets*) are refused as shown paths, and where a shown
+//! directory holds one (a home under `/opt`), an empty directory or file is mounted over it.
+//!
+//! [`shown_read_only`] adds, to the paths a spec names, the directory of each absolute path its
+//! command names (`python3 /srv/app/main.py` shows `/srv/app`), so that most commands run in a
+//! sandbox as they are.
 //!
 //! CRIU dumps the namespace with the tenant. Each bind mount is declared external under a key
 //! ([`View::dump_externals`]) and given back by key on restore ([`View::restore_externals`]), with
@@ -31,6 +37,79 @@ const SYSTEM_DIRS: &[&str] = &[
 
 /// Device nodes every tenant gets, bound from the host's `/dev`.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+
+/// The host paths a sandboxed tenant is shown read-only: those its spec names (`explicit`) and
+/// the directory of each absolute path its command names (a file's directory, a directory
+/// itself) that exists, less those the system directories or its working directory already
+/// show, and those directly under `/` (`/tmp`, `/root`: too much to show for one file). A path
+/// inside one of the worker's `secrets` is refused, with the reason; so is a working directory
+/// that holds one (except the tenant's own directory, `own`).
+pub fn shown_read_only(
+    cmd: &[String],
+    explicit: &[PathBuf],
+    workdir: &Path,
+    own: &Path,
+    secrets: &[PathBuf],
+) -> Result<Vec<PathBuf>, String> {
+    let inside_secret = |p: &Path| {
+        secrets
+            .iter()
+            .find(|s| p.starts_with(s) && !p.starts_with(own))
+            .cloned()
+    };
+    if let Some(secret) = secrets.iter().find(|s| s.starts_with(workdir)) {
+        return Err(format!(
+            "its working directory {} holds the worker's {}, which a sandboxed tenant may not see",
+            workdir.display(),
+            secret.display()
+        ));
+    }
+    if let Some(secret) = inside_secret(workdir) {
+        return Err(format!(
+            "its working directory {} is inside the worker's {}",
+            workdir.display(),
+            secret.display()
+        ));
+    }
+    let system = |p: &Path| {
+        SYSTEM_DIRS
+            .iter()
+            .any(|d| p.starts_with(Path::new("/").join(d)))
+    };
+    let mut shown: Vec<PathBuf> = Vec::new();
+    let named = cmd.iter().filter(|a| a.starts_with('/')).filter_map(|a| {
+        let path = Path::new(a);
+        let meta = std::fs::metadata(path).ok()?;
+        Some(if meta.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent()?.to_path_buf()
+        })
+    });
+    for path in explicit.iter().cloned().chain(named) {
+        if let Some(secret) = inside_secret(&path) {
+            return Err(format!(
+                "{} is inside the worker's {}, which a sandboxed tenant may not see",
+                path.display(),
+                secret.display()
+            ));
+        }
+        let too_wide = path.components().count() < 3;
+        let explicit_path = explicit.contains(&path);
+        if path.parent().is_none() {
+            return Err("a sandbox cannot show the whole machine (/) read-only".into());
+        }
+        if (!explicit_path && (too_wide || system(&path)))
+            || path.starts_with(workdir)
+            || shown.iter().any(|s| path.starts_with(s))
+        {
+            continue;
+        }
+        shown.retain(|s| !s.starts_with(&path));
+        shown.push(path);
+    }
+    Ok(shown)
+}
 
 /// One bind mount of the view.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +144,11 @@ pub struct ViewSources<'a> {
     pub workdir: &'a Path,
     /// Absolute paths shown read-only at the same path.
     pub read_only: &'a [PathBuf],
+    /// The worker's paths no tenant may see: masked where a shown directory holds them.
+    pub secrets: &'a [PathBuf],
+    /// An empty directory and an empty file of the tenant's, mounted over those.
+    pub mask_dir: &'a Path,
+    pub mask_file: &'a Path,
 }
 
 impl View {
@@ -110,6 +194,29 @@ impl View {
                 inside: path.clone(),
                 writable: false,
                 key: format!("ro{i}"),
+            });
+        }
+        let shown_from_host: Vec<PathBuf> = binds
+            .iter()
+            .filter(|b| !b.writable)
+            .map(|b| b.inside.clone())
+            .collect();
+        let hidden = src.secrets.iter().filter(|secret| {
+            shown_from_host
+                .iter()
+                .any(|shown| secret.starts_with(shown))
+        });
+        for (i, secret) in hidden.enumerate() {
+            let host = if secret.is_dir() {
+                src.mask_dir
+            } else {
+                src.mask_file
+            };
+            binds.push(Bind {
+                host: host.to_path_buf(),
+                inside: secret.clone(),
+                writable: false,
+                key: format!("mask{i}"),
             });
         }
         binds.push(Bind {
@@ -326,6 +433,10 @@ mod tests {
     use super::*;
 
     fn view(dir: &Path, read_only: &[PathBuf]) -> View {
+        view_hiding(dir, read_only, &[])
+    }
+
+    fn view_hiding(dir: &Path, read_only: &[PathBuf], secrets: &[PathBuf]) -> View {
         View::new(&ViewSources {
             root: &dir.join("view"),
             tmp: &dir.join("tmp"),
@@ -333,6 +444,9 @@ mod tests {
             log: &dir.join("tenant.log"),
             workdir: Path::new("/tmp/app/cwd"),
             read_only,
+            secrets,
+            mask_dir: &dir.join("mask"),
+            mask_file: &dir.join("mask-file"),
         })
     }
 
@@ -387,6 +501,9 @@ mod tests {
             log: &dir.path().join("tenant.log"),
             workdir: &work,
             read_only: &[],
+            secrets: &[],
+            mask_dir: &dir.path().join("mask"),
+            mask_file: &dir.path().join("mask-file"),
         });
         v.prepare().unwrap();
         let root = dir.path().join("view");
@@ -411,5 +528,93 @@ mod tests {
         let v = view(dir.path(), &[PathBuf::from("/no/such/dir")]);
         let e = v.prepare().unwrap_err().to_string();
         assert!(e.contains("/no/such/dir"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_under_a_shown_directory_is_masked_and_one_elsewhere_is_not_shown_at_all() {
+        let secrets = [
+            PathBuf::from("/opt/pico/tenants"),
+            PathBuf::from("/var/lib/pico/cold"),
+        ];
+        let v = view_hiding(Path::new("/h/t"), &[], &secrets);
+        let masks: Vec<&Bind> = v
+            .binds()
+            .iter()
+            .filter(|b| b.key.starts_with("mask"))
+            .collect();
+        if Path::new("/opt").is_dir() && !Path::new("/opt").is_symlink() {
+            assert_eq!(masks.len(), 1, "{masks:?}");
+            assert_eq!(masks[0].inside, PathBuf::from("/opt/pico/tenants"));
+            assert!(!masks[0].writable);
+            // Mounted after what it hides, before the working directory.
+            let at = |key: &str| v.binds().iter().position(|b| b.key == key).unwrap();
+            assert!(at("opt") < at("mask0") && at("mask0") < at("work"));
+        } else {
+            assert!(masks.is_empty(), "{masks:?}");
+        }
+    }
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_directories_a_command_names_are_shown_read_only_but_never_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("srv/app");
+        let data = dir.path().join("srv/data");
+        for d in [&app, &data] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(app.join("main.py"), b"").unwrap();
+        let work = dir.path().join("work");
+        let own = dir.path().join("home/tenants/t");
+        let secrets = [
+            dir.path().join("home/tenants"),
+            dir.path().join("home/cold"),
+        ];
+        let main = app.join("main.py").display().to_string();
+        let shown = shown_read_only(
+            &strings(&[
+                "python3",
+                &main,
+                "--data",
+                data.to_str().unwrap(),
+                "/no/such",
+            ]),
+            &[],
+            &work,
+            &own,
+            &secrets,
+        )
+        .unwrap();
+        assert_eq!(shown, vec![app.clone(), data.clone()]);
+
+        // A path the system directories show, a path directly under /, and one inside the
+        // working directory add nothing; a named directory holding an earlier one replaces it.
+        let shown = shown_read_only(
+            &strings(&["/usr/bin/python3", "/tmp", &main]),
+            &[dir.path().join("srv")],
+            &work,
+            &own,
+            &secrets,
+        )
+        .unwrap();
+        assert_eq!(shown, vec![dir.path().join("srv")]);
+
+        std::fs::create_dir_all(&secrets[1]).unwrap();
+        let e = shown_read_only(
+            &strings(&["cat", secrets[1].to_str().unwrap()]),
+            &[],
+            &work,
+            &own,
+            &secrets,
+        )
+        .unwrap_err();
+        assert!(e.contains("cold"), "{e}");
+        let e = shown_read_only(&[], &[], &dir.path().join("home"), &own, &secrets).unwrap_err();
+        assert!(e.contains("holds the worker's"), "{e}");
+        // Its own directory under the worker's tenants is its to work in.
+        assert!(shown_read_only(&[], &[], &own.join("cwd"), &own, &secrets).is_ok());
     }
 }

@@ -120,14 +120,19 @@ pub struct TenantSpec {
     /// there during a dump); default `tenants/NAME/cwd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<std::path::PathBuf>,
-    /// Run it in a sandbox: a mount view of its own (the system directories and `read_only`
-    /// read-only, its working directory writable, nothing else of the host), few capabilities,
-    /// no new privileges and a seccomp filter (see `sandbox` and `confine`).
-    #[serde(default)]
+    /// Run it in a sandbox (the default): a mount view of its own (the system directories and
+    /// `read_only` read-only, its working directory writable, nothing else of the host), few
+    /// capabilities, no new privileges and a seccomp filter (see `sandbox` and `confine`).
+    #[serde(default = "sandboxed_by_default")]
     pub sandbox: bool,
-    /// Absolute host paths its sandbox shows read-only, at the same path (its program's files).
+    /// Absolute host paths its sandbox shows read-only, at the same path, beyond those its
+    /// command names (see [`crate::sandbox::shown_read_only`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_only: Vec<PathBuf>,
+}
+
+fn sandboxed_by_default() -> bool {
+    true
 }
 
 /// A tenant's idle timeout unless its spec says otherwise.
@@ -228,6 +233,32 @@ impl TenantDirs {
     pub fn view_shm(&self) -> PathBuf {
         self.root.join("shm")
     }
+    /// An empty directory and an empty file mounted over the worker's paths in its view.
+    pub fn mask_dir(&self) -> PathBuf {
+        self.root.join("mask")
+    }
+    pub fn mask_file(&self) -> PathBuf {
+        self.root.join("mask-file")
+    }
+    /// The view of a sandboxed tenant of these directories working in `workdir`.
+    pub fn view(
+        &self,
+        workdir: &Path,
+        read_only: &[PathBuf],
+        secrets: &[PathBuf],
+    ) -> crate::sandbox::View {
+        crate::sandbox::View::new(&crate::sandbox::ViewSources {
+            root: &self.view_root(),
+            tmp: &self.view_tmp(),
+            shm: &self.view_shm(),
+            log: &self.log(),
+            workdir,
+            read_only,
+            secrets,
+            mask_dir: &self.mask_dir(),
+            mask_file: &self.mask_file(),
+        })
+    }
     /// Where its network namespace is pinned (see `netns`).
     pub fn netns(&self) -> PathBuf {
         self.root.join("netns")
@@ -253,25 +284,9 @@ impl TenantInfo {
     }
 
     /// Its sandbox's view, if it runs in one.
-    pub fn view(&self, dirs: &TenantDirs) -> Option<crate::sandbox::View> {
-        if !self.sandbox {
-            return None;
-        }
-        let (root, tmp, shm, log) = (
-            dirs.view_root(),
-            dirs.view_tmp(),
-            dirs.view_shm(),
-            dirs.log(),
-        );
-        let workdir = self.cwd(dirs);
-        Some(crate::sandbox::View::new(&crate::sandbox::ViewSources {
-            root: &root,
-            tmp: &tmp,
-            shm: &shm,
-            log: &log,
-            workdir: &workdir,
-            read_only: &self.read_only,
-        }))
+    pub fn view(&self, dirs: &TenantDirs, secrets: &[PathBuf]) -> Option<crate::sandbox::View> {
+        self.sandbox
+            .then(|| dirs.view(&self.cwd(dirs), &self.read_only, secrets))
     }
 
     pub fn save(&self, dirs: &TenantDirs) -> Result<()> {
