@@ -49,6 +49,8 @@ pub struct Worker {
     pub(crate) swap_ins_waiting: std::sync::atomic::AtomicUsize,
     /// What the flows record for `GET /metrics`.
     pub(crate) metrics: Metrics,
+    /// Where tenants' cgroups are (see `cgroup`).
+    pub(crate) cgroups: crate::cgroup::Cgroups,
 }
 
 impl Worker {
@@ -61,6 +63,7 @@ impl Worker {
             host_netns,
             swap_slots: tokio::sync::Semaphore::new(config.max_concurrent_swaps.max(1)),
             swap_ins_waiting: std::sync::atomic::AtomicUsize::new(0),
+            cgroups: crate::cgroup::Cgroups::detect(&config.tenants_dir),
             criu_spares: config.warm_criu.then(|| CriuSpares::start(&criu)),
             whole_staging: WholeStaging::new(
                 config.mounts_dir.join(".whole"),

@@ -25,6 +25,9 @@ impl Worker {
         }
         let mut info = rt.info.clone();
         info.last_active = Some(slot.activity.last_ms());
+        if info.state == TenantState::Running {
+            info.rss_bytes = self.cgroup_memory(name).or(info.rss_bytes);
+        }
         // Recorded at the swap-in; its background copy marks the end on disk only (it may not
         // take the runtime lock: a swap-out holding it waits for the copy).
         info.pages_pending =
@@ -47,6 +50,7 @@ impl Worker {
             idle_timeout_ms,
             env,
             workdir,
+            limits,
         } = spec;
         let name = name.as_str();
         if !pagestore::manifest::valid_tenant_name(name) {
@@ -55,6 +59,10 @@ impl Worker {
         let Some((program, args)) = cmd.split_first() else {
             return Err(Error::NoCommand(name.to_string()));
         };
+        limits.check().map_err(|reason| Error::BadLimits {
+            tenant: name.to_string(),
+            reason,
+        })?;
         self.tenants.check_free(name, port)?;
         // The public port is the worker's from now on: taken first, so that a port in use
         // fails the add before anything starts.
@@ -116,6 +124,10 @@ impl Worker {
             .stdout(log)
             .stderr(log_err);
         crate::launch::as_tenant(&mut command, deterministic, Some(ns));
+        if let Err(e) = self.join_cgroup_at_exec(name, &limits, &mut command) {
+            let _ = crate::netns::remove(&pin);
+            return Err(e);
+        }
         let mut command = tokio::process::Command::from(command);
         let runtime = tokio::runtime::Handle::current();
         // A thread of its own forks the tenant (see `launch`): off the async workers.
@@ -131,6 +143,7 @@ impl Worker {
             Ok(child) => child,
             Err(e) => {
                 let _ = crate::netns::remove(&pin);
+                self.drop_cgroup(name).await;
                 return Err(Error::Start {
                     name: name.to_string(),
                     reason: format!("{program}: {e}"),
@@ -166,6 +179,7 @@ impl Worker {
             idle_timeout_ms: idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
             last_active: Some(pagestore::clock::now_ms()),
             rss_bytes: None,
+            limits,
             restore_failures: 0,
             failure: None,
             staging: None,
@@ -175,6 +189,7 @@ impl Worker {
         if let Err(e) = self.wait_listening(&slot, pid, &log_path).await {
             kill_tree(pid).await;
             let _ = crate::netns::remove(&pin);
+            self.drop_cgroup(name).await;
             return Err(e);
         }
         info.save(&dirs)?;
@@ -182,6 +197,25 @@ impl Worker {
         let slot = self.tenants.insert_slot(name, slot);
         self.serve(&slot, listener);
         Ok(info)
+    }
+
+    /// Makes tenant `name`'s cgroup with `limits` and has `command` join it before it executes
+    /// (see `cgroup`).
+    fn join_cgroup_at_exec(
+        &self,
+        name: &str,
+        limits: &crate::cgroup::Limits,
+        command: &mut std::process::Command,
+    ) -> Result<()> {
+        let Some(cgroup) = self.prepare_cgroup(name, limits)? else {
+            return Ok(());
+        };
+        let procs = cgroup.open_procs().map_err(|source| Error::Cgroup {
+            tenant: name.to_string(),
+            source,
+        })?;
+        crate::cgroup::join_before_exec(command, procs);
+        Ok(())
     }
 
     /// Waits until the tenant of `slot` (process `pid`) listens on its port inside its
@@ -231,6 +265,7 @@ impl Worker {
                 kill_tree(pid).await;
             }
         }
+        self.drop_cgroup(name).await;
         // First the checkpoints: if the store is unreachable, `rm` fails and can be run again.
         let gone = self.store.forget(name).await?;
         info!(checkpoints = gone.len(), "checkpoints forgotten");

@@ -74,7 +74,12 @@ pub struct TenantInfo {
     /// When a byte last crossed one of its connections, or it last started or woke (Unix ms).
     #[serde(default)]
     pub last_active: Option<u64>,
-    /// Its memory use when last seen running (resident set of its process tree), bytes.
+    /// Its memory limit and CPU weight (see `cgroup`).
+    #[serde(default, flatten)]
+    pub limits: crate::cgroup::Limits,
+    /// Its memory in use: anonymous and shared memory of its cgroup (`cgroup`) while it runs,
+    /// at its last swap-out while it sleeps; without cgroups, the resident set of its process
+    /// tree at its last swap-out. Bytes.
     #[serde(default)]
     pub rss_bytes: Option<u64>,
     /// Restores that failed since its last good one.
@@ -114,6 +119,9 @@ pub struct TenantSpec {
     /// there during a dump); default `tenants/NAME/cwd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<std::path::PathBuf>,
+    /// Its memory limit and CPU weight (see `cgroup`).
+    #[serde(default, flatten)]
+    pub limits: crate::cgroup::Limits,
 }
 
 /// A tenant's idle timeout unless its spec says otherwise.
@@ -140,7 +148,8 @@ pub struct SwapOutReport {
     pub locality_pages: u64,
     #[serde(default)]
     pub locality_bytes: u64,
-    /// The tenant's resident memory just before the dump (what the swap-out freed).
+    /// The tenant's memory in use just before the dump, what the swap-out freed (see
+    /// [`TenantInfo::rss_bytes`]).
     #[serde(default)]
     pub rss_bytes: u64,
 }

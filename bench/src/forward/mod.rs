@@ -259,6 +259,7 @@ impl Forwarded {
                 idle_timeout_ms: Some(0),
                 env: Default::default(),
                 workdir: None,
+                limits: Default::default(),
             }))
             .await?;
         Ok(Forwarded { worker, port })

@@ -464,6 +464,7 @@ async fn lazy_modes(
             idle_timeout_ms: Some(0),
             env: Default::default(),
             workdir: None,
+            limits: Default::default(),
         }),
     )
     .await?;

@@ -200,6 +200,10 @@ pub(crate) mod tests {
                 idle_timeout_ms: Some(3_000),
                 env: Default::default(),
                 workdir: None,
+                limits: crate::cgroup::Limits {
+                    memory_limit: Some(256 << 20),
+                    cpu_weight: Some(50),
+                },
             }),
             Request::Status { name: name() },
             Request::Rm { name: name() },
