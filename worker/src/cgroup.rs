@@ -418,6 +418,27 @@ impl TenantCgroup {
         Ok(())
     }
 
+    /// The hierarchies in which process `pid` is in this cgroup, as `/proc/PID/cgroup` names
+    /// them ("memory", "cpu,cpuacct"; "" for v2).
+    pub(crate) fn hierarchies_holding(&self, pid: u32) -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .map(|text| self.hierarchies_in(&text))
+            .unwrap_or_default()
+    }
+
+    /// [`TenantCgroup::hierarchies_holding`] of `/proc/PID/cgroup` text.
+    fn hierarchies_in(&self, proc_cgroup: &str) -> Vec<String> {
+        let want = Path::new("/").join(&self.relative);
+        proc_cgroup
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.splitn(3, ':');
+                let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+                (Path::new(path) == want).then(|| controllers.to_string())
+            })
+            .collect()
+    }
+
     /// Whether process `pid` is in this cgroup (in every controller of it).
     pub(crate) fn holds(&self, pid: u32) -> bool {
         std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
@@ -591,6 +612,17 @@ impl crate::host::Worker {
             .iter()
             .filter_map(|&p| crate::host_memory::rss(p))
             .sum()
+    }
+
+    /// The hierarchies of tenant `name`'s cgroup that its tree (rooted at `pid`) is in: what its
+    /// dump records (see [`crate::criu::Criu::dump_cgroups`]). Its cgroups in the other
+    /// hierarchies are the worker's own, where a restore leaves it anyway; each one recorded
+    /// costs every restore a mount (7 ms for this machine's v2 hierarchy, measured) and a move.
+    pub(crate) fn cgroup_hierarchies_of(&self, name: &str, pid: u32) -> Vec<String> {
+        self.cgroups
+            .tenant(name)
+            .map(|c| c.hierarchies_holding(pid))
+            .unwrap_or_default()
     }
 
     /// Tenant `name`'s memory in use from its cgroup, if it has one.
@@ -778,6 +810,10 @@ mod tests {
             dirs: vec!["/t".into()],
         };
         assert!(v2.holds_in("0::/picocenter/x/t\n"));
+        assert_eq!(v1.hierarchies_in(together), vec!["cpu,cpuacct", "memory"]);
+        assert_eq!(v1.hierarchies_in(inside), vec!["memory", "cpu"]);
+        assert_eq!(v2.hierarchies_in("0::/picocenter/x/t\n"), vec![""]);
+        assert!(v2.hierarchies_in("0::/\n").is_empty());
         assert!(!v2.holds_in("0::/picocenter/x/other\n"));
     }
 

@@ -64,7 +64,13 @@ impl Worker {
         crashpoint::hit("swap-out:registry-saved");
         if let Err(e) = self
             .criu
-            .dump(pid, &staging, &work, slot.netns.as_deref())
+            .dump_cgroups(
+                pid,
+                &staging,
+                &work,
+                slot.netns.as_deref(),
+                &self.cgroup_hierarchies_of(name, pid),
+            )
             .await
         {
             let _ = std::fs::remove_dir_all(&staging);
