@@ -241,6 +241,8 @@ fn unescape(field: &str) -> String {
 pub(crate) struct Cgroups {
     /// `None`: no usable hierarchy (tenants run without limits).
     hierarchy: Option<Hierarchy>,
+    /// Why there is none.
+    unavailable: Option<String>,
     /// `picocenter/<worker>`.
     group: PathBuf,
 }
@@ -248,29 +250,44 @@ pub(crate) struct Cgroups {
 impl Cgroups {
     /// Finds the hierarchy (logging once why there is none) and names the worker's group after
     /// `tenants_dir`.
+    /// The worker's group is made at once (on v2 with the controllers enabled for its
+    /// children), so that a hierarchy the worker may not write to is found out here.
     pub(crate) fn detect(tenants_dir: &Path) -> Cgroups {
-        let hierarchy = match Hierarchy::detect() {
+        let group = worker_group(tenants_dir);
+        let found = Hierarchy::detect().and_then(|h| {
+            make_worker_group(&h, &group)
+                .map_err(|e| format!("the worker's cgroup cannot be made: {e}"))?;
+            Ok(h)
+        });
+        match &found {
             Ok(h) => {
-                info!(hierarchy = ?h, "tenants get cgroups of their own");
-                Some(h)
+                info!(hierarchy = ?h, group = %group.display(), "tenants get cgroups of their own");
             }
-            Err(why) => {
-                warn!(
-                    why,
-                    "tenants run without cgroups: no memory limit or CPU weight is applied, and \
-                     their memory is summed from /proc"
-                );
-                None
-            }
-        };
-        Cgroups::new(hierarchy, tenants_dir)
+            Err(why) => warn!(
+                why,
+                "tenants run without cgroups: no memory limit or CPU weight can be applied, \
+                 and their memory is summed from /proc"
+            ),
+        }
+        Cgroups::new(found, tenants_dir)
     }
 
-    pub(crate) fn new(hierarchy: Option<Hierarchy>, tenants_dir: &Path) -> Cgroups {
+    /// The cgroups of the worker on `tenants_dir` in `hierarchy` (or without one, and why).
+    pub(crate) fn new(hierarchy: Result<Hierarchy, String>, tenants_dir: &Path) -> Cgroups {
+        let (hierarchy, unavailable) = match hierarchy {
+            Ok(h) => (Some(h), None),
+            Err(why) => (None, Some(why)),
+        };
         Cgroups {
             hierarchy,
-            group: Path::new(TOP).join(worker_id(tenants_dir)),
+            unavailable,
+            group: worker_group(tenants_dir),
         }
+    }
+
+    /// Why tenants run without cgroups, if they do.
+    pub(crate) fn unavailable(&self) -> Option<&str> {
+        self.unavailable.as_deref()
     }
 
     /// Tenant `name`'s cgroup; `None` without a hierarchy.
@@ -303,6 +320,22 @@ impl Cgroups {
             let _ = std::fs::remove_dir(root.join(&self.group));
         }
     }
+}
+
+/// Makes the worker's group `group` (relative to each root of `hierarchy`).
+fn make_worker_group(hierarchy: &Hierarchy, group: &Path) -> std::io::Result<()> {
+    match hierarchy {
+        Hierarchy::V2 { root } => enable_controllers_down_to(root, group),
+        Hierarchy::V1 { memory, cpu } => [memory, cpu].iter().try_for_each(|root| {
+            let dir = root.join(group);
+            std::fs::create_dir_all(&dir).map_err(|e| at(&dir, e))
+        }),
+    }
+}
+
+/// `picocenter/<worker>`: the group of the worker on `tenants_dir`.
+fn worker_group(tenants_dir: &Path) -> PathBuf {
+    Path::new(TOP).join(worker_id(tenants_dir))
 }
 
 /// The first 12 hex digits of the BLAKE3 hash of `tenants_dir` (canonical when it exists).
@@ -517,7 +550,7 @@ pub(crate) fn memory_of_stat(stat: &str, v2: bool) -> Option<u64> {
 
 /// On v2, controllers reach a cgroup only if each ancestor enables them for its children:
 /// `+memory +cpu` written into `cgroup.subtree_control` of the hierarchy's `root` and of each
-/// group from there down to `parent` (relative to `root`), made if missing. `picocenter` and the
+/// group from there down to `parent` (relative to `root`, included), made if missing. `picocenter` and the
 /// worker's group hold no process, as v2 requires of a group that hands controllers down.
 fn enable_controllers_down_to(root: &Path, parent: &Path) -> std::io::Result<()> {
     let mut dir = root.to_path_buf();
@@ -723,8 +756,8 @@ mod tests {
             memory: "/cg/memory".into(),
             cpu: "/cg/cpu".into(),
         };
-        let a = Cgroups::new(Some(v1.clone()), Path::new("/homes/a/tenants"));
-        let b = Cgroups::new(Some(v1), Path::new("/homes/b/tenants"));
+        let a = Cgroups::new(Ok(v1.clone()), Path::new("/homes/a/tenants"));
+        let b = Cgroups::new(Ok(v1), Path::new("/homes/b/tenants"));
         let (ta, tb) = (a.tenant("web").unwrap(), b.tenant("web").unwrap());
         let id = worker_id(Path::new("/homes/a/tenants"));
         assert_eq!(id.len(), 12);
@@ -737,7 +770,7 @@ mod tests {
         );
         assert_ne!(ta.dirs, tb.dirs, "two homes never share a cgroup");
         let v2 = Cgroups::new(
-            Some(Hierarchy::V2 { root: "/cg".into() }),
+            Ok(Hierarchy::V2 { root: "/cg".into() }),
             Path::new("/homes/a/tenants"),
         );
         let t = v2.tenant("web").unwrap();
@@ -745,7 +778,10 @@ mod tests {
             t.dirs,
             vec![PathBuf::from(format!("/cg/picocenter/{id}/web"))]
         );
-        assert!(Cgroups::new(None, Path::new("/x")).tenant("web").is_none());
+        let none = Cgroups::new(Err("why".into()), Path::new("/x"));
+        assert!(none.tenant("web").is_none());
+        assert_eq!(none.unavailable(), Some("why"));
+        assert_eq!(a.unavailable(), None);
     }
 
     #[test]
@@ -865,7 +901,7 @@ mod tests {
     async fn a_process_joins_its_cgroup_before_exec_with_its_limits() {
         let home = tempfile::tempdir().unwrap();
         let hierarchy = Hierarchy::detect().expect("this machine has cgroups");
-        let cgroups = Cgroups::new(Some(hierarchy), home.path());
+        let cgroups = Cgroups::new(Ok(hierarchy), home.path());
         let cgroup = cgroups.tenant("t").unwrap();
         let limits = Limits {
             memory_limit: Some(64 << 20),

@@ -63,6 +63,15 @@ impl Worker {
             tenant: name.to_string(),
             reason,
         })?;
+        if let (true, Some(why)) = (limits != Default::default(), self.cgroups.unavailable()) {
+            return Err(Error::BadLimits {
+                tenant: name.to_string(),
+                reason: format!(
+                    "this worker runs its tenants without cgroups ({why}): its memory_limit and \
+                     cpu_weight cannot be applied"
+                ),
+            });
+        }
         self.tenants.check_free(name, port)?;
         // The public port is the worker's from now on: taken first, so that a port in use
         // fails the add before anything starts.
