@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Subcommand;
+use worker::cgroup::Limits;
 use worker::protocol::{Client, Request};
 use worker::tenant::{
     ActiveSetSummary, SwapInReport, SwapOutReport, TenantInfo, TenantSpec, TenantState,
@@ -27,8 +28,8 @@ pub enum TenantCommand {
         /// Its name (from the spec file when omitted there).
         name: Option<String>,
         /// A TOML tenant spec: name, port, cmd, env, workdir, idle_timeout, layout, sandbox,
-        /// read_only.
-        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "cmd"])]
+        /// read_only, memory_limit, cpu_weight.
+        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "memory_limit", "cpu_weight", "cmd"])]
         spec: Option<PathBuf>,
         /// The TCP port it serves on (the worker's on the host, the tenant's inside its network
         /// namespace).
@@ -59,6 +60,12 @@ pub enum TenantCommand {
         /// directories of the paths its command names.
         #[arg(long, conflicts_with = "no_sandbox")]
         read_only: Vec<PathBuf>,
+        /// Its memory limit in its cgroup: "256M", "1G" (1024-based) or bytes (default: none).
+        #[arg(long, value_parser = worker::cgroup::parse_memory_size)]
+        memory_limit: Option<u64>,
+        /// Its CPU weight against other tenants, 1..10000 (default 100).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        cpu_weight: Option<u32>,
         #[arg(last = true, required_unless_present = "spec")]
         cmd: Vec<String>,
     },
@@ -111,6 +118,8 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             workdir,
             no_sandbox,
             read_only,
+            memory_limit,
+            cpu_weight,
             cmd,
         } => {
             let spec = match spec {
@@ -127,6 +136,10 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
                     workdir: workdir.clone(),
                     sandbox: !*no_sandbox,
                     read_only: read_only.clone(),
+                    limits: Limits {
+                        memory_limit: *memory_limit,
+                        cpu_weight: *cpu_weight,
+                    },
                 },
             };
             let name = spec.name.clone();
@@ -284,7 +297,7 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 }
 
 /// A tenant spec file (`pico tenant add --spec FILE`): what the flags say, in TOML. Unknown keys
-/// are refused, so a key this version does not honour (a memory limit, say) is an error, not a
+/// are refused, so a key this version does not honour (a CPU quota, say) is an error, not a
 /// silent default.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -306,10 +319,31 @@ struct SpecFile {
     /// As `--read-only`.
     #[serde(default)]
     read_only: Vec<PathBuf>,
+    /// As `--memory-limit`: "256M", "1G", or a number of bytes.
+    memory_limit: Option<MemorySize>,
+    /// As `--cpu-weight`: 1..10000.
+    cpu_weight: Option<u32>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// A memory size in a spec file: a string with a unit, or a number of bytes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum MemorySize {
+    Text(String),
+    Bytes(u64),
+}
+
+impl MemorySize {
+    fn bytes(&self) -> Result<u64, String> {
+        match self {
+            MemorySize::Text(text) => worker::cgroup::parse_memory_size(text),
+            MemorySize::Bytes(n) => Ok(*n),
+        }
+    }
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -341,6 +375,18 @@ impl SpecFile {
             .map(parse_duration_ms)
             .transpose()
             .map_err(|e| anyhow::anyhow!("tenant spec: idle_timeout: {e}"))?;
+        let limits = Limits {
+            memory_limit: self
+                .memory_limit
+                .as_ref()
+                .map(MemorySize::bytes)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("tenant spec: memory_limit: {e}"))?,
+            cpu_weight: self.cpu_weight,
+        };
+        limits
+            .check()
+            .map_err(|e| anyhow::anyhow!("tenant spec: {e}"))?;
         Ok(TenantSpec {
             name,
             port: self.port,
@@ -351,6 +397,7 @@ impl SpecFile {
             workdir: self.workdir,
             sandbox: self.sandbox,
             read_only: self.read_only,
+            limits,
         })
     }
 }
@@ -407,6 +454,8 @@ mod tests {
             workdir = "/srv/web"
             idle_timeout = "90s"
             layout = "deterministic"
+            memory_limit = "256M"
+            cpu_weight = 50
         "#;
         let file: SpecFile = toml::from_str(text).unwrap();
         let spec = file.into_spec(None).unwrap();
@@ -414,6 +463,8 @@ mod tests {
         assert_eq!(spec.port, 8080);
         assert_eq!(spec.idle_timeout_ms, Some(90_000));
         assert!(spec.deterministic);
+        assert_eq!(spec.limits.memory_limit, Some(256 << 20));
+        assert_eq!(spec.limits.cpu_weight, Some(50));
         assert_eq!(spec.env["GREETING"], "hi");
         assert_eq!(
             spec.workdir.as_deref(),
@@ -422,10 +473,25 @@ mod tests {
         let named: SpecFile = toml::from_str(text).unwrap();
         assert_eq!(named.into_spec(Some("other")).unwrap().name, "other");
 
-        let err = toml::from_str::<SpecFile>("port = 1\ncmd = [\"x\"]\nmemory_limit = \"1G\"\n")
+        let err = toml::from_str::<SpecFile>("port = 1\ncmd = [\"x\"]\ncpu_quota = \"1\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("memory_limit"), "{err}");
+        assert!(err.contains("cpu_quota"), "{err}");
+        let bytes: SpecFile =
+            toml::from_str("port = 1\ncmd = [\"x\"]\nmemory_limit = 268435456\n").unwrap();
+        let spec = bytes.into_spec(Some("b")).unwrap();
+        assert_eq!(spec.limits.memory_limit, Some(256 << 20));
+        for (bad, says) in [
+            ("memory_limit = \"1Q\"", "memory_limit"),
+            ("memory_limit = 256", "256M"),
+            ("cpu_weight = 0", "cpu_weight"),
+            ("cpu_weight = 10001", "cpu_weight"),
+        ] {
+            let text = format!("port = 1\ncmd = [\"x\"]\n{bad}\n");
+            let file: SpecFile = toml::from_str(&text).unwrap();
+            let err = file.into_spec(Some("b")).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
         let err = toml::from_str::<SpecFile>("port = 1\ncmd = [\"x\"]\nlayout = \"random\"\n")
             .unwrap_err()
             .to_string();

@@ -728,16 +728,170 @@ fn a_tenant_spec_file_sets_its_environment_and_working_directory() {
     p.ok(&["tenant", "swap-out", "web"]);
     check();
 
-    std::fs::write(
-        &spec,
-        format!(
-            "name = \"big\"\nport = {}\ncmd = [\"true\"]\nmemory_limit = \"1G\"\n",
-            free_port()
-        ),
-    )
-    .unwrap();
-    let err = p.fails(&["tenant", "add", "--spec", spec.to_str().unwrap()]);
-    assert!(err.contains("memory_limit"), "{err}");
+    // A key this version does not know, and a value it cannot honour, are errors naming them.
+    for (key, says) in [
+        ("cpu_quota = \"1\"", "cpu_quota"),
+        ("memory_limit = \"1Q\"", "memory_limit"),
+        ("cpu_weight = 0", "cpu_weight"),
+    ] {
+        std::fs::write(
+            &spec,
+            format!(
+                "name = \"big\"\nport = {}\ncmd = [\"true\"]\n{key}\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let err = p.fails(&["tenant", "add", "--spec", spec.to_str().unwrap()]);
+        assert!(err.contains(says), "{key}: {err}");
+    }
+}
+
+/// The cgroup of process `pid` in `controller` (v1; "" for the v2 hierarchy), from
+/// `/proc/PID/cgroup`.
+fn cgroup_of(pid: u64, controller: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| {
+        let mut fields = l.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let found = if controller.is_empty() {
+            controllers.is_empty()
+        } else {
+            controllers.split(',').any(|c| c == controller)
+        };
+        found.then(|| path.to_string())
+    })
+}
+
+/// The memory limit (bytes) and CPU weight (v1 `cpu.shares`, or v2 `cpu.weight` × 1024 / 100)
+/// of process `pid`'s cgroup, and that cgroup; read as an operator would, under /sys/fs/cgroup.
+fn cgroup_limits(pid: u64) -> (u64, u64, String) {
+    let read = |path: String| {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .trim()
+            .to_string()
+    };
+    match cgroup_of(pid, "memory") {
+        Some(group) => {
+            assert_eq!(cgroup_of(pid, "cpu").as_deref(), Some(group.as_str()));
+            let limit = read(format!(
+                "/sys/fs/cgroup/memory{group}/memory.limit_in_bytes"
+            ));
+            let shares = read(format!("/sys/fs/cgroup/cpu{group}/cpu.shares"));
+            (limit.parse().unwrap(), shares.parse().unwrap(), group)
+        }
+        None => {
+            let group = cgroup_of(pid, "").expect("a v2 cgroup");
+            let limit = read(format!("/sys/fs/cgroup{group}/memory.max"));
+            let weight: u64 = read(format!("/sys/fs/cgroup{group}/cpu.weight"))
+                .parse()
+                .unwrap();
+            (
+                limit.parse().unwrap_or(u64::MAX),
+                weight * 1024 / 100,
+                group,
+            )
+        }
+    }
+}
+
+/// A tenant with a memory limit and a CPU weight runs in a cgroup of its own with both set, and
+/// is back in it with both after a swap-out and a wake-up by a request (a lazy restore: its heap
+/// is over `whole_restore_below_mib`); its neighbour, without limits, in another with the
+/// defaults (after a whole restore). `rss_bytes` is the cgroup's. A sleeping tenant has no
+/// cgroup. A worker killed with -9 and started again finds both where they were. Past its limit
+/// the tenant is killed by the OOM killer; its neighbour answers on.
+#[test]
+fn a_tenant_runs_in_a_cgroup_of_its_own_with_its_limits_across_a_swap() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let mut worker = p.start_worker();
+    let port = free_port();
+    let mut args = counter_add_args_idle("lim", port, "0");
+    let at = args.iter().position(|a| a == "--").unwrap();
+    for (i, flag) in ["--memory-limit", "96M", "--cpu-weight", "50"]
+        .iter()
+        .enumerate()
+    {
+        args.insert(at + i, flag.to_string());
+    }
+    p.ok(&strs(&args));
+    let free = add_counter_idle(&p, "free", "0");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    assert_eq!(http_get(port, "/ballast?mb=40").unwrap(), "40");
+    assert_eq!(http_get(free, "/inc").unwrap(), "1");
+
+    let pid = |name| tenant(&p, name)["pid"].as_u64().unwrap();
+    let check = |when: &str| {
+        let (limit, shares, group) = cgroup_limits(pid("lim"));
+        assert_eq!((limit, shares), (96 << 20, 512), "{when}: {group}");
+        assert!(
+            group.starts_with("/picocenter/") && group.ends_with("/lim"),
+            "{when}: {group}"
+        );
+        let (limit, shares, other) = cgroup_limits(pid("free"));
+        assert!(limit >= 1 << 62, "{when}: no limit: {limit}");
+        assert_eq!(shares, 1024, "{when}");
+        assert!(other.ends_with("/free"), "{when}: {other}");
+        group
+    };
+    let group = check("started");
+    let t = tenant(&p, "lim");
+    assert_eq!(t["memory_limit"], 96 << 20, "{t}");
+    assert_eq!(t["cpu_weight"], 50, "{t}");
+    let rss = t["rss_bytes"].as_u64().unwrap();
+    assert!(rss > 40 << 20 && rss < 96 << 20, "rss_bytes {rss}");
+
+    let out = p.json(&["tenant", "swap-out", "lim"]);
+    assert!(out["rss_bytes"].as_u64().unwrap() > 40 << 20, "{out}");
+    p.ok(&["tenant", "swap-out", "free"]);
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/memory{group}")).exists()
+            && !std::path::Path::new(&format!("/sys/fs/cgroup{group}")).exists(),
+        "a sleeping tenant has no cgroup"
+    );
+    // Woken by requests, no swap-in command.
+    assert_eq!(http_get(port, "/inc").unwrap(), "2");
+    assert_eq!(http_get(free, "/inc").unwrap(), "2");
+    assert_eq!(tenant(&p, "lim")["last_swap_in"]["whole"], false);
+    assert_eq!(tenant(&p, "free")["last_swap_in"]["whole"], true);
+    assert_eq!(check("restored"), group);
+    // Its memory came back into its cgroup (charged there, not to the worker's), once the lazy
+    // restore has copied every page in.
+    let started = Instant::now();
+    while tenant(&p, "lim")["pages_pending"] == true {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "pages still pending"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rss = tenant(&p, "lim")["rss_bytes"].as_u64().unwrap();
+    eprintln!("lim: rss_bytes {} MiB after its lazy restore", rss >> 20);
+    assert!(rss > 40 << 20 && rss < 96 << 20, "rss_bytes {rss}");
+
+    worker.kill();
+    let _worker = p.start_worker();
+    assert_eq!(check("adopted"), group);
+    assert_eq!(http_get(port, "/inc").unwrap(), "3");
+    assert_eq!(http_get(free, "/inc").unwrap(), "3");
+
+    // Past its limit: the OOM killer, within its cgroup.
+    assert!(
+        http_get(port, "/ballast?mb=100").is_err(),
+        "killed mid-request"
+    );
+    assert_eq!(state(&p, "lim"), "exited");
+    let oom_control = format!("/sys/fs/cgroup/memory{group}/memory.oom_control");
+    if let Ok(text) = std::fs::read_to_string(&oom_control) {
+        assert!(text.contains("oom_kill 1"), "{oom_control}: {text}");
+    }
+    assert_eq!(
+        http_get(free, "/inc").unwrap(),
+        "4",
+        "the neighbour answers on"
+    );
 }
 
 /// SIGUSR2: the worker re-executes itself (an upgrade in place), handing its tenants and their

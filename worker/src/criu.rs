@@ -185,10 +185,28 @@ impl Criu {
         netns: Option<&Path>,
         view: Option<&View>,
     ) -> Result<()> {
+        self.dump_cgroups(pid, images, work, netns, view, &[]).await
+    }
+
+    /// [`Criu::dump`] recording the tree's cgroups in the hierarchies `cgroup_controllers` only
+    /// (each as `/proc/PID/cgroup` names it: "memory", "cpu,cpuacct", "" for v2); all of them
+    /// when empty. A restore then sets up (mounts, moves the tree into) those alone.
+    pub async fn dump_cgroups(
+        &self,
+        pid: u32,
+        images: &Path,
+        work: &Path,
+        netns: Option<&Path>,
+        view: Option<&View>,
+        cgroup_controllers: &[String],
+    ) -> Result<()> {
         let mut cmd = self.command("dump", images, work, "dump.log");
         cmd.arg("-t").arg(pid.to_string()).arg("--tcp-established");
         for external in view.map(View::dump_externals).unwrap_or_default() {
             cmd.arg("--external").arg(external);
+        }
+        for controllers in cgroup_controllers {
+            cmd.arg("--cgroup-dump-controller").arg(controllers);
         }
         let _ns = inside(&mut cmd, netns)?;
         self.run("dump", cmd, work, "dump.log").await

@@ -86,6 +86,8 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         swap_out_all(&worker).await;
     }
     stop_serving(&worker).await;
+    // Gone only when no tenant's cgroup is left in it (every tenant asleep or removed).
+    worker.cgroups.remove_worker_group();
     Ok(())
 }
 

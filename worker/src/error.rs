@@ -70,6 +70,16 @@ pub enum Error {
     #[error("bad request: tenant name {0:?} must be 1-63 letters, digits, '.', '_' or '-'")]
     InvalidTenantName(String),
 
+    #[error("bad request: tenant {tenant}: {reason}")]
+    BadLimits { tenant: String, reason: String },
+
+    #[error("cannot give tenant {tenant} its cgroup (memory limit, CPU weight): {source}")]
+    Cgroup {
+        tenant: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("bad request: no command given for tenant {0:?}")]
     NoCommand(String),
 

@@ -52,6 +52,8 @@ pub struct Worker {
     pub(crate) metrics: Metrics,
     /// The paths no sandboxed tenant may see ([`WorkerConfig::secrets`]).
     pub(crate) secrets: Vec<PathBuf>,
+    /// Where tenants' cgroups are (see `cgroup`).
+    pub(crate) cgroups: crate::cgroup::Cgroups,
 }
 
 impl Worker {
@@ -66,6 +68,7 @@ impl Worker {
             secrets,
             swap_slots: tokio::sync::Semaphore::new(config.max_concurrent_swaps.max(1)),
             swap_ins_waiting: std::sync::atomic::AtomicUsize::new(0),
+            cgroups: crate::cgroup::Cgroups::detect(&config.tenants_dir),
             criu_spares: config.warm_criu.then(|| CriuSpares::start(&criu)),
             whole_staging: WholeStaging::new(
                 config.mounts_dir.join(".whole"),

@@ -15,6 +15,7 @@
 mod activeset;
 mod activity;
 mod api;
+pub mod cgroup;
 pub mod config;
 pub mod confine;
 mod crashpoint;

@@ -25,6 +25,9 @@ impl Worker {
         }
         let mut info = rt.info.clone();
         info.last_active = Some(slot.activity.last_ms());
+        if info.state == TenantState::Running {
+            info.rss_bytes = self.cgroup_memory(name).or(info.rss_bytes);
+        }
         // Recorded at the swap-in; its background copy marks the end on disk only (it may not
         // take the runtime lock: a swap-out holding it waits for the copy).
         info.pages_pending =
@@ -49,6 +52,7 @@ impl Worker {
             workdir,
             sandbox,
             read_only,
+            limits,
         } = spec;
         let name = name.as_str();
         if !pagestore::manifest::valid_tenant_name(name) {
@@ -57,6 +61,19 @@ impl Worker {
         let Some((program, args)) = cmd.split_first() else {
             return Err(Error::NoCommand(name.to_string()));
         };
+        limits.check().map_err(|reason| Error::BadLimits {
+            tenant: name.to_string(),
+            reason,
+        })?;
+        if let (true, Some(why)) = (limits != Default::default(), self.cgroups.unavailable()) {
+            return Err(Error::BadLimits {
+                tenant: name.to_string(),
+                reason: format!(
+                    "this worker runs its tenants without cgroups ({why}): its memory_limit and \
+                     cpu_weight cannot be applied"
+                ),
+            });
+        }
         self.tenants.check_free(name, port)?;
         // The public port is the worker's from now on: taken first, so that a port in use
         // fails the add before anything starts.
@@ -146,6 +163,10 @@ impl Worker {
             .stdout(log)
             .stderr(log_err);
         crate::launch::as_tenant(&mut command, deterministic, Some(ns), confined);
+        if let Err(e) = self.join_cgroup_at_exec(name, &limits, &mut command) {
+            let _ = crate::netns::remove(&pin);
+            return Err(e);
+        }
         let mut command = tokio::process::Command::from(command);
         let runtime = tokio::runtime::Handle::current();
         // A thread of its own forks the tenant (see `launch`): off the async workers.
@@ -161,6 +182,7 @@ impl Worker {
             Ok(child) => child,
             Err(e) => {
                 let _ = crate::netns::remove(&pin);
+                self.drop_cgroup(name).await;
                 return Err(Error::Start {
                     name: name.to_string(),
                     reason: format!("{program}: {e}"),
@@ -198,6 +220,7 @@ impl Worker {
             idle_timeout_ms: idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
             last_active: Some(pagestore::clock::now_ms()),
             rss_bytes: None,
+            limits,
             restore_failures: 0,
             failure: None,
             staging: None,
@@ -207,6 +230,7 @@ impl Worker {
         if let Err(e) = self.wait_listening(&slot, pid, &log_path).await {
             kill_tree(pid).await;
             let _ = crate::netns::remove(&pin);
+            self.drop_cgroup(name).await;
             return Err(e);
         }
         info.save(&dirs)?;
@@ -214,6 +238,25 @@ impl Worker {
         let slot = self.tenants.insert_slot(name, slot);
         self.serve(&slot, listener);
         Ok(info)
+    }
+
+    /// Makes tenant `name`'s cgroup with `limits` and has `command` join it before it executes
+    /// (see `cgroup`).
+    fn join_cgroup_at_exec(
+        &self,
+        name: &str,
+        limits: &crate::cgroup::Limits,
+        command: &mut std::process::Command,
+    ) -> Result<()> {
+        let Some(cgroup) = self.prepare_cgroup(name, limits)? else {
+            return Ok(());
+        };
+        let procs = cgroup.open_procs().map_err(|source| Error::Cgroup {
+            tenant: name.to_string(),
+            source,
+        })?;
+        crate::cgroup::join_before_exec(command, procs);
+        Ok(())
     }
 
     /// Waits until the tenant of `slot` (process `pid`) listens on its port inside its
@@ -263,6 +306,7 @@ impl Worker {
                 kill_tree(pid).await;
             }
         }
+        self.drop_cgroup(name).await;
         // First the checkpoints: if the store is unreachable, `rm` fails and can be run again.
         let gone = self.store.forget(name).await?;
         info!(checkpoints = gone.len(), "checkpoints forgotten");

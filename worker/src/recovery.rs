@@ -12,6 +12,8 @@
 //!   it has not been dumped since).
 //! - `running` whose processes are gone: `exited`.
 //!
+//! A tenant left running keeps its cgroup (`cgroup`); the cgroup of any other is removed.
+//!
 //! Mounts the predecessor left under the worker's home are detached first.
 
 use std::path::Path;
@@ -53,6 +55,7 @@ impl Worker {
             if let Err(e) = self.recover_tenant(&slot).await {
                 warn!(tenant = %slot.name, error = %e, "could not settle the tenant");
             }
+            self.settle_cgroup(&slot).await;
         }
         Ok(())
     }
@@ -104,6 +107,21 @@ impl Worker {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A running tenant stays in its cgroup (its processes outlived the worker there; one started
+    /// by a worker without cgroups is moved in); any other has none left.
+    async fn settle_cgroup(&self, slot: &TenantSlot) {
+        let (state, pid, limits) = {
+            let rt = slot.runtime.lock().await;
+            (rt.info.state, rt.info.pid, rt.info.limits)
+        };
+        match (state, pid) {
+            (TenantState::Running, Some(pid)) if process_alive(pid) => {
+                self.keep_in_cgroup(&slot.name, pid, &limits);
+            }
+            _ => self.drop_cgroup(&slot.name).await,
+        }
     }
 
     /// Ingests and commits the complete dump in the tenant's staging directory.

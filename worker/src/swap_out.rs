@@ -15,7 +15,6 @@ use tracing::{info, warn};
 use crate::crashpoint;
 use crate::error::{Error, Result};
 use crate::host::{finish_restoring, TenantRuntime, TenantSlot, Worker, LAZY_COPY_LIMIT};
-use crate::host_memory::rss;
 use crate::process::{process_alive, process_tree, wait_gone};
 use crate::supervisor::Reason;
 use crate::tenant::{elapsed_ms, fresh_dir, SwapOutReport, TenantInfo, TenantState};
@@ -55,7 +54,7 @@ impl Worker {
         // The whole tree dies with the dump; it is reaped before the ingest, so that its memory
         // is free again (a restore needs none of its pids: see `launch`).
         let tree = process_tree(pid);
-        let rss_bytes: u64 = tree.iter().filter_map(|&p| rss(p)).sum();
+        let rss_bytes = self.memory_in_use(name, pid);
         // Recorded before the dump: a worker killed from here on finds the dump (complete or
         // not) and settles it at its restart (`recovery`).
         rt.info.state = TenantState::SwappingOut;
@@ -65,12 +64,13 @@ impl Worker {
         crashpoint::hit("swap-out:registry-saved");
         if let Err(e) = self
             .criu
-            .dump(
+            .dump_cgroups(
                 pid,
                 &staging,
                 &work,
                 slot.netns.as_deref(),
                 slot.view.as_ref(),
+                &self.cgroup_hierarchies_of(name, pid),
             )
             .await
         {
@@ -86,6 +86,8 @@ impl Worker {
         for p in tree {
             wait_gone(p, DUMPED_GONE_WITHIN).await;
         }
+        // A sleeping tenant keeps no cgroup; its restore makes it again.
+        self.drop_cgroup(name).await;
 
         let ingest_started = Instant::now();
         let report = match self.ingest_with_locality(&slot, name, &staging).await {
@@ -150,18 +152,23 @@ impl Worker {
         work: &Path,
     ) -> Result<String> {
         rt.info.staging = None;
-        let outcome = match self
-            .criu
-            .restore(
-                staging,
-                work,
-                false,
-                slot.netns.as_deref(),
-                slot.view.as_ref(),
-            )
-            .await
-        {
+        let restored = match self.prepare_cgroup(&slot.name, &rt.info.limits) {
+            Ok(_) => {
+                self.criu
+                    .restore(
+                        staging,
+                        work,
+                        false,
+                        slot.netns.as_deref(),
+                        slot.view.as_ref(),
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let outcome = match restored {
             Ok(pid) => {
+                self.keep_in_cgroup(&slot.name, pid, &rt.info.limits);
                 rt.info.pid = Some(pid);
                 rt.info.state = TenantState::Running;
                 format!("the tenant was restored from its dump and keeps running (pid {pid})")

@@ -80,7 +80,12 @@ pub struct TenantInfo {
     /// When a byte last crossed one of its connections, or it last started or woke (Unix ms).
     #[serde(default)]
     pub last_active: Option<u64>,
-    /// Its memory use when last seen running (resident set of its process tree), bytes.
+    /// Its memory limit and CPU weight (see `cgroup`).
+    #[serde(default, flatten)]
+    pub limits: crate::cgroup::Limits,
+    /// Its memory in use: anonymous and shared memory of its cgroup (`cgroup`) while it runs,
+    /// at its last swap-out while it sleeps; without cgroups, the resident set of its process
+    /// tree at its last swap-out. Bytes.
     #[serde(default)]
     pub rss_bytes: Option<u64>,
     /// Restores that failed since its last good one.
@@ -129,6 +134,9 @@ pub struct TenantSpec {
     /// command names (see [`crate::sandbox::shown_read_only`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_only: Vec<PathBuf>,
+    /// Its memory limit and CPU weight (see `cgroup`).
+    #[serde(default, flatten)]
+    pub limits: crate::cgroup::Limits,
 }
 
 fn sandboxed_by_default() -> bool {
@@ -159,7 +167,8 @@ pub struct SwapOutReport {
     pub locality_pages: u64,
     #[serde(default)]
     pub locality_bytes: u64,
-    /// The tenant's resident memory just before the dump (what the swap-out freed).
+    /// The tenant's memory in use just before the dump, what the swap-out freed (see
+    /// [`TenantInfo::rss_bytes`]).
     #[serde(default)]
     pub rss_bytes: u64,
 }

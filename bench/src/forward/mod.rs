@@ -261,6 +261,7 @@ impl Forwarded {
                 workdir: None,
                 sandbox: false,
                 read_only: Vec::new(),
+                limits: Default::default(),
             }))
             .await?;
         Ok(Forwarded { worker, port })

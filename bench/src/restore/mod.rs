@@ -466,6 +466,7 @@ async fn lazy_modes(
             workdir: None,
             sandbox: false,
             read_only: Vec::new(),
+            limits: Default::default(),
         }),
     )
     .await?;

@@ -57,13 +57,16 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         | Error::AlreadySwappedOut { .. }
         | Error::NotSwappedOut { .. }
         | Error::NotRunning { .. } => StatusCode::CONFLICT,
-        Error::InvalidTenantName(_) | Error::NoCommand(_) => StatusCode::BAD_REQUEST,
+        Error::InvalidTenantName(_) | Error::NoCommand(_) | Error::BadLimits { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         Error::NotRoot
         | Error::CriuMissing { .. }
         | Error::CriuTooOld { .. }
         | Error::Criu { .. }
         | Error::StartTimeout { .. }
         | Error::Start { .. }
+        | Error::Cgroup { .. }
         | Error::SwapOutNotCommitted { .. }
         | Error::WorkerNotRunning { .. }
         | Error::WorkerAlreadyRunning { .. }

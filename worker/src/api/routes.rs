@@ -202,6 +202,10 @@ pub(crate) mod tests {
                 workdir: None,
                 sandbox: true,
                 read_only: vec!["/srv/app".into()],
+                limits: crate::cgroup::Limits {
+                    memory_limit: Some(256 << 20),
+                    cpu_weight: Some(50),
+                },
             }),
             Request::Status { name: name() },
             Request::Rm { name: name() },

@@ -77,11 +77,18 @@ impl Worker {
         rt.info.save(&slot.dirs)?;
         crashpoint::hit("swap-in:registry-saved");
         let swap = self.metrics.swap_started(crate::metrics::SwapOp::In);
-        match self
-            .restore_checkpoint(&slot, &mut rt, name, checkpoint_id, use_activeset, install)
-            .await
-        {
+        let limits = rt.info.limits;
+        let restored = match self.prepare_cgroup(name, &limits) {
+            // CRIU puts the tree back into the cgroup it was dumped from: this one.
+            Ok(_) => {
+                self.restore_checkpoint(&slot, &mut rt, name, checkpoint_id, use_activeset, install)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match restored {
             Ok(report) => {
+                self.keep_in_cgroup(name, report.pid, &limits);
                 crashpoint::hit("swap-in:recorded");
                 swap.succeeded();
                 Ok(report)
@@ -100,6 +107,7 @@ impl Worker {
                     error = %e,
                     "restore failed; the checkpoint is kept"
                 );
+                self.drop_cgroup(name).await;
                 rt.info.save(&slot.dirs)?;
                 Err(e)
             }
