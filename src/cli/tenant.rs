@@ -28,8 +28,8 @@ pub enum TenantCommand {
         /// Its name (from the spec file when omitted there).
         name: Option<String>,
         /// A TOML tenant spec: name, port, cmd, env, workdir, idle_timeout, layout, sandbox,
-        /// read_only, memory_limit, cpu_weight.
-        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "memory_limit", "cpu_weight", "cmd"])]
+        /// read_only, memory_limit, cpu_weight, proxy_protocol.
+        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "memory_limit", "cpu_weight", "proxy_protocol", "cmd"])]
         spec: Option<PathBuf>,
         /// The TCP port it serves on (the worker's on the host, the tenant's inside its network
         /// namespace).
@@ -66,6 +66,10 @@ pub enum TenantCommand {
         /// Its CPU weight against other tenants, 1..10000 (default 100).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         cpu_weight: Option<u32>,
+        /// Start each connection forwarded to it with a PROXY protocol v2 header naming the
+        /// client's address (for nginx's `proxy_protocol`, HAProxy...; default off).
+        #[arg(long)]
+        proxy_protocol: bool,
         #[arg(last = true, required_unless_present = "spec")]
         cmd: Vec<String>,
     },
@@ -120,6 +124,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             read_only,
             memory_limit,
             cpu_weight,
+            proxy_protocol,
             cmd,
         } => {
             let spec = match spec {
@@ -140,6 +145,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
                         memory_limit: *memory_limit,
                         cpu_weight: *cpu_weight,
                     },
+                    proxy_protocol: *proxy_protocol,
                 },
             };
             let name = spec.name.clone();
@@ -323,6 +329,9 @@ struct SpecFile {
     memory_limit: Option<MemorySize>,
     /// As `--cpu-weight`: 1..10000.
     cpu_weight: Option<u32>,
+    /// As `--proxy-protocol`.
+    #[serde(default)]
+    proxy_protocol: bool,
 }
 
 fn yes() -> bool {
@@ -398,6 +407,7 @@ impl SpecFile {
             sandbox: self.sandbox,
             read_only: self.read_only,
             limits,
+            proxy_protocol: self.proxy_protocol,
         })
     }
 }

@@ -27,6 +27,21 @@ pub fn wait_port(port: u16, limit: Duration) -> bool {
     false
 }
 
+/// `GET path` of `HTTP/1.0` on the loopback `port`, as [`http_get`], also returning the
+/// client's own address (what a server behind a proxy should learn); `None` on any failure.
+pub fn http_get_from(port: u16, path: &str) -> Option<(std::net::SocketAddr, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let local = s.local_addr().ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| (local, body.to_string()))
+}
+
 /// Runs `redis-cli -p PORT ARGS...` and returns its trimmed stdout.
 pub fn redis_cli(port: u16, args: &[&str]) -> String {
     let out = std::process::Command::new("redis-cli")

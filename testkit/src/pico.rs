@@ -111,6 +111,34 @@ impl Pico {
         }
     }
 
+    /// Starts `pico worker run` on this home under `launcher` (a program that runs its
+    /// arguments, such as `systemd-socket-activate -l PORT`), without waiting for it to serve:
+    /// such a launcher may start it only on its first connection.
+    pub fn spawn_worker_via(&self, launcher: &[&str]) -> Worker<'_> {
+        let _ = std::fs::remove_file(self.socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.join("worker.log"))
+            .unwrap();
+        let (program, args) = launcher.split_first().expect("a launcher");
+        let child = Command::new(program)
+            .args(args)
+            .arg(&self.bin)
+            .arg("--home")
+            .arg(&self.home)
+            .args(["worker", "run"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Worker {
+            pico: self,
+            child: Some(child),
+        }
+    }
+
     /// The worker's Prometheus scrape (`GET /metrics` on its socket).
     pub fn metrics(&self) -> String {
         let socket = self.socket();

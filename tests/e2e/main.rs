@@ -6,6 +6,7 @@
 mod api;
 mod bench_forward;
 mod dense_host;
+mod ports;
 
 use std::time::Duration;
 

@@ -152,6 +152,10 @@ fn serve_public_ports(worker: &Arc<Worker>) {
     // Sockets a previous image of this worker handed over (SIGUSR2, `handover`); the ports of
     // tenants removed since close with the map.
     let mut inherited = crate::handover::inherited();
+    // And sockets systemd holds for us (socket activation).
+    for (port, listener) in crate::socket_activation::listeners() {
+        inherited.entry(port).or_insert(listener);
+    }
     for slot in worker.tenants.all() {
         if slot.netns.is_none() {
             warn!(tenant = %slot.name, "no network namespace (added by an older worker): its port is not served");
@@ -168,6 +172,11 @@ fn serve_public_ports(worker: &Arc<Worker>) {
             }
         }
     }
+    // Kept for the `tenant add` of their ports.
+    if !inherited.is_empty() {
+        info!(ports = ?inherited.keys().collect::<Vec<_>>(), "sockets kept for tenants not added yet");
+    }
+    crate::host::lock_std(&worker.spare_listeners).extend(inherited);
 }
 
 /// Swaps every running tenant out, `max_concurrent_swaps` at a time, before the worker exits.

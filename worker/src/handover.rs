@@ -47,14 +47,20 @@ pub(crate) async fn drain(worker: &Worker) {
 /// inherited. Returns only if the exec failed (the error says why).
 pub(crate) fn reexec(worker: &Worker) -> std::io::Error {
     let mut pairs = Vec::new();
+    let mut keep = |port: u16, fd: RawFd| {
+        // SAFETY: fcntl on a descriptor the worker owns; only its close-on-exec flag changes.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == 0 {
+            pairs.push(format!("{port}={fd}"));
+        }
+    };
     for slot in worker.tenants.all() {
         if let Some(listener) = lock_std(&slot.listening).as_ref() {
-            let fd = listener.as_raw_fd();
-            // SAFETY: fcntl on a descriptor this slot owns; only its close-on-exec flag changes.
-            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == 0 {
-                pairs.push(format!("{}={fd}", slot.port));
-            }
+            keep(slot.port, listener.as_raw_fd());
         }
+    }
+    // Sockets systemd passed for ports no tenant has yet.
+    for (port, listener) in lock_std(&worker.spare_listeners).iter() {
+        keep(*port, listener.as_raw_fd());
     }
     let exe = match std::env::current_exe() {
         // An upgraded binary replaced the file: the path, not the deleted inode.
@@ -114,7 +120,7 @@ fn parse(text: &str) -> Vec<(u16, RawFd)> {
 }
 
 /// Whether `fd` is an open socket in the listening state.
-fn is_listening_socket(fd: RawFd) -> bool {
+pub(crate) fn is_listening_socket(fd: RawFd) -> bool {
     let mut listening: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `listening`.

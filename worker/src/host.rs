@@ -54,6 +54,9 @@ pub struct Worker {
     pub(crate) secrets: Vec<PathBuf>,
     /// Where tenants' cgroups are (see `cgroup`).
     pub(crate) cgroups: crate::cgroup::Cgroups,
+    /// Listening sockets handed over (by systemd or a previous image) for ports no tenant has
+    /// yet: the `tenant add` of such a port takes its socket.
+    pub(crate) spare_listeners: Mutex<std::collections::HashMap<u16, std::net::TcpListener>>,
 }
 
 impl Worker {
@@ -65,6 +68,7 @@ impl Worker {
         let host_netns = HostNetns::current().map_err(|e| Error::io("/proc/self/ns/net", e))?;
         Ok(Worker {
             host_netns,
+            spare_listeners: Mutex::new(Default::default()),
             secrets,
             swap_slots: tokio::sync::Semaphore::new(config.max_concurrent_swaps.max(1)),
             swap_ins_waiting: std::sync::atomic::AtomicUsize::new(0),
@@ -187,6 +191,8 @@ pub(crate) struct TenantSlot {
     pub netns_file: Option<std::fs::File>,
     /// Its sandbox's view, when it runs in one (CRIU dumps and restores its mounts).
     pub view: Option<crate::sandbox::View>,
+    /// Each connection forwarded to it starts with a PROXY protocol v2 header.
+    pub proxy_protocol: bool,
     /// Held shared by every forwarded connection, exclusively by a swap-out or swap-in: the
     /// tenant's state changes only while no connection is forwarded to it.
     pub gate: tokio::sync::RwLock<()>,
@@ -222,6 +228,7 @@ impl TenantSlot {
         TenantSlot {
             netns_file,
             view,
+            proxy_protocol: info.proxy_protocol,
             name: info.name.clone(),
             activity: Activity::new(info.last_active.unwrap_or_else(pagestore::clock::now_ms)),
             netns,

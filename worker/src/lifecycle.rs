@@ -53,6 +53,7 @@ impl Worker {
             sandbox,
             read_only,
             limits,
+            proxy_protocol,
         } = spec;
         let name = name.as_str();
         if !pagestore::manifest::valid_tenant_name(name) {
@@ -77,11 +78,13 @@ impl Worker {
         self.tenants.check_free(name, port)?;
         // The public port is the worker's from now on: taken first, so that a port in use
         // fails the add before anything starts.
-        let listener = crate::serving::bind_public(self.config.listen_addr, port).map_err(|e| {
-            Error::Start {
-                name: name.to_string(),
-                reason: format!("port {port} cannot be listened on: {e}"),
-            }
+        let spare = crate::host::lock_std(&self.spare_listeners).remove(&port);
+        let listener = spare
+            .map(Ok)
+            .unwrap_or_else(|| crate::serving::bind_public(self.config.listen_addr, port));
+        let listener = listener.map_err(|e| Error::Start {
+            name: name.to_string(),
+            reason: format!("port {port} cannot be listened on: {e}"),
         })?;
         if let Some(dir) = &workdir {
             if !dir.is_absolute() || !dir.is_dir() {
@@ -221,6 +224,7 @@ impl Worker {
             last_active: Some(pagestore::clock::now_ms()),
             rss_bytes: None,
             limits,
+            proxy_protocol,
             restore_failures: 0,
             failure: None,
             staging: None,

@@ -209,11 +209,37 @@ async fn forward(worker: Arc<Worker>, slot: Arc<TenantSlot>, client: TcpStream, 
         }
     };
     let _ = upstream.set_nodelay(true);
+    if slot.proxy_protocol {
+        if let Err(e) = send_proxy_header(&client, &upstream, peer).await {
+            warn!(tenant = %slot.name, %peer, error = %e, "connection closed: no PROXY header sent");
+            return;
+        }
+    }
     let first_answer = woke.then_some(accepted);
     tokio::select! {
         _ = pump(client, upstream, &slot.activity, first_answer, &worker, &slot.name) => {}
         _ = closing.changed() => debug!(tenant = %slot.name, %peer, "connection closed for a swap-out"),
     }
+}
+
+/// Writes the PROXY protocol v2 header of the connection from `peer` to `client`'s public
+/// address on `upstream`, before any byte of the client's.
+async fn send_proxy_header(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    let header = crate::proxy_header::encode(peer, client.local_addr()?);
+    let mut written = 0;
+    while written < header.len() {
+        upstream.writable().await?;
+        match upstream.try_write(&header[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Copies both ways until both directions have ended, touching `activity` at every read. With

@@ -83,6 +83,10 @@ pub struct TenantInfo {
     /// Its memory limit and CPU weight (see `cgroup`).
     #[serde(default, flatten)]
     pub limits: crate::cgroup::Limits,
+    /// Each connection forwarded to it starts with a PROXY protocol v2 header naming the
+    /// client (see `proxy_header`).
+    #[serde(default)]
+    pub proxy_protocol: bool,
     /// Its memory in use: anonymous and shared memory of its cgroup (`cgroup`) while it runs,
     /// at its last swap-out while it sleeps; without cgroups, the resident set of its process
     /// tree at its last swap-out. Bytes.
@@ -137,6 +141,10 @@ pub struct TenantSpec {
     /// Its memory limit and CPU weight (see `cgroup`).
     #[serde(default, flatten)]
     pub limits: crate::cgroup::Limits,
+    /// Start each connection forwarded to it with a PROXY protocol v2 header naming the client
+    /// (off by default: a tenant that does not expect one would take it for its request).
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 fn sandboxed_by_default() -> bool {

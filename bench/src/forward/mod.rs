@@ -262,6 +262,7 @@ impl Forwarded {
                 sandbox: false,
                 read_only: Vec::new(),
                 limits: Default::default(),
+                proxy_protocol: false,
             }))
             .await?;
         Ok(Forwarded { worker, port })

@@ -467,6 +467,7 @@ async fn lazy_modes(
             sandbox: false,
             read_only: Vec::new(),
             limits: Default::default(),
+            proxy_protocol: false,
         }),
     )
     .await?;

@@ -206,6 +206,7 @@ pub(crate) mod tests {
                     memory_limit: Some(256 << 20),
                     cpu_weight: Some(50),
                 },
+                proxy_protocol: true,
             }),
             Request::Status { name: name() },
             Request::Rm { name: name() },

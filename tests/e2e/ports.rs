@@ -1,0 +1,94 @@
+//! The tenants' public ports beyond forwarding: the client's address handed to a tenant that
+//! asks for it (PROXY protocol v2), and ports held by systemd while no worker runs (socket
+//! activation).
+
+use std::time::Duration;
+
+use testkit::net::{free_port, http_get, http_get_from};
+
+use super::{counter_add_args, pico, strs, tenant};
+
+/// A tenant added with `--proxy-protocol` learns each client's address and port from the
+/// header its connections start with, also on the connection that wakes it; one without it gets
+/// its requests as they were sent.
+#[test]
+fn a_tenant_that_asks_learns_its_clients_address_from_a_proxy_header() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let echo = testkit::repo_root().join("deploy/apps/proxyecho.py");
+    let add = |name: &str, proxy: bool| {
+        let port = free_port();
+        let port_s = port.to_string();
+        let mut args = vec![
+            "tenant",
+            "add",
+            name,
+            "--port",
+            &port_s,
+            "--idle-timeout",
+            "0",
+        ];
+        if proxy {
+            args.push("--proxy-protocol");
+        }
+        args.extend(["--", "python3", echo.to_str().unwrap(), &port_s]);
+        p.ok(&args);
+        port
+    };
+    let with = add("with", true);
+    let without = add("without", false);
+    assert_eq!(tenant(&p, "with")["proxy_protocol"], true);
+
+    let check = |when: &str| {
+        let (client, answer) = http_get_from(with, "/").expect("an answer");
+        assert_eq!(answer, client.to_string(), "{when}");
+        let (_, answer) = http_get_from(without, "/").expect("an answer");
+        assert_eq!(answer, "no header", "{when}");
+    };
+    check("running");
+    p.ok(&["tenant", "swap-out", "with"]);
+    check("on the connection that woke it");
+}
+
+/// Started by systemd's socket activation (`systemd-socket-activate`, as a `.socket` unit
+/// would): the first connection, made while no worker runs, waits in the socket systemd holds,
+/// starts the worker, and is answered by the tenant it was for. A port held for a tenant not
+/// added yet is taken by its `tenant add`.
+#[test]
+fn a_worker_started_by_socket_activation_answers_the_connection_that_started_it() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let mut first = p.start_worker();
+    let port = free_port();
+    p.ok(&strs(&counter_add_args("counter", port)));
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    // Stopped: swapped out (`on_stop`), and nothing listens on its port.
+    first.stop();
+    drop(first);
+    assert!(!testkit::net::is_listening(port));
+
+    let later = free_port();
+    let listen = |port: u16| format!("127.0.0.1:{port}");
+    let (a, b) = (listen(port), listen(later));
+    let _worker = p.spawn_worker_via(&["systemd-socket-activate", "-l", &a, "-l", &b]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !p.socket().exists(),
+        "the worker waits for a first connection"
+    );
+    assert_eq!(
+        http_get(port, "/inc").unwrap(),
+        "2",
+        "the connection that started the worker, answered with the tenant's state"
+    );
+    let log = p.worker_log();
+    assert!(
+        log.contains("took over listening sockets from systemd"),
+        "{log}"
+    );
+
+    // systemd-socket-activate still holds `later` too: a bind of it would fail.
+    p.ok(&strs(&counter_add_args("later", later)));
+    assert_eq!(http_get(later, "/inc").unwrap(), "1");
+}
