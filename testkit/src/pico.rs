@@ -82,11 +82,7 @@ impl Pico {
     /// appended across restarts).
     pub fn start_worker_with_env(&self, env: &[(&str, &str)]) -> Worker<'_> {
         let _ = std::fs::remove_file(self.socket());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.home.join("worker.log"))
-            .unwrap();
+        let log = self.worker_log_file();
         let child = self
             .command(&["worker", "run"])
             .envs(env.iter().copied())
@@ -116,11 +112,7 @@ impl Pico {
     /// such a launcher may start it only on its first connection.
     pub fn spawn_worker_via(&self, launcher: &[&str]) -> Worker<'_> {
         let _ = std::fs::remove_file(self.socket());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.home.join("worker.log"))
-            .unwrap();
+        let log = self.worker_log_file();
         let (program, args) = launcher.split_first().expect("a launcher");
         let child = Command::new(program)
             .args(args)
@@ -158,6 +150,15 @@ impl Pico {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
             .parse()
+            .unwrap()
+    }
+
+    /// `worker.log`, opened for a worker's stdout and stderr (appended across restarts).
+    fn worker_log_file(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.join("worker.log"))
             .unwrap()
     }
 

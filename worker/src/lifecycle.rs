@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::host::{TenantSlot, Worker};
 use crate::process::{kill_tree, process_alive};
 use crate::readiness::probe_tenant;
-use crate::tenant::{TenantDirs, TenantInfo, TenantSpec, TenantState, DEFAULT_IDLE_TIMEOUT_MS};
+use crate::tenant::{TenantDirs, TenantInfo, TenantSpec, TenantState};
 
 impl Worker {
     /// The tenant's record, with its state brought up to date (a process may have exited).
@@ -38,99 +38,135 @@ impl Worker {
     }
 
     /// Starts a new tenant: pid 1 of its own PID namespace, in a network namespace of its own
-    /// (loopback only), with its own working directory and log file; waits until it listens on
-    /// its port inside, then serves its public port (see `serving`). With `deterministic`, ASLR
-    /// is off and hash seeds are fixed, so that tenants running the same program share pages.
+    /// (loopback only), in its sandbox and cgroup, with its own working directory and log file;
+    /// waits until it listens on its port inside, then serves its public port (see `serving`).
+    /// With `deterministic`, ASLR is off and hash seeds are fixed, so that tenants running the
+    /// same program share pages.
     pub async fn add(self: &Arc<Self>, spec: TenantSpec) -> Result<TenantInfo> {
-        let TenantSpec {
-            name,
-            port,
-            cmd,
-            deterministic,
-            idle_timeout_ms,
-            env,
-            workdir,
-            sandbox,
-            read_only,
-            limits,
-            proxy_protocol,
-        } = spec;
+        self.check_spec(&spec)?;
+        let name = spec.name.clone();
         let name = name.as_str();
-        if !pagestore::manifest::valid_tenant_name(name) {
-            return Err(Error::InvalidTenantName(name.to_string()));
-        }
-        let Some((program, args)) = cmd.split_first() else {
-            return Err(Error::NoCommand(name.to_string()));
-        };
-        limits.check().map_err(|reason| Error::BadLimits {
-            tenant: name.to_string(),
-            reason,
-        })?;
-        if let (true, Some(why)) = (limits != Default::default(), self.cgroups.unavailable()) {
-            return Err(Error::BadLimits {
-                tenant: name.to_string(),
-                reason: format!(
-                    "this worker runs its tenants without cgroups ({why}): its memory_limit and \
-                     cpu_weight cannot be applied"
-                ),
-            });
-        }
-        self.tenants.check_free(name, port)?;
         // The public port is the worker's from now on: taken first, so that a port in use
         // fails the add before anything starts.
-        let spare = crate::host::lock_std(&self.spare_listeners).remove(&port);
-        let listener = spare
-            .map(Ok)
-            .unwrap_or_else(|| crate::serving::bind_public(self.config.listen_addr, port));
-        let listener = listener.map_err(|e| Error::Start {
-            name: name.to_string(),
-            reason: format!("port {port} cannot be listened on: {e}"),
-        })?;
-        if let Some(dir) = &workdir {
-            if !dir.is_absolute() || !dir.is_dir() {
-                return Err(Error::Start {
-                    name: name.to_string(),
-                    reason: format!(
-                        "its working directory {} must be an absolute path to a directory",
-                        dir.display()
-                    ),
-                });
-            }
-        }
-        if let Some(path) = read_only.iter().find(|p| !p.is_absolute() || !p.exists()) {
-            return Err(Error::Start {
-                name: name.to_string(),
-                reason: format!(
-                    "its read-only path {} must be an absolute path that exists",
-                    path.display()
-                ),
-            });
-        }
+        let listener = self.take_public_port(name, spec.port)?;
         let dirs = TenantDirs::new(&self.config.tenants_dir, name);
-        let cwd = match &workdir {
-            Some(dir) => dir.clone(),
-            None => dirs.cwd(),
-        };
+        let cwd = spec.workdir.clone().unwrap_or_else(|| dirs.cwd());
         for dir in [&dirs.root, &cwd] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let pin = dirs.netns();
-        let _ = crate::netns::remove(&pin);
-        let made = {
-            let pin = pin.clone();
-            tokio::task::spawn_blocking(move || crate::netns::create(&pin)).await
+        let read_only = if spec.sandbox {
+            crate::sandbox::shown_read_only(
+                &spec.cmd,
+                &spec.read_only,
+                &cwd,
+                &dirs.root,
+                &self.secrets,
+            )
+            .map_err(|reason| start_error(name, reason))?
+        } else {
+            spec.read_only.clone()
         };
-        match made {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::io(&pin, e)),
+        let ns = make_netns(&dirs).await?;
+        let pid = match self.spawn_tenant(&spec, &dirs, &cwd, &read_only, ns).await {
+            Ok(pid) => pid,
             Err(e) => {
-                return Err(Error::TaskFailed {
-                    task: "network namespace",
-                    source: e,
-                })
+                let _ = crate::netns::remove(&dirs.netns());
+                self.drop_cgroup(name).await;
+                return Err(e);
             }
+        };
+        let info = TenantInfo::started(spec, pid, read_only);
+        let slot = Arc::new(TenantSlot::new(dirs.clone(), info.clone(), &self.secrets));
+        if let Err(e) = self.wait_listening(&slot, pid, &dirs.log()).await {
+            kill_tree(pid).await;
+            let _ = crate::netns::remove(&dirs.netns());
+            self.drop_cgroup(name).await;
+            return Err(e);
         }
-        let ns = crate::netns::open(&pin).map_err(|e| Error::io(&pin, e))?;
+        info.save(&dirs)?;
+        info!(pid, port = info.port, "tenant started");
+        let slot = self.tenants.insert_slot(name, slot);
+        self.serve(&slot, listener);
+        Ok(info)
+    }
+
+    /// Refuses a spec that cannot start: a bad name, no command, bad limits (or limits without
+    /// cgroups), a name or port in use, a working directory or read-only path that is not an
+    /// absolute path that exists.
+    fn check_spec(&self, spec: &TenantSpec) -> Result<()> {
+        let name = spec.name.as_str();
+        if !pagestore::manifest::valid_tenant_name(name) {
+            return Err(Error::InvalidTenantName(name.to_string()));
+        }
+        if spec.cmd.is_empty() {
+            return Err(Error::NoCommand(name.to_string()));
+        }
+        let bad_limits = |reason| Error::BadLimits {
+            tenant: name.to_string(),
+            reason,
+        };
+        spec.limits.check().map_err(bad_limits)?;
+        if let (true, Some(why)) = (
+            spec.limits != Default::default(),
+            self.cgroups.unavailable(),
+        ) {
+            return Err(bad_limits(format!(
+                "this worker runs its tenants without cgroups ({why}): its memory_limit and \
+                 cpu_weight cannot be applied"
+            )));
+        }
+        self.tenants.check_free(name, spec.port)?;
+        if let Some(dir) = spec
+            .workdir
+            .as_ref()
+            .filter(|d| !d.is_absolute() || !d.is_dir())
+        {
+            return Err(start_error(
+                name,
+                format!(
+                    "its working directory {} must be an absolute path to a directory",
+                    dir.display()
+                ),
+            ));
+        }
+        if let Some(path) = spec
+            .read_only
+            .iter()
+            .find(|p| !p.is_absolute() || !p.exists())
+        {
+            return Err(start_error(
+                name,
+                format!(
+                    "its read-only path {} must be an absolute path that exists",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The listening socket of a new tenant's public port: one handed over for it (systemd's),
+    /// else bound now.
+    fn take_public_port(&self, name: &str, port: u16) -> Result<std::net::TcpListener> {
+        let spare = crate::host::lock_std(&self.spare_listeners).remove(&port);
+        spare
+            .map(Ok)
+            .unwrap_or_else(|| crate::serving::bind_public(self.config.listen_addr, port))
+            .map_err(|e| start_error(name, format!("port {port} cannot be listened on: {e}")))
+    }
+
+    /// Forks and executes the tenant of `spec` in the network namespace `ns`, in its sandbox
+    /// (showing `read_only`) and cgroup, its output appended to its log; returns its pid. The
+    /// process is reaped when it ends (CRIU's dump ends it on swap-out).
+    async fn spawn_tenant(
+        &self,
+        spec: &TenantSpec,
+        dirs: &TenantDirs,
+        cwd: &std::path::Path,
+        read_only: &[std::path::PathBuf],
+        ns: std::fs::File,
+    ) -> Result<u32> {
+        let name = spec.name.as_str();
         let log_path = dirs.log();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -138,110 +174,49 @@ impl Worker {
             .open(&log_path)
             .map_err(|e| Error::io(&log_path, e))?;
         let log_err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
-        let read_only = if sandbox {
-            crate::sandbox::shown_read_only(&cmd, &read_only, &cwd, &dirs.root, &self.secrets)
-                .map_err(|reason| Error::Start {
-                    name: name.to_string(),
-                    reason,
-                })?
-        } else {
-            read_only
-        };
-        let confined = if sandbox {
-            let view = dirs.view(&cwd, &read_only, &self.secrets);
-            let entry = prepare_view(&dirs, &view).map_err(|e| Error::Start {
-                name: name.to_string(),
-                reason: format!("its sandbox cannot be set up: {e}"),
-            })?;
+        let confined = if spec.sandbox {
+            let view = dirs.view(cwd, read_only, &self.secrets);
+            let entry = prepare_view(dirs, &view)
+                .map_err(|e| start_error(name, format!("its sandbox cannot be set up: {e}")))?;
             Some(crate::launch::Confined::new(entry))
         } else {
             None
         };
+        let (program, args) = spec
+            .cmd
+            .split_first()
+            .ok_or_else(|| Error::NoCommand(name.to_string()))?;
         let mut command = std::process::Command::new(program);
         command
             .args(args)
-            .envs(&env)
-            .current_dir(&cwd)
+            .envs(&spec.env)
+            .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        crate::launch::as_tenant(&mut command, deterministic, Some(ns), confined);
-        if let Err(e) = self.join_cgroup_at_exec(name, &limits, &mut command) {
-            let _ = crate::netns::remove(&pin);
-            return Err(e);
-        }
+        crate::launch::as_tenant(&mut command, spec.deterministic, Some(ns), confined);
+        self.join_cgroup_at_exec(name, &spec.limits, &mut command)?;
         let mut command = tokio::process::Command::from(command);
         let runtime = tokio::runtime::Handle::current();
         // A thread of its own forks the tenant (see `launch`): off the async workers.
-        let spawned = tokio::task::spawn_blocking(move || {
+        let mut child = tokio::task::spawn_blocking(move || {
             crate::launch::spawn_in_own_pid_namespace(move || {
                 let _in_runtime = runtime.enter();
                 command.spawn()
             })
         })
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(format!("spawning task failed: {e}"))));
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                let _ = crate::netns::remove(&pin);
-                self.drop_cgroup(name).await;
-                return Err(Error::Start {
-                    name: name.to_string(),
-                    reason: format!("{program}: {e}"),
-                });
-            }
-        };
-        let pid = child.id().ok_or_else(|| Error::Start {
-            name: name.to_string(),
-            reason: "exited at once".into(),
-        })?;
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("spawning task failed: {e}"))))
+        .map_err(|e| start_error(name, format!("{program}: {e}")))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| start_error(name, "exited at once".into()))?;
         let tenant = name.to_string();
-        // Reap the process when it ends (CRIU's dump ends it on swap-out).
         tokio::spawn(async move {
             let status = child.wait().await;
             info!(tenant, pid, ?status, "tenant process ended");
         });
-
-        let info = TenantInfo {
-            name: name.to_string(),
-            state: TenantState::Running,
-            pid: Some(pid),
-            port,
-            cmd,
-            deterministic,
-            env,
-            workdir,
-            sandbox,
-            read_only,
-            checkpoint: None,
-            generation: None,
-            last_swap_out: None,
-            last_swap_in: None,
-            last_fill: None,
-            last_reads: None,
-            idle_timeout_ms: idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
-            last_active: Some(pagestore::clock::now_ms()),
-            rss_bytes: None,
-            limits,
-            proxy_protocol,
-            restore_failures: 0,
-            failure: None,
-            staging: None,
-            pages_pending: false,
-        };
-        let slot = Arc::new(TenantSlot::new(dirs.clone(), info.clone(), &self.secrets));
-        if let Err(e) = self.wait_listening(&slot, pid, &log_path).await {
-            kill_tree(pid).await;
-            let _ = crate::netns::remove(&pin);
-            self.drop_cgroup(name).await;
-            return Err(e);
-        }
-        info.save(&dirs)?;
-        info!(pid, port, "tenant started");
-        let slot = self.tenants.insert_slot(name, slot);
-        self.serve(&slot, listener);
-        Ok(info)
+        Ok(pid)
     }
 
     /// Makes tenant `name`'s cgroup with `limits` and has `command` join it before it executes
@@ -342,4 +317,34 @@ pub(crate) fn prepare_view(
     std::fs::write(dirs.mask_file(), b"")?;
     view.prepare()?;
     view.entry()
+}
+
+/// A tenant that could not start, and why.
+fn start_error(name: &str, reason: String) -> Error {
+    Error::Start {
+        name: name.to_string(),
+        reason,
+    }
+}
+
+/// Makes the network namespace of the tenant of `dirs` (pinned there, replacing a stale one)
+/// and returns it, open.
+async fn make_netns(dirs: &TenantDirs) -> Result<std::fs::File> {
+    let pin = dirs.netns();
+    let _ = crate::netns::remove(&pin);
+    let made = {
+        let pin = pin.clone();
+        tokio::task::spawn_blocking(move || crate::netns::create(&pin)).await
+    };
+    match made {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Error::io(&pin, e)),
+        Err(e) => {
+            return Err(Error::TaskFailed {
+                task: "network namespace",
+                source: e,
+            })
+        }
+    }
+    crate::netns::open(&pin).map_err(|e| Error::io(&pin, e))
 }

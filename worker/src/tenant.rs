@@ -295,6 +295,38 @@ impl TenantDirs {
 }
 
 impl TenantInfo {
+    /// The record of the tenant of `spec` just started as `pid`, its sandbox showing
+    /// `read_only`.
+    pub fn started(spec: TenantSpec, pid: u32, read_only: Vec<PathBuf>) -> TenantInfo {
+        TenantInfo {
+            name: spec.name,
+            state: TenantState::Running,
+            pid: Some(pid),
+            port: spec.port,
+            cmd: spec.cmd,
+            deterministic: spec.deterministic,
+            env: spec.env,
+            workdir: spec.workdir,
+            sandbox: spec.sandbox,
+            read_only,
+            checkpoint: None,
+            generation: None,
+            last_swap_out: None,
+            last_swap_in: None,
+            last_fill: None,
+            last_reads: None,
+            idle_timeout_ms: spec.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
+            last_active: Some(pagestore::clock::now_ms()),
+            rss_bytes: None,
+            limits: spec.limits,
+            proxy_protocol: spec.proxy_protocol,
+            restore_failures: 0,
+            failure: None,
+            staging: None,
+            pages_pending: false,
+        }
+    }
+
     /// Its working directory, as started.
     pub fn cwd(&self, dirs: &TenantDirs) -> PathBuf {
         self.workdir.clone().unwrap_or_else(|| dirs.cwd())
