@@ -104,6 +104,9 @@ def attempts(home, other, pid):
         ("unshare of a user namespace", lambda: call(libc.unshare(CLONE_NEWUSER))),
         ("unshare of a mount namespace", lambda: call(libc.unshare(CLONE_NEWNS))),
         ("loading a module", load_a_module),
+        # Opened for writing only, never written: either would take the host with it.
+        ("writing the kernel's core pattern", lambda: open("/proc/sys/kernel/core_pattern", "a").close()),
+        ("the sysrq trigger", lambda: open("/proc/sysrq-trigger", "a").close()),
         ("writing to /usr", lambda: open("/usr/pwned", "w").close()),
         ("writing to /etc", lambda: open("/etc/pwned", "w").close()),
     ]

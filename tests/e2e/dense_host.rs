@@ -1025,7 +1025,7 @@ fn prying_tenant_is_refused(restore: Restore) {
         let answer = http_get(sandboxed, &query("")).unwrap();
         eprintln!("{when}:\n{answer}");
         let lines: Vec<&str> = answer.lines().collect();
-        assert!(lines.len() >= 16, "{when}: {answer}");
+        assert!(lines.len() >= 18, "{when}: {answer}");
         let allowed: Vec<&&str> = lines.iter().filter(|l| l.ends_with(" allowed")).collect();
         assert!(
             allowed.is_empty(),

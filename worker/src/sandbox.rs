@@ -35,6 +35,11 @@ const SYSTEM_DIRS: &[&str] = &[
     "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt",
 ];
 
+/// Parts of its `/proc` a tenant may read but not write, as container runtimes have them: root
+/// may write `/proc/sys` (`kernel/core_pattern` runs a program as the host's root) and
+/// `/proc/sysrq-trigger` (reboots the machine) by its uid alone, without a capability.
+const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "bus", "fs", "irq"];
+
 /// Device nodes every tenant gets, bound from the host's `/dev`.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
@@ -328,6 +333,10 @@ impl View {
         Ok(Entry {
             root: c(&self.root)?,
             proc_dir: c(&self.root.join("proc"))?,
+            proc_read_only: PROC_READ_ONLY
+                .iter()
+                .map(|p| c(&self.root.join("proc").join(p)))
+                .collect::<std::io::Result<_>>()?,
             binds,
             workdir: c(&self.workdir)?,
             log: c(Path::new(LOG_INSIDE))?,
@@ -340,6 +349,8 @@ impl View {
 pub struct Entry {
     root: CString,
     proc_dir: CString,
+    /// [`PROC_READ_ONLY`], under the root before the pivot.
+    proc_read_only: Vec<CString>,
     /// Source, target (under the root, before the pivot), writable.
     binds: Vec<(CString, CString, bool)>,
     workdir: CString,
@@ -372,6 +383,13 @@ impl Entry {
             Some(c"proc"),
             MS_NOSUID | MS_NODEV | MS_NOEXEC,
         )?;
+        for path in &self.proc_read_only {
+            // SAFETY: access(2) of a string that outlives the call.
+            if unsafe { libc::access(path.as_ptr(), libc::F_OK) } == 0 {
+                mount(Some(path), path, None, MS_BIND)?;
+                remount_bind(path, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)?;
+            }
+        }
         check(unsafe { libc::chdir(self.root.as_ptr()) })?;
         // pivot_root(".", "."): the old root ends up on top of the new one, detached below.
         check(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } as i32)?;
