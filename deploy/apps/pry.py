@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """A tenant that tries to get out of its sandbox (for the isolation tests).
 
-GET /pry?home=H&other=NAME&pid=P tries every way out it knows and answers one line per attempt,
+GET /pry?home=H&other=NAME&pid=P&shm=KEY tries every way out it knows and answers one line per attempt,
 "NAME allowed" or "NAME refused: ERROR": reading the worker's home H (its store, its config,
 the tenant NAME's directory and records), another process P of the machine through /proc,
+the System V shared memory segment KEY of the host,
 making a disk's device node and mounting it, tracing a process, joining a namespace, making one,
 loading a kernel module and writing to the system's directories.
 With only=reads, only the attempts to read (harmless outside a sandbox).
@@ -56,10 +57,10 @@ def see_process(pid):
         raise FileNotFoundError(f"no /proc/{pid} here")
 
 
-READS = 7  # the first attempts only read; harmless outside a sandbox (the tests' control)
+READS = 8  # the first attempts only read; harmless outside a sandbox (the tests' control)
 
 
-def attempts(home, other, pid):
+def attempts(home, other, pid, shm_key):
     def trace_a_child():
         child = os.fork()
         if child == 0:
@@ -89,6 +90,10 @@ def attempts(home, other, pid):
         finally:
             os.close(fd)
 
+    def attach_shared_memory():
+        libc.shmget.restype = ctypes.c_int
+        call(libc.shmget(ctypes.c_int(shm_key), ctypes.c_size_t(0), ctypes.c_int(0)))
+
     return [
         ("the store", lambda: read_tree(os.path.join(home, "cold"))),
         ("the local tier", lambda: read_tree(os.path.join(home, "local"))),
@@ -97,6 +102,7 @@ def attempts(home, other, pid):
         ("another tenant's images", lambda: read_tree(os.path.join(home, "staging"))),
         ("another process's /proc", lambda: read_tree(f"/proc/{pid}/cmdline")),
         ("the machine's processes", lambda: see_process(pid)),
+        ("System V shared memory of the host", attach_shared_memory),
         ("mknod of the disk", lambda: os.mknod("/tmp/vda", stat.S_IFBLK | 0o600, os.makedev(254, 0))),
         ("mount", mount_disk),
         ("ptrace", trace_a_child),
@@ -118,7 +124,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         if url.path == "/pry":
             lines = []
-            tried = attempts(query["home"], query["other"], query["pid"])
+            tried = attempts(query["home"], query["other"], query["pid"], int(query["shm"]))
             if query.get("only") == "reads":
                 tried = tried[:READS]
             for name, attempt in tried:

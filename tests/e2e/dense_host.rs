@@ -977,6 +977,30 @@ enum Restore {
     Lazy,
 }
 
+/// A System V shared memory segment of the test's own (removed on drop), for a tenant to try
+/// to attach to.
+struct SharedMemorySegment {
+    key: i32,
+    id: i32,
+}
+
+impl SharedMemorySegment {
+    fn new() -> SharedMemorySegment {
+        let key = 0x5049_0000 | (std::process::id() as i32 & 0xffff);
+        // SAFETY: shmget with numbers; creates a 4 KiB segment nobody maps.
+        let id = unsafe { libc::shmget(key, 4096, libc::IPC_CREAT | 0o600) };
+        assert!(id >= 0, "shmget: {}", std::io::Error::last_os_error());
+        SharedMemorySegment { key, id }
+    }
+}
+
+impl Drop for SharedMemorySegment {
+    fn drop(&mut self) {
+        // SAFETY: removes the segment this test made.
+        unsafe { libc::shmctl(self.id, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+}
+
 fn prying_tenant_is_refused(restore: Restore) {
     let _serial = testkit::criu_lock();
     let p = pico();
@@ -1014,10 +1038,12 @@ fn prying_tenant_is_refused(restore: Restore) {
     let other_pid_now = tenant(&p, "other")["pid"].as_u64().unwrap_or(other_pid);
     let sandboxed = add_pry("prying", true);
     let control = add_pry("control", false);
+    let shm = SharedMemorySegment::new();
     let query = |only: &str| {
         format!(
-            "/pry?home={}&other=other&pid={other_pid_now}{only}",
-            p.home().display()
+            "/pry?home={}&other=other&pid={other_pid_now}&shm={}{only}",
+            p.home().display(),
+            shm.key
         )
     };
 
@@ -1053,6 +1079,7 @@ fn prying_tenant_is_refused(restore: Restore) {
         "another tenant's directory",
         "another process's /proc",
         "the machine's processes",
+        "System V shared memory of the host",
     ] {
         assert!(
             reads.contains(&format!("{read} allowed")),

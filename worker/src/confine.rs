@@ -68,6 +68,10 @@ const REFUSED: &[libc::c_long] = &[
     libc::SYS_move_mount,
     libc::SYS_open_tree,
     libc::SYS_mount_setattr,
+    // Its operations go around this filter, and CRIU cannot dump a ring.
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
 ];
 
 /// `clone` flags that make new namespaces: refused like `unshare`.

@@ -360,14 +360,18 @@ pub struct Entry {
 
 impl Entry {
     /// Moves the calling process (pid 1 of the tenant's PID namespace, not yet exec'd) into a
-    /// mount namespace of its own holding the view, makes the view its root and its working
+    /// mount namespace of its own holding the view (and IPC and UTS namespaces of its own), makes the view its root and its working
     /// directory its current one, and points its stdin at `/dev/null` and its stdout and stderr
     /// at its log, as seen inside (CRIU finds a file only on a mount of the namespace).
     ///
     /// Only async-signal-safe calls: it runs between fork and exec.
     pub fn enter(&self) -> std::io::Result<()> {
         use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC};
-        check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
+        // Its own System V IPC objects (another tenant's shared memory is root's, so root's to
+        // attach to in a shared namespace) and host name, beside its own mounts.
+        check(unsafe {
+            libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS)
+        })?;
         // Nothing mounted here propagates back to the host, nor the host's mounts in here.
         mount(None, c"/", None, MS_REC | MS_PRIVATE)?;
         mount(Some(&self.root), &self.root, None, MS_BIND)?;
