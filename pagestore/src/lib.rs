@@ -39,6 +39,7 @@ pub mod page;
 pub mod prefetch;
 pub mod read;
 pub mod recompress;
+mod rerun;
 pub mod resident;
 pub mod stats;
 pub mod store;

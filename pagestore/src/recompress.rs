@@ -11,7 +11,6 @@
 //! repacking, so a crash leaves at worst two copies of some pages (the next gc keeps one).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -138,13 +137,6 @@ pub(crate) fn rewrite_pages(
     Ok(())
 }
 
-/// Whether a recompression runs in the background, and whether another was asked for meanwhile.
-#[derive(Default)]
-pub(crate) struct Background {
-    running: AtomicBool,
-    again: AtomicBool,
-}
-
 impl PageStore {
     /// Rewrites every pack still in ingest's fast encoding as dense packs, keeping all its pages,
     /// under the shared ingest lock (ingests go on; a gc waits or fails as busy).
@@ -246,23 +238,17 @@ impl PageStore {
     /// once more when it ends): what a worker calls after each swap-out. Failures are logged;
     /// the packs stay readable as they are and the next run or gc takes them.
     pub fn recompress_behind(self: &Arc<Self>) {
-        let background = &self.background_recompress;
-        background.again.store(true, Ordering::SeqCst);
-        if background.running.swap(true, Ordering::SeqCst) {
+        if !self.background_recompress.ask() {
             return;
         }
         let store = Arc::clone(self);
         tokio::spawn(async move {
-            let background = &store.background_recompress;
             loop {
-                background.again.store(false, Ordering::SeqCst);
+                store.background_recompress.starting();
                 if let Err(e) = store.recompress_with(true).await {
                     warn!(error = %e, "background recompression failed; gc will finish it");
                 }
-                background.running.store(false, Ordering::SeqCst);
-                if !background.again.load(Ordering::SeqCst)
-                    || background.running.swap(true, Ordering::SeqCst)
-                {
+                if !store.background_recompress.ended() {
                     break;
                 }
             }

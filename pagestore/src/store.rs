@@ -32,7 +32,7 @@ pub struct PageStore {
     /// Manifests decoded lately: bases of deltas, and what retention asks.
     pub(crate) manifests: ManifestCache,
     /// The background recompression's state ([`crate::recompress`]).
-    pub(crate) background_recompress: crate::recompress::Background,
+    pub(crate) background_recompress: crate::rerun::Rerun,
     pub(crate) config: StoreConfig,
 }
 

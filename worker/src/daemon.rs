@@ -149,8 +149,7 @@ fn only_worker(socket: &std::path::Path) -> Result<std::fs::File> {
 /// Listens on every tenant's public port (a tenant without a network namespace, from an older
 /// worker, listens on the host itself and is not served).
 fn serve_public_ports(worker: &Arc<Worker>) {
-    // Sockets a previous image of this worker handed over (SIGUSR2, `handover`); the ports of
-    // tenants removed since close with the map.
+    // Sockets a previous image of this worker handed over (SIGUSR2, `handover`).
     let mut inherited = crate::handover::inherited();
     // And sockets systemd holds for us (socket activation).
     for (port, listener) in crate::socket_activation::listeners() {

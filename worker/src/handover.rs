@@ -58,7 +58,7 @@ pub(crate) fn reexec(worker: &Worker) -> std::io::Error {
             keep(slot.port, listener.as_raw_fd());
         }
     }
-    // Sockets systemd passed for ports no tenant has yet.
+    // Sockets handed over (by systemd, or to a previous image) for ports no tenant has yet.
     for (port, listener) in lock_std(&worker.spare_listeners).iter() {
         keep(*port, listener.as_raw_fd());
     }

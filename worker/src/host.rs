@@ -207,7 +207,7 @@ pub(crate) struct TenantSlot {
     pub auto_swap: std::sync::atomic::AtomicBool,
     /// Swap-outs that could not commit lately (a cold tier down, a full disk), and when the
     /// worker tries again.
-    pub swap_out_backoff: Mutex<crate::supervisor::Backoff>,
+    pub swap_out_backoff: Mutex<crate::backoff::Backoff>,
     pub runtime: tokio::sync::Mutex<TenantRuntime>,
     /// What the last restore's background fill read, once it is done. Kept apart from `runtime`:
     /// a swap-out holds that lock while it waits for the fill.
@@ -236,7 +236,7 @@ impl TenantSlot {
             serving: Mutex::new(None),
             listening: Mutex::new(None),
             auto_swap: std::sync::atomic::AtomicBool::new(false),
-            swap_out_backoff: Mutex::new(crate::supervisor::Backoff::default()),
+            swap_out_backoff: Mutex::new(crate::backoff::Backoff::default()),
             dirs,
             port: info.port,
             runtime: tokio::sync::Mutex::new(TenantRuntime {

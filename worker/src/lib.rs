@@ -15,6 +15,7 @@
 mod activeset;
 mod activity;
 mod api;
+mod backoff;
 pub mod cgroup;
 pub mod config;
 pub mod confine;
@@ -49,6 +50,7 @@ mod supervisor;
 mod swap_in;
 mod swap_out;
 pub mod tenant;
+mod tenant_cgroup;
 pub mod tenant_log;
 mod whole_staging;
 
