@@ -1,47 +1,9 @@
-//! A tenant's own view of the machine: a mount namespace whose root holds only what it needs.
-//!
-//! Without it a tenant runs as root in the worker's mount namespace and can read every other
-//! tenant's state, image files and checkpoints, and the store. With it the tenant sees, from a
-//! root directory of its own (`tenants/NAME/view`, a skeleton of mount points): the system
-//! directories read-only (`/usr`, `/etc`, and `/bin`, `/lib`... as the host has them), the paths
-//! its spec names read-only, its working directory writable at its own path, a `/tmp` and a
-//! `/dev/shm` of its own, `/dev/null`, `zero`, `full`, `random` and `urandom`, its log at
-//! [`LOG_INSIDE`], and a `/proc` of its own PID namespace (no other process of the machine).
-//! Nothing of the worker's home but its working directory: the worker's own paths (store,
-//! records, socket, config: its *secrets*) are refused as shown paths, and where a shown
-//! directory holds one (a home under `/opt`), an empty directory or file is mounted over it.
-//!
-//! [`shown_read_only`] adds, to the paths a spec names, the directory of each absolute path its
-//! command names (`python3 /srv/app/main.py` shows `/srv/app`), so that most commands run in a
-//! sandbox as they are.
-//!
-//! CRIU dumps the namespace with the tenant. Each bind mount is declared external under a key
-//! ([`View::dump_externals`]) and given back by key on restore ([`View::restore_externals`]), with
-//! the skeleton as the restored tree's root (`--root`), as container runtimes do.
-//!
-//! [`View::enter`] runs in the child between fork and exec: it may not allocate, so everything it
-//! needs is prepared as C strings beforehand ([`View::prepare`]).
+//! What a tenant is shown: the bind mounts of its view, in mount order, and the paths its command
+//! names.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// Where the tenant's log (its stdout and stderr) is inside its view.
-pub const LOG_INSIDE: &str = "/.tenant.log";
-
-/// Top-level host directories a program needs, shown read-only (or as the same symlink, on a
-/// merged-`/usr` system).
-const SYSTEM_DIRS: &[&str] = &[
-    "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt",
-];
-
-/// Parts of its `/proc` a tenant may read but not write, as container runtimes have them: root
-/// may write `/proc/sys` (`kernel/core_pattern` runs a program as the host's root) and
-/// `/proc/sysrq-trigger` (reboots the machine) by its uid alone, without a capability.
-const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "bus", "fs", "irq"];
-
-/// Device nodes every tenant gets, bound from the host's `/dev`.
-const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+use super::{Entry, DEVICES, LOG_INSIDE, SYSTEM_DIRS};
 
 /// The host paths a sandboxed tenant is shown read-only: those its spec names (`explicit`) and
 /// the directory of each absolute path its command names (a file's directory, a directory
@@ -319,135 +281,8 @@ impl View {
 
     /// What [`Entry::enter`] needs, as C strings (made here: the child may not allocate).
     pub fn entry(&self) -> std::io::Result<Entry> {
-        let c = |p: &Path| {
-            CString::new(p.as_os_str().as_bytes())
-                .map_err(|_| std::io::Error::other(format!("{} has a NUL byte", p.display())))
-        };
-        let mut binds = Vec::with_capacity(self.binds.len());
-        for b in &self.binds {
-            let target = self
-                .root
-                .join(b.inside.strip_prefix("/").unwrap_or(&b.inside));
-            binds.push((c(&b.host)?, c(&target)?, b.writable));
-        }
-        Ok(Entry {
-            root: c(&self.root)?,
-            proc_dir: c(&self.root.join("proc"))?,
-            proc_read_only: PROC_READ_ONLY
-                .iter()
-                .map(|p| c(&self.root.join("proc").join(p)))
-                .collect::<std::io::Result<_>>()?,
-            binds,
-            workdir: c(&self.workdir)?,
-            log: c(Path::new(LOG_INSIDE))?,
-            dev_null: c(Path::new("/dev/null"))?,
-        })
+        Entry::new(&self.root, &self.binds, &self.workdir)
     }
-}
-
-/// A view ready to be entered by a child between fork and exec.
-pub struct Entry {
-    root: CString,
-    proc_dir: CString,
-    /// [`PROC_READ_ONLY`], under the root before the pivot.
-    proc_read_only: Vec<CString>,
-    /// Source, target (under the root, before the pivot), writable.
-    binds: Vec<(CString, CString, bool)>,
-    workdir: CString,
-    log: CString,
-    dev_null: CString,
-}
-
-impl Entry {
-    /// Moves the calling process (pid 1 of the tenant's PID namespace, not yet exec'd) into a
-    /// mount namespace of its own holding the view (and IPC and UTS namespaces of its own), makes the view its root and its working
-    /// directory its current one, and points its stdin at `/dev/null` and its stdout and stderr
-    /// at its log, as seen inside (CRIU finds a file only on a mount of the namespace).
-    ///
-    /// Only async-signal-safe calls: it runs between fork and exec.
-    pub fn enter(&self) -> std::io::Result<()> {
-        use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC};
-        // Its own System V IPC objects (another tenant's shared memory is root's, so root's to
-        // attach to in a shared namespace) and host name, beside its own mounts.
-        check(unsafe {
-            libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS)
-        })?;
-        // Nothing mounted here propagates back to the host, nor the host's mounts in here.
-        mount(None, c"/", None, MS_REC | MS_PRIVATE)?;
-        mount(Some(&self.root), &self.root, None, MS_BIND)?;
-        remount_bind(&self.root, MS_RDONLY | MS_NOSUID | MS_NODEV)?;
-        for (source, target, writable) in &self.binds {
-            mount(Some(source), target, None, MS_BIND)?;
-            let flags = if *writable { 0 } else { MS_RDONLY } | MS_NOSUID;
-            remount_bind(target, flags)?;
-        }
-        mount(
-            Some(c"proc"),
-            &self.proc_dir,
-            Some(c"proc"),
-            MS_NOSUID | MS_NODEV | MS_NOEXEC,
-        )?;
-        for path in &self.proc_read_only {
-            // SAFETY: access(2) of a string that outlives the call.
-            if unsafe { libc::access(path.as_ptr(), libc::F_OK) } == 0 {
-                mount(Some(path), path, None, MS_BIND)?;
-                remount_bind(path, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)?;
-            }
-        }
-        check(unsafe { libc::chdir(self.root.as_ptr()) })?;
-        // pivot_root(".", "."): the old root ends up on top of the new one, detached below.
-        check(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } as i32)?;
-        check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) })?;
-        check(unsafe { libc::chdir(self.workdir.as_ptr()) })?;
-        reopen(&self.dev_null, libc::O_RDONLY, &[0])?;
-        reopen(&self.log, libc::O_WRONLY | libc::O_APPEND, &[1, 2])
-    }
-}
-
-fn check(ret: i32) -> std::io::Result<()> {
-    if ret < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn mount(
-    source: Option<&std::ffi::CStr>,
-    target: &std::ffi::CStr,
-    fstype: Option<&std::ffi::CStr>,
-    flags: libc::c_ulong,
-) -> std::io::Result<()> {
-    let ptr = |s: Option<&std::ffi::CStr>| s.map_or(std::ptr::null(), |s| s.as_ptr());
-    // SAFETY: every pointer is a NUL-terminated string that outlives the call, or null.
-    check(unsafe {
-        libc::mount(
-            ptr(source),
-            target.as_ptr(),
-            ptr(fstype),
-            flags,
-            std::ptr::null(),
-        )
-    })
-}
-
-/// Sets the flags of the bind mount at `target` (a bind mount takes them only by a remount).
-fn remount_bind(target: &std::ffi::CStr, flags: libc::c_ulong) -> std::io::Result<()> {
-    mount(None, target, None, libc::MS_BIND | libc::MS_REMOUNT | flags)
-}
-
-/// Opens `path` and puts it on each of `fds`.
-fn reopen(path: &std::ffi::CStr, flags: i32, fds: &[i32]) -> std::io::Result<()> {
-    // SAFETY: open, dup2 and close take a string that outlives the call and numbers.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), flags | libc::O_CLOEXEC);
-        check(fd)?;
-        for &target in fds {
-            check(libc::dup2(fd, target))?;
-        }
-        libc::close(fd);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
