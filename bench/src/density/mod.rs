@@ -238,7 +238,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         WorkerProc::start(&opts.pico, &home, opts.worker_toml.as_deref().unwrap_or("")).await?;
     let socket = home.join("worker.sock");
     let worker_pid = worker.pid();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     report.idle.worker_alone_in_use_bytes = host::memory_in_use_settled().await?;
     let sampler = Sampler::start(worker_pid);
     let pop = Population::new(tenants);
@@ -258,11 +258,16 @@ pub async fn run(opts: &Options) -> Result<Report> {
     report.lost = pop.lost();
     report.worker_log = report::worker_log_counts(&home.join("worker.log"));
     report.metrics_end = host::scrape(&socket).unwrap_or_default();
+    report.goals = report::Goals::of(&report);
+    // Written before the tenants are removed, which takes a while with many.
+    let written = match &result {
+        Ok(()) => report::write(&report, &opts.out),
+        Err(_) => Ok(()),
+    };
     remove_all(&socket, &pop).await;
     drop(worker);
     result?;
-    report.goals = report::Goals::of(&report);
-    report::write(&report, &opts.out)?;
+    written?;
     Ok(report)
 }
 
@@ -327,7 +332,7 @@ async fn phases(
     sampler.phase("idle");
     settle_store(socket).await;
     // The worker hands its freed heap back every 2 s.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = &mut report.idle;
     idle.idle_in_use_bytes = host::memory_in_use_settled().await?;
     idle.worker_rss_idle_bytes = host::process_status_bytes(worker_pid, "VmRSS:");
@@ -337,9 +342,10 @@ async fn phases(
     idle.per_idle_tenant_bytes = over(idle.baseline_in_use_bytes);
     idle.per_idle_tenant_over_worker_bytes = over(idle.worker_alone_in_use_bytes);
     let quiet = CpuMark::now(worker_pid)?;
-    tokio::time::sleep(QUIET).await;
+    let window = QUIET.min(opts.idle_timeout);
+    tokio::time::sleep(window).await;
     idle.worker_idle_cpu_s_per_s =
-        (CpuMark::now(worker_pid)?.worker_s - quiet.worker_s) / QUIET.as_secs_f64();
+        (CpuMark::now(worker_pid)?.worker_s - quiet.worker_s) / window.as_secs_f64();
     info!(
         per_idle_tenant_kib = idle.per_idle_tenant_bytes / 1024,
         counted = idle.counted,
@@ -408,7 +414,7 @@ async fn phases(
     Ok(())
 }
 
-/// How long the worker's CPU is measured while every tenant sleeps.
+/// How long the worker's CPU is measured while every tenant sleeps (at most the idle timeout).
 const QUIET: Duration = Duration::from_secs(5);
 
 /// Waits until no registered tenant is awake (at most `limit`); whether none is.

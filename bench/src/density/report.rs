@@ -77,7 +77,7 @@ fn mib(bytes: u64) -> f64 {
 fn phase_rows(s: &mut String, name: &str, phases: &[Phase]) {
     for p in phases {
         s.push_str(&format!(
-            "| {name} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} / {:.0} | {:.0} / {:.0} | {} |\n",
+            "| {name} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} |\n",
             p.rate_per_s,
             p.wakes,
             p.found_running,
@@ -99,7 +99,7 @@ fn phase_rows(s: &mut String, name: &str, phases: &[Phase]) {
             p.swap_outs,
             p.swap_in_mean_ms,
             p.swap_out_mean_ms,
-            format!("{:.0}", mib(p.peak.host_in_use_bytes)),
+            mib(p.peak.host_in_use_bytes),
         ));
     }
 }
