@@ -36,6 +36,14 @@ pub fn memory_in_use() -> Result<u64> {
     }
 }
 
+/// A field of `/proc/meminfo` (`Shmem:`, `SUnreclaim:`), bytes; 0 if unreadable.
+pub fn meminfo_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| kib_field(&t, field))
+        .map_or(0, |k| k * 1024)
+}
+
 /// The median of five samples of [`memory_in_use`], 200 ms apart (other work runs beside).
 pub async fn memory_in_use_settled() -> Result<u64> {
     let mut samples = Vec::new();

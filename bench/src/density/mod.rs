@@ -101,8 +101,15 @@ pub struct Idle {
     pub per_idle_tenant_over_worker_bytes: i64,
     /// The worker's resident memory then.
     pub worker_rss_idle_bytes: u64,
-    /// `Shmem` of the host then (tmpfs: the worker's staging), bytes.
+    /// `Shmem` of the host before the worker and when idle (tmpfs: the worker's staging), bytes.
+    pub shmem_baseline_bytes: u64,
     pub shmem_idle_bytes: u64,
+    /// `SUnreclaim` (kernel memory: the tenants' network namespaces, mounts...) likewise.
+    pub sunreclaim_baseline_bytes: u64,
+    pub sunreclaim_idle_bytes: u64,
+    /// What the population is known to hold, without the rest of the host's churn: (worker
+    /// RSS + Shmem growth + SUnreclaim growth) / counted.
+    pub accounted_per_idle_tenant_bytes: u64,
     /// The worker's CPU (with what it reaped) per second while every tenant slept.
     pub worker_idle_cpu_s_per_s: f64,
 }
@@ -233,6 +240,8 @@ pub async fn run(opts: &Options) -> Result<Report> {
         ..Default::default()
     };
     report.idle.baseline_in_use_bytes = host::memory_in_use_settled().await?;
+    report.idle.shmem_baseline_bytes = host::meminfo_bytes("Shmem:");
+    report.idle.sunreclaim_baseline_bytes = host::meminfo_bytes("SUnreclaim:");
     let home = opts.work.join("home");
     let worker =
         WorkerProc::start(&opts.pico, &home, opts.worker_toml.as_deref().unwrap_or("")).await?;
@@ -336,11 +345,20 @@ async fn phases(
     let idle = &mut report.idle;
     idle.idle_in_use_bytes = host::memory_in_use_settled().await?;
     idle.worker_rss_idle_bytes = host::process_status_bytes(worker_pid, "VmRSS:");
-    idle.shmem_idle_bytes = shmem_bytes();
+    idle.shmem_idle_bytes = host::meminfo_bytes("Shmem:");
+    idle.sunreclaim_idle_bytes = host::meminfo_bytes("SUnreclaim:");
     let n = idle.counted.max(1) as i64;
     let over = |from: u64| (idle.idle_in_use_bytes as i64 - from as i64) / n;
     idle.per_idle_tenant_bytes = over(idle.baseline_in_use_bytes);
     idle.per_idle_tenant_over_worker_bytes = over(idle.worker_alone_in_use_bytes);
+    idle.accounted_per_idle_tenant_bytes = (idle.worker_rss_idle_bytes
+        + idle
+            .shmem_idle_bytes
+            .saturating_sub(idle.shmem_baseline_bytes)
+        + idle
+            .sunreclaim_idle_bytes
+            .saturating_sub(idle.sunreclaim_baseline_bytes))
+        / n as u64;
     let quiet = CpuMark::now(worker_pid)?;
     let window = QUIET.min(opts.idle_timeout);
     tokio::time::sleep(window).await;
@@ -449,18 +467,6 @@ async fn settle_store(socket: &std::path::Path) {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     warn!("the store did not settle within 5 min");
-}
-
-fn shmem_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("Shmem:"))
-                .and_then(|l| l.split_whitespace().next())
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .map_or(0, |k| k * 1024)
 }
 
 /// `pico store stats` and `pico report cost` of the worker's home (they read the cold tier

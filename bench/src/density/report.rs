@@ -121,8 +121,10 @@ pub fn table(r: &Report) -> String {
          | ... all {} tenants swapped out, store settled | {:.0} MiB |\n\
          | **per idle tenant** ((idle − baseline) / N) | **{:.0} KiB** |\n\
          | per idle tenant without the worker's fixed cost ((idle − worker alone) / N) | {:.0} KiB |\n\
+         | accounted per idle tenant ((worker RSS + Shmem growth + SUnreclaim growth) / N) | {:.0} KiB |\n\
          | worker RSS, idle | {:.0} MiB |\n\
-         | host Shmem, idle (tmpfs: the worker's staging) | {:.0} MiB |\n\
+         | host Shmem, baseline → idle (tmpfs: the worker's staging) | {:.0} → {:.0} MiB |\n\
+         | host SUnreclaim, baseline → idle (kernel: namespaces, mounts) | {:.0} → {:.0} MiB |\n\
          | worker CPU while all sleep | {:.3} CPU-s/s |\n",
         r.tenants,
         g.registered,
@@ -141,8 +143,12 @@ pub fn table(r: &Report) -> String {
         mib(i.idle_in_use_bytes),
         i.per_idle_tenant_bytes as f64 / 1024.0,
         i.per_idle_tenant_over_worker_bytes as f64 / 1024.0,
+        i.accounted_per_idle_tenant_bytes as f64 / 1024.0,
         mib(i.worker_rss_idle_bytes),
+        mib(i.shmem_baseline_bytes),
         mib(i.shmem_idle_bytes),
+        mib(i.sunreclaim_baseline_bytes),
+        mib(i.sunreclaim_idle_bytes),
         i.worker_idle_cpu_s_per_s,
     ));
     s.push_str("\nPeak memory per phase (host in use, worker RSS):\n\n| phase | host in use MiB | over baseline MiB | worker RSS MiB |\n| --- | ---: | ---: | ---: |\n");
