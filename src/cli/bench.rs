@@ -193,6 +193,10 @@ pub struct DensityArgs {
     /// Output directory (README.md, results.json).
     #[arg(long, default_value = "bench-results/density")]
     pub out: PathBuf,
+    /// Run nothing: read this results.json of an earlier run, check the goals again and write
+    /// it with its README into --out (after a change to the report's text).
+    #[arg(long)]
+    pub rewrite_from: Option<PathBuf>,
 }
 
 /// `pico bench restore`'s arguments.
@@ -486,6 +490,12 @@ async fn bench_restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<()> {
 
 /// `pico bench density`: `bench::density` on a worker of its own in a scratch directory.
 async fn bench_density(ctx: &Context, args: DensityArgs) -> anyhow::Result<()> {
+    if let Some(results) = &args.rewrite_from {
+        let report = bench::density::report::rewrite(results, &args.out)?;
+        print!("{}", bench::density::report::goals(&report));
+        println!("written to {}", args.out.display());
+        return Ok(());
+    }
     let secs = std::time::Duration::from_secs_f64;
     let work = tempdir_in(&ctx.home)?;
     let opts = bench::density::Options {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -166,7 +166,7 @@ pub fn metric(text: &str, name: &str) -> f64 {
 }
 
 /// Peak memory per phase, from a sampler running through the whole benchmark.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Peak {
     /// Highest `MemTotal - MemAvailable` seen, bytes.
     pub host_in_use_bytes: u64,
@@ -227,7 +227,7 @@ impl Sampler {
 
 /// The machine's limits that 1000 tenants could reach: process ids, the ephemeral port range
 /// (the tenants' ports are chosen below it), this process's open-files limit.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Limits {
     pub pid_max: u64,
     pub ephemeral_ports: String,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 use worker::protocol::{Client, Request};
@@ -279,7 +279,7 @@ impl Rng {
 }
 
 /// What registering the population took.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Registration {
     pub asked_rate_per_s: f64,
     /// Tenants added and given their state.
@@ -391,7 +391,7 @@ fn joined(
 }
 
 /// One wake-up request as measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WakeSample {
     pub tenant: String,
     pub kind: Kind,

@@ -27,7 +27,7 @@ pub mod report;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use worker::protocol::Request;
 
@@ -82,7 +82,7 @@ pub struct Options {
 }
 
 /// The population's phase: registration, the memory of the idle host.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Idle {
     pub registration: Registration,
     /// Tenants seen swapped out after registration: those that count.
@@ -115,7 +115,7 @@ pub struct Idle {
 }
 
 /// Latency percentiles of the first answers, ms.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Latency {
     pub count: usize,
     pub p50_ms: f64,
@@ -138,7 +138,7 @@ impl Latency {
 }
 
 /// One phase at one rate.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Phase {
     pub rate_per_s: f64,
     pub seconds: f64,
@@ -181,7 +181,7 @@ pub struct Phase {
 }
 
 /// What the swapped-out population costs in the store.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct StoreCost {
     /// `pico store stats --json`.
     pub stats: serde_json::Value,
@@ -192,7 +192,7 @@ pub struct StoreCost {
     pub mean_stored_bytes_per_kind: std::collections::BTreeMap<String, u64>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     pub tenants: usize,
     pub idle_timeout_s: f64,
@@ -212,6 +212,10 @@ pub struct Report {
     pub worker_log: std::collections::BTreeMap<String, usize>,
     /// The worker's `/metrics` at the end.
     pub metrics_end: String,
+    /// Why the phases stopped early (tenants still awake after the drain limit: the host could
+    /// not be measured from a sleeping population any more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     pub goals: report::Goals,
     pub provenance: Option<Provenance>,
 }
@@ -370,11 +374,14 @@ async fn phases(
         "the population sleeps"
     );
     report.store = store_cost(&opts.pico, &opts.work.join("home")).await;
+    partial(opts, report);
 
     // 2. Bursts: nothing woken sleeps again within the phase.
     for &rate in &opts.burst_rates {
         let label = format!("burst {rate}/s");
-        drain(pop, opts.drain_limit + opts.idle_timeout, &label).await;
+        if !drain(pop, opts.drain_limit + opts.idle_timeout, &label).await {
+            return stop(opts, report, pop, &label);
+        }
         sampler.phase(&label);
         let before = host::scrape(socket).unwrap_or_default();
         let samples = load::wake_phase(pop, rate, opts.burst, &mut rng, &label).await?;
@@ -388,12 +395,15 @@ async fn phases(
             "burst phase done"
         );
         report.burst.push(phase);
+        partial(opts, report);
     }
 
     // 3. Sustained: each woken tenant sleeps again; CPU until the last one does.
     for &rate in &opts.sustained_rates {
         let label = format!("sustained {rate}/s");
-        drain(pop, opts.drain_limit + opts.idle_timeout, &label).await;
+        if !drain(pop, opts.drain_limit + opts.idle_timeout, &label).await {
+            return stop(opts, report, pop, &label);
+        }
         sampler.phase(&label);
         let before = host::scrape(socket).unwrap_or_default();
         let cpu0 = CpuMark::now(worker_pid)?;
@@ -421,6 +431,7 @@ async fn phases(
             "sustained phase done"
         );
         report.sustained.push(phase);
+        partial(opts, report);
     }
     report.max_sustained_rate_per_s = report
         .sustained
@@ -429,6 +440,27 @@ async fn phases(
         .map(|p| p.rate_per_s)
         .max_by(f64::total_cmp);
     sampler.phase("end");
+    Ok(())
+}
+
+/// Writes what was measured so far (a later phase may never end).
+fn partial(opts: &Options, report: &mut Report) {
+    report.goals = report::Goals::of(report);
+    if let Err(e) = report::write(report, &opts.out) {
+        warn!(error = %e, "writing the partial results");
+    }
+}
+
+/// The phases end here: tenants did not all sleep again before `label`.
+fn stop(opts: &Options, report: &mut Report, pop: &Population, label: &str) -> Result<()> {
+    let c = pop.census();
+    report.stopped = Some(format!(
+        "before {label}: {} of {} tenants still awake after the drain limit ({:.0} s)",
+        c.awake,
+        c.registered,
+        (opts.drain_limit + opts.idle_timeout).as_secs_f64()
+    ));
+    warn!(reason = report.stopped.as_deref(), "phases stopped");
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     Phase, Report, GOAL_BURST_P95_MS, GOAL_BURST_RATE, GOAL_IDLE_BYTES, GOAL_SUSTAINED_P95_MS,
@@ -15,10 +15,15 @@ use crate::provenance;
 const MIB: f64 = (1u64 << 20) as f64;
 
 /// The issue's goals, each with its figure.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Goals {
-    /// Every registered tenant counted (swapped out), none lost, every answer right.
+    /// Every tenant registered and counted (swapped out), none lost, and every answer to a
+    /// wake-up carried the tenant's own state.
     pub all_tenants_kept: bool,
+    /// Answers without the tenant's own state, over all phases.
+    pub wrong: usize,
+    /// Wake-ups that got no answer (held by the worker past its `hold_timeout_ms` and closed).
+    pub unanswered: usize,
     pub per_idle_tenant_under_1_mib: bool,
     /// p95 at the burst rate of the goal, if it was measured.
     pub burst_p95_at_20_ms: Option<f64>,
@@ -29,14 +34,17 @@ pub struct Goals {
 impl Goals {
     pub fn of(r: &Report) -> Goals {
         let phases = r.burst.iter().chain(&r.sustained);
-        let all_right = phases.clone().all(|p| p.wrong == 0 && p.unanswered == 0);
+        let wrong: usize = phases.clone().map(|p| p.wrong).sum();
+        let unanswered: usize = phases.map(|p| p.unanswered).sum();
         let at20 = r
             .burst
             .iter()
             .find(|p| (p.rate_per_s - GOAL_BURST_RATE).abs() < 1e-9)
             .map(|p| p.latency.p95_ms);
         Goals {
-            all_tenants_kept: r.idle.counted == r.tenants && r.lost.is_empty() && all_right,
+            all_tenants_kept: r.idle.counted == r.tenants && r.lost.is_empty() && wrong == 0,
+            wrong,
+            unanswered,
             per_idle_tenant_under_1_mib: r.idle.per_idle_tenant_bytes < GOAL_IDLE_BYTES as i64,
             burst_p95_at_20_ms: at20,
             burst_p95_under_100_ms: at20.map(|p| p < GOAL_BURST_P95_MS),
@@ -237,19 +245,18 @@ pub fn goals(r: &Report) -> String {
     let g = &r.goals;
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     let mut s = format!(
-        "- {} tenants registered, swapped out and kept (none lost, every wake-up answered with \
-         its own state): {} of {} counted, {} lost, {} wrong or unanswered — {}\n\
+        "- {} tenants registered, swapped out and kept (none lost, every answer to a wake-up \
+         with its own state): {} of {} counted, {} lost, {} wrong answers — {}\n\
+         - wake-ups with no answer at all (held by the worker past its `hold_timeout_ms` and \
+         closed: more wake-ups than it can restore): {}\n\
          - host memory in use per idle tenant: {:.0} KiB (goal: under {:.0} KiB) — {}\n",
         r.tenants,
         r.idle.counted,
         r.tenants,
         r.lost.len(),
-        r.burst
-            .iter()
-            .chain(&r.sustained)
-            .map(|p| p.wrong + p.unanswered)
-            .sum::<usize>(),
+        g.wrong,
         verdict(g.all_tenants_kept),
+        g.unanswered,
         r.idle.per_idle_tenant_bytes as f64 / 1024.0,
         GOAL_IDLE_BYTES as f64 / 1024.0,
         verdict(g.per_idle_tenant_under_1_mib),
@@ -272,6 +279,17 @@ pub fn goals(r: &Report) -> String {
             ))
     ));
     s
+}
+
+/// Reads a `results.json` written by [`write`], checks the goals again and writes it back with
+/// its README into `out` (the report's text changed, not the run).
+pub fn rewrite(results: &Path, out: &Path) -> Result<Report> {
+    let text = std::fs::read(results).map_err(|e| Error::io(results, e))?;
+    let mut r: Report =
+        serde_json::from_slice(&text).map_err(|e| Error::io(results, std::io::Error::other(e)))?;
+    r.goals = Goals::of(&r);
+    write(&r, out)?;
+    Ok(r)
 }
 
 /// results.json (every sample) and README.md into `out`.
@@ -320,7 +338,7 @@ pub fn write(r: &Report, out: &Path) -> Result<()> {
            population sleeps.\n\n\
          Machine limits seen: pid_max {pid_max}, ephemeral ports {eph} (tenants' ports are \
          chosen below), open files {nofile}.\n\n\
-         ## Results\n\n{table}\n## Goals\n\n{goals}\n\
+         ## Results\n\n{stopped}{table}\n## Goals\n\n{goals}\n\
          ## The worker's log\n\n{log}\n{prov}",
         n = r.tenants,
         keys = r.redis_keys,
@@ -329,6 +347,9 @@ pub fn write(r: &Report, out: &Path) -> Result<()> {
         pid_max = r.limits.pid_max,
         eph = r.limits.ephemeral_ports,
         nofile = r.limits.open_files,
+        stopped = r.stopped.as_ref().map_or(String::new(), |s| format!(
+            "**Phases stopped early**: {s}.\n\n"
+        )),
         table = table(r),
         goals = goals(r),
         prov = r
