@@ -6,6 +6,8 @@
 //! a README saying how the figures were made into one output directory ([`provenance`]), and
 //! shows progress only on a terminal ([`progress`]).
 //!
+//! - [`density`]: the dense host as a whole: N mixed tenants registered, idle, woken at
+//!   open-loop rates; memory per idle tenant, wake-up latency, CPU per wake/sleep cycle.
 //! - [`restore`]: time to a restored tenant's first correct answer, per app and restore mode.
 //! - [`dedup`]: stored bytes of a real checkpoint corpus: raw, tar|zstd, restic, pico.
 //! - [`store`]: ingest and per-tier read throughput of the page store, against b3sum + lz4.
@@ -18,6 +20,7 @@
 //!   `testkit`).
 
 pub mod dedup;
+pub mod density;
 mod error;
 pub mod forward;
 pub mod garage;

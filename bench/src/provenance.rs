@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Provenance {
     /// `git rev-parse HEAD` of the working directory (plus `-dirty` when it has changes).
     pub commit: String,

@@ -139,6 +139,64 @@ pub enum BenchCommand {
     },
     /// Time from swap-in start to a tenant's first correct answer, per app and restore mode.
     Restore(RestoreArgs),
+    /// The dense host as a whole: N mixed sandboxed tenants registered at a steady rate and
+    /// swapped out on their own, host memory per idle tenant, then wake-ups at open-loop rates
+    /// (burst and sustained): first-answer latency, CPU per wake/sleep cycle, store bytes.
+    Density(DensityArgs),
+}
+
+/// `pico bench density`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct DensityArgs {
+    /// Tenants, a third of each kind (counter, redis, nginx).
+    #[arg(long, default_value_t = 1000)]
+    pub tenants: usize,
+    /// Tenants added per second.
+    #[arg(long, default_value_t = 3.0)]
+    pub register_rate: f64,
+    /// Adds under way at most (later adds wait: the achieved rate is reported).
+    #[arg(long, default_value_t = 8)]
+    pub register_concurrency: usize,
+    /// Every tenant's idle timeout, seconds (longer than a burst phase).
+    #[arg(long, default_value_t = 20.0)]
+    pub idle_timeout_s: f64,
+    /// Wake-ups per second of the burst phases.
+    #[arg(long, value_delimiter = ',', default_value = "5,20,50")]
+    pub burst_rates: Vec<f64>,
+    /// Seconds of each burst phase.
+    #[arg(long, default_value_t = 15.0)]
+    pub burst_s: f64,
+    /// Wake-ups per second of the sustained phases.
+    #[arg(long, value_delimiter = ',', default_value = "2,5,10")]
+    pub sustained_rates: Vec<f64>,
+    /// Seconds of each sustained phase.
+    #[arg(long, default_value_t = 40.0)]
+    pub sustained_s: f64,
+    /// Keys (~450 B each) of every redis tenant.
+    #[arg(long, default_value_t = 200)]
+    pub redis_keys: usize,
+    /// The tenants' ports: the free ones from this on (keep them under the ephemeral range).
+    #[arg(long, default_value_t = 20000)]
+    pub base_port: u16,
+    /// Seed of the arrivals and of the tenants picked.
+    #[arg(long, default_value_t = 16)]
+    pub seed: u64,
+    /// Most seconds to wait after a phase for every woken tenant to sleep again.
+    #[arg(long, default_value_t = 600.0)]
+    pub drain_limit_s: f64,
+    /// A file with more of the worker's `pico.toml` (e.g. `[worker]` keys).
+    #[arg(long)]
+    pub worker_config: Option<PathBuf>,
+    /// Keep the work directory (worker home and logs) for inspection.
+    #[arg(long)]
+    pub keep_work: bool,
+    /// Output directory (README.md, results.json).
+    #[arg(long, default_value = "bench-results/density")]
+    pub out: PathBuf,
+    /// Run nothing: read this results.json of an earlier run, check the goals again and write
+    /// it with its README into --out (after a change to the report's text).
+    #[arg(long)]
+    pub rewrite_from: Option<PathBuf>,
 }
 
 /// `pico bench restore`'s arguments.
@@ -326,6 +384,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             }
         }
         BenchCommand::Restore(args) => bench_restore(ctx, args).await?,
+        BenchCommand::Density(args) => bench_density(ctx, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -425,6 +484,51 @@ async fn bench_restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<()> {
     } else {
         print_restore(&results, &names);
         println!("results in {}", out.display());
+    }
+    Ok(())
+}
+
+/// `pico bench density`: `bench::density` on a worker of its own in a scratch directory.
+async fn bench_density(ctx: &Context, args: DensityArgs) -> anyhow::Result<()> {
+    if let Some(results) = &args.rewrite_from {
+        let report = bench::density::report::rewrite(results, &args.out)?;
+        print!("{}", bench::density::report::goals(&report));
+        println!("written to {}", args.out.display());
+        return Ok(());
+    }
+    let secs = std::time::Duration::from_secs_f64;
+    let work = tempdir_in(&ctx.home)?;
+    let opts = bench::density::Options {
+        pico: std::env::current_exe()?,
+        repo: repo_root()?,
+        work: work.clone(),
+        out: args.out.clone(),
+        tenants: args.tenants,
+        register_rate: args.register_rate,
+        register_concurrency: args.register_concurrency,
+        idle_timeout: secs(args.idle_timeout_s),
+        burst_rates: args.burst_rates,
+        burst: secs(args.burst_s),
+        sustained_rates: args.sustained_rates,
+        sustained: secs(args.sustained_s),
+        redis_keys: args.redis_keys,
+        base_port: args.base_port,
+        seed: args.seed,
+        worker_toml: args
+            .worker_config
+            .map(|p| {
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+            })
+            .transpose()?,
+        drain_limit: secs(args.drain_limit_s),
+    };
+    let report = in_work_dir(&work, args.keep_work, bench::density::run(&opts), || {}).await?;
+    if ctx.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", bench::density::report::table(&report));
+        print!("{}", bench::density::report::goals(&report));
+        println!("written to {}", args.out.display());
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod api;
+mod bench_density;
 mod bench_forward;
 mod dense_host;
 mod ports;

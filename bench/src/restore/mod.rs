@@ -388,6 +388,11 @@ impl WorkerProc {
         Ok(worker)
     }
 
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// One request to the worker's API; its answer.
     pub async fn call(&self, request: &Request) -> Result<serde_json::Value, Error> {
         call(&self.client, request).await

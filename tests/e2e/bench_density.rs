@@ -1,0 +1,72 @@
+//! `pico bench density` runs end to end on a tiny population (9 tenants, three of each kind,
+//! short phases) and writes its report: every tenant registered and swapped out on its own,
+//! and every wake-up answered with the tenant's own state. A smoke run: the figures are
+//! measured by the benchmark itself, not asserted here.
+
+use super::pico;
+
+#[test]
+fn bench_density_smoke() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let out = p.home().join("bench-density");
+    let result = p
+        .command(&[
+            "--json",
+            "bench",
+            "density",
+            "--tenants",
+            "9",
+            "--register-rate",
+            "5",
+            "--idle-timeout-s",
+            "3",
+            "--burst-rates",
+            "3",
+            "--burst-s",
+            "2",
+            "--sustained-rates",
+            "2",
+            "--sustained-s",
+            "3",
+            "--redis-keys",
+            "20",
+            "--drain-limit-s",
+            "60",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .current_dir(testkit::repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(json["tenants"], 9);
+    assert_eq!(json["idle"]["registration"]["registered"], 9, "{json}");
+    assert_eq!(json["idle"]["counted"], 9, "each swapped out on its own");
+    assert!(json["idle"]["baseline_in_use_bytes"].as_u64().unwrap() > 0);
+    assert!(json["lost"].as_array().unwrap().is_empty(), "{json}");
+    for (phase, runs) in [("burst", 1), ("sustained", 1)] {
+        let phases = json[phase].as_array().unwrap();
+        assert_eq!(phases.len(), runs, "{phase}");
+        for ph in phases {
+            assert!(ph["wakes"].as_u64().unwrap() > 0, "{phase}: {ph}");
+            assert_eq!(ph["wrong"], 0, "every wake-up found its state: {ph}");
+            assert_eq!(ph["unanswered"], 0, "{ph}");
+            assert!(ph["latency"]["p50_ms"].as_f64().unwrap() > 0.0);
+            for s in ph["samples"].as_array().unwrap() {
+                assert_eq!(s["right"], true, "{s}");
+            }
+        }
+    }
+    let sustained = &json["sustained"][0];
+    assert!(sustained["cpu_s_per_cycle"].as_f64().unwrap() > 0.0);
+    assert!(json["store"]["total"]["unique_bytes"].as_u64().unwrap() > 0);
+    for file in ["results.json", "README.md"] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+}
