@@ -1092,3 +1092,27 @@ fn prying_tenant_is_refused(restore: Restore) {
         "the neighbour is untouched"
     );
 }
+
+/// A connection given up while its tenant wakes (here at once: `hold_timeout_ms = 1`) does not
+/// cancel the wake-up: the tenant comes up and answers, and the worker goes on swapping idle
+/// tenants out (a wake-up dropped half done used to leave the tenant `swapping-in` and the
+/// worker's swap-ins-waiting count raised, which stopped every idle swap-out; the density
+/// bench's 50/s burst found it).
+#[test]
+fn a_wake_up_outlives_the_connection_that_asked_for_it() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    p.write_config("[worker]\nhold_timeout_ms = 1\n");
+    let _worker = p.start_worker();
+    let port = add_counter_idle(&p, "held", "3s");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    let names = ["held".to_string()];
+    wait_states(&p, &names, "swapped-out", Duration::from_secs(30));
+    assert!(
+        http_get(port, "/inc").is_err(),
+        "held past 1 ms: the connection is closed"
+    );
+    wait_states(&p, &names, "running", Duration::from_secs(20));
+    // Asleep again on its own: nothing is left waiting for a swap slot.
+    wait_states(&p, &names, "swapped-out", Duration::from_secs(30));
+}

@@ -57,18 +57,60 @@ const MIN_RESIDENCY_MS: u64 = 2_000;
 /// Every how many ticks freed heap is handed back to the host (see [`host_memory::give_back`]).
 const GIVE_BACK_EVERY: u64 = 4;
 
+/// A swap-in waiting for a swap slot, counted in `swap_ins_waiting` while it lives: the
+/// supervisor starts no swap-out of its own meanwhile. A wait given up (dropped) counts no more.
+struct WaitingSwapIn<'w>(&'w std::sync::atomic::AtomicUsize);
+
+impl<'w> WaitingSwapIn<'w> {
+    fn new(waiting: &'w std::sync::atomic::AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        WaitingSwapIn(waiting)
+    }
+}
+
+impl Drop for WaitingSwapIn<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One of `slots` for a swap-in, counted in `waiting` until it has it (or gives up).
+async fn slot_for_swap_in<'s>(
+    slots: &'s tokio::sync::Semaphore,
+    waiting: &std::sync::atomic::AtomicUsize,
+) -> Option<tokio::sync::SemaphorePermit<'s>> {
+    let _waiting = WaitingSwapIn::new(waiting);
+    slots.acquire().await.ok()
+}
+
 impl Worker {
+    /// A swap slot for a swap-in: while it waits, the worker's own swap-outs wait for it.
+    pub(crate) async fn swap_in_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        slot_for_swap_in(&self.swap_slots, &self.swap_ins_waiting).await
+    }
+
     /// Wakes a sleeping tenant (a swap-in that takes precedence over swap-outs), first making
     /// room for it above the memory floor. Nothing happens if it is running by then.
+    ///
+    /// On a task of its own: the connection that asked may be given up meanwhile (its hold
+    /// timeout, its client gone), and dropping a swap-in half done would leave the tenant
+    /// `swapping-in`; the wake-up finishes for the connections that come next.
     pub(crate) async fn wake(
         self: &Arc<Self>,
         slot: &Arc<TenantSlot>,
         reason: Reason,
     ) -> Result<()> {
-        self.swap_ins_waiting.fetch_add(1, Ordering::SeqCst);
-        let permit = self.swap_slots.acquire().await;
-        self.swap_ins_waiting.fetch_sub(1, Ordering::SeqCst);
-        let _permit = permit.ok();
+        let (worker, slot) = (Arc::clone(self), Arc::clone(slot));
+        tokio::spawn(async move { worker.wake_now(&slot, reason).await })
+            .await
+            .map_err(|source| crate::error::Error::TaskFailed {
+                task: "wake-up",
+                source,
+            })?
+    }
+
+    async fn wake_now(self: &Arc<Self>, slot: &Arc<TenantSlot>, reason: Reason) -> Result<()> {
+        let _permit = self.swap_in_slot().await;
         let _gate = slot.gate.write().await;
         let (state, rss) = {
             let rt = slot.runtime.lock().await;
@@ -276,5 +318,26 @@ async fn relieve_pressure(worker: &Arc<Worker>) {
             // PSI averages over 10 s: one eviction per tick.
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn a_swap_in_given_up_while_it_waits_for_a_slot_counts_no_more() {
+        let (slots, waiting) = (tokio::sync::Semaphore::new(0), AtomicUsize::new(0));
+        let given_up = tokio::time::timeout(
+            Duration::from_millis(20),
+            slot_for_swap_in(&slots, &waiting),
+        )
+        .await;
+        assert!(given_up.is_err(), "no slot was free");
+        assert_eq!(waiting.load(Ordering::SeqCst), 0, "the wait was dropped");
+        slots.add_permits(1);
+        assert!(slot_for_swap_in(&slots, &waiting).await.is_some());
+        assert_eq!(waiting.load(Ordering::SeqCst), 0);
     }
 }

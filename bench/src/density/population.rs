@@ -137,6 +137,7 @@ impl Tenant {
             sandbox: true,
             read_only: Vec::new(),
             limits: Default::default(),
+            proxy_protocol: false,
         })
     }
 

@@ -21,7 +21,6 @@ pub(crate) mod whole;
 
 use std::time::{Duration, Instant};
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tracing::{info, info_span, warn, Instrument};
@@ -43,18 +42,32 @@ impl Worker {
     /// `None`) and learned anew.
     ///
     /// This is an operator's swap-in: it waits for a swap slot and holds the tenant's gate (no
-    /// connection is forwarded meanwhile; held ones go once it runs).
+    /// connection is forwarded meanwhile; held ones go once it runs). It runs on a task of its
+    /// own, so that a caller gone meanwhile (an API client that hung up) does not cancel it half
+    /// done.
     pub async fn swap_in(
         self: &Arc<Self>,
         name: &str,
         use_activeset: bool,
         install: Option<ActiveSetInstall>,
     ) -> Result<SwapInReport> {
+        let (worker, name) = (Arc::clone(self), name.to_string());
+        tokio::spawn(async move { worker.swap_in_held(&name, use_activeset, install).await })
+            .await
+            .map_err(|source| crate::error::Error::TaskFailed {
+                task: "swap-in",
+                source,
+            })?
+    }
+
+    async fn swap_in_held(
+        self: &Arc<Self>,
+        name: &str,
+        use_activeset: bool,
+        install: Option<ActiveSetInstall>,
+    ) -> Result<SwapInReport> {
         let slot = self.slot(name)?;
-        self.swap_ins_waiting.fetch_add(1, Ordering::SeqCst);
-        let permit = self.swap_slots.acquire().await;
-        self.swap_ins_waiting.fetch_sub(1, Ordering::SeqCst);
-        let _permit = permit.ok();
+        let _permit = self.swap_in_slot().await;
         let _gate = slot.gate.write().await;
         let report = self.swap_in_now(name, use_activeset, install).await?;
         slot.activity.touch();
