@@ -4,7 +4,8 @@
 //! A reader refreshes it when a page is not found (another process may have ingested since) or a
 //! pack is gone (a gc elsewhere repacked it); ingest, gc and stats refresh it before they start.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -22,8 +23,12 @@ const INDEX_READS_IN_FLIGHT: usize = 32;
 /// The catalog and the packs whose indexes are in it.
 pub(crate) struct PackCatalog {
     catalog: Catalog,
-    /// Packs whose index is in the catalog.
-    known: Mutex<HashSet<PackId>>,
+    /// Packs whose index is in the catalog, each with the listing epoch in which it became
+    /// known.
+    known: Mutex<HashMap<PackId, u64>>,
+    /// Counts the listings begun: a pack this process wrote after a listing began is not in
+    /// that listing, and is not gone.
+    epoch: AtomicU64,
     /// Pack indexes kept on local disk, so that an open reads only those of new packs.
     index_cache: Option<IndexCache>,
 }
@@ -48,7 +53,8 @@ impl PackCatalog {
     pub(crate) fn new(index_cache: Option<IndexCache>) -> PackCatalog {
         PackCatalog {
             catalog: Catalog::default(),
-            known: Mutex::new(HashSet::new()),
+            known: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
             index_cache,
         }
     }
@@ -57,7 +63,7 @@ impl PackCatalog {
         &self.catalog
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, HashSet<PackId>> {
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<PackId, u64>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -75,8 +81,9 @@ impl PackCatalog {
         loop {
             // Boxed: the refresh is awaited deep inside every read's future, and its own future
             // nested there too made the NBD server's future type too deep to lay out.
+            let epoch = self.begin_listing();
             let listing = Box::pin(cold.list("packs/")).await?;
-            let pass = Box::pin(self.read_listing(cold, listing)).await?;
+            let pass = Box::pin(self.read_listing(cold, listing, epoch)).await?;
             added += pass.added;
             let Some(vanished) = pass.vanished.first() else {
                 return Ok(added);
@@ -95,9 +102,23 @@ impl PackCatalog {
         }
     }
 
-    /// Brings the catalog in step with one listing of the packs: forgets the packs it no longer
-    /// holds and reads the indexes of those it does not know yet.
-    async fn read_listing(&self, cold: &ColdTier, listing: Vec<ObjectMeta>) -> Result<ListingRead> {
+    /// Marks the start of a listing; returns its epoch.
+    fn begin_listing(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Brings the catalog in step with one listing of the packs, begun at `epoch`: forgets the
+    /// packs it no longer holds and reads the indexes of those it does not know yet. A pack this
+    /// process wrote since the listing began (an ingest or a recompression beside this refresh)
+    /// is not in it and is kept: forgetting it took its pages out of the catalog, and the commit
+    /// of the ingest that wrote it then failed ("page ... is referenced but not present in any
+    /// tier", 20 swap-outs of the 1000-tenant density bench).
+    async fn read_listing(
+        &self,
+        cold: &ColdTier,
+        listing: Vec<ObjectMeta>,
+        epoch: u64,
+    ) -> Result<ListingRead> {
         let listed: HashSet<PackId> = listing
             .iter()
             .filter_map(|o| PackId::from_object_key(&o.key))
@@ -107,14 +128,19 @@ impl PackCatalog {
         }
         let gone: HashSet<PackId> = {
             let mut known = self.known();
-            let gone = known.difference(&listed).copied().collect();
-            known.retain(|p| listed.contains(p));
+            let gone: HashSet<PackId> = known
+                .iter()
+                .filter(|(p, &since)| since <= epoch && !listed.contains(*p))
+                .map(|(p, _)| *p)
+                .collect();
+            known.retain(|p, _| !gone.contains(p));
             gone
         };
         if !gone.is_empty() {
             self.catalog.remove_packs(&gone);
-            // Pages that had a second copy in a surviving pack get it back below.
-            self.known().clear();
+            // Pages that had a second copy in a surviving pack get it back below (those of
+            // packs written since the listing began were not removed).
+            self.known().retain(|_, &mut since| since > epoch);
         }
         // Each unknown pack costs two small GETs (footer, index): read many at once, or a
         // worker's first open of a store of a few hundred packs behind a 20 ms link takes
@@ -146,11 +172,12 @@ impl PackCatalog {
     }
 
     pub(crate) fn is_known(&self, pack: &PackId) -> bool {
-        self.known().contains(pack)
+        self.known().contains_key(pack)
     }
 
     pub(crate) fn mark_known(&self, pack: PackId) {
-        self.known().insert(pack);
+        let now = self.epoch.load(Ordering::SeqCst);
+        self.known().insert(pack, now);
     }
 
     /// Forgets a pack this process deleted.
@@ -241,7 +268,8 @@ mod tests {
         cold.delete(&replaced.key).await.unwrap();
 
         let packs = PackCatalog::new(None);
-        let read = packs.read_listing(&cold, listing).await.unwrap();
+        let epoch = packs.begin_listing();
+        let read = packs.read_listing(&cold, listing, epoch).await.unwrap();
         assert_eq!(read.added, 1);
         let gone = PackId::from_object_key(&replaced.key).unwrap();
         assert_eq!(read.vanished, vec![gone]);
@@ -249,5 +277,40 @@ mod tests {
         assert!(!packs.is_known(&gone));
         // A refresh lists again and finds the store settled.
         assert_eq!(packs.refresh(&cold).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_pack_written_while_a_listing_was_taken_is_not_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let cold = ColdTier::open(&ColdConfig::Dir {
+            path: dir.path().to_path_buf(),
+        })
+        .unwrap();
+        let old = stored_pack(&cold, 1).await;
+        let packs = PackCatalog::new(None);
+        packs.refresh(&cold).await.unwrap();
+        // The old pack goes (a recompression elsewhere), so the refresh forgets something; it
+        // lists the packs, and meanwhile this process uploads a new one (an ingest).
+        cold.delete(&old.key).await.unwrap();
+        let epoch = packs.begin_listing();
+        let listing = cold.list("packs/").await.unwrap();
+        let new = stored_pack(&cold, 2).await;
+        let new_id = PackId::from_object_key(&new.key).unwrap();
+        let page = vec![2u8; PAGE_SIZE];
+        let entries =
+            pack::parse_pack(&new.key, &std::fs::read(dir.path().join(&new.key)).unwrap()).unwrap();
+        packs.catalog().add_pack(new_id, &entries);
+        packs.written(new_id, new.size, &entries);
+        packs.read_listing(&cold, listing, epoch).await.unwrap();
+        assert!(
+            packs.is_known(&new_id),
+            "written after the listing began: kept"
+        );
+        assert!(
+            packs.catalog().contains(&PageId::of(&page)),
+            "its pages are still located"
+        );
+        let old_id = PackId::from_object_key(&old.key).unwrap();
+        assert!(!packs.is_known(&old_id));
     }
 }
