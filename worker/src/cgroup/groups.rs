@@ -1,240 +1,20 @@
-//! A cgroup of its own for every tenant: its memory limit and CPU weight are set there, and its
-//! memory use (`rss_bytes`) is read from there.
-//!
-//! It exists because a tenant's processes are otherwise in the worker's cgroups: nothing bounds
-//! one tenant's memory or CPU against its neighbours, and its memory could only be summed from
-//! `/proc` per process (`VmRSS`, which counts shared file pages once per process and misses
-//! nothing a CRIU restore leaves behind).
-//!
-//! **Hierarchies.** cgroup v2 (one unified hierarchy, what a systemd host gives) when its root
-//! offers the `memory` and `cpu` controllers; otherwise cgroup v1 with the `memory` and `cpu`
-//! controllers each mounted (this machine: its v2 hierarchy has only `hugetlb`). Both found in
-//! `/proc/self/mountinfo`, wherever they are mounted; without either the worker runs its tenants
-//! without limits, summing `/proc` for their memory, and says so once.
-//!
-//! **Names.** `picocenter/<worker>/<tenant>` at the root of each hierarchy used, where
-//! `<worker>` is the first 12 hex digits of the BLAKE3 hash of the worker's tenants directory:
-//! two workers with different homes on one machine never share a cgroup, and a worker restarted
-//! on the same home finds its tenants' cgroups again (the name depends on nothing else).
-//!
-//! **Files.** v2: `memory.max` (and `memory.swap.max` = 0), `cpu.weight`; v1:
-//! `memory.limit_in_bytes` (and `memory.memsw.limit_in_bytes` = the same, where the kernel
-//! accounts swap), `cpu.shares` = weight × 1024 / 100 (so the default weight 100 is v1's 1024).
-//! A memory limit bounds the tenant's RAM and it gets no swap: at its limit the kernel reclaims
-//! its page cache, then the OOM killer kills within the tenant, never a neighbour.
-//!
-//! **Memory used** ([`TenantCgroup::memory_bytes`]): anonymous memory plus shared memory
-//! (`anon` + `shmem` of v2's `memory.stat`, `total_rss` + `total_shmem` of v1's). That is what a
-//! swap-out frees: the page cache of files the tenant read stays with the files.
-//!
-//! **Lifetime.** A tenant joins its cgroup before it executes its command (writing `0` to the
-//! cgroup's `cgroup.procs`, opened by the worker beforehand, in the child between fork and exec).
-//! The cgroup is removed when the tenant's tree is gone (swap-out, removal): a sleeping tenant
-//! costs no cgroup. Before a restore it is made again with the tenant's limits, and CRIU (its
-//! default `--manage-cgroups=soft`) puts the restored tree back into the cgroup it was dumped
-//! from, which already exists, so CRIU leaves its settings alone.
+//! The cgroups themselves: the worker's group, each tenant's cgroup (made with its limits,
+//! joined before exec, read for memory, removed), in whichever hierarchy is used.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
+
+use super::{shares_of_weight, Hierarchy, Limits, CPU_WEIGHT_DEFAULT};
 
 /// Under the root of each hierarchy: every worker's cgroups.
 const TOP: &str = "picocenter";
 
-/// cgroup v2's range of `cpu.weight`, and its default.
-pub const CPU_WEIGHT_MIN: u32 = 1;
-pub const CPU_WEIGHT_MAX: u32 = 10_000;
-pub const CPU_WEIGHT_DEFAULT: u32 = 100;
-
-/// The smallest memory limit a tenant may have: below it nothing starts, and a limit of "256"
-/// (bytes) was most likely meant as "256M".
-pub const MEMORY_LIMIT_MIN: u64 = 1 << 20;
-
 /// How long the removal of a cgroup waits for its last processes to be gone from it.
 const REMOVE_WITHIN: Duration = Duration::from_secs(2);
-
-/// A tenant's limits, as its spec gives them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Its memory (RAM) limit in bytes; none: unlimited.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_limit: Option<u64>,
-    /// Its CPU weight, 1..=10000 (cgroup v2's `cpu.weight`); none: 100.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_weight: Option<u32>,
-}
-
-impl Limits {
-    /// Why these limits cannot be set, if they cannot.
-    pub fn check(&self) -> Result<(), String> {
-        if let Some(limit) = self.memory_limit {
-            if limit < MEMORY_LIMIT_MIN {
-                return Err(format!(
-                    "memory_limit {limit} bytes is under the least of 1 MiB (write 256M for 256 MiB)"
-                ));
-            }
-        }
-        if let Some(weight) = self.cpu_weight {
-            if !(CPU_WEIGHT_MIN..=CPU_WEIGHT_MAX).contains(&weight) {
-                return Err(format!(
-                    "cpu_weight {weight} is not in {CPU_WEIGHT_MIN}..={CPU_WEIGHT_MAX} (default {CPU_WEIGHT_DEFAULT})"
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Parses a memory size: a number of bytes, or a whole number with a binary suffix `K`, `M`,
-/// `G` or `T` (1024-based; `Ki`, `KiB`, `KB`... and lower case read the same): "268435456",
-/// "256M", "256MiB", "1G".
-pub fn parse_memory_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let bad = || format!("{text:?} is not a memory size like 256M, 1G or a number of bytes");
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.trim_end_matches('b').trim_end_matches('i');
-    let shift = match unit {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
-/// v1's `cpu.shares` for a v2 `cpu.weight` (100 ↔ 1024).
-pub(crate) fn shares_of_weight(weight: u32) -> u64 {
-    u64::from(weight) * 1024 / 100
-}
-
-/// Where the memory and cpu controllers are mounted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Hierarchy {
-    /// One unified hierarchy with both controllers.
-    V2 { root: PathBuf },
-    /// One hierarchy per controller (possibly the same mount, `cpu,cpuacct` and the like).
-    V1 { memory: PathBuf, cpu: PathBuf },
-}
-
-impl Hierarchy {
-    /// The hierarchy of this machine (see the module doc); `Err` says why there is none.
-    pub(crate) fn detect() -> Result<Hierarchy, String> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| format!("/proc/self/mountinfo cannot be read: {e}"))?;
-        let v2_controllers = |root: &Path| {
-            std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default()
-        };
-        from_mountinfo(&mountinfo, v2_controllers)
-    }
-}
-
-/// The hierarchy that `mountinfo` (the text of `/proc/self/mountinfo`) shows, v2 first;
-/// `v2_controllers` reads a cgroup2 mount's `cgroup.controllers`.
-pub(crate) fn from_mountinfo(
-    mountinfo: &str,
-    v2_controllers: impl Fn(&Path) -> String,
-) -> Result<Hierarchy, String> {
-    let mut v1_memory = None;
-    let mut v1_cpu = None;
-    let mut v2_without = Vec::new();
-    for mount in mountinfo.lines().filter_map(CgroupMount::parse) {
-        match mount {
-            CgroupMount::V2(root) => {
-                let controllers = v2_controllers(&root);
-                let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
-                if has("memory") && has("cpu") {
-                    return Ok(Hierarchy::V2 { root });
-                }
-                v2_without.push(format!("{} ({})", root.display(), controllers.trim()));
-            }
-            CgroupMount::V1 { at, controllers } => {
-                if controllers.iter().any(|c| c == "memory") {
-                    v1_memory.get_or_insert(at.clone());
-                }
-                if controllers.iter().any(|c| c == "cpu") {
-                    v1_cpu.get_or_insert(at);
-                }
-            }
-        }
-    }
-    match (v1_memory, v1_cpu) {
-        (Some(memory), Some(cpu)) => Ok(Hierarchy::V1 { memory, cpu }),
-        (memory, cpu) => Err(format!(
-            "no cgroup v2 hierarchy with the memory and cpu controllers{} and no cgroup v1 \
-             hierarchies of both (memory: {}, cpu: {})",
-            if v2_without.is_empty() {
-                String::new()
-            } else {
-                format!(" (cgroup2 at {})", v2_without.join(", "))
-            },
-            memory.map_or("not mounted".into(), |p| p.display().to_string()),
-            cpu.map_or("not mounted".into(), |p| p.display().to_string()),
-        )),
-    }
-}
-
-/// A cgroup mount of mountinfo.
-enum CgroupMount {
-    V2(PathBuf),
-    V1 {
-        at: PathBuf,
-        controllers: Vec<String>,
-    },
-}
-
-impl CgroupMount {
-    /// One line of mountinfo: `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - FSTYPE SOURCE
-    /// SUPEROPTS`; `None` unless it mounts a cgroup hierarchy.
-    fn parse(line: &str) -> Option<CgroupMount> {
-        let (before, after) = line.split_once(" - ")?;
-        let at = PathBuf::from(unescape(before.split_whitespace().nth(4)?));
-        let mut after = after.split_whitespace();
-        let fstype = after.next()?;
-        let superopts = after.nth(1).unwrap_or("");
-        match fstype {
-            "cgroup2" => Some(CgroupMount::V2(at)),
-            "cgroup" => Some(CgroupMount::V1 {
-                at,
-                controllers: superopts.split(',').map(str::to_string).collect(),
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// Mountinfo's octal escapes (`\040` for a space) undone.
-fn unescape(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut rest = field;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4);
-        match code.and_then(|c| u8::from_str_radix(c, 8).ok()) {
-            Some(byte) => {
-                out.push(char::from(byte));
-                rest = &rest[i + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[i + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
 
 /// The worker's cgroups: the hierarchy found at start and its own group in it.
 #[derive(Clone, Debug)]
@@ -533,7 +313,7 @@ impl TenantCgroup {
 }
 
 /// Anonymous plus shared memory of `memory.stat` text (v2's names, or v1's hierarchical ones).
-pub(crate) fn memory_of_stat(stat: &str, v2: bool) -> Option<u64> {
+fn memory_of_stat(stat: &str, v2: bool) -> Option<u64> {
     let (anon, shmem) = if v2 {
         ("anon", "shmem")
     } else {
@@ -604,67 +384,9 @@ fn at(path: &Path, e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-/// The flows' uses of a tenant's cgroup.
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// This machine's: cgroup v1 memory and cpu, and a v2 hierarchy with hugetlb only.
-    const V1_MOUNTINFO: &str = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-
-    /// A systemd host's: one unified hierarchy.
-    const V2_MOUNTINFO: &str = "\
-25 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
-30 24 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate
-";
-
-    #[test]
-    fn v1_is_found_where_v2_lacks_the_controllers() {
-        let h = from_mountinfo(V1_MOUNTINFO, |_| "hugetlb\n".into()).unwrap();
-        assert_eq!(
-            h,
-            Hierarchy::V1 {
-                memory: "/sys/fs/cgroup/memory".into(),
-                cpu: "/sys/fs/cgroup/cpu".into()
-            }
-        );
-    }
-
-    #[test]
-    fn v2_is_preferred_when_it_has_memory_and_cpu() {
-        let h = from_mountinfo(V2_MOUNTINFO, |_| "cpuset cpu io memory pids\n".into()).unwrap();
-        assert_eq!(
-            h,
-            Hierarchy::V2 {
-                root: "/sys/fs/cgroup".into()
-            }
-        );
-        let why = from_mountinfo(V2_MOUNTINFO, |_| "pids\n".into()).unwrap_err();
-        assert!(why.contains("/sys/fs/cgroup (pids)"), "{why}");
-    }
-
-    #[test]
-    fn v1_controllers_mounted_together_and_paths_with_spaces() {
-        let text = "40 31 0:36 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
-                    41 31 0:37 / /mnt/my\\040memory rw - cgroup cgroup rw,memory\n";
-        let h = from_mountinfo(text, |_| String::new()).unwrap();
-        assert_eq!(
-            h,
-            Hierarchy::V1 {
-                memory: "/mnt/my memory".into(),
-                cpu: "/sys/fs/cgroup/cpu,cpuacct".into()
-            }
-        );
-        let why =
-            from_mountinfo("1 0 0:1 / / rw - ext4 /dev/sda rw\n", |_| String::new()).unwrap_err();
-        assert!(why.contains("memory: not mounted"), "{why}");
-    }
 
     #[test]
     fn a_tenant_s_cgroup_is_named_after_the_worker_s_home_and_the_tenant() {
@@ -776,38 +498,6 @@ mod tests {
         let v2 = "anon 2000\nfile 5000\nkernel 30\nshmem 48\nfile_mapped 10\n";
         assert_eq!(memory_of_stat(v2, true), Some(2048));
         assert_eq!(memory_of_stat("file 1\n", true), None);
-    }
-
-    #[test]
-    fn memory_sizes_and_limits() {
-        assert_eq!(parse_memory_size("268435456"), Ok(256 << 20));
-        assert_eq!(parse_memory_size("256M"), Ok(256 << 20));
-        assert_eq!(parse_memory_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_memory_size("256mb"), Ok(256 << 20));
-        assert_eq!(parse_memory_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_memory_size("512k"), Ok(512 << 10));
-        assert_eq!(parse_memory_size("2T"), Ok(2 << 40));
-        for bad in ["", "M", "1.5G", "-1", "12Q", "1 G B"] {
-            assert!(parse_memory_size(bad).is_err(), "{bad:?}");
-        }
-        assert!(parse_memory_size("99999999999T").is_err());
-        let ok = Limits {
-            memory_limit: Some(1 << 20),
-            cpu_weight: Some(10_000),
-        };
-        assert_eq!(ok.check(), Ok(()));
-        let tiny = Limits {
-            memory_limit: Some(256),
-            ..Limits::default()
-        };
-        assert!(tiny.check().unwrap_err().contains("256M"));
-        for weight in [0, 10_001] {
-            let bad = Limits {
-                cpu_weight: Some(weight),
-                ..Limits::default()
-            };
-            assert!(bad.check().unwrap_err().contains("1..=10000"));
-        }
     }
 
     /// On this machine's own hierarchy (the tests run as root): a child joins the cgroup before

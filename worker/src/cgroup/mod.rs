@@ -1,0 +1,46 @@
+//! A cgroup of its own for every tenant: its memory limit and CPU weight are set there, and its
+//! memory use (`rss_bytes`) is read from there.
+//!
+//! It exists because a tenant's processes are otherwise in the worker's cgroups: nothing bounds
+//! one tenant's memory or CPU against its neighbours, and its memory could only be summed from
+//! `/proc` per process (`VmRSS`, which counts shared file pages once per process and misses
+//! nothing a CRIU restore leaves behind).
+//!
+//! **Hierarchies.** cgroup v2 (one unified hierarchy, what a systemd host gives) when its root
+//! offers the `memory` and `cpu` controllers; otherwise cgroup v1 with the `memory` and `cpu`
+//! controllers each mounted (this machine: its v2 hierarchy has only `hugetlb`). Both found in
+//! `/proc/self/mountinfo`, wherever they are mounted; without either the worker runs its tenants
+//! without limits, summing `/proc` for their memory, and says so once.
+//!
+//! **Names.** `picocenter/<worker>/<tenant>` at the root of each hierarchy used, where
+//! `<worker>` is the first 12 hex digits of the BLAKE3 hash of the worker's tenants directory:
+//! two workers with different homes on one machine never share a cgroup, and a worker restarted
+//! on the same home finds its tenants' cgroups again (the name depends on nothing else).
+//!
+//! **Files.** v2: `memory.max` (and `memory.swap.max` = 0), `cpu.weight`; v1:
+//! `memory.limit_in_bytes` (and `memory.memsw.limit_in_bytes` = the same, where the kernel
+//! accounts swap), `cpu.shares` = weight × 1024 / 100 (so the default weight 100 is v1's 1024).
+//! A memory limit bounds the tenant's RAM and it gets no swap: at its limit the kernel reclaims
+//! its page cache, then the OOM killer kills within the tenant, never a neighbour.
+//!
+//! **Memory used** ([`TenantCgroup::memory_bytes`]): anonymous memory plus shared memory
+//! (`anon` + `shmem` of v2's `memory.stat`, `total_rss` + `total_shmem` of v1's). That is what a
+//! swap-out frees: the page cache of files the tenant read stays with the files.
+//!
+//! **Lifetime.** A tenant joins its cgroup before it executes its command (writing `0` to the
+//! cgroup's `cgroup.procs`, opened by the worker beforehand, in the child between fork and exec).
+//! The cgroup is removed when the tenant's tree is gone (swap-out, removal): a sleeping tenant
+//! costs no cgroup. Before a restore it is made again with the tenant's limits, and CRIU (its
+//! default `--manage-cgroups=soft`) puts the restored tree back into the cgroup it was dumped
+//! from, which already exists, so CRIU leaves its settings alone.
+
+mod groups;
+mod hierarchy;
+mod limits;
+
+pub(crate) use groups::{join_before_exec, Cgroups, TenantCgroup};
+pub(crate) use hierarchy::Hierarchy;
+pub(crate) use limits::shares_of_weight;
+pub use limits::{
+    parse_memory_size, Limits, CPU_WEIGHT_DEFAULT, CPU_WEIGHT_MAX, CPU_WEIGHT_MIN, MEMORY_LIMIT_MIN,
+};
