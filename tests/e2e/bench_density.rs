@@ -3,17 +3,16 @@
 //! and every wake-up answered with the tenant's own state. A smoke run: the figures are
 //! measured by the benchmark itself, not asserted here.
 
-use super::pico;
+use super::{bench_json, pico};
 
 #[test]
 fn bench_density_smoke() {
     let _serial = testkit::criu_lock();
     let p = pico();
     let out = p.home().join("bench-density");
-    let result = p
-        .command(&[
-            "--json",
-            "bench",
+    let json = bench_json(
+        &p,
+        &[
             "density",
             "--tenants",
             "9",
@@ -35,16 +34,8 @@ fn bench_density_smoke() {
             "60",
             "--out",
             out.to_str().unwrap(),
-        ])
-        .current_dir(testkit::repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
+        ],
     );
-    let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
     assert_eq!(json["tenants"], 9);
     assert_eq!(json["idle"]["registration"]["registered"], 9, "{json}");
     assert_eq!(json["idle"]["counted"], 9, "each swapped out on its own");

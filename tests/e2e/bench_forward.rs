@@ -1,17 +1,16 @@
 //! `pico bench forward` runs end to end with tiny sizes and writes its results (a smoke run: the
 //! figures are measured by the benchmark itself, not asserted here).
 
-use super::pico;
+use super::{bench_json, pico};
 
 #[test]
 fn bench_forward_smoke() {
     let _serial = testkit::criu_lock();
     let p = pico();
     let out = p.home().join("bench-forward");
-    let result = p
-        .command(&[
-            "--json",
-            "bench",
+    let json = bench_json(
+        &p,
+        &[
             "forward",
             "--rounds",
             "2",
@@ -23,16 +22,8 @@ fn bench_forward_smoke() {
             "2",
             "--out",
             out.to_str().unwrap(),
-        ])
-        .current_dir(testkit::repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
+        ],
     );
-    let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
     for kind in ["keep_alive", "per_connection"] {
         for side in ["direct", "forwarded"] {
             let p50 = json[kind][side]["p50_us"].as_f64().unwrap();

@@ -684,6 +684,22 @@ fn a_whole_restore_writes_its_image_from_the_local_tier_and_holds_only_the_stagi
     assert!(ours().is_empty(), "left mounted: {:?}", ours());
 }
 
+/// `pico --json bench ARGS...` run from the repository (for its deploy/apps), which must
+/// succeed; its JSON report.
+fn bench_json(p: &Pico, args: &[&str]) -> serde_json::Value {
+    let result = p
+        .command(&[&["--json", "bench"], args].concat())
+        .current_dir(testkit::repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    serde_json::from_slice(&result.stdout).unwrap()
+}
+
 /// `pico bench restore` runs end to end and writes its results (a smoke run: the figures are
 /// measured by the benchmark itself, not asserted here).
 #[test]
@@ -691,10 +707,9 @@ fn bench_restore_smoke() {
     let _serial = testkit::criu_lock();
     let p = pico();
     let out = p.home().join("bench-out");
-    let result = p
-        .command(&[
-            "--json",
-            "bench",
+    let json = bench_json(
+        &p,
+        &[
             "restore",
             "--runs",
             "1",
@@ -704,16 +719,8 @@ fn bench_restore_smoke() {
             "criu-eager,lazy-local",
             "--out",
             out.to_str().unwrap(),
-        ])
-        .current_dir(testkit::repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
+        ],
     );
-    let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
     for app in ["counter", "nginx"] {
         for mode in ["criu-eager", "lazy-local"] {
             let r = &json["apps"][app][mode];

@@ -195,38 +195,40 @@ pub fn table(r: &Report) -> String {
         }
     }
     let t = &r.store.total;
-    let b = |k: &str| t[k].as_u64().unwrap_or(0);
-    s.push_str(&format!(
-        "\n### The swapped-out population in the store\n\n| | bytes | MiB | per tenant KiB |\n| --- | ---: | ---: | ---: |\n\
-         | logical (paged files of all checkpoints) | {} | {:.1} | {:.0} |\n\
-         | unique pages (one tenant's) | {} | {:.1} | {:.0} |\n\
-         | shared pages (two or more tenants', once) | {} | {:.1} | {:.0} |\n\
-         | manifests | {} | {:.1} | {:.0} |\n\
-         | locality packs | {} | {:.1} | {:.0} |\n\
-         | overhead (pack indexes, unreferenced) | {} | {:.1} | {:.0} |\n\
-         | **stored in the cold tier** | **{}** | **{:.1}** | **{:.0}** |\n",
-        b("logical_bytes"),
-        mib(b("logical_bytes")),
-        b("logical_bytes") as f64 / 1024.0 / r.tenants.max(1) as f64,
-        b("unique_bytes"),
-        mib(b("unique_bytes")),
-        b("unique_bytes") as f64 / 1024.0 / r.tenants.max(1) as f64,
-        b("shared_bytes"),
-        mib(b("shared_bytes")),
-        b("shared_bytes") as f64 / 1024.0 / r.tenants.max(1) as f64,
-        b("manifest_bytes"),
-        mib(b("manifest_bytes")),
-        b("manifest_bytes") as f64 / 1024.0 / r.tenants.max(1) as f64,
-        b("locality_bytes"),
-        mib(b("locality_bytes")),
-        b("locality_bytes") as f64 / 1024.0 / r.tenants.max(1) as f64,
-        b("overhead_bytes"),
-        mib(b("overhead_bytes")),
-        b("overhead_bytes") as f64 / 1024.0 / r.tenants.max(1) as f64,
-        b("stored_bytes"),
-        mib(b("stored_bytes")),
-        b("stored_bytes") as f64 / 1024.0 / r.tenants.max(1) as f64,
-    ));
+    s.push_str(
+        "\n### The swapped-out population in the store\n\n| | bytes | MiB | per tenant KiB |\n\
+         | --- | ---: | ---: | ---: |\n",
+    );
+    for (label, key) in [
+        ("logical (paged files of all checkpoints)", "logical_bytes"),
+        ("unique pages (one tenant's)", "unique_bytes"),
+        ("shared pages (two or more tenants', once)", "shared_bytes"),
+        ("manifests", "manifest_bytes"),
+        ("locality packs", "locality_bytes"),
+        ("overhead (pack indexes, unreferenced)", "overhead_bytes"),
+        ("**stored in the cold tier**", "stored_bytes"),
+    ] {
+        let bytes = t[key].as_u64().unwrap_or(0);
+        let per_tenant_kib = bytes as f64 / 1024.0 / r.tenants.max(1) as f64;
+        let (cell, mib_cell, kib_cell) = (
+            bytes.to_string(),
+            format!("{:.1}", mib(bytes)),
+            format!("{per_tenant_kib:.0}"),
+        );
+        let bold = |c: &str| {
+            if key == "stored_bytes" {
+                format!("**{c}**")
+            } else {
+                c.to_string()
+            }
+        };
+        s.push_str(&format!(
+            "| {label} | {} | {} | {} |\n",
+            bold(&cell),
+            bold(&mib_cell),
+            bold(&kib_cell)
+        ));
+    }
     s.push_str(&format!(
         "\nMean stored bytes per tenant by kind (unique + apportioned shared + manifests + \
          locality): {}\n",
