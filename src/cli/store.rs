@@ -65,21 +65,7 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             if ctx.json {
                 print_json(&report)?;
             } else {
-                println!(
-                    "tenant {} generation {}: {} files, {} pages ({} zero, {} already stored, {} new), \
-                     {} bytes uploaded in {} packs, {} ms",
-                    report.checkpoint.tenant,
-                    report.checkpoint.generation,
-                    report.files,
-                    report.pages_total,
-                    report.pages_zero,
-                    report.pages_known,
-                    report.pages_new,
-                    report.bytes_uploaded,
-                    report.packs_written,
-                    report.elapsed_ms
-                );
-                println!("{}", report.checkpoint.id);
+                print_ingest(&report);
             }
         }
         StoreCommand::Materialize { id, dir } => {
@@ -124,53 +110,7 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             if ctx.json {
                 print_json(&s)?;
             } else {
-                println!(
-                    "checkpoints      {} of {} tenants",
-                    s.checkpoints, s.tenants
-                );
-                println!("logical bytes    {}", s.logical_bytes);
-                println!(
-                    "pages            {} ({} zero, {} unique non-zero stored)",
-                    s.pages_total, s.pages_zero, s.pages_unique
-                );
-                println!(
-                    "stored bytes     {} ({} in {} packs, {} in manifests)",
-                    s.stored_bytes, s.pack_bytes, s.packs, s.manifest_bytes
-                );
-                println!(
-                    "pending          {} packs, {} bytes still in ingest's fast encoding (gc recompresses them)",
-                    s.packs_pending, s.pending_bytes
-                );
-                println!(
-                    "locality packs   {} ({} bytes: extra copies of restore sets, in stored bytes)",
-                    s.locality_packs, s.locality_bytes
-                );
-                println!("reduction        {:.2}x (logical / stored)", s.reduction);
-                println!(
-                    "hot tier         {} pages, {} of {} bytes; {} hits, {} misses, {} evictions",
-                    s.hot.pages,
-                    s.hot.bytes,
-                    s.hot.max_bytes,
-                    s.hot.hits,
-                    s.hot.misses,
-                    s.hot.evictions
-                );
-                if let Some(l) = &s.local {
-                    println!(
-                        "local tier       {} pages, {} of {} bytes; {} hits, {} misses, {} evictions",
-                        l.pages, l.bytes, l.max_bytes, l.hits, l.misses, l.evictions
-                    );
-                }
-                println!(
-                    "cold tier        {} ({}): {} GETs ({} bytes), {} PUTs ({} bytes), {} retries",
-                    s.cold.kind,
-                    s.cold.location,
-                    s.cold.gets,
-                    s.cold.get_bytes,
-                    s.cold.puts,
-                    s.cold.put_bytes,
-                    s.cold.retries
-                );
+                print_stats(&s);
             }
         }
         StoreCommand::Verify => {
@@ -178,17 +118,7 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             if ctx.json {
                 print_json(&r)?;
             } else {
-                for p in &r.problems {
-                    println!("PROBLEM: {p}");
-                }
-                println!(
-                    "verified {} packs ({} pages), {} manifests, {} local pages: {}",
-                    r.packs,
-                    r.pages,
-                    r.manifests,
-                    r.local_pages,
-                    if r.ok() { "all well" } else { "PROBLEMS FOUND" }
-                );
+                print_verify(&r);
             }
             if !r.ok() {
                 return Ok(ExitCode::FAILURE);
@@ -207,21 +137,7 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             if ctx.json {
                 print_json(&r)?;
             } else {
-                println!(
-                    "gc: {} manifests, {} live pages; {} of {} packs deleted ({} recompressed and {} \
-                     repacked into {}), {} page copies dropped; pack bytes {} -> {}; {} ms",
-                    r.manifests,
-                    r.live_pages,
-                    r.packs_deleted,
-                    r.packs_before,
-                    r.packs_recompressed,
-                    r.packs_repacked,
-                    r.packs_written,
-                    r.pages_dropped,
-                    r.pack_bytes_before,
-                    r.pack_bytes_after,
-                    r.elapsed_ms
-                );
+                print_gc(&r);
             }
         }
         StoreCommand::Counters => {
@@ -265,4 +181,103 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The text of `pico store ingest`: what was stored, then the checkpoint id alone.
+fn print_ingest(report: &pagestore::ingest::IngestReport) {
+    println!(
+        "tenant {} generation {}: {} files, {} pages ({} zero, {} already stored, {} new), \
+         {} bytes uploaded in {} packs, {} ms",
+        report.checkpoint.tenant,
+        report.checkpoint.generation,
+        report.files,
+        report.pages_total,
+        report.pages_zero,
+        report.pages_known,
+        report.pages_new,
+        report.bytes_uploaded,
+        report.packs_written,
+        report.elapsed_ms
+    );
+    println!("{}", report.checkpoint.id);
+}
+
+/// The text of `pico store stats`: one line per figure.
+fn print_stats(s: &pagestore::StoreStats) {
+    println!(
+        "checkpoints      {} of {} tenants",
+        s.checkpoints, s.tenants
+    );
+    println!("logical bytes    {}", s.logical_bytes);
+    println!(
+        "pages            {} ({} zero, {} unique non-zero stored)",
+        s.pages_total, s.pages_zero, s.pages_unique
+    );
+    println!(
+        "stored bytes     {} ({} in {} packs, {} in manifests)",
+        s.stored_bytes, s.pack_bytes, s.packs, s.manifest_bytes
+    );
+    println!(
+        "pending          {} packs, {} bytes still in ingest's fast encoding (gc recompresses them)",
+        s.packs_pending, s.pending_bytes
+    );
+    println!(
+        "locality packs   {} ({} bytes: extra copies of restore sets, in stored bytes)",
+        s.locality_packs, s.locality_bytes
+    );
+    println!("reduction        {:.2}x (logical / stored)", s.reduction);
+    println!(
+        "hot tier         {} pages, {} of {} bytes; {} hits, {} misses, {} evictions",
+        s.hot.pages, s.hot.bytes, s.hot.max_bytes, s.hot.hits, s.hot.misses, s.hot.evictions
+    );
+    if let Some(l) = &s.local {
+        println!(
+            "local tier       {} pages, {} of {} bytes; {} hits, {} misses, {} evictions",
+            l.pages, l.bytes, l.max_bytes, l.hits, l.misses, l.evictions
+        );
+    }
+    println!(
+        "cold tier        {} ({}): {} GETs ({} bytes), {} PUTs ({} bytes), {} retries",
+        s.cold.kind,
+        s.cold.location,
+        s.cold.gets,
+        s.cold.get_bytes,
+        s.cold.puts,
+        s.cold.put_bytes,
+        s.cold.retries
+    );
+}
+
+/// The text of `pico store verify`: each problem, then the summary.
+fn print_verify(r: &pagestore::verify::VerifyReport) {
+    for p in &r.problems {
+        println!("PROBLEM: {p}");
+    }
+    println!(
+        "verified {} packs ({} pages), {} manifests, {} local pages: {}",
+        r.packs,
+        r.pages,
+        r.manifests,
+        r.local_pages,
+        if r.ok() { "all well" } else { "PROBLEMS FOUND" }
+    );
+}
+
+/// The text of `pico store gc`.
+fn print_gc(r: &pagestore::gc::GcReport) {
+    println!(
+        "gc: {} manifests, {} live pages; {} of {} packs deleted ({} recompressed and {} \
+         repacked into {}), {} page copies dropped; pack bytes {} -> {}; {} ms",
+        r.manifests,
+        r.live_pages,
+        r.packs_deleted,
+        r.packs_before,
+        r.packs_recompressed,
+        r.packs_repacked,
+        r.packs_written,
+        r.pages_dropped,
+        r.pack_bytes_before,
+        r.pack_bytes_after,
+        r.elapsed_ms
+    );
 }
