@@ -9,6 +9,8 @@ making a disk's device node and mounting it, tracing a process, joining a namesp
 loading a kernel module and writing to the system's directories.
 With only=reads, only the attempts to read (harmless outside a sandbox).
 GET /own answers "ok" once it has written into its working directory and its /tmp (what it may).
+GET /shadow answers "/etc/shadow allowed" or "/etc/shadow refused: ERROR": root of the host
+reads it, root of a user namespace of its own does not.
 """
 import ctypes
 import ctypes.util
@@ -134,6 +136,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 except Exception as e:  # every way of failing counts as refused
                     lines.append(f"{name} refused: {type(e).__name__}: {e}")
             body = "\n".join(lines)
+        elif url.path == "/shadow":
+            try:
+                read_tree("/etc/shadow")
+                body = "/etc/shadow allowed"
+            except OSError as e:
+                body = f"/etc/shadow refused: {type(e).__name__}: {e}"
         elif url.path == "/own":
             with open("own-file", "w") as f:
                 f.write("mine")

@@ -36,6 +36,8 @@ struct ImageFs {
     runtime: tokio::runtime::Handle,
     access: Arc<AccessLog>,
     reads: Arc<MountReads>,
+    /// The uid and gid every file shows.
+    owner: u32,
 }
 
 impl ImageFs {
@@ -66,8 +68,8 @@ impl ImageFs {
             kind,
             perm,
             nlink,
-            uid: 0,
-            gid: 0,
+            uid: self.owner,
+            gid: self.owner,
             rdev: 0,
             flags: 0,
             blksize: PAGE_SIZE as u32,
@@ -239,12 +241,17 @@ impl Drop for ImageMount {
 }
 
 impl ImageMount {
-    /// Mounts `manifest` read-only at `mountpoint` (which must be an existing empty directory).
+    /// Mounts `manifest` read-only at `mountpoint` (which must be an existing empty directory),
+    /// its files owned by uid and gid `owner`: 0, or the host id of root of the user namespace
+    /// the images are restored into (CRIU's restored tasks open some images themselves). The
+    /// kernel checks each access against the files' owner and mode (`default_permissions`), for
+    /// any process (`allow_other`: the tenant's root is not the mount's owner).
     pub fn mount(
         store: Arc<PageStore>,
         manifest: Manifest,
         mountpoint: &Path,
         runtime: tokio::runtime::Handle,
+        owner: u32,
     ) -> Result<ImageMount> {
         let access = Arc::new(AccessLog::default());
         let reads = Arc::new(MountReads::default());
@@ -254,6 +261,7 @@ impl ImageMount {
             runtime,
             access: access.clone(),
             reads: reads.clone(),
+            owner,
         };
         let mut config = fuser::Config::default();
         config.mount_options = vec![
@@ -261,7 +269,9 @@ impl ImageMount {
             MountOption::FSName("pico".into()),
             MountOption::Subtype("pico".into()),
             MountOption::NoAtime,
+            MountOption::DefaultPermissions,
         ];
+        config.acl = fuser::SessionACL::All;
         config.n_threads = Some(4);
         config.clone_fd = true;
         let session =

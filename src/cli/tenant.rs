@@ -28,8 +28,8 @@ pub enum TenantCommand {
         /// Its name (from the spec file when omitted there).
         name: Option<String>,
         /// A TOML tenant spec: name, port, cmd, env, workdir, idle_timeout, layout, sandbox,
-        /// read_only, memory_limit, cpu_weight, proxy_protocol.
-        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "memory_limit", "cpu_weight", "proxy_protocol", "cmd"])]
+        /// read_only, user_namespace, memory_limit, cpu_weight, proxy_protocol.
+        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "user_namespace", "memory_limit", "cpu_weight", "proxy_protocol", "cmd"])]
         spec: Option<PathBuf>,
         /// The TCP port it serves on (the worker's on the host, the tenant's inside its network
         /// namespace).
@@ -60,6 +60,10 @@ pub enum TenantCommand {
         /// directories of the paths its command names.
         #[arg(long, conflicts_with = "no_sandbox")]
         read_only: Vec<PathBuf>,
+        /// Run it as root of a user namespace of its own: uid 0 inside is an unprivileged range
+        /// of host ids, and its working directory is given to them (docs/hosting.md#sandbox).
+        #[arg(long, conflicts_with = "no_sandbox")]
+        user_namespace: bool,
         /// Its memory limit in its cgroup: "256M", "1G" (1024-based) or bytes (default: none).
         #[arg(long, value_parser = worker::cgroup::parse_memory_size)]
         memory_limit: Option<u64>,
@@ -122,6 +126,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             workdir,
             no_sandbox,
             read_only,
+            user_namespace,
             memory_limit,
             cpu_weight,
             proxy_protocol,
@@ -141,6 +146,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
                     workdir: workdir.clone(),
                     sandbox: !*no_sandbox,
                     read_only: read_only.clone(),
+                    user_namespace: *user_namespace,
                     limits: Limits {
                         memory_limit: *memory_limit,
                         cpu_weight: *cpu_weight,
@@ -325,6 +331,9 @@ struct SpecFile {
     /// As `--read-only`.
     #[serde(default)]
     read_only: Vec<PathBuf>,
+    /// As `--user-namespace`.
+    #[serde(default)]
+    user_namespace: bool,
     /// As `--memory-limit`: "256M", "1G", or a number of bytes.
     memory_limit: Option<MemorySize>,
     /// As `--cpu-weight`: 1..10000.
@@ -406,6 +415,7 @@ impl SpecFile {
             workdir: self.workdir,
             sandbox: self.sandbox,
             read_only: self.read_only,
+            user_namespace: self.user_namespace,
             limits,
             proxy_protocol: self.proxy_protocol,
         })

@@ -961,20 +961,51 @@ fn a_worker_that_re_executes_itself_refuses_no_connection() {
 /// from a tenant outside a sandbox succeed (the attempts are real).
 #[test]
 fn a_sandboxed_tenant_cannot_reach_other_tenants_the_store_or_the_kernel() {
-    prying_tenant_is_refused(Restore::Whole);
+    prying_tenant_is_refused(Restore::Whole, Ids::Host);
 }
 
 /// The same through a lazy restore (CRIU's command line and lazy-pages daemon instead of the
 /// spare CRIU's RPC request).
 #[test]
 fn a_sandboxed_tenant_restored_lazily_is_as_confined() {
-    prying_tenant_is_refused(Restore::Lazy);
+    prying_tenant_is_refused(Restore::Lazy, Ids::Host);
+}
+
+/// `--user-namespace`: the same attempts fail, and the tenant, root inside, is an unprivileged
+/// uid of the host: it cannot read `/etc/shadow` (which root of a plain sandbox can), before
+/// and after a swap (whole restore: the spare CRIU's RPC request)...
+#[test]
+fn a_tenant_in_a_user_namespace_is_as_confined_and_nobody_on_the_host() {
+    prying_tenant_is_refused(Restore::Whole, Ids::OwnUserNamespace);
+}
+
+/// ... and on a worker that restores lazily, where it is restored whole all the same unless the
+/// kernel lets CRIU restore it lazily (`vm.unprivileged_userfaultfd = 1`; 0 here).
+#[test]
+fn a_tenant_in_a_user_namespace_on_a_lazy_worker_keeps_its_namespace() {
+    prying_tenant_is_refused(Restore::Lazy, Ids::OwnUserNamespace);
+}
+
+/// Which ids the prying tenant runs as.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Ids {
+    /// The host's root, with few capabilities (the sandbox's default).
+    Host,
+    /// Root of a user namespace of its own (`--user-namespace`).
+    OwnUserNamespace,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Restore {
     Whole,
     Lazy,
+}
+
+/// The effective uid, on the host, of process `pid`.
+fn host_uid_of(pid: u64) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
 }
 
 /// A System V shared memory segment of the test's own (removed on drop), for a tenant to try
@@ -1001,7 +1032,7 @@ impl Drop for SharedMemorySegment {
     }
 }
 
-fn prying_tenant_is_refused(restore: Restore) {
+fn prying_tenant_is_refused(restore: Restore, ids: Ids) {
     let _serial = testkit::criu_lock();
     let p = pico();
     if restore == Restore::Lazy {
@@ -1017,6 +1048,8 @@ fn prying_tenant_is_refused(restore: Restore) {
         // Sandboxed by default; its script's directory shown because its command names it.
         if !sandbox {
             args.push("--no-sandbox");
+        } else if ids == Ids::OwnUserNamespace {
+            args.push("--user-namespace");
         }
         args.extend([
             "--idle-timeout",
@@ -1058,18 +1091,44 @@ fn prying_tenant_is_refused(restore: Restore) {
             "{when}: the sandbox let through {allowed:?}\n{answer}"
         );
         assert_eq!(http_get(sandboxed, "/own").unwrap(), "ok", "{when}");
+        let shadow = http_get(sandboxed, "/shadow").unwrap();
+        let t = tenant(&p, "prying");
+        let host_uid = host_uid_of(t["pid"].as_u64().expect("a running tenant's pid"));
+        match ids {
+            // The plain sandbox's documented limit: root reads what it is shown.
+            Ids::Host => {
+                assert_eq!(shadow, "/etc/shadow allowed", "{when}");
+                assert_eq!(host_uid, 0, "{when}");
+            }
+            Ids::OwnUserNamespace => {
+                assert!(
+                    shadow.starts_with("/etc/shadow refused"),
+                    "{when}: {shadow}"
+                );
+                let first = t["user_namespace"].as_u64().expect("its range") as u32;
+                assert!(first >= 200_000_000, "{when}: {t}");
+                assert_eq!(host_uid, first, "{when}: root inside is its first id");
+            }
+        }
     };
     check("started");
     let t = tenant(&p, "prying");
     assert_eq!(t["sandbox"], true, "{t}");
+    assert_eq!(
+        t["user_namespace"].is_null(),
+        ids == Ids::Host,
+        "{ids:?}: {t}"
+    );
     assert_eq!(t["read_only"][0], apps.to_str().unwrap(), "{t}");
     p.ok(&["tenant", "swap-out", "prying"]);
     check("after a swap-out and a wake-up");
     let woke = tenant(&p, "prying");
+    let lazy_allowed = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd")
+        .is_ok_and(|v| v.trim() == "1");
+    let whole = restore == Restore::Whole || (ids == Ids::OwnUserNamespace && !lazy_allowed);
     assert_eq!(
-        woke["last_swap_in"]["whole"],
-        restore == Restore::Whole,
-        "{restore:?}: {woke}"
+        woke["last_swap_in"]["whole"], whole,
+        "{restore:?} {ids:?}: {woke}"
     );
 
     let reads = http_get(control, &query("&only=reads")).unwrap();

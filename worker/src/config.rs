@@ -107,6 +107,11 @@ pub struct WorkerConfig {
     /// hold the cold tier's keys.
     #[serde(default)]
     pub hidden_from_tenants: Vec<PathBuf>,
+    /// The first host id given to tenants' user namespaces (`user_namespace = true`): each
+    /// takes the next free range of 65536 ids from here (see `userns`). Keep the ranges apart
+    /// from the host's users and from `/etc/subuid`'s (100000 + 65536 per user, usually).
+    #[serde(default = "default_user_namespace_first_id")]
+    pub user_namespace_first_id: u32,
 }
 
 /// What a stopping worker does with running tenants.
@@ -131,6 +136,9 @@ fn default_max_restore_failures() -> u32 {
 }
 fn default_max_concurrent_swaps() -> usize {
     2
+}
+fn default_user_namespace_first_id() -> u32 {
+    200_000_000
 }
 fn default_memory_floor_mib() -> u64 {
     512
@@ -212,6 +220,7 @@ impl WorkerConfig {
             hold_timeout_ms: default_hold_timeout_ms(),
             max_restore_failures: default_max_restore_failures(),
             max_concurrent_swaps: default_max_concurrent_swaps(),
+            user_namespace_first_id: default_user_namespace_first_id(),
             memory_floor_mib: default_memory_floor_mib(),
             memory_pressure_psi: None,
             on_stop: OnStop::default(),

@@ -60,6 +60,13 @@ pub enum Error {
     #[error("cannot start tenant {name}: {reason}")]
     Start { name: String, reason: String },
 
+    #[error(
+        "tenant {0} runs in a user namespace, which CRIU restores lazily only with \
+         vm.unprivileged_userfaultfd = 1, and its image could not be written out whole (a page \
+         is in neither the memory nor the local tier after fetching it)"
+    )]
+    WholeImageIncomplete(String),
+
     #[error("swap-out of {name} could not commit its checkpoint ({cause}); {outcome}")]
     SwapOutNotCommitted {
         name: String,

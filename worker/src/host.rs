@@ -99,6 +99,8 @@ impl Worker {
 /// The tenants a worker hosts, by name.
 pub(crate) struct TenantTable {
     slots: Mutex<BTreeMap<String, Arc<TenantSlot>>>,
+    /// The host ids of the tenants' user namespaces, those of the loaded tenants taken.
+    pub user_ids: crate::userns::IdRanges,
 }
 
 impl TenantTable {
@@ -107,6 +109,7 @@ impl TenantTable {
     /// half done.
     fn load(config: &WorkerConfig, secrets: &[PathBuf]) -> Result<TenantTable> {
         let mut slots = BTreeMap::new();
+        let mut user_ids = Vec::new();
         let entries = std::fs::read_dir(&config.tenants_dir)
             .map_err(|e| Error::io(&config.tenants_dir, e))?;
         for entry in entries.flatten() {
@@ -115,6 +118,7 @@ impl TenantTable {
                 warn!(dir = %dirs.root.display(), "no readable tenant record: skipped");
                 continue;
             };
+            user_ids.extend(info.user_namespace);
             slots.insert(
                 info.name.clone(),
                 Arc::new(TenantSlot::new(dirs, info, secrets)),
@@ -122,6 +126,7 @@ impl TenantTable {
         }
         Ok(TenantTable {
             slots: Mutex::new(slots),
+            user_ids: crate::userns::IdRanges::new(config.user_namespace_first_id, user_ids),
         })
     }
 
@@ -193,6 +198,8 @@ pub(crate) struct TenantSlot {
     pub view: Option<crate::sandbox::View>,
     /// Each connection forwarded to it starts with a PROXY protocol v2 header.
     pub proxy_protocol: bool,
+    /// The first host id of its user namespace, when it runs in one (see `userns`).
+    pub user_namespace: Option<u32>,
     /// Held shared by every forwarded connection, exclusively by a swap-out or swap-in: the
     /// tenant's state changes only while no connection is forwarded to it.
     pub gate: tokio::sync::RwLock<()>,
@@ -229,6 +236,7 @@ impl TenantSlot {
             netns_file,
             view,
             proxy_protocol: info.proxy_protocol,
+            user_namespace: info.user_namespace,
             name: info.name.clone(),
             activity: Activity::new(info.last_active.unwrap_or_else(pagestore::clock::now_ms)),
             netns,

@@ -52,6 +52,7 @@ mod swap_out;
 pub mod tenant;
 mod tenant_cgroup;
 pub mod tenant_log;
+pub mod userns;
 mod whole_staging;
 
 pub use config::{ActiveSetInstall, WorkerConfig};

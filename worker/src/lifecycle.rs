@@ -67,20 +67,37 @@ impl Worker {
             spec.read_only.clone()
         };
         let ns = make_netns(&dirs).await?;
-        let pid = match self.spawn_tenant(&spec, &dirs, &cwd, &read_only, ns).await {
+        let user_ids = if spec.user_namespace {
+            let first = self.tenants.user_ids.take();
+            Some(first.map_err(|e| start_error(name, e.to_string()))?)
+        } else {
+            None
+        };
+        let netns_pin = dirs.netns();
+        let undo = |pid: Option<u32>| async move {
+            if let Some(pid) = pid {
+                kill_tree(pid).await;
+            }
+            let _ = crate::netns::remove(&netns_pin);
+            self.drop_cgroup(name).await;
+            if let Some(first) = user_ids {
+                self.tenants.user_ids.give_back(first);
+            }
+        };
+        let spawned = self
+            .spawn_tenant(&spec, &dirs, &cwd, &read_only, ns, user_ids)
+            .await;
+        let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
-                let _ = crate::netns::remove(&dirs.netns());
-                self.drop_cgroup(name).await;
+                undo(None).await;
                 return Err(e);
             }
         };
-        let info = TenantInfo::started(spec, pid, read_only);
+        let info = TenantInfo::started(spec, pid, read_only, user_ids);
         let slot = Arc::new(TenantSlot::new(dirs.clone(), info.clone(), &self.secrets));
         if let Err(e) = self.wait_listening(&slot, pid, &dirs.log()).await {
-            kill_tree(pid).await;
-            let _ = crate::netns::remove(&dirs.netns());
-            self.drop_cgroup(name).await;
+            undo(Some(pid)).await;
             return Err(e);
         }
         info.save(&dirs)?;
@@ -114,6 +131,14 @@ impl Worker {
                 "this worker runs its tenants without cgroups ({why}): its memory_limit and \
                  cpu_weight cannot be applied"
             )));
+        }
+        if spec.user_namespace && !spec.sandbox {
+            return Err(start_error(
+                name,
+                "a user namespace of its own needs the sandbox: the tenant's root must not see \
+                 the worker's mounts"
+                    .into(),
+            ));
         }
         self.tenants.check_free(name, spec.port)?;
         if let Some(dir) = spec
@@ -156,8 +181,9 @@ impl Worker {
     }
 
     /// Forks and executes the tenant of `spec` in the network namespace `ns`, in its sandbox
-    /// (showing `read_only`) and cgroup, its output appended to its log; returns its pid. The
-    /// process is reaped when it ends (CRIU's dump ends it on swap-out).
+    /// (showing `read_only`) and cgroup, as root of a user namespace mapping host ids from
+    /// `user_ids` when given, its output appended to its log; returns its pid. The process is
+    /// reaped when it ends (CRIU's dump ends it on swap-out).
     async fn spawn_tenant(
         &self,
         spec: &TenantSpec,
@@ -165,6 +191,7 @@ impl Worker {
         cwd: &std::path::Path,
         read_only: &[std::path::PathBuf],
         ns: std::fs::File,
+        user_ids: Option<u32>,
     ) -> Result<u32> {
         let name = spec.name.as_str();
         let log_path = dirs.log();
@@ -182,6 +209,18 @@ impl Worker {
         } else {
             None
         };
+        if let Some(first) = user_ids {
+            let launch = crate::launch::UserNamespaceLaunch {
+                first_id: first,
+                deterministic: spec.deterministic,
+                confined,
+                netns: Some(ns),
+                ..tenant_command(spec)?
+            };
+            return self
+                .spawn_in_user_namespace(spec, cwd, &log_path, launch)
+                .await;
+        }
         let (program, args) = spec
             .cmd
             .split_first()
@@ -214,6 +253,43 @@ impl Worker {
         let tenant = name.to_string();
         tokio::spawn(async move {
             let status = child.wait().await;
+            info!(tenant, pid, ?status, "tenant process ended");
+        });
+        Ok(pid)
+    }
+
+    /// Starts `launch`, the tenant of `spec`, as root of its user namespace (see `userns`): gives
+    /// its working directory `cwd` and its log to the namespace's ids first, and puts it in its
+    /// cgroup before it goes on.
+    async fn spawn_in_user_namespace(
+        &self,
+        spec: &TenantSpec,
+        cwd: &std::path::Path,
+        log: &std::path::Path,
+        launch: crate::launch::UserNamespaceLaunch,
+    ) -> Result<u32> {
+        let name = spec.name.as_str();
+        let first = launch.first_id;
+        crate::userns::give_tree(cwd, first)
+            .and_then(|()| crate::userns::give_tree(log, first))
+            .map_err(|e| {
+                start_error(
+                    name,
+                    format!("its files cannot be given to its user namespace: {e}"),
+                )
+            })?;
+        let cgroup = self.prepare_cgroup(name, &spec.limits)?;
+        let pid = tokio::task::spawn_blocking(move || {
+            crate::launch::spawn_in_own_user_namespace(&launch, |pid| {
+                cgroup.as_ref().map_or(Ok(()), |c| c.add(pid))
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("spawning task failed: {e}"))))
+        .map_err(|e| start_error(name, format!("{}: {e}", spec.cmd[0])))?;
+        let tenant = name.to_string();
+        tokio::spawn(async move {
+            let status = crate::process::reap_when_gone(pid).await;
             info!(tenant, pid, ?status, "tenant process ended");
         });
         Ok(pid)
@@ -297,6 +373,9 @@ impl Worker {
             error!(error = %e, "could not remove the tenant's directory");
         }
         self.tenants.remove(name);
+        if let Some(first) = rt.info.user_namespace {
+            self.tenants.user_ids.give_back(first);
+        }
         info!("tenant removed");
         Ok(())
     }
@@ -317,6 +396,50 @@ pub(crate) fn prepare_view(
     std::fs::write(dirs.mask_file(), b"")?;
     view.prepare()?;
     view.entry()
+}
+
+/// The program, arguments and whole environment (the worker's, the spec's, the deterministic
+/// layout's) of the tenant of `spec`, as C strings for a child that may not allocate; no
+/// namespace, ids or sandbox yet.
+fn tenant_command(spec: &TenantSpec) -> Result<crate::launch::UserNamespaceLaunch> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = spec.name.as_str();
+    let c = |bytes: &[u8]| {
+        std::ffi::CString::new(bytes)
+            .map_err(|_| start_error(name, "its command or environment has a NUL byte".into()))
+    };
+    let args = spec
+        .cmd
+        .iter()
+        .map(|a| c(a.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let program = args
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::NoCommand(name.to_string()))?;
+    let mut env: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
+        std::env::vars_os().collect();
+    env.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
+    if spec.deterministic {
+        env.extend(
+            crate::launch::DETERMINISTIC_ENV
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into())),
+        );
+    }
+    let env = env
+        .iter()
+        .map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(crate::launch::UserNamespaceLaunch {
+        program,
+        args,
+        env,
+        netns: None,
+        first_id: 0,
+        deterministic: spec.deterministic,
+        confined: None,
+    })
 }
 
 /// A tenant that could not start, and why.

@@ -34,6 +34,30 @@ pub fn become_subreaper() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Waits until child `pid` ends and reaps it, returning its wait status (`None`: reaped by
+/// someone else meanwhile, as [`kill_tree`] may). Holds no thread: it waits on a pidfd.
+pub async fn reap_when_gone(pid: u32) -> std::io::Result<Option<i32>> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes numbers and returns a new descriptor (owned below) or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: an OwnedFd stays open and the same descriptor for as long as the AsyncFd owns it.
+    let ready =
+        unsafe { tokio::io::unix::AsyncFd::register(pidfd) }.map_err(|e| e.into_parts().1)?;
+    // Readable once the process has ended.
+    let _guard = ready.readable().await?;
+    let mut status = 0;
+    // SAFETY: waitpid writes the status it is given.
+    match unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) } {
+        r if r == pid as i32 => Ok(Some(status)),
+        _ => Ok(None),
+    }
+}
+
 /// True when `pid` is a live (not zombie) process.
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -61,6 +61,10 @@ pub struct TenantInfo {
     /// Host paths its sandbox shows read-only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_only: Vec<PathBuf>,
+    /// Runs as root of a user namespace of its own, whose ids `0..` are the host's ids from
+    /// this one on (see `userns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<u32>,
     /// Newest committed checkpoint.
     pub checkpoint: Option<String>,
     pub generation: Option<u64>,
@@ -138,6 +142,11 @@ pub struct TenantSpec {
     /// command names (see [`crate::sandbox::shown_read_only`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_only: Vec<PathBuf>,
+    /// Run it as root of a user namespace of its own (off by default; needs the sandbox): uid 0
+    /// inside is an unprivileged uid of the host, its working directory is given to it (see
+    /// `userns`).
+    #[serde(default)]
+    pub user_namespace: bool,
     /// Its memory limit and CPU weight (see `cgroup`).
     #[serde(default, flatten)]
     pub limits: crate::cgroup::Limits,
@@ -297,7 +306,14 @@ impl TenantDirs {
 impl TenantInfo {
     /// The record of the tenant of `spec` just started as `pid`, its sandbox showing
     /// `read_only`.
-    pub fn started(spec: TenantSpec, pid: u32, read_only: Vec<PathBuf>) -> TenantInfo {
+    /// `read_only`, as root of a user namespace mapping host ids from `user_namespace` when
+    /// given.
+    pub fn started(
+        spec: TenantSpec,
+        pid: u32,
+        read_only: Vec<PathBuf>,
+        user_namespace: Option<u32>,
+    ) -> TenantInfo {
         TenantInfo {
             name: spec.name,
             state: TenantState::Running,
@@ -309,6 +325,7 @@ impl TenantInfo {
             workdir: spec.workdir,
             sandbox: spec.sandbox,
             read_only,
+            user_namespace,
             checkpoint: None,
             generation: None,
             last_swap_out: None,

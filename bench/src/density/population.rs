@@ -138,6 +138,7 @@ impl Tenant {
             read_only: Vec::new(),
             limits: Default::default(),
             proxy_protocol: false,
+            user_namespace: false,
         })
     }
 

@@ -263,6 +263,7 @@ impl Forwarded {
                 read_only: Vec::new(),
                 limits: Default::default(),
                 proxy_protocol: false,
+                user_namespace: false,
             }))
             .await?;
         Ok(Forwarded { worker, port })

@@ -473,6 +473,7 @@ async fn lazy_modes(
             read_only: Vec::new(),
             limits: Default::default(),
             proxy_protocol: false,
+            user_namespace: false,
         }),
     )
     .await?;

@@ -66,6 +66,7 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         | Error::Criu { .. }
         | Error::StartTimeout { .. }
         | Error::Start { .. }
+        | Error::WholeImageIncomplete(_)
         | Error::Cgroup { .. }
         | Error::SwapOutNotCommitted { .. }
         | Error::WorkerNotRunning { .. }

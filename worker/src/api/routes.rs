@@ -202,6 +202,7 @@ pub(crate) mod tests {
                 workdir: None,
                 sandbox: true,
                 read_only: vec!["/srv/app".into()],
+                user_namespace: true,
                 limits: crate::cgroup::Limits {
                     memory_limit: Some(256 << 20),
                     cpu_weight: Some(50),

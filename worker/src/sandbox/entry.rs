@@ -10,11 +10,14 @@ use super::{Bind, LOG_INSIDE, PROC_READ_ONLY};
 /// A view ready to be entered by a child between fork and exec.
 pub struct Entry {
     root: CString,
+    /// The flags of the mount holding the skeleton that a remount must keep (see [`kept_flags`]).
+    root_kept: libc::c_ulong,
     proc_dir: CString,
     /// [`PROC_READ_ONLY`], under the root before the pivot.
     proc_read_only: Vec<CString>,
-    /// Source, target (under the root, before the pivot), writable.
-    binds: Vec<(CString, CString, bool)>,
+    /// Source, target (under the root, before the pivot), writable, the source's flags a remount
+    /// must keep.
+    binds: Vec<(CString, CString, bool, libc::c_ulong)>,
     workdir: CString,
     log: CString,
     dev_null: CString,
@@ -30,10 +33,11 @@ impl Entry {
         let mut targets = Vec::with_capacity(binds.len());
         for b in binds {
             let target = root.join(b.inside.strip_prefix("/").unwrap_or(&b.inside));
-            targets.push((c(&b.host)?, c(&target)?, b.writable));
+            targets.push((c(&b.host)?, c(&target)?, b.writable, kept_flags(&b.host)?));
         }
         Ok(Entry {
             root: c(root)?,
+            root_kept: kept_flags(root)?,
             proc_dir: c(&root.join("proc"))?,
             proc_read_only: PROC_READ_ONLY
                 .iter()
@@ -62,11 +66,14 @@ impl Entry {
         // Nothing mounted here propagates back to the host, nor the host's mounts in here.
         mount(None, c"/", None, MS_REC | MS_PRIVATE)?;
         mount(Some(&self.root), &self.root, None, MS_BIND)?;
-        remount_bind(&self.root, MS_RDONLY | MS_NOSUID | MS_NODEV)?;
-        for (source, target, writable) in &self.binds {
+        remount_bind(
+            &self.root,
+            MS_RDONLY | MS_NOSUID | MS_NODEV | self.root_kept,
+        )?;
+        for (source, target, writable, kept) in &self.binds {
             mount(Some(source), target, None, MS_BIND)?;
             let flags = if *writable { 0 } else { MS_RDONLY } | MS_NOSUID;
-            remount_bind(target, flags)?;
+            remount_bind(target, flags | kept)?;
         }
         mount(
             Some(c"proc"),
@@ -89,6 +96,31 @@ impl Entry {
         reopen(&self.dev_null, libc::O_RDONLY, &[0])?;
         reopen(&self.log, libc::O_WRONLY | libc::O_APPEND, &[1, 2])
     }
+}
+
+/// The flags of the mount holding `path` that a bind of it must keep when remounted: a tenant
+/// in a user namespace may not clear them (the kernel locks them), and keeping them changes
+/// nothing for one without (a bind starts with them).
+fn kept_flags(path: &Path) -> std::io::Result<libc::c_ulong> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other(format!("{} has a NUL byte", path.display())))?;
+    // SAFETY: statvfs fills the struct it is given from a string that outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::statvfs(c.as_ptr(), &mut st) })
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let pairs = [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ];
+    Ok(pairs
+        .iter()
+        .filter(|(st_flag, _)| st.f_flag & st_flag != 0)
+        .fold(0, |flags, (_, ms_flag)| flags | ms_flag))
 }
 
 fn check(ret: i32) -> std::io::Result<()> {

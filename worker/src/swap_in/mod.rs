@@ -28,7 +28,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::activeset::Learn;
 use crate::config::ActiveSetInstall;
 use crate::crashpoint;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::host::{TenantRuntime, TenantSlot, Worker};
 use crate::swap_in::background::Background;
 use crate::swap_in::plan::{swapped_out_checkpoint, LazyPlan};
@@ -148,11 +148,20 @@ impl Worker {
             let learning = use_activeset && self.config.activeset;
             let route = self.route(rt, &checkpoint).await?;
             if route.whole {
-                if let Some(report) = self
-                    .swap_in_whole(&slot, rt, &checkpoint, &route.manifest, started)
-                    .await?
-                {
-                    return Ok(report);
+                let whole = self
+                    .swap_in_whole(
+                        &slot,
+                        rt,
+                        &checkpoint,
+                        &route.manifest,
+                        route.only_whole,
+                        started,
+                    )
+                    .await?;
+                match (whole, route.only_whole) {
+                    (Some(report), _) => return Ok(report),
+                    (None, true) => return Err(Error::WholeImageIncomplete(name.to_string())),
+                    (None, false) => {}
                 }
             }
             let LazyPlan {
@@ -163,7 +172,8 @@ impl Worker {
             } = self
                 .plan_lazy(&slot, name, route.manifest, learning, install)
                 .await;
-            let (mount, mountpoint) = self.mount_checkpoint(name, manifest)?;
+            let (mount, mountpoint) =
+                self.mount_checkpoint(name, manifest, slot.user_namespace.unwrap_or(0))?;
             let mount_ms = elapsed_ms(started);
 
             // When an ActiveSet was installed, the fill waits for the learning window.

@@ -15,11 +15,14 @@ impl Worker {
         Ok(mountpoint)
     }
 
-    /// Mounts a checkpoint's image directory (FUSE, served from the store) at `mnt/NAME`.
+    /// Mounts a checkpoint's image directory (FUSE, served from the store) at `mnt/NAME`, its
+    /// files owned by root of the tenant's user namespace starting at host id `owner` (0 for
+    /// a tenant without one).
     pub(super) fn mount_checkpoint(
         &self,
         name: &str,
         manifest: pagestore::Manifest,
+        owner: u32,
     ) -> Result<(pager::ImageMount, PathBuf)> {
         let mountpoint = self.fresh_mountpoint(name)?;
         let mount = pager::ImageMount::mount(
@@ -27,6 +30,7 @@ impl Worker {
             manifest,
             &mountpoint,
             tokio::runtime::Handle::current(),
+            owner,
         )?;
         Ok((mount, mountpoint))
     }

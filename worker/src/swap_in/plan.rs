@@ -26,6 +26,9 @@ pub(super) struct Route {
     pub manifest: Manifest,
     /// Small enough to try a whole restore first (see `whole.rs`).
     pub whole: bool,
+    /// Restored whole or not at all: a tenant in a user namespace where CRIU cannot restore
+    /// it lazily (see `userns`); its pages are fetched from any tier first.
+    pub only_whole: bool,
 }
 
 /// What a lazy restore needs before it mounts the checkpoint.
@@ -87,8 +90,10 @@ impl Worker {
             Some(m) => (*m).clone(),
             None => self.store.manifest(checkpoint).await?,
         };
-        let whole =
-            crate::swap_in::whole::small_enough(&manifest, self.config.whole_restore_below_mib);
+        let only_whole =
+            rt.info.user_namespace.is_some() && !crate::userns::lazy_restores_allowed();
+        let whole = only_whole
+            || crate::swap_in::whole::small_enough(&manifest, self.config.whole_restore_below_mib);
         // A swap-out's new pages reach the local tier just behind its commit; a swap-in
         // right after it waits briefly for them rather than fetching them from the cold tier,
         // unless it is a small one with every page in memory already (a small tenant's last
@@ -105,7 +110,11 @@ impl Worker {
                 "local tier still filling"
             );
         }
-        Ok(Route { manifest, whole })
+        Ok(Route {
+            manifest,
+            whole,
+            only_whole,
+        })
     }
 
     /// Plans a lazy restore of `manifest`: with `learning` (an ActiveSet in use), the tenant's

@@ -31,7 +31,7 @@ use std::time::Instant;
 use pagestore::{FileContent, Manifest, PAGE_SIZE};
 use tracing::{info, warn};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::host::{TenantRuntime, TenantSlot, Worker};
 use crate::image_tmpfs::ImageTmpfs;
 use crate::tenant::{fresh_dir, SwapInReport, TenantState};
@@ -82,28 +82,47 @@ fn image_bytes(manifest: &Manifest) -> u64 {
 
 impl Worker {
     /// Restores the tenant whole from `manifest` (see the module doc) if every page of it is in
-    /// the memory or local tier; `None` if one is not (nothing restored: the caller restores it
-    /// lazily). `rt` is its locked runtime, `started` when the swap-in began.
+    /// the memory or local tier, or, with `fetch_missing`, once the others are fetched into
+    /// them; `None` if a page is not (nothing restored: the caller restores it lazily). `rt` is
+    /// its locked runtime, `started` when the swap-in began.
     pub(super) async fn swap_in_whole(
         &self,
         slot: &Arc<TenantSlot>,
         rt: &mut TenantRuntime,
         checkpoint: &pagestore::CheckpointRef,
         manifest: &Manifest,
+        fetch_missing: bool,
         started: Instant,
     ) -> Result<Option<SwapInReport>> {
-        let image = match self.whole_staging.take(manifest) {
+        // The kept tmpfs is sized for images under `whole_restore_below_mib`; a larger one (a
+        // tenant restored only whole) gets a tmpfs of its own.
+        let staged = small_enough(manifest, self.config.whole_restore_below_mib)
+            .then(|| self.whole_staging.take(manifest))
+            .flatten();
+        let image = match staged {
             Some(staged) => staged,
             None => {
                 let mountpoint = self.fresh_mountpoint(&checkpoint.tenant)?;
                 ImageDir::Own(ImageTmpfs::mount(&mountpoint, image_bytes(manifest))?)
             }
         };
-        let store = self.store.clone();
-        let (written_image, dir) = (manifest.clone(), image.path().to_path_buf());
-        let written =
-            tokio::task::spawn_blocking(move || store.materialize_resident(&written_image, &dir))
-                .await;
+        let mut written = self.write_image(manifest, image.path(), slot).await;
+        if fetch_missing && matches!(written, Ok(Ok(false))) {
+            let pages: Vec<pagestore::PageId> = manifest
+                .files
+                .iter()
+                .flat_map(|f| f.pages())
+                .copied()
+                .collect();
+            let fetched = self.store.prefetch(&pages).await?;
+            info!(
+                cold_pages = fetched.cold_pages,
+                cold_bytes = fetched.cold_bytes,
+                ms = fetched.ms,
+                "pages fetched for a whole restore"
+            );
+            written = self.write_image(manifest, image.path(), slot).await;
+        }
         if !matches!(written, Ok(Ok(true))) {
             match written {
                 Ok(Err(e)) => warn!(error = %e, "could not write the image out: restoring lazily"),
@@ -116,14 +135,7 @@ impl Worker {
         let mount_ms = started.elapsed().as_millis() as u64;
         let work = slot.dirs.criu_work("restore");
         fresh_dir(&work)?;
-        let restored = self
-            .restore_whole(
-                image.path(),
-                &work,
-                slot.netns.as_deref(),
-                slot.view.as_ref(),
-            )
-            .await;
+        let restored = self.restore_whole(image.path(), &work, slot).await;
         // CRIU has read everything it needs: the tenant holds nothing of the image. The kept
         // tmpfs is free for the next restore at once; a tmpfs of its own unmounts behind.
         let released = match image {
@@ -177,15 +189,34 @@ impl Worker {
         Ok(Some(report))
     }
 
-    /// `criu restore` of a whole image, by the spare CRIU when one is ready.
-    async fn restore_whole(
+    /// Writes the image of `manifest` into `dir` from the memory and local tiers (see
+    /// `PageStore::materialize_resident`), given to the tenant's user namespace when it has one:
+    /// CRIU's restored tasks open some images themselves, as the tenant's root.
+    async fn write_image(
         &self,
-        images: &Path,
-        work: &Path,
-        netns: Option<&Path>,
-        view: Option<&crate::sandbox::View>,
-    ) -> Result<u32> {
-        if let Some(spares) = &self.criu_spares {
+        manifest: &Manifest,
+        dir: &Path,
+        slot: &TenantSlot,
+    ) -> std::result::Result<Result<bool>, tokio::task::JoinError> {
+        let store = self.store.clone();
+        let (manifest, dir, owner) = (manifest.clone(), dir.to_path_buf(), slot.user_namespace);
+        tokio::task::spawn_blocking(move || {
+            let complete = store.materialize_resident(&manifest, &dir)?;
+            if let (true, Some(first)) = (complete, owner) {
+                crate::userns::give_tree(&dir, first).map_err(|e| Error::io(&dir, e))?;
+            }
+            Ok(complete)
+        })
+        .await
+    }
+
+    /// `criu restore` of a whole image of the tenant of `slot`, by the spare CRIU when one is
+    /// ready. Not for a tenant in a user namespace: the spare joins the tenant's network
+    /// namespace from the restored user namespace, which may not (it owns nothing there), so a
+    /// CRIU started inside the network namespace restores it.
+    async fn restore_whole(&self, images: &Path, work: &Path, slot: &TenantSlot) -> Result<u32> {
+        let (netns, view) = (slot.netns.as_deref(), slot.view.as_ref());
+        if let (Some(spares), None) = (&self.criu_spares, slot.user_namespace) {
             if let Some(pid) = spares.restore(images, work, netns, view).await? {
                 return Ok(pid);
             }
