@@ -36,8 +36,6 @@ struct ImageFs {
     runtime: tokio::runtime::Handle,
     access: Arc<AccessLog>,
     reads: Arc<MountReads>,
-    /// The uid and gid every file shows.
-    owner: u32,
 }
 
 impl ImageFs {
@@ -55,7 +53,7 @@ impl ImageFs {
             (FileType::Directory, 0, 0o555, 2)
         } else {
             let f = self.manifest.files.get(ino.checked_sub(2)? as usize)?;
-            (FileType::RegularFile, f.size, (f.mode & 0o777) as u16, 1)
+            (FileType::RegularFile, f.size, 0o444, 1)
         };
         Some(FileAttr {
             ino: INodeNo(ino),
@@ -68,8 +66,8 @@ impl ImageFs {
             kind,
             perm,
             nlink,
-            uid: self.owner,
-            gid: self.owner,
+            uid: 0,
+            gid: 0,
             rdev: 0,
             flags: 0,
             blksize: PAGE_SIZE as u32,
@@ -242,16 +240,14 @@ impl Drop for ImageMount {
 
 impl ImageMount {
     /// Mounts `manifest` read-only at `mountpoint` (which must be an existing empty directory),
-    /// its files owned by uid and gid `owner`: 0, or the host id of root of the user namespace
-    /// the images are restored into (CRIU's restored tasks open some images themselves). The
-    /// kernel checks each access against the files' owner and mode (`default_permissions`), for
-    /// any process (`allow_other`: the tenant's root is not the mount's owner).
+    /// every file readable by everyone (`allow_other`, modes checked by the kernel): the tasks
+    /// CRIU restores into a user namespace open some images themselves, some before their ids
+    /// are mapped (CRIU's time namespace). Keep the mount point in a directory of root's alone.
     pub fn mount(
         store: Arc<PageStore>,
         manifest: Manifest,
         mountpoint: &Path,
         runtime: tokio::runtime::Handle,
-        owner: u32,
     ) -> Result<ImageMount> {
         let access = Arc::new(AccessLog::default());
         let reads = Arc::new(MountReads::default());
@@ -261,7 +257,6 @@ impl ImageMount {
             runtime,
             access: access.clone(),
             reads: reads.clone(),
-            owner,
         };
         let mut config = fuser::Config::default();
         config.mount_options = vec![

@@ -32,7 +32,6 @@ async fn mounted_checkpoint_reads_back_identical_and_logs_page_reads() {
         manifest,
         &mnt,
         tokio::runtime::Handle::current(),
-        0,
     )
     .unwrap();
 

@@ -52,7 +52,6 @@ pub async fn run(ctx: &Context, cmd: PagerCommand) -> anyhow::Result<ExitCode> {
                 manifest,
                 &mountpoint,
                 tokio::runtime::Handle::current(),
-                0,
             )?;
             eprintln!(
                 "checkpoint {} of {} mounted at {}; Ctrl-C (or SIGTERM) unmounts",

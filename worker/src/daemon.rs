@@ -39,6 +39,14 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     for dir in [&config.tenants_dir, &config.staging_dir, &config.mounts_dir] {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
+    // Root's alone: the images mounted or written below are readable by everyone who reaches
+    // them (a tenant in a user namespace opens some of its own; CRIU hands it the directory).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mounts = &config.mounts_dir;
+        std::fs::set_permissions(mounts, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(mounts, e))?;
+    }
     let store = Arc::new(PageStore::open(&store_config).await?);
     let worker = Arc::new(Worker::open(config, store, criu)?);
     worker.recover().await?;

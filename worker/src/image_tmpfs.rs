@@ -50,7 +50,7 @@ impl ImageTmpfs {
                 mountpoint,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some(format!("{huge}size={size},mode=0700").as_str()),
+                Some(format!("{huge}size={size},mode=0755").as_str()),
             )
         };
         // A kernel without transparent huge pages refuses the option: a plain tmpfs then.

@@ -14,7 +14,9 @@
 //! multithreaded worker cannot `unshare` a user namespace itself. The worker writes the maps
 //! from outside ([`write_maps`]) before the tenant goes on, and gives the files the tenant
 //! writes (its working directory, its log) to its range ([`give_tree`]). CRIU dumps the
-//! namespace with its maps and restores them as they were. This machine's root lacks
+//! namespace with its maps and restores them as they were; its restored tasks open some images
+//! themselves, one (the time namespace's) before their maps are written, when they are nobody
+//! on the host: images are readable by everyone, in a mounts directory of root's alone. This machine's root lacks
 //! `CAP_SYS_RESOURCE` and CRIU still dumps and restores such a tenant (checked by the e2e tests).
 //!
 //! A lazy restore needs more: CRIU opens the userfaultfd of each restored task from inside the

@@ -172,8 +172,7 @@ impl Worker {
             } = self
                 .plan_lazy(&slot, name, route.manifest, learning, install)
                 .await;
-            let (mount, mountpoint) =
-                self.mount_checkpoint(name, manifest, slot.user_namespace.unwrap_or(0))?;
+            let (mount, mountpoint) = self.mount_checkpoint(name, manifest)?;
             let mount_ms = elapsed_ms(started);
 
             // When an ActiveSet was installed, the fill waits for the learning window.

@@ -15,14 +15,11 @@ impl Worker {
         Ok(mountpoint)
     }
 
-    /// Mounts a checkpoint's image directory (FUSE, served from the store) at `mnt/NAME`, its
-    /// files owned by root of the tenant's user namespace starting at host id `owner` (0 for
-    /// a tenant without one).
+    /// Mounts a checkpoint's image directory (FUSE, served from the store) at `mnt/NAME`.
     pub(super) fn mount_checkpoint(
         &self,
         name: &str,
         manifest: pagestore::Manifest,
-        owner: u32,
     ) -> Result<(pager::ImageMount, PathBuf)> {
         let mountpoint = self.fresh_mountpoint(name)?;
         let mount = pager::ImageMount::mount(
@@ -30,7 +27,6 @@ impl Worker {
             manifest,
             &mountpoint,
             tokio::runtime::Handle::current(),
-            owner,
         )?;
         Ok((mount, mountpoint))
     }

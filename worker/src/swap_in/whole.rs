@@ -190,8 +190,9 @@ impl Worker {
     }
 
     /// Writes the image of `manifest` into `dir` from the memory and local tiers (see
-    /// `PageStore::materialize_resident`), given to the tenant's user namespace when it has one:
-    /// CRIU's restored tasks open some images themselves, as the tenant's root.
+    /// `PageStore::materialize_resident`), readable by everyone when the tenant has a user
+    /// namespace: CRIU's restored tasks open some images themselves, some before their ids are
+    /// mapped (the mounts directory is root's alone).
     async fn write_image(
         &self,
         manifest: &Manifest,
@@ -199,11 +200,12 @@ impl Worker {
         slot: &TenantSlot,
     ) -> std::result::Result<Result<bool>, tokio::task::JoinError> {
         let store = self.store.clone();
-        let (manifest, dir, owner) = (manifest.clone(), dir.to_path_buf(), slot.user_namespace);
+        let (manifest, dir) = (manifest.clone(), dir.to_path_buf());
+        let shared = slot.user_namespace.is_some();
         tokio::task::spawn_blocking(move || {
             let complete = store.materialize_resident(&manifest, &dir)?;
-            if let (true, Some(first)) = (complete, owner) {
-                crate::userns::give_tree(&dir, first).map_err(|e| Error::io(&dir, e))?;
+            if complete && shared {
+                readable_by_all(&dir).map_err(|e| Error::io(&dir, e))?;
             }
             Ok(complete)
         })
@@ -223,6 +225,17 @@ impl Worker {
         }
         self.criu.restore(images, work, false, netns, view).await
     }
+}
+
+/// Makes every file in `dir` readable by everyone.
+fn readable_by_all(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let mode = std::fs::metadata(&path)?.permissions().mode();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | 0o444))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
