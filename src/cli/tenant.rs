@@ -476,6 +476,7 @@ mod tests {
             layout = "deterministic"
             memory_limit = "256M"
             cpu_weight = 50
+            user_namespace = true
         "#;
         let file: SpecFile = toml::from_str(text).unwrap();
         let spec = file.into_spec(None).unwrap();
@@ -485,6 +486,7 @@ mod tests {
         assert!(spec.deterministic);
         assert_eq!(spec.limits.memory_limit, Some(256 << 20));
         assert_eq!(spec.limits.cpu_weight, Some(50));
+        assert!(spec.user_namespace);
         assert_eq!(spec.env["GREETING"], "hi");
         assert_eq!(
             spec.workdir.as_deref(),
