@@ -141,9 +141,24 @@ impl Criu {
         c
     }
 
-    async fn run(&self, op: &'static str, mut cmd: Command, work: &Path, log: &str) -> Result<()> {
+    /// Runs `cmd` to its end, inside the network namespace pinned at `netns` if given.
+    async fn run(
+        &self,
+        op: &'static str,
+        mut cmd: Command,
+        netns: Option<&Path>,
+        work: &Path,
+        log: &str,
+    ) -> Result<()> {
         debug!(op, ?cmd, "running criu");
-        let out = cmd.output().await.map_err(|e| Error::io(&self.bin, e))?;
+        let child = match netns {
+            Some(pin) => crate::netns::spawn_inside(&mut cmd, pin).map_err(|e| Error::io(pin, e)),
+            None => cmd.spawn().map_err(|e| Error::io(&self.bin, e)),
+        }?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| Error::io(&self.bin, e))?;
         if out.status.success() {
             return Ok(());
         }
@@ -208,8 +223,7 @@ impl Criu {
         for controllers in cgroup_controllers {
             cmd.arg("--cgroup-dump-controller").arg(controllers);
         }
-        let _ns = inside(&mut cmd, netns)?;
-        self.run("dump", cmd, work, "dump.log").await
+        self.run("dump", cmd, netns, work, "dump.log").await
     }
 
     /// Starts the lazy-pages daemon, which serves page faults of a lazy restore from the page
@@ -247,8 +261,7 @@ impl Criu {
                 cmd.arg("--external").arg(external);
             }
         }
-        let _ns = inside(&mut cmd, netns)?;
-        self.run("restore", cmd, work, "restore.log").await?;
+        self.run("restore", cmd, netns, work, "restore.log").await?;
         let text = std::fs::read_to_string(&pidfile).map_err(|e| Error::io(&pidfile, e))?;
         text.trim().parse().map_err(|_| Error::BadPidFile {
             path: pidfile.clone(),
@@ -266,26 +279,6 @@ impl Criu {
 /// directories may have changed since it was made).
 pub(crate) fn prepare_root(view: &View) -> Result<()> {
     view.prepare().map_err(|e| Error::io(view.root(), e))
-}
-
-/// Makes `cmd` start inside the network namespace pinned at `netns`; the returned descriptor
-/// must stay open until it has been spawned.
-fn inside(cmd: &mut Command, netns: Option<&Path>) -> Result<Option<std::fs::File>> {
-    let Some(pin) = netns else {
-        return Ok(None);
-    };
-    let ns = crate::netns::open(pin).map_err(|e| Error::io(pin, e))?;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&ns);
-    // SAFETY: setns(2) is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(Some(ns))
 }
 
 /// The last `n` lines of a log file (or why it could not be read).
