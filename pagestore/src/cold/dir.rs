@@ -136,7 +136,9 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Res
         if rel.starts_with(".tmp") {
             continue;
         }
-        let meta = entry.metadata().map_err(|e| Error::io(&path, e))?;
+        let Some(meta) = listed_meta(&entry)? else {
+            continue;
+        };
         if meta.is_dir() {
             // Only descend where keys under this directory can match the prefix.
             let as_prefix = format!("{rel}/");
@@ -153,9 +155,40 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Res
     Ok(())
 }
 
+/// The metadata of a listed entry; `None` when it was deleted since the directory was read (a
+/// background recompression deletes the packs it replaced): a listing, like S3's, may leave out
+/// an object deleted while it runs, but it must not fail.
+fn listed_meta(entry: &std::fs::DirEntry) -> Result<Option<std::fs::Metadata>> {
+    match entry.metadata() {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&entry.path(), e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_deleted_while_listing_is_left_out_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.pack", "b.pack"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        // Read before either is deleted, as a listing's directory read is.
+        let entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        std::fs::remove_file(dir.path().join("b.pack")).unwrap();
+        let kept: Vec<String> = entries
+            .iter()
+            .filter(|e| listed_meta(e).unwrap().is_some())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(kept, ["a.pack"]);
+    }
 
     #[tokio::test]
     async fn put_get_range_list_delete() {
