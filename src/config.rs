@@ -66,14 +66,26 @@ impl PicoConfig {
     }
 }
 
-/// The home directory: `--home`, else `$PICO_HOME`, else `/var/lib/pico`.
+/// The home directory: `--home`, else `$PICO_HOME`, else `/var/lib/pico`; absolute (a relative
+/// one is taken from the current directory): the worker hands paths under it to CRIU, which
+/// runs elsewhere (a relative home left every sandboxed tenant unrestorable: "Can't open ns
+/// file h2/tenants/…/netns").
 pub fn home_dir(arg: Option<PathBuf>) -> PathBuf {
-    arg.unwrap_or_else(|| PathBuf::from("/var/lib/pico"))
+    let home = arg.unwrap_or_else(|| PathBuf::from("/var/lib/pico"));
+    std::path::absolute(&home).unwrap_or(home)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_home_is_made_absolute() {
+        let home = home_dir(Some(PathBuf::from("h2")));
+        assert!(home.is_absolute(), "{}", home.display());
+        assert!(home.ends_with("h2"), "{}", home.display());
+        assert_eq!(home_dir(None), Path::new("/var/lib/pico"));
+    }
 
     #[test]
     fn defaults_without_a_file() {

@@ -162,7 +162,7 @@ fn listed_meta(entry: &std::fs::DirEntry) -> Result<Option<std::fs::Metadata>> {
     match entry.metadata() {
         Ok(meta) => Ok(Some(meta)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(&entry.path(), e)),
+        Err(e) => Err(Error::io(entry.path(), e)),
     }
 }
 
