@@ -163,12 +163,20 @@ impl PageStore {
         let mut seen: HashSet<PageId> = HashSet::new();
         let mut done: Vec<(PackId, String)> = Vec::new();
         let mut written: HashSet<PackId> = HashSet::new();
+        let mut listed: HashSet<PackId> = HashSet::new();
         for obj in self.cold().list("packs/").await? {
             let Some(pack) = PackId::from_object_key(&obj.key) else {
                 continue;
             };
+            listed.insert(pack);
+            // Every pass after a swap-out once read every pack's index: the store's whole
+            // page list, parsed again per swap-out.
+            if self.known_dense(&pack) {
+                continue;
+            }
             let entries = self.read_pack_index(&obj.key, obj.size).await?;
             if !pack::is_fast(&entries) {
+                self.remember_dense([pack]);
                 continue;
             }
             let data = self.cold().get(&obj.key).await?;
@@ -199,6 +207,10 @@ impl PageStore {
             r.bytes_after += len;
             r.packs_written += 1;
         }
+        self.remember_dense(written.iter().copied());
+        // Packs gone (gc's) are forgotten.
+        self.dense_packs()
+            .retain(|p| listed.contains(p) || written.contains(p));
         // Only now that every page has a durable new home are the old packs deleted.
         let gone = self.delete_replaced(&done, &written).await?;
         r.packs_recompressed = gone as u64;
@@ -212,6 +224,22 @@ impl PageStore {
             "recompressed"
         );
         Ok(r)
+    }
+
+    /// The packs known dense (`PageStore::known_dense_packs`); a panic elsewhere leaves the set
+    /// usable.
+    fn dense_packs(&self) -> std::sync::MutexGuard<'_, HashSet<PackId>> {
+        self.known_dense_packs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn known_dense(&self, pack: &PackId) -> bool {
+        self.dense_packs().contains(pack)
+    }
+
+    fn remember_dense(&self, packs: impl IntoIterator<Item = PackId>) {
+        self.dense_packs().extend(packs);
     }
 
     /// Deletes packs whose pages now live in new packs (never one just written: a pack is named

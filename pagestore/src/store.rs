@@ -33,6 +33,9 @@ pub struct PageStore {
     pub(crate) manifests: ManifestCache,
     /// The background recompression's state ([`crate::recompress`]).
     pub(crate) background_recompress: crate::rerun::Rerun,
+    /// Packs a recompression found dense, or wrote: a pack is named by its bytes, so it stays
+    /// dense, and the next pass need not read its index again.
+    pub(crate) known_dense_packs: std::sync::Mutex<std::collections::HashSet<crate::pack::PackId>>,
     pub(crate) config: StoreConfig,
 }
 
@@ -71,6 +74,7 @@ impl PageStore {
             filler,
             manifests: ManifestCache::default(),
             background_recompress: Default::default(),
+            known_dense_packs: Default::default(),
             config: config.clone(),
         };
         store.refresh_catalog().await?;
