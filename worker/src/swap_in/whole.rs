@@ -185,7 +185,13 @@ impl Worker {
                 Err(e) => warn!(tenant, error = %e, "state writer failed"),
             }
         }));
-        info!(pid, total_ms, "swapped in whole");
+        info!(
+            pid,
+            image_written_ms = mount_ms,
+            restore_ms = total_ms - mount_ms,
+            total_ms,
+            "swapped in whole"
+        );
         Ok(Some(report))
     }
 
