@@ -59,7 +59,7 @@ impl IdRanges {
 
     /// The first host id of the lowest range no tenant has, now taken.
     pub fn take(&self) -> Result<u32, IdsExhausted> {
-        let mut taken = crate::host::lock_std(&self.taken);
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
         // A range ends below u32::MAX, which is no id ((uid_t) -1).
         let free = (self.first..=u32::MAX - IDS_PER_TENANT)
             .step_by(IDS_PER_TENANT as usize)
@@ -71,7 +71,10 @@ impl IdRanges {
 
     /// Makes the range starting at `first` free again (its tenant is gone, or never started).
     pub fn give_back(&self, first: u32) {
-        crate::host::lock_std(&self.taken).remove(&first);
+        self.taken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&first);
     }
 }
 
