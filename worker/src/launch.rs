@@ -126,14 +126,19 @@ where
     })
 }
 
-/// A tenant to start as root of a user namespace of its own (see `userns`), everything made
-/// beforehand: the child may not allocate.
-pub struct UserNamespaceLaunch {
+/// What a child executes, as C strings made beforehand (it may not allocate).
+pub struct Exec {
     pub program: CString,
     /// Its arguments, the program's name first.
     pub args: Vec<CString>,
     /// Its whole environment, as `KEY=VALUE`.
     pub env: Vec<CString>,
+}
+
+/// A tenant to start as root of a user namespace of its own (see `userns`), everything made
+/// beforehand: the child may not allocate.
+pub struct UserNamespaceLaunch {
+    pub exec: Exec,
     pub netns: Option<std::fs::File>,
     /// The first host id of the range its namespace maps (see `userns`).
     pub first_id: u32,
@@ -174,7 +179,7 @@ pub fn spawn_in_own_user_namespace(
                 if let Some(ns) = &launch.netns {
                     crate::netns::enter(ns)?;
                 }
-                let (argv, envp) = (pointers(&launch.args), pointers(&launch.env));
+                let (argv, envp) = (pointers(&launch.exec.args), pointers(&launch.exec.env));
                 let child = Child {
                     launch,
                     argv: &argv,
@@ -263,7 +268,7 @@ impl Child<'_> {
                 }
                 become_tenant(self.launch.deterministic, self.launch.confined.as_ref())?;
                 libc::execvpe(
-                    self.launch.program.as_ptr(),
+                    self.launch.exec.program.as_ptr(),
                     self.argv.as_ptr(),
                     self.envp.as_ptr(),
                 );
@@ -316,9 +321,11 @@ mod tests {
         );
         let c = |s: &str| CString::new(s).expect("no NUL");
         let launch = UserNamespaceLaunch {
-            program: c("sh"),
-            args: vec![c("sh"), c("-c"), c(&script)],
-            env: vec![c("PATH=/usr/bin:/bin")],
+            exec: Exec {
+                program: c("sh"),
+                args: vec![c("sh"), c("-c"), c(&script)],
+                env: vec![c("PATH=/usr/bin:/bin")],
+            },
             netns: None,
             first_id: first,
             deterministic: false,
@@ -359,9 +366,11 @@ mod tests {
     fn a_program_that_cannot_be_executed_in_a_user_namespace_is_an_error() {
         let c = |s: &str| CString::new(s).expect("no NUL");
         let launch = UserNamespaceLaunch {
-            program: c("/nonexistent/program"),
-            args: vec![c("/nonexistent/program")],
-            env: vec![],
+            exec: Exec {
+                program: c("/nonexistent/program"),
+                args: vec![c("/nonexistent/program")],
+                env: vec![],
+            },
             netns: None,
             first_id: 300_000,
             deterministic: false,

@@ -211,11 +211,11 @@ impl Worker {
         };
         if let Some(first) = user_ids {
             let launch = crate::launch::UserNamespaceLaunch {
+                exec: tenant_exec(spec)?,
                 first_id: first,
                 deterministic: spec.deterministic,
                 confined,
                 netns: Some(ns),
-                ..tenant_command(spec)?
             };
             return self
                 .spawn_in_user_namespace(spec, cwd, &log_path, launch)
@@ -399,9 +399,8 @@ pub(crate) fn prepare_view(
 }
 
 /// The program, arguments and whole environment (the worker's, the spec's, the deterministic
-/// layout's) of the tenant of `spec`, as C strings for a child that may not allocate; no
-/// namespace, ids or sandbox yet.
-fn tenant_command(spec: &TenantSpec) -> Result<crate::launch::UserNamespaceLaunch> {
+/// layout's) of the tenant of `spec`, as C strings for a child that may not allocate.
+fn tenant_exec(spec: &TenantSpec) -> Result<crate::launch::Exec> {
     use std::os::unix::ffi::OsStrExt;
     let name = spec.name.as_str();
     let c = |bytes: &[u8]| {
@@ -431,15 +430,7 @@ fn tenant_command(spec: &TenantSpec) -> Result<crate::launch::UserNamespaceLaunc
         .iter()
         .map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
         .collect::<Result<Vec<_>>>()?;
-    Ok(crate::launch::UserNamespaceLaunch {
-        program,
-        args,
-        env,
-        netns: None,
-        first_id: 0,
-        deterministic: spec.deterministic,
-        confined: None,
-    })
+    Ok(crate::launch::Exec { program, args, env })
 }
 
 /// A tenant that could not start, and why.
