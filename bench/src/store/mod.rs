@@ -265,7 +265,55 @@ pub async fn run(opts: &Options) -> Result<Report> {
         ("garage", &["--version"]),
     ]);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let inputs = prepare_inputs(opts).await?;
+    let logical: u64 = inputs.iter().map(|i| i.logical_bytes).sum();
+    let hot_bytes = logical + (64 << 20);
+    let home = opts.work.join("store-dir");
+    let timed = ingest_runs(opts, &inputs, runs, threads, hot_bytes, &home).await?;
+    let local_engine = store_config(&home, None, hot_bytes)
+        .local
+        .engine
+        .to_string();
 
+    // Reads from memory, local and the cold directory, on the store of the last run.
+    let manifest_refs: Vec<&pagestore::Manifest> =
+        timed.manifests.iter().map(|m| m.as_ref()).collect();
+    let ids = tiers::stored_pages(&manifest_refs);
+    let mut reads = TierReads::default();
+    info!(pages = ids.len(), "reading back through each tier");
+    reads.hot = tiers::measure(&timed.store, &ids, Source::Hot, runs, logical).await?;
+    reads.local = tiers::measure(&timed.store, &ids, Source::Local, runs, logical).await?;
+    reads.cold_dir = tiers::measure(&timed.store, &ids, Source::Cold, runs, logical).await?;
+    let summary = timed.summarize(inputs, logical, runs);
+    remove(&home)?;
+
+    let ingest_s3 = s3_figures(opts, &summary.results, &ids, runs, hot_bytes, &mut reads).await?;
+    let report = Report {
+        runs,
+        ingest_to_baseline: summary.ingest.seconds / summary.baseline.seconds.max(1e-9),
+        inputs: summary.results,
+        ingest: summary.ingest,
+        reingest: summary.reingest,
+        baseline: summary.baseline,
+        baseline_command: baseline::describe(threads),
+        ingest_s3,
+        ingest_without_local: summary.ingest_without_local,
+        ingest_local_populated: summary.ingest_local_populated,
+        local_engine,
+        cold_gets_per_gib: reads.cold_s3.cold_gets_per_gib,
+        reads,
+        remote_link: LinkFigures {
+            delay_ms: opts.link.delay.as_millis() as u64,
+            mb_s_per_connection: opts.link.bytes_per_sec / 1_000_000,
+        },
+        provenance,
+    };
+    write_outputs(&report, &opts.out)?;
+    Ok(report)
+}
+
+/// The images to ingest: the synthetic one and a checkpoint of each app, in the page cache.
+async fn prepare_inputs(opts: &Options) -> Result<Vec<Input>> {
     let images = opts.work.join("images");
     let mut inputs = Vec::new();
     if opts.synthetic_mib > 0 {
@@ -281,11 +329,48 @@ pub async fn run(opts: &Options) -> Result<Report> {
             inputs.push(inputs::criu_image(&criu, &images, &opts.repo, app, opts.heap_mb).await?);
         }
     }
-    let logical: u64 = inputs.iter().map(|i| i.logical_bytes).sum();
-    let hot_bytes = logical + (64 << 20);
     warm_page_cache(&inputs)?;
+    Ok(inputs)
+}
 
-    // Ingest and baseline, alternating run by run so that both see the same machine.
+/// What the alternating runs of ingest and baseline measured: per input (index as in the
+/// inputs) and in total per run, with the last run's figures, manifests and store.
+struct TimedRuns {
+    baseline_runs: Vec<Vec<BaselineTimes>>,
+    ingest_s: Vec<Vec<f64>>,
+    reingest_s: Vec<Vec<f64>>,
+    ingest_fig: Vec<IngestFigures>,
+    reingest_fig: Vec<IngestFigures>,
+    total_ingest: Vec<f64>,
+    total_reingest: Vec<f64>,
+    total_no_local: Vec<f64>,
+    total_populated: Vec<f64>,
+    manifests: Vec<std::sync::Arc<pagestore::Manifest>>,
+    /// The last run's store (directory cold tier, local tier at `home`).
+    store: PageStore,
+}
+
+/// The figures of [`TimedRuns`], per input and over all.
+struct Summary {
+    results: Vec<InputResult>,
+    ingest: IngestFigures,
+    reingest: IngestFigures,
+    baseline: BaselineFigures,
+    ingest_without_local: IngestFigures,
+    ingest_local_populated: IngestFigures,
+}
+
+/// Ingest and baseline, alternating run by run so that both see the same machine: each run
+/// times the baseline, an ingest into a fresh store at `home`, a re-ingest of the same inputs,
+/// and an ingest into a store without local tier.
+async fn ingest_runs(
+    opts: &Options,
+    inputs: &[Input],
+    runs: usize,
+    threads: usize,
+    hot_bytes: u64,
+    home: &Path,
+) -> Result<TimedRuns> {
     let n = inputs.len();
     let mut baseline_runs = vec![Vec::new(); n];
     let mut ingest_s = vec![Vec::new(); n];
@@ -296,7 +381,6 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let mut total_no_local = vec![];
     let mut total_populated = vec![];
     let no_local_home = opts.work.join("store-dir-no-local");
-    let home = opts.work.join("store-dir");
     let mut manifests = Vec::new();
     let mut dir_store = None;
     for run in 0..runs {
@@ -304,8 +388,8 @@ pub async fn run(opts: &Options) -> Result<Report> {
         for (i, input) in inputs.iter().enumerate() {
             baseline_runs[i].push(baseline::measure(&input.page_files, threads)?);
         }
-        remove(&home)?;
-        let store = PageStore::open(&store_config(&home, None, hot_bytes)).await?;
+        remove(home)?;
+        let store = PageStore::open(&store_config(home, None, hot_bytes)).await?;
         let last = run + 1 == runs;
         let mut sum = 0.0;
         let started = Instant::now();
@@ -338,7 +422,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         config.local.enabled = false;
         let plain = PageStore::open(&config).await?;
         let mut sum = 0.0;
-        for input in &inputs {
+        for input in inputs {
             sum += timed_ingest(&plain, input).await?.1;
         }
         drop(plain);
@@ -348,64 +432,88 @@ pub async fn run(opts: &Options) -> Result<Report> {
             dir_store = Some(store);
         }
     }
-    let mut results = Vec::with_capacity(n);
-    let (mut all_ingest, mut all_reingest) = (IngestFigures::default(), IngestFigures::default());
-    for (i, input) in inputs.into_iter().enumerate() {
-        let ingest = ingest_fig[i].clone().finish(ingest_s[i].clone());
-        let reingest = reingest_fig[i].clone().finish(reingest_s[i].clone());
-        let baseline = BaselineFigures::from_runs(input.logical_bytes, &baseline_runs[i]);
-        all_ingest.add(&ingest);
-        all_reingest.add(&reingest);
-        results.push(InputResult {
-            ingest_to_baseline: ingest.seconds / baseline.seconds.max(1e-9),
-            input,
-            ingest,
-            reingest,
-            baseline,
-        });
-    }
-    let ingest_without_local = IngestFigures {
-        logical_bytes: all_ingest.logical_bytes,
-        ..Default::default()
-    }
-    .finish(total_no_local);
-    let ingest_local_populated = IngestFigures {
-        logical_bytes: all_ingest.logical_bytes,
-        ..Default::default()
-    }
-    .finish(total_populated);
-    let all_ingest = all_ingest.finish(total_ingest);
-    let all_reingest = all_reingest.finish(total_reingest);
-    let all_runs: Vec<BaselineTimes> = (0..runs)
-        .map(|r| {
-            let mut t = BaselineTimes::default();
-            for per in &baseline_runs {
-                t.b3sum_s += per[r].b3sum_s;
-                t.lz4_s += per[r].lz4_s;
-                t.total_s += per[r].total_s;
-            }
-            t
-        })
-        .collect();
-    let all_baseline = BaselineFigures::from_runs(logical, &all_runs);
+    Ok(TimedRuns {
+        baseline_runs,
+        ingest_s,
+        reingest_s,
+        ingest_fig,
+        reingest_fig,
+        total_ingest,
+        total_reingest,
+        total_no_local,
+        total_populated,
+        manifests,
+        store: dir_store.ok_or_else(|| Error::BadOptions("no runs".into()))?,
+    })
+}
 
-    // Reads from memory, local and the cold directory, on the store of the last run.
-    let manifest_refs: Vec<&pagestore::Manifest> = manifests.iter().map(|m| m.as_ref()).collect();
-    let ids = tiers::stored_pages(&manifest_refs);
-    let mut reads = TierReads::default();
-    let store = dir_store.ok_or_else(|| Error::BadOptions("no runs".into()))?;
-    let local_engine = store_config(&home, None, hot_bytes)
-        .local
-        .engine
-        .to_string();
-    info!(pages = ids.len(), "reading back through each tier");
-    reads.hot = tiers::measure(&store, &ids, Source::Hot, runs, logical).await?;
-    reads.local = tiers::measure(&store, &ids, Source::Local, runs, logical).await?;
-    reads.cold_dir = tiers::measure(&store, &ids, Source::Cold, runs, logical).await?;
-    drop(store);
-    remove(&home)?;
+impl TimedRuns {
+    /// The figures per input (taking the inputs) and over all `logical` bytes, for `runs`
+    /// runs; the store is closed.
+    fn summarize(self, inputs: Vec<Input>, logical: u64, runs: usize) -> Summary {
+        let mut results = Vec::with_capacity(inputs.len());
+        let (mut all_ingest, mut all_reingest) =
+            (IngestFigures::default(), IngestFigures::default());
+        for (i, input) in inputs.into_iter().enumerate() {
+            let ingest = self.ingest_fig[i].clone().finish(self.ingest_s[i].clone());
+            let reingest = self.reingest_fig[i]
+                .clone()
+                .finish(self.reingest_s[i].clone());
+            let baseline = BaselineFigures::from_runs(input.logical_bytes, &self.baseline_runs[i]);
+            all_ingest.add(&ingest);
+            all_reingest.add(&reingest);
+            results.push(InputResult {
+                ingest_to_baseline: ingest.seconds / baseline.seconds.max(1e-9),
+                input,
+                ingest,
+                reingest,
+                baseline,
+            });
+        }
+        let ingest_without_local = IngestFigures {
+            logical_bytes: all_ingest.logical_bytes,
+            ..Default::default()
+        }
+        .finish(self.total_no_local);
+        let ingest_local_populated = IngestFigures {
+            logical_bytes: all_ingest.logical_bytes,
+            ..Default::default()
+        }
+        .finish(self.total_populated);
+        let all_runs: Vec<BaselineTimes> = (0..runs)
+            .map(|r| {
+                let mut t = BaselineTimes::default();
+                for per in &self.baseline_runs {
+                    t.b3sum_s += per[r].b3sum_s;
+                    t.lz4_s += per[r].lz4_s;
+                    t.total_s += per[r].total_s;
+                }
+                t
+            })
+            .collect();
+        Summary {
+            results,
+            ingest: all_ingest.finish(self.total_ingest),
+            reingest: all_reingest.finish(self.total_reingest),
+            baseline: BaselineFigures::from_runs(logical, &all_runs),
+            ingest_without_local,
+            ingest_local_populated,
+        }
+    }
+}
 
-    // S3: a Garage on loopback, then the same Garage behind the latency proxy.
+/// S3: the inputs of `results` ingested into a Garage on loopback, the pages `ids` read back
+/// from it (into `reads.cold_s3`) and from the same Garage behind the latency proxy
+/// (`reads.cold_s3_remote`). Returns the ingest's figures.
+async fn s3_figures(
+    opts: &Options,
+    results: &[InputResult],
+    ids: &[pagestore::PageId],
+    runs: usize,
+    hot_bytes: u64,
+    reads: &mut TierReads,
+) -> Result<IngestFigures> {
+    let logical: u64 = results.iter().map(|r| r.input.logical_bytes).sum();
     let garage = GarageServer::start(&opts.repo, &opts.work.join("garage"))?;
     let s3_home = opts.work.join("store-s3");
     let store = PageStore::open(&store_config(
@@ -423,7 +531,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         ingest_s3.add_report(&report);
     }
     let ingest_s3 = ingest_s3.finish(vec![started.elapsed().as_secs_f64()]);
-    reads.cold_s3 = tiers::measure(&store, &ids, Source::Cold, runs, logical).await?;
+    reads.cold_s3 = tiers::measure(&store, ids, Source::Cold, runs, logical).await?;
     drop(store);
     remove(&s3_home)?;
     let proxy = LatencyProxy::start(
@@ -440,34 +548,12 @@ pub async fn run(opts: &Options) -> Result<Report> {
         hot_bytes,
     ))
     .await?;
-    reads.cold_s3_remote = tiers::measure(&store, &ids, Source::Cold, runs, logical).await?;
+    reads.cold_s3_remote = tiers::measure(&store, ids, Source::Cold, runs, logical).await?;
     drop(store);
     remove(&remote_home)?;
     drop(proxy);
     drop(garage);
-
-    let report = Report {
-        runs,
-        ingest_to_baseline: all_ingest.seconds / all_baseline.seconds.max(1e-9),
-        inputs: results,
-        ingest: all_ingest,
-        reingest: all_reingest,
-        baseline: all_baseline,
-        baseline_command: baseline::describe(threads),
-        ingest_s3,
-        ingest_without_local,
-        ingest_local_populated,
-        local_engine,
-        cold_gets_per_gib: reads.cold_s3.cold_gets_per_gib,
-        reads,
-        remote_link: LinkFigures {
-            delay_ms: opts.link.delay.as_millis() as u64,
-            mb_s_per_connection: opts.link.bytes_per_sec / 1_000_000,
-        },
-        provenance,
-    };
-    write_outputs(&report, &opts.out)?;
-    Ok(report)
+    Ok(ingest_s3)
 }
 
 const MB: f64 = 1e6;
