@@ -146,213 +146,26 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     C: Catalog + ?Sized,
 {
-    let mut structured = false;
-    // (export name it was selected for, selected?)
-    let mut meta: Option<(String, bool)> = None;
-
+    let mut so_far = SoFar::default();
     loop {
-        let mut head = [0u8; OPTION_HEADER_LEN];
-        io.read_exact(&mut head).await.map_err(socket)?;
-        let header = OptionHeader::decode(&head).map_err(|e| protocol(format!("option: {e}")))?;
-        let opt = header.option;
-        if header.len > MAX_OPTION_LEN {
-            if opt == OPT_EXPORT_NAME {
-                return Err(protocol("export name too long"));
-            }
-            tokio::io::copy(
-                &mut (&mut *io).take(u64::from(header.len)),
-                &mut tokio::io::sink(),
-            )
-            .await
-            .map_err(socket)?;
-            reply(io, opt, REP_ERR_TOO_BIG, b"option payload too large").await?;
-            io.flush().await.map_err(socket)?;
+        let Some((opt, data)) = read_option(io, tls).await? else {
             continue;
-        }
-        let mut data = vec![0u8; header.len as usize];
-        io.read_exact(&mut data).await.map_err(socket)?;
-
-        if tls == TlsMode::Required && !matches!(opt, OPT_STARTTLS | OPT_ABORT) {
-            if opt == OPT_EXPORT_NAME {
-                return Err(protocol(
-                    "NBD_OPT_EXPORT_NAME before STARTTLS on a TLS server",
-                ));
-            }
-            reply(
-                io,
-                opt,
-                REP_ERR_TLS_REQD,
-                b"this server requires TLS (NBD_OPT_STARTTLS)",
-            )
-            .await?;
-            io.flush().await.map_err(socket)?;
-            continue;
-        }
-        match opt {
-            OPT_EXPORT_NAME => {
-                let name =
-                    String::from_utf8(data).map_err(|_| protocol("export name not UTF-8"))?;
-                let export = catalog
-                    .lookup(&name)
-                    .ok_or_else(|| protocol(format!("no export named {name:?}")))?;
-                let flags = transmission_flags(export.writable, structured);
-                let mut b = Vec::with_capacity(10 + 124);
-                b.extend_from_slice(&export.size.to_be_bytes());
-                b.extend_from_slice(&flags.to_be_bytes());
-                if !no_zeroes {
-                    b.extend_from_slice(&[0u8; 124]);
-                }
-                io.write_all(&b).await.map_err(socket)?;
-                io.flush().await.map_err(socket)?;
-                let base_allocation = matches!(&meta, Some((n, true)) if *n == name || lookup_same(catalog, n, &export));
-                return Ok(Outcome::Go(Negotiated {
-                    export,
-                    flags,
-                    structured,
-                    base_allocation,
-                }));
-            }
+        };
+        let step = match opt {
+            OPT_EXPORT_NAME => Step::Done(so_far.export_name(io, catalog, data, no_zeroes).await?),
             OPT_ABORT => {
                 // Best effort: the client may already be gone.
                 let _ = reply(io, opt, REP_ACK, &[]).await;
                 let _ = io.flush().await;
                 return Ok(Outcome::Abort);
             }
-            OPT_LIST => {
-                if !data.is_empty() {
-                    reply(io, opt, REP_ERR_INVALID, b"NBD_OPT_LIST takes no data").await?;
-                } else {
-                    for name in catalog.names() {
-                        reply(io, opt, REP_SERVER, &server_entry(&name)).await?;
-                    }
-                    reply(io, opt, REP_ACK, &[]).await?;
-                }
-            }
-            OPT_INFO | OPT_GO => {
-                let req = match InfoRequest::decode(&data) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        reply(io, opt, REP_ERR_INVALID, e.to_string().as_bytes()).await?;
-                        io.flush().await.map_err(socket)?;
-                        continue;
-                    }
-                };
-                let Some(export) = catalog.lookup(&req.name) else {
-                    reply(
-                        io,
-                        opt,
-                        REP_ERR_UNKNOWN,
-                        b"no such export (see NBD_OPT_LIST)",
-                    )
-                    .await?;
-                    io.flush().await.map_err(socket)?;
-                    continue;
-                };
-                let flags = transmission_flags(export.writable, structured);
-                reply(io, opt, REP_INFO, &info_export(export.size, flags)).await?;
-                reply(io, opt, REP_INFO, &info_block_size()).await?;
-                if req.infos.contains(&INFO_NAME) {
-                    reply(io, opt, REP_INFO, &info_text(INFO_NAME, &export.name)).await?;
-                }
-                if req.infos.contains(&INFO_DESCRIPTION) {
-                    let d = format!("picocenter page file {}", export.name);
-                    reply(io, opt, REP_INFO, &info_text(INFO_DESCRIPTION, &d)).await?;
-                }
-                reply(io, opt, REP_ACK, &[]).await?;
-                io.flush().await.map_err(socket)?;
-                if opt == OPT_GO {
-                    let base_allocation = matches!(&meta, Some((n, true)) if *n == req.name || lookup_same(catalog, n, &export));
-                    return Ok(Outcome::Go(Negotiated {
-                        export,
-                        flags,
-                        structured,
-                        base_allocation,
-                    }));
-                }
-            }
-            OPT_STRUCTURED_REPLY => {
-                if !data.is_empty() {
-                    reply(
-                        io,
-                        opt,
-                        REP_ERR_INVALID,
-                        b"NBD_OPT_STRUCTURED_REPLY takes no data",
-                    )
-                    .await?;
-                } else if structured {
-                    reply(
-                        io,
-                        opt,
-                        REP_ERR_INVALID,
-                        b"structured replies already negotiated",
-                    )
-                    .await?;
-                } else {
-                    structured = true;
-                    reply(io, opt, REP_ACK, &[]).await?;
-                }
-            }
+            OPT_LIST => list(io, catalog, &data).await?,
+            OPT_INFO | OPT_GO => so_far.info_or_go(io, catalog, opt, &data).await?,
+            OPT_STRUCTURED_REPLY => so_far.structured_reply(io, &data).await?,
             OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
-                let set = opt == OPT_SET_META_CONTEXT;
-                let req = match MetaContextRequest::decode(&data) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        reply(io, opt, REP_ERR_INVALID, e.to_string().as_bytes()).await?;
-                        io.flush().await.map_err(socket)?;
-                        continue;
-                    }
-                };
-                if set && !structured {
-                    reply(
-                        io,
-                        opt,
-                        REP_ERR_INVALID,
-                        b"negotiate structured replies first",
-                    )
-                    .await?;
-                } else if catalog.lookup(&req.export).is_none() {
-                    reply(io, opt, REP_ERR_UNKNOWN, b"no such export").await?;
-                } else {
-                    let mut selected = false;
-                    let wanted = |q: &str| q == BASE_ALLOCATION || (!set && (q == "base:"));
-                    if !set && req.queries.is_empty() || req.queries.iter().any(|q| wanted(q)) {
-                        reply(
-                            io,
-                            opt,
-                            REP_META_CONTEXT,
-                            &meta_context(BASE_ALLOCATION_ID, BASE_ALLOCATION),
-                        )
-                        .await?;
-                        selected = true;
-                    }
-                    if set {
-                        meta = Some((req.export, selected));
-                    }
-                    reply(io, opt, REP_ACK, &[]).await?;
-                }
+                so_far.meta_context(io, catalog, opt, data).await?
             }
-            OPT_STARTTLS => match tls {
-                TlsMode::Off => {
-                    reply(
-                        io,
-                        opt,
-                        REP_ERR_UNSUP,
-                        b"TLS is not configured on this server",
-                    )
-                    .await?;
-                }
-                TlsMode::Active => {
-                    reply(io, opt, REP_ERR_INVALID, b"TLS is already active").await?;
-                }
-                TlsMode::Required if !data.is_empty() => {
-                    reply(io, opt, REP_ERR_INVALID, b"NBD_OPT_STARTTLS takes no data").await?;
-                }
-                TlsMode::Required => {
-                    reply(io, opt, REP_ACK, &[]).await?;
-                    io.flush().await.map_err(socket)?;
-                    return Ok(Outcome::StartTls);
-                }
-            },
+            OPT_STARTTLS => start_tls(io, tls, &data).await?,
             OPT_EXTENDED_HEADERS => {
                 reply(
                     io,
@@ -361,12 +174,300 @@ where
                     b"extended headers are not supported",
                 )
                 .await?;
+                Step::Next
             }
             _ => {
                 reply(io, opt, REP_ERR_UNSUP, b"unsupported option").await?;
+                Step::Next
             }
+        };
+        match step {
+            Step::Done(outcome) => return Ok(outcome),
+            Step::Next => io.flush().await.map_err(socket)?,
         }
+    }
+}
+
+/// After one option: haggle on, or the handshake's outcome.
+enum Step {
+    Next,
+    Done(Outcome),
+}
+
+/// What the options agreed on so far.
+#[derive(Default)]
+struct SoFar {
+    structured: bool,
+    /// The export the base:allocation context was last set for, and whether it was selected.
+    meta: Option<(String, bool)>,
+}
+
+/// Reads the next option: its number and payload. `None` when it was answered already: a
+/// payload over [`MAX_OPTION_LEN`] (skipped), or anything but STARTTLS and ABORT on a server
+/// that requires TLS.
+async fn read_option<S>(io: &mut S, tls: TlsMode) -> Result<Option<(u32, Vec<u8>)>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut head = [0u8; OPTION_HEADER_LEN];
+    io.read_exact(&mut head).await.map_err(socket)?;
+    let header = OptionHeader::decode(&head).map_err(|e| protocol(format!("option: {e}")))?;
+    let opt = header.option;
+    if header.len > MAX_OPTION_LEN {
+        if opt == OPT_EXPORT_NAME {
+            return Err(protocol("export name too long"));
+        }
+        tokio::io::copy(
+            &mut (&mut *io).take(u64::from(header.len)),
+            &mut tokio::io::sink(),
+        )
+        .await
+        .map_err(socket)?;
+        reply(io, opt, REP_ERR_TOO_BIG, b"option payload too large").await?;
         io.flush().await.map_err(socket)?;
+        return Ok(None);
+    }
+    let mut data = vec![0u8; header.len as usize];
+    io.read_exact(&mut data).await.map_err(socket)?;
+    if tls == TlsMode::Required && !matches!(opt, OPT_STARTTLS | OPT_ABORT) {
+        if opt == OPT_EXPORT_NAME {
+            return Err(protocol(
+                "NBD_OPT_EXPORT_NAME before STARTTLS on a TLS server",
+            ));
+        }
+        reply(
+            io,
+            opt,
+            REP_ERR_TLS_REQD,
+            b"this server requires TLS (NBD_OPT_STARTTLS)",
+        )
+        .await?;
+        io.flush().await.map_err(socket)?;
+        return Ok(None);
+    }
+    Ok(Some((opt, data)))
+}
+
+/// NBD_OPT_LIST: every export's name.
+async fn list<S, C>(io: &mut S, catalog: &C, data: &[u8]) -> Result<Step>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    C: Catalog + ?Sized,
+{
+    if !data.is_empty() {
+        reply(io, OPT_LIST, REP_ERR_INVALID, b"NBD_OPT_LIST takes no data").await?;
+    } else {
+        for name in catalog.names() {
+            reply(io, OPT_LIST, REP_SERVER, &server_entry(&name)).await?;
+        }
+        reply(io, OPT_LIST, REP_ACK, &[]).await?;
+    }
+    Ok(Step::Next)
+}
+
+/// NBD_OPT_STARTTLS: done (the caller wraps the socket) on a server that requires TLS.
+async fn start_tls<S>(io: &mut S, tls: TlsMode, data: &[u8]) -> Result<Step>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let opt = OPT_STARTTLS;
+    match tls {
+        TlsMode::Off => {
+            reply(
+                io,
+                opt,
+                REP_ERR_UNSUP,
+                b"TLS is not configured on this server",
+            )
+            .await?;
+        }
+        TlsMode::Active => {
+            reply(io, opt, REP_ERR_INVALID, b"TLS is already active").await?;
+        }
+        TlsMode::Required if !data.is_empty() => {
+            reply(io, opt, REP_ERR_INVALID, b"NBD_OPT_STARTTLS takes no data").await?;
+        }
+        TlsMode::Required => {
+            reply(io, opt, REP_ACK, &[]).await?;
+            io.flush().await.map_err(socket)?;
+            return Ok(Step::Done(Outcome::StartTls));
+        }
+    }
+    Ok(Step::Next)
+}
+
+impl SoFar {
+    /// Whether base:allocation was selected for `name` (or for another name of `export`).
+    fn base_allocation<C: Catalog + ?Sized>(
+        &self,
+        catalog: &C,
+        name: &str,
+        export: &ExportInfo,
+    ) -> bool {
+        matches!(&self.meta, Some((n, true)) if *n == name || lookup_same(catalog, n, export))
+    }
+
+    /// NBD_OPT_EXPORT_NAME: the old way to pick an export, answered without a reply header.
+    async fn export_name<S, C>(
+        &self,
+        io: &mut S,
+        catalog: &C,
+        data: Vec<u8>,
+        no_zeroes: bool,
+    ) -> Result<Outcome>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        C: Catalog + ?Sized,
+    {
+        let name = String::from_utf8(data).map_err(|_| protocol("export name not UTF-8"))?;
+        let export = catalog
+            .lookup(&name)
+            .ok_or_else(|| protocol(format!("no export named {name:?}")))?;
+        let flags = transmission_flags(export.writable, self.structured);
+        let mut b = Vec::with_capacity(10 + 124);
+        b.extend_from_slice(&export.size.to_be_bytes());
+        b.extend_from_slice(&flags.to_be_bytes());
+        if !no_zeroes {
+            b.extend_from_slice(&[0u8; 124]);
+        }
+        io.write_all(&b).await.map_err(socket)?;
+        io.flush().await.map_err(socket)?;
+        let base_allocation = self.base_allocation(catalog, &name, &export);
+        Ok(Outcome::Go(Negotiated {
+            export,
+            flags,
+            structured: self.structured,
+            base_allocation,
+        }))
+    }
+
+    /// NBD_OPT_INFO and NBD_OPT_GO: an export's size, flags, block sizes, name and description;
+    /// GO also picks it.
+    async fn info_or_go<S, C>(&self, io: &mut S, catalog: &C, opt: u32, data: &[u8]) -> Result<Step>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        C: Catalog + ?Sized,
+    {
+        let req = match InfoRequest::decode(data) {
+            Ok(r) => r,
+            Err(e) => {
+                reply(io, opt, REP_ERR_INVALID, e.to_string().as_bytes()).await?;
+                return Ok(Step::Next);
+            }
+        };
+        let Some(export) = catalog.lookup(&req.name) else {
+            reply(
+                io,
+                opt,
+                REP_ERR_UNKNOWN,
+                b"no such export (see NBD_OPT_LIST)",
+            )
+            .await?;
+            return Ok(Step::Next);
+        };
+        let flags = transmission_flags(export.writable, self.structured);
+        reply(io, opt, REP_INFO, &info_export(export.size, flags)).await?;
+        reply(io, opt, REP_INFO, &info_block_size()).await?;
+        if req.infos.contains(&INFO_NAME) {
+            reply(io, opt, REP_INFO, &info_text(INFO_NAME, &export.name)).await?;
+        }
+        if req.infos.contains(&INFO_DESCRIPTION) {
+            let d = format!("picocenter page file {}", export.name);
+            reply(io, opt, REP_INFO, &info_text(INFO_DESCRIPTION, &d)).await?;
+        }
+        reply(io, opt, REP_ACK, &[]).await?;
+        io.flush().await.map_err(socket)?;
+        if opt != OPT_GO {
+            return Ok(Step::Next);
+        }
+        let base_allocation = self.base_allocation(catalog, &req.name, &export);
+        Ok(Step::Done(Outcome::Go(Negotiated {
+            export,
+            flags,
+            structured: self.structured,
+            base_allocation,
+        })))
+    }
+
+    /// NBD_OPT_STRUCTURED_REPLY, once.
+    async fn structured_reply<S>(&mut self, io: &mut S, data: &[u8]) -> Result<Step>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let opt = OPT_STRUCTURED_REPLY;
+        if !data.is_empty() {
+            reply(
+                io,
+                opt,
+                REP_ERR_INVALID,
+                b"NBD_OPT_STRUCTURED_REPLY takes no data",
+            )
+            .await?;
+        } else if self.structured {
+            reply(
+                io,
+                opt,
+                REP_ERR_INVALID,
+                b"structured replies already negotiated",
+            )
+            .await?;
+        } else {
+            self.structured = true;
+            reply(io, opt, REP_ACK, &[]).await?;
+        }
+        Ok(Step::Next)
+    }
+
+    /// NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT: base:allocation is the one
+    /// context; SET remembers whether it was selected, and for which export.
+    async fn meta_context<S, C>(
+        &mut self,
+        io: &mut S,
+        catalog: &C,
+        opt: u32,
+        data: Vec<u8>,
+    ) -> Result<Step>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        C: Catalog + ?Sized,
+    {
+        let set = opt == OPT_SET_META_CONTEXT;
+        let req = match MetaContextRequest::decode(&data) {
+            Ok(r) => r,
+            Err(e) => {
+                reply(io, opt, REP_ERR_INVALID, e.to_string().as_bytes()).await?;
+                return Ok(Step::Next);
+            }
+        };
+        if set && !self.structured {
+            reply(
+                io,
+                opt,
+                REP_ERR_INVALID,
+                b"negotiate structured replies first",
+            )
+            .await?;
+        } else if catalog.lookup(&req.export).is_none() {
+            reply(io, opt, REP_ERR_UNKNOWN, b"no such export").await?;
+        } else {
+            let mut selected = false;
+            let wanted = |q: &str| q == BASE_ALLOCATION || (!set && (q == "base:"));
+            if !set && req.queries.is_empty() || req.queries.iter().any(|q| wanted(q)) {
+                reply(
+                    io,
+                    opt,
+                    REP_META_CONTEXT,
+                    &meta_context(BASE_ALLOCATION_ID, BASE_ALLOCATION),
+                )
+                .await?;
+                selected = true;
+            }
+            if set {
+                self.meta = Some((req.export, selected));
+            }
+            reply(io, opt, REP_ACK, &[]).await?;
+        }
+        Ok(Step::Next)
     }
 }
 
