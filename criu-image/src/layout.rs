@@ -1,5 +1,5 @@
-//! The layout of a CRIU image: for each page file (`pages-N.img`), the process pagemap that
-//! describes it and where each of its pages belongs (virtual address, lazy or not).
+//! The layout of a CRIU image: for each page file (`pages-N.img`), the pagemap (a process's or a
+//! shared memory segment's) that describes it and where each of its pages belongs (virtual address, lazy or not).
 //!
 //! Read from the pagemaps a checkpoint keeps inline ([`ImageLayout::of`]) or from a dump still on
 //! disk ([`ImageLayout::of_dir`], in [`crate::restore_set`]). A swap-in uses it to name the pages
@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use pagestore::{FileContent, Manifest, PageId};
 
-use crate::names::{is_process_pagemap, pages_file_name};
+use crate::names::{is_pagemap, pages_file_name};
 use crate::pagemap::{PagePosition, Pagemap};
 
 /// For each page file, the pagemap that describes it and each page's position.
@@ -21,7 +21,7 @@ pub struct ImageLayout {
 }
 
 impl ImageLayout {
-    /// Decodes every process pagemap of a checkpoint (malformed ones are skipped: the ActiveSet
+    /// Decodes every pagemap of a checkpoint (malformed ones are skipped: the ActiveSet
     /// is an optimisation, never a reason to fail a restore).
     pub fn of(manifest: &Manifest) -> ImageLayout {
         ImageLayout::of_pagemaps(manifest.files.iter().filter_map(|f| match &f.content {
@@ -30,11 +30,11 @@ impl ImageLayout {
         }))
     }
 
-    /// The same from (file name, bytes) pairs; files that are not process pagemaps are ignored.
+    /// The same from (file name, bytes) pairs; files that are not pagemaps are ignored.
     pub fn of_pagemaps<'a>(files_in: impl Iterator<Item = (&'a str, &'a [u8])>) -> ImageLayout {
         let mut files = HashMap::new();
         for (name, bytes) in files_in {
-            if !is_process_pagemap(name) {
+            if !is_pagemap(name) {
                 continue;
             }
             match Pagemap::decode(bytes) {

@@ -23,7 +23,24 @@ pub fn pages_file_name(pages_id: u32) -> String {
 pub fn is_process_pagemap(name: &str) -> bool {
     name.strip_prefix("pagemap-")
         .and_then(|r| r.strip_suffix(".img"))
-        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        .is_some_and(all_digits)
+}
+
+/// True for any pagemap whose pages a restore reads from a `pages-N.img`: a process's, or a
+/// shared memory segment's (`pagemap-shmem-<id>.img`, the same format). CRIU restores shared
+/// memory eagerly, never lazily, before the tenant runs: its pages belong in the restore set (an
+/// nginx master and worker share one; left out, `criu restore` read it from the cold tier one
+/// round trip after the restore set's).
+pub fn is_pagemap(name: &str) -> bool {
+    is_process_pagemap(name)
+        || name
+            .strip_prefix("pagemap-shmem-")
+            .and_then(|r| r.strip_suffix(".img"))
+            .is_some_and(all_digits)
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The ingest rule for a CRIU image directory: CRIU's page files are paged (and, as for any
@@ -58,5 +75,9 @@ mod tests {
     fn process_pagemaps_are_named_by_pid() {
         assert!(is_process_pagemap("pagemap-123.img"));
         assert!(!is_process_pagemap("pagemap-shmem-1.img"));
+        assert!(is_pagemap("pagemap-shmem-1.img"));
+        assert!(is_pagemap("pagemap-123.img"));
+        assert!(!is_pagemap("pagemap-shmem-.img"));
+        assert!(!is_pagemap("pagemap-shmem-1.img.tmp"));
     }
 }

@@ -14,10 +14,10 @@ use std::path::Path;
 use pagestore::locality::PagePos;
 
 use crate::layout::ImageLayout;
-use crate::names::is_process_pagemap;
+use crate::names::is_pagemap;
 
 impl ImageLayout {
-    /// The process pagemaps of an image directory on disk (unreadable ones are skipped: the
+    /// The pagemaps of an image directory on disk (unreadable ones are skipped: the
     /// restore set is an optimisation, never a reason to fail a swap-out).
     pub fn of_dir(dir: &Path) -> ImageLayout {
         let mut pagemaps = Vec::new();
@@ -26,7 +26,7 @@ impl ImageLayout {
                 let Ok(name) = entry.file_name().into_string() else {
                     continue;
                 };
-                if !is_process_pagemap(&name) {
+                if !is_pagemap(&name) {
                     continue;
                 }
                 match std::fs::read(entry.path()) {
@@ -95,5 +95,37 @@ mod tests {
         );
         assert_eq!(layout.restore_positions([], 100), vec![pos(0)]);
         assert_eq!(layout.restore_positions(set, 2), vec![pos(0), pos(2)]);
+    }
+
+    #[test]
+    fn shared_memory_is_restored_eagerly_and_read_first() {
+        use crate::pagemap::{Pagemap, PagemapEntry, PE_PRESENT};
+        let dir = tempfile::tempdir().unwrap();
+        let process = one_eager_six_lazy_pagemap();
+        std::fs::write(dir.path().join("pagemap-42.img"), process.encode()).unwrap();
+        // A segment of two pages, shared by the tenant's processes (nginx's master and worker).
+        let shmem = Pagemap {
+            pages_id: 2,
+            entries: vec![PagemapEntry {
+                vaddr: 0,
+                nr_pages: 2,
+                flags: PE_PRESENT,
+                in_parent: None,
+            }],
+        };
+        std::fs::write(dir.path().join("pagemap-shmem-7.img"), shmem.encode()).unwrap();
+        let layout = ImageLayout::of_dir(dir.path());
+        let pos = |file: &str, page| PagePos {
+            file: file.into(),
+            page,
+        };
+        assert_eq!(
+            layout.restore_positions([], 100),
+            vec![
+                pos("pages-1.img", 0),
+                pos("pages-2.img", 0),
+                pos("pages-2.img", 1)
+            ]
+        );
     }
 }
