@@ -2,8 +2,8 @@
 //! the image filled into memory behind it, so that neither the restore nor CRIU's lazy-pages
 //! daemon waits on the cold tier one small read at a time.
 //!
-//! Both run on one task, started alongside the lazy-pages daemon ([`start`]): the restore set's
-//! requests go first. When an ActiveSet was installed, the first answer needs none of the fill,
+//! Both run on one task, started before the checkpoint is mounted ([`start`]), so that the restore
+//! set's round trip overlaps the mount and the start of CRIU: the restore set's requests go first. When an ActiveSet was installed, the first answer needs none of the fill,
 //! and fetching, decoding and checking the rest of the image would only take the CPU from it
 //! (the large-heap tenant's fill is 274 MB): the fill then waits for the learning window to
 //! close. A fault the set missed meanwhile fetches its own page. Once the fill is done,

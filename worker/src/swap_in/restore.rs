@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::host::{TenantSlot, Worker};
 use crate::lazy_gate::LazyGate;
 use crate::process::kill_tree;
-use crate::swap_in::fill::{self, Fill, FillPlan};
+use crate::swap_in::fill::{self, Fill};
 use crate::tenant::fresh_dir;
 
 /// How long the restore waits for the lazy-pages daemon to take the tenant's userfaultfds.
@@ -45,34 +45,32 @@ pub(super) struct LazyRestore {
 }
 
 impl Worker {
-    /// Restores the tenant from `mount` (at `mountpoint`, its pagemaps as planned) while `fetch`
-    /// is fetched (the fill waiting for the learning window with `fill_waits`). With
-    /// `learning`, the gate holds CRIU's background copy back until the learning window closes;
-    /// otherwise it is released at once.
+    /// Restores the tenant from `mount` (at `mountpoint`, its pagemaps as planned) while `fill`
+    /// fetches the restore set and then the rest of the image. With `learning`, the gate holds
+    /// CRIU's background copy back until the learning window closes; otherwise it is released
+    /// at once.
     pub(super) async fn restore_lazily(
         &self,
         slot: &TenantSlot,
         mount: ImageMount,
         mountpoint: &Path,
-        fetch: FillPlan,
+        fill: Fill,
         learning: bool,
-        fill_waits: bool,
     ) -> Result<LazyRestore> {
-        let work = slot.dirs.criu_work("restore");
-        fresh_dir(&work)?;
-        let daemon_work = slot.dirs.criu_work("lazy-pages");
-        fresh_dir(&daemon_work)?;
-        // The daemon starts alongside the restore set's prefetch and the restore itself
-        // (each CRIU run spends tens of ms probing the kernel first); the gate hands it the
-        // tenant's userfaultfds once it listens.
-        let mut daemon = self.criu.spawn_lazy_pages(mountpoint, &daemon_work)?;
-        // Then the fill, so that the restore set's requests go first.
         let Fill {
             prefetched,
             window_closed,
             task: fill,
-        } = fill::start(self.store.clone(), fetch, fill_waits);
-        let mut gate = LazyGate::open(&work, &daemon_work)?;
+        } = fill;
+        let work = slot.dirs.criu_work("restore");
+        let daemon_work = slot.dirs.criu_work("lazy-pages");
+        let (mut daemon, mut gate) = match self.start_lazy_pages(mountpoint, &work, &daemon_work) {
+            Ok(started) => started,
+            Err(e) => {
+                fill.abort();
+                return Err(e);
+            }
+        };
         // While learning, the daemon serves faults only until the window closes.
         if !learning {
             gate.release();
@@ -132,6 +130,25 @@ impl Worker {
                 Err(e)
             }
         }
+    }
+}
+
+impl Worker {
+    /// CRIU's lazy-pages daemon on `mountpoint` and the gate between it and the restore, in
+    /// fresh work directories. The daemon starts alongside the restore set's prefetch and the
+    /// restore itself (each CRIU run spends tens of ms probing the kernel first); the gate hands
+    /// it the tenant's userfaultfds once it listens.
+    fn start_lazy_pages(
+        &self,
+        mountpoint: &Path,
+        work: &Path,
+        daemon_work: &Path,
+    ) -> Result<(Child, LazyGate)> {
+        fresh_dir(work)?;
+        fresh_dir(daemon_work)?;
+        let daemon = self.criu.spawn_lazy_pages(mountpoint, daemon_work)?;
+        let gate = LazyGate::open(work, daemon_work)?;
+        Ok((daemon, gate))
     }
 }
 
