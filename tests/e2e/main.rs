@@ -533,6 +533,57 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
     assert_eq!(http_get(port, "/inc").unwrap(), "4");
 }
 
+/// A new deterministic-layout tenant has no ActiveSet of its own, but another tenant of the same
+/// program learned one: its first swap-out stores those pages in its locality pack and its first
+/// cold swap-in installs them eagerly, so that restore foresees its working set.
+#[test]
+fn a_new_tenant_borrows_the_activeset_of_its_program() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    p.write_config("[worker]\nwhole_restore_below_mib = 0\n");
+    let _worker = p.start_worker();
+    let add = |name: &str| {
+        let port = free_port();
+        let mut args = counter_add_args(name, port);
+        args.insert(5, "--deterministic".into());
+        p.ok(&strs(&args));
+        assert_eq!(http_get(port, "/inc").unwrap(), "1");
+        port
+    };
+    let a_port = add("a");
+    let a_first = p.json(&["tenant", "swap-out", "a"]);
+    let a_back = p.json(&["tenant", "swap-in", "a"]);
+    assert_eq!(a_back["eager_pages"], 0, "nothing learned yet: {a_back}");
+    assert_eq!(http_get(a_port, "/inc").unwrap(), "2");
+    // Waits for the learning window: a's set is learned and lent.
+    p.ok(&["tenant", "swap-out", "a"]);
+
+    let b_port = add("b");
+    let b_first = p.json(&["tenant", "swap-out", "b"]);
+    let (a_pages, b_pages) = (
+        a_first["locality_pages"].as_u64().unwrap(),
+        b_first["locality_pages"].as_u64().unwrap(),
+    );
+    assert!(
+        b_pages > a_pages + 100,
+        "b's first restore set holds a's learned pages besides CRIU's eager ones: {b_pages} \
+         pages, a's first {a_pages}"
+    );
+    p.ok(&["store", "evict", "--tier", "hot"]);
+    p.ok(&["store", "evict", "--tier", "local"]);
+    let b_back = p.json(&["tenant", "swap-in", "b"]);
+    assert!(b_back["eager_pages"].as_u64().unwrap() > 100, "{b_back}");
+    assert_eq!(b_back["prefetch"]["locality"]["used"], true, "{b_back}");
+    assert_eq!(http_get(b_port, "/inc").unwrap(), "2");
+    p.ok(&["tenant", "swap-out", "b"]);
+    let set = p.json(&["tenant", "activeset", "b"]);
+    assert_eq!(set["restores"], 1, "{set}");
+    assert!(
+        set["last"]["hit_rate"].as_f64().unwrap() > 0.9,
+        "the borrowed set foresaw b's first restore: {set}"
+    );
+}
+
 /// With `activeset_install = "prefetch"` the pagemaps are served as dumped: the learned set is
 /// prefetched into memory, every page of it still faults (and is learned again), and the tenant
 /// restores correctly.

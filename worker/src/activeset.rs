@@ -24,6 +24,7 @@ use tracing::info;
 use crate::config::ActiveSetInstall;
 use crate::error::{Error, Result};
 use crate::host::{TenantSlot, Worker};
+use crate::program_sets::ProgramSets;
 use crate::tenant::{ActiveSetSummary, LastRestore};
 
 /// Learning one restore's working set into the tenant's ActiveSet.
@@ -40,6 +41,8 @@ pub(crate) struct Learn {
     pub(crate) window: usize,
     pub(crate) grace: Duration,
     pub(crate) window_max: Duration,
+    /// Where the learned set is lent to the next tenant of its program (see `program_sets`).
+    pub(crate) program_sets: Arc<ProgramSets>,
 }
 
 /// When a learning window closes (µs since the mount): `grace` after the last page read since
@@ -77,9 +80,9 @@ impl Learn {
 
     /// Adds this restore's trace to the tenant's ActiveSet and stores it.
     pub(crate) async fn save(&self, faults: Vec<ActivePage>) -> Result<()> {
-        let kept = self.slot.kept_activeset();
-        let mut set = match kept {
+        let mut set = match self.slot.kept_activeset() {
             Some(set) => set,
+            None if self.slot.no_activeset_stored() => ActiveSet::new(&self.tenant),
             None => load_activeset(&self.store, &self.tenant)
                 .await?
                 .unwrap_or_else(|| ActiveSet::new(&self.tenant)),
@@ -106,6 +109,9 @@ impl Learn {
         })?;
         // The next swap-in plans from memory, without a cold-tier round trip (the store keeps
         // the durable copy for a restarted worker).
+        if let Some(program) = &self.slot.program {
+            self.program_sets.lend(program, &set);
+        }
         self.slot.keep_activeset(set);
         self.store
             .put_meta(ACTIVESET_KIND, &self.tenant, &body)

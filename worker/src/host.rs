@@ -57,6 +57,8 @@ pub struct Worker {
     /// Listening sockets handed over (by systemd or a previous image) for ports no tenant has
     /// yet: the `tenant add` of such a port takes its socket.
     pub(crate) spare_listeners: Mutex<std::collections::HashMap<u16, std::net::TcpListener>>,
+    /// ActiveSets lent between tenants of one program (see `program_sets`).
+    pub(crate) program_sets: Arc<crate::program_sets::ProgramSets>,
 }
 
 impl Worker {
@@ -69,6 +71,7 @@ impl Worker {
         Ok(Worker {
             host_netns,
             spare_listeners: Mutex::new(Default::default()),
+            program_sets: Default::default(),
             secrets,
             swap_slots: tokio::sync::Semaphore::new(config.max_concurrent_swaps.max(1)),
             swap_ins_waiting: std::sync::atomic::AtomicUsize::new(0),
@@ -224,6 +227,11 @@ pub(crate) struct TenantSlot {
     /// The tenant's ActiveSet as this worker last learned or loaded it (the store keeps the
     /// durable copy; this saves a cold-tier round trip on every swap-in).
     pub activeset: Mutex<Option<ActiveSet>>,
+    /// No ActiveSet of it is stored: it was added on this worker and has learned none yet, so
+    /// a swap-in need not look for one in the store (a cold-tier round trip).
+    pub activeset_none_stored: std::sync::atomic::AtomicBool,
+    /// The program it runs, when it may lend and borrow ActiveSets (see `program_sets`).
+    pub program: Option<String>,
 }
 
 impl TenantSlot {
@@ -233,6 +241,8 @@ impl TenantSlot {
         let netns_file = netns.as_deref().and_then(|p| crate::netns::open(p).ok());
         let view = info.view(&dirs, secrets);
         TenantSlot {
+            program: crate::program_sets::program_of(&info),
+            activeset_none_stored: std::sync::atomic::AtomicBool::new(false),
             netns_file,
             view,
             proxy_protocol: info.proxy_protocol,
@@ -280,6 +290,13 @@ impl TenantSlot {
     /// Keeps `set` as the tenant's ActiveSet for the next swap-in.
     pub(crate) fn keep_activeset(&self, set: ActiveSet) {
         *lock_std(&self.activeset) = Some(set);
+    }
+
+    /// Whether the store is known to hold no ActiveSet of the tenant (see
+    /// [`TenantSlot::activeset_none_stored`]).
+    pub(crate) fn no_activeset_stored(&self) -> bool {
+        self.activeset_none_stored
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn last_fill(&self) -> Option<PrefetchReport> {

@@ -38,6 +38,7 @@ mod locality;
 pub mod metrics;
 pub mod netns;
 pub mod process;
+mod program_sets;
 pub mod protocol;
 mod proxy_header;
 mod quiesce;

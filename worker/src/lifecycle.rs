@@ -96,6 +96,9 @@ impl Worker {
         };
         let info = TenantInfo::started(spec, pid, read_only, user_ids);
         let slot = Arc::new(TenantSlot::new(dirs.clone(), info.clone(), &self.secrets));
+        // New here: it has learned nothing, and nothing in the store under its name is its own.
+        slot.activeset_none_stored
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = self.wait_listening(&slot, pid, &dirs.log()).await {
             undo(Some(pid)).await;
             return Err(e);

@@ -14,7 +14,7 @@ use pager::activeset::ActiveSet;
 use pagestore::ingest::IngestReport;
 use pagestore::locality::LocalitySource;
 use pagestore::Manifest;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::host::{TenantSlot, Worker};
 
@@ -30,11 +30,12 @@ impl Worker {
     ) -> pagestore::Result<IngestReport> {
         let mut options = criu_image::ingest_options();
         if self.config.activeset && self.config.locality_pack {
-            let set = slot.kept_activeset();
-            let set = match set {
+            let set = match slot.kept_activeset() {
                 Some(set) => Some(set),
+                None if slot.no_activeset_stored() => None,
                 None => self.activeset_for_locality(name).await,
             };
+            let set = set.or_else(|| self.borrowed_activeset(slot));
             let max = self.config.activeset_max_pages;
             let dir = staging.to_path_buf();
             options.locality = tokio::task::spawn_blocking(move || {
@@ -64,6 +65,15 @@ impl Worker {
                 None
             }
         }
+    }
+
+    /// The ActiveSet another tenant of the tenant's program learned, for a tenant with none of
+    /// its own (see `program_sets`).
+    pub(crate) fn borrowed_activeset(&self, slot: &TenantSlot) -> Option<ActiveSet> {
+        let program = slot.program.as_deref()?;
+        let set = self.program_sets.borrow(program)?;
+        info!(lender = %set.tenant, "no ActiveSet yet: borrowing its program's");
+        Some(set)
     }
 
     /// The locality pack a swap-in prefetches its restore set from (none when disabled).

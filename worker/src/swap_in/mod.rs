@@ -220,6 +220,7 @@ impl Worker {
                 window: self.config.activeset_window,
                 grace: Duration::from_millis(self.config.activeset_grace_ms),
                 window_max: Duration::from_millis(self.config.activeset_window_max_ms),
+                program_sets: self.program_sets.clone(),
             });
             let background = Background {
                 learn,

@@ -134,7 +134,13 @@ impl Worker {
         let set = match (learning, slot.kept_activeset()) {
             (false, _) => Ok(None),
             (true, Some(set)) => Ok(Some(set)),
+            (true, None) if slot.no_activeset_stored() => Ok(None),
             (true, None) => load_activeset(&self.store, name).await,
+        };
+        // None of its own yet: the set another tenant of its program learned, if any.
+        let set = match set {
+            Ok(None) if learning => Ok(self.borrowed_activeset(slot)),
+            other => other,
         };
         let eager = if learning {
             let max = self.config.activeset_max_pages;
