@@ -215,6 +215,13 @@ pub struct LiveCounters {
     pub cold_pages: u64,
     pub cold_puts: u64,
     pub cold_put_bytes: u64,
+    /// Cold reads (GET, ranged GET, LIST) under way right now.
+    #[serde(default)]
+    pub cold_reads_in_flight: u64,
+    /// Waves of cold reads: times the reads in flight went from none to one, i.e. sequential
+    /// round trips to the cold tier (overlapping reads are one; [`crate::cold::ReadWaves`]).
+    #[serde(default)]
+    pub cold_waves: u64,
     pub local_hits: u64,
     pub local_misses: u64,
 }
@@ -228,6 +235,8 @@ impl PageStore {
             cold_pages: self.counters().cold_pages.load(Ordering::Relaxed),
             cold_puts: c.puts.load(Ordering::Relaxed),
             cold_put_bytes: c.put_bytes.load(Ordering::Relaxed),
+            cold_reads_in_flight: c.read_waves.in_flight(),
+            cold_waves: c.read_waves.waves(),
             local_hits: self.counters().local_hits.load(Ordering::Relaxed),
             local_misses: self.counters().local_misses.load(Ordering::Relaxed),
         }

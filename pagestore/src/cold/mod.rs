@@ -8,6 +8,7 @@
 mod dir;
 mod direct_write;
 mod s3;
+mod waves;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +16,7 @@ use bytes::Bytes;
 
 pub use dir::DirStorage;
 pub use s3::S3Storage;
+pub use waves::{ReadInFlight, ReadWaves};
 
 use crate::config::ColdConfig;
 use crate::error::Result;
@@ -48,6 +50,8 @@ pub struct ColdCounters {
     pub puts: AtomicU64,
     pub put_bytes: AtomicU64,
     pub lists: AtomicU64,
+    /// Reads (GET, ranged GET, LIST) in flight and their waves: sequential round trips.
+    pub read_waves: ReadWaves,
 }
 
 /// The configured cold tier.
@@ -126,12 +130,14 @@ impl ColdTier {
     }
 
     pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let _read = self.counters.read_waves.start();
         let data = dispatch!(self, b => b.get(key).await)?;
         self.count_get(data.len());
         Ok(data)
     }
 
     pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let _read = self.counters.read_waves.start();
         let data = dispatch!(self, b => b.get_range(key, offset, len).await)?;
         self.count_get(data.len());
         Ok(data)
@@ -139,6 +145,7 @@ impl ColdTier {
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.counters.lists.fetch_add(1, Ordering::Relaxed);
+        let _read = self.counters.read_waves.start();
         dispatch!(self, b => b.list(prefix).await)
     }
 
@@ -151,5 +158,40 @@ impl ColdTier {
         self.counters
             .get_bytes
             .fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tier() -> (tempfile::TempDir, ColdTier) {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = ColdTier::dir(DirStorage::open(dir.path()).unwrap());
+        (dir, tier)
+    }
+
+    #[tokio::test]
+    async fn two_overlapping_reads_are_one_wave_two_sequential_ones_two() {
+        let (_dir, tier) = tier();
+        tier.put("packs/a", b"aaaa".to_vec()).await.unwrap();
+        tier.put("packs/b", b"bbbb".to_vec()).await.unwrap();
+        assert_eq!(tier.counters.read_waves.waves(), 0, "PUTs are no read");
+
+        // Both in flight together (each waits on a blocking thread): one round trip.
+        let (a, b) = tokio::join!(tier.get("packs/a"), tier.get_range("packs/b", 1, 2));
+        assert_eq!((a.unwrap(), b.unwrap()), (b"aaaa".to_vec(), b"bb".to_vec()));
+        assert_eq!(tier.counters.read_waves.waves(), 1);
+        assert_eq!(tier.counters.read_waves.in_flight(), 0);
+
+        // One after the other: two.
+        tier.list("packs/").await.unwrap();
+        tier.get("packs/a").await.unwrap();
+        assert_eq!(tier.counters.read_waves.waves(), 3);
+
+        // A failed read was a round trip too, and is no longer in flight.
+        assert!(tier.get("packs/missing").await.is_err());
+        assert_eq!(tier.counters.read_waves.waves(), 4);
+        assert_eq!(tier.counters.read_waves.in_flight(), 0);
     }
 }

@@ -79,6 +79,11 @@ fn write_store(out: &mut Exposition, c: &LiveCounters, held: &StoreHeld) {
             c.cold_get_bytes,
         ),
         (
+            "pico_store_cold_waves_total",
+            "Waves of cold-tier reads: sequential round trips (overlapping reads are one).",
+            c.cold_waves,
+        ),
+        (
             "pico_store_cold_pages_total",
             "Pages fetched from the cold tier.",
             c.cold_pages,
@@ -146,6 +151,7 @@ mod tests {
         let c = LiveCounters {
             cold_gets: 3,
             cold_get_bytes: 12288,
+            cold_waves: 2,
             ..LiveCounters::default()
         };
         let held = StoreHeld {
@@ -159,6 +165,7 @@ mod tests {
             t.contains("\npico_store_cold_get_bytes_total 12288\n"),
             "{t}"
         );
+        assert!(t.contains("\npico_store_cold_waves_total 2\n"), "{t}");
         assert!(
             t.contains("\npico_store_held_bytes{tier=\"hot\"} 8192\n"),
             "{t}"
