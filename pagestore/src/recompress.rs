@@ -291,6 +291,12 @@ impl PageStore {
             }
         });
     }
+
+    /// Whether the background recompression runs now: its cold reads and CPU compete with
+    /// whatever else the worker does meanwhile (a benchmark timing a swap-in notes it).
+    pub fn recompressing(&self) -> bool {
+        self.background_recompress.running()
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,11 @@ impl Rerun {
         self.again.store(false, Ordering::SeqCst);
     }
 
+    /// Whether a run is under way.
+    pub(crate) fn running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
     /// A run ended: true when another is to follow (asked for meanwhile, and not started by the
     /// asker in between).
     pub(crate) fn ended(&self) -> bool {
@@ -38,13 +43,16 @@ mod tests {
     #[test]
     fn one_run_at_a_time_and_one_more_for_asks_made_meanwhile() {
         let r = Rerun::default();
+        assert!(!r.running());
         assert!(r.ask(), "the first ask starts it");
+        assert!(r.running());
         r.starting();
         assert!(!r.ask(), "a second while it runs does not");
         assert!(!r.ask());
         assert!(r.ended(), "but it runs once more");
         r.starting();
         assert!(!r.ended(), "and then stops: nothing asked since");
+        assert!(!r.running());
         assert!(r.ask(), "the next ask starts it again");
     }
 }

@@ -222,6 +222,10 @@ pub struct LiveCounters {
     /// round trips to the cold tier (overlapping reads are one; [`crate::cold::ReadWaves`]).
     #[serde(default)]
     pub cold_waves: u64,
+    /// The background recompression runs now ([`PageStore::recompressing`]): its cold reads
+    /// count in the figures above.
+    #[serde(default)]
+    pub recompressing: bool,
     pub local_hits: u64,
     pub local_misses: u64,
 }
@@ -237,6 +241,7 @@ impl PageStore {
             cold_put_bytes: c.put_bytes.load(Ordering::Relaxed),
             cold_reads_in_flight: c.read_waves.in_flight(),
             cold_waves: c.read_waves.waves(),
+            recompressing: self.recompressing(),
             local_hits: self.counters().local_hits.load(Ordering::Relaxed),
             local_misses: self.counters().local_misses.load(Ordering::Relaxed),
         }
