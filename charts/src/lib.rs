@@ -121,10 +121,13 @@ pub struct WhiskerGroup {
     pub label: String,
     /// (value, optional upper whisker) per series, in series order.
     pub bars: Vec<(f64, Option<f64>)>,
+    /// An optional short mark across each whisker, in series order (e.g. p95 on a whisker up to
+    /// p99); empty for none.
+    pub ticks: Vec<Option<f64>>,
 }
 
-/// A grouped vertical bar chart; whiskers mark e.g. p95 over a p50 bar. `line` draws a labelled
-/// horizontal reference (e.g. a 250 ms goal).
+/// A grouped vertical bar chart; whiskers mark e.g. p99 over a p50 bar, ticks a value between
+/// (p95). `line` draws a labelled horizontal reference (e.g. a 100 ms goal).
 pub fn grouped_bars(
     title: &str,
     unit: &str,
@@ -184,6 +187,15 @@ pub fn grouped_bars(
                     "<line x1=\"{cx:.1}\" x2=\"{cx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>\n",
                     y(*v),
                     y(*hi)
+                );
+            }
+            if let Some(Some(t)) = g.ticks.get(si) {
+                let cx = x + bar_w * 0.45;
+                s += &format!(
+                    "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{ty:.1}\" y2=\"{ty:.1}\" stroke=\"black\"/>\n",
+                    cx - bar_w * 0.2,
+                    cx + bar_w * 0.2,
+                    ty = y(*t)
                 );
             }
         }
@@ -258,6 +270,7 @@ mod tests {
             &[WhiskerGroup {
                 label: "g".into(),
                 bars: vec![(10.0, Some(12.0)), (5.0, None)],
+                ticks: vec![Some(11.0)],
             }],
             Some((250.0, "goal")),
         );
@@ -268,5 +281,10 @@ mod tests {
             "2 bars + 2 legend boxes"
         );
         assert!(svg.contains("t &lt;x&gt;") && svg.contains("goal"));
+        assert_eq!(
+            svg.matches("<line x1=").count(),
+            5 + 1 + 1 + 1,
+            "5 grid lines, 1 whisker, 1 tick, 1 goal line"
+        );
     }
 }
