@@ -18,9 +18,27 @@ pub enum App {
     Nginx,
     /// The counter app with a large random heap that requests do not touch.
     LargeHeap,
+    /// `deploy/apps/nodemap.js`: node holding a Map of [`NODE_MAP_ENTRIES`] objects, which
+    /// every request walks whole.
+    NodeMap,
+    /// `deploy/apps/pydict.py`: Python holding a dict of [`PY_DICT_ENTRIES`] ints, whose values
+    /// every request walks.
+    PyDict,
 }
 
-pub const ALL: [App; 4] = [App::Counter, App::Redis, App::Nginx, App::LargeHeap];
+pub const ALL: [App; 6] = [
+    App::Counter,
+    App::Redis,
+    App::Nginx,
+    App::LargeHeap,
+    App::NodeMap,
+    App::PyDict,
+];
+
+/// Entries of node-map's Map (~100 MB resident).
+pub const NODE_MAP_ENTRIES: u32 = 200_000;
+/// Entries of py-dict's dict (~120 MB resident).
+pub const PY_DICT_ENTRIES: u32 = 1_000_000;
 
 impl App {
     pub fn name(self) -> &'static str {
@@ -29,6 +47,8 @@ impl App {
             App::Redis => "redis",
             App::Nginx => "nginx",
             App::LargeHeap => "large-heap",
+            App::NodeMap => "node-map",
+            App::PyDict => "py-dict",
         }
     }
 
@@ -39,9 +59,21 @@ impl App {
     /// The command line that starts the app on `port`, with its files under `dir`.
     pub fn command(self, port: u16, dir: &Path, repo: &Path) -> Result<Vec<String>, Error> {
         let port_s = port.to_string();
-        let counter = repo.join("deploy/apps/counter.py").display().to_string();
+        let script = |name: &str| repo.join("deploy/apps").join(name).display().to_string();
         Ok(match self {
-            App::Counter | App::LargeHeap => vec!["python3".into(), counter, port_s],
+            App::Counter | App::LargeHeap => vec!["python3".into(), script("counter.py"), port_s],
+            App::NodeMap => vec![
+                "node".into(),
+                script("nodemap.js"),
+                port_s,
+                NODE_MAP_ENTRIES.to_string(),
+            ],
+            App::PyDict => vec![
+                "python3".into(),
+                script("pydict.py"),
+                port_s,
+                PY_DICT_ENTRIES.to_string(),
+            ],
             App::Redis => [
                 "redis-server",
                 "--port",
@@ -86,6 +118,20 @@ impl App {
     pub fn prepare(self, port: u16, heap_mb: u32) -> Result<(), Error> {
         match self {
             App::Counter | App::Nginx => Ok(()),
+            // Built at start; a few walks first, so that the checkpoint holds the walk compiled
+            // (node's first walks run in its interpreter: 65, 48, then 18 ms here).
+            App::NodeMap | App::PyDict => {
+                for _ in 0..5 {
+                    if !self.probe(port)? {
+                        let answer = http_get(port, "/").unwrap_or_else(|e| e.to_string());
+                        return Err(Error::Step(
+                            format!("{} prepare", self.name()),
+                            format!("wrong answer {answer:?}, expected {:?}", self.expected()),
+                        ));
+                    }
+                }
+                Ok(())
+            }
             App::LargeHeap => http_get(port, &format!("/ballast?mb={heap_mb}")).map(|_| ()),
             App::Redis => load_redis(port),
         }
@@ -100,6 +146,9 @@ impl App {
             App::Nginx => http_get(port, "/")
                 .map(|b| b.contains("pico nginx tenant"))
                 .unwrap_or(false),
+            App::NodeMap | App::PyDict => http_get(port, "/")
+                .map(|b| b.trim() == self.expected())
+                .unwrap_or(false),
             App::Redis => {
                 let out = Command::new("redis-cli")
                     .args(["-p", &port.to_string(), "GET", "key:777"])
@@ -109,6 +158,32 @@ impl App {
             }
         })
     }
+
+    /// What a walk of the whole Map or dict answers (empty for the other apps).
+    fn expected(self) -> String {
+        match self {
+            App::NodeMap => node_map_answer(NODE_MAP_ENTRIES),
+            App::PyDict => py_dict_answer(PY_DICT_ENTRIES),
+            _ => String::new(),
+        }
+    }
+}
+
+/// nodemap.js's answer: "COUNT WEIGHTS LABELS", entry `i` weighing `i % 1000` with the label
+/// `"entry-" + i`.
+fn node_map_answer(entries: u32) -> String {
+    let (mut weights, mut labels) = (0u64, 0u64);
+    for i in 0..entries {
+        weights += u64::from(i % 1000);
+        labels += format!("entry-{i}").len() as u64;
+    }
+    format!("{entries} {weights} {labels}")
+}
+
+/// pydict.py's answer: "COUNT SUM", the value of key `i` being `1000 + i % 1000`.
+fn py_dict_answer(entries: u32) -> String {
+    let sum: u64 = (0..entries).map(|i| 1000 + u64::from(i % 1000)).sum();
+    format!("{entries} {sum}")
 }
 
 /// Keys and values: 100,000 keys of ~1 KB, ~100 MB in redis.
@@ -149,4 +224,23 @@ fn load_redis(port: u16) -> Result<(), Error> {
         return Err(Error::Step("redis-cli --pipe".into(), status.to_string()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_answers_are_what_the_apps_answered_when_run_by_hand() {
+        // `curl 127.0.0.1:PORT/` of `node nodemap.js PORT` and `python3 pydict.py PORT`.
+        assert_eq!(node_map_answer(200_000), "200000 99900000 2288890");
+        assert_eq!(py_dict_answer(1_000_000), "1000000 1499500000");
+    }
+
+    #[test]
+    fn every_app_parses_from_its_name() {
+        for app in ALL {
+            assert_eq!(App::parse(app.name()), Some(app));
+        }
+    }
 }
