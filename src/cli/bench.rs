@@ -205,19 +205,20 @@ pub struct RestoreArgs {
     /// Measured runs per app and mode (after one warm-up).
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
-    /// Apps: counter, redis, nginx, large-heap.
+    /// Apps: counter, redis, nginx, large-heap, node-map, py-dict.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "counter,redis,nginx,large-heap"
+        default_value = "counter,redis,nginx,large-heap,node-map,py-dict"
     )]
     pub apps: Vec<String>,
     /// Modes: criu-eager, lazy-local, lazy-cold, lazy-cold-activeset,
-    /// lazy-cold-activeset-prefetch.
+    /// lazy-cold-activeset-prefetch, lazy-local-first, lazy-cold-first (the last two: a
+    /// tenant's first wake-up, a fresh tenant per run).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "criu-eager,lazy-local,lazy-cold,lazy-cold-activeset,lazy-cold-activeset-prefetch"
+        default_value = "criu-eager,lazy-local,lazy-cold,lazy-cold-activeset,lazy-cold-activeset-prefetch,lazy-local-first,lazy-cold-first"
     )]
     pub modes: Vec<String>,
     /// Heap of the large-heap app, MiB.
@@ -413,24 +414,16 @@ async fn bench_restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<()> {
         .iter()
         .map(|m| Mode::parse(m).with_context(|| format!("unknown mode {m:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Collected before the run: the commit and tools that made it.
     let provenance = bench::provenance::Provenance::collect(&[
         ("criu", &["--version"]),
         ("garage", &["--version"]),
     ]);
-    bench::provenance::write(
-        &out,
-        "README.md",
-        &format!(
-            "# pico bench restore\n\nTime from the start of a swap-in to the tenant's first \
-             correct answer at a real client. `results.json`: per app and mode p50/p95 \
-             and cold-tier bytes; `restore.svg`: p50 bars with p95 whiskers.\n\n{}",
-            provenance.markdown()
-        ),
-    )?;
     let work = tempdir_in(&ctx.home)?;
     // Cold modes: a real S3 server behind a proxy that adds a real network's latency.
     let mut _garage = None;
     let mut _proxy = None;
+    let mut link_text = None;
     let wants_cold = modes.iter().any(|m| m.cold());
     let cold_toml = match cold_config {
         Some(p) => {
@@ -445,6 +438,11 @@ async fn bench_restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<()> {
             )
             .await?;
             let toml = garage.cold_toml_via(proxy.addr());
+            link_text = Some(format!(
+                "Garage on loopback behind the latency proxy, {} ms each way, {} MB/s per \
+                 connection",
+                link.delay_ms, link.mbps
+            ));
             _garage = Some(garage);
             _proxy = Some(proxy);
             Some(toml)
@@ -478,11 +476,18 @@ async fn bench_restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<()> {
     }
     let results = result?;
     let names: Vec<&str> = modes.iter().map(|m| m.name()).collect();
-    write_restore_results(&out, &results, &names)?;
+    let info = restore::report::RunInfo {
+        provenance: &provenance,
+        runs,
+        idle_ms,
+        link: link_text,
+    };
+    restore::report::write(&out, &results, &names, &info)?;
     if ctx.json {
         print_json(&results)?;
     } else {
-        print_restore(&results, &names);
+        print!("{}", restore::report::table(&results, &names));
+        print!("{}", restore::report::goals(&results, &names));
         println!("results in {}", out.display());
     }
     Ok(())
@@ -581,66 +586,6 @@ fn print_nbd(r: &bench::nbd::NbdBenchReport) {
         r.ratios.throughput, r.ratios.qd1_p50_latency, r.ratios.qd1_p99_latency, r.ratios.qd16_iops
     );
     println!("reference: {}", r.nbdkit_version);
-}
-
-/// `results.json` and `restore.svg` (p50 bars, p95 whiskers per app and mode) into `out`.
-fn write_restore_results(
-    out: &std::path::Path,
-    results: &restore::RestoreResults,
-    names: &[&str],
-) -> anyhow::Result<()> {
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_vec_pretty(&results)?,
-    )?;
-    let groups: Vec<charts::WhiskerGroup> = results
-        .apps
-        .iter()
-        .map(|(app, per)| charts::WhiskerGroup {
-            label: app.clone(),
-            bars: names
-                .iter()
-                .map(|m| {
-                    per.get(*m)
-                        .map_or((0.0, None), |r| (r.p50_ms, Some(r.p95_ms)))
-                })
-                .collect(),
-        })
-        .collect();
-    let svg = charts::grouped_bars(
-        "Time to first correct answer after swap-in (p50 bar, p95 whisker)",
-        "ms",
-        names,
-        &groups,
-        Some((250.0, "250 ms (Picocenter, from S3)")),
-    );
-    std::fs::write(out.join("restore.svg"), svg)?;
-    Ok(())
-}
-
-fn print_restore(results: &restore::RestoreResults, names: &[&str]) {
-    println!(
-        "{:<12} {:<29} {:>5} {:>9} {:>9} {:>12} {:>9}",
-        "APP", "MODE", "RUNS", "p50 ms", "p95 ms", "COLD BYTES", "HIT RATE"
-    );
-    for (app, per) in &results.apps {
-        for m in names {
-            if let Some(r) = per.get(*m) {
-                println!(
-                    "{:<12} {:<29} {:>5} {:>9.1} {:>9.1} {:>12} {:>9}",
-                    app,
-                    m,
-                    r.runs,
-                    r.p50_ms,
-                    r.p95_ms,
-                    r.cold_bytes,
-                    r.activeset_hit_rate
-                        .map(|h| format!("{:.0}%", h * 100.0))
-                        .unwrap_or_else(|| "-".into())
-                );
-            }
-        }
-    }
 }
 
 fn tempdir_in(home: &std::path::Path) -> anyhow::Result<PathBuf> {

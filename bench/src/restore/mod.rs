@@ -10,9 +10,14 @@
 //! - `lazy-cold-activeset`: the same with the ActiveSet, installed eagerly (the served pagemaps
 //!   make its pages non-lazy, so `criu restore` installs them in bulk);
 //! - `lazy-cold-activeset-prefetch`: the same with the ActiveSet prefetched into memory instead,
-//!   its pages left to fault in one userfaultfd fault each (served from memory).
+//!   its pages left to fault in one userfaultfd fault each (served from memory);
+//! - `lazy-local-first`, `lazy-cold-first`: a tenant's first wake-up, from the local tier or the
+//!   cold tier: a fresh tenant per sample, never restored before, so no ActiveSet yet and
+//!   learning on ([`first`]).
 //!
-//! Each mode gets one unmeasured warm-up cycle (which also teaches the ActiveSet).
+//! Each mode gets one unmeasured warm-up cycle (which also teaches the ActiveSet, in the
+//! repeated modes). Besides the time to the first answer, each sample counts the cold-tier bytes
+//! and sequential round trips (waves of reads, `pico store counters`' `cold_waves`) before it.
 //!
 //! **The same idle time before every restore.** Each measured restore starts `idle` (default
 //! 1 s) after its checkpoint started (`criu dump`, or the swap-out), in every mode: a
@@ -24,6 +29,10 @@
 //! favoured `criu-eager` by ~10 ms.
 
 pub mod apps;
+mod first;
+mod lazy;
+pub mod report;
+mod tally;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,7 +40,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use worker::protocol::{Client, Request};
-use worker::tenant::TenantSpec;
 
 pub use apps::App;
 
@@ -45,14 +53,18 @@ pub enum Mode {
     LazyCold,
     LazyColdActiveSet,
     LazyColdActiveSetPrefetch,
+    LazyLocalFirst,
+    LazyColdFirst,
 }
 
-pub const ALL_MODES: [Mode; 5] = [
+pub const ALL_MODES: [Mode; 7] = [
     Mode::CriuEager,
     Mode::LazyLocal,
     Mode::LazyCold,
     Mode::LazyColdActiveSet,
     Mode::LazyColdActiveSetPrefetch,
+    Mode::LazyLocalFirst,
+    Mode::LazyColdFirst,
 ];
 
 impl Mode {
@@ -63,6 +75,8 @@ impl Mode {
             Mode::LazyCold => "lazy-cold",
             Mode::LazyColdActiveSet => "lazy-cold-activeset",
             Mode::LazyColdActiveSetPrefetch => "lazy-cold-activeset-prefetch",
+            Mode::LazyLocalFirst => "lazy-local-first",
+            Mode::LazyColdFirst => "lazy-cold-first",
         }
     }
     pub fn parse(s: &str) -> Option<Mode> {
@@ -71,8 +85,16 @@ impl Mode {
     pub fn cold(self) -> bool {
         matches!(
             self,
-            Mode::LazyCold | Mode::LazyColdActiveSet | Mode::LazyColdActiveSetPrefetch
+            Mode::LazyCold
+                | Mode::LazyColdActiveSet
+                | Mode::LazyColdActiveSetPrefetch
+                | Mode::LazyColdFirst
         )
+    }
+
+    /// A tenant's first wake-up: a fresh tenant per sample ([`first`]).
+    pub fn first(self) -> bool {
+        matches!(self, Mode::LazyLocalFirst | Mode::LazyColdFirst)
     }
 
     /// How the worker installs the ActiveSet in this mode (`None`: its configured default).
@@ -112,12 +134,21 @@ pub struct ModeResult {
     pub runs: usize,
     pub p50_ms: f64,
     pub p95_ms: f64,
+    pub p99_ms: f64,
     pub min_ms: f64,
     pub max_ms: f64,
     /// Mean bytes read from the cold tier before the first answer.
     pub cold_bytes_first_answer: u64,
     /// Mean bytes read from the cold tier over a whole restore, background copy included.
     pub cold_bytes: u64,
+    /// Mean sequential round trips to the cold tier before the first answer: waves of cold
+    /// reads, overlapping reads counted once (`pagestore::cold::ReadWaves`).
+    pub cold_round_trips: f64,
+    /// The most of them before any one first answer.
+    pub cold_round_trips_max: u64,
+    /// Share of the samples during which the store's background recompression (behind the
+    /// swap-out before) ran: its cold reads count in the figures above, its CPU competes.
+    pub recompressing_share: f64,
     /// Mean ActiveSet hit rate (share of the working set installed ahead of time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub activeset_hit_rate: Option<f64>,
@@ -156,6 +187,7 @@ fn summarize(samples: Vec<f64>) -> ModeResult {
         runs: samples.len(),
         p50_ms: percentile(&sorted, 50.0),
         p95_ms: percentile(&sorted, 95.0),
+        p99_ms: percentile(&sorted, 99.0),
         min_ms: sorted.first().copied().unwrap_or(0.0),
         max_ms: sorted.last().copied().unwrap_or(0.0),
         samples_ms: samples,
@@ -215,7 +247,7 @@ pub async fn run(opts: &RestoreOptions) -> Result<RestoreResults, Error> {
             .filter(|m| *m != Mode::CriuEager)
             .collect();
         if !lazy.is_empty() {
-            for (mode, r) in lazy_modes(opts, app, &lazy).await? {
+            for (mode, r) in lazy::lazy_modes(opts, app, &lazy).await? {
                 per_mode.insert(mode.name().to_string(), r);
             }
         }
@@ -414,11 +446,6 @@ async fn call(client: &Client, request: &Request) -> Result<serde_json::Value, E
         .map_err(|e| Error::Step("pico worker".into(), e.to_string()))
 }
 
-async fn cold_get_bytes(client: &Client) -> Result<u64, Error> {
-    let c = call(client, &Request::Counters).await?;
-    Ok(c["cold_get_bytes"].as_u64().unwrap_or(0))
-}
-
 /// The `[worker]` part of the bench workers' `pico.toml`: `--worker-config`, plus
 /// `locality_pack = false` for `--no-locality-pack` (in the same section).
 fn worker_toml(opts: &RestoreOptions) -> String {
@@ -434,125 +461,4 @@ fn worker_toml(opts: &RestoreOptions) -> String {
         }
         None => format!("[worker]\n{key}{toml}"),
     }
-}
-
-async fn lazy_modes(
-    opts: &RestoreOptions,
-    app: App,
-    modes: &[Mode],
-) -> Result<Vec<(Mode, ModeResult)>, Error> {
-    let home = opts.work.join(format!("home-{}", app.name()));
-    let mut toml = worker_toml(opts);
-    if modes.iter().any(|m| m.cold()) {
-        let cold = opts.cold_toml.as_deref().ok_or_else(|| {
-            Error::Step(
-                "lazy-cold modes".into(),
-                "need a cold tier ([cold] section)".into(),
-            )
-        })?;
-        toml = format!("{toml}\n{cold}");
-    }
-    let worker = WorkerProc::start(&opts.pico, &home, &toml).await?;
-    let port = free_port()?;
-    let dir = home.join("app");
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let cmd = app.command(port, &dir, &opts.repo)?;
-    let name = app.name().to_string();
-    call(
-        &worker.client,
-        &Request::Add(TenantSpec {
-            name: name.clone(),
-            port,
-            cmd,
-            deterministic: false,
-            // The bench swaps it itself.
-            idle_timeout_ms: Some(0),
-            env: Default::default(),
-            workdir: None,
-            sandbox: false,
-            read_only: Vec::new(),
-            limits: Default::default(),
-            proxy_protocol: false,
-            user_namespace: false,
-        }),
-    )
-    .await?;
-    app.prepare(port, opts.heap_mb)?;
-
-    let mut out = Vec::new();
-    for &mode in modes {
-        tracing::info!(app = app.name(), mode = mode.name(), "measuring");
-        let mut samples = Vec::new();
-        let (mut first_bytes, mut total_bytes, mut hit, mut eager) = (0u64, 0u64, 0f64, 0f64);
-        let mut set_gets = 0f64;
-        let (mut prefetched, mut whole) = (0f64, 0f64);
-        let mut last_start_bytes: Option<u64> = None;
-        for run in 0..=opts.runs {
-            let checkpointed = Instant::now();
-            call(&worker.client, &Request::SwapOut { name: name.clone() }).await?;
-            let now = cold_get_bytes(&worker.client).await?;
-            if let (Some(b), true) = (last_start_bytes, run > 1) {
-                total_bytes += now - b;
-            }
-            if mode.cold() {
-                call(&worker.client, &Request::Evict { tier: None }).await?;
-            }
-            let before = cold_get_bytes(&worker.client).await?;
-            tokio::time::sleep(opts.idle.saturating_sub(checkpointed.elapsed())).await;
-            let no_activeset = mode == Mode::LazyCold;
-            let started = Instant::now();
-            let report = call(
-                &worker.client,
-                &Request::SwapIn {
-                    name: name.clone(),
-                    no_activeset,
-                    install: mode.install(),
-                },
-            )
-            .await?;
-            let ms = first_answer(app, port, started)?;
-            let after = cold_get_bytes(&worker.client).await?;
-            last_start_bytes = Some(before);
-            if run > 0 {
-                samples.push(ms);
-                first_bytes += after - before;
-                eager += report["eager_pages"].as_f64().unwrap_or(0.0);
-                set_gets += report["prefetch"]["cold_gets"].as_f64().unwrap_or(0.0);
-                prefetched += report["prefetched_pages"].as_f64().unwrap_or(0.0);
-                whole += f64::from(u8::from(report["whole"].as_bool().unwrap_or(false)));
-            }
-        }
-        // Let the last restore finish (background copy) and count it.
-        call(&worker.client, &Request::SwapOut { name: name.clone() }).await?;
-        if let Some(b) = last_start_bytes {
-            total_bytes += cold_get_bytes(&worker.client).await? - b;
-        }
-        call(
-            &worker.client,
-            &Request::SwapIn {
-                name: name.clone(),
-                no_activeset: true,
-                install: None,
-            },
-        )
-        .await?;
-        if mode != Mode::LazyCold {
-            let set = call(&worker.client, &Request::ActiveSet { name: name.clone() }).await?;
-            hit = set["last"]["hit_rate"].as_f64().unwrap_or(0.0);
-        }
-        let n = samples.len().max(1) as u64;
-        let mut r = summarize(samples);
-        r.cold_bytes_first_answer = first_bytes / n;
-        r.cold_bytes = total_bytes / n;
-        r.restore_set_cold_gets = set_gets / n as f64;
-        if mode != Mode::LazyCold {
-            r.activeset_hit_rate = Some(hit);
-            r.eager_pages = Some(eager / n as f64);
-            r.prefetched_pages = Some(prefetched / n as f64);
-        }
-        r.whole_share = Some(whole / n as f64);
-        out.push((mode, r));
-    }
-    let _ = call(&worker.client, &Request::Rm { name }).await;
-    Ok(out)
 }

@@ -1,0 +1,130 @@
+//! A tenant's first wake-up, as it happens (`lazy-local-first`, `lazy-cold-first`): a tenant
+//! that was never restored lazily, so no ActiveSet yet and learning on, woken from the local
+//! tier or, its caches emptied, from the cold tier. The repeated modes time a tenant that has
+//! learned its ActiveSet in their warm-up; a real tenant's first wake-up has nothing learned,
+//! and it counts as much as any other (issue #17: every wake-up, the first one included).
+//!
+//! So each sample is a fresh tenant, named for its mode and run: added, given its state,
+//! swapped out, (caches emptied), left idle as in the other modes, swapped in and timed to its
+//! first correct answer, then left to finish its restore (the background copy, for the bytes of
+//! the whole restore) and removed with its checkpoints. A small image held locally is restored
+//! whole, as the worker chooses for any tenant (reported as `whole_share`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use worker::protocol::Request;
+
+use super::lazy::add_tenant;
+use super::tally::{ColdMark, Tally};
+use super::{first_answer, App, Mode, ModeResult, RestoreOptions, WorkerProc};
+use crate::Error;
+
+/// How long a restore may take to copy its last page after the first answer (the large heap
+/// from the cold tier took ~5-11 s).
+const RESTORE_DONE_WITHIN: Duration = Duration::from_secs(300);
+
+/// What one first wake-up gave.
+struct Sample {
+    ms: f64,
+    started: ColdMark,
+    answered: ColdMark,
+    report: serde_json::Value,
+    /// Cold bytes of the whole restore, background copy included.
+    total_bytes: u64,
+}
+
+/// `runs` first wake-ups of fresh tenants of `app` (after one unmeasured, as every mode has),
+/// their files under `home`.
+pub(super) async fn first_mode(
+    opts: &RestoreOptions,
+    worker: &WorkerProc,
+    app: App,
+    home: &Path,
+    mode: Mode,
+) -> Result<ModeResult, Error> {
+    let tier = if mode.cold() { "cold" } else { "local" };
+    let mut tally = Tally::default();
+    for run in 0..=opts.runs {
+        let name = format!("{}-first-{tier}-{run}", app.name());
+        let dir = home.join(&name);
+        let sample = wake_fresh_tenant(opts, worker, app, &name, &dir, mode).await;
+        // Whatever happened, the tenant goes, its checkpoints with it.
+        let removed = worker.call(&Request::Rm { name: name.clone() }).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let sample = sample?;
+        removed?;
+        if run > 0 {
+            tally.add(sample.ms, sample.started, sample.answered, &sample.report);
+            tally.add_total_bytes(sample.total_bytes);
+        }
+    }
+    Ok(tally.finish(None))
+}
+
+/// One sample of [`first_mode`]: the tenant `name` made, checkpointed and woken for the first
+/// time; it is left running.
+async fn wake_fresh_tenant(
+    opts: &RestoreOptions,
+    worker: &WorkerProc,
+    app: App,
+    name: &str,
+    dir: &Path,
+    mode: Mode,
+) -> Result<Sample, Error> {
+    let port = add_tenant(worker, opts, app, name, dir).await?;
+    let checkpointed = Instant::now();
+    worker
+        .call(&Request::SwapOut {
+            name: name.to_string(),
+        })
+        .await?;
+    if mode.cold() {
+        worker.call(&Request::Evict { tier: None }).await?;
+    }
+    tokio::time::sleep(opts.idle.saturating_sub(checkpointed.elapsed())).await;
+    let started_mark = ColdMark::read(&worker.client).await?;
+    let started = Instant::now();
+    let report = worker
+        .call(&Request::SwapIn {
+            name: name.to_string(),
+            no_activeset: false,
+            install: None,
+        })
+        .await?;
+    let ms = first_answer(app, port, started)?;
+    let answered = ColdMark::read(&worker.client).await?;
+    restore_done(worker, name).await?;
+    let total_bytes = ColdMark::read(&worker.client)
+        .await?
+        .bytes_since(started_mark);
+    Ok(Sample {
+        ms,
+        started: started_mark,
+        answered,
+        report,
+        total_bytes,
+    })
+}
+
+/// Waits until the tenant's restore has copied its last page (`pages_pending` false).
+async fn restore_done(worker: &WorkerProc, name: &str) -> Result<(), Error> {
+    let started = Instant::now();
+    loop {
+        let status = worker
+            .call(&Request::Status {
+                name: name.to_string(),
+            })
+            .await?;
+        if !status["pages_pending"].as_bool().unwrap_or(false) {
+            return Ok(());
+        }
+        if started.elapsed() > RESTORE_DONE_WITHIN {
+            return Err(Error::Step(
+                name.to_string(),
+                format!("restore still copying pages after {RESTORE_DONE_WITHIN:?}"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

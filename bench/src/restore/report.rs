@@ -1,0 +1,224 @@
+//! What `pico bench restore` shows of a run: the table (p50/p95/p99 to the first answer, cold
+//! bytes and sequential cold round trips before it), the goals of issue #17 checked against the
+//! run, and the output directory: `results.json`, `restore.svg` and `README.md`. Apart from the
+//! measuring, so that a change to the text needs no rerun of the measurements.
+
+use std::path::Path;
+
+use super::{Mode, ModeResult, RestoreResults};
+use crate::provenance::{self, Provenance};
+use crate::Error;
+
+/// Issue #17: a wake-up from the cold tier answers within this (each one: checked at p99).
+pub const COLD_GOAL_MS: f64 = 100.0;
+
+/// Bytes as MB (10^6), two decimals.
+fn mb(bytes: u64) -> String {
+    format!("{:.2}", bytes as f64 / 1e6)
+}
+
+/// The run as a text table, one row per app and mode, modes in `modes` order.
+pub fn table(results: &RestoreResults, modes: &[&str]) -> String {
+    let mut s = format!(
+        "{:<10} {:<28} {:>4} {:>8} {:>8} {:>8} {:>9} {:>6} {:>6} {:>9} {:>5} {:>5}\n",
+        "APP",
+        "MODE",
+        "RUNS",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "1ST MB",
+        "RT",
+        "RT MAX",
+        "TOTAL MB",
+        "HIT",
+        "WHOLE"
+    );
+    for (app, per) in &results.apps {
+        for m in modes {
+            let Some(r) = per.get(*m) else { continue };
+            let share = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.0}%", v * 100.0));
+            s.push_str(&format!(
+                "{:<10} {:<28} {:>4} {:>8.1} {:>8.1} {:>8.1} {:>9} {:>6.1} {:>6} {:>9} {:>5} {:>5}\n",
+                app,
+                m,
+                r.runs,
+                r.p50_ms,
+                r.p95_ms,
+                r.p99_ms,
+                mb(r.cold_bytes_first_answer),
+                r.cold_round_trips,
+                r.cold_round_trips_max,
+                mb(r.cold_bytes),
+                share(r.activeset_hit_rate),
+                share(r.whole_share),
+            ));
+        }
+    }
+    s
+}
+
+/// The goals of issue #17, one line per app and mode: every wake-up at least as fast as CRIU's
+/// eager restore (p50, p95 and p99 each at most `criu-eager`'s), the first one included, and
+/// from the cold tier under [`COLD_GOAL_MS`] (p99).
+pub fn goals(results: &RestoreResults, modes: &[&str]) -> String {
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let ps = |r: &ModeResult| format!("{:.1} / {:.1} / {:.1}", r.p50_ms, r.p95_ms, r.p99_ms);
+    let eager_name = Mode::CriuEager.name();
+    let mut s = String::new();
+    for (app, per) in &results.apps {
+        let eager = per.get(eager_name);
+        for m in modes.iter().filter(|m| **m != eager_name) {
+            let Some(r) = per.get(*m) else { continue };
+            match eager {
+                Some(e) => s.push_str(&format!(
+                    "- {app}, {m}: p50 / p95 / p99 {} ms against criu-eager's {} ms (goal: each \
+                     at most criu-eager's) — {}\n",
+                    ps(r),
+                    ps(e),
+                    verdict(r.p50_ms <= e.p50_ms && r.p95_ms <= e.p95_ms && r.p99_ms <= e.p99_ms)
+                )),
+                None => s.push_str(&format!(
+                    "- {app}, {m}: p50 / p95 / p99 {} ms; criu-eager not measured in this run\n",
+                    ps(r)
+                )),
+            }
+            if Mode::parse(m).is_some_and(Mode::cold) {
+                s.push_str(&format!(
+                    "- {app}, {m}: p99 {:.1} ms from the cold tier (goal: under {COLD_GOAL_MS:.0} \
+                     ms) — {}\n",
+                    r.p99_ms,
+                    verdict(r.p99_ms < COLD_GOAL_MS)
+                ));
+            }
+        }
+    }
+    s
+}
+
+/// `restore.svg`: per app, a p50 bar per mode with a whisker to p99 and a tick at p95, and the
+/// cold-tier goal as a line.
+pub fn chart(results: &RestoreResults, modes: &[&str]) -> String {
+    let groups: Vec<charts::WhiskerGroup> = results
+        .apps
+        .iter()
+        .map(|(app, per)| charts::WhiskerGroup {
+            label: app.clone(),
+            bars: modes
+                .iter()
+                .map(|m| {
+                    per.get(*m)
+                        .map_or((0.0, None), |r| (r.p50_ms, Some(r.p99_ms)))
+                })
+                .collect(),
+            ticks: modes
+                .iter()
+                .map(|m| per.get(*m).map(|r| r.p95_ms))
+                .collect(),
+        })
+        .collect();
+    charts::grouped_bars(
+        "Time to first correct answer after swap-in (p50 bar, whisker to p99, tick at p95)",
+        "ms",
+        modes,
+        &groups,
+        Some((COLD_GOAL_MS, "100 ms (goal from the cold tier, #17)")),
+    )
+}
+
+/// How the run was made, for the README.
+pub struct RunInfo<'a> {
+    pub provenance: &'a Provenance,
+    pub runs: usize,
+    pub idle_ms: u64,
+    /// The latency proxy's link to the cold tier, when the bench started one.
+    pub link: Option<String>,
+}
+
+/// `results.json`, `restore.svg` and `README.md` into `out`.
+pub fn write(
+    out: &Path,
+    results: &RestoreResults,
+    modes: &[&str],
+    info: &RunInfo,
+) -> Result<(), Error> {
+    let json = serde_json::to_string_pretty(results)
+        .map_err(|e| Error::io(out.join("results.json"), std::io::Error::other(e)))?;
+    provenance::write(out, "results.json", &json)?;
+    provenance::write(out, "restore.svg", &chart(results, modes))?;
+    let readme = format!(
+        "# pico bench restore\n\n\
+         Time from the start of a swap-in to the tenant's first correct answer at a real client, \
+         per app and mode: {runs} measured runs each after one unmeasured, every restore \
+         {idle} ms after its checkpoint began. `results.json`: per app and mode p50/p95/p99, \
+         cold-tier bytes and round trips, every sample; `restore.svg`: p50 bars, whiskers to \
+         p99, ticks at p95.\n\n\
+         - **modes**: `criu-eager` plain CRIU from tmpfs (the baseline); `lazy-local` and the \
+           `lazy-cold*` modes one tenant swapped out and in again and again (its ActiveSet \
+           learned in the warm-up); `lazy-local-first` and `lazy-cold-first` a fresh tenant per \
+           run, woken for the first time (no ActiveSet yet, learning on). A small image held \
+           locally is restored whole when the worker chooses to (WHOLE).\n\
+         - **columns**: 1ST MB = mean cold-tier bytes before the first answer; RT = mean \
+           sequential cold-tier round trips before it (waves of reads: times the reads in \
+           flight went from none to one, overlapping reads counted once), RT MAX the most in \
+           one run; TOTAL MB = mean cold bytes of the whole restore, background copy included; \
+           HIT = ActiveSet hit rate. Percentiles by rounded rank: of 50 runs, p99 is the \
+           largest and p95 the third largest.\n\
+         - **cold tier**: {link}.\n\n\
+         ## Results\n\n```\n{table}```\n\n![chart](restore.svg)\n\n## Goals (issue #17)\n\n\
+         {goals}\n{prov}",
+        runs = info.runs,
+        idle = info.idle_ms,
+        link = info
+            .link
+            .as_deref()
+            .unwrap_or("as configured by --cold-config"),
+        table = table(results, modes),
+        goals = goals(results, modes),
+        prov = info.provenance.markdown(),
+    );
+    provenance::write(out, "README.md", &readme)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(p50: f64, p95: f64, p99: f64) -> ModeResult {
+        ModeResult {
+            runs: 50,
+            p50_ms: p50,
+            p95_ms: p95,
+            p99_ms: p99,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn goals_compare_every_percentile_with_criu_eager_and_cold_modes_with_100_ms() {
+        let mut results = RestoreResults::default();
+        let per = results.apps.entry("counter".into()).or_default();
+        per.insert("criu-eager".into(), result(20.0, 25.0, 30.0));
+        per.insert("lazy-local".into(), result(10.0, 12.0, 14.0));
+        per.insert("lazy-cold-first".into(), result(15.0, 26.0, 99.0));
+        let modes = ["criu-eager", "lazy-local", "lazy-cold-first"];
+        let g = goals(&results, &modes);
+        let lines: Vec<&str> = g.lines().collect();
+        assert_eq!(lines.len(), 3, "{g}");
+        assert!(
+            lines[0].contains("lazy-local:") && lines[0].ends_with("— met"),
+            "{g}"
+        );
+        assert!(
+            lines[1].contains("lazy-cold-first") && lines[1].ends_with("NOT met"),
+            "p95 26 > 25: {g}"
+        );
+        assert!(
+            lines[2].contains("p99 99.0 ms") && lines[2].ends_with("— met"),
+            "{g}"
+        );
+        let t = table(&results, &modes);
+        assert_eq!(t.lines().count(), 4, "{t}");
+        assert!(t.contains("p99 ms"), "{t}");
+    }
+}

@@ -1,0 +1,143 @@
+//! What a mode's measured swap-ins add up to: each one's time to the first answer, the cold-tier
+//! traffic before that answer (bytes, sequential round trips) and what the worker's swap-in
+//! report says, summed into a [`ModeResult`]. One place, so that every lazy mode, repeated or
+//! first, counts the same way.
+
+use worker::protocol::{Client, Request};
+
+use super::{call, summarize, ModeResult};
+use crate::Error;
+
+/// The worker's cold-tier counters at one moment (`Request::Counters`, `pico store counters`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct ColdMark {
+    /// Bytes read from the cold tier so far.
+    pub get_bytes: u64,
+    /// Waves of cold reads so far: sequential round trips (`pagestore::cold::ReadWaves`).
+    pub waves: u64,
+    /// The store's background recompression was running (its reads count in the above).
+    pub recompressing: bool,
+}
+
+impl ColdMark {
+    pub(super) async fn read(client: &Client) -> Result<ColdMark, Error> {
+        let c = call(client, &Request::Counters).await?;
+        let number = |key: &str| {
+            c[key].as_u64().ok_or_else(|| {
+                Error::Step(
+                    "pico worker counters".into(),
+                    format!("no {key} in its answer {c}"),
+                )
+            })
+        };
+        Ok(ColdMark {
+            get_bytes: number("cold_get_bytes")?,
+            waves: number("cold_waves")?,
+            recompressing: c["recompressing"].as_bool().unwrap_or(false),
+        })
+    }
+
+    /// Bytes read since `earlier`.
+    pub(super) fn bytes_since(self, earlier: ColdMark) -> u64 {
+        self.get_bytes.saturating_sub(earlier.get_bytes)
+    }
+}
+
+/// The sums of a mode's measured swap-ins.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    samples_ms: Vec<f64>,
+    first_bytes: u64,
+    /// Round trips before each first answer.
+    waves: Vec<u64>,
+    /// Bytes over whole restores, background copy included, and how many restores they cover.
+    total_bytes: u64,
+    totals: u64,
+    eager_pages: f64,
+    set_gets: f64,
+    prefetched: f64,
+    whole: f64,
+    /// Samples during which the background recompression ran (at their start or first answer).
+    recompressing: u64,
+}
+
+impl Tally {
+    /// One measured swap-in: `ms` to its first answer, the counters when it started and at its
+    /// first answer, and the worker's report of it.
+    pub(super) fn add(
+        &mut self,
+        ms: f64,
+        started: ColdMark,
+        answered: ColdMark,
+        report: &serde_json::Value,
+    ) {
+        self.samples_ms.push(ms);
+        self.first_bytes += answered.bytes_since(started);
+        self.waves
+            .push(answered.waves.saturating_sub(started.waves));
+        self.eager_pages += report["eager_pages"].as_f64().unwrap_or(0.0);
+        self.set_gets += report["prefetch"]["cold_gets"].as_f64().unwrap_or(0.0);
+        self.prefetched += report["prefetched_pages"].as_f64().unwrap_or(0.0);
+        self.whole += f64::from(u8::from(report["whole"].as_bool().unwrap_or(false)));
+        self.recompressing += u64::from(started.recompressing || answered.recompressing);
+    }
+
+    /// The cold bytes of one whole restore (background copy included).
+    pub(super) fn add_total_bytes(&mut self, bytes: u64) {
+        self.total_bytes += bytes;
+        self.totals += 1;
+    }
+
+    /// The mode's result; `activeset`: the ActiveSet's hit rate when the mode uses one (its
+    /// figures are then reported), `None` when it restores without.
+    pub(super) fn finish(self, activeset: Option<f64>) -> ModeResult {
+        let n = self.samples_ms.len().max(1) as f64;
+        let mean = |sum: f64| sum / n;
+        let waves_sum: u64 = self.waves.iter().sum();
+        let mut r = summarize(self.samples_ms);
+        r.cold_bytes_first_answer = self.first_bytes / n as u64;
+        r.cold_bytes = self.total_bytes / self.totals.max(1);
+        r.cold_round_trips = mean(waves_sum as f64);
+        r.cold_round_trips_max = self.waves.iter().copied().max().unwrap_or(0);
+        r.restore_set_cold_gets = mean(self.set_gets);
+        if let Some(hit) = activeset {
+            r.activeset_hit_rate = Some(hit);
+            r.eager_pages = Some(mean(self.eager_pages));
+            r.prefetched_pages = Some(mean(self.prefetched));
+        }
+        r.whole_share = Some(mean(self.whole));
+        r.recompressing_share = mean(self.recompressing as f64);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(get_bytes: u64, waves: u64) -> ColdMark {
+        ColdMark {
+            get_bytes,
+            waves,
+            recompressing: false,
+        }
+    }
+
+    #[test]
+    fn round_trips_are_the_waves_before_each_first_answer_mean_and_max() {
+        let mut t = Tally::default();
+        let report = serde_json::json!({"whole": false, "prefetch": {"cold_gets": 2}});
+        t.add(10.0, mark(100, 5), mark(1100, 8), &report);
+        t.add(20.0, mark(1100, 8), mark(1200, 9), &report);
+        t.add_total_bytes(5000);
+        let r = t.finish(None);
+        assert_eq!(r.runs, 2);
+        assert_eq!(r.cold_round_trips, 2.0);
+        assert_eq!(r.cold_round_trips_max, 3);
+        assert_eq!(r.cold_bytes_first_answer, 550);
+        assert_eq!(r.cold_bytes, 5000);
+        assert_eq!(r.restore_set_cold_gets, 2.0);
+        assert_eq!(r.whole_share, Some(0.0));
+        assert_eq!(r.activeset_hit_rate, None);
+    }
+}
