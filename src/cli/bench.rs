@@ -202,8 +202,8 @@ pub struct DensityArgs {
 /// `pico bench restore`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
-    /// Measured runs per app and mode (after one warm-up).
-    #[arg(long, default_value_t = 20)]
+    /// Measured runs per app and mode (after one warm-up); issue #17 asks for 50.
+    #[arg(long, default_value_t = 50)]
     pub runs: usize,
     /// Apps: counter, redis, nginx, large-heap, node-map, py-dict.
     #[arg(
