@@ -244,6 +244,11 @@ pub struct RestoreArgs {
     /// mode (a swapped-out tenant is idle before it is woken).
     #[arg(long, default_value_t = 1000)]
     pub idle_ms: u64,
+    /// After the idle time, also wait until the worker's background recompression (behind each
+    /// swap-out) has ended before a measured swap-in, so that its cold reads and CPU are not
+    /// counted in the swap-in's (criu-eager has none to wait for).
+    #[arg(long)]
+    pub settle: bool,
     /// Output directory (results.json, restore.svg, README.md).
     #[arg(long, default_value = "bench-results/restore")]
     pub out: PathBuf,
@@ -404,6 +409,7 @@ async fn bench_restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<()> {
         keep_work,
         no_locality_pack,
         idle_ms,
+        settle,
         out,
     } = args;
     let apps = apps
@@ -465,6 +471,7 @@ async fn bench_restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<()> {
         work: work.clone(),
         locality_pack: !no_locality_pack,
         idle: std::time::Duration::from_millis(idle_ms),
+        settle,
     };
     let result = restore::run(&opts).await;
     drop(_proxy);
@@ -480,6 +487,7 @@ async fn bench_restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<()> {
         provenance: &provenance,
         runs,
         idle_ms,
+        settle,
         link: link_text,
     };
     restore::report::write(&out, &results, &names, &info)?;

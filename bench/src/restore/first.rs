@@ -7,16 +7,17 @@
 //! So each sample is a fresh tenant, named for its mode and run: added, given its state,
 //! swapped out, (caches emptied), left idle as in the other modes, swapped in and timed to its
 //! first correct answer, then left to finish its restore (the background copy, for the bytes of
-//! the whole restore) and removed with its checkpoints. A small image held locally is restored
-//! whole, as the worker chooses for any tenant (reported as `whole_share`).
+//! the whole restore) and removed with its checkpoints, which a `pico store gc` then collects.
+//! A small image held locally is restored whole, as the worker chooses for any tenant
+//! (reported as `whole_share`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use worker::protocol::Request;
 
-use super::lazy::add_tenant;
-use super::tally::{ColdMark, Tally};
+use super::lazy::{add_tenant, idle};
+use super::tally::{ColdMark, Sample, Tally};
 use super::{first_answer, App, Mode, ModeResult, RestoreOptions, WorkerProc};
 use crate::Error;
 
@@ -24,15 +25,10 @@ use crate::Error;
 /// from the cold tier took ~5-11 s).
 const RESTORE_DONE_WITHIN: Duration = Duration::from_secs(300);
 
-/// What one first wake-up gave.
-struct Sample {
-    ms: f64,
-    started: ColdMark,
-    answered: ColdMark,
-    report: serde_json::Value,
-    /// Cold bytes of the whole restore, background copy included.
-    total_bytes: u64,
-}
+/// How many times a gc that failed (busy: the background recompression holds the ingest lock)
+/// is tried, and the pause between tries.
+const GC_TRIES: u32 = 5;
+const GC_PAUSE: Duration = Duration::from_secs(2);
 
 /// `runs` first wake-ups of fresh tenants of `app` (after one unmeasured, as every mode has),
 /// their files under `home`.
@@ -52,18 +48,59 @@ pub(super) async fn first_mode(
         // Whatever happened, the tenant goes, its checkpoints with it.
         let removed = worker.call(&Request::Rm { name: name.clone() }).await;
         let _ = std::fs::remove_dir_all(&dir);
-        let sample = sample?;
+        let (sample, total_bytes) = sample?;
         removed?;
+        collect_garbage(opts, home).await;
         if run > 0 {
-            tally.add(sample.ms, sample.started, sample.answered, &sample.report);
-            tally.add_total_bytes(sample.total_bytes);
+            tally.add(&sample);
+            tally.add_total_bytes(total_bytes);
         }
     }
     Ok(tally.finish(None))
 }
 
+/// `pico store gc` on the worker's home, so that the packs only the removed tenant used go:
+/// every sample stores a new image (the large heap's ~270 MB of random bytes each time: 2
+/// modes of 51 samples would take more than this machine's free disk). The worker runs
+/// meanwhile, as the store allows (the gc reads without the local tier the worker holds). A gc
+/// that still fails is logged; the next one collects what it left.
+async fn collect_garbage(opts: &RestoreOptions, home: &Path) {
+    for attempt in 1..=GC_TRIES {
+        let output = tokio::process::Command::new(&opts.pico)
+            .arg("--home")
+            .arg(home)
+            .args(["store", "gc"])
+            .output()
+            .await;
+        let why = match output {
+            Ok(o) if o.status.success() => {
+                let said = String::from_utf8_lossy(&o.stdout);
+                tracing::info!(gc = %said.trim(), "store collected");
+                return;
+            }
+            Ok(o) => format!(
+                "{}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => e.to_string(),
+        };
+        if attempt < GC_TRIES {
+            tracing::debug!(attempt, error = %why, "pico store gc failed; trying again");
+            tokio::time::sleep(GC_PAUSE).await;
+        } else {
+            tracing::warn!(
+                home = %home.display(),
+                error = %why,
+                "pico store gc failed; the next sample's gc collects what it left"
+            );
+        }
+    }
+}
+
 /// One sample of [`first_mode`]: the tenant `name` made, checkpointed and woken for the first
-/// time; it is left running.
+/// time (it is left running); with the cold bytes of its whole restore, background copy
+/// included.
 async fn wake_fresh_tenant(
     opts: &RestoreOptions,
     worker: &WorkerProc,
@@ -71,7 +108,7 @@ async fn wake_fresh_tenant(
     name: &str,
     dir: &Path,
     mode: Mode,
-) -> Result<Sample, Error> {
+) -> Result<(Sample, u64), Error> {
     let port = add_tenant(worker, opts, app, name, dir).await?;
     let checkpointed = Instant::now();
     worker
@@ -82,8 +119,7 @@ async fn wake_fresh_tenant(
     if mode.cold() {
         worker.call(&Request::Evict { tier: None }).await?;
     }
-    tokio::time::sleep(opts.idle.saturating_sub(checkpointed.elapsed())).await;
-    let started_mark = ColdMark::read(&worker.client).await?;
+    let (started_mark, idle_ms) = idle(opts, worker, checkpointed).await?;
     let started = Instant::now();
     let report = worker
         .call(&Request::SwapIn {
@@ -98,13 +134,14 @@ async fn wake_fresh_tenant(
     let total_bytes = ColdMark::read(&worker.client)
         .await?
         .bytes_since(started_mark);
-    Ok(Sample {
+    let sample = Sample {
         ms,
+        idle_ms,
         started: started_mark,
         answered,
         report,
-        total_bytes,
-    })
+    };
+    Ok((sample, total_bytes))
 }
 
 /// Waits until the tenant's restore has copied its last page (`pages_pending` false).

@@ -4,12 +4,12 @@
 //! fresh tenant per sample ([`super::first`]).
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use worker::protocol::Request;
 use worker::tenant::TenantSpec;
 
-use super::tally::{ColdMark, Tally};
+use super::tally::{ColdMark, Sample, Tally};
 use super::{first, first_answer, worker_toml, App, Mode, ModeResult, RestoreOptions, WorkerProc};
 use crate::net::free_port;
 use crate::Error;
@@ -49,6 +49,33 @@ pub(super) async fn add_tenant(
         .await?;
     app.prepare(port, opts.heap_mb)?;
     Ok(port)
+}
+
+/// How long a background recompression may take to end, with `settle`.
+const SETTLE_WITHIN: Duration = Duration::from_secs(120);
+
+/// Waits out the idle time from `checkpointed` and, with `settle`, the end of the worker's
+/// background recompression; then, right before the swap-in, the counters and the idle time
+/// it had, ms.
+pub(super) async fn idle(
+    opts: &RestoreOptions,
+    worker: &WorkerProc,
+    checkpointed: Instant,
+) -> Result<(ColdMark, f64), Error> {
+    tokio::time::sleep(opts.idle.saturating_sub(checkpointed.elapsed())).await;
+    let mut mark = ColdMark::read(&worker.client).await?;
+    let settling = Instant::now();
+    while opts.settle && mark.recompressing {
+        if settling.elapsed() > SETTLE_WITHIN {
+            return Err(Error::Step(
+                "settle".into(),
+                format!("the background recompression still ran after {SETTLE_WITHIN:?}"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        mark = ColdMark::read(&worker.client).await?;
+    }
+    Ok((mark, checkpointed.elapsed().as_secs_f64() * 1000.0))
 }
 
 /// Every mode of `modes` but `criu-eager`, for `app`, on a worker of its own; results in the
@@ -121,8 +148,7 @@ async fn repeated_mode(
         if mode.cold() {
             worker.call(&Request::Evict { tier: None }).await?;
         }
-        tokio::time::sleep(opts.idle.saturating_sub(checkpointed.elapsed())).await;
-        let before = ColdMark::read(&worker.client).await?;
+        let (before, idle_ms) = idle(opts, worker, checkpointed).await?;
         let started = Instant::now();
         let report = worker
             .call(&Request::SwapIn {
@@ -135,7 +161,13 @@ async fn repeated_mode(
         let after = ColdMark::read(&worker.client).await?;
         last_start = Some(before);
         if run > 0 {
-            tally.add(ms, before, after, &report);
+            tally.add(&Sample {
+                ms,
+                idle_ms,
+                started: before,
+                answered: after,
+                report,
+            });
         }
     }
     // Let the last restore finish (background copy) and count it.

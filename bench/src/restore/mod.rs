@@ -27,6 +27,18 @@
 //! dump answered in 16-17 ms, 500 ms after it in 26-27 ms (nginx 12 and 22 ms). A swap-out to
 //! S3 through the latency proxy takes ~0.5 s, so timing each restore right after its checkpoint
 //! favoured `criu-eager` by ~10 ms.
+//!
+//! **The background recompression.** After each swap-out the worker rewrites the new packs
+//! dense in the background (`pagestore::recompress`): it GETs them from the cold tier and
+//! compresses them on the same 2 cores. In a 2-run smoke (counter, node-map, py-dict) it was
+//! still running at the start or the first answer of every sample of every lazy mode
+//! (`recompressing_share` 1.0): its reads then count in the swap-in's cold bytes and round
+//! trips (a node-map `lazy-local-first` read 8 MB "from the cold tier" before its first answer,
+//! 0 without it) and its CPU competes with the restore. A tenant idle for minutes would find it
+//! done; `settle` (`--settle`, off by default) waits for its end before each measured swap-in,
+//! and the idle time then grows (`idle_ms` with it: 1.1-3.2 s for the repeated modes, whose
+//! swap-out alone often outlasts 1 s, 1.5-8.6 s for the fresh tenants of the first wake-up
+//! modes, against 1.0 s for `criu-eager`).
 
 pub mod apps;
 mod first;
@@ -127,6 +139,9 @@ pub struct RestoreOptions {
     pub locality_pack: bool,
     /// Time from the start of a checkpoint to the measured restore of it (see the module doc).
     pub idle: Duration,
+    /// After the idle time, wait until the worker's background recompression (behind each
+    /// swap-out) has ended before a measured swap-in (see the module doc).
+    pub settle: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -149,6 +164,9 @@ pub struct ModeResult {
     /// Share of the samples during which the store's background recompression (behind the
     /// swap-out before) ran: its cold reads count in the figures above, its CPU competes.
     pub recompressing_share: f64,
+    /// Mean time from the start of each checkpoint to the start of its measured restore: the
+    /// idle time, or more when the checkpoint took longer or `settle` waited.
+    pub idle_ms: f64,
     /// Mean ActiveSet hit rate (share of the working set installed ahead of time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub activeset_hit_rate: Option<f64>,
@@ -302,11 +320,14 @@ async fn criu_eager(opts: &RestoreOptions, app: App) -> Result<ModeResult, Error
     let measured = eager_runs(opts, app, &criu, &dir, &images, port, &mut pid).await;
     worker::process::kill_tree_blocking(pid);
     let _ = std::fs::remove_dir_all(&images);
-    Ok(summarize(measured?))
+    let (samples, idle): (Vec<f64>, Vec<f64>) = measured?.into_iter().unzip();
+    let mut r = summarize(samples);
+    r.idle_ms = idle.iter().sum::<f64>() / idle.len().max(1) as f64;
+    Ok(r)
 }
 
-/// The dump-then-restore rounds of [`criu_eager`], their first-answer times (the first round,
-/// a warm-up, left out); `pid` follows the app through its restores.
+/// The dump-then-restore rounds of [`criu_eager`], their first-answer times and idle times, ms
+/// (the first round, a warm-up, left out); `pid` follows the app through its restores.
 async fn eager_runs(
     opts: &RestoreOptions,
     app: App,
@@ -315,7 +336,7 @@ async fn eager_runs(
     images: &Path,
     port: u16,
     pid: &mut u32,
-) -> Result<Vec<f64>, Error> {
+) -> Result<Vec<(f64, f64)>, Error> {
     let mut samples = Vec::new();
     for run in 0..=opts.runs {
         let _ = std::fs::remove_dir_all(images);
@@ -330,6 +351,7 @@ async fn eager_runs(
             .map_err(|e| Error::Step("criu dump".into(), e.to_string()))?;
         reap_dumped(tree);
         tokio::time::sleep(opts.idle.saturating_sub(checkpointed.elapsed())).await;
+        let idle_ms = checkpointed.elapsed().as_secs_f64() * 1000.0;
         let started = Instant::now();
         *pid = criu
             .restore(images, &work, false, None, None)
@@ -337,7 +359,7 @@ async fn eager_runs(
             .map_err(|e| Error::Step("criu restore".into(), e.to_string()))?;
         let ms = first_answer(app, port, started)?;
         if run > 0 {
-            samples.push(ms);
+            samples.push((ms, idle_ms));
         }
     }
     Ok(samples)

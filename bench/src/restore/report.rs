@@ -20,7 +20,7 @@ fn mb(bytes: u64) -> String {
 /// The run as a text table, one row per app and mode, modes in `modes` order.
 pub fn table(results: &RestoreResults, modes: &[&str]) -> String {
     let mut s = format!(
-        "{:<10} {:<28} {:>4} {:>8} {:>8} {:>8} {:>9} {:>6} {:>6} {:>9} {:>5} {:>5}\n",
+        "{:<10} {:<28} {:>4} {:>8} {:>8} {:>8} {:>8} {:>5} {:>6} {:>8} {:>5} {:>5} {:>4} {:>5}\n",
         "APP",
         "MODE",
         "RUNS",
@@ -32,14 +32,16 @@ pub fn table(results: &RestoreResults, modes: &[&str]) -> String {
         "RT MAX",
         "TOTAL MB",
         "HIT",
-        "WHOLE"
+        "WHOLE",
+        "BG",
+        "IDLE"
     );
     for (app, per) in &results.apps {
         for m in modes {
             let Some(r) = per.get(*m) else { continue };
             let share = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.0}%", v * 100.0));
             s.push_str(&format!(
-                "{:<10} {:<28} {:>4} {:>8.1} {:>8.1} {:>8.1} {:>9} {:>6.1} {:>6} {:>9} {:>5} {:>5}\n",
+                "{:<10} {:<28} {:>4} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>5.1} {:>6} {:>8} {:>5} {:>5} {:>4} {:>5.1}\n",
                 app,
                 m,
                 r.runs,
@@ -52,6 +54,8 @@ pub fn table(results: &RestoreResults, modes: &[&str]) -> String {
                 mb(r.cold_bytes),
                 share(r.activeset_hit_rate),
                 share(r.whole_share),
+                share(Some(r.recompressing_share)),
+                r.idle_ms / 1000.0,
             ));
         }
     }
@@ -131,6 +135,8 @@ pub struct RunInfo<'a> {
     pub provenance: &'a Provenance,
     pub runs: usize,
     pub idle_ms: u64,
+    /// Whether each measured swap-in also waited for the background recompression to end.
+    pub settle: bool,
     /// The latency proxy's link to the cold tier, when the bench started one.
     pub link: Option<String>,
 }
@@ -150,7 +156,7 @@ pub fn write(
         "# pico bench restore\n\n\
          Time from the start of a swap-in to the tenant's first correct answer at a real client, \
          per app and mode: {runs} measured runs each after one unmeasured, every restore \
-         {idle} ms after its checkpoint began. `results.json`: per app and mode p50/p95/p99, \
+         {idle} ms after its checkpoint began{settle}. `results.json`: per app and mode p50/p95/p99, \
          cold-tier bytes and round trips, every sample; `restore.svg`: p50 bars, whiskers to \
          p99, ticks at p95.\n\n\
          - **modes**: `criu-eager` plain CRIU from tmpfs (the baseline); `lazy-local` and the \
@@ -162,13 +168,22 @@ pub fn write(
            sequential cold-tier round trips before it (waves of reads: times the reads in \
            flight went from none to one, overlapping reads counted once), RT MAX the most in \
            one run; TOTAL MB = mean cold bytes of the whole restore, background copy included; \
-           HIT = ActiveSet hit rate. Percentiles by rounded rank: of 50 runs, p99 is the \
+           HIT = ActiveSet hit rate; BG = share of the runs during which the worker's \
+           background recompression ran (its reads count in 1ST MB and RT); IDLE = mean s from \
+           the start of the checkpoint to the restore. Percentiles by rounded rank: of 50 runs, p99 is the \
            largest and p95 the third largest.\n\
          - **cold tier**: {link}.\n\n\
          ## Results\n\n```\n{table}```\n\n![chart](restore.svg)\n\n## Goals (issue #17)\n\n\
          {goals}\n{prov}",
         runs = info.runs,
         idle = info.idle_ms,
+        settle = if info.settle {
+            " and after the worker's background recompression ended (`--settle`; IDLE: the \
+             mean time it came to)"
+        } else {
+            " (`--settle` off: BG says how often the worker's background recompression ran \
+             meanwhile)"
+        },
         link = info
             .link
             .as_deref()

@@ -43,10 +43,25 @@ impl ColdMark {
     }
 }
 
+/// One measured swap-in.
+#[derive(Debug)]
+pub(super) struct Sample {
+    /// To the first correct answer.
+    pub ms: f64,
+    /// From the start of its checkpoint to the start of the swap-in.
+    pub idle_ms: f64,
+    /// The counters when the swap-in started and at its first answer.
+    pub started: ColdMark,
+    pub answered: ColdMark,
+    /// The worker's report of the swap-in.
+    pub report: serde_json::Value,
+}
+
 /// The sums of a mode's measured swap-ins.
 #[derive(Debug, Default)]
 pub(super) struct Tally {
     samples_ms: Vec<f64>,
+    idle_ms: f64,
     first_bytes: u64,
     /// Round trips before each first answer.
     waves: Vec<u64>,
@@ -62,16 +77,18 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    /// One measured swap-in: `ms` to its first answer, the counters when it started and at its
-    /// first answer, and the worker's report of it.
-    pub(super) fn add(
-        &mut self,
-        ms: f64,
-        started: ColdMark,
-        answered: ColdMark,
-        report: &serde_json::Value,
-    ) {
-        self.samples_ms.push(ms);
+    /// One measured swap-in.
+    pub(super) fn add(&mut self, sample: &Sample) {
+        let Sample {
+            ms,
+            idle_ms,
+            started,
+            answered,
+            report,
+        } = sample;
+        let (started, answered) = (*started, *answered);
+        self.samples_ms.push(*ms);
+        self.idle_ms += idle_ms;
         self.first_bytes += answered.bytes_since(started);
         self.waves
             .push(answered.waves.saturating_sub(started.waves));
@@ -107,6 +124,7 @@ impl Tally {
         }
         r.whole_share = Some(mean(self.whole));
         r.recompressing_share = mean(self.recompressing as f64);
+        r.idle_ms = mean(self.idle_ms);
         r
     }
 }
@@ -126,9 +144,15 @@ mod tests {
     #[test]
     fn round_trips_are_the_waves_before_each_first_answer_mean_and_max() {
         let mut t = Tally::default();
-        let report = serde_json::json!({"whole": false, "prefetch": {"cold_gets": 2}});
-        t.add(10.0, mark(100, 5), mark(1100, 8), &report);
-        t.add(20.0, mark(1100, 8), mark(1200, 9), &report);
+        let sample = |ms, started, answered| Sample {
+            ms,
+            idle_ms: 1000.0,
+            started,
+            answered,
+            report: serde_json::json!({"whole": false, "prefetch": {"cold_gets": 2}}),
+        };
+        t.add(&sample(10.0, mark(100, 5), mark(1100, 8)));
+        t.add(&sample(20.0, mark(1100, 8), mark(1200, 9)));
         t.add_total_bytes(5000);
         let r = t.finish(None);
         assert_eq!(r.runs, 2);
@@ -139,5 +163,6 @@ mod tests {
         assert_eq!(r.restore_set_cold_gets, 2.0);
         assert_eq!(r.whole_share, Some(0.0));
         assert_eq!(r.activeset_hit_rate, None);
+        assert_eq!(r.idle_ms, 1000.0);
     }
 }
