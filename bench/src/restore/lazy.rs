@@ -15,7 +15,7 @@ use crate::net::free_port;
 use crate::Error;
 
 /// The spec of a bench tenant: no sandbox, never swapped out on its own (the bench swaps it).
-pub(super) fn tenant_spec(name: &str, port: u16, cmd: Vec<String>) -> TenantSpec {
+fn tenant_spec(name: &str, port: u16, cmd: Vec<String>) -> TenantSpec {
     TenantSpec {
         name: name.to_string(),
         port,
