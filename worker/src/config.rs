@@ -59,11 +59,6 @@ pub struct WorkerConfig {
     /// this size for it.
     #[serde(default = "default_whole_restore_below_mib")]
     pub whole_restore_below_mib: u64,
-    /// A larger checkpoint, under this many MiB, all of it on this worker, is restored whole too
-    /// when its ActiveSet holds at least half its pages (its requests touch most of its memory),
-    /// into a tmpfs of its own (0: never).
-    #[serde(default = "default_whole_restore_touched_below_mib")]
-    pub whole_restore_touched_below_mib: u64,
     /// Whole restores use a CRIU started ahead of them (`criu swrk`, idle until asked), which
     /// saves starting CRIU (~2.2 ms here) on the swap-in's path; false starts `criu restore`.
     #[serde(default = "default_warm_criu")]
@@ -189,10 +184,6 @@ fn default_whole_restore_below_mib() -> u64 {
     32
 }
 
-fn default_whole_restore_touched_below_mib() -> u64 {
-    256
-}
-
 fn default_criu() -> PathBuf {
     PathBuf::from("criu")
 }
@@ -223,7 +214,6 @@ impl WorkerConfig {
             locality_pack: default_locality_pack(),
             activeset_install: ActiveSetInstall::default(),
             whole_restore_below_mib: default_whole_restore_below_mib(),
-            whole_restore_touched_below_mib: default_whole_restore_touched_below_mib(),
             warm_criu: true,
             criu_hw_breakpoints: false,
             listen_addr: default_listen_addr(),

@@ -147,7 +147,7 @@ impl Worker {
         let span = info_span!("swap_in", checkpoint = %checkpoint.id);
         async {
             let learning = use_activeset && self.config.activeset;
-            let route = self.route(&slot, rt, &checkpoint).await?;
+            let route = self.route(rt, &checkpoint).await?;
             if route.whole {
                 let whole = self
                     .swap_in_whole(

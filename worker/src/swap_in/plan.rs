@@ -78,7 +78,6 @@ impl Worker {
     /// just-committed ingest's pages when they may be needed.
     pub(super) async fn route(
         &self,
-        slot: &TenantSlot,
         rt: &TenantRuntime,
         checkpoint: &CheckpointRef,
     ) -> Result<Route> {
@@ -94,8 +93,7 @@ impl Worker {
         let only_whole =
             rt.info.user_namespace.is_some() && !crate::userns::lazy_restores_allowed();
         let whole = only_whole
-            || crate::swap_in::whole::small_enough(&manifest, self.config.whole_restore_below_mib)
-            || self.touched_most(slot, &manifest);
+            || crate::swap_in::whole::small_enough(&manifest, self.config.whole_restore_below_mib);
         // A swap-out's new pages reach the local tier just behind its commit; a swap-in
         // right after it waits briefly for them rather than fetching them from the cold tier,
         // unless it is a small one with every page in memory already (a small tenant's last
@@ -117,32 +115,6 @@ impl Worker {
             whole,
             only_whole,
         })
-    }
-
-    /// Whether the tenant's requests touch most of `manifest` (its ActiveSet, as this worker
-    /// holds it, has at least half its pages) and it is under `whole_restore_touched_below_mib`:
-    /// then it is restored whole when every page is on this worker (`whole::touched_most`).
-    fn touched_most(&self, slot: &TenantSlot, manifest: &Manifest) -> bool {
-        let below = self.config.whole_restore_touched_below_mib;
-        if below == 0 {
-            return false;
-        }
-        let Some(set) = slot.kept_activeset() else {
-            return false;
-        };
-        let set_pages = set.pages(self.config.activeset_max_pages).len();
-        let touched = crate::swap_in::whole::touched_most(
-            crate::swap_in::whole::non_zero_pages(manifest),
-            set_pages,
-            below,
-        );
-        if touched {
-            info!(
-                set_pages,
-                "its requests touch most of its memory: restoring it whole"
-            );
-        }
-        touched
     }
 
     /// Plans a lazy restore of `manifest`: with `learning` (an ActiveSet in use), the tenant's

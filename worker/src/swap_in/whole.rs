@@ -41,30 +41,13 @@ use crate::whole_staging::ImageDir;
 /// non-zero pages, counted as the image holds them (whether this worker holds them all, the
 /// restore finds out).
 pub(crate) fn small_enough(manifest: &Manifest, below_mib: u64) -> bool {
-    below_mib > 0 && ((non_zero_pages(manifest) * PAGE_SIZE) as u64) < below_mib << 20
-}
-
-/// Whether a checkpoint of `image_pages` non-zero pages whose ActiveSet holds `set_pages` is
-/// restored whole although it is not small: under `below_mib` MiB, with a set of at least half
-/// its pages (its requests touch most of its memory). A lazy restore then installs most of the
-/// image through FUSE anyway, in the many small reads of a pagemap split into scattered runs:
-/// measured with `pico bench restore` on a Python dict of 1,000,000 ints and a node Map of
-/// 200,000 objects walked whole per request (5 runs each), lazy from the local tier answered in
-/// 2.7x and 2.7x the time of CRIU's eager restore from tmpfs, whole in 1.0x and 1.3x.
-pub(crate) fn touched_most(image_pages: usize, set_pages: usize, below_mib: u64) -> bool {
-    below_mib > 0
-        && ((image_pages * PAGE_SIZE) as u64) < below_mib << 20
-        && set_pages * 2 >= image_pages
-}
-
-/// The checkpoint's non-zero pages, counted as the image holds them (repeats included).
-pub(crate) fn non_zero_pages(manifest: &Manifest) -> usize {
-    manifest
+    let pages = manifest
         .files
         .iter()
         .flat_map(|f| f.pages())
         .filter(|id| !id.is_zero())
-        .count()
+        .count();
+    below_mib > 0 && ((pages * PAGE_SIZE) as u64) < below_mib << 20
 }
 
 /// Whether a dump in `dir` is small enough to be restored whole (its page files, zero pages
@@ -270,19 +253,6 @@ mod tests {
     use super::*;
     use pagestore::PageId;
     use testkit::manifest::{file, of_files};
-
-    #[test]
-    fn a_large_image_whose_set_holds_most_of_it_is_restored_whole() {
-        let mib = 256; // pages of 4 KiB in a MiB
-        assert!(touched_most(40 * mib, 30 * mib, 256));
-        assert!(touched_most(40 * mib, 20 * mib, 256));
-        // Most of the image untouched (a large heap nobody reads): lazy.
-        assert!(!touched_most(274 * mib, 2 * mib, 512));
-        assert!(!touched_most(40 * mib, 19 * mib, 256));
-        // Too large, or switched off.
-        assert!(!touched_most(300 * mib, 300 * mib, 256));
-        assert!(!touched_most(40 * mib, 40 * mib, 0));
-    }
 
     #[test]
     fn a_dump_is_small_enough_by_its_page_files() {
