@@ -240,6 +240,10 @@ pub struct RestoreArgs {
     /// Read the restore set from the ordinary packs, not from locality packs (comparison).
     #[arg(long)]
     pub no_locality_pack: bool,
+    /// Start the tenants (and criu-eager's app) with the deterministic layout: a tenant's first
+    /// wake-up then borrows the ActiveSet an earlier tenant of its app learned.
+    #[arg(long)]
+    pub deterministic: bool,
     /// Milliseconds from the start of each checkpoint to its measured restore, in every
     /// mode (a swapped-out tenant is idle before it is woken).
     #[arg(long, default_value_t = 1000)]
@@ -408,6 +412,7 @@ async fn bench_restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<()> {
         link,
         keep_work,
         no_locality_pack,
+        deterministic,
         idle_ms,
         settle,
         out,
@@ -470,6 +475,7 @@ async fn bench_restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<()> {
             .transpose()?,
         work: work.clone(),
         locality_pack: !no_locality_pack,
+        deterministic,
         idle: std::time::Duration::from_millis(idle_ms),
         settle,
     };

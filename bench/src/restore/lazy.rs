@@ -15,12 +15,12 @@ use crate::net::free_port;
 use crate::Error;
 
 /// The spec of a bench tenant: no sandbox, never swapped out on its own (the bench swaps it).
-fn tenant_spec(name: &str, port: u16, cmd: Vec<String>) -> TenantSpec {
+fn tenant_spec(name: &str, port: u16, cmd: Vec<String>, deterministic: bool) -> TenantSpec {
     TenantSpec {
         name: name.to_string(),
         port,
         cmd,
-        deterministic: false,
+        deterministic,
         idle_timeout_ms: Some(0),
         env: Default::default(),
         workdir: None,
@@ -45,7 +45,12 @@ pub(super) async fn add_tenant(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let cmd = app.command(port, dir, &opts.repo)?;
     worker
-        .call(&Request::Add(tenant_spec(name, port, cmd)))
+        .call(&Request::Add(tenant_spec(
+            name,
+            port,
+            cmd,
+            opts.deterministic,
+        )))
         .await?;
     app.prepare(port, opts.heap_mb)?;
     Ok(port)

@@ -142,6 +142,10 @@ pub struct RestoreOptions {
     /// After the idle time, wait until the worker's background recompression (behind each
     /// swap-out) has ended before a measured swap-in (see the module doc).
     pub settle: bool,
+    /// Tenants (and criu-eager's app) start with the deterministic layout: a tenant's first
+    /// wake-up then borrows the ActiveSet an earlier tenant of its app learned (the worker's
+    /// `program_sets`).
+    pub deterministic: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -285,7 +289,13 @@ fn reap_dumped(tree: Vec<u32>) {
     }
 }
 
-fn spawn_app(app: App, port: u16, dir: &Path, repo: &Path) -> Result<Child, Error> {
+fn spawn_app(
+    app: App,
+    port: u16,
+    dir: &Path,
+    repo: &Path,
+    deterministic: bool,
+) -> Result<Child, Error> {
     let cmd = app.command(port, dir, repo)?;
     let log = std::fs::File::create(dir.join("app.log")).map_err(|e| Error::io(dir, e))?;
     let log2 = log.try_clone().map_err(|e| Error::io(dir, e))?;
@@ -296,7 +306,7 @@ fn spawn_app(app: App, port: u16, dir: &Path, repo: &Path) -> Result<Child, Erro
         .stdout(log)
         .stderr(log2);
     // Started as the worker starts its tenants, so that both restore the same kind of tree.
-    worker::launch::as_tenant(&mut c, false, None, None);
+    worker::launch::as_tenant(&mut c, deterministic, None, None);
     worker::launch::spawn_in_own_pid_namespace(move || c.spawn())
         .map_err(|e| Error::Step(cmd[0].clone(), e.to_string()))
 }
@@ -309,7 +319,7 @@ async fn criu_eager(opts: &RestoreOptions, app: App) -> Result<ModeResult, Error
     let dir = opts.work.join(format!("eager-{}", app.name()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let port = free_port()?;
-    let child = spawn_app(app, port, &dir, &opts.repo)?;
+    let child = spawn_app(app, port, &dir, &opts.repo, opts.deterministic)?;
     let mut pid = child.id();
     wait_port(port)?;
     app.prepare(port, opts.heap_mb)?;
@@ -380,7 +390,7 @@ pub async fn checkpoint_app(
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
     let port = free_port()?;
-    let pid = spawn_app(app, port, dir, repo)?.id();
+    let pid = spawn_app(app, port, dir, repo, false)?.id();
     if let Err(e) = wait_port(port).and_then(|()| app.prepare(port, heap_mb)) {
         worker::process::kill_tree_blocking(pid);
         return Err(e);
