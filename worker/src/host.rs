@@ -232,6 +232,9 @@ pub(crate) struct TenantSlot {
     pub activeset_none_stored: std::sync::atomic::AtomicBool,
     /// The program it runs, when it may lend and borrow ActiveSets (see `program_sets`).
     pub program: Option<String>,
+    /// The set it borrowed for its newest checkpoint's locality pack, which its next swap-in
+    /// installs (see `program_sets`).
+    pub borrowed: Mutex<Option<ActiveSet>>,
 }
 
 impl TenantSlot {
@@ -242,6 +245,7 @@ impl TenantSlot {
         let view = info.view(&dirs, secrets);
         TenantSlot {
             program: crate::program_sets::program_of(&info),
+            borrowed: Mutex::new(None),
             activeset_none_stored: std::sync::atomic::AtomicBool::new(false),
             netns_file,
             view,

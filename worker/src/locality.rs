@@ -16,7 +16,7 @@ use pagestore::locality::LocalitySource;
 use pagestore::Manifest;
 use tracing::{debug, info, warn};
 
-use crate::host::{TenantSlot, Worker};
+use crate::host::{lock_std, TenantSlot, Worker};
 
 impl Worker {
     /// Ingests a dump, also storing its restore set (the tenant's current ActiveSet applied to
@@ -35,7 +35,14 @@ impl Worker {
                 None if slot.no_activeset_stored() => None,
                 None => self.activeset_for_locality(name).await,
             };
-            let set = set.or_else(|| self.borrowed_activeset(slot));
+            // None of its own: its program's, for this checkpoint's locality pack and the
+            // swap-in that reads it (a set borrowed later would name pages outside the pack).
+            let borrowed = match set {
+                Some(_) => None,
+                None => self.borrowed_activeset(slot),
+            };
+            *lock_std(&slot.borrowed) = borrowed.clone();
+            let set = set.or(borrowed);
             let max = self.config.activeset_max_pages;
             let dir = staging.to_path_buf();
             options.locality = tokio::task::spawn_blocking(move || {

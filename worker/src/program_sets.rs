@@ -7,8 +7,12 @@
 //! the deterministic layout (ASLR off, the same pids in their PID namespaces) keep the same data
 //! at the same addresses, so another tenant's set names the right pages by position (pagemap and
 //! virtual address) in the new tenant's checkpoint: its first swap-out stores them in its locality
-//! pack, and its first swap-in installs them eagerly, as if it had learned them itself. What that
-//! restore then learns is the tenant's own set. Under the default layout addresses differ per
+//! pack, and the swap-in of that checkpoint installs them eagerly, as if it had learned them
+//! itself. What that restore then learns is the tenant's own set. A set lent only after the
+//! swap-out is not used by that swap-in: its pages are not in the checkpoint's locality pack, so
+//! they would be read from the ordinary packs apart from it, and the fill behind the restore would
+//! read the same ranges again (ten counters swapped out before any learned: the second read twice
+//! its new pages). Under the default layout addresses differ per
 //! tenant and a borrowed set would name nothing or the wrong pages: those tenants neither lend
 //! nor borrow.
 //!

@@ -137,9 +137,10 @@ impl Worker {
             (true, None) if slot.no_activeset_stored() => Ok(None),
             (true, None) => load_activeset(&self.store, name).await,
         };
-        // None of its own yet: the set another tenant of its program learned, if any.
+        // None of its own yet: the set its newest checkpoint's locality pack was written with,
+        // borrowed from another tenant of its program (see `program_sets`), if any.
         let set = match set {
-            Ok(None) if learning => Ok(self.borrowed_activeset(slot)),
+            Ok(None) if learning => Ok(crate::host::lock_std(&slot.borrowed).clone()),
             other => other,
         };
         let eager = if learning {
