@@ -156,6 +156,27 @@ pub struct TenantSpec {
     pub proxy_protocol: bool,
 }
 
+impl TenantSpec {
+    /// A tenant running `cmd` on `port` with every option off or empty (no sandbox, the default
+    /// layout, the worker's idle timeout, no limits); callers set what they need on top.
+    pub fn new(name: &str, port: u16, cmd: Vec<String>) -> TenantSpec {
+        TenantSpec {
+            name: name.to_string(),
+            port,
+            cmd,
+            deterministic: false,
+            idle_timeout_ms: None,
+            env: Default::default(),
+            workdir: None,
+            sandbox: false,
+            read_only: Vec::new(),
+            limits: Default::default(),
+            proxy_protocol: false,
+            user_namespace: false,
+        }
+    }
+}
+
 fn sandboxed_by_default() -> bool {
     true
 }

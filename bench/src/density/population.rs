@@ -127,18 +127,10 @@ impl Tenant {
             }
         };
         Ok(TenantSpec {
-            name: self.name.clone(),
-            port: self.port,
-            cmd,
-            deterministic: false,
             idle_timeout_ms: Some(idle_ms),
-            env: Default::default(),
             workdir,
             sandbox: true,
-            read_only: Vec::new(),
-            limits: Default::default(),
-            proxy_protocol: false,
-            user_namespace: false,
+            ..TenantSpec::new(&self.name, self.port, cmd)
         })
     }
 

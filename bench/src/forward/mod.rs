@@ -252,18 +252,8 @@ impl Forwarded {
         let cmd = server::nginx_command(site, dir, port)?;
         worker
             .call(&Request::Add(TenantSpec {
-                name: TENANT.into(),
-                port,
-                cmd,
-                deterministic: false,
                 idle_timeout_ms: Some(0),
-                env: Default::default(),
-                workdir: None,
-                sandbox: false,
-                read_only: Vec::new(),
-                limits: Default::default(),
-                proxy_protocol: false,
-                user_namespace: false,
+                ..TenantSpec::new(TENANT, port, cmd)
             }))
             .await?;
         Ok(Forwarded { worker, port })

@@ -17,18 +17,9 @@ use crate::Error;
 /// The spec of a bench tenant: no sandbox, never swapped out on its own (the bench swaps it).
 fn tenant_spec(name: &str, port: u16, cmd: Vec<String>, deterministic: bool) -> TenantSpec {
     TenantSpec {
-        name: name.to_string(),
-        port,
-        cmd,
         deterministic,
         idle_timeout_ms: Some(0),
-        env: Default::default(),
-        workdir: None,
-        sandbox: false,
-        read_only: Vec::new(),
-        limits: Default::default(),
-        proxy_protocol: false,
-        user_namespace: false,
+        ..TenantSpec::new(name, port, cmd)
     }
 }
 
