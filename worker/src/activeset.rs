@@ -80,13 +80,9 @@ impl Learn {
 
     /// Adds this restore's trace to the tenant's ActiveSet and stores it.
     pub(crate) async fn save(&self, faults: Vec<ActivePage>) -> Result<()> {
-        let mut set = match self.slot.kept_activeset() {
-            Some(set) => set,
-            None if self.slot.no_activeset_stored() => ActiveSet::new(&self.tenant),
-            None => load_activeset(&self.store, &self.tenant)
-                .await?
-                .unwrap_or_else(|| ActiveSet::new(&self.tenant)),
-        };
+        let mut set = own_activeset(&self.store, &self.slot, &self.tenant)
+            .await?
+            .unwrap_or_else(|| ActiveSet::new(&self.tenant));
         let trace = trace_of(
             &self.plan,
             self.install,
@@ -160,6 +156,20 @@ fn trace_of(
 }
 
 const ACTIVESET_KIND: &str = "activeset";
+
+/// The tenant's own ActiveSet: the one this worker holds for it, else none when the store is
+/// known to hold none (a tenant added here that has learned nothing), else the store's.
+pub(crate) async fn own_activeset(
+    store: &PageStore,
+    slot: &TenantSlot,
+    tenant: &str,
+) -> Result<Option<ActiveSet>> {
+    match slot.kept_activeset() {
+        Some(set) => Ok(Some(set)),
+        None if slot.no_activeset_stored() => Ok(None),
+        None => load_activeset(store, tenant).await,
+    }
+}
 
 /// The tenant's ActiveSet as the store holds it; none if it was never stored.
 pub(crate) async fn load_activeset(store: &PageStore, tenant: &str) -> Result<Option<ActiveSet>> {

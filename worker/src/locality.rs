@@ -30,11 +30,7 @@ impl Worker {
     ) -> pagestore::Result<IngestReport> {
         let mut options = criu_image::ingest_options();
         if self.config.activeset && self.config.locality_pack {
-            let set = match slot.kept_activeset() {
-                Some(set) => Some(set),
-                None if slot.no_activeset_stored() => None,
-                None => self.activeset_for_locality(name).await,
-            };
+            let set = self.activeset_for_locality(slot, name).await;
             // None of its own: its program's, for this checkpoint's locality pack and the
             // swap-in that reads it (a set borrowed later would name pages outside the pack).
             let borrowed = match set {
@@ -62,10 +58,10 @@ impl Worker {
         self.store.ingest_with(name, staging, &options).await
     }
 
-    /// The stored ActiveSet, when this worker has none in memory (after a restart); none if it
-    /// cannot be read (the locality pack then holds CRIU's eager pages only).
-    async fn activeset_for_locality(&self, name: &str) -> Option<ActiveSet> {
-        match crate::activeset::load_activeset(&self.store, name).await {
+    /// The tenant's own ActiveSet (read back from the store after a restart); none if it cannot
+    /// be read (the locality pack then holds CRIU's eager pages only).
+    async fn activeset_for_locality(&self, slot: &TenantSlot, name: &str) -> Option<ActiveSet> {
+        match crate::activeset::own_activeset(&self.store, slot, name).await {
             Ok(set) => set,
             Err(e) => {
                 warn!(error = %e, "no ActiveSet for the locality pack");

@@ -9,7 +9,7 @@ use pager::activeset::EagerPlan;
 use pagestore::{CheckpointRef, Manifest};
 use tracing::{info, warn};
 
-use crate::activeset::load_activeset;
+use crate::activeset::own_activeset;
 use crate::config::ActiveSetInstall;
 use crate::error::{Error, Result};
 use crate::host::{TenantRuntime, TenantSlot, Worker};
@@ -131,11 +131,9 @@ impl Worker {
         // Looked at only now: a whole restore does not use it (and a tenant only ever restored
         // whole has none to keep in memory; looking for it in the cold tier on each swap-in
         // cost ~44 ms through the latency proxy).
-        let set = match (learning, slot.kept_activeset()) {
-            (false, _) => Ok(None),
-            (true, Some(set)) => Ok(Some(set)),
-            (true, None) if slot.no_activeset_stored() => Ok(None),
-            (true, None) => load_activeset(&self.store, name).await,
+        let set = match learning {
+            false => Ok(None),
+            true => own_activeset(&self.store, slot, name).await,
         };
         // None of its own yet: the set its newest checkpoint's locality pack was written with,
         // borrowed from another tenant of its program (see `program_sets`), if any.
