@@ -16,6 +16,34 @@ pub fn is_listening(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
+/// Whether a socket listens on TCP `port` of IPv4 loopback or any address, from
+/// `/proc/net/tcp`: without connecting to it (a connection would start a socket-activated
+/// service).
+pub fn bound(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = [
+        format!("0100007F:{port:04X}"),
+        format!("00000000:{port:04X}"),
+    ];
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let (addr, state) = (fields.nth(1), fields.nth(1));
+        state == Some("0A") && addr.is_some_and(|a| local.iter().any(|l| l == a))
+    })
+}
+
+/// Waits until [`bound`] says `port` listens, at most `limit`.
+pub fn wait_bound(port: u16, limit: Duration) -> bool {
+    let started = Instant::now();
+    while !bound(port) {
+        if started.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
 pub fn wait_port(port: u16, limit: Duration) -> bool {
     let started = Instant::now();
     while started.elapsed() < limit {
@@ -64,4 +92,18 @@ pub fn curl(args: &[&str]) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
     (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listening_socket_is_bound_without_a_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(bound(port));
+        drop(listener);
+        assert!(!bound(port));
+    }
 }
