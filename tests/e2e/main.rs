@@ -863,6 +863,91 @@ pub(crate) fn store_settled(p: &Pico) -> serde_json::Value {
     panic!("recompression never finished: {}", p.worker_log());
 }
 
+/// A tenant's first wake-up from the cold tier, as it happens (learning on, nothing learned by
+/// it yet), reads before its first answer at most the pages CRIU restores eagerly plus the
+/// pages the tenant faults, and a quarter more: not the large heap its request never touches.
+/// It knows those pages from the ActiveSet an earlier tenant of its program learned (both start
+/// with the deterministic layout, so that their pages lie at the same addresses).
+#[test]
+fn the_first_cold_wake_up_of_a_large_heap_reads_only_the_restored_and_faulted_pages() {
+    const HEAP_MB: u64 = 64;
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let add = |name: &str| {
+        let port = free_port();
+        let mut args = counter_add_args(name, port);
+        args.insert(5, "--deterministic".into());
+        p.ok(&strs(&args));
+        http_get(port, &format!("/ballast?mb={HEAP_MB}")).unwrap();
+        assert_eq!(http_get(port, "/inc").unwrap(), "1");
+        port
+    };
+    let earlier = add("earlier");
+    p.ok(&["tenant", "swap-out", "earlier"]);
+    p.ok(&["tenant", "swap-in", "earlier"]);
+    assert_eq!(http_get(earlier, "/inc").unwrap(), "2");
+    // Waits for the learning window: its set is learned and lent.
+    p.ok(&["tenant", "swap-out", "earlier"]);
+
+    let port = add("heap");
+    p.ok(&["tenant", "swap-out", "heap"]);
+    store_settled(&p);
+    p.ok(&["store", "evict", "--tier", "local"]);
+    p.ok(&["store", "evict", "--tier", "hot"]);
+
+    cold_reads_settled(&p);
+    // The connection wakes it. The rest of the image waits for this first answer; the worker
+    // counts the cold tier's reads until then (nothing else reads it meanwhile).
+    assert_eq!(http_get(port, "/inc").unwrap(), "2");
+
+    // The restore's reads per phase are known once its background copy has finished.
+    let mut status = serde_json::Value::Null;
+    for _ in 0..240 {
+        status = tenant(&p, "heap");
+        if !status["last_reads"].is_null() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (reads, wait) = (&status["last_reads"], &status["last_fill_wait"]);
+    assert!(
+        !reads.is_null(),
+        "the restore never finished: {}",
+        p.worker_log()
+    );
+    assert_eq!(wait["released_by"], "answer", "{status}");
+    assert!(
+        status["last_swap_in"]["eager_pages"].as_u64().unwrap() > 0,
+        "the borrowed set was installed: {status}"
+    );
+    let read = wait["cold_bytes"].as_u64().unwrap();
+    let served = |phase: &str| -> u64 {
+        ["memory_bytes", "local_bytes", "cold_bytes"]
+            .iter()
+            .map(|tier| reads[phase][tier].as_u64().unwrap())
+            .sum()
+    };
+    let (eager, faulted) = (served("restore"), served("faults"));
+    eprintln!(
+        "read {read} bytes from the cold tier before the first answer; CRIU restored {eager} \
+         bytes eagerly, the tenant faulted {faulted}; the whole restore: {reads}; {wait}"
+    );
+    assert!(
+        eager + faulted < HEAP_MB << 20,
+        "the restore and the request need some pages, not the heap: {reads}"
+    );
+    assert!(
+        read * 4 <= (eager + faulted) * 5,
+        "read {read} bytes before the first answer for {eager} restored eagerly and {faulted} \
+         faulted: {reads}"
+    );
+    assert!(
+        served("background") > HEAP_MB << 20,
+        "the heap came after the answer: {reads}"
+    );
+}
+
 /// Pages shared by tenants are fetched from the cold tier once per host, whoever asks first.
 /// Ten deterministic-layout tenants of one kind are swapped out and the worker's tiers emptied;
 /// swapped in one after the other, each from the second on reads at most its pages that no

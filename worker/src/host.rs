@@ -26,7 +26,7 @@ use crate::criu_swrk::CriuSpares;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::netns::HostNetns;
-use crate::tenant::{TenantDirs, TenantInfo};
+use crate::tenant::{FillWait, TenantDirs, TenantInfo};
 use crate::whole_staging::WholeStaging;
 
 /// How long a swap-out (or a stopping worker) waits for the previous lazy restore to finish
@@ -235,6 +235,11 @@ pub(crate) struct TenantSlot {
     /// The set it borrowed for its newest checkpoint's locality pack, which its next swap-in
     /// installs (see `program_sets`).
     pub borrowed: Mutex<Option<ActiveSet>>,
+    /// Told when the tenant answers a client after a lazy swap-in: that swap-in's fill (the
+    /// rest of the image, fetched into memory) waits for the first answer (see `swap_in::fill`).
+    pub first_answer: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// What the last lazy restore's fill waited for, and the cold reads until then.
+    pub last_fill_wait: Mutex<Option<FillWait>>,
 }
 
 impl TenantSlot {
@@ -269,6 +274,8 @@ impl TenantSlot {
             last_fill: Mutex::new(None),
             last_reads: Mutex::new(None),
             activeset: Mutex::new(None),
+            first_answer: Mutex::new(None),
+            last_fill_wait: Mutex::new(None),
         }
     }
 
@@ -311,6 +318,14 @@ impl TenantSlot {
         *lock_std(&self.last_fill) = Some(report);
     }
 
+    pub(crate) fn last_fill_wait(&self) -> Option<FillWait> {
+        *lock_std(&self.last_fill_wait)
+    }
+
+    pub(crate) fn set_last_fill_wait(&self, wait: FillWait) {
+        *lock_std(&self.last_fill_wait) = Some(wait);
+    }
+
     pub(crate) fn last_reads(&self) -> Option<MountReadReport> {
         *lock_std(&self.last_reads)
     }
@@ -319,9 +334,25 @@ impl TenantSlot {
         *lock_std(&self.last_reads) = Some(report);
     }
 
+    /// A receiver told when the tenant next answers a client (or never, its sender dropped,
+    /// when a later swap-in asks again).
+    pub(crate) fn await_first_answer(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *lock_std(&self.first_answer) = Some(tx);
+        rx
+    }
+
+    /// The tenant answered a client: tells whoever waits for that.
+    pub(crate) fn answered(&self) {
+        if let Some(tx) = lock_std(&self.first_answer).take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Forgets what the previous restore reported: a new one has begun.
     pub(crate) fn forget_last_restore(&self) {
         *lock_std(&self.last_fill) = None;
+        *lock_std(&self.last_fill_wait) = None;
         *lock_std(&self.last_reads) = None;
     }
 }

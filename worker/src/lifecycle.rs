@@ -34,6 +34,7 @@ impl Worker {
             rt.info.pages_pending && !crate::recovery::restore_complete(&slot.dirs);
         info.last_fill = slot.last_fill();
         info.last_reads = slot.last_reads();
+        info.last_fill_wait = slot.last_fill_wait();
         Ok(info)
     }
 

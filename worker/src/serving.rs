@@ -217,7 +217,7 @@ async fn forward(worker: Arc<Worker>, slot: Arc<TenantSlot>, client: TcpStream, 
     }
     let first_answer = woke.then_some(accepted);
     tokio::select! {
-        _ = pump(client, upstream, &slot.activity, first_answer, &worker, &slot.name) => {}
+        _ = pump(client, upstream, first_answer, &worker, &slot) => {}
         _ = closing.changed() => debug!(tenant = %slot.name, %peer, "connection closed for a swap-out"),
     }
 }
@@ -242,18 +242,24 @@ async fn send_proxy_header(
     Ok(())
 }
 
-/// Copies both ways until both directions have ended, touching `activity` at every read. With
-/// `woken_at`, the first bytes of the tenant's answer are reported as the wake-up's latency.
+/// Copies both ways until both directions have ended, touching the tenant's activity at every
+/// read. The first bytes of the tenant's answer are told to the slot (a swap-in's fill waits for
+/// them); with `woken_at`, they are also reported as the wake-up's latency.
 async fn pump(
     client: TcpStream,
     upstream: TcpStream,
-    activity: &Activity,
     woken_at: Option<Instant>,
     worker: &Worker,
-    tenant: &str,
+    slot: &TenantSlot,
 ) {
+    let (activity, tenant) = (&slot.activity, slot.name.as_str());
     let mut first = woken_at;
+    let mut told = false;
     let answered = move || {
+        if !told {
+            told = true;
+            slot.answered();
+        }
         if let Some(at) = first.take() {
             let waited = at.elapsed();
             worker.metrics.wake_observed(waited);

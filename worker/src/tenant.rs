@@ -77,6 +77,10 @@ pub struct TenantInfo {
     /// of the learning window and the background copy (once the restore has finished copying).
     #[serde(default)]
     pub last_reads: Option<pager::reads::MountReadReport>,
+    /// What the last lazy restore's fill of the rest of the image waited for (the first
+    /// answer, or the learning window's close), and the cold reads until then.
+    #[serde(default)]
+    pub last_fill_wait: Option<FillWait>,
     /// Swapped out on its own after this long without an open connection carrying a byte
     /// (0: never).
     #[serde(default = "default_idle_timeout_ms")]
@@ -236,6 +240,31 @@ pub struct SwapInReport {
     pub total_ms: u64,
 }
 
+/// What the rest of the image waited for before its fill went on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FillReleasedBy {
+    /// Nothing: no ActiveSet was installed (or the restore did not learn), so the fill went on
+    /// once the restore set was fetched.
+    Nothing,
+    /// The tenant's first answer to a client.
+    Answer,
+    /// The learning window's close (no client waited, or none got an answer before).
+    Window,
+}
+
+/// The cold tier's reads from the start of a lazy swap-in until the fill of the rest of its image
+/// went on: when that waited for the first answer, what the answer cost. Read from the store's
+/// counters, so a read of another tenant meanwhile counts too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FillWait {
+    pub released_by: FillReleasedBy,
+    pub ms: u64,
+    pub cold_bytes: u64,
+    /// Sequential cold round trips (`pagestore::cold::ReadWaves`).
+    pub cold_waves: u64,
+}
+
 /// Milliseconds since `since`, as the swap reports count them.
 pub(crate) fn elapsed_ms(since: std::time::Instant) -> u64 {
     since.elapsed().as_millis() as u64
@@ -353,6 +382,7 @@ impl TenantInfo {
             last_swap_in: None,
             last_fill: None,
             last_reads: None,
+            last_fill_wait: None,
             idle_timeout_ms: spec.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
             last_active: Some(pagestore::clock::now_ms()),
             rss_bytes: None,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use worker::protocol::Request;
 
 use super::lazy::{add_tenant, idle};
-use super::tally::{ColdMark, Sample, Tally};
+use super::tally::{self, ColdMark, Sample, Tally};
 use super::{first_answer, App, Mode, ModeResult, RestoreOptions, WorkerProc};
 use crate::Error;
 
@@ -130,6 +130,7 @@ async fn wake_fresh_tenant(
         .await?;
     let ms = first_answer(app, port, started)?;
     let answered = ColdMark::read(&worker.client).await?;
+    let fill_wait = tally::fill_wait(&worker.client, name).await?;
     restore_done(worker, name).await?;
     let total_bytes = ColdMark::read(&worker.client)
         .await?
@@ -140,6 +141,7 @@ async fn wake_fresh_tenant(
         started: started_mark,
         answered,
         report,
+        fill_wait,
     };
     Ok((sample, total_bytes))
 }

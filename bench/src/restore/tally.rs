@@ -43,6 +43,18 @@ impl ColdMark {
     }
 }
 
+/// The tenant's `last_fill_wait` (see [`Sample::fill_wait`]); read after its first answer.
+pub(super) async fn fill_wait(client: &Client, name: &str) -> Result<serde_json::Value, Error> {
+    let status = call(
+        client,
+        &Request::Status {
+            name: name.to_string(),
+        },
+    )
+    .await?;
+    Ok(status["last_fill_wait"].clone())
+}
+
 /// One measured swap-in.
 #[derive(Debug)]
 pub(super) struct Sample {
@@ -55,6 +67,10 @@ pub(super) struct Sample {
     pub answered: ColdMark,
     /// The worker's report of the swap-in.
     pub report: serde_json::Value,
+    /// The tenant's `last_fill_wait` read after its first answer: when the fill of the rest of
+    /// the image waited for that answer, the worker's own count of the cold reads before it
+    /// (the marks above may also catch the fill's first reads, sent as the answer left).
+    pub fill_wait: serde_json::Value,
 }
 
 /// The sums of a mode's measured swap-ins.
@@ -85,13 +101,27 @@ impl Tally {
             started,
             answered,
             report,
+            fill_wait,
         } = sample;
         let (started, answered) = (*started, *answered);
         self.samples_ms.push(*ms);
         self.idle_ms += idle_ms;
-        self.first_bytes += answered.bytes_since(started);
-        self.waves
-            .push(answered.waves.saturating_sub(started.waves));
+        let counted = |key: &str| fill_wait[key].as_u64();
+        match (
+            fill_wait["released_by"].as_str(),
+            counted("cold_bytes"),
+            counted("cold_waves"),
+        ) {
+            (Some("answer"), Some(bytes), Some(waves)) => {
+                self.first_bytes += bytes;
+                self.waves.push(waves);
+            }
+            _ => {
+                self.first_bytes += answered.bytes_since(started);
+                self.waves
+                    .push(answered.waves.saturating_sub(started.waves));
+            }
+        }
         self.eager_pages += report["eager_pages"].as_f64().unwrap_or(0.0);
         self.set_gets += report["prefetch"]["cold_gets"].as_f64().unwrap_or(0.0);
         self.prefetched += report["prefetched_pages"].as_f64().unwrap_or(0.0);
@@ -150,6 +180,7 @@ mod tests {
             started,
             answered,
             report: serde_json::json!({"whole": false, "prefetch": {"cold_gets": 2}}),
+            fill_wait: serde_json::Value::Null,
         };
         t.add(&sample(10.0, mark(100, 5), mark(1100, 8)));
         t.add(&sample(20.0, mark(1100, 8), mark(1200, 9)));
@@ -164,5 +195,32 @@ mod tests {
         assert_eq!(r.whole_share, Some(0.0));
         assert_eq!(r.activeset_hit_rate, None);
         assert_eq!(r.idle_ms, 1000.0);
+    }
+
+    #[test]
+    fn a_fill_that_waited_for_the_answer_gives_the_workers_count_before_it() {
+        let mut t = Tally::default();
+        let sample = |answered, fill_wait| Sample {
+            ms: 10.0,
+            idle_ms: 1000.0,
+            started: mark(100, 5),
+            answered,
+            report: serde_json::json!({"whole": false}),
+            fill_wait,
+        };
+        // The marks caught the fill's first wave; the worker counted 1 wave, 400 bytes.
+        t.add(&sample(
+            mark(1100, 7),
+            serde_json::json!({"released_by": "answer", "cold_bytes": 400, "cold_waves": 1}),
+        ));
+        // A fill that did not wait: the marks.
+        t.add(&sample(
+            mark(700, 6),
+            serde_json::json!({"released_by": "nothing", "cold_bytes": 50, "cold_waves": 0}),
+        ));
+        let r = t.finish(None);
+        assert_eq!(r.cold_bytes_first_answer, (400 + 600) / 2);
+        assert_eq!(r.cold_round_trips, 1.0);
+        assert_eq!(r.cold_round_trips_max, 1);
     }
 }

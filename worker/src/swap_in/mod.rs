@@ -141,6 +141,7 @@ impl Worker {
         let install = install.unwrap_or(self.config.activeset_install);
         let slot = slot.clone();
         let started = Instant::now();
+        let cold_at_start = self.store.live_counters();
         let checkpoint = self
             .checkpoint_ref(name, &checkpoint_id, rt.info.generation)
             .await?;
@@ -175,9 +176,16 @@ impl Worker {
                 .await;
             // The restore set's cold reads start first: their round trip overlaps the mount
             // (9-14 ms, more on a host under load) instead of following it. When an ActiveSet
-            // was installed, the fill waits for the learning window.
+            // was installed, the rest waits for the first answer.
             let fill_waits = learning && !eager.pages.is_empty();
-            let fill = fill::start(self.store.clone(), fetch, fill_waits);
+            slot.forget_last_restore();
+            let fill = fill::start(
+                self.store.clone(),
+                fetch,
+                &slot,
+                fill_waits,
+                (started, cold_at_start),
+            );
             let (mount, mountpoint) = match self.mount_checkpoint(name, manifest) {
                 Ok(mounted) => mounted,
                 Err(e) => {
@@ -230,7 +238,6 @@ impl Worker {
                 access_file: slot.dirs.access_log(checkpoint.generation),
                 restored,
             };
-            slot.forget_last_restore();
             crate::recovery::clear_restore_complete(&slot.dirs);
             rt.restoring = Some(tokio::spawn(background.run()));
             rt.info.state = TenantState::Running;
