@@ -165,6 +165,7 @@ async fn repeated_mode(
                 answered: after,
                 report,
                 fill_wait,
+                copy_requests: None,
             });
         }
     }

@@ -185,6 +185,14 @@ pub struct ModeResult {
     /// Share of the swap-ins restored whole (plain `criu restore`, no lazy pages).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub whole_share: Option<f64>,
+    /// First wake-ups whose background copy outlasted a request made right after the first
+    /// answer, and the p50 of those requests and of one made after the copy (issue #17: the
+    /// copy yields to faults, so at most 1.5x).
+    pub requests_during_copy: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_during_copy_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_after_copy_p50_ms: Option<f64>,
     pub samples_ms: Vec<f64>,
 }
 

@@ -71,6 +71,9 @@ pub(super) struct Sample {
     /// the image waited for that answer, the worker's own count of the cold reads before it
     /// (the marks above may also catch the fill's first reads, sent as the answer left).
     pub fill_wait: serde_json::Value,
+    /// A request made while the restore's background copy still ran, and one after it (ms);
+    /// `None` when the copy was over before the first one answered, or not measured.
+    pub copy_requests: Option<(f64, f64)>,
 }
 
 /// The sums of a mode's measured swap-ins.
@@ -90,6 +93,9 @@ pub(super) struct Tally {
     whole: f64,
     /// Samples during which the background recompression ran (at their start or first answer).
     recompressing: u64,
+    /// Requests during the background copy and after it (ms).
+    during_copy_ms: Vec<f64>,
+    after_copy_ms: Vec<f64>,
 }
 
 impl Tally {
@@ -102,7 +108,12 @@ impl Tally {
             answered,
             report,
             fill_wait,
+            copy_requests,
         } = sample;
+        if let Some((during, after)) = copy_requests {
+            self.during_copy_ms.push(*during);
+            self.after_copy_ms.push(*after);
+        }
         let (started, answered) = (*started, *answered);
         self.samples_ms.push(*ms);
         self.idle_ms += idle_ms;
@@ -155,8 +166,17 @@ impl Tally {
         r.whole_share = Some(mean(self.whole));
         r.recompressing_share = mean(self.recompressing as f64);
         r.idle_ms = mean(self.idle_ms);
+        r.requests_during_copy = self.during_copy_ms.len();
+        r.request_during_copy_p50_ms = median(self.during_copy_ms);
+        r.request_after_copy_p50_ms = median(self.after_copy_ms);
         r
     }
+}
+
+/// The median of `samples`, if any.
+fn median(mut samples: Vec<f64>) -> Option<f64> {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    (!samples.is_empty()).then(|| super::percentile(&samples, 50.0))
 }
 
 #[cfg(test)]
@@ -181,6 +201,7 @@ mod tests {
             answered,
             report: serde_json::json!({"whole": false, "prefetch": {"cold_gets": 2}}),
             fill_wait: serde_json::Value::Null,
+            copy_requests: None,
         };
         t.add(&sample(10.0, mark(100, 5), mark(1100, 8)));
         t.add(&sample(20.0, mark(1100, 8), mark(1200, 9)));
@@ -207,6 +228,7 @@ mod tests {
             answered,
             report: serde_json::json!({"whole": false}),
             fill_wait,
+            copy_requests: Some((30.0, 20.0)),
         };
         // The marks caught the fill's first wave; the worker counted 1 wave, 400 bytes.
         t.add(&sample(
@@ -222,5 +244,8 @@ mod tests {
         assert_eq!(r.cold_bytes_first_answer, (400 + 600) / 2);
         assert_eq!(r.cold_round_trips, 1.0);
         assert_eq!(r.cold_round_trips_max, 1);
+        assert_eq!(r.requests_during_copy, 2);
+        assert_eq!(r.request_during_copy_p50_ms, Some(30.0));
+        assert_eq!(r.request_after_copy_p50_ms, Some(20.0));
     }
 }
