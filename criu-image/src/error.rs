@@ -1,5 +1,5 @@
 //! The one error type of the crate: what is wrong with bytes it was asked to decode (a pagemap
-//! image, or a protobuf message of CRIU's RPC). Decoding never touches a file, so no variant
+//! or mm image, or a protobuf message of CRIU's RPC). Decoding never touches a file, so no variant
 //! carries a path: the caller knows which file or message it handed over.
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -30,4 +30,10 @@ pub enum Error {
     PagemapEntryNoVaddr,
     #[error("bad pagemap image: field {0} is not a varint")]
     PagemapNotVarint(u64),
+    #[error("bad mm image: shorter than its magics and record")]
+    MmTruncated,
+    #[error("bad mm image: magics {0:#x} {1:#x} are not an mm image's")]
+    NotMm(u32, u32),
+    #[error("bad mm image: a mapping from {0:#x} to {1:#x}")]
+    MmBadVma(u64, u64),
 }

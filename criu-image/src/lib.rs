@@ -7,6 +7,8 @@
 //! - [`pagemap`]: pagemap images decoded and rewritten (page index ↔ virtual address and
 //!   laziness; clearing `PE_LAZY` on chosen pages).
 //! - [`protowire`]: the protobuf wire codec of the pagemaps and of CRIU's RPC messages.
+//! - [`address_space`]: processes' mappings (`mm-PID.img`), and page addresses relative to them,
+//!   which find the same data in another process of the program that ASLR laid out elsewhere.
 //! - [`layout`]: an image's layout (each page file's pagemap and page positions), from a stored
 //!   checkpoint's manifest or from a dump on disk.
 //! - [`restore_set`]: the pages a restore reads first, computed from a dump not yet ingested.
@@ -15,6 +17,7 @@
 //! CRIU 4.2's sources, cited in each module. The crate depends on `pagestore` for its plain
 //! types only (a manifest and its page ids, a locality position, the ingest's paging rule).
 
+pub mod address_space;
 mod error;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
@@ -24,6 +27,7 @@ pub mod pagemap;
 pub mod protowire;
 pub mod restore_set;
 
+pub use address_space::ImageSpaces;
 pub use error::{Error, Result};
 pub use layout::ImageLayout;
 pub use names::{ingest_options, PAGED_FILES};

@@ -533,11 +533,23 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
     assert_eq!(http_get(port, "/inc").unwrap(), "4");
 }
 
-/// A new deterministic-layout tenant has no ActiveSet of its own, but another tenant of the same
-/// program learned one: its first swap-out stores those pages in its locality pack and its first
-/// cold swap-in installs them eagerly, so that restore foresees its working set.
+/// A new tenant has no ActiveSet of its own, but another tenant of the same program learned one:
+/// its first swap-out stores those pages in its locality pack and its first cold swap-in installs
+/// them eagerly, so that restore foresees its working set. With the deterministic layout the
+/// pages lie at the same addresses in both tenants.
 #[test]
 fn a_new_tenant_borrows_the_activeset_of_its_program() {
+    borrows_the_activeset_of_its_program(true);
+}
+
+/// The same under ASLR, each tenant's mappings elsewhere: the lent set is moved to the same
+/// places in the borrower's mappings.
+#[test]
+fn a_new_tenant_borrows_the_activeset_of_its_program_whose_layout_aslr_moved() {
+    borrows_the_activeset_of_its_program(false);
+}
+
+fn borrows_the_activeset_of_its_program(deterministic: bool) {
     let _serial = testkit::criu_lock();
     let p = pico();
     p.write_config("[worker]\nwhole_restore_below_mib = 0\n");
@@ -545,7 +557,9 @@ fn a_new_tenant_borrows_the_activeset_of_its_program() {
     let add = |name: &str| {
         let port = free_port();
         let mut args = counter_add_args(name, port);
-        args.insert(5, "--deterministic".into());
+        if deterministic {
+            args.insert(5, "--deterministic".into());
+        }
         p.ok(&strs(&args));
         assert_eq!(http_get(port, "/inc").unwrap(), "1");
         port
@@ -578,9 +592,16 @@ fn a_new_tenant_borrows_the_activeset_of_its_program() {
     p.ok(&["tenant", "swap-out", "b"]);
     let set = p.json(&["tenant", "activeset", "b"]);
     assert_eq!(set["restores"], 1, "{set}");
+    // Under ASLR less is foreseen: inside Python's area of arenas the same objects lie a few
+    // pages apart from one tenant to the next (measured: 0.60-0.99 of b's first restore; with
+    // no set lent it is 0).
+    let least = if deterministic { 0.9 } else { 0.4 };
+    let hit_rate = set["last"]["hit_rate"].as_f64().unwrap();
+    eprintln!("b's first restore: {}", set["last"]);
     assert!(
-        set["last"]["hit_rate"].as_f64().unwrap() > 0.9,
-        "the borrowed set foresaw b's first restore: {set}"
+        hit_rate > least,
+        "the borrowed set foresaw b's first restore: {}",
+        set["last"]
     );
 }
 

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use criu_image::ImageLayout;
+use criu_image::{ImageLayout, ImageSpaces};
 use pager::access::AccessLog;
 use pager::activeset::{
     classify_faults, ActivePage, ActiveSet, Background, EagerPlan, RestoreTrace,
@@ -34,6 +34,8 @@ pub(crate) struct Learn {
     pub(crate) tenant: String,
     pub(crate) access: Arc<AccessLog>,
     pub(crate) layout: ImageLayout,
+    /// The restored checkpoint's mappings, lent with the set (see `program_sets`).
+    pub(crate) spaces: ImageSpaces,
     pub(crate) plan: EagerPlan,
     pub(crate) install: ActiveSetInstall,
     pub(crate) checkpoint: String,
@@ -105,9 +107,8 @@ impl Learn {
         })?;
         // The next swap-in plans from memory, without a cold-tier round trip (the store keeps
         // the durable copy for a restarted worker).
-        if let Some(program) = &self.slot.program {
-            self.program_sets.lend(program, &set);
-        }
+        self.program_sets
+            .lend(&self.slot.program, &set, &self.spaces);
         self.slot.keep_activeset(set);
         self.store
             .put_meta(ACTIVESET_KIND, &self.tenant, &body)

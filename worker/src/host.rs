@@ -230,8 +230,9 @@ pub(crate) struct TenantSlot {
     /// No ActiveSet of it is stored: it was added on this worker and has learned none yet, so
     /// a swap-in need not look for one in the store (a cold-tier round trip).
     pub activeset_none_stored: std::sync::atomic::AtomicBool,
-    /// The program it runs, when it may lend and borrow ActiveSets (see `program_sets`).
-    pub program: Option<String>,
+    /// The program it runs, among whose tenants it lends and borrows ActiveSets (see
+    /// `program_sets`).
+    pub program: String,
     /// The set it borrowed for its newest checkpoint's locality pack, which its next swap-in
     /// installs (see `program_sets`).
     pub borrowed: Mutex<Option<ActiveSet>>,

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use criu_image::ImageLayout;
+use criu_image::{ImageLayout, ImageSpaces};
 use pager::activeset::ActiveSet;
 use pagestore::ingest::IngestReport;
 use pagestore::locality::LocalitySource;
@@ -35,7 +35,7 @@ impl Worker {
             // swap-in that reads it (a set borrowed later would name pages outside the pack).
             let borrowed = match set {
                 Some(_) => None,
-                None => self.borrowed_activeset(slot),
+                None => self.borrowed_activeset(slot, staging).await,
             };
             *lock_std(&slot.borrowed) = borrowed.clone();
             let set = set.or(borrowed);
@@ -71,11 +71,24 @@ impl Worker {
     }
 
     /// The ActiveSet another tenant of the tenant's program learned, for a tenant with none of
-    /// its own (see `program_sets`).
-    pub(crate) fn borrowed_activeset(&self, slot: &TenantSlot) -> Option<ActiveSet> {
-        let program = slot.program.as_deref()?;
-        let set = self.program_sets.borrow(program)?;
-        info!(lender = %set.tenant, "no ActiveSet yet: borrowing its program's");
+    /// its own, moved to its places in the dump in `staging` (see `program_sets`).
+    pub(crate) async fn borrowed_activeset(
+        &self,
+        slot: &TenantSlot,
+        staging: &Path,
+    ) -> Option<ActiveSet> {
+        let lent = self.program_sets.borrow(&slot.program)?;
+        let dir = staging.to_path_buf();
+        let spaces = tokio::task::spawn_blocking(move || ImageSpaces::of_dir(&dir))
+            .await
+            .unwrap_or_default();
+        let set = lent.moved_to(&spaces);
+        info!(
+            lender = %set.tenant,
+            pages = set.pages(usize::MAX).len(),
+            lent = lent.set.pages(usize::MAX).len(),
+            "no ActiveSet yet: borrowing its program's"
+        );
         Some(set)
     }
 

@@ -3,52 +3,96 @@
 //!
 //! Why: a tenant's first lazy restore knows nothing of its working set, so each page its first
 //! request touches is a fault, and from the cold tier each fault is a round trip; its first
-//! swap-out's locality pack holds CRIU's eager pages only. Tenants of one program started with
-//! the deterministic layout (ASLR off, the same pids in their PID namespaces) keep the same data
-//! at the same addresses, so another tenant's set names the right pages by position (pagemap and
-//! virtual address) in the new tenant's checkpoint: its first swap-out stores them in its locality
-//! pack, and the swap-in of that checkpoint installs them eagerly, as if it had learned them
-//! itself. What that restore then learns is the tenant's own set. A set lent only after the
-//! swap-out is not used by that swap-in: its pages are not in the checkpoint's locality pack, so
-//! they would be read from the ordinary packs apart from it, and the fill behind the restore would
-//! read the same ranges again (ten counters swapped out before any learned: the second read twice
-//! its new pages). Under the default layout addresses differ per
-//! tenant and a borrowed set would name nothing or the wrong pages: those tenants neither lend
-//! nor borrow.
+//! swap-out's locality pack holds CRIU's eager pages only. Tenants of one program, started alike,
+//! make the same mappings in the same order and touch the same parts of them. A set names pages
+//! by pagemap and virtual address, so it is lent with the lender's mappings (its `mm-PID.img`),
+//! and the borrower's first swap-out moves each page to the same place in its own mappings
+//! (`criu_image::address_space`): under ASLR the mappings start elsewhere per tenant, with the
+//! deterministic layout (ASLR off) they start at the same addresses and the move is none. The
+//! moved set goes into the new checkpoint's locality pack, and the swap-in of that checkpoint
+//! installs it eagerly, as if the tenant had learned it itself. What that restore then learns is
+//! the tenant's own set. A page the move puts where the borrower has none is left out; one it
+//! puts on the wrong data only costs its bytes (the set chooses which pages are eager, never
+//! their contents). A set lent only after the swap-out is not used by that swap-in: its pages
+//! are not in the checkpoint's locality pack, so they would be read from the ordinary packs apart
+//! from it, and the fill behind the restore would read the same ranges again (ten counters
+//! swapped out before any learned: the second read twice its new pages).
 //!
 //! Kept in memory, newest lender wins: a restarted worker lends again once a tenant has learned.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use criu_image::ImageSpaces;
 use pager::activeset::ActiveSet;
 
 use crate::host::lock_std;
 use crate::tenant::TenantInfo;
 
+/// A set as lent: the pages, and the mappings of the checkpoint they were learned on.
+#[derive(Clone)]
+pub(crate) struct LentSet {
+    pub set: ActiveSet,
+    pub spaces: ImageSpaces,
+}
+
+impl LentSet {
+    /// The set with each page moved to its place in the dump whose mappings are `to`; pages
+    /// with no such place are left out. Without mappings on either side, the set as it is.
+    pub(crate) fn moved_to(&self, to: &ImageSpaces) -> ActiveSet {
+        let mut set = self.set.clone();
+        if self.spaces.is_empty() || to.is_empty() {
+            return set;
+        }
+        for trace in &mut set.restores {
+            trace.pages.retain_mut(|page| {
+                match self.spaces.translate(to, &page.pagemap, page.vaddr) {
+                    Some((pagemap, vaddr)) => {
+                        page.pagemap = pagemap;
+                        page.vaddr = vaddr;
+                        true
+                    }
+                    None => false,
+                }
+            });
+        }
+        set
+    }
+}
+
 /// The newest ActiveSet learned per program.
 #[derive(Default)]
 pub(crate) struct ProgramSets {
-    sets: Mutex<HashMap<String, ActiveSet>>,
+    sets: Mutex<HashMap<String, LentSet>>,
 }
 
 impl ProgramSets {
-    /// Keeps `set` (a tenant of `program` just learned it) for the next tenant of `program`
-    /// with none of its own.
-    pub(crate) fn lend(&self, program: &str, set: &ActiveSet) {
-        lock_std(&self.sets).insert(program.to_string(), set.clone());
+    /// Keeps `set` (a tenant of `program` just learned it on a checkpoint with mappings
+    /// `spaces`) for the next tenant of `program` with none of its own.
+    pub(crate) fn lend(&self, program: &str, set: &ActiveSet, spaces: &ImageSpaces) {
+        let lent = LentSet {
+            set: set.clone(),
+            spaces: spaces.clone(),
+        };
+        lock_std(&self.sets).insert(program.to_string(), lent);
     }
 
     /// The set another tenant of `program` learned last, if any.
-    pub(crate) fn borrow(&self, program: &str) -> Option<ActiveSet> {
+    pub(crate) fn borrow(&self, program: &str) -> Option<LentSet> {
         lock_std(&self.sets).get(program).cloned()
     }
 }
 
 /// The program a tenant runs, as far as lending ActiveSets goes: its command without the words
-/// that are numbers (a port, a size), when it runs with the deterministic layout; `None` otherwise.
-pub(crate) fn program_of(info: &TenantInfo) -> Option<String> {
-    info.deterministic.then(|| program_key(&info.cmd))
+/// that are numbers (a port, a size), and whether it runs with the deterministic layout (its
+/// pages then lie elsewhere than under ASLR: the two do not lend to each other).
+pub(crate) fn program_of(info: &TenantInfo) -> String {
+    let layout = if info.deterministic {
+        "deterministic"
+    } else {
+        "aslr"
+    };
+    format!("{layout}\0{}", program_key(&info.cmd))
 }
 
 fn program_key(cmd: &[String]) -> String {
@@ -86,9 +130,10 @@ mod tests {
     fn the_newest_lender_wins() {
         let sets = ProgramSets::default();
         assert!(sets.borrow("p").is_none());
-        sets.lend("p", &ActiveSet::new("a"));
-        sets.lend("p", &ActiveSet::new("b"));
-        assert_eq!(sets.borrow("p").unwrap().tenant, "b");
+        let spaces = ImageSpaces::default();
+        sets.lend("p", &ActiveSet::new("a"), &spaces);
+        sets.lend("p", &ActiveSet::new("b"), &spaces);
+        assert_eq!(sets.borrow("p").unwrap().set.tenant, "b");
         assert!(sets.borrow("q").is_none());
     }
 }

@@ -170,6 +170,7 @@ impl Worker {
                 manifest,
                 eager,
                 layout,
+                spaces,
                 fetch,
             } = self
                 .plan_lazy(&slot, name, route.manifest, learning, install)
@@ -221,6 +222,7 @@ impl Worker {
                 tenant: name.to_string(),
                 access: restored.mount.access_log().clone(),
                 layout,
+                spaces,
                 plan: eager,
                 install,
                 checkpoint: checkpoint.id.to_string(),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use criu_image::ImageLayout;
+use criu_image::{ImageLayout, ImageSpaces};
 use pager::activeset::EagerPlan;
 use pagestore::{CheckpointRef, Manifest};
 use tracing::{info, warn};
@@ -39,6 +39,9 @@ pub(super) struct LazyPlan {
     pub eager: EagerPlan,
     /// The layout of the served (rewritten) pagemaps: what the fault classifier must see.
     pub layout: ImageLayout,
+    /// The processes' mappings, with which a set learned from this restore is lent to another
+    /// tenant of the program (see `program_sets`).
+    pub spaces: ImageSpaces,
     /// What is fetched ahead of the restore and behind it.
     pub fetch: FillPlan,
 }
@@ -159,6 +162,11 @@ impl Worker {
         };
         // The served (rewritten) pagemaps are what the fault classifier must see.
         let layout = ImageLayout::of(&manifest);
+        let spaces = if learning {
+            ImageSpaces::of(&manifest)
+        } else {
+            ImageSpaces::default()
+        };
         // Everything `criu restore` will read before the tenant runs (its eager pages and the
         // ActiveSet) is fetched in a few large requests while the mount, the daemon and the
         // restore start; a page the restore reads before its range has arrived waits for that
@@ -179,6 +187,7 @@ impl Worker {
             manifest,
             eager,
             layout,
+            spaces,
             fetch: FillPlan {
                 restore_set,
                 locality,
