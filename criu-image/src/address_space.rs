@@ -174,16 +174,19 @@ impl AddressSpace {
         &self.vmas
     }
 
-    /// `vaddr` relative to the mapping that holds it; `None` outside every mapping.
-    pub fn relative(&self, vaddr: u64) -> Option<RelativeAddr> {
+    /// The index (in address order) of the mapping that holds `vaddr`.
+    pub fn mapping_of(&self, vaddr: u64) -> Option<usize> {
         let i = self
             .vmas
             .partition_point(|v| v.start <= vaddr)
             .checked_sub(1)?;
+        (vaddr < self.vmas[i].end).then_some(i)
+    }
+
+    /// `vaddr` relative to the mapping that holds it; `None` outside every mapping.
+    pub fn relative(&self, vaddr: u64) -> Option<RelativeAddr> {
+        let i = self.mapping_of(vaddr)?;
         let vma = &self.vmas[i];
-        if vaddr >= vma.end {
-            return None;
-        }
         let from_end = vma.placed_from_end();
         let (key, sized) = self.keys[i].clone();
         Some(RelativeAddr {
@@ -295,6 +298,13 @@ impl ImageSpaces {
         ImageSpaces { by_pagemap }
     }
 
+    /// The mapping of `pagemap`'s process that holds `vaddr`: the pagemap's name and the
+    /// mapping's index.
+    pub fn mapping_of(&self, pagemap: &str, vaddr: u64) -> Option<(&str, usize)> {
+        let (name, space) = self.by_pagemap.get_key_value(pagemap)?;
+        Some((name.as_str(), space.mapping_of(vaddr)?))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_pagemap.is_empty()
     }
@@ -356,7 +366,7 @@ fn nth_by_pid<'a>(pagemaps: impl Iterator<Item = &'a String>, rank: usize) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protowire::{put_bytes, put_uint};
+    use crate::fixtures::mm_image;
 
     const PRIVATE_ANON: u32 = MAP_PRIVATE | MAP_ANONYMOUS;
     const ANON: u32 = 1 | (1 << 9); // VMA_AREA_REGULAR | VMA_ANON_PRIVATE
@@ -373,33 +383,6 @@ mod tests {
             flags,
             status,
         }
-    }
-
-    /// `mm-PID.img` holding `vmas`, as CRIU writes it.
-    fn mm_image(vmas: &[Vma]) -> Vec<u8> {
-        let mut entry = Vec::new();
-        put_uint(&mut entry, 1, 0x1000); // mm_start_code: not read
-        for v in vmas {
-            let mut m = Vec::new();
-            for (field, value) in [
-                (1, v.start),
-                (2, v.end),
-                (3, v.pgoff),
-                (4, v.shmid),
-                (5, u64::from(v.prot)),
-                (6, u64::from(v.flags)),
-                (7, u64::from(v.status)),
-            ] {
-                put_uint(&mut m, field, value);
-            }
-            put_bytes(&mut entry, 14, &m);
-        }
-        let mut out = Vec::new();
-        out.extend_from_slice(&IMG_COMMON_MAGIC.to_le_bytes());
-        out.extend_from_slice(&MM_MAGIC.to_le_bytes());
-        out.extend_from_slice(&(entry.len() as u32).to_le_bytes());
-        out.extend_from_slice(&entry);
-        out
     }
 
     /// A program's mappings at `base` (its binary's file mapping, heap, two anonymous mappings, a

@@ -55,26 +55,48 @@ impl ImageLayout {
     /// or repeats. Prefetching exactly these turns a restore's many small reads into a few
     /// large ones.
     pub fn eager_page_ids(&self, manifest: &Manifest) -> Vec<PageId> {
-        self.page_ids(manifest, false)
+        let mut seen = HashSet::new();
+        self.page_ids(manifest, &mut seen, |_, pos| !pos.lazy)
     }
 
     /// The pages CRIU's lazy-pages daemon copies in after the restore (faults and background
     /// copy), in image order, without zero pages or repeats.
     pub fn lazy_page_ids(&self, manifest: &Manifest) -> Vec<PageId> {
-        self.page_ids(manifest, true)
+        self.lazy_page_ids_split(manifest, |_, _| true).0
     }
 
-    fn page_ids(&self, manifest: &Manifest, lazy: bool) -> Vec<PageId> {
+    /// The same in two parts: those for which `first(pagemap, vaddr)` holds, and the others
+    /// (each in image order; a page in both parts is in the first only).
+    pub fn lazy_page_ids_split(
+        &self,
+        manifest: &Manifest,
+        first: impl Fn(&str, u64) -> bool,
+    ) -> (Vec<PageId>, Vec<PageId>) {
         let mut seen = HashSet::new();
+        let chosen = self.page_ids(manifest, &mut seen, |pagemap, pos| {
+            pos.lazy && first(pagemap, pos.vaddr)
+        });
+        let others = self.page_ids(manifest, &mut seen, |_, pos| pos.lazy);
+        (chosen, others)
+    }
+
+    /// The pages at positions `wanted(pagemap, position)` picks, in image order, without zero
+    /// pages or those already `seen`.
+    fn page_ids(
+        &self,
+        manifest: &Manifest,
+        seen: &mut HashSet<PageId>,
+        wanted: impl Fn(&str, &PagePosition) -> bool,
+    ) -> Vec<PageId> {
         let mut ids = Vec::new();
         let mut files: Vec<_> = self.files.iter().collect();
         files.sort_by(|a, b| a.0.cmp(b.0));
-        for (pages_file, (_, positions)) in files {
+        for (pages_file, (pagemap, positions)) in files {
             let Some(pages) = manifest.file(pages_file).map(|f| f.pages()) else {
                 continue;
             };
             for (pos, id) in positions.iter().zip(pages) {
-                if pos.lazy == lazy && !id.is_zero() && seen.insert(*id) {
+                if wanted(pagemap, pos) && !id.is_zero() && seen.insert(*id) {
                     ids.push(*id);
                 }
             }

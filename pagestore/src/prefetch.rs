@@ -37,6 +37,22 @@ pub struct PrefetchReport {
     pub locality: Option<crate::locality::LocalityReport>,
 }
 
+impl PrefetchReport {
+    /// This prefetch and a later one, as one (`ms` from this one's start is not known: the
+    /// sum of both).
+    pub fn and(self, later: PrefetchReport) -> PrefetchReport {
+        PrefetchReport {
+            requested: self.requested + later.requested,
+            already_hot: self.already_hot + later.already_hot,
+            cold_pages: self.cold_pages + later.cold_pages,
+            cold_gets: self.cold_gets + later.cold_gets,
+            cold_bytes: self.cold_bytes + later.cold_bytes,
+            ms: self.ms + later.ms,
+            locality: self.locality.or(later.locality),
+        }
+    }
+}
+
 impl PageStore {
     /// [`Self::prefetch`], first from the checkpoint's locality pack when it has one. A locality
     /// pack that cannot be used (missing, damaged) only costs the ordinary reads.

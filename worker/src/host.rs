@@ -235,7 +235,7 @@ pub(crate) struct TenantSlot {
     pub program: String,
     /// The set it borrowed for its newest checkpoint's locality pack, which its next swap-in
     /// installs (see `program_sets`).
-    pub borrowed: Mutex<Option<ActiveSet>>,
+    pub borrowed: Mutex<Option<crate::program_sets::BorrowedSet>>,
     /// Told when the tenant answers a client after a lazy swap-in: that swap-in's fill (the
     /// rest of the image, fetched into memory) waits for the first answer (see `swap_in::fill`).
     pub first_answer: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,

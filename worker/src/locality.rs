@@ -17,6 +17,7 @@ use pagestore::Manifest;
 use tracing::{debug, info, warn};
 
 use crate::host::{lock_std, TenantSlot, Worker};
+use crate::program_sets::BorrowedSet;
 
 impl Worker {
     /// Ingests a dump, also storing its restore set (the tenant's current ActiveSet applied to
@@ -37,8 +38,8 @@ impl Worker {
                 Some(_) => None,
                 None => self.borrowed_activeset(slot, staging).await,
             };
-            *lock_std(&slot.borrowed) = borrowed.clone();
-            let set = set.or(borrowed);
+            let set = set.or_else(|| borrowed.as_ref().map(|b| b.set.clone()));
+            *lock_std(&slot.borrowed) = borrowed;
             let max = self.config.activeset_max_pages;
             let dir = staging.to_path_buf();
             options.locality = tokio::task::spawn_blocking(move || {
@@ -76,20 +77,21 @@ impl Worker {
         &self,
         slot: &TenantSlot,
         staging: &Path,
-    ) -> Option<ActiveSet> {
+    ) -> Option<BorrowedSet> {
         let lent = self.program_sets.borrow(&slot.program)?;
         let dir = staging.to_path_buf();
         let spaces = tokio::task::spawn_blocking(move || ImageSpaces::of_dir(&dir))
             .await
             .unwrap_or_default();
-        let set = lent.moved_to(&spaces);
+        let borrowed = lent.moved_to(&spaces);
         info!(
-            lender = %set.tenant,
-            pages = set.pages(usize::MAX).len(),
+            lender = %borrowed.set.tenant,
+            pages = borrowed.set.pages(usize::MAX).len(),
             lent = lent.set.pages(usize::MAX).len(),
+            moved = borrowed.moved,
             "no ActiveSet yet: borrowing its program's"
         );
-        Some(set)
+        Some(borrowed)
     }
 
     /// The locality pack a swap-in prefetches its restore set from (none when disabled).

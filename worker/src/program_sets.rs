@@ -36,27 +36,41 @@ pub(crate) struct LentSet {
     pub spaces: ImageSpaces,
 }
 
+/// A set as borrowed, for the borrower's checkpoint.
+#[derive(Clone)]
+pub(crate) struct BorrowedSet {
+    pub set: ActiveSet,
+    /// Its pages were moved to other addresses (the two tenants' layouts differ): a guess at
+    /// the borrower's working set, which its first restore completes (see `swap_in::fill`).
+    pub moved: bool,
+}
+
 impl LentSet {
     /// The set with each page moved to its place in the dump whose mappings are `to`; pages
     /// with no such place are left out. Without mappings on either side, the set as it is.
-    pub(crate) fn moved_to(&self, to: &ImageSpaces) -> ActiveSet {
+    pub(crate) fn moved_to(&self, to: &ImageSpaces) -> BorrowedSet {
         let mut set = self.set.clone();
+        let mut moved = false;
         if self.spaces.is_empty() || to.is_empty() {
-            return set;
+            return BorrowedSet { set, moved };
         }
         for trace in &mut set.restores {
             trace.pages.retain_mut(|page| {
                 match self.spaces.translate(to, &page.pagemap, page.vaddr) {
                     Some((pagemap, vaddr)) => {
+                        moved |= pagemap != page.pagemap || vaddr != page.vaddr;
                         page.pagemap = pagemap;
                         page.vaddr = vaddr;
                         true
                     }
-                    None => false,
+                    None => {
+                        moved = true;
+                        false
+                    }
                 }
             });
         }
-        set
+        BorrowedSet { set, moved }
     }
 }
 
@@ -107,6 +121,7 @@ fn program_key(cmd: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use criu_image::fixtures::{anon_vma, mm_image};
 
     fn cmd(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| w.to_string()).collect()
@@ -124,6 +139,61 @@ mod tests {
         );
         // Words are not run together: "a b" is not "ab".
         assert_ne!(program_key(&cmd(&["a", "b"])), program_key(&cmd(&["ab"])));
+    }
+
+    /// A set of one page, 0xf000 into a 64 KiB anonymous mapping at `at`, learned on a dump
+    /// whose only process has that mapping.
+    fn lent_at(at: u64) -> LentSet {
+        let mut set = ActiveSet::new("lender");
+        set.record(
+            pager::activeset::RestoreTrace {
+                pages: vec![pager::activeset::ActivePage {
+                    pagemap: "pagemap-1.img".into(),
+                    vaddr: at + 0xf000,
+                    id: String::new(),
+                }],
+                ..Default::default()
+            },
+            4,
+        );
+        LentSet {
+            set,
+            spaces: dump_with_mapping_at(at),
+        }
+    }
+
+    fn dump_with_mapping_at(at: u64) -> ImageSpaces {
+        let mm = mm_image(&[anon_vma(at, at + 0x10000)]);
+        ImageSpaces::of_files([("mm-1.img", mm.as_slice())].into_iter())
+    }
+
+    fn pages(set: &ActiveSet) -> Vec<(String, u64)> {
+        set.pages(usize::MAX)
+            .into_iter()
+            .map(|p| (p.pagemap, p.vaddr))
+            .collect()
+    }
+
+    #[test]
+    fn a_lent_set_is_moved_to_the_borrowers_mappings_and_says_whether_it_moved() {
+        let lent = lent_at(0x7f00_0000_0000);
+        let same = lent.moved_to(&dump_with_mapping_at(0x7f00_0000_0000));
+        assert!(!same.moved, "the same layout: nothing moved");
+        assert_eq!(
+            pages(&same.set),
+            [("pagemap-1.img".into(), 0x7f00_0000_f000)]
+        );
+        let elsewhere = lent.moved_to(&dump_with_mapping_at(0x7f3a_0000_0000));
+        assert!(elsewhere.moved);
+        assert_eq!(
+            pages(&elsewhere.set),
+            [("pagemap-1.img".into(), 0x7f3a_0000_f000)]
+        );
+        // A borrower without such a mapping gets nothing of it.
+        let none = lent.moved_to(&ImageSpaces::of_files(
+            [("mm-1.img", mm_image(&[]).as_slice())].into_iter(),
+        ));
+        assert!(none.moved && pages(&none.set).is_empty());
     }
 
     #[test]

@@ -251,6 +251,8 @@ pub enum FillReleasedBy {
     Answer,
     /// The learning window's close (no client waited, or none got an answer before).
     Window,
+    /// Faults the installed set did not foresee, fetched one by one from the cold tier.
+    Misses,
 }
 
 /// The cold tier's reads from the start of a lazy swap-in until the fill of the rest of its image

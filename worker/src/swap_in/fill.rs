@@ -4,20 +4,26 @@
 //!
 //! Both run on one task, started before the checkpoint is mounted ([`start`]), so that the
 //! restore set's round trip overlaps the mount and the start of CRIU: the restore set's requests
-//! go first. When an ActiveSet was installed, the first answer needs none of the fill, and
-//! fetching, decoding and checking the rest of the image (the large heap's 274 MB) would only
-//! take the cold tier's bandwidth and the CPU from it: the rest then waits for the tenant's first
-//! answer to a client, or for the learning window's close when no client waits. A fault the set
-//! missed meanwhile fetches its own page. Without a set the fill goes on at once: every page the
-//! tenant touches would otherwise be a fault and a cold round trip of its own (measured: the
-//! counter's first cold wake-up took 108 sequential round trips, 5.3 s, held; 2, 240 ms, not),
-//! at the price of fetching pages the first answer does not need. Once the fill is done,
-//! [`finish`] records what it read.
+//! go first. The rest comes in two parts (planned in `plan`): the mappings the installed set
+//! touches, where its misses most likely are, then the others.
+//!
+//! When an ActiveSet was installed, the first answer needs none of the fill, and fetching,
+//! decoding and checking the rest of the image (the large heap's 274 MB) would only take the cold
+//! tier's bandwidth and the CPU from it: the rest then waits for the tenant's first answer to a
+//! client, for the learning window's close when no client waits, or for [`SET_MISSES`] faults
+//! the set did not foresee, each a cold round trip of its own, whichever comes first. A set
+//! borrowed from a tenant whose mappings lie elsewhere (ASLR) is a guess: the mappings it touches
+//! are fetched at once, alongside the restore set, and only the others wait. Without a set the
+//! fill goes on at once: every page the tenant touches would otherwise be a fault and a cold
+//! round trip of its own (measured: the counter's first cold wake-up took 108 sequential round
+//! trips, 5.3 s, held; 2, 240 ms, not), at the price of fetching pages the first answer does not
+//! need. Once the fill is done, [`finish`] records what it read.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use pager::reads::{MountReads, RestorePhase};
 use pagestore::locality::LocalitySource;
 use pagestore::prefetch::PrefetchReport;
 use pagestore::stats::LiveCounters;
@@ -35,8 +41,11 @@ pub(super) struct FillPlan {
     pub restore_set: Vec<PageId>,
     /// The locality pack the restore set is fetched from, if the checkpoint has one.
     pub locality: Option<LocalitySource>,
-    /// The rest of the image, filled in behind the restore.
-    pub fill_ids: Vec<PageId>,
+    /// Pages fetched right after the restore set, never held: the mappings a guessed set
+    /// touches (see `plan`).
+    pub at_once: Vec<PageId>,
+    /// The rest of the image, filled in behind the restore; a fill that waits holds it.
+    pub held: Vec<PageId>,
 }
 
 /// A running fill.
@@ -45,13 +54,39 @@ pub(super) struct Fill {
     pub prefetched: oneshot::Receiver<pagestore::Result<PrefetchReport>>,
     /// Sent (or dropped) when the learning window closes: a fill that waits goes on.
     pub window_closed: oneshot::Sender<()>,
+    /// The restored tenant's reads by phase, sent once it runs: a fill that waits goes on when
+    /// [`SET_MISSES`] of its faults had to be fetched from the cold tier.
+    pub faults: oneshot::Sender<Arc<MountReads>>,
     /// The fill itself; its report once the whole image is in memory.
     pub task: JoinHandle<pagestore::Result<PrefetchReport>>,
 }
 
+/// Faults served from the cold tier (pages) after which a fill waiting for the first answer
+/// goes on: the installed set has missed part of the working set (a set borrowed from another
+/// tenant under ASLR foresaw 60-99% of it), and each further miss would be a round trip of its
+/// own (the counter's first cold wake-up with such a set: 106 round trips, 5.4 s, with the fill
+/// held; 2 round trips without a set).
+const SET_MISSES: u64 = 2;
+
+/// How often a waiting fill looks at the faults.
+const MISS_POLL: Duration = Duration::from_millis(2);
+
+/// Resolves when `reads` (once sent) show [`SET_MISSES`] faults served from the cold tier;
+/// never, if they are not sent.
+async fn set_missed(reads: oneshot::Receiver<Arc<MountReads>>) {
+    let Ok(reads) = reads.await else {
+        return std::future::pending().await;
+    };
+    let enough = SET_MISSES * pagestore::PAGE_SIZE as u64;
+    while reads.tally(RestorePhase::Faults).counts().cold_bytes < enough {
+        tokio::time::sleep(MISS_POLL).await;
+    }
+}
+
 /// Starts fetching the plan's restore set (from its locality pack when it has one), then the
-/// rest of the image; with `waits`, the fill waits in between for the tenant's first answer
-/// or for [`Fill::window_closed`], whichever comes first. What it waited for, and what the
+/// rest of the image; with `waits`, the fill waits in between for the tenant's first answer,
+/// for [`Fill::window_closed`] or for the set's misses ([`Fill::faults`]), whichever comes
+/// first. What it waited for, and what the
 /// cold tier read from `swap_in_started` until then, become the slot's `last_fill_wait`.
 pub(super) fn start(
     store: Arc<PageStore>,
@@ -63,16 +98,26 @@ pub(super) fn start(
     let FillPlan {
         restore_set,
         locality,
-        fill_ids,
+        at_once,
+        held,
     } = plan;
     let (prefetched_tx, prefetched) = oneshot::channel();
     let (window_closed, window_closed_rx) = oneshot::channel::<()>();
+    let (faults, faults_rx) = oneshot::channel();
     let first_answer = waits.then(|| slot.await_first_answer());
     let slot = slot.clone();
     let (started, at_start) = swap_in_started;
     let task = tokio::spawn(async move {
-        let restore_set = store.prefetch_with_locality(&restore_set, locality.as_ref());
-        let _ = prefetched_tx.send(restore_set.await);
+        // The pages fetched at once go alongside the restore set (their own round trip
+        // overlaps its), which is reported as soon as it is in.
+        let restore_set = async {
+            let fetched = store
+                .prefetch_with_locality(&restore_set, locality.as_ref())
+                .await;
+            let _ = prefetched_tx.send(fetched);
+        };
+        let ((), first) = tokio::join!(restore_set, store.prefetch(&at_once));
+        let first = first?;
         let released_by = match first_answer {
             None => FillReleasedBy::Nothing,
             Some(answered) => {
@@ -86,6 +131,7 @@ pub(super) fn start(
                 tokio::select! {
                     _ = window_closed_rx => FillReleasedBy::Window,
                     () = answered => FillReleasedBy::Answer,
+                    () = set_missed(faults_rx) => FillReleasedBy::Misses,
                 }
             }
         };
@@ -96,11 +142,13 @@ pub(super) fn start(
             cold_bytes: now.cold_get_bytes.saturating_sub(at_start.cold_get_bytes),
             cold_waves: now.cold_waves.saturating_sub(at_start.cold_waves),
         });
-        store.prefetch(&fill_ids).await
+        let rest = store.prefetch(&held).await?;
+        Ok(first.and(rest))
     });
     Fill {
         prefetched,
         window_closed,
+        faults,
         task,
     }
 }

@@ -2,6 +2,7 @@
 //! ([`Route`]); for a lazy restore, what CRIU is to install eagerly and what is fetched ahead of
 //! it and behind it ([`LazyPlan`]).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use criu_image::{ImageLayout, ImageSpaces};
@@ -140,9 +141,12 @@ impl Worker {
         };
         // None of its own yet: the set its newest checkpoint's locality pack was written with,
         // borrowed from another tenant of its program (see `program_sets`), if any.
-        let set = match set {
-            Ok(None) if learning => Ok(crate::host::lock_std(&slot.borrowed).clone()),
-            other => other,
+        let (set, guessed) = match set {
+            Ok(None) if learning => match crate::host::lock_std(&slot.borrowed).clone() {
+                Some(borrowed) => (Ok(Some(borrowed.set)), borrowed.moved),
+                None => (Ok(None), false),
+            },
+            other => (other, false),
         };
         let eager = if learning {
             let max = self.config.activeset_max_pages;
@@ -180,8 +184,27 @@ impl Worker {
         // time; from a cold tier each costs a round trip (measured: ~450 serial reads of
         // ~50 ms, 20 s before a Python tenant's first answer), and faults wait behind them.
         // So the rest of the image is filled in behind the restore with large parallel
-        // ranged reads, and the daemon's reads find it in memory.
-        let fill_ids = layout.lazy_page_ids(&manifest);
+        // ranged reads, and the daemon's reads find it in memory: first the mappings the set
+        // touches, where the faults it did not foresee most likely are (not a large heap the
+        // requests never read). A set moved from another tenant's layout is a guess: those
+        // mappings are fetched at once, the rest held like the rest of a set of its own.
+        let touched: HashSet<(&str, usize)> = eager
+            .pages
+            .iter()
+            .filter_map(|p| spaces.mapping_of(&p.pagemap, p.vaddr))
+            .collect();
+        let (near, mut far) = layout.lazy_page_ids_split(&manifest, |pagemap, vaddr| {
+            spaces
+                .mapping_of(pagemap, vaddr)
+                .is_some_and(|m| touched.contains(&m))
+        });
+        let (at_once, held) = if guessed {
+            (near, far)
+        } else {
+            let mut all = near;
+            all.append(&mut far);
+            (Vec::new(), all)
+        };
         let locality = learning.then(|| self.locality_source(&manifest)).flatten();
         LazyPlan {
             manifest,
@@ -191,7 +214,8 @@ impl Worker {
             fetch: FillPlan {
                 restore_set,
                 locality,
-                fill_ids,
+                at_once,
+                held,
             },
         }
     }

@@ -60,6 +60,7 @@ impl Worker {
         let Fill {
             prefetched,
             window_closed,
+            faults,
             task: fill,
         } = fill;
         let work = slot.dirs.criu_work("restore");
@@ -105,6 +106,7 @@ impl Worker {
                     RestorePhase::Background
                 };
                 mount.reads().set_phase(next);
+                let _ = faults.send(mount.reads().clone());
                 let prefetch = fill::restore_set_fetched(prefetched).await;
                 Ok(LazyRestore {
                     pid,
