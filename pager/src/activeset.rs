@@ -277,6 +277,21 @@ mod tests {
         ])
     }
 
+    /// The fill's two parts: the lazy pages chosen (here the last two), then the others, each in
+    /// image order, every lazy page once and no eager one.
+    #[test]
+    fn lazy_pages_split_in_two_chosen_first() {
+        let m = manifest();
+        let layout = criu_image::ImageLayout::of(&m);
+        let ids: Vec<PageId> = (1..=7u8).map(|i| PageId([i; 32])).collect();
+        let (chosen, others) = layout.lazy_page_ids_split(&m, |pagemap, vaddr| {
+            pagemap == "pagemap-42.img" && vaddr >= 0x14000
+        });
+        assert_eq!(chosen, ids[5..7]);
+        assert_eq!(others, ids[1..5]);
+        assert_eq!(layout.lazy_page_ids(&m), ids[1..7]);
+    }
+
     /// The restore set a swap-out plans from the dump on disk is the one a swap-in computes
     /// from the stored checkpoint with the same ActiveSet.
     #[test]
