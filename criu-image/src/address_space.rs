@@ -19,9 +19,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use pagestore::{FileContent, Manifest};
+use pagestore::Manifest;
 
 use crate::error::{Error, Result};
+use crate::files::{inline_files, read_dir_files};
 use crate::names::is_process_pagemap;
 use crate::pagemap::IMG_COMMON_MAGIC;
 use crate::protowire::{Fields, Value};
@@ -259,27 +260,12 @@ pub struct ImageSpaces {
 impl ImageSpaces {
     /// From a stored checkpoint (its `mm-*.img` are kept inline); malformed ones are skipped.
     pub fn of(manifest: &Manifest) -> ImageSpaces {
-        ImageSpaces::of_files(manifest.files.iter().filter_map(|f| match &f.content {
-            FileContent::Inline(bytes) => Some((f.name.as_str(), bytes.as_slice())),
-            FileContent::Paged(_) => None,
-        }))
+        ImageSpaces::of_files(inline_files(manifest))
     }
 
     /// From a dump on disk; unreadable or malformed ones are skipped.
     pub fn of_dir(dir: &Path) -> ImageSpaces {
-        let mut files = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for entry in entries.flatten() {
-                let Ok(name) = entry.file_name().into_string() else {
-                    continue;
-                };
-                if pid_of_mm(&name).is_some() {
-                    if let Ok(bytes) = std::fs::read(entry.path()) {
-                        files.push((name, bytes));
-                    }
-                }
-            }
-        }
+        let files = read_dir_files(dir, |name| pid_of_mm(name).is_some());
         ImageSpaces::of_files(files.iter().map(|(n, b)| (n.as_str(), b.as_slice())))
     }
 
@@ -309,20 +295,42 @@ impl ImageSpaces {
         self.by_pagemap.is_empty()
     }
 
-    /// Where page `vaddr` of `pagemap` in this dump lies in `other`, a dump of another process
-    /// tree of the same program: the processes paired by pid order (the first pid with the first,
-    /// as a tree started alike forks alike), the page by its place in its mapping.
-    pub fn translate(
-        &self,
-        other: &ImageSpaces,
-        pagemap: &str,
-        vaddr: u64,
-    ) -> Option<(String, u64)> {
-        let here = self.by_pagemap.get(pagemap)?.relative(vaddr)?;
-        let rank = pid_rank(self.by_pagemap.keys(), pagemap)?;
-        let there = nth_by_pid(other.by_pagemap.keys(), rank)?;
-        let vaddr = other.by_pagemap.get(there)?.absolute(&here)?;
-        Some((there.to_string(), vaddr))
+    /// The move of this dump's pages to `to`, a dump of another process tree of the same
+    /// program: the processes paired by pid order (the first pid with the first, as a tree
+    /// started alike forks alike), each page by its place in its mapping.
+    pub fn move_to<'a>(&'a self, to: &'a ImageSpaces) -> SpaceMove<'a> {
+        let by_pid = |spaces: &'a ImageSpaces| {
+            let mut pagemaps: Vec<(u64, &'a str)> = spaces
+                .by_pagemap
+                .keys()
+                .filter_map(|p| Some((pid_of_pagemap(p)?, p.as_str())))
+                .collect();
+            pagemaps.sort();
+            pagemaps.into_iter().map(|(_, p)| p)
+        };
+        SpaceMove {
+            from: self,
+            to,
+            pagemaps: by_pid(self).zip(by_pid(to)).collect(),
+        }
+    }
+}
+
+/// Pages of one dump moved to their places in another ([`ImageSpaces::move_to`]).
+pub struct SpaceMove<'a> {
+    from: &'a ImageSpaces,
+    to: &'a ImageSpaces,
+    /// Each process's pagemap here → its counterpart's there.
+    pagemaps: HashMap<&'a str, &'a str>,
+}
+
+impl<'a> SpaceMove<'a> {
+    /// Where page `vaddr` of `pagemap` lies in the other dump: its pagemap and address.
+    pub fn page(&self, pagemap: &str, vaddr: u64) -> Option<(&'a str, u64)> {
+        let here = self.from.by_pagemap.get(pagemap)?.relative(vaddr)?;
+        let there = *self.pagemaps.get(pagemap)?;
+        let vaddr = self.to.by_pagemap.get(there)?.absolute(&here)?;
+        Some((there, vaddr))
     }
 }
 
@@ -341,26 +349,6 @@ fn pid_of_pagemap(name: &str) -> Option<u64> {
                 .ok()
         })
         .flatten()
-}
-
-/// The place of `pagemap` among `pagemaps` by pid.
-fn pid_rank<'a>(pagemaps: impl Iterator<Item = &'a String>, pagemap: &str) -> Option<usize> {
-    let pid = pid_of_pagemap(pagemap)?;
-    Some(
-        pagemaps
-            .filter_map(|p| pid_of_pagemap(p))
-            .filter(|&p| p < pid)
-            .count(),
-    )
-}
-
-/// The pagemap of `pagemaps` at place `rank` by pid.
-fn nth_by_pid<'a>(pagemaps: impl Iterator<Item = &'a String>, rank: usize) -> Option<&'a String> {
-    let mut by_pid: Vec<(u64, &String)> = pagemaps
-        .filter_map(|p| Some((pid_of_pagemap(p)?, p)))
-        .collect();
-    by_pid.sort();
-    by_pid.get(rank).map(|(_, p)| *p)
 }
 
 #[cfg(test)]
@@ -511,15 +499,16 @@ mod tests {
             .iter()
             .map(|(n, b)| (*n, b.as_slice())),
         );
+        let moved = a.move_to(&b);
         assert_eq!(
-            a.translate(&b, "pagemap-7.img", 0x7e00_0000_1000),
-            Some(("pagemap-30.img".to_string(), 0x7e10_0000_1000))
+            moved.page("pagemap-7.img", 0x7e00_0000_1000),
+            Some(("pagemap-30.img", 0x7e10_0000_1000))
         );
         assert_eq!(
-            a.translate(&b, "pagemap-1.img", 0x5555_0000_1000),
-            Some(("pagemap-12.img".to_string(), 0x5601_0000_1000))
+            moved.page("pagemap-1.img", 0x5555_0000_1000),
+            Some(("pagemap-12.img", 0x5601_0000_1000))
         );
-        assert_eq!(a.translate(&b, "pagemap-2.img", 0x5555_0000_1000), None);
+        assert_eq!(moved.page("pagemap-2.img", 0x5555_0000_1000), None);
     }
 
     #[test]

@@ -9,8 +9,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use pagestore::{FileContent, Manifest, PageId};
+use pagestore::{Manifest, PageId};
 
+use crate::files::inline_files;
 use crate::names::{is_pagemap, pages_file_name};
 use crate::pagemap::{PagePosition, Pagemap};
 
@@ -24,10 +25,7 @@ impl ImageLayout {
     /// Decodes every pagemap of a checkpoint (malformed ones are skipped: the ActiveSet
     /// is an optimisation, never a reason to fail a restore).
     pub fn of(manifest: &Manifest) -> ImageLayout {
-        ImageLayout::of_pagemaps(manifest.files.iter().filter_map(|f| match &f.content {
-            FileContent::Inline(bytes) => Some((f.name.as_str(), bytes.as_slice())),
-            FileContent::Paged(_) => None,
-        }))
+        ImageLayout::of_pagemaps(inline_files(manifest))
     }
 
     /// The same from (file name, bytes) pairs; files that are not pagemaps are ignored.

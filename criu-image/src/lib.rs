@@ -13,12 +13,13 @@
 //!   checkpoint's manifest or from a dump on disk.
 //! - [`restore_set`]: the pages a restore reads first, computed from a dump not yet ingested.
 //!
-//! Decoding is pure (no I/O); only [`ImageLayout::of_dir`] reads a directory. Formats follow
+//! Decoding is pure (no I/O); only the `of_dir` constructors read a directory (`files.rs`). Formats follow
 //! CRIU 4.2's sources, cited in each module. The crate depends on `pagestore` for its plain
 //! types only (a manifest and its page ids, a locality position, the ingest's paging rule).
 
 pub mod address_space;
 mod error;
+mod files;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod layout;

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use pagestore::locality::PagePos;
 
+use crate::files::read_dir_files;
 use crate::layout::ImageLayout;
 use crate::names::is_pagemap;
 
@@ -20,21 +21,7 @@ impl ImageLayout {
     /// The pagemaps of an image directory on disk (unreadable ones are skipped: the
     /// restore set is an optimisation, never a reason to fail a swap-out).
     pub fn of_dir(dir: &Path) -> ImageLayout {
-        let mut pagemaps = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for entry in entries.flatten() {
-                let Ok(name) = entry.file_name().into_string() else {
-                    continue;
-                };
-                if !is_pagemap(&name) {
-                    continue;
-                }
-                match std::fs::read(entry.path()) {
-                    Ok(bytes) => pagemaps.push((name, bytes)),
-                    Err(e) => tracing::warn!(file = %name, error = %e, "skipping pagemap"),
-                }
-            }
-        }
+        let pagemaps = read_dir_files(dir, is_pagemap);
         ImageLayout::of_pagemaps(pagemaps.iter().map(|(n, b)| (n.as_str(), b.as_slice())))
     }
 

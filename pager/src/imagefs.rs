@@ -155,10 +155,11 @@ impl Filesystem for ImageFs {
         self.runtime.spawn(async move {
             let file = &manifest.files[index];
             let tally = reads.tally(phase);
-            match store
+            let read = store
                 .read_file_at_tallied(file, offset, size as usize, tally)
-                .await
-            {
+                .await;
+            reads.read_counted();
+            match read {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
                     warn!(file = %file.name, offset, size, error = %e, "read failed");

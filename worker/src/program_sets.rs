@@ -54,12 +54,14 @@ impl LentSet {
         if self.spaces.is_empty() || to.is_empty() {
             return BorrowedSet { set, moved };
         }
+        let to = self.spaces.move_to(to);
         for trace in &mut set.restores {
-            trace.pages.retain_mut(|page| {
-                match self.spaces.translate(to, &page.pagemap, page.vaddr) {
+            trace
+                .pages
+                .retain_mut(|page| match to.page(&page.pagemap, page.vaddr) {
                     Some((pagemap, vaddr)) => {
                         moved |= pagemap != page.pagemap || vaddr != page.vaddr;
-                        page.pagemap = pagemap;
+                        page.pagemap = pagemap.to_string();
                         page.vaddr = vaddr;
                         true
                     }
@@ -67,8 +69,7 @@ impl LentSet {
                         moved = true;
                         false
                     }
-                }
-            });
+                });
         }
         BorrowedSet { set, moved }
     }

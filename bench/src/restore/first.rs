@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use worker::protocol::Request;
 
 use super::lazy::{add_tenant, idle};
-use super::tally::{self, ColdMark, Sample, Tally};
+use super::tally::{ColdMark, Sample, Tally};
 use super::{first_answer, App, Mode, ModeResult, RestoreOptions, WorkerProc};
 use crate::Error;
 
@@ -130,7 +130,7 @@ async fn wake_fresh_tenant(
         .await?;
     let ms = first_answer(app, port, started)?;
     let answered = ColdMark::read(&worker.client).await?;
-    let fill_wait = tally::fill_wait(&worker.client, name).await?;
+    let fill_wait = worker.status(name).await?["last_fill_wait"].clone();
     // A request while the background copy still runs, and one after it (issue #17: the copy
     // yields to faults, so the first within 1.5x of the second). The first counts only when
     // the copy outlasted it.
@@ -164,11 +164,7 @@ fn timed_request(app: App, port: u16) -> Result<f64, Error> {
 
 /// Whether the tenant's restore is still copying pages in (`pages_pending`).
 async fn copy_pending(worker: &WorkerProc, name: &str) -> Result<bool, Error> {
-    let status = worker
-        .call(&Request::Status {
-            name: name.to_string(),
-        })
-        .await?;
+    let status = worker.status(name).await?;
     Ok(status["pages_pending"].as_bool().unwrap_or(false))
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use worker::protocol::Request;
 use worker::tenant::TenantSpec;
 
-use super::tally::{self, ColdMark, Sample, Tally};
+use super::tally::{ColdMark, Sample, Tally};
 use super::{first, first_answer, worker_toml, App, Mode, ModeResult, RestoreOptions, WorkerProc};
 use crate::net::free_port;
 use crate::Error;
@@ -155,7 +155,7 @@ async fn repeated_mode(
             .await?;
         let ms = first_answer(app, port, started)?;
         let after = ColdMark::read(&worker.client).await?;
-        let fill_wait = tally::fill_wait(&worker.client, &name).await?;
+        let fill_wait = worker.status(&name).await?["last_fill_wait"].clone();
         last_start = Some(before);
         if run > 0 {
             tally.add(&Sample {

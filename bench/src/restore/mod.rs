@@ -469,6 +469,14 @@ impl WorkerProc {
     pub async fn call(&self, request: &Request) -> Result<serde_json::Value, Error> {
         call(&self.client, request).await
     }
+
+    /// `pico tenant status NAME`.
+    pub async fn status(&self, name: &str) -> Result<serde_json::Value, Error> {
+        self.call(&Request::Status {
+            name: name.to_string(),
+        })
+        .await
+    }
 }
 
 impl Drop for WorkerProc {

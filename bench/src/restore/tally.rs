@@ -43,18 +43,6 @@ impl ColdMark {
     }
 }
 
-/// The tenant's `last_fill_wait` (see [`Sample::fill_wait`]); read after its first answer.
-pub(super) async fn fill_wait(client: &Client, name: &str) -> Result<serde_json::Value, Error> {
-    let status = call(
-        client,
-        &Request::Status {
-            name: name.to_string(),
-        },
-    )
-    .await?;
-    Ok(status["last_fill_wait"].clone())
-}
-
 /// One measured swap-in.
 #[derive(Debug)]
 pub(super) struct Sample {
