@@ -155,11 +155,10 @@ impl Filesystem for ImageFs {
         self.runtime.spawn(async move {
             let file = &manifest.files[index];
             let tally = reads.tally(phase);
-            let read = store
+            match store
                 .read_file_at_tallied(file, offset, size as usize, tally)
-                .await;
-            reads.read_counted();
-            match read {
+                .await
+            {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
                     warn!(file = %file.name, offset, size, error = %e, "read failed");

@@ -4,15 +4,12 @@
 //! the tenant runs, the tenant's page faults during the learning window, and the lazy-pages
 //! daemon's background copy after it. Each phase can be served from memory, the local disk or
 //! the cold tier; an operator asking why a restore was slow, or what it cost, needs that split.
-//! The worker moves the phase on; the FUSE thread reads it as each read arrives. A swap-in's
-//! fill waits on these tallies too (`cold_bytes_reach`): a held fill goes on once the tenant's
-//! faults have gone to the cold tier often enough.
+//! The worker moves the phase on; the FUSE thread reads it as each read arrives.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use pagestore::tally::{TierCounts, TierTally};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
 /// The phase of a lazy restore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,8 +28,6 @@ pub enum RestorePhase {
 pub struct MountReads {
     phase: AtomicU8,
     by_phase: [TierTally; 3],
-    /// Told each time a read that went past memory has been counted.
-    counted: Notify,
 }
 
 impl MountReads {
@@ -51,25 +46,6 @@ impl MountReads {
 
     pub fn tally(&self, phase: RestorePhase) -> &TierTally {
         &self.by_phase[phase as usize]
-    }
-
-    /// A read that went past memory (to the local or cold tier) has been counted.
-    pub fn read_counted(&self) {
-        self.counted.notify_waiters();
-    }
-
-    /// Waits until the reads of `phase` served from the cold tier reach `bytes`.
-    pub async fn cold_bytes_reach(&self, phase: RestorePhase, bytes: u64) {
-        loop {
-            let counted = self.counted.notified();
-            tokio::pin!(counted);
-            // Registered before the check: a read counted in between still wakes it.
-            counted.as_mut().enable();
-            if self.tally(phase).counts().cold_bytes >= bytes {
-                return;
-            }
-            counted.await;
-        }
     }
 
     pub fn report(&self) -> MountReadReport {
@@ -103,17 +79,5 @@ mod tests {
         assert_eq!(r.phase(), RestorePhase::Background);
         assert!(std::ptr::eq(r.tally(RestorePhase::Faults), &r.by_phase[1]));
         assert_eq!(r.report(), MountReadReport::default());
-    }
-
-    #[tokio::test]
-    async fn a_wait_for_cold_bytes_ends_only_when_they_are_reached() {
-        let r = MountReads::default();
-        r.cold_bytes_reach(RestorePhase::Faults, 0).await;
-        // Told of a read, but none came from the cold tier: still waiting.
-        let waiting = r.cold_bytes_reach(RestorePhase::Faults, 4096);
-        tokio::pin!(waiting);
-        r.read_counted();
-        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), waiting).await;
-        assert!(waited.is_err());
     }
 }

@@ -21,7 +21,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pager::reads::{MountReads, RestorePhase};
 use pagestore::locality::LocalitySource;
@@ -68,6 +68,9 @@ pub(super) struct Fill {
 /// held; 2 round trips without a set).
 const SET_MISSES: u64 = 2;
 
+/// How often a waiting fill looks at the faults.
+const MISS_POLL: Duration = Duration::from_millis(2);
+
 /// Resolves when `reads` (once sent) show [`SET_MISSES`] faults served from the cold tier;
 /// never, if they are not sent.
 async fn set_missed(reads: oneshot::Receiver<Arc<MountReads>>) {
@@ -75,7 +78,9 @@ async fn set_missed(reads: oneshot::Receiver<Arc<MountReads>>) {
         return std::future::pending().await;
     };
     let enough = SET_MISSES * pagestore::PAGE_SIZE as u64;
-    reads.cold_bytes_reach(RestorePhase::Faults, enough).await;
+    while reads.tally(RestorePhase::Faults).counts().cold_bytes < enough {
+        tokio::time::sleep(MISS_POLL).await;
+    }
 }
 
 /// Starts fetching the plan's restore set (from its locality pack when it has one), then the
