@@ -29,6 +29,8 @@ PACKAGES=(
   redis-server redis-tools nginx curl
   # CRIU needs iptables-save/ip6tables-restore for tenants in their own netns
   iptables iproute2
+  # dig, the DNS client the hub's tests ask
+  bind9-dnsutils
   # benchmark baselines
   b3sum lz4 zstd restic
   # headless browser for the HTML cost report test

@@ -1,17 +1,22 @@
 //! `pico.toml`: one typed section per part, unknown keys rejected, embedded defaults for all.
 //!
 //! The file only needs what differs from the defaults: `[hot]`, `[local]`, `[retention]`, `[gc]`,
-//! `[worker]` and `[prices]` keys are laid over the embedded defaults one by one; `[cold]` names a whole backend
+//! `[worker]`, `[hub]` and `[prices]` keys are laid over the embedded defaults one by one; `[cold]` names a whole backend
 //! (`kind = "dir"` or another kind) and replaces the default section. Every field is documented in
 //! docs/configuration.md.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use hub::HubConfig;
 use pagestore::accounting::Prices;
 use pagestore::config::StoreConfig;
 use serde::{Deserialize, Serialize};
 use worker::WorkerConfig;
+
+fn default_hub() -> HubConfig {
+    HubConfig::embedded(Path::new("/"))
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -19,19 +24,23 @@ pub struct PicoConfig {
     #[serde(flatten)]
     pub store: StoreConfig,
     pub worker: WorkerConfig,
+    /// The hub (`pico hub run`, `pico hub ls`).
+    #[serde(default = "default_hub")]
+    pub hub: HubConfig,
     /// Cold-tier prices for `pico report cost`.
     #[serde(default)]
     pub prices: Prices,
 }
 
 /// Sections merged key by key over their defaults; any other section replaces its default.
-const MERGED_SECTIONS: &[&str] = &["hot", "local", "retention", "gc", "worker", "prices"];
+const MERGED_SECTIONS: &[&str] = &["hot", "local", "retention", "gc", "worker", "hub", "prices"];
 
 impl PicoConfig {
     pub fn embedded(home: &Path) -> PicoConfig {
         PicoConfig {
             store: StoreConfig::embedded(home),
             worker: WorkerConfig::embedded(home),
+            hub: HubConfig::embedded(home),
             prices: Prices::default(),
         }
     }

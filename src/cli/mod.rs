@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and one module per command group.
 
 mod bench;
+mod hub;
 mod pager;
 mod report;
 mod store;
@@ -44,6 +45,9 @@ pub enum Command {
     /// The worker daemon that runs tenants.
     #[command(subcommand)]
     Worker(tenant::WorkerCommand),
+    /// The control plane of many workers: DNS names of tenants, workers' heartbeats.
+    #[command(subcommand)]
+    Hub(hub::HubCommand),
     /// Tenants on the local worker.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
@@ -65,9 +69,9 @@ pub struct Context {
 /// Daemons log their work at info; one-shot commands only warnings, so their output stays clean.
 pub fn init_tracing(verbose: u8, daemon: bool) {
     let default = match verbose {
-        0 if daemon => "warn,pagestore=info,pager=info,worker=info",
+        0 if daemon => "warn,pagestore=info,pager=info,worker=info,hub=info",
         0 => "warn",
-        1 => "info,pagestore=debug,pager=debug,worker=debug",
+        1 => "info,pagestore=debug,pager=debug,worker=debug,hub=debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -101,6 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::Pager(c) => pager::run(&ctx, c).await,
             Command::Worker(c) => tenant::run_worker(&ctx, c).await,
             Command::Tenant(c) => tenant::run(&ctx, c).await,
+            Command::Hub(c) => hub::run(&ctx, c).await,
             Command::Bench(c) => bench::run(&ctx, c).await,
             Command::Report(c) => report::run(&ctx, c).await,
         }
@@ -118,7 +123,9 @@ impl Args {
     pub fn is_daemon(&self) -> bool {
         matches!(
             self.command,
-            Command::Worker(_) | Command::Pager(pager::PagerCommand::Mount { .. })
+            Command::Worker(_)
+                | Command::Hub(hub::HubCommand::Run)
+                | Command::Pager(pager::PagerCommand::Mount { .. })
         )
     }
 }

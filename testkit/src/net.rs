@@ -94,6 +94,24 @@ pub fn curl(args: &[&str]) -> (u16, String) {
     (status.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// Runs `dig @127.0.0.1 -p PORT +norec ARGS...` (bind9-dnsutils, from deploy/setup.sh) and
+/// returns its whole output.
+pub fn dig(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "+norec",
+            "+time=5",
+            "+tries=1",
+        ])
+        .args(args)
+        .output()
+        .expect("dig (Debian bind9-dnsutils) must be installed: run deploy/setup.sh");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

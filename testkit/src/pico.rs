@@ -131,6 +131,41 @@ impl Pico {
         }
     }
 
+    /// Starts `pico hub run` on this home (its `[hub]` in `pico.toml`) and waits until its API
+    /// listens on `api_port`; its log goes on in `hub.log`. Stopped (SIGTERM) on drop.
+    pub fn start_hub(&self, api_port: u16) -> Hub<'_> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.join("hub.log"))
+            .unwrap();
+        let child = self
+            .command(&["hub", "run"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut hub = Hub {
+            pico: self,
+            child: Some(child),
+        };
+        let started = Instant::now();
+        while !crate::net::is_listening(api_port) {
+            assert!(
+                !hub.exited_within(Duration::ZERO) && started.elapsed() < Duration::from_secs(20),
+                "hub did not start: {}",
+                self.hub_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        hub
+    }
+
+    pub fn hub_log(&self) -> String {
+        std::fs::read_to_string(self.home.join("hub.log")).unwrap_or_default()
+    }
+
     /// The worker's Prometheus scrape (`GET /metrics` on its socket).
     pub fn metrics(&self) -> String {
         let socket = self.socket();
@@ -224,6 +259,44 @@ impl Drop for Worker<'_> {
                 }
             }
         }
+        self.stop();
+    }
+}
+
+/// A running hub, stopped (SIGTERM) on drop.
+pub struct Hub<'a> {
+    pub pico: &'a Pico,
+    child: Option<Child>,
+}
+
+impl Hub<'_> {
+    /// Waits up to `limit` for the hub to exit on its own; whether it did.
+    pub fn exited_within(&mut self, limit: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                None | Some(Ok(Some(_))) | Some(Err(_)) => {
+                    self.child = None;
+                    return true;
+                }
+                Some(Ok(None)) if started.elapsed() >= limit => return false,
+                Some(Ok(None)) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Stops the hub (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Hub<'_> {
+    fn drop(&mut self) {
         self.stop();
     }
 }

@@ -7,6 +7,7 @@ mod api;
 mod bench_density;
 mod bench_forward;
 mod dense_host;
+mod hub;
 mod ports;
 
 use std::time::Duration;

@@ -107,6 +107,10 @@ pub struct WorkerConfig {
     /// hold the cold tier's keys.
     #[serde(default)]
     pub hidden_from_tenants: Vec<PathBuf>,
+    /// The hub this worker reports to and takes its lease from (`[worker.hub]`); none: a
+    /// worker on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubLinkConfig>,
     /// The first host id given to tenants' user namespaces (`user_namespace = true`): each
     /// takes the next free range of 65536 ids from here (see `userns`). Keep the ranges apart
     /// from the host's users and from `/etc/subuid`'s (100000 + 65536 per user, usually).
@@ -123,6 +127,30 @@ pub enum OnStop {
     SwapOut,
     /// Leave them running; the next worker adopts them.
     LeaveRunning,
+}
+
+/// Where this worker's hub is and how it presents itself there (`[worker.hub]`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HubLinkConfig {
+    /// The hub's API (`HOST:PORT`, its `[hub] api_listen`).
+    pub addr: SocketAddr,
+    /// A file holding the bearer token of the hub's API.
+    pub token_file: PathBuf,
+    /// This worker's name at the hub (default: the host name); one per worker of a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The address clients reach this worker's tenants on, which the hub's DNS answers with
+    /// (default: `listen_addr`, which must then name one address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_addr: Option<std::net::IpAddr>,
+    /// How often the worker reports to the hub.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1000
 }
 
 fn default_listen_addr() -> std::net::IpAddr {
@@ -227,6 +255,7 @@ impl WorkerConfig {
             api_listen: None,
             api_token_file: None,
             hidden_from_tenants: vec![home.join("pico.toml")],
+            hub: None,
         }
     }
 
@@ -242,6 +271,7 @@ impl WorkerConfig {
             store.local.path.clone(),
         ];
         secrets.extend(self.api_token_file.clone());
+        secrets.extend(self.hub.as_ref().map(|hub| hub.token_file.clone()));
         secrets.extend(store.local.index_cache.clone());
         if let pagestore::config::ColdConfig::Dir { path } = &store.cold {
             secrets.push(path.clone());

@@ -54,6 +54,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     // The API last: once its socket answers, every tenant's port is served.
     let listeners = crate::api::Listeners::bind(&worker.config, api_token).await?;
     let supervisor = crate::supervisor::start(worker.clone());
+    let hub_link = crate::hub_link::start(&worker, listeners.tcp_addr())?;
     if worker.config.whole_restore_below_mib > 0 {
         let warming = worker.clone();
         tokio::task::spawn_blocking(move || warming.whole_staging.warm());
@@ -82,6 +83,9 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     };
     crate::api::serve(listeners, worker.clone(), stop).await;
     supervisor.abort();
+    if let Some(link) = hub_link {
+        link.abort();
+    }
     if reexec.load(std::sync::atomic::Ordering::SeqCst) {
         // The tenants keep running and their ports open: the next image adopts both.
         stop_serving(&worker).await;

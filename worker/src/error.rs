@@ -120,16 +120,17 @@ pub enum Error {
     )]
     RequestUnbuildable(#[source] axum::http::Error),
 
-    #[error("the HTTP exchange with the worker on {worker} failed: {source}")]
+    /// `peer`: "the worker on ADDR", "the hub on ADDR".
+    #[error("the HTTP exchange with {peer} failed: {source}")]
     Http {
-        worker: String,
+        peer: String,
         #[source]
         source: hyper::Error,
     },
 
-    #[error("the worker on {worker} answered something that is not JSON: {source}")]
+    #[error("{peer} answered something that is not JSON: {source}")]
     BadAnswer {
-        worker: String,
+        peer: String,
         #[source]
         source: serde_json::Error,
     },
@@ -156,6 +157,33 @@ pub enum Error {
     /// A request the worker carried out and that failed there; its message.
     #[error("worker: {0}")]
     Remote(String),
+
+    #[error("nothing answers on {addr} ({what}): {source}")]
+    PeerUnreachable {
+        addr: SocketAddr,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "[worker.hub] needs api_listen (and api_token_file): the hub wakes this worker's tenants \
+         through its TCP API"
+    )]
+    HubNeedsApi,
+
+    #[error(
+        "[worker.hub] needs public_addr: listen_addr is unspecified, so the hub would not know \
+         which address to give clients"
+    )]
+    HubNeedsPublicAddr,
+
+    #[error("this machine has no host name: set [worker.hub] name")]
+    HubNeedsName,
+
+    /// A request another API of the worker's kind (the hub's) failed; its message.
+    #[error("{peer}: {message}")]
+    RemotePeer { peer: String, message: String },
 
     #[error("tenant record {path} is not valid (fix or remove it): {source}")]
     BadTenantRecord {

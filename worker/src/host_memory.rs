@@ -46,7 +46,7 @@ pub(crate) fn fewer_arenas() {
 }
 
 /// A `kB` field of meminfo text, in bytes.
-fn meminfo_field(text: &str, field: &str) -> Option<u64> {
+pub(crate) fn meminfo_field(text: &str, field: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line[field.len()..]
         .split_whitespace()

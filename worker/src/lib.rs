@@ -29,6 +29,7 @@ mod error;
 mod handover;
 mod host;
 mod host_memory;
+pub mod hub_link;
 mod image_tmpfs;
 mod kdat;
 pub mod launch;
@@ -56,7 +57,7 @@ pub mod tenant_log;
 pub mod userns;
 mod whole_staging;
 
-pub use config::{ActiveSetInstall, WorkerConfig};
+pub use config::{ActiveSetInstall, HubLinkConfig, WorkerConfig};
 pub use daemon::run;
 pub use error::{Error, Result};
 pub use host::Worker;

@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::api::client::Client;
+pub use crate::api::auth::{require_token, ApiToken};
+pub use crate::api::client::{call_json, Client};
 
 /// One operation of the worker, with its arguments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! The bearer token of the API on TCP: every request there carries `Authorization: Bearer
 //! TOKEN`, or is answered 401. The unix socket asks for none: its mode (0600, root) is the check.
+//! The hub's API checks its token the same way.
 //!
 //! The token is the content of `api_token_file`, trimmed. It is compared in constant time (its
 //! length is not secret), and never logged.
@@ -20,7 +21,7 @@ use crate::error::{Error, Result};
 
 /// The token TCP requests must carry.
 #[derive(Clone)]
-pub(crate) struct ApiToken(Arc<str>);
+pub struct ApiToken(Arc<str>);
 
 impl std::fmt::Debug for ApiToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -30,7 +31,7 @@ impl std::fmt::Debug for ApiToken {
 
 impl ApiToken {
     /// The token in the file at `path`: its content, trimmed, which must not be empty.
-    pub(crate) fn load(path: &Path) -> Result<ApiToken> {
+    pub fn load(path: &Path) -> Result<ApiToken> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let token = text.trim();
         if token.is_empty() {
@@ -45,6 +46,11 @@ impl ApiToken {
             }
         }
         Ok(ApiToken(token.into()))
+    }
+
+    /// The token itself, to present to another API (never log it).
+    pub fn text(&self) -> &str {
+        &self.0
     }
 
     #[cfg(test)]
@@ -67,7 +73,7 @@ impl ApiToken {
 }
 
 /// Middleware: passes a request carrying the token on, answers any other 401.
-pub(crate) async fn require_token(
+pub async fn require_token(
     State(token): State<ApiToken>,
     request: Request,
     next: Next,
@@ -77,7 +83,7 @@ pub(crate) async fn require_token(
     }
     let mut response = Failure::new(
         StatusCode::UNAUTHORIZED,
-        "this API needs the header `Authorization: Bearer TOKEN` with the worker's api_token_file",
+        "this API needs the header `Authorization: Bearer TOKEN` (the content of its token file)",
     )
     .into_response();
     response

@@ -80,8 +80,8 @@ impl Client {
     /// Where the worker is, for errors.
     fn describe(&self) -> String {
         match &self.endpoint {
-            Endpoint::Unix(socket) => socket.display().to_string(),
-            Endpoint::Tcp { addr, .. } => addr.to_string(),
+            Endpoint::Unix(socket) => format!("the worker on {}", socket.display()),
+            Endpoint::Tcp { addr, .. } => format!("the worker on {addr}"),
         }
     }
 
@@ -95,10 +95,6 @@ impl Client {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let http_error = |source| Error::Http {
-            worker: self.describe(),
-            source,
-        };
         let method = match call.verb {
             Verb::Get => Method::GET,
             Verb::Post => Method::POST,
@@ -108,18 +104,49 @@ impl Client {
             Endpoint::Unix(_) => "localhost".to_string(),
             Endpoint::Tcp { addr, .. } => addr.to_string(),
         };
+        let exchange = Exchange {
+            method,
+            path_and_query: &call.path_and_query,
+            host: &host,
+            body: call.body,
+            token,
+        };
+        exchange.send(stream, &self.describe()).await
+    }
+}
+
+/// One HTTP/1.1 request with an optional JSON body, and its whole answer: what a [`Client`]
+/// sends a worker, and what a worker sends its hub ([`call_json`]).
+struct Exchange<'a> {
+    method: Method,
+    path_and_query: &'a str,
+    host: &'a str,
+    body: Option<Vec<u8>>,
+    token: Option<&'a str>,
+}
+
+impl Exchange<'_> {
+    /// Sends the request on `stream` to `peer` (named in errors) and reads the whole answer.
+    async fn send<S>(self, stream: S, peer: &str) -> Result<(StatusCode, Bytes)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let http_error = |source| Error::Http {
+            peer: peer.to_string(),
+            source,
+        };
         let mut builder = axum::http::Request::builder()
-            .method(method)
-            .uri(&call.path_and_query)
-            .header(HOST, host);
-        if call.body.is_some() {
+            .method(self.method)
+            .uri(self.path_and_query)
+            .header(HOST, self.host);
+        if self.body.is_some() {
             builder = builder.header(CONTENT_TYPE, "application/json");
         }
-        if let Some(token) = token {
+        if let Some(token) = self.token {
             builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = builder
-            .body(Full::new(Bytes::from(call.body.unwrap_or_default())))
+            .body(Full::new(Bytes::from(self.body.unwrap_or_default())))
             .map_err(Error::RequestUnbuildable)?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -142,6 +169,38 @@ impl Client {
     }
 }
 
+/// `method path` on the HTTP API of `what` (e.g. "the hub") at `addr`, with bearer `token` and
+/// an optional JSON `body`: the answer's JSON, or the peer's `{"error"}` message as
+/// [`Error::RemotePeer`]. The same HTTP as a worker's API, for APIs of its kind that are not a
+/// worker's.
+pub async fn call_json(
+    what: &'static str,
+    addr: SocketAddr,
+    token: &str,
+    method: Method,
+    path_and_query: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| Error::PeerUnreachable { addr, what, source })?;
+    let _ = stream.set_nodelay(true);
+    let host = addr.to_string();
+    let peer = format!("{what} on {addr}");
+    let exchange = Exchange {
+        method,
+        path_and_query,
+        host: &host,
+        body: body.map(|b| b.to_string().into_bytes()),
+        token: Some(token),
+    };
+    let (status, answer) = exchange.send(stream, &peer).await?;
+    answer_of(status, &answer, &peer).map_err(|e| match e {
+        Error::Remote(message) => Error::RemotePeer { peer, message },
+        e => e,
+    })
+}
+
 /// The result an answer carries: its JSON on success, the worker's message as
 /// [`Error::Remote`] otherwise.
 fn answer_of(status: StatusCode, body: &[u8], worker: &str) -> Result<serde_json::Value> {
@@ -150,7 +209,7 @@ fn answer_of(status: StatusCode, body: &[u8], worker: &str) -> Result<serde_json
             return Ok(serde_json::Value::Null);
         }
         return serde_json::from_slice(body).map_err(|source| Error::BadAnswer {
-            worker: worker.to_string(),
+            peer: worker.to_string(),
             source,
         });
     }

@@ -74,6 +74,11 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         | Error::AnswerUnencodable(_)
         | Error::RequestUnencodable(_)
         | Error::WorkerUnreachable { .. }
+        | Error::PeerUnreachable { .. }
+        | Error::RemotePeer { .. }
+        | Error::HubNeedsApi
+        | Error::HubNeedsPublicAddr
+        | Error::HubNeedsName
         | Error::RequestUnbuildable(_)
         | Error::Http { .. }
         | Error::BadAnswer { .. }

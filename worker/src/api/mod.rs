@@ -8,7 +8,7 @@
 //!
 //! The routes are in docs/api.md.
 
-mod auth;
+pub(crate) mod auth;
 pub(crate) mod client;
 mod failure;
 mod listen;

@@ -1,0 +1,59 @@
+//! The hub's HTTP API (bearer token on every request, as a worker's TCP API): workers report to
+//! it (`POST /v1/heartbeat`, answered with their lease), and `pico hub ls` reads what it knows
+//! (`GET /v1/workers`, `GET /v1/tenants`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::routing::{self, post};
+use axum::{Json, Router};
+use worker::hub_link::{Heartbeat, Lease};
+use worker::protocol::{call_json, require_token, ApiToken};
+
+use crate::config::HubConfig;
+use crate::error::{HubError, Result};
+use crate::hub::Hub;
+use crate::registry::{TenantView, WorkerView};
+
+/// The API's routes over `hub`, each request checked against `token`.
+pub fn router(hub: Arc<Hub>, token: ApiToken) -> Router {
+    Router::new()
+        .route("/v1/heartbeat", post(heartbeat))
+        .route("/v1/workers", routing::get(workers))
+        .route("/v1/tenants", routing::get(tenants))
+        .layer(axum::middleware::from_fn_with_state(token, require_token))
+        .with_state(hub)
+}
+
+async fn heartbeat(State(hub): State<Arc<Hub>>, Json(beat): Json<Heartbeat>) -> Json<Lease> {
+    hub.registry().heartbeat(&beat, Instant::now());
+    Json(Lease {
+        lease_ms: hub.config.lease_ms,
+    })
+}
+
+async fn workers(State(hub): State<Arc<Hub>>) -> Json<Vec<WorkerView>> {
+    Json(hub.registry().workers(Instant::now()))
+}
+
+async fn tenants(State(hub): State<Arc<Hub>>) -> Json<Vec<TenantView>> {
+    Json(hub.registry().tenants(Instant::now()))
+}
+
+/// `GET path` of the hub's API that `config` describes, with its token (what `pico hub ls`
+/// reads).
+pub async fn get(config: &HubConfig, path: &str) -> Result<serde_json::Value> {
+    let token_file = config.token_file.as_ref().ok_or(HubError::TokenMissing)?;
+    let token = ApiToken::load(token_file)?;
+    let answer = call_json(
+        "the hub",
+        config.api_listen,
+        token.text(),
+        axum::http::Method::GET,
+        path,
+        None,
+    )
+    .await?;
+    Ok(answer)
+}

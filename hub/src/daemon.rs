@@ -1,0 +1,158 @@
+//! `pico hub run`: loads the hub's record from the cold tier, answers DNS for the zone and
+//! serves the API workers report to, keeps the record durable as it changes, and says when a
+//! worker falls silent, until SIGINT or SIGTERM.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pagestore::cold::ColdTier;
+use pagestore::config::ColdConfig;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use worker::protocol::ApiToken;
+
+use crate::config::HubConfig;
+use crate::dns::Zone;
+use crate::durable::DurableState;
+use crate::error::{HubError, Result};
+use crate::hub::Hub;
+use crate::registry::Registry;
+use crate::wake::HubNames;
+
+/// How often the record is saved when it changed, and silent workers looked for.
+const HOUSEKEEPING: Duration = Duration::from_millis(500);
+
+/// Runs the hub until SIGINT or SIGTERM, its state in `cold`.
+pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
+    check(&config)?;
+    let token_file = config.token_file.as_ref().ok_or(HubError::TokenMissing)?;
+    let token = ApiToken::load(token_file)?;
+    let worker_token = match &config.worker_token_file {
+        Some(path) => ApiToken::load(path)?.text().to_string(),
+        None => token.text().to_string(),
+    };
+    let (durable, record) = DurableState::load(ColdTier::open(cold)?).await?;
+    info!(
+        workers = record.workers.len(),
+        tenants = record.tenants.len(),
+        cold = %describe(cold),
+        "hub state loaded"
+    );
+    let dead_after = Duration::from_millis(config.dead_after_ms);
+    let registry = Registry::from_record(record, dead_after, Instant::now());
+    let hub = Arc::new(Hub::new(config.clone(), registry, worker_token));
+
+    let (udp, tcp) = crate::dns::bind(config.dns_listen)
+        .await
+        .map_err(|source| HubError::Listen {
+            what: "DNS",
+            addr: config.dns_listen,
+            source,
+        })?;
+    let api = TcpListener::bind(config.api_listen)
+        .await
+        .map_err(|source| HubError::Listen {
+            what: "the hub's API",
+            addr: config.api_listen,
+            source,
+        })?;
+    let zone = Zone {
+        ttl_s: config.ttl_s,
+        ..Zone::new(&config.zone, config.ns_addr())
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let dns = {
+        let names = Arc::new(HubNames(hub.clone()));
+        let mut stop = stop_rx.clone();
+        tokio::spawn(crate::dns::serve(zone, names, udp, tcp, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    };
+    let durable = Arc::new(tokio::sync::Mutex::new(durable));
+    let housekeeping = tokio::spawn(housekeep(hub.clone(), durable.clone()));
+    info!(dns = %config.dns_listen, api = %config.api_listen, zone = %config.zone, "hub ready");
+    let router = crate::api::router(hub.clone(), token);
+    let mut stop = stop_rx;
+    axum::serve(api, router)
+        .with_graceful_shutdown(async move {
+            wait_for_stop().await;
+            let _ = stop_tx.send(true);
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(|source| HubError::Listen {
+            what: "the hub's API",
+            addr: config.api_listen,
+            source,
+        })?;
+    match dns.await {
+        Ok(Err(e)) => warn!(error = %e, "DNS ended with an error"),
+        Err(e) => warn!(error = %e, "DNS task failed"),
+        Ok(Ok(())) => {}
+    }
+    // The last changes, saved before the hub exits.
+    housekeeping.abort();
+    let _ = housekeeping.await;
+    let record = hub.registry().take_record();
+    if let Some(record) = record {
+        durable.lock().await.save(&record).await?;
+    }
+    info!("hub stopped");
+    Ok(())
+}
+
+/// The configuration's rules that serde cannot check.
+fn check(config: &HubConfig) -> Result<()> {
+    if config.lease_ms >= config.dead_after_ms {
+        return Err(HubError::LeaseTooLong {
+            lease_ms: config.lease_ms,
+            dead_after_ms: config.dead_after_ms,
+        });
+    }
+    Ok(())
+}
+
+fn describe(cold: &ColdConfig) -> String {
+    match cold {
+        ColdConfig::Dir { path } => path.display().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Saves the record when it changed (retrying a failed save at the next pass), and logs the
+/// workers that fell silent or came back.
+async fn housekeep(hub: Arc<Hub>, durable: Arc<tokio::sync::Mutex<DurableState>>) {
+    let mut ticks = tokio::time::interval(HOUSEKEEPING);
+    let mut alive = BTreeSet::new();
+    loop {
+        ticks.tick().await;
+        let record = hub.registry().take_record();
+        if let Some(record) = record {
+            if let Err(e) = durable.lock().await.save(&record).await {
+                warn!(error = %e, "could not save the hub's state; retrying");
+                hub.registry().unsaved();
+            }
+        }
+        let workers = hub.registry().workers(Instant::now());
+        for w in workers {
+            if w.alive {
+                alive.insert(w.name);
+            } else if alive.remove(&w.name) {
+                warn!(worker = %w.name, silent_ms = w.last_seen_ms, tenants = w.tenants, "worker is dead (no heartbeat)");
+            }
+        }
+    }
+}
+
+async fn wait_for_stop() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,95 @@
+//! `pico hub run` and `pico hub ls`: the hub daemon and what it knows of the cluster.
+
+use std::process::ExitCode;
+
+use clap::{Subcommand, ValueEnum};
+use hub::registry::{TenantView, WorkerView};
+
+use super::{print_json, Context};
+
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// Runs the hub in the foreground until SIGINT/SIGTERM: DNS for the zone, the API workers
+    /// report to (`[hub]` of pico.toml), its state in the cold tier (`[cold]`).
+    Run,
+    /// What the hub knows: its workers, or its tenants with where each is placed and why.
+    Ls {
+        #[arg(value_enum)]
+        what: HubList,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum HubList {
+    Workers,
+    Tenants,
+}
+
+pub async fn run(ctx: &Context, cmd: HubCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        HubCommand::Run => {
+            hub::daemon::run(ctx.config.hub.clone(), &ctx.config.store.cold).await?;
+        }
+        HubCommand::Ls { what } => ls(ctx, what).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ls(ctx: &Context, what: HubList) -> anyhow::Result<()> {
+    let path = match what {
+        HubList::Workers => "/v1/workers",
+        HubList::Tenants => "/v1/tenants",
+    };
+    let answer = hub::api::get(&ctx.config.hub, path).await?;
+    if ctx.json {
+        return print_json(&answer);
+    }
+    match what {
+        HubList::Workers => print_workers(&serde_json::from_value::<Vec<WorkerView>>(answer)?),
+        HubList::Tenants => print_tenants(&serde_json::from_value::<Vec<TenantView>>(answer)?),
+    }
+    Ok(())
+}
+
+fn print_workers(workers: &[WorkerView]) {
+    println!(
+        "{:<16} {:<6} {:<22} {:<16} {:>8} {:>10} {:>6} {:>8}",
+        "WORKER", "ALIVE", "API", "PUBLIC", "TENANTS", "FREE MiB", "LOAD", "SEEN ms"
+    );
+    for w in workers {
+        println!(
+            "{:<16} {:<6} {:<22} {:<16} {:>8} {:>10} {:>6.2} {:>8}",
+            w.name,
+            if w.alive { "yes" } else { "dead" },
+            w.api.to_string(),
+            w.public_addr.to_string(),
+            w.tenants,
+            w.memory_available_bytes >> 20,
+            w.load,
+            w.last_seen_ms
+        );
+    }
+}
+
+fn print_tenants(tenants: &[TenantView]) {
+    println!(
+        "{:<16} {:<16} {:<22} {:<13} {:>4}  PLACED BECAUSE",
+        "TENANT", "WORKER", "ADDRESS", "STATE", "GEN"
+    );
+    for t in tenants {
+        let worker = if t.worker_alive {
+            t.worker.clone()
+        } else {
+            format!("{} (dead)", t.worker)
+        };
+        println!(
+            "{:<16} {:<16} {:<22} {:<13} {:>4}  {}",
+            t.name,
+            worker,
+            format!("{}:{}", t.address, t.port),
+            t.state.map_or("-".to_string(), |s| s.to_string()),
+            t.generation.map_or("-".to_string(), |g| g.to_string()),
+            t.placed_because
+        );
+    }
+}

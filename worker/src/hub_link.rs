@@ -1,0 +1,265 @@
+//! The worker's side of a cluster (`[worker.hub]`): every `heartbeat_ms` it tells the hub who it
+//! is (its name, its API, the address its tenants are reached on), what room it has (memory,
+//! load) and what it hosts (each tenant's state, port, generation, memory), and takes the lease
+//! the hub answers with. The hub names tenants in DNS, wakes them and places them by these
+//! reports. The types here are the wire format of both sides (`POST /v1/heartbeat` of the hub).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::api::auth::ApiToken;
+use crate::config::HubLinkConfig;
+use crate::error::{Error, Result};
+use crate::host::Worker;
+use crate::tenant::TenantState;
+
+/// What a worker reports to its hub.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Its name in the cluster.
+    pub worker: String,
+    /// Its TCP API (`api_listen`), through which the hub wakes its tenants.
+    pub api: SocketAddr,
+    /// Where clients reach its tenants' ports.
+    pub public_addr: IpAddr,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    /// Load average over the last minute, per core.
+    pub load: f64,
+    pub tenants: Vec<HostedTenant>,
+}
+
+/// One tenant a worker hosts, as its heartbeat reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostedTenant {
+    pub name: String,
+    pub port: u16,
+    /// `None` while a swap of it is under way (its record is held): the hub keeps what it knew.
+    pub state: Option<TenantState>,
+    /// Its newest committed checkpoint's generation.
+    pub generation: Option<u64>,
+    /// Its memory in use (running) or at its last swap-out (asleep).
+    pub rss_bytes: Option<u64>,
+}
+
+/// The hub's answer to a heartbeat: the worker may run its tenants for this long from when it
+/// sent the heartbeat, unless a later one is answered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub lease_ms: u64,
+}
+
+/// Where this worker reports: the hub's address and token, and what it calls itself there.
+struct Link {
+    hub: SocketAddr,
+    token: String,
+    name: String,
+    api: SocketAddr,
+    public_addr: IpAddr,
+    every: Duration,
+}
+
+impl Link {
+    /// The link `config` describes, for a worker whose TCP API is `api`. Fails when the hub could
+    /// not reach the worker (no TCP API) or answer with its address (no public address).
+    fn new(config: &HubLinkConfig, api: Option<SocketAddr>, listen: IpAddr) -> Result<Link> {
+        let api = api.ok_or(Error::HubNeedsApi)?;
+        let public_addr = config.public_addr.unwrap_or(listen);
+        if public_addr.is_unspecified() {
+            return Err(Error::HubNeedsPublicAddr);
+        }
+        let token = ApiToken::load(&config.token_file)?.text().to_string();
+        let name = match &config.name {
+            Some(name) => name.clone(),
+            None => host_name()?,
+        };
+        Ok(Link {
+            hub: config.addr,
+            token,
+            name,
+            api,
+            public_addr,
+            every: Duration::from_millis(config.heartbeat_ms.max(50)),
+        })
+    }
+}
+
+/// Starts reporting to the hub, if one is configured; checks the configuration first.
+pub(crate) fn start(
+    worker: &Arc<Worker>,
+    api: Option<SocketAddr>,
+) -> Result<Option<JoinHandle<()>>> {
+    let Some(config) = &worker.config.hub else {
+        return Ok(None);
+    };
+    let link = Link::new(config, api, worker.config.listen_addr)?;
+    info!(hub = %link.hub, worker = %link.name, public_addr = %link.public_addr, "reporting to the hub");
+    let worker = worker.clone();
+    Ok(Some(tokio::spawn(
+        async move { report(&worker, link).await },
+    )))
+}
+
+/// Sends a heartbeat every `link.every`, saying once when the hub stops answering and once when
+/// it answers again.
+async fn report(worker: &Arc<Worker>, link: Link) {
+    let mut ticks = tokio::time::interval(link.every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reachable = true;
+    loop {
+        ticks.tick().await;
+        let beat = heartbeat(worker, &link);
+        match send(&link, &beat).await {
+            Ok(_lease) => {
+                if !reachable {
+                    info!(hub = %link.hub, "the hub answers again");
+                }
+                reachable = true;
+            }
+            Err(e) => {
+                if reachable {
+                    warn!(hub = %link.hub, error = %e, "the hub does not answer; retrying every heartbeat");
+                }
+                reachable = false;
+            }
+        }
+    }
+}
+
+async fn send(link: &Link, beat: &Heartbeat) -> Result<Lease> {
+    let body = serde_json::to_value(beat).map_err(Error::RequestUnencodable)?;
+    let answer = crate::api::client::call_json(
+        "the hub",
+        link.hub,
+        &link.token,
+        axum::http::Method::POST,
+        "/v1/heartbeat",
+        Some(&body),
+    )
+    .await?;
+    serde_json::from_value(answer).map_err(|source| Error::BadAnswer {
+        peer: format!("the hub on {}", link.hub),
+        source,
+    })
+}
+
+/// This worker's report now. Never waits: a tenant whose record a flow holds is reported
+/// without a state.
+fn heartbeat(worker: &Worker, link: &Link) -> Heartbeat {
+    let tenants = worker
+        .tenants
+        .slots()
+        .into_iter()
+        .map(|slot| {
+            let info = slot
+                .runtime
+                .try_lock()
+                .ok()
+                .map(|rt| (rt.info.state, rt.info.generation, rt.info.rss_bytes));
+            HostedTenant {
+                name: slot.name.clone(),
+                port: slot.port,
+                state: info.map(|i| i.0),
+                generation: info.and_then(|i| i.1),
+                rss_bytes: info.and_then(|i| i.2),
+            }
+        })
+        .collect();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name| crate::host_memory::meminfo_field(&meminfo, name).unwrap_or(0);
+    Heartbeat {
+        worker: link.name.clone(),
+        api: link.api,
+        public_addr: link.public_addr,
+        memory_total_bytes: field("MemTotal:"),
+        memory_available_bytes: field("MemAvailable:"),
+        load: load_per_core(),
+        tenants,
+    }
+}
+
+/// The 1-minute load average of `/proc/loadavg` over the cores (0 if unreadable).
+fn load_per_core() -> f64 {
+    let one_minute = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    one_minute / cores as f64
+}
+
+/// The machine's host name.
+fn host_name() -> Result<String> {
+    const PATH: &str = "/proc/sys/kernel/hostname";
+    let name = std::fs::read_to_string(PATH).map_err(|e| Error::io(PATH, e))?;
+    match name.trim() {
+        "" => Err(Error::HubNeedsName),
+        name => Ok(name.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(public_addr: Option<IpAddr>) -> (tempfile::TempDir, HubLinkConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "s3cret\n").unwrap();
+        let config = HubLinkConfig {
+            addr: "127.0.0.1:7071".parse().unwrap(),
+            token_file,
+            name: Some("w1".into()),
+            public_addr,
+            heartbeat_ms: 1000,
+        };
+        (dir, config)
+    }
+
+    #[test]
+    fn a_link_needs_the_tcp_api_and_an_address_clients_reach() {
+        let api = Some("127.0.0.1:7070".parse().unwrap());
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        let (_dir, c) = config(None);
+        assert!(matches!(Link::new(&c, None, any), Err(Error::HubNeedsApi)));
+        assert!(matches!(
+            Link::new(&c, api, any),
+            Err(Error::HubNeedsPublicAddr)
+        ));
+        let link = Link::new(&c, api, "127.0.0.2".parse().unwrap()).unwrap();
+        assert_eq!(
+            (link.public_addr, link.token.as_str(), link.name.as_str()),
+            ("127.0.0.2".parse().unwrap(), "s3cret", "w1")
+        );
+        let (_dir, c) = config(Some("10.0.0.5".parse().unwrap()));
+        let link = Link::new(&c, api, any).unwrap();
+        assert_eq!(link.public_addr, "10.0.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_heartbeat_reads_back_as_sent() {
+        let beat = Heartbeat {
+            worker: "w1".into(),
+            api: "127.0.0.1:7070".parse().unwrap(),
+            public_addr: "127.0.0.1".parse().unwrap(),
+            memory_total_bytes: 8 << 30,
+            memory_available_bytes: 4 << 30,
+            load: 0.25,
+            tenants: vec![HostedTenant {
+                name: "web".into(),
+                port: 8080,
+                state: Some(TenantState::SwappedOut),
+                generation: Some(3),
+                rss_bytes: Some(20 << 20),
+            }],
+        };
+        let text = serde_json::to_string(&beat).unwrap();
+        assert!(text.contains(r#""state":"swapped-out""#), "{text}");
+        assert_eq!(serde_json::from_str::<Heartbeat>(&text).unwrap(), beat);
+    }
+}
