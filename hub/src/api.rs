@@ -27,9 +27,10 @@ pub fn router(hub: Arc<Hub>, token: ApiToken) -> Router {
 }
 
 async fn heartbeat(State(hub): State<Arc<Hub>>, Json(beat): Json<Heartbeat>) -> Json<Lease> {
-    hub.registry().heartbeat(&beat, Instant::now());
+    let release = hub.registry().heartbeat(&beat, Instant::now());
     Json(Lease {
         lease_ms: hub.config.lease_ms,
+        release,
     })
 }
 

@@ -124,6 +124,7 @@ mod tests {
             TenantRecord {
                 worker: "w1".into(),
                 port: 8080,
+                checkpoint: Some(format!("web-{generation}")),
                 generation: Some(generation),
                 placed_because: "added on worker w1".into(),
             },

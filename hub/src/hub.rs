@@ -17,6 +17,8 @@ pub struct Hub {
     /// Wake-ups asked of workers and not finished, by tenant: each receiver turns `true` when
     /// its swap-in has ended (well or not).
     pub(crate) wakes: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// Held while a tenant is placed on another worker: one placement at a time.
+    pub(crate) placing: tokio::sync::Mutex<()>,
 }
 
 impl Hub {
@@ -26,6 +28,7 @@ impl Hub {
             registry: Mutex::new(registry),
             worker_token,
             wakes: Mutex::new(HashMap::new()),
+            placing: tokio::sync::Mutex::new(()),
         }
     }
 

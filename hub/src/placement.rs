@@ -29,6 +29,23 @@ pub fn choose(candidates: &[Candidate], tenant_bytes: u64) -> Option<&Candidate>
         })
 }
 
+/// Why `chosen` won among `among` candidates, for the logs and `pico hub ls tenants`.
+pub fn reason(chosen: &Candidate, among: usize) -> String {
+    if chosen.resident_bytes > 0 {
+        format!(
+            "{} holds {} MiB of its pages locally (best of {among} workers)",
+            chosen.worker,
+            chosen.resident_bytes >> 20
+        )
+    } else {
+        format!(
+            "{} has the most free memory ({} MiB) of {among} workers holding none of its pages",
+            chosen.worker,
+            chosen.free_bytes >> 20
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

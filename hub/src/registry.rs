@@ -35,7 +35,10 @@ pub struct WorkerRecord {
 pub struct TenantRecord {
     pub worker: String,
     pub port: u16,
-    /// Its newest generation the hub has seen committed.
+    /// Its newest checkpoint the hub has seen committed, and its generation: what another
+    /// worker restores if its own dies.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
     pub generation: Option<u64>,
     /// Why it is on that worker (the placement decision, or how the hub learnt of it).
     pub placed_because: String,
@@ -86,6 +89,7 @@ pub struct TenantView {
     pub address: IpAddr,
     pub port: u16,
     pub state: Option<TenantState>,
+    pub checkpoint: Option<String>,
     pub generation: Option<u64>,
     pub rss_bytes: Option<u64>,
     pub placed_because: String,
@@ -148,8 +152,9 @@ impl Registry {
         }
     }
 
-    /// Takes in a worker's heartbeat received at `now`.
-    pub fn heartbeat(&mut self, beat: &Heartbeat, now: Instant) {
+    /// Takes in a worker's heartbeat received at `now`; the tenants it reported that live on
+    /// another worker now, which it must give up.
+    pub fn heartbeat(&mut self, beat: &Heartbeat, now: Instant) -> Vec<String> {
         let record = WorkerRecord {
             api: beat.api,
             public_addr: beat.public_addr,
@@ -185,17 +190,22 @@ impl Registry {
                 self.changed = true;
             }
         }
-        for hosted in &beat.tenants {
-            self.hosted(&beat.worker, hosted, now);
-        }
+        let release = beat
+            .tenants
+            .iter()
+            .filter(|hosted| !self.hosted(&beat.worker, hosted, now))
+            .map(|hosted| hosted.name.clone())
+            .collect();
         self.forget_unreported(beat);
+        release
     }
 
-    /// One tenant a worker says it hosts.
-    fn hosted(&mut self, worker: &str, hosted: &HostedTenant, now: Instant) {
+    /// One tenant a worker says it hosts; false if it is another worker's (that worker is
+    /// alive and has it), which the reporting one must give up.
+    fn hosted(&mut self, worker: &str, hosted: &HostedTenant, now: Instant) -> bool {
         if let Some(holder) = self.port_holder(hosted.port, &hosted.name) {
             warn!(tenant = %hosted.name, port = hosted.port, holder = %holder, worker, "port already held by another tenant of the cluster: not registered");
-            return;
+            return true;
         }
         let alive = |name: &str| {
             self.workers
@@ -204,8 +214,8 @@ impl Registry {
         };
         match self.tenants.get(&hosted.name) {
             Some(known) if known.record.worker != worker && alive(&known.record.worker) => {
-                warn!(tenant = %hosted.name, worker, on = %known.record.worker, "tenant reported by a second worker while its own is alive: ignored");
-                return;
+                warn!(tenant = %hosted.name, worker, on = %known.record.worker, "tenant reported by a worker while it lives on another: released there");
+                return false;
             }
             _ => {}
         }
@@ -218,6 +228,7 @@ impl Registry {
                     record: TenantRecord {
                         worker: worker.to_string(),
                         port: hosted.port,
+                        checkpoint: hosted.checkpoint.clone(),
                         generation: hosted.generation,
                         placed_because: format!("added on worker {worker}"),
                     },
@@ -225,10 +236,16 @@ impl Registry {
                     rss_bytes: None,
                 }
             });
+        // A busy tenant is reported without its checkpoint: the last known one stays.
+        let (checkpoint, generation) = match &hosted.checkpoint {
+            Some(c) => (Some(c.clone()), hosted.generation),
+            None => (entry.record.checkpoint.clone(), entry.record.generation),
+        };
         let record = TenantRecord {
             worker: worker.to_string(),
             port: hosted.port,
-            generation: hosted.generation.or(entry.record.generation),
+            checkpoint,
+            generation,
             placed_because: if entry.record.worker == worker {
                 entry.record.placed_because.clone()
             } else {
@@ -246,6 +263,7 @@ impl Registry {
             entry.state = hosted.state;
         }
         entry.rss_bytes = hosted.rss_bytes.or(entry.rss_bytes);
+        true
     }
 
     /// Tenants recorded on `beat`'s worker that it no longer reports: removed there.
@@ -290,6 +308,23 @@ impl Registry {
         })
     }
 
+    /// Records that tenant `name` now lives on `worker` (adopted there, asleep), and why.
+    pub fn moved(&mut self, name: &str, worker: &str, because: String) {
+        if let Some(t) = self.tenants.get_mut(name) {
+            info!(tenant = name, from = %t.record.worker, to = worker, because = %because, "tenant placed");
+            t.record.worker = worker.to_string();
+            t.record.placed_because = because;
+            t.state = Some(TenantState::SwappedOut);
+            self.changed = true;
+        }
+    }
+
+    /// What placing tenant `name` elsewhere needs: its checkpoint and its memory when it last ran.
+    pub fn placement_of(&self, name: &str) -> Option<(Option<String>, u64)> {
+        let t = self.tenants.get(name)?;
+        Some((t.record.checkpoint.clone(), t.rss_bytes.unwrap_or(0)))
+    }
+
     /// Records that the hub asked `name`'s worker to wake it: until a heartbeat says otherwise
     /// it counts as waking, so that further queries do not ask again.
     pub fn waking(&mut self, name: &str) {
@@ -331,6 +366,7 @@ impl Registry {
                     address: worker.record.public_addr,
                     port: t.record.port,
                     state: t.state,
+                    checkpoint: t.record.checkpoint.clone(),
                     generation: t.record.generation,
                     rss_bytes: t.rss_bytes,
                     placed_because: t.record.placed_because.clone(),
@@ -375,6 +411,7 @@ mod tests {
             name: name.into(),
             port,
             state: Some(state),
+            checkpoint: Some(format!("{name}-1")),
             generation: Some(1),
             rss_bytes: Some(1 << 20),
         }
@@ -467,6 +504,35 @@ mod tests {
         let w = r.whereabouts("web", later).unwrap();
         assert_eq!((w.worker.as_str(), w.worker_alive), ("w2", true));
         assert!(r.tenants(later)[0].placed_because.contains("w1 was dead"));
+    }
+
+    #[test]
+    fn a_tenant_placed_elsewhere_is_released_by_its_old_worker_when_it_returns() {
+        let t0 = Instant::now();
+        let mut r = Registry::from_record(HubRecord::default(), DEAD, t0);
+        r.heartbeat(
+            &beat("w1", vec![hosted("web", 8080, TenantState::SwappedOut)]),
+            t0,
+        );
+        r.heartbeat(&beat("w2", vec![]), t0 + DEAD);
+        assert_eq!(r.placement_of("web"), Some((Some("web-1".into()), 1 << 20)));
+        r.moved("web", "w2", "its worker w1 was dead".into());
+        let w = r.whereabouts("web", t0 + DEAD).unwrap();
+        assert_eq!(
+            (w.worker.as_str(), w.state),
+            ("w2", Some(TenantState::SwappedOut))
+        );
+        let back = t0 + DEAD + Duration::from_secs(1);
+        r.heartbeat(
+            &beat("w2", vec![hosted("web", 8080, TenantState::Running)]),
+            back,
+        );
+        let release = r.heartbeat(
+            &beat("w1", vec![hosted("web", 8080, TenantState::Running)]),
+            back,
+        );
+        assert_eq!(release, ["web"]);
+        assert_eq!(r.whereabouts("web", back).unwrap().worker, "w2");
     }
 
     #[test]

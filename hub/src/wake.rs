@@ -3,6 +3,10 @@
 //! worker to wake it (once, however many queries arrive meanwhile) and is answered once the
 //! tenant runs, or after `wake_wait_ms` anyway: the worker holds the client's connection until
 //! the tenant answers.
+//!
+//! A tenant whose worker is dead is placed on a live one first (failover): the chosen worker
+//! adopts it from the newest checkpoint the hub recorded, in the shared cold tier, and wakes it
+//! like any other. What it did since that checkpoint is lost with its worker.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +18,7 @@ use worker::tenant::TenantState;
 
 use crate::dns::{Names, Resolution};
 use crate::hub::{lock, Hub};
+use crate::placement::{self, Candidate};
 use crate::registry::Whereabouts;
 
 /// The zone's names as the hub resolves them.
@@ -22,12 +27,17 @@ pub struct HubNames(pub Arc<Hub>);
 impl Names for HubNames {
     async fn resolve(&self, label: &str) -> Resolution {
         let hub = &self.0;
-        let Some(place) = hub.registry().whereabouts(label, Instant::now()) else {
+        let Some(mut place) = hub.registry().whereabouts(label, Instant::now()) else {
             return Resolution::Unknown;
         };
         if !place.worker_alive {
-            warn!(tenant = label, worker = %place.worker, "its worker is silent; answered with its address (failover to another worker is not built yet)");
-            return Resolution::Address(place.address);
+            match place_elsewhere(hub, label).await {
+                Ok(moved) => place = moved,
+                Err(why) => {
+                    warn!(tenant = label, worker = %place.worker, why = %why, "its worker is dead and it could not be placed elsewhere");
+                    return Resolution::Address(place.address);
+                }
+            }
         }
         if matches!(
             place.state,
@@ -47,6 +57,59 @@ impl Names for HubNames {
         }
         Resolution::Address(place.address)
     }
+}
+
+/// Places tenant `name`, whose worker is dead, on the live worker the placement rule picks,
+/// which adopts it from its newest recorded checkpoint; where it is then. One placement at a
+/// time: a query that waited finds the tenant placed by the one before.
+async fn place_elsewhere(hub: &Arc<Hub>, name: &str) -> Result<Whereabouts, String> {
+    let _one_at_a_time = hub.placing.lock().await;
+    let now = Instant::now();
+    let place = hub
+        .registry()
+        .whereabouts(name, now)
+        .ok_or("it was removed")?;
+    if place.worker_alive {
+        return Ok(place);
+    }
+    let (checkpoint, rss) = hub.registry().placement_of(name).ok_or("it was removed")?;
+    let checkpoint = checkpoint
+        .ok_or("it has no checkpoint: it never slept, so nothing of it outlived its worker")?;
+    let workers = hub.registry().workers(now);
+    let candidates: Vec<Candidate> = workers
+        .iter()
+        .map(|w| Candidate {
+            worker: w.name.clone(),
+            alive: w.alive,
+            free_bytes: w.memory_available_bytes,
+            resident_bytes: 0,
+        })
+        .collect();
+    let live = candidates.iter().filter(|c| c.alive).count();
+    let chosen = placement::choose(&candidates, rss).ok_or("no live worker has room for it")?;
+    let to = workers
+        .iter()
+        .find(|w| w.name == chosen.worker)
+        .ok_or("its chosen worker left")?;
+    let because = format!(
+        "its worker {} was dead; {}",
+        place.worker,
+        placement::reason(chosen, live)
+    );
+    let client = Client::tcp(to.api, hub.worker_token.clone());
+    let started = Instant::now();
+    client
+        .call(&Request::Adopt {
+            name: name.to_string(),
+            checkpoint: checkpoint.clone(),
+        })
+        .await
+        .map_err(|e| format!("{} could not adopt it: {e}", to.name))?;
+    info!(tenant = name, worker = %to.name, %checkpoint, ms = started.elapsed().as_millis() as u64, because = %because, "tenant failed over");
+    hub.registry().moved(name, &to.name, because);
+    hub.registry()
+        .whereabouts(name, Instant::now())
+        .ok_or_else(|| "it was removed".to_string())
 }
 
 fn hub_is_waking(hub: &Hub, name: &str) -> bool {

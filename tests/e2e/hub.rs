@@ -37,6 +37,13 @@ fn hub_tenant_when(
     }
 }
 
+/// The cluster's one token (hub and workers), readable by root only.
+fn write_token(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, "cluster-s3cret\n").unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn hub_config(dns: u16, api: u16, token: &Path, cold: &Path) -> String {
     format!(
         "[hub]\nzone = \"{ZONE}.\"\ndns_listen = \"127.0.0.1:{dns}\"\napi_listen = \"127.0.0.1:{api}\"\n\
@@ -51,7 +58,7 @@ fn the_hub_names_a_workers_tenants_in_dns_and_a_query_wakes_a_sleeping_one() {
     let hub = super::pico();
     let w1 = super::pico();
     let token = hub.home().join("token");
-    std::fs::write(&token, "cluster-s3cret\n").unwrap();
+    write_token(&token);
     let (dns, hub_api, w1_api) = (free_port(), free_port(), free_port());
     hub.write_config(&hub_config(dns, hub_api, &token, &w1.home().join("cold")));
     let mut hub_daemon = hub.start_hub(hub_api);
@@ -140,4 +147,154 @@ fn the_hub_names_a_workers_tenants_in_dns_and_a_query_wakes_a_sleeping_one() {
         hub.hub_log()
     );
     drop(restarted);
+}
+
+/// Two workers on one machine as if on two hosts: each in a mount namespace of its own where
+/// the same home path (`home`) is its own directory (`pico.home`), as every host of a cluster
+/// has `/var/lib/pico`; one cold tier; listening on 127.0.0.1 and 127.0.0.2.
+struct Host {
+    pico: Pico,
+    api: u16,
+    public: &'static str,
+}
+
+impl Host {
+    fn new(name: &str, public: &'static str, hub_api: u16, token: &Path, cold: &Path) -> Host {
+        let pico = super::pico();
+        let api = free_port();
+        pico.write_config(&format!(
+            "[worker]\nlisten_addr = \"{public}\"\napi_listen = \"127.0.0.1:{api}\"\n\
+             api_token_file = {token:?}\n\
+             [worker.hub]\naddr = \"127.0.0.1:{hub_api}\"\ntoken_file = {token:?}\nname = \"{name}\"\n\
+             heartbeat_ms = 200\n\
+             [cold]\nkind = \"dir\"\npath = {cold:?}\n"
+        ));
+        Host { pico, api, public }
+    }
+
+    /// Starts its worker with the shared home path `home` showing this host's own directory.
+    fn start(&self, home: &Path) -> testkit::pico::Worker<'_> {
+        let script =
+            format!("mount --bind \"$3\" {home:?} && exec \"$1\" --home {home:?} \"$4\" \"$5\"",);
+        let worker = self.pico.spawn_worker_via(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ]);
+        assert!(
+            testkit::net::wait_port(self.api, Duration::from_secs(20)),
+            "{}",
+            self.pico.worker_log()
+        );
+        worker
+    }
+
+    fn get(&self, port: u16, path: &str) -> (u16, String) {
+        curl(&["-m", "10", &format!("http://{}:{port}{path}", self.public)])
+    }
+}
+
+#[test]
+fn a_dead_workers_tenant_comes_back_on_another_and_a_worker_without_a_lease_runs_nothing() {
+    let _serial = testkit::criu_lock();
+    let hub = super::pico();
+    let base = hub.home().to_path_buf();
+    let (home, cold, token) = (base.join("home"), base.join("cold"), base.join("token"));
+    std::fs::create_dir_all(&home).unwrap();
+    write_token(&token);
+    let (dns, hub_api) = (free_port(), free_port());
+    hub.write_config(&hub_config(dns, hub_api, &token, &cold));
+    let mut hub_daemon = hub.start_hub(hub_api);
+    let w1 = Host::new("w1", "127.0.0.1", hub_api, &token, &cold);
+    let w2 = Host::new("w2", "127.0.0.2", hub_api, &token, &cold);
+    let mut w1_worker = w1.start(&home);
+    let _w2_worker = w2.start(&home);
+
+    // On w1: two requests, a file of its own, asleep.
+    let port = super::add_counter(&w1.pico, "web");
+    assert_eq!(w1.get(port, "/inc"), (200, "1".into()));
+    assert_eq!(w1.get(port, "/inc"), (200, "2".into()));
+    let cwd = w1.pico.home().join("tenants/web/cwd");
+    std::fs::write(cwd.join("note.txt"), "written on w1").unwrap();
+    w1.pico.ok(&["tenant", "swap-out", "web"]);
+    let t = hub_tenant_when(&hub, "web", |t| t["state"] == "swapped-out");
+    assert_eq!(t["worker"], "w1", "{t}");
+
+    // w1 dies; the next query for the tenant places it on w2, which restores it.
+    w1_worker.kill();
+    hub_tenant_when(&hub, "web", |t| t["worker_alive"] == false);
+    let answer = dig(dns, &[&format!("web.{ZONE}"), "A"]);
+    assert!(
+        answer.contains("\tA\t127.0.0.2"),
+        "{answer}\n{}",
+        hub.hub_log()
+    );
+    assert_eq!(
+        w2.get(port, "/inc"),
+        (200, "3".into()),
+        "{}",
+        w2.pico.worker_log()
+    );
+    let t = hub_tenant_when(&hub, "web", |t| t["worker"] == "w2");
+    let because = t["placed_because"].as_str().unwrap();
+    assert!(because.contains("its worker w1 was dead"), "{because}");
+    let note = w2.pico.home().join("tenants/web/cwd/note.txt");
+    assert_eq!(std::fs::read_to_string(&note).unwrap(), "written on w1");
+
+    // w1 comes back: it gives the tenant up, which lives on w2 now.
+    let _w1_again = w1.start(&home);
+    let started = Instant::now();
+    while w1
+        .pico
+        .json(&["tenant", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == "web")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "w1 kept the tenant: {}",
+            w1.pico.worker_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(w1.pico.worker_log().contains("tenant released"));
+    assert_eq!(w2.get(port, "/inc"), (200, "4".into()));
+
+    // The hub goes away: once its lease runs out, w2 pauses its tenants and swaps nothing.
+    hub_daemon.stop();
+    let started = Instant::now();
+    while !w2.pico.worker_log().contains("lease ran out") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            w2.pico.worker_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _) = curl(&["-m", "1", &format!("http://127.0.0.2:{port}/inc")]);
+    assert_eq!(status, 0, "a paused tenant does not answer");
+    let refused = w2.pico.fails(&["tenant", "swap-out", "web"]);
+    assert!(refused.contains("lease"), "{refused}");
+    // The hub back: the lease is renewed, the tenant resumes where it was (the request that
+    // timed out may have been counted when it resumed).
+    let _hub_again = hub.start_hub(hub_api);
+    let started = Instant::now();
+    while !w2.pico.worker_log().contains("lease renewed") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            w2.pico.worker_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, count) = w2.get(port, "/inc");
+    assert_eq!(status, 200);
+    assert!(["5", "6"].contains(&count.as_str()), "{count}");
 }

@@ -259,6 +259,16 @@ impl WorkerConfig {
         }
     }
 
+    /// What names this worker's cgroup (`cgroup`): its tenants directory, and with a name in a
+    /// cluster that name too: two workers of one machine, each in a mount namespace of its own
+    /// (a test of a cluster), may see the same tenants directory.
+    pub fn cgroup_key(&self) -> PathBuf {
+        match self.hub.as_ref().and_then(|hub| hub.name.as_deref()) {
+            Some(name) => self.tenants_dir.join(format!("@{name}")),
+            None => self.tenants_dir.clone(),
+        }
+    }
+
     /// Every path of the worker a sandboxed tenant may not see (see `sandbox`): its own and
     /// the store's, and `hidden_from_tenants`.
     pub fn secrets(&self, store: &pagestore::StoreConfig) -> Vec<PathBuf> {

@@ -178,12 +178,28 @@ pub enum Error {
     )]
     HubNeedsPublicAddr,
 
+    #[error(
+        "this worker's lease from the hub ran out: no swap until the hub answers again (it may \
+         have placed its tenants on another worker)"
+    )]
+    NoLease,
+
     #[error("this machine has no host name: set [worker.hub] name")]
     HubNeedsName,
 
     /// A request another API of the worker's kind (the hub's) failed; its message.
     #[error("{peer}: {message}")]
     RemotePeer { peer: String, message: String },
+
+    #[error("tenant {name} cannot be taken over from checkpoint {checkpoint}: {why}")]
+    NotAdoptable {
+        name: String,
+        checkpoint: String,
+        why: String,
+    },
+
+    #[error("the tenant files stored with a checkpoint are not valid: {0}")]
+    BadFilesArchive(String),
 
     #[error("tenant record {path} is not valid (fix or remove it): {source}")]
     BadTenantRecord {

@@ -59,6 +59,8 @@ pub struct Worker {
     pub(crate) spare_listeners: Mutex<std::collections::HashMap<u16, std::net::TcpListener>>,
     /// ActiveSets lent between tenants of one program (see `program_sets`).
     pub(crate) program_sets: Arc<crate::program_sets::ProgramSets>,
+    /// Up while a hub's lease has run out (see `hub_link`).
+    pub(crate) fence: crate::hub_link::Fence,
 }
 
 impl Worker {
@@ -72,10 +74,11 @@ impl Worker {
             host_netns,
             spare_listeners: Mutex::new(Default::default()),
             program_sets: Default::default(),
+            fence: Default::default(),
             secrets,
             swap_slots: tokio::sync::Semaphore::new(config.max_concurrent_swaps.max(1)),
             swap_ins_waiting: std::sync::atomic::AtomicUsize::new(0),
-            cgroups: crate::cgroup::Cgroups::detect(&config.tenants_dir),
+            cgroups: crate::cgroup::Cgroups::detect(&config.cgroup_key()),
             criu_spares: config.warm_criu.then(|| CriuSpares::start(&criu)),
             whole_staging: WholeStaging::new(
                 config.mounts_dir.join(".whole"),

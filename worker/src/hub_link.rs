@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -41,17 +41,49 @@ pub struct HostedTenant {
     pub port: u16,
     /// `None` while a swap of it is under way (its record is held): the hub keeps what it knew.
     pub state: Option<TenantState>,
-    /// Its newest committed checkpoint's generation.
+    /// Its newest committed checkpoint (what another worker would restore) and its generation.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
     pub generation: Option<u64>,
     /// Its memory in use (running) or at its last swap-out (asleep).
     pub rss_bytes: Option<u64>,
 }
 
-/// The hub's answer to a heartbeat: the worker may run its tenants for this long from when it
-/// sent the heartbeat, unless a later one is answered.
+/// The hub's answer to a heartbeat: the worker may run its tenants for `lease_ms` from when it
+/// sent the heartbeat (unless a later one is answered), except those in `release`, which the
+/// hub has placed on another worker meanwhile: the worker gives them up at once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
     pub lease_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub release: Vec<String>,
+}
+
+/// Whether this worker may change its tenants: not once its lease ran out, until the hub
+/// answers again. The hub may then have declared it dead and placed its tenants elsewhere, so a
+/// worker without a lease runs nothing (its tenants are paused) and writes no checkpoint (a
+/// swap-out would race the other worker's generations of the same tenant).
+#[derive(Debug, Default)]
+pub(crate) struct Fence {
+    fenced: std::sync::atomic::AtomicBool,
+}
+
+impl Fence {
+    /// Fails while the lease has run out.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.is_up() {
+            return Err(Error::NoLease);
+        }
+        Ok(())
+    }
+
+    fn is_up(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set(&self, up: bool) {
+        self.fenced.store(up, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Where this worker reports: the hub's address and token, and what it calls itself there.
@@ -106,29 +138,65 @@ pub(crate) fn start(
 }
 
 /// Sends a heartbeat every `link.every`, saying once when the hub stops answering and once when
-/// it answers again.
+/// it answers again; gives up the tenants the hub says are elsewhere; pauses every tenant when
+/// the lease runs out and resumes them when the hub answers again.
 async fn report(worker: &Arc<Worker>, link: Link) {
     let mut ticks = tokio::time::interval(link.every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reachable = true;
+    // A starting worker gets the grace of one lease (its first heartbeat goes out at once).
+    let mut lease_until = Instant::now() + link.every * 2;
     loop {
         ticks.tick().await;
+        let sent = Instant::now();
         let beat = heartbeat(worker, &link);
         match send(&link, &beat).await {
-            Ok(_lease) => {
+            Ok(lease) => {
                 if !reachable {
                     info!(hub = %link.hub, "the hub answers again");
                 }
                 reachable = true;
+                lease_until = sent + Duration::from_millis(lease.lease_ms);
+                for name in &lease.release {
+                    if let Err(e) = worker.release(name).await {
+                        warn!(tenant = %name, error = %e, "could not give up a tenant the hub placed elsewhere");
+                    }
+                }
+                if worker.fence.is_up() {
+                    worker.fence.set(false);
+                    let resumed = signal_running(worker, nix::sys::signal::Signal::SIGCONT).await;
+                    info!(resumed, "lease renewed: tenants resumed");
+                }
             }
             Err(e) => {
                 if reachable {
                     warn!(hub = %link.hub, error = %e, "the hub does not answer; retrying every heartbeat");
                 }
                 reachable = false;
+                if Instant::now() >= lease_until && !worker.fence.is_up() {
+                    worker.fence.set(true);
+                    let paused = signal_running(worker, nix::sys::signal::Signal::SIGSTOP).await;
+                    warn!(paused, "lease ran out: tenants paused, no swap until the hub answers (it may place them elsewhere)");
+                }
             }
         }
     }
+}
+
+/// Sends `signal` to every process of every running tenant; how many tenants.
+async fn signal_running(worker: &Worker, signal: nix::sys::signal::Signal) -> usize {
+    let mut tenants = 0;
+    for slot in worker.tenants.slots() {
+        let rt = slot.runtime.lock().await;
+        let (TenantState::Running, Some(pid)) = (rt.info.state, rt.info.pid) else {
+            continue;
+        };
+        for p in crate::process::process_tree(pid) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), signal);
+        }
+        tenants += 1;
+    }
+    tenants
 }
 
 async fn send(link: &Link, beat: &Heartbeat) -> Result<Lease> {
@@ -156,17 +224,15 @@ fn heartbeat(worker: &Worker, link: &Link) -> Heartbeat {
         .slots()
         .into_iter()
         .map(|slot| {
-            let info = slot
-                .runtime
-                .try_lock()
-                .ok()
-                .map(|rt| (rt.info.state, rt.info.generation, rt.info.rss_bytes));
+            let rt = slot.runtime.try_lock().ok();
+            let info = rt.as_ref().map(|rt| &rt.info);
             HostedTenant {
                 name: slot.name.clone(),
                 port: slot.port,
-                state: info.map(|i| i.0),
-                generation: info.and_then(|i| i.1),
-                rss_bytes: info.and_then(|i| i.2),
+                state: info.map(|i| i.state),
+                checkpoint: info.and_then(|i| i.checkpoint.clone()),
+                generation: info.and_then(|i| i.generation),
+                rss_bytes: info.and_then(|i| i.rss_bytes),
             }
         })
         .collect();
@@ -254,6 +320,7 @@ mod tests {
                 name: "web".into(),
                 port: 8080,
                 state: Some(TenantState::SwappedOut),
+                checkpoint: Some("web-3".into()),
                 generation: Some(3),
                 rss_bytes: Some(20 << 20),
             }],

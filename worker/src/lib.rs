@@ -14,6 +14,7 @@
 
 mod activeset;
 mod activity;
+mod adopt;
 mod api;
 mod backoff;
 pub mod cgroup;
@@ -53,6 +54,7 @@ mod swap_in;
 mod swap_out;
 pub mod tenant;
 mod tenant_cgroup;
+mod tenant_files;
 pub mod tenant_log;
 pub mod userns;
 mod whole_staging;

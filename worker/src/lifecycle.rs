@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::criu::log_tail;
 use crate::error::{Error, Result};
@@ -176,7 +176,7 @@ impl Worker {
 
     /// The listening socket of a new tenant's public port: one handed over for it (systemd's),
     /// else bound now.
-    fn take_public_port(&self, name: &str, port: u16) -> Result<std::net::TcpListener> {
+    pub(crate) fn take_public_port(&self, name: &str, port: u16) -> Result<std::net::TcpListener> {
         let spare = crate::host::lock_std(&self.spare_listeners).remove(&port);
         spare
             .map(Ok)
@@ -355,6 +355,32 @@ impl Worker {
     pub async fn rm(&self, name: &str) -> Result<()> {
         let slot = self.slot(name)?;
         let mut rt = slot.runtime.lock().await;
+        self.stop_here(&slot, &mut rt).await;
+        // First the checkpoints: if the store is unreachable, `rm` fails and can be run again.
+        let gone = self.store.forget(name).await?;
+        info!(checkpoints = gone.len(), "checkpoints forgotten");
+        self.unregister(&slot, &rt);
+        info!("tenant removed");
+        Ok(())
+    }
+
+    /// Gives up a tenant that now runs on another worker (the hub moved it while this one was
+    /// cut off): stops it here without a dump (its state is the other worker's now) and forgets
+    /// it, leaving its checkpoints, which are the other worker's too.
+    pub(crate) async fn release(&self, name: &str) -> Result<()> {
+        let slot = self.slot(name)?;
+        let mut rt = slot.runtime.lock().await;
+        self.stop_here(&slot, &mut rt).await;
+        self.unregister(&slot, &rt);
+        warn!(
+            tenant = name,
+            "tenant released: it runs on another worker now"
+        );
+        Ok(())
+    }
+
+    /// Ends what runs of a tenant here: its restore under way, its processes, its cgroup.
+    async fn stop_here(&self, slot: &TenantSlot, rt: &mut crate::host::TenantRuntime) {
         if let Some(restoring) = rt.restoring.take() {
             restoring.abort();
             // Its mount and lazy-pages daemon go when the task is dropped; wait for that.
@@ -365,10 +391,11 @@ impl Worker {
                 kill_tree(pid).await;
             }
         }
-        self.drop_cgroup(name).await;
-        // First the checkpoints: if the store is unreachable, `rm` fails and can be run again.
-        let gone = self.store.forget(name).await?;
-        info!(checkpoints = gone.len(), "checkpoints forgotten");
+        self.drop_cgroup(&slot.name).await;
+    }
+
+    /// Takes a stopped tenant out of this worker: its port, network namespace, directory, slot.
+    fn unregister(&self, slot: &TenantSlot, rt: &crate::host::TenantRuntime) {
         slot.stop_serving();
         if let Err(e) = crate::netns::remove(&slot.dirs.netns()) {
             error!(error = %e, "could not remove the tenant's network namespace");
@@ -376,12 +403,10 @@ impl Worker {
         if let Err(e) = std::fs::remove_dir_all(&slot.dirs.root) {
             error!(error = %e, "could not remove the tenant's directory");
         }
-        self.tenants.remove(name);
+        self.tenants.remove(&slot.name);
         if let Some(first) = rt.info.user_namespace {
             self.tenants.user_ids.give_back(first);
         }
-        info!("tenant removed");
-        Ok(())
     }
 }
 
@@ -447,7 +472,7 @@ fn start_error(name: &str, reason: String) -> Error {
 
 /// Makes the network namespace of the tenant of `dirs` (pinned there, replacing a stale one)
 /// and returns it, open.
-async fn make_netns(dirs: &TenantDirs) -> Result<std::fs::File> {
+pub(crate) async fn make_netns(dirs: &TenantDirs) -> Result<std::fs::File> {
     let pin = dirs.netns();
     let _ = crate::netns::remove(&pin);
     let made = {

@@ -46,6 +46,12 @@ pub enum Request {
     Rm {
         name: String,
     },
+    /// Takes over tenant `name` from its checkpoint `checkpoint` in the shared cold tier
+    /// (another worker hosted it), asleep until its next connection.
+    Adopt {
+        name: String,
+        checkpoint: String,
+    },
     /// The last lines of the tenant's log (its stdout and stderr).
     Logs {
         name: String,

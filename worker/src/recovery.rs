@@ -130,6 +130,7 @@ impl Worker {
         let Some(staging) = rt.info.staging.clone() else {
             return Ok(());
         };
+        crate::tenant_files::stage_beside(&rt.info, &slot.dirs, &staging).await;
         let report = self
             .ingest_with_locality(slot, &slot.name, &staging)
             .await?;

@@ -143,6 +143,8 @@ impl Worker {
         reason: Reason,
         take_slot: bool,
     ) -> Result<crate::tenant::SwapOutReport> {
+        // Cut off from the hub, the tenant may be another worker's by now: no checkpoint.
+        self.fence.check()?;
         let _permit = if take_slot {
             self.swap_slots.acquire().await.ok()
         } else {

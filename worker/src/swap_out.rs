@@ -89,6 +89,7 @@ impl Worker {
         // A sleeping tenant keeps no cgroup; its restore makes it again.
         self.drop_cgroup(name).await;
 
+        crate::tenant_files::stage_beside(&rt.info, &slot.dirs, &staging).await;
         let ingest_started = Instant::now();
         let report = match self.ingest_with_locality(&slot, name, &staging).await {
             Ok(r) => r,

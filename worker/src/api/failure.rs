@@ -79,6 +79,9 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         | Error::HubNeedsApi
         | Error::HubNeedsPublicAddr
         | Error::HubNeedsName
+        | Error::NoLease
+        | Error::BadFilesArchive(_)
+        | Error::NotAdoptable { .. }
         | Error::RequestUnbuildable(_)
         | Error::Http { .. }
         | Error::BadAnswer { .. }

@@ -45,6 +45,7 @@ pub(crate) const ROUTES: &[Route] = &[
     route(Post, "/v1/tenants", "add"),
     route(Get, "/v1/tenants/{name}", "status"),
     route(Delete, "/v1/tenants/{name}", "rm"),
+    route(Post, "/v1/tenants/{name}/adopt", "adopt"),
     route(Post, "/v1/tenants/{name}/swap-out", "swap-out"),
     route(Post, "/v1/tenants/{name}/swap-in", "swap-in"),
     route(Get, "/v1/tenants/{name}/activeset", "active-set"),
@@ -211,6 +212,10 @@ pub(crate) mod tests {
             }),
             Request::Status { name: name() },
             Request::Rm { name: name() },
+            Request::Adopt {
+                name: name(),
+                checkpoint: "web-00000001-abc".into(),
+            },
             Request::SwapOut { name: name() },
             Request::SwapIn {
                 name: name(),
@@ -235,6 +240,7 @@ pub(crate) mod tests {
                 | Request::Add(_)
                 | Request::Status { .. }
                 | Request::Rm { .. }
+                | Request::Adopt { .. }
                 | Request::SwapOut { .. }
                 | Request::SwapIn { .. }
                 | Request::ActiveSet { .. }

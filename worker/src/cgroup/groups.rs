@@ -29,7 +29,7 @@ pub(crate) struct Cgroups {
 
 impl Cgroups {
     /// Finds the hierarchy (logging once why there is none) and names the worker's group after
-    /// `tenants_dir`.
+    /// `tenants_dir` (or another key: `WorkerConfig::cgroup_key`).
     /// The worker's group is made at once (on v2 with the controllers enabled for its
     /// children), so that a hierarchy the worker may not write to is found out here.
     pub(crate) fn detect(tenants_dir: &Path) -> Cgroups {

@@ -84,6 +84,7 @@ impl Worker {
         use_activeset: bool,
         install: Option<ActiveSetInstall>,
     ) -> Result<SwapInReport> {
+        self.fence.check()?;
         let slot = self.slot(name)?;
         let mut rt = slot.runtime.lock().await;
         let checkpoint_id = swapped_out_checkpoint(name, &rt.info)?;
