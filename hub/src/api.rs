@@ -1,14 +1,17 @@
 //! The hub's HTTP API (bearer token on every request, as a worker's TCP API): workers report to
-//! it (`POST /v1/heartbeat`, answered with their lease), and `pico hub ls` reads what it knows
-//! (`GET /v1/workers`, `GET /v1/tenants`).
+//! it (`POST /v1/heartbeat`, answered with their lease) and claim a new tenant's name and port
+//! (`POST /v1/claims`, 409 with the reason when another tenant holds either), and `pico hub ls`
+//! reads what it knows (`GET /v1/workers`, `GET /v1/tenants`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{self, post};
 use axum::{Json, Router};
-use worker::hub_link::{Heartbeat, Lease};
+use worker::hub_link::{Claim, Heartbeat, Lease};
 use worker::protocol::{call_json, require_token, ApiToken};
 
 use crate::config::HubConfig;
@@ -20,6 +23,7 @@ use crate::registry::{TenantView, WorkerView};
 pub fn router(hub: Arc<Hub>, token: ApiToken) -> Router {
     Router::new()
         .route("/v1/heartbeat", post(heartbeat))
+        .route("/v1/claims", post(claim))
         .route("/v1/workers", routing::get(workers))
         .route("/v1/tenants", routing::get(tenants))
         .layer(axum::middleware::from_fn_with_state(token, require_token))
@@ -32,6 +36,20 @@ async fn heartbeat(State(hub): State<Arc<Hub>>, Json(beat): Json<Heartbeat>) -> 
         lease_ms: hub.config.lease_ms,
         release,
     })
+}
+
+async fn claim(State(hub): State<Arc<Hub>>, Json(claim): Json<Claim>) -> Response {
+    let claimed = hub
+        .registry()
+        .claim(&claim.worker, &claim.name, claim.port, Instant::now());
+    match claimed {
+        Ok(()) => Json(serde_json::Value::Null).into_response(),
+        Err(why) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": why })),
+        )
+            .into_response(),
+    }
 }
 
 async fn workers(State(hub): State<Arc<Hub>>) -> Json<Vec<WorkerView>> {

@@ -11,13 +11,15 @@ pub struct Candidate {
     pub free_bytes: u64,
     /// Bytes of this tenant's checkpoint already in its local tier.
     pub resident_bytes: u64,
+    /// Its load average per core.
+    pub load: f64,
 }
 
 /// Picks the worker for a tenant whose checkpoint holds `tenant_bytes` of memory.
 ///
 /// Workers that are down or lack room are never chosen. Among the rest, the one holding most of
 /// the tenant's pages locally wins (fewest cold fetches, fastest restore); ties go to the one with
-/// most free memory, then to the name, so the choice is deterministic.
+/// most free memory, then to the least loaded, then to the name, so the choice is deterministic.
 pub fn choose(candidates: &[Candidate], tenant_bytes: u64) -> Option<&Candidate> {
     candidates
         .iter()
@@ -25,6 +27,7 @@ pub fn choose(candidates: &[Candidate], tenant_bytes: u64) -> Option<&Candidate>
         .max_by(|a, b| {
             (a.resident_bytes, a.free_bytes)
                 .cmp(&(b.resident_bytes, b.free_bytes))
+                .then_with(|| b.load.total_cmp(&a.load))
                 .then_with(|| b.worker.cmp(&a.worker))
         })
 }
@@ -56,6 +59,7 @@ mod tests {
             alive,
             free_bytes: free,
             resident_bytes: resident,
+            load: 0.5,
         }
     }
 
@@ -78,6 +82,14 @@ mod tests {
         ];
         assert_eq!(choose(&cs, 100).unwrap().worker, "c");
         assert!(choose(&cs[..2], 100).is_none());
+    }
+
+    #[test]
+    fn equal_memory_goes_to_the_least_loaded() {
+        let mut busy = c("a", true, 1000, 0);
+        busy.load = 1.5;
+        let cs = [busy, c("b", true, 1000, 0)];
+        assert_eq!(choose(&cs, 1).unwrap().worker, "b");
     }
 
     #[test]

@@ -56,10 +56,16 @@ struct WorkerEntry {
     load: f64,
 }
 
+/// How long a claimed tenant stays the claimer's without being reported: long enough for a
+/// worker to start it (`start_timeout_ms`, 10 s by default).
+const CLAIM_GRACE: Duration = Duration::from_secs(30);
+
 /// One tenant, live view.
 #[derive(Clone, Debug)]
 struct TenantEntry {
     record: TenantRecord,
+    /// When its worker claimed it, until its heartbeats report it.
+    claimed_at: Option<Instant>,
     /// As its worker last reported it (`None`: not reported yet, or a swap was under way).
     state: Option<TenantState>,
     rss_bytes: Option<u64>,
@@ -138,6 +144,7 @@ impl Registry {
             .map(|(name, record)| {
                 let entry = TenantEntry {
                     record,
+                    claimed_at: None,
                     state: None,
                     rss_bytes: None,
                 };
@@ -196,7 +203,7 @@ impl Registry {
             .filter(|hosted| !self.hosted(&beat.worker, hosted, now))
             .map(|hosted| hosted.name.clone())
             .collect();
-        self.forget_unreported(beat);
+        self.forget_unreported(beat, now);
         release
     }
 
@@ -232,10 +239,12 @@ impl Registry {
                         generation: hosted.generation,
                         placed_because: format!("added on worker {worker}"),
                     },
+                    claimed_at: None,
                     state: None,
                     rss_bytes: None,
                 }
             });
+        entry.claimed_at = None;
         // A busy tenant is reported without its checkpoint: the last known one stays.
         let (checkpoint, generation) = match &hosted.checkpoint {
             Some(c) => (Some(c.clone()), hosted.generation),
@@ -266,13 +275,17 @@ impl Registry {
         true
     }
 
-    /// Tenants recorded on `beat`'s worker that it no longer reports: removed there.
-    fn forget_unreported(&mut self, beat: &Heartbeat) {
+    /// Tenants recorded on `beat`'s worker that it no longer reports (nor claimed lately):
+    /// removed there.
+    fn forget_unreported(&mut self, beat: &Heartbeat, now: Instant) {
         let gone: Vec<String> = self
             .tenants
             .iter()
             .filter(|(name, t)| {
-                t.record.worker == beat.worker && !beat.tenants.iter().any(|h| &h.name == *name)
+                t.record.worker == beat.worker
+                    && !beat.tenants.iter().any(|h| &h.name == *name)
+                    && t.claimed_at
+                        .is_none_or(|at| now.saturating_duration_since(at) >= CLAIM_GRACE)
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -306,6 +319,56 @@ impl Registry {
             address: worker.record.public_addr,
             state: tenant.state,
         })
+    }
+
+    /// Gives `name` and `port` to a tenant `worker` is adding, or says why not: another tenant
+    /// holds the port, or a tenant of that name lives on another live worker. The claim stands
+    /// until the worker's heartbeats stop reporting the tenant.
+    pub fn claim(
+        &mut self,
+        worker: &str,
+        name: &str,
+        port: u16,
+        now: Instant,
+    ) -> Result<(), String> {
+        if let Some(holder) = self.port_holder(port, name) {
+            return Err(format!("port {port} is tenant {holder}'s in this cluster"));
+        }
+        if let Some(t) = self.tenants.get(name) {
+            let elsewhere = t.record.worker != worker
+                && self
+                    .workers
+                    .get(&t.record.worker)
+                    .is_some_and(|w| self.is_alive_at(w.last_seen, now));
+            if elsewhere {
+                return Err(format!("tenant {name} lives on worker {}", t.record.worker));
+            }
+            if t.record.port != port {
+                return Err(format!(
+                    "tenant {name} has port {} in this cluster",
+                    t.record.port
+                ));
+            }
+            return Ok(());
+        }
+        info!(tenant = name, worker, port, "name and port claimed");
+        self.tenants.insert(
+            name.to_string(),
+            TenantEntry {
+                record: TenantRecord {
+                    worker: worker.to_string(),
+                    port,
+                    checkpoint: None,
+                    generation: None,
+                    placed_because: format!("added on worker {worker}"),
+                },
+                claimed_at: Some(now),
+                state: None,
+                rss_bytes: None,
+            },
+        );
+        self.changed = true;
+        Ok(())
     }
 
     /// Records that tenant `name` now lives on `worker` (adopted there, asleep), and why.
@@ -533,6 +596,30 @@ mod tests {
         );
         assert_eq!(release, ["web"]);
         assert_eq!(r.whereabouts("web", back).unwrap().worker, "w2");
+    }
+
+    #[test]
+    fn a_claim_is_refused_a_port_or_name_another_tenant_holds() {
+        let t0 = Instant::now();
+        let mut r = Registry::from_record(HubRecord::default(), DEAD, t0);
+        r.heartbeat(
+            &beat("w1", vec![hosted("web", 8080, TenantState::Running)]),
+            t0,
+        );
+        r.heartbeat(&beat("w2", vec![]), t0);
+        let port_taken = r.claim("w2", "blog", 8080, t0).unwrap_err();
+        assert!(port_taken.contains("tenant web's"), "{port_taken}");
+        let name_taken = r.claim("w2", "web", 8080, t0).unwrap_err();
+        assert!(name_taken.contains("lives on worker w1"), "{name_taken}");
+        r.claim("w2", "blog", 8081, t0).unwrap();
+        assert!(r.claim("w1", "other", 8081, t0).is_err(), "claimed already");
+        // Not reported by its worker while it starts: the claim stands, then lapses.
+        r.heartbeat(&beat("w2", vec![]), t0 + Duration::from_secs(1));
+        assert!(r.claim("w1", "other", 8081, t0).is_err(), "still claimed");
+        let later = t0 + CLAIM_GRACE;
+        r.heartbeat(&beat("w1", vec![]), later);
+        r.heartbeat(&beat("w2", vec![]), later);
+        r.claim("w1", "other", 8081, later).unwrap();
     }
 
     #[test]

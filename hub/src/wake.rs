@@ -13,12 +13,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::{info, warn};
+use worker::adopt::HeldPages;
 use worker::protocol::{Client, Request};
 use worker::tenant::TenantState;
 
 use crate::dns::{Names, Resolution};
 use crate::hub::{lock, Hub};
 use crate::placement::{self, Candidate};
+use crate::registry::WorkerView;
+
+/// How long placement waits for a worker to say how much of a checkpoint it holds.
+const HELD_WAIT: Duration = Duration::from_millis(500);
 use crate::registry::Whereabouts;
 
 /// The zone's names as the hub resolves them.
@@ -76,13 +81,16 @@ async fn place_elsewhere(hub: &Arc<Hub>, name: &str) -> Result<Whereabouts, Stri
     let checkpoint = checkpoint
         .ok_or("it has no checkpoint: it never slept, so nothing of it outlived its worker")?;
     let workers = hub.registry().workers(now);
+    let held = held_by_each(hub, &workers, &checkpoint).await;
     let candidates: Vec<Candidate> = workers
         .iter()
-        .map(|w| Candidate {
+        .zip(held)
+        .map(|(w, held)| Candidate {
             worker: w.name.clone(),
             alive: w.alive,
             free_bytes: w.memory_available_bytes,
-            resident_bytes: 0,
+            resident_bytes: held * pagestore::PAGE_SIZE as u64,
+            load: w.load,
         })
         .collect();
     let live = candidates.iter().filter(|c| c.alive).count();
@@ -110,6 +118,29 @@ async fn place_elsewhere(hub: &Arc<Hub>, name: &str) -> Result<Whereabouts, Stri
     hub.registry()
         .whereabouts(name, Instant::now())
         .ok_or_else(|| "it was removed".to_string())
+}
+
+/// How many pages of `checkpoint` each live worker holds (0 for a dead one, or one that does
+/// not answer within [`HELD_WAIT`]), asked of all at once.
+async fn held_by_each(hub: &Hub, workers: &[WorkerView], checkpoint: &str) -> Vec<u64> {
+    let asks = workers.iter().map(|w| async move {
+        if !w.alive {
+            return 0;
+        }
+        let client = Client::tcp(w.api, hub.worker_token.clone());
+        let request = Request::Held {
+            checkpoint: checkpoint.to_string(),
+        };
+        match tokio::time::timeout(HELD_WAIT, client.call(&request)).await {
+            Ok(Ok(answer)) => serde_json::from_value::<HeldPages>(answer).map_or(0, |h| h.held),
+            Ok(Err(e)) => {
+                warn!(worker = %w.name, error = %e, "could not say what it holds");
+                0
+            }
+            Err(_) => 0,
+        }
+    });
+    futures::future::join_all(asks).await
 }
 
 fn hub_is_waking(hub: &Hub, name: &str) -> bool {

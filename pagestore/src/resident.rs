@@ -76,6 +76,30 @@ impl PageStore {
         )
     }
 
+    /// How many distinct non-zero pages `manifest` has, and how many of them this worker holds
+    /// (memory or local tier; a page the local tier cannot read counts as not held): what a
+    /// control plane places a tenant by. Blocking (it looks in the local tier).
+    pub fn held_pages(&self, manifest: &Manifest) -> (u64, u64) {
+        let ids: std::collections::HashSet<&PageId> = manifest
+            .files
+            .iter()
+            .flat_map(|f| f.pages())
+            .filter(|id| !id.is_zero())
+            .collect();
+        let mut held = 0;
+        for id in &ids {
+            let in_memory = self.hot().contains(id);
+            if in_memory
+                || self
+                    .local()
+                    .is_some_and(|l| matches!(l.get(id), Ok(Some(_))))
+            {
+                held += 1;
+            }
+        }
+        (ids.len() as u64, held)
+    }
+
     /// Writes the files of `manifest` into `dir` (an existing directory) from the memory and
     /// local tiers only, never the cold tier: `Ok(false)` at the first page on neither, with part
     /// of the image written. Pages in memory were checked when they got there and are written

@@ -4,6 +4,9 @@
 //! its port served: its next connection (or the hub's wake-up) restores it as any swap-in does,
 //! its pages coming through this worker's tiers.
 //!
+//! The hub asks candidate workers how much of a checkpoint they hold ([`HeldPages`]) to place
+//! the tenant where its pages already are.
+//!
 //! The checkpoint to adopt is named by the caller (the hub records each tenant's newest durable
 //! one), never guessed from what this worker may have cached.
 
@@ -21,8 +24,13 @@ impl Worker {
     /// Registers tenant `name` from its checkpoint `checkpoint` (an id), asleep; its record as
     /// this worker keeps it.
     pub async fn adopt(self: &Arc<Self>, name: &str, checkpoint: &str) -> Result<TenantInfo> {
-        if self.tenants.get(name).is_ok() {
-            return Err(Error::TenantExists(name.to_string()));
+        if let Ok(slot) = self.tenants.get(name) {
+            // An older record of a tenant that lived here before: the checkpoint named wins.
+            // One that runs here is not taken over twice.
+            if slot.runtime.lock().await.info.state != TenantState::SwappedOut {
+                return Err(Error::TenantExists(name.to_string()));
+            }
+            self.release(name).await?;
         }
         let at = self.store.resolve(checkpoint).await?;
         if at.tenant != name {
@@ -91,6 +99,20 @@ impl Worker {
         Ok(info)
     }
 
+    /// How many of checkpoint `checkpoint`'s pages this worker holds, of how many.
+    pub async fn held(&self, checkpoint: &str) -> Result<HeldPages> {
+        let at = self.store.resolve(checkpoint).await?;
+        let manifest = self.store.manifest(&at).await?;
+        let store = self.store.clone();
+        let (pages, held) = tokio::task::spawn_blocking(move || store.held_pages(&manifest))
+            .await
+            .map_err(|source| Error::TaskFailed {
+                task: "held pages",
+                source,
+            })?;
+        Ok(HeldPages { pages, held })
+    }
+
     /// The whole content of `file` of `manifest`, if it has one (and it reads).
     async fn whole_file(&self, manifest: &Manifest, file: &str) -> Option<Vec<u8>> {
         let entry = manifest.files.iter().find(|f| f.name == file)?;
@@ -103,6 +125,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// How much of a checkpoint a worker holds: distinct non-zero pages, and those in its memory or
+/// local tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldPages {
+    pub pages: u64,
+    pub held: u64,
 }
 
 /// `info`, a record as a worker saved it with a checkpoint, made the record of that tenant

@@ -61,6 +61,7 @@ pub(crate) async fn dispatch(worker: &Arc<Worker>, request: Request) -> Result<s
         Request::StoreStats => to_json(&worker.store.stats().await?),
         Request::Counters => to_json(&worker.store.live_counters()),
         Request::Logs { name, tail } => to_json(&worker.log_tail(&name, tail).await?),
+        Request::Held { checkpoint } => to_json(&worker.held(&checkpoint).await?),
         Request::Adopt { name, checkpoint } => {
             let span = info_span!("tenant", tenant = %name);
             to_json(&Box::pin(worker.adopt(&name, &checkpoint).instrument(span)).await?)

@@ -61,6 +61,8 @@ pub struct Worker {
     pub(crate) program_sets: Arc<crate::program_sets::ProgramSets>,
     /// Up while a hub's lease has run out (see `hub_link`).
     pub(crate) fence: crate::hub_link::Fence,
+    /// The hub this worker reports to, once the link is up (see `hub_link`).
+    pub(crate) hub: std::sync::OnceLock<crate::hub_link::HubAddress>,
 }
 
 impl Worker {
@@ -75,6 +77,7 @@ impl Worker {
             spare_listeners: Mutex::new(Default::default()),
             program_sets: Default::default(),
             fence: Default::default(),
+            hub: Default::default(),
             secrets,
             swap_slots: tokio::sync::Semaphore::new(config.max_concurrent_swaps.max(1)),
             swap_ins_waiting: std::sync::atomic::AtomicUsize::new(0),

@@ -59,6 +59,46 @@ pub struct Lease {
     pub release: Vec<String>,
 }
 
+/// What a worker asks of the hub before it adds a tenant (`POST /v1/claims`): the name and port
+/// are its in the cluster, or the hub says why not (409).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    pub worker: String,
+    pub name: String,
+    pub port: u16,
+}
+
+/// Where this worker's hub is, for the calls other than heartbeats (claims).
+#[derive(Clone, Debug)]
+pub(crate) struct HubAddress {
+    addr: SocketAddr,
+    token: String,
+    worker: String,
+}
+
+impl HubAddress {
+    /// Claims `name` and `port` for a new tenant of this worker; fails with the hub's reason
+    /// when another tenant holds the port or the name lives on another worker.
+    pub(crate) async fn claim(&self, name: &str, port: u16) -> Result<()> {
+        let claim = Claim {
+            worker: self.worker.clone(),
+            name: name.to_string(),
+            port,
+        };
+        let body = serde_json::to_value(&claim).map_err(Error::RequestUnencodable)?;
+        crate::api::client::call_json(
+            "the hub",
+            self.addr,
+            &self.token,
+            axum::http::Method::POST,
+            "/v1/claims",
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
 /// Whether this worker may change its tenants: not once its lease ran out, until the hub
 /// answers again. The hub may then have declared it dead and placed its tenants elsewhere, so a
 /// worker without a lease runs nothing (its tenants are paused) and writes no checkpoint (a
@@ -130,6 +170,11 @@ pub(crate) fn start(
         return Ok(None);
     };
     let link = Link::new(config, api, worker.config.listen_addr)?;
+    let _ = worker.hub.set(HubAddress {
+        addr: link.hub,
+        token: link.token.clone(),
+        worker: link.name.clone(),
+    });
     info!(hub = %link.hub, worker = %link.name, public_addr = %link.public_addr, "reporting to the hub");
     let worker = worker.clone();
     Ok(Some(tokio::spawn(

@@ -14,7 +14,7 @@
 
 mod activeset;
 mod activity;
-mod adopt;
+pub mod adopt;
 mod api;
 mod backoff;
 pub mod cgroup;

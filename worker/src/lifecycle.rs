@@ -47,6 +47,10 @@ impl Worker {
         self.check_spec(&spec)?;
         let name = spec.name.clone();
         let name = name.as_str();
+        // In a cluster, a name and a port are one tenant's across all workers.
+        if let Some(hub) = self.hub.get() {
+            hub.claim(name, spec.port).await?;
+        }
         // The public port is the worker's from now on: taken first, so that a port in use
         // fails the add before anything starts.
         let listener = self.take_public_port(name, spec.port)?;

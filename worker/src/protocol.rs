@@ -46,6 +46,11 @@ pub enum Request {
     Rm {
         name: String,
     },
+    /// How many of checkpoint `checkpoint`'s pages this worker holds (memory or local tier), of
+    /// how many: the hub places a tenant where most of its pages are.
+    Held {
+        checkpoint: String,
+    },
     /// Takes over tenant `name` from its checkpoint `checkpoint` in the shared cold tier
     /// (another worker hosted it), asleep until its next connection.
     Adopt {

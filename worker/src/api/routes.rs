@@ -46,6 +46,7 @@ pub(crate) const ROUTES: &[Route] = &[
     route(Get, "/v1/tenants/{name}", "status"),
     route(Delete, "/v1/tenants/{name}", "rm"),
     route(Post, "/v1/tenants/{name}/adopt", "adopt"),
+    route(Get, "/v1/checkpoints/{checkpoint}/held", "held"),
     route(Post, "/v1/tenants/{name}/swap-out", "swap-out"),
     route(Post, "/v1/tenants/{name}/swap-in", "swap-in"),
     route(Get, "/v1/tenants/{name}/activeset", "active-set"),
@@ -216,6 +217,9 @@ pub(crate) mod tests {
                 name: name(),
                 checkpoint: "web-00000001-abc".into(),
             },
+            Request::Held {
+                checkpoint: "73166aad984b54b0".into(),
+            },
             Request::SwapOut { name: name() },
             Request::SwapIn {
                 name: name(),
@@ -241,6 +245,7 @@ pub(crate) mod tests {
                 | Request::Status { .. }
                 | Request::Rm { .. }
                 | Request::Adopt { .. }
+                | Request::Held { .. }
                 | Request::SwapOut { .. }
                 | Request::SwapIn { .. }
                 | Request::ActiveSet { .. }
