@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:/usr/local/sbin:$PATH"
 # Builds live outside the clone so that later runs on this machine reuse them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/picocenter/target}"
+# No incremental caches: a test run builds once, and they cost gigabytes per build in the target
+# directory that runs share.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 bash deploy/setup.sh
 

@@ -29,7 +29,7 @@ pub enum TenantCommand {
         name: Option<String>,
         /// A TOML tenant spec: name, port, cmd, env, workdir, idle_timeout, layout, sandbox,
         /// read_only, user_namespace, memory_limit, cpu_weight, proxy_protocol.
-        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "user_namespace", "memory_limit", "cpu_weight", "proxy_protocol", "cmd"])]
+        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "user_namespace", "memory_limit", "cpu_weight", "proxy_protocol", "checkpoint_every", "cmd"])]
         spec: Option<PathBuf>,
         /// The TCP port it serves on (the worker's on the host, the tenant's inside its network
         /// namespace).
@@ -74,6 +74,11 @@ pub enum TenantCommand {
         /// client's address (for nginx's `proxy_protocol`, HAProxy...; default off).
         #[arg(long)]
         proxy_protocol: bool,
+        /// Checkpoint it this often while it runs and is busy, leaving it running: "5m", "30s"
+        /// (default: only when it sleeps). A worker that dies loses at most this much of its
+        /// work; each checkpoint pauses it for its dump (docs/hub.md).
+        #[arg(long, value_parser = parse_duration_ms)]
+        checkpoint_every: Option<u64>,
         #[arg(last = true, required_unless_present = "spec")]
         cmd: Vec<String>,
     },
@@ -130,6 +135,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             memory_limit,
             cpu_weight,
             proxy_protocol,
+            checkpoint_every,
             cmd,
         } => {
             let spec = match spec {
@@ -152,6 +158,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
                         cpu_weight: *cpu_weight,
                     },
                     proxy_protocol: *proxy_protocol,
+                    checkpoint_every_ms: *checkpoint_every,
                 },
             };
             let name = spec.name.clone();
@@ -341,6 +348,8 @@ struct SpecFile {
     /// As `--proxy-protocol`.
     #[serde(default)]
     proxy_protocol: bool,
+    /// As `--checkpoint-every`: "5m", "30s".
+    checkpoint_every: Option<String>,
 }
 
 fn yes() -> bool {
@@ -393,6 +402,12 @@ impl SpecFile {
             .map(parse_duration_ms)
             .transpose()
             .map_err(|e| anyhow::anyhow!("tenant spec: idle_timeout: {e}"))?;
+        let checkpoint_every_ms = self
+            .checkpoint_every
+            .as_deref()
+            .map(parse_duration_ms)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("tenant spec: checkpoint_every: {e}"))?;
         let limits = Limits {
             memory_limit: self
                 .memory_limit
@@ -418,6 +433,7 @@ impl SpecFile {
             user_namespace: self.user_namespace,
             limits,
             proxy_protocol: self.proxy_protocol,
+            checkpoint_every_ms,
         })
     }
 }

@@ -1175,3 +1175,29 @@ fn a_wake_up_outlives_the_connection_that_asked_for_it() {
     // Asleep again on its own: nothing is left waiting for a swap slot.
     wait_states(&p, &names, "swapped-out", Duration::from_secs(30));
 }
+
+#[test]
+fn a_sleeping_tenant_whose_network_namespace_is_gone_is_served_again() {
+    let _serial = testkit::criu_lock();
+    let p = super::pico();
+    let mut worker = p.start_worker();
+    let port = super::add_counter(&p, "web");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    p.ok(&["tenant", "swap-out", "web"]);
+    worker.stop();
+    // What a reboot leaves: the record, the checkpoint, no pin of its namespace.
+    let pin = p.home().join("tenants/web/netns");
+    let out = std::process::Command::new("umount")
+        .arg(&pin)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let _worker = p.start_worker();
+    assert!(
+        testkit::net::wait_port(port, Duration::from_secs(10)),
+        "{}",
+        p.worker_log()
+    );
+    assert_eq!(http_get(port, "/inc").unwrap(), "2", "{}", p.worker_log());
+    assert!(p.worker_log().contains("made anew"), "{}", p.worker_log());
+}

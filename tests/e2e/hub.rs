@@ -336,3 +336,71 @@ fn a_dead_workers_tenant_comes_back_on_another_and_a_worker_without_a_lease_runs
     assert_eq!(status, 200);
     assert!(["5", "6"].contains(&count.as_str()), "{count}");
 }
+
+#[test]
+fn a_busy_tenant_checkpointed_while_running_fails_over_with_its_recent_state() {
+    let _serial = testkit::criu_lock();
+    let hub = super::pico();
+    let base = hub.home().to_path_buf();
+    let (home, cold, token) = (base.join("home"), base.join("cold"), base.join("token"));
+    std::fs::create_dir_all(&home).unwrap();
+    write_token(&token);
+    let (dns, hub_api) = (free_port(), free_port());
+    hub.write_config(&hub_config(dns, hub_api, &token, &cold));
+    let _hub_daemon = hub.start_hub(hub_api);
+    let w1 = Host::new("w1", "127.0.0.1", hub_api, &token, &cold);
+    let w2 = Host::new("w2", "127.0.0.2", hub_api, &token, &cold);
+    let mut w1_worker = w1.start(&home);
+    let _w2_worker = w2.start(&home);
+
+    // Busy on w1, never asleep: checkpointed every second it has work, left running.
+    let port = free_port();
+    let mut args = super::counter_add_args("web", port);
+    args.splice(3..3, ["--checkpoint-every".to_string(), "1s".to_string()]);
+    w1.pico.ok(&super::strs(&args));
+    for n in 1..=3 {
+        assert_eq!(w1.get(port, "/inc"), (200, n.to_string()));
+    }
+    // Until its newest checkpoint holds all three (no newer one comes), as the hub records it.
+    let mut last = serde_json::Value::Null;
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(1500));
+        let status = w1.pico.json(&["tenant", "status", "web"]);
+        assert_eq!(status["state"], "running", "{status}");
+        let now = status["checkpoint"].clone();
+        if !now.is_null() && now == last {
+            let on_hub = hub_tenant_when(&hub, "web", |t| t["checkpoint"] == now);
+            assert_eq!(on_hub["worker"], "w1");
+            break;
+        }
+        last = now;
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            w1.pico.worker_log()
+        );
+    }
+    assert!(w1.pico.worker_log().contains("checkpointed while running"));
+    let pid = w1.pico.json(&["tenant", "status", "web"])["pid"]
+        .as_u64()
+        .unwrap();
+
+    // Its host dies (the worker and the tenant with it): w2 brings back what it had done.
+    w1_worker.kill();
+    // SAFETY: kill(2) of the tenant's pid 1 (its PID namespace goes with it).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    hub_tenant_when(&hub, "web", |t| t["worker_alive"] == false);
+    let answer = dig(dns, &[&format!("web.{ZONE}"), "A"]);
+    assert!(
+        answer.contains("\tA\t127.0.0.2"),
+        "{answer}\n{}",
+        hub.hub_log()
+    );
+    assert_eq!(
+        w2.get(port, "/inc"),
+        (200, "4".into()),
+        "{}",
+        w2.pico.worker_log()
+    );
+}

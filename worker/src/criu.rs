@@ -200,12 +200,15 @@ impl Criu {
         netns: Option<&Path>,
         view: Option<&View>,
     ) -> Result<()> {
-        self.dump_cgroups(pid, images, work, netns, view, &[]).await
+        self.dump_cgroups(pid, images, work, netns, view, &[], false)
+            .await
     }
 
     /// [`Criu::dump`] recording the tree's cgroups in the hierarchies `cgroup_controllers` only
     /// (each as `/proc/PID/cgroup` names it: "memory", "cpu,cpuacct", "" for v2); all of them
-    /// when empty. A restore then sets up (mounts, moves the tree into) those alone.
+    /// when empty. A restore then sets up (mounts, moves the tree into) those alone. With
+    /// `leave_running` the tree goes on after the dump (a checkpoint of a running tenant).
+    #[allow(clippy::too_many_arguments)]
     pub async fn dump_cgroups(
         &self,
         pid: u32,
@@ -214,9 +217,13 @@ impl Criu {
         netns: Option<&Path>,
         view: Option<&View>,
         cgroup_controllers: &[String],
+        leave_running: bool,
     ) -> Result<()> {
         let mut cmd = self.command("dump", images, work, "dump.log");
         cmd.arg("-t").arg(pid.to_string()).arg("--tcp-established");
+        if leave_running {
+            cmd.arg("--leave-running");
+        }
         for external in view.map(View::dump_externals).unwrap_or_default() {
             cmd.arg("--external").arg(external);
         }

@@ -74,6 +74,9 @@ pub enum Error {
         outcome: String,
     },
 
+    #[error("checkpoint of running tenant {name} could not be committed ({cause}); it keeps running, its last checkpoint stands")]
+    CheckpointNotCommitted { name: String, cause: String },
+
     #[error("bad request: tenant name {0:?} must be 1-63 letters, digits, '.', '_' or '-'")]
     InvalidTenantName(String),
 

@@ -17,7 +17,7 @@ use pager::reads::MountReadReport;
 use pagestore::prefetch::PrefetchReport;
 use pagestore::PageStore;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::activity::Activity;
 use crate::config::WorkerConfig;
@@ -105,6 +105,30 @@ impl Worker {
     }
 }
 
+/// Makes a new network namespace for a sleeping tenant whose pin is gone (the machine
+/// rebooted, or the worker ran in a mount namespace that ended): its restore joins the new one
+/// (a tenant's namespace holds only its loopback, which CRIU's dump does not carry), so without it
+/// the tenant's port would not be served again. A running tenant keeps the namespace its
+/// processes are in.
+fn renew_lost_netns(dirs: &TenantDirs, info: &TenantInfo) {
+    use crate::tenant::TenantState;
+    let pin = dirs.netns();
+    let asleep = matches!(
+        info.state,
+        TenantState::SwappedOut | TenantState::SwappingOut | TenantState::SwappingIn
+    );
+    if !asleep || crate::netns::is_pinned(&pin) {
+        return;
+    }
+    let _ = crate::netns::remove(&pin);
+    match crate::netns::create(&pin) {
+        Ok(()) => info!(tenant = %info.name, "its network namespace was gone: made anew"),
+        Err(e) => {
+            warn!(tenant = %info.name, error = %e, "its network namespace was gone and cannot be made: its port is not served")
+        }
+    }
+}
+
 /// The tenants a worker hosts, by name.
 pub(crate) struct TenantTable {
     slots: Mutex<BTreeMap<String, Arc<TenantSlot>>>,
@@ -128,6 +152,7 @@ impl TenantTable {
                 continue;
             };
             user_ids.extend(info.user_namespace);
+            renew_lost_netns(&dirs, &info);
             slots.insert(
                 info.name.clone(),
                 Arc::new(TenantSlot::new(dirs, info, secrets)),
@@ -214,6 +239,9 @@ pub(crate) struct TenantSlot {
     pub gate: tokio::sync::RwLock<()>,
     /// Its connections and when a byte last crossed one.
     pub activity: Activity,
+    /// When its newest durable state was made (its last checkpoint, or the wake-up that
+    /// restored one), Unix ms: a periodic checkpoint is due from here (see `checkpoint`).
+    pub checkpointed_at: std::sync::atomic::AtomicU64,
     /// The accept loop of its public port.
     pub serving: Mutex<Option<JoinHandle<()>>>,
     /// A second descriptor of its public port's listening socket, kept so that a worker that
@@ -265,6 +293,7 @@ impl TenantSlot {
             user_namespace: info.user_namespace,
             name: info.name.clone(),
             activity: Activity::new(info.last_active.unwrap_or_else(pagestore::clock::now_ms)),
+            checkpointed_at: std::sync::atomic::AtomicU64::new(pagestore::clock::now_ms()),
             netns,
             gate: tokio::sync::RwLock::new(()),
             serving: Mutex::new(None),

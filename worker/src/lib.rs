@@ -18,6 +18,7 @@ pub mod adopt;
 mod api;
 mod backoff;
 pub mod cgroup;
+mod checkpoint;
 pub mod config;
 pub mod confine;
 mod crashpoint;

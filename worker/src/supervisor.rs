@@ -248,6 +248,7 @@ pub(crate) fn start(worker: Arc<Worker>) -> tokio::task::JoinHandle<()> {
         for ticks in 0u64.. {
             tick.tick().await;
             sweep_idle(&worker).await;
+            sweep_checkpoints(&worker).await;
             relieve_pressure(&worker).await;
             if ticks % GIVE_BACK_EVERY == 0 {
                 // What background work (recompression, fills) freed since.
@@ -286,6 +287,46 @@ async fn sweep_idle(worker: &Arc<Worker>) {
         tokio::spawn(async move {
             // A failure is logged, and backed off, by `swap_out_because`.
             let _ = worker.swap_out_because(&slot, Reason::Idle, true).await;
+            slot.auto_swap.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Starts a checkpoint of every running tenant whose `checkpoint_every` is due (none while a
+/// swap-in waits; one at a time per tenant, never beside its idle swap-out).
+async fn sweep_checkpoints(worker: &Arc<Worker>) {
+    if worker.swap_ins_waiting.load(Ordering::SeqCst) > 0 {
+        return;
+    }
+    let now = pagestore::clock::now_ms();
+    for slot in worker.tenants.all() {
+        if slot.netns.is_none() || slot.auto_swap.load(Ordering::SeqCst) {
+            continue;
+        }
+        let due = match slot.runtime.try_lock() {
+            Ok(rt) => {
+                rt.info.state == TenantState::Running
+                    && crate::checkpoint::due(
+                        rt.info.checkpoint_every_ms,
+                        slot.checkpointed_at.load(Ordering::SeqCst),
+                        slot.activity.last_ms(),
+                        now,
+                    )
+            }
+            Err(_) => false,
+        };
+        if !due {
+            continue;
+        }
+        slot.auto_swap.store(true, Ordering::SeqCst);
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = worker.checkpoint_running(&slot).await {
+                warn!(tenant = %slot.name, error = %e, "checkpoint of a running tenant failed; trying again at its next interval");
+                // Not again before its next interval.
+                slot.checkpointed_at
+                    .store(pagestore::clock::now_ms(), Ordering::SeqCst);
+            }
             slot.auto_swap.store(false, Ordering::SeqCst);
         });
     }

@@ -71,6 +71,7 @@ impl Worker {
                 slot.netns.as_deref(),
                 slot.view.as_ref(),
                 &self.cgroup_hierarchies_of(name, pid),
+                false,
             )
             .await
         {

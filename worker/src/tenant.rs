@@ -95,6 +95,9 @@ pub struct TenantInfo {
     /// client (see `proxy_header`).
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Checkpointed this often while it runs and is busy (0: only when it sleeps).
+    #[serde(default)]
+    pub checkpoint_every_ms: u64,
     /// Its memory in use: anonymous and shared memory of its cgroup (`cgroup`) while it runs,
     /// at its last swap-out while it sleeps; without cgroups, the resident set of its process
     /// tree at its last swap-out. Bytes.
@@ -158,6 +161,10 @@ pub struct TenantSpec {
     /// (off by default: a tenant that does not expect one would take it for its request).
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Checkpoint it this often while it runs and is busy, leaving it running (see
+    /// `checkpoint`); none: only when it sleeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every_ms: Option<u64>,
 }
 
 impl TenantSpec {
@@ -177,6 +184,7 @@ impl TenantSpec {
             limits: Default::default(),
             proxy_protocol: false,
             user_namespace: false,
+            checkpoint_every_ms: None,
         }
     }
 }
@@ -390,6 +398,7 @@ impl TenantInfo {
             rss_bytes: None,
             limits: spec.limits,
             proxy_protocol: spec.proxy_protocol,
+            checkpoint_every_ms: spec.checkpoint_every_ms.unwrap_or(0),
             restore_failures: 0,
             failure: None,
             staging: None,

@@ -82,6 +82,7 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         | Error::NoLease
         | Error::BadFilesArchive(_)
         | Error::NotAdoptable { .. }
+        | Error::CheckpointNotCommitted { .. }
         | Error::RequestUnbuildable(_)
         | Error::Http { .. }
         | Error::BadAnswer { .. }

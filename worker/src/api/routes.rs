@@ -210,6 +210,7 @@ pub(crate) mod tests {
                     cpu_weight: Some(50),
                 },
                 proxy_protocol: true,
+                checkpoint_every_ms: Some(300_000),
             }),
             Request::Status { name: name() },
             Request::Rm { name: name() },

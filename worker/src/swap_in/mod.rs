@@ -104,6 +104,11 @@ impl Worker {
         match restored {
             Ok(report) => {
                 self.keep_in_cgroup(name, report.pid, &limits);
+                // Back at its checkpoint: nothing is unsaved yet (see `checkpoint`).
+                slot.checkpointed_at.store(
+                    pagestore::clock::now_ms(),
+                    std::sync::atomic::Ordering::SeqCst,
+                );
                 crashpoint::hit("swap-in:recorded");
                 swap.succeeded();
                 Ok(report)
