@@ -1,7 +1,8 @@
 //! The hub's HTTP API (bearer token on every request, as a worker's TCP API): workers report to
 //! it (`POST /v1/heartbeat`, answered with their lease) and claim a new tenant's name and port
-//! (`POST /v1/claims`, 409 with the reason when another tenant holds either), and `pico hub ls`
-//! reads what it knows (`GET /v1/workers`, `GET /v1/tenants`).
+//! (`POST /v1/claims`, 409 with the reason when another tenant holds either); `pico hub ls`
+//! reads what it knows (`GET /v1/workers`, `GET /v1/tenants`) and `pico tenant move` moves a
+//! tenant (`POST /v1/tenants/{name}/move`, `{"to": WORKER}`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +10,7 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{self, post};
+use axum::routing;
 use axum::{Json, Router};
 use worker::hub_link::{Claim, Heartbeat, Lease};
 use worker::protocol::{call_json, require_token, ApiToken};
@@ -22,8 +23,9 @@ use crate::registry::{TenantView, WorkerView};
 /// The API's routes over `hub`, each request checked against `token`.
 pub fn router(hub: Arc<Hub>, token: ApiToken) -> Router {
     Router::new()
-        .route("/v1/heartbeat", post(heartbeat))
-        .route("/v1/claims", post(claim))
+        .route("/v1/heartbeat", routing::post(heartbeat))
+        .route("/v1/claims", routing::post(claim))
+        .route("/v1/tenants/{name}/move", routing::post(move_tenant))
         .route("/v1/workers", routing::get(workers))
         .route("/v1/tenants", routing::get(tenants))
         .layer(axum::middleware::from_fn_with_state(token, require_token))
@@ -52,6 +54,27 @@ async fn claim(State(hub): State<Arc<Hub>>, Json(claim): Json<Claim>) -> Respons
     }
 }
 
+/// `{"to": WORKER}`.
+#[derive(serde::Deserialize)]
+struct MoveTo {
+    to: String,
+}
+
+async fn move_tenant(
+    State(hub): State<Arc<Hub>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Json(body): Json<MoveTo>,
+) -> Response {
+    match crate::moving::move_tenant(&hub, &name, &body.to).await {
+        Ok(report) => Json(report).into_response(),
+        Err(why) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": why })),
+        )
+            .into_response(),
+    }
+}
+
 async fn workers(State(hub): State<Arc<Hub>>) -> Json<Vec<WorkerView>> {
     Json(hub.registry().workers(Instant::now()))
 }
@@ -64,15 +87,35 @@ async fn tenants(State(hub): State<Arc<Hub>>) -> Json<Vec<TenantView>> {
 /// reads).
 pub async fn get(config: &HubConfig, path: &str) -> Result<serde_json::Value> {
     let token_file = config.token_file.as_ref().ok_or(HubError::TokenMissing)?;
-    let token = ApiToken::load(token_file)?;
-    let answer = call_json(
-        "the hub",
+    ask(
         config.api_listen,
-        token.text(),
+        token_file,
         axum::http::Method::GET,
         path,
         None,
     )
-    .await?;
-    Ok(answer)
+    .await
+}
+
+/// `POST path` with `body` on the hub's API at `addr`, with the token in `token_file` (what
+/// `pico tenant move` asks).
+pub async fn post(
+    addr: std::net::SocketAddr,
+    token_file: &std::path::Path,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value> {
+    ask(addr, token_file, axum::http::Method::POST, path, Some(body)).await
+}
+
+/// `method path` with `body` on the hub's API at `addr`, with the token in `token_file`.
+async fn ask(
+    addr: std::net::SocketAddr,
+    token_file: &std::path::Path,
+    method: axum::http::Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let token = ApiToken::load(token_file)?;
+    Ok(call_json("the hub", addr, token.text(), method, path, body).await?)
 }

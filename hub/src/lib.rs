@@ -6,7 +6,7 @@
 //!
 //! `daemon` runs it (`pico hub run`); `registry` is what it knows and the rules that keep it
 //! consistent, `durable` keeps that in the cold tier; `api` is its HTTP API, `dns` the
-//! authoritative server and `wake` what a query for a tenant does; `placement` is the rule that
+//! authoritative server and `wake` what a query for a tenant does, `moving` a move between workers; `placement` is the rule that
 //! picks a worker for a tenant.
 
 pub mod api;
@@ -16,6 +16,7 @@ pub mod dns;
 pub mod durable;
 pub mod error;
 pub mod hub;
+pub mod moving;
 pub mod placement;
 pub mod registry;
 pub mod wake;

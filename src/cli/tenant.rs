@@ -99,6 +99,14 @@ pub enum TenantCommand {
     Activeset { name: String },
     /// Stops and forgets a tenant (its checkpoints stay in the store).
     Rm { name: String },
+    /// Moves a tenant to another worker of the cluster, through the hub ([worker.hub], or
+    /// [hub] on the hub's machine): checkpointed here, restored there (docs/hub.md).
+    Move {
+        name: String,
+        /// The destination worker's name at the hub.
+        #[arg(long)]
+        to: String,
+    },
     /// Prints the end of a tenant's log (its stdout and stderr).
     Logs {
         name: String,
@@ -106,6 +114,44 @@ pub enum TenantCommand {
         #[arg(long)]
         tail: Option<usize>,
     },
+}
+
+/// `pico tenant move`: asks the hub this worker reports to (or, on the hub's machine, the hub).
+async fn move_tenant(ctx: &Context, name: &str, to: &str) -> anyhow::Result<ExitCode> {
+    let (addr, token_file) = match &ctx.config.worker.hub {
+        Some(link) => (link.addr, link.token_file.clone()),
+        None => (
+            ctx.config.hub.api_listen,
+            ctx.config.hub.token_file.clone().ok_or_else(|| {
+                anyhow::anyhow!("tenant move: no hub configured ([worker.hub] or [hub] token_file)")
+            })?,
+        ),
+    };
+    let path = format!("/v1/tenants/{name}/move");
+    let body = serde_json::json!({ "to": to });
+    let answer = hub::api::post(addr, &token_file, &path, &body).await?;
+    if ctx.json {
+        print_json(&answer)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r: hub::moving::MoveReport = serde_json::from_value(answer)?;
+    println!(
+        "{name} moved from {} to {} in {} ms of downtime (CPU check {} ms before it; swap-out {} ms, \
+         adopt {} ms, swap-in {} ms): restore set {} pages, {} held there, {} from the cold tier \
+         ({} bytes)",
+        r.from,
+        r.to,
+        r.downtime_ms,
+        r.cpu_check_ms,
+        r.swap_out_ms,
+        r.adopt_ms,
+        r.swap_in_ms,
+        r.restore_pages,
+        r.restore_pages_held,
+        r.restore_cold_pages,
+        r.restore_cold_bytes
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn run_worker(ctx: &Context, cmd: WorkerCommand) -> anyhow::Result<ExitCode> {
@@ -164,6 +210,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             let name = spec.name.clone();
             (Request::Add(spec), name)
         }
+        TenantCommand::Move { name, to } => return move_tenant(ctx, name, to).await,
         TenantCommand::Ls => (Request::Ls, String::new()),
         TenantCommand::Status { name } => (Request::Status { name: name.clone() }, name.clone()),
         TenantCommand::SwapOut { name } => (Request::SwapOut { name: name.clone() }, name.clone()),
@@ -268,6 +315,8 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             }
         }
         TenantCommand::Rm { .. } => println!("{name} removed"),
+        // Asked of the hub, and printed, above.
+        TenantCommand::Move { .. } => {}
         TenantCommand::Logs { .. } => {
             let log: TenantLog = serde_json::from_value(result)?;
             for line in log.lines {

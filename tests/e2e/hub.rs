@@ -151,6 +151,39 @@ fn the_hub_names_a_workers_tenants_in_dns_and_a_query_wakes_a_sleeping_one() {
     drop(restarted);
 }
 
+/// A hub and two workers' hosts (not started), sharing one cold tier and one token.
+struct Cluster {
+    hub: Pico,
+    /// The home path every host shows its own directory at.
+    home: std::path::PathBuf,
+    dns: u16,
+    hub_api: u16,
+    w1: Host,
+    w2: Host,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let hub = super::pico();
+        let base = hub.home().to_path_buf();
+        let (home, cold, token) = (base.join("home"), base.join("cold"), base.join("token"));
+        std::fs::create_dir_all(&home).unwrap();
+        write_token(&token);
+        let (dns, hub_api) = (free_port(), free_port());
+        hub.write_config(&hub_config(dns, hub_api, &token, &cold));
+        let w1 = Host::new("w1", "127.0.0.1", hub_api, &token, &cold);
+        let w2 = Host::new("w2", "127.0.0.2", hub_api, &token, &cold);
+        Cluster {
+            hub,
+            home,
+            dns,
+            hub_api,
+            w1,
+            w2,
+        }
+    }
+}
+
 /// Two workers on one machine as if on two hosts: each in a mount namespace of its own where
 /// the same home path (`home`) is its own directory (`pico.home`), as every host of a cluster
 /// has `/var/lib/pico`; one cold tier; listening on 127.0.0.1 and 127.0.0.2.
@@ -219,16 +252,15 @@ impl Host {
 #[test]
 fn a_dead_workers_tenant_comes_back_on_another_and_a_worker_without_a_lease_runs_nothing() {
     let _serial = testkit::criu_lock();
-    let hub = super::pico();
-    let base = hub.home().to_path_buf();
-    let (home, cold, token) = (base.join("home"), base.join("cold"), base.join("token"));
-    std::fs::create_dir_all(&home).unwrap();
-    write_token(&token);
-    let (dns, hub_api) = (free_port(), free_port());
-    hub.write_config(&hub_config(dns, hub_api, &token, &cold));
+    let Cluster {
+        hub,
+        home,
+        dns,
+        hub_api,
+        w1,
+        w2,
+    } = Cluster::new();
     let mut hub_daemon = hub.start_hub(hub_api);
-    let w1 = Host::new("w1", "127.0.0.1", hub_api, &token, &cold);
-    let w2 = Host::new("w2", "127.0.0.2", hub_api, &token, &cold);
     let mut w1_worker = w1.start(&home);
     let _w2_worker = w2.start(&home);
 
@@ -340,16 +372,15 @@ fn a_dead_workers_tenant_comes_back_on_another_and_a_worker_without_a_lease_runs
 #[test]
 fn a_busy_tenant_checkpointed_while_running_fails_over_with_its_recent_state() {
     let _serial = testkit::criu_lock();
-    let hub = super::pico();
-    let base = hub.home().to_path_buf();
-    let (home, cold, token) = (base.join("home"), base.join("cold"), base.join("token"));
-    std::fs::create_dir_all(&home).unwrap();
-    write_token(&token);
-    let (dns, hub_api) = (free_port(), free_port());
-    hub.write_config(&hub_config(dns, hub_api, &token, &cold));
+    let Cluster {
+        hub,
+        home,
+        dns,
+        hub_api,
+        w1,
+        w2,
+    } = Cluster::new();
     let _hub_daemon = hub.start_hub(hub_api);
-    let w1 = Host::new("w1", "127.0.0.1", hub_api, &token, &cold);
-    let w2 = Host::new("w2", "127.0.0.2", hub_api, &token, &cold);
     let mut w1_worker = w1.start(&home);
     let _w2_worker = w2.start(&home);
 
@@ -402,5 +433,55 @@ fn a_busy_tenant_checkpointed_while_running_fails_over_with_its_recent_state() {
         (200, "4".into()),
         "{}",
         w2.pico.worker_log()
+    );
+}
+
+#[test]
+fn an_operator_moves_a_tenant_to_another_worker() {
+    let _serial = testkit::criu_lock();
+    let Cluster {
+        hub,
+        home,
+        dns,
+        hub_api,
+        w1,
+        w2,
+    } = Cluster::new();
+    let _hub_daemon = hub.start_hub(hub_api);
+    let _w1_worker = w1.start(&home);
+    let _w2_worker = w2.start(&home);
+    let port = super::add_counter(&w1.pico, "web");
+    assert_eq!(w1.get(port, "/inc"), (200, "1".into()));
+    hub_tenant_when(&hub, "web", |t| t["state"] == "running");
+
+    // Moved by an operator on w1: checkpointed there, restored on w2, where it counts on.
+    let refused = w1.pico.fails(&["tenant", "move", "web", "--to", "w9"]);
+    assert!(refused.contains("no live worker w9"), "{refused}");
+    let report = w1.pico.json(&["tenant", "move", "web", "--to", "w2"]);
+    assert_eq!(
+        (report["from"].as_str(), report["to"].as_str()),
+        (Some("w1"), Some("w2")),
+        "{report}"
+    );
+    let downtime = report["downtime_ms"].as_u64().unwrap();
+    let parts = ["swap_out_ms", "adopt_ms", "swap_in_ms"].map(|k| report[k].as_u64().unwrap());
+    assert!(
+        downtime >= parts.iter().sum::<u64>().saturating_sub(5),
+        "{report}"
+    );
+    assert_eq!(
+        w2.get(port, "/inc"),
+        (200, "2".into()),
+        "{}",
+        w2.pico.worker_log()
+    );
+    let t = hub_tenant_when(&hub, "web", |t| t["worker"] == "w2");
+    assert_eq!(t["placed_because"], "moved by an operator", "{t}");
+    let answer = dig(dns, &[&format!("web.{ZONE}"), "A"]);
+    assert!(answer.contains("\tA\t127.0.0.2"), "{answer}");
+    let on_w1 = w1.pico.json(&["tenant", "ls"]);
+    assert!(
+        on_w1.as_array().unwrap().is_empty(),
+        "w1 gave it up: {on_w1}"
     );
 }

@@ -233,6 +233,14 @@ impl Criu {
         self.run("dump", cmd, netns, work, "dump.log").await
     }
 
+    /// `criu cpuinfo dump` (this CPU's record into `dir`) or `criu cpuinfo check` (this CPU
+    /// against the record in `dir`).
+    pub async fn cpuinfo(&self, sub: &str, dir: &Path) -> Result<()> {
+        let mut cmd = self.command("cpuinfo", dir, dir, "cpuinfo.log");
+        cmd.arg(sub);
+        self.run("cpuinfo", cmd, None, dir, "cpuinfo.log").await
+    }
+
     /// Starts the lazy-pages daemon, which serves page faults of a lazy restore from the page
     /// files of `images`. It exits once every page has been copied in.
     pub fn spawn_lazy_pages(&self, images: &Path, work: &Path) -> Result<Child> {

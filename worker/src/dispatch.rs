@@ -61,6 +61,21 @@ pub(crate) async fn dispatch(worker: &Arc<Worker>, request: Request) -> Result<s
         Request::StoreStats => to_json(&worker.store.stats().await?),
         Request::Counters => to_json(&worker.store.live_counters()),
         Request::Logs { name, tail } => to_json(&worker.log_tail(&name, tail).await?),
+        Request::Release { name } => {
+            let span = info_span!("tenant", tenant = %name);
+            worker.release_sleeping(&name).instrument(span).await?;
+            Ok(serde_json::Value::Null)
+        }
+        Request::CpuRecord => {
+            let record = worker.cpu_record().await?;
+            Ok(serde_json::json!({ "record": crate::cpu::to_hex(&record) }))
+        }
+        Request::CpuCheck { record } => {
+            let record = crate::cpu::from_hex(&record)
+                .ok_or_else(|| Error::BadRequest("record: not hex".into()))?;
+            worker.cpu_check(&record).await?;
+            Ok(serde_json::Value::Null)
+        }
         Request::Held { checkpoint } => to_json(&worker.held(&checkpoint).await?),
         Request::Adopt { name, checkpoint } => {
             let span = info_span!("tenant", tenant = %name);

@@ -90,6 +90,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("bad request: {0}")]
+    BadRequest(String),
+
+    #[error("this machine's CPU cannot run what was dumped on the other's: {0}")]
+    CpuMismatch(String),
+
     #[error("bad request: no command given for tenant {0:?}")]
     NoCommand(String),
 

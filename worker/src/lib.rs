@@ -21,6 +21,7 @@ pub mod cgroup;
 mod checkpoint;
 pub mod config;
 pub mod confine;
+pub mod cpu;
 mod crashpoint;
 pub mod criu;
 mod criu_rpc;

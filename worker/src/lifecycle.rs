@@ -383,6 +383,23 @@ impl Worker {
         Ok(())
     }
 
+    /// [`Worker::release`] of a sleeping tenant only (a move: its checkpoint is what the other
+    /// worker restores); a tenant that runs, or is being swapped, is refused.
+    pub(crate) async fn release_sleeping(&self, name: &str) -> Result<()> {
+        let slot = self.slot(name)?;
+        let mut rt = slot.runtime.lock().await;
+        if rt.info.state != TenantState::SwappedOut {
+            return Err(Error::NotSwappedOut {
+                name: name.to_string(),
+                state: rt.info.state.to_string(),
+            });
+        }
+        self.stop_here(&slot, &mut rt).await;
+        self.unregister(&slot, &rt);
+        info!(tenant = name, "tenant released: it moves to another worker");
+        Ok(())
+    }
+
     /// Ends what runs of a tenant here: its restore under way, its processes, its cgroup.
     async fn stop_here(&self, slot: &TenantSlot, rt: &mut crate::host::TenantRuntime) {
         if let Some(restoring) = rt.restoring.take() {

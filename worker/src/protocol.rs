@@ -46,6 +46,17 @@ pub enum Request {
     Rm {
         name: String,
     },
+    /// Gives up tenant `name` without a dump or touching its checkpoints: it lives on another
+    /// worker now (the hub moved it).
+    Release {
+        name: String,
+    },
+    /// This machine's CPU as CRIU records it: `{"record": HEX}`.
+    CpuRecord,
+    /// Fails unless a tenant dumped on the CPU of `record` (hex, from `cpu-record`) may run here.
+    CpuCheck {
+        record: String,
+    },
     /// How many of checkpoint `checkpoint`'s pages this worker holds (memory or local tier), of
     /// how many: the hub places a tenant where most of its pages are.
     Held {

@@ -56,10 +56,12 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         | Error::PortHeld { .. }
         | Error::AlreadySwappedOut { .. }
         | Error::NotSwappedOut { .. }
-        | Error::NotRunning { .. } => StatusCode::CONFLICT,
-        Error::InvalidTenantName(_) | Error::NoCommand(_) | Error::BadLimits { .. } => {
-            StatusCode::BAD_REQUEST
-        }
+        | Error::NotRunning { .. }
+        | Error::CpuMismatch(_) => StatusCode::CONFLICT,
+        Error::InvalidTenantName(_)
+        | Error::NoCommand(_)
+        | Error::BadLimits { .. }
+        | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
         Error::NotRoot
         | Error::CriuMissing { .. }
         | Error::CriuTooOld { .. }

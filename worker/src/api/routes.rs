@@ -47,6 +47,9 @@ pub(crate) const ROUTES: &[Route] = &[
     route(Delete, "/v1/tenants/{name}", "rm"),
     route(Post, "/v1/tenants/{name}/adopt", "adopt"),
     route(Get, "/v1/checkpoints/{checkpoint}/held", "held"),
+    route(Post, "/v1/tenants/{name}/release", "release"),
+    route(Get, "/v1/cpu", "cpu-record"),
+    route(Post, "/v1/cpu/check", "cpu-check"),
     route(Post, "/v1/tenants/{name}/swap-out", "swap-out"),
     route(Post, "/v1/tenants/{name}/swap-in", "swap-in"),
     route(Get, "/v1/tenants/{name}/activeset", "active-set"),
@@ -221,6 +224,11 @@ pub(crate) mod tests {
             Request::Held {
                 checkpoint: "73166aad984b54b0".into(),
             },
+            Request::Release { name: name() },
+            Request::CpuRecord,
+            Request::CpuCheck {
+                record: "00ff".into(),
+            },
             Request::SwapOut { name: name() },
             Request::SwapIn {
                 name: name(),
@@ -247,6 +255,9 @@ pub(crate) mod tests {
                 | Request::Rm { .. }
                 | Request::Adopt { .. }
                 | Request::Held { .. }
+                | Request::Release { .. }
+                | Request::CpuRecord
+                | Request::CpuCheck { .. }
                 | Request::SwapOut { .. }
                 | Request::SwapIn { .. }
                 | Request::ActiveSet { .. }
