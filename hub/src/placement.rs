@@ -36,9 +36,9 @@ pub fn choose(candidates: &[Candidate], tenant_bytes: u64) -> Option<&Candidate>
 pub fn reason(chosen: &Candidate, among: usize) -> String {
     if chosen.resident_bytes > 0 {
         format!(
-            "{} holds {} MiB of its pages locally (best of {among} workers)",
+            "{} holds {} of its pages locally (the most of {among} workers)",
             chosen.worker,
-            chosen.resident_bytes >> 20
+            chosen.resident_bytes / 4096
         )
     } else {
         format!(

@@ -285,6 +285,14 @@ impl Hub<'_> {
         }
     }
 
+    /// Kills the hub (SIGKILL: nothing saved on the way out) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the hub (SIGTERM) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

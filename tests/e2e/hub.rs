@@ -122,8 +122,8 @@ fn the_hub_names_a_workers_tenants_in_dns_and_a_query_wakes_a_sleeping_one() {
     let (status, body) = curl(&["-H", "Authorization: Bearer wrong", &url]);
     assert_eq!(status, 401, "{body}");
 
-    // Its state outlives it: a new hub reads it back from the cold tier.
-    hub_daemon.stop();
+    // Its state outlives it, killed: a new hub reads it back from the cold tier.
+    hub_daemon.kill();
     let restarted = hub.start_hub(hub_api);
     assert!(
         hub.hub_log()
@@ -160,6 +160,8 @@ struct Cluster {
     hub_api: u16,
     w1: Host,
     w2: Host,
+    token: std::path::PathBuf,
+    cold: std::path::PathBuf,
 }
 
 impl Cluster {
@@ -180,7 +182,14 @@ impl Cluster {
             hub_api,
             w1,
             w2,
+            token,
+            cold,
         }
+    }
+
+    /// Another host of the cluster, listening on `public`.
+    fn host(&self, name: &str, public: &'static str) -> Host {
+        Host::new(name, public, self.hub_api, &self.token, &self.cold)
     }
 }
 
@@ -259,6 +268,7 @@ fn a_dead_workers_tenant_comes_back_on_another_and_a_worker_without_a_lease_runs
         hub_api,
         w1,
         w2,
+        ..
     } = Cluster::new();
     let mut hub_daemon = hub.start_hub(hub_api);
     let mut w1_worker = w1.start(&home);
@@ -379,6 +389,7 @@ fn a_busy_tenant_checkpointed_while_running_fails_over_with_its_recent_state() {
         hub_api,
         w1,
         w2,
+        ..
     } = Cluster::new();
     let _hub_daemon = hub.start_hub(hub_api);
     let mut w1_worker = w1.start(&home);
@@ -446,6 +457,7 @@ fn an_operator_moves_a_tenant_to_another_worker() {
         hub_api,
         w1,
         w2,
+        ..
     } = Cluster::new();
     let _hub_daemon = hub.start_hub(hub_api);
     let _w1_worker = w1.start(&home);
@@ -484,4 +496,49 @@ fn an_operator_moves_a_tenant_to_another_worker() {
         on_w1.as_array().unwrap().is_empty(),
         "w1 gave it up: {on_w1}"
     );
+}
+
+#[test]
+fn a_dead_workers_tenant_is_placed_where_its_pages_are_cached() {
+    let _serial = testkit::criu_lock();
+    let cluster = Cluster::new();
+    let (hub, home, dns) = (&cluster.hub, &cluster.home, cluster.dns);
+    let _hub_daemon = hub.start_hub(cluster.hub_api);
+    let w3 = cluster.host("w3", "127.0.0.3");
+    let (w1, w2) = (&cluster.w1, &cluster.w2);
+    let mut w1_worker = w1.start(home);
+    let _w2_worker = w2.start(home);
+    let _w3_worker = w3.start(home);
+
+    // Born on w3, which keeps its pages in its local tier; moved to w1, asleep there.
+    let port = super::add_counter(&w3.pico, "web");
+    assert_eq!(w3.get(port, "/inc"), (200, "1".into()));
+    hub_tenant_when(hub, "web", |t| t["state"] == "running");
+    w3.pico.ok(&["tenant", "move", "web", "--to", "w1"]);
+    assert_eq!(w1.get(port, "/inc"), (200, "2".into()));
+    w1.pico.ok(&["tenant", "swap-out", "web"]);
+    let t = hub_tenant_when(hub, "web", |t| {
+        t["state"] == "swapped-out" && t["worker"] == "w1"
+    });
+    let checkpoint = t["checkpoint"].as_str().unwrap().to_string();
+    let (pages, held_by_w3) = w3.held(&checkpoint);
+    assert!(
+        held_by_w3 * 2 > pages,
+        "w3 holds most of it: {held_by_w3} of {pages}"
+    );
+    assert_eq!(w2.held(&checkpoint).1, 0);
+
+    // w1 dies: not w1 (its last host), not by free memory: w3, which caches its pages.
+    w1_worker.kill();
+    hub_tenant_when(hub, "web", |t| t["worker_alive"] == false);
+    let answer = dig(dns, &[&format!("web.{ZONE}"), "A"]);
+    assert!(
+        answer.contains("\tA\t127.0.0.3"),
+        "{answer}\n{}",
+        hub.hub_log()
+    );
+    let t = hub_tenant_when(hub, "web", |t| t["worker"] == "w3");
+    let because = t["placed_because"].as_str().unwrap();
+    assert!(because.contains("w3 holds"), "{because}");
+    assert_eq!(w3.get(port, "/inc"), (200, "3".into()));
 }
