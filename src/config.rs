@@ -45,6 +45,16 @@ impl PicoConfig {
         }
     }
 
+    /// Points every part at the hub whose API is `addr` (`--hub`): the CLI's requests to it, and
+    /// the worker's reports.
+    pub fn point_at_hub(&mut self, addr: std::net::SocketAddr) {
+        self.hub.api_listen = addr;
+        match &mut self.worker.hub {
+            Some(link) => link.addr = addr,
+            None => self.worker.hub = Some(worker::HubLinkConfig::at(addr)),
+        }
+    }
+
     /// Loads `HOME/pico.toml` over the embedded defaults (all defaults if there is no file).
     pub fn load(home: &Path) -> anyhow::Result<PicoConfig> {
         let path = home.join("pico.toml");

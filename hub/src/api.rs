@@ -16,7 +16,7 @@ use worker::hub_link::{Claim, Heartbeat, Lease};
 use worker::protocol::{call_json, require_token, ApiToken};
 
 use crate::config::HubConfig;
-use crate::error::{HubError, Result};
+use crate::error::Result;
 use crate::hub::Hub;
 use crate::registry::{TenantView, WorkerView};
 
@@ -86,10 +86,10 @@ async fn tenants(State(hub): State<Arc<Hub>>) -> Json<Vec<TenantView>> {
 /// `GET path` of the hub's API that `config` describes, with its token (what `pico hub ls`
 /// reads).
 pub async fn get(config: &HubConfig, path: &str) -> Result<serde_json::Value> {
-    let token_file = config.token_file.as_ref().ok_or(HubError::TokenMissing)?;
+    let token = config.token()?;
     ask(
         config.api_listen,
-        token_file,
+        &token,
         axum::http::Method::GET,
         path,
         None,
@@ -97,25 +97,23 @@ pub async fn get(config: &HubConfig, path: &str) -> Result<serde_json::Value> {
     .await
 }
 
-/// `POST path` with `body` on the hub's API at `addr`, with the token in `token_file` (what
-/// `pico tenant move` asks).
+/// `POST path` with `body` on the hub's API at `addr` (what `pico tenant move` asks).
 pub async fn post(
     addr: std::net::SocketAddr,
-    token_file: &std::path::Path,
+    token: &ApiToken,
     path: &str,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value> {
-    ask(addr, token_file, axum::http::Method::POST, path, Some(body)).await
+    ask(addr, token, axum::http::Method::POST, path, Some(body)).await
 }
 
-/// `method path` with `body` on the hub's API at `addr`, with the token in `token_file`.
+/// `method path` with `body` on the hub's API at `addr`.
 async fn ask(
     addr: std::net::SocketAddr,
-    token_file: &std::path::Path,
+    token: &ApiToken,
     method: axum::http::Method,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<serde_json::Value> {
-    let token = ApiToken::load(token_file)?;
     Ok(call_json("the hub", addr, token.text(), method, path, body).await?)
 }

@@ -85,6 +85,14 @@ impl HubConfig {
         }
     }
 
+    /// The hub's bearer token: `$PICO_TOKEN` when set, else the content of `token_file`.
+    pub fn token(&self) -> crate::Result<worker::protocol::ApiToken> {
+        worker::protocol::ApiToken::cluster(self.token_file.as_deref()).map_err(|e| match e {
+            worker::Error::TokenMissing => crate::HubError::TokenMissing,
+            e => crate::HubError::Worker(e),
+        })
+    }
+
     /// The name server's address in NS answers.
     pub fn ns_addr(&self) -> IpAddr {
         match self.ns_addr {

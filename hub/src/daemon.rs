@@ -26,8 +26,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(500);
 /// Runs the hub until SIGINT or SIGTERM, its state in `cold`.
 pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
     check(&config)?;
-    let token_file = config.token_file.as_ref().ok_or(HubError::TokenMissing)?;
-    let token = ApiToken::load(token_file)?;
+    let token = config.token()?;
     let worker_token = match &config.worker_token_file {
         Some(path) => ApiToken::load(path)?.text().to_string(),
         None => token.text().to_string(),

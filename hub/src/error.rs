@@ -30,8 +30,8 @@ pub enum HubError {
     RecordUnencodable(#[source] serde_json::Error),
 
     #[error(
-        "[hub] needs token_file: a file holding the bearer token its API asks of workers and of \
-         `pico hub ls` (write one, readable by root only)"
+        "the hub needs its token: PICO_TOKEN, or [hub] token_file naming a file that holds the \
+         bearer token its API asks of workers and of `pico hub ls` (readable by root only)"
     )]
     TokenMissing,
 

@@ -10,8 +10,19 @@ use super::{print_json, Context};
 #[derive(Debug, Subcommand)]
 pub enum HubCommand {
     /// Runs the hub in the foreground until SIGINT/SIGTERM: DNS for the zone, the API workers
-    /// report to (`[hub]` of pico.toml), its state in the cold tier (`[cold]`).
-    Run,
+    /// report to (`[hub]` of pico.toml), its state in the cold tier (`[cold]`). Its token:
+    /// PICO_TOKEN or `[hub] token_file`.
+    Run {
+        /// Its API (workers' heartbeats, `pico hub ls`), over `[hub] api_listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Where it answers DNS, over `[hub] dns_listen`.
+        #[arg(long)]
+        dns: Option<std::net::SocketAddr>,
+        /// The zone whose names are tenants, over `[hub] zone`.
+        #[arg(long)]
+        zone: Option<String>,
+    },
     /// What the hub knows: its workers, or its tenants with where each is placed and why.
     Ls {
         #[arg(value_enum)]
@@ -27,8 +38,12 @@ pub enum HubList {
 
 pub async fn run(ctx: &Context, cmd: HubCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        HubCommand::Run => {
-            hub::daemon::run(ctx.config.hub.clone(), &ctx.config.store.cold).await?;
+        HubCommand::Run { listen, dns, zone } => {
+            let mut config = ctx.config.hub.clone();
+            config.api_listen = listen.unwrap_or(config.api_listen);
+            config.dns_listen = dns.unwrap_or(config.dns_listen);
+            config.zone = zone.unwrap_or(config.zone);
+            hub::daemon::run(config, &ctx.config.store.cold).await?;
         }
         HubCommand::Ls { what } => ls(ctx, what).await?,
     }

@@ -27,6 +27,11 @@ pub struct Args {
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The hub, `http://ADDRESS:PORT`: what `pico hub ls` and `pico tenant move` ask, and what
+    /// `pico worker run` reports to (over `[hub] api_listen` and `[worker.hub] addr`). Its token
+    /// comes from PICO_TOKEN or the configuration, never from the command line.
+    #[arg(long, global = true)]
+    pub hub: Option<String>,
     /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -86,7 +91,10 @@ pub fn init_tracing(verbose: u8, daemon: bool) {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let home = home_dir(args.home);
-    let config = PicoConfig::load(&home)?;
+    let mut config = PicoConfig::load(&home)?;
+    if let Some(url) = &args.hub {
+        config.point_at_hub(hub_addr(url)?);
+    }
     let ctx = Context {
         home,
         config,
@@ -112,6 +120,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The hub's API address from `--hub`: `http://ADDRESS:PORT` or `ADDRESS:PORT`.
+fn hub_addr(url: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let bare = url
+        .strip_prefix("http://")
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    bare.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "--hub {url:?}: give the hub's API as http://ADDRESS:PORT (TLS is not built yet)"
+        )
+    })
+}
+
 /// Prints a value as one line of JSON.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
@@ -124,8 +145,22 @@ impl Args {
         matches!(
             self.command,
             Command::Worker(_)
-                | Command::Hub(hub::HubCommand::Run)
+                | Command::Hub(hub::HubCommand::Run { .. })
                 | Command::Pager(pager::PagerCommand::Mount { .. })
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hub_addr;
+
+    #[test]
+    fn the_hub_is_an_address_with_or_without_its_scheme() {
+        let addr: std::net::SocketAddr = "10.0.0.1:7071".parse().unwrap();
+        assert_eq!(hub_addr("http://10.0.0.1:7071").unwrap(), addr);
+        assert_eq!(hub_addr("http://10.0.0.1:7071/").unwrap(), addr);
+        assert_eq!(hub_addr("10.0.0.1:7071").unwrap(), addr);
+        assert!(hub_addr("https://hub.example:7071").is_err());
     }
 }

@@ -17,7 +17,13 @@ use super::{print_json, Context};
 #[derive(Debug, Subcommand)]
 pub enum WorkerCommand {
     /// Runs the worker daemon in the foreground until SIGINT/SIGTERM.
-    Run,
+    Run {
+        /// In a cluster (`--hub URL` or `[worker.hub]`), the address clients reach this
+        /// worker's tenants on, which the hub's DNS gives (over `[worker.hub] public_addr`;
+        /// default `listen_addr`).
+        #[arg(long)]
+        advertise: Option<std::net::IpAddr>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,16 +126,12 @@ pub enum TenantCommand {
 async fn move_tenant(ctx: &Context, name: &str, to: &str) -> anyhow::Result<ExitCode> {
     let (addr, token_file) = match &ctx.config.worker.hub {
         Some(link) => (link.addr, link.token_file.clone()),
-        None => (
-            ctx.config.hub.api_listen,
-            ctx.config.hub.token_file.clone().ok_or_else(|| {
-                anyhow::anyhow!("tenant move: no hub configured ([worker.hub] or [hub] token_file)")
-            })?,
-        ),
+        None => (ctx.config.hub.api_listen, ctx.config.hub.token_file.clone()),
     };
+    let token = worker::protocol::ApiToken::cluster(token_file.as_deref())?;
     let path = format!("/v1/tenants/{name}/move");
     let body = serde_json::json!({ "to": to });
-    let answer = hub::api::post(addr, &token_file, &path, &body).await?;
+    let answer = hub::api::post(addr, &token, &path, &body).await?;
     if ctx.json {
         print_json(&answer)?;
         return Ok(ExitCode::SUCCESS);
@@ -156,8 +158,15 @@ async fn move_tenant(ctx: &Context, name: &str, to: &str) -> anyhow::Result<Exit
 
 pub async fn run_worker(ctx: &Context, cmd: WorkerCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        WorkerCommand::Run => {
-            worker::run(ctx.config.worker.clone(), ctx.config.store.clone()).await?;
+        WorkerCommand::Run { advertise } => {
+            let mut config = ctx.config.worker.clone();
+            if let Some(ip) = advertise {
+                let link = config.hub.as_mut().ok_or_else(|| {
+                    anyhow::anyhow!("--advertise is for a worker of a cluster: give --hub URL too")
+                })?;
+                link.public_addr = Some(ip);
+            }
+            worker::run(config, ctx.config.store.clone()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -81,10 +81,15 @@ impl Pico {
     /// Starts `pico worker run` on this home with `env` set (its log goes on in `worker.log`,
     /// appended across restarts).
     pub fn start_worker_with_env(&self, env: &[(&str, &str)]) -> Worker<'_> {
+        self.start_worker_with(&[], env)
+    }
+
+    /// Starts `pico worker run ARGS...` on this home with `env` set.
+    pub fn start_worker_with(&self, args: &[&str], env: &[(&str, &str)]) -> Worker<'_> {
         let _ = std::fs::remove_file(self.socket());
         let log = self.worker_log_file();
         let child = self
-            .command(&["worker", "run"])
+            .command(&[&["worker", "run"], args].concat())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -134,13 +139,19 @@ impl Pico {
     /// Starts `pico hub run` on this home (its `[hub]` in `pico.toml`) and waits until its API
     /// listens on `api_port`; its log goes on in `hub.log`. Stopped (SIGTERM) on drop.
     pub fn start_hub(&self, api_port: u16) -> Hub<'_> {
+        self.start_hub_with(api_port, &[], &[])
+    }
+
+    /// Starts `pico hub run ARGS...` with `env` set, as [`Pico::start_hub`].
+    pub fn start_hub_with(&self, api_port: u16, args: &[&str], env: &[(&str, &str)]) -> Hub<'_> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.home.join("hub.log"))
             .unwrap();
         let child = self
-            .command(&["hub", "run"])
+            .command(&[&["hub", "run"], args].concat())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -542,3 +542,56 @@ fn a_dead_workers_tenant_is_placed_where_its_pages_are_cached() {
     assert!(because.contains("w3 holds"), "{because}");
     assert_eq!(w3.get(port, "/inc"), (200, "3".into()));
 }
+
+#[test]
+fn a_cluster_is_set_up_from_flags_with_the_token_in_pico_token() {
+    let _serial = testkit::criu_lock();
+    let hub = super::pico();
+    let w1 = super::pico();
+    let (dns, hub_api) = (free_port(), free_port());
+    let cold = hub.home().join("cold");
+    hub.write_config(&format!("[cold]\nkind = \"dir\"\npath = {cold:?}\n"));
+    let token = [("PICO_TOKEN", "from-the-environment")];
+    let listen = format!("127.0.0.1:{hub_api}");
+    let dns_listen = format!("127.0.0.1:{dns}");
+    let flags = [
+        "--listen",
+        &listen,
+        "--dns",
+        &dns_listen,
+        "--zone",
+        "flags.test",
+    ];
+    let _hub_daemon = hub.start_hub_with(hub_api, &flags, &token);
+    let api = free_port();
+    w1.write_config(&format!(
+        "[worker]\napi_listen = \"127.0.0.1:{api}\"\n[worker.hub]\naddr = \"127.0.0.1:1\"\nname = \"w1\"\n"
+    ));
+    let hub_url = format!("http://127.0.0.1:{hub_api}");
+    let _worker = w1.start_worker_with(&["--hub", &hub_url, "--advertise", "127.0.0.1"], &token);
+    let port = super::add_counter(&w1, "web");
+
+    let started = Instant::now();
+    loop {
+        let out = hub
+            .command(&["--json", "--hub", &hub_url, "hub", "ls", "tenants"])
+            .envs(token)
+            .output()
+            .unwrap();
+        let tenants: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if tenants[0]["name"] == "web" && tenants[0]["port"] == port {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{tenants} {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            hub.hub_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answer = dig(dns, &["web.flags.test", "A"]);
+    assert!(answer.contains("\tA\t127.0.0.1"), "{answer}");
+    let without = hub.fails(&["--hub", &hub_url, "hub", "ls", "tenants"]);
+    assert!(without.contains("PICO_TOKEN"), "{without}");
+}

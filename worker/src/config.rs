@@ -135,8 +135,9 @@ pub enum OnStop {
 pub struct HubLinkConfig {
     /// The hub's API (`HOST:PORT`, its `[hub] api_listen`).
     pub addr: SocketAddr,
-    /// A file holding the bearer token of the hub's API.
-    pub token_file: PathBuf,
+    /// A file holding the bearer token of the hub's API (`$PICO_TOKEN` wins when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
     /// This worker's name at the hub (default: the host name); one per worker of a cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -151,6 +152,19 @@ pub struct HubLinkConfig {
 
 fn default_heartbeat_ms() -> u64 {
     1000
+}
+
+impl HubLinkConfig {
+    /// Reporting to the hub at `addr`, everything else by default.
+    pub fn at(addr: SocketAddr) -> HubLinkConfig {
+        HubLinkConfig {
+            addr,
+            token_file: None,
+            name: None,
+            public_addr: None,
+            heartbeat_ms: default_heartbeat_ms(),
+        }
+    }
 }
 
 fn default_listen_addr() -> std::net::IpAddr {
@@ -281,7 +295,7 @@ impl WorkerConfig {
             store.local.path.clone(),
         ];
         secrets.extend(self.api_token_file.clone());
-        secrets.extend(self.hub.as_ref().map(|hub| hub.token_file.clone()));
+        secrets.extend(self.hub.as_ref().and_then(|hub| hub.token_file.clone()));
         secrets.extend(store.local.index_cache.clone());
         if let pagestore::config::ColdConfig::Dir { path } = &store.cold {
             secrets.push(path.clone());

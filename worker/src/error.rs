@@ -148,10 +148,14 @@ pub enum Error {
     NoRoute { op: String },
 
     #[error(
-        "api_listen = \"{listen}\" needs api_token_file: on TCP every request must carry the bearer \
-         token that file holds (write one, readable by root only, and name it under [worker])"
+        "api_listen = \"{listen}\" needs api_token_file (or PICO_TOKEN): on TCP every request must \
+         carry the bearer token that file holds (write one, readable by root only, and name it \
+         under [worker])"
     )]
     ApiTokenMissing { listen: SocketAddr },
+
+    #[error("no token: set PICO_TOKEN, or name a token file in pico.toml")]
+    TokenMissing,
 
     #[error("the API token file {path} is empty: write the bearer token into it")]
     ApiTokenEmpty { path: PathBuf },

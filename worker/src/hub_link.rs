@@ -145,7 +145,9 @@ impl Link {
         if public_addr.is_unspecified() {
             return Err(Error::HubNeedsPublicAddr);
         }
-        let token = ApiToken::load(&config.token_file)?.text().to_string();
+        let token = ApiToken::cluster(config.token_file.as_deref())?
+            .text()
+            .to_string();
         let name = match &config.name {
             Some(name) => name.clone(),
             None => host_name()?,
@@ -324,7 +326,7 @@ mod tests {
         std::fs::write(&token_file, "s3cret\n").unwrap();
         let config = HubLinkConfig {
             addr: "127.0.0.1:7071".parse().unwrap(),
-            token_file,
+            token_file: Some(token_file),
             name: Some("w1".into()),
             public_addr,
             heartbeat_ms: 1000,

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::api::auth::{require_token, ApiToken};
+pub use crate::api::auth::{require_token, ApiToken, TOKEN_VAR};
 pub use crate::api::client::{call_json, Client};
 
 /// One operation of the worker, with its arguments.

@@ -19,6 +19,9 @@ use tracing::warn;
 use crate::api::failure::Failure;
 use crate::error::{Error, Result};
 
+/// The environment variable that holds the cluster's token, before any token file.
+pub const TOKEN_VAR: &str = "PICO_TOKEN";
+
 /// The token TCP requests must carry.
 #[derive(Clone)]
 pub struct ApiToken(Arc<str>);
@@ -46,6 +49,19 @@ impl ApiToken {
             }
         }
         Ok(ApiToken(token.into()))
+    }
+
+    /// The cluster's token: `$PICO_TOKEN` when set (and not empty), else the content of
+    /// `file`; [`Error::TokenMissing`] with neither. Tokens are never given on a command line,
+    /// where every user of the machine could read them.
+    pub fn cluster(file: Option<&Path>) -> Result<ApiToken> {
+        match std::env::var(TOKEN_VAR) {
+            Ok(token) if !token.trim().is_empty() => Ok(ApiToken(token.trim().into())),
+            _ => match file {
+                Some(path) => ApiToken::load(path),
+                None => Err(Error::TokenMissing),
+            },
+        }
     }
 
     /// The token itself, to present to another API (never log it).

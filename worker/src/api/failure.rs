@@ -91,6 +91,7 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         | Error::NoRoute { .. }
         | Error::ApiTokenMissing { .. }
         | Error::ApiTokenEmpty { .. }
+        | Error::TokenMissing
         | Error::ApiListen { .. }
         | Error::Remote(_)
         | Error::BadTenantRecord { .. }

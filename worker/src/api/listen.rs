@@ -50,13 +50,16 @@ impl Listeners {
     }
 }
 
-/// The token TCP requests must carry: `None` without `api_listen`; with it, the token in
-/// `api_token_file`, which must be set, readable and not empty. A worker checks this first.
+/// The token TCP requests must carry: `None` without `api_listen`; with it, `$PICO_TOKEN` or
+/// the token in `api_token_file`, which must then be set, readable and not empty. A worker
+/// checks this first.
 pub(crate) fn api_token(config: &WorkerConfig) -> Result<Option<ApiToken>> {
-    match (config.api_listen, &config.api_token_file) {
-        (Some(_), Some(path)) => Ok(Some(ApiToken::load(path)?)),
-        (Some(listen), None) => Err(Error::ApiTokenMissing { listen }),
-        (None, _) => Ok(None),
+    let Some(listen) = config.api_listen else {
+        return Ok(None);
+    };
+    match ApiToken::cluster(config.api_token_file.as_deref()) {
+        Err(Error::TokenMissing) => Err(Error::ApiTokenMissing { listen }),
+        token => token.map(Some),
     }
 }
 
