@@ -1,8 +1,9 @@
 //! The hub's HTTP API (bearer token on every request, as a worker's TCP API): workers report to
 //! it (`POST /v1/heartbeat`, answered with their lease) and claim a new tenant's name and port
 //! (`POST /v1/claims`, 409 with the reason when another tenant holds either); `pico hub ls`
-//! reads what it knows (`GET /v1/workers`, `GET /v1/tenants`) and `pico tenant move` moves a
-//! tenant (`POST /v1/tenants/{name}/move`, `{"to": WORKER}`).
+//! reads what it knows (`GET /v1/workers`, `GET /v1/tenants`), `pico tenant move` moves a
+//! tenant (`POST /v1/tenants/{name}/move`, `{"to": WORKER}`) and `pico --hub URL tenant add`
+//! places a new one (`POST /v1/tenants`, a tenant spec).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use axum::routing;
 use axum::{Json, Router};
 use worker::hub_link::{Claim, Heartbeat, Lease};
 use worker::protocol::{call_json, require_token, ApiToken};
+use worker::tenant::TenantSpec;
 
 use crate::config::HubConfig;
 use crate::error::Result;
@@ -27,7 +29,7 @@ pub fn router(hub: Arc<Hub>, token: ApiToken) -> Router {
         .route("/v1/claims", routing::post(claim))
         .route("/v1/tenants/{name}/move", routing::post(move_tenant))
         .route("/v1/workers", routing::get(workers))
-        .route("/v1/tenants", routing::get(tenants))
+        .route("/v1/tenants", routing::get(tenants).post(add_tenant))
         .layer(axum::middleware::from_fn_with_state(token, require_token))
         .with_state(hub)
 }
@@ -75,6 +77,17 @@ async fn move_tenant(
     }
 }
 
+async fn add_tenant(State(hub): State<Arc<Hub>>, Json(spec): Json<TenantSpec>) -> Response {
+    match crate::adding::add_tenant(&hub, spec).await {
+        Ok(info) => Json(info).into_response(),
+        Err(why) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": why })),
+        )
+            .into_response(),
+    }
+}
+
 async fn workers(State(hub): State<Arc<Hub>>) -> Json<Vec<WorkerView>> {
     Json(hub.registry().workers(Instant::now()))
 }
@@ -97,7 +110,8 @@ pub async fn get(config: &HubConfig, path: &str) -> Result<serde_json::Value> {
     .await
 }
 
-/// `POST path` with `body` on the hub's API at `addr` (what `pico tenant move` asks).
+/// `POST path` with `body` on the hub's API at `addr` (what `pico tenant move` and `pico --hub
+/// URL tenant add` ask).
 pub async fn post(
     addr: std::net::SocketAddr,
     token: &ApiToken,

@@ -6,9 +6,10 @@
 //!
 //! `daemon` runs it (`pico hub run`); `registry` is what it knows and the rules that keep it
 //! consistent, `durable` keeps that in the cold tier; `api` is its HTTP API, `dns` the
-//! authoritative server and `wake` what a query for a tenant does, `moving` a move between workers; `placement` is the rule that
+//! authoritative server and `wake` what a query for a tenant does, `moving` a move between workers, `adding` a new tenant placed by the hub; `placement` is the rule that
 //! picks a worker for a tenant.
 
+pub mod adding;
 pub mod api;
 pub mod config;
 pub mod daemon;

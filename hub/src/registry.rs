@@ -382,6 +382,14 @@ impl Registry {
         }
     }
 
+    /// Records why tenant `name` is where its claim put it (the hub chose that worker).
+    pub fn placed(&mut self, name: &str, because: &str) {
+        if let Some(t) = self.tenants.get_mut(name) {
+            t.record.placed_because = because.to_string();
+            self.changed = true;
+        }
+    }
+
     /// What placing tenant `name` elsewhere needs: its checkpoint and its memory when it last ran.
     pub fn placement_of(&self, name: &str) -> Option<(Option<String>, u64)> {
         let t = self.tenants.get(name)?;

@@ -86,7 +86,7 @@ fn print_workers(workers: &[WorkerView]) {
     }
 }
 
-fn print_tenants(tenants: &[TenantView]) {
+pub(super) fn print_tenants(tenants: &[TenantView]) {
     println!(
         "{:<16} {:<16} {:<22} {:<13} {:>4}  PLACED BECAUSE",
         "TENANT", "WORKER", "ADDRESS", "STATE", "GEN"

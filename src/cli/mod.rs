@@ -27,9 +27,10 @@ pub struct Args {
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
-    /// The hub, `http://ADDRESS:PORT`: what `pico hub ls` and `pico tenant move` ask, and what
-    /// `pico worker run` reports to (over `[hub] api_listen` and `[worker.hub] addr`). Its token
-    /// comes from PICO_TOKEN or the configuration, never from the command line.
+    /// The hub, `http://ADDRESS:PORT`: what `pico hub ls` and `pico tenant move` ask, what
+    /// `pico worker run` reports to (over `[hub] api_listen` and `[worker.hub] addr`), and
+    /// through which `pico tenant add` (placed by the hub) and `tenant ls` go. Its token comes
+    /// from PICO_TOKEN or the configuration, never from the command line.
     #[arg(long, global = true)]
     pub hub: Option<String>,
     /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
@@ -69,6 +70,8 @@ pub struct Context {
     pub home: PathBuf,
     pub config: PicoConfig,
     pub json: bool,
+    /// `--hub` was given: `tenant add` and `tenant ls` go through the hub.
+    pub via_hub: bool,
 }
 
 /// Daemons log their work at info; one-shot commands only warnings, so their output stays clean.
@@ -99,6 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         home,
         config,
         json: args.json,
+        via_hub: args.hub.is_some(),
     };
     if matches!(args.command, Command::Worker(_)) {
         // Before the runtime's threads exist: it applies to every arena they would make.

@@ -122,13 +122,44 @@ pub enum TenantCommand {
     },
 }
 
-/// `pico tenant move`: asks the hub this worker reports to (or, on the hub's machine, the hub).
-async fn move_tenant(ctx: &Context, name: &str, to: &str) -> anyhow::Result<ExitCode> {
+/// Where the hub is and its token: this worker's `[worker.hub]` (or `--hub`), else `[hub]`.
+fn the_hub(ctx: &Context) -> anyhow::Result<(std::net::SocketAddr, worker::protocol::ApiToken)> {
     let (addr, token_file) = match &ctx.config.worker.hub {
         Some(link) => (link.addr, link.token_file.clone()),
         None => (ctx.config.hub.api_listen, ctx.config.hub.token_file.clone()),
     };
-    let token = worker::protocol::ApiToken::cluster(token_file.as_deref())?;
+    Ok((
+        addr,
+        worker::protocol::ApiToken::cluster(token_file.as_deref())?,
+    ))
+}
+
+/// `pico --hub URL tenant add`: the hub places the tenant and has that worker start it.
+async fn add_through_hub(ctx: &Context, spec: &TenantSpec) -> anyhow::Result<ExitCode> {
+    let (addr, token) = the_hub(ctx)?;
+    let answer = hub::api::post(addr, &token, "/v1/tenants", &serde_json::to_value(spec)?).await?;
+    if ctx.json {
+        print_json(&answer)?;
+    } else {
+        print_tenants(&[serde_json::from_value(answer)?]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pico --hub URL tenant ls`: the tenants of the whole cluster, as the hub knows them.
+async fn ls_through_hub(ctx: &Context) -> anyhow::Result<ExitCode> {
+    let answer = hub::api::get(&ctx.config.hub, "/v1/tenants").await?;
+    if ctx.json {
+        print_json(&answer)?;
+    } else {
+        super::hub::print_tenants(&serde_json::from_value::<Vec<_>>(answer)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pico tenant move`: asks the hub this worker reports to (or, on the hub's machine, the hub).
+async fn move_tenant(ctx: &Context, name: &str, to: &str) -> anyhow::Result<ExitCode> {
+    let (addr, token) = the_hub(ctx)?;
     let path = format!("/v1/tenants/{name}/move");
     let body = serde_json::json!({ "to": to });
     let answer = hub::api::post(addr, &token, &path, &body).await?;
@@ -217,9 +248,13 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
                 },
             };
             let name = spec.name.clone();
+            if ctx.via_hub {
+                return add_through_hub(ctx, &spec).await;
+            }
             (Request::Add(spec), name)
         }
         TenantCommand::Move { name, to } => return move_tenant(ctx, name, to).await,
+        TenantCommand::Ls if ctx.via_hub => return ls_through_hub(ctx).await,
         TenantCommand::Ls => (Request::Ls, String::new()),
         TenantCommand::Status { name } => (Request::Status { name: name.clone() }, name.clone()),
         TenantCommand::SwapOut { name } => (Request::SwapOut { name: name.clone() }, name.clone()),

@@ -592,6 +592,40 @@ fn a_cluster_is_set_up_from_flags_with_the_token_in_pico_token() {
     }
     let answer = dig(dns, &["web.flags.test", "A"]);
     assert!(answer.contains("\tA\t127.0.0.1"), "{answer}");
+    // A tenant added through the hub, from a machine without a worker: the hub places it.
+    let port2 = free_port();
+    let mut add = vec!["--json".to_string(), "--hub".into(), hub_url.clone()];
+    add.extend(super::counter_add_args("blog", port2));
+    let out = hub
+        .command(&super::strs(&add))
+        .envs(token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(http_get(port2, "/inc").unwrap(), "1");
+    let out = hub
+        .command(&["--json", "--hub", &hub_url, "tenant", "ls"])
+        .envs(token)
+        .output()
+        .unwrap();
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let blog = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "blog")
+        .cloned();
+    let because = blog.as_ref().map(|t| t["placed_because"].to_string());
+    assert!(
+        because
+            .as_deref()
+            .is_some_and(|b| b.contains("placed when added: w1 has the most free memory")),
+        "{all}"
+    );
     let without = hub.fails(&["--hub", &hub_url, "hub", "ls", "tenants"]);
     assert!(without.contains("PICO_TOKEN"), "{without}");
 }
