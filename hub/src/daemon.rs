@@ -3,6 +3,7 @@
 //! worker falls silent, until SIGINT or SIGTERM.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,18 +45,10 @@ pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
 
     let (udp, tcp) = crate::dns::bind(config.dns_listen)
         .await
-        .map_err(|source| HubError::Listen {
-            what: "DNS",
-            addr: config.dns_listen,
-            source,
-        })?;
+        .map_err(cannot_listen("DNS", config.dns_listen))?;
     let api = TcpListener::bind(config.api_listen)
         .await
-        .map_err(|source| HubError::Listen {
-            what: "the hub's API",
-            addr: config.api_listen,
-            source,
-        })?;
+        .map_err(cannot_listen("the hub's API", config.api_listen))?;
     let zone = Zone {
         ttl_s: config.ttl_s,
         ..Zone::new(&config.zone, config.ns_addr())
@@ -80,11 +73,7 @@ pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await
-        .map_err(|source| HubError::Listen {
-            what: "the hub's API",
-            addr: config.api_listen,
-            source,
-        })?;
+        .map_err(cannot_listen("the hub's API", config.api_listen))?;
     match dns.await {
         Ok(Err(e)) => warn!(error = %e, "DNS ended with an error"),
         Err(e) => warn!(error = %e, "DNS task failed"),
@@ -99,6 +88,11 @@ pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
     }
     info!("hub stopped");
     Ok(())
+}
+
+/// The error of serving `what` on `addr`.
+fn cannot_listen(what: &'static str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> HubError {
+    move |source| HubError::Listen { what, addr, source }
 }
 
 /// The configuration's rules that serde cannot check.

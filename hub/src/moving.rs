@@ -117,12 +117,13 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
     // From here the hub places it on the destination: the source's heartbeats are told to let
     // it go, and the destination's report of it is its own.
     hub.registry()
-        .moved(name, to, "moved by an operator".into());
+        .moved(name, to, "moved by an operator".into(), Instant::now());
     let back = |why: String| {
         hub.registry().moved(
             name,
             &place.worker,
             format!("a move to {to} failed ({why}); back on its worker"),
+            Instant::now(),
         );
         why
     };

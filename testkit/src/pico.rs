@@ -108,7 +108,7 @@ impl Pico {
         }
         Worker {
             pico: self,
-            child: Some(child),
+            daemon: Daemon { child: Some(child) },
         }
     }
 
@@ -132,7 +132,7 @@ impl Pico {
             .unwrap();
         Worker {
             pico: self,
-            child: Some(child),
+            daemon: Daemon { child: Some(child) },
         }
     }
 
@@ -159,7 +159,7 @@ impl Pico {
             .unwrap();
         let mut hub = Hub {
             pico: self,
-            child: Some(child),
+            daemon: Daemon { child: Some(child) },
         };
         let started = Instant::now();
         while !crate::net::is_listening(api_port) {
@@ -217,38 +217,34 @@ impl Pico {
     }
 }
 
-/// A running worker. On drop it removes every tenant (killing their processes) and stops.
-pub struct Worker<'a> {
-    pico: &'a Pico,
+/// A daemon this test started (`pico worker run`, `pico hub run`): killed, stopped or waited for.
+struct Daemon {
     child: Option<Child>,
 }
 
-impl Worker<'_> {
-    /// Kills the worker (SIGKILL, nothing is cleaned up) and waits for it.
-    pub fn kill(&mut self) {
+impl Daemon {
+    fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Waits up to `limit` for the worker to exit on its own; whether it did.
-    pub fn exited_within(&mut self, limit: Duration) -> bool {
+    fn exited_within(&mut self, limit: Duration) -> bool {
         let started = Instant::now();
-        while started.elapsed() < limit {
+        loop {
             match self.child.as_mut().map(|c| c.try_wait()) {
                 None | Some(Ok(Some(_))) | Some(Err(_)) => {
                     self.child = None;
                     return true;
                 }
+                Some(Ok(None)) if started.elapsed() >= limit => return false,
                 Some(Ok(None)) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        false
     }
 
-    /// Stops the worker (SIGTERM) and waits for it.
-    pub fn stop(&mut self) {
+    fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: plain kill(2) on our own child's pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -257,9 +253,32 @@ impl Worker<'_> {
     }
 }
 
+/// A running worker. On drop it removes every tenant (killing their processes) and stops.
+pub struct Worker<'a> {
+    pico: &'a Pico,
+    daemon: Daemon,
+}
+
+impl Worker<'_> {
+    /// Kills the worker (SIGKILL, nothing is cleaned up) and waits for it.
+    pub fn kill(&mut self) {
+        self.daemon.kill();
+    }
+
+    /// Waits up to `limit` for the worker to exit on its own; whether it did.
+    pub fn exited_within(&mut self, limit: Duration) -> bool {
+        self.daemon.exited_within(limit)
+    }
+
+    /// Stops the worker (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+}
+
 impl Drop for Worker<'_> {
     fn drop(&mut self) {
-        if self.child.is_some() {
+        if self.daemon.child.is_some() {
             if let Ok(out) = self.pico.command(&["--json", "tenant", "ls"]).output() {
                 let list: serde_json::Value =
                     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
@@ -277,40 +296,23 @@ impl Drop for Worker<'_> {
 /// A running hub, stopped (SIGTERM) on drop.
 pub struct Hub<'a> {
     pub pico: &'a Pico,
-    child: Option<Child>,
+    daemon: Daemon,
 }
 
 impl Hub<'_> {
     /// Waits up to `limit` for the hub to exit on its own; whether it did.
     pub fn exited_within(&mut self, limit: Duration) -> bool {
-        let started = Instant::now();
-        loop {
-            match self.child.as_mut().map(|c| c.try_wait()) {
-                None | Some(Ok(Some(_))) | Some(Err(_)) => {
-                    self.child = None;
-                    return true;
-                }
-                Some(Ok(None)) if started.elapsed() >= limit => return false,
-                Some(Ok(None)) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
+        self.daemon.exited_within(limit)
     }
 
     /// Kills the hub (SIGKILL: nothing saved on the way out) and waits for it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.daemon.kill();
     }
 
     /// Stops the hub (SIGTERM) and waits for it.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
-        }
+        self.daemon.stop();
     }
 }
 

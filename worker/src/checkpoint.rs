@@ -45,18 +45,7 @@ impl Worker {
         crate::tenant::fresh_dir(&staging)?;
         let work = slot.dirs.criu_work("checkpoint");
         crate::tenant::fresh_dir(&work)?;
-        let dumped = self
-            .criu
-            .dump_cgroups(
-                pid,
-                &staging,
-                &work,
-                slot.netns.as_deref(),
-                slot.view.as_ref(),
-                &self.cgroup_hierarchies_of(&slot.name, pid),
-                true,
-            )
-            .await;
+        let dumped = self.dump(slot, pid, &staging, &work, true).await;
         let dump_ms = started.elapsed().as_millis() as u64;
         if let Err(e) = dumped {
             let _ = std::fs::remove_dir_all(&staging);

@@ -261,28 +261,12 @@ pub(crate) fn start(worker: Arc<Worker>) -> tokio::task::JoinHandle<()> {
 /// Starts a swap-out of every running tenant idle for its timeout (none while a swap-in
 /// waits).
 async fn sweep_idle(worker: &Arc<Worker>) {
-    if worker.swap_ins_waiting.load(Ordering::SeqCst) > 0 {
-        return;
-    }
     let now = pagestore::clock::now_ms();
-    for slot in worker.tenants.all() {
-        if slot.netns.is_none() || slot.auto_swap.load(Ordering::SeqCst) {
-            continue;
-        }
-        if !lock_std(&slot.swap_out_backoff).ready(now) {
-            continue;
-        }
-        let idle = match slot.runtime.try_lock() {
-            Ok(rt) => {
-                rt.info.state == TenantState::Running
-                    && slot.activity.idle_at(now, rt.info.idle_timeout_ms)
-            }
-            Err(_) => false,
-        };
-        if !idle {
-            continue;
-        }
-        slot.auto_swap.store(true, Ordering::SeqCst);
+    let idle = |slot: &TenantSlot, info: &crate::tenant::TenantInfo| {
+        lock_std(&slot.swap_out_backoff).ready(now)
+            && slot.activity.idle_at(now, info.idle_timeout_ms)
+    };
+    for slot in claim_due(worker, idle) {
         let worker = worker.clone();
         tokio::spawn(async move {
             // A failure is logged, and backed off, by `swap_out_because`.
@@ -295,41 +279,53 @@ async fn sweep_idle(worker: &Arc<Worker>) {
 /// Starts a checkpoint of every running tenant whose `checkpoint_every` is due (none while a
 /// swap-in waits; one at a time per tenant, never beside its idle swap-out).
 async fn sweep_checkpoints(worker: &Arc<Worker>) {
-    if worker.swap_ins_waiting.load(Ordering::SeqCst) > 0 {
-        return;
-    }
     let now = pagestore::clock::now_ms();
-    for slot in worker.tenants.all() {
-        if slot.netns.is_none() || slot.auto_swap.load(Ordering::SeqCst) {
-            continue;
-        }
-        let due = match slot.runtime.try_lock() {
-            Ok(rt) => {
-                rt.info.state == TenantState::Running
-                    && crate::checkpoint::due(
-                        rt.info.checkpoint_every_ms,
-                        slot.checkpointed_at.load(Ordering::SeqCst),
-                        slot.activity.last_ms(),
-                        now,
-                    )
-            }
-            Err(_) => false,
-        };
-        if !due {
-            continue;
-        }
-        slot.auto_swap.store(true, Ordering::SeqCst);
+    let due = |slot: &TenantSlot, info: &crate::tenant::TenantInfo| {
+        crate::checkpoint::due(
+            info.checkpoint_every_ms,
+            slot.checkpointed_at.load(Ordering::SeqCst),
+            slot.activity.last_ms(),
+            now,
+        )
+    };
+    for slot in claim_due(worker, due) {
         let worker = worker.clone();
         tokio::spawn(async move {
             if let Err(e) = worker.checkpoint_running(&slot).await {
                 warn!(tenant = %slot.name, error = %e, "checkpoint of a running tenant failed; trying again at its next interval");
-                // Not again before its next interval.
                 slot.checkpointed_at
                     .store(pagestore::clock::now_ms(), Ordering::SeqCst);
             }
             slot.auto_swap.store(false, Ordering::SeqCst);
         });
     }
+}
+
+/// The running, served tenants for which `due` holds (asked without waiting for a record a
+/// flow holds), each marked as taken by the supervisor (`auto_swap`, which the job clears when
+/// it ends): none while a swap-in waits for a slot.
+fn claim_due(
+    worker: &Worker,
+    due: impl Fn(&TenantSlot, &crate::tenant::TenantInfo) -> bool,
+) -> Vec<Arc<TenantSlot>> {
+    if worker.swap_ins_waiting.load(Ordering::SeqCst) > 0 {
+        return Vec::new();
+    }
+    let mut claimed = Vec::new();
+    for slot in worker.tenants.all() {
+        if slot.netns.is_none() || slot.auto_swap.load(Ordering::SeqCst) {
+            continue;
+        }
+        let is_due = match slot.runtime.try_lock() {
+            Ok(rt) => rt.info.state == TenantState::Running && due(&slot, &rt.info),
+            Err(_) => false,
+        };
+        if is_due {
+            slot.auto_swap.store(true, Ordering::SeqCst);
+            claimed.push(slot);
+        }
+    }
+    claimed
 }
 
 /// Under the memory floor (or above the pressure threshold), swaps out the least recently

@@ -62,19 +62,7 @@ impl Worker {
         rt.info.rss_bytes = Some(rss_bytes);
         rt.info.save(&slot.dirs)?;
         crashpoint::hit("swap-out:registry-saved");
-        if let Err(e) = self
-            .criu
-            .dump_cgroups(
-                pid,
-                &staging,
-                &work,
-                slot.netns.as_deref(),
-                slot.view.as_ref(),
-                &self.cgroup_hierarchies_of(name, pid),
-                false,
-            )
-            .await
-        {
+        if let Err(e) = self.dump(&slot, pid, &staging, &work, false).await {
             let _ = std::fs::remove_dir_all(&staging);
             // CRIU resumes the tree when a dump fails.
             rt.info.state = TenantState::Running;
@@ -141,6 +129,30 @@ impl Worker {
         swap.succeeded();
         self.metrics.memory_freed(out.rss_bytes);
         Ok(out)
+    }
+
+    /// CRIU's dump of `slot`'s tree (root `pid`) into `staging`, in its network namespace and
+    /// view, recording its cgroups; with `leave_running` the tree goes on (a checkpoint of a
+    /// running tenant), else it ends with the dump.
+    pub(crate) async fn dump(
+        &self,
+        slot: &TenantSlot,
+        pid: u32,
+        staging: &Path,
+        work: &Path,
+        leave_running: bool,
+    ) -> Result<()> {
+        self.criu
+            .dump_cgroups(
+                pid,
+                staging,
+                work,
+                slot.netns.as_deref(),
+                slot.view.as_ref(),
+                &self.cgroup_hierarchies_of(&slot.name, pid),
+                leave_running,
+            )
+            .await
     }
 
     /// Brings the tenant back from the dump still held in `staging` after its ingest failed; the
