@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 use axum::{Json, Router};
-use worker::hub_link::{Claim, Heartbeat, Lease};
+use worker::hub_wire::{Claim, Heartbeat, Lease};
 use worker::protocol::{call_json, require_token, ApiToken};
 use worker::tenant::TenantSpec;
 

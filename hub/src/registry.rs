@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
-use worker::hub_link::{Heartbeat, HostedTenant};
+use worker::hub_wire::{Heartbeat, HostedTenant};
 use worker::tenant::TenantState;
 
 /// The durable part of the registry.

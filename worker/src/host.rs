@@ -59,10 +59,10 @@ pub struct Worker {
     pub(crate) spare_listeners: Mutex<std::collections::HashMap<u16, std::net::TcpListener>>,
     /// ActiveSets lent between tenants of one program (see `program_sets`).
     pub(crate) program_sets: Arc<crate::program_sets::ProgramSets>,
-    /// Up while a hub's lease has run out (see `hub_link`).
-    pub(crate) fence: crate::hub_link::Fence,
-    /// The hub this worker reports to, once the link is up (see `hub_link`).
-    pub(crate) hub: std::sync::OnceLock<crate::hub_link::HubAddress>,
+    /// Up while a hub's lease has run out (see `cluster`).
+    pub(crate) fence: crate::cluster::Fence,
+    /// The hub this worker reports to, once the link is up (see `cluster`).
+    pub(crate) hub: std::sync::OnceLock<crate::cluster::HubAddress>,
 }
 
 impl Worker {

@@ -2,129 +2,22 @@
 //! is (its name, its API, the address its tenants are reached on), what room it has (memory,
 //! load) and what it hosts (each tenant's state, port, generation, memory), and takes the lease
 //! the hub answers with. The hub names tenants in DNS, wakes them and places them by these
-//! reports. The types here are the wire format of both sides (`POST /v1/heartbeat` of the hub).
+//! reports (`hub_wire` is what both sides say; `cluster` what the worker keeps of the link).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::api::auth::ApiToken;
+use crate::cluster::HubAddress;
 use crate::config::HubLinkConfig;
 use crate::error::{Error, Result};
 use crate::host::Worker;
+use crate::hub_wire::{Heartbeat, HostedTenant, Lease};
 use crate::tenant::TenantState;
-
-/// What a worker reports to its hub.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// Its name in the cluster.
-    pub worker: String,
-    /// Its TCP API (`api_listen`), through which the hub wakes its tenants.
-    pub api: SocketAddr,
-    /// Where clients reach its tenants' ports.
-    pub public_addr: IpAddr,
-    pub memory_total_bytes: u64,
-    pub memory_available_bytes: u64,
-    /// Load average over the last minute, per core.
-    pub load: f64,
-    pub tenants: Vec<HostedTenant>,
-}
-
-/// One tenant a worker hosts, as its heartbeat reports it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HostedTenant {
-    pub name: String,
-    pub port: u16,
-    /// `None` while a swap of it is under way (its record is held): the hub keeps what it knew.
-    pub state: Option<TenantState>,
-    /// Its newest committed checkpoint (what another worker would restore) and its generation.
-    #[serde(default)]
-    pub checkpoint: Option<String>,
-    pub generation: Option<u64>,
-    /// Its memory in use (running) or at its last swap-out (asleep).
-    pub rss_bytes: Option<u64>,
-}
-
-/// The hub's answer to a heartbeat: the worker may run its tenants for `lease_ms` from when it
-/// sent the heartbeat (unless a later one is answered), except those in `release`, which the
-/// hub has placed on another worker meanwhile: the worker gives them up at once.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Lease {
-    pub lease_ms: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub release: Vec<String>,
-}
-
-/// What a worker asks of the hub before it adds a tenant (`POST /v1/claims`): the name and port
-/// are its in the cluster, or the hub says why not (409).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Claim {
-    pub worker: String,
-    pub name: String,
-    pub port: u16,
-}
-
-/// Where this worker's hub is, for the calls other than heartbeats (claims).
-#[derive(Clone, Debug)]
-pub(crate) struct HubAddress {
-    addr: SocketAddr,
-    token: String,
-    worker: String,
-}
-
-impl HubAddress {
-    /// Claims `name` and `port` for a new tenant of this worker; fails with the hub's reason
-    /// when another tenant holds the port or the name lives on another worker.
-    pub(crate) async fn claim(&self, name: &str, port: u16) -> Result<()> {
-        let claim = Claim {
-            worker: self.worker.clone(),
-            name: name.to_string(),
-            port,
-        };
-        let body = serde_json::to_value(&claim).map_err(Error::RequestUnencodable)?;
-        crate::api::client::call_json(
-            "the hub",
-            self.addr,
-            &self.token,
-            axum::http::Method::POST,
-            "/v1/claims",
-            Some(&body),
-        )
-        .await
-        .map(|_| ())
-    }
-}
-
-/// Whether this worker may change its tenants: not once its lease ran out, until the hub
-/// answers again. The hub may then have declared it dead and placed its tenants elsewhere, so a
-/// worker without a lease runs nothing (its tenants are paused) and writes no checkpoint (a
-/// swap-out would race the other worker's generations of the same tenant).
-#[derive(Debug, Default)]
-pub(crate) struct Fence {
-    fenced: std::sync::atomic::AtomicBool,
-}
-
-impl Fence {
-    /// Fails while the lease has run out.
-    pub(crate) fn check(&self) -> Result<()> {
-        if self.is_up() {
-            return Err(Error::NoLease);
-        }
-        Ok(())
-    }
-
-    fn is_up(&self) -> bool {
-        self.fenced.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn set(&self, up: bool) {
-        self.fenced.store(up, std::sync::atomic::Ordering::SeqCst);
-    }
-}
 
 /// Where this worker reports: the hub's address and token, and what it calls itself there.
 struct Link {
@@ -352,28 +245,5 @@ mod tests {
         let (_dir, c) = config(Some("10.0.0.5".parse().unwrap()));
         let link = Link::new(&c, api, any).unwrap();
         assert_eq!(link.public_addr, "10.0.0.5".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn a_heartbeat_reads_back_as_sent() {
-        let beat = Heartbeat {
-            worker: "w1".into(),
-            api: "127.0.0.1:7070".parse().unwrap(),
-            public_addr: "127.0.0.1".parse().unwrap(),
-            memory_total_bytes: 8 << 30,
-            memory_available_bytes: 4 << 30,
-            load: 0.25,
-            tenants: vec![HostedTenant {
-                name: "web".into(),
-                port: 8080,
-                state: Some(TenantState::SwappedOut),
-                checkpoint: Some("web-3".into()),
-                generation: Some(3),
-                rss_bytes: Some(20 << 20),
-            }],
-        };
-        let text = serde_json::to_string(&beat).unwrap();
-        assert!(text.contains(r#""state":"swapped-out""#), "{text}");
-        assert_eq!(serde_json::from_str::<Heartbeat>(&text).unwrap(), beat);
     }
 }
