@@ -7,6 +7,11 @@
 #   deploy/garage.sh env DIR     print the [cold] section of the Garage under DIR (no start)
 #   deploy/garage.sh stop DIR    stop the Garage under DIR (nothing to do if it is not running)
 #   deploy/garage.sh status DIR  exit 0 when it is running and answers
+#   deploy/garage.sh cluster DIR N   start (or restart) N nodes under DIR/node1..N, replication
+#                                factor N, one zone each; bucket and key made through node 1, whose
+#                                S3 endpoint the printed [cold] section names
+#   deploy/garage.sh stop-node DIR K  stop node K of the cluster under DIR (its data stays)
+#   deploy/garage.sh stop-cluster DIR  stop every node of the cluster under DIR
 #
 # Ports: GARAGE_S3_PORT, GARAGE_RPC_PORT, GARAGE_ADMIN_PORT, else free ones are picked at the first
 # start and kept in DIR/ports.env, so a restart (after `stop`) comes back at the same endpoint.
@@ -17,9 +22,10 @@ set -euo pipefail
 log() { printf '[garage] %s\n' "$*" >&2; }
 die() { printf '[garage] error: %s\n' "$*" >&2; exit 1; }
 
-usage() { die "usage: $0 start|stop|env|status DIR"; }
-[ $# -eq 2 ] || usage
+usage() { die "usage: $0 start|stop|env|status DIR, or cluster DIR N, stop-node DIR K, stop-cluster DIR"; }
+[ $# -eq 2 ] || [ $# -eq 3 ] || usage
 cmd=$1
+ARG=${3:-}
 mkdir -p "$2"
 DIR=$(cd "$2" && pwd)
 CONF="$DIR/garage.toml"
@@ -77,10 +83,10 @@ write_config() {
 metadata_dir = "$DIR/meta"
 data_dir = "$DIR/data"
 db_engine = "sqlite"
-replication_factor = 1
+replication_factor = ${GARAGE_REPLICATION:-1}
 rpc_bind_addr = "127.0.0.1:$RPC_PORT"
 rpc_public_addr = "127.0.0.1:$RPC_PORT"
-rpc_secret = "$secret"
+rpc_secret = "${GARAGE_SECRET:-$secret}"
 
 [s3_api]
 s3_region = "$REGION"
@@ -182,8 +188,45 @@ start() {
     [ "$rc" -eq 2 ] && die "garage did not answer within 10 s; see $LOG"
     die "garage could not start (port 127.0.0.1:$S3_PORT taken, or see $LOG)"
   done
+  # A node of a cluster: its layout and bucket are the cluster's (`cluster`).
+  [ -n "${GARAGE_NODE_ONLY:-}" ] && return
   setup_cluster
   print_cold
+}
+
+# N nodes under DIR/node1..N that know each other, one zone each, replication factor N.
+cluster() {
+  local n=$1 k secret first node ids
+  [ "$n" -ge 1 ] 2>/dev/null || die "cluster: N must be a number"
+  [ -f "$DIR/secret" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/secret"
+  secret=$(cat "$DIR/secret")
+  for k in $(seq 1 "$n"); do
+    GARAGE_REPLICATION=$n GARAGE_SECRET=$secret GARAGE_NODE_ONLY=1 bash "$0" start "$DIR/node$k"
+  done
+  first="$DIR/node1/garage.toml"
+  ids=()
+  for k in $(seq 1 "$n"); do
+    node=$("$GARAGE" -c "$DIR/node$k/garage.toml" node id -q 2>/dev/null) ||
+      die "cannot read the id of node $k; see $DIR/node$k/garage.log"
+    ids+=("$node")
+    [ "$k" -gt 1 ] && "$GARAGE" -c "$first" node connect "$node" >/dev/null
+  done
+  if ! "$GARAGE" -c "$first" layout show 2>/dev/null | grep -q 'Current cluster layout version: [1-9]'; then
+    for k in $(seq 1 "$n"); do
+      "$GARAGE" -c "$first" layout assign -z "dc$k" -c 1G "${ids[$((k - 1))]%@*}" >/dev/null
+    done
+    "$GARAGE" -c "$first" layout apply --version 1 >/dev/null
+  fi
+  # The bucket and key through node 1 (its layout is applied: only those are made).
+  bash "$0" start "$DIR/node1"
+}
+
+stop_cluster() {
+  local node
+  for node in "$DIR"/node*; do
+    [ -d "$node" ] && bash "$0" stop "$node"
+  done
+  return 0
 }
 
 stop() {
@@ -203,6 +246,9 @@ stop() {
 
 case "$cmd" in
   start) start ;;
+  cluster) cluster "$ARG" ;;
+  stop-node) bash "$0" stop "$DIR/node$ARG" ;;
+  stop-cluster) stop_cluster ;;
   stop) stop ;;
   env) print_cold ;;
   status)

@@ -1,4 +1,5 @@
-//! A real single-node Garage (S3) server on loopback for tests, started through `deploy/garage.sh`.
+//! A real Garage (S3) server on loopback for tests, started through `deploy/garage.sh`: one node,
+//! or a cluster of nodes with a replication factor of their number.
 //!
 //! Tests of the S3 cold tier run against this, never against a mock. A test that asks for Garage
 //! and cannot get it fails with the reason (run `deploy/setup.sh`): it never skips silently.
@@ -17,6 +18,8 @@ pub struct Garage {
     pub secret_access_key: String,
     /// The `[cold]` section of `pico.toml` that `deploy/garage.sh` printed.
     pub cold_toml: String,
+    /// Nodes of a cluster (`None`: one node).
+    nodes: Option<usize>,
 }
 
 /// `deploy/garage.sh` in this checkout.
@@ -25,10 +28,15 @@ pub fn script() -> PathBuf {
 }
 
 fn run_script(cmd: &str, dir: &Path) -> Result<String, String> {
+    run_script_with(cmd, dir, None)
+}
+
+fn run_script_with(cmd: &str, dir: &Path, arg: Option<usize>) -> Result<String, String> {
     let out = Command::new("bash")
         .arg(script())
         .arg(cmd)
         .arg(dir)
+        .args(arg.map(|a| a.to_string()))
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script().display()))?;
     if !out.status.success() {
@@ -53,12 +61,25 @@ fn toml_value(toml: &str, key: &str) -> Option<String> {
 impl Garage {
     /// Starts a fresh Garage with its bucket and key. Panics with the reason when it cannot.
     pub fn start() -> Garage {
+        Garage::started(None)
+    }
+
+    /// Starts a fresh cluster of `nodes` Garage nodes (replication factor `nodes`, one zone
+    /// each), its bucket and key made through node 1, whose endpoint this names.
+    pub fn start_cluster(nodes: usize) -> Garage {
+        Garage::started(Some(nodes))
+    }
+
+    fn started(nodes: Option<usize>) -> Garage {
         let dir = tempfile::Builder::new()
             .prefix("pico-garage-")
             .tempdir()
             .expect("temp dir for Garage");
-        let cold_toml = run_script("start", dir.path())
-            .unwrap_or_else(|e| panic!("Garage is needed for this test: {e}"));
+        let started = match nodes {
+            None => run_script("start", dir.path()),
+            Some(n) => run_script_with("cluster", dir.path(), Some(n)),
+        };
+        let cold_toml = started.unwrap_or_else(|e| panic!("Garage is needed for this test: {e}"));
         let get = |k: &str| {
             toml_value(&cold_toml, k)
                 .unwrap_or_else(|| panic!("no {k} in garage.sh output:\n{cold_toml}"))
@@ -70,8 +91,14 @@ impl Garage {
             access_key_id: get("access_key_id"),
             secret_access_key: get("secret_access_key"),
             cold_toml,
+            nodes,
             dir,
         }
+    }
+
+    /// Stops node `k` (from 1) of a cluster; the others go on.
+    pub fn stop_node(&self, k: usize) {
+        run_script_with("stop-node", self.dir.path(), Some(k)).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Stops the server (its data stays): the endpoint then refuses connections.
@@ -91,7 +118,12 @@ impl Garage {
 
 impl Drop for Garage {
     fn drop(&mut self) {
-        if let Err(e) = run_script("stop", self.dir.path()) {
+        let stop = if self.nodes.is_some() {
+            "stop-cluster"
+        } else {
+            "stop"
+        };
+        if let Err(e) = run_script(stop, self.dir.path()) {
             eprintln!("{e}");
         }
     }

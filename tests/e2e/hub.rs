@@ -45,10 +45,19 @@ fn write_token(path: &Path) {
 }
 
 fn hub_config(dns: u16, api: u16, token: &Path, cold: &Path) -> String {
+    hub_config_over(dns, api, token, &dir_cold(cold))
+}
+
+/// A `[cold]` section for the directory `cold`.
+fn dir_cold(cold: &Path) -> String {
+    format!("[cold]\nkind = \"dir\"\npath = {cold:?}\n")
+}
+
+/// The hub's `pico.toml` over the cold tier `cold_toml` (a `[cold]` section).
+fn hub_config_over(dns: u16, api: u16, token: &Path, cold_toml: &str) -> String {
     format!(
         "[hub]\nzone = \"{ZONE}.\"\ndns_listen = \"127.0.0.1:{dns}\"\napi_listen = \"127.0.0.1:{api}\"\n\
-         token_file = {token:?}\ndead_after_ms = 1500\nlease_ms = 1000\nwake_wait_ms = 3000\n\
-         [cold]\nkind = \"dir\"\npath = {cold:?}\n"
+         token_file = {token:?}\ndead_after_ms = 1500\nlease_ms = 1000\nwake_wait_ms = 3000\n{cold_toml}"
     )
 }
 
@@ -161,20 +170,28 @@ struct Cluster {
     w1: Host,
     w2: Host,
     token: std::path::PathBuf,
-    cold: std::path::PathBuf,
+    /// The `[cold]` section all share.
+    cold_toml: String,
 }
 
 impl Cluster {
+    /// Over a directory as the cold tier.
     fn new() -> Cluster {
         let hub = super::pico();
+        let cold = dir_cold(&hub.home().join("cold"));
+        Cluster::over(hub, cold)
+    }
+
+    /// Over the cold tier `cold_toml`.
+    fn over(hub: Pico, cold_toml: String) -> Cluster {
         let base = hub.home().to_path_buf();
-        let (home, cold, token) = (base.join("home"), base.join("cold"), base.join("token"));
+        let (home, token) = (base.join("home"), base.join("token"));
         std::fs::create_dir_all(&home).unwrap();
         write_token(&token);
         let (dns, hub_api) = (free_port(), free_port());
-        hub.write_config(&hub_config(dns, hub_api, &token, &cold));
-        let w1 = Host::new("w1", "127.0.0.1", hub_api, &token, &cold);
-        let w2 = Host::new("w2", "127.0.0.2", hub_api, &token, &cold);
+        hub.write_config(&hub_config_over(dns, hub_api, &token, &cold_toml));
+        let w1 = Host::new("w1", "127.0.0.1", hub_api, &token, &cold_toml);
+        let w2 = Host::new("w2", "127.0.0.2", hub_api, &token, &cold_toml);
         Cluster {
             hub,
             home,
@@ -183,13 +200,13 @@ impl Cluster {
             w1,
             w2,
             token,
-            cold,
+            cold_toml,
         }
     }
 
     /// Another host of the cluster, listening on `public`.
     fn host(&self, name: &str, public: &'static str) -> Host {
-        Host::new(name, public, self.hub_api, &self.token, &self.cold)
+        Host::new(name, public, self.hub_api, &self.token, &self.cold_toml)
     }
 }
 
@@ -203,15 +220,15 @@ struct Host {
 }
 
 impl Host {
-    fn new(name: &str, public: &'static str, hub_api: u16, token: &Path, cold: &Path) -> Host {
+    /// A host whose cold tier is `cold_toml` (a `[cold]` section).
+    fn new(name: &str, public: &'static str, hub_api: u16, token: &Path, cold_toml: &str) -> Host {
         let pico = super::pico();
         let api = free_port();
         pico.write_config(&format!(
             "[worker]\nlisten_addr = \"{public}\"\napi_listen = \"127.0.0.1:{api}\"\n\
              api_token_file = {token:?}\n\
              [worker.hub]\naddr = \"127.0.0.1:{hub_api}\"\ntoken_file = {token:?}\nname = \"{name}\"\n\
-             heartbeat_ms = 200\n\
-             [cold]\nkind = \"dir\"\npath = {cold:?}\n"
+             heartbeat_ms = 200\n{cold_toml}"
         ));
         Host { pico, api, public }
     }
@@ -628,4 +645,48 @@ fn a_cluster_is_set_up_from_flags_with_the_token_in_pico_token() {
     );
     let without = hub.fails(&["--hub", &hub_url, "hub", "ls", "tenants"]);
     assert!(without.contains("PICO_TOKEN"), "{without}");
+}
+
+#[test]
+fn a_cluster_over_three_garage_nodes_keeps_working_with_one_node_down() {
+    let _serial = testkit::criu_lock();
+    let garage = testkit::garage::Garage::start_cluster(3);
+    let cluster = Cluster::over(super::pico(), garage.cold_toml.clone());
+    let (hub, home, dns) = (&cluster.hub, &cluster.home, cluster.dns);
+    let _hub_daemon = hub.start_hub(cluster.hub_api);
+    let (w1, w2) = (&cluster.w1, &cluster.w2);
+    let mut w1_worker = w1.start(home);
+    let _w2_worker = w2.start(home);
+    let port = super::add_counter(&w1.pico, "web");
+    assert_eq!(w1.get(port, "/inc"), (200, "1".into()));
+    w1.pico.ok(&["tenant", "swap-out", "web"]);
+
+    // One of the three nodes down: checkpoints are still read and written (quorum of two).
+    garage.stop_node(3);
+    let answer = dig(dns, &[&format!("web.{ZONE}"), "A"]);
+    assert!(answer.contains("\tA\t127.0.0.1"), "{answer}");
+    assert_eq!(
+        w1.get(port, "/inc"),
+        (200, "2".into()),
+        "{}",
+        w1.pico.worker_log()
+    );
+    w1.pico.ok(&["tenant", "swap-out", "web"]);
+    hub_tenant_when(hub, "web", |t| t["state"] == "swapped-out");
+
+    // And another worker restores it from there alone (nothing of it in its own tiers).
+    w1_worker.kill();
+    hub_tenant_when(hub, "web", |t| t["worker_alive"] == false);
+    let answer = dig(dns, &[&format!("web.{ZONE}"), "A"]);
+    assert!(
+        answer.contains("\tA\t127.0.0.2"),
+        "{answer}\n{}",
+        hub.hub_log()
+    );
+    assert_eq!(
+        w2.get(port, "/inc"),
+        (200, "3".into()),
+        "{}",
+        w2.pico.worker_log()
+    );
 }
