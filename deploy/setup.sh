@@ -32,7 +32,7 @@ PACKAGES=(
   # dig, the DNS client the hub's tests ask
   bind9-dnsutils
   # benchmark baselines
-  b3sum lz4 zstd restic
+  b3sum lz4 zstd restic dnsperf
   # headless browser for the HTML cost report test
   chromium
   # CRIU build dependencies (make criu)

@@ -12,6 +12,8 @@
 //! - [`dedup`]: stored bytes of a real checkpoint corpus: raw, tar|zstd, restic, pico.
 //! - [`store`]: ingest and per-tier read throughput of the page store, against b3sum + lz4.
 //! - [`nbd`]: our NBD server against `nbdkit file` on the same image.
+//! - [`dns`]: queries/s of the hub's DNS for known names (dnsperf and our own generator), and
+//!   its latency at a rate it sustains.
 //! - [`forward`]: what the worker's forwarding of a tenant's port costs, against a direct
 //!   connection to the same server.
 //! - [`latency_proxy`]: a realistic network (delay, bandwidth) between the worker and its object
@@ -21,6 +23,7 @@
 
 pub mod dedup;
 pub mod density;
+pub mod dns;
 mod error;
 pub mod forward;
 pub mod garage;

@@ -103,6 +103,30 @@ pub enum BenchCommand {
         #[arg(long, default_value = "bench-results/forward")]
         out: PathBuf,
     },
+    /// The hub's DNS: queries/s for known tenant names (dnsperf and our own closed-loop
+    /// generator) against a real `pico hub run` with N names and no worker, then p99 latency
+    /// from our generator paced at 80% of the best rate.
+    Dns {
+        /// Known tenant names in the hub's record.
+        #[arg(long, default_value_t = 1000)]
+        names: usize,
+        /// Seconds of each load run (dnsperf, closed loop, paced).
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Our generator's clients (closed loop) and sockets (paced).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Do not run dnsperf: our generator only (the paced rate then comes from its closed
+        /// loop).
+        #[arg(long)]
+        no_dnsperf: bool,
+        /// Keep the work directory (the hub's home, cold directory and log) for inspection.
+        #[arg(long)]
+        keep_work: bool,
+        /// Output directory (results.json, README.md).
+        #[arg(long, default_value = "bench/results/dns")]
+        out: PathBuf,
+    },
     /// Runs the latency proxy in the foreground: LISTEN forwards to UPSTREAM with a network's
     /// delay and per-connection bandwidth (this kernel has no netem).
     Proxy {
@@ -345,6 +369,37 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", bench::forward::table(&report));
                 print!("{}", bench::forward::goals(&report));
+                println!("written to {}", out.display());
+            }
+        }
+        BenchCommand::Dns {
+            names,
+            seconds,
+            concurrency,
+            no_dnsperf,
+            keep_work,
+            out,
+        } => {
+            anyhow::ensure!(
+                seconds.is_finite() && seconds > 0.0,
+                "--seconds must be above 0"
+            );
+            let work = tempdir_in(&ctx.home)?;
+            let opts = bench::dns::Options {
+                pico: std::env::current_exe()?,
+                work: work.clone(),
+                out: out.clone(),
+                names,
+                run: std::time::Duration::from_secs_f64(seconds),
+                concurrency,
+                dnsperf: !no_dnsperf,
+            };
+            let report = in_work_dir(&work, keep_work, bench::dns::run(&opts), || {}).await?;
+            if ctx.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", bench::dns::report::table(&report));
+                print!("{}", bench::dns::report::goals(&report));
                 println!("written to {}", out.display());
             }
         }
