@@ -116,13 +116,19 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
 
     // From here the hub places it on the destination: the source's heartbeats are told to let
     // it go, and the destination's report of it is its own.
-    hub.registry()
-        .moved(name, to, "moved by an operator".into(), Instant::now());
+    hub.registry().moved(
+        name,
+        to,
+        "moved by an operator".into(),
+        Some(&checkpoint),
+        Instant::now(),
+    );
     let back = |why: String| {
         hub.registry().moved(
             name,
             &place.worker,
             format!("a move to {to} failed ({why}); back on its worker"),
+            None,
             Instant::now(),
         );
         why

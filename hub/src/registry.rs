@@ -374,9 +374,20 @@ impl Registry {
     /// Records that tenant `name` now lives on `worker` (adopted there, asleep), and why.
     /// Until that worker reports it, the placement stands as a claim does (its heartbeats in
     /// between do not forget it).
-    pub fn moved(&mut self, name: &str, worker: &str, because: String, now: Instant) {
+    /// `checkpoint`, when given, is the one it was placed with (newer than any report).
+    pub fn moved(
+        &mut self,
+        name: &str,
+        worker: &str,
+        because: String,
+        checkpoint: Option<&str>,
+        now: Instant,
+    ) {
         if let Some(t) = self.tenants.get_mut(name) {
             info!(tenant = name, from = %t.record.worker, to = worker, because = %because, "tenant placed");
+            if let Some(checkpoint) = checkpoint {
+                t.record.checkpoint = Some(checkpoint.to_string());
+            }
             t.record.worker = worker.to_string();
             t.record.placed_because = because;
             t.state = Some(TenantState::SwappedOut);
@@ -590,7 +601,13 @@ mod tests {
         );
         r.heartbeat(&beat("w2", vec![]), t0 + DEAD);
         assert_eq!(r.placement_of("web"), Some((Some("web-1".into()), 1 << 20)));
-        r.moved("web", "w2", "its worker w1 was dead".into(), t0 + DEAD);
+        r.moved(
+            "web",
+            "w2",
+            "its worker w1 was dead".into(),
+            None,
+            t0 + DEAD,
+        );
         // w2 reports before it has adopted it: the placement stands.
         r.heartbeat(&beat("w2", vec![]), t0 + DEAD);
         let w = r.whereabouts("web", t0 + DEAD).unwrap();

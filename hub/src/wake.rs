@@ -115,7 +115,7 @@ async fn place_elsewhere(hub: &Arc<Hub>, name: &str) -> Result<Whereabouts, Stri
         .map_err(|e| format!("{} could not adopt it: {e}", to.name))?;
     info!(tenant = name, worker = %to.name, %checkpoint, ms = started.elapsed().as_millis() as u64, because = %because, "tenant failed over");
     hub.registry()
-        .moved(name, &to.name, because, Instant::now());
+        .moved(name, &to.name, because, Some(&checkpoint), Instant::now());
     hub.registry()
         .whereabouts(name, Instant::now())
         .ok_or_else(|| "it was removed".to_string())

@@ -534,10 +534,13 @@ fn a_dead_workers_tenant_is_placed_where_its_pages_are_cached() {
     w3.pico.ok(&["tenant", "move", "web", "--to", "w1"]);
     assert_eq!(w1.get(port, "/inc"), (200, "2".into()));
     w1.pico.ok(&["tenant", "swap-out", "web"]);
-    let t = hub_tenant_when(hub, "web", |t| {
-        t["state"] == "swapped-out" && t["worker"] == "w1"
+    let checkpoint = w1.pico.json(&["tenant", "status", "web"])["checkpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    hub_tenant_when(hub, "web", |t| {
+        t["checkpoint"] == checkpoint.as_str() && t["worker"] == "w1"
     });
-    let checkpoint = t["checkpoint"].as_str().unwrap().to_string();
     let (pages, held_by_w3) = w3.held(&checkpoint);
     assert!(
         held_by_w3 * 2 > pages,
