@@ -87,15 +87,8 @@ impl Pico {
     /// Starts `pico worker run ARGS...` on this home with `env` set.
     pub fn start_worker_with(&self, args: &[&str], env: &[(&str, &str)]) -> Worker<'_> {
         let _ = std::fs::remove_file(self.socket());
-        let log = self.worker_log_file();
-        let child = self
-            .command(&[&["worker", "run"], args].concat())
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut command = self.command(&[&["worker", "run"], args].concat());
+        let child = spawn_logged(command.envs(env.iter().copied()), self.worker_log_file());
         let socket = self.socket();
         let started = Instant::now();
         while !socket.exists() {
@@ -117,19 +110,15 @@ impl Pico {
     /// such a launcher may start it only on its first connection.
     pub fn spawn_worker_via(&self, launcher: &[&str]) -> Worker<'_> {
         let _ = std::fs::remove_file(self.socket());
-        let log = self.worker_log_file();
         let (program, args) = launcher.split_first().expect("a launcher");
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(args)
             .arg(&self.bin)
             .arg("--home")
             .arg(&self.home)
-            .args(["worker", "run"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .args(["worker", "run"]);
+        let child = spawn_logged(&mut command, self.worker_log_file());
         Worker {
             pico: self,
             daemon: Daemon { child: Some(child) },
@@ -144,19 +133,8 @@ impl Pico {
 
     /// Starts `pico hub run ARGS...` with `env` set, as [`Pico::start_hub`].
     pub fn start_hub_with(&self, api_port: u16, args: &[&str], env: &[(&str, &str)]) -> Hub<'_> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.home.join("hub.log"))
-            .unwrap();
-        let child = self
-            .command(&[&["hub", "run"], args].concat())
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut command = self.command(&[&["hub", "run"], args].concat());
+        let child = spawn_logged(command.envs(env.iter().copied()), self.log_file("hub.log"));
         let mut hub = Hub {
             pico: self,
             daemon: Daemon { child: Some(child) },
@@ -201,10 +179,15 @@ impl Pico {
 
     /// `worker.log`, opened for a worker's stdout and stderr (appended across restarts).
     fn worker_log_file(&self) -> std::fs::File {
+        self.log_file("worker.log")
+    }
+
+    /// `name` in the home, opened to append a daemon's output to.
+    fn log_file(&self, name: &str) -> std::fs::File {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.home.join("worker.log"))
+            .open(self.home.join(name))
             .unwrap()
     }
 
@@ -215,6 +198,16 @@ impl Pico {
     pub fn home(&self) -> &Path {
         &self.home
     }
+}
+
+/// Starts `command` with no input, its stdout and stderr into `log`.
+fn spawn_logged(command: &mut Command, log: std::fs::File) -> Child {
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 /// A daemon this test started (`pico worker run`, `pico hub run`): killed, stopped or waited for.

@@ -210,6 +210,18 @@ impl Cluster {
     }
 }
 
+/// Starts the hub, then each host's worker: the daemons, stopped on drop.
+fn start<'a>(
+    hub: &'a Pico,
+    hub_api: u16,
+    home: &Path,
+    hosts: &[&'a Host],
+) -> (testkit::pico::Hub<'a>, Vec<testkit::pico::Worker<'a>>) {
+    let hub_daemon = hub.start_hub(hub_api);
+    let workers = hosts.iter().map(|host| host.start(home)).collect();
+    (hub_daemon, workers)
+}
+
 /// Two workers on one machine as if on two hosts: each in a mount namespace of its own where
 /// the same home path (`home`) is its own directory (`pico.home`), as every host of a cluster
 /// has `/var/lib/pico`; one cold tier; listening on 127.0.0.1 and 127.0.0.2.
@@ -287,9 +299,7 @@ fn a_dead_workers_tenant_comes_back_on_another_and_a_worker_without_a_lease_runs
         w2,
         ..
     } = Cluster::new();
-    let mut hub_daemon = hub.start_hub(hub_api);
-    let mut w1_worker = w1.start(&home);
-    let _w2_worker = w2.start(&home);
+    let (mut hub_daemon, mut workers) = start(&hub, hub_api, &home, &[&w1, &w2]);
 
     // On w1: two requests, a file of its own, asleep.
     let port = super::add_counter(&w1.pico, "web");
@@ -323,7 +333,7 @@ fn a_dead_workers_tenant_comes_back_on_another_and_a_worker_without_a_lease_runs
     assert_eq!(w2.held(&checkpoint), (w1_pages, 0));
 
     // w1 dies; the next query for the tenant places it on w2, which restores it.
-    w1_worker.kill();
+    workers[0].kill();
     hub_tenant_when(&hub, "web", |t| t["worker_alive"] == false);
     let answer = dig(dns, &[&format!("web.{ZONE}"), "A"]);
     assert!(
@@ -408,9 +418,7 @@ fn a_busy_tenant_checkpointed_while_running_fails_over_with_its_recent_state() {
         w2,
         ..
     } = Cluster::new();
-    let _hub_daemon = hub.start_hub(hub_api);
-    let mut w1_worker = w1.start(&home);
-    let _w2_worker = w2.start(&home);
+    let (_hub_daemon, mut workers) = start(&hub, hub_api, &home, &[&w1, &w2]);
 
     // Busy on w1, never asleep: checkpointed every second it has work, left running.
     let port = free_port();
@@ -446,7 +454,7 @@ fn a_busy_tenant_checkpointed_while_running_fails_over_with_its_recent_state() {
         .unwrap();
 
     // Its host dies (the worker and the tenant with it): w2 brings back what it had done.
-    w1_worker.kill();
+    workers[0].kill();
     // SAFETY: kill(2) of the tenant's pid 1 (its PID namespace goes with it).
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     hub_tenant_when(&hub, "web", |t| t["worker_alive"] == false);
@@ -476,9 +484,7 @@ fn an_operator_moves_a_tenant_to_another_worker() {
         w2,
         ..
     } = Cluster::new();
-    let _hub_daemon = hub.start_hub(hub_api);
-    let _w1_worker = w1.start(&home);
-    let _w2_worker = w2.start(&home);
+    let _daemons = start(&hub, hub_api, &home, &[&w1, &w2]);
     let port = super::add_counter(&w1.pico, "web");
     assert_eq!(w1.get(port, "/inc"), (200, "1".into()));
     hub_tenant_when(&hub, "web", |t| t["state"] == "running");
@@ -520,12 +526,9 @@ fn a_dead_workers_tenant_is_placed_where_its_pages_are_cached() {
     let _serial = testkit::criu_lock();
     let cluster = Cluster::new();
     let (hub, home, dns) = (&cluster.hub, &cluster.home, cluster.dns);
-    let _hub_daemon = hub.start_hub(cluster.hub_api);
     let w3 = cluster.host("w3", "127.0.0.3");
     let (w1, w2) = (&cluster.w1, &cluster.w2);
-    let mut w1_worker = w1.start(home);
-    let _w2_worker = w2.start(home);
-    let _w3_worker = w3.start(home);
+    let (_hub_daemon, mut workers) = start(hub, cluster.hub_api, home, &[w1, w2, &w3]);
 
     // Born on w3, which keeps its pages in its local tier; moved to w1, asleep there.
     let port = super::add_counter(&w3.pico, "web");
@@ -549,7 +552,7 @@ fn a_dead_workers_tenant_is_placed_where_its_pages_are_cached() {
     assert_eq!(w2.held(&checkpoint).1, 0);
 
     // w1 dies: not w1 (its last host), not by free memory: w3, which caches its pages.
-    w1_worker.kill();
+    workers[0].kill();
     hub_tenant_when(hub, "web", |t| t["worker_alive"] == false);
     let answer = dig(dns, &[&format!("web.{ZONE}"), "A"]);
     assert!(
@@ -656,10 +659,8 @@ fn a_cluster_over_three_garage_nodes_keeps_working_with_one_node_down() {
     let garage = testkit::garage::Garage::start_cluster(3);
     let cluster = Cluster::over(super::pico(), garage.cold_toml.clone());
     let (hub, home, dns) = (&cluster.hub, &cluster.home, cluster.dns);
-    let _hub_daemon = hub.start_hub(cluster.hub_api);
     let (w1, w2) = (&cluster.w1, &cluster.w2);
-    let mut w1_worker = w1.start(home);
-    let _w2_worker = w2.start(home);
+    let (_hub_daemon, mut workers) = start(hub, cluster.hub_api, home, &[w1, w2]);
     let port = super::add_counter(&w1.pico, "web");
     assert_eq!(w1.get(port, "/inc"), (200, "1".into()));
     w1.pico.ok(&["tenant", "swap-out", "web"]);
@@ -678,7 +679,7 @@ fn a_cluster_over_three_garage_nodes_keeps_working_with_one_node_down() {
     hub_tenant_when(hub, "web", |t| t["state"] == "swapped-out");
 
     // And another worker restores it from there alone (nothing of it in its own tiers).
-    w1_worker.kill();
+    workers[0].kill();
     hub_tenant_when(hub, "web", |t| t["worker_alive"] == false);
     let answer = dig(dns, &[&format!("web.{ZONE}"), "A"]);
     assert!(
