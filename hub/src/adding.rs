@@ -16,16 +16,7 @@ use crate::placement::{self, Candidate};
 pub async fn add_tenant(hub: &Arc<Hub>, spec: TenantSpec) -> Result<TenantInfo, String> {
     let now = Instant::now();
     let workers = hub.registry().workers(now);
-    let candidates: Vec<Candidate> = workers
-        .iter()
-        .map(|w| Candidate {
-            worker: w.name.clone(),
-            alive: w.alive,
-            free_bytes: w.memory_available_bytes,
-            resident_bytes: 0,
-            load: w.load,
-        })
-        .collect();
+    let candidates: Vec<Candidate> = workers.iter().map(|w| Candidate::of(w, 0)).collect();
     let live = candidates.iter().filter(|c| c.alive).count();
     let need = spec.limits.memory_limit.unwrap_or(0);
     let chosen = placement::choose(&candidates, need).ok_or("no live worker has room for it")?;

@@ -15,6 +15,19 @@ pub struct Candidate {
     pub load: f64,
 }
 
+impl Candidate {
+    /// `worker` as its last heartbeat shows it, holding `held_pages` of the tenant's pages.
+    pub fn of(worker: &crate::registry::WorkerView, held_pages: u64) -> Candidate {
+        Candidate {
+            worker: worker.name.clone(),
+            alive: worker.alive,
+            free_bytes: worker.memory_available_bytes,
+            resident_bytes: held_pages * pagestore::PAGE_SIZE as u64,
+            load: worker.load,
+        }
+    }
+}
+
 /// Picks the worker for a tenant whose checkpoint holds `tenant_bytes` of memory.
 ///
 /// Workers that are down or lack room are never chosen. Among the rest, the one holding most of
@@ -38,7 +51,7 @@ pub fn reason(chosen: &Candidate, among: usize) -> String {
         format!(
             "{} holds {} of its pages locally (the most of {among} workers)",
             chosen.worker,
-            chosen.resident_bytes / 4096
+            chosen.resident_bytes / pagestore::PAGE_SIZE as u64
         )
     } else {
         format!(

@@ -85,13 +85,7 @@ async fn place_elsewhere(hub: &Arc<Hub>, name: &str) -> Result<Whereabouts, Stri
     let candidates: Vec<Candidate> = workers
         .iter()
         .zip(held)
-        .map(|(w, held)| Candidate {
-            worker: w.name.clone(),
-            alive: w.alive,
-            free_bytes: w.memory_available_bytes,
-            resident_bytes: held * pagestore::PAGE_SIZE as u64,
-            load: w.load,
-        })
+        .map(|(w, held)| Candidate::of(w, held))
         .collect();
     let live = candidates.iter().filter(|c| c.alive).count();
     let chosen = placement::choose(&candidates, rss).ok_or("no live worker has room for it")?;

@@ -52,33 +52,3 @@ impl Worker {
         Ok(dir)
     }
 }
-
-/// `bytes` as lowercase hex (a CPU record is a few hundred bytes; JSON carries it as text).
-pub fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The bytes of hex `text`, or `None` if it is not hex.
-pub fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_reads_back_and_refuses_what_is_not_hex() {
-        let bytes = [0u8, 1, 0xab, 0xff];
-        assert_eq!(to_hex(&bytes), "0001abff");
-        assert_eq!(from_hex("0001abff").unwrap(), bytes);
-        assert!(from_hex("abc").is_none());
-        assert!(from_hex("zz").is_none());
-    }
-}

@@ -68,10 +68,10 @@ pub(crate) async fn dispatch(worker: &Arc<Worker>, request: Request) -> Result<s
         }
         Request::CpuRecord => {
             let record = worker.cpu_record().await?;
-            Ok(serde_json::json!({ "record": crate::cpu::to_hex(&record) }))
+            Ok(serde_json::json!({ "record": pagestore::page::hex(&record) }))
         }
         Request::CpuCheck { record } => {
-            let record = crate::cpu::from_hex(&record)
+            let record = pagestore::page::unhex(&record)
                 .ok_or_else(|| Error::BadRequest("record: not hex".into()))?;
             worker.cpu_check(&record).await?;
             Ok(serde_json::Value::Null)

@@ -22,7 +22,7 @@ mod checkpoint;
 mod cluster;
 pub mod config;
 pub mod confine;
-pub mod cpu;
+mod cpu;
 mod crashpoint;
 pub mod criu;
 mod criu_rpc;
