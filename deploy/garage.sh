@@ -13,6 +13,10 @@
 #   deploy/garage.sh stop-node DIR K  stop node K of the cluster under DIR (its data stays)
 #   deploy/garage.sh stop-cluster DIR  stop every node of the cluster under DIR
 #
+# A node may run as a host of its own in a network namespace (`ip netns`): GARAGE_NETNS names the
+# namespace and GARAGE_ADDR the address it binds there (default 127.0.0.1, no namespace); for
+# `cluster`, GARAGE_HOSTS lists NETNS=ADDR for nodes 1..N, space-separated. Both are kept in
+# DIR/ports.env with the ports, so later commands run there too.
 # Ports: GARAGE_S3_PORT, GARAGE_RPC_PORT, GARAGE_ADMIN_PORT, else free ones are picked at the first
 # start and kept in DIR/ports.env, so a restart (after `stop`) comes back at the same endpoint.
 # GARAGE_BUCKET (default "pico") names the bucket; GARAGE_REGION (default "garage") the region.
@@ -43,9 +47,13 @@ garage_bin() {
   die "garage not found: run deploy/setup.sh (it installs Garage with cargo) or set GARAGE_BIN"
 }
 GARAGE=$(garage_bin)
-g() { "$GARAGE" -c "$CONF" "$@"; }
+# Runs a command in this node's network namespace (NETNS from ports.env), if it has one.
+in_ns() {
+  if [ -n "${NETNS:-}" ]; then nsenter --net="/run/netns/$NETNS" "$@"; else "$@"; fi
+}
+g() { in_ns "$GARAGE" -c "$CONF" "$@"; }
 
-port_in_use() { ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
+port_in_use() { in_ns ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
 
 free_port() {
   local p i
@@ -54,6 +62,15 @@ free_port() {
     if ! port_in_use "$p"; then echo "$p"; return; fi
   done
   die "no free loopback port found"
+}
+
+# The node's ports, namespace and address (DIR/ports.env; files of older versions name no
+# namespace: loopback).
+load_ports() {
+  NETNS=
+  ADDR=127.0.0.1
+  # shellcheck disable=SC1090
+  . "$PORTS"
 }
 
 running() {
@@ -66,15 +83,17 @@ running() {
 write_config() {
   if [ ! -f "$PORTS" ]; then
     local s3 rpc admin
+    NETNS=${GARAGE_NETNS:-}
+    ADDR=${GARAGE_ADDR:-127.0.0.1}
     s3=${GARAGE_S3_PORT:-$(free_port)}
     rpc=${GARAGE_RPC_PORT:-$(free_port)}
     admin=${GARAGE_ADMIN_PORT:-$(free_port)}
     [ "$s3" != "$rpc" ] && [ "$s3" != "$admin" ] && [ "$rpc" != "$admin" ] ||
       die "port collision ($s3, $rpc, $admin); try again"
-    printf 'S3_PORT=%s\nRPC_PORT=%s\nADMIN_PORT=%s\n' "$s3" "$rpc" "$admin" >"$PORTS"
+    printf 'S3_PORT=%s\nRPC_PORT=%s\nADMIN_PORT=%s\nNETNS=%s\nADDR=%s\n' \
+      "$s3" "$rpc" "$admin" "$NETNS" "$ADDR" >"$PORTS"
   fi
-  # shellcheck disable=SC1090
-  . "$PORTS"
+  load_ports
   [ -f "$CONF" ] && return
   local secret
   secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -84,17 +103,17 @@ metadata_dir = "$DIR/meta"
 data_dir = "$DIR/data"
 db_engine = "sqlite"
 replication_factor = ${GARAGE_REPLICATION:-1}
-rpc_bind_addr = "127.0.0.1:$RPC_PORT"
-rpc_public_addr = "127.0.0.1:$RPC_PORT"
+rpc_bind_addr = "$ADDR:$RPC_PORT"
+rpc_public_addr = "$ADDR:$RPC_PORT"
 rpc_secret = "${GARAGE_SECRET:-$secret}"
 
 [s3_api]
 s3_region = "$REGION"
-api_bind_addr = "127.0.0.1:$S3_PORT"
+api_bind_addr = "$ADDR:$S3_PORT"
 root_domain = ".s3.garage.localhost"
 
 [admin]
-api_bind_addr = "127.0.0.1:$ADMIN_PORT"
+api_bind_addr = "$ADDR:$ADMIN_PORT"
 EOF
 }
 
@@ -142,14 +161,13 @@ setup_cluster() {
 
 print_cold() {
   [ -f "$PORTS" ] && [ -f "$KEYS" ] || die "no Garage set up under $DIR (run: $0 start $DIR)"
-  # shellcheck disable=SC1090
-  . "$PORTS"
+  load_ports
   # shellcheck disable=SC1090
   . "$KEYS"
   cat <<EOF
 [cold]
 kind = "s3"
-endpoint = "http://127.0.0.1:$S3_PORT"
+endpoint = "http://$ADDR:$S3_PORT"
 region = "$REGION"
 bucket = "$BUCKET"
 access_key_id = "$KEY_ID"
@@ -159,8 +177,9 @@ EOF
 
 launch() {
   port_in_use "$S3_PORT" && return 1
-  log "starting $GARAGE under $DIR (S3 on 127.0.0.1:$S3_PORT)"
-  setsid "$GARAGE" -c "$CONF" server >>"$LOG" 2>&1 </dev/null &
+  log "starting $GARAGE under $DIR (S3 on $ADDR:$S3_PORT${NETNS:+ in network namespace $NETNS})"
+  setsid bash -c '[ -z "$1" ] || exec nsenter --net="/run/netns/$1" "${@:2}"; exec "${@:2}"' \
+    launch "$NETNS" "$GARAGE" -c "$CONF" server >>"$LOG" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
 }
 
@@ -186,7 +205,7 @@ start() {
     # Never leave a half-started server behind.
     stop
     [ "$rc" -eq 2 ] && die "garage did not answer within 10 s; see $LOG"
-    die "garage could not start (port 127.0.0.1:$S3_PORT taken, or see $LOG)"
+    die "garage could not start (port $ADDR:$S3_PORT taken, or see $LOG)"
   done
   # A node of a cluster: its layout and bucket are the cluster's (`cluster`).
   [ -n "${GARAGE_NODE_ONLY:-}" ] && return
@@ -195,27 +214,38 @@ start() {
 }
 
 # N nodes under DIR/node1..N that know each other, one zone each, replication factor N.
+# garage's command line on node K of the cluster under DIR (in its namespace, if it has one).
+node_g() {
+  local node="$DIR/node$1"
+  shift
+  (PORTS="$node/ports.env" && load_ports && in_ns "$GARAGE" -c "$node/garage.toml" "$@")
+}
+
 cluster() {
-  local n=$1 k secret first node ids
+  local n=$1 k secret node ids hosts host
   [ "$n" -ge 1 ] 2>/dev/null || die "cluster: N must be a number"
+  read -r -a hosts <<<"${GARAGE_HOSTS:-}"
+  [ "${#hosts[@]}" -eq 0 ] || [ "${#hosts[@]}" -eq "$n" ] ||
+    die "cluster: GARAGE_HOSTS names ${#hosts[@]} hosts for $n nodes"
   [ -f "$DIR/secret" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/secret"
   secret=$(cat "$DIR/secret")
   for k in $(seq 1 "$n"); do
-    GARAGE_REPLICATION=$n GARAGE_SECRET=$secret GARAGE_NODE_ONLY=1 bash "$0" start "$DIR/node$k"
+    host=${hosts[$((k - 1))]:-}
+    GARAGE_NETNS=${host%%=*} GARAGE_ADDR=${host#*=} GARAGE_REPLICATION=$n GARAGE_SECRET=$secret \
+      GARAGE_NODE_ONLY=1 bash "$0" start "$DIR/node$k"
   done
-  first="$DIR/node1/garage.toml"
   ids=()
   for k in $(seq 1 "$n"); do
-    node=$("$GARAGE" -c "$DIR/node$k/garage.toml" node id -q 2>/dev/null) ||
+    node=$(node_g "$k" node id -q 2>/dev/null) ||
       die "cannot read the id of node $k; see $DIR/node$k/garage.log"
     ids+=("$node")
-    [ "$k" -gt 1 ] && "$GARAGE" -c "$first" node connect "$node" >/dev/null
+    [ "$k" -gt 1 ] && node_g 1 node connect "$node" >/dev/null
   done
-  if ! "$GARAGE" -c "$first" layout show 2>/dev/null | grep -q 'Current cluster layout version: [1-9]'; then
+  if ! node_g 1 layout show 2>/dev/null | grep -q 'Current cluster layout version: [1-9]'; then
     for k in $(seq 1 "$n"); do
-      "$GARAGE" -c "$first" layout assign -z "dc$k" -c 1G "${ids[$((k - 1))]%@*}" >/dev/null
+      node_g 1 layout assign -z "dc$k" -c 1G "${ids[$((k - 1))]%@*}" >/dev/null
     done
-    "$GARAGE" -c "$first" layout apply --version 1 >/dev/null
+    node_g 1 layout apply --version 1 >/dev/null
   fi
   # The bucket and key through node 1 (its layout is applied: only those are made).
   bash "$0" start "$DIR/node1"
@@ -253,8 +283,7 @@ case "$cmd" in
   env) print_cold ;;
   status)
     running || exit 1
-    # shellcheck disable=SC1090
-    . "$PORTS"
+    load_ports
     g status >/dev/null 2>&1
     ;;
   *) usage ;;

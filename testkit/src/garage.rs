@@ -32,7 +32,17 @@ fn run_script(cmd: &str, dir: &Path) -> Result<String, String> {
 }
 
 fn run_script_with(cmd: &str, dir: &Path, arg: Option<usize>) -> Result<String, String> {
+    run_script_env(cmd, dir, arg, &[])
+}
+
+fn run_script_env(
+    cmd: &str,
+    dir: &Path,
+    arg: Option<usize>,
+    env: &[(&str, &str)],
+) -> Result<String, String> {
     let out = Command::new("bash")
+        .envs(env.iter().copied())
         .arg(script())
         .arg(cmd)
         .arg(dir)
@@ -70,14 +80,28 @@ impl Garage {
         Garage::started(Some(nodes))
     }
 
+    /// Starts a fresh cluster of a node on each of `hosts` (its namespace and address), as
+    /// [`Garage::start_cluster`]; the endpoint is node 1's, on its host.
+    pub fn start_cluster_on(hosts: &[crate::netlab::NetHost]) -> Garage {
+        let list: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("{}={}", h.netns, h.addr))
+            .collect();
+        Garage::started_with(Some(hosts.len()), &[("GARAGE_HOSTS", &list.join(" "))])
+    }
+
     fn started(nodes: Option<usize>) -> Garage {
+        Garage::started_with(nodes, &[])
+    }
+
+    fn started_with(nodes: Option<usize>, env: &[(&str, &str)]) -> Garage {
         let dir = tempfile::Builder::new()
             .prefix("pico-garage-")
             .tempdir()
             .expect("temp dir for Garage");
         let started = match nodes {
             None => run_script("start", dir.path()),
-            Some(n) => run_script_with("cluster", dir.path(), Some(n)),
+            Some(n) => run_script_env("cluster", dir.path(), Some(n), env),
         };
         let cold_toml = started.unwrap_or_else(|e| panic!("Garage is needed for this test: {e}"));
         let get = |k: &str| {

@@ -9,6 +9,7 @@ pub mod image;
 pub mod manifest;
 pub mod nbd;
 pub mod net;
+pub mod netlab;
 pub mod pico;
 pub mod process;
 pub mod synth;

@@ -89,7 +89,12 @@ pub fn curl(args: &[&str]) -> (u16, String) {
         .args(args)
         .output()
         .expect("curl must be installed: run deploy/setup.sh");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    curl_answer(&out.stdout)
+}
+
+/// The status and body in the output of `curl -w '\n%{http_code}'`.
+pub(crate) fn curl_answer(stdout: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(stdout).to_string();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
     (status.trim().parse().unwrap_or(0), body.to_string())
 }

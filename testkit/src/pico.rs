@@ -89,6 +89,16 @@ impl Pico {
         let _ = std::fs::remove_file(self.socket());
         let mut command = self.command(&[&["worker", "run"], args].concat());
         let child = spawn_logged(command.envs(env.iter().copied()), self.worker_log_file());
+        let worker = Worker {
+            pico: self,
+            daemon: Daemon { child: Some(child) },
+        };
+        self.wait_socket();
+        worker
+    }
+
+    /// Waits (at most 20 s) for a worker starting on this home to serve its unix socket.
+    pub fn wait_socket(&self) {
         let socket = self.socket();
         let started = Instant::now();
         while !socket.exists() {
@@ -99,30 +109,32 @@ impl Pico {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Starts `pico worker run ARGS...` on this home under `launcher` (a program that runs its
+    /// arguments, such as `systemd-socket-activate -l PORT` or `nsenter --net=...`), without
+    /// waiting for it to serve: such a launcher may start it only on its first connection.
+    pub fn spawn_worker_via(&self, launcher: &[&str], args: &[&str]) -> Worker<'_> {
+        let _ = std::fs::remove_file(self.socket());
+        let mut command = self.command_via(launcher, &[&["worker", "run"], args].concat());
+        let child = spawn_logged(&mut command, self.worker_log_file());
         Worker {
             pico: self,
             daemon: Daemon { child: Some(child) },
         }
     }
 
-    /// Starts `pico worker run` on this home under `launcher` (a program that runs its
-    /// arguments, such as `systemd-socket-activate -l PORT`), without waiting for it to serve:
-    /// such a launcher may start it only on its first connection.
-    pub fn spawn_worker_via(&self, launcher: &[&str]) -> Worker<'_> {
-        let _ = std::fs::remove_file(self.socket());
-        let (program, args) = launcher.split_first().expect("a launcher");
+    /// `pico --home HOME ARGS...` run by `launcher` (a program that runs its arguments).
+    pub fn command_via(&self, launcher: &[&str], args: &[&str]) -> Command {
+        let (program, launcher_args) = launcher.split_first().expect("a launcher");
         let mut command = Command::new(program);
         command
-            .args(args)
+            .args(launcher_args)
             .arg(&self.bin)
             .arg("--home")
             .arg(&self.home)
-            .args(["worker", "run"]);
-        let child = spawn_logged(&mut command, self.worker_log_file());
-        Worker {
-            pico: self,
-            daemon: Daemon { child: Some(child) },
-        }
+            .args(args);
+        command
     }
 
     /// Starts `pico hub run` on this home (its `[hub]` in `pico.toml`) and waits until its API
@@ -134,13 +146,25 @@ impl Pico {
     /// Starts `pico hub run ARGS...` with `env` set, as [`Pico::start_hub`].
     pub fn start_hub_with(&self, api_port: u16, args: &[&str], env: &[(&str, &str)]) -> Hub<'_> {
         let mut command = self.command(&[&["hub", "run"], args].concat());
-        let child = spawn_logged(command.envs(env.iter().copied()), self.log_file("hub.log"));
+        self.hub_started(command.envs(env.iter().copied()), || {
+            crate::net::is_listening(api_port)
+        })
+    }
+
+    /// Starts `pico hub run` under `launcher` (as [`Pico::spawn_worker_via`]) and waits until
+    /// `listening` says its API is up.
+    pub fn start_hub_via(&self, launcher: &[&str], listening: impl Fn() -> bool) -> Hub<'_> {
+        self.hub_started(&mut self.command_via(launcher, &["hub", "run"]), listening)
+    }
+
+    fn hub_started(&self, command: &mut Command, listening: impl Fn() -> bool) -> Hub<'_> {
+        let child = spawn_logged(command, self.log_file("hub.log"));
         let mut hub = Hub {
             pico: self,
             daemon: Daemon { child: Some(child) },
         };
         let started = Instant::now();
-        while !crate::net::is_listening(api_port) {
+        while !listening() {
             assert!(
                 !hub.exited_within(Duration::ZERO) && started.elapsed() < Duration::from_secs(20),
                 "hub did not start: {}",

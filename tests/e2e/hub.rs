@@ -6,7 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use testkit::net::{curl, dig, free_port, http_get};
+use testkit::netlab::{Lan, NetHost};
 use testkit::pico::Pico;
+
+use super::strs;
 
 const ZONE: &str = "pico.test";
 
@@ -16,9 +19,20 @@ fn hub_tenant_when(
     name: &str,
     check: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
+    hub_tenant_listed(hub, &|| hub.json(&["hub", "ls", "tenants"]), name, check)
+}
+
+/// What the listing `tenants` (the hub's, however read) says of `name`, once `check` holds (at
+/// most 20 s).
+fn hub_tenant_listed(
+    hub: &Pico,
+    tenants: &dyn Fn() -> serde_json::Value,
+    name: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let started = Instant::now();
     loop {
-        let tenants = hub.json(&["hub", "ls", "tenants"]);
+        let tenants = tenants();
         let found = tenants
             .as_array()
             .unwrap()
@@ -222,6 +236,34 @@ fn start<'a>(
     (hub_daemon, workers)
 }
 
+/// Starts `pico worker run ARGS...` under `launcher` (none: directly) in a mount namespace of its
+/// own where the home path `home`, the same on every host as `/var/lib/pico` is, shows
+/// `pico.home`; waits for its unix socket.
+fn start_in_home<'a>(
+    pico: &'a Pico,
+    home: &Path,
+    launcher: &[&str],
+    args: &[&str],
+) -> testkit::pico::Worker<'a> {
+    // Run as `sh -c SCRIPT sh PICO --home DIR ARGS...`.
+    let script = format!(
+        "mount --bind \"$3\" {home:?} && pico=$1 && shift 3 && exec \"$pico\" --home {home:?} \"$@\""
+    );
+    let own_mounts = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ];
+    let worker = pico.spawn_worker_via(&[launcher, &own_mounts].concat(), args);
+    pico.wait_socket();
+    worker
+}
+
 /// Two workers on one machine as if on two hosts: each in a mount namespace of its own where
 /// the same home path (`home`) is its own directory (`pico.home`), as every host of a cluster
 /// has `/var/lib/pico`; one cold tier; listening on 127.0.0.1 and 127.0.0.2.
@@ -247,18 +289,7 @@ impl Host {
 
     /// Starts its worker with the shared home path `home` showing this host's own directory.
     fn start(&self, home: &Path) -> testkit::pico::Worker<'_> {
-        let script =
-            format!("mount --bind \"$3\" {home:?} && exec \"$1\" --home {home:?} \"$4\" \"$5\"",);
-        let worker = self.pico.spawn_worker_via(&[
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &script,
-            "sh",
-        ]);
+        let worker = start_in_home(&self.pico, home, &[], &[]);
         assert!(
             testkit::net::wait_port(self.api, Duration::from_secs(20)),
             "{}",
@@ -653,44 +684,127 @@ fn a_cluster_is_set_up_from_flags_with_the_token_in_pico_token() {
     assert!(without.contains("PICO_TOKEN"), "{without}");
 }
 
+/// A cluster as separate hosts, each in a network namespace of its own on a private LAN: a hub,
+/// three workers (each advertising its own address) and three Garage nodes (replication factor
+/// 3); the client's `dig` and `curl` run on a host of their own.
 #[test]
-fn a_cluster_over_three_garage_nodes_keeps_working_with_one_node_down() {
+fn a_cluster_of_hosts_in_network_namespaces_wakes_by_dns_fails_over_and_outlives_a_garage_node() {
     let _serial = testkit::criu_lock();
-    let garage = testkit::garage::Garage::start_cluster(3);
-    let cluster = Cluster::over(super::pico(), garage.cold_toml.clone());
-    let (hub, home, dns) = (&cluster.hub, &cluster.home, cluster.dns);
-    let (w1, w2) = (&cluster.w1, &cluster.w2);
-    let (_hub_daemon, mut workers) = start(hub, cluster.hub_api, home, &[w1, w2]);
-    let port = super::add_counter(&w1.pico, "web");
-    assert_eq!(w1.get(port, "/inc"), (200, "1".into()));
-    w1.pico.ok(&["tenant", "swap-out", "web"]);
+    let mut lan = Lan::new();
+    let hub_host = lan.host("hub");
+    let hosts: Vec<NetHost> = (1..=3).map(|k| lan.host(&format!("w{k}"))).collect();
+    let stores: Vec<NetHost> = (1..=3).map(|k| lan.host(&format!("g{k}"))).collect();
+    let client = lan.host("client");
+    let garage = testkit::garage::Garage::start_cluster_on(&stores);
+    assert!(
+        garage.endpoint.contains(&stores[0].addr.to_string()),
+        "{}",
+        garage.endpoint
+    );
 
-    // One of the three nodes down: checkpoints are still read and written (quorum of two).
-    garage.stop_node(3);
-    let answer = dig(dns, &[&format!("web.{ZONE}"), "A"]);
-    assert!(answer.contains("\tA\t127.0.0.1"), "{answer}");
+    let hub = super::pico();
+    let (home, token) = (hub.home().join("home"), hub.home().join("token"));
+    std::fs::create_dir_all(&home).unwrap();
+    write_token(&token);
+    let hub_addr = hub_host.addr;
+    hub.write_config(&format!(
+        "[hub]\nzone = \"{ZONE}.\"\ndns_listen = \"{hub_addr}:53\"\napi_listen = \"{hub_addr}:7100\"\n\
+         token_file = {token:?}\ndead_after_ms = 1500\nlease_ms = 1000\nwake_wait_ms = 3000\n{}",
+        garage.cold_toml
+    ));
+    let _hub_daemon =
+        hub.start_hub_via(&strs(&hub_host.launcher()), || hub_host.is_listening(7100));
+    let hub_url = format!("http://{hub_addr}:7100");
+    let picos: Vec<Pico> = hosts.iter().map(|_| super::pico()).collect();
+    let mut workers = Vec::new();
+    for (k, (host, pico)) in hosts.iter().zip(&picos).enumerate() {
+        pico.write_config(&format!(
+            "[worker]\nlisten_addr = \"0.0.0.0\"\napi_listen = \"0.0.0.0:7070\"\n\
+             api_token_file = {token:?}\n\
+             [worker.hub]\naddr = \"{hub_addr}:7100\"\ntoken_file = {token:?}\nname = \"w{}\"\n\
+             heartbeat_ms = 200\n{}",
+            k + 1,
+            garage.cold_toml
+        ));
+        let advertise = host.addr.to_string();
+        workers.push(start_in_home(
+            pico,
+            &home,
+            &strs(&host.launcher()),
+            &["--hub", &hub_url, "--advertise", &advertise],
+        ));
+    }
+    // The client's view of the hub, through its API.
+    let tenants = || {
+        let out = client
+            .wrap(
+                hub.command(&["--json", "--hub", &hub_url, "hub", "ls", "tenants"])
+                    .env("PICO_TOKEN", "cluster-s3cret"),
+            )
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let resolve = || {
+        let answer = client.dig(hub_addr, 53, &[&format!("web.{ZONE}"), "A"]);
+        assert!(answer.contains("status: NOERROR"), "{answer}");
+        assert!(!answer.contains("WARNING"), "{answer}");
+        let (_, addr) = answer
+            .lines()
+            .find(|l| l.starts_with(&format!("web.{ZONE}.")))
+            .and_then(|l| l.rsplit_once('\t'))
+            .unwrap_or_else(|| panic!("no address for web: {answer}\n{}", hub.hub_log()));
+        addr.parse::<std::net::Ipv4Addr>().unwrap()
+    };
+    let inc =
+        |addr: std::net::Ipv4Addr| client.curl(&["-m", "10", &format!("http://{addr}:8080/inc")]);
+
+    // Added through the hub from the client's host: the hub places it on a worker.
+    let mut add = vec!["--json".to_string(), "--hub".into(), hub_url.clone()];
+    add.extend(super::counter_add_args("web", 8080));
+    let out = client
+        .wrap(hub.command(&strs(&add)).env("PICO_TOKEN", "cluster-s3cret"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = hub_tenant_listed(&hub, &tenants, "web", |t| t["state"] == "running");
+    let first = t["worker"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('w')
+        .parse::<usize>()
+        .unwrap()
+        - 1;
+    let addr = resolve();
+    assert_eq!(addr, hosts[first].addr);
+    assert_eq!(inc(addr), (200, "1".into()));
+
+    // Swapped out, revived by the DNS query alone, then answers curl with its state.
+    picos[first].ok(&["tenant", "swap-out", "web"]);
+    hub_tenant_listed(&hub, &tenants, "web", |t| t["state"] == "swapped-out");
+    assert_eq!(resolve(), hosts[first].addr);
+    hub_tenant_listed(&hub, &tenants, "web", |t| t["state"] == "running");
     assert_eq!(
-        w1.get(port, "/inc"),
+        inc(addr),
         (200, "2".into()),
         "{}",
-        w1.pico.worker_log()
+        picos[first].worker_log()
     );
-    w1.pico.ok(&["tenant", "swap-out", "web"]);
-    hub_tenant_when(hub, "web", |t| t["state"] == "swapped-out");
 
-    // And another worker restores it from there alone (nothing of it in its own tiers).
-    workers[0].kill();
-    hub_tenant_when(hub, "web", |t| t["worker_alive"] == false);
-    let answer = dig(dns, &[&format!("web.{ZONE}"), "A"]);
-    assert!(
-        answer.contains("\tA\t127.0.0.2"),
-        "{answer}\n{}",
-        hub.hub_log()
-    );
-    assert_eq!(
-        w2.get(port, "/inc"),
-        (200, "3".into()),
-        "{}",
-        w2.pico.worker_log()
-    );
+    // One Garage node down: checkpoints are still written and read (a quorum of two).
+    garage.stop_node(3);
+    picos[first].ok(&["tenant", "swap-out", "web"]);
+    hub_tenant_listed(&hub, &tenants, "web", |t| t["state"] == "swapped-out");
+
+    // kill -9 of its worker: the next query places it on another, from the cold tier alone.
+    workers[first].kill();
+    hub_tenant_listed(&hub, &tenants, "web", |t| t["worker_alive"] == false);
+    let moved = resolve();
+    assert_ne!(moved, hosts[first].addr, "{}", hub.hub_log());
+    assert!(hosts.iter().any(|h| h.addr == moved), "{moved}");
+    assert_eq!(inc(moved), (200, "3".into()), "{}", hub.hub_log());
 }

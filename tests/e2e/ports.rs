@@ -71,7 +71,7 @@ fn a_worker_started_by_socket_activation_answers_the_connection_that_started_it(
     let later = free_port();
     let listen = |port: u16| format!("127.0.0.1:{port}");
     let (a, b) = (listen(port), listen(later));
-    let _worker = p.spawn_worker_via(&["systemd-socket-activate", "-l", &a, "-l", &b]);
+    let _worker = p.spawn_worker_via(&["systemd-socket-activate", "-l", &a, "-l", &b], &[]);
     // Its sockets bound (a loaded host took over 300 ms: the request was refused), then a
     // moment for a worker that would not wait to show itself.
     assert!(testkit::net::wait_bound(port, Duration::from_secs(10)));

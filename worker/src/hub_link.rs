@@ -31,12 +31,16 @@ struct Link {
 
 impl Link {
     /// The link `config` describes, for a worker whose TCP API is `api`. Fails when the hub could
-    /// not reach the worker (no TCP API) or answer with its address (no public address).
+    /// not reach the worker (no TCP API) or answer with its address (no public address). An API
+    /// on every address (`0.0.0.0:PORT`) is reported at the public address.
     fn new(config: &HubLinkConfig, api: Option<SocketAddr>, listen: IpAddr) -> Result<Link> {
-        let api = api.ok_or(Error::HubNeedsApi)?;
+        let mut api = api.ok_or(Error::HubNeedsApi)?;
         let public_addr = config.public_addr.unwrap_or(listen);
         if public_addr.is_unspecified() {
             return Err(Error::HubNeedsPublicAddr);
+        }
+        if api.ip().is_unspecified() {
+            api.set_ip(public_addr);
         }
         let token = ApiToken::cluster(config.token_file.as_deref())?
             .text()
@@ -245,5 +249,9 @@ mod tests {
         let (_dir, c) = config(Some("10.0.0.5".parse().unwrap()));
         let link = Link::new(&c, api, any).unwrap();
         assert_eq!(link.public_addr, "10.0.0.5".parse::<IpAddr>().unwrap());
+        // An API on every address is reached at the public one.
+        let everywhere = Some("0.0.0.0:7070".parse().unwrap());
+        let link = Link::new(&c, everywhere, any).unwrap();
+        assert_eq!(link.api, "10.0.0.5:7070".parse().unwrap());
     }
 }
