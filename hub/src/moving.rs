@@ -5,16 +5,19 @@
 //! that checkpoint and wakes it. A failed adoption gives it back to the source, from the same
 //! checkpoint: nothing is lost at any step.
 //!
-//! The destination reads the pages from its own tiers first, then from the cold tier (a peer
-//! worker's local tier is not a source yet). The downtime is the source's swap-out, the adoption
-//! and the destination's swap-in.
+//! The destination reads the pages from its own tiers first, then from the source's local tier
+//! (a peer tier, over the source's API), then from the cold tier. The downtime is the source's
+//! swap-out, the adoption and the destination's swap-in; the report waits for the rest of the
+//! image to arrive (in the background, the tenant answering meanwhile) to say how many bytes
+//! came from each source.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use pagestore::stats::LiveCounters;
 use serde::{Deserialize, Serialize};
 use tracing::info;
-use worker::protocol::{Client, Request};
+use worker::protocol::{Client, PeerRef, Request};
 use worker::tenant::{SwapInReport, SwapOutReport, TenantInfo, TenantState};
 
 use crate::hub::Hub;
@@ -40,7 +43,30 @@ pub struct MoveReport {
     pub restore_pages_held: u64,
     pub restore_cold_pages: u64,
     pub restore_cold_bytes: u64,
+    /// The whole image's pages by where the destination read them (bytes of pages): what it
+    /// held, what the source sent (peer tier), what the cold tier did; `None` when its restore
+    /// did not finish within [`REST_WAIT`].
+    pub bytes: Option<BytesBySource>,
 }
+
+/// Bytes of a moved tenant's pages by where its new worker read them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BytesBySource {
+    /// The checkpoint's pages (non-zero), in bytes.
+    pub checkpoint: u64,
+    pub held: u64,
+    pub peer: u64,
+    pub cold: u64,
+    /// Everything read from the cold tier meanwhile, as stored (compressed pages, and the
+    /// checkpoint's manifest, record and files).
+    pub cold_read: u64,
+}
+
+/// How long a move's report waits for the rest of the image after the tenant runs.
+const REST_WAIT: Duration = Duration::from_secs(60);
+
+/// A page's bytes.
+const PAGE: u64 = 4096;
 
 /// One worker a move talks to.
 struct Party {
@@ -133,6 +159,8 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
         );
         why
     };
+    // The destination's reads from here on are the move's (see `bytes_by_source`).
+    let before = counters(&target).await.map_err(back)?;
     // Refused if it woke on the source meanwhile: then it stays there.
     source
         .ask(Request::Release { name: name.into() }, "release")
@@ -144,6 +172,11 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
             Request::Adopt {
                 name: name.into(),
                 checkpoint: checkpoint.clone(),
+                // The source still holds its pages: the destination reads them from there first.
+                peer: Some(PeerRef {
+                    name: place.worker.clone(),
+                    api: place.api,
+                }),
             },
             "adopt",
         )
@@ -155,6 +188,7 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
                 Request::Adopt {
                     name: name.into(),
                     checkpoint: checkpoint.clone(),
+                    peer: None,
                 },
                 "adopt again",
             )
@@ -177,12 +211,14 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
         .await?;
     let swap_in: SwapInReport =
         serde_json::from_value(swapped_in).map_err(|e| format!("swap-in report: {e}"))?;
+    let downtime_ms = elapsed_ms(stopped);
+    let bytes = bytes_by_source(&target, name, &checkpoint, &before).await;
     let report = MoveReport {
         tenant: name.to_string(),
         from: place.worker.clone(),
         to: to.to_string(),
         checkpoint,
-        downtime_ms: elapsed_ms(stopped),
+        downtime_ms,
         cpu_check_ms,
         swap_out_ms,
         adopt_ms,
@@ -191,9 +227,62 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
         restore_pages_held: swap_in.prefetch.already_hot,
         restore_cold_pages: swap_in.prefetch.cold_pages,
         restore_cold_bytes: swap_in.prefetch.cold_bytes,
+        bytes,
     };
-    info!(tenant = name, from = %report.from, to, downtime_ms = report.downtime_ms, cold_bytes = report.restore_cold_bytes, "tenant moved");
+    info!(tenant = name, from = %report.from, to, downtime_ms = report.downtime_ms, bytes = ?report.bytes, "tenant moved");
     Ok(report)
+}
+
+/// Where the destination read the moved tenant's pages: its store's counters from before the
+/// adoption (`before`) until its restore has every page (at most [`REST_WAIT`]), so reads of
+/// other tenants there meanwhile count too.
+async fn bytes_by_source(
+    target: &Party,
+    name: &str,
+    checkpoint: &str,
+    before: &LiveCounters,
+) -> Option<BytesBySource> {
+    let waited = Instant::now();
+    loop {
+        let status = target
+            .ask(Request::Status { name: name.into() }, "status")
+            .await
+            .ok()?;
+        let status: TenantInfo = serde_json::from_value(status).ok()?;
+        if !status.pages_pending {
+            break;
+        }
+        if waited.elapsed() > REST_WAIT {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = counters(target).await.ok()?;
+    let held = target
+        .ask(
+            Request::Held {
+                checkpoint: checkpoint.to_string(),
+            },
+            "held",
+        )
+        .await
+        .ok()?;
+    let checkpoint = held["pages"].as_u64()? * PAGE;
+    let peer = (after.peer_pages - before.peer_pages) * PAGE;
+    let cold = (after.cold_pages - before.cold_pages) * PAGE;
+    Some(BytesBySource {
+        checkpoint,
+        held: checkpoint.saturating_sub(peer + cold),
+        peer,
+        cold,
+        cold_read: after.cold_get_bytes - before.cold_get_bytes,
+    })
+}
+
+/// The store counters of `party`.
+async fn counters(party: &Party) -> Result<LiveCounters, String> {
+    let value = party.ask(Request::Counters, "store counters").await?;
+    serde_json::from_value(value).map_err(|e| format!("store counters: {e}"))
 }
 
 fn elapsed_ms(since: Instant) -> u64 {

@@ -104,6 +104,8 @@ async fn place_elsewhere(hub: &Arc<Hub>, name: &str) -> Result<Whereabouts, Stri
         .call(&Request::Adopt {
             name: name.to_string(),
             checkpoint: checkpoint.clone(),
+            // Its worker is dead: nothing to read pages from.
+            peer: None,
         })
         .await
         .map_err(|e| format!("{} could not adopt it: {e}", to.name))?;

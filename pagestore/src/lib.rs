@@ -36,6 +36,7 @@ pub mod manifest_cache;
 pub mod meta;
 pub mod pack;
 pub mod page;
+pub mod peer;
 pub mod prefetch;
 pub mod read;
 pub mod recompress;

@@ -182,6 +182,10 @@ impl PageStore {
         if (missing.len() as u64) * 4 < u64::from(source.pack.pages) {
             return Ok(skip("most of its pages are in memory"));
         }
+        if !self.read_path.peers().live().is_empty() {
+            // A move's source holds them, a LAN round trip away.
+            return Ok(skip("a peer worker holds its pages"));
+        }
         if let Some(local) = self.local() {
             let step = missing.len().div_ceil(LOCAL_SAMPLE).max(1);
             let sample: Vec<_> = missing.iter().step_by(step).collect();

@@ -228,6 +228,11 @@ pub struct LiveCounters {
     pub recompressing: bool,
     pub local_hits: u64,
     pub local_misses: u64,
+    /// Pages a peer worker sent (they passed their check), and their encoded bytes.
+    #[serde(default)]
+    pub peer_pages: u64,
+    #[serde(default)]
+    pub peer_bytes: u64,
 }
 
 impl PageStore {
@@ -244,6 +249,8 @@ impl PageStore {
             recompressing: self.recompressing(),
             local_hits: self.counters().local_hits.load(Ordering::Relaxed),
             local_misses: self.counters().local_misses.load(Ordering::Relaxed),
+            peer_pages: self.counters().peer_pages.load(Ordering::Relaxed),
+            peer_bytes: self.counters().peer_bytes.load(Ordering::Relaxed),
         }
     }
 }

@@ -104,6 +104,11 @@ impl PageStore {
     }
 
     /// Hits and misses of the tiers above cold, and pages read from cold.
+    /// The peers reads ask before the cold tier ([`crate::peer`]).
+    pub fn peers(&self) -> &crate::peer::Peers {
+        self.read_path.peers()
+    }
+
     pub fn counters(&self) -> &TierCounters {
         self.read_path.counters()
     }

@@ -1,4 +1,4 @@
-//! Which tier served one reader's pages: the memory, local or cold tier.
+//! Which tier served one reader's pages: the memory, local, peer or cold tier.
 //!
 //! The store's own counters add up every reader of the process; a swap-in wants to know where
 //! *its* pages came from (the pager splits that by restore phase: the restore's own reads, the
@@ -17,6 +17,7 @@ use crate::page::PAGE_SIZE;
 pub struct TierTally {
     memory: AtomicU64,
     local: AtomicU64,
+    peer: AtomicU64,
     cold: AtomicU64,
 }
 
@@ -26,6 +27,9 @@ impl TierTally {
     }
     pub(crate) fn add_local(&self) {
         self.local.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn add_peer(&self) {
+        self.peer.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn add_cold(&self, pages: u64) {
         self.cold.fetch_add(pages, Ordering::Relaxed);
@@ -41,6 +45,7 @@ impl TierTally {
         TierCounts {
             memory_bytes: memory * page,
             local_bytes: local * page,
+            peer_bytes: self.peer.load(Ordering::Relaxed) * page,
             cold_bytes: cold * page,
         }
     }
@@ -51,6 +56,9 @@ impl TierTally {
 pub struct TierCounts {
     pub memory_bytes: u64,
     pub local_bytes: u64,
+    /// From another worker's local tier (a move's source).
+    #[serde(default)]
+    pub peer_bytes: u64,
     pub cold_bytes: u64,
 }
 
@@ -64,12 +72,14 @@ mod tests {
         t.add_memory();
         t.add_local();
         t.add_local();
+        t.add_peer();
         t.add_cold(3);
         assert_eq!(
             t.counts(),
             TierCounts {
                 memory_bytes: 4096,
                 local_bytes: 8192,
+                peer_bytes: 4096,
                 cold_bytes: 3 * 4096
             }
         );

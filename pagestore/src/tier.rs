@@ -12,6 +12,8 @@ use std::fmt;
 pub enum Tier {
     Memory,
     Local,
+    /// Another worker's local tier ([`crate::peer`]).
+    Peer,
     Cold,
 }
 
@@ -20,6 +22,7 @@ impl fmt::Display for Tier {
         f.write_str(match self {
             Tier::Memory => "memory",
             Tier::Local => "local",
+            Tier::Peer => "peer",
             Tier::Cold => "cold",
         })
     }

@@ -184,6 +184,14 @@ async fn move_tenant(ctx: &Context, name: &str, to: &str) -> anyhow::Result<Exit
         r.restore_cold_pages,
         r.restore_cold_bytes
     );
+    match r.bytes {
+        Some(b) => println!(
+            "its {} bytes of pages: {} held there, {} from {} (peer), {} from the cold tier \
+             ({} bytes read from it in all)",
+            b.checkpoint, b.held, b.peer, r.from, b.cold, b.cold_read
+        ),
+        None => println!("its restore did not finish in time to count where its pages came from"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -550,6 +550,60 @@ fn an_operator_moves_a_tenant_to_another_worker() {
         on_w1.as_array().unwrap().is_empty(),
         "w1 gave it up: {on_w1}"
     );
+    // w2 held nothing of it: its pages came from w1's local tier (the peer), not the cold tier.
+    let bytes = sources(&report);
+    assert!(bytes.peer > bytes.checkpoint / 2, "{report}");
+    assert!(bytes.cold_read * 10 < bytes.checkpoint, "{report}");
+
+    // And back to w1, which holds most of its pages still: read there, the rest from w2.
+    let back = w2.pico.json(&["tenant", "move", "web", "--to", "w1"]);
+    assert_eq!(
+        w1.get(port, "/inc"),
+        (200, "3".into()),
+        "{}",
+        w1.pico.worker_log()
+    );
+    let bytes = sources(&back);
+    assert!(bytes.held > bytes.checkpoint / 2, "{back}");
+    assert!(bytes.cold_read * 10 < bytes.checkpoint, "{back}");
+    let text = w1.pico.ok(&["tenant", "move", "web", "--to", "w2"]);
+    assert!(text.contains("from w1 (peer)"), "{text}");
+}
+
+/// A move report's bytes of pages by source, which add up to the checkpoint's.
+struct Sources {
+    checkpoint: u64,
+    held: u64,
+    peer: u64,
+    cold: u64,
+    /// All the cold tier sent, as stored.
+    cold_read: u64,
+}
+
+fn sources(report: &serde_json::Value) -> Sources {
+    let b = &report["bytes"];
+    let get = |k: &str| {
+        b[k].as_u64()
+            .unwrap_or_else(|| panic!("no bytes.{k}: {report}"))
+    };
+    let sources = Sources {
+        checkpoint: get("checkpoint"),
+        held: get("held"),
+        peer: get("peer"),
+        cold: get("cold"),
+        cold_read: get("cold_read"),
+    };
+    assert!(sources.checkpoint > 0, "{report}");
+    assert!(
+        sources.peer + sources.cold <= sources.checkpoint,
+        "{report}"
+    );
+    assert_eq!(
+        sources.held + sources.peer + sources.cold,
+        sources.checkpoint,
+        "{report}"
+    );
+    sources
 }
 
 #[test]

@@ -22,8 +22,14 @@ use crate::tenant_files::{record_of, unpack, FILES_ARCHIVE, RECORD_FILE};
 
 impl Worker {
     /// Registers tenant `name` from its checkpoint `checkpoint` (an id), asleep; its record as
-    /// this worker keeps it.
-    pub async fn adopt(self: &Arc<Self>, name: &str, checkpoint: &str) -> Result<TenantInfo> {
+    /// this worker keeps it. Pages this worker does not hold are read from `peer` (the worker
+    /// it moves from) first, then from the cold tier.
+    pub async fn adopt(
+        self: &Arc<Self>,
+        name: &str,
+        checkpoint: &str,
+        peer: Option<&crate::protocol::PeerRef>,
+    ) -> Result<TenantInfo> {
         if let Ok(slot) = self.tenants.get(name) {
             // An older record of a tenant that lived here before: the checkpoint named wins.
             // One that runs here is not taken over twice.
@@ -31,6 +37,9 @@ impl Worker {
                 return Err(Error::TenantExists(name.to_string()));
             }
             self.release(name).await?;
+        }
+        if let Some(peer) = peer {
+            self.read_from_peer(name, peer);
         }
         let at = self.store.resolve(checkpoint).await?;
         if at.tenant != name {

@@ -77,9 +77,14 @@ pub(crate) async fn dispatch(worker: &Arc<Worker>, request: Request) -> Result<s
             Ok(serde_json::Value::Null)
         }
         Request::Held { checkpoint } => to_json(&worker.held(&checkpoint).await?),
-        Request::Adopt { name, checkpoint } => {
+        Request::Adopt {
+            name,
+            checkpoint,
+            peer,
+        } => {
             let span = info_span!("tenant", tenant = %name);
-            to_json(&Box::pin(worker.adopt(&name, &checkpoint).instrument(span)).await?)
+            let adopting = worker.adopt(&name, &checkpoint, peer.as_ref());
+            to_json(&Box::pin(adopting.instrument(span)).await?)
         }
         Request::Rm { name } => {
             let span = info_span!("tenant", tenant = %name);

@@ -43,6 +43,7 @@ mod lifecycle;
 mod locality;
 pub mod metrics;
 pub mod netns;
+mod peer;
 pub mod process;
 mod program_sets;
 pub mod protocol;

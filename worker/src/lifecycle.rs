@@ -376,6 +376,7 @@ impl Worker {
         let mut rt = slot.runtime.lock().await;
         self.stop_here(&slot, &mut rt).await;
         self.unregister(&slot, &rt);
+        self.done_with_peer(name);
         warn!(
             tenant = name,
             "tenant released: it runs on another worker now"

@@ -67,6 +67,9 @@ pub enum Request {
     Adopt {
         name: String,
         checkpoint: String,
+        /// The worker that hosted it, still up (a move): its pages are read from there first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<PeerRef>,
     },
     /// The last lines of the tenant's log (its stdout and stderr).
     Logs {
@@ -75,4 +78,11 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tail: Option<usize>,
     },
+}
+
+/// Another worker of the cluster, as a peer tier: its name and API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRef {
+    pub name: String,
+    pub api: std::net::SocketAddr,
 }

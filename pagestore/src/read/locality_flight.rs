@@ -1,6 +1,8 @@
 //! Locality packs being fetched, and the pages each is expected to bring: a reader of one of those
 //! pages waits for the fetch instead of sending its own GET, as it would for a cold range in
-//! flight ([`super::flight`]). See [`crate::locality`] for what a locality pack is.
+//! flight ([`super::flight`]). See [`crate::locality`] for what a locality pack is. A peer's
+//! page requests ([`crate::peer`]) are listed here too, so that readers of the same pages ask a
+//! peer once.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +73,37 @@ impl LocalityFlights {
             id,
             _done: tx,
         })
+    }
+
+    /// Lists a fetch of those of `pages` no flight is bringing yet, and returns them with the
+    /// flight's end (none when every page is coming already); decided and listed under one lock,
+    /// so that of readers of the same pages only one fetches each.
+    pub(crate) fn start_for_uncovered(
+        &self,
+        pages: &[PageId],
+    ) -> (Option<FlightEnd<'_>>, HashSet<PageId>) {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        let uncovered: HashSet<PageId> = pages
+            .iter()
+            .filter(|id| !flights.iter().any(|w| w.pages.contains(id)))
+            .copied()
+            .collect();
+        if uncovered.is_empty() {
+            return (None, uncovered);
+        }
+        let (tx, rx) = watch::channel(false);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        flights.push(Waiting {
+            id,
+            pages: Arc::new(uncovered.clone()),
+            done: rx,
+        });
+        let end = FlightEnd {
+            flights: self,
+            id,
+            _done: tx,
+        };
+        (Some(end), uncovered)
     }
 
     /// Waits for every locality flight expected to bring one of `ids`; true if there was one.

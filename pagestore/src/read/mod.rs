@@ -1,6 +1,6 @@
 //! The read path: one component that owns the memory, local and cold tiers and walks them for a
-//! list of pages: memory, then local disk, then the cold tier, with the cold reads planned,
-//! coalesced and shared.
+//! list of pages: memory, then local disk, then a peer's local disk while one is registered
+//! ([`crate::peer`]), then the cold tier, with the cold reads planned, coalesced and shared.
 //!
 //! It exists because a cold request costs ~20 ms on S3 whatever its size: the pages a read wants
 //! from one pack are grouped and neighbours merged into one ranged GET ([`plan_ranges`]), and
@@ -11,7 +11,8 @@
 //!
 //! The walk of one read, in order: the memory tier is asked once per page; a miss is read from
 //! the local tier (and put in memory); what is still missing waits for a locality pack in flight
-//! that brings it; the rest is located in the catalog (refreshed once if a page is unknown:
+//! that brings it; what a registered peer holds is taken from it (checked, then cached like a
+//! cold page); the rest is located in the catalog (refreshed once if a page is unknown:
 //! another process may have ingested), planned and fetched, and each fetched page is put in
 //! memory and, in one batch per range, in the local tier. A read that finds a pack gone (a gc
 //! elsewhere repacked it) refreshes the catalog and is tried once more.
@@ -42,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::hot::HotTier;
 use crate::local::LocalTier;
 use crate::page::{PageId, PAGE_SIZE};
+use crate::peer::{wire::MAX_PAGES_PER_REQUEST, PeerTier, Peers};
 use crate::tally::TierTally;
 use crate::tier::Tier;
 use flight::{FlightGuard, RangeFlights, Role};
@@ -67,6 +69,12 @@ pub struct TierCounters {
     pub cold_requests: AtomicU64,
     /// Reads that joined a cold GET already in flight instead of sending their own.
     pub flight_joins: AtomicU64,
+    /// Pages a peer sent that passed their check, their encoded bytes, the requests that
+    /// asked for them, and pages a peer sent that failed their check (read from cold instead).
+    pub peer_pages: AtomicU64,
+    pub peer_bytes: AtomicU64,
+    pub peer_requests: AtomicU64,
+    pub peer_corrupt: AtomicU64,
 }
 
 /// The tiers, the catalog the cold tier is read through, and the single-flight tables.
@@ -77,6 +85,7 @@ pub(crate) struct ReadPath {
     packs: PackCatalog,
     flights: RangeFlights,
     locality_flights: LocalityFlights,
+    peers: Peers,
     counters: TierCounters,
 }
 
@@ -105,6 +114,7 @@ impl ReadPath {
             packs,
             flights: RangeFlights::default(),
             locality_flights: LocalityFlights::default(),
+            peers: Peers::default(),
             counters: TierCounters::default(),
         }
     }
@@ -136,6 +146,11 @@ impl ReadPath {
 
     pub fn counters(&self) -> &TierCounters {
         &self.counters
+    }
+
+    /// The peers reads ask before the cold tier.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
     }
 
     pub(crate) fn locality_flights(&self) -> &LocalityFlights {
@@ -176,6 +191,9 @@ impl ReadPath {
         let mut misses = self.read_resident(ids, &mut out, tally);
         if !misses.is_empty() {
             misses = self.await_locality(misses, &mut out, tally).await;
+        }
+        if !misses.is_empty() {
+            misses = self.read_peers(misses, &mut out, tally).await;
         }
         if !misses.is_empty() {
             let wanted = self.locate(misses).await?;
@@ -239,6 +257,106 @@ impl ReadPath {
             });
         }
         misses
+    }
+
+    /// The peer step: asks each registered peer for what is still missing (one request per
+    /// [`MAX_PAGES_PER_REQUEST`] pages; pages another reader is asking a peer for, or a locality
+    /// pack brings, are waited for instead). Returns what is still missing.
+    async fn read_peers(
+        &self,
+        mut misses: Vec<Miss>,
+        out: &mut [Option<Bytes>],
+        tally: Option<&TierTally>,
+    ) -> Vec<Miss> {
+        for peer in self.peers.live() {
+            let mut rest = Vec::new();
+            for asked in misses.chunks(MAX_PAGES_PER_REQUEST) {
+                let ids: Vec<PageId> = asked.iter().map(|&(_, id)| id).collect();
+                let (flight, mine) = self.locality_flights.start_for_uncovered(&ids);
+                let (to_fetch, coming): (Vec<Miss>, Vec<Miss>) =
+                    asked.iter().partition(|(_, id)| mine.contains(id));
+                if !to_fetch.is_empty() {
+                    rest.extend(self.fetch_peer(peer.as_ref(), to_fetch, out, tally).await);
+                }
+                // Only now, with its pages cached, may a new reader of them miss the flight.
+                drop(flight);
+                if !coming.is_empty() {
+                    rest.extend(self.await_locality(coming, out, tally).await);
+                }
+            }
+            misses = rest;
+            if misses.is_empty() {
+                break;
+            }
+        }
+        misses
+    }
+
+    /// Asks `peer` for `asked` in one request. Each page it sends is checked against its id, put
+    /// in memory and, in one batch, in the local tier; a peer that fails, or a page that fails
+    /// its check, is logged and left to the cold tier. Returns what it did not serve.
+    async fn fetch_peer(
+        &self,
+        peer: &dyn PeerTier,
+        asked: Vec<Miss>,
+        out: &mut [Option<Bytes>],
+        tally: Option<&TierTally>,
+    ) -> Vec<Miss> {
+        let ids: Vec<PageId> = asked.iter().map(|&(_, id)| id).collect();
+        self.counters.peer_requests.fetch_add(1, Ordering::Relaxed);
+        let pages = match peer.fetch(&ids).await {
+            Ok(pages) if pages.len() == ids.len() => pages,
+            Ok(pages) => {
+                warn!(
+                    peer = peer.name(),
+                    asked = ids.len(),
+                    got = pages.len(),
+                    "a peer answered for other pages; reading them from the cold tier"
+                );
+                return asked;
+            }
+            Err(e) => {
+                warn!(peer = peer.name(), error = %e, "peer tier read failed; reading from the cold tier");
+                return asked;
+            }
+        };
+        let mut rest = Vec::new();
+        let mut to_cache: Vec<(PageId, Codec, Bytes)> = Vec::new();
+        for ((i, id), page) in asked.into_iter().zip(pages) {
+            // The local tier never holds a page of a frame: a peer's would be bad.
+            let Some((codec, data)) = page.filter(|(codec, _)| codec.is_single_page()) else {
+                rest.push((i, id));
+                continue;
+            };
+            match decode_verified(&id, codec, &data, Tier::Peer, peer.name()) {
+                Ok(page) => {
+                    self.counters.peer_pages.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .peer_bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    tally.inspect(|t| t.add_peer());
+                    let page = Bytes::from(page);
+                    self.hot.insert_shared(id, page.clone());
+                    out[i] = Some(page);
+                    to_cache.push((id, codec, data));
+                }
+                Err(e) => {
+                    warn!(error = %e, "a peer sent a corrupt page; reading it from the cold tier");
+                    self.counters.peer_corrupt.fetch_add(1, Ordering::Relaxed);
+                    rest.push((i, id));
+                }
+            }
+        }
+        if let (Some(local), false) = (&self.local, to_cache.is_empty()) {
+            let batch: Vec<(PageId, Codec, &[u8])> = to_cache
+                .iter()
+                .map(|(id, codec, data)| (*id, *codec, data.as_ref()))
+                .collect();
+            if let Err(e) = local.put_many(&batch) {
+                warn!(pages = batch.len(), error = %e, "could not cache pages in the local tier");
+            }
+        }
+        rest
     }
 
     /// Where each missing page is in the cold tier; the catalog is refreshed once if a page is

@@ -109,19 +109,22 @@ impl Client {
             path_and_query: &call.path_and_query,
             host: &host,
             body: call.body,
+            content_type: "application/json",
             token,
         };
         exchange.send(stream, &self.describe()).await
     }
 }
 
-/// One HTTP/1.1 request with an optional JSON body, and its whole answer: what a [`Client`]
-/// sends a worker, and what a worker sends its hub ([`call_json`]).
+/// One HTTP/1.1 request with an optional body (JSON, or pages: `content_type`), and its whole
+/// answer: what a [`Client`] sends a worker, and what a worker sends its hub ([`call_json`]) or
+/// a peer ([`call_bytes`]).
 struct Exchange<'a> {
     method: Method,
     path_and_query: &'a str,
     host: &'a str,
     body: Option<Vec<u8>>,
+    content_type: &'static str,
     token: Option<&'a str>,
 }
 
@@ -140,7 +143,7 @@ impl Exchange<'_> {
             .uri(self.path_and_query)
             .header(HOST, self.host);
         if self.body.is_some() {
-            builder = builder.header(CONTENT_TYPE, "application/json");
+            builder = builder.header(CONTENT_TYPE, self.content_type);
         }
         if let Some(token) = self.token {
             builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
@@ -192,6 +195,7 @@ pub async fn call_json(
         path_and_query,
         host: &host,
         body: body.map(|b| b.to_string().into_bytes()),
+        content_type: "application/json",
         token: Some(token),
     };
     let (status, answer) = exchange.send(stream, &peer).await?;
@@ -199,6 +203,44 @@ pub async fn call_json(
         Error::Remote(message) => Error::RemotePeer { peer, message },
         e => e,
     })
+}
+
+/// `POST path` of binary `body` to the API of `what` at `addr`, with bearer `token`: the
+/// answer's bytes, or the peer's `{"error"}` message as [`Error::RemotePeer`] (the peer tier's
+/// page requests, which are not JSON).
+pub async fn call_bytes(
+    what: &'static str,
+    addr: SocketAddr,
+    token: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Bytes> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| Error::PeerUnreachable { addr, what, source })?;
+    let _ = stream.set_nodelay(true);
+    let host = addr.to_string();
+    let peer = format!("{what} on {addr}");
+    let exchange = Exchange {
+        method: Method::POST,
+        path_and_query: path,
+        host: &host,
+        body: Some(body),
+        content_type: "application/octet-stream",
+        token: Some(token),
+    };
+    let (status, answer) = exchange.send(stream, &peer).await?;
+    if status.is_success() {
+        return Ok(answer);
+    }
+    match answer_of(status, &answer, &peer) {
+        Err(Error::Remote(message)) => Err(Error::RemotePeer { peer, message }),
+        Err(e) => Err(e),
+        Ok(_) => Err(Error::RemotePeer {
+            peer,
+            message: format!("HTTP {status}"),
+        }),
+    }
 }
 
 /// The result an answer carries: its JSON on success, the worker's message as

@@ -3,7 +3,8 @@
 //!
 //! Each route of the table in `routes` carries one operation of [`Request`], which `dispatch`
 //! runs; so the enum stays the one list of what a worker does, and the CLI's [`client`] asks
-//! for it through the same table. `GET /metrics` serves Prometheus's text beside them. Failures
+//! for it through the same table. `GET /metrics` serves Prometheus's text beside them, and
+//! `POST /v1/pages` a peer's request for pages (binary, `crate::peer`). Failures
 //! are JSON with a status that says their kind (`failure`); bodies are at most 1 MiB.
 //!
 //! The routes are in docs/api.md.
@@ -48,6 +49,12 @@ pub(crate) trait Operations: Send + Sync + 'static {
     ) -> impl Future<Output = Result<serde_json::Value>> + Send;
     /// The Prometheus scrape.
     fn metrics(&self) -> String;
+    /// The pages a peer asks for (`POST /v1/pages`, [`pagestore::peer::wire`]) as this
+    /// worker's local tier holds them.
+    fn local_pages(
+        self: &Arc<Self>,
+        request: Bytes,
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send;
 }
 
 impl Operations for Worker {
@@ -60,6 +67,13 @@ impl Operations for Worker {
 
     fn metrics(&self) -> String {
         crate::metrics::render(self)
+    }
+
+    fn local_pages(
+        self: &Arc<Self>,
+        request: Bytes,
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send {
+        crate::peer::serve(self.store.clone(), request)
     }
 }
 
@@ -86,7 +100,19 @@ pub(crate) fn router<O: Operations>(ops: Arc<O>) -> Router {
     for (path, methods) in paths {
         router = router.route(path, methods);
     }
+    let pages = ops.clone();
     router
+        .route(
+            crate::peer::PAGES_PATH,
+            routing::post(move |body: Bytes| async move {
+                match pages.local_pages(body).await {
+                    Ok(answer) => {
+                        ([(CONTENT_TYPE, "application/octet-stream")], answer).into_response()
+                    }
+                    Err(e) => Failure::from(e).into_response(),
+                }
+            }),
+        )
         .route(
             "/metrics",
             routing::get(move || async move {
@@ -164,6 +190,10 @@ mod tests {
 
         fn metrics(&self) -> String {
             "pico_x 1\n".into()
+        }
+
+        async fn local_pages(self: &Arc<Self>, request: Bytes) -> Result<Vec<u8>> {
+            Ok(request.to_vec())
         }
     }
 

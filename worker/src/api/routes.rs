@@ -220,6 +220,10 @@ pub(crate) mod tests {
             Request::Adopt {
                 name: name(),
                 checkpoint: "web-00000001-abc".into(),
+                peer: Some(crate::protocol::PeerRef {
+                    name: "w1".into(),
+                    api: "10.0.0.11:7070".parse().unwrap(),
+                }),
             },
             Request::Held {
                 checkpoint: "73166aad984b54b0".into(),

@@ -28,6 +28,8 @@ pub(super) struct Background {
     pub restored: LazyRestore,
     /// `None` when this restore learns nothing (no ActiveSet in use).
     pub learn: Option<Learn>,
+    /// The store, whose peer for this tenant (a move's source) is dropped at the end.
+    pub store: Arc<pagestore::PageStore>,
     pub slot: Arc<TenantSlot>,
     pub tenant: String,
     /// Where the swap-in's cold reads are appended.
@@ -42,6 +44,7 @@ impl Background {
         let Background {
             restored,
             learn,
+            store,
             slot,
             tenant,
             usage_log,
@@ -63,6 +66,13 @@ impl Background {
             fill::finish(fill, &tenant, &prefetch, &usage_log, &slot),
             copy(daemon, &daemon_work, mount, &access_file, &slot, &tenant),
         );
+        // Every page is in the tenant (or the restore ended): a peer is not asked for it any more.
+        if store.peers().remove(&tenant) {
+            info!(
+                tenant,
+                "its restore has every page: the peer is no longer asked"
+            );
+        }
     }
 }
 

@@ -167,7 +167,11 @@ impl Worker {
                     )
                     .await?;
                 match (whole, route.only_whole) {
-                    (Some(report), _) => return Ok(report),
+                    (Some(report), _) => {
+                        // Every page is in the tenant.
+                        self.done_with_peer(name);
+                        return Ok(report);
+                    }
                     (None, true) => return Err(Error::WholeImageIncomplete(name.to_string())),
                     (None, false) => {}
                 }
@@ -240,6 +244,7 @@ impl Worker {
             });
             let background = Background {
                 learn,
+                store: self.store.clone(),
                 slot: slot.clone(),
                 tenant: name.to_string(),
                 usage_log: self.config.usage_log.clone(),
