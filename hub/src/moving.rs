@@ -182,21 +182,7 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
         )
         .await;
     if let Err(e) = adopted {
-        // Released on the source: it takes its own checkpoint back.
-        let readopted = source
-            .ask(
-                Request::Adopt {
-                    name: name.into(),
-                    checkpoint: checkpoint.clone(),
-                    peer: None,
-                },
-                "adopt again",
-            )
-            .await;
-        return Err(back(match readopted {
-            Ok(_) => e,
-            Err(again) => format!("{e}; {again}"),
-        }));
+        return Err(back(give_back(&source, name, &checkpoint, e).await));
     }
     let adopt_ms = elapsed_ms(adopting);
     let swapped_in = target
@@ -208,7 +194,22 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
             },
             "swap-in",
         )
-        .await?;
+        .await;
+    let swapped_in = match swapped_in {
+        Ok(answer) => answer,
+        Err(e) => {
+            // It cannot run there (a system file differs, say): the destination lets it go
+            // and the source takes it back from the same checkpoint.
+            let e = match target
+                .ask(Request::Release { name: name.into() }, "release")
+                .await
+            {
+                Ok(_) => e,
+                Err(stuck) => format!("{e}; {stuck}"),
+            };
+            return Err(back(give_back(&source, name, &checkpoint, e).await));
+        }
+    };
     let swap_in: SwapInReport =
         serde_json::from_value(swapped_in).map_err(|e| format!("swap-in report: {e}"))?;
     let downtime_ms = elapsed_ms(stopped);
@@ -283,6 +284,25 @@ async fn bytes_by_source(
 async fn counters(party: &Party) -> Result<LiveCounters, String> {
     let value = party.ask(Request::Counters, "store counters").await?;
     serde_json::from_value(value).map_err(|e| format!("store counters: {e}"))
+}
+
+/// After a move failed with `why` past the source's release: the source adopts `checkpoint`
+/// again, so the tenant is where it was. Says why the move failed, and whether that failed too.
+async fn give_back(source: &Party, name: &str, checkpoint: &str, why: String) -> String {
+    let readopted = source
+        .ask(
+            Request::Adopt {
+                name: name.into(),
+                checkpoint: checkpoint.to_string(),
+                peer: None,
+            },
+            "adopt again",
+        )
+        .await;
+    match readopted {
+        Ok(_) => format!("{why}; it stays on {}", source.name),
+        Err(again) => format!("{why}; {again}"),
+    }
 }
 
 fn elapsed_ms(since: Instant) -> u64 {

@@ -570,6 +570,69 @@ fn an_operator_moves_a_tenant_to_another_worker() {
     assert!(text.contains("from w1 (peer)"), "{text}");
 }
 
+#[test]
+fn a_move_to_a_worker_whose_system_files_differ_fails_naming_the_file_and_the_worker() {
+    let _serial = testkit::criu_lock();
+    let Cluster {
+        hub,
+        home,
+        hub_api,
+        w1,
+        w2,
+        ..
+    } = Cluster::new();
+    // The tenant's interpreter is at a path every host has (under the shared home path); w2's
+    // copy differs by one byte at its end.
+    let python = std::fs::read("/usr/bin/python3").unwrap();
+    for (host, extra) in [(&w1, 0), (&w2, 1)] {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = host.pico.home().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let copy = bin.join("python3");
+        std::fs::write(&copy, [python.as_slice(), &vec![0; extra]].concat()).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let _daemons = start(&hub, hub_api, &home, &[&w1, &w2]);
+    let port = free_port().to_string();
+    let interpreter = home.join("bin/python3").display().to_string();
+    let app = super::counter_app();
+    w1.pico.ok(&[
+        "tenant",
+        "add",
+        "web",
+        "--port",
+        &port,
+        "--idle-timeout",
+        "0",
+        "--no-sandbox",
+        "--",
+        &interpreter,
+        &app,
+        &port,
+    ]);
+    let port: u16 = port.parse().unwrap();
+    assert_eq!(w1.get(port, "/inc"), (200, "1".into()));
+    hub_tenant_when(&hub, "web", |t| t["state"] == "running");
+
+    let failed = w1.pico.fails(&["tenant", "move", "web", "--to", "w2"]);
+    assert!(
+        failed.contains(&format!("on worker w2: {interpreter} is not the file")),
+        "{failed}"
+    );
+    assert!(failed.contains("bad size"), "{failed}");
+    assert!(failed.contains("it stays on w1"), "{failed}");
+    // Nothing lost: it wakes on w1 with its state, and the hub places it there.
+    assert_eq!(
+        w1.get(port, "/inc"),
+        (200, "2".into()),
+        "{}",
+        w1.pico.worker_log()
+    );
+    hub_tenant_when(&hub, "web", |t| t["worker"] == "w1");
+    let on_w2 = w2.pico.json(&["tenant", "ls"]);
+    assert!(on_w2.as_array().unwrap().is_empty(), "{on_w2}");
+}
+
 /// A move report's bytes of pages by source, which add up to the checkpoint's.
 struct Sources {
     checkpoint: u64,

@@ -23,6 +23,9 @@ pub struct Criu {
     version: String,
     log_level: u8,
     hw_breakpoints: bool,
+    /// The worker this CRIU runs for, as its errors name it (the host name, or the worker's
+    /// name in a cluster).
+    host: String,
 }
 
 /// CRIU's switch to its breakpoint-free path (`CRIU_FAULT=130`, `FI_NO_BREAKPOINTS`): it stops
@@ -90,12 +93,22 @@ impl Criu {
                 needed: MIN_VERSION,
             });
         }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
         Ok(Criu {
             bin: bin.to_path_buf(),
             version,
             log_level,
             hw_breakpoints: true,
+            host,
         })
+    }
+
+    /// This CRIU's errors name the worker `name`.
+    pub fn on_worker(mut self, name: &str) -> Criu {
+        self.host = name.to_string();
+        self
     }
 
     /// This CRIU stops tasks without hardware breakpoints (see [`NO_BREAKPOINTS_ENV`]).
@@ -175,6 +188,19 @@ impl Criu {
         stderr: &[u8],
     ) -> Error {
         let log = keep_failed_log(&work.join(log));
+        if let Some((file, why)) = std::fs::read_to_string(&log)
+            .ok()
+            .as_deref()
+            .and_then(changed_file)
+        {
+            return Error::SystemFileChanged {
+                op,
+                worker: self.host.clone(),
+                file,
+                why,
+                log,
+            };
+        }
         let mut tail = log_tail(&log, 12);
         let stderr = String::from_utf8_lossy(stderr);
         if !stderr.trim().is_empty() {
@@ -290,6 +316,27 @@ impl Criu {
     }
 }
 
+/// The first file CRIU's `log` says is not the one the tenant had open at its dump: its path and
+/// how it differs (CRIU checks each open or mapped file's size, build-ID and mode on restore).
+/// A tenant restored on another worker meets this when that worker's system files (an
+/// interpreter, a library) differ from the first one's.
+pub(crate) fn changed_file(log: &str) -> Option<(String, String)> {
+    let absolute = |path: &str| match path.starts_with('/') {
+        true => path.to_string(),
+        false => format!("/{path}"),
+    };
+    log.lines().find_map(|line| {
+        if let Some((_, rest)) = line.split_once(" File ") {
+            let (path, why) = rest.split_once(" has bad ")?;
+            let why = why.split(" File r/w/x").next().unwrap_or(why).trim();
+            return Some((absolute(path), format!("bad {why}")));
+        }
+        let (_, rest) = line.split_once("Can't open file ")?;
+        let (path, why) = rest.split_once(" on restore: ")?;
+        Some((absolute(path), format!("cannot be opened: {}", why.trim())))
+    })
+}
+
 /// Makes sure the skeleton that becomes a restored tenant's root is there (the host's
 /// directories may have changed since it was made).
 pub(crate) fn prepare_root(view: &View) -> Result<()> {
@@ -343,6 +390,34 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::changed_file;
+
+    #[test]
+    fn a_changed_system_file_is_found_in_the_restore_log() {
+        let size = "(00.021300)      1: Error (criu/files-reg.c:2175): File usr/bin/python3.11 has bad size 6831737 (expect 6831736)\n(00.021310) Error (criu/cr-restore.c:1520): 1 exited, status=1";
+        assert_eq!(
+            changed_file(size),
+            Some((
+                "/usr/bin/python3.11".into(),
+                "bad size 6831737 (expect 6831736)".into()
+            ))
+        );
+        let build_id = "(00.02)  1: Error (criu/files-reg.c:2153): File lib/x86_64-linux-gnu/libc.so.6 has bad build-ID";
+        assert_eq!(changed_file(build_id).unwrap().1, "bad build-ID");
+        let gone = "(00.02)  1: Error (criu/files-reg.c:2353): Can't open file opt/app/bin on restore: No such file or directory";
+        assert_eq!(
+            changed_file(gone),
+            Some((
+                "/opt/app/bin".into(),
+                "cannot be opened: No such file or directory".into()
+            ))
+        );
+        assert_eq!(
+            changed_file("(00.01) Error (criu/cr-restore.c:1): something else"),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -384,6 +459,7 @@ mod tests {
             version: "4.2.1".into(),
             log_level: 2,
             hw_breakpoints: true,
+            host: "w1".into(),
         };
         assert_eq!(fault(&criu), None, "CRIU's own default");
         assert_eq!(

@@ -31,6 +31,9 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     if !config.criu_hw_breakpoints {
         criu = criu.without_hw_breakpoints();
     }
+    if let Some(name) = config.hub.as_ref().and_then(|h| h.name.as_deref()) {
+        criu = criu.on_worker(name);
+    }
     if let Err(e) = crate::kdat::ensure(&config.criu, criu.version()).await {
         warn!(error = %e, "CRIU will probe the kernel on every run (~30-45 ms per restore)");
     }

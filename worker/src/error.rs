@@ -28,6 +28,19 @@ pub enum Error {
         tail: String,
     },
 
+    #[error(
+        "criu {op} on worker {worker}: {file} is not the file the tenant had open when it was \
+         dumped ({why}); system files (interpreters, libraries) must be the same on every worker \
+         (CRIU's log: {log})"
+    )]
+    SystemFileChanged {
+        op: &'static str,
+        worker: String,
+        file: String,
+        why: String,
+        log: PathBuf,
+    },
+
     #[error("no tenant named {0:?} (see `pico tenant ls`)")]
     UnknownTenant(String),
 

@@ -57,7 +57,8 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         | Error::AlreadySwappedOut { .. }
         | Error::NotSwappedOut { .. }
         | Error::NotRunning { .. }
-        | Error::CpuMismatch(_) => StatusCode::CONFLICT,
+        | Error::CpuMismatch(_)
+        | Error::SystemFileChanged { .. } => StatusCode::CONFLICT,
         Error::InvalidTenantName(_)
         | Error::NoCommand(_)
         | Error::BadLimits { .. }
