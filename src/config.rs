@@ -45,14 +45,29 @@ impl PicoConfig {
         }
     }
 
-    /// Points every part at the hub whose API is `addr` (`--hub`): the CLI's requests to it, and
-    /// the worker's reports.
-    pub fn point_at_hub(&mut self, addr: std::net::SocketAddr) {
+    /// Points every part at the hub whose API is `addr` (`--hub`), HTTPS trusting `ca` when
+    /// given: the CLI's requests to it, and the worker's reports.
+    pub fn point_at_hub(&mut self, addr: std::net::SocketAddr, ca: Option<PathBuf>) {
         self.hub.api_listen = addr;
-        match &mut self.worker.hub {
-            Some(link) => link.addr = addr,
-            None => self.worker.hub = Some(worker::HubLinkConfig::at(addr)),
+        if ca.is_some() {
+            self.hub.tls_ca_file = ca.clone();
         }
+        let link = self
+            .worker
+            .hub
+            .get_or_insert_with(|| worker::HubLinkConfig::at(addr));
+        link.addr = addr;
+        link.ca_file = ca;
+    }
+
+    /// What a client of an HTTPS hub trusts: `$PICO_HUB_CA`, else `[worker.hub] ca_file`, else
+    /// `[hub] tls_ca_file` or `tls_cert_file` (on the hub's machine).
+    pub fn hub_ca(&self) -> Option<PathBuf> {
+        std::env::var_os("PICO_HUB_CA")
+            .map(PathBuf::from)
+            .or_else(|| self.worker.hub.as_ref().and_then(|l| l.ca_file.clone()))
+            .or_else(|| self.hub.tls_ca_file.clone())
+            .or_else(|| self.hub.tls_cert_file.clone())
     }
 
     /// Loads `HOME/pico.toml` over the embedded defaults (all defaults if there is no file).

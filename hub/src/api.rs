@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing;
 use axum::{Json, Router};
 use worker::hub_wire::{Claim, Heartbeat, Lease};
-use worker::protocol::{call_json, require_token, ApiToken};
+use worker::protocol::{call_json, require_token, ApiToken, Transport};
 use worker::tenant::TenantSpec;
 
 use crate::config::HubConfig;
@@ -100,8 +100,10 @@ async fn tenants(State(hub): State<Arc<Hub>>) -> Json<Vec<TenantView>> {
 /// reads).
 pub async fn get(config: &HubConfig, path: &str) -> Result<serde_json::Value> {
     let token = config.token()?;
+    let transport = config.client_transport()?;
     ask(
         config.api_listen,
+        &transport,
         &token,
         axum::http::Method::GET,
         path,
@@ -110,24 +112,34 @@ pub async fn get(config: &HubConfig, path: &str) -> Result<serde_json::Value> {
     .await
 }
 
-/// `POST path` with `body` on the hub's API at `addr` (what `pico tenant move` and `pico --hub
-/// URL tenant add` ask).
+/// `POST path` with `body` on the hub's API at `addr` over `transport` (what `pico tenant move`
+/// and `pico --hub URL tenant add` ask).
 pub async fn post(
     addr: std::net::SocketAddr,
+    transport: &Transport,
     token: &ApiToken,
     path: &str,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value> {
-    ask(addr, token, axum::http::Method::POST, path, Some(body)).await
+    ask(
+        addr,
+        transport,
+        token,
+        axum::http::Method::POST,
+        path,
+        Some(body),
+    )
+    .await
 }
 
 /// `method path` with `body` on the hub's API at `addr`.
 async fn ask(
     addr: std::net::SocketAddr,
+    transport: &Transport,
     token: &ApiToken,
     method: axum::http::Method,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<serde_json::Value> {
-    Ok(call_json("the hub", addr, token.text(), method, path, body).await?)
+    Ok(call_json("the hub", addr, transport, token.text(), method, path, body).await?)
 }

@@ -21,6 +21,17 @@ pub struct HubConfig {
     /// Where the hub's API answers: workers report there, `pico hub ls` reads there.
     #[serde(default = "default_api_listen")]
     pub api_listen: SocketAddr,
+    /// The hub's API is HTTPS with this certificate chain (PEM; it must name the address
+    /// clients reach the hub at) and `tls_key_file`'s key; none: plain HTTP, for a trusted
+    /// network only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// What `pico hub ls` on this machine trusts the API's certificate through (PEM; default:
+    /// `tls_cert_file`, right for a self-signed certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
     /// A file holding the bearer token of the hub's API, which workers present
     /// (`[worker.hub] token_file`). Required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +87,9 @@ impl HubConfig {
             dns_listen: default_dns_listen(),
             ns_addr: None,
             api_listen: default_api_listen(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
             token_file: None,
             worker_token_file: None,
             dead_after_ms: default_dead_after_ms(),
@@ -91,6 +105,16 @@ impl HubConfig {
             worker::Error::TokenMissing => crate::HubError::TokenMissing,
             e => crate::HubError::Worker(e),
         })
+    }
+
+    /// How a client on this machine reaches the API: HTTPS trusting `tls_ca_file` (else the
+    /// certificate itself) when the API is TLS, else plain HTTP.
+    pub fn client_transport(&self) -> crate::Result<worker::protocol::Transport> {
+        let ca = self
+            .tls_ca_file
+            .as_deref()
+            .or(self.tls_cert_file.as_deref());
+        Ok(worker::protocol::Transport::trusting(ca)?)
     }
 
     /// The name server's address in NS answers.

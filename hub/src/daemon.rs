@@ -27,6 +27,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(500);
 /// Runs the hub until SIGINT or SIGTERM, its state in `cold`.
 pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
     check(&config)?;
+    let tls = api_tls(&config)?;
     let token = config.token()?;
     let worker_token = match &config.worker_token_file {
         Some(path) => ApiToken::load(path)?.text().to_string(),
@@ -63,17 +64,21 @@ pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
     };
     let durable = Arc::new(tokio::sync::Mutex::new(durable));
     let housekeeping = tokio::spawn(housekeep(hub.clone(), durable.clone()));
-    info!(dns = %config.dns_listen, api = %config.api_listen, zone = %config.zone, "hub ready");
+    info!(dns = %config.dns_listen, api = %config.api_listen, tls = tls.is_some(), zone = %config.zone, "hub ready");
     let router = crate::api::router(hub.clone(), token);
     let mut stop = stop_rx;
-    axum::serve(api, router)
-        .with_graceful_shutdown(async move {
-            wait_for_stop().await;
-            let _ = stop_tx.send(true);
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-        .map_err(cannot_listen("the hub's API", config.api_listen))?;
+    let stopped = async move {
+        wait_for_stop().await;
+        let _ = stop_tx.send(true);
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    match tls {
+        None => axum::serve(api, router)
+            .with_graceful_shutdown(stopped)
+            .await
+            .map_err(cannot_listen("the hub's API", config.api_listen))?,
+        Some(acceptor) => serve_tls(api, acceptor, router, stopped).await,
+    }
     match dns.await {
         Ok(Err(e)) => warn!(error = %e, "DNS ended with an error"),
         Err(e) => warn!(error = %e, "DNS task failed"),
@@ -93,6 +98,62 @@ pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
 /// The error of serving `what` on `addr`.
 fn cannot_listen(what: &'static str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> HubError {
     move |source| HubError::Listen { what, addr, source }
+}
+
+/// The TLS the API is served with: none, or the configured certificate and key (both or
+/// neither).
+fn api_tls(config: &HubConfig) -> Result<Option<tokio_rustls::TlsAcceptor>> {
+    match (&config.tls_cert_file, &config.tls_key_file) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            let tls = pager::tls::server_config(cert, key).map_err(HubError::Tls)?;
+            Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))))
+        }
+        _ => Err(HubError::Tls(
+            "[hub] tls_cert_file and tls_key_file go together".into(),
+        )),
+    }
+}
+
+/// Serves `router` over TLS on `listener` until `stop` resolves: each connection's handshake
+/// and requests on a task of its own (a slow or bad client holds up nobody else).
+async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: axum::Router,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "the hub's API could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => return,
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let stream = match acceptor.accept(stream).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    warn!(%peer, error = %e, "TLS handshake with a client of the hub's API failed");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "API connection ended");
+            }
+        });
+    }
 }
 
 /// The configuration's rules that serde cannot check.

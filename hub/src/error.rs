@@ -49,6 +49,9 @@ pub enum HubError {
         source: std::io::Error,
     },
 
+    #[error("the hub's API: {0}")]
+    Tls(String),
+
     #[error("DNS: {0}")]
     Dns(#[from] crate::dns::DnsError),
 }

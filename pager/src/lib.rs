@@ -17,6 +17,7 @@ mod error;
 pub mod imagefs;
 pub mod nbd;
 pub mod reads;
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use imagefs::ImageMount;

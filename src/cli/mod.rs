@@ -27,7 +27,8 @@ pub struct Args {
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
-    /// The hub, `http://ADDRESS:PORT`: what `pico hub ls` and `pico tenant move` ask, what
+    /// The hub, `http://ADDRESS:PORT` (or `https://`, trusting PICO_HUB_CA or `[worker.hub]
+    /// ca_file`): what `pico hub ls` and `pico tenant move` ask, what
     /// `pico worker run` reports to (over `[hub] api_listen` and `[worker.hub] addr`), and
     /// through which `pico tenant add` (placed by the hub) and `tenant ls` go. Its token comes
     /// from PICO_TOKEN or the configuration, never from the command line.
@@ -96,7 +97,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let home = home_dir(args.home);
     let mut config = PicoConfig::load(&home)?;
     if let Some(url) = &args.hub {
-        config.point_at_hub(hub_addr(url)?);
+        let (addr, https) = hub_addr(url)?;
+        let ca = match https {
+            false => None,
+            true => Some(config.hub_ca().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--hub {url}: an HTTPS hub needs the certificate to trust (its CA, or its \
+                     self-signed certificate): PICO_HUB_CA=FILE, or [worker.hub] ca_file"
+                )
+            })?),
+        };
+        config.point_at_hub(addr, ca);
     }
     let ctx = Context {
         home,
@@ -124,17 +135,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The hub's API address from `--hub`: `http://ADDRESS:PORT` or `ADDRESS:PORT`.
-fn hub_addr(url: &str) -> anyhow::Result<std::net::SocketAddr> {
-    let bare = url
-        .strip_prefix("http://")
-        .unwrap_or(url)
-        .trim_end_matches('/');
-    bare.parse().map_err(|_| {
+/// The hub's API address from `--hub` (`http://ADDRESS:PORT`, `https://ADDRESS:PORT` or
+/// `ADDRESS:PORT`), and whether it is HTTPS.
+fn hub_addr(url: &str) -> anyhow::Result<(std::net::SocketAddr, bool)> {
+    let (bare, https) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(bare), _) => (bare, true),
+        (None, Some(bare)) => (bare, false),
+        (None, None) => (url, false),
+    };
+    let addr = bare.trim_end_matches('/').parse().map_err(|_| {
         anyhow::anyhow!(
-            "--hub {url:?}: give the hub's API as http://ADDRESS:PORT (TLS is not built yet)"
+            "--hub {url:?}: give the hub's API as http://ADDRESS:PORT or https://ADDRESS:PORT \
+             (an IP address: workers and the CLI check the hub's certificate against it)"
         )
-    })
+    })?;
+    Ok((addr, https))
 }
 
 /// Prints a value as one line of JSON.
@@ -162,9 +177,10 @@ mod tests {
     #[test]
     fn the_hub_is_an_address_with_or_without_its_scheme() {
         let addr: std::net::SocketAddr = "10.0.0.1:7071".parse().unwrap();
-        assert_eq!(hub_addr("http://10.0.0.1:7071").unwrap(), addr);
-        assert_eq!(hub_addr("http://10.0.0.1:7071/").unwrap(), addr);
-        assert_eq!(hub_addr("10.0.0.1:7071").unwrap(), addr);
+        assert_eq!(hub_addr("http://10.0.0.1:7071").unwrap(), (addr, false));
+        assert_eq!(hub_addr("http://10.0.0.1:7071/").unwrap(), (addr, false));
+        assert_eq!(hub_addr("10.0.0.1:7071").unwrap(), (addr, false));
+        assert_eq!(hub_addr("https://10.0.0.1:7071").unwrap(), (addr, true));
         assert!(hub_addr("https://hub.example:7071").is_err());
     }
 }

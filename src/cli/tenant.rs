@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+use worker::protocol::Transport;
 
 use clap::Subcommand;
 use worker::cgroup::Limits;
@@ -123,21 +124,49 @@ pub enum TenantCommand {
 }
 
 /// Where the hub is and its token: this worker's `[worker.hub]` (or `--hub`), else `[hub]`.
-fn the_hub(ctx: &Context) -> anyhow::Result<(std::net::SocketAddr, worker::protocol::ApiToken)> {
-    let (addr, token_file) = match &ctx.config.worker.hub {
-        Some(link) => (link.addr, link.token_file.clone()),
-        None => (ctx.config.hub.api_listen, ctx.config.hub.token_file.clone()),
+fn the_hub(ctx: &Context) -> anyhow::Result<TheHub> {
+    let (addr, transport, token_file) = match &ctx.config.worker.hub {
+        Some(link) => (
+            link.addr,
+            Transport::trusting(link.ca_file.as_deref())?,
+            link.token_file.clone(),
+        ),
+        None => (
+            ctx.config.hub.api_listen,
+            ctx.config.hub.client_transport()?,
+            ctx.config.hub.token_file.clone(),
+        ),
     };
-    Ok((
+    let token = worker::protocol::ApiToken::cluster(token_file.as_deref())?;
+    Ok(TheHub {
         addr,
-        worker::protocol::ApiToken::cluster(token_file.as_deref())?,
-    ))
+        transport,
+        token,
+    })
+}
+
+/// The hub a command acts through: its API's address, how it is reached, its token.
+struct TheHub {
+    addr: std::net::SocketAddr,
+    transport: Transport,
+    token: worker::protocol::ApiToken,
+}
+
+impl TheHub {
+    async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        Ok(hub::api::post(self.addr, &self.transport, &self.token, path, body).await?)
+    }
 }
 
 /// `pico --hub URL tenant add`: the hub places the tenant and has that worker start it.
 async fn add_through_hub(ctx: &Context, spec: &TenantSpec) -> anyhow::Result<ExitCode> {
-    let (addr, token) = the_hub(ctx)?;
-    let answer = hub::api::post(addr, &token, "/v1/tenants", &serde_json::to_value(spec)?).await?;
+    let answer = the_hub(ctx)?
+        .post("/v1/tenants", &serde_json::to_value(spec)?)
+        .await?;
     if ctx.json {
         print_json(&answer)?;
     } else {
@@ -159,10 +188,10 @@ async fn ls_through_hub(ctx: &Context) -> anyhow::Result<ExitCode> {
 
 /// `pico tenant move`: asks the hub this worker reports to (or, on the hub's machine, the hub).
 async fn move_tenant(ctx: &Context, name: &str, to: &str) -> anyhow::Result<ExitCode> {
-    let (addr, token) = the_hub(ctx)?;
     let path = format!("/v1/tenants/{name}/move");
-    let body = serde_json::json!({ "to": to });
-    let answer = hub::api::post(addr, &token, &path, &body).await?;
+    let answer = the_hub(ctx)?
+        .post(&path, &serde_json::json!({ "to": to }))
+        .await?;
     if ctx.json {
         print_json(&answer)?;
         return Ok(ExitCode::SUCCESS);

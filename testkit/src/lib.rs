@@ -13,6 +13,7 @@ pub mod netlab;
 pub mod pico;
 pub mod process;
 pub mod synth;
+pub mod tls;
 
 /// Panics with a clear message unless running as root (CRIU, FUSE and mounts need it).
 pub fn require_root() {

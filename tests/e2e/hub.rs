@@ -174,6 +174,81 @@ fn the_hub_names_a_workers_tenants_in_dns_and_a_query_wakes_a_sleeping_one() {
     drop(restarted);
 }
 
+#[test]
+fn the_hubs_api_over_tls_serves_only_clients_that_trust_its_certificate() {
+    let _serial = testkit::criu_lock();
+    let hub = super::pico();
+    let w1 = super::pico();
+    let token = hub.home().join("token");
+    write_token(&token);
+    let testkit::tls::Pki { ca, cert, key } = testkit::tls::ca_signed(hub.home(), "hub");
+    let (dns, hub_api, w1_api) = (free_port(), free_port(), free_port());
+    let config = hub_config(dns, hub_api, &token, &w1.home().join("cold")).replacen(
+        "[hub]\n",
+        &format!("[hub]\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\ntls_ca_file = {ca:?}\n"),
+        1,
+    );
+    hub.write_config(&config);
+    let _hub_daemon = hub.start_hub(hub_api);
+    w1.write_config(&format!(
+        "[worker]\napi_listen = \"127.0.0.1:{w1_api}\"\napi_token_file = {token:?}\n\
+         [worker.hub]\naddr = \"127.0.0.1:{hub_api}\"\ntoken_file = {token:?}\nname = \"w1\"\n\
+         heartbeat_ms = 200\nca_file = {ca:?}\n"
+    ));
+    let _worker = w1.start_worker();
+    // Its claim and its heartbeats go over TLS; `pico hub ls` on the hub's machine too.
+    let port = super::add_counter(&w1, "web");
+    let t = hub_tenant_when(&hub, "web", |t| t["state"] == "running");
+    assert_eq!(t["port"].as_u64(), Some(port as u64), "{t}");
+
+    let auth = "Authorization: Bearer cluster-s3cret";
+    let https = format!("https://127.0.0.1:{hub_api}");
+    let cert_s = cert.display().to_string();
+    let (status, body) = curl(&[
+        "--cacert",
+        &cert_s,
+        "-H",
+        auth,
+        &format!("{https}/v1/tenants"),
+    ]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"web\""), "{body}");
+    let (status, body) = curl(&[
+        "-H",
+        auth,
+        &format!("http://127.0.0.1:{hub_api}/v1/tenants"),
+    ]);
+    assert_ne!(status, 200, "plain HTTP is not served: {body}");
+
+    // The CLI from another machine: --hub https://... trusting PICO_HUB_CA.
+    let other = super::pico();
+    let ls = |ca: Option<&Path>| {
+        let mut command = other.command(&["--json", "--hub", &https, "hub", "ls", "tenants"]);
+        command.env("PICO_TOKEN", "cluster-s3cret");
+        if let Some(ca) = ca {
+            command.env("PICO_HUB_CA", ca);
+        }
+        command.output().unwrap()
+    };
+    let out = ls(Some(&ca));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"web\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ls(None);
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && why.contains("PICO_HUB_CA"),
+        "{why}"
+    );
+    // A certificate it does not trust: refused, and said so.
+    let stranger = testkit::tls::ca_signed(other.home(), "stranger");
+    let out = ls(Some(&stranger.ca));
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && why.contains("TLS"), "{why}");
+}
+
 /// A hub and two workers' hosts (not started), sharing one cold tier and one token.
 struct Cluster {
     hub: Pico,
@@ -802,8 +877,9 @@ fn a_cluster_is_set_up_from_flags_with_the_token_in_pico_token() {
 }
 
 /// A cluster as separate hosts, each in a network namespace of its own on a private LAN: a hub,
-/// three workers (each advertising its own address) and three Garage nodes (replication factor
-/// 3); the client's `dig` and `curl` run on a host of their own.
+/// three workers (each advertising its own address, reporting to the hub over TLS) and three
+/// Garage nodes (replication factor 3); the client's `dig`, `curl` and `pico --hub https://...`
+/// run on a host of their own.
 #[test]
 fn a_cluster_of_hosts_in_network_namespaces_wakes_by_dns_fails_over_and_outlives_a_garage_node() {
     let _serial = testkit::criu_lock();
@@ -824,14 +900,22 @@ fn a_cluster_of_hosts_in_network_namespaces_wakes_by_dns_fails_over_and_outlives
     std::fs::create_dir_all(&home).unwrap();
     write_token(&token);
     let hub_addr = hub_host.addr;
+    // Its API over TLS, its certificate (for 10.77.0.2) signed by a CA every host trusts.
+    assert_eq!(hub_addr.to_string(), "10.77.0.2");
+    let testkit::tls::Pki { ca, cert, key } = testkit::tls::ca_signed(hub.home(), "hub");
     hub.write_config(&format!(
         "[hub]\nzone = \"{ZONE}.\"\ndns_listen = \"{hub_addr}:53\"\napi_listen = \"{hub_addr}:7100\"\n\
+         tls_cert_file = {cert:?}\ntls_key_file = {key:?}\n\
          token_file = {token:?}\ndead_after_ms = 1500\nlease_ms = 1000\nwake_wait_ms = 3000\n{}",
         garage.cold_toml
     ));
     let _hub_daemon =
         hub.start_hub_via(&strs(&hub_host.launcher()), || hub_host.is_listening(7100));
-    let hub_url = format!("http://{hub_addr}:7100");
+    let hub_url = format!("https://{hub_addr}:7100");
+    let client_env = [
+        ("PICO_TOKEN", "cluster-s3cret".to_string()),
+        ("PICO_HUB_CA", ca.display().to_string()),
+    ];
     let picos: Vec<Pico> = hosts.iter().map(|_| super::pico()).collect();
     let mut workers = Vec::new();
     for (k, (host, pico)) in hosts.iter().zip(&picos).enumerate() {
@@ -839,7 +923,7 @@ fn a_cluster_of_hosts_in_network_namespaces_wakes_by_dns_fails_over_and_outlives
             "[worker]\nlisten_addr = \"0.0.0.0\"\napi_listen = \"0.0.0.0:7070\"\n\
              api_token_file = {token:?}\n\
              [worker.hub]\naddr = \"{hub_addr}:7100\"\ntoken_file = {token:?}\nname = \"w{}\"\n\
-             heartbeat_ms = 200\n{}",
+             heartbeat_ms = 200\nca_file = {ca:?}\n{}",
             k + 1,
             garage.cold_toml
         ));
@@ -856,7 +940,7 @@ fn a_cluster_of_hosts_in_network_namespaces_wakes_by_dns_fails_over_and_outlives
         let out = client
             .wrap(
                 hub.command(&["--json", "--hub", &hub_url, "hub", "ls", "tenants"])
-                    .env("PICO_TOKEN", "cluster-s3cret"),
+                    .envs(client_env.clone()),
             )
             .output()
             .unwrap();
@@ -880,7 +964,7 @@ fn a_cluster_of_hosts_in_network_namespaces_wakes_by_dns_fails_over_and_outlives
     let mut add = vec!["--json".to_string(), "--hub".into(), hub_url.clone()];
     add.extend(super::counter_add_args("web", 8080));
     let out = client
-        .wrap(hub.command(&strs(&add)).env("PICO_TOKEN", "cluster-s3cret"))
+        .wrap(hub.command(&strs(&add)).envs(client_env.clone()))
         .output()
         .unwrap();
     assert!(

@@ -12,6 +12,7 @@ use crate::hub_wire::Claim;
 #[derive(Clone, Debug)]
 pub(crate) struct HubAddress {
     pub(crate) addr: SocketAddr,
+    pub(crate) transport: crate::api::client::Transport,
     pub(crate) token: String,
     pub(crate) worker: String,
 }
@@ -29,6 +30,7 @@ impl HubAddress {
         crate::api::client::call_json(
             "the hub",
             self.addr,
+            &self.transport,
             &self.token,
             axum::http::Method::POST,
             "/v1/claims",

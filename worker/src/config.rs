@@ -148,6 +148,10 @@ pub struct HubLinkConfig {
     /// How often the worker reports to the hub.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// The hub's API is HTTPS: trust the certificates in this PEM file (its CA, or its
+    /// self-signed certificate); none: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_heartbeat_ms() -> u64 {
@@ -163,6 +167,7 @@ impl HubLinkConfig {
             name: None,
             public_addr: None,
             heartbeat_ms: default_heartbeat_ms(),
+            ca_file: None,
         }
     }
 }

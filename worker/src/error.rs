@@ -41,6 +41,9 @@ pub enum Error {
         log: PathBuf,
     },
 
+    #[error("TLS: {0}")]
+    Tls(String),
+
     #[error("no tenant named {0:?} (see `pico tenant ls`)")]
     UnknownTenant(String),
 

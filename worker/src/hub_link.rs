@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::api::auth::ApiToken;
+use crate::api::client::Transport;
 use crate::cluster::HubAddress;
 use crate::config::HubLinkConfig;
 use crate::error::{Error, Result};
@@ -22,6 +23,7 @@ use crate::tenant::TenantState;
 /// Where this worker reports: the hub's address and token, and what it calls itself there.
 struct Link {
     hub: SocketAddr,
+    transport: Transport,
     token: String,
     name: String,
     api: SocketAddr,
@@ -49,8 +51,10 @@ impl Link {
             Some(name) => name.clone(),
             None => host_name()?,
         };
+        let transport = Transport::trusting(config.ca_file.as_deref())?;
         Ok(Link {
             hub: config.addr,
+            transport,
             token,
             name,
             api,
@@ -71,10 +75,11 @@ pub(crate) fn start(
     let link = Link::new(config, api, worker.config.listen_addr)?;
     let _ = worker.hub.set(HubAddress {
         addr: link.hub,
+        transport: link.transport.clone(),
         token: link.token.clone(),
         worker: link.name.clone(),
     });
-    info!(hub = %link.hub, worker = %link.name, public_addr = %link.public_addr, "reporting to the hub");
+    info!(hub = %link.hub, tls = link.transport.is_tls(), worker = %link.name, public_addr = %link.public_addr, "reporting to the hub");
     let worker = worker.clone();
     Ok(Some(tokio::spawn(
         async move { report(&worker, link).await },
@@ -148,6 +153,7 @@ async fn send(link: &Link, beat: &Heartbeat) -> Result<Lease> {
     let answer = crate::api::client::call_json(
         "the hub",
         link.hub,
+        &link.transport,
         &link.token,
         axum::http::Method::POST,
         "/v1/heartbeat",
@@ -227,6 +233,7 @@ mod tests {
             name: Some("w1".into()),
             public_addr,
             heartbeat_ms: 1000,
+            ca_file: None,
         };
         (dir, config)
     }

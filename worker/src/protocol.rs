@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::api::auth::{require_token, ApiToken, TOKEN_VAR};
-pub use crate::api::client::{call_json, Client};
+pub use crate::api::client::{call_json, Client, Transport};
 
 /// One operation of the worker, with its arguments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

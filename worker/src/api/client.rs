@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
@@ -172,13 +173,50 @@ impl Exchange<'_> {
     }
 }
 
-/// `method path` on the HTTP API of `what` (e.g. "the hub") at `addr`, with bearer `token` and
-/// an optional JSON `body`: the answer's JSON, or the peer's `{"error"}` message as
-/// [`Error::RemotePeer`]. The same HTTP as a worker's API, for APIs of its kind that are not a
-/// worker's.
+/// How a client reaches an API of the cluster (the hub's): plain HTTP, or HTTPS trusting one CA
+/// (`pager::tls`). The server is checked against the address it is reached at (the
+/// certificate names that IP address).
+#[derive(Clone, Default)]
+pub struct Transport {
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Transport {
+    /// Plain HTTP.
+    pub fn plain() -> Transport {
+        Transport::default()
+    }
+
+    /// HTTPS trusting the certificates in `ca` (PEM); plain HTTP when `None`.
+    pub fn trusting(ca: Option<&Path>) -> Result<Transport> {
+        let Some(ca) = ca else {
+            return Ok(Transport::plain());
+        };
+        let config = pager::tls::client_config(ca).map_err(Error::Tls)?;
+        Ok(Transport {
+            tls: Some(Arc::new(config)),
+        })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_tls() { "https" } else { "http" })
+    }
+}
+
+/// `method path` on the HTTP API of `what` (e.g. "the hub") at `addr` over `transport`, with
+/// bearer `token` and an optional JSON `body`: the answer's JSON, or the peer's `{"error"}`
+/// message as [`Error::RemotePeer`]. The same HTTP as a worker's API, for APIs of its kind that
+/// are not a worker's.
 pub async fn call_json(
     what: &'static str,
     addr: SocketAddr,
+    transport: &Transport,
     token: &str,
     method: Method,
     path_and_query: &str,
@@ -189,7 +227,7 @@ pub async fn call_json(
         .map_err(|source| Error::PeerUnreachable { addr, what, source })?;
     let _ = stream.set_nodelay(true);
     let host = addr.to_string();
-    let peer = format!("{what} on {addr}");
+    let peer = format!("{what} on {transport:?}://{addr}");
     let exchange = Exchange {
         method,
         path_and_query,
@@ -198,7 +236,17 @@ pub async fn call_json(
         content_type: "application/json",
         token: Some(token),
     };
-    let (status, answer) = exchange.send(stream, &peer).await?;
+    let (status, answer) = match &transport.tls {
+        None => exchange.send(stream, &peer).await?,
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let stream = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|e| Error::Tls(format!("{peer}: {e}")))?;
+            exchange.send(stream, &peer).await?
+        }
+    };
     answer_of(status, &answer, &peer).map_err(|e| match e {
         Error::Remote(message) => Error::RemotePeer { peer, message },
         e => e,

@@ -88,6 +88,7 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         | Error::CheckpointNotCommitted { .. }
         | Error::RequestUnbuildable(_)
         | Error::Http { .. }
+        | Error::Tls(_)
         | Error::BadAnswer { .. }
         | Error::NoRoute { .. }
         | Error::ApiTokenMissing { .. }
