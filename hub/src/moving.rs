@@ -195,23 +195,25 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
             "swap-in",
         )
         .await;
-    let swapped_in = match swapped_in {
-        Ok(answer) => answer,
-        Err(e) => {
-            // It cannot run there (a system file differs, say): the destination lets it go
-            // and the source takes it back from the same checkpoint.
-            let e = match target
-                .ask(Request::Release { name: name.into() }, "release")
-                .await
-            {
-                Ok(_) => e,
-                Err(stuck) => format!("{e}; {stuck}"),
-            };
-            return Err(back(give_back(&source, name, &checkpoint, e).await));
-        }
+    let swap_in = match swapped_in {
+        Ok(answer) => serde_json::from_value(answer).map_err(|e| format!("swap-in report: {e}"))?,
+        Err(e) => match woken_meanwhile(&target, name).await {
+            // A client's connection to the destination woke it first: that is the swap-in.
+            Some(report) => report,
+            None => {
+                // It cannot run there (a system file differs, say): the destination lets it
+                // go and the source takes it back from the same checkpoint.
+                let e = match target
+                    .ask(Request::Release { name: name.into() }, "release")
+                    .await
+                {
+                    Ok(_) => e,
+                    Err(stuck) => format!("{e}; {stuck}"),
+                };
+                return Err(back(give_back(&source, name, &checkpoint, e).await));
+            }
+        },
     };
-    let swap_in: SwapInReport =
-        serde_json::from_value(swapped_in).map_err(|e| format!("swap-in report: {e}"))?;
     let downtime_ms = elapsed_ms(stopped);
     let bytes = bytes_by_source(&target, name, &checkpoint, &before).await;
     let report = MoveReport {
@@ -284,6 +286,20 @@ async fn bytes_by_source(
 async fn counters(party: &Party) -> Result<LiveCounters, String> {
     let value = party.ask(Request::Counters, "store counters").await?;
     serde_json::from_value(value).map_err(|e| format!("store counters: {e}"))
+}
+
+/// The swap-in of `name` on `party` when it runs there already (a connection woke it while the
+/// move asked for it), or `None`.
+async fn woken_meanwhile(party: &Party, name: &str) -> Option<SwapInReport> {
+    let status = party
+        .ask(Request::Status { name: name.into() }, "status")
+        .await
+        .ok()?;
+    let status: TenantInfo = serde_json::from_value(status).ok()?;
+    match status.state {
+        TenantState::Running => status.last_swap_in,
+        _ => None,
+    }
 }
 
 /// After a move failed with `why` past the source's release: the source adopts `checkpoint`

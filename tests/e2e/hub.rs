@@ -630,11 +630,25 @@ fn an_operator_moves_a_tenant_to_another_worker() {
     assert!(bytes.peer > bytes.checkpoint / 2, "{report}");
     assert!(bytes.cold_read * 10 < bytes.checkpoint, "{report}");
 
-    // And back to w1, which holds most of its pages still: read there, the rest from w2.
+    // And back to w1, which holds most of its pages still: read there, the rest from w2. A
+    // client asks w1 all along: its connection, held once w1 adopted the tenant, wakes it there
+    // (before the hub's swap-in, most often), and the move takes that wake-up as its own.
+    let url = format!("http://127.0.0.1:{port}/inc");
+    let client = std::thread::spawn(move || {
+        let started = Instant::now();
+        loop {
+            match curl(&["-m", "10", &url]) {
+                (200, body) => return body,
+                _ if started.elapsed() > Duration::from_secs(30) => return "no answer".into(),
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
     let back = w2.pico.json(&["tenant", "move", "web", "--to", "w1"]);
+    assert_eq!(client.join().unwrap(), "3", "{back}");
     assert_eq!(
         w1.get(port, "/inc"),
-        (200, "3".into()),
+        (200, "4".into()),
         "{}",
         w1.pico.worker_log()
     );
