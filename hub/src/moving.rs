@@ -81,6 +81,22 @@ impl Party {
             .await
             .map_err(|e| format!("{what} on {}: {e}", self.name))
     }
+
+    /// [`Party::ask`], the answer read as a `T`.
+    async fn ask_as<T: serde::de::DeserializeOwned>(
+        &self,
+        request: Request,
+        what: &str,
+    ) -> Result<T, String> {
+        let answer = self.ask(request, what).await?;
+        serde_json::from_value(answer).map_err(|e| format!("{what} on {}: {e}", self.name))
+    }
+
+    /// Tenant `name` as this worker has it.
+    async fn status(&self, name: &str) -> Result<TenantInfo, String> {
+        self.ask_as(Request::Status { name: name.into() }, "status")
+            .await
+    }
 }
 
 /// Moves tenant `name` to worker `to`; why not, when it cannot.
@@ -123,18 +139,13 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
     let cpu_check_ms = elapsed_ms(started);
 
     let stopped = Instant::now();
-    let status = source
-        .ask(Request::Status { name: name.into() }, "status")
-        .await?;
-    let status: TenantInfo = serde_json::from_value(status).map_err(|e| format!("status: {e}"))?;
+    let status = source.status(name).await?;
     let checkpoint = match (status.state, status.checkpoint) {
         (TenantState::SwappedOut, Some(checkpoint)) => checkpoint,
         _ => {
-            let out = source
-                .ask(Request::SwapOut { name: name.into() }, "swap-out")
+            let out: SwapOutReport = source
+                .ask_as(Request::SwapOut { name: name.into() }, "swap-out")
                 .await?;
-            let out: SwapOutReport =
-                serde_json::from_value(out).map_err(|e| format!("swap-out report: {e}"))?;
             out.checkpoint
         }
     };
@@ -186,7 +197,7 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
     }
     let adopt_ms = elapsed_ms(adopting);
     let swapped_in = target
-        .ask(
+        .ask_as::<SwapInReport>(
             Request::SwapIn {
                 name: name.into(),
                 no_activeset: false,
@@ -196,7 +207,7 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
         )
         .await;
     let swap_in = match swapped_in {
-        Ok(answer) => serde_json::from_value(answer).map_err(|e| format!("swap-in report: {e}"))?,
+        Ok(report) => report,
         Err(e) => match woken_meanwhile(&target, name).await {
             // A client's connection to the destination woke it first: that is the swap-in.
             Some(report) => report,
@@ -247,12 +258,7 @@ async fn bytes_by_source(
 ) -> Option<BytesBySource> {
     let waited = Instant::now();
     loop {
-        let status = target
-            .ask(Request::Status { name: name.into() }, "status")
-            .await
-            .ok()?;
-        let status: TenantInfo = serde_json::from_value(status).ok()?;
-        if !status.pages_pending {
+        if !target.status(name).await.ok()?.pages_pending {
             break;
         }
         if waited.elapsed() > REST_WAIT {
@@ -284,18 +290,13 @@ async fn bytes_by_source(
 
 /// The store counters of `party`.
 async fn counters(party: &Party) -> Result<LiveCounters, String> {
-    let value = party.ask(Request::Counters, "store counters").await?;
-    serde_json::from_value(value).map_err(|e| format!("store counters: {e}"))
+    party.ask_as(Request::Counters, "store counters").await
 }
 
 /// The swap-in of `name` on `party` when it runs there already (a connection woke it while the
 /// move asked for it), or `None`.
 async fn woken_meanwhile(party: &Party, name: &str) -> Option<SwapInReport> {
-    let status = party
-        .ask(Request::Status { name: name.into() }, "status")
-        .await
-        .ok()?;
-    let status: TenantInfo = serde_json::from_value(status).ok()?;
+    let status = party.status(name).await.ok()?;
     match status.state {
         TenantState::Running => status.last_swap_in,
         _ => None,

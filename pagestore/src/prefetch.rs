@@ -28,11 +28,6 @@ pub struct PrefetchReport {
     pub already_hot: u64,
     /// Read from the cold tier.
     pub cold_pages: u64,
-    /// Read from a peer worker's local tier ([`crate::peer`]), and their encoded bytes.
-    #[serde(default)]
-    pub peer_pages: u64,
-    #[serde(default)]
-    pub peer_bytes: u64,
     /// Cold GETs and bytes of the whole prefetch, the locality pack's included.
     pub cold_gets: u64,
     pub cold_bytes: u64,
@@ -50,8 +45,6 @@ impl PrefetchReport {
             requested: self.requested + later.requested,
             already_hot: self.already_hot + later.already_hot,
             cold_pages: self.cold_pages + later.cold_pages,
-            peer_pages: self.peer_pages + later.peer_pages,
-            peer_bytes: self.peer_bytes + later.peer_bytes,
             cold_gets: self.cold_gets + later.cold_gets,
             cold_bytes: self.cold_bytes + later.cold_bytes,
             ms: self.ms + later.ms,
@@ -115,30 +108,19 @@ impl PageStore {
             .copied()
             .collect();
         let (pages0, gets0, bytes0) = self.cold_traffic();
-        let (peer_pages0, peer_bytes0) = self.peer_traffic();
         for batch in missing.chunks(PREFETCH_BATCH) {
             self.read_pages(batch).await?;
         }
         let (pages1, gets1, bytes1) = self.cold_traffic();
-        let (peer_pages1, peer_bytes1) = self.peer_traffic();
         Ok(PrefetchReport {
             requested: wanted.len() as u64,
             already_hot: (wanted.len() - missing.len()) as u64,
             cold_pages: pages1 - pages0,
-            peer_pages: peer_pages1 - peer_pages0,
-            peer_bytes: peer_bytes1 - peer_bytes0,
             cold_gets: gets1 - gets0,
             cold_bytes: bytes1 - bytes0,
             ms: started.elapsed().as_millis() as u64,
             locality: None,
         })
-    }
-
-    fn peer_traffic(&self) -> (u64, u64) {
-        (
-            self.counters().peer_pages.load(Ordering::Relaxed),
-            self.counters().peer_bytes.load(Ordering::Relaxed),
-        )
     }
 
     fn cold_traffic(&self) -> (u64, u64, u64) {

@@ -28,14 +28,11 @@ pub fn script() -> PathBuf {
 }
 
 fn run_script(cmd: &str, dir: &Path) -> Result<String, String> {
-    run_script_with(cmd, dir, None)
+    run_script_with(cmd, dir, None, &[])
 }
 
-fn run_script_with(cmd: &str, dir: &Path, arg: Option<usize>) -> Result<String, String> {
-    run_script_env(cmd, dir, arg, &[])
-}
-
-fn run_script_env(
+/// `deploy/garage.sh CMD DIR [ARG]` with `env` set: its stdout, or why it failed.
+fn run_script_with(
     cmd: &str,
     dir: &Path,
     arg: Option<usize>,
@@ -101,7 +98,7 @@ impl Garage {
             .expect("temp dir for Garage");
         let started = match nodes {
             None => run_script("start", dir.path()),
-            Some(n) => run_script_env("cluster", dir.path(), Some(n), env),
+            Some(n) => run_script_with("cluster", dir.path(), Some(n), env),
         };
         let cold_toml = started.unwrap_or_else(|e| panic!("Garage is needed for this test: {e}"));
         let get = |k: &str| {
@@ -122,7 +119,8 @@ impl Garage {
 
     /// Stops node `k` (from 1) of a cluster; the others go on.
     pub fn stop_node(&self, k: usize) {
-        run_script_with("stop-node", self.dir.path(), Some(k)).unwrap_or_else(|e| panic!("{e}"));
+        run_script_with("stop-node", self.dir.path(), Some(k), &[])
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Stops the server (its data stays): the endpoint then refuses connections.

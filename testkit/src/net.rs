@@ -84,17 +84,22 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
 /// Runs `curl -sS ARGS...` and returns the answer's status and body (curl must be installed;
 /// a status of 0 means no answer at all).
 pub fn curl(args: &[&str]) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl must be installed: run deploy/setup.sh");
-    curl_answer(&out.stdout)
+    curl_run(&mut curl_command(args))
 }
 
-/// The status and body in the output of `curl -w '\n%{http_code}'`.
-pub(crate) fn curl_answer(stdout: &[u8]) -> (u16, String) {
-    let text = String::from_utf8_lossy(stdout).to_string();
+/// `curl -sS -w '\n%{http_code}' ARGS...`, not run.
+pub(crate) fn curl_command(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new("curl");
+    command.args(["-sS", "-w", "\n%{http_code}"]).args(args);
+    command
+}
+
+/// Runs a [`curl_command`] (or one that runs it): the answer's status and body.
+pub(crate) fn curl_run(command: &mut std::process::Command) -> (u16, String) {
+    let out = command
+        .output()
+        .expect("curl must be installed: run deploy/setup.sh");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
     (status.trim().parse().unwrap_or(0), body.to_string())
 }
@@ -102,16 +107,26 @@ pub(crate) fn curl_answer(stdout: &[u8]) -> (u16, String) {
 /// Runs `dig @127.0.0.1 -p PORT +norec ARGS...` (bind9-dnsutils, from deploy/setup.sh) and
 /// returns its whole output.
 pub fn dig(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("dig")
-        .args([
-            "@127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "+norec",
-            "+time=5",
-            "+tries=1",
-        ])
-        .args(args)
+    dig_run(&mut dig_command([127, 0, 0, 1].into(), port, args))
+}
+
+/// `dig @SERVER -p PORT +norec +time=5 +tries=1 ARGS...`, not run.
+pub(crate) fn dig_command(
+    server: std::net::IpAddr,
+    port: u16,
+    args: &[&str],
+) -> std::process::Command {
+    let mut command = std::process::Command::new("dig");
+    command
+        .arg(format!("@{server}"))
+        .args(["-p", &port.to_string(), "+norec", "+time=5", "+tries=1"])
+        .args(args);
+    command
+}
+
+/// Runs a [`dig_command`] (or one that runs it): its whole output.
+pub(crate) fn dig_run(command: &mut std::process::Command) -> String {
+    let out = command
         .output()
         .expect("dig (Debian bind9-dnsutils) must be installed: run deploy/setup.sh");
     String::from_utf8_lossy(&out.stdout).to_string()

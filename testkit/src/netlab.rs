@@ -114,14 +114,6 @@ impl NetHost {
         ["nsenter".into(), format!("--net=/run/netns/{}", self.netns)]
     }
 
-    /// `program ARGS...` run on this host.
-    pub fn command(&self, program: &str, args: &[&str]) -> Command {
-        let [nsenter, net] = self.launcher();
-        let mut command = Command::new(nsenter);
-        command.arg(net).arg(program).args(args);
-        command
-    }
-
     /// `command` (its program, arguments and environment) run on this host instead.
     pub fn wrap(&self, command: &Command) -> Command {
         let [nsenter, net] = self.launcher();
@@ -161,28 +153,11 @@ impl NetHost {
 
     /// `curl -sS ARGS...` from this host: the answer's status (0: none) and body.
     pub fn curl(&self, args: &[&str]) -> (u16, String) {
-        let out = self
-            .command("curl", &[&["-sS", "-w", "\n%{http_code}"], args].concat())
-            .output()
-            .expect("curl must be installed: run deploy/setup.sh");
-        crate::net::curl_answer(&out.stdout)
+        crate::net::curl_run(&mut self.wrap(&crate::net::curl_command(args)))
     }
 
     /// `dig @SERVER -p PORT +norec ARGS...` from this host: its whole output.
     pub fn dig(&self, server: Ipv4Addr, port: u16, args: &[&str]) -> String {
-        let at = format!("@{server}");
-        let port = port.to_string();
-        let out = self
-            .command(
-                "dig",
-                &[
-                    &[at.as_str(), "-p", &port, "+norec", "+time=5", "+tries=1"],
-                    args,
-                ]
-                .concat(),
-            )
-            .output()
-            .expect("dig (Debian bind9-dnsutils) must be installed: run deploy/setup.sh");
-        String::from_utf8_lossy(&out.stdout).to_string()
+        crate::net::dig_run(&mut self.wrap(&crate::net::dig_command(server.into(), port, args)))
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use pagestore::codec::Codec;
 use pagestore::peer::{wire, PeerFetch, PeerTier};
 use pagestore::{PageId, PageStore};
 use tracing::info;
@@ -34,22 +35,42 @@ pub(crate) const PEER_LASTS: Duration = Duration::from_secs(600);
 
 /// Answers a peer's request for pages: each as this worker's local tier holds it, or not held.
 pub(crate) async fn serve(store: Arc<PageStore>, request: Bytes) -> Result<Vec<u8>> {
-    let ids = wire::decode_request(&request).map_err(Error::BadRequest)?;
-    // A checkpoint's pages reach the local tier just behind its commit, and a move asks for
-    // them right after: wait for that (briefly: a busy host is always caching something).
-    let _ = tokio::time::timeout(SETTLE_WAIT, store.local_settled()).await;
+    let ids = Arc::new(wire::decode_request(&request).map_err(Error::BadRequest)?);
+    let mut pages = local_pages(&store, &ids, None).await?;
+    if pages.iter().any(Option::is_none) {
+        // A checkpoint's pages reach the local tier just behind its commit, and a move asks
+        // for them right after: wait for that (briefly: a busy host is always caching
+        // something), then look again for the missing ones.
+        let _ = tokio::time::timeout(SETTLE_WAIT, store.local_settled()).await;
+        pages = local_pages(&store, &ids, Some(pages)).await?;
+    }
+    Ok(wire::encode_answer(&pages))
+}
+
+/// Pages as the local tier keeps them (`None`: not held).
+type LocalPages = Vec<Option<(Codec, Vec<u8>)>>;
+
+/// `ids` as the local tier holds them; those `found` has already are kept as they are.
+async fn local_pages(
+    store: &Arc<PageStore>,
+    ids: &Arc<Vec<PageId>>,
+    found: Option<LocalPages>,
+) -> Result<LocalPages> {
+    let (store, ids) = (store.clone(), ids.clone());
     tokio::task::spawn_blocking(move || {
-        let pages: Vec<_> = match store.local() {
-            Some(local) => ids
-                .iter()
-                .map(|id| match local.get(id) {
+        let mut pages = found.unwrap_or_else(|| vec![None; ids.len()]);
+        let Some(local) = store.local() else {
+            return pages;
+        };
+        for (page, id) in pages.iter_mut().zip(ids.iter()) {
+            if page.is_none() {
+                *page = match local.get(id) {
                     Ok(Some((codec, data))) if codec.is_single_page() => Some((codec, data)),
                     _ => None,
-                })
-                .collect(),
-            None => vec![None; ids.len()],
-        };
-        wire::encode_answer(&pages)
+                };
+            }
+        }
+        pages
     })
     .await
     .map_err(|source| Error::TaskFailed {
@@ -109,11 +130,17 @@ impl Worker {
 
     /// Stops asking a peer for `tenant`'s pages (its restore has them all).
     pub(crate) fn done_with_peer(&self, tenant: &str) {
-        if self.store.peers().remove(tenant) {
-            info!(
-                tenant,
-                "its restore has every page: the peer is no longer asked"
-            );
-        }
+        done_with_peer(&self.store, tenant);
+    }
+}
+
+/// Stops asking a peer for `tenant`'s pages in `store` (also for a restore's background, which
+/// holds the store, not the worker).
+pub(crate) fn done_with_peer(store: &PageStore, tenant: &str) {
+    if store.peers().remove(tenant) {
+        info!(
+            tenant,
+            "its restore has every page: the peer is no longer asked"
+        );
     }
 }

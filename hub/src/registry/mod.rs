@@ -185,12 +185,7 @@ impl Registry {
             return Some(true);
         }
         let known = self.tenants.get(&hosted.name)?;
-        let elsewhere = known.record.worker != worker
-            && self
-                .workers
-                .get(&known.record.worker)
-                .is_some_and(|w| self.is_alive_at(w.last_seen, now));
-        if elsewhere {
+        if self.lives_elsewhere(known, worker, now) {
             warn!(tenant = %hosted.name, worker, on = %known.record.worker, "tenant reported by a worker while it lives on another: released there");
             return Some(false);
         }
@@ -226,6 +221,15 @@ impl Registry {
             .map(|(other, _)| other.as_str())
     }
 
+    /// Whether `tenant` lives on a live worker other than `worker`.
+    fn lives_elsewhere(&self, tenant: &TenantEntry, worker: &str, now: Instant) -> bool {
+        tenant.record.worker != worker
+            && self
+                .workers
+                .get(&tenant.record.worker)
+                .is_some_and(|w| self.is_alive_at(w.last_seen, now))
+    }
+
     fn is_alive_at(&self, last_seen: Instant, now: Instant) -> bool {
         now.saturating_duration_since(last_seen) < self.dead_after
     }
@@ -244,12 +248,7 @@ impl Registry {
             return Err(format!("port {port} is tenant {holder}'s in this cluster"));
         }
         if let Some(t) = self.tenants.get(name) {
-            let elsewhere = t.record.worker != worker
-                && self
-                    .workers
-                    .get(&t.record.worker)
-                    .is_some_and(|w| self.is_alive_at(w.last_seen, now));
-            if elsewhere {
+            if self.lives_elsewhere(t, worker, now) {
                 return Err(format!("tenant {name} lives on worker {}", t.record.worker));
             }
             if t.record.port != port {

@@ -61,18 +61,7 @@ impl LocalityFlights {
         if !worth_it(not_coming) {
             return None;
         }
-        let (tx, rx) = watch::channel(false);
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        flights.push(Waiting {
-            id,
-            pages: Arc::new(pages),
-            done: rx,
-        });
-        Some(FlightEnd {
-            flights: self,
-            id,
-            _done: tx,
-        })
+        Some(self.list(&mut flights, pages))
     }
 
     /// Lists a fetch of those of `pages` no flight is bringing yet, and returns them with the
@@ -91,19 +80,24 @@ impl LocalityFlights {
         if uncovered.is_empty() {
             return (None, uncovered);
         }
+        (Some(self.list(&mut flights, uncovered.clone())), uncovered)
+    }
+
+    /// Lists a flight bringing `pages` in `flights` (this table's, locked); it ends when the
+    /// returned end is dropped.
+    fn list(&self, flights: &mut Vec<Waiting>, pages: HashSet<PageId>) -> FlightEnd<'_> {
         let (tx, rx) = watch::channel(false);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         flights.push(Waiting {
             id,
-            pages: Arc::new(uncovered.clone()),
+            pages: Arc::new(pages),
             done: rx,
         });
-        let end = FlightEnd {
+        FlightEnd {
             flights: self,
             id,
             _done: tx,
-        };
-        (Some(end), uncovered)
+        }
     }
 
     /// Waits for every locality flight expected to bring one of `ids`; true if there was one.

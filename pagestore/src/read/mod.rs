@@ -347,16 +347,22 @@ impl ReadPath {
                 }
             }
         }
-        if let (Some(local), false) = (&self.local, to_cache.is_empty()) {
-            let batch: Vec<(PageId, Codec, &[u8])> = to_cache
-                .iter()
-                .map(|(id, codec, data)| (*id, *codec, data.as_ref()))
-                .collect();
-            if let Err(e) = local.put_many(&batch) {
+        let batch: Vec<(PageId, Codec, &[u8])> = to_cache
+            .iter()
+            .map(|(id, codec, data)| (*id, *codec, data.as_ref()))
+            .collect();
+        self.cache_locally(&batch);
+        rest
+    }
+
+    /// Puts fetched pages (encoded as the local tier keeps them) in the local tier, in one
+    /// engine write; a failure is logged (the local tier is a cache).
+    fn cache_locally(&self, batch: &[(PageId, Codec, &[u8])]) {
+        if let (Some(local), false) = (&self.local, batch.is_empty()) {
+            if let Err(e) = local.put_many(batch) {
                 warn!(pages = batch.len(), error = %e, "could not cache pages in the local tier");
             }
         }
-        rest
     }
 
     /// Where each missing page is in the cold tier; the catalog is refreshed once if a page is
@@ -488,18 +494,14 @@ impl ReadPath {
             out.push((*i, page));
         }
         // One engine write for the range's pages.
-        if let (Some(local), false) = (&self.local, to_cache.is_empty()) {
-            let batch: Vec<(PageId, Codec, &[u8])> = to_cache
-                .iter()
-                .map(|(id, copy)| match copy {
-                    LocalCopy::Encoded(codec, raw) => (*id, *codec, *raw),
-                    LocalCopy::Reencoded((codec, data)) => (*id, *codec, data.as_slice()),
-                })
-                .collect();
-            if let Err(e) = local.put_many(&batch) {
-                warn!(pages = batch.len(), error = %e, "could not cache pages in the local tier");
-            }
-        }
+        let batch: Vec<(PageId, Codec, &[u8])> = to_cache
+            .iter()
+            .map(|(id, copy)| match copy {
+                LocalCopy::Encoded(codec, raw) => (*id, *codec, *raw),
+                LocalCopy::Reencoded((codec, data)) => (*id, *codec, data.as_slice()),
+            })
+            .collect();
+        self.cache_locally(&batch);
         // Only now, with the pages cached, may a new reader of these bytes miss the flight.
         drop(guard);
         Ok(out)

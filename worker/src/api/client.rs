@@ -130,6 +130,34 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
+    /// Connects to `what` at `addr` over `transport` and sends the request: the answer, and the
+    /// peer's name for errors.
+    async fn send_to(
+        self,
+        what: &'static str,
+        addr: SocketAddr,
+        transport: &Transport,
+    ) -> Result<(StatusCode, Bytes, String)> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| Error::PeerUnreachable { addr, what, source })?;
+        // One request and its answer: no reason to wait for more to send.
+        let _ = stream.set_nodelay(true);
+        let peer = format!("{what} on {transport:?}://{addr}");
+        let (status, answer) = match &transport.tls {
+            None => self.send(stream, &peer).await?,
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| Error::Tls(format!("{peer}: {e}")))?;
+                self.send(stream, &peer).await?
+            }
+        };
+        Ok((status, answer, peer))
+    }
+
     /// Sends the request on `stream` to `peer` (named in errors) and reads the whole answer.
     async fn send<S>(self, stream: S, peer: &str) -> Result<(StatusCode, Bytes)>
     where
@@ -222,35 +250,16 @@ pub async fn call_json(
     path_and_query: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<serde_json::Value> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|source| Error::PeerUnreachable { addr, what, source })?;
-    let _ = stream.set_nodelay(true);
-    let host = addr.to_string();
-    let peer = format!("{what} on {transport:?}://{addr}");
     let exchange = Exchange {
         method,
         path_and_query,
-        host: &host,
+        host: &addr.to_string(),
         body: body.map(|b| b.to_string().into_bytes()),
         content_type: "application/json",
         token: Some(token),
     };
-    let (status, answer) = match &transport.tls {
-        None => exchange.send(stream, &peer).await?,
-        Some(config) => {
-            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-            let stream = tokio_rustls::TlsConnector::from(config.clone())
-                .connect(name, stream)
-                .await
-                .map_err(|e| Error::Tls(format!("{peer}: {e}")))?;
-            exchange.send(stream, &peer).await?
-        }
-    };
-    answer_of(status, &answer, &peer).map_err(|e| match e {
-        Error::Remote(message) => Error::RemotePeer { peer, message },
-        e => e,
-    })
+    let (status, answer, peer) = exchange.send_to(what, addr, transport).await?;
+    answer_of(status, &answer, &peer).map_err(|e| from_peer(e, peer))
 }
 
 /// `POST path` of binary `body` to the API of `what` at `addr`, with bearer `token`: the
@@ -263,31 +272,26 @@ pub async fn call_bytes(
     path: &str,
     body: Vec<u8>,
 ) -> Result<Bytes> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|source| Error::PeerUnreachable { addr, what, source })?;
-    let _ = stream.set_nodelay(true);
-    let host = addr.to_string();
-    let peer = format!("{what} on {addr}");
     let exchange = Exchange {
         method: Method::POST,
         path_and_query: path,
-        host: &host,
+        host: &addr.to_string(),
         body: Some(body),
         content_type: "application/octet-stream",
         token: Some(token),
     };
-    let (status, answer) = exchange.send(stream, &peer).await?;
+    let (status, answer, peer) = exchange.send_to(what, addr, &Transport::plain()).await?;
     if status.is_success() {
         return Ok(answer);
     }
-    match answer_of(status, &answer, &peer) {
-        Err(Error::Remote(message)) => Err(Error::RemotePeer { peer, message }),
-        Err(e) => Err(e),
-        Ok(_) => Err(Error::RemotePeer {
-            peer,
-            message: format!("HTTP {status}"),
-        }),
+    Err(from_peer(failure_of(status, &answer), peer))
+}
+
+/// The worker-side message of `e` as a peer's (other errors as they are).
+fn from_peer(e: Error, peer: String) -> Error {
+    match e {
+        Error::Remote(message) => Error::RemotePeer { peer, message },
+        e => e,
     }
 }
 
@@ -303,11 +307,16 @@ fn answer_of(status: StatusCode, body: &[u8], worker: &str) -> Result<serde_json
             source,
         });
     }
+    Err(failure_of(status, body))
+}
+
+/// A failed answer as [`Error::Remote`]: its `{"error"}` message, else its status and body.
+fn failure_of(status: StatusCode, body: &[u8]) -> Error {
     let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error")?.as_str().map(str::to_string))
         .unwrap_or_else(|| format!("HTTP {status}: {}", String::from_utf8_lossy(body).trim()));
-    Err(Error::Remote(message))
+    Error::Remote(message)
 }
 
 #[cfg(test)]

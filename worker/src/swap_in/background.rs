@@ -67,12 +67,7 @@ impl Background {
             copy(daemon, &daemon_work, mount, &access_file, &slot, &tenant),
         );
         // Every page is in the tenant (or the restore ended): a peer is not asked for it any more.
-        if store.peers().remove(&tenant) {
-            info!(
-                tenant,
-                "its restore has every page: the peer is no longer asked"
-            );
-        }
+        crate::peer::done_with_peer(&store, &tenant);
     }
 }
 
