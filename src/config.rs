@@ -81,6 +81,13 @@ impl PicoConfig {
         Self::parse(home, &text).with_context(|| format!("bad configuration in {}", path.display()))
     }
 
+    /// Loads `file` over the embedded defaults of `home` (`--config`): the file must exist.
+    pub fn load_file(home: &Path, file: &Path) -> anyhow::Result<PicoConfig> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the configuration {}", file.display()))?;
+        Self::parse(home, &text).with_context(|| format!("bad configuration in {}", file.display()))
+    }
+
     pub fn parse(home: &Path, text: &str) -> anyhow::Result<PicoConfig> {
         let user: toml::Table = toml::from_str(text)?;
         let mut merged = toml::Table::try_from(Self::embedded(home))?;
@@ -197,6 +204,18 @@ mod tests {
             format!("{err:#}").contains("expected `sled` or `fjall`"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn a_named_file_must_exist_and_is_read_over_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = PicoConfig::load_file(Path::new("/h"), &dir.path().join("nope.toml"));
+        assert!(format!("{:#}", missing.unwrap_err()).contains("nope.toml"));
+        let file = dir.path().join("pico.toml");
+        std::fs::write(&file, "[worker]\ncriu = \"/opt/criu\"\n").unwrap();
+        let c = PicoConfig::load_file(Path::new("/h"), &file).unwrap();
+        assert_eq!(c.worker.criu, Path::new("/opt/criu"));
+        assert_eq!(c.worker.socket, Path::new("/h/worker.sock"));
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct Args {
     /// Directory holding pico.toml and the embedded stores.
     #[arg(long, global = true, env = "PICO_HOME")]
     pub home: Option<PathBuf>,
+    /// The configuration file (default: HOME/pico.toml, embedded defaults if it is absent). A
+    /// file named here must exist. A package installs it as /etc/pico/pico.toml.
+    #[arg(long, global = true, env = "PICO_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -95,7 +99,15 @@ pub fn init_tracing(verbose: u8, daemon: bool) {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let home = home_dir(args.home);
-    let mut config = PicoConfig::load(&home)?;
+    let mut config = match &args.config {
+        Some(file) => PicoConfig::load_file(&home, file)?,
+        None => PicoConfig::load(&home)?,
+    };
+    if let Some(file) = &args.config {
+        // Secrets live there (tokens' paths, S3 keys): no tenant may read it.
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+        config.worker.hidden_from_tenants.push(file);
+    }
     if let Some(url) = &args.hub {
         let (addr, https) = hub_addr(url)?;
         let ca = match https {
