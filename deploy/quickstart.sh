@@ -13,10 +13,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/picocenter/target}"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "set-up (skips what is present)"
-bash deploy/setup.sh
-say "building pico (release)"
-cargo build --release --locked --quiet --bin pico
+say "set-up: CRIU >= 4.2, redis, curl (skips what is present; the first time a few minutes for packages and about one to build CRIU)"
+bash deploy/setup.sh quickstart
+if [ -x "$CARGO_TARGET_DIR/release/pico" ]; then
+  say "building pico (release; only what changed since the last build)"
+else
+  say "building pico (release; the first build takes about 10 minutes on 2 cores, later ones seconds)"
+fi
+cargo build --release --locked --bin pico
 PICO_BIN="$CARGO_TARGET_DIR/release/pico"
 
 H=$(mktemp -d /tmp/pico-quickstart.XXXXXX)

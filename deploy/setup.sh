@@ -2,7 +2,10 @@
 # Installs everything picocenter-rs needs on a Debian 12 host, as root. Idempotent: a second run
 # checks what is present and returns in seconds.
 #
-#   deploy/setup.sh            Debian packages + CRIU >= 4.2 (+ Garage when PICO_WITH_GARAGE=1)
+#   deploy/setup.sh            everything the tests use: Debian packages, CRIU >= 4.2, Garage
+#                              (PICO_WITH_GARAGE=0 leaves Garage out)
+#   deploy/setup.sh quickstart only what the quickstart uses: CRIU >= 4.2 (and its build
+#                              dependencies), redis and curl; no Garage, no test clients
 #
 # CRIU: Debian 12 ships 3.17 and trixie 4.1; both fail on Linux >= 6.16 (vDSO layout, SO_PASSCRED on
 # inet sockets). We build CRIU from Debian unstable's *source* package, using a deb-src line in a
@@ -21,26 +24,37 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 export DEBIAN_FRONTEND=noninteractive
 
-# Debian packages: runtime tools, test clients, tenants, CRIU build dependencies.
+PROFILE="${1:-tests}"
+case "$PROFILE" in
+  tests | quickstart) ;;
+  *) die "unknown profile '$PROFILE' (tests or quickstart)" ;;
+esac
+
+# Debian packages the worker itself needs, and CRIU's build dependencies (make criu).
 PACKAGES=(
-  # FUSE, NBD clients and reference server, qemu tools
-  fuse3 libnbd-bin nbdkit python3-libnbd qemu-utils
-  # tenants used by tests, the quickstart and benchmarks
-  redis-server redis-tools nginx curl
   # CRIU needs iptables-save/ip6tables-restore for tenants in their own netns
   iptables iproute2
-  # dig, the DNS client the hub's tests ask
-  bind9-dnsutils
-  # benchmark baselines
-  b3sum lz4 zstd restic dnsperf
-  # headless browser for the HTML cost report test
-  chromium
-  # CRIU build dependencies (make criu)
   build-essential pkg-config dpkg-dev xz-utils
   libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
   libnl-3-dev libnet1-dev libcap-dev libbsd-dev libaio-dev libgnutls28-dev uuid-dev libdrm-dev
   libnftables-dev
+  # the quickstart's tenants and client
+  redis-server redis-tools curl
 )
+if [ "$PROFILE" = tests ]; then
+  PACKAGES+=(
+    # FUSE, NBD clients and reference server, qemu tools
+    fuse3 libnbd-bin nbdkit python3-libnbd qemu-utils
+    # more tenants of tests and benchmarks
+    nginx
+    # dig, the DNS client the hub's tests ask
+    bind9-dnsutils
+    # benchmark baselines
+    b3sum lz4 zstd restic dnsperf
+    # headless browser for the HTML cost report test
+    chromium
+  )
+fi
 
 missing_packages() {
   local p
@@ -56,7 +70,7 @@ install_packages() {
     log "Debian packages: all present"
     return
   fi
-  log "installing Debian packages: $missing"
+  log "installing Debian packages (a few minutes the first time): $missing"
   apt-get update -qq
   # shellcheck disable=SC2086
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
@@ -105,7 +119,7 @@ install_criu() {
     rm -rf "$srcdir" && mkdir -p "$srcdir"
     tar -xf "$orig" -C "$srcdir" --strip-components=1
   fi
-  log "building CRIU in $CRIU_BUILD_DIR/$srcdir (about a minute)"
+  log "building CRIU in $CRIU_BUILD_DIR/$srcdir (about a minute on 2 cores)"
   make -C "$srcdir" -j"$(nproc)" criu >"$CRIU_BUILD_DIR/build.log" 2>&1 ||
     die "CRIU build failed; see $CRIU_BUILD_DIR/build.log"
   install -m 0755 "$srcdir/criu/criu" /usr/local/sbin/criu
@@ -141,7 +155,7 @@ raise_pid_max() {
 install_packages
 raise_pid_max
 install_criu
-if [ "${PICO_WITH_GARAGE:-1}" = 1 ]; then
+if [ "$PROFILE" = tests ] && [ "${PICO_WITH_GARAGE:-1}" = 1 ]; then
   install_garage
 fi
 log "ready"
