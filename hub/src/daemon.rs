@@ -26,13 +26,11 @@ const HOUSEKEEPING: Duration = Duration::from_millis(500);
 
 /// Runs the hub until SIGINT or SIGTERM, its state in `cold`.
 pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
-    check(&config)?;
-    let tls = api_tls(&config)?;
-    let token = config.token()?;
-    let worker_token = match &config.worker_token_file {
-        Some(path) => ApiToken::load(path)?.text().to_string(),
-        None => token.text().to_string(),
-    };
+    let Credentials {
+        tls,
+        token,
+        worker_token,
+    } = preflight(&config)?;
     let (durable, record) = DurableState::load(ColdTier::open(cold)?).await?;
     info!(
         workers = record.workers.len(),
@@ -93,6 +91,32 @@ pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
     }
     info!("hub stopped");
     Ok(())
+}
+
+/// What the hub serves with: its API's TLS, its token, and the token it presents to workers.
+pub struct Credentials {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    token: ApiToken,
+    worker_token: String,
+}
+
+/// The hub's rules for its configuration that serde cannot check, applied first at start (and
+/// by `pico config check`): `lease_ms` under `dead_after_ms`, the API's certificate and key
+/// (both or neither, and they load), its token (`token_file` or `PICO_TOKEN`) and the workers'
+/// (`worker_token_file`).
+pub fn preflight(config: &HubConfig) -> Result<Credentials> {
+    check(config)?;
+    let tls = api_tls(config)?;
+    let token = config.token()?;
+    let worker_token = match &config.worker_token_file {
+        Some(path) => ApiToken::load(path)?.text().to_string(),
+        None => token.text().to_string(),
+    };
+    Ok(Credentials {
+        tls,
+        token,
+        worker_token,
+    })
 }
 
 /// The error of serving `what` on `addr`.

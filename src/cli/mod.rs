@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and one module per command group.
 
 mod bench;
+mod config;
 mod hub;
 mod pager;
 mod report;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Reports from the live store: what storage costs, per tenant.
     #[command(subcommand)]
     Report(report::ReportCommand),
+    /// The configuration: check a file, every bad key with its line.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// What every command gets: where home is, its configuration, output mode.
@@ -99,6 +103,11 @@ pub fn init_tracing(verbose: u8, daemon: bool) {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let home = home_dir(args.home);
+    let command = match args.command {
+        // Before loading it: the file checked may not load.
+        Command::Config(c) => return config::run(&home, args.config.as_deref(), args.json, c),
+        command => command,
+    };
     let mut config = match &args.config {
         Some(file) => PicoConfig::load_file(&home, file)?,
         None => PicoConfig::load(&home)?,
@@ -127,7 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         json: args.json,
         via_hub: args.hub.is_some(),
     };
-    if matches!(args.command, Command::Worker(_)) {
+    if matches!(command, Command::Worker(_)) {
         // Before the runtime's threads exist: it applies to every arena they would make.
         worker::daemon::prepare_process();
     }
@@ -135,7 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        match args.command {
+        match command {
             Command::Store(c) => store::run(&ctx, c).await,
             Command::Pager(c) => pager::run(&ctx, c).await,
             Command::Worker(c) => tenant::run_worker(&ctx, c).await,
@@ -143,6 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::Hub(c) => hub::run(&ctx, c).await,
             Command::Bench(c) => bench::run(&ctx, c).await,
             Command::Report(c) => report::run(&ctx, c).await,
+            Command::Config(c) => config::run(&ctx.home, args.config.as_deref(), ctx.json, c),
         }
     })
 }

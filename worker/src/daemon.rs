@@ -18,13 +18,25 @@ use crate::process::become_subreaper;
 use crate::supervisor::Reason;
 use crate::tenant::TenantState;
 
+/// The worker's rules for its configuration that serde cannot check, applied first at start
+/// (and by `pico config check`): `api_listen` needs a token (`api_token_file`, readable and not
+/// empty, or `PICO_TOKEN`), and `[worker.hub]` needs that TCP API, a public address, the hub's
+/// token and, for HTTPS, a CA that loads. The API's token when it has one.
+pub fn preflight(config: &WorkerConfig) -> Result<Option<crate::protocol::ApiToken>> {
+    let token = crate::api::api_token(config)?;
+    if let Some(hub) = &config.hub {
+        crate::hub_link::check(hub, config.api_listen, config.listen_addr)?;
+    }
+    Ok(token)
+}
+
 /// Runs the worker until SIGINT or SIGTERM. Its running tenants are then swapped out, or with
 /// `on_stop = "leave-running"` keep running for the next worker on the same home to adopt.
 pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot);
     }
-    let api_token = crate::api::api_token(&config)?;
+    let api_token = preflight(&config)?;
     // One worker per home: the recovery below must not run beside a live worker.
     let _only_worker = only_worker(&config.socket)?;
     let mut criu = Criu::detect(&config.criu, config.criu_log_level).await?;

@@ -64,6 +64,12 @@ impl Link {
     }
 }
 
+/// Whether `config` describes a link a worker whose TCP API is `api` can report through (the
+/// rules of [`Link::new`]).
+pub(crate) fn check(config: &HubLinkConfig, api: Option<SocketAddr>, listen: IpAddr) -> Result<()> {
+    Link::new(config, api, listen).map(drop)
+}
+
 /// Starts reporting to the hub, if one is configured; checks the configuration first.
 pub(crate) fn start(
     worker: &Arc<Worker>,

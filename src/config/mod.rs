@@ -4,13 +4,22 @@
 //! `[worker]`, `[hub]` and `[prices]` keys are laid over the embedded defaults one by one; `[cold]` names a whole backend
 //! (`kind = "dir"` or another kind) and replaces the default section. Every field is documented in
 //! docs/configuration.md.
+//!
+//! A file that does not read is reported as every problem found in it, each at its key and line
+//! (`problems`); `pico config check` reports the same, and the rules the worker and the hub
+//! check when they start.
+
+mod located;
+pub mod problems;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use hub::HubConfig;
+use located::{KeyPath, Located, Position};
 use pagestore::accounting::Prices;
 use pagestore::config::StoreConfig;
+use problems::{Problem, Problems};
 use serde::{Deserialize, Serialize};
 use worker::WorkerConfig;
 
@@ -78,32 +87,101 @@ impl PicoConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::embedded(home)),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        Self::parse(home, &text).with_context(|| format!("bad configuration in {}", path.display()))
+        Ok(Self::from_text(home, &path, &text)?)
     }
 
     /// Loads `file` over the embedded defaults of `home` (`--config`): the file must exist.
     pub fn load_file(home: &Path, file: &Path) -> anyhow::Result<PicoConfig> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read the configuration {}", file.display()))?;
-        Self::parse(home, &text).with_context(|| format!("bad configuration in {}", file.display()))
+        Ok(Self::from_text(home, file, &text)?)
     }
 
-    pub fn parse(home: &Path, text: &str) -> anyhow::Result<PicoConfig> {
-        let user: toml::Table = toml::from_str(text)?;
-        let mut merged = toml::Table::try_from(Self::embedded(home))?;
-        for (section, value) in user {
-            match (merged.get_mut(&section), value) {
-                (Some(toml::Value::Table(base)), toml::Value::Table(over))
-                    if MERGED_SECTIONS.contains(&section.as_str()) =>
-                {
-                    base.extend(over);
-                }
-                (_, value) => {
-                    merged.insert(section, value);
-                }
+    /// `text`, the content of `file`, over the embedded defaults of `home`; when it does not
+    /// read, every problem found, each at its key and line.
+    pub fn from_text(home: &Path, file: &Path, text: &str) -> Result<PicoConfig, Problems> {
+        Self::read(home, file, text).map(|read| read.config)
+    }
+
+    /// [`PicoConfig::from_text`], then the rules the worker and the hub check when they start
+    /// (`pico config check`).
+    pub fn check(home: &Path, file: &Path, text: &str) -> Result<Read, Problems> {
+        let read = Self::read(home, file, text)?;
+        let list = problems::rules(&read.config, &read.user, &read.located);
+        match list.is_empty() {
+            true => Ok(read),
+            false => Err(Problems {
+                file: file.to_path_buf(),
+                list,
+            }),
+        }
+    }
+
+    /// [`PicoConfig::from_text`] of a file named `pico.toml`.
+    #[cfg(test)]
+    pub fn parse(home: &Path, text: &str) -> Result<PicoConfig, Problems> {
+        Self::from_text(home, Path::new("pico.toml"), text)
+    }
+
+    fn read(home: &Path, file: &Path, text: &str) -> Result<Read, Problems> {
+        let fail = |list| Problems {
+            file: file.to_path_buf(),
+            list,
+        };
+        let whole =
+            |at, message: String| fail(vec![Problem::new(at, &KeyPath::default(), message)]);
+        let located = Located::parse(text).map_err(|e| whole(e.at, e.message))?;
+        let user: toml::Table = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map_or(Position::START, |s| Position::at(text, s.start));
+            whole(at, located::one_line(e.message()))
+        })?;
+        let defaults = toml::Table::try_from(Self::embedded(home))
+            .map_err(|e| whole(Position::START, format!("the embedded defaults: {e}")))?;
+        let mut merged = defaults.clone();
+        for (section, value) in user.clone() {
+            let value = overlay_section(&merged, &section, value);
+            merged.insert(section, value);
+        }
+        match merged.try_into::<PicoConfig>() {
+            Ok(config) => Ok(Read {
+                config,
+                user,
+                located,
+            }),
+            Err(e) => {
+                let list = problems::typed(&defaults, &user, &located);
+                Err(match list.is_empty() {
+                    // The sections read one by one, but not together: say what serde says.
+                    true => whole(Position::START, e.message().trim().to_string()),
+                    false => fail(list),
+                })
             }
         }
-        Ok(merged.try_into()?)
+    }
+}
+
+/// A configuration read from a file: the effective one, and the file's own sections.
+pub struct Read {
+    pub config: PicoConfig,
+    /// The sections as the file gives them (before the defaults).
+    pub user: toml::Table,
+    located: Located,
+}
+
+/// Section `name` as the user's `value` makes it: laid over its default key by key when it is
+/// one of [`MERGED_SECTIONS`], else `value` itself.
+fn overlay_section(defaults: &toml::Table, name: &str, value: toml::Value) -> toml::Value {
+    match (defaults.get(name), value) {
+        (Some(toml::Value::Table(base)), toml::Value::Table(over))
+            if MERGED_SECTIONS.contains(&name) =>
+        {
+            let mut merged = base.clone();
+            merged.extend(over);
+            toml::Value::Table(merged)
+        }
+        (_, value) => value,
     }
 }
 
