@@ -9,6 +9,8 @@
 //! (`problems`); `pico config check` reports the same, and the rules the worker and the hub
 //! check when they start.
 
+#[cfg(test)]
+mod documented;
 mod located;
 pub mod problems;
 
