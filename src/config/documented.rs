@@ -41,7 +41,11 @@ fn fields<T: DeserializeOwned>() -> BTreeSet<String> {
     }
     let mut names = Vec::new();
     let _ = T::deserialize(Probe(&mut names));
-    assert!(!names.is_empty(), "{} is not a struct", std::any::type_name::<T>());
+    assert!(
+        !names.is_empty(),
+        "{} is not a struct",
+        std::any::type_name::<T>()
+    );
     names.into_iter().map(String::from).collect()
 }
 
@@ -113,7 +117,10 @@ fn the_page_lists_every_key_of_every_section_and_no_other() {
     sections.insert("worker.hub");
     assert_eq!(names, sections, "the sections checked are pico.toml's");
     let on_page: BTreeSet<&str> = documented.keys().map(String::as_str).collect();
-    assert_eq!(on_page, names, "docs/configuration.md: one table per section");
+    assert_eq!(
+        on_page, names,
+        "docs/configuration.md: one table per section"
+    );
     for (section, keys) in &every {
         let listed: BTreeSet<String> = documented[section].keys().cloned().collect();
         let missing: Vec<&String> = keys.difference(&listed).collect();
@@ -130,7 +137,10 @@ fn the_page_lists_every_key_of_every_section_and_no_other() {
 fn the_sections_checked_are_those_of_the_configuration() {
     let embedded = toml::Table::try_from(PicoConfig::embedded(Path::new("/h"))).unwrap();
     let sections: BTreeSet<&str> = SECTIONS.iter().map(|(name, _)| *name).collect();
-    assert_eq!(embedded.keys().map(String::as_str).collect::<BTreeSet<_>>(), sections);
+    assert_eq!(
+        embedded.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        sections
+    );
 }
 
 /// Rows whose default column describes the default instead of showing it.
@@ -160,9 +170,15 @@ fn the_defaults_shown_are_the_embedded_ones() {
             let bare = value.as_str().map(|s| format!("`{s}`"));
             let found = shown.contains(&literal) || bare.is_some_and(|b| shown.contains(&b));
             if !found {
-                wrong.push(format!("[{section}] {key}: {literal}, the page says {shown:?}"));
+                wrong.push(format!(
+                    "[{section}] {key}: {literal}, the page says {shown:?}"
+                ));
             }
         }
     }
-    assert!(wrong.is_empty(), "docs/configuration.md's defaults:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "docs/configuration.md's defaults:\n{}",
+        wrong.join("\n")
+    );
 }
