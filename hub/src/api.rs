@@ -2,8 +2,10 @@
 //! it (`POST /v1/heartbeat`, answered with their lease) and claim a new tenant's name and port
 //! (`POST /v1/claims`, 409 with the reason when another tenant holds either); `pico hub ls`
 //! reads what it knows (`GET /v1/workers`, `GET /v1/tenants`), `pico tenant move` moves a
-//! tenant (`POST /v1/tenants/{name}/move`, `{"to": WORKER}`) and `pico --hub URL tenant add`
-//! places a new one (`POST /v1/tenants`, a tenant spec).
+//! tenant (`POST /v1/tenants/{name}/move`, `{"to": WORKER}`), `pico --hub URL tenant add`
+//! places a new one (`POST /v1/tenants`, a tenant spec) and `pico worker drain` drains a worker
+//! (`POST /v1/workers/{name}/drain`, which starts it; `GET` of the same, its progress;
+//! `POST /v1/workers/{name}/undrain`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +31,11 @@ pub fn router(hub: Arc<Hub>, token: ApiToken) -> Router {
         .route("/v1/claims", routing::post(claim))
         .route("/v1/tenants/{name}/move", routing::post(move_tenant))
         .route("/v1/workers", routing::get(workers))
+        .route(
+            "/v1/workers/{name}/drain",
+            routing::post(drain).get(drain_status),
+        )
+        .route("/v1/workers/{name}/undrain", routing::post(undrain))
         .route("/v1/tenants", routing::get(tenants).post(add_tenant))
         .layer(axum::middleware::from_fn_with_state(token, require_token))
         .with_state(hub)
@@ -77,6 +84,44 @@ async fn move_tenant(
     }
 }
 
+async fn drain(
+    State(hub): State<Arc<Hub>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    match crate::draining::start(&hub, &name) {
+        Ok(status) => Json(status).into_response(),
+        Err(why) => refused(StatusCode::NOT_FOUND, why),
+    }
+}
+
+async fn drain_status(
+    State(hub): State<Arc<Hub>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    match crate::draining::status(&hub, &name) {
+        Some(status) => Json(status).into_response(),
+        None => refused(
+            StatusCode::NOT_FOUND,
+            format!("this hub has not drained {name} since it started"),
+        ),
+    }
+}
+
+async fn undrain(
+    State(hub): State<Arc<Hub>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    match crate::draining::undrain(&hub, &name) {
+        Ok(()) => Json(serde_json::json!({ "worker": name, "draining": false })).into_response(),
+        Err(why) => refused(StatusCode::NOT_FOUND, why),
+    }
+}
+
+/// A refusal with its reason, as `{"error"}`.
+fn refused(status: StatusCode, why: String) -> Response {
+    (status, Json(serde_json::json!({ "error": why }))).into_response()
+}
+
 async fn add_tenant(State(hub): State<Arc<Hub>>, Json(spec): Json<TenantSpec>) -> Response {
     match crate::adding::add_tenant(&hub, spec).await {
         Ok(info) => Json(info).into_response(),
@@ -112,8 +157,18 @@ pub async fn get(config: &HubConfig, path: &str) -> Result<serde_json::Value> {
     .await
 }
 
-/// `POST path` with `body` on the hub's API at `addr` over `transport` (what `pico tenant move`
-/// and `pico --hub URL tenant add` ask).
+/// `GET path` on the hub's API at `addr` over `transport` (what `pico worker drain` polls).
+pub async fn get_at(
+    addr: std::net::SocketAddr,
+    transport: &Transport,
+    token: &ApiToken,
+    path: &str,
+) -> Result<serde_json::Value> {
+    ask(addr, transport, token, axum::http::Method::GET, path, None).await
+}
+
+/// `POST path` with `body` on the hub's API at `addr` over `transport` (what `pico tenant move`,
+/// `pico --hub URL tenant add` and `pico worker drain` ask).
 pub async fn post(
     addr: std::net::SocketAddr,
     transport: &Transport,

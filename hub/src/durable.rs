@@ -117,6 +117,7 @@ mod tests {
             WorkerRecord {
                 api: "127.0.0.1:7070".parse().unwrap(),
                 public_addr: "127.0.0.1".parse().unwrap(),
+                draining: true,
             },
         );
         r.tenants.insert(

@@ -1,4 +1,5 @@
-//! One hub: its configuration, its registry, and the wake-ups it has asked workers for.
+//! One hub: its configuration, its registry, the wake-ups it has asked workers for and the drains
+//! it runs.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -6,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use crate::config::HubConfig;
+use crate::draining::DrainStatus;
 use crate::registry::Registry;
 
 /// What the hub's API, DNS and housekeeping share.
@@ -19,6 +21,8 @@ pub struct Hub {
     pub(crate) wakes: Mutex<HashMap<String, watch::Receiver<bool>>>,
     /// Held while a tenant is placed on another worker: one placement at a time.
     pub(crate) placing: tokio::sync::Mutex<()>,
+    /// The last drain of each worker drained since the hub started, by worker.
+    pub(crate) drains: Mutex<HashMap<String, DrainStatus>>,
 }
 
 impl Hub {
@@ -29,6 +33,7 @@ impl Hub {
             worker_token,
             wakes: Mutex::new(HashMap::new()),
             placing: tokio::sync::Mutex::new(()),
+            drains: Mutex::new(HashMap::new()),
         }
     }
 

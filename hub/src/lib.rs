@@ -6,14 +6,16 @@
 //!
 //! `daemon` runs it (`pico hub run`); `registry` is what it knows and the rules that keep it
 //! consistent, `durable` keeps that in the cold tier; `api` is its HTTP API, `dns` the
-//! authoritative server and `wake` what a query for a tenant does, `moving` a move between workers, `adding` a new tenant placed by the hub; `placement` is the rule that
-//! picks a worker for a tenant.
+//! authoritative server and `wake` what a query for a tenant does, `moving` a move between workers, `draining` a worker's tenants moved
+//! off it, `adding` a new tenant placed by the hub; `placement` is the rule that picks a worker for
+//! a tenant.
 
 pub mod adding;
 pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod dns;
+pub mod draining;
 pub mod durable;
 pub mod error;
 pub mod hub;

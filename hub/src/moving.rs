@@ -3,7 +3,8 @@
 //! tenant), the source checkpoints it, the hub records the new place, the source gives the
 //! sleeping tenant up (refused if it woke meanwhile: then it stays), and the destination adopts
 //! that checkpoint and wakes it. A failed adoption gives it back to the source, from the same
-//! checkpoint: nothing is lost at any step.
+//! checkpoint: nothing is lost at any step. A drain (`draining`) moves a worker's tenants the same
+//! way, but leaves a sleeping one asleep on its new worker (no restore until its next client).
 //!
 //! The destination reads the pages from its own tiers first, then from the source's local tier
 //! (a peer tier, over the source's API), then from the cold tier. The downtime is the source's
@@ -45,8 +46,12 @@ pub struct MoveReport {
     pub restore_cold_bytes: u64,
     /// The whole image's pages by where the destination read them (bytes of pages): what it
     /// held, what the source sent (peer tier), what the cold tier did; `None` when its restore
-    /// did not finish within [`REST_WAIT`].
+    /// did not finish within [`REST_WAIT`] or was not counted (a drain).
     pub bytes: Option<BytesBySource>,
+    /// It was asleep and was adopted asleep (a drain): no restore yet, so no downtime; its next
+    /// client wakes it on the destination.
+    #[serde(default)]
+    pub asleep: bool,
 }
 
 /// Bytes of a moved tenant's pages by where its new worker read them.
@@ -99,8 +104,35 @@ impl Party {
     }
 }
 
-/// Moves tenant `name` to worker `to`; why not, when it cannot.
+/// How a move goes beyond its stages: why the hub records it, and what it waits for.
+pub(crate) struct Relocation {
+    /// The placement's reason in the hub's record (`pico hub ls tenants`).
+    pub because: String,
+    /// A sleeping tenant is woken on the destination (an operator's move); otherwise it is
+    /// adopted there asleep, without a restore (a drain), and wakes at its next client.
+    pub wake_sleeping: bool,
+    /// The report waits for the rest of the image to say where its pages came from.
+    pub count_bytes: bool,
+}
+
+/// Moves tenant `name` to worker `to` (an operator's move: woken there, its bytes counted); why
+/// not, when it cannot.
 pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveReport, String> {
+    let how = Relocation {
+        because: "moved by an operator".into(),
+        wake_sleeping: true,
+        count_bytes: true,
+    };
+    relocate(hub, name, to, &how).await
+}
+
+/// Moves tenant `name` to worker `to` as `how` says; why not, when it cannot.
+pub(crate) async fn relocate(
+    hub: &Arc<Hub>,
+    name: &str,
+    to: &str,
+    how: &Relocation,
+) -> Result<MoveReport, String> {
     let _one_at_a_time = hub.placing.lock().await;
     let now = Instant::now();
     let place = hub
@@ -122,6 +154,11 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
         .into_iter()
         .find(|w| w.name == to && w.alive)
         .ok_or_else(|| format!("no live worker {to}"))?;
+    if destination.draining {
+        return Err(format!(
+            "{to} is draining: it takes no tenant (`pico worker undrain {to}` first)"
+        ));
+    }
     let source = Party {
         name: place.worker.clone(),
         client: Client::tcp(place.api, hub.worker_token.clone()),
@@ -140,13 +177,13 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
 
     let stopped = Instant::now();
     let status = source.status(name).await?;
-    let checkpoint = match (status.state, status.checkpoint) {
-        (TenantState::SwappedOut, Some(checkpoint)) => checkpoint,
+    let (checkpoint, asleep) = match (status.state, status.checkpoint) {
+        (TenantState::SwappedOut, Some(checkpoint)) => (checkpoint, true),
         _ => {
             let out: SwapOutReport = source
                 .ask_as(Request::SwapOut { name: name.into() }, "swap-out")
                 .await?;
-            out.checkpoint
+            (out.checkpoint, false)
         }
     };
     let swap_out_ms = elapsed_ms(stopped);
@@ -156,7 +193,7 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
     hub.registry().moved(
         name,
         to,
-        "moved by an operator".into(),
+        how.because.clone(),
         Some(&checkpoint),
         Instant::now(),
     );
@@ -171,7 +208,10 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
         why
     };
     // The destination's reads from here on are the move's (see `bytes_by_source`).
-    let before = counters(&target).await.map_err(back)?;
+    let before = match how.count_bytes {
+        true => Some(counters(&target).await.map_err(back)?),
+        false => None,
+    };
     // Refused if it woke on the source meanwhile: then it stays there.
     source
         .ask(Request::Release { name: name.into() }, "release")
@@ -196,6 +236,29 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
         return Err(back(give_back(&source, name, &checkpoint, e).await));
     }
     let adopt_ms = elapsed_ms(adopting);
+    let mut report = MoveReport {
+        tenant: name.to_string(),
+        from: place.worker.clone(),
+        to: to.to_string(),
+        checkpoint,
+        downtime_ms: 0,
+        cpu_check_ms,
+        swap_out_ms,
+        adopt_ms,
+        swap_in_ms: 0,
+        restore_pages: 0,
+        restore_pages_held: 0,
+        restore_cold_pages: 0,
+        restore_cold_bytes: 0,
+        bytes: None,
+        asleep: asleep && !how.wake_sleeping,
+    };
+    if report.asleep {
+        // It was asleep and stays so: its next client wakes it there.
+        info!(tenant = name, from = %report.from, to, "tenant moved asleep");
+        return Ok(report);
+    }
+    let checkpoint = report.checkpoint.clone();
     let swapped_in = target
         .ask_as::<SwapInReport>(
             Request::SwapIn {
@@ -225,24 +288,15 @@ pub async fn move_tenant(hub: &Arc<Hub>, name: &str, to: &str) -> Result<MoveRep
             }
         },
     };
-    let downtime_ms = elapsed_ms(stopped);
-    let bytes = bytes_by_source(&target, name, &checkpoint, &before).await;
-    let report = MoveReport {
-        tenant: name.to_string(),
-        from: place.worker.clone(),
-        to: to.to_string(),
-        checkpoint,
-        downtime_ms,
-        cpu_check_ms,
-        swap_out_ms,
-        adopt_ms,
-        swap_in_ms: swap_in.total_ms,
-        restore_pages: swap_in.prefetch.requested,
-        restore_pages_held: swap_in.prefetch.already_hot,
-        restore_cold_pages: swap_in.prefetch.cold_pages,
-        restore_cold_bytes: swap_in.prefetch.cold_bytes,
-        bytes,
-    };
+    report.downtime_ms = elapsed_ms(stopped);
+    report.swap_in_ms = swap_in.total_ms;
+    report.restore_pages = swap_in.prefetch.requested;
+    report.restore_pages_held = swap_in.prefetch.already_hot;
+    report.restore_cold_pages = swap_in.prefetch.cold_pages;
+    report.restore_cold_bytes = swap_in.prefetch.cold_bytes;
+    if let Some(before) = &before {
+        report.bytes = bytes_by_source(&target, name, &checkpoint, before).await;
+    }
     info!(tenant = name, from = %report.from, to, downtime_ms = report.downtime_ms, bytes = ?report.bytes, "tenant moved");
     Ok(report)
 }

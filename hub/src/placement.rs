@@ -1,5 +1,6 @@
 //! Where to restore a tenant: prefer the worker whose local tier already holds most of the
-//! tenant's pages (they need no fetch from the cold tier), among workers alive and with room.
+//! tenant's pages (they need no fetch from the cold tier), among workers alive, not draining and
+//! with room.
 
 /// What the hub knows of one worker when placing one tenant.
 #[derive(Clone, Debug, PartialEq)]
@@ -7,6 +8,8 @@ pub struct Candidate {
     pub worker: String,
     /// Whether its last heartbeat is recent enough.
     pub alive: bool,
+    /// Drained by an operator: it takes no tenant.
+    pub draining: bool,
     /// Memory it can still give tenants, in bytes.
     pub free_bytes: u64,
     /// Bytes of this tenant's checkpoint already in its local tier.
@@ -21,6 +24,7 @@ impl Candidate {
         Candidate {
             worker: worker.name.clone(),
             alive: worker.alive,
+            draining: worker.draining,
             free_bytes: worker.memory_available_bytes,
             resident_bytes: held_pages * pagestore::PAGE_SIZE as u64,
             load: worker.load,
@@ -30,13 +34,13 @@ impl Candidate {
 
 /// Picks the worker for a tenant whose checkpoint holds `tenant_bytes` of memory.
 ///
-/// Workers that are down or lack room are never chosen. Among the rest, the one holding most of
+/// Workers that are down, draining or lack room are never chosen. Among the rest, the one holding most of
 /// the tenant's pages locally wins (fewest cold fetches, fastest restore); ties go to the one with
 /// most free memory, then to the least loaded, then to the name, so the choice is deterministic.
 pub fn choose(candidates: &[Candidate], tenant_bytes: u64) -> Option<&Candidate> {
     candidates
         .iter()
-        .filter(|c| c.alive && c.free_bytes >= tenant_bytes)
+        .filter(|c| c.alive && !c.draining && c.free_bytes >= tenant_bytes)
         .max_by(|a, b| {
             (a.resident_bytes, a.free_bytes)
                 .cmp(&(b.resident_bytes, b.free_bytes))
@@ -70,6 +74,7 @@ mod tests {
         Candidate {
             worker: worker.into(),
             alive,
+            draining: false,
             free_bytes: free,
             resident_bytes: resident,
             load: 0.5,
@@ -95,6 +100,15 @@ mod tests {
         ];
         assert_eq!(choose(&cs, 100).unwrap().worker, "c");
         assert!(choose(&cs[..2], 100).is_none());
+    }
+
+    #[test]
+    fn never_picks_a_draining_worker_however_much_it_holds() {
+        let mut drained = c("a", true, 1000, 100);
+        drained.draining = true;
+        let cs = [drained, c("b", true, 1000, 0)];
+        assert_eq!(choose(&cs, 1).unwrap().worker, "b");
+        assert!(choose(&cs[..1], 1).is_none());
     }
 
     #[test]

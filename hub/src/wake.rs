@@ -67,7 +67,7 @@ impl Names for HubNames {
 /// Places tenant `name`, whose worker is dead, on the live worker the placement rule picks,
 /// which adopts it from its newest recorded checkpoint; where it is then. One placement at a
 /// time: a query that waited finds the tenant placed by the one before.
-async fn place_elsewhere(hub: &Arc<Hub>, name: &str) -> Result<Whereabouts, String> {
+pub(crate) async fn place_elsewhere(hub: &Arc<Hub>, name: &str) -> Result<Whereabouts, String> {
     let _one_at_a_time = hub.placing.lock().await;
     let now = Instant::now();
     let place = hub
@@ -119,7 +119,7 @@ async fn place_elsewhere(hub: &Arc<Hub>, name: &str) -> Result<Whereabouts, Stri
 
 /// How many pages of `checkpoint` each live worker holds (0 for a dead one, or one that does
 /// not answer within [`HELD_WAIT`]), asked of all at once.
-async fn held_by_each(hub: &Hub, workers: &[WorkerView], checkpoint: &str) -> Vec<u64> {
+pub(crate) async fn held_by_each(hub: &Hub, workers: &[WorkerView], checkpoint: &str) -> Vec<u64> {
     let asks = workers.iter().map(|w| async move {
         if !w.alive {
             return 0;

@@ -68,14 +68,15 @@ async fn ls(ctx: &Context, what: HubList) -> anyhow::Result<()> {
 
 fn print_workers(workers: &[WorkerView]) {
     println!(
-        "{:<16} {:<6} {:<22} {:<16} {:>8} {:>10} {:>6} {:>8}",
-        "WORKER", "ALIVE", "API", "PUBLIC", "TENANTS", "FREE MiB", "LOAD", "SEEN ms"
+        "{:<16} {:<6} {:<8} {:<22} {:<16} {:>8} {:>10} {:>6} {:>8}",
+        "WORKER", "ALIVE", "DRAINING", "API", "PUBLIC", "TENANTS", "FREE MiB", "LOAD", "SEEN ms"
     );
     for w in workers {
         println!(
-            "{:<16} {:<6} {:<22} {:<16} {:>8} {:>10} {:>6.2} {:>8}",
+            "{:<16} {:<6} {:<8} {:<22} {:<16} {:>8} {:>10} {:>6.2} {:>8}",
             w.name,
             if w.alive { "yes" } else { "dead" },
+            if w.draining { "yes" } else { "-" },
             w.api.to_string(),
             w.public_addr.to_string(),
             w.tenants,

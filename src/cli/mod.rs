@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod drain;
 mod hub;
 mod pager;
 mod report;
@@ -54,7 +55,7 @@ pub enum Command {
     /// Front ends onto the store: FUSE image directories, NBD exports.
     #[command(subcommand)]
     Pager(pager::PagerCommand),
-    /// The worker daemon that runs tenants.
+    /// The worker daemon that runs tenants; a worker of a cluster drained and undrained.
     #[command(subcommand)]
     Worker(tenant::WorkerCommand),
     /// The control plane of many workers: DNS names of tenants, workers' heartbeats.
@@ -136,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         json: args.json,
         via_hub: args.hub.is_some(),
     };
-    if matches!(command, Command::Worker(_)) {
+    if matches!(command, Command::Worker(tenant::WorkerCommand::Run { .. })) {
         // Before the runtime's threads exist: it applies to every arena they would make.
         worker::daemon::prepare_process();
     }
@@ -185,7 +186,7 @@ impl Args {
     pub fn is_daemon(&self) -> bool {
         matches!(
             self.command,
-            Command::Worker(_)
+            Command::Worker(tenant::WorkerCommand::Run { .. })
                 | Command::Hub(hub::HubCommand::Run { .. })
                 | Command::Pager(pager::PagerCommand::Mount { .. })
         )

@@ -25,6 +25,20 @@ pub enum WorkerCommand {
         #[arg(long)]
         advertise: Option<std::net::IpAddr>,
     },
+    /// Moves every tenant off worker NAME, through the hub ([worker.hub], or [hub] on the
+    /// hub's machine), and places nothing new on it until `undrain`: a running tenant is moved
+    /// (checkpointed, restored elsewhere), a sleeping one re-placed asleep. Prints each tenant's
+    /// outcome; fails naming the tenants that could not move, which stay (docs/multi-host.md).
+    Drain {
+        name: String,
+        /// Start the drain and return; `pico hub ls workers` shows it, and `drain` again
+        /// follows it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Lets the hub place tenants on worker NAME again (a drain under way stops before its
+    /// next tenant).
+    Undrain { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,7 +138,7 @@ pub enum TenantCommand {
 }
 
 /// Where the hub is and its token: this worker's `[worker.hub]` (or `--hub`), else `[hub]`.
-fn the_hub(ctx: &Context) -> anyhow::Result<TheHub> {
+pub(super) fn the_hub(ctx: &Context) -> anyhow::Result<TheHub> {
     let (addr, transport, token_file) = match &ctx.config.worker.hub {
         Some(link) => (
             link.addr,
@@ -146,14 +160,18 @@ fn the_hub(ctx: &Context) -> anyhow::Result<TheHub> {
 }
 
 /// The hub a command acts through: its API's address, how it is reached, its token.
-struct TheHub {
+pub(super) struct TheHub {
     addr: std::net::SocketAddr,
     transport: Transport,
     token: worker::protocol::ApiToken,
 }
 
 impl TheHub {
-    async fn post(
+    pub(super) async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(hub::api::get_at(self.addr, &self.transport, &self.token, path).await?)
+    }
+
+    pub(super) async fn post(
         &self,
         path: &str,
         body: &serde_json::Value,
@@ -236,6 +254,10 @@ pub async fn run_worker(ctx: &Context, cmd: WorkerCommand) -> anyhow::Result<Exi
             }
             worker::run(config, ctx.config.store.clone()).await?;
         }
+        WorkerCommand::Drain { name, no_wait } => {
+            return super::drain::drain(ctx, &name, no_wait).await
+        }
+        WorkerCommand::Undrain { name } => return super::drain::undrain(ctx, &name).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -50,6 +50,7 @@ pub fn record(names: usize) -> HubRecord {
             // Never called: no tenant needs waking.
             api: ([127, 0, 0, 1], 9).into(),
             public_addr: [127, 0, 0, 1].into(),
+            draining: false,
         },
     );
     for i in 0..names {

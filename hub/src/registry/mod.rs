@@ -116,13 +116,16 @@ impl Registry {
         let record = WorkerRecord {
             api: beat.api,
             public_addr: beat.public_addr,
+            draining: false,
         };
         let dead_after = self.dead_after;
         match self.workers.get_mut(&beat.worker) {
             Some(entry) => {
-                if entry.record != record {
+                if (entry.record.api, entry.record.public_addr) != (record.api, record.public_addr)
+                {
                     info!(worker = %beat.worker, api = %beat.api, public_addr = %beat.public_addr, "worker moved");
-                    entry.record = record;
+                    entry.record.api = record.api;
+                    entry.record.public_addr = record.public_addr;
                     self.changed = true;
                 }
                 if now.saturating_duration_since(entry.last_seen) >= dead_after {
@@ -259,6 +262,12 @@ impl Registry {
             }
             return Ok(());
         }
+        if self.is_draining(worker) {
+            return Err(format!(
+                "worker {worker} is draining: it takes no new tenant (add it through the hub, \
+                 or `pico worker undrain {worker}` first)"
+            ));
+        }
         info!(tenant = name, worker, port, "name and port claimed");
         self.tenants.insert(
             name.to_string(),
@@ -305,6 +314,35 @@ impl Registry {
     pub fn placement_of(&self, name: &str) -> Option<(Option<String>, u64)> {
         let t = self.tenants.get(name)?;
         Some((t.record.checkpoint.clone(), t.rss_bytes.unwrap_or(0)))
+    }
+
+    /// Marks `worker` draining (nothing new is placed on it) or not; says so when the hub does
+    /// not know it.
+    pub fn set_draining(&mut self, worker: &str, draining: bool) -> Result<(), String> {
+        let entry = self
+            .workers
+            .get_mut(worker)
+            .ok_or_else(|| format!("no worker {worker} at the hub"))?;
+        if entry.record.draining != draining {
+            info!(worker, draining, "worker drain changed");
+            entry.record.draining = draining;
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    /// Whether `worker` is draining (an unknown worker is not).
+    pub fn is_draining(&self, worker: &str) -> bool {
+        self.workers.get(worker).is_some_and(|w| w.record.draining)
+    }
+
+    /// The tenants recorded on `worker`, by name.
+    pub fn tenants_on(&self, worker: &str) -> Vec<String> {
+        self.tenants
+            .iter()
+            .filter(|(_, t)| t.record.worker == worker)
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Records that the hub asked `name`'s worker to wake it: until a heartbeat says otherwise

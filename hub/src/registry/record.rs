@@ -23,6 +23,10 @@ pub struct HubRecord {
 pub struct WorkerRecord {
     pub api: SocketAddr,
     pub public_addr: IpAddr,
+    /// Drained by an operator (`pico worker drain`): the hub places nothing on it until it is
+    /// undrained, across restarts of the hub.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// A tenant as the hub remembers it across restarts: where it lives and why.

@@ -205,3 +205,38 @@ fn a_tenant_a_known_worker_starts_reporting_is_saved() {
     let record = r.take_record().expect("a new tenant is a change to save");
     assert_eq!(record.tenants["web"].worker, "w1");
 }
+
+#[test]
+fn a_draining_worker_keeps_its_tenants_claims_nothing_new_and_stays_draining() {
+    let t0 = Instant::now();
+    let mut r = Registry::from_record(HubRecord::default(), DEAD, t0);
+    r.heartbeat(&web_on("w1", TenantState::Running), t0);
+    r.take_record();
+    assert!(r
+        .set_draining("w9", true)
+        .unwrap_err()
+        .contains("no worker w9"));
+    r.set_draining("w1", true).unwrap();
+    assert!(r.workers(t0)[0].draining);
+    assert!(r.take_record().expect("changed").workers["w1"].draining);
+    // Its heartbeats keep it draining; what it has stays its own.
+    r.heartbeat(&web_on("w1", TenantState::Running), t0);
+    assert!(r.is_draining("w1"));
+    assert_eq!(r.tenants_on("w1"), ["web"]);
+    r.claim("w1", "web", 8080, t0).unwrap();
+    let refused = r.claim("w1", "blog", 8081, t0).unwrap_err();
+    assert!(refused.contains("w1 is draining"), "{refused}");
+    // Across a restart of the hub, then undrained.
+    let record = HubRecord {
+        workers: [(
+            "w1".to_string(),
+            r.workers.get("w1").unwrap().record.clone(),
+        )]
+        .into(),
+        tenants: Default::default(),
+    };
+    let mut restarted = Registry::from_record(record, DEAD, t0);
+    assert!(restarted.is_draining("w1"));
+    restarted.set_draining("w1", false).unwrap();
+    restarted.claim("w1", "blog", 8081, t0).unwrap();
+}

@@ -22,6 +22,9 @@ pub struct WorkerView {
     pub memory_available_bytes: u64,
     pub load: f64,
     pub tenants: usize,
+    /// An operator drained it (`pico worker drain`): the hub places nothing on it.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// A tenant as `pico hub ls tenants` shows it.
@@ -80,6 +83,7 @@ impl Registry {
                     .values()
                     .filter(|t| &t.record.worker == name)
                     .count(),
+                draining: w.record.draining,
             })
             .collect()
     }
