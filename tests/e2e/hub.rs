@@ -512,6 +512,110 @@ fn a_dead_workers_tenant_comes_back_on_another_and_a_worker_without_a_lease_runs
     assert!(["5", "6"].contains(&count.as_str()), "{count}");
 }
 
+/// `pico worker drain`: a drained worker's running tenant moves running and its sleeping one
+/// asleep (woken where it went, with its state, by its next client); nothing new goes to a
+/// draining worker; a tenant with nowhere to go stays and is named; `undrain` lifts it.
+#[test]
+fn a_drained_workers_tenants_move_to_the_others_and_nothing_new_goes_to_it() {
+    let _serial = testkit::criu_lock();
+    let Cluster {
+        hub,
+        home,
+        hub_api,
+        w1,
+        w2,
+        ..
+    } = Cluster::new();
+    let _daemons = start(&hub, hub_api, &home, &[&w1, &w2]);
+    let web = super::add_counter(&w1.pico, "web");
+    let blog = super::add_counter(&w1.pico, "blog");
+    assert_eq!(w1.get(web, "/inc"), (200, "1".into()));
+    assert_eq!(w1.get(blog, "/inc"), (200, "1".into()));
+    w1.pico.ok(&["tenant", "swap-out", "blog"]);
+    hub_tenant_when(&hub, "blog", |t| t["state"] == "swapped-out");
+    hub_tenant_when(&hub, "web", |t| t["state"] == "running");
+
+    // w2 drained first (it has nothing): w1's tenants have nowhere to go, and stay, named.
+    let empty = w2.pico.ok(&["worker", "drain", "w2"]);
+    assert!(
+        empty.contains("w2 drained: no tenant left on it"),
+        "{empty}"
+    );
+    let out = w1.pico.run(&["worker", "drain", "w1"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("web: stays on w1: no other live worker that is not draining"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("2 of 2 tenant(s) could not move and stay on it: blog, web"),
+        "{stderr}"
+    );
+    // Draining workers take nothing: no move to one, no new tenant on one.
+    let refused = w1.pico.fails(&["tenant", "move", "web", "--to", "w2"]);
+    assert!(refused.contains("w2 is draining"), "{refused}");
+    let new = super::counter_add_args("new", free_port());
+    let refused = w1.pico.fails(&super::strs(&new));
+    assert!(refused.contains("worker w1 is draining"), "{refused}");
+    let workers = hub.json(&["hub", "ls", "workers"]);
+    assert!(
+        workers
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["draining"] == true),
+        "{workers}"
+    );
+    let listing = hub.ok(&["hub", "ls", "workers"]);
+    assert!(listing.contains("DRAINING"), "{listing}");
+    assert_eq!(w1.get(web, "/inc"), (200, "2".into()), "it stayed, running");
+
+    // w2 undrained: w1's drain moves both there.
+    w2.pico.ok(&["worker", "undrain", "w2"]);
+    let text = w1.pico.ok(&["worker", "drain", "w1"]);
+    assert!(
+        text.contains("blog: moved to w2 asleep (no restore"),
+        "{text}\n{}",
+        hub.hub_log()
+    );
+    assert!(text.contains("web: moved to w2, running ("), "{text}");
+    assert!(text.contains("w1 drained: no tenant left on it"), "{text}");
+    // web runs on w2 with its state; blog sleeps there until its client wakes it.
+    let t = hub_tenant_when(&hub, "blog", |t| {
+        t["worker"] == "w2" && t["state"] == "swapped-out"
+    });
+    let because = t["placed_because"].as_str().unwrap();
+    assert!(because.contains("its worker w1 was drained"), "{because}");
+    assert_eq!(
+        w2.pico.json(&["tenant", "status", "blog"])["state"],
+        "swapped-out"
+    );
+    assert_eq!(w2.get(web, "/inc"), (200, "3".into()));
+    assert_eq!(
+        w2.get(blog, "/inc"),
+        (200, "2".into()),
+        "{}",
+        w2.pico.worker_log()
+    );
+    let on_w1 = w1.pico.json(&["tenant", "ls"]);
+    assert!(on_w1.as_array().unwrap().is_empty(), "{on_w1}");
+    let workers = hub.json(&["hub", "ls", "workers"]);
+    let w1_view = &workers[0];
+    assert_eq!(
+        (
+            w1_view["name"].as_str(),
+            w1_view["draining"].as_bool(),
+            w1_view["tenants"].as_u64()
+        ),
+        (Some("w1"), Some(true), Some(0)),
+        "{workers}"
+    );
+}
+
 #[test]
 fn a_busy_tenant_checkpointed_while_running_fails_over_with_its_recent_state() {
     let _serial = testkit::criu_lock();
