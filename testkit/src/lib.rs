@@ -1,10 +1,11 @@
 //! Shared test helpers, in one place: temporary `pico` homes, a worker daemon that cleans up
-//! after itself, free loopback ports, tiny HTTP and redis clients, and synthetic image
-//! directories. Tests that need root or real tools say so loudly; none skips silently.
+//! after itself, free loopback ports, tiny HTTP and redis clients, synthetic image directories,
+//! hosts in network namespaces and a guide's shell steps run on them. Tests that need root or real tools say so loudly; none skips silently.
 #![allow(clippy::unwrap_used)]
 
 pub mod browser;
 pub mod garage;
+pub mod guide;
 pub mod image;
 pub mod manifest;
 pub mod nbd;

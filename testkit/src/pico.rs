@@ -115,9 +115,15 @@ impl Pico {
     /// arguments, such as `systemd-socket-activate -l PORT` or `nsenter --net=...`), without
     /// waiting for it to serve: such a launcher may start it only on its first connection.
     pub fn spawn_worker_via(&self, launcher: &[&str], args: &[&str]) -> Worker<'_> {
-        let _ = std::fs::remove_file(self.socket());
         let mut command = self.command_via(launcher, &[&["worker", "run"], args].concat());
-        let child = spawn_logged(&mut command, self.worker_log_file());
+        self.spawn_worker_command(&mut command)
+    }
+
+    /// Starts `command`, a `pico worker run` however launched (a guide's step, say) on this
+    /// home: its output into `worker.log`, the daemon's guard returned (no wait for its socket).
+    pub fn spawn_worker_command(&self, command: &mut Command) -> Worker<'_> {
+        let _ = std::fs::remove_file(self.socket());
+        let child = spawn_logged(command, self.worker_log_file());
         Worker {
             pico: self,
             daemon: Daemon { child: Some(child) },
@@ -157,7 +163,9 @@ impl Pico {
         self.hub_started(&mut self.command_via(launcher, &["hub", "run"]), listening)
     }
 
-    fn hub_started(&self, command: &mut Command, listening: impl Fn() -> bool) -> Hub<'_> {
+    /// Starts `command`, a `pico hub run` however launched (a guide's step, say), its output
+    /// into this home's `hub.log`, and waits until `listening` says its API is up.
+    pub fn hub_started(&self, command: &mut Command, listening: impl Fn() -> bool) -> Hub<'_> {
         let child = spawn_logged(command, self.log_file("hub.log"));
         let mut hub = Hub {
             pico: self,

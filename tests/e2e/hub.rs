@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use testkit::guide::{Guide, GuideHost};
 use testkit::net::{curl, dig, free_port, http_get};
 use testkit::netlab::{Lan, NetHost};
 use testkit::pico::Pico;
@@ -994,95 +995,121 @@ fn a_cluster_is_set_up_from_flags_with_the_token_in_pico_token() {
     assert!(without.contains("PICO_TOKEN"), "{without}");
 }
 
-/// A cluster as separate hosts, each in a network namespace of its own on a private LAN: a hub,
-/// three workers (each advertising its own address, reporting to the hub over TLS) and three
-/// Garage nodes (replication factor 3); the client's `dig`, `curl` and `pico --hub https://...`
-/// run on a host of their own.
+/// The zone of the multi-host guide.
+const GUIDE_ZONE: &str = "pico.example";
+
+/// The multi-host guide (`docs/multi-host.md`) followed on separate hosts, each a network
+/// namespace on a private LAN with `/etc/pico` and `/var/lib/pico` of its own: its marked steps
+/// run as written (the test only copies files between hosts and shortens the clocks, where the
+/// guide says so). A hub over TLS, three workers and a fourth added later, three Garage nodes
+/// (replication factor 3); the client's `dig`, `curl` and `pico --hub https://...` on a host of
+/// their own. A tenant added through the hub is woken by DNS; a worker is drained (its running
+/// tenant moves running, its sleeping one asleep, both answer elsewhere with their state);
+/// another is upgraded in place (SIGUSR2) while a client queries its tenant, refused nothing;
+/// with a Garage node down, a killed worker's tenant comes back elsewhere from the cold tier.
 #[test]
-fn a_cluster_of_hosts_in_network_namespaces_wakes_by_dns_fails_over_and_outlives_a_garage_node() {
+fn a_cluster_of_hosts_in_network_namespaces_set_up_by_the_guide_drains_upgrades_and_fails_over() {
     let _serial = testkit::criu_lock();
+    let guide = Guide::load(&testkit::repo_root().join("docs/multi-host.md"), "env");
     let mut lan = Lan::new();
-    let hub_host = lan.host("hub");
-    let hosts: Vec<NetHost> = (1..=3).map(|k| lan.host(&format!("w{k}"))).collect();
+    let hub_net = lan.host("hub");
+    let worker_nets: Vec<NetHost> = (1..=4).map(|k| lan.host(&format!("w{k}"))).collect();
     let stores: Vec<NetHost> = (1..=3).map(|k| lan.host(&format!("g{k}"))).collect();
     let client = lan.host("client");
     let garage = testkit::garage::Garage::start_cluster_on(&stores);
-    assert!(
-        garage.endpoint.contains(&stores[0].addr.to_string()),
-        "{}",
-        garage.endpoint
-    );
 
-    let hub = super::pico();
-    let (home, token) = (hub.home().join("home"), hub.home().join("token"));
-    std::fs::create_dir_all(&home).unwrap();
-    write_token(&token);
-    let hub_addr = hub_host.addr;
-    // Its API over TLS, its certificate (for 10.77.0.2) signed by a CA every host trusts.
-    assert_eq!(hub_addr.to_string(), "10.77.0.2");
-    let testkit::tls::Pki { ca, cert, key } = testkit::tls::ca_signed(hub.home(), "hub");
-    hub.write_config(&format!(
-        "[hub]\nzone = \"{ZONE}.\"\ndns_listen = \"{hub_addr}:53\"\napi_listen = \"{hub_addr}:7100\"\n\
-         tls_cert_file = {cert:?}\ntls_key_file = {key:?}\n\
-         token_file = {token:?}\ndead_after_ms = 1500\nlease_ms = 1000\nwake_wait_ms = 3000\n{}",
-        garage.cold_toml
-    ));
-    let _hub_daemon =
-        hub.start_hub_via(&strs(&hub_host.launcher()), || hub_host.is_listening(7100));
-    let hub_url = format!("https://{hub_addr}:7100");
-    let client_env = [
-        ("PICO_TOKEN", "cluster-s3cret".to_string()),
-        ("PICO_HUB_CA", ca.display().to_string()),
-    ];
-    let picos: Vec<Pico> = hosts.iter().map(|_| super::pico()).collect();
-    let mut workers = Vec::new();
-    for (k, (host, pico)) in hosts.iter().zip(&picos).enumerate() {
-        pico.write_config(&format!(
-            "[worker]\nlisten_addr = \"0.0.0.0\"\napi_listen = \"0.0.0.0:7070\"\n\
-             api_token_file = {token:?}\n\
-             [worker.hub]\naddr = \"{hub_addr}:7100\"\ntoken_file = {token:?}\nname = \"w{}\"\n\
-             heartbeat_ms = 200\nca_file = {ca:?}\n{}",
-            k + 1,
-            garage.cold_toml
-        ));
-        let advertise = host.addr.to_string();
-        workers.push(start_in_home(
-            pico,
-            &home,
-            &strs(&host.launcher()),
-            &["--hub", &hub_url, "--advertise", &advertise],
-        ));
+    // The machines: the paths the guide names are each one's own.
+    let operator = super::pico();
+    let shared = operator.home().join("shared");
+    let hub_addr = hub_net.addr.to_string();
+    let hub = GuideHost::new(hub_net, super::pico(), &shared, &[("HUB_ADDR", &hub_addr)]);
+    let workers: Vec<GuideHost> = worker_nets
+        .into_iter()
+        .enumerate()
+        .map(|(k, net)| {
+            let (name, addr) = (format!("w{}", k + 1), net.addr.to_string());
+            let vars = [
+                ("HUB_ADDR", hub_addr.as_str()),
+                ("WORKER_NAME", &name),
+                ("WORKER_ADDR", &addr),
+            ];
+            GuideHost::new(net, super::pico(), &shared, &vars)
+        })
+        .collect();
+
+    // TLS and the token on the hub; the CA, the token and the cold tier's section copied to
+    // every worker (the guide's scp).
+    hub.run(&guide, "pki");
+    std::fs::write(hub.etc().join("cold.toml"), &garage.cold_toml).unwrap();
+    for worker in &workers {
+        for file in ["ca.pem", "cluster-token", "cold.toml"] {
+            std::fs::copy(hub.etc().join(file), worker.etc().join(file)).unwrap();
+        }
     }
-    // The client's view of the hub, through its API.
+    hub.run(&guide, "hub-config");
+    shorten(
+        &hub.etc().join("pico.toml"),
+        "[hub]\n",
+        "dead_after_ms = 3000\nlease_ms = 2000\nwake_wait_ms = 3000\n",
+    );
+    let _hub_daemon = hub
+        .pico
+        .hub_started(&mut hub.daemon(&guide, "hub-run"), || {
+            hub.net.is_listening(7071)
+        });
+    let mut daemons: Vec<testkit::pico::Worker> = workers[..3]
+        .iter()
+        .map(|worker| start_guide_worker(&guide, worker))
+        .collect();
+    listed_alive(&guide, &hub, &["w1", "w2", "w3"]);
+
+    // The operator's machine: the token and the CA, the hub by its URL.
+    let hub_url = format!("https://{hub_addr}:7071");
+    let token = std::fs::read_to_string(hub.etc().join("cluster-token")).unwrap();
+    let client_env = [
+        ("PICO_TOKEN", token.trim().to_string()),
+        (
+            "PICO_HUB_CA",
+            hub.etc().join("ca.pem").display().to_string(),
+        ),
+    ];
     let tenants = || {
         let out = client
             .wrap(
-                hub.command(&["--json", "--hub", &hub_url, "hub", "ls", "tenants"])
+                operator
+                    .command(&["--json", "--hub", &hub_url, "hub", "ls", "tenants"])
                     .envs(client_env.clone()),
             )
             .output()
             .unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     };
-    let resolve = || {
-        let answer = client.dig(hub_addr, 53, &[&format!("web.{ZONE}"), "A"]);
+    let resolve = |name: &str| {
+        let answer = client.dig(hub.net.addr, 53, &[&format!("{name}.{GUIDE_ZONE}"), "A"]);
         assert!(answer.contains("status: NOERROR"), "{answer}");
         assert!(!answer.contains("WARNING"), "{answer}");
         let (_, addr) = answer
             .lines()
-            .find(|l| l.starts_with(&format!("web.{ZONE}.")))
+            .find(|l| l.starts_with(&format!("{name}.{GUIDE_ZONE}.")))
             .and_then(|l| l.rsplit_once('\t'))
-            .unwrap_or_else(|| panic!("no address for web: {answer}\n{}", hub.hub_log()));
+            .unwrap_or_else(|| panic!("no address for {name}: {answer}\n{}", hub.pico.hub_log()));
         addr.parse::<std::net::Ipv4Addr>().unwrap()
     };
-    let inc =
-        |addr: std::net::Ipv4Addr| client.curl(&["-m", "10", &format!("http://{addr}:8080/inc")]);
+    let get = |addr: std::net::Ipv4Addr, port: u16, path: &str| {
+        client.curl(&["-m", "10", &format!("http://{addr}:{port}{path}")])
+    };
+    let worker_at = |addr: std::net::Ipv4Addr| {
+        workers
+            .iter()
+            .position(|w| w.net.addr == addr)
+            .unwrap_or_else(|| panic!("no worker at {addr}"))
+    };
 
     // Added through the hub from the client's host: the hub places it on a worker.
     let mut add = vec!["--json".to_string(), "--hub".into(), hub_url.clone()];
     add.extend(super::counter_add_args("web", 8080));
     let out = client
-        .wrap(hub.command(&strs(&add)).envs(client_env.clone()))
+        .wrap(operator.command(&strs(&add)).envs(client_env.clone()))
         .output()
         .unwrap();
     assert!(
@@ -1090,40 +1117,192 @@ fn a_cluster_of_hosts_in_network_namespaces_wakes_by_dns_fails_over_and_outlives
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let t = hub_tenant_listed(&hub, &tenants, "web", |t| t["state"] == "running");
-    let first = t["worker"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches('w')
-        .parse::<usize>()
-        .unwrap()
-        - 1;
-    let addr = resolve();
-    assert_eq!(addr, hosts[first].addr);
-    assert_eq!(inc(addr), (200, "1".into()));
+    hub_tenant_listed(&hub.pico, &tenants, "web", |t| t["state"] == "running");
+    let addr = resolve("web");
+    let first = worker_at(addr);
+    assert_eq!(get(addr, 8080, "/inc"), (200, "1".into()));
 
     // Swapped out, revived by the DNS query alone, then answers curl with its state.
-    picos[first].ok(&["tenant", "swap-out", "web"]);
-    hub_tenant_listed(&hub, &tenants, "web", |t| t["state"] == "swapped-out");
-    assert_eq!(resolve(), hosts[first].addr);
-    hub_tenant_listed(&hub, &tenants, "web", |t| t["state"] == "running");
+    workers[first].pico.ok(&["tenant", "swap-out", "web"]);
+    hub_tenant_listed(&hub.pico, &tenants, "web", |t| t["state"] == "swapped-out");
+    assert_eq!(resolve("web"), addr);
+    hub_tenant_listed(&hub.pico, &tenants, "web", |t| t["state"] == "running");
     assert_eq!(
-        inc(addr),
+        get(addr, 8080, "/inc"),
         (200, "2".into()),
         "{}",
-        picos[first].worker_log()
+        workers[first].pico.worker_log()
+    );
+
+    // A fourth worker, added as the guide says: it joins.
+    daemons.push(start_guide_worker(&guide, &workers[3]));
+    listed_alive(&guide, &hub, &["w1", "w2", "w3", "w4"]);
+
+    // Beside web on its worker, a sleeping tenant added there; then that worker is drained.
+    workers[first]
+        .pico
+        .ok(&strs(&super::counter_add_args("blog", 8081)));
+    assert_eq!(get(addr, 8081, "/inc"), (200, "1".into()));
+    workers[first].pico.ok(&["tenant", "swap-out", "blog"]);
+    hub_tenant_listed(&hub.pico, &tenants, "blog", |t| t["state"] == "swapped-out");
+    let drained = workers[first].run(&guide, "drain");
+    let name = format!("w{}", first + 1);
+    assert!(drained.contains("blog: moved to w"), "{drained}");
+    assert!(drained.contains(" asleep (no restore"), "{drained}");
+    assert!(drained.contains("web: moved to w"), "{drained}");
+    assert!(drained.contains(", running ("), "{drained}");
+    assert!(
+        drained.contains(&format!("{name} drained: no tenant left on it")),
+        "{drained}"
+    );
+    // Both answer from their new workers with their state; nothing is left on the drained one.
+    let web_addr = resolve("web");
+    assert_ne!(web_addr, addr);
+    assert_eq!(get(web_addr, 8080, "/inc"), (200, "3".into()));
+    let blog_addr = resolve("blog");
+    assert_ne!(blog_addr, addr);
+    assert_eq!(
+        get(blog_addr, 8081, "/inc"),
+        (200, "2".into()),
+        "{}",
+        workers[worker_at(blog_addr)].pico.worker_log()
+    );
+    let on_drained = workers[first].pico.json(&["tenant", "ls"]);
+    assert!(on_drained.as_array().unwrap().is_empty(), "{on_drained}");
+    let listing = hub.run(&guide, "hub-ls");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with(&format!("{name} ")) && l.contains(" yes    yes ")),
+        "alive and draining: {listing}"
+    );
+
+    // web's worker upgraded in place (SIGUSR2) while a client queries web all along.
+    let second = worker_at(web_addr);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let querying = {
+        let (client, stop) = (client.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut answered, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match client.curl(&["-m", "10", &format!("http://{web_addr}:8080/")]) {
+                    (200, _) => answered += 1,
+                    other => failed.push(other),
+                }
+            }
+            (answered, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    workers[second].run(&guide, "reexec");
+    let started = Instant::now();
+    while workers[second]
+        .pico
+        .worker_log()
+        .matches("worker ready")
+        .count()
+        < 2
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no second image:\n{}",
+            workers[second].pico.worker_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (answered, failed) = querying.join().unwrap();
+    assert!(failed.is_empty(), "refused or failed: {failed:?}");
+    assert!(answered > 5, "{answered} answers");
+    assert!(!daemons[second].exited_within(Duration::ZERO));
+    assert_eq!(get(web_addr, 8080, "/inc"), (200, "4".into()));
+
+    // The drained worker takes tenants again.
+    workers[first].run(&guide, "undrain");
+    let listing = hub.run(&guide, "hub-ls");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with(&format!("{name} ")) && l.contains(" yes    -  ")),
+        "{listing}"
     );
 
     // One Garage node down: checkpoints are still written and read (a quorum of two).
     garage.stop_node(3);
-    picos[first].ok(&["tenant", "swap-out", "web"]);
-    hub_tenant_listed(&hub, &tenants, "web", |t| t["state"] == "swapped-out");
+    workers[second].pico.ok(&["tenant", "swap-out", "web"]);
+    hub_tenant_listed(&hub.pico, &tenants, "web", |t| t["state"] == "swapped-out");
 
     // kill -9 of its worker: the next query places it on another, from the cold tier alone.
-    workers[first].kill();
-    hub_tenant_listed(&hub, &tenants, "web", |t| t["worker_alive"] == false);
-    let moved = resolve();
-    assert_ne!(moved, hosts[first].addr, "{}", hub.hub_log());
-    assert!(hosts.iter().any(|h| h.addr == moved), "{moved}");
-    assert_eq!(inc(moved), (200, "3".into()), "{}", hub.hub_log());
+    daemons[second].kill();
+    hub_tenant_listed(&hub.pico, &tenants, "web", |t| t["worker_alive"] == false);
+    let moved = resolve("web");
+    assert_ne!(moved, web_addr, "{}", hub.pico.hub_log());
+    worker_at(moved);
+    assert_eq!(
+        get(moved, 8080, "/inc"),
+        (200, "5".into()),
+        "{}",
+        hub.pico.hub_log()
+    );
+    assert!(
+        guide.untaken().is_empty(),
+        "steps not run: {:?}",
+        guide.untaken()
+    );
+}
+
+/// A worker set up and started by the guide's steps on `worker`, once its API listens (the
+/// test adds `heartbeat_ms = 200` to `[worker.hub]`, for the hub's shortened clocks).
+fn start_guide_worker<'a>(guide: &Guide, worker: &'a GuideHost) -> testkit::pico::Worker<'a> {
+    worker.run(guide, "check");
+    worker.run(guide, "worker-config");
+    shorten(
+        &worker.etc().join("pico.toml"),
+        "[worker.hub]\n",
+        "heartbeat_ms = 200\n",
+    );
+    let daemon = worker
+        .pico
+        .spawn_worker_command(&mut worker.daemon(guide, "worker-run"));
+    assert!(
+        worker.net.wait_listening(7070, Duration::from_secs(20)),
+        "{}",
+        worker.pico.worker_log()
+    );
+    daemon
+}
+
+/// Adds `lines` at the top of `section` of the configuration `file` (the test's shorter clocks).
+fn shorten(file: &Path, section: &str, lines: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains(section), "no {section} in {text}");
+    std::fs::write(
+        file,
+        text.replacen(section, &format!("{section}{lines}"), 1),
+    )
+    .unwrap();
+}
+
+/// Waits (at most 20 s) until the guide's `hub-ls` on the hub lists every worker of `names` alive.
+fn listed_alive(guide: &Guide, hub: &GuideHost, names: &[&str]) {
+    let started = Instant::now();
+    loop {
+        let listing = hub.run(guide, "hub-ls");
+        let alive = |name: &&str| {
+            listing.lines().any(|l| {
+                let mut columns = l.split_whitespace();
+                columns.next() == Some(name) && columns.next() == Some("yes")
+            })
+        };
+        if names.iter().all(alive) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{listing}\n{}",
+            hub.pico.hub_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
