@@ -515,7 +515,8 @@ fn a_dead_workers_tenant_comes_back_on_another_and_a_worker_without_a_lease_runs
 
 /// `pico worker drain`: a drained worker's running tenant moves running and its sleeping one
 /// asleep (woken where it went, with its state, by its next client); nothing new goes to a
-/// draining worker; a tenant with nowhere to go stays and is named; `undrain` lifts it.
+/// draining worker; a tenant with nowhere to go stays and is named; `undrain` lifts it. A dead
+/// worker drained has its tenants placed elsewhere at once, from their last checkpoints.
 #[test]
 fn a_drained_workers_tenants_move_to_the_others_and_nothing_new_goes_to_it() {
     let _serial = testkit::criu_lock();
@@ -527,7 +528,7 @@ fn a_drained_workers_tenants_move_to_the_others_and_nothing_new_goes_to_it() {
         w2,
         ..
     } = Cluster::new();
-    let _daemons = start(&hub, hub_api, &home, &[&w1, &w2]);
+    let (_hub_daemon, mut daemons) = start(&hub, hub_api, &home, &[&w1, &w2]);
     let web = super::add_counter(&w1.pico, "web");
     let blog = super::add_counter(&w1.pico, "blog");
     assert_eq!(w1.get(web, "/inc"), (200, "1".into()));
@@ -615,6 +616,20 @@ fn a_drained_workers_tenants_move_to_the_others_and_nothing_new_goes_to_it() {
         (Some("w1"), Some(true), Some(0)),
         "{workers}"
     );
+
+    // w2 dies, and is drained dead: both go back to w1, undrained, asleep, from the checkpoints
+    // the hub recorded (the move's for web, the first for blog: later requests are lost).
+    w1.pico.ok(&["worker", "undrain", "w1"]);
+    daemons[1].kill();
+    hub_tenant_when(&hub, "web", |t| t["worker_alive"] == false);
+    let text = w1.pico.ok(&["worker", "drain", "w2"]);
+    assert!(text.contains("blog: moved to w1 asleep"), "{text}");
+    assert!(text.contains("web: moved to w1 asleep"), "{text}");
+    let t = hub_tenant_when(&hub, "web", |t| t["worker"] == "w1");
+    let because = t["placed_because"].as_str().unwrap();
+    assert!(because.contains("its worker w2 was dead"), "{because}");
+    assert_eq!(w1.get(web, "/inc"), (200, "3".into()));
+    assert_eq!(w1.get(blog, "/inc"), (200, "2".into()));
 }
 
 #[test]
