@@ -47,8 +47,9 @@ if [ "$PROFILE" = tests ]; then
     fuse3 libnbd-bin nbdkit python3-libnbd qemu-utils
     # more tenants of tests and benchmarks
     nginx
-    # dig, the DNS client the hub's tests ask
-    bind9-dnsutils
+    # dig, the DNS client the hub's tests ask; fuser, which names a worker to signal
+    # (docs/multi-host.md)
+    bind9-dnsutils psmisc
     # benchmark baselines
     b3sum lz4 zstd restic dnsperf
     # headless browser for the HTML cost report test
