@@ -48,9 +48,15 @@ pub enum Error {
     #[error("bad manifest: {0}")]
     BadManifest(String),
 
-    #[error("unsupported {what} format version {found} (this build reads version {supported})")]
+    /// An object of a format version this build does not know (`crate::format`): written by a
+    /// newer picocenter, never read as an older version.
+    #[error(
+        "{what} {object} is format version {found}, and this build reads versions 1 to \
+         {supported}: it was written by a newer picocenter (read it with that version or a later one)"
+    )]
     UnsupportedVersion {
         what: &'static str,
+        object: String,
         found: u32,
         supported: u32,
     },

@@ -11,8 +11,11 @@
 //! to a temporary file renamed into place, so concurrent processes (a worker and the CLI) can
 //! share the directory. It is a cache: any failure to write it is logged and ignored.
 //!
-//! File layout: `"PICOPIDX"` | pack size u64 | pack footer (56) | pack index | blake3(pack id |
-//! all the bytes before) (32).
+//! File layout (version 2, what this build writes): `"PICOPIDV"` | version u32 | pack size u64 |
+//! pack footer (56) | pack index | blake3(pack id | all the bytes before) (32). Version 1, written
+//! before entries carried a version, is the same without the version: `"PICOPIDX"` | pack size
+//! u64 | ...; it is still read. An entry of a newer version (a newer picocenter sharing the
+//! directory) is not used, and the index is read from the cold tier ([`crate::format`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -23,12 +26,26 @@ use tracing::{debug, warn};
 use crate::error::{Error, Result};
 use crate::pack::{self, PackEntry, PackId, FOOTER_LEN};
 
-const MAGIC: &[u8; 8] = b"PICOPIDX";
-const HEADER_LEN: usize = 16;
+/// The magic of a versioned entry, followed by its version.
+const MAGIC: &[u8; 8] = b"PICOPIDV";
+/// The version this build writes, and the newest it reads.
+const VERSION: u32 = 2;
+const HEADER_LEN: usize = 20;
+/// The magic of a version-1 entry (no version field; its header is 16 bytes).
+const MAGIC_V1: &[u8; 8] = b"PICOPIDX";
+const HEADER_LEN_V1: usize = 16;
 const CHECKSUM_LEN: usize = 32;
 const SUFFIX: &str = ".idx";
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Why a cached entry is not used.
+enum Unusable {
+    /// Damaged, or not this pack's: deleted.
+    Damaged(String),
+    /// Of a newer version than this build reads (its error names entry and versions): kept.
+    Newer(Error),
+}
 
 pub struct IndexCache {
     dir: PathBuf,
@@ -70,7 +87,12 @@ impl IndexCache {
         };
         match Self::decode(pack, pack_len, &data) {
             Ok(entries) => Some(entries),
-            Err(reason) => {
+            Err(Unusable::Newer(e)) => {
+                // Kept for the newer picocenter that wrote it; this one reads the pack's tail.
+                warn!(%pack, error = %e, "not using a cached pack index; reading it again");
+                None
+            }
+            Err(Unusable::Damaged(reason)) => {
                 warn!(%pack, reason, "dropping a damaged cached pack index; reading it again");
                 self.corrupt.fetch_add(1, Ordering::Relaxed);
                 self.remove(pack);
@@ -79,31 +101,51 @@ impl IndexCache {
         }
     }
 
-    fn decode(pack: &PackId, pack_len: u64, data: &[u8]) -> Result<Vec<PackEntry>, String> {
-        if data.len() < HEADER_LEN + FOOTER_LEN + CHECKSUM_LEN || &data[..8] != MAGIC {
-            return Err("bad header".into());
+    fn decode(pack: &PackId, pack_len: u64, data: &[u8]) -> Result<Vec<PackEntry>, Unusable> {
+        let damaged = |reason: &str| Unusable::Damaged(reason.to_string());
+        let header_len = match data.get(..8) {
+            Some(m) if m == MAGIC => HEADER_LEN,
+            Some(m) if m == MAGIC_V1 => HEADER_LEN_V1,
+            _ => return Err(damaged("bad header")),
+        };
+        if data.len() < header_len + FOOTER_LEN + CHECKSUM_LEN {
+            return Err(damaged("truncated"));
         }
         let (body, sum) = data.split_at(data.len() - CHECKSUM_LEN);
+        // The checksum first: it covers the version, so a damaged version is damage.
         if checksum(pack, body) != sum {
-            return Err("checksum mismatch".into());
+            return Err(damaged("checksum mismatch"));
         }
-        let cached_len = u64::from_le_bytes(body[8..16].try_into().map_err(|_| "header")?);
+        let u64_at = |at: usize| body[at..at + 8].try_into().map(u64::from_le_bytes);
+        let cached_len = if header_len == HEADER_LEN {
+            let version =
+                u32::from_le_bytes(body[8..12].try_into().map_err(|_| damaged("header"))?);
+            let path = format!("{}{SUFFIX}", pack.to_hex());
+            crate::format::check("pack index cache entry", &path, version, VERSION)
+                .map_err(Unusable::Newer)?;
+            u64_at(12)
+        } else {
+            u64_at(8)
+        }
+        .map_err(|_| damaged("header"))?;
         if cached_len != pack_len {
-            return Err(format!(
+            return Err(Unusable::Damaged(format!(
                 "cached for a pack of {cached_len} bytes, listed as {pack_len}"
-            ));
+            )));
         }
-        let footer = &body[HEADER_LEN..HEADER_LEN + FOOTER_LEN];
-        let index = &body[HEADER_LEN + FOOTER_LEN..];
+        let footer = &body[header_len..header_len + FOOTER_LEN];
+        let index = &body[header_len + FOOTER_LEN..];
         let key = pack.object_key();
-        let footer = pack::parse_footer(&key, footer, pack_len).map_err(|e| e.to_string())?;
-        pack::parse_index(&key, &footer, index).map_err(|e| e.to_string())
+        let footer = pack::parse_footer(&key, footer, pack_len)
+            .map_err(|e| Unusable::Damaged(e.to_string()))?;
+        pack::parse_index(&key, &footer, index).map_err(|e| Unusable::Damaged(e.to_string()))
     }
 
     /// Caches the tail of a pack as read from the cold tier (footer and index bytes).
     pub fn store(&self, pack: &PackId, pack_len: u64, footer: &[u8], index: &[u8]) {
         let mut data = Vec::with_capacity(HEADER_LEN + footer.len() + index.len() + CHECKSUM_LEN);
         data.extend_from_slice(MAGIC);
+        data.extend_from_slice(&VERSION.to_le_bytes());
         data.extend_from_slice(&pack_len.to_le_bytes());
         data.extend_from_slice(footer);
         data.extend_from_slice(index);
@@ -250,5 +292,45 @@ mod tests {
         cache.store_entries(&id, len, &entries);
         assert_eq!(cache.load(&id, len + 1), None);
         assert_eq!(cache.corrupt.load(Ordering::Relaxed), 8);
+    }
+
+    /// An entry as this cache wrote it before entries carried a version (version 1).
+    fn version_1_entry(
+        pack: &PackId,
+        pack_len: u64,
+        data: &[u8],
+        entries: &[PackEntry],
+    ) -> Vec<u8> {
+        let tail_start = data.len() - FOOTER_LEN - entries.len() * pack::INDEX_ENTRY_LEN;
+        let mut old = MAGIC_V1.to_vec();
+        old.extend_from_slice(&pack_len.to_le_bytes());
+        let (index, footer) = data[tail_start..].split_at(entries.len() * pack::INDEX_ENTRY_LEN);
+        old.extend_from_slice(footer);
+        old.extend_from_slice(index);
+        let sum = checksum(pack, &old);
+        old.extend_from_slice(&sum);
+        old
+    }
+
+    #[test]
+    fn a_version_1_entry_is_read_and_a_newer_one_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = IndexCache::open(dir.path()).unwrap();
+        let (id, data, entries) = a_pack();
+        let len = data.len() as u64;
+        let path = cache.path_of(&id);
+        std::fs::write(&path, version_1_entry(&id, len, &data, &entries)).unwrap();
+        assert_eq!(cache.load(&id, len), Some(entries.clone()));
+        // A newer version (its checksum sound): not used, not deleted, not counted as damage.
+        cache.store_entries(&id, len, &entries);
+        let mut newer = std::fs::read(&path).unwrap();
+        newer[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        let n = newer.len();
+        let sum = checksum(&id, &newer[..n - CHECKSUM_LEN]);
+        newer[n - CHECKSUM_LEN..].copy_from_slice(&sum);
+        std::fs::write(&path, &newer).unwrap();
+        assert_eq!(cache.load(&id, len), None);
+        assert!(path.exists());
+        assert_eq!(cache.corrupt.load(Ordering::Relaxed), 0);
     }
 }

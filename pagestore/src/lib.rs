@@ -23,6 +23,7 @@ pub mod config;
 pub mod derive;
 mod error;
 mod files;
+pub mod format;
 pub mod frame;
 pub mod gc;
 pub mod hot;

@@ -10,6 +10,8 @@ use crate::manifest::valid_tenant_name;
 use crate::store::PageStore;
 
 const META_MAGIC: &[u8; 8] = b"PICOMETA";
+/// The version of the frame (a body's own format is its writer's: the ActiveSet's and the hub's
+/// record are JSON with a `format` field, [`crate::format`]).
 const META_VERSION: u32 = 1;
 /// How many generations of one metadata object are kept.
 const KEEP: usize = 3;
@@ -44,13 +46,7 @@ pub fn decode(object: &str, bytes: &[u8]) -> Result<Vec<u8>> {
         return Err(bad("bad magic or truncated"));
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != META_VERSION {
-        return Err(Error::UnsupportedVersion {
-            what: "metadata object",
-            found: version,
-            supported: META_VERSION,
-        });
-    }
+    crate::format::check("metadata object", object, version, META_VERSION)?;
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[12..20]);
     let len = u64::from_le_bytes(len) as usize;
@@ -111,6 +107,14 @@ mod tests {
         let mut bad = b.clone();
         bad[21] ^= 1;
         assert!(decode("k", &bad).is_err());
+        let mut newer = b;
+        newer[8] = 2;
+        let err = decode("meta/activeset/t/1.meta", &newer).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnsupportedVersion { object, found: 2, supported: 1, .. }
+                if object == "meta/activeset/t/1.meta"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

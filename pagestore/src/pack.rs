@@ -17,7 +17,10 @@
 //! Version 1 (what ingest writes): every page encoded alone (raw or lz4), `slot` and `of` 0.
 //! Version 2 (what gc's recompression writes, [`crate::frame`]): zstd frames of a few pages; the
 //! pages of one frame share its offset and length, and `slot` of `of` says which page of it each
-//! is. Both versions are read.
+//! is. Both versions are read; a pack of a newer version is refused ([`crate::format`]).
+//!
+//! The footer's version is the pack's version (a reader of ranges reads only the tail). The
+//! header's version field is 1 in every pack written so far, dense ones included, and is not read.
 
 use std::fmt;
 
@@ -31,6 +34,9 @@ pub const INDEX_MAGIC: &[u8; 8] = b"PICOPKIX";
 pub const PACK_VERSION: u32 = 1;
 /// The version of a pack of zstd frames (what gc's recompression writes).
 pub const PACK_VERSION_DENSE: u32 = 2;
+/// The newest pack version this build reads; a pack of a newer one is refused
+/// ([`crate::format`]).
+pub const PACK_VERSION_NEWEST: u32 = PACK_VERSION_DENSE;
 pub const HEADER_LEN: usize = 16;
 pub const FOOTER_LEN: usize = 56;
 pub const INDEX_ENTRY_LEN: usize = 48;
@@ -244,13 +250,7 @@ pub fn parse_footer(object: &str, tail: &[u8], pack_len: u64) -> Result<Footer> 
         return Err(bad("bad footer magic"));
     }
     let version = u32::from_le_bytes(tail[12..16].try_into().map_err(|_| bad("footer"))?);
-    if version != PACK_VERSION && version != PACK_VERSION_DENSE {
-        return Err(Error::UnsupportedVersion {
-            what: "pack",
-            found: version,
-            supported: PACK_VERSION_DENSE,
-        });
-    }
+    crate::format::check("pack", object, version, PACK_VERSION_NEWEST)?;
     let footer = Footer {
         index_offset: u64::from_le_bytes(tail[0..8].try_into().map_err(|_| bad("footer"))?),
         count: u32::from_le_bytes(tail[8..12].try_into().map_err(|_| bad("footer"))?),
@@ -363,5 +363,21 @@ mod tests {
         let mut bad = data;
         bad[0] = b'X';
         assert!(parse_pack("p", &bad).is_err());
+    }
+
+    #[test]
+    fn a_pack_of_a_newer_version_is_refused_by_name_and_versions() {
+        let mut b = PackBuilder::new();
+        let (c, enc) = codec::encode(&[9u8; PAGE_SIZE]);
+        b.push(PageId::of(&[9u8; PAGE_SIZE]), c, &enc);
+        let (_, mut data, _) = b.finish();
+        let n = data.len();
+        data[n - FOOTER_LEN + 12..n - FOOTER_LEN + 16].copy_from_slice(&3u32.to_le_bytes());
+        let err = parse_pack("packs/abc.pack", &data).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnsupportedVersion { what: "pack", object, found: 3, supported: 2 }
+                if object == "packs/abc.pack"),
+            "{err}"
+        );
     }
 }

@@ -274,6 +274,8 @@ impl PageStore {
     async fn manifest_bytes(&self, checkpoint: &CheckpointRef) -> Result<Vec<u8>> {
         let key = checkpoint.object_key();
         let bytes = self.cold().get(&key).await?;
+        // A newer version first: refused as such, by name, whatever else is wrong with it.
+        crate::manifest::version_in(&key, &bytes)?;
         if CheckpointId::of_manifest_bytes(&bytes) != checkpoint.id {
             return Err(Error::CorruptObject {
                 what: "manifest",

@@ -21,7 +21,7 @@
 //! Version 2 adds the *locality pack* ([`LocalityPack`]): an extra copy of the pages a restore
 //! reads first, in one object. Version 3 ([`dense`]), what ingest writes now, is compressed and
 //! may be written against an earlier full manifest of the tenant (a *delta*). Every version
-//! decodes.
+//! decodes; a manifest of a newer version is refused ([`version_in`], [`crate::format`]).
 
 mod dense;
 
@@ -265,8 +265,12 @@ impl Manifest {
     }
 }
 
-/// The version of the manifest in `bytes` (magic checked; one this code reads).
-fn version_of(bytes: &[u8]) -> Result<u32> {
+/// The newest manifest version this build reads; a newer one is refused ([`crate::format`]).
+pub const MANIFEST_VERSION_NEWEST: u32 = dense::MANIFEST_VERSION_DENSE;
+
+/// The version of the manifest in `bytes`, stored as `object` (magic checked; one this build
+/// reads, else [`Error::UnsupportedVersion`] naming it).
+pub fn version_in(object: &str, bytes: &[u8]) -> Result<u32> {
     if bytes.len() < 20 {
         return Err(Error::BadManifest("truncated header".into()));
     }
@@ -276,14 +280,12 @@ fn version_of(bytes: &[u8]) -> Result<u32> {
         ));
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    match version {
-        MANIFEST_VERSION_PLAIN | MANIFEST_VERSION | dense::MANIFEST_VERSION_DENSE => Ok(version),
-        _ => Err(Error::UnsupportedVersion {
-            what: "manifest",
-            found: version,
-            supported: dense::MANIFEST_VERSION_DENSE,
-        }),
-    }
+    crate::format::check("manifest", object, version, MANIFEST_VERSION_NEWEST)
+}
+
+/// [`version_in`] of bytes whose object the caller did not name (the store names it first).
+fn version_of(bytes: &[u8]) -> Result<u32> {
+    version_in("(unnamed)", bytes)
 }
 
 /// The body of a manifest of any version, checked against its checksum.
@@ -481,6 +483,12 @@ mod tests {
             Manifest::decode(&b),
             Err(Error::UnsupportedVersion { found: 99, .. })
         ));
+        let err = version_in("manifests/web/0000000001-x.manifest", &b).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnsupportedVersion { what: "manifest", object, found: 99, supported: 3 }
+                if object.ends_with("-x.manifest")),
+            "{err}"
+        );
     }
 
     #[test]
