@@ -76,12 +76,25 @@ impl PageStore {
 
     /// The newest version of metadata object `kind`/`owner`, checked; `None` if there is none.
     pub async fn latest_meta(&self, kind: &str, owner: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .latest_meta_object(kind, owner)
+            .await?
+            .map(|(_, body)| body))
+    }
+
+    /// [`Self::latest_meta`] with the key of the object it read (for a reader's errors).
+    pub async fn latest_meta_object(
+        &self,
+        kind: &str,
+        owner: &str,
+    ) -> Result<Option<(String, Vec<u8>)>> {
         let prefix = prefix(kind, owner)?;
         let Some(newest) = self.cold().list(&prefix).await?.pop() else {
             return Ok(None);
         };
         let bytes = self.cold().get(&newest.key).await?;
-        decode(&newest.key, &bytes).map(Some)
+        let body = decode(&newest.key, &bytes)?;
+        Ok(Some((newest.key, body)))
     }
 
     /// Removes every version of metadata object `kind`/`owner`.

@@ -101,10 +101,7 @@ impl Learn {
             "ActiveSet learned"
         );
         set.record(trace, self.window);
-        let body = serde_json::to_vec(&set).map_err(|source| Error::ActiveSetUnencodable {
-            tenant: self.tenant.clone(),
-            source,
-        })?;
+        let body = encode(&self.tenant, &set)?;
         // The next swap-in plans from memory, without a cold-tier round trip (the store keeps
         // the durable copy for a restarted worker).
         self.program_sets
@@ -115,6 +112,30 @@ impl Learn {
             .await?;
         Ok(())
     }
+}
+
+/// The format of a stored ActiveSet (the JSON body of its metadata object, with a `format`
+/// field; one stored without is 1): the version this build writes and the newest it reads.
+pub const ACTIVESET_FORMAT: u32 = 1;
+
+/// The body of the metadata object that stores `set`.
+fn encode(tenant: &str, set: &ActiveSet) -> Result<Vec<u8>> {
+    let versioned = pagestore::format::Versioned {
+        format: ACTIVESET_FORMAT,
+        record: set,
+    };
+    serde_json::to_vec(&versioned).map_err(|source| Error::ActiveSetUnencodable {
+        tenant: tenant.to_string(),
+        source,
+    })
+}
+
+/// Stores `set` as the tenant's ActiveSet (what a learning restore does).
+pub async fn store_activeset(store: &PageStore, tenant: &str, set: &ActiveSet) -> Result<()> {
+    store
+        .put_meta(ACTIVESET_KIND, tenant, &encode(tenant, set)?)
+        .await?;
+    Ok(())
 }
 
 /// One restore's trace. Pages installed eagerly can no longer fault: they count as touched (so
@@ -172,19 +193,19 @@ pub(crate) async fn own_activeset(
     }
 }
 
-/// The tenant's ActiveSet as the store holds it; none if it was never stored.
-pub(crate) async fn load_activeset(store: &PageStore, tenant: &str) -> Result<Option<ActiveSet>> {
-    match store.latest_meta(ACTIVESET_KIND, tenant).await? {
-        Some(body) => {
-            serde_json::from_slice(&body)
-                .map(Some)
-                .map_err(|source| Error::BadActiveSet {
-                    tenant: tenant.to_string(),
-                    source,
-                })
-        }
-        None => Ok(None),
-    }
+/// The tenant's ActiveSet as the store holds it; none if it was never stored. One of a newer
+/// format than this build reads is refused (`pagestore::format`).
+pub async fn load_activeset(store: &PageStore, tenant: &str) -> Result<Option<ActiveSet>> {
+    let Some((key, body)) = store.latest_meta_object(ACTIVESET_KIND, tenant).await? else {
+        return Ok(None);
+    };
+    let bad = |source| Error::BadActiveSet {
+        tenant: tenant.to_string(),
+        source,
+    };
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(bad)?;
+    pagestore::format::json_format("ActiveSet", &key, &value, ACTIVESET_FORMAT)?;
+    serde_json::from_value(value).map(Some).map_err(bad)
 }
 
 impl Worker {
@@ -214,7 +235,54 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
-    use super::window_closes_at;
+    use super::*;
+
+    /// One stored before ActiveSets carried a format reads as format 1; what is stored now says
+    /// its format; a newer one is refused by its key and both versions.
+    #[tokio::test]
+    async fn stored_activesets_carry_a_format_and_a_newer_one_is_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let store = PageStore::open(&pagestore::StoreConfig::embedded(home.path()))
+            .await
+            .unwrap();
+        let mut set = ActiveSet::new("web");
+        set.record(RestoreTrace::default(), 4);
+        let unversioned = serde_json::to_vec(&set).unwrap();
+        store
+            .put_meta(ACTIVESET_KIND, "web", &unversioned)
+            .await
+            .unwrap();
+        let loaded = load_activeset(&store, "web").await.unwrap().unwrap();
+        assert_eq!((loaded.tenant.as_str(), loaded.restores.len()), ("web", 1));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        store_activeset(&store, "web", &set).await.unwrap();
+        let body = store
+            .latest_meta(ACTIVESET_KIND, "web")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(body.starts_with(br#"{"format":1,"tenant":"web""#));
+        assert_eq!(
+            load_activeset(&store, "web")
+                .await
+                .unwrap()
+                .unwrap()
+                .restores
+                .len(),
+            1
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        store
+            .put_meta(ACTIVESET_KIND, "web", br#"{"format":2,"tenant":"web"}"#)
+            .await
+            .unwrap();
+        let err = load_activeset(&store, "web").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Store(pagestore::Error::UnsupportedVersion { object, found: 2, supported: 1, .. })
+                if object.starts_with("meta/activeset/web/")),
+            "{err}"
+        );
+    }
 
     const MS: u64 = 1000;
 

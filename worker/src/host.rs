@@ -137,20 +137,12 @@ pub(crate) struct TenantTable {
 }
 
 impl TenantTable {
-    /// Every tenant saved under `config.tenants_dir` (a directory without a readable
-    /// `tenant.json` is skipped), as saved: `recovery` then settles what a stopped worker left
-    /// half done.
+    /// Every tenant saved under `config.tenants_dir` ([`crate::tenant::load_registry`]), as
+    /// saved: `recovery` then settles what a stopped worker left half done.
     fn load(config: &WorkerConfig, secrets: &[PathBuf]) -> Result<TenantTable> {
         let mut slots = BTreeMap::new();
         let mut user_ids = Vec::new();
-        let entries = std::fs::read_dir(&config.tenants_dir)
-            .map_err(|e| Error::io(&config.tenants_dir, e))?;
-        for entry in entries.flatten() {
-            let dirs = TenantDirs { root: entry.path() };
-            let Ok(info) = TenantInfo::load(&dirs.state_file()) else {
-                warn!(dir = %dirs.root.display(), "no readable tenant record: skipped");
-                continue;
-            };
+        for (dirs, info) in crate::tenant::load_registry(&config.tenants_dir)? {
             user_ids.extend(info.user_namespace);
             renew_lost_netns(&dirs, &info);
             slots.insert(

@@ -59,11 +59,12 @@ mod swap_in;
 mod swap_out;
 pub mod tenant;
 mod tenant_cgroup;
-mod tenant_files;
+pub mod tenant_files;
 pub mod tenant_log;
 pub mod userns;
 mod whole_staging;
 
+pub use activeset::{load_activeset, store_activeset, ACTIVESET_FORMAT};
 pub use config::{ActiveSetInstall, HubLinkConfig, WorkerConfig};
 pub use daemon::run;
 pub use error::{Error, Result};

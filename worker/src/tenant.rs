@@ -417,14 +417,36 @@ impl TenantInfo {
             .then(|| dirs.view(&self.cwd(dirs), &self.read_only, secrets))
     }
 
+    /// The record as it is saved at `path`: JSON with its format version ([`RECORD_FORMAT`]).
+    pub fn to_record(&self, path: &Path) -> Result<Vec<u8>> {
+        let versioned = pagestore::format::Versioned {
+            format: RECORD_FORMAT,
+            record: self,
+        };
+        serde_json::to_vec_pretty(&versioned).map_err(|source| Error::TenantRecordUnencodable {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// A record saved at `path` (`bytes`): of any format up to [`RECORD_FORMAT`] (one without
+    /// a format is 1); a newer one is refused (`pagestore::Error::UnsupportedVersion`), never
+    /// read as an older one.
+    pub fn from_record(path: &Path, bytes: &[u8]) -> Result<TenantInfo> {
+        let bad = |source| Error::BadTenantRecord {
+            path: path.to_path_buf(),
+            source,
+        };
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(bad)?;
+        let object = path.display().to_string();
+        pagestore::format::json_format("tenant record", &object, &value, RECORD_FORMAT)?;
+        serde_json::from_value(value).map_err(bad)
+    }
+
     pub fn save(&self, dirs: &TenantDirs) -> Result<()> {
         let path = dirs.state_file();
         let tmp = path.with_extension("json.tmp");
-        let text =
-            serde_json::to_vec_pretty(self).map_err(|source| Error::TenantRecordUnencodable {
-                path: path.clone(),
-                source,
-            })?;
+        let text = self.to_record(&path)?;
         // Durable before it replaces the old record: a restarted worker trusts what it reads.
         let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         std::io::Write::write_all(&mut file, &text).map_err(|e| Error::io(&tmp, e))?;
@@ -438,11 +460,33 @@ impl TenantInfo {
 
     pub fn load(path: &Path) -> Result<TenantInfo> {
         let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_slice(&text).map_err(|source| Error::BadTenantRecord {
-            path: path.to_path_buf(),
-            source,
-        })
+        TenantInfo::from_record(path, &text)
     }
+}
+
+/// The format of a tenant record (`tenant.json`, and `pico-tenant.json` in a checkpoint): the
+/// version this build writes and the newest it reads. Fields added with a default need no new
+/// version (older records read as before); one an older reader would misread does.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// The worker's registry: every tenant saved under `tenants_dir`, in name order. A directory
+/// without a readable `tenant.json` is skipped (logged); a record of a newer format than this
+/// build reads is an error, so that no worker runs beside tenants it cannot see.
+pub fn load_registry(tenants_dir: &Path) -> Result<Vec<(TenantDirs, TenantInfo)>> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(tenants_dir).map_err(|e| Error::io(tenants_dir, e))?;
+    for entry in entries.flatten() {
+        let dirs = TenantDirs { root: entry.path() };
+        match TenantInfo::load(&dirs.state_file()) {
+            Ok(info) => out.push((dirs, info)),
+            Err(e @ Error::Store(pagestore::Error::UnsupportedVersion { .. })) => return Err(e),
+            Err(e) => {
+                tracing::warn!(dir = %dirs.root.display(), error = %e, "no readable tenant record: skipped");
+            }
+        }
+    }
+    out.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+    Ok(out)
 }
 
 /// What `pico tenant activeset` shows.
@@ -463,4 +507,52 @@ pub struct LastRestore {
     pub eager_pages: u64,
     pub faults: u64,
     pub hit_rate: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> TenantInfo {
+        TenantInfo::started(
+            TenantSpec::new(name, 8080, vec!["app".into()]),
+            1,
+            vec![],
+            None,
+        )
+    }
+
+    #[test]
+    fn the_registry_reads_old_and_current_records_skips_junk_and_refuses_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let save = |name: &str, bytes: &[u8]| {
+            let dirs = TenantDirs::new(dir.path(), name);
+            std::fs::create_dir_all(&dirs.root).unwrap();
+            std::fs::write(dirs.state_file(), bytes).unwrap();
+        };
+        // Saved before records carried a format.
+        save("old", &serde_json::to_vec_pretty(&record("old")).unwrap());
+        let new_dirs = TenantDirs::new(dir.path(), "new");
+        std::fs::create_dir_all(&new_dirs.root).unwrap();
+        record("new").save(&new_dirs).unwrap();
+        save("junk", b"{not json");
+        let names: Vec<String> = load_registry(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(_, info)| info.name)
+            .collect();
+        assert_eq!(names, ["new", "old"]);
+
+        let newer = String::from_utf8(record("newer").to_record(Path::new("x")).unwrap())
+            .unwrap()
+            .replacen("\"format\": 1", "\"format\": 7", 1);
+        save("newer", newer.as_bytes());
+        let err = load_registry(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("newer/tenant.json")
+                && err.contains("version 7")
+                && err.contains("1 to 1"),
+            "{err}"
+        );
+    }
 }

@@ -27,6 +27,7 @@ pub const RECORD_FILE: &str = "pico-tenant.json";
 pub const FILES_ARCHIVE: &str = "pico-files.img";
 
 const MAGIC: &[u8; 8] = b"PICOFILS";
+/// The archive's version: written, and the newest read.
 const VERSION: u32 = 1;
 const PAGE: u64 = 4096;
 
@@ -58,13 +59,9 @@ enum EntryKind {
 }
 
 /// Writes the tenant's record and files into `dir` (its dump, before the ingest). Blocking.
-pub(crate) fn stage(info: &TenantInfo, dirs: &TenantDirs, dir: &Path) -> Result<()> {
+pub fn stage(info: &TenantInfo, dirs: &TenantDirs, dir: &Path) -> Result<()> {
     let record = dir.join(RECORD_FILE);
-    let text =
-        serde_json::to_vec_pretty(info).map_err(|source| Error::TenantRecordUnencodable {
-            path: record.clone(),
-            source,
-        })?;
+    let text = info.to_record(&record)?;
     std::fs::write(&record, text).map_err(|e| Error::io(&record, e))?;
     let mut entries = Vec::new();
     let cwd = info.cwd(dirs);
@@ -190,27 +187,22 @@ fn pad(out: &mut impl Write, mut n: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The record of a checkpoint's tenant from the bytes of its [`RECORD_FILE`].
-pub(crate) fn record_of(bytes: &[u8]) -> Result<TenantInfo> {
-    serde_json::from_slice(bytes).map_err(|source| Error::BadTenantRecord {
-        path: PathBuf::from(RECORD_FILE),
-        source,
-    })
+/// The record of a checkpoint's tenant from the bytes of its [`RECORD_FILE`] (a tenant record
+/// like `tenant.json`: [`TenantInfo::from_record`]).
+pub fn record_of(bytes: &[u8]) -> Result<TenantInfo> {
+    TenantInfo::from_record(Path::new(RECORD_FILE), bytes)
 }
 
 /// Puts the files of `archive` (the bytes of a [`FILES_ARCHIVE`]) back: the working directory's
-/// under `cwd`, the log at `log`. Blocking.
-pub(crate) fn unpack(archive: &[u8], cwd: &Path, log: &Path) -> Result<()> {
+/// under `cwd`, the log at `log`. An archive of a newer version than this build reads is
+/// refused (`pagestore::format`). Blocking.
+pub fn unpack(archive: &[u8], cwd: &Path, log: &Path) -> Result<()> {
     let bad = |why: &str| Error::BadFilesArchive(why.to_string());
     if archive.len() < 20 || &archive[..8] != MAGIC {
         return Err(bad("no archive header"));
     }
     let version = u32::from_le_bytes([archive[8], archive[9], archive[10], archive[11]]);
-    if version != VERSION {
-        return Err(bad(&format!(
-            "version {version}, this worker reads {VERSION}"
-        )));
-    }
+    pagestore::format::check("tenant files archive", FILES_ARCHIVE, version, VERSION)?;
     let mut len = [0u8; 8];
     len.copy_from_slice(&archive[12..20]);
     let index_len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| bad("index length"))?;
@@ -360,5 +352,37 @@ mod tests {
         let err = unpack(&archive, &to.path().join("cwd"), &to.path().join("log")).unwrap_err();
         assert!(matches!(err, Error::BadFilesArchive(_)), "{err}");
         assert!(unpack(b"garbage", to.path(), to.path()).is_err());
+        archive[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        let err = unpack(&archive, &to.path().join("cwd"), &to.path().join("log")).unwrap_err();
+        assert!(
+            matches!(&err, Error::Store(pagestore::Error::UnsupportedVersion { object, found: 2, supported: 1, .. })
+                if object == FILES_ARCHIVE),
+            "{err}"
+        );
+    }
+
+    /// A record saved before records carried a format (the same fields, no `format`) reads as
+    /// format 1; a newer one is refused by name and versions; what is saved now says its format.
+    #[test]
+    fn tenant_records_carry_a_format_and_a_newer_one_is_refused() {
+        let info = TenantInfo::started(
+            crate::tenant::TenantSpec::new("web", 8080, vec!["app".into()]),
+            1,
+            vec![],
+            None,
+        );
+        let unversioned = serde_json::to_vec(&info).unwrap();
+        assert_eq!(record_of(&unversioned).unwrap().name, "web");
+        let saved = info.to_record(Path::new(RECORD_FILE)).unwrap();
+        assert!(saved.starts_with(b"{\n  \"format\": 1,\n  \"name\": \"web\""));
+        assert_eq!(record_of(&saved).unwrap().port, 8080);
+        let text = String::from_utf8(saved).unwrap();
+        let newer = text.replacen("\"format\": 1", "\"format\": 2", 1);
+        let err = record_of(newer.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Store(pagestore::Error::UnsupportedVersion { object, found: 2, supported: 1, .. })
+                if object == RECORD_FILE),
+            "{err}"
+        );
     }
 }
