@@ -16,13 +16,21 @@ use crate::registry::HubRecord;
 const PREFIX: &str = "hub/state/";
 /// Versions of the record kept besides the newest (for an operator to look back).
 const KEEP: usize = 3;
-/// The record's format, written inside it.
-const FORMAT: u32 = 1;
+/// The record's format, written inside it (`pagestore::format`): the version this build writes
+/// and the newest it reads. Every record has carried one.
+pub const FORMAT: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
     format: u32,
     record: HubRecord,
+}
+
+/// The first field of a stored record, read before the rest: a newer format is refused as such,
+/// never taken for a damaged record of this one.
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u32,
 }
 
 /// The hub's record in one cold tier.
@@ -44,18 +52,19 @@ impl DurableState {
         };
         let bytes = cold.get(&key).await?;
         let body = pagestore::meta::decode(&key, &bytes)?;
-        let stored: Stored =
-            serde_json::from_slice(&body).map_err(|source| HubError::BadRecord {
-                key: key.clone(),
-                source,
-            })?;
-        if stored.format != FORMAT {
+        let bad = |source| HubError::BadRecord {
+            key: key.clone(),
+            source,
+        };
+        let FormatOnly { format } = serde_json::from_slice(&body).map_err(bad)?;
+        if !(1..=FORMAT).contains(&format) {
             return Err(HubError::RecordFormat {
                 key,
-                found: stored.format,
+                found: format,
                 supported: FORMAT,
             });
         }
+        let stored: Stored = serde_json::from_slice(&body).map_err(bad)?;
         Ok((DurableState { cold, sequence }, stored.record))
     }
 
@@ -159,5 +168,21 @@ mod tests {
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
         assert!(DurableState::load(cold(dir.path())).await.is_err());
+    }
+
+    /// A record of a newer format (whatever its fields) is refused by key and versions.
+    #[tokio::test]
+    async fn a_record_of_a_newer_format_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = br#"{"format":2,"placements":[]}"#;
+        cold(dir.path())
+            .put(&key_of(1), pagestore::meta::encode(body))
+            .await
+            .unwrap();
+        let err = DurableState::load(cold(dir.path())).await.err().unwrap();
+        assert!(
+            matches!(&err, HubError::RecordFormat { key, found: 2, supported: 1 } if *key == key_of(1)),
+            "{err}"
+        );
     }
 }

@@ -19,7 +19,10 @@ pub enum HubError {
         source: serde_json::Error,
     },
 
-    #[error("the hub's record {key} has format {found}; this hub reads format {supported}")]
+    #[error(
+        "the hub's record {key} is format version {found}, and this hub reads versions 1 to \
+         {supported}: it was written by a newer picocenter (run that version or a later one)"
+    )]
     RecordFormat {
         key: String,
         found: u32,
