@@ -15,22 +15,9 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1/cold")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dst = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dst);
-        } else {
-            std::fs::copy(entry.path(), &dst).unwrap();
-        }
-    }
-}
-
 /// A store over a copy of the fixture's cold tier, without a local tier (every page from cold).
 async fn open_copy(home: &Path) -> (PageStore, StoreConfig) {
-    copy_dir(&fixture(), &home.join("cold"));
+    testkit::fixture::copy_dir(&fixture(), &home.join("cold"));
     let mut config = StoreConfig::embedded(home);
     config.local.enabled = false;
     (PageStore::open(&config).await.unwrap(), config)

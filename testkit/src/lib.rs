@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod browser;
+pub mod fixture;
 pub mod garage;
 pub mod guide;
 pub mod image;
