@@ -159,6 +159,7 @@ fn hub_record(newest: &BTreeMap<String, CheckpointRef>) -> HubRecord {
         WorkerRecord {
             api: "127.0.0.1:7070".parse().unwrap(),
             public_addr: "127.0.0.1".parse().unwrap(),
+            draining: false,
         },
     );
     for (tenant, port, _) in TENANTS {
