@@ -1,6 +1,7 @@
 //! `pico hub run`: loads the hub's record from the cold tier, answers DNS for the zone and
 //! serves the API workers report to, keeps the record durable as it changes, and says when a
-//! worker falls silent, until SIGINT or SIGTERM.
+//! worker falls silent, until SIGINT or SIGTERM. Under systemd it says when it is ready and
+//! pings the watchdog (`worker::sd_notify`).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(500);
 
 /// Runs the hub until SIGINT or SIGTERM, its state in `cold`.
 pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
+    let watchdog = worker::sd_notify::spawn_watchdog();
     let Credentials {
         tls,
         token,
@@ -63,10 +65,16 @@ pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
     let durable = Arc::new(tokio::sync::Mutex::new(durable));
     let housekeeping = tokio::spawn(housekeep(hub.clone(), durable.clone()));
     info!(dns = %config.dns_listen, api = %config.api_listen, tls = tls.is_some(), zone = %config.zone, "hub ready");
+    // DNS and the API are bound (they accept from here).
+    worker::sd_notify::ready(&format!(
+        "DNS on {}, API on {}",
+        config.dns_listen, config.api_listen
+    ));
     let router = crate::api::router(hub.clone(), token);
     let mut stop = stop_rx;
     let stopped = async move {
         wait_for_stop().await;
+        worker::sd_notify::stopping("saving the record");
         let _ = stop_tx.send(true);
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -88,6 +96,9 @@ pub async fn run(config: HubConfig, cold: &ColdConfig) -> Result<()> {
     let record = hub.registry().take_record();
     if let Some(record) = record {
         durable.lock().await.save(&record).await?;
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
     }
     info!("hub stopped");
     Ok(())

@@ -17,6 +17,24 @@ use crate::error::{Error, Result};
 /// 3.17 on the vDSO layout.
 pub const MIN_VERSION: &str = "4.2";
 
+/// How to install CRIU >= [`MIN_VERSION`], in the errors of a missing or old one. No Debian
+/// release packages it yet (bookworm has 3.17, trixie 4.1), so a package of pico cannot depend
+/// on it: the worker checks at start and says this. The commands are those `deploy/setup.sh`
+/// runs (a build from Debian unstable's source package, about a minute).
+pub const INSTALL: &str = "Debian packages no CRIU that new (bookworm has 3.17, trixie 4.1). \
+From picocenter-rs's source tree, run deploy/setup.sh as root; or build it the way it does:\n  \
+apt-get install build-essential pkg-config curl libprotobuf-dev libprotobuf-c-dev \
+protobuf-c-compiler protobuf-compiler python3-protobuf libnl-3-dev libnet1-dev libcap-dev \
+libbsd-dev libaio-dev libgnutls28-dev uuid-dev libdrm-dev libnftables-dev\n  \
+echo 'deb-src http://deb.debian.org/debian unstable main' \
+>/etc/apt/sources.list.d/picocenter-criu-src.list && apt-get update\n  \
+mkdir -p /usr/local/src/criu && cd /usr/local/src/criu && \
+apt-get source --print-uris -qq criu | grep -o \"'[^']*orig.tar[^']*'\" | tr -d \"'\" | \
+xargs -n1 curl -fsSLO && tar -xf criu_*.orig.tar.* --strip-components=1 && make -j\"$(nproc)\" criu && \
+install -m 0755 criu/criu /usr/local/sbin/criu\n\
+then `criu --version` says 4.2 or later (/usr/local/sbin is on the PATH of systemd's services; \
+else set [worker] criu in pico.toml).";
+
 #[derive(Clone, Debug)]
 pub struct Criu {
     bin: PathBuf,
@@ -80,17 +98,20 @@ impl Criu {
             .map_err(|_| Error::CriuMissing {
                 bin: bin.to_path_buf(),
                 needed: MIN_VERSION,
+                how: INSTALL,
             })?;
         let text = String::from_utf8_lossy(&out.stdout);
         let version = parse_version(&text).ok_or_else(|| Error::CriuMissing {
             bin: bin.to_path_buf(),
             needed: MIN_VERSION,
+            how: INSTALL,
         })?;
         if !version_at_least(&version, MIN_VERSION) {
             return Err(Error::CriuTooOld {
                 bin: bin.to_path_buf(),
                 found: version,
                 needed: MIN_VERSION,
+                how: INSTALL,
             });
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -441,6 +462,12 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains("4.2") && msg.contains("deploy/setup.sh"),
+            "{msg}"
+        );
+        // Without the source tree: the commands themselves.
+        assert!(
+            msg.contains("make -j")
+                && msg.contains("install -m 0755 criu/criu /usr/local/sbin/criu"),
             "{msg}"
         );
     }

@@ -3,7 +3,8 @@
 //! tenant's public port and the API (unix socket, and TCP with `api_listen`), watches idleness
 //! and memory (`supervisor`) until SIGINT or SIGTERM, and then swaps its running tenants out or
 //! leaves them running (`on_stop`). On SIGUSR2 it re-executes itself, handing its tenants and
-//! their open ports to the new image (`handover`).
+//! their open ports to the new image (`handover`). Under systemd (`Type=notify`) it says when it
+//! serves, reloads and stops, and pings the watchdog (`sd_notify`).
 
 use std::sync::Arc;
 
@@ -36,6 +37,8 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot);
     }
+    // From the start: recovery and a full host's swap-out at stop can take minutes.
+    let watchdog = crate::sd_notify::spawn_watchdog();
     let api_token = preflight(&config)?;
     // One worker per home: the recovery below must not run beside a live worker.
     let _only_worker = only_worker(&config.socket)?;
@@ -81,6 +84,9 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         tenants = worker.tenant_names().len(),
         "worker ready"
     );
+    // Ports and API serve (the API's socket accepts from here): systemd may start what
+    // needs the worker; after a SIGUSR2 re-exec this ends the reload.
+    crate::sd_notify::ready(&format!("serving {} tenants", worker.tenant_names().len()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("SIGTERM handler", e))?;
     let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
@@ -90,9 +96,12 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         let reexec = reexec.clone();
         async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-                _ = usr2.recv() => reexec.store(true, std::sync::atomic::Ordering::SeqCst),
+                _ = tokio::signal::ctrl_c() => crate::sd_notify::stopping("stopping"),
+                _ = term.recv() => crate::sd_notify::stopping("stopping"),
+                _ = usr2.recv() => {
+                    reexec.store(true, std::sync::atomic::Ordering::SeqCst);
+                    crate::sd_notify::reloading();
+                }
             }
         }
     };
@@ -110,18 +119,25 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         return Ok(());
     }
     if worker.config.on_stop == OnStop::SwapOut {
+        crate::sd_notify::stopping("swapping out the running tenants");
         swap_out_all(&worker).await;
     }
     stop_serving(&worker).await;
     // Gone only when no tenant's cgroup is left in it (every tenant asleep or removed).
     worker.cgroups.remove_worker_group();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     Ok(())
 }
 
 /// What the worker's process needs set before it starts any thread (call it first in `main`):
-/// fewer malloc arenas ([`crate::host_memory::fewer_arenas`]).
+/// fewer malloc arenas ([`crate::host_memory::fewer_arenas`]), and systemd's notification
+/// socket taken out of the environment tenants inherit ([`crate::sd_notify::take_from_env`]).
 pub fn prepare_process() {
     crate::host_memory::fewer_arenas();
+    // Before any thread: it changes the environment.
+    crate::sd_notify::take_from_env();
 }
 
 /// Raises this process's soft limit of open files to its hard limit: each forwarded connection

@@ -10,14 +10,21 @@ pub enum Error {
     #[error("the worker must run as root (CRIU needs CAP_SYS_ADMIN and FUSE mounts need root)")]
     NotRoot,
 
-    #[error("CRIU not found as {bin:?}: CRIU >= {needed} is required; run deploy/setup.sh to build and install it")]
-    CriuMissing { bin: PathBuf, needed: &'static str },
+    #[error("CRIU not found as {bin:?}: CRIU >= {needed} is required. {how}")]
+    CriuMissing {
+        bin: PathBuf,
+        needed: &'static str,
+        /// How to install it ([`crate::criu::INSTALL`]).
+        how: &'static str,
+    },
 
-    #[error("CRIU {found} found at {bin:?}, but >= {needed} is required (older versions fail on this kernel); run deploy/setup.sh to build and install it")]
+    #[error("CRIU {found} found at {bin:?}, but >= {needed} is required (older versions fail on this kernel). {how}")]
     CriuTooOld {
         bin: PathBuf,
         found: String,
         needed: &'static str,
+        /// How to install it ([`crate::criu::INSTALL`]).
+        how: &'static str,
     },
 
     #[error("criu {op} failed ({status}); last lines of {log}:\n{tail}")]

@@ -75,6 +75,8 @@ pub(crate) fn reexec(worker: &Worker) -> std::io::Error {
     std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
         .env(LISTENERS_ENV, pairs.join(","))
+        // systemd's socket and watchdog, taken out of the environment at start.
+        .envs(crate::sd_notify::exec_env())
         .exec()
 }
 

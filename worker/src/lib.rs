@@ -52,6 +52,7 @@ mod quiesce;
 pub mod readiness;
 mod recovery;
 pub mod sandbox;
+pub mod sd_notify;
 mod serving;
 mod socket_activation;
 mod supervisor;
