@@ -304,4 +304,46 @@ mod tests {
         assert!(format!("{err:#}").contains("criuu"), "{err:#}");
         assert!(PicoConfig::parse(Path::new("/h"), "[nonsense]\na = 1\n").is_err());
     }
+
+    /// The package's /etc/pico/pico.toml (deploy/pico.toml) loads as shipped, and each block of
+    /// commented settings loads once uncommented: an operator who removes the '#' gets a valid file.
+    #[test]
+    fn the_packaged_configuration_and_each_of_its_examples_load() {
+        let text = include_str!("../deploy/pico.toml");
+        let home = Path::new("/var/lib/pico");
+        let shipped = PicoConfig::parse(home, text).unwrap();
+        assert_eq!(shipped.store, StoreConfig::embedded(home));
+        let mut blocks: Vec<Vec<String>> = vec![Vec::new()];
+        let mut section = String::new();
+        for line in text.lines() {
+            let setting = line
+                .strip_prefix('#')
+                .filter(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '['));
+            match (setting, line.starts_with('[')) {
+                (Some(setting), _) => {
+                    let block = blocks.last_mut().unwrap();
+                    if block.is_empty() && !setting.starts_with('[') {
+                        block.push(section.clone());
+                    }
+                    if setting.starts_with('[') {
+                        section = setting.to_string();
+                    }
+                    block.push(setting.to_string());
+                }
+                (None, true) => section = line.to_string(),
+                (None, false) => blocks.push(Vec::new()),
+            }
+        }
+        let blocks: Vec<String> = blocks
+            .into_iter()
+            .filter(|b| !b.is_empty())
+            .map(|b| b.join("\n"))
+            .collect();
+        assert!(blocks.len() >= 8, "{blocks:#?}");
+        for block in &blocks {
+            if let Err(e) = PicoConfig::parse(home, block) {
+                panic!("uncommented, this does not load: {e:#}\n{block}");
+            }
+        }
+    }
 }
