@@ -4,6 +4,10 @@
 # into the page store on its own once they are idle, store statistics, then a request to each,
 # which wakes it. As root.
 # It stops everything it started and removes its temporary home.
+#
+# Against a worker already running (an installed package's service): PICO_BIN=/usr/bin/pico
+# (no build) and PICO_WORKER_HOME=/var/lib/pico (that worker's home: no worker of its own; its
+# tenants are removed at the end, the home kept). PICO_CONFIG names the configuration as for pico.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,15 +19,17 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "set-up: CRIU >= 4.2, redis, curl (skips what is present; the first time a few minutes for packages and about one to build CRIU)"
 bash deploy/setup.sh quickstart
-if [ -x "$CARGO_TARGET_DIR/release/pico" ]; then
-  say "building pico (release; only what changed since the last build)"
-else
-  say "building pico (release; the first build takes about 10 minutes on 2 cores, later ones seconds)"
+if [ -z "${PICO_BIN:-}" ]; then
+  if [ -x "$CARGO_TARGET_DIR/release/pico" ]; then
+    say "building pico (release; only what changed since the last build)"
+  else
+    say "building pico (release; the first build takes about 10 minutes on 2 cores, later ones seconds)"
+  fi
+  cargo build --release --locked --bin pico
+  PICO_BIN="$CARGO_TARGET_DIR/release/pico"
 fi
-cargo build --release --locked --bin pico
-PICO_BIN="$CARGO_TARGET_DIR/release/pico"
 
-H=$(mktemp -d /tmp/pico-quickstart.XXXXXX)
+H=${PICO_WORKER_HOME:-$(mktemp -d /tmp/pico-quickstart.XXXXXX)}
 pico() { "$PICO_BIN" --home "$H" "$@"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
@@ -34,16 +40,21 @@ cleanup() {
   set +e
   for t in web1 web2 redis; do pico tenant rm "$t" >/dev/null 2>&1; done
   [ -n "$WORKER_PID" ] && kill "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null
-  rm -rf "$H"
+  if [ -n "${PICO_WORKER_HOME:-}" ]; then rm -rf "$H/www"; else rm -rf "$H"; fi
 }
 trap cleanup EXIT
 
+if [ -n "${PICO_WORKER_HOME:-}" ]; then
+  say "using the worker running on $H"
+  pico tenant ls >/dev/null
+else
 say "starting pico worker run (home $H)"
 # Started directly (not through the `pico` function), so that WORKER_PID is the worker itself.
 "$PICO_BIN" --home "$H" worker run >"$H/worker.log" 2>&1 &
 WORKER_PID=$!
 for _ in $(seq 100); do [ -S "$H/worker.sock" ] && break; sleep 0.1; done
 [ -S "$H/worker.sock" ] || { cat "$H/worker.log"; exit 1; }
+fi
 
 P1=$(free_port); P2=$(free_port); P3=$(free_port)
 for t in web1 web2; do
@@ -64,7 +75,7 @@ for _ in $(seq 120); do
   [ "$sleeping" = 3 ] && break
   sleep 0.5
 done
-[ "$sleeping" = 3 ] || { echo "quickstart: the tenants did not swap out on their own"; tail -20 "$H/worker.log"; exit 1; }
+[ "$sleeping" = 3 ] || { echo "quickstart: the tenants did not swap out on their own"; tail -20 "$H/worker.log" 2>/dev/null; exit 1; }
 declare -A OUT_MS
 for t in web1 web2 redis; do
   OUT_MS[$t]=$(pico --json tenant status "$t" | python3 -c 'import json,sys; print(json.load(sys.stdin)["last_swap_out"]["total_ms"])')
