@@ -27,6 +27,23 @@ pub fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/garage.sh")
 }
 
+/// The garage binary, found as `deploy/garage.sh` finds it: `$GARAGE_BIN`, `garage` on PATH,
+/// `~/.cargo/bin/garage` (deploy/setup.sh installs it there).
+pub fn binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("GARAGE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("garage"))
+        .find(|bin| bin.is_file());
+    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin/garage"));
+    on_path
+        .or(home.filter(|bin| bin.is_file()))
+        .expect("garage not found: run deploy/setup.sh (it installs Garage with cargo) or set GARAGE_BIN")
+}
+
 fn run_script(cmd: &str, dir: &Path) -> Result<String, String> {
     run_script_with(cmd, dir, None, &[])
 }

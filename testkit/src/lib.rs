@@ -1,6 +1,8 @@
 //! Shared test helpers, in one place: temporary `pico` homes, a worker daemon that cleans up
 //! after itself, free loopback ports, tiny HTTP and redis clients, synthetic image directories,
-//! hosts in network namespaces and a guide's shell steps run on them. Tests that need root or real tools say so loudly; none skips silently.
+//! hosts in network namespaces and a guide's shell steps run on them (`netlab`, `guide`),
+//! systemd's side of a unit (`systemd`) and the Debian package (`package`). Tests that need root
+//! or real tools say so loudly; none skips silently.
 #![allow(clippy::unwrap_used)]
 
 pub mod browser;
@@ -12,9 +14,11 @@ pub mod manifest;
 pub mod nbd;
 pub mod net;
 pub mod netlab;
+pub mod package;
 pub mod pico;
 pub mod process;
 pub mod synth;
+pub mod systemd;
 pub mod tls;
 
 /// Panics with a clear message unless running as root (CRIU, FUSE and mounts need it).

@@ -285,6 +285,11 @@ pub struct Worker<'a> {
 }
 
 impl Worker<'_> {
+    /// The worker's process id (`None` once it was stopped or killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.child.as_ref().map(|c| c.id())
+    }
+
     /// Kills the worker (SIGKILL, nothing is cleaned up) and waits for it.
     pub fn kill(&mut self) {
         self.daemon.kill();

@@ -8,7 +8,9 @@ mod bench_density;
 mod bench_forward;
 mod dense_host;
 mod hub;
+mod package;
 mod ports;
+mod systemd;
 
 use std::time::Duration;
 
