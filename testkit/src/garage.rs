@@ -39,9 +39,9 @@ pub fn binary() -> PathBuf {
         .map(|dir| dir.join("garage"))
         .find(|bin| bin.is_file());
     let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin/garage"));
-    on_path
-        .or(home.filter(|bin| bin.is_file()))
-        .expect("garage not found: run deploy/setup.sh (it installs Garage with cargo) or set GARAGE_BIN")
+    on_path.or(home.filter(|bin| bin.is_file())).expect(
+        "garage not found: run deploy/setup.sh (it installs Garage with cargo) or set GARAGE_BIN",
+    )
 }
 
 fn run_script(cmd: &str, dir: &Path) -> Result<String, String> {

@@ -117,17 +117,26 @@ impl Installed {
     /// to run on a machine where the package, or anything it would own, is already there: the
     /// guard purges, and must never take an operator's installation with it.
     pub fn install(deb: &Path) -> Installed {
+        let occupied: Vec<_> = leftovers()
+            .into_iter()
+            .filter(|p| std::fs::read_dir(p).map_or(true, |mut d| d.next().is_some()))
+            .collect();
         assert!(
-            !known_to_dpkg() && leftovers().is_empty(),
-            "{NAME} is already installed here, or its files exist ({:?}): this test installs and \
-             purges the package, so it runs only where neither is",
-            leftovers()
+            !known_to_dpkg() && occupied.is_empty(),
+            "{NAME} is already installed here, or its files exist ({occupied:?}): this test \
+             installs and purges the package, so it runs only where neither is (an empty \
+             directory holds nothing and is allowed)"
         );
         let deb = std::path::absolute(deb).unwrap();
         let guard = Installed { purged: false };
         run_ok(
             "apt-get",
-            &["install", "-y", "--no-install-recommends", deb.to_str().unwrap()],
+            &[
+                "install",
+                "-y",
+                "--no-install-recommends",
+                deb.to_str().unwrap(),
+            ],
         );
         guard
     }

@@ -37,9 +37,25 @@ impl NotifySocket {
         &self.path
     }
 
+    /// Whether a datagram received so far holds the line `line`.
+    pub fn seen(&self, line: &str) -> bool {
+        self.received.iter().any(|d| d.lines().any(|l| l == line))
+    }
+
     /// Waits (at most `within`) for a datagram holding the line `line` (such as `READY=1`) and
     /// returns it; panics with everything received if none comes.
     pub fn expect(&mut self, line: &str, within: Duration) -> String {
+        self.expect_while(line, within, || Ok(()))
+    }
+
+    /// As [`NotifySocket::expect`], giving up early with what `alive` says when it says the
+    /// daemon is gone (asked every 200 ms).
+    pub fn expect_while(
+        &mut self,
+        line: &str,
+        within: Duration,
+        mut alive: impl FnMut() -> Result<(), String>,
+    ) -> String {
         let started = Instant::now();
         let mut buf = vec![0u8; 4096];
         loop {
@@ -49,7 +65,12 @@ impl NotifySocket {
                 "no {line} within {within:?}; received: {:?}",
                 self.received
             );
-            self.socket.set_read_timeout(Some(left)).unwrap();
+            if let Err(why) = alive() {
+                panic!("no {line}: {why}; received: {:?}", self.received);
+            }
+            self.socket
+                .set_read_timeout(Some(left.min(Duration::from_millis(200))))
+                .unwrap();
             match self.socket.recv(&mut buf) {
                 Ok(n) => {
                     let text = String::from_utf8_lossy(&buf[..n]).into_owned();

@@ -71,7 +71,10 @@ fn a_worker_tells_systemd_when_it_is_ready_reloads_and_stops() {
     let ready = notify.expect("READY=1", Duration::from_secs(30));
     assert!(ready.contains("STATUS=serving 0 tenants"), "{ready}");
     assert!(p.socket().exists(), "READY=1 before the API's socket");
-    eprintln!("READY=1 {} ms after the start", started.elapsed().as_millis());
+    eprintln!(
+        "READY=1 {} ms after the start",
+        started.elapsed().as_millis()
+    );
     let pinged = Instant::now();
     notify.expect("WATCHDOG=1", Duration::from_secs(2));
     notify.expect("WATCHDOG=1", Duration::from_secs(2));
@@ -100,7 +103,10 @@ fn a_worker_tells_systemd_when_it_is_ready_reloads_and_stops() {
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
     let again = Instant::now();
     notify.expect("READY=1", Duration::from_secs(30));
-    eprintln!("READY=1 again {} ms after RELOADING=1", again.elapsed().as_millis());
+    eprintln!(
+        "READY=1 again {} ms after RELOADING=1",
+        again.elapsed().as_millis()
+    );
     assert_eq!(worker.pid(), Some(pid));
     assert!(!worker.exited_within(Duration::ZERO), "the same process");
     // The new image pings the same watchdog.
