@@ -140,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if matches!(command, Command::Worker(tenant::WorkerCommand::Run { .. })) {
         // Before the runtime's threads exist: it applies to every arena they would make.
         worker::daemon::prepare_process();
-    } else if matches!(args.command, Command::Hub(hub::HubCommand::Run { .. })) {
+    } else if matches!(command, Command::Hub(hub::HubCommand::Run { .. })) {
         // Before the runtime's threads exist: it changes the environment.
         worker::sd_notify::take_from_env();
     }

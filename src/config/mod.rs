@@ -309,7 +309,7 @@ mod tests {
     /// commented settings loads once uncommented: an operator who removes the '#' gets a valid file.
     #[test]
     fn the_packaged_configuration_and_each_of_its_examples_load() {
-        let text = include_str!("../deploy/pico.toml");
+        let text = include_str!("../../deploy/pico.toml");
         let home = Path::new("/var/lib/pico");
         let shipped = PicoConfig::parse(home, text).unwrap();
         assert_eq!(shipped.store, StoreConfig::embedded(home));

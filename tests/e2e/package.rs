@@ -191,6 +191,8 @@ fn the_package_installs_serves_the_quickstart_and_purges() {
     );
     // The installed units as they are, their binaries installed.
     verify(&[WORKER_UNIT.into(), HUB_UNIT.into()]);
+    // The shipped configuration passes the installed binary's own check.
+    package::run_ok("/usr/bin/pico", &["config", "check", "/etc/pico/pico.toml"]);
     let version = package::run_ok("/usr/bin/pico", &["--version"]);
     eprintln!(
         "installed {}",
