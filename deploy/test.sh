@@ -18,6 +18,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== the Debian package (deploy/package.sh: a release build, ~9 min from nothing on 2 cores, a few after a change)"
+# Built once here rather than inside the package's test, which takes it from PICO_DEB.
+PICO_DEB=$(bash deploy/package.sh | grep '\.deb$' | tail -n1)
+export PICO_DEB
 echo "== tests (unit, integration, end-to-end)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
