@@ -12,6 +12,7 @@ use tracing::{debug, info};
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::lock::LockKind;
 use crate::manifest::{CheckpointId, CheckpointRef, FileContent, Manifest};
 use crate::pack::PackBuilder;
 use crate::page::{PageId, PAGE_SIZE};
@@ -39,6 +40,25 @@ impl PageStore {
         file: &str,
         replacements: &[(u64, &[u8])],
     ) -> Result<Derived> {
+        // As an ingest: a gc beside it deletes no page this checkpoint references.
+        let lock = self.lock(LockKind::Ingest).await?;
+        let result = self
+            .derive_locked(base, file, replacements, lock.doomed())
+            .await;
+        let unlocked = self.unlock(lock).await;
+        let derived = result?;
+        unlocked?;
+        Ok(derived)
+    }
+
+    async fn derive_locked(
+        &self,
+        base: &CheckpointRef,
+        file: &str,
+        replacements: &[(u64, &[u8])],
+        doomed: Option<std::sync::Arc<crate::page::PageSet>>,
+    ) -> Result<Derived> {
+        self.refresh_catalog().await?;
         let manifest = self.manifest(base).await?;
         let bad = |reason: String| {
             Error::BadManifest(format!("cannot derive from {}: {reason}", base.id))
@@ -67,7 +87,8 @@ impl PageStore {
                 .ok_or_else(|| bad(format!("page {at} is beyond the end of {file}")))?;
             let id = PageId::of(data);
             *slot = id;
-            if id.is_zero() || self.catalog().contains(&id) || !queued.insert(id) {
+            let doomed = doomed.as_ref().is_some_and(|d| d.contains(&id));
+            if id.is_zero() || (self.catalog().contains(&id) && !doomed) || !queued.insert(id) {
                 continue;
             }
             let (c, enc) = codec::encode(data);
@@ -83,6 +104,20 @@ impl PageStore {
 
         let mut files = manifest.files.clone();
         files[index].content = FileContent::Paged(pages.clone());
+        // The base's own pages, doomed only when a gc found no manifest naming them (a base
+        // deleted meanwhile): this process has no bytes to store them again.
+        if let Some(doomed) = &doomed {
+            let gone = files
+                .iter()
+                .flat_map(|f| f.pages())
+                .find(|id| doomed.contains(id) && !queued.contains(id));
+            if gone.is_some() {
+                return Err(Error::Busy {
+                    what: "derive (a gc deletes pages of its base)",
+                    holder: base.id.to_string(),
+                });
+            }
+        }
         let packs = self.packs_holding(&files)?;
         let generation = self
             .latest(&base.tenant)
@@ -128,9 +163,10 @@ impl PageStore {
     /// Uploads a pack and, once it is durable, makes its pages known.
     async fn upload_pack(&self, builder: PackBuilder) -> Result<()> {
         let (pack, data, entries) = builder.finish();
+        let (pack, data) = self.unused_name(pack, data);
         let len = data.len();
         self.cold().put(&pack.object_key(), data).await?;
-        self.catalog().add_pack(pack, &entries);
+        self.catalog().move_to_pack(pack, &entries);
         self.pack_written(pack, len as u64, &entries);
         debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
         Ok(())

@@ -7,30 +7,76 @@
 //! ([`crate::recompress`]);
 //! a pack whose live bytes fall under `[gc] repack_below` of its page bytes has its live pages
 //! copied into new packs, which are uploaded *before* the old pack is deleted, so a crash at any
-//! moment leaves at worst duplicate or unreferenced packs, never a missing page. GC holds the
-//! exclusive store lock ([`crate::lock`]), so no ingest can dedup against a pack it is deleting.
+//! moment leaves at worst duplicate or unreferenced packs, never a missing page.
+//!
+//! It runs beside ingests and never holds one up ([`crate::lock`]). It works on the packs listed
+//! when it starts (later ones are the next gc's), announces the pages of those packs that no
+//! manifest references (its *doomed* set: ingests that start from then on store their own copies
+//! rather than reference them), waits for the ingests already in flight to commit, marks what
+//! their manifests reference as live too, and only then sweeps. So no ingest can reference a page
+//! it deletes. It excludes recompression and other gcs (both rewrite packs).
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde::Serialize;
-use tracing::{info, info_span, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::blocking::blocking;
+use crate::blocking::{blocking, idle_priority};
 use crate::config::RetentionConfig;
+use crate::error::Error;
 use crate::error::Result;
 use crate::locality::LocalitySource;
-use crate::lock::LockKind;
+use crate::lock::{LockKind, StoreLock};
 use crate::manifest::{CheckpointId, CheckpointRef};
 use crate::pack::{self, PackBuilder, PackId};
-use crate::page::PageId;
+use crate::page::PageSet;
+use crate::progress::{Progress, SILENT};
 use crate::recompress::{rewrite_pages, DenseWriter};
 use crate::store::PageStore;
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
+/// How long a gc waits for the ingests in flight when it announced its doomed pages (a swap-out
+/// takes seconds; a process killed mid-ingest leaves a lock that is stale at once on this host,
+/// and after an hour on another): then it gives up, having deleted nothing.
+const INGEST_WAIT_LIMIT: Duration = Duration::from_secs(600);
+/// The longest a gc pauses before one pack while its caller is busy ([`GcRun::busy`]).
+const BUSY_PAUSE_MAX: Duration = Duration::from_secs(30);
+const BUSY_POLL: Duration = Duration::from_millis(200);
+
+/// How one gc runs.
+pub struct GcRun<'a> {
+    /// Its CPU work (decoding and recompressing) on a thread at nice 19: a worker's gc.
+    pub background: bool,
+    /// Told of each stage (`mark`, `plan`, `sweep`) and each pack.
+    pub progress: &'a dyn Progress,
+    /// Asked before each pack: while it answers true (say, a swap runs) the gc pauses, up to 30 s
+    /// per pack, so that its cold-tier traffic yields to the swaps' without starving.
+    pub busy: Option<&'a (dyn Fn() -> bool + Send + Sync)>,
+}
+
+impl Default for GcRun<'_> {
+    fn default() -> Self {
+        GcRun {
+            background: false,
+            progress: &SILENT,
+            busy: None,
+        }
+    }
+}
+
+/// The store's record of its last gc (by any process): `meta/gc/store/`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GcRecord {
+    /// When it ended (ms since the epoch).
+    pub finished_ms: u64,
+    pub host: String,
+    pub report: GcReport,
+}
 
 /// What one gc did.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GcReport {
     pub manifests: u64,
     pub live_pages: u64,
@@ -46,6 +92,15 @@ pub struct GcReport {
     pub pack_bytes_after: u64,
     /// Locality packs deleted because no manifest names them.
     pub locality_deleted: u64,
+    /// Pages announced doomed (referenced by no manifest at the first mark).
+    #[serde(default)]
+    pub pages_doomed: u64,
+    /// Manifests committed while it waited for the ingests in flight, marked after the wait.
+    #[serde(default)]
+    pub manifests_late: u64,
+    /// How long it waited for those ingests.
+    #[serde(default)]
+    pub waited_ms: u64,
     pub elapsed_ms: u64,
 }
 
@@ -130,100 +185,109 @@ impl PageStore {
         Ok(mine)
     }
 
-    /// Mark and sweep, under the exclusive store lock.
+    /// Mark and sweep, beside ingests ([`crate::gc`]).
     pub async fn gc(&self) -> Result<GcReport> {
-        let lock = self.lock(LockKind::Gc).await?;
-        let result = self.gc_locked().instrument(info_span!("gc")).await;
-        self.unlock(lock).await?;
-        result
+        self.gc_with(&GcRun::default()).await
     }
 
-    async fn gc_locked(&self) -> Result<GcReport> {
+    /// [`Self::gc`], run as `run` says. A successful one is recorded ([`Self::last_gc`]).
+    pub async fn gc_with(&self, run: &GcRun<'_>) -> Result<GcReport> {
+        let lock = self.lock(LockKind::Gc).await?;
+        let result = self
+            .gc_locked(&lock, run)
+            .instrument(info_span!("gc"))
+            .await;
+        self.unlock(lock).await?;
+        let report = result?;
+        if let Err(e) = self.record_gc(&report).await {
+            warn!(error = %e, "the gc is not recorded as the store's last");
+        }
+        Ok(report)
+    }
+
+    /// The store's last successful gc, by any process.
+    pub async fn last_gc(&self) -> Result<Option<GcRecord>> {
+        let Some(body) = self.latest_meta("gc", "store").await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| Error::BadManifest(format!("the store's gc record: {e}")))
+    }
+
+    async fn record_gc(&self, report: &GcReport) -> Result<()> {
+        let record = GcRecord {
+            finished_ms: crate::clock::now_ms(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
+            report: report.clone(),
+        };
+        let body = serde_json::to_vec(&record).map_err(|source| Error::Encode {
+            what: "the gc record",
+            source,
+        })?;
+        self.put_meta("gc", "store", &body).await
+    }
+
+    async fn gc_locked(&self, lock: &StoreLock, run: &GcRun<'_>) -> Result<GcReport> {
         let started = Instant::now();
         let mut r = GcReport::default();
         self.refresh_catalog().await?;
+        // What this gc may delete: the packs and locality packs there are now. Those written
+        // later (by ingests beside it) reference pages this gc may not have marked.
+        let packs: Vec<_> = self
+            .cold()
+            .list("packs/")
+            .await?
+            .into_iter()
+            .filter_map(|o| PackId::from_object_key(&o.key).map(|p| (p, o)))
+            .collect();
+        let localities = self.cold().list("locality/").await?;
 
         // Mark. Any manifest that cannot be read stops the gc: sweeping on a partial mark would
         // delete pages that checkpoint needs.
-        let mut live: HashSet<PageId> = HashSet::new();
-        let mut live_locality: HashSet<String> = HashSet::new();
-        for c in self.checkpoints().await? {
-            let m = self.manifest(&c).await?;
-            r.manifests += 1;
-            live_locality.extend(LocalitySource::of(&m).map(|l| l.key));
-            for f in &m.files {
-                live.extend(f.pages().iter().filter(|p| !p.is_zero()));
-            }
-        }
-        r.live_pages = live.len() as u64;
+        let mut mark = Mark::default();
+        run.progress.stage("mark", 0, 0);
+        self.mark(&mut mark, run.progress).await?;
+        r.manifests = mark.manifests;
 
-        // Sweep. A pack still in ingest's fast encoding is rewritten dense whatever it holds
-        // (the recompression that `pico store gc` finishes); a dense pack only when little of
-        // it is live.
-        let threshold = self.config.gc.repack_below;
-        let mut doomed: Vec<(PackId, String)> = Vec::new();
-        let mut written: HashSet<PackId> = HashSet::new();
-        let mut writer = DenseWriter::new()?;
-        for obj in self.cold().list("packs/").await? {
-            let Some(pack) = PackId::from_object_key(&obj.key) else {
-                continue;
-            };
-            r.packs_before += 1;
-            r.pack_bytes_before += obj.size;
+        // The pages of those packs no manifest references: announced before anything goes.
+        run.progress.stage("plan", packs.len() as u64, 0);
+        let mut doomed = PageSet::default();
+        for (_, obj) in &packs {
             let entries = self.read_pack_index(&obj.key, obj.size).await?;
-            // A page is live here if it is referenced and this is the copy the catalog reads.
-            let keep: Vec<_> = entries
-                .iter()
-                .filter(|e| {
-                    live.contains(&e.id)
-                        && self.catalog().locate(&e.id).map(|l| l.pack) == Some(pack)
-                })
-                .copied()
-                .collect();
-            let total: u64 = entries.iter().map(|e| e.stored_bytes()).sum();
-            let kept: u64 = keep.iter().map(|e| e.stored_bytes()).sum();
-            let fast = pack::is_fast(&entries);
-            if !fast
-                && (keep.len() == entries.len()
-                    || (total > 0 && kept as f64 >= threshold * total as f64))
-            {
-                r.pack_bytes_after += obj.size;
-                continue;
-            }
-            r.pages_dropped += (entries.len() - keep.len()) as u64;
-            if !keep.is_empty() {
-                if fast {
-                    r.packs_recompressed += 1;
-                } else {
-                    r.packs_repacked += 1;
-                }
-                let data = self.cold().get(&obj.key).await?;
-                let key = obj.key.clone();
-                writer = blocking(move || {
-                    rewrite_pages(&mut writer, &key, &data, &keep)?;
-                    Ok(writer)
-                })
-                .await?;
-                for full in writer.take_full() {
-                    let (id, len) = self.write_repacked(full).await?;
-                    written.insert(id);
-                    r.pack_bytes_after += len;
-                    r.packs_written += 1;
-                }
-            }
-            doomed.push((pack, obj.key));
+            doomed.extend(
+                entries
+                    .iter()
+                    .map(|e| e.id)
+                    .filter(|id| !mark.live.contains(id)),
+            );
+            run.progress.advance(1, 0);
         }
-        for last in blocking(move || writer.finish()).await? {
-            let (id, len) = self.write_repacked(last).await?;
-            written.insert(id);
-            r.pack_bytes_after += len;
-            r.packs_written += 1;
-        }
-        // Only now that every live page has a durable new home are old packs deleted.
-        r.packs_deleted = self.delete_replaced(&doomed, &written).await? as u64;
+        r.pages_doomed = doomed.len() as u64;
+        self.announce_doomed(lock, &doomed).await?;
+        drop(doomed);
+        let waiting = Instant::now();
+        self.wait_for_ingests(INGEST_WAIT_LIMIT).await?;
+        r.waited_ms = waiting.elapsed().as_millis() as u64;
+        // What the ingests begun before the announcement committed: they may reference pages
+        // announced doomed.
+        self.mark(&mut mark, run.progress).await?;
+        r.manifests_late = mark.manifests - r.manifests;
+        r.manifests = mark.manifests;
+        r.live_pages = mark.live.len() as u64;
+        debug!(
+            doomed = r.pages_doomed,
+            late = r.manifests_late,
+            waited_ms = r.waited_ms,
+            "gc marked"
+        );
+        self.sweep(&packs, &mark.live, &mut r, run).await?;
+
         // Locality packs no manifest names: a killed ingest's, or one whose manifest went.
-        for obj in self.cold().list("locality/").await? {
-            if !live_locality.contains(&obj.key) {
+        for obj in localities {
+            if !mark.live_locality.contains(&obj.key) {
                 self.cold().delete(&obj.key).await?;
                 r.locality_deleted += 1;
             }
@@ -235,9 +299,120 @@ impl PageStore {
             deleted = r.packs_deleted,
             repacked = r.packs_repacked,
             dropped = r.pages_dropped,
+            waited_ms = r.waited_ms,
             "gc done"
         );
         Ok(r)
+    }
+
+    /// Marks the pages and locality packs of every manifest `mark` has not read yet. A manifest
+    /// deleted between the listing and its read (retention beside this gc) is skipped: its
+    /// checkpoint is gone.
+    async fn mark(&self, mark: &mut Mark, progress: &dyn Progress) -> Result<()> {
+        for c in self.checkpoints().await? {
+            if mark.read.contains(&c.id) {
+                continue;
+            }
+            let m = match self.manifest(&c).await {
+                Ok(m) => m,
+                Err(Error::ObjectNotFound(_)) => {
+                    debug!(checkpoint = %c.id, "deleted while gc marked");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            mark.read.insert(c.id.clone());
+            mark.manifests += 1;
+            mark.live_locality
+                .extend(LocalitySource::of(&m).map(|l| l.key));
+            for f in &m.files {
+                mark.live.extend(f.pages().iter().filter(|p| !p.is_zero()));
+            }
+            progress.advance(1, 0);
+        }
+        Ok(())
+    }
+
+    /// Sweeps `packs` (listed before the mark): deletes, recompresses or repacks each. A live
+    /// page is kept in the first pack that holds it (any further copy is dropped), and the
+    /// catalog is pointed at the copy kept before any pack goes.
+    async fn sweep(
+        &self,
+        packs: &[(PackId, crate::cold::ObjectMeta)],
+        live: &PageSet,
+        r: &mut GcReport,
+        run: &GcRun<'_>,
+    ) -> Result<()> {
+        // A pack still in ingest's fast encoding is rewritten dense whatever it holds (the
+        // recompression that `pico store gc` finishes); a dense pack only when little of it
+        // is live.
+        let threshold = self.config.gc.repack_below;
+        let total_bytes = packs.iter().map(|(_, o)| o.size).sum();
+        run.progress.stage("sweep", packs.len() as u64, total_bytes);
+        let mut doomed: Vec<(PackId, String)> = Vec::new();
+        let mut written: HashSet<PackId> = HashSet::new();
+        let mut claimed = PageSet::default();
+        let mut writer = DenseWriter::new()?;
+        for (pack, obj) in packs {
+            let pack = *pack;
+            pause_while_busy(run).await;
+            r.packs_before += 1;
+            r.pack_bytes_before += obj.size;
+            let entries = self.read_pack_index(&obj.key, obj.size).await?;
+            let keep: Vec<_> = entries
+                .iter()
+                .filter(|e| live.contains(&e.id) && claimed.insert(e.id))
+                .copied()
+                .collect();
+            let total: u64 = entries.iter().map(|e| e.stored_bytes()).sum();
+            let kept: u64 = keep.iter().map(|e| e.stored_bytes()).sum();
+            let fast = pack::is_fast(&entries);
+            if !fast
+                && (keep.len() == entries.len()
+                    || (total > 0 && kept as f64 >= threshold * total as f64))
+            {
+                // Its copies of the pages it keeps are the ones read from now on.
+                self.catalog().move_to_pack(pack, &keep);
+                r.pack_bytes_after += obj.size;
+                run.progress.advance(1, obj.size);
+                continue;
+            }
+            r.pages_dropped += (entries.len() - keep.len()) as u64;
+            if !keep.is_empty() {
+                if fast {
+                    r.packs_recompressed += 1;
+                } else {
+                    r.packs_repacked += 1;
+                }
+                let data = self.cold().get(&obj.key).await?;
+                let key = obj.key.clone();
+                let rewrite = move || {
+                    rewrite_pages(&mut writer, &key, &data, &keep)?;
+                    Ok(writer)
+                };
+                writer = match run.background {
+                    true => idle_priority(rewrite).await?,
+                    false => blocking(rewrite).await?,
+                };
+                for full in writer.take_full() {
+                    let (id, len) = self.write_repacked(full).await?;
+                    written.insert(id);
+                    r.pack_bytes_after += len;
+                    r.packs_written += 1;
+                }
+            }
+            doomed.push((pack, obj.key.clone()));
+            run.progress.advance(1, obj.size);
+        }
+        for last in blocking(move || writer.finish()).await? {
+            let (id, len) = self.write_repacked(last).await?;
+            written.insert(id);
+            r.pack_bytes_after += len;
+            r.packs_written += 1;
+        }
+        // Only now that every live page has a durable new home are old packs deleted.
+        r.packs_deleted = self.delete_replaced(&doomed, &written).await? as u64;
+        Ok(())
     }
 
     /// Uploads a pack of pages that live elsewhere too, and points the catalog at it.
@@ -248,5 +423,25 @@ impl PageStore {
         self.catalog().move_to_pack(pack, &entries);
         self.pack_written(pack, len, &entries);
         Ok((pack, len))
+    }
+}
+
+/// What a gc has marked so far.
+#[derive(Default)]
+struct Mark {
+    read: HashSet<CheckpointId>,
+    manifests: u64,
+    live: PageSet,
+    live_locality: HashSet<String>,
+}
+
+/// Waits while `run`'s caller is busy, up to [`BUSY_PAUSE_MAX`].
+async fn pause_while_busy(run: &GcRun<'_>) {
+    let Some(busy) = run.busy else {
+        return;
+    };
+    let until = Instant::now() + BUSY_PAUSE_MAX;
+    while busy() && Instant::now() < until {
+        tokio::time::sleep(BUSY_POLL).await;
     }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -218,11 +219,13 @@ impl PageStore {
                 ),
             });
         }
-        // No gc may delete a pack this ingest dedups against until its manifest is committed.
+        // A gc beside it deletes no page it dedups against: either it announced those pages
+        // (`doomed`: stored again here) or it waits for this commit ([`crate::lock`]).
         let lock = self.lock(LockKind::Ingest).await?;
+        let doomed = lock.doomed();
         // Caching new pages locally waits for the commit (unless its queue fills).
         let filling = self.filler.as_ref().map(|f| f.ingest_started());
-        let result = self.ingest_locked(tenant, dir, options).await;
+        let result = self.ingest_locked(tenant, dir, options, doomed).await;
         drop(filling);
         let unlocked = self.unlock(lock).await;
         let report = result?;
@@ -235,6 +238,7 @@ impl PageStore {
         tenant: &str,
         dir: &Path,
         options: &IngestOptions,
+        doomed: Option<Arc<page::PageSet>>,
     ) -> Result<IngestReport> {
         // Forget packs a gc deleted since the catalog was loaded.
         self.refresh_catalog().await?;
@@ -242,7 +246,7 @@ impl PageStore {
         let generation = parent.as_ref().map_or(1, |p| p.generation + 1);
         let span = info_span!("ingest", tenant, generation);
         let report = self
-            .ingest_generation(tenant, generation, parent.as_ref(), dir, options)
+            .ingest_generation(tenant, generation, parent.as_ref(), dir, options, doomed)
             .instrument(span)
             .await?;
         // The newest checkpoint's locality pack is the one the next restore reads (a first
@@ -267,6 +271,7 @@ impl PageStore {
         parent: Option<&CheckpointRef>,
         dir: &Path,
         options: &IngestOptions,
+        doomed: Option<Arc<page::PageSet>>,
     ) -> Result<IngestReport> {
         let started = Instant::now();
         let inputs = {
@@ -298,6 +303,7 @@ impl PageStore {
             keep_in_memory: options.keep_in_memory,
             builder: PackBuilder::new(),
             seen: page::PageSet::default(),
+            doomed,
             uploads: FuturesUnordered::new(),
         };
         for input in inputs {
@@ -446,7 +452,9 @@ impl PageStore {
             for (i, id) in chunk.ids.iter().enumerate() {
                 if id.is_zero() {
                     report.pages_zero += 1;
-                } else if self.catalog().contains(id) || !packing.seen.insert(*id) {
+                } else if (self.catalog().contains(id) && !packing.is_doomed(id))
+                    || !packing.seen.insert(*id)
+                {
                     report.pages_known += 1;
                 } else {
                     new.push(i);
@@ -514,13 +522,16 @@ impl PageStore {
     async fn commit_pack(&self, builder: PackBuilder) -> Result<PackCommitted> {
         // Sealing hashes the whole pack: off the thread that builds the next one.
         let (pack, data, entries) = blocking(move || Ok(builder.finish())).await?;
+        let (pack, data) = self.unused_name(pack, data);
         let data = bytes::Bytes::from(data);
         let len = data.len() as u64;
         // Keep the encoded pages (shared, not copied) to warm the local tier once the pack is
         // durable.
         let local_copy = self.filler.is_some().then(|| data.clone());
         self.cold().put(&pack.object_key(), data).await?;
-        self.catalog().add_pack(pack, &entries);
+        // The new copy wins: a page stored again because a gc deletes its old copy
+        // must be found here, and every other page of it is new.
+        self.catalog().move_to_pack(pack, &entries);
         self.pack_written(pack, len, &entries);
         debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
         if let (Some(filler), Some(data)) = (self.filler.clone(), local_copy) {
@@ -556,10 +567,16 @@ struct Packing<'a> {
     keep_in_memory: bool,
     builder: PackBuilder,
     seen: page::PageSet,
+    /// Pages a running gc deletes: stored again, never referenced ([`crate::lock`]).
+    doomed: Option<Arc<page::PageSet>>,
     uploads: FuturesUnordered<Upload<'a>>,
 }
 
 impl<'a> Packing<'a> {
+    fn is_doomed(&self, id: &PageId) -> bool {
+        self.doomed.as_ref().is_some_and(|d| d.contains(id))
+    }
+
     /// Runs `work` while the uploads in flight make progress.
     async fn uploading<T>(
         &mut self,

@@ -39,6 +39,7 @@ pub mod pack;
 pub mod page;
 pub mod peer;
 pub mod prefetch;
+pub mod progress;
 pub mod read;
 pub mod recompress;
 mod rerun;

@@ -7,12 +7,15 @@
 //!
 //! Layout (little-endian):
 //! ```text
-//! header  "PICOPACK" | version u32 | reserved u32                    16 bytes
+//! header  "PICOPACK" | version u32 | salt u32                        16 bytes
 //! pages   encoded page bytes, back to back
 //! index   per page: id [32] | offset u64 | len u32 | codec u8 | slot u8 | of u8 | 0 u8
 //!                                                                       48 bytes each
 //! footer  index_offset u64 | count u32 | version u32 | blake3(index) [32] | "PICOPKIX"  56 bytes
 //! ```
+//!
+//! The salt is 0 unless those bytes would take the name of a pack that already exists, which a
+//! gc may be deleting ([`renamed`]); readers ignore it.
 //!
 //! Version 1 (what ingest writes): every page encoded alone (raw or lz4), `slot` and `of` 0.
 //! Version 2 (what gc's recompression writes, [`crate::frame`]): zstd frames of a few pages; the
@@ -178,6 +181,14 @@ impl PackBuilder {
         let id = PackId(*blake3::hash(&self.data).as_bytes());
         (id, self.data, self.entries)
     }
+}
+
+/// A sealed pack under another name: the same pages and index, its salt set to `salt` (see the
+/// layout). An ingest storing again pages a gc deletes can seal exactly the bytes of the pack
+/// that gc is deleting; uploaded under that name, the gc's delete would take them too.
+pub fn renamed(mut data: Vec<u8>, salt: u32) -> (PackId, Vec<u8>) {
+    data[12..HEADER_LEN].copy_from_slice(&salt.to_le_bytes());
+    (PackId(*blake3::hash(&data).as_bytes()), data)
 }
 
 /// The index and footer that end a pack whose page bytes end at `index_offset`: exactly the bytes

@@ -2,8 +2,8 @@
 //! speed rules there), rewritten as dense packs of zstd frames ([`crate::frame`]), the encoding
 //! the cold tier keeps at rest.
 //!
-//! Two ways in. [`PageStore::recompress`] runs beside ingests (it holds the shared ingest lock, so
-//! no gc runs meanwhile) and so keeps *every* page of a pack it rewrites: an ingest in flight may
+//! Two ways in. [`PageStore::recompress`] runs beside ingests (it holds the recompress lock, which
+//! ingests share and a gc does not) and so keeps *every* page of a pack it rewrites: an ingest in flight may
 //! be deduplicating against any of them. A worker runs it in the background after each swap-out
 //! ([`PageStore::recompress_behind`]). gc, which holds the exclusive lock, recompresses as it
 //! sweeps and keeps only live pages ([`crate::gc`]); so `pico store gc` leaves nothing pending.
@@ -148,14 +148,14 @@ pub(crate) fn rewrite_pages(
 
 impl PageStore {
     /// Rewrites every pack still in ingest's fast encoding as dense packs, keeping all its pages,
-    /// under the shared ingest lock (ingests go on; a gc waits or fails as busy).
+    /// under the recompress lock (ingests go on; a gc fails as busy, and this waits for a gc).
     pub async fn recompress(&self) -> Result<RecompressReport> {
         self.recompress_with(false).await
     }
 
     /// [`Self::recompress`]; `background` runs the encoding at the lowest CPU priority.
     async fn recompress_with(&self, background: bool) -> Result<RecompressReport> {
-        let lock = self.lock(LockKind::Ingest).await?;
+        let lock = self.lock(LockKind::Recompress).await?;
         let result = self
             .recompress_locked(background)
             .instrument(info_span!("recompress", background))

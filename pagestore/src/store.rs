@@ -36,6 +36,9 @@ pub struct PageStore {
     /// Packs a recompression found dense, or wrote: a pack is named by its bytes, so it stays
     /// dense, and the next pass need not read its index again.
     pub(crate) known_dense_packs: std::sync::Mutex<std::collections::HashSet<crate::pack::PackId>>,
+    /// Running gcs' doomed sets this process read, by key ([`crate::lock`]).
+    pub(crate) doomed_sets:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<crate::page::PageSet>>>,
     pub(crate) config: StoreConfig,
 }
 
@@ -75,6 +78,7 @@ impl PageStore {
             manifests: ManifestCache::default(),
             background_recompress: Default::default(),
             known_dense_packs: Default::default(),
+            doomed_sets: Default::default(),
             config: config.clone(),
         };
         store.refresh_catalog().await?;
@@ -122,6 +126,18 @@ impl PageStore {
     /// Forgets a pack this process deleted.
     pub(crate) fn forget_pack(&self, pack: &PackId) {
         self.read_path.packs().forget(pack);
+    }
+
+    /// A new pack's name and bytes, salted ([`crate::pack::renamed`]) while its name is that of a
+    /// pack this process knows to exist: never uploaded over a pack a gc may be deleting.
+    pub(crate) fn unused_name(&self, pack: PackId, data: Vec<u8>) -> (PackId, Vec<u8>) {
+        let (mut pack, mut data) = (pack, data);
+        let mut salt = 0u32;
+        while self.read_path.packs().is_known(&pack) {
+            salt += 1;
+            (pack, data) = crate::pack::renamed(data, salt);
+        }
+        (pack, data)
     }
 
     /// Marks a pack this process just uploaded (`len` bytes; its pages already in the catalog)
