@@ -59,14 +59,24 @@ pub struct GcConfig {
     /// keep costing half the storage.
     #[serde(default = "default_repack_below")]
     pub repack_below: f64,
+    /// A worker runs gc itself once this long after the store's last gc, by any process
+    /// (default a day; 0: never, leave it to `pico store gc`). It runs beside ingests, its CPU
+    /// work at nice 19, pausing while a swap runs.
+    #[serde(default = "default_gc_every_ms")]
+    pub every_ms: u64,
 }
 
 impl Default for GcConfig {
     fn default() -> Self {
         GcConfig {
             repack_below: default_repack_below(),
+            every_ms: default_gc_every_ms(),
         }
     }
+}
+
+fn default_gc_every_ms() -> u64 {
+    24 * 3600 * 1000
 }
 
 fn default_repack_below() -> f64 {

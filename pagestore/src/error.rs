@@ -100,6 +100,10 @@ pub enum Error {
     #[error("cannot {what} now: {holder} holds a conflicting lock (retry later; a lock of a dead process is ignored)")]
     Busy { what: &'static str, holder: String },
 
+    /// Work its caller stopped (a worker stopping its scheduled gc): nothing was left half done.
+    #[error("{0} was stopped before it finished")]
+    Stopped(&'static str),
+
     /// A `pico.toml` setting the store cannot work with.
     #[error("bad store configuration: {0}")]
     Config(String),

@@ -54,6 +54,20 @@ pub struct GcRun<'a> {
     /// Asked before each pack: while it answers true (say, a swap runs) the gc pauses, up to 30 s
     /// per pack, so that its cold-tier traffic yields to the swaps' without starving.
     pub busy: Option<&'a (dyn Fn() -> bool + Send + Sync)>,
+    /// Looked at before each pack and while it waits for ingests: once set, the gc gives its
+    /// lock back and ends with [`Error::Stopped`], having deleted nothing it has not replaced.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+impl GcRun<'_> {
+    fn check_stop(&self) -> Result<()> {
+        match self.stop {
+            Some(stop) if stop.load(std::sync::atomic::Ordering::SeqCst) => {
+                Err(Error::Stopped("gc"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for GcRun<'_> {
@@ -62,6 +76,7 @@ impl Default for GcRun<'_> {
             background: false,
             progress: &SILENT,
             busy: None,
+            stop: None,
         }
     }
 }
@@ -269,7 +284,7 @@ impl PageStore {
         self.announce_doomed(lock, &doomed).await?;
         drop(doomed);
         let waiting = Instant::now();
-        self.wait_for_ingests(INGEST_WAIT_LIMIT).await?;
+        self.wait_for_ingests(INGEST_WAIT_LIMIT, run.stop).await?;
         r.waited_ms = waiting.elapsed().as_millis() as u64;
         // What the ingests begun before the announcement committed: they may reference pages
         // announced doomed.
@@ -356,6 +371,7 @@ impl PageStore {
         for (pack, obj) in packs {
             let pack = *pack;
             pause_while_busy(run).await;
+            run.check_stop()?;
             r.packs_before += 1;
             r.pack_bytes_before += obj.size;
             let entries = self.read_pack_index(&obj.key, obj.size).await?;

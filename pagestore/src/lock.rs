@@ -401,7 +401,11 @@ impl PageStore {
     /// holds a lock now has released it (or its process is gone): those may have deduplicated
     /// against a doomed page before it was announced. Ingests that start meanwhile do not wait
     /// for this, nor this for them. Gives up after `limit`.
-    pub(crate) async fn wait_for_ingests(&self, limit: Duration) -> Result<()> {
+    pub(crate) async fn wait_for_ingests(
+        &self,
+        limit: Duration,
+        stop: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<()> {
         let started = std::time::Instant::now();
         let in_flight = |listing: Vec<crate::cold::ObjectMeta>| {
             listing
@@ -425,6 +429,9 @@ impl PageStore {
             let Some(holder) = waiting.iter().next() else {
                 return Ok(());
             };
+            if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+                return Err(Error::Stopped("gc"));
+            }
             if started.elapsed() > limit {
                 return Err(Error::Busy {
                     what: "gc",

@@ -73,6 +73,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     let listeners = crate::api::Listeners::bind(&worker.config, api_token).await?;
     let supervisor = crate::supervisor::start(worker.clone());
     let hub_link = crate::hub_link::start(&worker, listeners.tcp_addr())?;
+    let scheduled_gc = crate::scheduled_gc::start(worker.clone());
     if worker.config.whole_restore_below_mib > 0 {
         let warming = worker.clone();
         tokio::task::spawn_blocking(move || warming.whole_staging.warm());
@@ -107,6 +108,9 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     };
     crate::api::serve(listeners, worker.clone(), stop).await;
     supervisor.abort();
+    if let Some(gc) = scheduled_gc {
+        gc.stop().await;
+    }
     if let Some(link) = hub_link {
         link.abort();
     }

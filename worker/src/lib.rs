@@ -53,6 +53,7 @@ pub mod readiness;
 mod recovery;
 pub mod sandbox;
 pub mod sd_notify;
+mod scheduled_gc;
 mod serving;
 mod socket_activation;
 mod supervisor;

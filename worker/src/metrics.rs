@@ -47,6 +47,11 @@ pub struct Metrics {
     wake_seconds: Histogram,
     held_connections: AtomicI64,
     memory_freed_bytes: AtomicU64,
+    gc_runs: AtomicU64,
+    gc_failures: AtomicU64,
+    gc_last_ms: AtomicU64,
+    gc_last_freed_bytes: AtomicU64,
+    store_last_gc_ms: AtomicU64,
 }
 
 impl Metrics {
@@ -79,6 +84,25 @@ impl Metrics {
     /// `bytes` of memory given back to the machine (a tenant swapped out).
     pub fn memory_freed(&self, bytes: u64) {
         self.memory_freed_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A gc this worker ran ended: `report` when it succeeded.
+    pub fn gc_ended(&self, report: Option<&pagestore::gc::GcReport>) {
+        let Some(r) = report else {
+            self.gc_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.gc_runs.fetch_add(1, Ordering::Relaxed);
+        self.gc_last_ms.store(r.elapsed_ms, Ordering::Relaxed);
+        self.gc_last_freed_bytes.store(
+            r.pack_bytes_before.saturating_sub(r.pack_bytes_after),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// When the store's last gc (by any process) ended, as last read (ms since the epoch).
+    pub fn store_gc_seen(&self, finished_ms: u64) {
+        self.store_last_gc_ms.store(finished_ms, Ordering::Relaxed);
     }
 
     fn failures(&self, op: SwapOp) -> &AtomicU64 {
@@ -136,6 +160,36 @@ impl Metrics {
             Kind::Counter,
             "Bytes of memory given back to the machine by swapped-out tenants.",
             load(&self.memory_freed_bytes),
+        );
+        out.single(
+            "pico_gc_runs_total",
+            Kind::Counter,
+            "Scheduled gcs this worker ran to the end ([gc] every_ms).",
+            load(&self.gc_runs),
+        );
+        out.single(
+            "pico_gc_failures_total",
+            Kind::Counter,
+            "Scheduled gcs this worker began that failed (another gc running is not counted).",
+            load(&self.gc_failures),
+        );
+        out.single(
+            "pico_gc_last_seconds",
+            Kind::Gauge,
+            "Duration of this worker's last successful gc.",
+            load(&self.gc_last_ms) as f64 / 1000.0,
+        );
+        out.single(
+            "pico_gc_last_freed_bytes",
+            Kind::Gauge,
+            "Pack bytes this worker's last successful gc took out of the cold tier.",
+            load(&self.gc_last_freed_bytes),
+        );
+        out.single(
+            "pico_store_last_gc_timestamp_seconds",
+            Kind::Gauge,
+            "When the store's last gc, by any process, ended (as last read; 0: none yet).",
+            load(&self.store_last_gc_ms) / 1000,
         );
     }
 }
@@ -227,6 +281,28 @@ mod tests {
     }
 
     #[test]
+    fn gcs_count_and_their_last_figures() {
+        let m = Metrics::default();
+        m.gc_ended(None);
+        m.gc_ended(Some(&pagestore::gc::GcReport {
+            elapsed_ms: 1500,
+            pack_bytes_before: 10_000,
+            pack_bytes_after: 4_000,
+            ..Default::default()
+        }));
+        m.store_gc_seen(1_700_000_000_123);
+        let t = text(&m);
+        assert!(t.contains("\npico_gc_runs_total 1\n"), "{t}");
+        assert!(t.contains("\npico_gc_failures_total 1\n"), "{t}");
+        assert!(t.contains("\npico_gc_last_seconds 1.5\n"), "{t}");
+        assert!(t.contains("\npico_gc_last_freed_bytes 6000\n"), "{t}");
+        assert!(
+            t.contains("\npico_store_last_gc_timestamp_seconds 1700000000\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn every_family_is_typed_once() {
         let t = text(&Metrics::default());
         for family in [
@@ -235,6 +311,8 @@ mod tests {
             "pico_swap_in_seconds histogram",
             "pico_wake_seconds histogram",
             "pico_held_connections gauge",
+            "pico_gc_runs_total counter",
+            "pico_store_last_gc_timestamp_seconds gauge",
         ] {
             assert_eq!(t.matches(&format!("# TYPE {family}\n")).count(), 1, "{t}");
         }
