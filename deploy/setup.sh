@@ -34,6 +34,8 @@ esac
 PACKAGES=(
   # CRIU needs iptables-save/ip6tables-restore for tenants in their own netns
   iptables iproute2
+  # tenants' disk quotas: an ext4 image per tenant, loop-mounted
+  e2fsprogs mount
   build-essential pkg-config dpkg-dev xz-utils
   libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
   libnl-3-dev libnet1-dev libcap-dev libbsd-dev libaio-dev libgnutls28-dev uuid-dev libdrm-dev

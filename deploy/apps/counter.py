@@ -5,10 +5,15 @@ Used by the end-to-end tests and benchmarks: after a swap-out and swap-in, the n
 continue the count, which proves the process memory came back. GET /ballast?mb=N allocates N MiB
 of random data (a large heap that no dedup or compression shrinks; requests touch none of it),
 GET /env?name=X answers its environment variable X, GET /cwd its working directory, GET / "ok".
+GET /write?name=F&kb=N appends N KiB of random bytes to file F of its working directory and
+answers "wrote", or the errno's name (ENOSPC) when the write fails; GET /size?name=F answers F's
+size in bytes.
 """
+import errno
 import http.server
 import os
 import sys
+import urllib.parse
 
 COUNT = 0
 BALLAST = []
@@ -24,6 +29,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = os.environ.get(self.path.split("=", 1)[1], "")
         elif self.path.startswith("/cwd"):
             body = os.getcwd()
+        elif self.path.startswith("/write?"):
+            query = urllib.parse.parse_qs(self.path.split("?", 1)[1])
+            try:
+                with open(query["name"][0], "ab") as f:
+                    for _ in range(int(query["kb"][0])):
+                        f.write(os.urandom(1024))
+                    f.flush()
+                    os.fsync(f.fileno())
+                body = "wrote"
+            except OSError as e:
+                body = errno.errorcode.get(e.errno, str(e.errno))
+        elif self.path.startswith("/size?name="):
+            body = str(os.path.getsize(self.path.split("=", 1)[1]))
         elif self.path.startswith("/ballast"):
             mb = int(self.path.split("mb=")[-1]) if "mb=" in self.path else 1
             for _ in range(mb):

@@ -49,8 +49,8 @@ pub enum TenantCommand {
         /// Its name (from the spec file when omitted there).
         name: Option<String>,
         /// A TOML tenant spec: name, port, cmd, env, workdir, idle_timeout, layout, sandbox,
-        /// read_only, user_namespace, memory_limit, cpu_weight, proxy_protocol.
-        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "user_namespace", "memory_limit", "cpu_weight", "proxy_protocol", "checkpoint_every", "cmd"])]
+        /// read_only, user_namespace, memory_limit, cpu_weight, disk_quota, proxy_protocol.
+        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "user_namespace", "memory_limit", "cpu_weight", "disk_quota", "proxy_protocol", "checkpoint_every", "cmd"])]
         spec: Option<PathBuf>,
         /// The TCP port it serves on (the worker's on the host, the tenant's inside its network
         /// namespace).
@@ -91,6 +91,10 @@ pub enum TenantCommand {
         /// Its CPU weight against other tenants, 1..10000 (default 100).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         cpu_weight: Option<u32>,
+        /// What its working directory may hold: "100M", "2G" (1024-based, at least 8M) or
+        /// bytes; writes past it fail (ENOSPC) for it alone (default: none; docs/hosting.md).
+        #[arg(long, value_parser = worker::cgroup::parse_memory_size, conflicts_with = "workdir")]
+        disk_quota: Option<u64>,
         /// Start each connection forwarded to it with a PROXY protocol v2 header naming the
         /// client's address (for nginx's `proxy_protocol`, HAProxy...; default off).
         #[arg(long)]
@@ -279,6 +283,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             user_namespace,
             memory_limit,
             cpu_weight,
+            disk_quota,
             proxy_protocol,
             checkpoint_every,
             cmd,
@@ -302,6 +307,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
                         memory_limit: *memory_limit,
                         cpu_weight: *cpu_weight,
                     },
+                    disk_quota: *disk_quota,
                     proxy_protocol: *proxy_protocol,
                     checkpoint_every_ms: *checkpoint_every,
                 },
@@ -497,6 +503,8 @@ struct SpecFile {
     memory_limit: Option<MemorySize>,
     /// As `--cpu-weight`: 1..10000.
     cpu_weight: Option<u32>,
+    /// As `--disk-quota`: "100M", "2G", or a number of bytes.
+    disk_quota: Option<MemorySize>,
     /// As `--proxy-protocol`.
     #[serde(default)]
     proxy_protocol: bool,
@@ -572,6 +580,12 @@ impl SpecFile {
         limits
             .check()
             .map_err(|e| anyhow::anyhow!("tenant spec: {e}"))?;
+        let disk_quota = self
+            .disk_quota
+            .as_ref()
+            .map(MemorySize::bytes)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("tenant spec: disk_quota: {e}"))?;
         Ok(TenantSpec {
             name,
             port: self.port,
@@ -584,6 +598,7 @@ impl SpecFile {
             read_only: self.read_only,
             user_namespace: self.user_namespace,
             limits,
+            disk_quota,
             proxy_protocol: self.proxy_protocol,
             checkpoint_every_ms,
         })
@@ -644,6 +659,7 @@ mod tests {
             layout = "deterministic"
             memory_limit = "256M"
             cpu_weight = 50
+            disk_quota = "100M"
             user_namespace = true
         "#;
         let file: SpecFile = toml::from_str(text).unwrap();
@@ -654,6 +670,7 @@ mod tests {
         assert!(spec.deterministic);
         assert_eq!(spec.limits.memory_limit, Some(256 << 20));
         assert_eq!(spec.limits.cpu_weight, Some(50));
+        assert_eq!(spec.disk_quota, Some(100 << 20));
         assert!(spec.user_namespace);
         assert_eq!(spec.env["GREETING"], "hi");
         assert_eq!(

@@ -7,6 +7,7 @@ mod api;
 mod bench_density;
 mod bench_forward;
 mod dense_host;
+mod disk_quota;
 mod gc_schedule;
 mod hub;
 mod package;

@@ -81,6 +81,10 @@ impl Worker {
         for dir in [&dirs.root, &cwd] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
+        // Its quota travels in its record: its files go into a filesystem of that size here.
+        if let Some(bytes) = info.disk_quota {
+            crate::disk_quota::ensure_mounted(name, &dirs, &cwd, bytes).await?;
+        }
         if let Some(archive) = self.whole_file(&manifest, FILES_ARCHIVE).await {
             let (cwd, log) = (cwd.clone(), dirs.log());
             tokio::task::spawn_blocking(move || unpack(&archive, &cwd, &log))

@@ -116,6 +116,13 @@ pub enum Error {
     #[error("bad request: {0}")]
     BadRequest(String),
 
+    #[error("tenant {tenant}'s disk quota: {what} failed: {reason} (needs mkfs.ext4 from e2fsprogs, mount and loop devices: deploy/setup.sh)")]
+    DiskQuota {
+        tenant: String,
+        what: String,
+        reason: String,
+    },
+
     #[error("this machine's CPU cannot run what was dumped on the other's: {0}")]
     CpuMismatch(String),
 

@@ -28,6 +28,7 @@ pub mod criu;
 mod criu_rpc;
 mod criu_swrk;
 pub mod daemon;
+mod disk_quota;
 mod dispatch;
 mod error;
 mod handover;

@@ -59,6 +59,9 @@ impl Worker {
         for dir in [&dirs.root, &cwd] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
+        if let Some(bytes) = spec.disk_quota {
+            crate::disk_quota::ensure_mounted(name, &dirs, &cwd, bytes).await?;
+        }
         let read_only = if spec.sandbox {
             crate::sandbox::shown_read_only(
                 &spec.cmd,
@@ -79,11 +82,15 @@ impl Worker {
             None
         };
         let netns_pin = dirs.netns();
+        let quota_cwd = spec.disk_quota.map(|_| cwd.clone());
         let undo = |pid: Option<u32>| async move {
             if let Some(pid) = pid {
                 kill_tree(pid).await;
             }
             let _ = crate::netns::remove(&netns_pin);
+            if let Some(cwd) = quota_cwd {
+                let _ = crate::disk_quota::unmount(name, &cwd).await;
+            }
             self.drop_cgroup(name).await;
             if let Some(first) = user_ids {
                 self.tenants.user_ids.give_back(first);
@@ -139,6 +146,21 @@ impl Worker {
                 "this worker runs its tenants without cgroups ({why}): its memory_limit and \
                  cpu_weight cannot be applied"
             )));
+        }
+        if let Some(bytes) = spec.disk_quota {
+            if bytes < crate::disk_quota::MIN_QUOTA {
+                return Err(bad_limits(format!(
+                    "disk_quota {bytes} is under the smallest, {} (8M)",
+                    crate::disk_quota::MIN_QUOTA
+                )));
+            }
+            if spec.workdir.is_some() {
+                return Err(bad_limits(
+                    "a disk quota is for the tenant's own working directory, not a workdir it \
+                     names"
+                        .into(),
+                ));
+            }
         }
         if spec.user_namespace && !spec.sandbox {
             return Err(start_error(
@@ -363,7 +385,7 @@ impl Worker {
         // First the checkpoints: if the store is unreachable, `rm` fails and can be run again.
         let gone = self.store.forget(name).await?;
         info!(checkpoints = gone.len(), "checkpoints forgotten");
-        self.unregister(&slot, &rt);
+        self.unregister(&slot, &rt).await;
         info!("tenant removed");
         Ok(())
     }
@@ -375,7 +397,7 @@ impl Worker {
         let slot = self.slot(name)?;
         let mut rt = slot.runtime.lock().await;
         self.stop_here(&slot, &mut rt).await;
-        self.unregister(&slot, &rt);
+        self.unregister(&slot, &rt).await;
         self.done_with_peer(name);
         warn!(
             tenant = name,
@@ -396,7 +418,7 @@ impl Worker {
             });
         }
         self.stop_here(&slot, &mut rt).await;
-        self.unregister(&slot, &rt);
+        self.unregister(&slot, &rt).await;
         info!(tenant = name, "tenant released: it moves to another worker");
         Ok(())
     }
@@ -416,11 +438,17 @@ impl Worker {
         self.drop_cgroup(&slot.name).await;
     }
 
-    /// Takes a stopped tenant out of this worker: its port, network namespace, directory, slot.
-    fn unregister(&self, slot: &TenantSlot, rt: &crate::host::TenantRuntime) {
+    /// Takes a stopped tenant out of this worker: its port, network namespace, filesystem (a
+    /// disk quota's), directory, slot.
+    async fn unregister(&self, slot: &TenantSlot, rt: &crate::host::TenantRuntime) {
         slot.stop_serving();
         if let Err(e) = crate::netns::remove(&slot.dirs.netns()) {
             error!(error = %e, "could not remove the tenant's network namespace");
+        }
+        if rt.info.disk_quota.is_some() {
+            if let Err(e) = crate::disk_quota::unmount(&slot.name, &slot.dirs.cwd()).await {
+                error!(error = %e, "could not unmount the tenant's working directory");
+            }
         }
         if let Err(e) = std::fs::remove_dir_all(&slot.dirs.root) {
             error!(error = %e, "could not remove the tenant's directory");

@@ -52,12 +52,27 @@ impl Worker {
     pub(crate) async fn recover(self: &Arc<Self>) -> Result<()> {
         detach_stale_mounts(&self.config.mounts_dir);
         for slot in self.tenants.all() {
+            self.remount_disk(&slot).await;
             if let Err(e) = self.recover_tenant(&slot).await {
                 warn!(tenant = %slot.name, error = %e, "could not settle the tenant");
             }
             self.settle_cgroup(&slot).await;
         }
         Ok(())
+    }
+
+    /// Mounts a tenant's filesystem again (a disk quota's) if it is not: after a reboot, or a
+    /// worker stopped with `umount`s done by hand. A failure is logged; its swap-in tries again.
+    async fn remount_disk(&self, slot: &TenantSlot) {
+        let quota = slot.runtime.lock().await.info.disk_quota;
+        if let Some(bytes) = quota {
+            let cwd = slot.dirs.cwd();
+            if let Err(e) =
+                crate::disk_quota::ensure_mounted(&slot.name, &slot.dirs, &cwd, bytes).await
+            {
+                warn!(tenant = %slot.name, error = %e, "its working directory is not mounted");
+            }
+        }
     }
 
     async fn recover_tenant(self: &Arc<Self>, slot: &Arc<TenantSlot>) -> Result<()> {

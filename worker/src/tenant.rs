@@ -91,6 +91,10 @@ pub struct TenantInfo {
     /// Its memory limit and CPU weight (see `cgroup`).
     #[serde(default, flatten)]
     pub limits: crate::cgroup::Limits,
+    /// Bytes its working directory may hold: a filesystem of its own of this size (see
+    /// `disk_quota`); none: the host's disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_quota: Option<u64>,
     /// Each connection forwarded to it starts with a PROXY protocol v2 header naming the
     /// client (see `proxy_header`).
     #[serde(default)]
@@ -157,6 +161,10 @@ pub struct TenantSpec {
     /// Its memory limit and CPU weight (see `cgroup`).
     #[serde(default, flatten)]
     pub limits: crate::cgroup::Limits,
+    /// Bytes its working directory may hold (see `disk_quota`; at least 8 MiB, and only in the
+    /// tenant's own directory, not with `workdir`); none: the host's disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_quota: Option<u64>,
     /// Start each connection forwarded to it with a PROXY protocol v2 header naming the client
     /// (off by default: a tenant that does not expect one would take it for its request).
     #[serde(default)]
@@ -182,6 +190,7 @@ impl TenantSpec {
             sandbox: false,
             read_only: Vec::new(),
             limits: Default::default(),
+            disk_quota: None,
             proxy_protocol: false,
             user_namespace: false,
             checkpoint_every_ms: None,
@@ -397,6 +406,7 @@ impl TenantInfo {
             last_active: Some(pagestore::clock::now_ms()),
             rss_bytes: None,
             limits: spec.limits,
+            disk_quota: spec.disk_quota,
             proxy_protocol: spec.proxy_protocol,
             checkpoint_every_ms: spec.checkpoint_every_ms.unwrap_or(0),
             restore_failures: 0,

@@ -71,6 +71,7 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         | Error::Start { .. }
         | Error::WholeImageIncomplete(_)
         | Error::Cgroup { .. }
+        | Error::DiskQuota { .. }
         | Error::SwapOutNotCommitted { .. }
         | Error::WorkerNotRunning { .. }
         | Error::WorkerAlreadyRunning { .. }

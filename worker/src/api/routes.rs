@@ -212,6 +212,7 @@ pub(crate) mod tests {
                     memory_limit: Some(256 << 20),
                     cpu_weight: Some(50),
                 },
+                disk_quota: Some(100 << 20),
                 proxy_protocol: true,
                 checkpoint_every_ms: Some(300_000),
             }),

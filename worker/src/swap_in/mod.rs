@@ -93,7 +93,15 @@ impl Worker {
         crashpoint::hit("swap-in:registry-saved");
         let swap = self.metrics.swap_started(crate::metrics::SwapOp::In);
         let limits = rt.info.limits;
-        let restored = match self.prepare_cgroup(name, &limits) {
+        // Its files are on its own filesystem (mounted since it was added, or since this worker
+        // started): restored without them, it would find an empty directory.
+        let mounted = match rt.info.disk_quota {
+            Some(bytes) => {
+                crate::disk_quota::ensure_mounted(name, &slot.dirs, &slot.dirs.cwd(), bytes).await
+            }
+            None => Ok(()),
+        };
+        let restored = match mounted.and_then(|()| self.prepare_cgroup(name, &limits)) {
             // CRIU puts the tree back into the cgroup it was dumped from: this one.
             Ok(_) => {
                 self.restore_checkpoint(&slot, &mut rt, name, checkpoint_id, use_activeset, install)
