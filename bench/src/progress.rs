@@ -1,5 +1,5 @@
-//! Progress for long benchmark runs: a bar on a terminal, nothing in CI or when piped, so that
-//! logs and `--json` output stay clean.
+//! Progress for long benchmark runs (run N of M): a bar on a terminal, nothing in CI or when
+//! piped, so that logs and `--json` output stay clean.
 
 use std::io::IsTerminal;
 
@@ -27,4 +27,25 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     }
     bar.set_prefix(what.to_string());
     bar
+}
+
+/// A [`bar`] of `len` runs that is cleared from the terminal when dropped, however its loop ends.
+pub fn runs(len: u64, what: &str) -> Runs {
+    Runs(bar(len, what))
+}
+
+/// See [`runs`].
+pub struct Runs(ProgressBar);
+
+impl Runs {
+    /// Run `n` (from 0) is under way.
+    pub fn at(&self, n: u64) {
+        self.0.set_position(n);
+    }
+}
+
+impl Drop for Runs {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
 }

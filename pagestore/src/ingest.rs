@@ -81,6 +81,9 @@ pub struct IngestOptions {
     pub keep_in_memory: bool,
     /// Which files are split into pages; by default those larger than [`INLINE_MAX`].
     pub paged: PagedFiles,
+    /// Told of the pages of the paged files as they are processed (stage `ingest`: their
+    /// pages and bytes).
+    pub progress: crate::progress::Reporter,
 }
 
 /// Which files of a checkpoint are split into pages; the others are kept whole (inline) in the
@@ -298,6 +301,16 @@ impl PageStore {
             elapsed_ms: 0,
             manifest: None,
         };
+        let paged: Vec<u64> = inputs
+            .iter()
+            .filter(|i| options.paged.is_paged(&i.name, i.size))
+            .map(|i| i.size)
+            .collect();
+        options.progress.get().stage(
+            "ingest",
+            paged.iter().map(|s| page::page_count(*s)).sum(),
+            paged.iter().sum(),
+        );
         let mut files = Vec::with_capacity(inputs.len());
         let mut packing = Packing {
             keep_in_memory: options.keep_in_memory,
@@ -309,7 +322,7 @@ impl PageStore {
         for input in inputs {
             let content = if options.paged.is_paged(&input.name, input.size) {
                 let ids = self
-                    .ingest_paged_file(&input, &mut packing, &mut report)
+                    .ingest_paged_file(&input, &mut packing, &mut report, options)
                     .await?;
                 report.logical_bytes += input.size;
                 FileContent::Paged(ids)
@@ -427,6 +440,7 @@ impl PageStore {
         input: &InputFile,
         packing: &mut Packing<'a>,
         report: &mut IngestReport,
+        options: &IngestOptions,
     ) -> Result<Vec<PageId>> {
         let path = input.path.clone();
         let file =
@@ -470,6 +484,10 @@ impl PageStore {
                 }
             }
             report.pages_total += chunk.ids.len() as u64;
+            options
+                .progress
+                .get()
+                .advance(chunk.ids.len() as u64, len as u64);
             report.pages_new += new.len() as u64;
             report.bytes_compressed += (new.len() * PAGE_SIZE) as u64;
             chunk = packing

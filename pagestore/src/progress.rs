@@ -17,3 +17,32 @@ impl Progress for Silent {}
 
 /// A [`Silent`] to borrow.
 pub static SILENT: Silent = Silent;
+
+/// A [`Progress`] to carry in options that are cloned and printed (`IngestOptions`); none by
+/// default.
+#[derive(Clone, Default)]
+pub struct Reporter(Option<std::sync::Arc<dyn Progress>>);
+
+impl Reporter {
+    pub fn new(progress: std::sync::Arc<dyn Progress>) -> Reporter {
+        Reporter(Some(progress))
+    }
+
+    /// What it reports to.
+    pub fn get(&self) -> &dyn Progress {
+        match &self.0 {
+            Some(p) => p.as_ref(),
+            None => &SILENT,
+        }
+    }
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Reporter"
+        } else {
+            "Silent"
+        })
+    }
+}

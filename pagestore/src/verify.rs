@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::codec::{decode_verified, PageDecoder};
 use crate::error::{Error, Result};
 use crate::pack::{self, PackId};
+use crate::progress::Progress;
 use crate::store::PageStore;
 use crate::tier::Tier;
 
@@ -27,11 +28,27 @@ impl VerifyReport {
 
 impl PageStore {
     pub async fn verify(&self) -> Result<VerifyReport> {
+        self.verify_with(&crate::progress::SILENT).await
+    }
+
+    /// [`Self::verify`], telling `progress` of each pack (stage `packs`) and each checkpoint
+    /// (stage `checkpoints`).
+    pub async fn verify_with(&self, progress: &dyn Progress) -> Result<VerifyReport> {
         let mut r = VerifyReport::default();
-        for obj in self.cold().list("packs/").await? {
-            if PackId::from_object_key(&obj.key).is_none() {
-                continue;
-            }
+        let packs: Vec<_> = self
+            .cold()
+            .list("packs/")
+            .await?
+            .into_iter()
+            .filter(|o| PackId::from_object_key(&o.key).is_some())
+            .collect();
+        progress.stage(
+            "packs",
+            packs.len() as u64,
+            packs.iter().map(|o| o.size).sum(),
+        );
+        for obj in packs {
+            progress.advance(1, obj.size);
             let data = match self.cold().get(&obj.key).await {
                 Ok(data) => data,
                 // Replaced by a recompression since the listing (its pages are in the new pack,
@@ -69,7 +86,9 @@ impl PageStore {
             let g = newest.entry(c.tenant.as_str()).or_default();
             *g = (*g).max(c.generation);
         }
+        progress.stage("checkpoints", checkpoints.len() as u64, 0);
         for checkpoint in &checkpoints {
+            progress.advance(1, 0);
             r.manifests += 1;
             let manifest = match self.manifest(checkpoint).await {
                 Ok(m) => m,

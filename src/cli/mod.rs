@@ -5,6 +5,7 @@ mod config;
 mod drain;
 mod hub;
 mod pager;
+mod progress;
 mod report;
 mod store;
 mod tenant;

@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use pagestore::PageStore;
 
+use super::progress::TermProgress;
 use super::{print_json, Context};
+use pagestore::progress::Reporter;
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
@@ -57,8 +59,14 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         StoreCommand::Ingest { tenant, dir } => {
             // The directory is a CRIU image: its page files are paged whatever their size.
-            let options = criu_image::ingest_options();
-            let report = store.ingest_with(&tenant, &dir, &options).await?;
+            let progress = TermProgress::new(ctx.json);
+            let options = pagestore::ingest::IngestOptions {
+                progress: Reporter::new(progress.clone()),
+                ..criu_image::ingest_options()
+            };
+            let report = store.ingest_with(&tenant, &dir, &options).await;
+            progress.finish();
+            let report = report?;
             // Committed; the new pages go on into the local tier behind it. This process holds
             // the local tier, so it finishes that before it exits.
             store.local_settled().await?;
@@ -114,7 +122,10 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             }
         }
         StoreCommand::Verify => {
-            let r = store.verify().await?;
+            let progress = TermProgress::new(ctx.json);
+            let r = store.verify_with(progress.as_ref()).await;
+            progress.finish();
+            let r = r?;
             if ctx.json {
                 print_json(&r)?;
             } else {
@@ -133,7 +144,14 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             }
         }
         StoreCommand::Gc => {
-            let r = store.gc().await?;
+            let progress = TermProgress::new(ctx.json);
+            let run = pagestore::gc::GcRun {
+                progress: progress.as_ref(),
+                ..Default::default()
+            };
+            let r = store.gc_with(&run).await;
+            progress.finish();
+            let r = r?;
             if ctx.json {
                 print_json(&r)?;
             } else {

@@ -41,7 +41,12 @@ pub(super) async fn first_mode(
 ) -> Result<ModeResult, Error> {
     let tier = if mode.cold() { "cold" } else { "local" };
     let mut tally = Tally::default();
+    let bar = crate::progress::runs(
+        opts.runs as u64 + 1,
+        &format!("{} {}", app.name(), mode.name()),
+    );
     for run in 0..=opts.runs {
+        bar.at(run as u64);
         let name = format!("{}-first-{tier}-{run}", app.name());
         let dir = home.join(&name);
         let sample = wake_fresh_tenant(opts, worker, app, &name, &dir, mode).await;

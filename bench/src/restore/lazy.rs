@@ -131,7 +131,13 @@ async fn repeated_mode(
     let name = name.to_string();
     let mut tally = Tally::default();
     let mut last_start: Option<ColdMark> = None;
+    // Run N of M (the first a warm-up) on a terminal.
+    let bar = crate::progress::runs(
+        opts.runs as u64 + 1,
+        &format!("{} {}", app.name(), mode.name()),
+    );
     for run in 0..=opts.runs {
+        bar.at(run as u64);
         let checkpointed = Instant::now();
         worker
             .call(&Request::SwapOut { name: name.clone() })

@@ -356,7 +356,9 @@ async fn eager_runs(
     pid: &mut u32,
 ) -> Result<Vec<(f64, f64)>, Error> {
     let mut samples = Vec::new();
+    let bar = crate::progress::runs(opts.runs as u64 + 1, &format!("{} criu", app.name()));
     for run in 0..=opts.runs {
+        bar.at(run as u64);
         let _ = std::fs::remove_dir_all(images);
         std::fs::create_dir_all(images).map_err(|e| Error::io(images, e))?;
         let work = dir.join("criu-work");

@@ -385,7 +385,9 @@ async fn ingest_runs(
     let no_local_home = opts.work.join("store-dir-no-local");
     let mut manifests = Vec::new();
     let mut dir_store = None;
+    let bar = crate::progress::runs(runs as u64, "store runs");
     for run in 0..runs {
+        bar.at(run as u64);
         info!(run, "ingest and baseline");
         for (i, input) in inputs.iter().enumerate() {
             baseline_runs[i].push(baseline::measure(&input.page_files, threads)?);
