@@ -287,7 +287,8 @@ fn print_verify(r: &pagestore::verify::VerifyReport) {
 fn print_gc(r: &pagestore::gc::GcReport) {
     println!(
         "gc: {} manifests, {} live pages; {} of {} packs deleted ({} recompressed and {} \
-         repacked into {}), {} page copies dropped; pack bytes {} -> {}; {} ms",
+         repacked into {}), {} page copies dropped; pack bytes {} -> {}; {} ms ({} of them waiting \
+         for ingests in flight)",
         r.manifests,
         r.live_pages,
         r.packs_deleted,
@@ -298,6 +299,7 @@ fn print_gc(r: &pagestore::gc::GcReport) {
         r.pages_dropped,
         r.pack_bytes_before,
         r.pack_bytes_after,
-        r.elapsed_ms
+        r.elapsed_ms,
+        r.waited_ms
     );
 }

@@ -780,6 +780,51 @@ fn an_operator_moves_a_tenant_to_another_worker() {
 }
 
 #[test]
+fn a_moved_tenant_keeps_its_disk_quota_and_its_files() {
+    let _serial = testkit::criu_lock();
+    let Cluster {
+        hub,
+        home,
+        hub_api,
+        w1,
+        w2,
+        ..
+    } = Cluster::new();
+    let _daemons = start(&hub, hub_api, &home, &[&w1, &w2]);
+    let port = free_port();
+    let mut args = super::counter_add_args("web", port);
+    let at = args.iter().position(|a| a == "--").unwrap();
+    args.splice(at..at, ["--disk-quota".to_string(), "16M".to_string()]);
+    w1.pico.ok(&strs(&args));
+    assert_eq!(w1.get(port, "/write?name=a&kb=4096"), (200, "wrote".into()));
+    assert_eq!(w1.get(port, "/inc"), (200, "1".into()));
+    hub_tenant_when(&hub, "web", |t| t["state"] == "running");
+
+    w1.pico.ok(&["tenant", "move", "web", "--to", "w2"]);
+    // On w2: its count, its file, and a filesystem of the same size, full past it.
+    assert_eq!(
+        w2.get(port, "/inc"),
+        (200, "2".into()),
+        "{}",
+        w2.pico.worker_log()
+    );
+    assert_eq!(w2.get(port, "/size?name=a"), (200, (4 << 20).to_string()));
+    assert_eq!(
+        w2.get(port, "/write?name=b&kb=20480"),
+        (200, "ENOSPC".into())
+    );
+    let status = w2.pico.json(&["tenant", "status", "web"]);
+    assert_eq!(status["disk_quota"], 16 << 20, "{status}");
+    // w1 gave it up, its filesystem with it.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let old = w1.pico.home().join("tenants/web/cwd");
+    assert!(
+        !mounts.contains(&format!(" {} ", old.display())),
+        "{mounts}"
+    );
+}
+
+#[test]
 fn a_move_to_a_worker_whose_system_files_differ_fails_naming_the_file_and_the_worker() {
     let _serial = testkit::criu_lock();
     let Cluster {
