@@ -120,7 +120,9 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         crate::handover::drain(&worker).await;
         let e = crate::handover::reexec(&worker);
         error!(error = %e, "could not re-execute the worker; it stops, its tenants keep running");
-        return Ok(());
+        // A failure, so that a supervisor restarts it (systemd's Restart=on-failure): the next
+        // worker adopts the running tenants.
+        return Err(Error::io("re-executing the worker (SIGUSR2)", e));
     }
     if worker.config.on_stop == OnStop::SwapOut {
         crate::sd_notify::stopping("swapping out the running tenants");
