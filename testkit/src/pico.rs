@@ -269,6 +269,22 @@ impl Daemon {
         }
     }
 
+    /// Waits up to `limit` for the daemon to exit on its own; its exit status if it did.
+    fn exit_status_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            let status = self.child.as_mut()?.try_wait().ok()?;
+            match status {
+                Some(status) => {
+                    self.child = None;
+                    return Some(status);
+                }
+                None if started.elapsed() >= limit => return None,
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SAFETY: plain kill(2) on our own child's pid.
@@ -298,6 +314,11 @@ impl Worker<'_> {
     /// Waits up to `limit` for the worker to exit on its own; whether it did.
     pub fn exited_within(&mut self, limit: Duration) -> bool {
         self.daemon.exited_within(limit)
+    }
+
+    /// Waits up to `limit` for the worker to exit on its own; its exit status if it did.
+    pub fn exit_status_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        self.daemon.exit_status_within(limit)
     }
 
     /// Stops the worker (SIGTERM) and waits for it.

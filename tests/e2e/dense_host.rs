@@ -954,6 +954,49 @@ fn a_worker_that_re_executes_itself_refuses_no_connection() {
         .contains("took over listening sockets listeners=1"));
 }
 
+/// A re-exec that cannot happen (the worker's binary is gone) ends the worker with an error, so
+/// that a supervisor restarts it (systemd's `Restart=on-failure`); its tenant keeps running, and
+/// the next worker adopts it with its state.
+#[test]
+fn a_worker_whose_re_exec_fails_exits_with_an_error_and_its_tenant_is_adopted() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let dir = tempfile::tempdir().unwrap();
+    let doomed_bin = dir.path().join("pico-old");
+    std::fs::copy(&p.bin, &doomed_bin).unwrap();
+    let script = format!("shift; exec {} \"$@\"", doomed_bin.display());
+    let mut worker = p.spawn_worker_via(&["sh", "-c", &script, "sh"], &[]);
+    p.wait_socket();
+    let port = add_counter_idle(&p, "c", "0");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    let tenant_pid = tenant(&p, "c")["pid"].as_u64().unwrap();
+
+    std::fs::remove_file(&doomed_bin).unwrap();
+    let pid = worker.pid().unwrap().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-USR2", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let status = worker
+        .exit_status_within(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the worker did not exit:\n{}", p.worker_log()));
+    assert!(!status.success(), "{status:?}\n{}", p.worker_log());
+    assert!(p.worker_log().contains("could not re-execute the worker"));
+    assert!(
+        std::path::Path::new(&format!("/proc/{tenant_pid}")).exists(),
+        "the tenant kept running"
+    );
+
+    let _next = p.start_worker();
+    assert_eq!(
+        http_get(port, "/inc").unwrap(),
+        "2",
+        "adopted with its state"
+    );
+    assert_eq!(tenant(&p, "c")["pid"].as_u64(), Some(tenant_pid));
+}
+
 /// A tenant in its sandbox (the default) that tries every way out it knows, before and after a swap:
 /// the worker's store, config and staging images, another tenant's directory and /proc, a device
 /// node of the disk, mount, ptrace, setns, new namespaces, a kernel module, writing to the
