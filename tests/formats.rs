@@ -32,6 +32,7 @@ use pagestore::config::ColdConfig;
 use pagestore::locality::PagePos;
 use pagestore::pack::FOOTER_LEN;
 use pagestore::{CheckpointRef, Manifest, PageId, PageStore, StoreConfig, PAGE_SIZE};
+use testkit::fixture::{lcg_page, repeated_line_page};
 use worker::tenant::{TenantDirs, TenantInfo, TenantSpec, TenantState};
 use worker::tenant_files::{record_of, unpack, FILES_ARCHIVE, RECORD_FILE};
 
@@ -46,21 +47,8 @@ fn fixture() -> PathBuf {
 
 // ---- What the fixture holds, regenerated ----------------------------------------------------
 
-fn lcg_page(seed: u64) -> Vec<u8> {
-    let mut x = seed;
-    (0..PAGE_SIZE)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 56) as u8
-        })
-        .collect()
-}
-
 fn text_page(tag: &str) -> Vec<u8> {
-    let line = format!("picocenter fixture page: {tag}\n");
-    line.bytes().cycle().take(PAGE_SIZE).collect()
+    repeated_line_page(&format!("picocenter fixture page: {tag}\n"))
 }
 
 /// The page every tenant holds (stored once).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pagestore::config::{ColdConfig, S3Config};
+use pagestore::config::ColdConfig;
 use pagestore::gc::GcRun;
 use pagestore::lock::LockKind;
 use pagestore::{PageStore, StoreConfig};
@@ -25,19 +25,10 @@ fn keep_one(mut cfg: StoreConfig) -> StoreConfig {
 }
 
 fn backends(tmp: &Path) -> Vec<(StoreConfig, Option<Garage>)> {
-    let dir = keep_one(StoreConfig::embedded(&tmp.join("dir")));
-    let g = Garage::start();
-    let mut s3 = keep_one(StoreConfig::embedded(&tmp.join("s3")));
-    s3.cold = ColdConfig::S3(S3Config {
-        endpoint: g.endpoint.clone(),
-        region: g.region.clone(),
-        bucket: g.bucket.clone(),
-        access_key_id: g.access_key_id.clone(),
-        secret_access_key: g.secret_access_key.clone(),
-        prefix: None,
-        max_attempts: None,
-    });
-    vec![(dir, None), (s3, Some(g))]
+    testkit::garage::cold_backends(tmp)
+        .into_iter()
+        .map(|(cfg, garage)| (keep_one(cfg), garage))
+        .collect()
 }
 
 /// Image `i` of a few, each its own pages: `(seed, pages)` parts.

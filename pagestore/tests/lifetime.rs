@@ -2,34 +2,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::path::Path;
-
-use pagestore::config::{ColdConfig, S3Config};
 use pagestore::ingest::IngestOptions;
 use pagestore::locality::{LocalitySource, PagePos};
 use pagestore::lock::LockKind;
-use pagestore::{Error, PageStore, StoreConfig};
-use testkit::garage::Garage;
+use pagestore::{Error, PageStore};
+use testkit::garage::cold_backends as backends;
 use testkit::synth;
-
-/// The cold tiers every test here runs on. The Garage (if any) must outlive the stores.
-fn backends(tmp: &Path) -> Vec<(StoreConfig, Option<Garage>)> {
-    let mut dir = StoreConfig::embedded(&tmp.join("dir"));
-    dir.local.enabled = false;
-    let g = Garage::start();
-    let mut s3 = StoreConfig::embedded(&tmp.join("s3"));
-    s3.local.enabled = false;
-    s3.cold = ColdConfig::S3(S3Config {
-        endpoint: g.endpoint.clone(),
-        region: g.region.clone(),
-        bucket: g.bucket.clone(),
-        access_key_id: g.access_key_id.clone(),
-        secret_access_key: g.secret_access_key.clone(),
-        prefix: None,
-        max_attempts: None,
-    });
-    vec![(dir, None), (s3, Some(g))]
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forgetting_one_of_two_tenants_keeps_the_shared_pages() {

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use pagestore::{PageStore, StoreConfig, PAGE_SIZE};
+use testkit::fixture::{lcg_page, repeated_line_page};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1/cold")
@@ -23,22 +24,9 @@ async fn open_copy(home: &Path) -> (PageStore, StoreConfig) {
     (PageStore::open(&config).await.unwrap(), config)
 }
 
-/// The pages `make_inputs.py` writes (the same generators, byte for byte).
-fn lcg_page(seed: u64) -> Vec<u8> {
-    let mut x = seed;
-    (0..PAGE_SIZE)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 56) as u8
-        })
-        .collect()
-}
-
+/// The pages `make_inputs.py` writes (the same generators, byte for byte: `testkit::fixture`).
 fn text_page(tag: &str) -> Vec<u8> {
-    let line = format!("picocenter fixture page {tag}\n");
-    line.bytes().cycle().take(PAGE_SIZE).collect()
+    repeated_line_page(&format!("picocenter fixture page {tag}\n"))
 }
 
 fn ramp_page() -> Vec<u8> {

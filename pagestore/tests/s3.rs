@@ -12,18 +12,6 @@ use pagestore::{Error, PageStore, StoreConfig};
 use testkit::garage::Garage;
 use testkit::synth;
 
-fn s3_config(g: &Garage, prefix: Option<&str>) -> S3Config {
-    S3Config {
-        endpoint: g.endpoint.clone(),
-        region: g.region.clone(),
-        bucket: g.bucket.clone(),
-        access_key_id: g.access_key_id.clone(),
-        secret_access_key: g.secret_access_key.clone(),
-        prefix: prefix.map(str::to_string),
-        max_attempts: None,
-    }
-}
-
 fn store_config(s3: S3Config, local: &Path, local_enabled: bool) -> StoreConfig {
     StoreConfig {
         cold: ColdConfig::S3(s3),
@@ -58,7 +46,7 @@ fn the_cold_section_printed_by_garage_sh_parses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_backend_put_get_range_list_delete() {
     let g = Garage::start();
-    let s = S3Storage::new(&s3_config(&g, Some("t1"))).unwrap();
+    let s = S3Storage::new(&g.s3_config(Some("t1"))).unwrap();
     s.put("packs/a.pack", b"hello world".to_vec().into())
         .await
         .unwrap();
@@ -74,7 +62,7 @@ async fn s3_backend_put_get_range_list_delete() {
     assert_eq!((l[0].key.as_str(), l[0].size), ("packs/a.pack", 11));
     assert_eq!(s.list("").await.unwrap().len(), 2);
     // The prefix keeps two stores in one bucket apart.
-    let other = S3Storage::new(&s3_config(&g, Some("t2/"))).unwrap();
+    let other = S3Storage::new(&g.s3_config(Some("t2/"))).unwrap();
     assert!(other.list("").await.unwrap().is_empty());
     s.delete("packs/a.pack").await.unwrap();
     s.delete("packs/a.pack").await.unwrap();
@@ -91,7 +79,7 @@ async fn ingest_and_materialize_on_s3_are_byte_identical() {
     let input = tmp.path().join("in");
     synth::checkpoint_dir(&input, 1, 3000).unwrap();
     let store = PageStore::open(&store_config(
-        s3_config(&g, None),
+        g.s3_config(None),
         &tmp.path().join("local"),
         true,
     ))
@@ -113,7 +101,7 @@ async fn ingest_and_materialize_on_s3_are_byte_identical() {
 
     // A second machine: no local tier, everything comes from S3.
     let fresh = PageStore::open(&store_config(
-        s3_config(&g, None),
+        g.s3_config(None),
         &tmp.path().join("local2"),
         false,
     ))
@@ -137,7 +125,7 @@ async fn a_corrupt_pack_in_s3_is_reported_and_never_served() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
     synth::checkpoint_dir(&input, 2, 500).unwrap();
-    let cfg = store_config(s3_config(&g, None), &tmp.path().join("local"), false);
+    let cfg = store_config(g.s3_config(None), &tmp.path().join("local"), false);
     let store = PageStore::open(&cfg).await.unwrap();
     let report = store
         .ingest_with("mail", &input, &criu_image::ingest_options())
@@ -146,7 +134,7 @@ async fn a_corrupt_pack_in_s3_is_reported_and_never_served() {
     drop(store);
 
     // Flip bytes of the first page stored in the pack, through the S3 API.
-    let raw = S3Storage::new(&s3_config(&g, None)).unwrap();
+    let raw = S3Storage::new(&g.s3_config(None)).unwrap();
     let packs = raw.list("packs/").await.unwrap();
     assert_eq!(packs.len(), 1);
     let key = &packs[0].key;
@@ -192,7 +180,7 @@ async fn a_dead_s3_fails_clearly_and_keeps_the_previous_checkpoint() {
     let gen2 = tmp.path().join("gen2");
     synth::checkpoint_dir(&gen1, 3, 800).unwrap();
     synth::checkpoint_dir(&gen2, 4, 800).unwrap();
-    let cfg = store_config(s3_config(&g, None), &tmp.path().join("local"), true);
+    let cfg = store_config(g.s3_config(None), &tmp.path().join("local"), true);
     let store = PageStore::open(&cfg).await.unwrap();
     let first = store
         .ingest_with("dns", &gen1, &criu_image::ingest_options())
@@ -237,7 +225,7 @@ async fn a_dead_s3_fails_clearly_and_keeps_the_previous_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried() {
     let g = Garage::start();
-    let mut cfg = s3_config(&g, None);
+    let mut cfg = g.s3_config(None);
     cfg.max_attempts = Some(12);
     let s = std::sync::Arc::new(S3Storage::new(&cfg).unwrap());
     s.put("k", b"v".to_vec().into()).await.unwrap();
@@ -258,7 +246,7 @@ async fn transient_failures_are_retried() {
 }
 
 fn hot_only(g: &Garage, local: &Path) -> StoreConfig {
-    store_config(s3_config(g, None), local, false)
+    store_config(g.s3_config(None), local, false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +365,7 @@ async fn neighbouring_pages_are_read_with_few_requests() {
 
 /// A store on Garage whose pack indexes are cached under `cache`.
 fn with_index_cache(g: &Garage, local: &Path, cache: Option<&Path>) -> StoreConfig {
-    let mut c = store_config(s3_config(g, None), local, false);
+    let mut c = store_config(g.s3_config(None), local, false);
     c.local.index_cache = cache.map(Path::to_path_buf);
     c
 }
@@ -455,7 +443,7 @@ async fn a_reopen_reads_no_pack_index_from_s3() {
     third.forget("t2").await.unwrap();
     let r = third.gc().await.unwrap();
     assert!(r.packs_deleted >= 2, "{r:?}");
-    let listed = S3Storage::new(&s3_config(&g, None))
+    let listed = S3Storage::new(&g.s3_config(None))
         .unwrap()
         .list("packs/")
         .await

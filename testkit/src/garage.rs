@@ -82,7 +82,33 @@ fn toml_value(toml: &str, key: &str) -> Option<String> {
     })
 }
 
+/// The cold tiers a store test runs on, each without a local tier (every page from the cold
+/// tier): a directory under `tmp/dir`, and a fresh Garage (returned beside it: it must outlive
+/// the store) under `tmp/s3`.
+pub fn cold_backends(tmp: &Path) -> Vec<(pagestore::StoreConfig, Option<Garage>)> {
+    let mut dir = pagestore::StoreConfig::embedded(&tmp.join("dir"));
+    dir.local.enabled = false;
+    let g = Garage::start();
+    let mut s3 = pagestore::StoreConfig::embedded(&tmp.join("s3"));
+    s3.local.enabled = false;
+    s3.cold = pagestore::config::ColdConfig::S3(g.s3_config(None));
+    vec![(dir, None), (s3, Some(g))]
+}
+
 impl Garage {
+    /// The store's `[cold]` S3 settings for this Garage's bucket and key, under `prefix`.
+    pub fn s3_config(&self, prefix: Option<&str>) -> pagestore::config::S3Config {
+        pagestore::config::S3Config {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            bucket: self.bucket.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            prefix: prefix.map(str::to_string),
+            max_attempts: None,
+        }
+    }
+
     /// Starts a fresh Garage with its bucket and key. Panics with the reason when it cannot.
     pub fn start() -> Garage {
         Garage::started(None)

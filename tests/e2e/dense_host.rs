@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use testkit::net::{free_port, http_get, redis_cli};
 use testkit::pico::Pico;
 
-use super::{add_redis_idle, counter_add_args_idle, counter_app, pico, strs, tenant};
+use super::{
+    add_redis_idle, counter_add_args_idle, counter_add_args_with, counter_app, pico, strs, tenant,
+};
 
 /// Adds a counter tenant (`python3 counter.py`) on a free port with `idle` as its idle timeout.
 fn add_counter_idle(p: &Pico, name: &str, idle: &str) -> u16 {
@@ -808,14 +810,11 @@ fn a_tenant_runs_in_a_cgroup_of_its_own_with_its_limits_across_a_swap() {
     let p = pico();
     let mut worker = p.start_worker();
     let port = free_port();
-    let mut args = counter_add_args_idle("lim", port, "0");
-    let at = args.iter().position(|a| a == "--").unwrap();
-    for (i, flag) in ["--memory-limit", "96M", "--cpu-weight", "50"]
-        .iter()
-        .enumerate()
-    {
-        args.insert(at + i, flag.to_string());
-    }
+    let args = counter_add_args_with(
+        "lim",
+        port,
+        &["--memory-limit", "96M", "--cpu-weight", "50"],
+    );
     p.ok(&strs(&args));
     let free = add_counter_idle(&p, "free", "0");
     assert_eq!(http_get(port, "/inc").unwrap(), "1");

@@ -10,9 +10,7 @@ fn a_tenant_past_its_disk_quota_fails_alone_and_keeps_its_files_across_swaps() {
     let p = super::pico();
     let _worker = p.start_worker();
     let port = free_port();
-    let mut args = super::counter_add_args("small", port);
-    let at = args.iter().position(|a| a == "--").unwrap();
-    args.splice(at..at, ["--disk-quota".to_string(), "16M".to_string()]);
+    let args = super::counter_add_args_with("small", port, &["--disk-quota", "16M"]);
     p.ok(&super::strs(&args));
     let other = super::add_counter(&p, "other");
     let status = super::tenant(&p, "small");
@@ -58,30 +56,22 @@ fn a_disk_quota_needs_the_tenants_own_directory_and_eight_mib() {
     let p = super::pico();
     let _worker = p.start_worker();
     let port = free_port().to_string();
-    let err = p.fails(&[
-        "tenant",
-        "add",
-        "tiny",
-        "--port",
-        &port,
-        "--disk-quota",
-        "1M",
-        "--",
-        "true",
-    ]);
+    let add = |quota: &str, more: &[&str]| {
+        let mut args = vec![
+            "tenant",
+            "add",
+            "tiny",
+            "--port",
+            &port,
+            "--disk-quota",
+            quota,
+        ];
+        args.extend_from_slice(more);
+        args.extend_from_slice(&["--", "true"]);
+        p.fails(&args)
+    };
+    let err = add("1M", &[]);
     assert!(err.contains("under the smallest"), "{err}");
-    let err = p.fails(&[
-        "tenant",
-        "add",
-        "tiny",
-        "--port",
-        &port,
-        "--disk-quota",
-        "10M",
-        "--workdir",
-        "/tmp",
-        "--",
-        "true",
-    ]);
+    let err = add("10M", &["--workdir", "/tmp"]);
     assert!(err.contains("cannot be used with"), "{err}");
 }

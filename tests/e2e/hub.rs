@@ -792,9 +792,7 @@ fn a_moved_tenant_keeps_its_disk_quota_and_its_files() {
     } = Cluster::new();
     let _daemons = start(&hub, hub_api, &home, &[&w1, &w2]);
     let port = free_port();
-    let mut args = super::counter_add_args("web", port);
-    let at = args.iter().position(|a| a == "--").unwrap();
-    args.splice(at..at, ["--disk-quota".to_string(), "16M".to_string()]);
+    let args = super::counter_add_args_with("web", port, &["--disk-quota", "16M"]);
     w1.pico.ok(&strs(&args));
     assert_eq!(w1.get(port, "/write?name=a&kb=4096"), (200, "wrote".into()));
     assert_eq!(w1.get(port, "/inc"), (200, "1".into()));

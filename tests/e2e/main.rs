@@ -39,6 +39,14 @@ fn counter_add_args(name: &str, port: u16) -> Vec<String> {
     counter_add_args_idle(name, port, "0")
 }
 
+/// [`counter_add_args`] with `flags` (`--disk-quota 16M`, ...) before the command.
+fn counter_add_args_with(name: &str, port: u16, flags: &[&str]) -> Vec<String> {
+    let mut args = counter_add_args(name, port);
+    let at = args.iter().position(|a| a == "--").unwrap();
+    args.splice(at..at, flags.iter().map(|f| f.to_string()));
+    args
+}
+
 /// `tenant add NAME --port PORT --idle-timeout IDLE -- python3 deploy/apps/counter.py PORT`.
 fn counter_add_args_idle(name: &str, port: u16, idle: &str) -> Vec<String> {
     let port = port.to_string();
