@@ -55,11 +55,7 @@ async fn claim(State(hub): State<Arc<Hub>>, Json(claim): Json<Claim>) -> Respons
         .claim(&claim.worker, &claim.name, claim.port, Instant::now());
     match claimed {
         Ok(()) => Json(serde_json::Value::Null).into_response(),
-        Err(why) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": why })),
-        )
-            .into_response(),
+        Err(why) => refused(StatusCode::CONFLICT, why),
     }
 }
 
@@ -76,11 +72,7 @@ async fn move_tenant(
 ) -> Response {
     match crate::moving::move_tenant(&hub, &name, &body.to).await {
         Ok(report) => Json(report).into_response(),
-        Err(why) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": why })),
-        )
-            .into_response(),
+        Err(why) => refused(StatusCode::CONFLICT, why),
     }
 }
 
@@ -125,11 +117,7 @@ fn refused(status: StatusCode, why: String) -> Response {
 async fn add_tenant(State(hub): State<Arc<Hub>>, Json(spec): Json<TenantSpec>) -> Response {
     match crate::adding::add_tenant(&hub, spec).await {
         Ok(info) => Json(info).into_response(),
-        Err(why) => (
-            StatusCode::CONFLICT,
-            Json(serde_json::json!({ "error": why })),
-        )
-            .into_response(),
+        Err(why) => refused(StatusCode::CONFLICT, why),
     }
 }
 
@@ -146,15 +134,7 @@ async fn tenants(State(hub): State<Arc<Hub>>) -> Json<Vec<TenantView>> {
 pub async fn get(config: &HubConfig, path: &str) -> Result<serde_json::Value> {
     let token = config.token()?;
     let transport = config.client_transport()?;
-    ask(
-        config.api_listen,
-        &transport,
-        &token,
-        axum::http::Method::GET,
-        path,
-        None,
-    )
-    .await
+    get_at(config.api_listen, &transport, &token, path).await
 }
 
 /// `GET path` on the hub's API at `addr` over `transport` (what `pico worker drain` polls).

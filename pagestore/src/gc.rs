@@ -119,6 +119,13 @@ pub struct GcReport {
     pub elapsed_ms: u64,
 }
 
+impl GcReport {
+    /// The cold tier's pack bytes this gc freed.
+    pub fn freed_bytes(&self) -> u64 {
+        self.pack_bytes_before.saturating_sub(self.pack_bytes_after)
+    }
+}
+
 impl PageStore {
     /// Deletes the checkpoints of `tenant` beyond the newest `keep` (0 keeps all), except the
     /// bases of those kept. Returns the checkpoints deleted. Their pages go at the next gc.
@@ -233,9 +240,7 @@ impl PageStore {
     async fn record_gc(&self, report: &GcReport) -> Result<()> {
         let record = GcRecord {
             finished_ms: crate::clock::now_ms(),
-            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_default(),
+            host: crate::lock::host(),
             report: report.clone(),
         };
         let body = serde_json::to_vec(&record).map_err(|source| Error::Encode {
@@ -248,12 +253,12 @@ impl PageStore {
     async fn gc_locked(&self, lock: &StoreLock, run: &GcRun<'_>) -> Result<GcReport> {
         let started = Instant::now();
         let mut r = GcReport::default();
-        self.refresh_catalog().await?;
-        // What this gc may delete: the packs and locality packs there are now. Those written
-        // later (by ingests beside it) reference pages this gc may not have marked.
+        // What this gc may delete: the packs (those of the catalog's refresh) and locality
+        // packs there are now. Those written later (by ingests beside it) reference pages this
+        // gc may not have marked.
         let packs: Vec<_> = self
-            .cold()
-            .list("packs/")
+            .read_path
+            .refresh_catalog_listed()
             .await?
             .into_iter()
             .filter_map(|o| PackId::from_object_key(&o.key).map(|p| (p, o)))
@@ -265,7 +270,7 @@ impl PageStore {
         let mut mark = Mark::default();
         run.progress.stage("mark", 0, 0);
         self.mark(&mut mark, run.progress).await?;
-        r.manifests = mark.manifests;
+        r.manifests = mark.read.len() as u64;
 
         // The pages of those packs no manifest references: announced before anything goes.
         run.progress.stage("plan", packs.len() as u64, 0);
@@ -289,8 +294,8 @@ impl PageStore {
         // What the ingests begun before the announcement committed: they may reference pages
         // announced doomed.
         self.mark(&mut mark, run.progress).await?;
-        r.manifests_late = mark.manifests - r.manifests;
-        r.manifests = mark.manifests;
+        r.manifests_late = mark.read.len() as u64 - r.manifests;
+        r.manifests = mark.read.len() as u64;
         r.live_pages = mark.live.len() as u64;
         debug!(
             doomed = r.pages_doomed,
@@ -298,7 +303,8 @@ impl PageStore {
             waited_ms = r.waited_ms,
             "gc marked"
         );
-        self.sweep(&packs, &mark.live, &mut r, run).await?;
+        self.sweep(&packs, std::mem::take(&mut mark.live), &mut r, run)
+            .await?;
 
         // Locality packs no manifest names: a killed ingest's, or one whose manifest went.
         for obj in localities {
@@ -337,7 +343,6 @@ impl PageStore {
                 Err(e) => return Err(e),
             };
             mark.read.insert(c.id.clone());
-            mark.manifests += 1;
             mark.live_locality
                 .extend(LocalitySource::of(&m).map(|l| l.key));
             for f in &m.files {
@@ -349,12 +354,13 @@ impl PageStore {
     }
 
     /// Sweeps `packs` (listed before the mark): deletes, recompresses or repacks each. A live
-    /// page is kept in the first pack that holds it (any further copy is dropped), and the
+    /// page is kept in the first pack that holds it (taken out of `live` there: any further
+    /// copy is dropped), and the
     /// catalog is pointed at the copy kept before any pack goes.
     async fn sweep(
         &self,
         packs: &[(PackId, crate::cold::ObjectMeta)],
-        live: &PageSet,
+        mut live: PageSet,
         r: &mut GcReport,
         run: &GcRun<'_>,
     ) -> Result<()> {
@@ -366,7 +372,6 @@ impl PageStore {
         run.progress.stage("sweep", packs.len() as u64, total_bytes);
         let mut doomed: Vec<(PackId, String)> = Vec::new();
         let mut written: HashSet<PackId> = HashSet::new();
-        let mut claimed = PageSet::default();
         let mut writer = DenseWriter::new()?;
         for (pack, obj) in packs {
             let pack = *pack;
@@ -377,7 +382,7 @@ impl PageStore {
             let entries = self.read_pack_index(&obj.key, obj.size).await?;
             let keep: Vec<_> = entries
                 .iter()
-                .filter(|e| live.contains(&e.id) && claimed.insert(e.id))
+                .filter(|e| live.remove(&e.id))
                 .copied()
                 .collect();
             let total: u64 = entries.iter().map(|e| e.stored_bytes()).sum();
@@ -445,8 +450,8 @@ impl PageStore {
 /// What a gc has marked so far.
 #[derive(Default)]
 struct Mark {
+    /// The checkpoints whose manifests were read.
     read: HashSet<CheckpointId>,
-    manifests: u64,
     live: PageSet,
     live_locality: HashSet<String>,
 }

@@ -26,7 +26,7 @@
 //! Lock objects say their format (`"format": 1`, [`crate::format`]); a lock of a newer format is
 //! taken as held, by another host under the oldest protocol, until it is too old.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -173,7 +173,8 @@ impl StoreLock {
     }
 }
 
-fn host() -> String {
+/// This machine's host name (what locks and the gc record say of their writer).
+pub(crate) fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
@@ -414,19 +415,17 @@ impl PageStore {
                 .map(|o| o.key)
                 .collect::<HashSet<String>>()
         };
-        let mut waiting = in_flight(self.cold().list("locks/").await?);
+        // A lock's body never changes (its key is its own): read once, judged at each poll.
+        let mut waiting = HashMap::new();
+        for key in in_flight(self.cold().list("locks/").await?) {
+            if let Some(body) = self.read_lock(&key).await? {
+                waiting.insert(key, body);
+            }
+        }
         let mut logged = false;
         loop {
-            let mut still = HashSet::new();
-            for key in &waiting {
-                if let Some(body) = self.read_lock(key).await? {
-                    if !body.is_stale(now_ms()) {
-                        still.insert(key.clone());
-                    }
-                }
-            }
-            waiting = still;
-            let Some(holder) = waiting.iter().next() else {
+            waiting.retain(|_, body| !body.is_stale(now_ms()));
+            let Some(holder) = waiting.keys().next() else {
                 return Ok(());
             };
             if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
@@ -448,7 +447,7 @@ impl PageStore {
             tokio::time::sleep(INGEST_POLL).await;
             // Only those listed at first: a later ingest saw the doomed set.
             let listed = in_flight(self.cold().list("locks/").await?);
-            waiting.retain(|k| listed.contains(k));
+            waiting.retain(|k, _| listed.contains(k));
         }
     }
 

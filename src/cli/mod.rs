@@ -157,7 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Command::Hub(c) => hub::run(&ctx, c).await,
             Command::Bench(c) => bench::run(&ctx, c).await,
             Command::Report(c) => report::run(&ctx, c).await,
-            Command::Config(c) => config::run(&ctx.home, args.config.as_deref(), ctx.json, c),
+            Command::Config(_) => unreachable!("pico config runs before the configuration loads"),
         }
     })
 }

@@ -109,7 +109,11 @@ impl PicoConfig {
     /// (`pico config check`).
     pub fn check(home: &Path, file: &Path, text: &str) -> Result<Read, Problems> {
         let read = Self::read(home, file, text)?;
-        let list = problems::rules(&read.config, &read.user, &read.located);
+        let located = Located::parse(text).map_err(|e| Problems {
+            file: file.to_path_buf(),
+            list: vec![Problem::new(e.at, &KeyPath::default(), e.message)],
+        })?;
+        let list = problems::rules(&read.config, &read.user, &located);
         match list.is_empty() {
             true => Ok(read),
             false => Err(Problems {
@@ -132,27 +136,30 @@ impl PicoConfig {
         };
         let whole =
             |at, message: String| fail(vec![Problem::new(at, &KeyPath::default(), message)]);
-        let located = Located::parse(text).map_err(|e| whole(e.at, e.message))?;
-        let user: toml::Table = toml::from_str(text).map_err(|e| {
-            let at = e
-                .span()
-                .map_or(Position::START, |s| Position::at(text, s.start));
-            whole(at, located::one_line(e.message()))
-        })?;
-        let defaults = toml::Table::try_from(Self::embedded(home))
+        // Where each key stands is read only when a problem must be placed (or checked).
+        let locate = || Located::parse(text).map_err(|e| whole(e.at, e.message));
+        let user: toml::Table = match toml::from_str(text) {
+            Ok(user) => user,
+            Err(e) => {
+                locate()?;
+                let at = e
+                    .span()
+                    .map_or(Position::START, |s| Position::at(text, s.start));
+                return Err(whole(at, located::one_line(e.message())));
+            }
+        };
+        let mut merged = toml::Table::try_from(Self::embedded(home))
             .map_err(|e| whole(Position::START, format!("the embedded defaults: {e}")))?;
-        let mut merged = defaults.clone();
         for (section, value) in user.clone() {
             let value = overlay_section(&merged, &section, value);
             merged.insert(section, value);
         }
         match merged.try_into::<PicoConfig>() {
-            Ok(config) => Ok(Read {
-                config,
-                user,
-                located,
-            }),
+            Ok(config) => Ok(Read { config, user }),
             Err(e) => {
+                let located = locate()?;
+                let defaults = toml::Table::try_from(Self::embedded(home))
+                    .map_err(|e| whole(Position::START, format!("the embedded defaults: {e}")))?;
                 let list = problems::typed(&defaults, &user, &located);
                 Err(match list.is_empty() {
                     // The sections read one by one, but not together: say what serde says.
@@ -169,7 +176,6 @@ pub struct Read {
     pub config: PicoConfig,
     /// The sections as the file gives them (before the defaults).
     pub user: toml::Table,
-    located: Located,
 }
 
 /// Section `name` as the user's `value` makes it: laid over its default key by key when it is

@@ -98,20 +98,17 @@ impl Criu {
             .map_err(|_| Error::CriuMissing {
                 bin: bin.to_path_buf(),
                 needed: MIN_VERSION,
-                how: INSTALL,
             })?;
         let text = String::from_utf8_lossy(&out.stdout);
         let version = parse_version(&text).ok_or_else(|| Error::CriuMissing {
             bin: bin.to_path_buf(),
             needed: MIN_VERSION,
-            how: INSTALL,
         })?;
         if !version_at_least(&version, MIN_VERSION) {
             return Err(Error::CriuTooOld {
                 bin: bin.to_path_buf(),
                 found: version,
                 needed: MIN_VERSION,
-                how: INSTALL,
             });
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

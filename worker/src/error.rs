@@ -10,21 +10,19 @@ pub enum Error {
     #[error("the worker must run as root (CRIU needs CAP_SYS_ADMIN and FUSE mounts need root)")]
     NotRoot,
 
-    #[error("CRIU not found as {bin:?}: CRIU >= {needed} is required. {how}")]
-    CriuMissing {
-        bin: PathBuf,
-        needed: &'static str,
-        /// How to install it ([`crate::criu::INSTALL`]).
-        how: &'static str,
-    },
+    /// Says how to install it ([`crate::criu::INSTALL`]).
+    #[error(
+        "CRIU not found as {bin:?}: CRIU >= {needed} is required. {}",
+        crate::criu::INSTALL
+    )]
+    CriuMissing { bin: PathBuf, needed: &'static str },
 
-    #[error("CRIU {found} found at {bin:?}, but >= {needed} is required (older versions fail on this kernel). {how}")]
+    /// Says how to install it ([`crate::criu::INSTALL`]).
+    #[error("CRIU {found} found at {bin:?}, but >= {needed} is required (older versions fail on this kernel). {}", crate::criu::INSTALL)]
     CriuTooOld {
         bin: PathBuf,
         found: String,
         needed: &'static str,
-        /// How to install it ([`crate::criu::INSTALL`]).
-        how: &'static str,
     },
 
     #[error("criu {op} failed ({status}); last lines of {log}:\n{tail}")]

@@ -94,10 +94,8 @@ impl Metrics {
         };
         self.gc_runs.fetch_add(1, Ordering::Relaxed);
         self.gc_last_ms.store(r.elapsed_ms, Ordering::Relaxed);
-        self.gc_last_freed_bytes.store(
-            r.pack_bytes_before.saturating_sub(r.pack_bytes_after),
-            Ordering::Relaxed,
-        );
+        self.gc_last_freed_bytes
+            .store(r.freed_bytes(), Ordering::Relaxed);
     }
 
     /// When the store's last gc (by any process) ended, as last read (ms since the epoch).

@@ -110,7 +110,7 @@ async fn run(worker: Arc<Worker>, every_ms: u64, stop: Arc<AtomicBool>) {
                 worker.metrics.gc_ended(Some(&r));
                 info!(
                     deleted = r.packs_deleted,
-                    freed = r.pack_bytes_before.saturating_sub(r.pack_bytes_after),
+                    freed = r.freed_bytes(),
                     ms = r.elapsed_ms,
                     "scheduled gc done"
                 );

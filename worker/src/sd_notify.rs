@@ -158,11 +158,6 @@ pub fn stopping(status: &str) {
     notify(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
 }
 
-/// What the service is doing, for `systemctl status`.
-pub fn status(status: &str) {
-    notify(&format!("STATUS={}", one_line(status)));
-}
-
 /// Pings systemd's watchdog from this runtime every half interval, while the runtime runs (a
 /// runtime too wedged to run this task gets the service restarted). `None` without a watchdog.
 pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {

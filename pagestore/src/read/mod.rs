@@ -163,6 +163,11 @@ impl ReadPath {
         self.packs.refresh(&self.cold).await
     }
 
+    /// [`Self::refresh_catalog`], also returning the listing of the packs it matched.
+    pub(crate) async fn refresh_catalog_listed(&self) -> Result<Vec<crate::cold::ObjectMeta>> {
+        Ok(self.packs.refresh_listed(&self.cold).await?.1)
+    }
+
     /// Reads pages through the tiers, in the order asked, counting in `tally` (if given) which
     /// tier served each page. Pages missing from the memory and local tiers are fetched from the
     /// cold tier with as few ranged GETs as [`plan_ranges`] allows, shared with concurrent

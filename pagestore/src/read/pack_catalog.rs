@@ -75,6 +75,11 @@ impl PackCatalog {
     /// after a pause: whatever replaced it was written before it went, so a later listing has it.
     /// Only packs that keep vanishing through every listing make the refresh fail.
     pub(crate) async fn refresh(&self, cold: &ColdTier) -> Result<usize> {
+        Ok(self.refresh_listed(cold).await?.0)
+    }
+
+    /// [`Self::refresh`], also returning the listing of the packs the catalog now matches.
+    pub(crate) async fn refresh_listed(&self, cold: &ColdTier) -> Result<(usize, Vec<ObjectMeta>)> {
         let mut added = 0;
         let mut pause = FIRST_RELISTING_PAUSE;
         let mut attempt = 1;
@@ -83,10 +88,10 @@ impl PackCatalog {
             // nested there too made the NBD server's future type too deep to lay out.
             let epoch = self.begin_listing();
             let listing = Box::pin(cold.list("packs/")).await?;
-            let pass = Box::pin(self.read_listing(cold, listing, epoch)).await?;
+            let pass = Box::pin(self.read_listing(cold, listing.clone(), epoch)).await?;
             added += pass.added;
             let Some(vanished) = pass.vanished.first() else {
-                return Ok(added);
+                return Ok((added, listing));
             };
             if attempt == REFRESH_ATTEMPTS {
                 return Err(Error::ObjectNotFound(vanished.object_key()));
