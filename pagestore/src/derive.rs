@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::codec;
 use crate::error::{Error, Result};
@@ -164,11 +164,7 @@ impl PageStore {
     async fn upload_pack(&self, builder: PackBuilder) -> Result<()> {
         let (pack, data, entries) = builder.finish();
         let (pack, data) = self.unused_name(pack, data);
-        let len = data.len();
-        self.cold().put(&pack.object_key(), data).await?;
-        self.catalog().move_to_pack(pack, &entries);
-        self.pack_written(pack, len as u64, &entries);
-        debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
+        self.put_pack(pack, data, &entries).await?;
         Ok(())
     }
 }

@@ -439,10 +439,7 @@ impl PageStore {
     /// Uploads a pack of pages that live elsewhere too, and points the catalog at it.
     pub(crate) async fn write_repacked(&self, builder: PackBuilder) -> Result<(PackId, u64)> {
         let (pack, data, entries) = builder.finish();
-        let len = data.len() as u64;
-        self.cold().put(&pack.object_key(), data).await?;
-        self.catalog().move_to_pack(pack, &entries);
-        self.pack_written(pack, len, &entries);
+        let len = self.put_pack(pack, data, &entries).await?;
         Ok((pack, len))
     }
 }

@@ -140,6 +140,24 @@ impl PageStore {
         (pack, data)
     }
 
+    /// Uploads a pack and, once it is durable, makes its pages known there (the new copy wins:
+    /// a page stored again because a gc deletes its old copy must be found here) and the pack
+    /// known. Its length.
+    pub(crate) async fn put_pack(
+        &self,
+        pack: PackId,
+        data: impl Into<bytes::Bytes>,
+        entries: &[PackEntry],
+    ) -> Result<u64> {
+        let data = data.into();
+        let len = data.len() as u64;
+        self.cold().put(&pack.object_key(), data).await?;
+        self.catalog().move_to_pack(pack, entries);
+        self.pack_written(pack, len, entries);
+        tracing::debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
+        Ok(len)
+    }
+
     /// Marks a pack this process just uploaded (`len` bytes; its pages already in the catalog)
     /// known, and caches its index.
     pub(crate) fn pack_written(&self, pack: PackId, len: u64, entries: &[PackEntry]) {

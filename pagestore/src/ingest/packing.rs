@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tracing::debug;
 
 use super::IngestReport;
 use crate::blocking::blocking;
@@ -24,16 +23,10 @@ impl PageStore {
         let (pack, data, entries) = blocking(move || Ok(builder.finish())).await?;
         let (pack, data) = self.unused_name(pack, data);
         let data = bytes::Bytes::from(data);
-        let len = data.len() as u64;
         // Keep the encoded pages (shared, not copied) to warm the local tier once the pack is
         // durable.
         let local_copy = self.filler.is_some().then(|| data.clone());
-        self.cold().put(&pack.object_key(), data).await?;
-        // The new copy wins: a page stored again because a gc deletes its old copy
-        // must be found here, and every other page of it is new.
-        self.catalog().move_to_pack(pack, &entries);
-        self.pack_written(pack, len, &entries);
-        debug!(%pack, pages = entries.len(), bytes = len, "pack committed");
+        let len = self.put_pack(pack, data, &entries).await?;
         if let (Some(filler), Some(data)) = (self.filler.clone(), local_copy) {
             // Waits only while the fill queue is full.
             blocking(move || {
