@@ -18,8 +18,8 @@ use tracing::{info, warn};
 
 use crate::hub::{lock, Hub};
 use crate::moving::{relocate, Relocation};
-use crate::placement::{self, Candidate};
-use crate::wake::{held_by_each, place_elsewhere};
+use crate::placement;
+use crate::wake::{candidates, place_elsewhere};
 
 /// A drain and how far it got.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,15 +173,7 @@ async fn destination(hub: &Hub, worker: &str, tenant: &str) -> Result<(String, S
         .placement_of(tenant)
         .ok_or("the hub no longer knows it (removed meanwhile)")?;
     let workers = hub.registry().workers(now);
-    let held = match &checkpoint {
-        Some(checkpoint) => held_by_each(hub, &workers, checkpoint).await,
-        None => vec![0; workers.len()],
-    };
-    let candidates: Vec<Candidate> = workers
-        .iter()
-        .zip(held)
-        .map(|(w, held)| Candidate::of(w, held))
-        .collect();
+    let candidates = candidates(hub, &workers, checkpoint.as_deref()).await;
     let live = candidates.iter().filter(|c| c.alive && !c.draining).count();
     let chosen = placement::choose(&candidates, rss).ok_or(
         "no other live worker that is not draining has room for it (add a worker, or undrain one)",

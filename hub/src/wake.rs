@@ -81,12 +81,7 @@ pub(crate) async fn place_elsewhere(hub: &Arc<Hub>, name: &str) -> Result<Wherea
     let checkpoint = checkpoint
         .ok_or("it has no checkpoint: it never slept, so nothing of it outlived its worker")?;
     let workers = hub.registry().workers(now);
-    let held = held_by_each(hub, &workers, &checkpoint).await;
-    let candidates: Vec<Candidate> = workers
-        .iter()
-        .zip(held)
-        .map(|(w, held)| Candidate::of(w, held))
-        .collect();
+    let candidates = candidates(hub, &workers, Some(&checkpoint)).await;
     let live = candidates.iter().filter(|c| c.alive).count();
     let chosen = placement::choose(&candidates, rss).ok_or("no live worker has room for it")?;
     let to = workers
@@ -117,11 +112,30 @@ pub(crate) async fn place_elsewhere(hub: &Arc<Hub>, name: &str) -> Result<Wherea
         .ok_or_else(|| "it was removed".to_string())
 }
 
-/// How many pages of `checkpoint` each live worker holds (0 for a dead one, or one that does
-/// not answer within [`HELD_WAIT`]), asked of all at once.
-pub(crate) async fn held_by_each(hub: &Hub, workers: &[WorkerView], checkpoint: &str) -> Vec<u64> {
+/// `workers` as the placement rule sees them, each with how many pages of `checkpoint` it holds
+/// (none: 0 each).
+pub(crate) async fn candidates(
+    hub: &Hub,
+    workers: &[WorkerView],
+    checkpoint: Option<&str>,
+) -> Vec<Candidate> {
+    let held = match checkpoint {
+        Some(checkpoint) => held_by_each(hub, workers, checkpoint).await,
+        None => vec![0; workers.len()],
+    };
+    workers
+        .iter()
+        .zip(held)
+        .map(|(w, held)| Candidate::of(w, held))
+        .collect()
+}
+
+/// How many pages of `checkpoint` each live worker holds (0 for a dead or draining one, which
+/// placement never picks, or one that does not answer within [`HELD_WAIT`]), asked of all at
+/// once.
+async fn held_by_each(hub: &Hub, workers: &[WorkerView], checkpoint: &str) -> Vec<u64> {
     let asks = workers.iter().map(|w| async move {
-        if !w.alive {
+        if !w.alive || w.draining {
             return 0;
         }
         let client = Client::tcp(w.api, hub.worker_token.clone());
