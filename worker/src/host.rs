@@ -66,6 +66,11 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Whether a swap-in or swap-out holds one of the swap slots now.
+    pub(crate) fn is_swapping(&self) -> bool {
+        self.swap_slots.available_permits() < self.config.max_concurrent_swaps.max(1)
+    }
+
     /// A worker over `store` and `criu`, with the tenants a previous worker left in
     /// `config.tenants_dir`; spare CRIUs start now when `warm_criu` is on.
     pub(crate) fn open(config: WorkerConfig, store: Arc<PageStore>, criu: Criu) -> Result<Worker> {

@@ -97,8 +97,7 @@ async fn run(worker: Arc<Worker>, every_ms: u64, stop: Arc<AtomicBool>) {
             }
             continue;
         }
-        let slots = worker.config.max_concurrent_swaps;
-        let swapping = || worker.swap_slots.available_permits() < slots;
+        let swapping = || worker.is_swapping();
         let gc = GcRun {
             background: true,
             busy: Some(&swapping),
