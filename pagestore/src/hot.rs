@@ -123,6 +123,11 @@ impl HotTier {
         Some(out)
     }
 
+    /// How many pages it holds at most.
+    pub fn capacity_pages(&self) -> usize {
+        self.capacity
+    }
+
     pub fn contains(&self, id: &PageId) -> bool {
         self.capacity > 0 && self.lock().index.contains_key(id)
     }

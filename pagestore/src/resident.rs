@@ -25,6 +25,16 @@ use crate::tally::TierTally;
 /// bounds how long other readers of the tier wait.
 const WRITE_CHUNK: usize = 256;
 
+/// Pages of a file whose local-only pages [`PageStore::materialize_resident`] reads into memory
+/// on several threads before writing them (16 MiB, a multiple of [`WRITE_CHUNK`]): one at a
+/// time, reading, decompressing and checking a page took ~12 µs here, so node's 70 MiB image,
+/// unique to its tenant and only on the local disk after its swap-out, took 210-295 ms to write
+/// out; the memory tier must hold several windows for this to pay.
+const READ_WINDOW: usize = 4096;
+
+/// The fewest local-only pages in a window worth reading on more than one thread.
+const PARALLEL_MIN: usize = 256;
+
 impl PageStore {
     /// `len` bytes at `offset` of `file` (short at the end of the file) if the file is inline or
     /// every page of the range is in the memory tier (or zero); `None` otherwise, having read
@@ -126,19 +136,66 @@ impl PageStore {
                 FileContent::Paged(pages) => {
                     let reused = out.metadata().map_err(io)?.len() > 0;
                     out.set_len(file.size).map_err(io)?;
-                    for (n, chunk) in pages.chunks(WRITE_CHUNK).enumerate() {
-                        let first = n * WRITE_CHUNK;
-                        if !self
-                            .write_resident_chunk(&mut out, file.size, first, chunk, reused)
-                            .map_err(io)?
-                        {
+                    for (w, window) in pages.chunks(READ_WINDOW).enumerate() {
+                        if !self.read_local_into_memory(window) {
                             return Ok(false);
+                        }
+                        for (n, chunk) in window.chunks(WRITE_CHUNK).enumerate() {
+                            let first = w * READ_WINDOW + n * WRITE_CHUNK;
+                            if !self
+                                .write_resident_chunk(&mut out, file.size, first, chunk, reused)
+                                .map_err(io)?
+                            {
+                                return Ok(false);
+                            }
                         }
                     }
                 }
             }
         }
         Ok(true)
+    }
+
+    /// Reads the pages of `ids` that are only on the local disk into the memory tier, on as
+    /// many threads as the machine has cores (at most 4), when there are enough of them and the
+    /// tier has room for several such windows; `false` if one is on neither tier (as the
+    /// writing would find). Fewer, or no room, and the writing reads them one by one.
+    fn read_local_into_memory(&self, ids: &[PageId]) -> bool {
+        let hot = self.hot();
+        if hot.capacity_pages() < 4 * READ_WINDOW {
+            return true;
+        }
+        let mut missing: Vec<PageId> = ids
+            .iter()
+            .filter(|id| !id.is_zero() && !hot.contains(id))
+            .copied()
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.len() < PARALLEL_MIN {
+            return true;
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let found = std::sync::atomic::AtomicBool::new(true);
+        std::thread::scope(|scope| {
+            for part in missing.chunks(missing.len().div_ceil(threads)) {
+                let found = &found;
+                scope.spawn(move || {
+                    for id in part {
+                        if !found.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                        match self.read_path.read_local(id) {
+                            Some(page) => hot.insert_shared(*id, page),
+                            None => found.store(false, std::sync::atomic::Ordering::Relaxed),
+                        }
+                    }
+                });
+            }
+        });
+        found.into_inner()
     }
 
     /// Writes pages `first..first + ids.len()` of a paged file of `size` bytes into `out`
@@ -296,6 +353,57 @@ mod tests {
             .unwrap();
         assert_eq!(all.len(), 3 * PAGE_SIZE, "short at the end of the file");
         assert_eq!(&all[2 * PAGE_SIZE..], &b[..]);
+    }
+
+    /// Over a window of local-only pages, read on several threads: every page lands where it
+    /// belongs, and one on neither tier still makes the image incomplete.
+    #[tokio::test]
+    async fn many_local_only_pages_are_read_on_several_threads_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PageStore::open(&StoreConfig::embedded(dir.path()))
+            .await
+            .unwrap();
+        let count = super::READ_WINDOW + super::PARALLEL_MIN;
+        let pages: Vec<Vec<u8>> = (0..count)
+            .map(|i| {
+                let mut p = page((i % 251) as u8);
+                p[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                p
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for p in &pages {
+            let id = PageId::of(p);
+            let (codec, encoded) = crate::codec::encode(p);
+            store.local().unwrap().put(&id, codec, &encoded).unwrap();
+            ids.push(id);
+        }
+        let file = |ids: Vec<PageId>| FileEntry {
+            name: "pages-1.img".into(),
+            mode: 0o600,
+            size: (ids.len() * PAGE_SIZE) as u64,
+            content: FileContent::Paged(ids),
+        };
+        let mut manifest = crate::manifest::Manifest {
+            tenant: "t".into(),
+            generation: 1,
+            created_ms: 0,
+            parent: None,
+            packs: vec![],
+            locality: None,
+            files: vec![],
+        };
+        let out = dir.path().join("image");
+        std::fs::create_dir(&out).unwrap();
+        let mut with_missing = ids.clone();
+        with_missing[5] = PageId::of(&page(255));
+        manifest.files = vec![file(with_missing)];
+        assert!(!store.materialize_resident(&manifest, &out).unwrap());
+
+        manifest.files = vec![file(ids)];
+        assert!(store.materialize_resident(&manifest, &out).unwrap());
+        assert!(std::fs::read(out.join("pages-1.img")).unwrap() == pages.concat());
+        assert!(store.in_memory(&manifest));
     }
 
     #[tokio::test]
