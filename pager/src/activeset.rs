@@ -163,6 +163,12 @@ impl ActiveSet {
         self.restores.truncate(window.max(1));
     }
 
+    /// The pages its newest restore touched (installed eagerly, or faulted in): the tenant's
+    /// working set as last seen; 0 before its first restore.
+    pub fn working_set_pages(&self) -> usize {
+        self.restores.first().map_or(0, |t| t.pages.len())
+    }
+
     /// The merged set: pages seen in any kept restore, most frequent first, then in the
     /// first-touch order of the newest restore that saw them; at most `max_pages`.
     pub fn pages(&self, max_pages: usize) -> Vec<ActivePage> {

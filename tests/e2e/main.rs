@@ -546,6 +546,55 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
     assert_eq!(http_get(port, "/inc").unwrap(), "4");
 }
 
+/// A tenant whose requests touch much of its memory is restored whole once its ActiveSet has
+/// seen it do so (`whole_restore_dense_share`), though its image is over
+/// `whole_restore_below_mib`: from the local tier, one copy into a tmpfs beats faulting those
+/// pages in one at a time. A tenant of the same size whose requests touch little stays lazy.
+#[test]
+fn a_tenant_that_touches_most_of_its_memory_is_restored_whole_once_learned() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    std::fs::write(
+        p.home().join("pico.toml"),
+        "[worker]\nwhole_restore_below_mib = 8\n",
+    )
+    .unwrap();
+    let _worker = p.start_worker();
+    // Both ~27 MiB: Python's ~11 MiB and 16 MiB of random bytes, which /touch reads whole.
+    let dense = add_counter(&p, "dense");
+    let sparse = add_counter(&p, "sparse");
+    for port in [dense, sparse] {
+        http_get(port, "/ballast?mb=16").unwrap();
+    }
+    let sum = http_get(dense, "/touch").unwrap();
+    let request = |name: &str| match name {
+        "dense" => (http_get(dense, "/touch").unwrap(), sum.clone()),
+        _ => (http_get(sparse, "/inc").unwrap(), String::new()),
+    };
+    let mut count = 0;
+    for (round, whole) in [(1, false), (2, true)] {
+        for name in ["dense", "sparse"] {
+            p.ok(&["tenant", "swap-out", name]);
+            let report = p.json(&["tenant", "swap-in", name]);
+            // The first swap-in of each knows nothing of its working set: lazy, learning it.
+            let expected = whole && name == "dense";
+            assert_eq!(report["whole"], expected, "round {round}, {name}: {report}");
+            let (answer, wanted) = request(name);
+            if name == "dense" {
+                assert_eq!(answer, wanted, "the ballast came back");
+            } else {
+                count += 1;
+                assert_eq!(answer, count.to_string());
+            }
+        }
+    }
+    let set = p.json(&["tenant", "activeset", "dense"]);
+    assert!(
+        set["pages"].as_u64().unwrap() >= 4096,
+        "the whole ballast was learned: {set}"
+    );
+}
+
 /// A new tenant has no ActiveSet of its own, but another tenant of the same program learned one:
 /// its first swap-out stores those pages in its locality pack and its first cold swap-in installs
 /// them eagerly, so that restore foresees its working set. With the deterministic layout the
@@ -717,8 +766,9 @@ fn a_small_local_checkpoint_is_restored_whole() {
 
 /// A whole restore writes the image out of this worker's tiers into its staging tmpfs: pages
 /// only in the local tier (the memory tier emptied) are read back from it, every page checked.
-/// The staging tmpfs is the only thing left mounted, bounded to `whole_restore_below_mib` (and
-/// a little room), and the worker unmounts it when it stops.
+/// The staging tmpfs is the only thing left mounted, bounded to the largest image it takes
+/// (`whole_restore_dense_below_mib`, and a little room), and the worker unmounts it when it
+/// stops.
 #[test]
 fn a_whole_restore_writes_its_image_from_the_local_tier_and_holds_only_the_staging_tmpfs() {
     let _serial = testkit::criu_lock();
@@ -760,9 +810,10 @@ fn a_whole_restore_writes_its_image_from_the_local_tier_and_holds_only_the_stagi
         mounted.len() == 1 && mounted[0].split(' ').nth(1) == Some(staging.as_str()),
         "only the staging tmpfs stays mounted: {mounted:?}"
     );
-    // 32 MiB (the default `whole_restore_below_mib`) and 1 MiB of room for small files.
+    // 512 MiB (the default `whole_restore_dense_below_mib`: a dense tenant's image is written
+    // there too) and 1 MiB of room for small files.
     assert!(
-        mounted[0].contains(&format!("size={}k", (33 << 20) / 1024)),
+        mounted[0].contains(&format!("size={}k", (513 << 20) / 1024)),
         "bounded: {mounted:?}"
     );
     let left: Vec<_> = std::fs::read_dir(p.home().join("mnt/w"))

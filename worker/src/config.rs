@@ -59,6 +59,16 @@ pub struct WorkerConfig {
     /// this size for it.
     #[serde(default = "default_whole_restore_below_mib")]
     pub whole_restore_below_mib: u64,
+    /// A larger checkpoint, all of whose pages are on this worker, is restored whole too when
+    /// its tenant's working set (its ActiveSet's, or the one it borrowed) covers at least this
+    /// share of its non-zero pages (0: never): faulting that many pages in one at a time costs
+    /// more than writing the whole image out (see `swap_in::whole`).
+    #[serde(default = "default_whole_restore_dense_share")]
+    pub whole_restore_dense_share: f64,
+    /// ... up to this many MiB of non-zero pages (its image gets a tmpfs of its own, freed once
+    /// CRIU has read it).
+    #[serde(default = "default_whole_restore_dense_below_mib")]
+    pub whole_restore_dense_below_mib: u64,
     /// Whole restores use a CRIU started ahead of them (`criu swrk`, idle until asked), which
     /// saves starting CRIU (~2.2 ms here) on the swap-in's path; false starts `criu restore`.
     #[serde(default = "default_warm_criu")]
@@ -231,6 +241,13 @@ fn default_whole_restore_below_mib() -> u64 {
     32
 }
 
+fn default_whole_restore_dense_share() -> f64 {
+    0.25
+}
+fn default_whole_restore_dense_below_mib() -> u64 {
+    512
+}
+
 fn default_criu() -> PathBuf {
     PathBuf::from("criu")
 }
@@ -242,6 +259,19 @@ fn default_criu_log_level() -> u8 {
 }
 
 impl WorkerConfig {
+    /// The most the staging tmpfs of whole restores holds (bytes of non-zero pages): a small
+    /// image's, or a dense tenant's when those are restored whole; 0 with whole restores off.
+    pub fn whole_staging_capacity(&self) -> u64 {
+        if self.whole_restore_below_mib == 0 {
+            return 0;
+        }
+        let dense = match self.whole_restore_dense_share > 0.0 {
+            true => self.whole_restore_dense_below_mib,
+            false => 0,
+        };
+        self.whole_restore_below_mib.max(dense) << 20
+    }
+
     /// The embedded defaults under a `pico` home directory.
     pub fn embedded(home: &Path) -> WorkerConfig {
         WorkerConfig {
@@ -261,6 +291,8 @@ impl WorkerConfig {
             locality_pack: default_locality_pack(),
             activeset_install: ActiveSetInstall::default(),
             whole_restore_below_mib: default_whole_restore_below_mib(),
+            whole_restore_dense_share: default_whole_restore_dense_share(),
+            whole_restore_dense_below_mib: default_whole_restore_dense_below_mib(),
             warm_criu: true,
             criu_hw_breakpoints: false,
             listen_addr: default_listen_addr(),

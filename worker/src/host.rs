@@ -91,6 +91,7 @@ impl Worker {
             whole_staging: WholeStaging::new(
                 config.mounts_dir.join(".whole"),
                 config.whole_restore_below_mib << 20,
+                config.whole_staging_capacity(),
             ),
             config,
             store,
@@ -329,6 +330,17 @@ impl TenantSlot {
     /// The ActiveSet this worker holds for the tenant, if any.
     pub(crate) fn kept_activeset(&self) -> Option<ActiveSet> {
         lock_std(&self.activeset).clone()
+    }
+
+    /// The tenant's working set in pages, as its own ActiveSet last saw it, else as the set it
+    /// borrowed from another tenant of its program did; `None` when neither is held here.
+    pub(crate) fn working_set_pages(&self) -> Option<usize> {
+        if let Some(own) = lock_std(&self.activeset).as_ref() {
+            return Some(own.working_set_pages());
+        }
+        lock_std(&self.borrowed)
+            .as_ref()
+            .map(|b| b.set.working_set_pages())
     }
 
     /// Keeps `set` as the tenant's ActiveSet for the next swap-in.

@@ -2,7 +2,8 @@
 //! pipeline of named stages:
 //!
 //! 1. **plan** ([`plan`]): the checkpoint, its manifest and the route: whole or lazy;
-//! 2. **whole restore** ([`whole`]), for a small checkpoint all of whose pages this worker holds:
+//! 2. **whole restore** ([`whole`]), for a small checkpoint all of whose pages this worker holds
+//!    (or a larger one whose tenant touches much of it):
 //!    written into a tmpfs and restored by a plain `criu restore`; done. Otherwise (or if a page
 //!    is missing after all) the lazy route: its **plan** loads the ActiveSet and rewrites the
 //!    pagemaps so that CRIU installs the set eagerly, and lists what to fetch;
@@ -162,7 +163,7 @@ impl Worker {
         let span = info_span!("swap_in", checkpoint = %checkpoint.id);
         async {
             let learning = use_activeset && self.config.activeset;
-            let route = self.route(rt, &checkpoint).await?;
+            let route = self.route(&slot, rt, &checkpoint).await?;
             if route.whole {
                 let whole = self
                     .swap_in_whole(

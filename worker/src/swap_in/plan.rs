@@ -15,6 +15,7 @@ use crate::config::ActiveSetInstall;
 use crate::error::{Error, Result};
 use crate::host::{TenantRuntime, TenantSlot, Worker};
 use crate::swap_in::fill::FillPlan;
+use crate::swap_in::whole;
 use crate::tenant::{TenantInfo, TenantState};
 
 /// How long a swap-in waits for the local tier to take in pages that ingests have just
@@ -25,7 +26,7 @@ const LOCAL_FILL_WAIT: Duration = Duration::from_millis(250);
 /// The checkpoint a swap-in restores and the way it goes.
 pub(super) struct Route {
     pub manifest: Manifest,
-    /// Small enough to try a whole restore first (see `whole.rs`).
+    /// Small enough, or dense enough, to try a whole restore first (see `whole.rs`).
     pub whole: bool,
     /// Restored whole or not at all: a tenant in a user namespace where CRIU cannot restore
     /// it lazily (see `userns`); its pages are fetched from any tier first.
@@ -78,10 +79,11 @@ impl Worker {
     }
 
     /// The checkpoint's manifest (usually still in memory: this worker wrote it) and whether it
-    /// is small enough to be restored whole; waits briefly for the local tier to take in a
-    /// just-committed ingest's pages when they may be needed.
+    /// is small or dense enough to be restored whole; waits briefly for the local tier to take
+    /// in a just-committed ingest's pages when they may be needed.
     pub(super) async fn route(
         &self,
+        slot: &TenantSlot,
         rt: &TenantRuntime,
         checkpoint: &CheckpointRef,
     ) -> Result<Route> {
@@ -96,8 +98,7 @@ impl Worker {
         };
         let only_whole =
             rt.info.user_namespace.is_some() && !crate::userns::lazy_restores_allowed();
-        let whole = only_whole
-            || crate::swap_in::whole::small_enough(&manifest, self.config.whole_restore_below_mib);
+        let whole = only_whole || self.whole_first(slot, &manifest);
         // A swap-out's new pages reach the local tier just behind its commit; a swap-in
         // right after it waits briefly for them rather than fetching them from the cold tier,
         // unless it is a small one with every page in memory already (a small tenant's last
@@ -119,6 +120,35 @@ impl Worker {
             whole,
             only_whole,
         })
+    }
+
+    /// Whether a whole restore of `manifest` is tried first: it is small, or its tenant's
+    /// working set is dense in it (`whole::dense_enough`). Whole restores are off altogether
+    /// with `whole_restore_below_mib = 0`.
+    fn whole_first(&self, slot: &TenantSlot, manifest: &Manifest) -> bool {
+        let config = &self.config;
+        if config.whole_restore_below_mib == 0 {
+            return false;
+        }
+        let pages = whole::non_zero_pages(manifest);
+        if whole::pages_under_mib(pages, config.whole_restore_below_mib) {
+            return true;
+        }
+        let working_set = slot.working_set_pages();
+        let dense = whole::dense_enough(
+            working_set,
+            pages,
+            config.whole_restore_dense_share,
+            config.whole_restore_dense_below_mib,
+        );
+        if dense {
+            info!(
+                pages,
+                working_set = working_set.unwrap_or(0),
+                "dense working set: trying a whole restore"
+            );
+        }
+        dense
     }
 
     /// Plans a lazy restore of `manifest`: with `learning` (an ActiveSet in use), the tenant's
