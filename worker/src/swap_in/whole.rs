@@ -44,11 +44,11 @@ use crate::whole_staging::ImageDir;
 /// least `share` of them, and they are fewer than `below_mib` MiB. Lazily, each page of the
 /// set is a fault or part of CRIU's eager reads through the pager; whole, every page is
 /// written to a tmpfs at memory speed and CRIU reads it at tmpfs speed. Measured here from the
-/// local tier (5 runs each, same run): node walking a Map (a working set of 39% of its
-/// 70 MiB image) answered in 147 ms lazily and 107 ms whole against plain CRIU's 92 ms from
-/// tmpfs, Python walking a dict (73% of 120 MiB) in 291 ms and 138 ms against 128 ms; their
-/// first wake-ups (a set borrowed from another tenant of their program) 420 and 233 ms lazily,
-/// 108 and 132 ms whole. Redis and a 256 MiB heap whose requests touch under 1% of their
+/// local tier (p50 of 5 runs, same runs as plain CRIU's 92-133 ms from tmpfs): node walking a Map
+/// (a working set of 39% of its 70 MiB image) woke for the second time in 147 ms lazily and
+/// 113-127 ms whole, Python walking a dict (73% of 120 MiB) in 291 and 137-172 ms; their first
+/// wake-ups (a set borrowed from another tenant of their program) in 420 and 233 ms lazily,
+/// 294-307 and 134-159 ms whole. Redis and a 256 MiB heap whose requests touch under 1% of their
 /// images stay lazy: they answer faster than plain CRIU restores them.
 pub(crate) fn dense_enough(
     working_set: Option<usize>,
