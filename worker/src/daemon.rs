@@ -85,13 +85,16 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         tenants = worker.tenant_names().len(),
         "worker ready"
     );
-    // Ports and API serve (the API's socket accepts from here): systemd may start what
-    // needs the worker; after a SIGUSR2 re-exec this ends the reload.
-    crate::sd_notify::ready(&format!("serving {} tenants", worker.tenant_names().len()));
+    // Handled before the worker says it is ready: a reload (SIGUSR2) or stop sent right after
+    // READY=1 otherwise met the signals' default action and killed the worker (seen once in
+    // the package test: exit by signal 12).
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("SIGTERM handler", e))?;
     let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
         .map_err(|e| Error::io("SIGUSR2 handler", e))?;
+    // Ports and API serve (the API's socket accepts from here): systemd may start what
+    // needs the worker; after a SIGUSR2 re-exec this ends the reload.
+    crate::sd_notify::ready(&format!("serving {} tenants", worker.tenant_names().len()));
     let reexec = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = {
         let reexec = reexec.clone();
