@@ -165,37 +165,66 @@ impl PageStore {
         if hot.capacity_pages() < 4 * READ_WINDOW {
             return true;
         }
-        let mut missing: Vec<PageId> = ids
+        let wanted = self.not_in_memory(ids);
+        wanted.len() < PARALLEL_MIN || self.read_into_memory(&wanted).is_empty()
+    }
+
+    /// The distinct non-zero pages of `ids` the memory tier does not hold.
+    fn not_in_memory(&self, ids: &[PageId]) -> Vec<PageId> {
+        let hot = self.hot();
+        let mut wanted: Vec<PageId> = ids
             .iter()
             .filter(|id| !id.is_zero() && !hot.contains(id))
             .copied()
             .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        if missing.len() < PARALLEL_MIN {
-            return true;
-        }
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4);
-        let found = std::sync::atomic::AtomicBool::new(true);
-        std::thread::scope(|scope| {
-            for part in missing.chunks(missing.len().div_ceil(threads)) {
-                let found = &found;
-                scope.spawn(move || {
-                    for id in part {
-                        if !found.load(std::sync::atomic::Ordering::Relaxed) {
-                            return;
-                        }
-                        match self.read_path.read_local(id) {
-                            Some(page) => hot.insert_shared(*id, page),
-                            None => found.store(false, std::sync::atomic::Ordering::Relaxed),
-                        }
-                    }
-                });
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+    }
+
+    /// Reads `ids` from the local tier into the memory tier, on as many threads as the machine
+    /// has cores (at most 4) when there are [`PARALLEL_MIN`] or more; the ones it does not hold.
+    fn read_into_memory(&self, ids: &[PageId]) -> Vec<PageId> {
+        let threads = match ids.len() >= PARALLEL_MIN {
+            true => std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4)),
+            false => 1,
+        };
+        let missing = std::sync::Mutex::new(Vec::new());
+        let read = |part: &[PageId]| {
+            for id in part {
+                match self.read_path.read_local(id) {
+                    Some(page) => self.hot().insert_shared(*id, page),
+                    None => missing.lock().unwrap_or_else(|p| p.into_inner()).push(*id),
+                }
             }
-        });
-        found.into_inner()
+        };
+        match threads {
+            1 => read(ids),
+            n => std::thread::scope(|scope| {
+                for part in ids.chunks(ids.len().div_ceil(n)) {
+                    scope.spawn(|| read(part));
+                }
+            }),
+        }
+        missing.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings every page of `manifest` this worker holds on its local disk into the memory tier
+    /// (checked as read) and says which of its pages it holds on neither tier, so that a whole
+    /// restore can fetch just those; `None` when the memory tier is too small to take the image
+    /// (nothing read). Blocking.
+    pub fn bring_resident(&self, manifest: &Manifest) -> Option<Vec<PageId>> {
+        let ids: Vec<PageId> = manifest
+            .files
+            .iter()
+            .flat_map(|f| f.pages())
+            .copied()
+            .collect();
+        let wanted = self.not_in_memory(&ids);
+        if wanted.len() * 2 > self.hot().capacity_pages() {
+            return None;
+        }
+        Some(self.read_into_memory(&wanted))
     }
 
     /// Writes pages `first..first + ids.len()` of a paged file of `size` bytes into `out`
@@ -396,9 +425,16 @@ mod tests {
         let out = dir.path().join("image");
         std::fs::create_dir(&out).unwrap();
         let mut with_missing = ids.clone();
-        with_missing[5] = PageId::of(&page(255));
+        let gone = PageId::of(&page(255));
+        with_missing[5] = gone;
         manifest.files = vec![file(with_missing)];
         assert!(!store.materialize_resident(&manifest, &out).unwrap());
+        assert_eq!(
+            store.bring_resident(&manifest),
+            Some(vec![gone]),
+            "every other page read into memory, the one on neither tier named"
+        );
+        assert!(store.hot().contains(&ids[count - 1]));
 
         manifest.files = vec![file(ids)];
         assert!(store.materialize_resident(&manifest, &out).unwrap());

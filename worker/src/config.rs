@@ -65,8 +65,8 @@ pub struct WorkerConfig {
     /// more than writing the whole image out (see `swap_in::whole`).
     #[serde(default = "default_whole_restore_dense_share")]
     pub whole_restore_dense_share: f64,
-    /// ... up to this many MiB of non-zero pages (its image gets a tmpfs of its own, freed once
-    /// CRIU has read it).
+    /// ... up to this many MiB of non-zero pages (its image is written into the staging tmpfs,
+    /// which holds it until a smaller one is written over it).
     #[serde(default = "default_whole_restore_dense_below_mib")]
     pub whole_restore_dense_below_mib: u64,
     /// Whole restores use a CRIU started ahead of them (`criu swrk`, idle until asked), which

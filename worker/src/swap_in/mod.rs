@@ -171,7 +171,7 @@ impl Worker {
                         rt,
                         &checkpoint,
                         &route.manifest,
-                        route.only_whole,
+                        route.fetch,
                         started,
                     )
                     .await?;

@@ -115,18 +115,35 @@ fn image_bytes(manifest: &Manifest) -> u64 {
         .sum()
 }
 
+/// What a whole restore fetches from the cold tier when this worker lacks pages of the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fetch {
+    /// Nothing: the restore goes lazy (a small image, whose lazy restore is cheap).
+    Nothing,
+    /// The missing pages, if they are few (a dense tenant's image, see [`dense_enough`]);
+    /// otherwise nothing.
+    Few,
+    /// Every page (a tenant restored only whole).
+    All,
+}
+
+/// The most of a dense image's non-zero pages a whole restore fetches from the cold tier
+/// (`Fetch::Few`): more, and the lazy restore, which fetches its working set first, is left to
+/// bring them.
+const FEW_MISSING: f64 = 0.25;
+
 impl Worker {
     /// Restores the tenant whole from `manifest` (see the module doc) if every page of it is in
-    /// the memory or local tier, or, with `fetch_missing`, once the others are fetched into
-    /// them; `None` if a page is not (nothing restored: the caller restores it lazily). `rt` is
-    /// its locked runtime, `started` when the swap-in began.
+    /// the memory or local tier, or once the others are fetched into them: all of them with
+    /// [`Fetch::All`], a few with [`Fetch::Few`]; `None` if a page is not (nothing restored: the
+    /// caller restores it lazily). `rt` is its locked runtime, `started` when the swap-in began.
     pub(super) async fn swap_in_whole(
         &self,
         slot: &Arc<TenantSlot>,
         rt: &mut TenantRuntime,
         checkpoint: &pagestore::CheckpointRef,
         manifest: &Manifest,
-        fetch_missing: bool,
+        fetch: Fetch,
         started: Instant,
     ) -> Result<Option<SwapInReport>> {
         // The kept tmpfs takes images up to a dense tenant's; a larger one (a tenant restored
@@ -140,13 +157,19 @@ impl Worker {
             }
         };
         let mut written = self.write_image(manifest, image.path(), slot).await;
-        if fetch_missing && matches!(written, Ok(Ok(false))) {
-            let pages: Vec<pagestore::PageId> = manifest
-                .files
-                .iter()
-                .flat_map(|f| f.pages())
-                .copied()
-                .collect();
+        let missing = match (fetch, matches!(written, Ok(Ok(false)))) {
+            (_, false) | (Fetch::Nothing, _) => None,
+            (Fetch::All, true) => Some(
+                manifest
+                    .files
+                    .iter()
+                    .flat_map(|f| f.pages())
+                    .copied()
+                    .collect(),
+            ),
+            (Fetch::Few, true) => self.few_missing(manifest).await,
+        };
+        if let Some(pages) = missing {
             let fetched = self.store.prefetch(&pages).await?;
             info!(
                 cold_pages = fetched.cold_pages,
@@ -226,6 +249,25 @@ impl Worker {
             "swapped in whole"
         );
         Ok(Some(report))
+    }
+
+    /// The pages of `manifest` on neither the memory nor the local tier (the others brought into
+    /// memory meanwhile), if they are at most [`FEW_MISSING`] of its non-zero pages: a swap-in
+    /// right after the swap-out finds some of a tenant's new pages still on their way to the
+    /// local tier (it waits 250 ms for them), and fetching those beats restoring lazily.
+    async fn few_missing(&self, manifest: &Manifest) -> Option<Vec<pagestore::PageId>> {
+        let store = self.store.clone();
+        let image = manifest.clone();
+        let missing = tokio::task::spawn_blocking(move || store.bring_resident(&image))
+            .await
+            .ok()
+            .flatten()?;
+        let few = (missing.len() as f64) <= FEW_MISSING * non_zero_pages(manifest) as f64;
+        info!(
+            missing = missing.len(),
+            few, "pages of a dense image on neither local tier"
+        );
+        few.then_some(missing)
     }
 
     /// Writes the image of `manifest` into `dir` from the memory and local tiers (see
