@@ -350,20 +350,44 @@ mod tests {
         vec![byte; PAGE_SIZE]
     }
 
+    async fn open(dir: &std::path::Path) -> PageStore {
+        PageStore::open(&StoreConfig::embedded(dir)).await.unwrap()
+    }
+
+    /// A file entry of mode 0600.
+    fn file(name: &str, size: u64, content: FileContent) -> FileEntry {
+        FileEntry {
+            name: name.into(),
+            mode: 0o600,
+            size,
+            content,
+        }
+    }
+
+    /// A manifest of tenant `t`, generation 1, holding `files`.
+    fn of_files(files: Vec<FileEntry>) -> crate::manifest::Manifest {
+        crate::manifest::Manifest {
+            tenant: "t".into(),
+            generation: 1,
+            created_ms: 0,
+            parent: None,
+            packs: vec![],
+            locality: None,
+            files,
+        }
+    }
+
     #[tokio::test]
     async fn memory_reads_answer_only_when_every_page_is_in_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PageStore::open(&StoreConfig::embedded(dir.path()))
-            .await
-            .unwrap();
+        let store = open(dir.path()).await;
         let (a, b) = (page(1), page(2));
         let (ida, idb) = (PageId::of(&a), PageId::of(&b));
-        let file = FileEntry {
-            name: "pages-1.img".into(),
-            mode: 0o600,
-            size: 3 * PAGE_SIZE as u64,
-            content: FileContent::Paged(vec![ida, PageId::ZERO, idb]),
-        };
+        let file = file(
+            "pages-1.img",
+            3 * PAGE_SIZE as u64,
+            FileContent::Paged(vec![ida, PageId::ZERO, idb]),
+        );
         store.hot().insert(ida, &a);
         let tally = crate::tally::TierTally::default();
         // Page 0 and the zero page are answered; page 2 is not in memory.
@@ -389,9 +413,7 @@ mod tests {
     #[tokio::test]
     async fn many_local_only_pages_are_read_on_several_threads_into_place() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PageStore::open(&StoreConfig::embedded(dir.path()))
-            .await
-            .unwrap();
+        let store = open(dir.path()).await;
         let count = super::READ_WINDOW + super::PARALLEL_MIN;
         let pages: Vec<Vec<u8>> = (0..count)
             .map(|i| {
@@ -407,27 +429,19 @@ mod tests {
             store.local().unwrap().put(&id, codec, &encoded).unwrap();
             ids.push(id);
         }
-        let file = |ids: Vec<PageId>| FileEntry {
-            name: "pages-1.img".into(),
-            mode: 0o600,
-            size: (ids.len() * PAGE_SIZE) as u64,
-            content: FileContent::Paged(ids),
-        };
-        let mut manifest = crate::manifest::Manifest {
-            tenant: "t".into(),
-            generation: 1,
-            created_ms: 0,
-            parent: None,
-            packs: vec![],
-            locality: None,
-            files: vec![],
+        let paged = |ids: Vec<PageId>| {
+            of_files(vec![file(
+                "pages-1.img",
+                (ids.len() * PAGE_SIZE) as u64,
+                FileContent::Paged(ids),
+            )])
         };
         let out = dir.path().join("image");
         std::fs::create_dir(&out).unwrap();
         let mut with_missing = ids.clone();
         let gone = PageId::of(&page(255));
         with_missing[5] = gone;
-        manifest.files = vec![file(with_missing)];
+        let manifest = paged(with_missing);
         assert!(!store.materialize_resident(&manifest, &out).unwrap());
         assert_eq!(
             store.bring_resident(&manifest),
@@ -436,7 +450,7 @@ mod tests {
         );
         assert!(store.hot().contains(&ids[count - 1]));
 
-        manifest.files = vec![file(ids)];
+        let manifest = paged(ids);
         assert!(store.materialize_resident(&manifest, &out).unwrap());
         assert!(std::fs::read(out.join("pages-1.img")).unwrap() == pages.concat());
         assert!(store.in_memory(&manifest));
@@ -445,9 +459,7 @@ mod tests {
     #[tokio::test]
     async fn resident_pages_are_written_out_sparse_and_a_corrupt_local_page_is_a_miss() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PageStore::open(&StoreConfig::embedded(dir.path()))
-            .await
-            .unwrap();
+        let store = open(dir.path()).await;
         let (a, b) = (page(1), page(2));
         let (ida, idb, idc) = (PageId::of(&a), PageId::of(&b), PageId::of(&page(3)));
         store.hot().insert(ida, &a);
@@ -457,28 +469,10 @@ mod tests {
         let mut ids = vec![ida; super::WRITE_CHUNK];
         ids.extend([PageId::ZERO, idb, ida]);
         let size = (ids.len() * PAGE_SIZE - 100) as u64;
-        let manifest = crate::manifest::Manifest {
-            tenant: "t".into(),
-            generation: 1,
-            created_ms: 0,
-            parent: None,
-            packs: vec![],
-            locality: None,
-            files: vec![
-                FileEntry {
-                    name: "inventory.img".into(),
-                    mode: 0o600,
-                    size: 3,
-                    content: FileContent::Inline(vec![7, 8, 9]),
-                },
-                FileEntry {
-                    name: "pages-1.img".into(),
-                    mode: 0o600,
-                    size,
-                    content: FileContent::Paged(ids.clone()),
-                },
-            ],
-        };
+        let manifest = of_files(vec![
+            file("inventory.img", 3, FileContent::Inline(vec![7, 8, 9])),
+            file("pages-1.img", size, FileContent::Paged(ids.clone())),
+        ]);
         assert!(
             !store.in_memory(&manifest),
             "one page is on the local disk only"
