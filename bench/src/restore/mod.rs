@@ -419,10 +419,14 @@ pub async fn checkpoint_app(
     Ok(())
 }
 
+/// How much of a failed worker's log an error carries.
+const WORKER_LOG_LINES: usize = 20;
+
 /// A `pico worker run` of the benchmark's own, on its own home; stopped (SIGTERM) when dropped.
 pub struct WorkerProc {
     child: Child,
     pub client: Client,
+    log: PathBuf,
 }
 
 impl WorkerProc {
@@ -445,17 +449,17 @@ impl WorkerProc {
             .spawn()
             .map_err(|e| Error::Step("pico worker run".into(), e.to_string()))?;
         let socket = home.join("worker.sock");
-        let worker = WorkerProc {
+        let mut worker = WorkerProc {
             child,
             client: Client::new(&socket),
+            log: log_path,
         };
         let started = Instant::now();
         while !socket.exists() {
-            if started.elapsed() > Duration::from_secs(20) {
-                return Err(Error::Step(
-                    "pico worker run".into(),
-                    format!("did not start (its log: {})", log_path.display()),
-                ));
+            let exited = worker.child.try_wait().ok().flatten();
+            if exited.is_some() || started.elapsed() > Duration::from_secs(20) {
+                let how = exited.map_or("did not start".to_string(), |s| format!("exited ({s})"));
+                return Err(Error::Step("pico worker run".into(), worker.with_log(&how)));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -469,7 +473,18 @@ impl WorkerProc {
 
     /// One request to the worker's API; its answer.
     pub async fn call(&self, request: &Request) -> Result<serde_json::Value, Error> {
-        call(&self.client, request).await
+        call(&self.client, request).await.map_err(|e| match e {
+            Error::Step(step, message) => Error::Step(step, self.with_log(&message)),
+            e => e,
+        })
+    }
+
+    /// `message` followed by the end of the worker's log, which says why it failed.
+    fn with_log(&self, message: &str) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let end = lines[lines.len().saturating_sub(WORKER_LOG_LINES)..].join("\n");
+        format!("{message}\nthe end of {}:\n{end}", self.log.display())
     }
 
     /// `pico tenant status NAME`.

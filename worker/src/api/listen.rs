@@ -64,7 +64,9 @@ pub(crate) fn api_token(config: &WorkerConfig) -> Result<Option<ApiToken>> {
 }
 
 /// Binds the socket at `path` (mode 0600), taking over a socket file no worker listens on any
-/// more.
+/// more. It is bound and made 0600 under a name of its own first and renamed into place: the
+/// file appears already listening, so a client that waits for it to exist is not refused (a
+/// socket file bound but not yet listening refuses connections), and never with wider modes.
 async fn bind_socket(path: &Path) -> Result<UnixListener> {
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
@@ -74,10 +76,18 @@ async fn bind_socket(path: &Path) -> Result<UnixListener> {
         }
         std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| Error::io(path, e))?;
+    // Short, so that it fits a socket address wherever `path` does (one worker per home, which
+    // holds the home's lock; the process id keeps homes sharing a directory apart).
+    let new = path.with_file_name(format!(".{}", std::process::id()));
+    let _ = std::fs::remove_file(&new);
+    let listener = UnixListener::bind(&new).map_err(|e| Error::io(&new, e))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io(path, e))?;
+    let placed = std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&new, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&new);
+        return Err(Error::io(path, e));
+    }
     Ok(listener)
 }
 
@@ -113,5 +123,33 @@ pub(crate) async fn serve(listeners: Listeners, worker: Arc<Worker>, stop: impl 
             Ok((on, Err(e))) => warn!(on, error = %e, "API server failed"),
             Err(e) => warn!(error = %e, "API server task failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn the_socket_appears_listening_root_only_and_is_not_taken_from_a_live_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.sock");
+        std::fs::write(&path, b"left by a killed worker").unwrap();
+        let listener = bind_socket(&path).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // The only file there: nothing of the name it was bound under is left.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["worker.sock"]);
+        let (_client, accepted) = tokio::join!(UnixStream::connect(&path), listener.accept());
+        accepted.unwrap();
+        assert!(matches!(
+            bind_socket(&path).await,
+            Err(Error::WorkerAlreadyRunning { .. })
+        ));
     }
 }
