@@ -247,7 +247,8 @@ pub struct SwapInReport {
     /// worker.
     #[serde(default)]
     pub whole: bool,
-    /// The prefetch of the pages `criu restore` reads before the tenant runs.
+    /// The prefetch of the pages `criu restore` reads before the tenant runs; for a whole
+    /// restore, of the pages this worker lacked.
     #[serde(default)]
     pub prefetch: pagestore::prefetch::PrefetchReport,
     /// Until the image directory was ready: the checkpoint mounted (lazy), or written out to

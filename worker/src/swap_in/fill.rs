@@ -203,18 +203,28 @@ pub(super) async fn finish(
                 ms = r.ms,
                 "image filled in behind the restore"
             );
-            let record = pagestore::usage::UsageRecord {
-                at_ms: pagestore::clock::now_ms(),
-                tenant: tenant.to_string(),
-                cold_gets: restore_set.cold_gets + r.cold_gets,
-                cold_bytes: restore_set.cold_bytes + r.cold_bytes,
-            };
-            if let Err(e) = pagestore::usage::append(usage_log, &record) {
-                warn!(error = %e, "could not record the swap-in's cold reads");
-            }
+            record_cold_reads(
+                usage_log,
+                tenant,
+                restore_set.cold_gets + r.cold_gets,
+                restore_set.cold_bytes + r.cold_bytes,
+            );
             slot.set_last_fill(r);
         }
         Ok(Err(e)) => warn!(error = %e, "background fill failed"),
         Err(e) => warn!(error = %e, "background fill task failed"),
+    }
+}
+
+/// Appends a swap-in's cold reads to the usage log (what `pico report cost` bills per tenant).
+pub(super) fn record_cold_reads(usage_log: &Path, tenant: &str, cold_gets: u64, cold_bytes: u64) {
+    let record = pagestore::usage::UsageRecord {
+        at_ms: pagestore::clock::now_ms(),
+        tenant: tenant.to_string(),
+        cold_gets,
+        cold_bytes,
+    };
+    if let Err(e) = pagestore::usage::append(usage_log, &record) {
+        warn!(error = %e, "could not record the swap-in's cold reads");
     }
 }

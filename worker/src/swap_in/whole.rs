@@ -169,6 +169,7 @@ impl Worker {
             ),
             (Fetch::Few, true) => self.few_missing(manifest).await,
         };
+        let mut prefetch = pagestore::prefetch::PrefetchReport::default();
         if let Some(pages) = missing {
             let fetched = self.store.prefetch(&pages).await?;
             info!(
@@ -177,6 +178,14 @@ impl Worker {
                 ms = fetched.ms,
                 "pages fetched for a whole restore"
             );
+            // Billed to the tenant like a lazy restore's fill.
+            super::fill::record_cold_reads(
+                &self.config.usage_log,
+                &checkpoint.tenant,
+                fetched.cold_gets,
+                fetched.cold_bytes,
+            );
+            prefetch = fetched;
             written = self.write_image(manifest, image.path(), slot).await;
         }
         if !matches!(written, Ok(Ok(true))) {
@@ -206,7 +215,7 @@ impl Worker {
             eager_pages: 0,
             prefetched_pages: 0,
             whole: true,
-            prefetch: Default::default(),
+            prefetch,
             mount_ms,
             restore_ms: total_ms - mount_ms,
             total_ms,
