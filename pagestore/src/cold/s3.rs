@@ -185,6 +185,7 @@ impl S3Storage {
     async fn get_object(&self, key: &str, range: Option<String>) -> Result<Option<Vec<u8>>> {
         let full = self.full_key(key);
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         loop {
             attempt += 1;
             let out = self
@@ -206,8 +207,19 @@ impl S3Storage {
                 }
                 Err(e) => return Err(e),
             };
+            let headers_ms = started.elapsed().as_secs_f64() * 1000.0;
             match self.read_body("GET", key, out.body).await {
-                Ok(data) => return Ok(Some(data)),
+                Ok(data) => {
+                    debug!(
+                        key,
+                        range = range.as_deref().unwrap_or("all"),
+                        bytes = data.len(),
+                        headers_ms,
+                        ms = started.elapsed().as_secs_f64() * 1000.0,
+                        "S3 GET"
+                    );
+                    return Ok(Some(data));
+                }
                 Err(e) if attempt >= self.max_attempts => return Err(e),
                 Err(e) => {
                     warn!(key, ranged = range.is_some(), error = %e, "S3 GET body failed; retrying")
