@@ -98,6 +98,7 @@ async fn pipe(
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    quick_ack(from.as_ref());
                     if tx.send((Instant::now(), buf[..n].to_vec())).await.is_err() {
                         break;
                     }
@@ -124,6 +125,26 @@ async fn pipe(
         let _ = to.shutdown().await;
     };
     tokio::join!(reader, writer);
+}
+
+/// Acknowledges what arrives on `stream` at once, not up to 40 ms later (Linux's delayed ACK;
+/// the mode lapses, so it is set again after every read). A server that writes a response's
+/// header and body apart without `TCP_NODELAY` (Garage 2.5 does) holds the body until the
+/// header is acknowledged: on a reused connection each GET waited ~40 ms for that, a stall of
+/// the loopback's, not of the link modelled.
+fn quick_ack(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we hold, with a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 #[cfg(test)]
