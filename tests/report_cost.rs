@@ -122,11 +122,7 @@ fn cost_json_adds_up_to_the_store() {
 #[test]
 fn prices_come_from_pico_toml() {
     let p = store_with_tenants();
-    std::fs::write(
-        p.home().join("pico.toml"),
-        "[prices]\nstorage_gb_month = 1024.0\nput_per_1000 = 0.0\n",
-    )
-    .unwrap();
+    p.write_config("[prices]\nstorage_gb_month = 1024.0\nput_per_1000 = 0.0\n");
     let r = p.json(&["report", "cost"]);
     let total = &r["total"];
     // 1024 per GiB-month is one per MiB-month.

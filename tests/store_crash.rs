@@ -125,7 +125,7 @@ fn kill_9_during_ingest_and_gc_loses_nothing(setup: Setup) {
         "[gc]\nrepack_below = 0.9\n\n[retention]\nkeep_last = 0\n\n{}",
         setup.toml
     );
-    std::fs::write(pico.home.join("pico.toml"), toml).unwrap();
+    pico.write_config(&toml);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

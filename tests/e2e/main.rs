@@ -117,11 +117,7 @@ fn python_counter_continues_after_swap_out_and_in() {
     let _serial = testkit::criu_lock();
     let p = pico();
     // The lazy path and its background fill are under test: no whole restores.
-    std::fs::write(
-        p.home().join("pico.toml"),
-        "[worker]\nwhole_restore_below_mib = 0\n",
-    )
-    .unwrap();
+    p.write_config("[worker]\nwhole_restore_below_mib = 0\n");
     let worker = p.start_worker();
     let port = add_counter(&p, "counter");
     for i in 1..=5 {
@@ -298,11 +294,7 @@ fn mistakes_get_clear_errors() {
 #[test]
 fn worker_refuses_an_old_or_missing_criu_and_bad_config() {
     let p = pico();
-    std::fs::write(
-        p.home().join("pico.toml"),
-        "[worker]\ncriu = \"/nonexistent/criu\"\n",
-    )
-    .unwrap();
+    p.write_config("[worker]\ncriu = \"/nonexistent/criu\"\n");
     let err = p.fails(&["worker", "run"]);
     assert!(
         err.contains("4.2") && err.contains("deploy/setup.sh"),
@@ -313,14 +305,10 @@ fn worker_refuses_an_old_or_missing_criu_and_bad_config() {
     std::fs::write(&fake, "#!/bin/sh\necho 'Version: 3.17.1'\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(
-        p.home().join("pico.toml"),
-        format!("[worker]\ncriu = {:?}\n", fake),
-    )
-    .unwrap();
+    p.write_config(&format!("[worker]\ncriu = {:?}\n", fake));
     let err = p.fails(&["worker", "run"]);
     assert!(err.contains("3.17.1") && err.contains("4.2"), "{err}");
-    std::fs::write(p.home().join("pico.toml"), "[worker]\nsokcet = \"x\"\n").unwrap();
+    p.write_config("[worker]\nsokcet = \"x\"\n");
     let err = p.fails(&["store", "ls"]);
     assert!(err.contains("sokcet"), "{err}");
 }
@@ -418,11 +406,9 @@ fn rm_during_a_swap_in_leaves_nothing_behind() {
 fn activeset_learns_faults_and_installs_them_eagerly() {
     let _serial = testkit::criu_lock();
     let p = pico();
-    std::fs::write(
-        p.home().join("pico.toml"),
+    p.write_config(
         "[worker]\ncriu_log_level = 4\nactiveset_grace_ms = 5000\nwhole_restore_below_mib = 0\n",
-    )
-    .unwrap();
+    );
     let _worker = p.start_worker();
     let port = add_counter(&p, "a");
     http_get(port, "/ballast?mb=2").unwrap();
@@ -554,11 +540,7 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
 fn a_tenant_that_touches_most_of_its_memory_is_restored_whole_once_learned() {
     let _serial = testkit::criu_lock();
     let p = pico();
-    std::fs::write(
-        p.home().join("pico.toml"),
-        "[worker]\nwhole_restore_below_mib = 8\n",
-    )
-    .unwrap();
+    p.write_config("[worker]\nwhole_restore_below_mib = 8\n");
     let _worker = p.start_worker();
     // Both ~27 MiB: Python's ~11 MiB and 16 MiB of random bytes, which /touch reads whole.
     let dense = add_counter(&p, "dense");
@@ -676,12 +658,10 @@ fn borrows_the_activeset_of_its_program(deterministic: bool) {
 fn activeset_prefetch_install_restores_and_learns() {
     let _serial = testkit::criu_lock();
     let p = pico();
-    std::fs::write(
-        p.home().join("pico.toml"),
+    p.write_config(
         "[worker]\nactiveset_grace_ms = 3000\nwhole_restore_below_mib = 0\n\
          activeset_install = \"prefetch\"\n",
-    )
-    .unwrap();
+    );
     let _worker = p.start_worker();
     let port = add_counter(&p, "a");
     http_get(port, "/ballast?mb=2").unwrap();
