@@ -141,6 +141,19 @@ impl HotTier {
         ids.into_iter().all(|id| clock.index.contains_key(id))
     }
 
+    /// The pages of `ids` the tier does not hold, in their order (one lock; not counted, not
+    /// referenced).
+    pub fn missing<'a>(&self, ids: impl IntoIterator<Item = &'a PageId>) -> Vec<PageId> {
+        if self.capacity == 0 {
+            return ids.into_iter().copied().collect();
+        }
+        let clock = self.lock();
+        ids.into_iter()
+            .filter(|id| !clock.index.contains_key(id))
+            .copied()
+            .collect()
+    }
+
     /// Caches a copy of a page that has been checked against its id.
     pub fn insert(&self, id: PageId, page: &[u8]) {
         self.insert_with(id, page.len(), || Bytes::copy_from_slice(page));
@@ -278,6 +291,17 @@ mod tests {
             "a partial answer counts nothing"
         );
         assert_eq!(hot.counters.misses.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn missing_names_the_pages_not_held_in_order_and_counts_nothing() {
+        let hot = HotTier::new(4 * PAGE_SIZE as u64);
+        let pages: Vec<_> = (1..=3).map(page).collect();
+        hot.insert(pages[1].0, &pages[1].1);
+        let ids = [pages[2].0, pages[1].0, pages[0].0];
+        assert_eq!(hot.missing(&ids), vec![pages[2].0, pages[0].0]);
+        assert_eq!(hot.counters.hits.load(Ordering::Relaxed), 0);
+        assert_eq!(HotTier::new(0).missing(&ids), ids.to_vec());
     }
 
     #[test]

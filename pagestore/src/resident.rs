@@ -171,12 +171,7 @@ impl PageStore {
 
     /// The distinct non-zero pages of `ids` the memory tier does not hold.
     fn not_in_memory(&self, ids: &[PageId]) -> Vec<PageId> {
-        let hot = self.hot();
-        let mut wanted: Vec<PageId> = ids
-            .iter()
-            .filter(|id| !id.is_zero() && !hot.contains(id))
-            .copied()
-            .collect();
+        let mut wanted = self.hot().missing(ids.iter().filter(|id| !id.is_zero()));
         wanted.sort_unstable();
         wanted.dedup();
         wanted
