@@ -337,7 +337,8 @@ fn write_pages(
 #[cfg(test)]
 mod tests {
     use crate::config::StoreConfig;
-    use crate::manifest::{FileContent, FileEntry};
+    use crate::manifest::testing::{file, of_files};
+    use crate::manifest::FileContent;
     use crate::page::{PageId, PAGE_SIZE};
     use crate::store::PageStore;
 
@@ -347,29 +348,6 @@ mod tests {
 
     async fn open(dir: &std::path::Path) -> PageStore {
         PageStore::open(&StoreConfig::embedded(dir)).await.unwrap()
-    }
-
-    /// A file entry of mode 0600.
-    fn file(name: &str, size: u64, content: FileContent) -> FileEntry {
-        FileEntry {
-            name: name.into(),
-            mode: 0o600,
-            size,
-            content,
-        }
-    }
-
-    /// A manifest of tenant `t`, generation 1, holding `files`.
-    fn of_files(files: Vec<FileEntry>) -> crate::manifest::Manifest {
-        crate::manifest::Manifest {
-            tenant: "t".into(),
-            generation: 1,
-            created_ms: 0,
-            parent: None,
-            packs: vec![],
-            locality: None,
-            files,
-        }
     }
 
     #[tokio::test]

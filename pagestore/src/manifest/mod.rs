@@ -24,6 +24,9 @@
 //! decodes; a manifest of a newer version is refused ([`version_in`], [`crate::format`]).
 
 mod dense;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 
 use std::fmt;
 

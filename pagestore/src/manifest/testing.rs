@@ -1,0 +1,29 @@
+//! Manifests built by hand, for unit tests of the code that reads them (restore plans, whole
+//! restores, staging, the store's own resident reads): one tenant `t`, generation 1, no packs,
+//! parent or locality pack. Here, not in testkit, so that this crate's unit tests build them
+//! of its own types (through testkit they would be another build's); testkit re-exports them.
+
+use super::{FileContent, FileEntry, Manifest};
+
+/// A manifest holding `files`.
+pub fn of_files(files: Vec<FileEntry>) -> Manifest {
+    Manifest {
+        tenant: "t".into(),
+        generation: 1,
+        created_ms: 0,
+        parent: None,
+        packs: vec![],
+        locality: None,
+        files,
+    }
+}
+
+/// A file entry of mode 0600.
+pub fn file(name: &str, size: u64, content: FileContent) -> FileEntry {
+    FileEntry {
+        name: name.into(),
+        mode: 0o600,
+        size,
+        content,
+    }
+}
