@@ -164,18 +164,11 @@ impl Worker {
         async {
             let learning = use_activeset && self.config.activeset;
             let route = self.route(&slot, rt, &checkpoint).await?;
-            if route.whole {
+            if let Some(fetch) = route.whole {
                 let whole = self
-                    .swap_in_whole(
-                        &slot,
-                        rt,
-                        &checkpoint,
-                        &route.manifest,
-                        route.fetch,
-                        started,
-                    )
+                    .swap_in_whole(&slot, rt, &checkpoint, &route.manifest, fetch, started)
                     .await?;
-                match (whole, route.only_whole) {
+                match (whole, route.only_whole()) {
                     (Some(report), _) => {
                         // Every page is in the tenant.
                         self.done_with_peer(name);

@@ -26,24 +26,18 @@ const LOCAL_FILL_WAIT: Duration = Duration::from_millis(250);
 /// The checkpoint a swap-in restores and the way it goes.
 pub(super) struct Route {
     pub manifest: Manifest,
-    /// Small enough, or dense enough, to try a whole restore first (see `whole.rs`).
-    pub whole: bool,
-    /// What that whole restore fetches of the pages this worker lacks.
-    pub fetch: whole::Fetch,
-    /// Restored whole or not at all: a tenant in a user namespace where CRIU cannot restore
-    /// it lazily (see `userns`); its pages are fetched from any tier first.
-    pub only_whole: bool,
+    /// Whether a whole restore is tried first (see `whole.rs`) and what it fetches of the pages
+    /// this worker lacks: [`whole::Fetch::Nothing`] for a small image, `Few` for a dense one,
+    /// `All` for a tenant restored whole or not at all; `None`: lazy.
+    pub whole: Option<whole::Fetch>,
 }
 
-/// Whether a swap-in tries a whole restore first, and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum WholeFirst {
-    /// Lazy.
-    No,
-    /// Under `whole_restore_below_mib`.
-    Small,
-    /// Its tenant's working set covers enough of it (`whole::dense_enough`).
-    Dense,
+impl Route {
+    /// Restored whole or not at all: a tenant in a user namespace where CRIU cannot restore it
+    /// lazily (see `userns`); its pages are fetched from any tier first.
+    pub fn only_whole(&self) -> bool {
+        self.whole == Some(whole::Fetch::All)
+    }
 }
 
 /// What a lazy restore needs before it mounts the checkpoint.
@@ -112,14 +106,13 @@ impl Worker {
         let only_whole =
             rt.info.user_namespace.is_some() && !crate::userns::lazy_restores_allowed();
         let first = self.whole_first(slot, &manifest);
-        let whole = only_whole || first != WholeFirst::No;
         // A swap-out's new pages reach the local tier just behind its commit; a swap-in
         // right after it waits briefly for them rather than fetching them from the cold tier,
         // unless it is a small one with every page in memory already (a small tenant's last
         // checkpoint is kept there): then the filler's work for other tenants is none of its
         // business. Only small ones are checked: the check walks the page list under the
         // memory tier's lock.
-        let in_memory = first == WholeFirst::Small && self.store.in_memory(&manifest);
+        let in_memory = first == Some(whole::Fetch::Nothing) && self.store.in_memory(&manifest);
         if !in_memory
             && tokio::time::timeout(LOCAL_FILL_WAIT, self.store.local_settled())
                 .await
@@ -130,30 +123,25 @@ impl Worker {
                 "local tier still filling"
             );
         }
-        let fetch = match (only_whole, first) {
-            (true, _) => whole::Fetch::All,
-            (false, WholeFirst::Dense) => whole::Fetch::Few,
-            (false, _) => whole::Fetch::Nothing,
+        let whole = match only_whole {
+            true => Some(whole::Fetch::All),
+            false => first,
         };
-        Ok(Route {
-            manifest,
-            whole,
-            fetch,
-            only_whole,
-        })
+        Ok(Route { manifest, whole })
     }
 
-    /// Whether a whole restore of `manifest` is tried first: it is small, or its tenant's
-    /// working set is dense in it (`whole::dense_enough`). Whole restores are off altogether
-    /// with `whole_restore_below_mib = 0`.
-    fn whole_first(&self, slot: &TenantSlot, manifest: &Manifest) -> WholeFirst {
+    /// Whether a whole restore of `manifest` is tried first, and what it fetches: it is small
+    /// (nothing), or its tenant's working set is dense in it (a few pages; see
+    /// `whole::dense_enough`). Whole restores are off altogether with
+    /// `whole_restore_below_mib = 0`.
+    fn whole_first(&self, slot: &TenantSlot, manifest: &Manifest) -> Option<whole::Fetch> {
         let config = &self.config;
         if config.whole_restore_below_mib == 0 {
-            return WholeFirst::No;
+            return None;
         }
         let pages = whole::non_zero_pages(manifest);
         if whole::pages_under_mib(pages, config.whole_restore_below_mib) {
-            return WholeFirst::Small;
+            return Some(whole::Fetch::Nothing);
         }
         let working_set = slot.working_set_pages();
         let dense = whole::dense_enough(
@@ -163,14 +151,14 @@ impl Worker {
             config.whole_restore_dense_below_mib,
         );
         if !dense {
-            return WholeFirst::No;
+            return None;
         }
         info!(
             pages,
             working_set = working_set.unwrap_or(0),
             "dense working set: trying a whole restore"
         );
-        WholeFirst::Dense
+        Some(whole::Fetch::Few)
     }
 
     /// Plans a lazy restore of `manifest`: with `learning` (an ActiveSet in use), the tenant's
