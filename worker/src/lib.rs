@@ -42,6 +42,7 @@ pub mod launch;
 pub mod lazy_gate;
 mod lifecycle;
 mod locality;
+mod lost_faults;
 pub mod metrics;
 pub mod netns;
 mod peer;

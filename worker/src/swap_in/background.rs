@@ -4,8 +4,8 @@
 //! - **learning** ([`learning`]): the faults of the tenant's first moments are learned into its
 //!   ActiveSet; when the window closes, CRIU's background copy is released and the fill goes on;
 //! - **fill** (`fill::finish`): the rest of the image arrives in memory and is accounted;
-//! - **copy** ([`copy`]): CRIU's lazy-pages daemon copies in every remaining page and exits;
-//!   then the reads are reported, the access log saved, and the checkpoint unmounted.
+//! - **copy** ([`copy`]): CRIU's lazy-pages daemon copies in every remaining page and exits
+//!   (meanwhile the faults it drops are woken to fault again, see `lost_faults`); then the reads are reported, the access log saved, and the checkpoint unmounted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,7 +102,19 @@ async fn copy(
     tenant: &str,
 ) {
     crate::crashpoint::hit("swap-in:filling");
-    let status = daemon.wait().await;
+    // While the daemon serves the tenant, the faults it drops are woken to fault again.
+    let status = match daemon.id() {
+        Some(pid) => {
+            tokio::select! {
+                status = daemon.wait() => status,
+                () = async {
+                    crate::lost_faults::wake_while_serving(pid, tenant).await;
+                    std::future::pending::<()>().await
+                } => unreachable!("waits forever once the daemon cannot be reached"),
+            }
+        }
+        None => daemon.wait().await,
+    };
     let accesses = mount.access_log().snapshot();
     let by_tier = mount.reads().report();
     info!(
