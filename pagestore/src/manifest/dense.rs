@@ -32,10 +32,9 @@
 
 use std::collections::HashMap;
 
-use super::{put_str, CheckpointId, CheckpointRef, FileContent, FileEntry, LocalityPack, Reader};
+use super::{put_str, CheckpointId, CheckpointRef, FileContent, FileEntry, Reader};
 use super::{Manifest, MANIFEST_MAGIC};
 use crate::error::{Error, Result};
-use crate::pack::PackId;
 use crate::page::PageId;
 
 /// The version of compressed manifests, full or written against a base.
@@ -200,13 +199,7 @@ pub(super) fn decode_dense(bytes: &[u8], base: Option<&Manifest>) -> Result<Mani
     let tenant = r.str()?;
     let generation = r.u64()?;
     let created_ms = r.u64()?;
-    let parent = match r.str()?.as_str() {
-        "" => None,
-        p => Some(
-            CheckpointId::parse(p)
-                .ok_or_else(|| Error::BadManifest(format!("bad parent id {p:?}")))?,
-        ),
-    };
+    let parent = r.parent()?;
     let base_ref = base_ref(&mut r, &tenant)?;
     let base = match (&base_ref, base) {
         (None, _) => None,
@@ -230,12 +223,11 @@ pub(super) fn decode_dense(bytes: &[u8], base: Option<&Manifest>) -> Result<Mani
                 Error::BadManifest(format!("file {name} refers to its base, which lacks it"))
             })
         };
-        let content = match r.u8()? {
-            KIND_INLINE => {
-                let len = r.u64()? as usize;
-                FileContent::Inline(r.take(len)?.to_vec())
-            }
-            KIND_PAGED => FileContent::Paged(r.page_ids()?),
+        let kind = r.u8()?;
+        let content = match kind {
+            KIND_INLINE | KIND_PAGED => r
+                .stored_content(kind)?
+                .ok_or_else(|| Error::BadManifest(format!("unknown file kind {kind}")))?,
             KIND_INLINE_AS_BASE => match &in_base()?.content {
                 FileContent::Inline(data) => FileContent::Inline(data.clone()),
                 FileContent::Paged(_) => {
@@ -263,16 +255,10 @@ pub(super) fn decode_dense(bytes: &[u8], base: Option<&Manifest>) -> Result<Mani
     }
     let locality = match r.u8()? {
         0 => None,
-        1 => Some(LocalityPack {
-            pack: PackId(r.id()?),
-            bytes: r.u64()?,
-            pages: r.u32()?,
-        }),
+        1 => Some(r.locality_pack()?),
         k => return Err(Error::BadManifest(format!("bad locality flag {k}"))),
     };
-    if !r.0.is_empty() {
-        return Err(Error::BadManifest("trailing bytes in body".into()));
-    }
+    r.end()?;
     Ok(Manifest {
         tenant,
         generation,
@@ -412,6 +398,8 @@ fn get_varint(r: &mut Reader<'_>) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::LocalityPack;
+    use crate::pack::PackId;
     use crate::page::PAGE_SIZE;
     use proptest::prelude::*;
 

@@ -215,13 +215,7 @@ impl Manifest {
         let tenant = r.str()?;
         let generation = r.u64()?;
         let created_ms = r.u64()?;
-        let parent = match r.str()?.as_str() {
-            "" => None,
-            p => Some(
-                CheckpointId::parse(p)
-                    .ok_or_else(|| Error::BadManifest(format!("bad parent id {p:?}")))?,
-            ),
-        };
+        let parent = r.parent()?;
         let packs = r.packs()?;
         let n_files = r.u32()? as usize;
         let mut files = Vec::with_capacity(n_files.min(r.0.len()));
@@ -229,14 +223,10 @@ impl Manifest {
             let name = r.str()?;
             let mode = r.u32()?;
             let size = r.u64()?;
-            let content = match r.u8()? {
-                0 => {
-                    let len = r.u64()? as usize;
-                    FileContent::Inline(r.take(len)?.to_vec())
-                }
-                1 => FileContent::Paged(r.page_ids()?),
-                k => return Err(Error::BadManifest(format!("unknown file kind {k}"))),
-            };
+            let kind = r.u8()?;
+            let content = r
+                .stored_content(kind)?
+                .ok_or_else(|| Error::BadManifest(format!("unknown file kind {kind}")))?;
             files.push(FileEntry {
                 name,
                 mode,
@@ -245,17 +235,11 @@ impl Manifest {
             });
         }
         let locality = if version == MANIFEST_VERSION {
-            Some(LocalityPack {
-                pack: PackId(r.id()?),
-                bytes: r.u64()?,
-                pages: r.u32()?,
-            })
+            Some(r.locality_pack()?)
         } else {
             None
         };
-        if !r.0.is_empty() {
-            return Err(Error::BadManifest("trailing bytes in body".into()));
-        }
+        r.end()?;
         Ok(Manifest {
             tenant,
             generation,
@@ -365,6 +349,43 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         String::from_utf8(self.take(n)?.to_vec())
             .map_err(|_| Error::BadManifest("string is not UTF-8".into()))
+    }
+    /// A string: the parent checkpoint's id, empty for none.
+    fn parent(&mut self) -> Result<Option<CheckpointId>> {
+        match self.str()?.as_str() {
+            "" => Ok(None),
+            p => CheckpointId::parse(p)
+                .map(Some)
+                .ok_or_else(|| Error::BadManifest(format!("bad parent id {p:?}"))),
+        }
+    }
+    /// A file's content stored as such after its kind byte (`0`: `u64 len, bytes`; `1`: its
+    /// page ids); `None` for another kind.
+    fn stored_content(&mut self, kind: u8) -> Result<Option<FileContent>> {
+        Ok(match kind {
+            0 => {
+                let len = self.u64()? as usize;
+                Some(FileContent::Inline(self.take(len)?.to_vec()))
+            }
+            1 => Some(FileContent::Paged(self.page_ids()?)),
+            _ => None,
+        })
+    }
+    /// `[32] pack, u64 bytes, u32 pages`: the checkpoint's locality pack.
+    fn locality_pack(&mut self) -> Result<LocalityPack> {
+        Ok(LocalityPack {
+            pack: PackId(self.id()?),
+            bytes: self.u64()?,
+            pages: self.u32()?,
+        })
+    }
+    /// The end of a body: nothing may follow.
+    fn end(&self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::BadManifest("trailing bytes in body".into()))
+        }
     }
 }
 
