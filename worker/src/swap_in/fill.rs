@@ -12,7 +12,7 @@
 //! tier's bandwidth and the CPU from it: the rest then waits for the tenant's first answer to a
 //! client, for the learning window's close when no client waits, or for [`SET_MISSES`] faults
 //! the set did not foresee, each a cold round trip of its own, whichever comes first; unless
-//! the rest is small ([`HOLD_ABOVE_PAGES`]), when it costs less than one such miss. A set
+//! the rest is small ([`HOLD_ABOVE_BYTES`]), when it costs less than one such miss. A set
 //! borrowed from a tenant whose mappings lie elsewhere (ASLR) is a guess: the mappings it touches
 //! are fetched at once, alongside the restore set, and only the others wait. Without a set the
 //! fill goes on at once: every page the tenant touches would otherwise be a fault and a cold
@@ -69,17 +69,18 @@ pub(super) struct Fill {
 /// held; 2 round trips without a set).
 const SET_MISSES: u64 = 2;
 
-/// The most pages (4 MiB) a fill fetches at once even when an ActiveSet was installed: about
-/// one round trip's worth at 100 MB/s, in flight while CRIU restores the tenant, so the
-/// faults the set did not foresee find their pages arriving instead of paying a cold round
-/// trip each. (A small image the local tier holds whole is restored whole, never filled.)
-const HOLD_ABOVE_PAGES: usize = 1024;
+/// The most bytes (as stored, 4 MiB) a fill fetches at once even when an ActiveSet was
+/// installed: about one round trip's worth at 100 MB/s, in flight while CRIU restores the
+/// tenant, so the faults the set did not foresee find their pages arriving instead of paying a
+/// cold round trip each. (A small image the local tier holds whole is restored whole, never
+/// filled.)
+const HOLD_ABOVE_BYTES: u64 = 4 << 20;
 
 impl FillPlan {
     /// Whether the rest of the image is worth holding back for the first answer: only when
-    /// it is larger than [`HOLD_ABOVE_PAGES`].
-    pub(super) fn worth_holding(&self) -> bool {
-        self.held.len() > HOLD_ABOVE_PAGES
+    /// its pages take more than [`HOLD_ABOVE_BYTES`] in the store.
+    pub(super) fn worth_holding(&self, store: &PageStore) -> bool {
+        !store.catalog().stored_within(&self.held, HOLD_ABOVE_BYTES)
     }
 }
 

@@ -190,7 +190,8 @@ impl Worker {
             // The restore set's cold reads start first: their round trip overlaps the mount
             // (9-14 ms, more on a host under load) instead of following it. When an ActiveSet
             // was installed, the rest (unless small) waits for the first answer.
-            let fill_waits = learning && !eager.pages.is_empty() && fetch.worth_holding();
+            let fill_waits =
+                learning && !eager.pages.is_empty() && fetch.worth_holding(&self.store);
             slot.forget_last_restore();
             let fill = fill::start(
                 self.store.clone(),
