@@ -48,7 +48,7 @@ const USERFAULTFD_LINK: &str = "anon_inode:[userfaultfd]";
 /// Wakes the threads waiting on the userfaultfds of `daemon` every [`WAKE_INTERVAL`], until it
 /// exits (or it cannot be reached). Cancel it by dropping the future.
 pub async fn wake_while_serving(daemon: u32, tenant: &str) {
-    let pidfd = match pidfd_open(daemon) {
+    let pidfd = match crate::process::pidfd_open(daemon) {
         Ok(fd) => fd,
         Err(e) => {
             debug!(tenant, daemon, error = %e, "cannot reach the lazy-pages daemon to wake dropped faults");
@@ -114,16 +114,6 @@ impl UffdioRange {
             len: USER_SPACE_END - min,
         }
     }
-}
-
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes numbers and returns a new descriptor (owned below) or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor just opened, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// A copy of descriptor `fd` of the process behind `pidfd`.
@@ -235,7 +225,7 @@ mod tests {
         assert_eq!(next_fault(&uffd), Some(addr), "the first fault");
 
         let pid = std::process::id();
-        let pidfd = pidfd_open(pid).expect("pidfd of this process");
+        let pidfd = crate::process::pidfd_open(pid).expect("pidfd of this process");
         assert!(userfaultfds(pid).expect("own fds").contains(&(fd as RawFd)));
         let woken = wake_all(pid, &pidfd, &UffdioRange::user_space()).expect("wake");
         assert!(woken >= 1, "the userfaultfd was found and woken");

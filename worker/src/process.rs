@@ -34,9 +34,8 @@ pub fn become_subreaper() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Waits until child `pid` ends and reaps it, returning its wait status (`None`: reaped by
-/// someone else meanwhile, as [`kill_tree`] may). Holds no thread: it waits on a pidfd.
-pub async fn reap_when_gone(pid: u32) -> std::io::Result<Option<i32>> {
+/// A pidfd of process `pid`: it names that process, never another that reuses its number.
+pub fn pidfd_open(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open takes numbers and returns a new descriptor (owned below) or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -44,7 +43,13 @@ pub async fn reap_when_gone(pid: u32) -> std::io::Result<Option<i32>> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a descriptor just opened, owned by nothing else.
-    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Waits until child `pid` ends and reaps it, returning its wait status (`None`: reaped by
+/// someone else meanwhile, as [`kill_tree`] may). Holds no thread: it waits on a pidfd.
+pub async fn reap_when_gone(pid: u32) -> std::io::Result<Option<i32>> {
+    let pidfd = pidfd_open(pid)?;
     // SAFETY: an OwnedFd stays open and the same descriptor for as long as the AsyncFd owns it.
     let ready =
         unsafe { tokio::io::unix::AsyncFd::register(pidfd) }.map_err(|e| e.into_parts().1)?;
