@@ -38,16 +38,28 @@ struct UffdioRange {
 /// `UFFDIO_WAKE`: `_IOR(0xAA, 0x02, struct uffdio_range)`.
 const UFFDIO_WAKE: libc::c_ulong = 0x8010_AA02;
 
-/// The end of the user address space on x86-64 with 4-level page tables (`TASK_SIZE`); higher
-/// addresses are only mapped on request under 5-level paging.
+/// The end of the user address space (`TASK_SIZE`): on x86-64 with 4-level page tables (higher
+/// addresses are only mapped on request under 5-level paging), on arm64 with 48-bit addresses.
+#[cfg(not(target_arch = "aarch64"))]
 const USER_SPACE_END: u64 = 0x7fff_ffff_f000;
+#[cfg(target_arch = "aarch64")]
+const USER_SPACE_END: u64 = 0xffff_ffff_f000;
+
+/// The range every wake covers, from the lowest address a process may map
+/// (`vm.mmap_min_addr`, read once) to [`USER_SPACE_END`].
+static USER_SPACE: std::sync::LazyLock<UffdioRange> =
+    std::sync::LazyLock::new(UffdioRange::user_space);
 
 /// How `/proc/PID/fd/N` names a userfaultfd.
 const USERFAULTFD_LINK: &str = "anon_inode:[userfaultfd]";
 
 /// Wakes the threads waiting on the userfaultfds of `daemon` every [`WAKE_INTERVAL`], until it
-/// exits (or it cannot be reached). Cancel it by dropping the future.
-pub async fn wake_while_serving(daemon: u32, tenant: &str) {
+/// exits or cannot be reached (at once for `None`: a daemon already reaped). Cancel it by
+/// dropping the future.
+pub async fn wake_while_serving(daemon: Option<u32>, tenant: &str) {
+    let Some(daemon) = daemon else {
+        return;
+    };
     let pidfd = match crate::process::pidfd_open(daemon) {
         Ok(fd) => fd,
         Err(e) => {
@@ -55,12 +67,11 @@ pub async fn wake_while_serving(daemon: u32, tenant: &str) {
             return;
         }
     };
-    let range = UffdioRange::user_space();
     let mut tick = tokio::time::interval(WAKE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if wake_all(daemon, &pidfd, &range).is_err() {
+        if wake_all(daemon, &pidfd, &USER_SPACE).is_err() {
             return;
         }
     }
@@ -227,7 +238,7 @@ mod tests {
         let pid = std::process::id();
         let pidfd = crate::process::pidfd_open(pid).expect("pidfd of this process");
         assert!(userfaultfds(pid).expect("own fds").contains(&(fd as RawFd)));
-        let woken = wake_all(pid, &pidfd, &UffdioRange::user_space()).expect("wake");
+        let woken = wake_all(pid, &pidfd, &USER_SPACE).expect("wake");
         assert!(woken >= 1, "the userfaultfd was found and woken");
         assert_eq!(next_fault(&uffd), Some(addr), "the same fault, sent again");
 

@@ -5,7 +5,8 @@
 //!   ActiveSet; when the window closes, CRIU's background copy is released and the fill goes on;
 //! - **fill** (`fill::finish`): the rest of the image arrives in memory and is accounted;
 //! - **copy** ([`copy`]): CRIU's lazy-pages daemon copies in every remaining page and exits
-//!   (meanwhile the faults it drops are woken to fault again, see `lost_faults`); then the reads are reported, the access log saved, and the checkpoint unmounted.
+//!   (meanwhile the faults it drops are woken to fault again, see `lost_faults`); then the
+//!   reads are reported, the access log saved, and the checkpoint unmounted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,17 +104,12 @@ async fn copy(
 ) {
     crate::crashpoint::hit("swap-in:filling");
     // While the daemon serves the tenant, the faults it drops are woken to fault again.
-    let status = match daemon.id() {
-        Some(pid) => {
-            tokio::select! {
-                status = daemon.wait() => status,
-                () = async {
-                    crate::lost_faults::wake_while_serving(pid, tenant).await;
-                    std::future::pending::<()>().await
-                } => unreachable!("waits forever once the daemon cannot be reached"),
-            }
-        }
-        None => daemon.wait().await,
+    let waking = crate::lost_faults::wake_while_serving(daemon.id(), tenant);
+    let exited = daemon.wait();
+    tokio::pin!(exited);
+    let status = tokio::select! {
+        status = &mut exited => status,
+        () = waking => exited.await,
     };
     let accesses = mount.access_log().snapshot();
     let by_tier = mount.reads().report();
