@@ -4,6 +4,7 @@
 //! tier (one ranged read each), and extended as packs are written. So it can never disagree with
 //! the cold tier for long, and losing it loses nothing.
 
+use std::collections::hash_map;
 use std::sync::RwLock;
 
 use tracing::warn;
@@ -48,6 +49,26 @@ struct Entry {
 /// The largest offset an [`Entry`] holds.
 const MAX_OFFSET: u64 = (1 << 40) - 1;
 
+impl Entry {
+    /// `e` in pack `pack` (index `index`); `None` for an offset past 1 TiB: packs are written in
+    /// megabytes and their indexes are checked against their size, so no real pack has one; its
+    /// page is left out (missing, never misplaced).
+    fn of(pack: &PackId, index: u32, e: &PackEntry) -> Option<Entry> {
+        if e.offset > MAX_OFFSET {
+            warn!(pack = %pack.to_hex(), offset = e.offset, "a pack entry past 1 TiB is left out");
+            return None;
+        }
+        Some(Entry {
+            pack: index,
+            offset_low: e.offset as u32,
+            len: e.len,
+            offset_high: (e.offset >> 32) as u8,
+            codec: e.codec,
+            slot: e.slot,
+        })
+    }
+}
+
 #[derive(Default)]
 struct Pages {
     entries: PageMap<Entry>,
@@ -65,24 +86,6 @@ impl Pages {
         self.packs.push(pack);
         self.index_of.insert(pack, i);
         i
-    }
-
-    /// `None` for an offset past 1 TiB: packs are written in megabytes and their indexes are
-    /// checked against their size, so no real pack has one; its page is left out (missing,
-    /// never misplaced).
-    fn entry(&mut self, pack: PackId, e: &PackEntry) -> Option<Entry> {
-        if e.offset > MAX_OFFSET {
-            warn!(pack = %pack.to_hex(), offset = e.offset, "a pack entry past 1 TiB is left out");
-            return None;
-        }
-        Some(Entry {
-            pack: self.intern(pack),
-            offset_low: e.offset as u32,
-            len: e.len,
-            offset_high: (e.offset >> 32) as u8,
-            codec: e.codec,
-            slot: e.slot,
-        })
     }
 
     fn location(&self, e: &Entry) -> Location {
@@ -114,10 +117,11 @@ impl Catalog {
     /// Records a pack's pages. A page already known keeps its first location.
     pub fn add_pack(&self, pack: PackId, entries: &[PackEntry]) {
         let mut pages = self.write();
+        let index = pages.intern(pack);
         for e in entries {
-            if !pages.entries.contains_key(&e.id) {
-                if let Some(entry) = pages.entry(pack, e) {
-                    pages.entries.insert(e.id, entry);
+            if let hash_map::Entry::Vacant(slot) = pages.entries.entry(e.id) {
+                if let Some(entry) = Entry::of(&pack, index, e) {
+                    slot.insert(entry);
                 }
             }
         }
@@ -126,8 +130,9 @@ impl Catalog {
     /// Points the pages of a new pack (written by gc's repack) at it, replacing older locations.
     pub fn move_to_pack(&self, pack: PackId, entries: &[PackEntry]) {
         let mut pages = self.write();
+        let index = pages.intern(pack);
         for e in entries {
-            if let Some(entry) = pages.entry(pack, e) {
+            if let Some(entry) = Entry::of(&pack, index, e) {
                 pages.entries.insert(e.id, entry);
             }
         }
@@ -155,7 +160,9 @@ impl Catalog {
             total += pages
                 .entries
                 .get(id)
-                .map_or(crate::page::PAGE_SIZE as u64, |e| e.slot.share_of(e.len));
+                .map_or(crate::page::PAGE_SIZE as u64, |e| {
+                    pages.location(e).stored_bytes()
+                });
             if total > limit {
                 return false;
             }
