@@ -225,9 +225,7 @@ pub(super) fn decode_dense(bytes: &[u8], base: Option<&Manifest>) -> Result<Mani
         };
         let kind = r.u8()?;
         let content = match kind {
-            KIND_INLINE | KIND_PAGED => r
-                .stored_content(kind)?
-                .ok_or_else(|| Error::BadManifest(format!("unknown file kind {kind}")))?,
+            KIND_INLINE | KIND_PAGED => r.stored_content(kind)?,
             KIND_INLINE_AS_BASE => match &in_base()?.content {
                 FileContent::Inline(data) => FileContent::Inline(data.clone()),
                 FileContent::Paged(_) => {

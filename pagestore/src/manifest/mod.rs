@@ -224,9 +224,7 @@ impl Manifest {
             let mode = r.u32()?;
             let size = r.u64()?;
             let kind = r.u8()?;
-            let content = r
-                .stored_content(kind)?
-                .ok_or_else(|| Error::BadManifest(format!("unknown file kind {kind}")))?;
+            let content = r.stored_content(kind)?;
             files.push(FileEntry {
                 name,
                 mode,
@@ -360,16 +358,16 @@ impl<'a> Reader<'a> {
         }
     }
     /// A file's content stored as such after its kind byte (`0`: `u64 len, bytes`; `1`: its
-    /// page ids); `None` for another kind.
-    fn stored_content(&mut self, kind: u8) -> Result<Option<FileContent>> {
-        Ok(match kind {
+    /// page ids); another kind is refused.
+    fn stored_content(&mut self, kind: u8) -> Result<FileContent> {
+        match kind {
             0 => {
                 let len = self.u64()? as usize;
-                Some(FileContent::Inline(self.take(len)?.to_vec()))
+                Ok(FileContent::Inline(self.take(len)?.to_vec()))
             }
-            1 => Some(FileContent::Paged(self.page_ids()?)),
-            _ => None,
-        })
+            1 => Ok(FileContent::Paged(self.page_ids()?)),
+            k => Err(Error::BadManifest(format!("unknown file kind {k}"))),
+        }
     }
     /// `[32] pack, u64 bytes, u32 pages`: the checkpoint's locality pack.
     fn locality_pack(&mut self) -> Result<LocalityPack> {
