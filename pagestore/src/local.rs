@@ -8,7 +8,8 @@
 mod filler;
 mod fjall_kv;
 mod kv;
-pub use filler::{Filler, IngestGuard};
+pub(crate) use filler::cache_fetched;
+pub use filler::{FetchedPage, Filler, IngestGuard};
 pub use kv::dir_bytes;
 mod sled_kv;
 

@@ -27,8 +27,6 @@ use crate::tally::TierTally;
 pub struct PageStore {
     /// The tiers and the walk through them.
     pub(crate) read_path: ReadPath,
-    /// Caches ingested packs in the local tier behind the commit (write-behind).
-    pub(crate) filler: Option<Arc<local::Filler>>,
     /// Manifests decoded lately: bases of deltas, and what retention asks.
     pub(crate) manifests: ManifestCache,
     /// The background recompression's state ([`crate::recompress`]).
@@ -65,7 +63,6 @@ impl PageStore {
                 .inspect_err(|e| warn!(error = %e, "no pack index cache"))
                 .ok()
         });
-        let filler = local.clone().map(|l| Arc::new(local::Filler::start(l)));
         let read_path = ReadPath::new(
             HotTier::new(config.hot.max_bytes),
             local,
@@ -74,7 +71,6 @@ impl PageStore {
         );
         let store = PageStore {
             read_path,
-            filler,
             manifests: ManifestCache::default(),
             background_recompress: Default::default(),
             known_dense_packs: Default::default(),
@@ -324,16 +320,17 @@ impl PageStore {
     /// tier still under way: emptied before, the pages still queued for it would be on this
     /// machine in neither tier, and the next read of them would go to the cold tier.
     pub fn evict_hot(&self) {
-        if let Some(f) = &self.filler {
+        if let Some(f) = self.read_path.filler() {
             f.wait_idle();
         }
         self.hot().clear();
     }
 
-    /// Waits until the local tier holds every page of every pack this process ingested: an
-    /// ingest returns at its commit, and caches its new pages in the local tier behind it.
+    /// Waits until the local tier holds every page of every pack this process ingested and
+    /// every page it fetched: an ingest returns at its commit, a read once its pages are in
+    /// memory, and both cache their new pages in the local tier behind them.
     pub async fn local_settled(&self) -> Result<()> {
-        match self.filler.clone() {
+        match self.read_path.filler().cloned() {
             Some(f) => {
                 crate::blocking::blocking(move || {
                     f.wait_idle();
@@ -347,7 +344,7 @@ impl PageStore {
 
     /// Empties the local tier (for cold-start measurements), after any caching still under way.
     pub fn evict_local(&self) -> Result<()> {
-        if let Some(f) = &self.filler {
+        if let Some(f) = self.read_path.filler() {
             f.wait_idle();
         }
         match self.local() {

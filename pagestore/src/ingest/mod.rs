@@ -133,7 +133,7 @@ impl PageStore {
         let lock = self.lock(LockKind::Ingest).await?;
         let doomed = lock.doomed();
         // Caching new pages locally waits for the commit (unless its queue fills).
-        let filling = self.filler.as_ref().map(|f| f.ingest_started());
+        let filling = self.read_path.filler().map(|f| f.ingest_started());
         let result = self.ingest_locked(tenant, dir, options, doomed).await;
         drop(filling);
         let unlocked = self.unlock(lock).await;

@@ -25,9 +25,9 @@ impl PageStore {
         let data = bytes::Bytes::from(data);
         // Keep the encoded pages (shared, not copied) to warm the local tier once the pack is
         // durable.
-        let local_copy = self.filler.is_some().then(|| data.clone());
+        let local_copy = self.read_path.filler().is_some().then(|| data.clone());
         let len = self.put_pack(pack, data, &entries).await?;
-        if let (Some(filler), Some(data)) = (self.filler.clone(), local_copy) {
+        if let (Some(filler), Some(data)) = (self.read_path.filler().cloned(), local_copy) {
             // Waits only while the fill queue is full.
             blocking(move || {
                 filler.submit(data, entries);

@@ -37,11 +37,11 @@ pub(crate) use pack_catalog::PackCatalog;
 pub use plan::{plan_ranges, RangePlan, MAX_GAP, MAX_RANGE};
 
 use crate::catalog::{Catalog, Location};
-use crate::codec::{self, decode_verified, Codec, PageDecoder};
+use crate::codec::{decode_verified, PageDecoder};
 use crate::cold::ColdTier;
 use crate::error::{Error, Result};
 use crate::hot::HotTier;
-use crate::local::LocalTier;
+use crate::local::{FetchedPage, Filler, LocalTier};
 use crate::page::{PageId, PAGE_SIZE};
 use crate::peer::{wire::MAX_PAGES_PER_REQUEST, PeerTier, Peers};
 use crate::tally::TierTally;
@@ -81,6 +81,9 @@ pub struct TierCounters {
 pub(crate) struct ReadPath {
     hot: HotTier,
     local: Option<Arc<dyn LocalTier>>,
+    /// Caches what reads fetch in the local tier behind them (and ingested packs behind their
+    /// commit).
+    filler: Option<Arc<Filler>>,
     cold: ColdTier,
     packs: PackCatalog,
     flights: RangeFlights,
@@ -89,27 +92,31 @@ pub(crate) struct ReadPath {
     counters: TierCounters,
 }
 
-/// A fetched page as the local tier gets it: its bytes in the pack, or encoded again (a page of a
-/// zstd frame, which the local tier never holds).
-enum LocalCopy<'a> {
-    Encoded(Codec, &'a [u8]),
-    Reencoded((Codec, Vec<u8>)),
+/// A page of a fetched range, decoded and checked: its position in the caller's list, and its
+/// copy for the local tier.
+struct RangePage {
+    at: usize,
+    page: Bytes,
+    local: FetchedPage,
 }
 
 /// One page a read still needs: its position in the caller's list and its id.
 type Miss = (usize, PageId);
 
 impl ReadPath {
-    /// The read path over these tiers, with an empty catalog (see [`Self::refresh_catalog`]).
+    /// The read path over these tiers, with an empty catalog (see [`Self::refresh_catalog`]);
+    /// with a local tier, its fill thread starts.
     pub(crate) fn new(
         hot: HotTier,
         local: Option<Arc<dyn LocalTier>>,
         cold: ColdTier,
         packs: PackCatalog,
     ) -> ReadPath {
+        let filler = local.clone().map(|l| Arc::new(Filler::start(l)));
         ReadPath {
             hot,
             local,
+            filler,
             cold,
             packs,
             flights: RangeFlights::default(),
@@ -127,9 +134,9 @@ impl ReadPath {
         self.local.as_deref()
     }
 
-    /// The local tier, shared (for work that outlives a borrow: write-behind, blocking tasks).
-    pub(crate) fn local_shared(&self) -> Option<Arc<dyn LocalTier>> {
-        self.local.clone()
+    /// The local tier's write-behind (none without a local tier).
+    pub(crate) fn filler(&self) -> Option<&Arc<Filler>> {
+        self.filler.as_ref()
     }
 
     pub fn cold(&self) -> &ColdTier {
@@ -326,7 +333,7 @@ impl ReadPath {
             }
         };
         let mut rest = Vec::new();
-        let mut to_cache: Vec<(PageId, Codec, Bytes)> = Vec::new();
+        let mut to_cache = Vec::new();
         for ((i, id), page) in asked.into_iter().zip(pages) {
             // The local tier never holds a page of a frame: a peer's would be bad.
             let Some((codec, data)) = page.filter(|(codec, _)| codec.is_single_page()) else {
@@ -343,7 +350,7 @@ impl ReadPath {
                     let page = Bytes::from(page);
                     self.hot.insert_shared(id, page.clone());
                     out[i] = Some(page);
-                    to_cache.push((id, codec, data));
+                    to_cache.push(FetchedPage::Encoded(id, codec, data));
                 }
                 Err(e) => {
                     warn!(error = %e, "a peer sent a corrupt page; reading it from the cold tier");
@@ -352,22 +359,24 @@ impl ReadPath {
                 }
             }
         }
-        let batch: Vec<(PageId, Codec, &[u8])> = to_cache
-            .iter()
-            .map(|(id, codec, data)| (*id, *codec, data.as_ref()))
-            .collect();
-        self.cache_locally(&batch);
+        self.cache_behind(to_cache);
         rest
     }
 
-    /// Puts fetched pages (encoded as the local tier keeps them) in the local tier, in one
-    /// engine write; a failure is logged (the local tier is a cache).
-    fn cache_locally(&self, batch: &[(PageId, Codec, &[u8])]) {
-        if let (Some(local), false) = (&self.local, batch.is_empty()) {
-            if let Err(e) = local.put_many(batch) {
-                warn!(pages = batch.len(), error = %e, "could not cache pages in the local tier");
-            }
-        }
+    /// Has pages fetched from the cold tier or a peer (in memory already) cached in the local
+    /// tier: behind the read, by the fill thread, or by this reader when its queue is full.
+    pub(crate) fn cache_behind(&self, pages: Vec<FetchedPage>) {
+        let Some(local) = &self.local else {
+            return;
+        };
+        let pages = match &self.filler {
+            Some(filler) => match filler.offer(pages) {
+                Ok(()) => return,
+                Err(refused) => refused,
+            },
+            None => pages,
+        };
+        crate::local::cache_fetched(local.as_ref(), &pages);
     }
 
     /// Where each missing page is in the cold tier; the catalog is refreshed once if a page is
@@ -466,48 +475,28 @@ impl ReadPath {
                 }
             }
         };
-        let mut to_cache = Vec::new();
-        // Pages of one zstd frame are next to each other in the plan: each frame decodes once.
-        let mut decoder = PageDecoder::default();
-        for (i, id, loc) in &plan.pages {
-            let from = (loc.offset - base) as usize;
-            let to = from + loc.len as usize;
-            let raw = bytes.get(from..to).ok_or_else(|| Error::CorruptObject {
-                what: "pack",
-                object: key.clone(),
-                reason: format!("shorter than its index says (page {id} at {})", loc.offset),
-            })?;
-            let page =
-                decoder.decode(id, loc.codec, loc.slot, loc.offset, raw, Tier::Cold, &key)?;
-            if guard.is_some() {
+        // Decoding and checking (the range's share of a restore set: thousands of pages) runs on
+        // a blocking thread, each range on its own, not on the runtime's few threads that carry
+        // the tenants' faults.
+        let (pages, ranged) = (std::mem::take(&mut plan.pages), Arc::clone(&bytes));
+        let counted = guard.is_some();
+        let decoded =
+            crate::blocking::blocking(move || decode_range(&ranged, base, &pages, &key)).await?;
+        let mut to_cache = Vec::with_capacity(decoded.len());
+        for RangePage { at, page, local } in decoded {
+            if counted {
                 // Fetched by this reader's GET (a reader that joined one does not count it again).
                 self.counters.cold_pages.fetch_add(1, Ordering::Relaxed);
             }
-            let new = !self.hot.contains(id);
-            if new {
-                // The local tier keeps what decodes fastest: a page of a frame goes there alone.
-                let local = match loc.codec.is_single_page() {
-                    true => LocalCopy::Encoded(loc.codec, raw),
-                    false => LocalCopy::Reencoded(codec::encode(&page)),
-                };
-                to_cache.push((*id, local));
+            let id = local.id();
+            if !self.hot.contains(&id) {
+                self.hot.insert_shared(id, page.clone());
+                to_cache.push(local);
             }
-            let page = Bytes::from(page);
-            if new {
-                self.hot.insert_shared(*id, page.clone());
-            }
-            out.push((*i, page));
+            out.push((at, page));
         }
-        // One engine write for the range's pages.
-        let batch: Vec<(PageId, Codec, &[u8])> = to_cache
-            .iter()
-            .map(|(id, copy)| match copy {
-                LocalCopy::Encoded(codec, raw) => (*id, *codec, *raw),
-                LocalCopy::Reencoded((codec, data)) => (*id, *codec, data.as_slice()),
-            })
-            .collect();
-        self.cache_locally(&batch);
-        // Only now, with the pages cached, may a new reader of these bytes miss the flight.
+        self.cache_behind(to_cache);
+        // Only now, with the pages in memory, may a new reader of these bytes miss the flight.
         drop(guard);
         Ok(out)
     }
@@ -564,4 +553,49 @@ impl ReadPath {
             }
         }
     }
+}
+
+/// Decodes and checks `pages` of a range of pack `key` whose fetched bytes start at pack offset
+/// `base`; each page with its copy for the local tier.
+fn decode_range(
+    bytes: &[u8],
+    base: u64,
+    pages: &[(usize, PageId, Location)],
+    key: &str,
+) -> Result<Vec<RangePage>> {
+    // Pages of one zstd frame are next to each other in the plan: each frame decodes once.
+    let mut decoder = PageDecoder::default();
+    pages
+        .iter()
+        .map(|(at, id, loc)| {
+            let raw = loc
+                .offset
+                .checked_sub(base)
+                .and_then(|from| bytes.get(from as usize..from as usize + loc.len as usize))
+                .ok_or_else(|| Error::CorruptObject {
+                    what: "pack",
+                    object: key.to_string(),
+                    reason: format!("shorter than its index says (page {id} at {})", loc.offset),
+                })?;
+            let page = Bytes::from(decoder.decode(
+                id,
+                loc.codec,
+                loc.slot,
+                loc.offset,
+                raw,
+                Tier::Cold,
+                key,
+            )?);
+            // The local tier keeps what decodes fastest: a page of a frame goes there alone.
+            let local = match loc.codec.is_single_page() {
+                true => FetchedPage::Encoded(*id, loc.codec, Bytes::copy_from_slice(raw)),
+                false => FetchedPage::Decoded(*id, page.clone()),
+            };
+            Ok(RangePage {
+                at: *at,
+                page,
+                local,
+            })
+        })
+        .collect()
 }
