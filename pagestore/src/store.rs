@@ -330,10 +330,21 @@ impl PageStore {
     /// every page it fetched: an ingest returns at its commit, a read once its pages are in
     /// memory, and both cache their new pages in the local tier behind them.
     pub async fn local_settled(&self) -> Result<()> {
+        self.wait_for_filler(local::Filler::wait_idle).await
+    }
+
+    /// Waits until the local tier holds every page of every pack this process ingested (not
+    /// necessarily the pages its reads fetched, which are in memory): what a swap-in right
+    /// behind a swap-out would otherwise read from the cold tier.
+    pub async fn ingests_cached(&self) -> Result<()> {
+        self.wait_for_filler(local::Filler::wait_packs).await
+    }
+
+    async fn wait_for_filler(&self, wait: fn(&local::Filler)) -> Result<()> {
         match self.read_path.filler().cloned() {
-            Some(f) => {
+            Some(filler) => {
                 crate::blocking::blocking(move || {
-                    f.wait_idle();
+                    wait(&filler);
                     Ok(())
                 })
                 .await

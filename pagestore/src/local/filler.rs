@@ -198,8 +198,19 @@ impl Filler {
 
     /// Blocks until every page queued so far is cached (or failed to be).
     pub fn wait_idle(&self) {
+        self.drain_until(|s| s.queue.is_empty() && !s.busy);
+    }
+
+    /// Blocks until the pages of every pack queued so far are cached (or failed to be); fetched
+    /// pages queued after them may still wait (they are in memory already).
+    pub fn wait_packs(&self) {
+        self.drain_until(|s| s.packs == 0);
+    }
+
+    /// Has the thread go on even during an ingest until `done`.
+    fn drain_until(&self, done: impl Fn(&State) -> bool) {
         self.pending.update(|s| s.draining += 1);
-        drop(self.pending.wait_until(|s| s.queue.is_empty() && !s.busy));
+        drop(self.pending.wait_until(done));
         self.pending.update(|s| s.draining -= 1);
     }
 }
@@ -412,5 +423,23 @@ mod tests {
         drop(ingest);
         filler.wait_idle();
         assert_eq!(local.usage().unwrap().0, many as u64 + 3);
+    }
+
+    #[test]
+    fn wait_packs_returns_once_the_packs_are_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let local: Arc<dyn LocalTier> =
+            Arc::from(super::super::open_owned(dir.path(), LocalEngine::Fjall, 1 << 30).unwrap());
+        let filler = Filler::start(local.clone());
+        let ingest = filler.ingest_started();
+        let mut b = PackBuilder::new();
+        let id = PageId([9; 32]);
+        b.push(id, Codec::Raw, &[9; 64]);
+        let (_, data, entries) = b.finish();
+        filler.submit(data.into(), entries);
+        // Waited for during the ingest: the thread goes on for it.
+        filler.wait_packs();
+        assert_eq!(local.get(&id).unwrap(), Some((Codec::Raw, vec![9; 64])));
+        drop(ingest);
     }
 }

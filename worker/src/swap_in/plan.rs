@@ -114,7 +114,7 @@ impl Worker {
         // memory tier's lock.
         let in_memory = first == Some(whole::Fetch::Nothing) && self.store.in_memory(&manifest);
         if !in_memory
-            && tokio::time::timeout(LOCAL_FILL_WAIT, self.store.local_settled())
+            && tokio::time::timeout(LOCAL_FILL_WAIT, self.store.ingests_cached())
                 .await
                 .is_err()
         {
