@@ -320,12 +320,18 @@ mod tests {
     use crate::pack::PackBuilder;
     use crate::page::PageId;
 
-    #[test]
-    fn queued_packs_are_cached_by_the_time_wait_idle_returns() {
+    /// A filler over an empty fjall tier in a temporary directory (dropped last).
+    fn filler_on_a_fresh_tier() -> (tempfile::TempDir, Arc<dyn LocalTier>, Filler) {
         let dir = tempfile::tempdir().unwrap();
         let local: Arc<dyn LocalTier> =
             Arc::from(super::super::open_owned(dir.path(), LocalEngine::Fjall, 1 << 30).unwrap());
         let filler = Filler::start(local.clone());
+        (dir, local, filler)
+    }
+
+    #[test]
+    fn queued_packs_are_cached_by_the_time_wait_idle_returns() {
+        let (_dir, local, filler) = filler_on_a_fresh_tier();
         let mut ids = Vec::new();
         for p in 0..(QUEUE_PACKS as u8 * 2) {
             let mut b = PackBuilder::new();
@@ -351,10 +357,7 @@ mod tests {
 
     #[test]
     fn nothing_is_cached_while_an_ingest_is_under_way_unless_the_queue_is_full() {
-        let dir = tempfile::tempdir().unwrap();
-        let local: Arc<dyn LocalTier> =
-            Arc::from(super::super::open_owned(dir.path(), LocalEngine::Fjall, 1 << 30).unwrap());
-        let filler = Filler::start(local.clone());
+        let (_dir, local, filler) = filler_on_a_fresh_tier();
         let pack = |p: u8| {
             let mut b = PackBuilder::new();
             b.push(PageId([p; 32]), Codec::Raw, &[p; 64]);
@@ -378,10 +381,7 @@ mod tests {
 
     #[test]
     fn fetched_pages_are_cached_behind_and_a_full_queue_hands_them_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let local: Arc<dyn LocalTier> =
-            Arc::from(super::super::open_owned(dir.path(), LocalEngine::Fjall, 1 << 30).unwrap());
-        let filler = Filler::start(local.clone());
+        let (_dir, local, filler) = filler_on_a_fresh_tier();
         let page = |i: u32| {
             let mut data = vec![0u8; PAGE_SIZE];
             data[..4].copy_from_slice(&i.to_le_bytes());
@@ -427,10 +427,7 @@ mod tests {
 
     #[test]
     fn wait_packs_returns_once_the_packs_are_cached() {
-        let dir = tempfile::tempdir().unwrap();
-        let local: Arc<dyn LocalTier> =
-            Arc::from(super::super::open_owned(dir.path(), LocalEngine::Fjall, 1 << 30).unwrap());
-        let filler = Filler::start(local.clone());
+        let (_dir, local, filler) = filler_on_a_fresh_tier();
         let ingest = filler.ingest_started();
         let mut b = PackBuilder::new();
         let id = PageId([9; 32]);
