@@ -247,12 +247,17 @@ impl Pending {
 /// does when the queue is full); a failure is logged (the local tier is a cache).
 pub(crate) fn cache_fetched(local: &dyn LocalTier, pages: &[FetchedPage]) {
     let encoded: Vec<(PageId, Codec, Bytes)> = pages.iter().map(encoded_alone).collect();
-    let batch: Vec<(PageId, Codec, &[u8])> = encoded
+    put_encoded(local, &encoded);
+}
+
+/// Writes encoded pages in one engine write; a failure is logged (the local tier is a cache).
+fn put_encoded(local: &dyn LocalTier, pages: &[(PageId, Codec, Bytes)]) {
+    let batch: Vec<(PageId, Codec, &[u8])> = pages
         .iter()
         .map(|(id, codec, data)| (*id, *codec, data.as_ref()))
         .collect();
     if let Err(e) = local.put_many(&batch) {
-        warn!(pages = batch.len(), error = %e, "could not cache fetched pages in the local tier");
+        warn!(pages = batch.len(), error = %e, "could not cache pages in the local tier");
     }
 }
 
@@ -296,13 +301,7 @@ fn run(local: &dyn LocalTier, pending: &Pending) {
             // or someone waits for it to drain. Asked again before every batch, so that an
             // ingest that starts while a pack is being cached has the machine back within one.
             drop(pending.wait_until(|s| s.ingests == 0 || s.full() || s.draining > 0 || s.closed));
-            let batch: Vec<(PageId, Codec, &[u8])> = batch
-                .iter()
-                .map(|(id, codec, data)| (*id, *codec, data.as_ref()))
-                .collect();
-            if let Err(e) = local.put_many(&batch) {
-                warn!(error = %e, pages = batch.len(), "could not cache pages locally");
-            }
+            put_encoded(local, batch);
         }
         pending.update(|s| {
             s.busy = false;

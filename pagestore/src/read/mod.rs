@@ -366,17 +366,13 @@ impl ReadPath {
     /// Has pages fetched from the cold tier or a peer (in memory already) cached in the local
     /// tier: behind the read, by the fill thread, or by this reader when its queue is full.
     pub(crate) fn cache_behind(&self, pages: Vec<FetchedPage>) {
-        let Some(local) = &self.local else {
+        // There is a filler exactly when there is a local tier.
+        let (Some(local), Some(filler)) = (&self.local, &self.filler) else {
             return;
         };
-        let pages = match &self.filler {
-            Some(filler) => match filler.offer(pages) {
-                Ok(()) => return,
-                Err(refused) => refused,
-            },
-            None => pages,
-        };
-        crate::local::cache_fetched(local.as_ref(), &pages);
+        if let Err(refused) = filler.offer(pages) {
+            crate::local::cache_fetched(local.as_ref(), &refused);
+        }
     }
 
     /// Where each missing page is in the cold tier; the catalog is refreshed once if a page is
