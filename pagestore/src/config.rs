@@ -90,14 +90,23 @@ pub struct HotConfig {
     /// Bound in bytes (0 disables the tier). Default 256 MiB.
     #[serde(default = "default_hot_bytes")]
     pub max_bytes: u64,
+    /// A page nobody read for this long is dropped, to the second (0: kept until evicted).
+    /// Default 30 s. The worker applies it; a tier nobody ages keeps its pages.
+    #[serde(default = "default_hot_ttl_ms")]
+    pub ttl_ms: u64,
 }
 
 impl Default for HotConfig {
     fn default() -> Self {
         HotConfig {
             max_bytes: default_hot_bytes(),
+            ttl_ms: default_hot_ttl_ms(),
         }
     }
+}
+
+fn default_hot_ttl_ms() -> u64 {
+    30_000
 }
 
 fn default_hot_bytes() -> u64 {

@@ -9,10 +9,17 @@
 //!
 //! Pages are handed out as shared immutable buffers ([`Bytes`]): a hit costs a reference count,
 //! not a copy, and the pager's front ends reply from the very bytes the tier holds.
+//!
+//! A page nobody read for a while is dropped ([`HotTier::drop_unread`]): the tier is for pages
+//! read again soon (a swap-in right behind its swap-out, tenants restored side by side), and on
+//! a dense host whose tenants all sleep, a full tier would be memory held against idle tenants
+//! (256 MiB by default, ~260 KiB each of 1000). The local tier's files, in the kernel's page
+//! cache, which it reclaims under pressure, serve those pages next.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -22,6 +29,8 @@ struct Slot {
     id: PageId,
     page: Bytes,
     referenced: bool,
+    /// When it was last read or cached, in seconds of the tier's clock ([`HotTier::now_s`]).
+    touched_s: u32,
 }
 
 #[derive(Default)]
@@ -37,11 +46,15 @@ pub struct HotCounters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub evictions: AtomicU64,
+    /// Pages dropped because nobody read them for a while ([`HotTier::drop_unread`]).
+    pub dropped_unread: AtomicU64,
 }
 
 pub struct HotTier {
     capacity: usize,
     clock: Mutex<Clock>,
+    /// The tier's clock starts here.
+    started: Instant,
     pub counters: HotCounters,
 }
 
@@ -51,8 +64,14 @@ impl HotTier {
         HotTier {
             capacity: (max_bytes / PAGE_SIZE as u64) as usize,
             clock: Mutex::new(Clock::default()),
+            started: Instant::now(),
             counters: HotCounters::default(),
         }
+    }
+
+    /// Seconds since the tier was made (a page's age is kept to the second: 4 bytes a slot).
+    fn now_s(&self) -> u32 {
+        u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Clock> {
@@ -76,10 +95,12 @@ impl HotTier {
         if self.capacity == 0 {
             return None;
         }
+        let now = self.now_s();
         let mut clock = self.lock();
         let i = *clock.index.get(id)?;
         let slot = &mut clock.slots[i];
         slot.referenced = true;
+        slot.touched_s = now;
         Some(slot.page.clone())
     }
 
@@ -108,13 +129,16 @@ impl HotTier {
         if self.capacity == 0 {
             return None;
         }
+        let now = self.now_s();
         let mut clock = self.lock();
         let mut slots = Vec::with_capacity(ids.len());
         for id in ids {
             slots.push(*clock.index.get(id)?);
         }
         for &i in &slots {
-            clock.slots[i].referenced = true;
+            let slot = &mut clock.slots[i];
+            slot.referenced = true;
+            slot.touched_s = now;
         }
         let out = f(&clock, &slots);
         self.counters
@@ -169,15 +193,19 @@ impl HotTier {
         if self.capacity == 0 || len != PAGE_SIZE {
             return;
         }
+        let now = self.now_s();
         let mut clock = self.lock();
         if let Some(&i) = clock.index.get(&id) {
-            clock.slots[i].referenced = true;
+            let slot = &mut clock.slots[i];
+            slot.referenced = true;
+            slot.touched_s = now;
             return;
         }
         let slot = Slot {
             id,
             page: make(),
             referenced: false,
+            touched_s: now,
         };
         if clock.slots.len() < self.capacity {
             let i = clock.slots.len();
@@ -199,6 +227,39 @@ impl HotTier {
             self.counters.evictions.fetch_add(1, Ordering::Relaxed);
             return;
         }
+    }
+
+    /// Drops every page neither read nor cached for at least `unread_for` (to the second), and
+    /// the tier's bookkeeping with them once it holds under half what it did; how many went.
+    /// One pass under the lock over every slot: call it every few seconds, not per read.
+    pub fn drop_unread(&self, unread_for: Duration) -> usize {
+        self.drop_unread_at(self.now_s(), unread_for)
+    }
+
+    fn drop_unread_at(&self, now_s: u32, unread_for: Duration) -> usize {
+        let limit = u32::try_from(unread_for.as_secs()).unwrap_or(u32::MAX);
+        let stale = |slot: &Slot| now_s.saturating_sub(slot.touched_s) >= limit;
+        let mut clock = self.lock();
+        if !clock.slots.iter().any(stale) {
+            return 0;
+        }
+        let before = clock.slots.len();
+        clock.slots.retain(|slot| !stale(slot));
+        let clock = &mut *clock;
+        clock.index.clear();
+        for (i, slot) in clock.slots.iter().enumerate() {
+            clock.index.insert(slot.id, i);
+        }
+        if clock.slots.len() < before / 2 {
+            clock.slots.shrink_to_fit();
+            clock.index.shrink_to_fit();
+        }
+        clock.hand = 0;
+        let dropped = before - clock.slots.len();
+        self.counters
+            .dropped_unread
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        dropped
     }
 
     /// Pages held.
@@ -302,6 +363,49 @@ mod tests {
         assert_eq!(hot.missing(&ids), vec![pages[2].0, pages[0].0]);
         assert_eq!(hot.counters.hits.load(Ordering::Relaxed), 0);
         assert_eq!(HotTier::new(0).missing(&ids), ids.to_vec());
+    }
+
+    #[test]
+    fn pages_unread_for_long_enough_are_dropped_and_a_read_or_a_new_copy_keeps_one() {
+        let hot = HotTier::new(8 * PAGE_SIZE as u64);
+        let pages: Vec<_> = (1..=4).map(page).collect();
+        for (id, p) in &pages {
+            hot.insert(*id, p);
+        }
+        let t0 = hot.now_s();
+        // Ten seconds on: page 1 is read, page 2 cached again; 3 and 4 are not touched.
+        let stamp = |id: &PageId, s: u32| {
+            let mut clock = hot.lock();
+            let i = clock.index[id];
+            clock.slots[i].touched_s = s;
+        };
+        for (id, _) in &pages {
+            stamp(id, t0);
+        }
+        stamp(&pages[0].0, t0 + 10);
+        stamp(&pages[1].0, t0 + 10);
+        let ttl = Duration::from_secs(30);
+        assert_eq!(
+            hot.drop_unread_at(t0 + 29, ttl),
+            0,
+            "nothing is 30 s old yet"
+        );
+        assert_eq!(hot.drop_unread_at(t0 + 30, ttl), 2);
+        assert!(hot.contains(&pages[0].0) && hot.contains(&pages[1].0));
+        assert!(!hot.contains(&pages[2].0) && !hot.contains(&pages[3].0));
+        assert_eq!(hot.len(), 2);
+        assert_eq!(hot.counters.dropped_unread.load(Ordering::Relaxed), 2);
+        // The tier still works as a bounded CLOCK after the pass: the survivors are found by
+        // their ids and new pages fill it up to its bound.
+        assert_eq!(hot.peek(&pages[1].0).as_deref(), Some(&pages[1].1[..]));
+        let more: Vec<_> = (10..=20).map(page).collect();
+        for (id, p) in &more {
+            hot.insert(*id, p);
+        }
+        assert_eq!(hot.len(), 8);
+        assert_eq!(hot.drop_unread_at(t0 + 29, ttl), 0);
+        assert_eq!(hot.drop_unread(Duration::ZERO), 8, "a ttl of 0 s drops all");
+        assert!(hot.is_empty());
     }
 
     #[test]

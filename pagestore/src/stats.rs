@@ -56,6 +56,8 @@ pub struct HotStats {
     pub hits: u64,
     pub misses: u64,
     pub evictions: u64,
+    /// Pages dropped because nobody read them for `[hot] ttl_ms`.
+    pub dropped_unread: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -162,6 +164,7 @@ impl PageStore {
             hits: hot.counters.hits.load(Ordering::Relaxed),
             misses: hot.counters.misses.load(Ordering::Relaxed),
             evictions: hot.counters.evictions.load(Ordering::Relaxed),
+            dropped_unread: hot.counters.dropped_unread.load(Ordering::Relaxed),
         };
         let c = &self.cold().counters;
         let cold = ColdStats {

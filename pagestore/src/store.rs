@@ -326,6 +326,15 @@ impl PageStore {
         self.hot().clear();
     }
 
+    /// Drops the memory tier's pages nobody read for `[hot] ttl_ms` (nothing when that is 0);
+    /// how many went. Blocking: one pass over the tier under its lock, every few seconds.
+    pub fn drop_unread_hot(&self) -> usize {
+        match self.config.hot.ttl_ms {
+            0 => 0,
+            ms => self.hot().drop_unread(std::time::Duration::from_millis(ms)),
+        }
+    }
+
     /// Waits until the local tier holds every page of every pack this process ingested and
     /// every page it fetched: an ingest returns at its commit, a read once its pages are in
     /// memory, and both cache their new pages in the local tier behind them.

@@ -247,8 +247,14 @@ fn print_stats(s: &pagestore::StoreStats) {
     );
     println!("reduction        {:.2}x (logical / stored)", s.reduction);
     println!(
-        "hot tier         {} pages, {} of {} bytes; {} hits, {} misses, {} evictions",
-        s.hot.pages, s.hot.bytes, s.hot.max_bytes, s.hot.hits, s.hot.misses, s.hot.evictions
+        "hot tier         {} pages, {} of {} bytes; {} hits, {} misses, {} evictions, {} dropped unread",
+        s.hot.pages,
+        s.hot.bytes,
+        s.hot.max_bytes,
+        s.hot.hits,
+        s.hot.misses,
+        s.hot.evictions,
+        s.hot.dropped_unread
     );
     if let Some(l) = &s.local {
         println!(

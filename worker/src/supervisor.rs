@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::Result;
 use crate::host::{lock_std, TenantSlot, Worker};
@@ -56,6 +56,13 @@ const MIN_RESIDENCY_MS: u64 = 2_000;
 
 /// Every how many ticks freed heap is handed back to the host (see [`host_memory::give_back`]).
 const GIVE_BACK_EVERY: u64 = 4;
+
+/// Every how many ticks the store's memory tier drops the pages nobody read for its `ttl_ms`
+/// (one pass over it under its lock), just before a give-back.
+const DROP_UNREAD_EVERY: u64 = 8;
+
+/// Under memory pressure, the memory tier's pages unread this long go before any tenant.
+const PRESSURE_KEEPS_READ_WITHIN: Duration = Duration::from_secs(2);
 
 /// A swap-in waiting for a swap slot, counted in `swap_ins_waiting` while it lives: the
 /// supervisor starts no swap-out of its own meanwhile. A wait given up (dropped) counts no more.
@@ -250,6 +257,9 @@ pub(crate) fn start(worker: Arc<Worker>) -> tokio::task::JoinHandle<()> {
             sweep_idle(&worker).await;
             sweep_checkpoints(&worker).await;
             relieve_pressure(&worker).await;
+            if ticks % DROP_UNREAD_EVERY == DROP_UNREAD_EVERY - 1 {
+                drop_unread_pages(&worker).await;
+            }
             if ticks % GIVE_BACK_EVERY == 0 {
                 // What background work (recompression, fills) freed since.
                 let _ = tokio::task::spawn_blocking(host_memory::give_back).await;
@@ -328,10 +338,25 @@ fn claim_due(
     claimed
 }
 
-/// Under the memory floor (or above the pressure threshold), swaps out the least recently
-/// active running tenants, one at a time, until the host is back above it.
+/// Drops the store's memory-tier pages nobody read for `[hot] ttl_ms`: on a host whose tenants
+/// all sleep, a full tier is memory held against idle tenants.
+async fn drop_unread_pages(worker: &Arc<Worker>) {
+    let store = worker.store.clone();
+    if let Ok(dropped @ 1..) = tokio::task::spawn_blocking(move || store.drop_unread_hot()).await {
+        debug!(
+            pages = dropped,
+            ttl_ms = worker.store.config().hot.ttl_ms,
+            "memory tier: dropped pages nobody read"
+        );
+    }
+}
+
+/// Under the memory floor (or above the pressure threshold), drops the memory tier's pages
+/// nobody read for [`PRESSURE_KEEPS_READ_WITHIN`] (a cache goes before a tenant), then swaps out
+/// the least recently active running tenants, one at a time, until the host is back above it.
 async fn relieve_pressure(worker: &Arc<Worker>) {
     let floor = worker.config.memory_floor_mib << 20;
+    let mut cache_dropped = false;
     loop {
         let short = floor > 0 && host_memory::available().is_some_and(|a| a < floor);
         let pressed = worker
@@ -340,6 +365,24 @@ async fn relieve_pressure(worker: &Arc<Worker>) {
             .is_some_and(|limit| host_memory::pressure_some_avg10().is_some_and(|p| p > limit));
         if !short && !pressed {
             return;
+        }
+        if !cache_dropped && !worker.store.hot().is_empty() {
+            cache_dropped = true;
+            let store = worker.store.clone();
+            let dropped = tokio::task::spawn_blocking(move || {
+                let dropped = store.hot().drop_unread(PRESSURE_KEEPS_READ_WITHIN);
+                host_memory::give_back();
+                dropped
+            })
+            .await
+            .unwrap_or(0);
+            if dropped > 0 {
+                info!(
+                    pages = dropped,
+                    "memory short: dropped the memory tier's pages nobody read lately"
+                );
+                continue;
+            }
         }
         let Some(victim) = worker.least_recently_active(None).await else {
             return;
