@@ -208,6 +208,10 @@ pub struct DensityArgs {
     /// Most seconds to wait after a phase for every woken tenant to sleep again.
     #[arg(long, default_value_t = 600.0)]
     pub drain_limit_s: f64,
+    /// Seconds the host sleeps, every tenant asleep and the store settled, before its idle
+    /// memory is measured (longer than the worker's `[hot] ttl_ms` and 4 s).
+    #[arg(long, default_value_t = 40.0)]
+    pub idle_settle_s: f64,
     /// A file with more of the worker's `pico.toml` (e.g. `[worker]` keys).
     #[arg(long)]
     pub worker_config: Option<PathBuf>,
@@ -595,6 +599,7 @@ async fn bench_density(ctx: &Context, args: DensityArgs) -> anyhow::Result<()> {
             })
             .transpose()?,
         drain_limit: secs(args.drain_limit_s),
+        idle_settle: secs(args.idle_settle_s),
     };
     let report = in_work_dir(&work, args.keep_work, bench::density::run(&opts), || {}).await?;
     if ctx.json {

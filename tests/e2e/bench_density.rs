@@ -10,6 +10,10 @@ fn bench_density_smoke() {
     let _serial = testkit::criu_lock();
     let p = pico();
     let out = p.home().join("bench-density");
+    // Pages unread for 2 s leave the worker's memory tier (checked every 4 s): gone by the
+    // idle sample, 9 s after all slept and the store settled.
+    let hot_ttl = p.home().join("hot-ttl.toml");
+    std::fs::write(&hot_ttl, "[hot]\nttl_ms = 2000\n").unwrap();
     let json = bench_json(
         &p,
         &[
@@ -32,6 +36,10 @@ fn bench_density_smoke() {
             "20",
             "--drain-limit-s",
             "60",
+            "--idle-settle-s",
+            "9",
+            "--worker-config",
+            hot_ttl.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
         ],
@@ -40,6 +48,11 @@ fn bench_density_smoke() {
     assert_eq!(json["idle"]["registration"]["registered"], 9, "{json}");
     assert_eq!(json["idle"]["counted"], 9, "each swapped out on its own");
     assert!(json["idle"]["baseline_in_use_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        json["idle"]["hot_idle_bytes"], 0,
+        "the swap-outs' pages, unread for the memory tier's ttl, were dropped: {}",
+        json["idle"]
+    );
     assert!(json["lost"].as_array().unwrap().is_empty(), "{json}");
     for (phase, runs) in [("burst", 1), ("sustained", 1)] {
         let phases = json[phase].as_array().unwrap();

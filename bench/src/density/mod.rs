@@ -79,6 +79,10 @@ pub struct Options {
     pub worker_toml: Option<String>,
     /// How long to wait for every tenant to be asleep again after a phase.
     pub drain_limit: Duration,
+    /// How long the host sleeps, once every tenant is asleep and the store settled, before
+    /// its idle memory is measured: what the worker keeps for fast wake-ups lasts this long at
+    /// most (the memory tier's `[hot] ttl_ms`, 30 s by default, checked every 4 s).
+    pub idle_settle: Duration,
 }
 
 /// The population's phase: registration, the memory of the idle host.
@@ -93,7 +97,22 @@ pub struct Idle {
     pub baseline_in_use_bytes: u64,
     /// ... with the worker started and no tenant.
     pub worker_alone_in_use_bytes: u64,
-    /// ... with every tenant swapped out and the store settled.
+    /// ... with every tenant swapped out and the store settled, at once: what the worker
+    /// keeps for fast wake-ups (its memory tier) still held.
+    #[serde(default)]
+    pub asleep_in_use_bytes: u64,
+    /// (asleep − baseline) / counted.
+    #[serde(default)]
+    pub asleep_per_idle_tenant_bytes: i64,
+    /// The worker's resident memory then.
+    #[serde(default)]
+    pub worker_rss_asleep_bytes: u64,
+    /// The worker's memory tier then, and when idle (`pico_store_held_bytes{tier="hot"}`).
+    #[serde(default)]
+    pub hot_asleep_bytes: u64,
+    #[serde(default)]
+    pub hot_idle_bytes: u64,
+    /// ... [`Options::idle_settle`] later (before b505eb5: at once, as `asleep_in_use_bytes`).
     pub idle_in_use_bytes: u64,
     /// (idle − baseline) / counted (negative when other work on the host freed more meanwhile).
     pub per_idle_tenant_bytes: i64,
@@ -196,6 +215,9 @@ pub struct StoreCost {
 pub struct Report {
     pub tenants: usize,
     pub idle_timeout_s: f64,
+    /// [`Options::idle_settle`], seconds.
+    #[serde(default)]
+    pub idle_settle_s: f64,
     pub redis_keys: usize,
     pub limits: host::Limits,
     pub idle: Idle,
@@ -238,6 +260,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let mut report = Report {
         tenants: opts.tenants,
         idle_timeout_s: opts.idle_timeout.as_secs_f64(),
+        idle_settle_s: opts.idle_settle.as_secs_f64(),
         redis_keys: opts.redis_keys,
         limits: host::Limits::read(),
         provenance: Some(provenance),
@@ -308,6 +331,13 @@ fn check(opts: &Options) -> Result<()> {
     Ok(())
 }
 
+/// What the worker's memory tier holds, by its metrics (0 when they cannot be read).
+fn hot_held_bytes(socket: &std::path::Path) -> u64 {
+    host::scrape(socket).map_or(0, |text| {
+        host::metric(&text, "pico_store_held_bytes{tier=\"hot\"}") as u64
+    })
+}
+
 /// Every phase, in order, filling `report`.
 async fn phases(
     opts: &Options,
@@ -347,7 +377,19 @@ async fn phases(
     // The worker hands its freed heap back every 2 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = &mut report.idle;
+    idle.asleep_in_use_bytes = host::memory_in_use_settled().await?;
+    idle.worker_rss_asleep_bytes = host::process_status_bytes(worker_pid, "VmRSS:");
+    idle.hot_asleep_bytes = hot_held_bytes(socket);
+    idle.asleep_per_idle_tenant_bytes = (idle.asleep_in_use_bytes as i64
+        - idle.baseline_in_use_bytes as i64)
+        / idle.counted.max(1) as i64;
+    info!(
+        seconds = opts.idle_settle.as_secs(),
+        "every tenant asleep; letting the host sleep before measuring its memory"
+    );
+    tokio::time::sleep(opts.idle_settle).await;
     idle.idle_in_use_bytes = host::memory_in_use_settled().await?;
+    idle.hot_idle_bytes = hot_held_bytes(socket);
     idle.worker_rss_idle_bytes = host::process_status_bytes(worker_pid, "VmRSS:");
     idle.shmem_idle_bytes = host::meminfo_bytes("Shmem:");
     idle.sunreclaim_idle_bytes = host::meminfo_bytes("SUnreclaim:");

@@ -126,7 +126,9 @@ pub fn table(r: &Report) -> String {
          | all asleep after | {:.0} s from the first add |\n\
          | host memory in use before the worker (baseline) | {:.0} MiB |\n\
          | ... worker started, no tenant | {:.0} MiB |\n\
-         | ... all {} tenants swapped out, store settled | {:.0} MiB |\n\
+         | ... all {} tenants swapped out, store settled | {:.0} MiB ({:.0} KiB per tenant; worker RSS {:.0} MiB) |\n\
+         | ... and {:.0} s later (idle) | {:.0} MiB |\n\
+         | the worker's memory tier, all asleep → idle | {:.0} → {:.0} MiB |\n\
          | **per idle tenant** ((idle − baseline) / N) | **{:.0} KiB** |\n\
          | per idle tenant without the worker's fixed cost ((idle − worker alone) / N) | {:.0} KiB |\n\
          | accounted per idle tenant ((worker RSS + Shmem growth + SUnreclaim growth) / N) | {:.0} KiB |\n\
@@ -148,7 +150,13 @@ pub fn table(r: &Report) -> String {
         mib(i.baseline_in_use_bytes),
         mib(i.worker_alone_in_use_bytes),
         i.counted,
+        mib(i.asleep_in_use_bytes),
+        i.asleep_per_idle_tenant_bytes as f64 / 1024.0,
+        mib(i.worker_rss_asleep_bytes),
+        r.idle_settle_s,
         mib(i.idle_in_use_bytes),
+        mib(i.hot_asleep_bytes),
+        mib(i.hot_idle_bytes),
         i.per_idle_tenant_bytes as f64 / 1024.0,
         i.per_idle_tenant_over_worker_bytes as f64 / 1024.0,
         i.accounted_per_idle_tenant_bytes as f64 / 1024.0,
