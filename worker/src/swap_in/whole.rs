@@ -267,16 +267,16 @@ impl Worker {
     async fn few_missing(&self, manifest: &Manifest) -> Option<Vec<pagestore::PageId>> {
         let store = self.store.clone();
         let image = manifest.clone();
-        let missing = tokio::task::spawn_blocking(move || store.bring_resident(&image))
+        let at_most = (FEW_MISSING * non_zero_pages(manifest) as f64) as usize;
+        let missing = tokio::task::spawn_blocking(move || store.bring_resident(&image, at_most))
             .await
             .ok()
-            .flatten()?;
-        let few = (missing.len() as f64) <= FEW_MISSING * non_zero_pages(manifest) as f64;
+            .flatten();
         info!(
-            missing = missing.len(),
-            few, "pages of a dense image on neither local tier"
+            missing = missing.as_ref().map(Vec::len),
+            at_most, "pages of a dense image on neither local tier"
         );
-        few.then_some(missing)
+        missing
     }
 
     /// Writes the image of `manifest` into `dir` from the memory and local tiers (see
