@@ -84,7 +84,7 @@ impl Learn {
     pub(crate) async fn save(&self, faults: Vec<ActivePage>) -> Result<()> {
         let mut set = own_activeset(&self.store, &self.slot, &self.tenant)
             .await?
-            .unwrap_or_else(|| ActiveSet::new(&self.tenant));
+            .map_or_else(|| ActiveSet::new(&self.tenant), Arc::unwrap_or_clone);
         let trace = trace_of(
             &self.plan,
             self.install,
@@ -185,11 +185,11 @@ pub(crate) async fn own_activeset(
     store: &PageStore,
     slot: &TenantSlot,
     tenant: &str,
-) -> Result<Option<ActiveSet>> {
+) -> Result<Option<Arc<ActiveSet>>> {
     match slot.kept_activeset() {
         Some(set) => Ok(Some(set)),
         None if slot.no_activeset_stored() => Ok(None),
-        None => load_activeset(store, tenant).await,
+        None => Ok(load_activeset(store, tenant).await?.map(Arc::new)),
     }
 }
 

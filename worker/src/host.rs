@@ -258,7 +258,7 @@ pub(crate) struct TenantSlot {
     pub last_reads: Mutex<Option<MountReadReport>>,
     /// The tenant's ActiveSet as this worker last learned or loaded it (the store keeps the
     /// durable copy; this saves a cold-tier round trip on every swap-in).
-    pub activeset: Mutex<Option<ActiveSet>>,
+    pub activeset: Mutex<Option<Arc<ActiveSet>>>,
     /// No ActiveSet of it is stored: it was added on this worker and has learned none yet, so
     /// a swap-in need not look for one in the store (a cold-tier round trip).
     pub activeset_none_stored: std::sync::atomic::AtomicBool,
@@ -327,8 +327,9 @@ impl TenantSlot {
         }
     }
 
-    /// The ActiveSet this worker holds for the tenant, if any.
-    pub(crate) fn kept_activeset(&self) -> Option<ActiveSet> {
+    /// The ActiveSet this worker holds for the tenant, if any (shared: a dense tenant's set holds
+    /// tens of thousands of pages per restore it remembers, and copying it cost a swap-in 1-5 ms).
+    pub(crate) fn kept_activeset(&self) -> Option<Arc<ActiveSet>> {
         lock_std(&self.activeset).clone()
     }
 
@@ -345,7 +346,7 @@ impl TenantSlot {
 
     /// Keeps `set` as the tenant's ActiveSet for the next swap-in.
     pub(crate) fn keep_activeset(&self, set: ActiveSet) {
-        *lock_std(&self.activeset) = Some(set);
+        *lock_std(&self.activeset) = Some(Arc::new(set));
     }
 
     /// Whether the store is known to hold no ActiveSet of the tenant (see

@@ -8,6 +8,7 @@
 //! (`locality_pages`, `locality_bytes` of the swap-out).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use criu_image::{ImageLayout, ImageSpaces};
 use pager::activeset::ActiveSet;
@@ -38,7 +39,7 @@ impl Worker {
                 Some(_) => None,
                 None => self.borrowed_activeset(slot, staging).await,
             };
-            let set = set.or_else(|| borrowed.as_ref().map(|b| b.set.clone()));
+            let set = set.or_else(|| borrowed.as_ref().map(|b| Arc::new(b.set.clone())));
             *lock_std(&slot.borrowed) = borrowed;
             let max = self.config.activeset_max_pages;
             let dir = staging.to_path_buf();
@@ -61,7 +62,11 @@ impl Worker {
 
     /// The tenant's own ActiveSet (read back from the store after a restart); none if it cannot
     /// be read (the locality pack then holds CRIU's eager pages only).
-    async fn activeset_for_locality(&self, slot: &TenantSlot, name: &str) -> Option<ActiveSet> {
+    async fn activeset_for_locality(
+        &self,
+        slot: &TenantSlot,
+        name: &str,
+    ) -> Option<Arc<ActiveSet>> {
         match crate::activeset::own_activeset(&self.store, slot, name).await {
             Ok(set) => set,
             Err(e) => {

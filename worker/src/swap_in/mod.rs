@@ -192,6 +192,7 @@ impl Worker {
             // was installed, the rest (unless small) waits for the first answer.
             let fill_waits =
                 learning && !eager.pages.is_empty() && fetch.worth_holding(&self.store);
+            let planned_ms = elapsed_ms(started);
             slot.forget_last_restore();
             let fill = fill::start(
                 self.store.clone(),
@@ -265,7 +266,13 @@ impl Worker {
             rt.info.last_active = Some(pagestore::clock::now_ms());
             crashpoint::hit("swap-in:restored");
             rt.info.save(&slot.dirs)?;
-            info!(pid, total_ms = report.total_ms, "swapped in");
+            info!(
+                pid,
+                planned_ms,
+                mount_ms,
+                total_ms = report.total_ms,
+                "swapped in"
+            );
             Ok(report)
         }
         .instrument(span)

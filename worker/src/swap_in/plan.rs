@@ -3,6 +3,7 @@
 //! it and behind it ([`LazyPlan`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criu_image::{ImageLayout, ImageSpaces};
@@ -183,7 +184,7 @@ impl Worker {
         // borrowed from another tenant of its program (see `program_sets`), if any.
         let (set, guessed) = match set {
             Ok(None) if learning => match crate::host::lock_std(&slot.borrowed).clone() {
-                Some(borrowed) => (Ok(Some(borrowed.set)), borrowed.moved),
+                Some(borrowed) => (Ok(Some(Arc::new(borrowed.set))), borrowed.moved),
                 None => (Ok(None), false),
             },
             other => (other, false),
