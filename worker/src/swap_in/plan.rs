@@ -228,7 +228,11 @@ impl Worker {
         // ranged reads, and the daemon's reads find it in memory: first the mappings the set
         // touches, where the faults it did not foresee most likely are (not a large heap the
         // requests never read). A set moved from another tenant's layout is a guess: those
-        // mappings are fetched at once, the rest held like the rest of a set of its own.
+        // mappings are fetched at once, the rest held like the rest of a set of its own. So
+        // are a dense tenant's (its set a large share of its image, see `whole::dense_enough`):
+        // a request that reads much of its memory strays outside the set too (node walking a
+        // Map: ~15 faults a wake-up in its heap's mappings, whose pages a garbage collector
+        // moves), and each such fault waited for the held fill or a cold round trip.
         let touched: HashSet<(&str, usize)> = eager
             .pages
             .iter()
@@ -239,7 +243,10 @@ impl Worker {
                 .mapping_of(pagemap, vaddr)
                 .is_some_and(|m| touched.contains(&m))
         });
-        let (at_once, held) = if guessed {
+        let share = self.config.whole_restore_dense_share;
+        let dense = share > 0.0
+            && eager.pages.len() as f64 >= share * whole::non_zero_pages(&manifest) as f64;
+        let (at_once, held) = if guessed || dense {
             (near, far)
         } else {
             let mut all = near;
