@@ -98,6 +98,9 @@ pub struct LocalityReport {
     pub gets: u64,
     pub bytes: u64,
     pub ms: u64,
+    /// Of `ms`, until its bytes had arrived (the rest: decoding and checking its pages).
+    #[serde(default)]
+    pub get_ms: u64,
 }
 
 /// Builds the locality pack of the pages at `positions` of `files` (read again from `dir`, the
@@ -214,6 +217,7 @@ impl PageStore {
             )));
         };
         let (data, gets) = self.get_locality(source).await?;
+        let get_ms = started.elapsed().as_millis() as u64;
         let bytes = data.len() as u64;
         let installed = self.install_locality(source, data).await?;
         let pages = installed.len();
@@ -233,8 +237,9 @@ impl PageStore {
             gets,
             bytes,
             ms: started.elapsed().as_millis() as u64,
+            get_ms,
         };
-        debug!(key = %source.key, pages, gets, bytes, ms = report.ms, "locality pack fetched");
+        debug!(key = %source.key, pages, gets, bytes, ms = report.ms, get_ms, "locality pack fetched");
         Ok(report)
     }
 
