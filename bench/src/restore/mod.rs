@@ -303,6 +303,7 @@ fn spawn_app(
     dir: &Path,
     repo: &Path,
     deterministic: bool,
+    netns: Option<&Path>,
 ) -> Result<Child, Error> {
     let cmd = app.command(port, dir, repo)?;
     let log = std::fs::File::create(dir.join("app.log")).map_err(|e| Error::io(dir, e))?;
@@ -314,7 +315,11 @@ fn spawn_app(
         .stdout(log)
         .stderr(log2);
     // Started as the worker starts its tenants, so that both restore the same kind of tree.
-    worker::launch::as_tenant(&mut c, deterministic, None, None);
+    let ns = netns
+        .map(worker::netns::open)
+        .transpose()
+        .map_err(|e| Error::Step("network namespace".into(), e.to_string()))?;
+    worker::launch::as_tenant(&mut c, deterministic, ns, None);
     worker::launch::spawn_in_own_pid_namespace(move || c.spawn())
         .map_err(|e| Error::Step(cmd[0].clone(), e.to_string()))
 }
@@ -326,26 +331,66 @@ async fn criu_eager(opts: &RestoreOptions, app: App) -> Result<ModeResult, Error
         .map_err(|e| Error::Step("criu".into(), e.to_string()))?;
     let dir = opts.work.join(format!("eager-{}", app.name()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let port = free_port()?;
-    let child = spawn_app(app, port, &dir, &opts.repo, opts.deterministic)?;
-    let mut pid = child.id();
-    wait_port(port)?;
-    app.prepare(port, opts.heap_mb)?;
-    let images =
-        Path::new("/dev/shm").join(format!("pico-bench-{}-{}", std::process::id(), app.name()));
-    // Whatever happens (a failed dump, restore or answer), neither the app nor its image in
-    // memory is left behind.
-    let measured = eager_runs(opts, app, &criu, &dir, &images, port, &mut pid).await;
-    worker::process::kill_tree_blocking(pid);
-    let _ = std::fs::remove_dir_all(&images);
+    // A network namespace of its own, as the worker gives each tenant (CRIU dumps and restores
+    // the app inside it); the bench reaches the app from a thread inside it.
+    let netns = dir.join("netns");
+    worker::netns::create(&netns).map_err(|e| Error::io(&netns, e))?;
+    let measured = in_own_netns(opts, app, &criu, &dir, &netns).await;
+    let _ = worker::netns::remove(&netns);
     let (samples, idle): (Vec<f64>, Vec<f64>) = measured?.into_iter().unzip();
     let mut r = summarize(samples);
     r.idle_ms = idle.iter().sum::<f64>() / idle.len().max(1) as f64;
     Ok(r)
 }
 
+/// [`criu_eager`] with the app in the network namespace pinned at `netns`.
+async fn in_own_netns(
+    opts: &RestoreOptions,
+    app: App,
+    criu: &worker::criu::Criu,
+    dir: &Path,
+    netns: &Path,
+) -> Result<Vec<(f64, f64)>, Error> {
+    let ns = worker::netns::open(netns).map_err(|e| Error::io(netns, e))?;
+    let port = free_port()?;
+    let child = spawn_app(app, port, dir, &opts.repo, opts.deterministic, Some(netns))?;
+    let mut pid = child.id();
+    let heap_mb = opts.heap_mb;
+    inside(&ns, move || {
+        wait_port(port)?;
+        app.prepare(port, heap_mb)
+    })?;
+    let images =
+        Path::new("/dev/shm").join(format!("pico-bench-{}-{}", std::process::id(), app.name()));
+    // Whatever happens (a failed dump, restore or answer), neither the app nor its image in
+    // memory is left behind.
+    let measured = eager_runs(opts, app, criu, dir, &images, port, &mut pid, (netns, &ns)).await;
+    worker::process::kill_tree_blocking(pid);
+    let _ = std::fs::remove_dir_all(&images);
+    measured
+}
+
+/// Runs `f` on a thread of its own inside network namespace `ns` (where the app listens).
+fn inside<T: Send>(
+    ns: &std::fs::File,
+    f: impl FnOnce() -> Result<T, Error> + Send,
+) -> Result<T, Error> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                worker::netns::enter(ns)
+                    .map_err(|e| Error::Step("network namespace".into(), e.to_string()))?;
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(Error::Step("probe".into(), "its thread panicked".into())))
+    })
+}
+
 /// The dump-then-restore rounds of [`criu_eager`], their first-answer times and idle times, ms
-/// (the first round, a warm-up, left out); `pid` follows the app through its restores.
+/// (the first round, a warm-up, left out); `pid` follows the app through its restores. CRIU
+/// runs inside the app's network namespace (`netns`, pinned; `ns` open), as the worker's does.
+#[allow(clippy::too_many_arguments)]
 async fn eager_runs(
     opts: &RestoreOptions,
     app: App,
@@ -354,6 +399,7 @@ async fn eager_runs(
     images: &Path,
     port: u16,
     pid: &mut u32,
+    (netns, ns): (&Path, &std::fs::File),
 ) -> Result<Vec<(f64, f64)>, Error> {
     let mut samples = Vec::new();
     let bar = crate::progress::runs(opts.runs as u64 + 1, &format!("{} criu", app.name()));
@@ -366,7 +412,7 @@ async fn eager_runs(
         std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
         let tree = worker::process::process_tree(*pid);
         let checkpointed = Instant::now();
-        criu.dump(*pid, images, &work, None, None)
+        criu.dump(*pid, images, &work, Some(netns), None)
             .await
             .map_err(|e| Error::Step("criu dump".into(), e.to_string()))?;
         reap_dumped(tree);
@@ -374,10 +420,10 @@ async fn eager_runs(
         let idle_ms = checkpointed.elapsed().as_secs_f64() * 1000.0;
         let started = Instant::now();
         *pid = criu
-            .restore(images, &work, false, None, None)
+            .restore(images, &work, false, Some(netns), None)
             .await
             .map_err(|e| Error::Step("criu restore".into(), e.to_string()))?;
-        let ms = first_answer(app, port, started)?;
+        let ms = inside(ns, || first_answer(app, port, started))?;
         if run > 0 {
             samples.push((ms, idle_ms));
         }
@@ -400,7 +446,7 @@ pub async fn checkpoint_app(
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
     let port = free_port()?;
-    let pid = spawn_app(app, port, dir, repo, false)?.id();
+    let pid = spawn_app(app, port, dir, repo, false, None)?.id();
     if let Err(e) = wait_port(port).and_then(|()| app.prepare(port, heap_mb)) {
         worker::process::kill_tree_blocking(pid);
         return Err(e);

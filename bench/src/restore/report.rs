@@ -173,11 +173,13 @@ pub fn write(
          {idle} ms after its checkpoint began{settle}. `results.json`: per app and mode p50/p95/p99, \
          cold-tier bytes and round trips, every sample; `restore.svg`: p50 bars, whiskers to \
          p99, ticks at p95.\n\n\
-         - **modes**: `criu-eager` plain CRIU from tmpfs (the baseline); `lazy-local` and the \
-           `lazy-cold*` modes one tenant swapped out and in again and again (its ActiveSet \
-           learned in the warm-up); `lazy-local-first` and `lazy-cold-first` a fresh tenant per \
-           run, woken for the first time (no ActiveSet yet, learning on). A small image held \
-           locally is restored whole when the worker chooses to (WHOLE).\n\
+         - **modes**: `criu-eager` plain CRIU from tmpfs (the baseline; the app in a network \
+           namespace of its own as the worker's tenants are, CRIU run inside it, the client \
+           connecting from inside it; no cgroup); `lazy-local` and the `lazy-cold*` modes one \
+           tenant swapped out and in again and again (its ActiveSet learned in the warm-up); \
+           `lazy-local-first` and `lazy-cold-first` a fresh tenant per run, woken for the first \
+           time (no ActiveSet yet, learning on). A small image held locally is restored whole \
+           when the worker chooses to (WHOLE).\n\
          - **columns**: 1ST MB = mean cold-tier bytes before the first answer; RT = mean \
            sequential cold-tier round trips before it (waves of reads: times the reads in \
            flight went from none to one, overlapping reads counted once), RT MAX the most in \
