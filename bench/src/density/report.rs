@@ -327,9 +327,11 @@ pub fn write(r: &Report, out: &Path) -> Result<()> {
            swapped out after that.\n\
          - **memory per idle tenant**: `MemTotal − MemAvailable` (no cache dropped; the \
            worker's memory tier, its staging tmpfs and heap count) once every tenant is \
-           swapped out and the store has recompressed, minus the same before the worker \
-           started, divided by the tenants counted; median of 5 samples. Peaks: sampled every \
-           500 ms in every phase.\n\
+           swapped out, the store has recompressed and the host has slept `--idle-settle-s` \
+           more (what the worker keeps for fast wake-ups, its memory tier, lasts `[hot] ttl_ms`, \
+           30 s), minus the same before the worker started, divided by the tenants counted; \
+           median of 5 samples (the figure right after the recompression beside it). Peaks: \
+           sampled every 500 ms in every phase.\n\
          - **wake-ups**: real requests at open-loop Poisson rates, each to a random tenant the \
            worker's last listing (every 1 s) showed swapped out and that no request touched \
            since; each checks the tenant's state (counter: the next count; redis: `INCR \
