@@ -7,6 +7,17 @@ use crate::cgroup::{Limits, TenantCgroup};
 use crate::host::Worker;
 
 impl Worker {
+    /// Starts readying the kernel, on a thread of its own, for the move of a restored tree into
+    /// its cgroup that CRIU is about to make (see [`crate::cgroup::Cgroups::ready_for_a_move`]).
+    pub(crate) fn ready_for_a_cgroup_move(&self) {
+        if self.cgroups.unavailable().is_none() {
+            let cgroups = self.cgroups.clone();
+            drop(tokio::task::spawn_blocking(move || {
+                cgroups.ready_for_a_move()
+            }));
+        }
+    }
+
     /// Makes tenant `name`'s cgroup with `limits` (before it starts or is restored); `None`
     /// without cgroups.
     pub(crate) fn prepare_cgroup(

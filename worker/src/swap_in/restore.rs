@@ -76,6 +76,7 @@ impl Worker {
         if !learning {
             gate.release();
         }
+        self.ready_for_a_cgroup_move();
         let restored = match self
             .criu
             .restore(

@@ -308,6 +308,7 @@ impl Worker {
     /// CRIU started inside the network namespace restores it.
     async fn restore_whole(&self, images: &Path, work: &Path, slot: &TenantSlot) -> Result<u32> {
         let (netns, view) = (slot.netns.as_deref(), slot.view.as_ref());
+        self.ready_for_a_cgroup_move();
         if let (Some(spares), None) = (&self.criu_spares, slot.user_namespace) {
             if let Some(pid) = spares.restore(images, work, netns, view).await? {
                 return Ok(pid);
