@@ -39,7 +39,7 @@ impl Worker {
                 Some(_) => None,
                 None => self.borrowed_activeset(slot, staging).await,
             };
-            let set = set.or_else(|| borrowed.as_ref().map(|b| Arc::new(b.set.clone())));
+            let set = set.or_else(|| borrowed.as_ref().map(|b| b.set.clone()));
             *lock_std(&slot.borrowed) = borrowed;
             let max = self.config.activeset_max_pages;
             let dir = staging.to_path_buf();

@@ -21,7 +21,7 @@
 //! Kept in memory, newest lender wins: a restarted worker lends again once a tenant has learned.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use criu_image::ImageSpaces;
 use pager::activeset::ActiveSet;
@@ -39,7 +39,8 @@ pub(crate) struct LentSet {
 /// A set as borrowed, for the borrower's checkpoint.
 #[derive(Clone)]
 pub(crate) struct BorrowedSet {
-    pub set: ActiveSet,
+    /// Shared: a swap-in plans from it on the wake-up's path.
+    pub set: Arc<ActiveSet>,
     /// Its pages were moved to other addresses (the two tenants' layouts differ): a guess at
     /// the borrower's working set, which its first restore completes (see `swap_in::fill`).
     pub moved: bool,
@@ -52,7 +53,10 @@ impl LentSet {
         let mut set = self.set.clone();
         let mut moved = false;
         if self.spaces.is_empty() || to.is_empty() {
-            return BorrowedSet { set, moved };
+            return BorrowedSet {
+                set: Arc::new(set),
+                moved,
+            };
         }
         let to = self.spaces.move_to(to);
         for trace in &mut set.restores {
@@ -71,7 +75,10 @@ impl LentSet {
                     }
                 });
         }
-        BorrowedSet { set, moved }
+        BorrowedSet {
+            set: Arc::new(set),
+            moved,
+        }
     }
 }
 

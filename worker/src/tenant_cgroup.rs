@@ -1,6 +1,8 @@
 //! The worker's side of its tenants' cgroups (see `cgroup`): made with a tenant's limits before it
 //! starts or is restored, dropped once its tree is gone, read for the memory it uses.
 
+use std::path::Path;
+
 use tracing::warn;
 
 use crate::cgroup::{Limits, TenantCgroup};
@@ -8,12 +10,11 @@ use crate::host::Worker;
 
 impl Worker {
     /// Starts readying the kernel, on a thread of its own, for the move of a restored tree into
-    /// its cgroup that CRIU is about to make (see [`crate::cgroup::Cgroups::ready_for_a_move`]).
+    /// its cgroup that CRIU is about to make (see [`crate::cgroup::ready_for_a_move`]).
     pub(crate) fn ready_for_a_cgroup_move(&self) {
-        if self.cgroups.unavailable().is_none() {
-            let cgroups = self.cgroups.clone();
+        if let Some(procs) = self.cgroups.own_procs().map(Path::to_path_buf) {
             drop(tokio::task::spawn_blocking(move || {
-                cgroups.ready_for_a_move()
+                crate::cgroup::ready_for_a_move(&procs)
             }));
         }
     }

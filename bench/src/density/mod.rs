@@ -377,12 +377,13 @@ async fn phases(
     // The worker hands its freed heap back every 2 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = &mut report.idle;
+    let n = idle.counted.max(1) as i64;
+    let per_tenant = |in_use: u64, from: u64| (in_use as i64 - from as i64) / n;
     idle.asleep_in_use_bytes = host::memory_in_use_settled().await?;
     idle.worker_rss_asleep_bytes = host::process_status_bytes(worker_pid, "VmRSS:");
     idle.hot_asleep_bytes = hot_held_bytes(socket);
-    idle.asleep_per_idle_tenant_bytes = (idle.asleep_in_use_bytes as i64
-        - idle.baseline_in_use_bytes as i64)
-        / idle.counted.max(1) as i64;
+    idle.asleep_per_idle_tenant_bytes =
+        per_tenant(idle.asleep_in_use_bytes, idle.baseline_in_use_bytes);
     info!(
         seconds = opts.idle_settle.as_secs(),
         "every tenant asleep; letting the host sleep before measuring its memory"
@@ -393,10 +394,9 @@ async fn phases(
     idle.worker_rss_idle_bytes = host::process_status_bytes(worker_pid, "VmRSS:");
     idle.shmem_idle_bytes = host::meminfo_bytes("Shmem:");
     idle.sunreclaim_idle_bytes = host::meminfo_bytes("SUnreclaim:");
-    let n = idle.counted.max(1) as i64;
-    let over = |from: u64| (idle.idle_in_use_bytes as i64 - from as i64) / n;
-    idle.per_idle_tenant_bytes = over(idle.baseline_in_use_bytes);
-    idle.per_idle_tenant_over_worker_bytes = over(idle.worker_alone_in_use_bytes);
+    idle.per_idle_tenant_bytes = per_tenant(idle.idle_in_use_bytes, idle.baseline_in_use_bytes);
+    idle.per_idle_tenant_over_worker_bytes =
+        per_tenant(idle.idle_in_use_bytes, idle.worker_alone_in_use_bytes);
     idle.accounted_per_idle_tenant_bytes = (idle.worker_rss_idle_bytes
         + idle
             .shmem_idle_bytes

@@ -25,6 +25,9 @@ pub(crate) struct Cgroups {
     unavailable: Option<String>,
     /// `picocenter/<worker>`.
     group: PathBuf,
+    /// The `cgroup.procs` of the cgroup the worker itself is in, read once at start (see
+    /// [`ready_for_a_move`]).
+    own_procs: Option<PathBuf>,
 }
 
 impl Cgroups {
@@ -49,7 +52,11 @@ impl Cgroups {
                  and their memory is summed from /proc"
             ),
         }
-        Cgroups::new(found, tenants_dir)
+        let own_procs = found.as_ref().ok().and_then(own_cgroup_procs);
+        Cgroups {
+            own_procs,
+            ..Cgroups::new(found, tenants_dir)
+        }
     }
 
     /// The cgroups of the worker on `tenants_dir` in `hierarchy` (or without one, and why).
@@ -62,6 +69,7 @@ impl Cgroups {
             hierarchy,
             unavailable,
             group: worker_group(tenants_dir),
+            own_procs: None,
         }
     }
 
@@ -70,22 +78,10 @@ impl Cgroups {
         self.unavailable.as_deref()
     }
 
-    /// Readies the kernel for a move of processes into a cgroup that is about to happen (a
-    /// restore's: CRIU moves the restored tree into the tenant's cgroup), by moving the worker
-    /// into the cgroup it is in. Every move takes a lock whose first taker after ~30 ms without
-    /// one waits for an RCU grace period (`cgroup_threadgroup_rwsem`): measured here, 8 ms for
-    /// a write to `cgroup.procs` after a pause, 0.1 ms within 20 ms of another; CRIU's move,
-    /// 8 ms of the counter's 22-27 ms restore. Started just before the restore, this waits out
-    /// that grace period beside CRIU's start instead of inside it. Blocking (the wait);
-    /// a failure only loses the head start. Nothing on a cgroup v2 host mounted with
-    /// `favordynmods`, where moves never wait.
-    pub(crate) fn ready_for_a_move(&self) {
-        let Some(procs) = self.hierarchy.as_ref().and_then(own_cgroup_procs) else {
-            return;
-        };
-        if let Err(e) = std::fs::write(&procs, std::process::id().to_string()) {
-            tracing::debug!(file = %procs.display(), error = %e, "no head start for the next cgroup move");
-        }
+    /// The `cgroup.procs` of the cgroup the worker is in, for [`ready_for_a_move`]; `None`
+    /// without a hierarchy.
+    pub(crate) fn own_procs(&self) -> Option<&Path> {
+        self.own_procs.as_deref()
     }
 
     /// Tenant `name`'s cgroup; `None` without a hierarchy.
@@ -400,6 +396,21 @@ fn write_file(path: &Path, value: &str) -> std::io::Result<()> {
 /// `e` with the path it happened on, for the caller's error.
 fn at(path: &Path, e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Readies the kernel for a move of processes into a cgroup that is about to happen (a
+/// restore's: CRIU moves the restored tree into the tenant's cgroup), by moving the worker into
+/// the cgroup it is in (`own_procs`, [`Cgroups::own_procs`]). Every move takes a lock whose first
+/// taker after ~30 ms without one waits for an RCU grace period (`cgroup_threadgroup_rwsem`):
+/// measured here, 8 ms for a write to `cgroup.procs` after a pause, 0.1 ms within 20 ms of
+/// another; CRIU's move, 8 ms of the counter's 22-27 ms restore. Started just before the
+/// restore, this waits out that grace period beside CRIU's start instead of inside it. Blocking
+/// (the wait); a failure only loses the head start. Nothing on a cgroup v2 host mounted with
+/// `favordynmods`, where moves never wait.
+pub(crate) fn ready_for_a_move(own_procs: &Path) {
+    if let Err(e) = std::fs::write(own_procs, std::process::id().to_string()) {
+        tracing::debug!(file = %own_procs.display(), error = %e, "no head start for the next cgroup move");
+    }
 }
 
 /// The `cgroup.procs` of the cgroup this process is in, in `hierarchy` (v1: the memory

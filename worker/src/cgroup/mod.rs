@@ -38,7 +38,7 @@ mod groups;
 mod hierarchy;
 mod limits;
 
-pub(crate) use groups::{join_before_exec, Cgroups, TenantCgroup};
+pub(crate) use groups::{join_before_exec, ready_for_a_move, Cgroups, TenantCgroup};
 pub(crate) use hierarchy::Hierarchy;
 pub(crate) use limits::shares_of_weight;
 pub use limits::{

@@ -3,7 +3,6 @@
 //! it and behind it ([`LazyPlan`]).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criu_image::{ImageLayout, ImageSpaces};
@@ -184,7 +183,7 @@ impl Worker {
         // borrowed from another tenant of its program (see `program_sets`), if any.
         let (set, guessed) = match set {
             Ok(None) if learning => match crate::host::lock_std(&slot.borrowed).clone() {
-                Some(borrowed) => (Ok(Some(Arc::new(borrowed.set))), borrowed.moved),
+                Some(borrowed) => (Ok(Some(borrowed.set)), borrowed.moved),
                 None => (Ok(None), false),
             },
             other => (other, false),
@@ -243,9 +242,11 @@ impl Worker {
                 .mapping_of(pagemap, vaddr)
                 .is_some_and(|m| touched.contains(&m))
         });
-        let share = self.config.whole_restore_dense_share;
-        let dense = share > 0.0
-            && eager.pages.len() as f64 >= share * whole::non_zero_pages(&manifest) as f64;
+        let dense = whole::covers(
+            eager.pages.len(),
+            whole::non_zero_pages(&manifest),
+            self.config.whole_restore_dense_share,
+        );
         let (at_once, held) = if guessed || dense {
             (near, far)
         } else {

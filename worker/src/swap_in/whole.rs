@@ -57,11 +57,15 @@ pub(crate) fn dense_enough(
     below_mib: u64,
 ) -> bool {
     match working_set {
-        Some(set) if share > 0.0 && pages > 0 => {
-            set as f64 >= share * pages as f64 && pages_under_mib(pages, below_mib)
-        }
+        Some(set) if pages > 0 => covers(set, pages, share) && pages_under_mib(pages, below_mib),
         _ => false,
     }
+}
+
+/// Whether a set of `set` pages is at least `share` (above 0) of an image of `pages` non-zero
+/// pages: a dense tenant's, whatever its size.
+pub(crate) fn covers(set: usize, pages: usize, share: f64) -> bool {
+    share > 0.0 && set as f64 >= share * pages as f64
 }
 
 /// The pages of `manifest` that hold something (zero pages are never stored nor written).
