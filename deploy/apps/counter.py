@@ -8,7 +8,8 @@ GET /touch, which reads a byte of each of its pages and answers their sum),
 GET /env?name=X answers its environment variable X, GET /cwd its working directory, GET / "ok".
 GET /write?name=F&kb=N appends N KiB of random bytes to file F of its working directory and
 answers "wrote", or the errno's name (ENOSPC) when the write fails; GET /size?name=F answers F's
-size in bytes.
+size in bytes. GET /hold?path=P opens file P and keeps it open (answers "held"), GET /release
+closes every file held (answers how many).
 """
 import errno
 import http.server
@@ -18,6 +19,7 @@ import urllib.parse
 
 COUNT = 0
 BALLAST = []
+HELD = []
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -41,6 +43,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 body = "wrote"
             except OSError as e:
                 body = errno.errorcode.get(e.errno, str(e.errno))
+        elif self.path.startswith("/hold?path="):
+            HELD.append(open(urllib.parse.unquote(self.path.split("=", 1)[1]), "rb"))
+            body = "held"
+        elif self.path.startswith("/release"):
+            body = str(len(HELD))
+            for f in HELD:
+                f.close()
+            HELD.clear()
         elif self.path.startswith("/size?name="):
             body = str(os.path.getsize(self.path.split("=", 1)[1]))
         elif self.path.startswith("/touch"):

@@ -44,6 +44,9 @@ pub struct Criu {
     /// The worker this CRIU runs for, as its errors name it (the host name, or the worker's
     /// name in a cluster).
     host: String,
+    /// The post-dump script that refuses a dump of a tenant without a sandbox holding a file of
+    /// the host's `/proc` (see `dump_check`).
+    dump_check: Option<PathBuf>,
 }
 
 /// CRIU's switch to its breakpoint-free path (`CRIU_FAULT=130`, `FI_NO_BREAKPOINTS`): it stops
@@ -120,12 +123,19 @@ impl Criu {
             log_level,
             hw_breakpoints: true,
             host,
+            dump_check: None,
         })
     }
 
     /// This CRIU's errors name the worker `name`.
     pub fn on_worker(mut self, name: &str) -> Criu {
         self.host = name.to_string();
+        self
+    }
+
+    /// Dumps of trees without a sandbox's view run `script` after the dump (see `dump_check`).
+    pub fn checking_dumps_with(mut self, script: PathBuf) -> Criu {
+        self.dump_check = Some(script);
         self
     }
 
@@ -206,11 +216,11 @@ impl Criu {
         stderr: &[u8],
     ) -> Error {
         let log = keep_failed_log(&work.join(log));
-        if let Some((file, why)) = std::fs::read_to_string(&log)
-            .ok()
-            .as_deref()
-            .and_then(changed_file)
-        {
+        let text = std::fs::read_to_string(&log).ok();
+        if let Some(held) = text.as_deref().and_then(crate::dump_check::refused) {
+            return Error::DumpRefused { held, log };
+        }
+        if let Some((file, why)) = text.as_deref().and_then(changed_file) {
             return Error::SystemFileChanged {
                 op,
                 worker: self.host.clone(),
@@ -270,6 +280,10 @@ impl Criu {
         }
         for external in view.map(View::dump_externals).unwrap_or_default() {
             cmd.arg("--external").arg(external);
+        }
+        // A sandboxed tree has a /proc of its own PID namespace; only others see the host's.
+        if let (None, Some(script)) = (view, &self.dump_check) {
+            cmd.arg("--action-script").arg(script);
         }
         for controllers in cgroup_controllers {
             cmd.arg("--cgroup-dump-controller").arg(controllers);
@@ -484,6 +498,7 @@ mod tests {
             log_level: 2,
             hw_breakpoints: true,
             host: "w1".into(),
+            dump_check: None,
         };
         assert_eq!(fault(&criu), None, "CRIU's own default");
         assert_eq!(

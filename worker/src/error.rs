@@ -46,6 +46,16 @@ pub enum Error {
         log: PathBuf,
     },
 
+    /// The dump's post-dump check (`dump_check`) found descriptors no restore could open; CRIU
+    /// resumed the tree.
+    #[error(
+        "criu dump refused: the tenant holds open a file of the host's /proc that no restore \
+         could open (its pids change; a tenant without a sandbox sees the host's /proc): {}; it \
+         keeps running (CRIU's log: {log})",
+        held.join(", ")
+    )]
+    DumpRefused { held: Vec<String>, log: PathBuf },
+
     #[error("TLS: {0}")]
     Tls(String),
 

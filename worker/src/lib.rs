@@ -30,6 +30,7 @@ mod criu_swrk;
 pub mod daemon;
 mod disk_quota;
 mod dispatch;
+mod dump_check;
 mod error;
 mod handover;
 mod host;

@@ -22,6 +22,12 @@ use crate::tenant::{elapsed_ms, fresh_dir, SwapOutReport, TenantInfo, TenantStat
 /// How long a swap-out waits for each process of a dumped tree to be gone.
 const DUMPED_GONE_WITHIN: Duration = Duration::from_secs(5);
 
+/// How many times a swap-out or checkpoint dumps a tenant whose dumps are refused (`dump_check`).
+const DUMP_TRIES: u32 = 3;
+
+/// The pause before a refused dump is tried again.
+const DUMP_RETRY_AFTER: Duration = Duration::from_millis(200);
+
 impl Worker {
     /// Checkpoints a running tenant into the store, as an operator asks: its connections are
     /// closed first; its process is gone afterwards.
@@ -133,7 +139,9 @@ impl Worker {
 
     /// CRIU's dump of `slot`'s tree (root `pid`) into `staging`, in its network namespace and
     /// view, recording its cgroups; with `leave_running` the tree goes on (a checkpoint of a
-    /// running tenant), else it ends with the dump.
+    /// running tenant), else it ends with the dump. A dump refused for a file of the host's
+    /// `/proc` held open (`dump_check`; the tree goes on) is tried again, [`DUMP_TRIES`] times in
+    /// all, [`DUMP_RETRY_AFTER`] apart: such files are mostly open for a moment.
     pub(crate) async fn dump(
         &self,
         slot: &TenantSlot,
@@ -142,17 +150,32 @@ impl Worker {
         work: &Path,
         leave_running: bool,
     ) -> Result<()> {
-        self.criu
-            .dump_cgroups(
-                pid,
-                staging,
-                work,
-                slot.netns.as_deref(),
-                slot.view.as_ref(),
-                &self.cgroup_hierarchies_of(&slot.name, pid),
-                leave_running,
-            )
-            .await
+        let mut tries = 1;
+        loop {
+            let dumped = self
+                .criu
+                .dump_cgroups(
+                    pid,
+                    staging,
+                    work,
+                    slot.netns.as_deref(),
+                    slot.view.as_ref(),
+                    &self.cgroup_hierarchies_of(&slot.name, pid),
+                    leave_running,
+                )
+                .await;
+            match dumped {
+                Err(Error::DumpRefused { held, .. }) if tries < DUMP_TRIES => {
+                    warn!(tenant = %slot.name, ?held, tries, "dump refused: trying again");
+                    tokio::time::sleep(DUMP_RETRY_AFTER).await;
+                    // Nothing of the refused dump may be taken for part of the next.
+                    fresh_dir(staging)?;
+                    fresh_dir(work)?;
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Brings the tenant back from the dump still held in `staging` after its ingest failed; the

@@ -58,7 +58,8 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         | Error::NotSwappedOut { .. }
         | Error::NotRunning { .. }
         | Error::CpuMismatch(_)
-        | Error::SystemFileChanged { .. } => StatusCode::CONFLICT,
+        | Error::SystemFileChanged { .. }
+        | Error::DumpRefused { .. } => StatusCode::CONFLICT,
         Error::InvalidTenantName(_)
         | Error::NoCommand(_)
         | Error::BadLimits { .. }
