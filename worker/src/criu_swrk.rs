@@ -40,10 +40,14 @@ struct Spare {
     socket: OwnedFd,
 }
 
-/// The worker's spare CRIU (at most one idle at a time).
+/// The worker's spare CRIUs: as many idle as restores may run at once, so that wake-ups
+/// side by side each find one (with one, the second of two concurrent restores started CRIU
+/// itself).
 pub(crate) struct CriuSpares {
     criu: Criu,
-    idle: Arc<Mutex<Option<Spare>>>,
+    /// How many are kept idle.
+    keep: usize,
+    idle: Arc<Mutex<Vec<Spare>>>,
 }
 
 /// Starts a spare: `criu swrk 0`, its end of the socket pair as its standard input.
@@ -83,39 +87,43 @@ fn launch(criu: &Criu) -> Result<Spare> {
 }
 
 impl CriuSpares {
-    /// Launches the first spare of `criu` (a failure is logged: restores then start CRIU
+    /// Launches `keep` spares of `criu` (a failure is logged: restores then start CRIU
     /// themselves).
-    pub fn start(criu: &Criu) -> CriuSpares {
+    pub fn start(criu: &Criu, keep: usize) -> CriuSpares {
         let spares = CriuSpares {
             criu: criu.clone(),
-            idle: Arc::new(Mutex::new(None)),
+            keep,
+            idle: Arc::new(Mutex::new(Vec::new())),
         };
-        spares.replenish();
+        for _ in 0..keep {
+            spares.replenish();
+        }
         spares
     }
 
-    /// Launches a spare in the background if none is idle.
+    /// Launches a spare in the background if fewer than `keep` are idle.
     fn replenish(&self) {
-        let (criu, idle) = (self.criu.clone(), self.idle.clone());
+        let (criu, idle, keep) = (self.criu.clone(), self.idle.clone(), self.keep);
         tokio::task::spawn_blocking(move || {
-            if idle.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            if idle.lock().unwrap_or_else(|p| p.into_inner()).len() >= keep {
                 return;
             }
             match launch(&criu) {
-                // Another launched meanwhile: this one is dropped (and killed).
                 Ok(spare) => {
-                    idle.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(spare);
+                    let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+                    // Others launched meanwhile: this one is dropped (and killed).
+                    if idle.len() < keep {
+                        idle.push(spare);
+                    }
                 }
                 Err(e) => warn!(error = %e, "no spare CRIU: restores start their own"),
             }
         });
     }
 
-    /// The idle spare if it is still alive (and a new one on its way).
+    /// An idle spare if it is still alive (and a new one on its way).
     fn take(&self) -> Option<Spare> {
-        let spare = self.idle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let spare = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         self.replenish();
         let mut spare = spare?;
         match spare.child.try_wait() {
@@ -261,26 +269,50 @@ mod tests {
         Criu::detect(&bin, 2).await.unwrap()
     }
 
-    async fn idle_spare_pid(spares: &CriuSpares) -> u32 {
+    /// The pids of the idle spares, once there are `n`.
+    async fn idle_spare_pids(spares: &CriuSpares, n: usize) -> Vec<u32> {
         let started = Instant::now();
         loop {
-            let pid = spares
+            let pids: Vec<u32> = spares
                 .idle
                 .lock()
                 .unwrap()
-                .as_ref()
-                .and_then(|s| s.child.id());
-            if let Some(pid) = pid {
-                return pid;
+                .iter()
+                .filter_map(|s| s.child.id())
+                .collect();
+            if pids.len() >= n {
+                return pids;
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "no spare");
+            assert!(started.elapsed() < Duration::from_secs(10), "{pids:?}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
+    async fn idle_spare_pid(spares: &CriuSpares) -> u32 {
+        idle_spare_pids(spares, 1).await[0]
+    }
+
+    #[tokio::test]
+    async fn as_many_spares_wait_as_restores_may_run_at_once_and_each_is_used_once() {
+        let spares = CriuSpares::start(&criu().await, 2);
+        let idle = idle_spare_pids(&spares, 2).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(spares.idle.lock().unwrap().len(), 2, "no more than kept");
+        let (a, b) = (spares.take().unwrap(), spares.take().unwrap());
+        let taken: Vec<u32> = [&a, &b].iter().filter_map(|s| s.child.id()).collect();
+        assert_eq!(taken.len(), 2);
+        assert_ne!(taken[0], taken[1]);
+        assert!(
+            taken.iter().all(|p| idle.contains(p)),
+            "{taken:?} of {idle:?}"
+        );
+        let next = idle_spare_pids(&spares, 2).await;
+        assert!(next.iter().all(|p| !taken.contains(p)), "new ones behind");
+    }
+
     #[tokio::test]
     async fn a_dead_spare_is_not_used_and_another_takes_its_place() {
-        let spares = CriuSpares::start(&criu().await);
+        let spares = CriuSpares::start(&criu().await, 1);
         let first = idle_spare_pid(&spares).await;
         // SAFETY: kill(2) of the spare this test started.
         unsafe { libc::kill(first as i32, libc::SIGKILL) };
@@ -297,7 +329,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_restore_criu_refuses_names_its_log() {
-        let spares = CriuSpares::start(&criu().await);
+        let spares = CriuSpares::start(&criu().await, 1);
         idle_spare_pid(&spares).await;
         let dir = tempfile::tempdir().unwrap();
         // An empty image directory: CRIU finds no inventory.

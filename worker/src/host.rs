@@ -87,11 +87,14 @@ impl Worker {
             swap_slots: tokio::sync::Semaphore::new(config.max_concurrent_swaps.max(1)),
             swap_ins_waiting: std::sync::atomic::AtomicUsize::new(0),
             cgroups: crate::cgroup::Cgroups::detect(&config.cgroup_key()),
-            criu_spares: config.warm_criu.then(|| CriuSpares::start(&criu)),
+            criu_spares: config
+                .warm_criu
+                .then(|| CriuSpares::start(&criu, config.max_concurrent_swaps.max(1))),
             whole_staging: WholeStaging::new(
                 config.mounts_dir.join(".whole"),
                 config.whole_restore_below_mib << 20,
                 config.whole_staging_capacity(),
+                config.max_concurrent_swaps.saturating_sub(1),
             ),
             config,
             store,

@@ -259,6 +259,7 @@ pub(crate) fn start(worker: Arc<Worker>) -> tokio::task::JoinHandle<()> {
             relieve_pressure(&worker).await;
             if ticks % DROP_UNREAD_EVERY == DROP_UNREAD_EVERY - 1 {
                 drop_unread_pages(&worker).await;
+                release_unused_staging(&worker).await;
             }
             if ticks % GIVE_BACK_EVERY == 0 {
                 // What background work (recompression, fills) freed since.
@@ -336,6 +337,18 @@ fn claim_due(
         }
     }
     claimed
+}
+
+/// Unmounts the whole restores' kept tmpfs beside the first that none used for a while (see
+/// `whole_staging`): memory held for concurrent wake-ups goes back once they are over.
+async fn release_unused_staging(worker: &Arc<Worker>) {
+    let w = worker.clone();
+    let unused = crate::whole_staging::EXTRA_KEPT_FOR;
+    if let Ok(released @ 1..) =
+        tokio::task::spawn_blocking(move || w.whole_staging.release_unused(unused)).await
+    {
+        debug!(released, "staging tmpfs beside the first unmounted, unused");
+    }
 }
 
 /// Drops the store's memory-tier pages nobody read for `[hot] ttl_ms`: on a host whose tenants

@@ -30,8 +30,14 @@
 //! the largest file it holds under another name, instead of that one being freed and the new
 //! one allocated.
 //!
-//! **One restore at a time** uses it; a second, concurrent one mounts a tmpfs of its own for its
-//! image ([`ImageDir::Own`]), as every restore did before.
+//! **One restore at a time** uses each kept tmpfs. Restores running beside it (up to
+//! `max_concurrent_swaps`) take the others: one per concurrent swap beyond the first, for small
+//! images only (at most `whole_restore_below_mib`), mounted on first use and unmounted once
+//! unused for [`EXTRA_KEPT_FOR`] (so that an idle host holds only the first). In a burst of 20
+//! wake-ups/s over 150 small tenants, the restores that mounted a fresh tmpfs each spent up to
+//! 50-118 ms writing their image, against ~5 ms into a kept one. An image larger than a slot
+//! takes, or one that finds every slot busy, gets a tmpfs of its own ([`ImageDir::Own`]), as every
+//! restore did before.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,14 +49,25 @@ use tracing::{info, warn};
 use crate::error::{Error, Result};
 use crate::image_tmpfs::{fresh_mountpoint, ImageTmpfs};
 
-/// The kept tmpfs, mounted on first use.
+/// How long a kept tmpfs beyond the first stays mounted unused.
+pub(crate) const EXTRA_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The kept tmpfs, mounted on first use, and those of restores running beside it.
 pub(crate) struct WholeStaging {
-    mountpoint: PathBuf,
-    /// What it is warmed with: the size of a small image.
+    /// What the first is warmed with, and the most the others hold: the size of a small image.
     bytes: u64,
+    /// The first takes images up to a dense tenant's; the others small ones.
+    slots: Vec<Slot>,
+}
+
+/// One kept tmpfs.
+struct Slot {
+    mountpoint: PathBuf,
     /// The most it holds: the largest image it takes.
     capacity: u64,
     mount: Arc<Mutex<Option<ImageTmpfs>>>,
+    /// When a restore last took it (ms since the epoch).
+    taken_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Where one whole restore writes its image.
@@ -66,26 +83,35 @@ pub(crate) enum ImageDir {
 
 impl WholeStaging {
     /// A staging tmpfs at `mountpoint`, not mounted yet, warmed with `bytes` and taking images
-    /// of up to `capacity` (plus slack).
-    pub fn new(mountpoint: PathBuf, bytes: u64, capacity: u64) -> WholeStaging {
-        WholeStaging {
+    /// of up to `capacity` (plus slack); and `beside` more, for restores running beside it, at
+    /// `mountpoint` with `-1`, `-2`... appended, taking images of up to `bytes`.
+    pub fn new(mountpoint: PathBuf, bytes: u64, capacity: u64, beside: usize) -> WholeStaging {
+        let slot = |mountpoint: PathBuf, capacity: u64| Slot {
             mountpoint,
-            bytes,
-            capacity: capacity.max(bytes),
+            capacity,
             mount: Arc::new(Mutex::new(None)),
+            taken_ms: Default::default(),
+        };
+        let mut slots = vec![slot(mountpoint.clone(), capacity.max(bytes))];
+        for n in 1..=beside {
+            let mut name = mountpoint.clone().into_os_string();
+            name.push(format!("-{n}"));
+            slots.push(slot(PathBuf::from(name), bytes));
         }
+        WholeStaging { bytes, slots }
     }
 
-    /// The kept tmpfs, emptied of every file `manifest` does not overwrite; `None` when the
-    /// image (`image_bytes` as a tmpfs holds it) is over its capacity, when another restore holds
-    /// it, or when it cannot be mounted or emptied (logged).
+    /// A kept tmpfs, emptied of every file `manifest` does not overwrite; `None` when the image
+    /// (`image_bytes` as a tmpfs holds it) is over the capacity of every one free, when other
+    /// restores hold them all, or when one cannot be mounted or emptied (logged).
     pub fn take(&self, manifest: &Manifest, image_bytes: u64) -> Option<ImageDir> {
-        if image_bytes > self.capacity {
-            return None;
-        }
-        let mut held = self.mount.clone().try_lock_owned().ok()?;
+        let (slot, mut held) = self
+            .slots
+            .iter()
+            .filter(|slot| image_bytes <= slot.capacity)
+            .find_map(|slot| Some((slot, slot.mount.clone().try_lock_owned().ok()?)))?;
         if held.is_none() {
-            match self.mount_fresh() {
+            match mount_fresh(slot) {
                 Ok(tmpfs) => *held = Some(tmpfs),
                 Err(e) => {
                     warn!(error = %e, "no staging tmpfs for whole restores");
@@ -93,7 +119,11 @@ impl WholeStaging {
                 }
             }
         }
-        let dir = self.mountpoint.clone();
+        slot.taken_ms.store(
+            pagestore::clock::now_ms(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let dir = slot.mountpoint.clone();
         if let Err(e) = keep_only_paged_files(&dir, manifest) {
             warn!(error = %e, "could not empty the staging tmpfs; unmounting it");
             *held = None;
@@ -102,15 +132,16 @@ impl WholeStaging {
         Some(ImageDir::Staged { _held: held, dir })
     }
 
-    /// Mounts it and fills it with one file of its full size, so that the first whole restore
-    /// writes into memory already in use (see the module doc). Blocking: call it off the async
-    /// runtime; a restore that comes first simply takes the tmpfs as it is.
+    /// Mounts the first and fills it with one file of its full size, so that the first whole
+    /// restore writes into memory already in use (see the module doc). Blocking: call it off the
+    /// async runtime; a restore that comes first simply takes the tmpfs as it is.
     pub fn warm(&self) {
-        let Ok(mut held) = self.mount.clone().try_lock_owned() else {
+        let first = &self.slots[0];
+        let Ok(mut held) = first.mount.clone().try_lock_owned() else {
             return;
         };
         if held.is_none() {
-            match self.mount_fresh() {
+            match mount_fresh(first) {
                 Ok(tmpfs) => *held = Some(tmpfs),
                 Err(e) => {
                     warn!(error = %e, "no staging tmpfs for whole restores");
@@ -119,7 +150,7 @@ impl WholeStaging {
             }
         }
         let started = std::time::Instant::now();
-        let path = self.mountpoint.join(WARM_FILE);
+        let path = first.mountpoint.join(WARM_FILE);
         let zeros = vec![0u8; 1 << 20];
         let written = std::fs::File::create(&path).and_then(|mut f| {
             use std::io::Write;
@@ -138,21 +169,46 @@ impl WholeStaging {
         }
     }
 
-    /// Unmounts it (the worker is stopping), once no restore holds it.
+    /// Unmounts every kept tmpfs beyond the first that no restore took for `unused` (their
+    /// images' memory goes back to the host); returns how many. Blocking: call it off the async
+    /// runtime.
+    pub fn release_unused(&self, unused: std::time::Duration) -> usize {
+        let before = pagestore::clock::now_ms().saturating_sub(unused.as_millis() as u64);
+        let mut released = 0;
+        for slot in &self.slots[1..] {
+            if slot.taken_ms.load(std::sync::atomic::Ordering::Relaxed) > before {
+                continue;
+            }
+            let Ok(mut held) = slot.mount.clone().try_lock_owned() else {
+                continue;
+            };
+            if let Some(tmpfs) = held.take() {
+                match tmpfs.unmount() {
+                    Ok(()) => released += 1,
+                    Err(e) => warn!(error = %e, "could not unmount a staging tmpfs"),
+                }
+            }
+        }
+        released
+    }
+
+    /// Unmounts them all (the worker is stopping), once no restore holds them.
     pub async fn unmount(&self) {
-        if let Some(tmpfs) = self.mount.lock().await.take() {
-            if let Err(e) = tmpfs.unmount() {
-                warn!(error = %e, "could not unmount the staging tmpfs");
+        for slot in &self.slots {
+            if let Some(tmpfs) = slot.mount.lock().await.take() {
+                if let Err(e) = tmpfs.unmount() {
+                    warn!(error = %e, "could not unmount the staging tmpfs");
+                }
             }
         }
     }
+}
 
-    fn mount_fresh(&self) -> Result<ImageTmpfs> {
-        fresh_mountpoint(&self.mountpoint)?;
-        let tmpfs = ImageTmpfs::mount(&self.mountpoint, self.capacity)?;
-        info!(mountpoint = %self.mountpoint.display(), bytes = self.capacity, "staging tmpfs for whole restores mounted");
-        Ok(tmpfs)
-    }
+fn mount_fresh(slot: &Slot) -> Result<ImageTmpfs> {
+    fresh_mountpoint(&slot.mountpoint)?;
+    let tmpfs = ImageTmpfs::mount(&slot.mountpoint, slot.capacity)?;
+    info!(mountpoint = %slot.mountpoint.display(), bytes = slot.capacity, "staging tmpfs for whole restores mounted");
+    Ok(tmpfs)
 }
 
 /// The file [`WholeStaging::warm`] fills; a name no CRIU image file has.
@@ -240,6 +296,7 @@ impl ImageDir {
 mod tests {
     use super::*;
     use pagestore::{PageId, PAGE_SIZE};
+    use std::time::Duration;
     use testkit::manifest::{file, of_files};
 
     fn manifest(files: &[(&str, bool)]) -> Manifest {
@@ -261,7 +318,7 @@ mod tests {
     #[test]
     fn an_image_over_its_capacity_is_left_to_a_tmpfs_of_its_own() {
         let dir = tempfile::tempdir().unwrap();
-        let staging = WholeStaging::new(dir.path().join(".whole"), 1 << 20, 4 << 20);
+        let staging = WholeStaging::new(dir.path().join(".whole"), 1 << 20, 4 << 20, 1);
         let image = manifest(&[("pages-1.img", true)]);
         assert!(staging.take(&image, (4 << 20) + 1).is_none());
         assert!(
@@ -274,7 +331,7 @@ mod tests {
     fn one_restore_at_a_time_and_only_the_next_images_page_files_are_kept() {
         testkit::require_root();
         let dir = tempfile::tempdir().unwrap();
-        let staging = WholeStaging::new(dir.path().join(".whole"), 1 << 20, 1 << 20);
+        let staging = WholeStaging::new(dir.path().join(".whole"), 1 << 20, 1 << 20, 0);
         let first = manifest(&[("inventory.img", false), ("pages-1.img", true)]);
         let taken = staging.take(&first, 0).unwrap();
         let path = taken.path().to_path_buf();
@@ -316,11 +373,51 @@ mod tests {
         drop(staging);
     }
 
+    fn mounted(path: &Path) -> bool {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let path = path.to_string_lossy();
+        mounts.lines().any(|l| l.split(' ').nth(1) == Some(&*path))
+    }
+
+    #[test]
+    fn restores_beside_the_first_take_the_tmpfs_kept_for_small_images_until_unused() {
+        testkit::require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let (first_dir, beside_dir) = (dir.path().join(".whole"), dir.path().join(".whole-1"));
+        let staging = WholeStaging::new(first_dir.clone(), 1 << 20, 4 << 20, 1);
+        let image = manifest(&[("pages-1.img", true)]);
+        let dense = staging.take(&image, 2 << 20).unwrap();
+        assert_eq!(dense.path(), first_dir);
+        assert!(
+            staging.take(&image, 2 << 20).is_none(),
+            "a dense image takes only the first"
+        );
+        let beside = staging.take(&image, 1 << 20).unwrap();
+        assert_eq!(beside.path(), beside_dir);
+        assert!(staging.take(&image, 0).is_none(), "both held");
+        drop(beside);
+        drop(dense);
+
+        assert_eq!(
+            staging.release_unused(Duration::from_secs(60)),
+            0,
+            "taken just now"
+        );
+        assert!(mounted(&beside_dir));
+        assert_eq!(staging.release_unused(Duration::ZERO), 1);
+        assert!(!mounted(&beside_dir), "the one beside goes when unused");
+        assert!(mounted(&first_dir), "the first stays");
+        let again = staging.take(&image, 0).unwrap();
+        assert_eq!(again.path(), first_dir);
+        drop(again);
+        drop(staging);
+    }
+
     #[test]
     fn a_warmed_tmpfs_holds_one_file_of_its_size_which_the_first_image_takes_over() {
         testkit::require_root();
         let dir = tempfile::tempdir().unwrap();
-        let staging = WholeStaging::new(dir.path().join(".whole"), 2 << 20, 2 << 20);
+        let staging = WholeStaging::new(dir.path().join(".whole"), 2 << 20, 2 << 20, 0);
         staging.warm();
         let warm = dir.path().join(".whole").join(WARM_FILE);
         assert_eq!(std::fs::metadata(&warm).unwrap().len(), 2 << 20);

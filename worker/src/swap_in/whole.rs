@@ -205,6 +205,7 @@ impl Worker {
         let work = slot.dirs.criu_work("restore");
         fresh_dir(&work)?;
         let restored = self.restore_whole(image.path(), &work, slot).await;
+        let kept_tmpfs = matches!(image, ImageDir::Staged { .. });
         // CRIU has read everything it needs: the tenant holds nothing of the image. The kept
         // tmpfs is free for the next restore at once; a tmpfs of its own unmounts behind.
         let released = match image {
@@ -259,6 +260,7 @@ impl Worker {
             image_written_ms = mount_ms,
             restore_ms = total_ms - mount_ms,
             total_ms,
+            kept_tmpfs,
             "swapped in whole"
         );
         Ok(Some(report))
