@@ -179,6 +179,7 @@ impl Worker {
             false => Ok(None),
             true => own_activeset(&self.store, slot, name).await,
         };
+        let own_set = matches!(set, Ok(Some(_)));
         // None of its own yet: the set its newest checkpoint's locality pack was written with,
         // borrowed from another tenant of its program (see `program_sets`), if any.
         let (set, guessed) = match set {
@@ -255,17 +256,24 @@ impl Worker {
             (Vec::new(), all)
         };
         let locality = learning.then(|| self.locality_source(&manifest)).flatten();
+        let mut fetch = FillPlan {
+            restore_set,
+            locality,
+            at_once,
+            held,
+        };
+        // A tenant's own set misses a page or two a wake-up: a small rest comes along with the
+        // restore set. Not on a first wake-up (no set, or a borrowed one), whose cold bytes
+        // before the first answer stay those the restore and the faults need.
+        if own_set && !fetch.worth_holding(&self.store) {
+            fetch = fetch.all_at_once();
+        }
         LazyPlan {
             manifest,
             eager,
             layout,
             spaces,
-            fetch: FillPlan {
-                restore_set,
-                locality,
-                at_once,
-                held,
-            },
+            fetch,
         }
     }
 }
