@@ -201,6 +201,11 @@ impl Worker {
                 fill_waits,
                 (started, cold_at_start),
             );
+            // The fill's first GETs go out before the mount blocks this thread: a task spawned
+            // from a runtime thread waits in that thread's own slot, which no other thread
+            // takes, until this one yields (its locality GET started ~20 ms late, after the
+            // mount and the lazy-pages daemon's start).
+            tokio::task::yield_now().await;
             let (mount, mountpoint) = match self.mount_checkpoint(name, manifest) {
                 Ok(mounted) => mounted,
                 Err(e) => {
