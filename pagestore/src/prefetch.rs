@@ -28,7 +28,8 @@ pub struct PrefetchReport {
     pub already_hot: u64,
     /// Read from the cold tier.
     pub cold_pages: u64,
-    /// Cold GETs and bytes of the whole prefetch, the locality pack's included.
+    /// Cold GETs and bytes of the whole prefetch, the locality pack's included (the ordinary
+    /// reads' from the store's counters while they run: other readers' meanwhile count too).
     pub cold_gets: u64,
     pub cold_bytes: u64,
     pub ms: u64,
@@ -67,7 +68,6 @@ impl PageStore {
         let started = Instant::now();
         let distinct: HashSet<&PageId> = ids.iter().filter(|id| !id.is_zero()).collect();
         let hot_before = distinct.iter().filter(|id| self.hot().contains(id)).count();
-        let (_, gets0, bytes0) = self.cold_traffic();
         let used = match self.fetch_locality(source, ids).await {
             Ok(r) => r,
             Err(e) => {
@@ -83,12 +83,13 @@ impl PageStore {
                 }
             }
         };
+        // Its own GETs, not the store's counters over the call: the rest of a small image may
+        // be fetched alongside (the worker's fill).
         let mut report = self.prefetch(ids).await?;
-        let (_, gets1, bytes1) = self.cold_traffic();
         report.already_hot = hot_before as u64;
         report.cold_pages += used.pages;
-        report.cold_gets = gets1 - gets0;
-        report.cold_bytes = bytes1 - bytes0;
+        report.cold_gets += used.gets;
+        report.cold_bytes += used.bytes;
         report.ms = started.elapsed().as_millis() as u64;
         report.locality = Some(used);
         Ok(report)
@@ -107,6 +108,14 @@ impl PageStore {
             .filter(|id| !self.hot().contains(id))
             .copied()
             .collect();
+        if missing.is_empty() {
+            return Ok(PrefetchReport {
+                requested: wanted.len() as u64,
+                already_hot: wanted.len() as u64,
+                ms: started.elapsed().as_millis() as u64,
+                ..PrefetchReport::default()
+            });
+        }
         let (pages0, gets0, bytes0) = self.cold_traffic();
         for batch in missing.chunks(PREFETCH_BATCH) {
             self.read_pages(batch).await?;
