@@ -44,9 +44,6 @@ pub struct Criu {
     /// The worker this CRIU runs for, as its errors name it (the host name, or the worker's
     /// name in a cluster).
     host: String,
-    /// The post-dump script that refuses a dump of a tenant without a sandbox holding a file of
-    /// the host's `/proc` (see `dump_check`).
-    dump_check: Option<PathBuf>,
 }
 
 /// CRIU's switch to its breakpoint-free path (`CRIU_FAULT=130`, `FI_NO_BREAKPOINTS`): it stops
@@ -123,19 +120,12 @@ impl Criu {
             log_level,
             hw_breakpoints: true,
             host,
-            dump_check: None,
         })
     }
 
     /// This CRIU's errors name the worker `name`.
     pub fn on_worker(mut self, name: &str) -> Criu {
         self.host = name.to_string();
-        self
-    }
-
-    /// Dumps of trees without a sandbox's view run `script` after the dump (see `dump_check`).
-    pub fn checking_dumps_with(mut self, script: PathBuf) -> Criu {
-        self.dump_check = Some(script);
         self
     }
 
@@ -282,7 +272,8 @@ impl Criu {
             cmd.arg("--external").arg(external);
         }
         // A sandboxed tree has a /proc of its own PID namespace; only others see the host's.
-        if let (None, Some(script)) = (view, &self.dump_check) {
+        if view.is_none() {
+            let script = crate::dump_check::install(work).map_err(|e| Error::io(work, e))?;
             cmd.arg("--action-script").arg(script);
         }
         for controllers in cgroup_controllers {
@@ -498,7 +489,6 @@ mod tests {
             log_level: 2,
             hw_breakpoints: true,
             host: "w1".into(),
-            dump_check: None,
         };
         assert_eq!(fault(&criu), None, "CRIU's own default");
         assert_eq!(

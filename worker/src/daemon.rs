@@ -57,9 +57,6 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     for dir in [&config.tenants_dir, &config.staging_dir, &config.mounts_dir] {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let dump_check = crate::dump_check::install(&config.staging_dir)
-        .map_err(|e| Error::io(&config.staging_dir, e))?;
-    criu = criu.checking_dumps_with(dump_check);
     // Root's alone: the images mounted or written below are readable by everyone who reaches
     // them (a tenant in a user namespace opens some of its own; CRIU hands it the directory).
     {

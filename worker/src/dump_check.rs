@@ -7,9 +7,10 @@
 //! that commits such a dump kills the only process that held the tenant's newest state.
 //!
 //! CRIU runs its post-dump action scripts after the images are written and before the frozen tree
-//! is killed; when one fails, CRIU resumes the tree and the dump fails. The worker installs
-//! [`SCRIPT`] and passes it to the dumps of tenants without a sandbox (a sandboxed tenant has a
-//! `/proc` of its own PID namespace, whose pids its restore keeps). The script lists every
+//! is killed; when one fails, CRIU resumes the tree and the dump fails. The worker writes
+//! [`SCRIPT`] into the work directory of each dump of a tenant without a sandbox and passes it
+//! to CRIU (a sandboxed tenant has a `/proc` of its own PID namespace, whose pids its restore
+//! keeps). The script lists every
 //! descriptor of the frozen tree that points into `/proc/<pid>/` and fails when there is one;
 //! the swap-out then dumps again a moment later ([`crate::swap_out`]), when the file is likely
 //! closed, or fails and leaves the tenant running.
@@ -45,7 +46,9 @@ pub const REFUSED: &str = "pico: refused dump: ";
 /// File name of the installed script.
 const FILE: &str = "post-dump-check.sh";
 
-/// Writes [`SCRIPT`] into `dir` (executable, replaced atomically) and returns its path.
+/// Writes [`SCRIPT`] into `dir` (executable, replaced atomically) and returns its path. The
+/// file is closed before CRIU executes it (a process that forked meanwhile holds the written
+/// descriptor only until its own exec: close-on-exec).
 pub fn install(dir: &Path) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(FILE);
