@@ -356,6 +356,11 @@ pub(crate) fn changed_file(log: &str) -> Option<(String, String)> {
         }
         let (_, rest) = line.split_once("Can't open file ")?;
         let (path, why) = rest.split_once(" on restore: ")?;
+        // A file of a process in /proc is no system file: a dump that held one (see
+        // `dump_check`) cannot be restored anywhere, and the plain error says so better.
+        if path.starts_with("proc/") {
+            return None;
+        }
         Some((absolute(path), format!("cannot be opened: {}", why.trim())))
     })
 }
@@ -439,6 +444,8 @@ mod tests {
             changed_file("(00.01) Error (criu/cr-restore.c:1): something else"),
             None
         );
+        let host_proc = "(00.02)  1: Error (criu/files-reg.c:2353): Can't open file proc/4242/stat on restore: No such file or directory";
+        assert_eq!(changed_file(host_proc), None, "not a system file");
     }
 
     use super::*;
