@@ -46,16 +46,20 @@ pub const REFUSED: &str = "pico: refused dump: ";
 /// File name of the installed script.
 const FILE: &str = "post-dump-check.sh";
 
-/// Writes [`SCRIPT`] into `dir` (executable, replaced atomically) and returns its path. The
-/// file is closed before CRIU executes it (a process that forked meanwhile holds the written
-/// descriptor only until its own exec: close-on-exec).
+/// Writes [`SCRIPT`] into `dir`, a dump's fresh work directory, executable, and returns its
+/// path. The file is closed before CRIU executes it (a process that forked meanwhile holds the
+/// written descriptor only until its own exec: close-on-exec).
 pub fn install(dir: &Path) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(FILE);
-    let part = dir.join(format!(".{FILE}.part"));
-    std::fs::write(&part, SCRIPT)?;
-    std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::rename(&part, &path)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o755)
+        .open(&path)?
+        .write_all(SCRIPT.as_bytes())?;
     Ok(path)
 }
 

@@ -150,6 +150,7 @@ impl Worker {
         work: &Path,
         leave_running: bool,
     ) -> Result<()> {
+        let hierarchies = self.cgroup_hierarchies_of(&slot.name, pid);
         let mut tries = 1;
         loop {
             let dumped = self
@@ -160,7 +161,7 @@ impl Worker {
                     work,
                     slot.netns.as_deref(),
                     slot.view.as_ref(),
-                    &self.cgroup_hierarchies_of(&slot.name, pid),
+                    &hierarchies,
                     leave_running,
                 )
                 .await;

@@ -184,14 +184,13 @@ impl Worker {
                 layout,
                 spaces,
                 fetch,
+                fill_waits,
             } = self
                 .plan_lazy(&slot, name, route.manifest, learning, install)
                 .await;
             // The restore set's cold reads start first: their round trip overlaps the mount
             // (9-14 ms, more on a host under load) instead of following it. When an ActiveSet
-            // was installed, the rest (unless small) waits for the first answer.
-            let fill_waits =
-                learning && !eager.pages.is_empty() && fetch.worth_holding(&self.store);
+            // was installed, the rest (unless small) waits for the first answer (`fill_waits`).
             let planned_ms = elapsed_ms(started);
             slot.forget_last_restore();
             let fill = fill::start(

@@ -53,6 +53,9 @@ pub(super) struct LazyPlan {
     pub spaces: ImageSpaces,
     /// What is fetched ahead of the restore and behind it.
     pub fetch: FillPlan,
+    /// Whether the fill holds the rest back for the first answer: an ActiveSet was installed
+    /// and the rest is worth holding ([`FillPlan::worth_holding`]).
+    pub fill_waits: bool,
 }
 
 /// The id of the checkpoint tenant `name` is to be restored from: it must be swapped out.
@@ -265,15 +268,18 @@ impl Worker {
         // A tenant's own set misses a page or two a wake-up: a small rest comes along with the
         // restore set. Not on a first wake-up (no set, or a borrowed one), whose cold bytes
         // before the first answer stay those the restore and the faults need.
-        if own_set && !fetch.worth_holding(&self.store) {
+        let worth_holding = fetch.worth_holding(&self.store);
+        if own_set && !worth_holding {
             fetch = fetch.all_at_once();
         }
+        let fill_waits = learning && !eager.pages.is_empty() && worth_holding;
         LazyPlan {
             manifest,
             eager,
             layout,
             spaces,
             fetch,
+            fill_waits,
         }
     }
 }
