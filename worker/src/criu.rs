@@ -44,6 +44,8 @@ pub struct Criu {
     /// The worker this CRIU runs for, as its errors name it (the host name, or the worker's
     /// name in a cluster).
     host: String,
+    /// The cgroup yard every restore is given (`cgroup::yard`); `None`: CRIU makes its own.
+    cgroup_yard: Option<PathBuf>,
 }
 
 /// CRIU's switch to its breakpoint-free path (`CRIU_FAULT=130`, `FI_NO_BREAKPOINTS`): it stops
@@ -120,6 +122,7 @@ impl Criu {
             log_level,
             hw_breakpoints: true,
             host,
+            cgroup_yard: None,
         })
     }
 
@@ -133,6 +136,18 @@ impl Criu {
     pub fn without_hw_breakpoints(mut self) -> Criu {
         self.hw_breakpoints = false;
         self
+    }
+
+    /// This CRIU's restores find the cgroup hierarchies linked in `yard` (see `cgroup::yard`)
+    /// instead of mounting them.
+    pub(crate) fn with_cgroup_yard(mut self, yard: PathBuf) -> Criu {
+        self.cgroup_yard = Some(yard);
+        self
+    }
+
+    /// The cgroup yard of this CRIU's restores, if it has one.
+    pub(crate) fn cgroup_yard(&self) -> Option<&Path> {
+        self.cgroup_yard.as_deref()
     }
 
     /// Sets the environment every run of this CRIU gets.
@@ -318,6 +333,9 @@ impl Criu {
         if lazy {
             cmd.arg("--lazy-pages");
         }
+        if let Some(yard) = &self.cgroup_yard {
+            cmd.arg("--cgroup-yard").arg(yard);
+        }
         if let Some(view) = view {
             prepare_root(view)?;
             cmd.arg("--root").arg(view.root());
@@ -496,6 +514,7 @@ mod tests {
             log_level: 2,
             hw_breakpoints: true,
             host: "w1".into(),
+            cgroup_yard: None,
         };
         assert_eq!(fault(&criu), None, "CRIU's own default");
         assert_eq!(

@@ -30,6 +30,8 @@ pub(crate) struct RestoreRequest<'a> {
     pub root: Option<&'a str>,
     /// `external` (37): `mnt[KEY]:PATH` for each bind mount of that view.
     pub external: &'a [String],
+    /// `cgroup_yard` (60): the directory where the cgroup hierarchies are (see `cgroup::yard`).
+    pub cgroup_yard: Option<&'a str>,
 }
 
 /// What a `criu_resp` says about a restore.
@@ -66,6 +68,9 @@ impl RestoreRequest<'_> {
         }
         for external in self.external {
             put_bytes(&mut opts, 37, external.as_bytes());
+        }
+        if let Some(yard) = self.cgroup_yard {
+            put_bytes(&mut opts, 60, yard.as_bytes());
         }
         put_bytes(&mut opts, 68, self.images_dir.as_bytes());
         let mut req = Vec::with_capacity(opts.len() + 8);
@@ -124,6 +129,7 @@ mod tests {
             join_netns: None,
             root: None,
             external: &[],
+            cgroup_yard: None,
         }
         .encode();
         // Checked against `protoc --decode=criu_req rpc.proto` (CRIU 4.2.1).
@@ -152,6 +158,7 @@ mod tests {
             join_netns: Some("/n"),
             root: None,
             external: &[],
+            cgroup_yard: None,
         }
         .encode();
         // join_ns (39, length-delimited: key 0xba 0x02) { ns "net", ns_file "/n" }.
@@ -162,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_request_may_give_a_root_and_external_mounts() {
+    fn a_restore_request_may_give_a_root_external_mounts_and_a_cgroup_yard() {
         let external = ["mnt[usr]:/usr".to_string()];
         let req = RestoreRequest {
             images_dir: "/i",
@@ -173,6 +180,7 @@ mod tests {
             join_netns: None,
             root: Some("/v"),
             external: &external,
+            cgroup_yard: Some("/y"),
         }
         .encode();
         // root (13: key 0x6a) "/v"; external (37: key 0xaa 0x02) "mnt[usr]:/usr".
@@ -181,6 +189,9 @@ mod tests {
         let mut ext = vec![0xaa, 0x02, 13];
         ext.extend_from_slice(b"mnt[usr]:/usr");
         assert!(req.windows(ext.len()).any(|w| w == ext), "{req:x?}");
+        // cgroup_yard (60: key 0xe2 0x03) "/y".
+        let yard: &[u8] = &[0xe2, 0x03, 0x02, b'/', b'y'];
+        assert!(req.windows(yard.len()).any(|w| w == yard), "{req:x?}");
     }
 
     #[test]

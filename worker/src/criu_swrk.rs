@@ -161,6 +161,7 @@ impl CriuSpares {
         let (images, dir) = (images.to_path_buf(), work.to_path_buf());
         let netns = netns.map(Path::to_path_buf);
         let log_level = self.criu.log_level();
+        let yard = self.criu.cgroup_yard().map(Path::to_path_buf);
         let Spare { mut child, socket } = spare;
         let answered = tokio::task::spawn_blocking(move || {
             ask_to_restore(
@@ -170,6 +171,7 @@ impl CriuSpares {
                 netns.as_deref(),
                 view.as_ref(),
                 log_level,
+                yard.as_deref(),
             )
         })
         .await
@@ -211,6 +213,7 @@ fn ask_to_restore(
     netns: Option<&Path>,
     view: Option<&View>,
     log_level: u8,
+    cgroup_yard: Option<&Path>,
 ) -> std::io::Result<RestoreResponse> {
     let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let images = images
@@ -240,6 +243,12 @@ fn ask_to_restore(
             .transpose()?,
         root,
         external: &external,
+        cgroup_yard: cgroup_yard
+            .map(|p| {
+                p.to_str()
+                    .ok_or_else(|| bad(format!("cgroup yard {p:?} is not UTF-8")))
+            })
+            .transpose()?,
     }
     .encode();
     nix::sys::socket::send(socket.as_raw_fd(), &request, MsgFlags::empty())?;

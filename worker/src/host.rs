@@ -77,6 +77,18 @@ impl Worker {
         let secrets = config.secrets(store.config());
         let tenants = TenantTable::load(&config, &secrets)?;
         let host_netns = HostNetns::current().map_err(|e| Error::io("/proc/self/ns/net", e))?;
+        let cgroups = crate::cgroup::Cgroups::detect(&config.cgroup_key());
+        let yard = cgroups.unavailable().is_none().then(|| {
+            crate::cgroup::prepare_restores(
+                &config.mounts_dir.join(".cgroup-yard"),
+                &config.mounts_dir.join(".cgroup2"),
+                config.favor_cgroup_moves,
+            )
+        });
+        let criu = match yard.flatten() {
+            Some(yard) => criu.with_cgroup_yard(yard),
+            None => criu,
+        };
         Ok(Worker {
             host_netns,
             spare_listeners: Mutex::new(Default::default()),
@@ -86,7 +98,7 @@ impl Worker {
             secrets,
             swap_slots: tokio::sync::Semaphore::new(config.max_concurrent_swaps.max(1)),
             swap_ins_waiting: std::sync::atomic::AtomicUsize::new(0),
-            cgroups: crate::cgroup::Cgroups::detect(&config.cgroup_key()),
+            cgroups,
             criu_spares: config
                 .warm_criu
                 .then(|| CriuSpares::start(&criu, config.max_concurrent_swaps.max(1))),

@@ -405,8 +405,9 @@ fn at(path: &Path, e: std::io::Error) -> std::io::Error {
 /// measured here, 8 ms for a write to `cgroup.procs` after a pause, 0.1 ms within 20 ms of
 /// another; CRIU's move, 8 ms of the counter's 22-27 ms restore. Started just before the
 /// restore, this waits out that grace period beside CRIU's start instead of inside it. Blocking
-/// (the wait); a failure only loses the head start. Nothing on a cgroup v2 host mounted with
-/// `favordynmods`, where moves never wait.
+/// (the wait); a failure only loses the head start. Nothing once `favordynmods` is on (the
+/// worker turns it on at start: `fast_moves`), where moves never wait: this is for kernels
+/// without it.
 pub(crate) fn ready_for_a_move(own_procs: &Path) {
     if let Err(e) = std::fs::write(own_procs, std::process::id().to_string()) {
         tracing::debug!(file = %own_procs.display(), error = %e, "no head start for the next cgroup move");

@@ -35,7 +35,7 @@ pub(crate) fn from_mountinfo(
     let mut v2_without = Vec::new();
     for mount in mountinfo.lines().filter_map(CgroupMount::parse) {
         match mount {
-            CgroupMount::V2(root) => {
+            CgroupMount::V2 { at: root, .. } => {
                 let controllers = v2_controllers(&root);
                 let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
                 if has("memory") && has("cpu") {
@@ -70,8 +70,11 @@ pub(crate) fn from_mountinfo(
 }
 
 /// A cgroup mount of mountinfo.
-enum CgroupMount {
-    V2(PathBuf),
+pub(super) enum CgroupMount {
+    /// The unified hierarchy, with its options (`rw,nsdelegate,...`).
+    V2 { at: PathBuf, options: String },
+    /// A v1 hierarchy, with its options, which name its controllers (`rw,cpu,cpuacct`,
+    /// `rw,name=systemd`).
     V1 {
         at: PathBuf,
         controllers: Vec<String>,
@@ -79,6 +82,11 @@ enum CgroupMount {
 }
 
 impl CgroupMount {
+    /// Every cgroup mount of `mountinfo` (the text of `/proc/self/mountinfo`), in its order.
+    pub(super) fn all(mountinfo: &str) -> impl Iterator<Item = CgroupMount> + '_ {
+        mountinfo.lines().filter_map(CgroupMount::parse)
+    }
+
     /// One line of mountinfo: `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - FSTYPE SOURCE
     /// SUPEROPTS`; `None` unless it mounts a cgroup hierarchy.
     fn parse(line: &str) -> Option<CgroupMount> {
@@ -88,7 +96,10 @@ impl CgroupMount {
         let fstype = after.next()?;
         let superopts = after.nth(1).unwrap_or("");
         match fstype {
-            "cgroup2" => Some(CgroupMount::V2(at)),
+            "cgroup2" => Some(CgroupMount::V2 {
+                at,
+                options: superopts.to_string(),
+            }),
             "cgroup" => Some(CgroupMount::V1 {
                 at,
                 controllers: superopts.split(',').map(str::to_string).collect(),

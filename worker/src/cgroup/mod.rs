@@ -33,10 +33,16 @@
 //! costs no cgroup. Before a restore it is made again with the tenant's limits, and CRIU (its
 //! default `--manage-cgroups=soft`) puts the restored tree back into the cgroup it was dumped
 //! from, which already exists, so CRIU leaves its settings alone.
+//!
+//! **Restores.** CRIU finds the hierarchies in a yard of links the worker makes at start
+//! ([`yard`]) instead of mounting them for each restore, and its move of the restored tree
+//! waits for no RCU grace period once `favordynmods` is on ([`fast_moves`]).
 
+mod fast_moves;
 mod groups;
 mod hierarchy;
 mod limits;
+mod yard;
 
 pub(crate) use groups::{join_before_exec, ready_for_a_move, Cgroups, TenantCgroup};
 pub(crate) use hierarchy::Hierarchy;
@@ -44,3 +50,42 @@ pub(crate) use limits::shares_of_weight;
 pub use limits::{
     parse_memory_size, Limits, CPU_WEIGHT_DEFAULT, CPU_WEIGHT_MAX, CPU_WEIGHT_MIN, MEMORY_LIMIT_MIN,
 };
+
+/// Readies the machine for this worker's restores, once at its start: the yard `dir` of links to
+/// the cgroup hierarchies that CRIU is given (its path; `None` if it cannot be made, and CRIU
+/// then mounts the hierarchies itself), and with `favor_moves`, moves without a wait
+/// (`favordynmods`, mounting cgroup2 on `scratch` for a moment). Both logged.
+pub(crate) fn prepare_restores(
+    dir: &std::path::Path,
+    scratch: &std::path::Path,
+    favor_moves: bool,
+) -> Option<std::path::PathBuf> {
+    use tracing::{info, warn};
+    if favor_moves {
+        match fast_moves::favor_dynamic_moves(scratch) {
+            fast_moves::FastMoves::AlreadyOn => {
+                info!("cgroup moves wait for nothing (favordynmods)")
+            }
+            fast_moves::FastMoves::TurnedOn => info!(
+                "cgroup moves wait for nothing: favordynmods turned on for the machine \
+                 ([worker] favor_cgroup_moves)"
+            ),
+            fast_moves::FastMoves::Unavailable(why) => warn!(
+                why,
+                "each cgroup move after a quiet spell waits ~10 ms (an RCU grace period)"
+            ),
+        }
+    }
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let links = yard::links(&read("/proc/self/cgroup"), &read("/proc/self/mountinfo"));
+    match yard::make(dir, &links) {
+        Ok(()) => {
+            info!(yard = %dir.display(), hierarchies = links.len(), "CRIU's cgroup yard made");
+            Some(dir.to_path_buf())
+        }
+        Err(e) => {
+            warn!(yard = %dir.display(), error = %e, "no cgroup yard: CRIU mounts the hierarchies for each restore");
+            None
+        }
+    }
+}
