@@ -11,14 +11,20 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::page::PageId;
 use crate::store::PageStore;
 
-/// Pages handed to one `read_pages` call (bounds the memory a prefetch holds at once).
+/// Pages handed to one `read_pages` call (with [`BATCHES_IN_FLIGHT`], bounds the memory a
+/// prefetch holds at once: 128 MiB of decoded pages).
 const PREFETCH_BATCH: usize = 4096;
+/// Batches read at once: each is at least one cold round trip, and one after the other they
+/// made the rest of a redis image (28k pages, 2.3 MB stored) take nine round trips in a row,
+/// 450 ms behind its wake-up, through which a fault on a page of a later batch waited.
+const BATCHES_IN_FLIGHT: usize = 8;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PrefetchReport {
@@ -117,8 +123,17 @@ impl PageStore {
             });
         }
         let (pages0, gets0, bytes0) = self.cold_traffic();
-        for batch in missing.chunks(PREFETCH_BATCH) {
-            self.read_pages(batch).await?;
+        let mut batches = missing.chunks(PREFETCH_BATCH);
+        let mut reading = FuturesUnordered::new();
+        loop {
+            while reading.len() < BATCHES_IN_FLIGHT {
+                let Some(batch) = batches.next() else { break };
+                reading.push(self.read_pages(batch));
+            }
+            match reading.next().await {
+                Some(read) => drop(read?),
+                None => break,
+            }
         }
         let (pages1, gets1, bytes1) = self.cold_traffic();
         Ok(PrefetchReport {
