@@ -123,6 +123,8 @@ impl PageStore {
             });
         }
         let (pages0, gets0, bytes0) = self.cold_traffic();
+        // A loop rather than `buffer_unordered` over a closure: the borrowing closure made the
+        // swap-in futures that await this one lose `Send`.
         let mut batches = missing.chunks(PREFETCH_BATCH);
         let mut reading = FuturesUnordered::new();
         loop {

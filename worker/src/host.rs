@@ -77,15 +77,13 @@ impl Worker {
         let secrets = config.secrets(store.config());
         let tenants = TenantTable::load(&config, &secrets)?;
         let host_netns = HostNetns::current().map_err(|e| Error::io("/proc/self/ns/net", e))?;
-        let cgroups = crate::cgroup::Cgroups::detect(&config.cgroup_key());
-        let yard = cgroups.unavailable().is_none().then(|| {
-            crate::cgroup::prepare_restores(
-                &config.mounts_dir.join(".cgroup-yard"),
-                &config.mounts_dir.join(".cgroup2"),
-                config.favor_cgroup_moves,
-            )
-        });
-        let criu = match yard.flatten() {
+        let mut cgroups = crate::cgroup::Cgroups::detect(&config.cgroup_key());
+        let yard = cgroups.prepare_restores(
+            &config.mounts_dir.join(".cgroup-yard"),
+            &config.mounts_dir.join(".cgroup2"),
+            config.favor_cgroup_moves,
+        );
+        let criu = match yard {
             Some(yard) => criu.with_cgroup_yard(yard),
             None => criu,
         };

@@ -79,9 +79,15 @@ impl Cgroups {
     }
 
     /// The `cgroup.procs` of the cgroup the worker is in, for [`ready_for_a_move`]; `None`
-    /// without a hierarchy.
+    /// without a hierarchy, or once moves never wait.
     pub(crate) fn own_procs(&self) -> Option<&Path> {
         self.own_procs.as_deref()
+    }
+
+    /// Moves into a cgroup wait for nothing (`favordynmods` is on): no restore needs
+    /// [`ready_for_a_move`]'s head start.
+    pub(super) fn moves_never_wait(&mut self) {
+        self.own_procs = None;
     }
 
     /// Tenant `name`'s cgroup; `None` without a hierarchy.
@@ -405,9 +411,8 @@ fn at(path: &Path, e: std::io::Error) -> std::io::Error {
 /// measured here, 8 ms for a write to `cgroup.procs` after a pause, 0.1 ms within 20 ms of
 /// another; CRIU's move, 8 ms of the counter's 22-27 ms restore. Started just before the
 /// restore, this waits out that grace period beside CRIU's start instead of inside it. Blocking
-/// (the wait); a failure only loses the head start. Nothing once `favordynmods` is on (the
-/// worker turns it on at start: `fast_moves`), where moves never wait: this is for kernels
-/// without it.
+/// (the wait); a failure only loses the head start. Not used once the worker has turned
+/// `favordynmods` on (`fast_moves`), when moves never wait: this is for kernels without it.
 pub(crate) fn ready_for_a_move(own_procs: &Path) {
     if let Err(e) = std::fs::write(own_procs, std::process::id().to_string()) {
         tracing::debug!(file = %own_procs.display(), error = %e, "no head start for the next cgroup move");

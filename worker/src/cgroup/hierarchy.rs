@@ -33,7 +33,7 @@ pub(crate) fn from_mountinfo(
     let mut v1_memory = None;
     let mut v1_cpu = None;
     let mut v2_without = Vec::new();
-    for mount in mountinfo.lines().filter_map(CgroupMount::parse) {
+    for mount in CgroupMount::all(mountinfo) {
         match mount {
             CgroupMount::V2 { at: root, .. } => {
                 let controllers = v2_controllers(&root);

@@ -51,41 +51,53 @@ pub use limits::{
     parse_memory_size, Limits, CPU_WEIGHT_DEFAULT, CPU_WEIGHT_MAX, CPU_WEIGHT_MIN, MEMORY_LIMIT_MIN,
 };
 
-/// Readies the machine for this worker's restores, once at its start: the yard `dir` of links to
-/// the cgroup hierarchies that CRIU is given (its path; `None` if it cannot be made, and CRIU
-/// then mounts the hierarchies itself), and with `favor_moves`, moves without a wait
-/// (`favordynmods`, mounting cgroup2 on `scratch` for a moment). Both logged.
-pub(crate) fn prepare_restores(
-    dir: &std::path::Path,
-    scratch: &std::path::Path,
-    favor_moves: bool,
-) -> Option<std::path::PathBuf> {
-    use tracing::{info, warn};
-    if favor_moves {
-        match fast_moves::favor_dynamic_moves(scratch) {
-            fast_moves::FastMoves::AlreadyOn => {
-                info!("cgroup moves wait for nothing (favordynmods)")
+impl Cgroups {
+    /// Readies the machine for this worker's restores, once at its start (`None` without a
+    /// hierarchy): the yard `dir` of links to the cgroup hierarchies that CRIU is given (its
+    /// path; `None` if it cannot be made, and CRIU then mounts the hierarchies itself), and with
+    /// `favor_moves`, moves without a wait (`favordynmods`, mounting cgroup2 on `scratch` for a
+    /// moment), after which no restore needs [`ready_for_a_move`]'s head start. Both logged.
+    pub(crate) fn prepare_restores(
+        &mut self,
+        dir: &std::path::Path,
+        scratch: &std::path::Path,
+        favor_moves: bool,
+    ) -> Option<std::path::PathBuf> {
+        use fast_moves::FastMoves;
+        use tracing::{info, warn};
+        if self.unavailable().is_some() {
+            return None;
+        }
+        if favor_moves {
+            match fast_moves::favor_dynamic_moves(scratch) {
+                FastMoves::AlreadyOn => {
+                    info!("cgroup moves wait for nothing (favordynmods)");
+                    self.moves_never_wait();
+                }
+                FastMoves::TurnedOn => {
+                    info!(
+                        "cgroup moves wait for nothing: favordynmods turned on for the machine \
+                         ([worker] favor_cgroup_moves)"
+                    );
+                    self.moves_never_wait();
+                }
+                FastMoves::Unavailable(why) => warn!(
+                    why,
+                    "each cgroup move after a quiet spell waits ~10 ms (an RCU grace period)"
+                ),
             }
-            fast_moves::FastMoves::TurnedOn => info!(
-                "cgroup moves wait for nothing: favordynmods turned on for the machine \
-                 ([worker] favor_cgroup_moves)"
-            ),
-            fast_moves::FastMoves::Unavailable(why) => warn!(
-                why,
-                "each cgroup move after a quiet spell waits ~10 ms (an RCU grace period)"
-            ),
         }
-    }
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let links = yard::links(&read("/proc/self/cgroup"), &read("/proc/self/mountinfo"));
-    match yard::make(dir, &links) {
-        Ok(()) => {
-            info!(yard = %dir.display(), hierarchies = links.len(), "CRIU's cgroup yard made");
-            Some(dir.to_path_buf())
-        }
-        Err(e) => {
-            warn!(yard = %dir.display(), error = %e, "no cgroup yard: CRIU mounts the hierarchies for each restore");
-            None
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let links = yard::links(&read("/proc/self/cgroup"), &read("/proc/self/mountinfo"));
+        match yard::make(dir, &links) {
+            Ok(()) => {
+                info!(yard = %dir.display(), hierarchies = links.len(), "CRIU's cgroup yard made");
+                Some(dir.to_path_buf())
+            }
+            Err(e) => {
+                warn!(yard = %dir.display(), error = %e, "no cgroup yard: CRIU mounts the hierarchies for each restore");
+                None
+            }
         }
     }
 }

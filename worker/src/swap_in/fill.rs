@@ -12,8 +12,9 @@
 //! tier's bandwidth and the CPU from it: the rest then waits for the tenant's first answer to a
 //! client, for the learning window's close when no client waits, or for [`SET_MISSES`] faults
 //! the set did not foresee, each a cold round trip of its own, whichever comes first; unless
-//! the rest is small ([`HOLD_ABOVE_BYTES`], [`HOLD_ABOVE_PAGES`]), when it costs less than one such miss (and with
-//! the tenant's own set, is fetched alongside the restore set: [`FillPlan::all_at_once`]). A set
+//! the rest is small ([`HOLD_ABOVE_BYTES`], [`HOLD_ABOVE_PAGES`]), when it costs less than one
+//! such miss (and with the tenant's own set, is fetched alongside the restore set:
+//! [`FillPlan::all_at_once`]). A set
 //! borrowed from a tenant whose mappings lie elsewhere (ASLR) is a guess: the mappings it touches
 //! are fetched at once, alongside the restore set, and only the others wait. Without a set the
 //! fill goes on at once: every page the tenant touches would otherwise be a fault and a cold
