@@ -117,6 +117,16 @@ pub fn host_cpu_busy_s() -> Result<f64> {
     Ok(busy as f64 / clock_ticks())
 }
 
+/// The host's cores, as `/proc/stat` counts them (one `cpuN` line each).
+pub fn cores() -> f64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let n = text
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    n.max(1) as f64
+}
+
 /// CPU counters at one moment.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuMark {

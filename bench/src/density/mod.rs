@@ -11,7 +11,9 @@
 //!    the store has settled, less the same figure before the worker started, divided by N.
 //! 2. **burst**: wake-ups by real requests at open-loop Poisson rates ([`load`]), each to a
 //!    random sleeping tenant; the phase is shorter than the idle timeout, so nothing woken in
-//!    it sleeps again meanwhile. First-answer latency (connect to first byte) per rate.
+//!    it sleeps again meanwhile. First-answer latency (connect to first byte) per rate, and the
+//!    host's busy CPU over the phase (per wake-up, and as a share of its cores): a burst's tail
+//!    is how busy the cores are while wake-ups overlap.
 //! 3. **sustained**: the same at other rates, where each woken tenant goes back to sleep on its
 //!    own; CPU per wake/sleep cycle from the start of the phase until every tenant woken in it
 //!    sleeps again, and the highest rate held with p95 under [`GOAL_SUSTAINED_P95_MS`].
@@ -191,6 +193,14 @@ pub struct Phase {
     pub cpu_s_per_cycle: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_cpu_s_per_cycle: Option<f64>,
+    /// Burst: busy CPU seconds of the whole host over the phase per wake-up, and the share of
+    /// its cores they kept busy. The worker's own figure misses most of a burst: what CRIU does
+    /// inside a restored tree (its memory allocated and copied in) is charged to the tenant,
+    /// which is still running at the phase's end, not reaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_cpu_s_per_wake: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_busy_share: Option<f64>,
     /// Sustained: p95 under the goal, every answer right, and drained within the limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<bool>,
@@ -426,14 +436,19 @@ async fn phases(
         }
         sampler.phase(&label);
         let before = host::scrape(socket).unwrap_or_default();
+        let (cpu0, started) = (CpuMark::now(worker_pid)?, Instant::now());
         let samples = load::wake_phase(pop, rate, opts.burst, &mut rng, &label).await?;
+        let busy_s = CpuMark::now(worker_pid)?.host_s - cpu0.host_s;
         let after = host::scrape(socket).unwrap_or_default();
         let mut phase = summarize(rate, opts.burst, samples, &before, &after);
+        phase.host_cpu_s_per_wake = Some(busy_s / phase.swap_ins.max(1.0));
+        phase.host_busy_share = Some(busy_s / (started.elapsed().as_secs_f64() * host::cores()));
         phase.peak = sampler.peaks().remove(&label).unwrap_or_default();
         info!(
             rate,
             p95_ms = phase.latency.p95_ms,
             wakes = phase.wakes,
+            host_busy_share = phase.host_busy_share,
             "burst phase done"
         );
         report.burst.push(phase);

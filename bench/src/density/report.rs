@@ -183,6 +183,23 @@ pub fn table(r: &Report) -> String {
     );
     phase_rows(&mut s, "burst", &r.burst);
     phase_rows(&mut s, "sustained", &r.sustained);
+    if r.burst.iter().any(|p| p.host_busy_share.is_some()) {
+        s.push_str(
+            "\n### Bursts: the host's CPU\n\n\
+             | rate/s | swap-ins | host busy (all cores) | host CPU-s per wake-up | p95 ms |\n\
+             | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for p in &r.burst {
+            s.push_str(&format!(
+                "| {:.0} | {:.0} | {:.0}% | {:.3} | {:.1} |\n",
+                p.rate_per_s,
+                p.swap_ins,
+                100.0 * p.host_busy_share.unwrap_or(0.0),
+                p.host_cpu_s_per_wake.unwrap_or(0.0),
+                p.latency.p95_ms,
+            ));
+        }
+    }
     if !r.sustained.is_empty() {
         s.push_str(
             "\n### Sustained: CPU per wake/sleep cycle\n\n\
@@ -338,7 +355,9 @@ pub fn write(r: &Report, out: &Path) -> Result<()> {
            wakes`, the next count; nginx: its token). Latency: connect to the first byte of \
            the answer, at the client. A request that found no tenant asleep goes to a running \
            one and is counted apart (\"found running\"). **Burst** phases last less than the \
-           idle timeout, so nothing woken sleeps again meanwhile; **sustained** phases are \
+           idle timeout, so nothing woken sleeps again meanwhile; their CPU is the whole \
+           host's busy time over the phase (`/proc/stat`), per swap-in and as a share of all \
+           cores; **sustained** phases are \
            followed until every woken tenant has slept again, and their CPU per wake/sleep \
            cycle is the CPU of the worker and of all it reaped (CRIU, its lazy-pages daemons \
            and the tenants, swapped out: `utime + stime + cutime + cstime` of \
@@ -371,4 +390,30 @@ pub fn write(r: &Report, out: &Path) -> Result<()> {
             .unwrap_or_default(),
     );
     provenance::write(out, "README.md", &readme)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_with_its_host_cpu_gets_a_row_of_it_and_one_without_gets_none() {
+        let burst = Phase {
+            rate_per_s: 20.0,
+            swap_ins: 289.0,
+            host_cpu_s_per_wake: Some(0.061),
+            host_busy_share: Some(0.612),
+            ..Phase::default()
+        };
+        let mut r = Report {
+            burst: vec![burst],
+            ..Report::default()
+        };
+        let t = table(&r);
+        assert!(t.contains("### Bursts: the host's CPU"), "{t}");
+        assert!(t.contains("| 20 | 289 | 61% | 0.061 |"), "{t}");
+        // An earlier run's results (`--rewrite-from`) have no such figure.
+        r.burst[0].host_busy_share = None;
+        assert!(!table(&r).contains("the host's CPU"));
+    }
 }
