@@ -203,6 +203,7 @@ impl PageStore {
             self.cold().delete(&c.object_key()).await?;
         }
         self.drop_locality(tenant, |_| true).await;
+        self.drop_whole_image(tenant);
         info!(tenant, checkpoints = mine.len(), "tenant forgotten");
         Ok(mine)
     }

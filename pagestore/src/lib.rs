@@ -50,6 +50,7 @@ pub mod tally;
 pub mod tier;
 pub mod usage;
 pub mod verify;
+pub mod whole_image;
 
 pub use config::StoreConfig;
 pub use error::{Error, Result};

@@ -129,18 +129,10 @@ impl PageStore {
         for file in &manifest.files {
             let path = dir.join(&file.name);
             let io = |e| Error::io(&path, e);
-            let mut out = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(matches!(file.content, FileContent::Inline(_)))
-                .mode(file.mode & 0o7777)
-                .open(&path)
-                .map_err(io)?;
+            let (mut out, reused) = open_image_file(&path, file).map_err(io)?;
             match &file.content {
-                FileContent::Inline(data) => out.write_all(data).map_err(io)?,
+                FileContent::Inline(_) => {}
                 FileContent::Paged(pages) => {
-                    let reused = out.metadata().map_err(io)?.len() > 0;
-                    out.set_len(file.size).map_err(io)?;
                     for (w, window) in pages.chunks(READ_WINDOW).enumerate() {
                         if !self.read_local_into_memory(window) {
                             return Ok(false);
@@ -291,9 +283,38 @@ impl PageStore {
     }
 }
 
+/// Opens `file`'s output at `path` to be written over (see
+/// [`PageStore::materialize_resident`]): an inline file written whole, a paged file (sparse)
+/// cut to size, to be filled by the caller; whether it held bytes before (a reused file, whose
+/// zero pages must be punched).
+pub(crate) fn open_image_file(path: &Path, file: &FileEntry) -> std::io::Result<(File, bool)> {
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(matches!(file.content, FileContent::Inline(_)))
+        .mode(file.mode & 0o7777)
+        .open(path)?;
+    match &file.content {
+        FileContent::Inline(data) => {
+            out.write_all(data)?;
+            Ok((out, false))
+        }
+        FileContent::Paged(_) => {
+            let reused = out.metadata()?.len() > 0;
+            out.set_len(file.size)?;
+            Ok((out, reused))
+        }
+    }
+}
+
 /// Makes holes of the zero pages among `ids` (pages `first..` of a file of `size` bytes), one
 /// call per run, where a reused file may still hold an earlier image's bytes.
-fn punch_zero_pages(out: &File, size: u64, first: usize, ids: &[PageId]) -> std::io::Result<()> {
+pub(crate) fn punch_zero_pages(
+    out: &File,
+    size: u64,
+    first: usize,
+    ids: &[PageId],
+) -> std::io::Result<()> {
     let mut i = 0;
     while i < ids.len() {
         if !ids[i].is_zero() {
@@ -324,7 +345,7 @@ fn punch_zero_pages(out: &File, size: u64, first: usize, ids: &[PageId]) -> std:
 
 /// Writes the non-zero pages among `ids` (pages `first..` of a file of `size` bytes), whose bytes
 /// are `pages` in order, each run of adjacent ones in one vectored write; zero pages stay holes.
-fn write_pages(
+pub(crate) fn write_pages(
     out: &mut File,
     size: u64,
     first: usize,

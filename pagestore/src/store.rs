@@ -38,6 +38,8 @@ pub struct PageStore {
     pub(crate) doomed_sets:
         std::sync::Mutex<std::collections::HashMap<String, Arc<crate::page::PageSet>>>,
     pub(crate) config: StoreConfig,
+    /// Kept whole images being written behind swap-outs ([`crate::whole_image`]).
+    pub(crate) whole_images_writing: Arc<crate::whole_image::Writing>,
 }
 
 impl PageStore {
@@ -75,9 +77,11 @@ impl PageStore {
             background_recompress: Default::default(),
             known_dense_packs: Default::default(),
             doomed_sets: Default::default(),
+            whole_images_writing: Default::default(),
             config: config.clone(),
         };
         store.refresh_catalog().await?;
+        store.drop_unfinished_whole_images();
         info!(cold = %store.cold().describe(), pages = store.catalog().len(), "page store open");
         Ok(store)
     }
@@ -367,6 +371,7 @@ impl PageStore {
         if let Some(f) = self.read_path.filler() {
             f.wait_idle();
         }
+        self.drop_whole_images();
         match self.local() {
             Some(l) => l.clear(),
             None => Ok(()),

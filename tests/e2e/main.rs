@@ -747,14 +747,15 @@ fn a_small_local_checkpoint_is_restored_whole() {
 }
 
 /// A whole restore writes the image out of this worker's tiers into its staging tmpfs: pages
-/// only in the local tier (the memory tier emptied) are read back from it, every page checked.
-/// The staging tmpfs is the only thing left mounted, bounded to the largest image it takes
-/// (`whole_restore_dense_below_mib`, and a little room), and the worker unmounts it when it
-/// stops.
+/// only in the local tier (the memory tier emptied, no kept image) are read back from it, every
+/// page checked. The staging tmpfs is the only thing left mounted, bounded to the largest image
+/// it takes (`whole_restore_dense_below_mib`, and a little room), and the worker unmounts it
+/// when it stops.
 #[test]
 fn a_whole_restore_writes_its_image_from_the_local_tier_and_holds_only_the_staging_tmpfs() {
     let _serial = testkit::criu_lock();
     let p = pico();
+    p.write_config("[worker]\nkeep_whole_images = false\n");
     let mut worker = p.start_worker();
     let port = add_counter(&p, "w");
     assert_eq!(http_get(port, "/inc").unwrap(), "1");
@@ -806,6 +807,63 @@ fn a_whole_restore_writes_its_image_from_the_local_tier_and_holds_only_the_stagi
     p.ok(&["tenant", "rm", "w"]);
     worker.stop();
     assert!(ours().is_empty(), "left mounted: {:?}", ours());
+}
+
+/// A small checkpoint is also kept whole on the local disk (`pagestore::whole_image`): once the
+/// memory tier has dropped its pages, its whole restore reads that one file and looks up no page
+/// in the local tier. A kept image that fails its checks is deleted and the restore reads the
+/// local tier instead, the tenant none the worse.
+#[test]
+fn a_whole_restore_reads_the_kept_image_and_the_local_tier_when_it_is_damaged() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let port = add_counter(&p, "k");
+    let kept = p.home().join("local-whole/k.img");
+    let local_hits = || {
+        p.json(&["store", "counters"])["local_hits"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut count = 0;
+    for damaged in [false, true] {
+        count += 1;
+        assert_eq!(http_get(port, "/inc").unwrap(), count.to_string());
+        let inode = || {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&kept).ok().map(|m| m.ino())
+        };
+        let before = inode();
+        p.ok(&["tenant", "swap-out", "k"]);
+        // Written behind the swap-out, a new file renamed over the last.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while inode().is_none() || inode() == before {
+            assert!(std::time::Instant::now() < deadline, "no image kept");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if damaged {
+            let mut bytes = std::fs::read(&kept).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0xff;
+            std::fs::write(&kept, bytes).unwrap();
+        }
+        p.ok(&["store", "evict", "--tier", "hot"]);
+        let hits = local_hits();
+        let whole = p.json(&["tenant", "swap-in", "k"]);
+        assert_eq!(whole["whole"], true, "{whole}");
+        let read_locally = local_hits() - hits;
+        if damaged {
+            assert!(
+                read_locally > 100,
+                "read from the local tier: {read_locally}"
+            );
+            assert!(!kept.exists(), "the damaged image is deleted");
+        } else {
+            assert_eq!(read_locally, 0, "no page looked up in the local tier");
+        }
+        count += 1;
+        assert_eq!(http_get(port, "/inc").unwrap(), count.to_string());
+    }
 }
 
 /// `pico --json bench ARGS...` run from the repository (for its deploy/apps), which must

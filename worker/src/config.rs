@@ -59,6 +59,11 @@ pub struct WorkerConfig {
     /// this size for it.
     #[serde(default = "default_whole_restore_below_mib")]
     pub whole_restore_below_mib: u64,
+    /// Each swap-out of a checkpoint small enough to be restored whole also keeps its pages in
+    /// one file on the local disk (`pagestore::whole_image`), which its next whole restore reads
+    /// instead of looking each page up in the local tier.
+    #[serde(default = "default_keep_whole_images")]
+    pub keep_whole_images: bool,
     /// A larger checkpoint, all of whose pages are on this worker, is restored whole too when
     /// its tenant's working set (its ActiveSet's, or the one it borrowed) covers at least this
     /// share of its non-zero pages (0: never): faulting that many pages in one at a time costs
@@ -214,6 +219,10 @@ fn default_favor_cgroup_moves() -> bool {
     true
 }
 
+fn default_keep_whole_images() -> bool {
+    true
+}
+
 fn default_locality_pack() -> bool {
     true
 }
@@ -300,6 +309,7 @@ impl WorkerConfig {
             locality_pack: default_locality_pack(),
             activeset_install: ActiveSetInstall::default(),
             whole_restore_below_mib: default_whole_restore_below_mib(),
+            keep_whole_images: default_keep_whole_images(),
             whole_restore_dense_share: default_whole_restore_dense_share(),
             whole_restore_dense_below_mib: default_whole_restore_dense_below_mib(),
             warm_criu: true,

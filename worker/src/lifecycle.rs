@@ -453,6 +453,8 @@ impl Worker {
         if let Err(e) = std::fs::remove_dir_all(&slot.dirs.root) {
             error!(error = %e, "could not remove the tenant's directory");
         }
+        // Its kept image is this worker's alone (a tenant moved away wakes elsewhere).
+        self.store.drop_whole_image(&slot.name);
         self.tenants.remove(&slot.name);
         if let Some(first) = rt.info.user_namespace {
             self.tenants.user_ids.give_back(first);

@@ -16,10 +16,15 @@
 //! the image), and so does any checkpoint with pages in the cold tier, which the lazy path
 //! fetches in bulk ahead of the restore and behind it.
 //!
+//! **Where from**: the memory tier when it holds the whole image, else the tenant's kept image
+//! (`pagestore::whole_image`: a small checkpoint's pages in one file, written behind its
+//! swap-out), else the memory and local tiers page by page.
+//!
 //! **Integrity**: the pages written are those of the memory tier (checked against their ids
-//! when they entered it) and of the local tier (checked as they are read; a corrupt one is a
-//! miss, and the checkpoint then goes the lazy way, where the cold tier serves it or the
-//! restore fails naming the page).
+//! when they entered it), of the kept image and of the local tier (checked as they are read; a
+//! kept image that fails is deleted and the tiers are read, a corrupt local page is a miss, and
+//! the checkpoint then goes the lazy way, where the cold tier serves it or the restore fails
+//! naming the page).
 //!
 //! **The ActiveSet** learns nothing from a whole restore (no page faults reach the pager) and
 //! is left as it is: it is what the next lazy restore, from the cold tier, will use, and the
@@ -285,10 +290,11 @@ impl Worker {
         missing
     }
 
-    /// Writes the image of `manifest` into `dir` from the memory and local tiers (see
-    /// `PageStore::materialize_resident`), readable by everyone when the tenant has a user
-    /// namespace: CRIU's restored tasks open some images themselves, some before their ids are
-    /// mapped (the mounts directory is root's alone).
+    /// Writes the image of `manifest` into `dir` from the memory tier, the tenant's kept image
+    /// or the local tier (see `PageStore::materialize_resident`, `pagestore::whole_image`),
+    /// readable by everyone when the tenant has a user namespace: CRIU's restored tasks open
+    /// some images themselves, some before their ids are mapped (the mounts directory is root's
+    /// alone).
     async fn write_image(
         &self,
         manifest: &Manifest,
@@ -298,8 +304,14 @@ impl Worker {
         let store = self.store.clone();
         let (manifest, dir) = (manifest.clone(), dir.to_path_buf());
         let shared = slot.user_namespace.is_some();
+        let kept = self.config.keep_whole_images;
         tokio::task::spawn_blocking(move || {
-            let complete = store.materialize_resident(&manifest, &dir)?;
+            // Out of memory when it is all there; else from the tenant's kept image, one file
+            // read instead of a local-tier lookup per page; else the tiers, page by page.
+            let complete = (kept
+                && !store.in_memory(&manifest)
+                && store.materialize_whole_image(&manifest, &dir)?)
+                || store.materialize_resident(&manifest, &dir)?;
             if complete && shared {
                 readable_by_all(&dir).map_err(|e| Error::io(&dir, e))?;
             }

@@ -1,0 +1,460 @@
+//! A small checkpoint's pages kept whole on the local disk: one file per tenant holding its
+//! newest checkpoint's non-zero pages, encoded, in the order of its files, so that its next
+//! whole restore reads them in one go.
+//!
+//! **Why.** A whole restore writes the image out of the memory tier or, once that tier has
+//! dropped the pages (unread for `[hot] ttl_ms`: any tenant asleep longer than that), out of the
+//! local tier, one lookup per page: ~4 µs in fjall at 460k pages, ~7 µs a page with its lz4,
+//! BLAKE3 and the memory tier's insert, so ~18 ms of CPU for the Python counter's 2600 pages,
+//! which a burst of wake-ups pays beside the CRIU restores on the same cores
+//! (bench/results/density/burst-41d32d8). From one file, a page costs its lz4 and BLAKE3.
+//!
+//! **A copy, never a dependency.** The file is written after its checkpoint is committed, from
+//! the memory tier (where ingest keeps a small checkpoint) or the local tier; every page is
+//! checked against its id as it is read back; a file that names another checkpoint, is damaged
+//! or is missing is not used (a damaged one is deleted) and the caller reads the tiers as
+//! before. Nothing syncs it to disk: a torn file fails its checks. `forget` deletes it with
+//! its tenant. Its disk use is one small image per tenant (compressed; the tenant's newest
+//! checkpoint only), in a directory beside the local tier's.
+//!
+//! Layout: `PCWHOLE1`, the checkpoint's generation and creation time (u64 LE each), the number
+//! of pages (u32 LE), then for each non-zero page of its paged files, in file and page order
+//! (repeats included): its codec (u8), its length (u32 LE) and its encoded bytes.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use tracing::{debug, warn};
+
+use crate::codec::{self, Codec};
+use crate::error::{Error, Result};
+use crate::manifest::{FileContent, Manifest};
+use crate::page::{PageId, PAGE_SIZE};
+use crate::resident::{open_image_file, punch_zero_pages, write_pages};
+use crate::store::PageStore;
+
+const MAGIC: &[u8; 8] = b"PCWHOLE1";
+const HEADER: usize = MAGIC.len() + 8 + 8 + 4;
+/// Codec byte and length before each page.
+const PAGE_HEADER: usize = 1 + 4;
+/// Pages decoded before each write into the image (64 KiB). The kept file is read through a
+/// buffer of the same size: buffers of a whole image (3.4 MiB for the counter) were allocated
+/// afresh by each restore, in memory this VM's hypervisor may have taken back (~17-20 µs a
+/// page to touch again; bench/results/density/burst-41d32d8).
+const CHUNK: usize = 16;
+/// The most an encoded page takes (lz4's bound for 4 KiB).
+const MAX_ENCODED: usize = PAGE_SIZE + PAGE_SIZE / 255 + 16;
+
+/// Kept images being written behind swap-outs: what is deleted (a tenant forgotten, the local
+/// tier emptied for a cold start) waits for them, so that none comes back after.
+#[derive(Default)]
+pub(crate) struct Writing {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Writing {
+    fn start(self: &Arc<Self>) -> WritingOne {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        WritingOne(Arc::clone(self))
+    }
+
+    fn wait_idle(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count > 0 {
+            count = self.idle.wait(count).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// One kept image being written; done when dropped.
+struct WritingOne(Arc<Writing>);
+
+impl Drop for WritingOne {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock().unwrap_or_else(|p| p.into_inner());
+        *count -= 1;
+        if *count == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+/// The non-zero pages of `manifest`'s paged files, in order.
+fn non_zero_pages(manifest: &Manifest) -> impl Iterator<Item = &PageId> {
+    manifest
+        .files
+        .iter()
+        .flat_map(|f| f.pages())
+        .filter(|id| !id.is_zero())
+}
+
+impl PageStore {
+    /// The directory of kept images: beside the local tier's, when this process holds one.
+    fn whole_images_dir(&self) -> Option<PathBuf> {
+        self.local()?;
+        let local = &self.config().local.path;
+        let name = local.file_name()?.to_string_lossy().into_owned();
+        Some(local.with_file_name(format!("{name}-whole")))
+    }
+
+    fn whole_image_path(&self, tenant: &str) -> Option<PathBuf> {
+        Some(self.whole_images_dir()?.join(format!("{tenant}.img")))
+    }
+
+    /// [`Self::keep_whole_image`] on a blocking thread, behind the caller (a swap-out just
+    /// committed, whose pages ingest left in the memory tier); logged.
+    pub fn keep_whole_image_behind(self: &Arc<Self>, manifest: Arc<Manifest>) {
+        let (store, writing) = (Arc::clone(self), self.whole_images_writing.start());
+        tokio::task::spawn_blocking(move || {
+            let _writing = writing;
+            let started = Instant::now();
+            match store.keep_whole_image(&manifest) {
+                Ok(kept) => debug!(
+                    tenant = %manifest.tenant,
+                    kept,
+                    ms = started.elapsed().as_millis() as u64,
+                    "whole image kept"
+                ),
+                Err(e) => warn!(tenant = %manifest.tenant, error = %e, "whole image not kept"),
+            }
+        });
+    }
+
+    /// Keeps the pages of `manifest` (its tenant's newest checkpoint) in one file of the tenant,
+    /// replacing the one it had (see the module doc); `Ok(false)` with no local tier or when a
+    /// page is in neither the memory nor the local tier (nothing is written then). Blocking.
+    pub fn keep_whole_image(&self, manifest: &Manifest) -> Result<bool> {
+        let Some(path) = self.whole_image_path(&manifest.tenant) else {
+            return Ok(false);
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // A name of this generation's own: two swap-outs of one tenant never write one file.
+        let tmp = path.with_extension(format!("img.{}.tmp", manifest.generation));
+        let written = self
+            .write_whole_image(manifest, &tmp)
+            .map_err(|e| Error::io(&tmp, e));
+        if !matches!(written, Ok(true)) {
+            let _ = std::fs::remove_file(&tmp);
+            return written;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        Ok(true)
+    }
+
+    /// Writes the kept image of `manifest` at `path`; `false` at the first page in neither the
+    /// memory nor the local tier.
+    fn write_whole_image(&self, manifest: &Manifest, path: &Path) -> std::io::Result<bool> {
+        let mut out =
+            std::io::BufWriter::with_capacity(CHUNK * PAGE_SIZE, std::fs::File::create(path)?);
+        out.write_all(MAGIC)?;
+        out.write_all(&manifest.generation.to_le_bytes())?;
+        out.write_all(&manifest.created_ms.to_le_bytes())?;
+        out.write_all(&(non_zero_pages(manifest).count() as u32).to_le_bytes())?;
+        let mut encoded = Vec::with_capacity(MAX_ENCODED);
+        for id in non_zero_pages(manifest) {
+            encoded.clear();
+            let codec = if let Some(page) = self.hot().peek(id) {
+                codec::encode_into(&page, &mut encoded)
+            } else {
+                // Encoded as the local tier holds it: checked when read back.
+                match self.local().map(|l| l.get(id)) {
+                    Some(Ok(Some((codec @ (Codec::Raw | Codec::Lz4), data)))) => {
+                        encoded.extend_from_slice(&data);
+                        codec
+                    }
+                    _ => return Ok(false),
+                }
+            };
+            out.write_all(&[codec as u8])?;
+            out.write_all(&(encoded.len() as u32).to_le_bytes())?;
+            out.write_all(&encoded)?;
+        }
+        out.flush()?;
+        Ok(true)
+    }
+
+    /// Writes the files of `manifest` into `dir` as [`PageStore::materialize_resident`] does,
+    /// from the tenant's kept image (see the module doc), every page checked against its id;
+    /// `Ok(false)` when it has none for this checkpoint or the one it has fails a check (it is
+    /// deleted then), with part of the image written. Blocking.
+    pub fn materialize_whole_image(&self, manifest: &Manifest, dir: &Path) -> Result<bool> {
+        let Some(path) = self.whole_image_path(&manifest.tenant) else {
+            return Ok(false);
+        };
+        let kept = match std::fs::File::open(&path) {
+            Ok(kept) => kept,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mut reader = match KeptImage::open(kept, manifest) {
+            Ok(Some(reader)) => reader,
+            // Another checkpoint's (an older one, while the newest is being kept).
+            Ok(None) => return Ok(false),
+            Err(why) => return Ok(discard(&path, why)),
+        };
+        let mut decoded = vec![0u8; CHUNK * PAGE_SIZE];
+        for file in &manifest.files {
+            let out_path = dir.join(&file.name);
+            let io = |e| Error::io(&out_path, e);
+            let (mut out, reused) = open_image_file(&out_path, file).map_err(io)?;
+            let FileContent::Paged(pages) = &file.content else {
+                continue;
+            };
+            for (n, chunk) in pages.chunks(CHUNK).enumerate() {
+                let mut held = 0;
+                for id in chunk.iter().filter(|id| !id.is_zero()) {
+                    let page = &mut decoded[held * PAGE_SIZE..(held + 1) * PAGE_SIZE];
+                    if let Err(why) = reader.next_into(id, page) {
+                        return Ok(discard(&path, why));
+                    }
+                    held += 1;
+                }
+                let first = n * CHUNK;
+                if reused {
+                    punch_zero_pages(&out, file.size, first, chunk).map_err(io)?;
+                }
+                let slices: Vec<&[u8]> = decoded[..held * PAGE_SIZE].chunks(PAGE_SIZE).collect();
+                write_pages(&mut out, file.size, first, chunk, &slices).map_err(io)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Deletes tenant `tenant`'s kept image, if it has one (its tenant forgotten, or gone to
+    /// another worker), once the images being written are. Blocking.
+    pub fn drop_whole_image(&self, tenant: &str) {
+        self.whole_images_writing.wait_idle();
+        if let Some(path) = self.whole_image_path(tenant) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn!(tenant, error = %e, "could not delete the kept image"),
+            }
+        }
+    }
+}
+
+impl PageStore {
+    /// Deletes the kept images a killed process left half written (at open: nothing is being
+    /// written yet).
+    pub(crate) fn drop_unfinished_whole_images(&self) {
+        let Some(dir) = self.whole_images_dir() else {
+            return;
+        };
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Deletes every kept image, once those being written are (the local tier emptied: a cold
+    /// start reads nothing this worker kept). Blocking.
+    pub(crate) fn drop_whole_images(&self) {
+        self.whole_images_writing.wait_idle();
+        if let Some(dir) = self.whole_images_dir() {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "could not delete the kept images")
+                }
+            }
+        }
+    }
+}
+
+/// Deletes a kept image that failed a check; `false`, for the caller to return.
+fn discard(path: &Path, why: String) -> bool {
+    warn!(path = %path.display(), why, "kept image not used: deleted");
+    let _ = std::fs::remove_file(path);
+    false
+}
+
+/// A kept image being read, page after page.
+struct KeptImage {
+    file: std::io::BufReader<std::fs::File>,
+    /// The page being decoded, as stored.
+    encoded: Vec<u8>,
+}
+
+impl KeptImage {
+    /// The pages of `kept` if it is the image of `manifest`; `Ok(None)` if it is another
+    /// checkpoint's, `Err` if it is not a kept image at all.
+    fn open(kept: std::fs::File, manifest: &Manifest) -> std::result::Result<Option<Self>, String> {
+        let mut file = std::io::BufReader::with_capacity(CHUNK * PAGE_SIZE, kept);
+        let mut header = [0u8; HEADER];
+        if file.read_exact(&mut header).is_err() || &header[..MAGIC.len()] != MAGIC {
+            return Err("not a kept image".into());
+        }
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&header[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        if (u64_at(8), u64_at(16)) != (manifest.generation, manifest.created_ms) {
+            return Ok(None);
+        }
+        let count = u32::from_le_bytes([header[24], header[25], header[26], header[27]]);
+        if count as usize != non_zero_pages(manifest).count() {
+            return Err(format!("{count} pages, not the checkpoint's"));
+        }
+        Ok(Some(KeptImage {
+            file,
+            encoded: vec![0; MAX_ENCODED],
+        }))
+    }
+
+    /// Decodes the next page into `page` (4 KiB) and checks it against `id`.
+    fn next_into(&mut self, id: &PageId, page: &mut [u8]) -> std::result::Result<(), String> {
+        let short = |_| "cut short".to_string();
+        let mut head = [0u8; PAGE_HEADER];
+        self.file.read_exact(&mut head).map_err(short)?;
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let data = self
+            .encoded
+            .get_mut(..len)
+            .ok_or_else(|| format!("a page of {len} bytes"))?;
+        self.file.read_exact(data).map_err(short)?;
+        let decoded = match head[0] {
+            c if c == Codec::Raw as u8 && len == PAGE_SIZE => {
+                page.copy_from_slice(data);
+                true
+            }
+            c if c == Codec::Lz4 as u8 => {
+                lz4_flex::block::decompress_into(data, page).is_ok_and(|n| n == PAGE_SIZE)
+            }
+            _ => false,
+        };
+        if !decoded || !id.matches(page) {
+            return Err(format!("page {id} does not match its id"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::StoreConfig;
+    use crate::manifest::testing::{file, of_files};
+    use crate::manifest::{FileContent, Manifest};
+    use crate::page::{PageId, PAGE_SIZE};
+    use crate::store::PageStore;
+
+    fn page(byte: u8) -> Vec<u8> {
+        let mut p = vec![byte; PAGE_SIZE];
+        p[0] = byte.wrapping_add(1);
+        p
+    }
+
+    /// An inline file and a page file of several write chunks: `a` in memory, `b` on the
+    /// local disk only, a zero page, and a last page cut short by the file size. Its bytes.
+    fn image(store: &PageStore) -> (Manifest, Vec<u8>) {
+        let (a, b) = (page(1), page(2));
+        let (ida, idb) = (PageId::of(&a), PageId::of(&b));
+        store.hot().insert(ida, &a);
+        let (codec, encoded) = crate::codec::encode(&b);
+        store.local().unwrap().put(&idb, codec, &encoded).unwrap();
+        let mut ids = vec![ida; 3 * super::CHUNK];
+        ids.extend([PageId::ZERO, idb, ida]);
+        let size = (ids.len() * PAGE_SIZE - 100) as u64;
+        let mut want = Vec::new();
+        for id in &ids {
+            want.extend_from_slice(match id {
+                id if *id == ida => &a,
+                id if *id == idb => &b,
+                _ => &[0; PAGE_SIZE][..],
+            });
+        }
+        want.truncate(size as usize);
+        let mut manifest = of_files(vec![
+            file("inventory.img", 3, FileContent::Inline(vec![7, 8, 9])),
+            file("pages-1.img", size, FileContent::Paged(ids)),
+        ]);
+        manifest.created_ms = 42;
+        (manifest, want)
+    }
+
+    #[tokio::test]
+    async fn a_kept_image_is_written_back_whole_without_the_tiers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PageStore::open(&StoreConfig::embedded(dir.path()))
+            .await
+            .unwrap();
+        let (manifest, want) = image(&store);
+        assert!(store.keep_whole_image(&manifest).unwrap());
+        // The tiers forget the pages: the kept image alone writes them out.
+        store.local().unwrap().clear().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("pages-1.img"), vec![9u8; 3 * PAGE_SIZE]).unwrap();
+        assert!(store.materialize_whole_image(&manifest, &out).unwrap());
+        assert_eq!(std::fs::read(out.join("inventory.img")).unwrap(), [7, 8, 9]);
+        assert!(
+            std::fs::read(out.join("pages-1.img")).unwrap() == want,
+            "written over an earlier file: its zero page reads as zeros"
+        );
+
+        // Another checkpoint of the tenant is not this image: not used, kept.
+        let mut newer = manifest.clone();
+        newer.generation += 1;
+        assert!(!store.materialize_whole_image(&newer, &out).unwrap());
+        assert!(store.materialize_whole_image(&manifest, &out).unwrap());
+
+        // Forgotten with its tenant.
+        store.drop_whole_image("t");
+        assert!(!store.materialize_whole_image(&manifest, &out).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_kept_image_is_not_used_and_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PageStore::open(&StoreConfig::embedded(dir.path()))
+            .await
+            .unwrap();
+        let (manifest, _) = image(&store);
+        assert!(store.keep_whole_image(&manifest).unwrap());
+        let path = store.whole_image_path("t").unwrap();
+        let mut kept = std::fs::read(&path).unwrap();
+        let last = kept.len() - 1;
+        kept[last] ^= 0xff;
+        std::fs::write(&path, &kept).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        assert!(!store.materialize_whole_image(&manifest, &out).unwrap());
+        assert!(!path.exists(), "a damaged image is deleted");
+        // Cut short, the same.
+        assert!(store.keep_whole_image(&manifest).unwrap());
+        std::fs::write(&path, &kept[..kept.len() / 2]).unwrap();
+        assert!(!store.materialize_whole_image(&manifest, &out).unwrap());
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn no_image_is_kept_when_a_page_is_on_neither_tier_nor_left_half_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = PageStore::open(&StoreConfig::embedded(tmp.path()))
+            .await
+            .unwrap();
+        let (mut manifest, _) = image(&store);
+        let elsewhere = PageId::of(&page(5));
+        manifest.files[1].content = FileContent::Paged(vec![elsewhere]);
+        assert!(!store.keep_whole_image(&manifest).unwrap());
+        let dir = store.whole_images_dir().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert!(left.is_empty(), "nothing left behind: {left:?}");
+        // And one a killed worker left half written goes at the next open.
+        std::fs::write(dir.join("t.img.7.tmp"), b"PCWHOLE1").unwrap();
+        drop(store);
+        let store = PageStore::open(&StoreConfig::embedded(tmp.path()))
+            .await
+            .unwrap();
+        assert_eq!(store.whole_images_dir().unwrap(), dir);
+        let left: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
