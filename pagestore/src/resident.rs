@@ -387,7 +387,7 @@ pub(crate) fn write_pages(
 #[cfg(test)]
 mod tests {
     use crate::config::StoreConfig;
-    use crate::manifest::testing::{file, of_files};
+    use crate::manifest::testing::{file, of_files, paged_bytes};
     use crate::manifest::FileContent;
     use crate::page::{PageId, PAGE_SIZE};
     use crate::store::PageStore;
@@ -542,15 +542,7 @@ mod tests {
         std::fs::create_dir(&out).unwrap();
         assert!(store.materialize_resident(&manifest, &out).unwrap());
         assert_eq!(std::fs::read(out.join("inventory.img")).unwrap(), [7, 8, 9]);
-        let mut want = Vec::new();
-        for id in &ids {
-            want.extend_from_slice(match id {
-                id if *id == ida => &a,
-                id if *id == idb => &b,
-                _ => &[0; PAGE_SIZE][..],
-            });
-        }
-        want.truncate(size as usize);
+        let want = paged_bytes(&ids, &[(ida, &a), (idb, &b)], size);
         assert!(std::fs::read(out.join("pages-1.img")).unwrap() == want);
         assert!(
             store.hot().contains(&idb),

@@ -340,7 +340,7 @@ impl KeptImage {
 #[cfg(test)]
 mod tests {
     use crate::config::StoreConfig;
-    use crate::manifest::testing::{file, of_files};
+    use crate::manifest::testing::{file, of_files, paged_bytes};
     use crate::manifest::{FileContent, Manifest};
     use crate::page::{PageId, PAGE_SIZE};
     use crate::store::PageStore;
@@ -362,15 +362,7 @@ mod tests {
         let mut ids = vec![ida; 3 * super::CHUNK];
         ids.extend([PageId::ZERO, idb, ida]);
         let size = (ids.len() * PAGE_SIZE - 100) as u64;
-        let mut want = Vec::new();
-        for id in &ids {
-            want.extend_from_slice(match id {
-                id if *id == ida => &a,
-                id if *id == idb => &b,
-                _ => &[0; PAGE_SIZE][..],
-            });
-        }
-        want.truncate(size as usize);
+        let want = paged_bytes(&ids, &[(ida, &a), (idb, &b)], size);
         let mut manifest = of_files(vec![
             file("inventory.img", 3, FileContent::Inline(vec![7, 8, 9])),
             file("pages-1.img", size, FileContent::Paged(ids)),

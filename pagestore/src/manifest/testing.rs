@@ -27,3 +27,19 @@ pub fn file(name: &str, size: u64, content: FileContent) -> FileEntry {
         content,
     }
 }
+
+/// The bytes a paged file of `ids` holds, cut to `size`: each page's bytes as `pages` gives them
+/// by id, zeros for the zero page (what a file written out of its manifest must read as).
+pub fn paged_bytes(ids: &[crate::PageId], pages: &[(crate::PageId, &[u8])], size: u64) -> Vec<u8> {
+    let zero = [0u8; crate::PAGE_SIZE];
+    let mut bytes = Vec::with_capacity(ids.len() * crate::PAGE_SIZE);
+    for id in ids {
+        let page = pages
+            .iter()
+            .find(|(p, _)| p == id)
+            .map_or(&zero[..], |(_, b)| b);
+        bytes.extend_from_slice(page);
+    }
+    bytes.truncate(size as usize);
+    bytes
+}
