@@ -117,6 +117,10 @@ fn default_local_bytes() -> u64 {
     8 << 30
 }
 
+fn default_whole_images_bytes() -> u64 {
+    4 << 30
+}
+
 /// Where packs and manifests are kept durably.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -185,6 +189,10 @@ pub struct LocalConfig {
     /// every pack's index from the cold tier.
     #[serde(default)]
     pub index_cache: Option<PathBuf>,
+    /// Bound on the bytes of the kept whole images beside the tier ([`crate::whole_image`]);
+    /// the least recently written are deleted beyond it. Default 4 GiB.
+    #[serde(default = "default_whole_images_bytes")]
+    pub whole_images_max_bytes: u64,
 }
 
 /// The embedded KV engine of the local tier (compared in docs/ARCHITECTURE.md).
@@ -222,6 +230,7 @@ impl StoreConfig {
                 max_bytes: default_local_bytes(),
                 engine: LocalEngine::default(),
                 index_cache: Some(home.join("pack-index")),
+                whole_images_max_bytes: default_whole_images_bytes(),
             },
             hot: HotConfig::default(),
             retention: RetentionConfig::default(),

@@ -341,6 +341,7 @@ pub fn config_at(path: impl Into<PathBuf>, engine: LocalEngine, max_bytes: u64) 
         max_bytes,
         engine,
         index_cache: None,
+        whole_images_max_bytes: 1 << 30,
     }
 }
 

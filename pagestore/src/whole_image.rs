@@ -15,7 +15,8 @@
 //! or is missing is not used (a damaged one is deleted) and the caller reads the tiers as
 //! before. Nothing syncs it to disk: a torn file fails its checks. `forget` deletes it with
 //! its tenant. Its disk use is one small image per tenant (compressed; the tenant's newest
-//! checkpoint only), in a directory beside the local tier's.
+//! checkpoint only), in a directory beside the local tier's, bounded by `[local]
+//! whole_images_max_bytes` (the least recently written deleted first).
 //!
 //! Layout: `PCWHOLE1`, the checkpoint's generation and creation time (u64 LE each), the number
 //! of pages (u32 LE), then for each non-zero page of its paged files, in file and page order
@@ -142,7 +143,38 @@ impl PageStore {
             return written;
         }
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        self.bound_whole_images(dir, &path);
         Ok(true)
+    }
+
+    /// Deletes the least recently written kept images in `dir` while they hold more than
+    /// `[local] whole_images_max_bytes` (never `just_kept`): their tenants, asleep the longest,
+    /// are the least likely to wake next, and wake from the local tier without one.
+    fn bound_whole_images(&self, dir: &Path, just_kept: &Path) {
+        let max = self.config().local.whole_images_max_bytes;
+        let mut kept: Vec<(std::time::SystemTime, u64, PathBuf)> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".img"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = kept.iter().map(|(_, len, _)| len).sum();
+        if total <= max {
+            return;
+        }
+        kept.sort();
+        for (_, len, path) in kept {
+            if total <= max {
+                break;
+            }
+            if path != just_kept && std::fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
     }
 
     /// Writes the kept image of `manifest` at `path`; `false` at the first page in neither the
@@ -400,6 +432,42 @@ mod tests {
         // Forgotten with its tenant.
         store.drop_whole_image("t");
         assert!(!store.materialize_whole_image(&manifest, &out).unwrap());
+    }
+
+    /// Beyond `[local] whole_images_max_bytes`, the least recently written images go, never the
+    /// one just kept.
+    #[tokio::test]
+    async fn kept_images_are_bounded_the_oldest_deleted_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::embedded(dir.path());
+        let store = PageStore::open(&config).await.unwrap();
+        let (manifest, _) = image(&store);
+        let one = |tenant: &str| Manifest {
+            tenant: tenant.into(),
+            ..manifest.clone()
+        };
+        assert!(store.keep_whole_image(&one("a")).unwrap());
+        let size = std::fs::metadata(store.whole_image_path("a").unwrap())
+            .unwrap()
+            .len();
+        drop(store);
+        config.local.whole_images_max_bytes = 2 * size;
+        let store = PageStore::open(&config).await.unwrap();
+        image(&store);
+        for tenant in ["b", "c"] {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert!(store.keep_whole_image(&one(tenant)).unwrap());
+        }
+        let held = |t: &str| store.whole_image_path(t).unwrap().exists();
+        assert!(!held("a") && held("b") && held("c"), "the oldest went");
+        // Even over the bound alone, the one just kept stays.
+        drop(store);
+        config.local.whole_images_max_bytes = 1;
+        let store = PageStore::open(&config).await.unwrap();
+        image(&store);
+        assert!(store.keep_whole_image(&one("d")).unwrap());
+        let held = |t: &str| store.whole_image_path(t).unwrap().exists();
+        assert!(held("d") && !held("b") && !held("c"));
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ fn store_config(s3: S3Config, local: &Path, local_enabled: bool) -> StoreConfig 
             max_bytes: 1 << 30,
             engine: Default::default(),
             index_cache: None,
+            whole_images_max_bytes: 1 << 30,
         },
         ..StoreConfig::embedded(local)
     }
