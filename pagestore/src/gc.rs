@@ -203,7 +203,7 @@ impl PageStore {
             self.cold().delete(&c.object_key()).await?;
         }
         self.drop_locality(tenant, |_| true).await;
-        self.drop_whole_image(tenant);
+        self.drop_whole_image(tenant).await;
         info!(tenant, checkpoints = mine.len(), "tenant forgotten");
         Ok(mine)
     }

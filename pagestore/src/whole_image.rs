@@ -257,15 +257,22 @@ impl PageStore {
     }
 
     /// Deletes tenant `tenant`'s kept image, if it has one (its tenant forgotten, or gone to
-    /// another worker), once the images being written are. Blocking.
-    pub fn drop_whole_image(&self, tenant: &str) {
-        self.whole_images_writing.wait_idle();
-        if let Some(path) = self.whole_image_path(tenant) {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => warn!(tenant, error = %e, "could not delete the kept image"),
-            }
+    /// another worker), once the images being written are (on a blocking thread).
+    pub async fn drop_whole_image(&self, tenant: &str) {
+        let Some(path) = self.whole_image_path(tenant) else {
+            return;
+        };
+        let writing = Arc::clone(&self.whole_images_writing);
+        let dropped = tokio::task::spawn_blocking(move || {
+            writing.wait_idle();
+            std::fs::remove_file(&path)
+        })
+        .await;
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(Err(e)) => warn!(tenant, error = %e, "could not delete the kept image"),
+            Err(e) => warn!(tenant, error = %e, "kept image deletion failed"),
         }
     }
 }
@@ -430,7 +437,7 @@ mod tests {
         assert!(store.materialize_whole_image(&manifest, &out).unwrap());
 
         // Forgotten with its tenant.
-        store.drop_whole_image("t");
+        store.drop_whole_image("t").await;
         assert!(!store.materialize_whole_image(&manifest, &out).unwrap());
     }
 

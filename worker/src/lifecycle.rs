@@ -454,7 +454,7 @@ impl Worker {
             error!(error = %e, "could not remove the tenant's directory");
         }
         // Its kept image is this worker's alone (a tenant moved away wakes elsewhere).
-        self.store.drop_whole_image(&slot.name);
+        self.store.drop_whole_image(&slot.name).await;
         self.tenants.remove(&slot.name);
         if let Some(first) = rt.info.user_namespace {
             self.tenants.user_ids.give_back(first);
