@@ -206,6 +206,7 @@ impl PageStore {
         let missing_pages = missing.len();
         let Some(flight) = self.read_path.locality_flights().start_unless_coming(
             missing.into_iter().collect(),
+            |id| !self.hot().contains(id),
             |not_coming| {
                 // Worth it when it brings mostly pages nothing else is bringing: else its copies
                 // of pages in flight elsewhere are bytes fetched twice.
@@ -213,7 +214,8 @@ impl PageStore {
             },
         ) else {
             return Ok(skip(&format!(
-                "most of its {missing_pages} missing pages are coming in another locality pack"
+                "most of its {missing_pages} missing pages are coming in another locality pack, \
+                 or came"
             )));
         };
         let (data, gets) = self.get_locality(source).await?;

@@ -46,17 +46,21 @@ impl Drop for FlightEnd<'_> {
 
 impl LocalityFlights {
     /// Lists a fetch expected to bring `pages`, unless `worth_it` says no given how many of them
-    /// no flight listed already will bring; decided and listed under one lock, so that of two
-    /// fetches of the same pages started together only one goes.
+    /// are still `missing` and no flight listed already will bring; decided and listed under one
+    /// lock, so that of two fetches of the same pages started together only one goes. `missing`
+    /// is asked under the lock too: a flight ends only once its pages are where readers find
+    /// them, so a page is either still coming or no longer missing (asked before, a fetch
+    /// decided just as another ended took the same pages again).
     pub(crate) fn start_unless_coming(
         &self,
         pages: HashSet<PageId>,
+        missing: impl Fn(&PageId) -> bool,
         worth_it: impl FnOnce(usize) -> bool,
     ) -> Option<FlightEnd<'_>> {
         let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         let not_coming = pages
             .iter()
-            .filter(|id| !flights.iter().any(|w| w.pages.contains(id)))
+            .filter(|id| missing(id) && !flights.iter().any(|w| w.pages.contains(id)))
             .count();
         if !worth_it(not_coming) {
             return None;
@@ -118,5 +122,39 @@ impl LocalityFlights {
             let _ = rx.wait_for(|done| *done).await;
         }
         !waits.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(range: std::ops::Range<u8>) -> HashSet<PageId> {
+        range.map(|b| PageId([b; 32])).collect()
+    }
+
+    /// Of two fetches of the same pages, the second goes only for what is neither coming nor
+    /// already there: asked while the first is listed, its pages are coming; asked after it
+    /// ended, they are no longer missing (a flight ends once its pages are in memory).
+    #[test]
+    fn a_fetch_counts_only_pages_neither_coming_nor_already_there() {
+        let flights = LocalityFlights::default();
+        let first = flights.start_unless_coming(ids(0..10), |_| true, |n| n == 10);
+        assert!(first.is_some());
+        let mut counted = Vec::new();
+        let mut ask = |missing: &dyn Fn(&PageId) -> bool| {
+            flights
+                .start_unless_coming(ids(5..15), missing, |n| {
+                    counted.push(n);
+                    n > 7
+                })
+                .is_some()
+        };
+        assert!(!ask(&|_| true), "half of them are coming");
+        drop(first);
+        let arrived = ids(0..10);
+        assert!(!ask(&|id| !arrived.contains(id)), "half of them came");
+        assert!(ask(&|_| true), "gone again from memory: fetched");
+        assert_eq!(counted, [5, 5, 10]);
     }
 }
