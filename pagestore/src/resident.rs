@@ -82,13 +82,7 @@ impl PageStore {
     /// Whether every non-zero page of `manifest` is in the memory tier: reading it back then
     /// needs neither disk nor network (a swap-in need not wait for the local tier to fill).
     pub fn in_memory(&self, manifest: &Manifest) -> bool {
-        self.hot().contains_all(
-            manifest
-                .files
-                .iter()
-                .flat_map(|f| f.pages())
-                .filter(|id| !id.is_zero()),
-        )
+        self.hot().contains_all(manifest.non_zero_pages())
     }
 
     /// How many distinct non-zero pages `manifest` has, and how many of them this worker holds

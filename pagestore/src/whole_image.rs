@@ -83,15 +83,6 @@ impl Drop for WritingOne {
     }
 }
 
-/// The non-zero pages of `manifest`'s paged files, in order.
-fn non_zero_pages(manifest: &Manifest) -> impl Iterator<Item = &PageId> {
-    manifest
-        .files
-        .iter()
-        .flat_map(|f| f.pages())
-        .filter(|id| !id.is_zero())
-}
-
 impl PageStore {
     /// The directory of kept images: beside the local tier's, when this process holds one.
     fn whole_images_dir(&self) -> Option<PathBuf> {
@@ -185,9 +176,9 @@ impl PageStore {
         out.write_all(MAGIC)?;
         out.write_all(&manifest.generation.to_le_bytes())?;
         out.write_all(&manifest.created_ms.to_le_bytes())?;
-        out.write_all(&(non_zero_pages(manifest).count() as u32).to_le_bytes())?;
+        out.write_all(&(manifest.non_zero_pages().count() as u32).to_le_bytes())?;
         let mut encoded = Vec::with_capacity(MAX_ENCODED);
-        for id in non_zero_pages(manifest) {
+        for id in manifest.non_zero_pages() {
             encoded.clear();
             let codec = if let Some(page) = self.hot().peek(id) {
                 codec::encode_into(&page, &mut encoded)
@@ -339,7 +330,7 @@ impl KeptImage {
             return Ok(None);
         }
         let count = u32::from_le_bytes([header[24], header[25], header[26], header[27]]);
-        if count as usize != non_zero_pages(manifest).count() {
+        if count as usize != manifest.non_zero_pages().count() {
             return Err(format!("{count} pages, not the checkpoint's"));
         }
         Ok(Some(KeptImage {
@@ -383,11 +374,16 @@ mod tests {
     use crate::manifest::{FileContent, Manifest};
     use crate::page::{PageId, PAGE_SIZE};
     use crate::store::PageStore;
+    use std::path::Path;
 
     fn page(byte: u8) -> Vec<u8> {
         let mut p = vec![byte; PAGE_SIZE];
         p[0] = byte.wrapping_add(1);
         p
+    }
+
+    async fn open(dir: &Path) -> PageStore {
+        PageStore::open(&StoreConfig::embedded(dir)).await.unwrap()
     }
 
     /// An inline file and a page file of several write chunks: `a` in memory, `b` on the
@@ -413,9 +409,7 @@ mod tests {
     #[tokio::test]
     async fn a_kept_image_is_written_back_whole_without_the_tiers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PageStore::open(&StoreConfig::embedded(dir.path()))
-            .await
-            .unwrap();
+        let store = open(dir.path()).await;
         let (manifest, want) = image(&store);
         assert!(store.keep_whole_image(&manifest).unwrap());
         // The tiers forget the pages: the kept image alone writes them out.
@@ -480,9 +474,7 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_kept_image_is_not_used_and_is_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let store = PageStore::open(&StoreConfig::embedded(dir.path()))
-            .await
-            .unwrap();
+        let store = open(dir.path()).await;
         let (manifest, _) = image(&store);
         assert!(store.keep_whole_image(&manifest).unwrap());
         let path = store.whole_image_path("t").unwrap();
@@ -504,9 +496,7 @@ mod tests {
     #[tokio::test]
     async fn no_image_is_kept_when_a_page_is_on_neither_tier_nor_left_half_written() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = PageStore::open(&StoreConfig::embedded(tmp.path()))
-            .await
-            .unwrap();
+        let store = open(tmp.path()).await;
         let (mut manifest, _) = image(&store);
         let elsewhere = PageId::of(&page(5));
         manifest.files[1].content = FileContent::Paged(vec![elsewhere]);
@@ -517,9 +507,7 @@ mod tests {
         // And one a killed worker left half written goes at the next open.
         std::fs::write(dir.join("t.img.7.tmp"), b"PCWHOLE1").unwrap();
         drop(store);
-        let store = PageStore::open(&StoreConfig::embedded(tmp.path()))
-            .await
-            .unwrap();
+        let store = open(tmp.path()).await;
         assert_eq!(store.whole_images_dir().unwrap(), dir);
         let left: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");

@@ -116,20 +116,18 @@ impl Worker {
         };
         commit(&slot, &mut rt, &report, &out)?;
         crashpoint::hit("swap-out:recorded");
-        let small =
-            crate::swap_in::whole::dump_small_enough(&staging, self.config.whole_restore_below_mib);
         // The manifest is durable and recorded: the staged dump is no longer needed.
         if let Err(e) = std::fs::remove_dir_all(&staging) {
             warn!(error = %e, "could not delete staging");
         }
         // Kept whole on the local disk for its next whole restore (`pagestore::whole_image`),
-        // behind the swap-out: ingest left its pages in the memory tier.
-        if let (true, true, Some(manifest)) = (
-            small,
-            self.config.keep_whole_images,
-            report.manifest.clone(),
-        ) {
-            self.store.keep_whole_image_behind(manifest);
+        // behind the swap-out, when small enough to be restored whole (the restore's own test):
+        // ingest left its pages in the memory tier.
+        if let (true, Some(manifest)) = (self.config.keep_whole_images, &report.manifest) {
+            let pages = crate::swap_in::whole::non_zero_pages(manifest);
+            if crate::swap_in::whole::pages_under_mib(pages, self.config.whole_restore_below_mib) {
+                self.store.keep_whole_image_behind(Arc::clone(manifest));
+            }
         }
         // Ingest wrote fast (lz4) packs; they become dense in the background (pagestore's
         // `recompress`), at the lowest CPU priority.

@@ -149,6 +149,15 @@ impl LocalityPack {
 }
 
 impl Manifest {
+    /// The pages of its paged files that hold something, in file and page order (repeats
+    /// included): zero pages are never stored nor written.
+    pub fn non_zero_pages(&self) -> impl Iterator<Item = &PageId> {
+        self.files
+            .iter()
+            .flat_map(|f| f.pages())
+            .filter(|id| !id.is_zero())
+    }
+
     pub fn file(&self, name: &str) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.name == name)
     }

@@ -73,14 +73,9 @@ pub(crate) fn covers(set: usize, pages: usize, share: f64) -> bool {
     share > 0.0 && set as f64 >= share * pages as f64
 }
 
-/// The pages of `manifest` that hold something (zero pages are never stored nor written).
+/// How many pages of `manifest` hold something (zero pages are never stored nor written).
 pub(crate) fn non_zero_pages(manifest: &Manifest) -> usize {
-    manifest
-        .files
-        .iter()
-        .flat_map(|f| f.pages())
-        .filter(|id| !id.is_zero())
-        .count()
+    manifest.non_zero_pages().count()
 }
 
 /// Whether `pages` pages are fewer than `below_mib` MiB (0: never): an image of so many
