@@ -19,9 +19,10 @@
 //! so verify accepts a missing copy of an older checkpoint, and a restore of one (a rollback)
 //! reads its pages the ordinary way.
 //!
-//! While the copy is being fetched, readers of pages it is expected to hold wait for it instead
+//! While the copy is being fetched, readers of pages it is expected to hold wait for them instead
 //! of sending their own GETs (the read path's locality flights), as they would for an ordinary
-//! flight; and a copy of which half the pages are coming already, in another tenant's copy being
+//! flight; its pages reach the memory tier part by part as they are decoded and checked, in the
+//! order a restore reads them, and each reader goes on once its own are there; and a copy of which half the pages are coming already, in another tenant's copy being
 //! fetched, is not fetched (tenants of one program share most of their restore sets: ten woken
 //! at once fetch one copy, not ten).
 //!
@@ -44,6 +45,7 @@ use crate::local::FetchedPage;
 use crate::manifest::{FileEntry, LocalityPack, Manifest};
 use crate::pack::{self, PackId};
 use crate::page::{PageId, PAGE_SIZE};
+use crate::read::FlightEnd;
 use crate::recompress::DenseWriter;
 use crate::store::PageStore;
 use crate::tier::Tier;
@@ -221,9 +223,9 @@ impl PageStore {
         let (data, gets) = self.get_locality(source).await?;
         let get_ms = started.elapsed().as_millis() as u64;
         let bytes = data.len() as u64;
-        let installed = self.install_locality(source, data).await?;
+        let installed = self.install_locality(source, data, &flight).await?;
         let pages = installed.len();
-        // Waiting readers find the pages in memory now.
+        // Readers still waiting (for pages the copy did not hold) look elsewhere now.
         drop(flight);
         // Each encoded on its own (the local tier never holds zstd frames), behind the restore.
         self.read_path.cache_behind(
@@ -270,29 +272,52 @@ impl PageStore {
     }
 
     /// Checks the object against its name and each page against its id, and puts the pages in
-    /// the memory tier. Returns them.
+    /// the memory tier part by part, in the pack's order (the order `criu restore` reads them),
+    /// each part as soon as it is decoded and checked, telling `flight`'s waiters: the restore
+    /// copies the first pages while later ones are being decoded. Returns them all.
     async fn install_locality(
         &self,
         source: &LocalitySource,
         data: Vec<u8>,
+        flight: &FlightEnd<'_>,
     ) -> Result<Vec<(PageId, Bytes)>> {
-        let pages = decode_locality(source, data).await?;
-        // Only verified pages reach the tier, and only once all are.
-        for (id, page) in &pages {
-            if !self.hot().contains(id) {
-                self.hot().insert_shared(*id, page.clone());
+        let (parts_tx, mut parts) = tokio::sync::mpsc::unbounded_channel::<Vec<(PageId, Bytes)>>();
+        let source = source.clone();
+        let decoding = crate::blocking::blocking(move || {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+            decode_checked(&source, &data, threads, &|part| {
+                let _ = parts_tx.send(part.to_vec());
+            })
+        });
+        let installing = async {
+            // Only checked pages reach the tier; a damaged page further on fails the fetch
+            // but leaves the parts before it (each page is still its id's content).
+            while let Some(part) = parts.recv().await {
+                for (id, page) in &part {
+                    if !self.hot().contains(id) {
+                        self.hot().insert_shared(*id, page.clone());
+                    }
+                }
+                self.counters()
+                    .cold_pages
+                    .fetch_add(part.len() as u64, Ordering::Relaxed);
+                flight.progressed();
             }
-        }
-        self.counters()
-            .cold_pages
-            .fetch_add(pages.len() as u64, Ordering::Relaxed);
-        Ok(pages)
+        };
+        let (pages, ()) = tokio::join!(decoding, installing);
+        pages
     }
 
     /// Reads a locality pack and checks it and every page in it (`pico store verify`).
     pub(crate) async fn verify_locality(&self, source: &LocalitySource) -> Result<usize> {
         let data = self.cold().get(&source.key).await?;
-        Ok(decode_locality(source, data).await?.len())
+        let source = source.clone();
+        let pages = crate::blocking::blocking(move || {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+            decode_checked(&source, &data, threads, &|_| {})
+        })
+        .await?;
+        Ok(pages.len())
     }
 
     /// Builds and uploads the locality pack of an ingest (nothing when `positions` names no
@@ -350,28 +375,26 @@ impl PageStore {
     }
 }
 
-/// Locality packs of at least this many pages are decoded on more than one thread.
-const DECODE_PARALLEL_FROM: usize = 512;
+/// Pages decoded, checked and handed on together: a part of the pack (2 MiB decoded) that a
+/// restore reading the pack's pages in order can copy while the next parts are decoded.
+const PART_PAGES: usize = 512;
 
-/// [`decode_checked`] on blocking threads, a large pack's pages split between up to four of
-/// them: decoding and checking is what a cold restore waits for once the bytes are in (a node
-/// tenant's 7k pages 35-48 ms on one thread, a Python one's 20k 140-150 ms).
-async fn decode_locality(source: &LocalitySource, data: Vec<u8>) -> Result<Vec<(PageId, Bytes)>> {
-    let source = source.clone();
-    crate::blocking::blocking(move || {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        decode_checked(&source, &data, threads)
-    })
-    .await
-}
+/// Checked pages of a locality pack, with their ids, in the pack's order.
+type Part = Vec<(PageId, Bytes)>;
 
-/// Checks a locality pack against its name and size, and each page against its id, its pages
-/// split between up to `threads` threads.
+/// Checks a locality pack against its name and size, and each page against its id, in parts of
+/// [`PART_PAGES`] pages dealt in turn to up to `threads` threads (so that parts come out
+/// roughly in the pack's order); each checked part is handed to `deliver` at once. Returns
+/// every page in the pack's order. A page that fails its check fails the pack; parts handed
+/// on before stay good (every page in them was checked). Blocking: decoding and checking is
+/// what a cold restore waits for once the bytes are in (a node tenant's 7k pages 35-48 ms on
+/// one thread, a Python one's 20k 140-150 ms).
 fn decode_checked(
     source: &LocalitySource,
     data: &[u8],
     threads: usize,
-) -> Result<Vec<(PageId, Bytes)>> {
+    deliver: &(dyn Fn(&Part) + Sync),
+) -> Result<Part> {
     let corrupt = |reason: String| Error::CorruptObject {
         what: "locality pack",
         object: source.key.clone(),
@@ -388,10 +411,11 @@ fn decode_checked(
         return Err(corrupt("its bytes do not hash to its name".into()));
     }
     let entries = pack::parse_pack(&source.key, data)?;
-    let decode = |part: &[pack::PackEntry]| -> Result<Vec<(PageId, Bytes)>> {
+    let decode = |part: &[pack::PackEntry]| -> Result<Part> {
         // A frame split between two parts is decoded by both.
         let mut decoder = PageDecoder::default();
-        part.iter()
+        let pages = part
+            .iter()
             .map(|e| {
                 let raw = data
                     .get(e.offset as usize..(e.offset + u64::from(e.len)) as usize)
@@ -407,28 +431,47 @@ fn decode_checked(
                 )?;
                 Ok((e.id, Bytes::from(page)))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        deliver(&pages);
+        Ok(pages)
     };
-    if threads <= 1 || entries.len() < DECODE_PARALLEL_FROM {
-        return decode(&entries);
-    }
+    let parts: Vec<&[pack::PackEntry]> = entries.chunks(PART_PAGES).collect();
+    let threads = threads.clamp(1, parts.len().max(1));
+    // Thread t decodes parts t, t + threads, ...: each thread's parts, in its order.
     let decode = &decode;
-    let parts: Vec<Result<Vec<(PageId, Bytes)>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = entries
-            .chunks(entries.len().div_ceil(threads))
-            .map(|part| scope.spawn(move || decode(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(corrupt("its decoding thread panicked".into())))
-            })
-            .collect()
-    });
+    let parts = &parts;
+    let per_thread: Vec<Result<Vec<Part>>> = if threads == 1 {
+        vec![parts.iter().map(|p| decode(p)).collect()]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        parts
+                            .iter()
+                            .skip(t)
+                            .step_by(threads)
+                            .map(|p| decode(p))
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(corrupt("its decoding thread panicked".into())))
+                })
+                .collect()
+        })
+    };
+    let mut decoded: Vec<std::vec::IntoIter<Part>> = per_thread
+        .into_iter()
+        .map(|r| r.map(Vec::into_iter))
+        .collect::<Result<_>>()?;
     let mut pages = Vec::with_capacity(entries.len());
-    for part in parts {
-        pages.extend(part?);
+    for i in 0..parts.len() {
+        pages.extend(decoded[i % threads].next().unwrap_or_default());
     }
     Ok(pages)
 }
@@ -470,11 +513,46 @@ mod tests {
     #[test]
     fn a_large_locality_pack_decodes_on_several_threads_to_its_pages_in_order() {
         let (source, data, pages) = pack_of(2001, None);
-        let one = decode_checked(&source, &data, 1).unwrap();
-        let three = decode_checked(&source, &data, 3).unwrap();
+        let one = decode_checked(&source, &data, 1, &|_| {}).unwrap();
+        let three = decode_checked(&source, &data, 3, &|_| {}).unwrap();
         assert_eq!(one, three);
         assert_eq!(three.len(), pages.len());
         for ((id, page), (want_id, want)) in three.iter().zip(&pages) {
+            assert_eq!(id, want_id);
+            assert_eq!(page.as_ref(), want.as_slice());
+        }
+    }
+
+    /// Parts are handed on as they are checked, each once, in the pack's order per thread; a
+    /// damaged page stops its thread's parts at its own, and the pages handed on before it are
+    /// the pack's own.
+    #[test]
+    fn checked_parts_are_handed_on_before_the_pack_is_done() {
+        let (source, data, pages) = pack_of(2001, None);
+        let delivered = std::sync::Mutex::new(Vec::new());
+        let all = decode_checked(&source, &data, 2, &|part| {
+            delivered.lock().unwrap().push(part.to_vec());
+        })
+        .unwrap();
+        let mut parts = delivered.into_inner().unwrap();
+        assert_eq!(parts.len(), 2001usize.div_ceil(PART_PAGES));
+        parts.sort_by_key(|p| pages.iter().position(|(id, _)| *id == p[0].0));
+        assert_eq!(parts.concat(), all);
+
+        let wrong = 3 * PART_PAGES as u32 + 7;
+        let (source, data, pages) = pack_of(2001, Some(wrong));
+        let delivered = std::sync::Mutex::new(Vec::new());
+        decode_checked(&source, &data, 1, &|part| {
+            delivered.lock().unwrap().extend(part.to_vec());
+        })
+        .expect_err("a wrong page passed");
+        let delivered = delivered.into_inner().unwrap();
+        assert_eq!(
+            delivered.len(),
+            3 * PART_PAGES,
+            "the parts before the damaged one"
+        );
+        for ((id, page), (want_id, want)) in delivered.iter().zip(&pages) {
             assert_eq!(id, want_id);
             assert_eq!(page.as_ref(), want.as_slice());
         }
@@ -485,7 +563,8 @@ mod tests {
         for wrong in [0, 1000, 2000] {
             let (source, data, _) = pack_of(2001, Some(wrong));
             for threads in [1, 3] {
-                let e = decode_checked(&source, &data, threads).expect_err("a wrong page passed");
+                let e = decode_checked(&source, &data, threads, &|_| {})
+                    .expect_err("a wrong page passed");
                 assert!(
                     e.to_string().contains("does not match its id"),
                     "{threads} threads, page {wrong}: {e}"

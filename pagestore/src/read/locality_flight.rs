@@ -3,6 +3,10 @@
 //! flight ([`super::flight`]). See [`crate::locality`] for what a locality pack is. A peer's
 //! page requests ([`crate::peer`]) are listed here too, so that readers of the same pages ask a
 //! peer once.
+//!
+//! A fetch may bring its pages in parts ([`FlightEnd::progressed`]): a reader waits only until
+//! the pages it wants from that flight are in memory, not for the whole flight (a cold restore
+//! reads its restore set in image order while the locality pack is still being decoded).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +19,8 @@ use crate::page::PageId;
 struct Waiting {
     id: u64,
     pages: Arc<HashSet<PageId>>,
-    done: watch::Receiver<bool>,
+    /// Bumped at each part of its pages put in memory; closed when the flight ends.
+    progress: watch::Receiver<u64>,
 }
 
 /// Locality packs being fetched, and the pages each is expected to bring.
@@ -30,7 +35,14 @@ pub(crate) struct LocalityFlights {
 pub(crate) struct FlightEnd<'a> {
     flights: &'a LocalityFlights,
     id: u64,
-    _done: watch::Sender<bool>,
+    progress: watch::Sender<u64>,
+}
+
+impl FlightEnd<'_> {
+    /// Says that part of the flight's pages are in memory now: its waiters look again.
+    pub(crate) fn progressed(&self) {
+        self.progress.send_modify(|parts| *parts += 1);
+    }
 }
 
 impl Drop for FlightEnd<'_> {
@@ -90,23 +102,29 @@ impl LocalityFlights {
     /// Lists a flight bringing `pages` in `flights` (this table's, locked); it ends when the
     /// returned end is dropped.
     fn list(&self, flights: &mut Vec<Waiting>, pages: HashSet<PageId>) -> FlightEnd<'_> {
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(0);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         flights.push(Waiting {
             id,
             pages: Arc::new(pages),
-            done: rx,
+            progress: rx,
         });
         FlightEnd {
             flights: self,
             id,
-            _done: tx,
+            progress: tx,
         }
     }
 
-    /// Waits for every locality flight expected to bring one of `ids`; true if there was one.
-    pub(crate) async fn wait_for<'a>(&self, ids: impl Iterator<Item = &'a PageId> + Clone) -> bool {
-        let waits: Vec<watch::Receiver<bool>> = {
+    /// Waits, for every locality flight expected to bring one of `ids`, until the ones it brings
+    /// are there (`there`, asked again at each part it brings) or it ended; true if there was
+    /// such a flight.
+    pub(crate) async fn wait_for<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a PageId> + Clone,
+        there: impl Fn(&PageId) -> bool,
+    ) -> bool {
+        let waits: Vec<(Arc<HashSet<PageId>>, watch::Receiver<u64>)> = {
             let flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
             if flights.is_empty() {
                 return false;
@@ -114,12 +132,22 @@ impl LocalityFlights {
             flights
                 .iter()
                 .filter(|w| ids.clone().any(|id| w.pages.contains(id)))
-                .map(|w| w.done.clone())
+                .map(|w| (w.pages.clone(), w.progress.clone()))
                 .collect()
         };
-        for mut rx in waits.iter().cloned() {
-            // Err: the flight ended (its sender is gone), which is what we wait for.
-            let _ = rx.wait_for(|done| *done).await;
+        for (pages, mut rx) in waits.iter().cloned() {
+            loop {
+                // Marked seen before looking, so that a part put in memory after the look
+                // wakes the wait below.
+                rx.borrow_and_update();
+                if ids.clone().filter(|id| pages.contains(id)).all(&there) {
+                    break;
+                }
+                // Err: the flight ended (its sender is gone).
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
         }
         !waits.is_empty()
     }
@@ -156,5 +184,43 @@ mod tests {
         assert!(!ask(&|id| !arrived.contains(id)), "half of them came");
         assert!(ask(&|_| true), "gone again from memory: fetched");
         assert_eq!(counted, [5, 5, 10]);
+    }
+
+    /// A reader waits for the pages it wants from a flight, not for the whole flight: it is
+    /// done once a part brought them, and a reader of pages the flight never brings is done
+    /// when it ends.
+    #[tokio::test]
+    async fn a_reader_waits_for_its_pages_not_for_the_whole_flight() {
+        let flights = LocalityFlights::default();
+        let there = std::sync::Mutex::new(HashSet::new());
+        let is_there = |id: &PageId| there.lock().unwrap().contains(id);
+        let flight = flights
+            .start_unless_coming(ids(0..10), |_| true, |_| true)
+            .unwrap();
+        let wanted = ids(2..4);
+        let waiting = flights.wait_for(wanted.iter(), is_there);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), &mut waiting)
+                .await
+                .is_err(),
+            "done before its pages came"
+        );
+        there.lock().unwrap().extend(ids(0..5));
+        flight.progressed();
+        assert!(waiting.await, "it waited for a flight");
+
+        let never = ids(8..9);
+        let waiting = flights.wait_for(never.iter(), is_there);
+        tokio::pin!(waiting);
+        flight.progressed();
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), &mut waiting)
+                .await
+                .is_err(),
+            "done before its page came or the flight ended"
+        );
+        drop(flight);
+        assert!(waiting.await);
     }
 }

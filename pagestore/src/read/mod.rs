@@ -32,7 +32,7 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::{trace, warn};
 
-pub(crate) use locality_flight::LocalityFlights;
+pub(crate) use locality_flight::{FlightEnd, LocalityFlights};
 pub(crate) use pack_catalog::PackCatalog;
 pub use plan::{plan_ranges, RangePlan, MAX_GAP, MAX_RANGE};
 
@@ -246,8 +246,9 @@ impl ReadPath {
         misses
     }
 
-    /// Pages a locality pack being fetched will bring: waits for it rather than send GETs, then
-    /// takes them from memory (counted as cold). Returns what is still missing.
+    /// Pages a locality pack being fetched will bring: waits for them (until they are in memory
+    /// or the fetch ended) rather than send GETs, then takes them from memory (counted as
+    /// cold). Returns what is still missing.
     async fn await_locality(
         &self,
         mut misses: Vec<Miss>,
@@ -256,7 +257,7 @@ impl ReadPath {
     ) -> Vec<Miss> {
         if self
             .locality_flights
-            .wait_for(misses.iter().map(|(_, id)| id))
+            .wait_for(misses.iter().map(|(_, id)| id), |id| self.hot.contains(id))
             .await
         {
             misses.retain(|&(i, id)| match self.hot.get(&id) {
