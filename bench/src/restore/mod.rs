@@ -3,7 +3,7 @@
 //!
 //! Modes:
 //! - `criu-eager`: plain CRIU, `criu restore` of image files on tmpfs (the baseline an operator
-//!   has without us);
+//!   has without us), the app in the namespaces and cgroup a worker gives a tenant;
 //! - `lazy-local`: `pico tenant swap-in` with the pages in the local tier (ActiveSet on);
 //! - `lazy-cold`: the same after emptying the worker's caches, so every page comes from the cold
 //!   tier, without the ActiveSet;
@@ -51,6 +51,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use worker::cgroup::StandaloneCgroup;
 use worker::protocol::{Client, Request};
 
 pub use apps::App;
@@ -304,6 +305,7 @@ fn spawn_app(
     repo: &Path,
     deterministic: bool,
     netns: Option<&Path>,
+    cgroup: Option<&StandaloneCgroup>,
 ) -> Result<Child, Error> {
     let cmd = app.command(port, dir, repo)?;
     let log = std::fs::File::create(dir.join("app.log")).map_err(|e| Error::io(dir, e))?;
@@ -320,40 +322,69 @@ fn spawn_app(
         .transpose()
         .map_err(|e| Error::Step("network namespace".into(), e.to_string()))?;
     worker::launch::as_tenant(&mut c, deterministic, ns, None);
+    if let Some(cgroup) = cgroup {
+        cgroup
+            .join_before_exec(&mut c)
+            .map_err(|e| Error::Step("cgroup".into(), e.to_string()))?;
+    }
     worker::launch::spawn_in_own_pid_namespace(move || c.spawn())
         .map_err(|e| Error::Step(cmd[0].clone(), e.to_string()))
 }
 
-/// The baseline: CRIU dumps to tmpfs and restores eagerly, as an operator would script it.
+/// The baseline: CRIU dumps to tmpfs and restores eagerly, as an operator would script it,
+/// with the app in the namespaces and cgroup the worker gives its tenants.
 async fn criu_eager(opts: &RestoreOptions, app: App) -> Result<ModeResult, Error> {
     let criu = worker::criu::Criu::detect(Path::new("criu"), 2)
         .await
         .map_err(|e| Error::Step("criu".into(), e.to_string()))?;
     let dir = opts.work.join(format!("eager-{}", app.name()));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let scratch = dir.join("cgroup");
+    std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+    // A cgroup of its own with the bench tenants' limits (the defaults), dumped and restored
+    // into as the worker's tenants are.
+    let cgroup = StandaloneCgroup::make(&dir, app.name(), Default::default(), &scratch)
+        .map_err(|e| Error::Step("cgroup".into(), e.to_string()))?;
+    let criu = match &cgroup {
+        Some(c) => c.criu(criu),
+        None => criu,
+    };
     // A network namespace of its own, as the worker gives each tenant (CRIU dumps and restores
     // the app inside it); the bench reaches the app from a thread inside it.
     let netns = dir.join("netns");
     worker::netns::create(&netns).map_err(|e| Error::io(&netns, e))?;
-    let measured = in_own_netns(opts, app, &criu, &dir, &netns).await;
+    let measured = in_own_netns(opts, app, &criu, &dir, &netns, cgroup.as_ref()).await;
     let _ = worker::netns::remove(&netns);
+    if let Some(c) = cgroup {
+        if let Err(e) = c.close().await {
+            tracing::warn!(error = %e, "the baseline's cgroup stays behind");
+        }
+    }
     let (samples, idle): (Vec<f64>, Vec<f64>) = measured?.into_iter().unzip();
     let mut r = summarize(samples);
     r.idle_ms = idle.iter().sum::<f64>() / idle.len().max(1) as f64;
     Ok(r)
 }
 
-/// [`criu_eager`] with the app in the network namespace pinned at `netns`.
+/// [`criu_eager`] with the app in the network namespace pinned at `netns` and in `cgroup`.
 async fn in_own_netns(
     opts: &RestoreOptions,
     app: App,
     criu: &worker::criu::Criu,
     dir: &Path,
     netns: &Path,
+    cgroup: Option<&StandaloneCgroup>,
 ) -> Result<Vec<(f64, f64)>, Error> {
     let ns = worker::netns::open(netns).map_err(|e| Error::io(netns, e))?;
     let port = free_port()?;
-    let child = spawn_app(app, port, dir, &opts.repo, opts.deterministic, Some(netns))?;
+    let child = spawn_app(
+        app,
+        port,
+        dir,
+        &opts.repo,
+        opts.deterministic,
+        Some(netns),
+        cgroup,
+    )?;
     let mut pid = child.id();
     let heap_mb = opts.heap_mb;
     inside(&ns, move || {
@@ -364,7 +395,18 @@ async fn in_own_netns(
         Path::new("/dev/shm").join(format!("pico-bench-{}-{}", std::process::id(), app.name()));
     // Whatever happens (a failed dump, restore or answer), neither the app nor its image in
     // memory is left behind.
-    let measured = eager_runs(opts, app, criu, dir, &images, port, &mut pid, (netns, &ns)).await;
+    let measured = eager_runs(
+        opts,
+        app,
+        criu,
+        dir,
+        &images,
+        port,
+        &mut pid,
+        (netns, &ns),
+        cgroup,
+    )
+    .await;
     worker::process::kill_tree_blocking(pid);
     let _ = std::fs::remove_dir_all(&images);
     measured
@@ -389,7 +431,9 @@ fn inside<T: Send>(
 
 /// The dump-then-restore rounds of [`criu_eager`], their first-answer times and idle times, ms
 /// (the first round, a warm-up, left out); `pid` follows the app through its restores. CRIU
-/// runs inside the app's network namespace (`netns`, pinned; `ns` open), as the worker's does.
+/// runs inside the app's network namespace (`netns`, pinned; `ns` open), as the worker's does;
+/// with `cgroup`, the dump records the app's cgroup, which is removed while the app is not
+/// running and made again by the restore (timed), as the worker does.
 #[allow(clippy::too_many_arguments)]
 async fn eager_runs(
     opts: &RestoreOptions,
@@ -400,7 +444,9 @@ async fn eager_runs(
     port: u16,
     pid: &mut u32,
     (netns, ns): (&Path, &std::fs::File),
+    cgroup: Option<&StandaloneCgroup>,
 ) -> Result<Vec<(f64, f64)>, Error> {
+    let cgroup_step = |e: std::io::Error| Error::Step("cgroup".into(), e.to_string());
     let mut samples = Vec::new();
     let bar = crate::progress::runs(opts.runs as u64 + 1, &format!("{} criu", app.name()));
     for run in 0..=opts.runs {
@@ -411,19 +457,40 @@ async fn eager_runs(
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
         let tree = worker::process::process_tree(*pid);
+        let hierarchies = cgroup.map(|c| c.hierarchies_holding(*pid));
         let checkpointed = Instant::now();
-        criu.dump(*pid, images, &work, Some(netns), None)
-            .await
-            .map_err(|e| Error::Step("criu dump".into(), e.to_string()))?;
+        criu.dump_cgroups(
+            *pid,
+            images,
+            &work,
+            Some(netns),
+            None,
+            hierarchies.as_deref().unwrap_or_default(),
+            false,
+        )
+        .await
+        .map_err(|e| Error::Step("criu dump".into(), e.to_string()))?;
         reap_dumped(tree);
+        if let Some(c) = cgroup {
+            c.remove().await.map_err(cgroup_step)?;
+        }
         tokio::time::sleep(opts.idle.saturating_sub(checkpointed.elapsed())).await;
         let idle_ms = checkpointed.elapsed().as_secs_f64() * 1000.0;
         let started = Instant::now();
+        if let Some(c) = cgroup {
+            c.recreate().map_err(cgroup_step)?;
+        }
         *pid = criu
             .restore(images, &work, false, Some(netns), None)
             .await
             .map_err(|e| Error::Step("criu restore".into(), e.to_string()))?;
         let ms = inside(ns, || first_answer(app, port, started))?;
+        if cgroup.is_some_and(|c| !c.holds(*pid)) {
+            return Err(Error::Step(
+                "criu restore".into(),
+                format!("the restored app (pid {pid}) is not in its cgroup"),
+            ));
+        }
         if run > 0 {
             samples.push((ms, idle_ms));
         }
@@ -446,7 +513,7 @@ pub async fn checkpoint_app(
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
     let port = free_port()?;
-    let pid = spawn_app(app, port, dir, repo, false, None)?.id();
+    let pid = spawn_app(app, port, dir, repo, false, None, None)?.id();
     if let Err(e) = wait_port(port).and_then(|()| app.prepare(port, heap_mb)) {
         worker::process::kill_tree_blocking(pid);
         return Err(e);

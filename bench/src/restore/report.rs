@@ -216,8 +216,9 @@ pub fn write(
          cold-tier bytes and round trips, every sample; `restore.svg`: p50 bars, whiskers to \
          p99, ticks at p95.\n\n\
          - **modes**: `criu-eager` plain CRIU from tmpfs (the baseline; the app in a network \
-           namespace of its own as the worker's tenants are, CRIU run inside it, the client \
-           connecting from inside it; no cgroup); `lazy-local` and the `lazy-cold*` modes one \
+           namespace of its own and a cgroup of its own with the tenants' limits, as the worker's \
+           tenants are, CRIU run inside the namespace and restoring into the cgroup as the \
+           worker's does, the client connecting from inside it); `lazy-local` and the `lazy-cold*` modes one \
            tenant swapped out and in again and again (its ActiveSet learned in the warm-up); \
            `lazy-local-first` and `lazy-cold-first` a fresh tenant per run, woken for the first \
            time (no ActiveSet yet, learning on). A small image held locally is restored whole \

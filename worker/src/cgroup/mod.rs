@@ -42,6 +42,7 @@ mod fast_moves;
 mod groups;
 mod hierarchy;
 mod limits;
+mod standalone;
 mod yard;
 
 pub(crate) use groups::{join_before_exec, ready_for_a_move, Cgroups, TenantCgroup};
@@ -50,6 +51,7 @@ pub(crate) use limits::shares_of_weight;
 pub use limits::{
     parse_memory_size, Limits, CPU_WEIGHT_DEFAULT, CPU_WEIGHT_MAX, CPU_WEIGHT_MIN, MEMORY_LIMIT_MIN,
 };
+pub use standalone::StandaloneCgroup;
 
 impl Cgroups {
     /// Readies the machine for this worker's restores, once at its start (`None` without a
