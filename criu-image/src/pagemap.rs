@@ -135,7 +135,7 @@ impl Pagemap {
     /// split into runs, and runs of eager pages lose `PE_LAZY`. Entry order, and so the order of
     /// pages in `pages-N.img`, is unchanged. Returns the new pagemap and how many pages it made
     /// eager.
-    pub fn with_eager(&self, eager: &HashSet<u64>) -> (Pagemap, u64) {
+    pub fn with_eager<S: std::hash::BuildHasher>(&self, eager: &HashSet<u64, S>) -> (Pagemap, u64) {
         let mut entries = Vec::with_capacity(self.entries.len());
         let mut made_eager = 0;
         for e in &self.entries {

@@ -150,7 +150,7 @@ fn trace_of(
 ) -> RestoreTrace {
     let (pages, eager_pages, foreseen) = match install {
         ActiveSetInstall::Eager => {
-            let mut pages = plan.pages.clone();
+            let mut pages = plan.traced_pages();
             pages.extend(faults.iter().cloned());
             (pages, plan.pages.len() as u64, 0)
         }
