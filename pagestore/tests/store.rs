@@ -137,6 +137,39 @@ async fn new_pages_reach_the_local_tier_behind_the_commit(engine: LocalEngine) {
     assert!(store.verify().await.unwrap().ok());
 }
 
+/// A prefetch of pages the local tier holds is CPU work that never waits on I/O; it yields
+/// between its batches, so that the other tasks of its runtime thread run meanwhile (a large
+/// tenant's fill once held a thread for ~1 s, the tenant's first answer stuck behind it).
+#[tokio::test(flavor = "current_thread")]
+async fn a_prefetch_from_the_local_tier_lets_other_tasks_run() {
+    let home = tempfile::tempdir().unwrap();
+    let src = home.path().join("src");
+    let pages: Vec<(u8, u64)> = (0..10_000).map(|i| (4, i)).collect();
+    write_image_dir(&src, &pages, 3);
+    let store = open(home.path()).await;
+    let report = store
+        .ingest_with("big", &src, &criu_image::ingest_options())
+        .await
+        .unwrap();
+    store.local_settled().await.unwrap();
+    store.evict_hot();
+    let manifest = store.manifest(&report.checkpoint).await.unwrap();
+    let ids: Vec<PageId> = manifest.non_zero_pages().copied().collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen_done = {
+        let done = done.clone();
+        // Runs only when the prefetch below yields (one thread).
+        tokio::spawn(async move { done.load(Ordering::SeqCst) })
+    };
+    let report = store.prefetch(&ids).await.unwrap();
+    done.store(true, Ordering::SeqCst);
+    assert_eq!(report.cold_pages, 0, "every page from the local tier");
+    assert!(
+        !seen_done.await.unwrap(),
+        "the other task ran only once the prefetch was done"
+    );
+}
+
 #[tokio::test]
 async fn new_pages_reach_the_local_tier_behind_the_commit_fjall() {
     new_pages_reach_the_local_tier_behind_the_commit(LocalEngine::Fjall).await;
