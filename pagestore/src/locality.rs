@@ -22,9 +22,10 @@
 //! While the copy is being fetched, readers of pages it is expected to hold wait for them instead
 //! of sending their own GETs (the read path's locality flights), as they would for an ordinary
 //! flight; its pages reach the memory tier part by part as they are decoded and checked, in the
-//! order a restore reads them, and each reader goes on once its own are there; and a copy of which half the pages are coming already, in another tenant's copy being
-//! fetched, is not fetched (tenants of one program share most of their restore sets: ten woken
-//! at once fetch one copy, not ten).
+//! order a restore reads them, and each reader goes on once its own are there. A copy of which
+//! half the pages are coming already, in another tenant's copy being fetched, is not fetched
+//! (tenants of one program share most of their restore sets: ten woken at once fetch one copy,
+//! not ten).
 //!
 //! The copy is stored like the cold tier's packs, in zstd frames ([`crate::frame`]), since it is
 //! at rest there as long as its checkpoint is the newest.
@@ -281,13 +282,9 @@ impl PageStore {
         data: Vec<u8>,
         flight: &FlightEnd<'_>,
     ) -> Result<Vec<(PageId, Bytes)>> {
-        let (parts_tx, mut parts) = tokio::sync::mpsc::unbounded_channel::<Vec<(PageId, Bytes)>>();
-        let source = source.clone();
-        let decoding = crate::blocking::blocking(move || {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-            decode_checked(&source, &data, threads, &|part| {
-                let _ = parts_tx.send(part.to_vec());
-            })
+        let (parts_tx, mut parts) = tokio::sync::mpsc::unbounded_channel::<Part>();
+        let decoding = decode_locality(source, data, move |part| {
+            let _ = parts_tx.send(part.to_vec());
         });
         let installing = async {
             // Only checked pages reach the tier; a damaged page further on fails the fetch
@@ -311,13 +308,7 @@ impl PageStore {
     /// Reads a locality pack and checks it and every page in it (`pico store verify`).
     pub(crate) async fn verify_locality(&self, source: &LocalitySource) -> Result<usize> {
         let data = self.cold().get(&source.key).await?;
-        let source = source.clone();
-        let pages = crate::blocking::blocking(move || {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-            decode_checked(&source, &data, threads, &|_| {})
-        })
-        .await?;
-        Ok(pages.len())
+        Ok(decode_locality(source, data, |_| {}).await?.len())
     }
 
     /// Builds and uploads the locality pack of an ingest (nothing when `positions` names no
@@ -381,6 +372,21 @@ const PART_PAGES: usize = 512;
 
 /// Checked pages of a locality pack, with their ids, in the pack's order.
 type Part = Vec<(PageId, Bytes)>;
+
+/// [`decode_checked`] on blocking threads, up to four (decoding and checking is what a cold
+/// restore waits for once the bytes are in), each part handed to `deliver` once checked.
+async fn decode_locality(
+    source: &LocalitySource,
+    data: Vec<u8>,
+    deliver: impl Fn(&Part) + Send + Sync + 'static,
+) -> Result<Part> {
+    let source = source.clone();
+    crate::blocking::blocking(move || {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        decode_checked(&source, &data, threads, &deliver)
+    })
+    .await
+}
 
 /// Checks a locality pack against its name and size, and each page against its id, in parts of
 /// [`PART_PAGES`] pages dealt in turn to up to `threads` threads (so that parts come out

@@ -18,10 +18,11 @@ pub struct StandaloneCgroup {
 }
 
 impl StandaloneCgroup {
-    /// The cgroup `name` with `limits`, in a group named after `key` as a worker on that home
-    /// names its own, made now; the machine readied for restores into it as a worker readies it
-    /// at start (the yard of links in `scratch`/yard, `favordynmods`). `None` without a usable
-    /// hierarchy (the reason is logged), as a worker's tenants then run without one.
+    /// The cgroup `name` with `limits`, in a group named after `key` as a worker names its own
+    /// after its tenants directory, made now; the machine readied for restores into it as a
+    /// worker readies it at start (a yard of links under `scratch`, `favordynmods`). `None`
+    /// without a usable hierarchy (the reason is logged), as a worker's tenants then run
+    /// without one.
     pub fn make(
         key: &Path,
         name: &str,
