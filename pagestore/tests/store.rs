@@ -14,6 +14,23 @@ async fn open(home: &Path) -> PageStore {
     PageStore::open(&StoreConfig::embedded(home)).await.unwrap()
 }
 
+/// `n` incompressible pages (kind `kind`) written as an image of three files under `home`, and
+/// ingested as tenant "big" into `store`.
+async fn ingest_big(
+    store: &PageStore,
+    home: &Path,
+    kind: u8,
+    n: u64,
+) -> pagestore::ingest::IngestReport {
+    let src = home.join("src");
+    let pages: Vec<(u8, u64)> = (0..n).map(|i| (kind, i)).collect();
+    write_image_dir(&src, &pages, 3);
+    store
+        .ingest_with("big", &src, &criu_image::ingest_options())
+        .await
+        .unwrap()
+}
+
 fn cold_only(home: &Path) -> StoreConfig {
     let mut c = StoreConfig::embedded(home);
     c.local.enabled = false;
@@ -80,14 +97,8 @@ async fn a_checkpoint_kept_in_memory_is_written_out_from_memory_alone() {
 async fn a_checkpoint_of_several_packs_and_chunks_reads_back_from_cold_alone() {
     // 5000 incompressible pages: ~20 MiB of packs (three packs) and three ingest chunks.
     let home = tempfile::tempdir().unwrap();
-    let src = home.path().join("src");
-    let pages: Vec<(u8, u64)> = (0..5000).map(|i| (2, i)).collect();
-    write_image_dir(&src, &pages, 3);
     let store = open(home.path()).await;
-    let report = store
-        .ingest_with("big", &src, &criu_image::ingest_options())
-        .await
-        .unwrap();
+    let report = ingest_big(&store, home.path(), 2, 5000).await;
     assert_eq!(report.pages_new, 5000);
     assert!(report.packs_written >= 3, "{report:?}");
     drop(store);
@@ -96,7 +107,7 @@ async fn a_checkpoint_of_several_packs_and_chunks_reads_back_from_cold_alone() {
     assert!(cold.verify().await.unwrap().ok());
     let out = home.path().join("out");
     cold.materialize(&report.checkpoint, &out).await.unwrap();
-    assert_same_dir(&src, &out);
+    assert_same_dir(&home.path().join("src"), &out);
 }
 
 /// Ingest returns at its commit and caches the new pages in the local tier behind it: reads
@@ -104,17 +115,12 @@ async fn a_checkpoint_of_several_packs_and_chunks_reads_back_from_cold_alone() {
 /// settled every new page is a local hit.
 async fn new_pages_reach_the_local_tier_behind_the_commit(engine: LocalEngine) {
     let home = tempfile::tempdir().unwrap();
-    let src = home.path().join("src");
-    // 5000 incompressible pages: three packs.
-    let pages: Vec<(u8, u64)> = (0..5000).map(|i| (4, i)).collect();
-    write_image_dir(&src, &pages, 3);
     let mut config = StoreConfig::embedded(home.path());
     config.local.engine = engine;
     let store = PageStore::open(&config).await.unwrap();
-    let report = store
-        .ingest_with("big", &src, &criu_image::ingest_options())
-        .await
-        .unwrap();
+    // 5000 incompressible pages: three packs.
+    let report = ingest_big(&store, home.path(), 4, 5000).await;
+    let src = home.path().join("src");
     let out = home.path().join("out");
     store.materialize(&report.checkpoint, &out).await.unwrap();
     assert_same_dir(&src, &out);
@@ -143,14 +149,8 @@ async fn new_pages_reach_the_local_tier_behind_the_commit(engine: LocalEngine) {
 #[tokio::test(flavor = "current_thread")]
 async fn a_prefetch_from_the_local_tier_lets_other_tasks_run() {
     let home = tempfile::tempdir().unwrap();
-    let src = home.path().join("src");
-    let pages: Vec<(u8, u64)> = (0..10_000).map(|i| (4, i)).collect();
-    write_image_dir(&src, &pages, 3);
     let store = open(home.path()).await;
-    let report = store
-        .ingest_with("big", &src, &criu_image::ingest_options())
-        .await
-        .unwrap();
+    let report = ingest_big(&store, home.path(), 4, 10_000).await;
     store.local_settled().await.unwrap();
     store.evict_hot();
     let manifest = store.manifest(&report.checkpoint).await.unwrap();
