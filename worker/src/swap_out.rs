@@ -124,7 +124,7 @@ impl Worker {
         // behind the swap-out, when small enough to be restored whole (the restore's own test):
         // ingest left its pages in the memory tier.
         if let (true, Some(manifest)) = (self.config.keep_whole_images, &report.manifest) {
-            let pages = crate::swap_in::whole::non_zero_pages(manifest);
+            let pages = manifest.non_zero_pages().count();
             if crate::swap_in::whole::pages_under_mib(pages, self.config.whole_restore_below_mib) {
                 self.store.keep_whole_image_behind(Arc::clone(manifest));
             }

@@ -142,7 +142,7 @@ impl Worker {
         if config.whole_restore_below_mib == 0 {
             return None;
         }
-        let pages = whole::non_zero_pages(manifest);
+        let pages = manifest.non_zero_pages().count();
         if whole::pages_under_mib(pages, config.whole_restore_below_mib) {
             return Some(whole::Fetch::Nothing);
         }
@@ -248,7 +248,7 @@ impl Worker {
         });
         let dense = whole::covers(
             eager.pages.len(),
-            whole::non_zero_pages(&manifest),
+            manifest.non_zero_pages().count(),
             self.config.whole_restore_dense_share,
         );
         let (at_once, held) = if guessed || dense {

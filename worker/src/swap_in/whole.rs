@@ -73,11 +73,6 @@ pub(crate) fn covers(set: usize, pages: usize, share: f64) -> bool {
     share > 0.0 && set as f64 >= share * pages as f64
 }
 
-/// How many pages of `manifest` hold something (zero pages are never stored nor written).
-pub(crate) fn non_zero_pages(manifest: &Manifest) -> usize {
-    manifest.non_zero_pages().count()
-}
-
 /// Whether `pages` pages are fewer than `below_mib` MiB (0: never): an image of so many
 /// non-zero pages is small enough to be restored whole (whether this worker holds them all, the
 /// restore finds out).
@@ -273,7 +268,7 @@ impl Worker {
     async fn few_missing(&self, manifest: &Manifest) -> Option<Vec<pagestore::PageId>> {
         let store = self.store.clone();
         let image = manifest.clone();
-        let at_most = (FEW_MISSING * non_zero_pages(manifest) as f64) as usize;
+        let at_most = (FEW_MISSING * manifest.non_zero_pages().count() as f64) as usize;
         let missing = tokio::task::spawn_blocking(move || store.bring_resident(&image, at_most))
             .await
             .ok()
@@ -386,7 +381,7 @@ mod tests {
         // Written out, a small file takes a page, a page file whole huge pages (a zero page is a
         // hole, which a huge page backs all the same).
         assert_eq!(image_bytes(&m), PAGE_SIZE as u64 + (2 << 20));
-        let small_enough = |m: &Manifest, mib| pages_under_mib(non_zero_pages(m), mib);
+        let small_enough = |m: &Manifest, mib| pages_under_mib(m.non_zero_pages().count(), mib);
         assert!(small_enough(&m, 1));
         let mut big = m.clone();
         big.files[1].content = FileContent::Paged(vec![a; 256]);
