@@ -447,6 +447,14 @@ fn kill_9_of_the_worker_at_any_step_of_a_swap_loses_no_tenant() {
         .map(str::to_string)
         .collect();
     assert!(ours.is_empty(), "left mounted: {ours:?}");
+    // A dump whose checkpoint was committed, left by a worker killed before it deleted it, is
+    // deleted by the next one.
+    let staged: Vec<_> = std::fs::read_dir(p.home().join("staging"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(staged.is_empty(), "left staged: {staged:?}");
 }
 
 /// Waits until no tenant of `names` has pages still to copy in from a lazy restore.

@@ -14,7 +14,8 @@
 //!
 //! A tenant left running keeps its cgroup (`cgroup`); the cgroup of any other is removed.
 //!
-//! Mounts the predecessor left under the worker's home are detached first.
+//! Mounts the predecessor left under the worker's home are detached first; what it staged and
+//! no tenant names is deleted last.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -58,7 +59,35 @@ impl Worker {
             }
             self.settle_cgroup(&slot).await;
         }
+        self.sweep_staging().await;
         Ok(())
+    }
+
+    /// Deletes what the predecessor left in the staging directory that no tenant names: the dump
+    /// of a dense tenant's committed checkpoint, kept until its whole image was written behind
+    /// the swap-out (`swap_out`), or a CPU record.
+    async fn sweep_staging(&self) {
+        let mut named = std::collections::HashSet::new();
+        for slot in self.tenants.all() {
+            if let Some(staging) = slot.runtime.lock().await.info.staging.clone() {
+                named.insert(staging);
+            }
+        }
+        let dir = &self.config.staging_dir;
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if named.contains(&path) {
+                continue;
+            }
+            let removed = match entry.file_type().is_ok_and(|t| t.is_dir()) {
+                true => std::fs::remove_dir_all(&path),
+                false => std::fs::remove_file(&path),
+            };
+            match removed {
+                Ok(()) => info!(path = %path.display(), "deleted what a stopped worker staged"),
+                Err(e) => warn!(path = %path.display(), error = %e, "could not delete it"),
+            }
+        }
     }
 
     /// Mounts a tenant's filesystem again (a disk quota's) if it is not: after a reboot, or a
