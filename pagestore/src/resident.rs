@@ -339,7 +339,7 @@ pub(crate) fn punch_zero_pages(
 
 /// Writes the non-zero pages among `ids` (pages `first..` of a file of `size` bytes), whose bytes
 /// are `pages` in order, each run of adjacent ones in one vectored write; zero pages stay holes.
-pub(crate) fn write_pages(
+fn write_pages(
     out: &mut File,
     size: u64,
     first: usize,

@@ -577,6 +577,41 @@ fn a_tenant_that_touches_most_of_its_memory_is_restored_whole_once_learned() {
         set["pages"].as_u64().unwrap() >= 4096,
         "the whole ballast was learned: {set}"
     );
+
+    // Its image is kept whole on the local disk behind each swap-out, out of its dump (its pages
+    // are in neither tier then): once the memory tier has dropped them, its next whole restore
+    // reads that one file and looks up no page in the local tier.
+    let kept = p.home().join("local-whole/dense.img");
+    let _ = std::fs::remove_file(&kept);
+    p.ok(&["tenant", "swap-out", "dense"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !kept.exists() {
+        assert!(std::time::Instant::now() < deadline, "no image kept");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p.ok(&["store", "evict", "--tier", "hot"]);
+    let local_hits = || {
+        p.json(&["store", "counters"])["local_hits"]
+            .as_u64()
+            .unwrap()
+    };
+    let hits = local_hits();
+    let report = p.json(&["tenant", "swap-in", "dense"]);
+    assert_eq!(report["whole"], true, "{report}");
+    assert_eq!(
+        local_hits() - hits,
+        0,
+        "no page looked up in the local tier"
+    );
+    assert_eq!(request("dense").0, sum, "the ballast came back");
+    let staged = || std::fs::read_dir(p.home().join("staging")).unwrap().count();
+    while staged() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "its dump is deleted once its image is kept"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A new tenant has no ActiveSet of its own, but another tenant of the same program learned one:

@@ -116,17 +116,42 @@ impl Worker {
         };
         commit(&slot, &mut rt, &report, &out)?;
         crashpoint::hit("swap-out:recorded");
-        // The manifest is durable and recorded: the staged dump is no longer needed.
-        if let Err(e) = std::fs::remove_dir_all(&staging) {
-            warn!(error = %e, "could not delete staging");
-        }
-        // Kept whole on the local disk for its next whole restore (`pagestore::whole_image`),
-        // behind the swap-out, when small enough to be restored whole (the restore's own test):
-        // ingest left its pages in the memory tier.
-        if let (true, Some(manifest)) = (self.config.keep_whole_images, &report.manifest) {
-            let pages = manifest.non_zero_pages().count();
-            if crate::swap_in::whole::pages_under_mib(pages, self.config.whole_restore_below_mib) {
-                self.store.keep_whole_image_behind(Arc::clone(manifest));
+        // The manifest is durable and recorded: the staged dump is no longer needed. A checkpoint
+        // the next swap-in restores whole is kept whole on the local disk first
+        // (`pagestore::whole_image`), behind the swap-out: a small one out of the memory tier
+        // (where ingest kept its pages), a dense tenant's out of its dump, deleted after.
+        let whole = match (&report.manifest, self.config.keep_whole_images) {
+            (Some(manifest), true) => crate::swap_in::whole::restored_whole(
+                &self.config,
+                slot.working_set_pages(),
+                manifest.non_zero_pages().count(),
+            )
+            .map(|fetch| (Arc::clone(manifest), fetch)),
+            _ => None,
+        };
+        let dump_kept = match whole {
+            Some((manifest, crate::swap_in::whole::Fetch::Few)) => {
+                let kept = self
+                    .store
+                    .keep_whole_image_behind(manifest, Some(staging.clone()));
+                let staging = staging.clone();
+                tokio::spawn(async move {
+                    let _ = kept.await;
+                    if let Err(e) = tokio::fs::remove_dir_all(&staging).await {
+                        warn!(error = %e, "could not delete staging");
+                    }
+                });
+                true
+            }
+            Some((manifest, _)) => {
+                self.store.keep_whole_image_behind(manifest, None);
+                false
+            }
+            None => false,
+        };
+        if !dump_kept {
+            if let Err(e) = std::fs::remove_dir_all(&staging) {
+                warn!(error = %e, "could not delete staging");
             }
         }
         // Ingest wrote fast (lz4) packs; they become dense in the background (pagestore's

@@ -138,30 +138,17 @@ impl Worker {
     /// `whole::dense_enough`). Whole restores are off altogether with
     /// `whole_restore_below_mib = 0`.
     fn whole_first(&self, slot: &TenantSlot, manifest: &Manifest) -> Option<whole::Fetch> {
-        let config = &self.config;
-        if config.whole_restore_below_mib == 0 {
-            return None;
-        }
         let pages = manifest.non_zero_pages().count();
-        if whole::pages_under_mib(pages, config.whole_restore_below_mib) {
-            return Some(whole::Fetch::Nothing);
-        }
         let working_set = slot.working_set_pages();
-        let dense = whole::dense_enough(
-            working_set,
-            pages,
-            config.whole_restore_dense_share,
-            config.whole_restore_dense_below_mib,
-        );
-        if !dense {
-            return None;
+        let fetch = whole::restored_whole(&self.config, working_set, pages);
+        if fetch == Some(whole::Fetch::Few) {
+            info!(
+                pages,
+                working_set = working_set.unwrap_or(0),
+                "dense working set: trying a whole restore"
+            );
         }
-        info!(
-            pages,
-            working_set = working_set.unwrap_or(0),
-            "dense working set: trying a whole restore"
-        );
-        Some(whole::Fetch::Few)
+        fetch
     }
 
     /// Plans a lazy restore of `manifest`: with `learning` (an ActiveSet in use), the tenant's

@@ -67,6 +67,31 @@ pub(crate) fn dense_enough(
     }
 }
 
+/// Whether a checkpoint of `pages` non-zero pages is restored whole first, and what that
+/// restore fetches: it is small (nothing), or its tenant's working set (`working_set` pages, as
+/// last seen) is dense in it (a few pages; see [`dense_enough`]). Whole restores are off
+/// altogether with `whole_restore_below_mib = 0`. The swap-in's test, and the swap-out's for
+/// keeping the image whole on the local disk.
+pub(crate) fn restored_whole(
+    config: &crate::config::WorkerConfig,
+    working_set: Option<usize>,
+    pages: usize,
+) -> Option<Fetch> {
+    if config.whole_restore_below_mib == 0 {
+        return None;
+    }
+    if pages_under_mib(pages, config.whole_restore_below_mib) {
+        return Some(Fetch::Nothing);
+    }
+    dense_enough(
+        working_set,
+        pages,
+        config.whole_restore_dense_share,
+        config.whole_restore_dense_below_mib,
+    )
+    .then_some(Fetch::Few)
+}
+
 /// Whether a set of `set` pages is at least `share` (above 0) of an image of `pages` non-zero
 /// pages: a dense tenant's, whatever its size.
 pub(crate) fn covers(set: usize, pages: usize, share: f64) -> bool {
@@ -116,7 +141,7 @@ fn image_bytes(manifest: &Manifest) -> u64 {
 
 /// What a whole restore fetches from the cold tier when this worker lacks pages of the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Fetch {
+pub(crate) enum Fetch {
     /// Nothing: the restore goes lazy (a small image, whose lazy restore is cheap).
     Nothing,
     /// The missing pages, if they are few (a dense tenant's image, see [`dense_enough`]);
@@ -352,6 +377,23 @@ mod tests {
         assert!(!dense_enough(Some(100 * mib), 100 * mib, 0.0, 512));
         assert!(!dense_enough(Some(100 * mib), 100 * mib, 0.25, 100));
         assert!(!dense_enough(Some(0), 0, 0.25, 512));
+    }
+
+    #[test]
+    fn small_images_and_dense_tenants_are_restored_whole_unless_switched_off() {
+        let mib = (1 << 20) / PAGE_SIZE;
+        let mut config = crate::config::WorkerConfig::embedded(Path::new("/nonexistent"));
+        config.whole_restore_below_mib = 32;
+        config.whole_restore_dense_share = 0.25;
+        let whole = |set, pages| restored_whole(&config, set, pages);
+        assert_eq!(whole(None, 31 * mib), Some(Fetch::Nothing));
+        assert_eq!(whole(Some(25 * mib), 100 * mib), Some(Fetch::Few));
+        assert_eq!(whole(Some(mib), 100 * mib), None, "sparse: lazy");
+        assert_eq!(whole(None, 100 * mib), None, "nothing known: lazy");
+        config.whole_restore_below_mib = 0;
+        let whole = |set, pages| restored_whole(&config, set, pages);
+        assert_eq!(whole(Some(25 * mib), 100 * mib), None, "switched off");
+        assert_eq!(whole(None, mib), None);
     }
     use pagestore::PageId;
     use testkit::manifest::{file, of_files};
