@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::codec::{self, Codec};
 use crate::error::{Error, Result};
@@ -56,6 +56,9 @@ const CHUNK: usize = 16;
 /// Pages of a part: the footer says where each part starts, so that a restore decodes parts on
 /// several threads at once, each through buffers of a part (256 KiB decoded).
 const PART: usize = 64;
+/// What a kept image leaves free on its disk: it is a copy, and the local tier and the swap-outs'
+/// dumps need the disk more (a full one stops swap-outs from committing).
+const KEEP_FREE_BYTES: u64 = 1 << 30;
 /// The most an encoded page takes (lz4's bound for 4 KiB).
 const MAX_ENCODED: usize = PAGE_SIZE + PAGE_SIZE / 255 + 16;
 
@@ -144,11 +147,36 @@ impl PageStore {
     /// `Ok(false)` with no local tier or when a page is on none of them (nothing is written
     /// then). Blocking.
     pub fn keep_whole_image(&self, manifest: &Manifest, dump: Option<&Path>) -> Result<bool> {
+        self.keep_whole_image_leaving(manifest, dump, KEEP_FREE_BYTES)
+    }
+
+    /// [`Self::keep_whole_image`], written only if its disk keeps `keep_free` bytes free after
+    /// it (its size counted at the most, every page raw): `Ok(false)` otherwise.
+    fn keep_whole_image_leaving(
+        &self,
+        manifest: &Manifest,
+        dump: Option<&Path>,
+        keep_free: u64,
+    ) -> Result<bool> {
         let Some(path) = self.whole_image_path(&manifest.tenant) else {
             return Ok(false);
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let at_most = (manifest.non_zero_pages().count() * (PAGE_HEADER + PAGE_SIZE)) as u64;
+        match free_bytes(dir) {
+            Ok(free) if free >= at_most.saturating_add(keep_free) => {}
+            Ok(free) => {
+                info!(
+                    tenant = %manifest.tenant,
+                    free_bytes = free,
+                    image_bytes = at_most,
+                    "no room on the local disk to keep a whole image"
+                );
+                return Ok(false);
+            }
+            Err(e) => return Err(Error::io(dir, e)),
+        }
         // A name of this generation's own: two swap-outs of one tenant never write one file.
         let tmp = path.with_extension(format!("img.{}.tmp", manifest.generation));
         let written = self
@@ -336,6 +364,19 @@ impl PageStore {
             }
         }
     }
+}
+
+/// The bytes free to an unprivileged writer on the filesystem of `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: statvfs fills the struct it is given, from a path that outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Deletes a kept image that failed a check; `false`, for the caller to return.
@@ -733,6 +774,20 @@ mod tests {
         std::fs::write(&path, &kept[..kept.len() / 2]).unwrap();
         assert!(!store.materialize_whole_image(&manifest, &out).unwrap());
         assert!(!path.exists());
+    }
+
+    /// A kept image is a copy: it never takes the disk's last free bytes.
+    #[tokio::test]
+    async fn no_image_is_kept_without_room_on_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let (manifest, _) = image(&store);
+        let free = super::free_bytes(dir.path()).unwrap();
+        assert!(!store
+            .keep_whole_image_leaving(&manifest, None, free)
+            .unwrap());
+        assert!(!store.whole_image_path("t").unwrap().exists());
+        assert!(store.keep_whole_image_leaving(&manifest, None, 0).unwrap());
     }
 
     #[tokio::test]
