@@ -581,11 +581,23 @@ fn a_tenant_that_touches_most_of_its_memory_is_restored_whole_once_learned() {
     // Its image is kept whole on the local disk behind each swap-out, out of its dump (its pages
     // are in neither tier then): once the memory tier has dropped them, its next whole restore
     // reads that one file and looks up no page in the local tier.
+    // The file is this checkpoint's once its header names its generation (docs/store-format.md):
+    // the previous swap-out's may still be being kept when this one returns.
     let kept = p.home().join("local-whole/dense.img");
-    let _ = std::fs::remove_file(&kept);
-    p.ok(&["tenant", "swap-out", "dense"]);
+    let generation = p.json(&["tenant", "swap-out", "dense"])["generation"]
+        .as_u64()
+        .unwrap();
+    let kept_generation = || {
+        use std::io::Read;
+        let mut header = [0u8; 16];
+        std::fs::File::open(&kept)
+            .ok()?
+            .read_exact(&mut header)
+            .ok()?;
+        Some(u64::from_le_bytes(header[8..].try_into().ok()?))
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !kept.exists() {
+    while kept_generation() != Some(generation) {
         assert!(std::time::Instant::now() < deadline, "no image kept");
         std::thread::sleep(Duration::from_millis(20));
     }
