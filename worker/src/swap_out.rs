@@ -129,30 +129,21 @@ impl Worker {
             .map(|fetch| (Arc::clone(manifest), fetch)),
             _ => None,
         };
-        let dump_kept = match whole {
-            Some((manifest, crate::swap_in::whole::Fetch::Few)) => {
-                let kept = self
-                    .store
-                    .keep_whole_image_behind(manifest, Some(staging.clone()));
+        // The dump is read for a dense tenant's image: deleted once that is kept.
+        let dump = matches!(whole, Some((_, crate::swap_in::whole::Fetch::Few)));
+        let kept = whole.map(|(manifest, _)| {
+            self.store
+                .keep_whole_image_behind(manifest, dump.then(|| staging.clone()))
+        });
+        match kept {
+            Some(kept) if dump => {
                 let staging = staging.clone();
                 tokio::spawn(async move {
                     let _ = kept.await;
-                    if let Err(e) = tokio::fs::remove_dir_all(&staging).await {
-                        warn!(error = %e, "could not delete staging");
-                    }
+                    let _ = tokio::task::spawn_blocking(move || delete_staging(&staging)).await;
                 });
-                true
             }
-            Some((manifest, _)) => {
-                self.store.keep_whole_image_behind(manifest, None);
-                false
-            }
-            None => false,
-        };
-        if !dump_kept {
-            if let Err(e) = std::fs::remove_dir_all(&staging) {
-                warn!(error = %e, "could not delete staging");
-            }
+            _ => delete_staging(&staging),
         }
         // Ingest wrote fast (lz4) packs; they become dense in the background (pagestore's
         // `recompress`), at the lowest CPU priority.
@@ -305,4 +296,12 @@ fn commit(
     rt.info.generation = Some(out.generation);
     rt.info.last_swap_out = Some(out.clone());
     rt.info.save(&slot.dirs)
+}
+
+/// Deletes a staged dump whose checkpoint is committed (a failure is logged: a restart sweeps
+/// what is left, `recovery`).
+fn delete_staging(staging: &std::path::Path) {
+    if let Err(e) = std::fs::remove_dir_all(staging) {
+        warn!(error = %e, "could not delete staging");
+    }
 }

@@ -167,12 +167,12 @@ impl KeptImage {
             let data = encoded.get(at..at + len).ok_or_else(|| bad("cut short"))?;
             at += len;
             let page = &mut decoded[n * PAGE_SIZE..(n + 1) * PAGE_SIZE];
-            let ok = match codec {
-                c if c == Codec::Raw as u8 && len == PAGE_SIZE => {
+            let ok = match Codec::from_u8(codec) {
+                Some(Codec::Raw) if len == PAGE_SIZE => {
                     page.copy_from_slice(data);
                     true
                 }
-                c if c == Codec::Lz4 as u8 => {
+                Some(Codec::Lz4) => {
                     lz4_flex::block::decompress_into(data, page).is_ok_and(|n| n == PAGE_SIZE)
                 }
                 _ => false,
