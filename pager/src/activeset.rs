@@ -191,6 +191,15 @@ impl ActiveSet {
         self.restores.first().map_or(0, |t| t.pages.len())
     }
 
+    /// Whether one of its kept restores faulted pages the set it installed had not foreseen
+    /// (a restore that installed none, the first, teaches the set and misses nothing): a set
+    /// that still misses, whose neighbours are worth fetching with it.
+    pub fn still_misses(&self) -> bool {
+        self.restores
+            .iter()
+            .any(|t| t.eager_pages + t.foreseen > 0 && t.faults > 0)
+    }
+
     /// The merged set: pages seen in any kept restore, most frequent first, then in the
     /// first-touch order of the newest restore that saw them; at most `max_pages`.
     pub fn pages(&self, max_pages: usize) -> Vec<ActivePage> {
@@ -514,6 +523,30 @@ mod tests {
         }
         let gens: Vec<u64> = set.restores.iter().map(|r| r.generation).collect();
         assert_eq!(gens, vec![5, 4, 3, 2]);
+    }
+
+    #[test]
+    fn a_set_still_misses_while_a_restore_it_installed_faulted() {
+        let trace = |eager_pages, foreseen, faults| RestoreTrace {
+            eager_pages,
+            foreseen,
+            faults,
+            ..Default::default()
+        };
+        let mut set = ActiveSet::new("t");
+        // The first restore installed nothing: all it faulted taught the set.
+        set.record(trace(0, 0, 120), 2);
+        assert!(!set.still_misses());
+        set.record(trace(120, 0, 0), 2);
+        assert!(!set.still_misses());
+        set.record(trace(120, 0, 2), 2);
+        assert!(set.still_misses());
+        set.record(trace(0, 118, 1), 2);
+        assert!(set.still_misses());
+        // Out of the window, the misses are forgotten.
+        set.record(trace(122, 0, 0), 2);
+        set.record(trace(122, 0, 0), 2);
+        assert!(!set.still_misses());
     }
 
     /// The merged set's order: pages seen in more restores first; among equals, those the

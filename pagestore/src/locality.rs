@@ -186,7 +186,10 @@ impl PageStore {
             ms: started.elapsed().as_millis() as u64,
             ..LocalityReport::default()
         };
-        if (missing.len() as u64) * 4 < u64::from(source.pack.pages) {
+        // The pages it was written for: it may also hold others after them (the pages next to
+        // a tenant's working set), which are no reason to fetch it.
+        let written_for = (seen.len() as u64).min(u64::from(source.pack.pages));
+        if (missing.len() as u64) * 4 < written_for {
             return Ok(skip("most of its pages are in memory"));
         }
         if !self.read_path.peers().live().is_empty() {
@@ -211,9 +214,9 @@ impl PageStore {
             missing.into_iter().collect(),
             |id| !self.hot().contains(id),
             |not_coming| {
-                // Worth it when it brings mostly pages nothing else is bringing: else its copies
-                // of pages in flight elsewhere are bytes fetched twice.
-                (not_coming as u64) * 2 >= u64::from(source.pack.pages) && not_coming > 0
+                // Worth it when most of the pages it was written for come with nothing else: else
+                // its copies of pages in flight elsewhere are bytes fetched twice.
+                (not_coming as u64) * 2 >= written_for && not_coming > 0
             },
         ) else {
             return Ok(skip(&format!(

@@ -505,6 +505,40 @@ async fn a_locality_pack_is_written_referenced_and_prefetched_in_one_get() {
     assert_eq!(again.cold_gets, 0);
 }
 
+/// A locality pack may hold more than the restore set it was written for (after it: the pages
+/// next to a tenant's working set): those are no reason to skip it, and come into memory with it.
+#[tokio::test]
+async fn a_locality_pack_with_pages_beyond_its_restore_set_is_fetched_for_the_set() {
+    let home = tempfile::tempdir().unwrap();
+    let first = mixed_pages(400, 1);
+    let second = keep_then_new(&first, 200, 200, 2);
+    // The set (every third page) first, then twice as many others.
+    let set = every(3, 400);
+    let others: Vec<PagePos> = every(1, 400)
+        .into_iter()
+        .filter(|p| p.page % 3 != 0)
+        .collect();
+    let positions: Vec<PagePos> = set.iter().chain(&others).cloned().collect();
+    let (_, manifest) =
+        two_generations_with_locality(home.path(), &first, &second, positions).await;
+    let wanted = ids_at(&manifest, &set);
+    let beyond = ids_at(&manifest, &others);
+    assert!(beyond.len() > wanted.len() * 3 / 2, "{}", beyond.len());
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    let r = store
+        .prefetch_with_locality(&wanted, LocalitySource::of(&manifest).as_ref())
+        .await
+        .unwrap();
+    let used = r.locality.clone().unwrap();
+    assert!(used.used, "{r:?}");
+    assert_eq!(r.cold_gets, 1, "{r:?}");
+    // The pages beyond the set are in memory: reading them sends no GET.
+    for id in &beyond {
+        assert_eq!(PageId::of(&store.read_page(id).await.unwrap()), *id);
+    }
+    assert_eq!(store.cold().counters.gets.load(Ordering::Relaxed), 1);
+}
+
 #[tokio::test]
 async fn readers_wait_for_a_locality_pack_in_flight_instead_of_sending_gets() {
     let home = tempfile::tempdir().unwrap();

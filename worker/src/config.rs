@@ -50,6 +50,13 @@ pub struct WorkerConfig {
     /// cold GETs instead of one per scattered run, for duplicated bytes (reported).
     #[serde(default = "default_locality_pack")]
     pub locality_pack: bool,
+    /// While the tenant's own ActiveSet still misses (one of its kept restores faulted pages it
+    /// had not foreseen) and its swap-in holds the rest of its image back for the first answer
+    /// (the rest is large), the locality pack also holds the lazy pages within this many pages of
+    /// a page of the set, so that its misses (nearly all next to a page of it) fault in from
+    /// memory rather than from the cold tier (0: none).
+    #[serde(default = "default_activeset_neighbours")]
+    pub activeset_neighbours: u64,
     /// How a swap-in installs the ActiveSet's pages.
     #[serde(default)]
     pub activeset_install: ActiveSetInstall,
@@ -255,6 +262,9 @@ fn default_activeset_window_max_ms() -> u64 {
 fn default_activeset_max_pages() -> usize {
     65536
 }
+fn default_activeset_neighbours() -> u64 {
+    2
+}
 fn default_whole_restore_below_mib() -> u64 {
     32
 }
@@ -303,6 +313,7 @@ impl WorkerConfig {
             criu_log_level: default_criu_log_level(),
             activeset: default_activeset(),
             activeset_window: default_activeset_window(),
+            activeset_neighbours: default_activeset_neighbours(),
             activeset_grace_ms: default_activeset_grace_ms(),
             activeset_window_max_ms: default_activeset_window_max_ms(),
             activeset_max_pages: default_activeset_max_pages(),

@@ -19,10 +19,28 @@ use tracing::{debug, info, warn};
 
 use crate::host::{lock_std, TenantSlot, Worker};
 use crate::program_sets::BorrowedSet;
+use crate::tenant::{FillReleasedBy, FillWait};
+
+/// How many pages on each side of the tenant's own ActiveSet its next locality pack also holds:
+/// `configured` while the set still misses (nearly all of its misses lie next to one of its
+/// pages) and the last swap-in held the rest of the image back for the first answer (else the
+/// rest, neighbours included, is fetched alongside the restore set); none otherwise. A set that
+/// foresaw every fault of its last restores would only pay for them, and a borrowed set (no set
+/// of its own) is a guess at a first restore's working set, whose cold bytes are bounded by what
+/// it reads.
+fn neighbour_reach(own: Option<&ActiveSet>, last_fill: Option<FillWait>, configured: u64) -> u64 {
+    let rest_held = last_fill.is_some_and(|w| w.released_by != FillReleasedBy::Nothing);
+    match own {
+        Some(set) if set.still_misses() && rest_held => configured,
+        _ => 0,
+    }
+}
 
 impl Worker {
     /// Ingests a dump, also storing its restore set (the tenant's current ActiveSet applied to
-    /// the dump's pagemaps, plus CRIU's own eager pages) in a locality pack when enabled, and
+    /// the dump's pagemaps, plus CRIU's own eager pages; then, while the tenant's own set still
+    /// misses and its swap-in holds the rest of its image back, the lazy pages next to the set:
+    /// `activeset_neighbours`) in a locality pack when enabled, and
     /// keeping its pages in memory when it is small enough to be restored whole.
     pub(crate) async fn ingest_with_locality(
         &self,
@@ -39,21 +57,36 @@ impl Worker {
                 Some(_) => None,
                 None => self.borrowed_activeset(slot, staging).await,
             };
+            let around = neighbour_reach(
+                set.as_deref(),
+                slot.last_fill_wait(),
+                self.config.activeset_neighbours,
+            );
             let set = set.or_else(|| borrowed.as_ref().map(|b| b.set.clone()));
             *lock_std(&slot.borrowed) = borrowed;
             let max = self.config.activeset_max_pages;
             let dir = staging.to_path_buf();
-            options.locality = tokio::task::spawn_blocking(move || {
+            let (positions, set_positions) = tokio::task::spawn_blocking(move || {
                 let wanted = set.map(|s| s.pages(max)).unwrap_or_default();
-                let wanted = wanted.iter().map(|p| (p.pagemap.as_str(), p.vaddr));
-                ImageLayout::of_dir(&dir).restore_positions(wanted, max)
+                let wanted = || wanted.iter().map(|p| (p.pagemap.as_str(), p.vaddr));
+                let layout = ImageLayout::of_dir(&dir);
+                // The restore set first, in the order `criu restore` reads it; the neighbours
+                // after it, so that its pages are decoded and handed on first.
+                let mut positions = layout.restore_positions(wanted(), max);
+                let set_positions = positions.len();
+                if around > 0 {
+                    positions.extend(layout.neighbour_positions(wanted(), around, max));
+                }
+                (positions, set_positions)
             })
             .await
             .unwrap_or_default();
             debug!(
-                pages = options.locality.len(),
+                pages = positions.len(),
+                neighbours = positions.len() - set_positions,
                 "restore set of the new checkpoint"
             );
+            options.locality = positions;
         }
         options.keep_in_memory =
             crate::swap_in::whole::dump_small_enough(staging, self.config.whole_restore_below_mib);
@@ -104,5 +137,53 @@ impl Worker {
         (self.config.locality_pack)
             .then(|| LocalitySource::of(manifest))
             .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pager::activeset::RestoreTrace;
+
+    use super::*;
+
+    #[test]
+    fn neighbours_go_with_a_set_that_still_misses_when_the_rest_was_held() {
+        let held = |released_by| {
+            Some(FillWait {
+                released_by,
+                ms: 90,
+                cold_bytes: 1 << 20,
+                cold_waves: 1,
+            })
+        };
+        let mut missing = ActiveSet::new("t");
+        missing.record(
+            RestoreTrace {
+                eager_pages: 400,
+                faults: 1,
+                ..Default::default()
+            },
+            4,
+        );
+        let mut foreseeing = ActiveSet::new("t");
+        foreseeing.record(
+            RestoreTrace {
+                eager_pages: 400,
+                ..Default::default()
+            },
+            4,
+        );
+        let m = Some(&missing);
+        assert_eq!(neighbour_reach(m, held(FillReleasedBy::Answer), 2), 2);
+        assert_eq!(neighbour_reach(m, held(FillReleasedBy::Misses), 2), 2);
+        // The rest came alongside the restore set, or nothing says how it came.
+        assert_eq!(neighbour_reach(m, held(FillReleasedBy::Nothing), 2), 0);
+        assert_eq!(neighbour_reach(m, None, 2), 0);
+        assert_eq!(
+            neighbour_reach(Some(&foreseeing), held(FillReleasedBy::Answer), 2),
+            0
+        );
+        assert_eq!(neighbour_reach(None, held(FillReleasedBy::Answer), 2), 0);
+        assert_eq!(neighbour_reach(m, held(FillReleasedBy::Answer), 0), 0);
     }
 }
