@@ -291,6 +291,14 @@ impl ImageSpaces {
         Some((name.as_str(), space.mapping_of(vaddr)?))
     }
 
+    /// [`Self::mapping_of`] for the addresses of one pagemap's process, looked up once: the
+    /// index of the mapping that holds an address, `None` outside every mapping (or for a
+    /// pagemap without an address space here).
+    pub fn mappings_of<'s>(&'s self, pagemap: &str) -> impl Fn(u64) -> Option<usize> + 's {
+        let space = self.by_pagemap.get(pagemap);
+        move |vaddr| space?.mapping_of(vaddr)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_pagemap.is_empty()
     }

@@ -9,6 +9,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+/// Page ids seen, hashed fast (foldhash, seeded per set): ids are BLAKE3 hashes, and a large
+/// image's tens of thousands went through SipHash on a swap-in's path.
+type PageIdSet = HashSet<PageId, foldhash::fast::RandomState>;
+
 use pagestore::{Manifest, PageId};
 
 use crate::files::inline_files;
@@ -53,38 +57,42 @@ impl ImageLayout {
     /// or repeats. Prefetching exactly these turns a restore's many small reads into a few
     /// large ones.
     pub fn eager_page_ids(&self, manifest: &Manifest) -> Vec<PageId> {
-        let mut seen = HashSet::new();
-        self.page_ids(manifest, &mut seen, |_, pos| !pos.lazy)
+        let mut seen = PageIdSet::default();
+        self.page_ids(manifest, &mut seen, |_| |pos: &PagePosition| !pos.lazy)
     }
 
     /// The pages CRIU's lazy-pages daemon copies in after the restore (faults and background
     /// copy), in image order, without zero pages or repeats.
     pub fn lazy_page_ids(&self, manifest: &Manifest) -> Vec<PageId> {
-        self.lazy_page_ids_split(manifest, |_, _| true).0
+        self.lazy_page_ids_split(manifest, |_| |_| true).0
     }
 
-    /// The same in two parts: those for which `first(pagemap, vaddr)` holds, and the others
-    /// (each in image order; a page in both parts is in the first only).
-    pub fn lazy_page_ids_split(
+    /// The same in two parts: those at an address for which `first(pagemap)` holds, and the
+    /// others (each in image order; a page in both parts is in the first only). `first` is asked
+    /// once per pagemap, for the test of its addresses: a swap-in splits a large image's tens of
+    /// thousands of pages on its path, and a lookup by pagemap name per page cost the large
+    /// heap's (68k pages) several milliseconds.
+    pub fn lazy_page_ids_split<F: Fn(u64) -> bool>(
         &self,
         manifest: &Manifest,
-        first: impl Fn(&str, u64) -> bool,
+        first: impl Fn(&str) -> F,
     ) -> (Vec<PageId>, Vec<PageId>) {
-        let mut seen = HashSet::new();
-        let chosen = self.page_ids(manifest, &mut seen, |pagemap, pos| {
-            pos.lazy && first(pagemap, pos.vaddr)
+        let mut seen = PageIdSet::default();
+        let chosen = self.page_ids(manifest, &mut seen, |pagemap| {
+            let first = first(pagemap);
+            move |pos: &PagePosition| pos.lazy && first(pos.vaddr)
         });
-        let others = self.page_ids(manifest, &mut seen, |_, pos| pos.lazy);
+        let others = self.page_ids(manifest, &mut seen, |_| |pos: &PagePosition| pos.lazy);
         (chosen, others)
     }
 
-    /// The pages at positions `wanted(pagemap, position)` picks, in image order, without zero
+    /// The pages at positions `wanted(pagemap)(position)` picks, in image order, without zero
     /// pages or those already `seen`.
-    fn page_ids(
+    fn page_ids<W: Fn(&PagePosition) -> bool>(
         &self,
         manifest: &Manifest,
-        seen: &mut HashSet<PageId>,
-        wanted: impl Fn(&str, &PagePosition) -> bool,
+        seen: &mut PageIdSet,
+        wanted: impl Fn(&str) -> W,
     ) -> Vec<PageId> {
         let mut ids = Vec::new();
         let mut files: Vec<_> = self.files.iter().collect();
@@ -93,8 +101,9 @@ impl ImageLayout {
             let Some(pages) = manifest.file(pages_file).map(|f| f.pages()) else {
                 continue;
             };
+            let wanted = wanted(pagemap);
             for (pos, id) in positions.iter().zip(pages) {
-                if wanted(pagemap, pos) && !id.is_zero() && seen.insert(*id) {
+                if wanted(pos) && !id.is_zero() && seen.insert(*id) {
                     ids.push(*id);
                 }
             }

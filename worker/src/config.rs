@@ -50,8 +50,8 @@ pub struct WorkerConfig {
     /// cold GETs instead of one per scattered run, for duplicated bytes (reported).
     #[serde(default = "default_locality_pack")]
     pub locality_pack: bool,
-    /// While the tenant's own ActiveSet still misses (one of its kept restores faulted pages it
-    /// had not foreseen) and its swap-in holds the rest of its image back for the first answer
+    /// While the tenant's own ActiveSet may still miss (it holds fewer than `activeset_window`
+    /// restores, or one of them faulted pages it had not foreseen) and its swap-in holds the rest of its image back for the first answer
     /// (the rest is large), the locality pack also holds the lazy pages within this many pages of
     /// a page of the set, so that its misses (nearly all next to a page of it) fault in from
     /// memory rather than from the cold tier (0: none).

@@ -22,24 +22,29 @@ use crate::program_sets::BorrowedSet;
 use crate::tenant::{FillReleasedBy, FillWait};
 
 /// How many pages on each side of the tenant's own ActiveSet its next locality pack also holds:
-/// `configured` while the set still misses (nearly all of its misses lie next to one of its
-/// pages) and the last swap-in held the rest of the image back for the first answer (else the
+/// `configured` while the set may still miss (young, or missing: `ActiveSet::may_miss`; nearly
+/// all of its misses lie next to one of its pages) and the last swap-in held the rest of the image back for the first answer (else the
 /// rest, neighbours included, is fetched alongside the restore set); none otherwise. A set that
-/// foresaw every fault of its last restores would only pay for them, and a borrowed set (no set
+/// foresaw every fault of the restores it keeps would only pay for them, and a borrowed set (no set
 /// of its own) is a guess at a first restore's working set, whose cold bytes are bounded by what
 /// it reads.
-fn neighbour_reach(own: Option<&ActiveSet>, last_fill: Option<FillWait>, configured: u64) -> u64 {
+fn neighbour_reach(
+    own: Option<&ActiveSet>,
+    window: usize,
+    last_fill: Option<FillWait>,
+    configured: u64,
+) -> u64 {
     let rest_held = last_fill.is_some_and(|w| w.released_by != FillReleasedBy::Nothing);
     match own {
-        Some(set) if set.still_misses() && rest_held => configured,
+        Some(set) if set.may_miss(window) && rest_held => configured,
         _ => 0,
     }
 }
 
 impl Worker {
     /// Ingests a dump, also storing its restore set (the tenant's current ActiveSet applied to
-    /// the dump's pagemaps, plus CRIU's own eager pages; then, while the tenant's own set still
-    /// misses and its swap-in holds the rest of its image back, the lazy pages next to the set:
+    /// the dump's pagemaps, plus CRIU's own eager pages; then, while the tenant's own set may
+    /// still miss and its swap-in holds the rest of its image back, the lazy pages next to the set:
     /// `activeset_neighbours`) in a locality pack when enabled, and
     /// keeping its pages in memory when it is small enough to be restored whole.
     pub(crate) async fn ingest_with_locality(
@@ -59,6 +64,7 @@ impl Worker {
             };
             let around = neighbour_reach(
                 set.as_deref(),
+                self.config.activeset_window,
                 slot.last_fill_wait(),
                 self.config.activeset_neighbours,
             );
@@ -147,7 +153,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn neighbours_go_with_a_set_that_still_misses_when_the_rest_was_held() {
+    fn neighbours_go_with_a_set_that_may_miss_when_the_rest_was_held() {
         let held = |released_by| {
             Some(FillWait {
                 released_by,
@@ -156,34 +162,31 @@ mod tests {
                 cold_waves: 1,
             })
         };
+        let young = ActiveSet::new("t");
         let mut missing = ActiveSet::new("t");
-        missing.record(
-            RestoreTrace {
-                eager_pages: 400,
-                faults: 1,
-                ..Default::default()
-            },
-            4,
-        );
         let mut foreseeing = ActiveSet::new("t");
-        foreseeing.record(
-            RestoreTrace {
+        for _ in 0..4 {
+            let trace = |faults| RestoreTrace {
                 eager_pages: 400,
+                faults,
                 ..Default::default()
-            },
-            4,
-        );
+            };
+            missing.record(trace(1), 4);
+            foreseeing.record(trace(0), 4);
+        }
         let m = Some(&missing);
-        assert_eq!(neighbour_reach(m, held(FillReleasedBy::Answer), 2), 2);
-        assert_eq!(neighbour_reach(m, held(FillReleasedBy::Misses), 2), 2);
-        // The rest came alongside the restore set, or nothing says how it came.
-        assert_eq!(neighbour_reach(m, held(FillReleasedBy::Nothing), 2), 0);
-        assert_eq!(neighbour_reach(m, None, 2), 0);
+        assert_eq!(neighbour_reach(m, 4, held(FillReleasedBy::Answer), 2), 2);
+        assert_eq!(neighbour_reach(m, 4, held(FillReleasedBy::Misses), 2), 2);
         assert_eq!(
-            neighbour_reach(Some(&foreseeing), held(FillReleasedBy::Answer), 2),
-            0
+            neighbour_reach(Some(&young), 4, held(FillReleasedBy::Answer), 2),
+            2
         );
-        assert_eq!(neighbour_reach(None, held(FillReleasedBy::Answer), 2), 0);
-        assert_eq!(neighbour_reach(m, held(FillReleasedBy::Answer), 0), 0);
+        // The rest came alongside the restore set, or nothing says how it came.
+        assert_eq!(neighbour_reach(m, 4, held(FillReleasedBy::Nothing), 2), 0);
+        assert_eq!(neighbour_reach(m, 4, None, 2), 0);
+        let f = Some(&foreseeing);
+        assert_eq!(neighbour_reach(f, 4, held(FillReleasedBy::Answer), 2), 0);
+        assert_eq!(neighbour_reach(None, 4, held(FillReleasedBy::Answer), 2), 0);
+        assert_eq!(neighbour_reach(m, 4, held(FillReleasedBy::Answer), 0), 0);
     }
 }

@@ -2,9 +2,10 @@
 //! the image filled into memory behind it, so that neither the restore nor CRIU's lazy-pages
 //! daemon waits on the cold tier one small read at a time.
 //!
-//! Both run on one task, started before the checkpoint is mounted ([`start`]), so that the
-//! restore set's round trip overlaps the mount and the start of CRIU: the restore set's requests
-//! go first. The rest comes in two parts (planned in `plan`): the mappings the installed set
+//! The restore set's fetch starts as soon as the plan knows it ([`RestoreSetFetch`]), the fill
+//! of the rest before the checkpoint is mounted ([`start`]), so that the restore set's round
+//! trip overlaps the rest of the plan, the mount and the start of CRIU: the restore set's
+//! requests go first. The rest comes in two parts (planned in `plan`): the mappings the installed set
 //! touches, where its misses most likely are, then the others.
 //!
 //! When an ActiveSet was installed, the first answer needs none of the fill, and fetching,
@@ -33,22 +34,41 @@ use pagestore::stats::LiveCounters;
 use pagestore::{PageId, PageStore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::host::TenantSlot;
 use crate::tenant::{FillReleasedBy, FillWait};
 
 /// What a fill fetches, planned before the mount.
 pub(super) struct FillPlan {
-    /// Everything `criu restore` reads before the tenant runs, fetched ahead of it.
-    pub restore_set: Vec<PageId>,
-    /// The locality pack the restore set is fetched from, if the checkpoint has one.
-    pub locality: Option<LocalitySource>,
+    /// Everything `criu restore` reads before the tenant runs, already on its way.
+    pub restore_set: RestoreSetFetch,
     /// Pages fetched right after the restore set, never held: the mappings a guessed set
     /// touches (see `plan`).
     pub at_once: Vec<PageId>,
     /// The rest of the image, filled in behind the restore; a fill that waits holds it.
     pub held: Vec<PageId>,
+}
+
+/// The fetch of everything `criu restore` reads before the tenant runs (from the checkpoint's
+/// locality pack when it has one), started as soon as the plan knows those pages: its round
+/// trip then overlaps the rest of the planning (splitting the large heap's 68k lazy pages for
+/// the fill took ~10 ms of its swap-in), the mount and the start of CRIU.
+pub(super) struct RestoreSetFetch(JoinHandle<pagestore::Result<PrefetchReport>>);
+
+impl RestoreSetFetch {
+    pub(super) fn start(
+        store: Arc<PageStore>,
+        pages: Vec<PageId>,
+        locality: Option<LocalitySource>,
+    ) -> RestoreSetFetch {
+        let fetch = async move {
+            store
+                .prefetch_with_locality(&pages, locality.as_ref())
+                .await
+        };
+        RestoreSetFetch(tokio::spawn(fetch.in_current_span()))
+    }
 }
 
 /// A running fill.
@@ -133,7 +153,6 @@ pub(super) fn start(
 ) -> Fill {
     let FillPlan {
         restore_set,
-        locality,
         at_once,
         held,
     } = plan;
@@ -147,10 +166,10 @@ pub(super) fn start(
         // The pages fetched at once go alongside the restore set (their own round trip
         // overlaps its), which is reported as soon as it is in.
         let restore_set = async {
-            let fetched = store
-                .prefetch_with_locality(&restore_set, locality.as_ref())
-                .await;
-            let _ = prefetched_tx.send(fetched);
+            // A fetch that panicked drops the sender: the restore set is reported missing.
+            if let Ok(fetched) = restore_set.0.await {
+                let _ = prefetched_tx.send(fetched);
+            }
         };
         let ((), first) = tokio::join!(restore_set, store.prefetch(&at_once));
         let first = first?;

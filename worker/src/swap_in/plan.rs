@@ -2,7 +2,7 @@
 //! ([`Route`]); for a lazy restore, what CRIU is to install eagerly and what is fetched ahead of
 //! it and behind it ([`LazyPlan`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use criu_image::{ImageLayout, ImageSpaces};
@@ -14,7 +14,7 @@ use crate::activeset::own_activeset;
 use crate::config::ActiveSetInstall;
 use crate::error::{Error, Result};
 use crate::host::{TenantRuntime, TenantSlot, Worker};
-use crate::swap_in::fill::FillPlan;
+use crate::swap_in::fill::{FillPlan, RestoreSetFetch};
 use crate::swap_in::whole;
 use crate::tenant::{TenantInfo, TenantState};
 
@@ -203,14 +203,17 @@ impl Worker {
             ImageSpaces::default()
         };
         // Everything `criu restore` will read before the tenant runs (its eager pages and the
-        // ActiveSet) is fetched in a few large requests while the mount, the daemon and the
-        // restore start; a page the restore reads before its range has arrived waits for that
-        // same request (single flight), so the restore is not held back to wait for all.
+        // ActiveSet) is fetched in a few large requests, starting here, while the rest of the
+        // plan is made and the mount, the daemon and the restore start; a page the restore
+        // reads before its range has arrived waits for that same request (single flight), so
+        // the restore is not held back to wait for all.
         let mut restore_set = layout.eager_page_ids(&manifest);
         // A set left lazy is fetched along with them, to be faulted in from memory.
         if install == ActiveSetInstall::Prefetch {
             restore_set.extend(&eager.ids);
         }
+        let locality = learning.then(|| self.locality_source(&manifest)).flatten();
+        let restore_set = RestoreSetFetch::start(self.store.clone(), restore_set, locality);
         // CRIU's lazy-pages daemon copies in every remaining page with one small read at a
         // time; from a cold tier each costs a round trip (measured: ~450 serial reads of
         // ~50 ms, 20 s before a Python tenant's first answer), and faults wait behind them.
@@ -223,15 +226,25 @@ impl Worker {
         // a request that reads much of its memory strays outside the set too (node walking a
         // Map: ~15 faults a wake-up in its heap's mappings, whose pages a garbage collector
         // moves), and each such fault waited for the held fill or a cold round trip.
-        let touched: HashSet<(&str, usize)> = eager
+        let mut touched: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (pagemap, mapping) in eager
             .pages
             .iter()
             .filter_map(|p| spaces.mapping_of(&p.pagemap, p.vaddr))
-            .collect();
-        let (near, mut far) = layout.lazy_page_ids_split(&manifest, |pagemap, vaddr| {
-            spaces
-                .mapping_of(pagemap, vaddr)
-                .is_some_and(|m| touched.contains(&m))
+        {
+            touched.entry(pagemap).or_default().push(mapping);
+        }
+        for mappings in touched.values_mut() {
+            mappings.sort_unstable();
+            mappings.dedup();
+        }
+        let (near, mut far) = layout.lazy_page_ids_split(&manifest, |pagemap| {
+            let mapping_of = spaces.mappings_of(pagemap);
+            let touched_here = touched.get(pagemap);
+            move |vaddr| {
+                touched_here
+                    .is_some_and(|t| mapping_of(vaddr).is_some_and(|m| t.binary_search(&m).is_ok()))
+            }
         });
         let dense = whole::covers(
             eager.pages.len(),
@@ -245,10 +258,8 @@ impl Worker {
             all.append(&mut far);
             (Vec::new(), all)
         };
-        let locality = learning.then(|| self.locality_source(&manifest)).flatten();
         let mut fetch = FillPlan {
             restore_set,
-            locality,
             at_once,
             held,
         };
