@@ -83,13 +83,15 @@ mod tests {
         use std::time::{Duration, Instant};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        // Before the server's sleep begins, so that a test thread slow to run after the spawn
+        // (a loaded machine) cannot make the wait look shorter than the sleep.
+        let started = Instant::now();
         let server = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
             let (conn, _) = listener.accept().unwrap();
             drop(conn);
             listener
         });
-        let started = Instant::now();
         assert!(listens(port, Duration::from_secs(5)));
         let waited = started.elapsed();
         assert!(
