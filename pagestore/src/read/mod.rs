@@ -286,8 +286,18 @@ impl ReadPath {
             for asked in misses.chunks(MAX_PAGES_PER_REQUEST) {
                 let ids: Vec<PageId> = asked.iter().map(|&(_, id)| id).collect();
                 let (flight, mine) = self.locality_flights.start_for_uncovered(&ids);
-                let (to_fetch, coming): (Vec<Miss>, Vec<Miss>) =
+                let (mut to_fetch, coming): (Vec<Miss>, Vec<Miss>) =
                     asked.iter().partition(|(_, id)| mine.contains(id));
+                // A flight that brought some of them may have ended since this read looked in
+                // memory (its pages are cached before it ends): those are not asked for again.
+                to_fetch.retain(|&(i, id)| match self.hot.get(&id) {
+                    Some(page) => {
+                        tally.inspect(|t| t.add_memory());
+                        out[i] = Some(page);
+                        false
+                    }
+                    None => true,
+                });
                 if !to_fetch.is_empty() {
                     rest.extend(self.fetch_peer(peer.as_ref(), to_fetch, out, tally).await);
                 }
