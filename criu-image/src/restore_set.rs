@@ -34,14 +34,9 @@ impl ImageLayout {
         set: impl IntoIterator<Item = (&'a str, u64)>,
         max_pages: usize,
     ) -> Vec<PagePos> {
-        let mut eager: HashMap<&str, HashSet<u64>> = HashMap::new();
-        for (pagemap, vaddr) in set {
-            eager.entry(pagemap).or_default().insert(vaddr);
-        }
-        let mut files: Vec<_> = self.page_files().collect();
-        files.sort_by(|a, b| a.0.cmp(b.0));
+        let eager = by_pagemap(set);
         let mut out = Vec::new();
-        for (pages_file, pagemap, positions) in files {
+        for (pages_file, pagemap, positions) in self.page_files_in_order() {
             let set_here = eager.get(pagemap);
             for (i, pos) in positions.iter().enumerate() {
                 if out.len() >= max_pages {
@@ -70,15 +65,10 @@ impl ImageLayout {
         around: u64,
         max_pages: usize,
     ) -> Vec<PagePos> {
-        let mut in_set: HashMap<&str, HashSet<u64>> = HashMap::new();
-        for (pagemap, vaddr) in set {
-            in_set.entry(pagemap).or_default().insert(vaddr);
-        }
+        let in_set = by_pagemap(set);
         let reach = around * PAGE_SIZE as u64;
-        let mut files: Vec<_> = self.page_files().collect();
-        files.sort_by(|a, b| a.0.cmp(b.0));
         let mut out = Vec::new();
-        for (pages_file, pagemap, positions) in files {
+        for (pages_file, pagemap, positions) in self.page_files_in_order() {
             let Some(set_here) = in_set.get(pagemap) else {
                 continue;
             };
@@ -109,6 +99,22 @@ impl ImageLayout {
         }
         out
     }
+
+    /// [`Self::page_files`] in pages-file name order: the order of a locality pack.
+    fn page_files_in_order(&self) -> Vec<(&str, &str, &[crate::pagemap::PagePosition])> {
+        let mut files: Vec<_> = self.page_files().collect();
+        files.sort_by(|a, b| a.0.cmp(b.0));
+        files
+    }
+}
+
+/// The addresses of a set's pages, by pagemap.
+fn by_pagemap<'a>(set: impl IntoIterator<Item = (&'a str, u64)>) -> HashMap<&'a str, HashSet<u64>> {
+    let mut by: HashMap<&str, HashSet<u64>> = HashMap::new();
+    for (pagemap, vaddr) in set {
+        by.entry(pagemap).or_default().insert(vaddr);
+    }
+    by
 }
 
 #[cfg(test)]

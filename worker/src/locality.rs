@@ -23,11 +23,11 @@ use crate::tenant::{FillReleasedBy, FillWait};
 
 /// How many pages on each side of the tenant's own ActiveSet its next locality pack also holds:
 /// `configured` while the set may still miss (young, or missing: `ActiveSet::may_miss`; nearly
-/// all of its misses lie next to one of its pages) and the last swap-in held the rest of the image back for the first answer (else the
-/// rest, neighbours included, is fetched alongside the restore set); none otherwise. A set that
-/// foresaw every fault of the restores it keeps would only pay for them, and a borrowed set (no set
-/// of its own) is a guess at a first restore's working set, whose cold bytes are bounded by what
-/// it reads.
+/// all of its misses lie next to one of its pages) and the last swap-in held the rest of the
+/// image back for the first answer (else the rest, neighbours included, is fetched alongside the
+/// restore set); none otherwise. A set that foresaw every fault of the restores it keeps would
+/// only pay for them, and a borrowed set (no set of its own) is a guess at a first restore's
+/// working set, whose cold bytes are bounded by what it reads.
 fn neighbour_reach(
     own: Option<&ActiveSet>,
     window: usize,

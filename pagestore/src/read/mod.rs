@@ -260,16 +260,25 @@ impl ReadPath {
             .wait_for(misses.iter().map(|(_, id)| id), |id| self.hot.contains(id))
             .await
         {
-            misses.retain(|&(i, id)| match self.hot.get(&id) {
-                Some(page) => {
-                    tally.inspect(|t| t.add_cold(1));
-                    out[i] = Some(page);
-                    false
-                }
-                None => true,
+            // Brought from the cold tier by the locality pack: counted as cold.
+            self.take_from_memory(&mut misses, out, || {
+                tally.inspect(|t| t.add_cold(1));
             });
         }
         misses
+    }
+
+    /// Takes the pages of `misses` the memory tier holds now into `out` (calling `hit` for
+    /// each), leaving the others.
+    fn take_from_memory(&self, misses: &mut Vec<Miss>, out: &mut [Option<Bytes>], hit: impl Fn()) {
+        misses.retain(|&(i, id)| match self.hot.get(&id) {
+            Some(page) => {
+                hit();
+                out[i] = Some(page);
+                false
+            }
+            None => true,
+        });
     }
 
     /// The peer step: asks each registered peer for what is still missing (one request per
@@ -290,13 +299,8 @@ impl ReadPath {
                     asked.iter().partition(|(_, id)| mine.contains(id));
                 // A flight that brought some of them may have ended since this read looked in
                 // memory (its pages are cached before it ends): those are not asked for again.
-                to_fetch.retain(|&(i, id)| match self.hot.get(&id) {
-                    Some(page) => {
-                        tally.inspect(|t| t.add_memory());
-                        out[i] = Some(page);
-                        false
-                    }
-                    None => true,
+                self.take_from_memory(&mut to_fetch, out, || {
+                    tally.inspect(|t| t.add_memory());
                 });
                 if !to_fetch.is_empty() {
                     rest.extend(self.fetch_peer(peer.as_ref(), to_fetch, out, tally).await);
