@@ -1,12 +1,16 @@
 //! `pico`: the one binary of picocenter-rs. A thin shell over the library crates: it parses the
 //! command line, loads `pico.toml`, and calls into `pagestore`, `pager`, `worker` and `hub`.
 
+mod alloc;
 mod cli;
 mod config;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: alloc::LargeMapped = alloc::LargeMapped;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
