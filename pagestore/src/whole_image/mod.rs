@@ -64,11 +64,15 @@ const PART: usize = 64;
 const KEEP_FREE_BYTES: u64 = 1 << 30;
 
 /// Kept images being written behind swap-outs: what is deleted (a tenant forgotten, the local
-/// tier emptied for a cold start) waits for them, so that none comes back after.
+/// tier emptied for a cold start) waits for them, so that none comes back after; and one
+/// finished replaces its tenant's only if that is not a newer checkpoint's.
 #[derive(Default)]
 pub(crate) struct Writing {
     count: Mutex<usize>,
     idle: Condvar,
+    /// Held while a written image takes its tenant's name (after a look at the generation of
+    /// the one there).
+    installing: Mutex<()>,
 }
 
 impl Writing {
@@ -187,7 +191,31 @@ impl PageStore {
             let _ = std::fs::remove_file(&tmp);
             return written;
         }
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        // Two swap-outs of one tenant may keep their images at once (each behind its own, at
+        // the lowest priority): the older checkpoint's, finished last, must not replace the
+        // newer one's, which its next restore needs.
+        let installed = {
+            let _installing = self
+                .whole_images_writing
+                .installing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let newer_kept =
+                read::kept_generation(&path).is_some_and(|kept| kept > manifest.generation);
+            if !newer_kept {
+                std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            }
+            !newer_kept
+        };
+        if !installed {
+            let _ = std::fs::remove_file(&tmp);
+            info!(
+                tenant = %manifest.tenant,
+                generation = manifest.generation,
+                "a newer checkpoint's image is kept already"
+            );
+            return Ok(false);
+        }
         self.bound_whole_images(dir, &path);
         Ok(true)
     }

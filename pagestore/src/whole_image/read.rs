@@ -17,6 +17,19 @@ pub(super) enum PartFailed {
     Io(PathBuf, std::io::Error),
 }
 
+/// The generation of the checkpoint whose kept image is at `path`; `None` when there is none or
+/// it is not a kept image.
+pub(super) fn kept_generation(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; MAGIC.len() + 8];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact_at(&mut header, 0)
+        .ok()?;
+    let (magic, generation) = header.split_at(MAGIC.len());
+    (magic == MAGIC).then(|| u64::from_le_bytes(generation.try_into().unwrap_or_default()))
+}
+
 /// A kept image of a checkpoint, open to be read part by part.
 pub(super) struct KeptImage {
     file: std::fs::File,

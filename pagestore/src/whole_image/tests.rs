@@ -67,6 +67,33 @@ async fn a_kept_image_is_written_back_whole_without_the_tiers() {
     assert!(!store.materialize_whole_image(&manifest, &out).unwrap());
 }
 
+/// Two swap-outs keep their images at once: the older checkpoint's, finished last, does not
+/// replace the newer one's (its next restore would read the tiers instead).
+#[tokio::test]
+async fn an_older_checkpoints_image_does_not_replace_a_newer_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let (older, _) = image(&store);
+    let mut newer = older.clone();
+    newer.generation += 1;
+    assert!(store.keep_whole_image(&newer, None).unwrap());
+    assert!(!store.keep_whole_image(&older, None).unwrap());
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    assert!(store.materialize_whole_image(&newer, &out).unwrap());
+    assert!(!store.materialize_whole_image(&older, &out).unwrap());
+    let leftovers: Vec<_> = std::fs::read_dir(store.whole_images_dir().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A newer one still replaces an older one.
+    newer.generation += 1;
+    assert!(store.keep_whole_image(&newer, None).unwrap());
+    assert!(store.materialize_whole_image(&newer, &out).unwrap());
+}
+
 /// A dense tenant's pages are in neither tier behind its swap-out: they are read from its
 /// dump, each checked; a dump page that does not match is looked for in the tiers.
 #[tokio::test]
