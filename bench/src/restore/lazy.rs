@@ -98,14 +98,22 @@ pub(super) async fn lazy_modes(
     if !repeated.is_empty() {
         let name = app.name().to_string();
         let port = add_tenant(&worker, opts, app, &name, &home.join("app")).await?;
-        for &mode in &repeated {
-            tracing::info!(app = app.name(), mode = mode.name(), "measuring");
-            out.push((
-                mode,
-                repeated_mode(opts, &worker, app, &name, port, mode).await?,
-            ));
+        let measured = async {
+            let mut measured = Vec::new();
+            for &mode in &repeated {
+                tracing::info!(app = app.name(), mode = mode.name(), "measuring");
+                measured.push((
+                    mode,
+                    repeated_mode(opts, &worker, app, &name, port, mode).await?,
+                ));
+            }
+            Ok::<_, Error>(measured)
         }
+        .await;
+        // Whatever happened, the tenant goes: a worker stopped with it asleep would leave its
+        // network namespace pinned in the work directory.
         let _ = worker.call(&Request::Rm { name }).await;
+        out.extend(measured?);
     }
     for &mode in modes.iter().filter(|m| m.first()) {
         tracing::info!(app = app.name(), mode = mode.name(), "measuring");
