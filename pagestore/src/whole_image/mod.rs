@@ -19,7 +19,8 @@
 //! swap-out; each checked against its id) or the local tier; every page is
 //! checked against its id as it is read back; a file that names another checkpoint, is damaged
 //! or is missing is not used (a damaged one is deleted) and the caller reads the tiers as
-//! before. Nothing syncs it to disk: a torn file fails its checks. `forget` deletes it with
+//! before; one finished after a newer checkpoint's (two swap-outs keeping theirs at once) is
+//! dropped, not put in its place. Nothing syncs it to disk: a torn file fails its checks. `forget` deletes it with
 //! its tenant. Its disk use is one image per tenant restored whole (compressed; the tenant's newest
 //! checkpoint only), in a directory beside the local tier's, bounded by `[local]
 //! whole_images_max_bytes` (the least recently written deleted first).
