@@ -239,54 +239,9 @@ impl Pico {
 impl Drop for Pico {
     fn drop(&mut self) {
         if self._temp.is_some() {
-            unmount_below(&self.home);
+            worker::mounts::detach_below(&self.home);
         }
     }
-}
-
-/// Detaches every mount at or below `dir`, the deepest first (best effort: a test's cleanup).
-fn unmount_below(dir: &Path) {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|point| PathBuf::from(unescape_mount_point(point)))
-        .filter(|point| point.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for point in points {
-        let Ok(c) = std::ffi::CString::new(point.as_os_str().as_encoded_bytes()) else {
-            continue;
-        };
-        // SAFETY: umount2(2) with a valid NUL-terminated path.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    }
-}
-
-/// A mount point as `/proc/self/mountinfo` writes it, with its octal escapes (`\040` for a
-/// space) undone.
-fn unescape_mount_point(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Starts `command` with no input, its stdout and stderr into `log`.
@@ -427,17 +382,5 @@ impl Hub<'_> {
 impl Drop for Hub<'_> {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mount_points_are_read_with_their_escapes_undone() {
-        assert_eq!(unescape_mount_point("/tmp/a\\040b/net"), "/tmp/a b/net");
-        assert_eq!(unescape_mount_point("/tmp/plain"), "/tmp/plain");
-        assert_eq!(unescape_mount_point("/tmp/x\\09"), "/tmp/x\\09");
     }
 }

@@ -45,6 +45,7 @@ mod lifecycle;
 mod locality;
 mod lost_faults;
 pub mod metrics;
+pub mod mounts;
 pub mod netns;
 mod peer;
 pub mod process;

@@ -51,7 +51,7 @@ const STRAY_CRIU_LIMIT: Duration = Duration::from_secs(60);
 impl Worker {
     /// Settles every tenant (see the module doc).
     pub(crate) async fn recover(self: &Arc<Self>) -> Result<()> {
-        detach_stale_mounts(&self.config.mounts_dir);
+        crate::mounts::detach_below(&self.config.mounts_dir);
         for slot in self.tenants.all() {
             self.remount_disk(&slot).await;
             if let Err(e) = self.recover_tenant(&slot).await {
@@ -283,26 +283,4 @@ pub(crate) fn processes_in_netns(pin: &Path) -> Vec<u32> {
             std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == target)
         })
         .collect()
-}
-
-/// Detaches every mount under `dir` (a predecessor's FUSE mounts and tmpfs, whose servers are
-/// gone).
-fn detach_stale_mounts(dir: &Path) {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let prefix = dir.to_string_lossy().to_string();
-    let mut stale: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .collect();
-    // Deepest first.
-    stale.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    for mount in stale {
-        match nix::mount::umount2(mount, nix::mount::MntFlags::MNT_DETACH) {
-            Ok(()) => info!(mount, "detached a stale mount"),
-            Err(e) => warn!(mount, error = %e, "could not detach a stale mount"),
-        }
-    }
 }
