@@ -77,6 +77,19 @@ pub(crate) struct Writing {
 }
 
 impl Writing {
+    /// Puts the image written at `tmp` (of checkpoint `generation`) in its tenant's place
+    /// `path`, unless the image there is a newer checkpoint's: two swap-outs of one tenant may
+    /// keep their images at once (each behind its own, at the lowest priority), and the older
+    /// one, finished last, must not replace the one the next restore needs. Whether it did.
+    fn install(&self, tmp: &Path, path: &Path, generation: u64) -> Result<bool> {
+        let _installing = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        if read::kept_generation(path).is_some_and(|kept| kept > generation) {
+            return Ok(false);
+        }
+        std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))?;
+        Ok(true)
+    }
+
     fn start(self: &Arc<Self>) -> WritingOne {
         *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         WritingOne(Arc::clone(self))
@@ -192,23 +205,10 @@ impl PageStore {
             let _ = std::fs::remove_file(&tmp);
             return written;
         }
-        // Two swap-outs of one tenant may keep their images at once (each behind its own, at
-        // the lowest priority): the older checkpoint's, finished last, must not replace the
-        // newer one's, which its next restore needs.
-        let installed = {
-            let _installing = self
-                .whole_images_writing
-                .installing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let newer_kept =
-                read::kept_generation(&path).is_some_and(|kept| kept > manifest.generation);
-            if !newer_kept {
-                std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-            }
-            !newer_kept
-        };
-        if !installed {
+        if !self
+            .whole_images_writing
+            .install(&tmp, &path, manifest.generation)?
+        {
             let _ = std::fs::remove_file(&tmp);
             info!(
                 tenant = %manifest.tenant,

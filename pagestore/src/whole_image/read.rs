@@ -17,17 +17,40 @@ pub(super) enum PartFailed {
     Io(PathBuf, std::io::Error),
 }
 
+/// What a kept image's header says: its checkpoint (generation, creation time) and how many
+/// pages it holds.
+struct Header {
+    generation: u64,
+    created_ms: u64,
+    count: usize,
+}
+
+impl Header {
+    /// The header of `file`; `None` if it is not a kept image.
+    fn read(file: &std::fs::File) -> Option<Header> {
+        use std::os::unix::fs::FileExt;
+        let mut header = [0u8; HEADER];
+        file.read_exact_at(&mut header, 0).ok()?;
+        if &header[..MAGIC.len()] != MAGIC {
+            return None;
+        }
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&header[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        Some(Header {
+            generation: u64_at(8),
+            created_ms: u64_at(16),
+            count: u32::from_le_bytes([header[24], header[25], header[26], header[27]]) as usize,
+        })
+    }
+}
+
 /// The generation of the checkpoint whose kept image is at `path`; `None` when there is none or
 /// it is not a kept image.
 pub(super) fn kept_generation(path: &std::path::Path) -> Option<u64> {
-    use std::os::unix::fs::FileExt;
-    let mut header = [0u8; MAGIC.len() + 8];
-    std::fs::File::open(path)
-        .ok()?
-        .read_exact_at(&mut header, 0)
-        .ok()?;
-    let (magic, generation) = header.split_at(MAGIC.len());
-    (magic == MAGIC).then(|| u64::from_le_bytes(generation.try_into().unwrap_or_default()))
+    Header::read(&std::fs::File::open(path).ok()?).map(|h| h.generation)
 }
 
 /// A kept image of a checkpoint, open to be read part by part.
@@ -46,19 +69,11 @@ impl KeptImage {
         manifest: &Manifest,
     ) -> std::result::Result<Option<Self>, String> {
         use std::os::unix::fs::FileExt;
-        let mut header = [0u8; HEADER];
-        if kept.read_exact_at(&mut header, 0).is_err() || &header[..MAGIC.len()] != MAGIC {
-            return Err("not a kept image".into());
-        }
-        let u64_at = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&header[at..at + 8]);
-            u64::from_le_bytes(b)
-        };
-        if (u64_at(8), u64_at(16)) != (manifest.generation, manifest.created_ms) {
+        let header = Header::read(&kept).ok_or("not a kept image")?;
+        if (header.generation, header.created_ms) != (manifest.generation, manifest.created_ms) {
             return Ok(None);
         }
-        let count = u32::from_le_bytes([header[24], header[25], header[26], header[27]]) as usize;
+        let count = header.count;
         if count != manifest.non_zero_pages().count() {
             return Err(format!("{count} pages, not the checkpoint's"));
         }
