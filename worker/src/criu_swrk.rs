@@ -121,9 +121,13 @@ impl CriuSpares {
         });
     }
 
-    /// An idle spare if it is still alive (and a new one on its way).
+    /// The spare idle longest, if it is still alive (and a new one on its way). The oldest, not
+    /// the newest: the one a previous take sent for may join the queue between two takes.
     fn take(&self) -> Option<Spare> {
-        let spare = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let spare = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            (!idle.is_empty()).then(|| idle.remove(0))
+        };
         self.replenish();
         let mut spare = spare?;
         match spare.child.try_wait() {
