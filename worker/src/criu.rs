@@ -315,7 +315,10 @@ impl Criu {
 
     /// Restores the tree from `images`, detached; with `lazy`, memory marked lazy is left to the
     /// lazy-pages daemon already listening in `work`. Returns the root pid.
-    /// With `netns`, it runs inside the namespace pinned there, and so does the tree.
+    /// With `netns`, it runs inside the namespace pinned there, and so does the tree. With
+    /// `stopped`, every task of the tree is left stopped (`SIGSTOP` before CRIU lets go of it,
+    /// so none runs an instruction of its own): the caller continues them
+    /// (`process::continue_tree`) or kills them.
     pub async fn restore(
         &self,
         images: &Path,
@@ -323,6 +326,7 @@ impl Criu {
         lazy: bool,
         netns: Option<&Path>,
         view: Option<&View>,
+        stopped: bool,
     ) -> Result<u32> {
         let pidfile = work.join("restore.pid");
         let mut cmd = self.command("restore", images, work, "restore.log");
@@ -332,6 +336,9 @@ impl Criu {
             .arg(&pidfile);
         if lazy {
             cmd.arg("--lazy-pages");
+        }
+        if stopped {
+            cmd.arg("--leave-stopped");
         }
         if let Some(yard) = &self.cgroup_yard {
             cmd.arg("--cgroup-yard").arg(yard);

@@ -32,6 +32,9 @@ pub(crate) struct RestoreRequest<'a> {
     pub external: &'a [String],
     /// `cgroup_yard` (60): the directory where the cgroup hierarchies are (see `cgroup::yard`).
     pub cgroup_yard: Option<&'a str>,
+    /// `leave_stopped` (69): the restored tasks are left stopped (`SIGSTOP`), to be continued
+    /// by the caller.
+    pub leave_stopped: bool,
 }
 
 /// What a `criu_resp` says about a restore.
@@ -71,6 +74,9 @@ impl RestoreRequest<'_> {
         }
         if let Some(yard) = self.cgroup_yard {
             put_bytes(&mut opts, 60, yard.as_bytes());
+        }
+        if self.leave_stopped {
+            put_bool(&mut opts, 69, true);
         }
         put_bytes(&mut opts, 68, self.images_dir.as_bytes());
         let mut req = Vec::with_capacity(opts.len() + 8);
@@ -130,6 +136,7 @@ mod tests {
             root: None,
             external: &[],
             cgroup_yard: None,
+            leave_stopped: false,
         }
         .encode();
         // Checked against `protoc --decode=criu_req rpc.proto` (CRIU 4.2.1).
@@ -159,6 +166,7 @@ mod tests {
             root: None,
             external: &[],
             cgroup_yard: None,
+            leave_stopped: false,
         }
         .encode();
         // join_ns (39, length-delimited: key 0xba 0x02) { ns "net", ns_file "/n" }.
@@ -169,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_request_may_give_a_root_external_mounts_and_a_cgroup_yard() {
+    fn a_restore_request_may_give_a_root_external_mounts_a_cgroup_yard_and_leave_stopped() {
         let external = ["mnt[usr]:/usr".to_string()];
         let req = RestoreRequest {
             images_dir: "/i",
@@ -181,6 +189,7 @@ mod tests {
             root: Some("/v"),
             external: &external,
             cgroup_yard: Some("/y"),
+            leave_stopped: true,
         }
         .encode();
         // root (13: key 0x6a) "/v"; external (37: key 0xaa 0x02) "mnt[usr]:/usr".
@@ -192,6 +201,9 @@ mod tests {
         // cgroup_yard (60: key 0xe2 0x03) "/y".
         let yard: &[u8] = &[0xe2, 0x03, 0x02, b'/', b'y'];
         assert!(req.windows(yard.len()).any(|w| w == yard), "{req:x?}");
+        // leave_stopped (69: key 0xa8 0x04) true.
+        let stopped: &[u8] = &[0xa8, 0x04, 0x01];
+        assert!(req.windows(stopped.len()).any(|w| w == stopped), "{req:x?}");
     }
 
     #[test]

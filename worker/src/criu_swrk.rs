@@ -16,7 +16,7 @@
 
 use crate::sandbox::View;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
@@ -147,13 +147,15 @@ impl CriuSpares {
     /// --tcp-established`, its log level, `restore.log` in `work`); returns the root pid.
     /// `Ok(None)` when no spare is ready (start CRIU instead). A restore CRIU reports failed is
     /// an error naming its log.
-    /// With `netns`, the tree joins the network namespace pinned there.
+    /// With `netns`, the tree joins the network namespace pinned there; with `stopped`, its
+    /// tasks are left stopped (see [`Criu::restore`]).
     pub async fn restore(
         &self,
         images: &Path,
         work: &Path,
         netns: Option<&Path>,
         view: Option<&View>,
+        stopped: bool,
     ) -> Result<Option<u32>> {
         if let Some(view) = view {
             crate::criu::prepare_root(view)?;
@@ -161,28 +163,22 @@ impl CriuSpares {
         let Some(spare) = self.take() else {
             return Ok(None);
         };
-        let view = view.cloned();
-        let (images, dir) = (images.to_path_buf(), work.to_path_buf());
-        let netns = netns.map(Path::to_path_buf);
-        let log_level = self.criu.log_level();
-        let yard = self.criu.cgroup_yard().map(Path::to_path_buf);
+        let asked = Asked {
+            images: images.to_path_buf(),
+            work: work.to_path_buf(),
+            netns: netns.map(Path::to_path_buf),
+            view: view.cloned(),
+            log_level: self.criu.log_level(),
+            cgroup_yard: self.criu.cgroup_yard().map(Path::to_path_buf),
+            leave_stopped: stopped,
+        };
         let Spare { mut child, socket } = spare;
-        let answered = tokio::task::spawn_blocking(move || {
-            ask_to_restore(
-                &socket,
-                &images,
-                &dir,
-                netns.as_deref(),
-                view.as_ref(),
-                log_level,
-                yard.as_deref(),
-            )
-        })
-        .await
-        .map_err(|source| Error::TaskFailed {
-            task: "CRIU restore request",
-            source,
-        })?;
+        let answered = tokio::task::spawn_blocking(move || ask_to_restore(&socket, &asked))
+            .await
+            .map_err(|source| Error::TaskFailed {
+                task: "CRIU restore request",
+                source,
+            })?;
         // It exits once it has answered; reaped behind the reply.
         tokio::spawn(async move {
             if let Err(e) = child.wait().await {
@@ -209,16 +205,29 @@ impl CriuSpares {
     }
 }
 
-/// Sends the restore request and waits for CRIU's answer (blocking).
-fn ask_to_restore(
-    socket: &OwnedFd,
-    images: &Path,
-    work: &Path,
-    netns: Option<&Path>,
-    view: Option<&View>,
+/// What a restore asks a spare for.
+struct Asked {
+    images: PathBuf,
+    work: PathBuf,
+    netns: Option<PathBuf>,
+    view: Option<View>,
     log_level: u8,
-    cgroup_yard: Option<&Path>,
-) -> std::io::Result<RestoreResponse> {
+    cgroup_yard: Option<PathBuf>,
+    leave_stopped: bool,
+}
+
+/// Sends the restore request and waits for CRIU's answer (blocking).
+fn ask_to_restore(socket: &OwnedFd, asked: &Asked) -> std::io::Result<RestoreResponse> {
+    let Asked {
+        images,
+        work,
+        netns,
+        view,
+        log_level,
+        cgroup_yard,
+        leave_stopped,
+    } = asked;
+    let (netns, view, cgroup_yard) = (netns.as_deref(), view.as_ref(), cgroup_yard.as_deref());
     let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let images = images
         .to_str()
@@ -237,7 +246,7 @@ fn ask_to_restore(
         images_dir: images,
         work_dir_fd: work_dir.as_raw_fd(),
         log_file: LOG_FILE,
-        log_level,
+        log_level: *log_level,
         tcp_established: true,
         join_netns: netns
             .map(|p| {
@@ -253,6 +262,7 @@ fn ask_to_restore(
                     .ok_or_else(|| bad(format!("cgroup yard {p:?} is not UTF-8")))
             })
             .transpose()?,
+        leave_stopped: *leave_stopped,
     }
     .encode();
     nix::sys::socket::send(socket.as_raw_fd(), &request, MsgFlags::empty())?;
@@ -332,7 +342,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let dir = tempfile::tempdir().unwrap();
         let restored = spares
-            .restore(dir.path(), dir.path(), None, None)
+            .restore(dir.path(), dir.path(), None, None, false)
             .await
             .unwrap();
         assert_eq!(restored, None, "a dead spare is passed over");
@@ -347,7 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // An empty image directory: CRIU finds no inventory.
         let err = spares
-            .restore(dir.path(), dir.path(), None, None)
+            .restore(dir.path(), dir.path(), None, None, false)
             .await
             .unwrap_err()
             .to_string();

@@ -109,6 +109,15 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
     tree
 }
 
+/// Continues every process of the tree rooted at `pid` (`SIGCONT`): a tree restored stopped
+/// (`Criu::restore`'s `stopped`). A stopped process continues whatever its signal handlers,
+/// the init of a PID namespace included.
+pub fn continue_tree(pid: u32) {
+    for p in process_tree(pid) {
+        let _ = kill(Pid::from_raw(p as i32), Signal::SIGCONT);
+    }
+}
+
 /// Kills the process tree rooted at `pid` and reaps it: waits until each of its processes is
 /// gone, at most [`KILLED_GONE_WITHIN`] each.
 pub async fn kill_tree(pid: u32) {

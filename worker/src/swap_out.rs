@@ -116,34 +116,24 @@ impl Worker {
         };
         commit(&slot, &mut rt, &report, &out)?;
         crashpoint::hit("swap-out:recorded");
-        // The manifest is durable and recorded: the staged dump is no longer needed. A checkpoint
-        // the next swap-in restores whole is kept whole on the local disk first
-        // (`pagestore::whole_image`), behind the swap-out: a small one out of the memory tier
-        // (where ingest kept its pages), a dense tenant's out of its dump, deleted after.
+        // The manifest is durable and recorded: the staged dump is no longer needed, unless the
+        // next swap-in restores this checkpoint whole: then the dump is kept, moved beside the
+        // local tier (`pagestore::whole_image`), behind the swap-out, and that restore reads it
+        // where it lies.
         let whole = match (&report.manifest, self.config.keep_whole_images) {
             (Some(manifest), true) => crate::swap_in::whole::restored_whole(
                 &self.config,
                 slot.working_set_pages(),
                 manifest.non_zero_pages().count(),
             )
-            .map(|fetch| (Arc::clone(manifest), fetch)),
+            .map(|_| Arc::clone(manifest)),
             _ => None,
         };
-        // The dump is read for a dense tenant's image: deleted once that is kept.
-        let dump = matches!(whole, Some((_, crate::swap_in::whole::Fetch::Few)));
-        let kept = whole.map(|(manifest, _)| {
-            self.store
-                .keep_whole_image_behind(manifest, dump.then(|| staging.clone()))
-        });
-        match kept {
-            Some(kept) if dump => {
-                let staging = staging.clone();
-                tokio::spawn(async move {
-                    let _ = kept.await;
-                    let _ = tokio::task::spawn_blocking(move || delete_staging(&staging)).await;
-                });
+        match whole {
+            Some(manifest) => {
+                self.store.keep_dump_behind(manifest, staging.clone());
             }
-            _ => delete_staging(&staging),
+            None => delete_staging(&staging),
         }
         // Ingest wrote fast (lz4) packs; they become dense in the background (pagestore's
         // `recompress`), at the lowest CPU priority.
@@ -224,6 +214,7 @@ impl Worker {
                         false,
                         slot.netns.as_deref(),
                         slot.view.as_ref(),
+                        false,
                     )
                     .await
             }

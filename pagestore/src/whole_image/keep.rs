@@ -1,96 +1,113 @@
-//! Writing a kept image (see the module doc of [`super`]): its header, each non-zero page from the
-//! memory tier, the checkpoint's dump or the local tier, and the footer of its parts.
+//! Keeping a dump (see the module doc of [`super`]): checked to hold the checkpoint's files,
+//! its zero pages punched out, marked with its checkpoint, then moved into its tenant's place
+//! unless a newer checkpoint's is there.
 
-use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use super::{HEADER, MAGIC, PAGE_HEADER, PART};
-use crate::codec::{self, Codec};
+use super::{Writing, MARKER};
+use crate::error::{Error, Result};
 use crate::manifest::{FileContent, Manifest};
-use crate::page::PAGE_SIZE;
-use crate::store::PageStore;
+use crate::resident::punch_zero_pages;
 
-/// The kept file is written through a buffer of 64 KiB: buffers of a whole image (3.4 MiB for
-/// the counter) were allocated afresh by each restore, in memory this VM's hypervisor may have
-/// taken back (~17-20 µs a page to touch again; bench/results/density/burst-41d32d8).
-const CHUNK: usize = 16;
-/// The most an encoded page takes (lz4's bound for 4 KiB).
-const MAX_ENCODED: usize = PAGE_SIZE + PAGE_SIZE / 255 + 16;
-
-impl PageStore {
-    /// Writes the kept image of `manifest` at `path` (see [`Self::keep_whole_image`]); `false` at
-    /// the first page on none of the sources.
-    pub(super) fn write_whole_image(
-        &self,
-        manifest: &Manifest,
-        dump: Option<&Path>,
-        path: &Path,
-    ) -> std::io::Result<bool> {
-        let mut out =
-            std::io::BufWriter::with_capacity(CHUNK * PAGE_SIZE, std::fs::File::create(path)?);
-        out.write_all(MAGIC)?;
-        out.write_all(&manifest.generation.to_le_bytes())?;
-        out.write_all(&manifest.created_ms.to_le_bytes())?;
-        out.write_all(&(manifest.non_zero_pages().count() as u32).to_le_bytes())?;
-        let mut encoded = Vec::with_capacity(MAX_ENCODED);
-        let mut dumped = vec![0u8; PAGE_SIZE];
-        // Where each part starts, for the footer.
-        let (mut at, mut kept, mut footer) = (HEADER as u64, 0usize, Vec::new());
-        for file in &manifest.files {
-            let FileContent::Paged(pages) = &file.content else {
-                continue;
-            };
-            // A file the dump lacks (or no dump) leaves the tiers.
-            let dump_file = dump.and_then(|d| std::fs::File::open(d.join(&file.name)).ok());
-            for (index, id) in pages.iter().enumerate().filter(|(_, id)| !id.is_zero()) {
-                encoded.clear();
-                let codec = if let Some(page) = self.hot().peek(id) {
-                    codec::encode_into(&page, &mut encoded)
-                } else if dump_file.as_ref().is_some_and(|f| {
-                    read_dumped_page(f, index, &mut dumped).is_ok() && id.matches(&dumped)
-                }) {
-                    codec::encode_into(&dumped, &mut encoded)
-                } else {
-                    // Encoded as the local tier holds it: checked when read back.
-                    match self.local().map(|l| l.get(id)) {
-                        Some(Ok(Some((codec @ (Codec::Raw | Codec::Lz4), data)))) => {
-                            encoded.extend_from_slice(&data);
-                            codec
-                        }
-                        _ => return Ok(false),
-                    }
-                };
-                if kept % PART == 0 {
-                    footer.extend_from_slice(&at.to_le_bytes());
-                }
-                out.write_all(&[codec as u8])?;
-                out.write_all(&(encoded.len() as u32).to_le_bytes())?;
-                out.write_all(&encoded)?;
-                at += (PAGE_HEADER + encoded.len()) as u64;
-                kept += 1;
-            }
+/// Readies `dump` to be kept for `manifest`: `false` if it does not hold a file of the
+/// checkpoint at its size (it is not that checkpoint's dump); else its zero pages are punched
+/// out (the disk holds only what the image needs) and its marker written.
+pub(super) fn prepare(manifest: &Manifest, dump: &Path) -> Result<bool> {
+    for file in &manifest.files {
+        let path = dump.join(&file.name);
+        let len = match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => meta.len(),
+            _ => return Ok(false),
+        };
+        if len != file.size {
+            return Ok(false);
         }
-        out.write_all(&footer)?;
-        out.flush()?;
-        Ok(true)
+        if let FileContent::Paged(pages) = &file.content {
+            let out = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            punch_zero_pages(&out, file.size, 0, pages).map_err(|e| Error::io(&path, e))?;
+        }
     }
+    let marker = dump.join(MARKER);
+    let text = format!("{} {}\n", manifest.generation, manifest.created_ms);
+    std::fs::write(&marker, text).map_err(|e| Error::io(&marker, e))?;
+    Ok(true)
 }
 
-/// Reads page `index` of a dumped page file into `page` (4 KiB; a short last page ends in
-/// zeros, as ingest names it).
-fn read_dumped_page(file: &std::fs::File, index: usize, page: &mut [u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let offset = (index * PAGE_SIZE) as u64;
-    let mut filled = 0;
-    while filled < page.len() {
-        match file.read_at(&mut page[filled..], offset + filled as u64)? {
-            0 => break,
-            n => filled += n,
+/// Moves `dump` to `path`, its tenant's place, unless the dump there is a newer checkpoint's:
+/// two swap-outs of one tenant may keep their dumps at once, and the older one, kept last, must
+/// not replace the one the next restore needs. The one replaced is deleted. Whether it was kept.
+pub(super) fn install(
+    writing: &Writing,
+    manifest: &Manifest,
+    dump: &Path,
+    path: &Path,
+) -> Result<bool> {
+    let _installing = writing.installing.lock().unwrap_or_else(|p| p.into_inner());
+    let there = marked(path);
+    if there.is_some_and(|(generation, _)| generation > manifest.generation) {
+        return Ok(false);
+    }
+    // The one there steps aside under a name of its own (deleted at the next open if this
+    // process is killed meanwhile), then the dump takes the name.
+    let aside = path.with_extension(format!("{}.replaced", manifest.generation));
+    let replaced = match std::fs::rename(path, &aside) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if let Err(e) = std::fs::rename(dump, path) {
+        if replaced {
+            let _ = std::fs::rename(&aside, path);
+        }
+        // Another file system (a staging directory elsewhere): not kept.
+        if e.raw_os_error() == Some(libc::EXDEV) {
+            return Ok(false);
+        }
+        return Err(Error::io(path, e));
+    }
+    if replaced {
+        let _ = std::fs::remove_dir_all(&aside);
+    }
+    Ok(true)
+}
+
+/// The checkpoint (generation, creation time) the kept dump at `dir` is marked with.
+pub(super) fn marked(dir: &Path) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(dir.join(MARKER)).ok()?;
+    let mut words = text.split_whitespace();
+    let generation = words.next()?.parse().ok()?;
+    let created_ms = words.next()?.parse().ok()?;
+    Some((generation, created_ms))
+}
+
+/// A file in `dir` that is not one of `manifest`'s (nor the marker): CRIU would read it
+/// unchecked.
+pub(super) fn file_not_in(manifest: &Manifest, dir: &Path) -> Option<String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => return Some(format!("the directory ({e})")),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name != MARKER && !manifest.files.iter().any(|f| f.name == name) {
+            return Some(name);
         }
     }
-    if filled == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    None
+}
+
+/// Deletes the kept dump at `dir` unless a restore holds it (its marker locked): whether it
+/// was deleted.
+pub(super) fn delete_unless_read(dir: &Path) -> bool {
+    if let Ok(marker) = std::fs::File::open(dir.join(MARKER)) {
+        // SAFETY: flock(2) on a descriptor this function owns.
+        if unsafe { libc::flock(marker.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return false;
+        }
     }
-    page[filled..].fill(0);
-    Ok(())
+    std::fs::remove_dir_all(dir).is_ok()
 }

@@ -1,95 +1,73 @@
-//! The pages of a checkpoint restored whole (a small one, or a dense tenant's) kept whole on the
-//! local disk: one file per tenant holding its newest checkpoint's non-zero pages, encoded, in
-//! the order of its files, so that its next whole restore reads them in one go, in parts on
-//! several threads.
+//! The image of a checkpoint restored whole (a small one, or a dense tenant's) kept on the local
+//! disk: its dump, as CRIU wrote it, moved beside the local tier once its checkpoint is
+//! committed, so that its tenant's next whole restore reads it where it lies, its pages checked
+//! beside the restore.
 //!
-//! **Why.** A whole restore writes the image out of the memory tier or, once that tier has
-//! dropped the pages (unread for `[hot] ttl_ms`: any tenant asleep longer than that), out of the
-//! local tier, one lookup per page: ~4 µs in fjall at 460k pages, ~7 µs a page with its lz4,
-//! BLAKE3 and the memory tier's insert, so ~18 ms of CPU for the Python counter's 2600 pages,
-//! which a burst of wake-ups pays beside the CRIU restores on the same cores
-//! (bench/results/density/burst-41d32d8). From one file, a page costs its lz4 and BLAKE3. A
-//! dense tenant's 18k pages (node walking a Map) took 84-107 ms out of the local tier on two
-//! threads, 24-25 ms out of its kept image (`pico bench restore --apps node-map --modes
-//! lazy-local-first`).
+//! **Why.** A whole restore writes the image into a tmpfs and CRIU restores from there. Out of
+//! the local tier that costs a lookup per page (~7 µs a page with its lz4, BLAKE3 and the memory
+//! tier's insert: ~18 ms of CPU for the Python counter's 2600 pages, paid beside the CRIU
+//! restores of a burst, bench/results/density/burst-41d32d8); out of a file of lz4-encoded pages
+//! (the kept image before this one) lz4 and BLAKE3 per page, before CRIU could start: node
+//! walking a Map (18k pages) wrote its image in 20-37 ms, and woke in 1.3x the time plain CRIU
+//! restores it. The dump needs neither: CRIU restores from it as from the tmpfs (its page cache,
+//! or the disk). The files CRIU interprets (every file but the page files: ~100 KiB) are
+//! checked first ([`KeptDump::check_files`]); the page files, whose bytes CRIU only copies into
+//! the tenant's memory, beside the restore, on the cores CRIU leaves, the tenant left stopped
+//! until all match ([`KeptDump::check_pages`]). Keeping it costs no CPU at all: the dump is
+//! renamed instead of deleted.
 //!
-//! **A copy, never a dependency.** The file is written after its checkpoint is committed, at the
-//! lowest CPU priority, from the memory tier (where ingest keeps a small checkpoint), the
-//! checkpoint's dump (a dense tenant's, whose pages reach the local tier only behind the
-//! swap-out; each checked against its id) or the local tier; every page is
-//! checked against its id as it is read back; a file that names another checkpoint, is damaged
-//! or is missing is not used (a damaged one is deleted) and the caller reads the tiers as
-//! before; one finished after a newer checkpoint's (two swap-outs keeping theirs at once) is
-//! dropped, not put in its place. Nothing syncs it to disk: a torn file fails its checks. `forget` deletes it with
-//! its tenant. Its disk use is one image per tenant restored whole (compressed; the tenant's newest
-//! checkpoint only), in a directory beside the local tier's, bounded by `[local]
-//! whole_images_max_bytes` (the least recently written deleted first).
+//! **A copy, never a dependency.** A dump is kept only after its checkpoint is committed; a
+//! kept dump of another checkpoint (its marker, [`MARKER`], names the checkpoint), one holding a
+//! file the checkpoint does not, or one whose check fails is not used (a failed one is
+//! deleted) and the caller reads the tiers as before. One kept after a newer checkpoint's (two
+//! swap-outs keeping theirs at once) is dropped, never put in its place. Nothing syncs it to
+//! disk: a torn file fails its check. `forget` deletes it with its tenant. Its disk use is one
+//! dump per tenant restored whole (its zero pages punched out; the tenant's newest checkpoint
+//! only), in a directory beside the local tier's, bounded by `[local] whole_images_max_bytes`
+//! (the least recently kept deleted first, never one a restore is reading), and none is kept
+//! that would leave the disk with less than [`KEEP_FREE_BYTES`] free.
 //!
-//! Layout: `PCWHOLE2`, the checkpoint's generation and creation time (u64 LE each), the number
-//! of pages (u32 LE), then for each non-zero page of its paged files, in file and page order
-//! (repeats included): its codec (u8), its length (u32 LE) and its encoded bytes; last, the
-//! footer: where each part of [`PART`] pages starts (u64 LE each), so that a restore decodes
-//! the parts on several threads. (A `PCWHOLE1` file, without footer, is not a kept image: it is
-//! deleted and the tiers read.)
-//!
-//! Here: where kept images live, when one is kept, bounded and deleted, and the restore's entry
-//! point; [`keep`] writes one, [`read`] opens one, checks it and writes its pages out.
+//! Here: where kept dumps live, when one is kept, bounded and deleted, and the restore's entry
+//! point; [`keep`] moves a dump into place, [`check`] checks an image against its checkpoint.
 
+mod check;
 mod keep;
-mod read;
 #[cfg(test)]
 mod tests;
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
-use crate::manifest::{FileContent, Manifest};
-use crate::page::PAGE_SIZE;
-use crate::resident::{open_image_file, punch_zero_pages};
-use crate::store::PageStore;
-use read::{KeptImage, PartFailed};
+use crate::manifest::Manifest;
 
-const MAGIC: &[u8; 8] = b"PCWHOLE2";
-const HEADER: usize = MAGIC.len() + 8 + 8 + 4;
-/// Codec byte and length before each page.
-const PAGE_HEADER: usize = 1 + 4;
-/// Pages of a part: the footer says where each part starts, so that a restore decodes parts on
-/// several threads at once, each through buffers of a part (256 KiB decoded).
-const PART: usize = 64;
-/// What a kept image leaves free on its disk: it is a copy, and the local tier and the swap-outs'
+/// The file in a kept dump that names its checkpoint: `<generation> <created_ms>`, written
+/// before the dump takes its tenant's name. A restore holds a shared lock on it while it reads
+/// the dump; the bound deletes none it cannot lock alone.
+const MARKER: &str = ".checkpoint";
+/// What a kept dump's name ends with: `<tenant>.dump`.
+const KEPT: &str = ".dump";
+/// What a kept dump leaves free on its disk: it is a copy, and the local tier and the swap-outs'
 /// dumps need the disk more (a full one stops swap-outs from committing).
 const KEEP_FREE_BYTES: u64 = 1 << 30;
 
-/// Kept images being written behind swap-outs: what is deleted (a tenant forgotten, the local
-/// tier emptied for a cold start) waits for them, so that none comes back after; and one
-/// finished replaces its tenant's only if that is not a newer checkpoint's.
+/// Dumps being kept behind swap-outs: what is deleted (a tenant forgotten, the local tier
+/// emptied for a cold start) waits for them, so that none comes back after; and one kept
+/// replaces its tenant's only if that is not a newer checkpoint's.
 #[derive(Default)]
 pub(crate) struct Writing {
     count: Mutex<usize>,
     idle: Condvar,
-    /// Held while a written image takes its tenant's name (after a look at the generation of
-    /// the one there).
+    /// Held while a dump takes its tenant's name (after a look at the checkpoint of the one
+    /// there).
     installing: Mutex<()>,
 }
 
 impl Writing {
-    /// Puts the image written at `tmp` (of checkpoint `generation`) in its tenant's place
-    /// `path`, unless the image there is a newer checkpoint's: two swap-outs of one tenant may
-    /// keep their images at once (each behind its own, at the lowest priority), and the older
-    /// one, finished last, must not replace the one the next restore needs. Whether it did.
-    fn install(&self, tmp: &Path, path: &Path, generation: u64) -> Result<bool> {
-        let _installing = self.installing.lock().unwrap_or_else(|p| p.into_inner());
-        if read::kept_generation(path).is_some_and(|kept| kept > generation) {
-            return Ok(false);
-        }
-        std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))?;
-        Ok(true)
-    }
-
     fn start(self: &Arc<Self>) -> WritingOne {
         *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         WritingOne(Arc::clone(self))
@@ -103,7 +81,7 @@ impl Writing {
     }
 }
 
-/// One kept image being written; done when dropped.
+/// One dump being kept; done when dropped.
 struct WritingOne(Arc<Writing>);
 
 impl Drop for WritingOne {
@@ -116,8 +94,71 @@ impl Drop for WritingOne {
     }
 }
 
+/// A checkpoint's kept dump, open for a restore: deleted by no one else while this is held.
+pub struct KeptDump {
+    dir: PathBuf,
+    /// The marker, locked shared.
+    _lock: std::fs::File,
+}
+
+impl KeptDump {
+    /// The image directory, which CRIU restores from as it is.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Checks the files a restore interprets of the image of `manifest` in `dir` (this dump,
+    /// or a copy of it the caller wrote: [`Self::copy_into`]) against the checkpoint, before the
+    /// restore reads them: every file but the page files (`is_pages`: CRIU's `pages-N.img`),
+    /// each small file's bytes, each page of a larger one against its id. Whether all match;
+    /// when one does not, the dump is deleted (the caller writes the image out of the tiers
+    /// instead). An error: a file of the image could not be read. Blocking.
+    pub fn check_files(
+        &self,
+        manifest: &Manifest,
+        dir: &Path,
+        is_pages: fn(&str) -> bool,
+    ) -> Result<bool> {
+        self.check(manifest, dir, check::Files::AllBut(is_pages))
+    }
+
+    /// Checks the page files (`is_pages`) of the image of `manifest` in `dir` (as
+    /// [`Self::check_files`]): every page against its id (a zero page reads as zeros), on a
+    /// thread less than the machine has cores (at least one, at most 3). A restore only copies
+    /// their bytes into the restored memory, so this may run beside one that leaves its tasks
+    /// stopped until it has passed. Blocking.
+    pub fn check_pages(
+        &self,
+        manifest: &Manifest,
+        dir: &Path,
+        is_pages: fn(&str) -> bool,
+    ) -> Result<bool> {
+        self.check(manifest, dir, check::Files::Only(is_pages))
+    }
+
+    fn check(&self, manifest: &Manifest, dir: &Path, which: check::Files) -> Result<bool> {
+        match check::image(manifest, dir, which) {
+            Ok(()) => Ok(true),
+            Err(check::Failed::Bad(why)) => Ok(discard(&self.dir, why)),
+            Err(check::Failed::Io(at, e)) => Err(Error::io(&at, e)),
+        }
+    }
+
+    /// Copies the files of `manifest` from the dump into `dir` (a restore that cannot read
+    /// the dump where it lies: a tenant in a user namespace opens some images itself), unchecked:
+    /// [`Self::check_files`] and [`Self::check_pages`] `dir` before anything runs on it.
+    /// Blocking.
+    pub fn copy_into(&self, manifest: &Manifest, dir: &Path) -> Result<()> {
+        for file in &manifest.files {
+            let (from, to) = (self.dir.join(&file.name), dir.join(&file.name));
+            std::fs::copy(&from, &to).map_err(|e| Error::io(&to, e))?;
+        }
+        Ok(())
+    }
+}
+
 impl PageStore {
-    /// The directory of kept images: beside the local tier's, when this process holds one.
+    /// The directory of kept dumps: beside the local tier's, when this process holds one.
     fn whole_images_dir(&self) -> Option<PathBuf> {
         self.local()?;
         let local = &self.config().local.path;
@@ -125,206 +166,185 @@ impl PageStore {
         Some(local.with_file_name(format!("{name}-whole")))
     }
 
-    fn whole_image_path(&self, tenant: &str) -> Option<PathBuf> {
-        Some(self.whole_images_dir()?.join(format!("{tenant}.img")))
+    fn kept_dump_path(&self, tenant: &str) -> Option<PathBuf> {
+        Some(self.whole_images_dir()?.join(format!("{tenant}{KEPT}")))
     }
 
-    /// [`Self::keep_whole_image`] on a thread of its own at the lowest CPU priority, behind the
-    /// caller (a swap-out just committed); logged. `dump`: the checkpoint's dump, still on disk,
-    /// where its pages are read when the memory tier lacks them (a dense tenant's, which ingest
-    /// does not keep in memory and the local tier gets only behind it); the caller may delete it
-    /// once the task returned.
-    pub fn keep_whole_image_behind(
+    /// [`Self::keep_dump`] on a blocking thread, behind the caller (a swap-out just committed);
+    /// logged. The dump is the store's from here: kept, or deleted.
+    pub fn keep_dump_behind(
         self: &Arc<Self>,
         manifest: Arc<Manifest>,
-        dump: Option<PathBuf>,
+        dump: PathBuf,
     ) -> tokio::task::JoinHandle<()> {
         let (store, writing) = (Arc::clone(self), self.whole_images_writing.start());
         tokio::spawn(async move {
             let _writing = writing;
             let started = Instant::now();
             let tenant = manifest.tenant.clone();
-            let kept = crate::blocking::idle_priority(move || {
-                store.keep_whole_image(&manifest, dump.as_deref())
+            let kept = tokio::task::spawn_blocking(move || {
+                let kept = store.keep_dump(&manifest, &dump);
+                if !matches!(kept, Ok(true)) {
+                    if let Err(e) = std::fs::remove_dir_all(&dump) {
+                        warn!(dump = %dump.display(), error = %e, "could not delete the dump");
+                    }
+                }
+                kept
             })
             .await;
             match kept {
-                Ok(kept) => debug!(
+                Ok(Ok(kept)) => debug!(
                     tenant,
                     kept,
                     ms = started.elapsed().as_millis() as u64,
-                    "whole image kept"
+                    "dump kept"
                 ),
-                Err(e) => warn!(tenant, error = %e, "whole image not kept"),
+                Ok(Err(e)) => warn!(tenant, error = %e, "dump not kept"),
+                Err(e) => warn!(tenant, error = %e, "dump keeper failed"),
             }
         })
     }
 
-    /// Keeps the pages of `manifest` (its tenant's newest checkpoint) in one file of the tenant,
-    /// replacing the one it had (see the module doc), each page from the memory tier, else from
-    /// `dump` (the checkpoint's dump: checked against its id as read), else from the local tier;
-    /// `Ok(false)` with no local tier or when a page is on none of them (nothing is written
-    /// then). Blocking.
-    pub fn keep_whole_image(&self, manifest: &Manifest, dump: Option<&Path>) -> Result<bool> {
-        self.keep_whole_image_leaving(manifest, dump, KEEP_FREE_BYTES)
+    /// Keeps `dump`, the dump `manifest` (its tenant's newest checkpoint) was ingested from, as
+    /// its tenant's kept dump (see the module doc), moved, not copied; `Ok(false)` when it is
+    /// not (no local tier, another file system, no room, or a newer checkpoint's is kept
+    /// already): the dump is then where it was. Blocking.
+    pub fn keep_dump(&self, manifest: &Manifest, dump: &Path) -> Result<bool> {
+        self.keep_dump_leaving(manifest, dump, KEEP_FREE_BYTES)
     }
 
-    /// [`Self::keep_whole_image`], written only if its disk keeps `keep_free` bytes free after
-    /// it (its size counted at the most, every page raw): `Ok(false)` otherwise.
-    fn keep_whole_image_leaving(
-        &self,
-        manifest: &Manifest,
-        dump: Option<&Path>,
-        keep_free: u64,
-    ) -> Result<bool> {
-        let Some(path) = self.whole_image_path(&manifest.tenant) else {
+    /// [`Self::keep_dump`], kept only if its disk has `keep_free` bytes free.
+    fn keep_dump_leaving(&self, manifest: &Manifest, dump: &Path, keep_free: u64) -> Result<bool> {
+        let Some(path) = self.kept_dump_path(&manifest.tenant) else {
             return Ok(false);
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let at_most = (manifest.non_zero_pages().count() * (PAGE_HEADER + PAGE_SIZE)) as u64;
         match free_bytes(dir) {
-            Ok(free) if free >= at_most.saturating_add(keep_free) => {}
+            Ok(free) if free >= keep_free => {}
             Ok(free) => {
-                info!(
+                debug!(
                     tenant = %manifest.tenant,
                     free_bytes = free,
-                    image_bytes = at_most,
-                    "no room on the local disk to keep a whole image"
+                    "no room on the local disk to keep a dump"
                 );
                 return Ok(false);
             }
             Err(e) => return Err(Error::io(dir, e)),
         }
-        // A name of this generation's own: two swap-outs of one tenant never write one file.
-        let tmp = path.with_extension(format!("img.{}.tmp", manifest.generation));
-        let written = self
-            .write_whole_image(manifest, dump, &tmp)
-            .map_err(|e| Error::io(&tmp, e));
-        if !matches!(written, Ok(true)) {
-            let _ = std::fs::remove_file(&tmp);
-            return written;
-        }
-        if !self
-            .whole_images_writing
-            .install(&tmp, &path, manifest.generation)?
-        {
-            let _ = std::fs::remove_file(&tmp);
-            info!(
-                tenant = %manifest.tenant,
-                generation = manifest.generation,
-                "a newer checkpoint's image is kept already"
-            );
+        if !keep::prepare(manifest, dump)? {
             return Ok(false);
         }
-        self.bound_whole_images(dir, &path);
+        if !keep::install(&self.whole_images_writing, manifest, dump, &path)? {
+            return Ok(false);
+        }
+        self.bound_kept_dumps(dir, &path);
         Ok(true)
     }
 
-    /// Deletes the least recently written kept images in `dir` while they hold more than
-    /// `[local] whole_images_max_bytes` (never `just_kept`): their tenants, asleep the longest,
-    /// are the least likely to wake next, and wake from the local tier without one.
-    fn bound_whole_images(&self, dir: &Path, just_kept: &Path) {
+    /// Deletes the least recently kept dumps in `dir` while they take more than `[local]
+    /// whole_images_max_bytes` (never `just_kept`, nor one a restore is reading): their
+    /// tenants, asleep the longest, are the least likely to wake next, and wake from the local
+    /// tier without one.
+    fn bound_kept_dumps(&self, dir: &Path, just_kept: &Path) {
         let max = self.config().local.whole_images_max_bytes;
         let mut kept: Vec<(std::time::SystemTime, u64, PathBuf)> = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".img"))
+            .filter(|e| e.file_name().to_string_lossy().ends_with(KEPT))
             .filter_map(|e| {
-                let meta = e.metadata().ok()?;
-                Some((meta.modified().ok()?, meta.len(), e.path()))
+                let path = e.path();
+                let marker = std::fs::metadata(path.join(MARKER)).ok()?;
+                Some((marker.modified().ok()?, disk_bytes(&path), path))
             })
             .collect();
-        let mut total: u64 = kept.iter().map(|(_, len, _)| len).sum();
+        let mut total: u64 = kept.iter().map(|(_, bytes, _)| bytes).sum();
         if total <= max {
             return;
         }
         kept.sort();
-        for (_, len, path) in kept {
+        for (_, bytes, path) in kept {
             if total <= max {
                 break;
             }
-            if path != just_kept && std::fs::remove_file(&path).is_ok() {
-                total -= len;
+            if path != just_kept && keep::delete_unless_read(&path) {
+                total -= bytes;
             }
         }
     }
 
-    /// Writes the files of `manifest` into `dir` as [`PageStore::materialize_resident`] does,
-    /// from the tenant's kept image (see the module doc), every page checked against its id, its
-    /// parts decoded on as many threads as the machine has cores (at most 4); `Ok(false)` when
-    /// it has none for this checkpoint or the one it has fails a check (it is deleted then), with
-    /// part of the image written. Blocking.
-    pub fn materialize_whole_image(&self, manifest: &Manifest, dir: &Path) -> Result<bool> {
-        let Some(path) = self.whole_image_path(&manifest.tenant) else {
-            return Ok(false);
+    /// The kept dump of `manifest`'s checkpoint, locked against deletion while held; `None`
+    /// when its tenant has none, or one of another checkpoint, or one holding a file the
+    /// checkpoint does not (deleted then). Blocking.
+    pub fn kept_dump(&self, manifest: &Manifest) -> Result<Option<KeptDump>> {
+        let Some(dir) = self.kept_dump_path(&manifest.tenant) else {
+            return Ok(None);
         };
-        let kept = match std::fs::File::open(&path) {
-            Ok(kept) => kept,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(Error::io(&path, e)),
+        let marker = dir.join(MARKER);
+        let lock = match std::fs::File::open(&marker) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&marker, e)),
         };
-        let image = match KeptImage::open(kept, manifest) {
-            Ok(Some(image)) => image,
-            // Another checkpoint's (an older one, while the newest is being kept).
-            Ok(None) => return Ok(false),
-            Err(why) => return Ok(discard(&path, why)),
-        };
-        let mut outputs = Vec::with_capacity(manifest.files.len());
-        for file in &manifest.files {
-            let out_path = dir.join(&file.name);
-            let io = |e| Error::io(&out_path, e);
-            let (out, reused) = open_image_file(&out_path, file).map_err(io)?;
-            if let (true, FileContent::Paged(pages)) = (reused, &file.content) {
-                punch_zero_pages(&out, file.size, 0, pages).map_err(io)?;
-            }
-            outputs.push((out, out_path));
+        // SAFETY: flock(2) on a descriptor this function owns.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_SH) } != 0 {
+            return Err(Error::io(&marker, std::io::Error::last_os_error()));
         }
-        match image.write_into(manifest, &outputs) {
-            Ok(()) => Ok(true),
-            Err(PartFailed::Bad(why)) => Ok(discard(&path, why)),
-            Err(PartFailed::Io(at, e)) => Err(Error::io(&at, e)),
+        // Read under the lock: a newer checkpoint's dump may have taken the name meanwhile.
+        match keep::marked(&dir) {
+            Some(marked) if marked == (manifest.generation, manifest.created_ms) => {}
+            _ => return Ok(None),
         }
+        if let Some(extra) = keep::file_not_in(manifest, &dir) {
+            drop(lock);
+            discard(&dir, format!("{extra} is not a file of the checkpoint"));
+            return Ok(None);
+        }
+        Ok(Some(KeptDump { dir, _lock: lock }))
     }
 
-    /// Deletes tenant `tenant`'s kept image, if it has one (its tenant forgotten, or gone to
-    /// another worker), once the images being written are (on a blocking thread).
+    /// Deletes tenant `tenant`'s kept dump, if it has one (its tenant forgotten, or gone to
+    /// another worker), once the dumps being kept are (on a blocking thread).
     pub async fn drop_whole_image(&self, tenant: &str) {
-        let Some(path) = self.whole_image_path(tenant) else {
+        let Some(path) = self.kept_dump_path(tenant) else {
             return;
         };
         let writing = Arc::clone(&self.whole_images_writing);
         let dropped = tokio::task::spawn_blocking(move || {
             writing.wait_idle();
-            std::fs::remove_file(&path)
+            std::fs::remove_dir_all(&path)
         })
         .await;
         match dropped {
             Ok(Ok(())) => {}
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Ok(Err(e)) => warn!(tenant, error = %e, "could not delete the kept image"),
-            Err(e) => warn!(tenant, error = %e, "kept image deletion failed"),
+            Ok(Err(e)) => warn!(tenant, error = %e, "could not delete the kept dump"),
+            Err(e) => warn!(tenant, error = %e, "kept dump deletion failed"),
         }
     }
-}
 
-impl PageStore {
-    /// Deletes the kept images a killed process left half written (at open: nothing is being
-    /// written yet).
+    /// Deletes what a killed process left in the directory of kept dumps: a dump it was
+    /// replacing, and any kept image of the format before (at open: nothing is being kept yet).
     pub(crate) fn drop_unfinished_whole_images(&self) {
         let Some(dir) = self.whole_images_dir() else {
             return;
         };
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().ends_with(".tmp") {
-                let _ = std::fs::remove_file(entry.path());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(KEPT) {
+                continue;
             }
+            let path = entry.path();
+            let _ = match entry.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
         }
     }
 
-    /// Deletes every kept image, once those being written are (the local tier emptied: a cold
-    /// start reads nothing this worker kept). Blocking.
+    /// Deletes every kept dump, once those being kept are (the local tier emptied: a cold start
+    /// reads nothing this worker kept). Blocking.
     pub(crate) fn drop_whole_images(&self) {
         self.whole_images_writing.wait_idle();
         if let Some(dir) = self.whole_images_dir() {
@@ -332,12 +352,14 @@ impl PageStore {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    warn!(dir = %dir.display(), error = %e, "could not delete the kept images")
+                    warn!(dir = %dir.display(), error = %e, "could not delete the kept dumps")
                 }
             }
         }
     }
 }
+
+use crate::store::PageStore;
 
 /// The bytes free to an unprivileged writer on the filesystem of `dir`.
 fn free_bytes(dir: &Path) -> std::io::Result<u64> {
@@ -352,9 +374,21 @@ fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-/// Deletes a kept image that failed a check; `false`, for the caller to return.
-fn discard(path: &Path, why: String) -> bool {
-    warn!(path = %path.display(), why, "kept image not used: deleted");
-    let _ = std::fs::remove_file(path);
+/// The bytes the files directly in `dir` take on disk (holes not counted).
+fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
+/// Deletes a kept dump that failed a check; `false`, for the caller to return.
+fn discard(dir: &Path, why: String) -> bool {
+    warn!(dump = %dir.display(), why, "kept dump not used: deleted");
+    let _ = std::fs::remove_dir_all(dir);
     false
 }

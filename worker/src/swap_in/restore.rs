@@ -85,6 +85,7 @@ impl Worker {
                 true,
                 slot.netns.as_deref(),
                 slot.view.as_ref(),
+                false,
             )
             .await
         {

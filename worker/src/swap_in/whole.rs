@@ -1,6 +1,6 @@
-//! Whole restore: a small checkpoint whose pages are all on this worker is written out of the
-//! memory and local tiers into a tmpfs of its own and restored by a plain `criu restore` from
-//! there, without the lazy-pages daemon, userfaultfd, or the pager's FUSE mount.
+//! Whole restore: a small checkpoint whose pages are all on this worker is restored by a plain
+//! `criu restore` from its kept dump, or from a tmpfs it is written into out of the memory and
+//! local tiers, without the lazy-pages daemon, userfaultfd, or the pager's FUSE mount.
 //!
 //! **Why.** A lazy restore costs a fixed ~25 ms over plain CRIU: a second CRIU process (the
 //! lazy-pages daemon), the relay, and `criu restore` reading the pages it installs through FUSE
@@ -16,14 +16,19 @@
 //! the image), and so does any checkpoint with pages in the cold tier, which the lazy path
 //! fetches in bulk ahead of the restore and behind it.
 //!
-//! **Where from**: the memory tier when it holds the whole image, else the tenant's kept image
-//! (`pagestore::whole_image`: a small checkpoint's pages in one file, written behind its
-//! swap-out), else the memory and local tiers page by page.
+//! **Where from**: the tenant's kept dump (`pagestore::whole_image`: the checkpoint's dump,
+//! moved beside the local tier behind its swap-out), restored where it lies, no image written;
+//! else (or for a tenant in a user namespace, which gets a copy of the dump) the image is written
+//! into the tmpfs out of the memory tier when it holds it whole, else the memory and local tiers
+//! page by page.
 //!
-//! **Integrity**: the pages written are those of the memory tier (checked against their ids
-//! when they entered it), of the kept image and of the local tier (checked as they are read; a
-//! kept image that fails is deleted and the tiers are read, a corrupt local page is a miss, and
-//! the checkpoint then goes the lazy way, where the cold tier serves it or the restore fails
+//! **Integrity**: a kept dump's files CRIU interprets are checked against the manifest before
+//! CRIU starts, its page files beside the restore, the tenant restored stopped and continued
+//! only once every page matched its id ([`Worker::restore_checking`]; a dump that fails is
+//! deleted, the tenant killed before it ran, and the image written out of the tiers). Pages
+//! written into the tmpfs are those of the memory tier (checked against their ids when they
+//! entered it) and of the local tier (checked as they are read; a corrupt local page is a miss,
+//! and the checkpoint then goes the lazy way, where the cold tier serves it or the restore fails
 //! naming the page).
 //!
 //! **The ActiveSet** learns nothing from a whole restore (no page faults reach the pager) and
@@ -41,7 +46,7 @@ use tracing::{info, warn};
 use crate::error::{Error, Result};
 use crate::host::{TenantRuntime, TenantSlot, Worker};
 use crate::image_tmpfs::ImageTmpfs;
-use crate::tenant::{fresh_dir, SwapInReport, TenantState};
+use crate::tenant::{elapsed_ms, fresh_dir, SwapInReport, TenantState};
 use crate::whole_staging::ImageDir;
 
 /// Whether a tenant whose working set is `working_set` pages (as last seen; `None`: unknown) is
@@ -157,10 +162,12 @@ pub(crate) enum Fetch {
 const FEW_MISSING: f64 = 0.25;
 
 impl Worker {
-    /// Restores the tenant whole from `manifest` (see the module doc) if every page of it is in
-    /// the memory or local tier, or once the others are fetched into them: all of them with
-    /// [`Fetch::All`], a few with [`Fetch::Few`]; `None` if a page is not (nothing restored: the
-    /// caller restores it lazily). `rt` is its locked runtime, `started` when the swap-in began.
+    /// Restores the tenant whole from `manifest` (see the module doc): from its kept dump where
+    /// it lies, if it has one of this checkpoint (and no user namespace); else if every page of
+    /// it is in the memory or local tier, or once the others are fetched into them: all of them
+    /// with [`Fetch::All`], a few with [`Fetch::Few`]; `None` if a page is not (nothing
+    /// restored: the caller restores it lazily). `rt` is its locked runtime, `started` when the
+    /// swap-in began.
     pub(super) async fn swap_in_whole(
         &self,
         slot: &Arc<TenantSlot>,
@@ -170,6 +177,30 @@ impl Worker {
         fetch: Fetch,
         started: Instant,
     ) -> Result<Option<SwapInReport>> {
+        let work = slot.dirs.criu_work("restore");
+        if self.config.keep_whole_images && slot.user_namespace.is_none() {
+            if let Some(kept) = self.kept_dump(manifest).await {
+                let found_ms = elapsed_ms(started);
+                let images = kept.path().to_path_buf();
+                fresh_dir(&work)?;
+                let (checked, waited_ms) = self
+                    .restore_checking(&images, &images, &work, slot, manifest, kept)
+                    .await;
+                if let Some(pid) = checked? {
+                    let how = Restored {
+                        from: "kept dump",
+                        started,
+                        image_ms: found_ms,
+                        check_wait_ms: Some(waited_ms),
+                        prefetch: Default::default(),
+                    };
+                    return Ok(Some(
+                        self.restored_whole(slot, rt, checkpoint, pid, how, None),
+                    ));
+                }
+                // Its check failed (it is deleted): the image is written out of the tiers.
+            }
+        }
         // The kept tmpfs takes images up to a dense tenant's; a larger one (a tenant restored
         // only whole), or one that finds it busy, gets a tmpfs of its own.
         let bytes = image_bytes(manifest);
@@ -180,8 +211,8 @@ impl Worker {
                 ImageDir::Own(ImageTmpfs::mount(&mountpoint, bytes)?)
             }
         };
-        let mut written = self.write_image(manifest, image.path(), slot).await;
-        let missing = match (fetch, matches!(written, Ok(Ok(false)))) {
+        let mut written = self.write_image(manifest, image.path(), slot, true).await;
+        let missing = match (fetch, matches!(written, Ok(Ok(Written::Incomplete)))) {
             (_, false) | (Fetch::Nothing, _) => None,
             (Fetch::All, true) => Some(
                 manifest
@@ -210,39 +241,83 @@ impl Worker {
                 fetched.cold_bytes,
             );
             prefetch = fetched;
-            written = self.write_image(manifest, image.path(), slot).await;
+            written = self.write_image(manifest, image.path(), slot, true).await;
         }
-        if !matches!(written, Ok(Ok(true))) {
-            match written {
-                Ok(Err(e)) => warn!(error = %e, "could not write the image out: restoring lazily"),
-                Err(e) => warn!(error = %e, "image writer failed: restoring lazily"),
-                _ => info!("not every page is on this worker: restoring lazily"),
-            }
+        let Some(written) = complete(written) else {
             image.release()?;
             return Ok(None);
-        }
-        let mount_ms = started.elapsed().as_millis() as u64;
-        let work = slot.dirs.criu_work("restore");
+        };
+        let image_ms = elapsed_ms(started);
         fresh_dir(&work)?;
-        let restored = self.restore_whole(image.path(), &work, slot).await;
-        let kept_tmpfs = matches!(image, ImageDir::Staged { .. });
+        let mut check_wait_ms = None;
+        let restored = match written {
+            Written::Unchecked(kept) => {
+                let (checked, waited_ms) = self
+                    .restore_checking(image.path(), image.path(), &work, slot, manifest, kept)
+                    .await;
+                check_wait_ms = Some(waited_ms);
+                match checked {
+                    Ok(Some(pid)) => Ok(pid),
+                    Err(e) => Err(e),
+                    // A page of the kept dump failed (deleted now): out of the tiers instead.
+                    Ok(None) => {
+                        let written = self.write_image(manifest, image.path(), slot, false).await;
+                        if complete(written).is_none() {
+                            image.release()?;
+                            return Ok(None);
+                        }
+                        fresh_dir(&work)?;
+                        self.restore_whole(image.path(), &work, slot, false).await
+                    }
+                }
+            }
+            Written::Checked | Written::Incomplete => {
+                self.restore_whole(image.path(), &work, slot, false).await
+            }
+        };
+        let from = match image {
+            ImageDir::Staged { .. } => "kept tmpfs",
+            ImageDir::Own(_) => "tmpfs of its own",
+        };
         // CRIU has read everything it needs: the tenant holds nothing of the image. The kept
         // tmpfs is free for the next restore at once; a tmpfs of its own unmounts behind.
         let released = match image {
             ImageDir::Staged { .. } => None,
             own => Some(tokio::task::spawn_blocking(move || own.release())),
         };
-        let pid = restored?;
-        let total_ms = started.elapsed().as_millis() as u64;
+        let how = Restored {
+            from,
+            started,
+            image_ms,
+            check_wait_ms,
+            prefetch,
+        };
+        Ok(Some(self.restored_whole(
+            slot, rt, checkpoint, restored?, how, released,
+        )))
+    }
+
+    /// Records the tenant of `slot` running as `pid`, restored whole as `how` says, its state
+    /// written behind (after `released`, a tmpfs being unmounted); the swap-in's report.
+    fn restored_whole(
+        &self,
+        slot: &TenantSlot,
+        rt: &mut TenantRuntime,
+        checkpoint: &pagestore::CheckpointRef,
+        pid: u32,
+        how: Restored,
+        released: Option<tokio::task::JoinHandle<Result<()>>>,
+    ) -> SwapInReport {
+        let total_ms = elapsed_ms(how.started);
         let report = SwapInReport {
             checkpoint: checkpoint.id.to_string(),
             pid,
             eager_pages: 0,
             prefetched_pages: 0,
             whole: true,
-            prefetch,
-            mount_ms,
-            restore_ms: total_ms - mount_ms,
+            prefetch: how.prefetch,
+            mount_ms: how.image_ms,
+            restore_ms: total_ms - how.image_ms,
             total_ms,
         };
         slot.forget_last_restore();
@@ -277,13 +352,31 @@ impl Worker {
         }));
         info!(
             pid,
-            image_written_ms = mount_ms,
-            restore_ms = total_ms - mount_ms,
+            from = how.from,
+            image_ms = how.image_ms,
+            restore_ms = total_ms - how.image_ms,
             total_ms,
-            kept_tmpfs,
+            check_wait_ms = how.check_wait_ms,
             "swapped in whole"
         );
-        Ok(Some(report))
+        report
+    }
+
+    /// The tenant's kept dump of `manifest`'s checkpoint (`pagestore::whole_image`), if it has
+    /// one; held against deletion until dropped.
+    async fn kept_dump(&self, manifest: &Manifest) -> Option<pagestore::whole_image::KeptDump> {
+        let (store, image) = (self.store.clone(), manifest.clone());
+        match tokio::task::spawn_blocking(move || store.kept_dump(&image)).await {
+            Ok(Ok(kept)) => kept,
+            Ok(Err(e)) => {
+                warn!(error = %e, "the kept dump cannot be read: restoring from the tiers");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "kept dump lookup failed");
+                None
+            }
+        }
     }
 
     /// The pages of `manifest` on neither the memory nor the local tier (the others brought into
@@ -305,50 +398,181 @@ impl Worker {
         missing
     }
 
-    /// Writes the image of `manifest` into `dir` from the memory tier, the tenant's kept image
-    /// or the local tier (see `PageStore::materialize_resident`, `pagestore::whole_image`),
-    /// readable by everyone when the tenant has a user namespace: CRIU's restored tasks open
-    /// some images themselves, some before their ids are mapped (the mounts directory is root's
-    /// alone).
+    /// Writes the image of `manifest` into `dir` from the memory tier, else (with
+    /// `from_kept`, for a tenant in a user namespace, which cannot be restored from its kept
+    /// dump where it lies) a copy of its kept dump, its pages then still to be checked, else the
+    /// local tier (see `PageStore::materialize_resident`, `pagestore::whole_image`); readable by
+    /// everyone when the tenant has a user namespace: CRIU's restored tasks open some images
+    /// themselves, some before their ids are mapped (the mounts directory is root's alone).
     async fn write_image(
         &self,
         manifest: &Manifest,
         dir: &Path,
         slot: &TenantSlot,
-    ) -> std::result::Result<Result<bool>, tokio::task::JoinError> {
+        from_kept: bool,
+    ) -> std::result::Result<Result<Written>, tokio::task::JoinError> {
         let store = self.store.clone();
         let (manifest, dir) = (manifest.clone(), dir.to_path_buf());
         let shared = slot.user_namespace.is_some();
-        let kept = self.config.keep_whole_images;
+        let kept = from_kept && shared && self.config.keep_whole_images;
         tokio::task::spawn_blocking(move || {
-            // Out of memory when it is all there; else from the tenant's kept image, one file
-            // read instead of a local-tier lookup per page; else the tiers, page by page.
-            let complete = (kept
-                && !store.in_memory(&manifest)
-                && store.materialize_whole_image(&manifest, &dir)?)
-                || store.materialize_resident(&manifest, &dir)?;
-            if complete && shared {
+            let kept = match kept && !store.in_memory(&manifest) {
+                true => store.kept_dump(&manifest)?,
+                false => None,
+            };
+            let written = match kept {
+                Some(kept) => {
+                    kept.copy_into(&manifest, &dir)?;
+                    Written::Unchecked(kept)
+                }
+                None if store.materialize_resident(&manifest, &dir)? => Written::Checked,
+                None => Written::Incomplete,
+            };
+            if shared && !matches!(written, Written::Incomplete) {
                 readable_by_all(&dir).map_err(|e| Error::io(&dir, e))?;
             }
-            Ok(complete)
+            Ok(written)
         })
         .await
+    }
+
+    /// Restores the image in `images` (the tenant's kept dump, or a copy of it in `checked`),
+    /// checked against the checkpoint in `checked`: the files CRIU interprets first
+    /// (`KeptDump::check_files`: ~100 KiB), the page files beside the restore, its tasks left
+    /// stopped meanwhile (`KeptDump::check_pages`: read back on the cores CRIU leaves, ~2 µs a
+    /// page with BLAKE3, 35-60 ms of CPU for a dense tenant's 18-30k pages, off the wake-up's
+    /// path), continued once all match, killed before running an instruction of their own when
+    /// one does not. `Ok(None)` when a file failed (the dump is deleted: the caller writes the
+    /// image out of the tiers). Also how long the check of the pages went on after the restore
+    /// had finished, in ms.
+    async fn restore_checking(
+        &self,
+        images: &Path,
+        checked: &Path,
+        work: &Path,
+        slot: &TenantSlot,
+        manifest: &Manifest,
+        kept: pagestore::whole_image::KeptDump,
+    ) -> (Result<Option<u32>>, u64) {
+        let (manifest, dir) = (manifest.clone(), checked.to_path_buf());
+        // The dump comes back with the outcome: held (against deletion) until CRIU is done too.
+        let files = tokio::task::spawn_blocking(move || {
+            let ok = kept.check_files(&manifest, &dir, criu_image::names::is_pages_file);
+            (kept, manifest, dir, ok)
+        })
+        .await;
+        let (kept, manifest, dir) = match files {
+            Ok((kept, manifest, dir, Ok(true))) => (kept, manifest, dir),
+            Ok((_, _, _, ok)) => {
+                let why = ok.map_or_else(|e| e.to_string(), |_| "a file differs".into());
+                warn!(
+                    why,
+                    "the kept dump is not the checkpoint's: restoring from the tiers"
+                );
+                return (Ok(None), 0);
+            }
+            Err(e) => {
+                return (
+                    Err(Error::TaskFailed {
+                        task: "kept dump check",
+                        source: e,
+                    }),
+                    0,
+                )
+            }
+        };
+        let pages = tokio::task::spawn_blocking(move || {
+            let ok = kept.check_pages(&manifest, &dir, criu_image::names::is_pages_file);
+            (kept, ok)
+        });
+        let restored = self.restore_whole(images, work, slot, true).await;
+        let restored_at = Instant::now();
+        let pages = pages.await;
+        let waited_ms = restored_at.elapsed().as_millis() as u64;
+        let why = match pages {
+            Ok((_, Ok(true))) => match restored {
+                Ok(pid) => {
+                    crate::process::continue_tree(pid);
+                    return (Ok(Some(pid)), waited_ms);
+                }
+                Err(e) => return (Err(e), waited_ms),
+            },
+            Ok((_, Ok(false))) => "a page of the kept dump does not match its id".to_string(),
+            Ok((_, Err(e))) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        match restored {
+            Ok(pid) => {
+                warn!(pid, why, "restored from a kept dump that failed its check: killed, restoring from the tiers");
+                crate::process::kill_tree(pid).await;
+            }
+            Err(e) => {
+                warn!(why, error = %e, "a kept dump that failed its check did not restore: restoring from the tiers")
+            }
+        }
+        (Ok(None), waited_ms)
     }
 
     /// `criu restore` of a whole image of the tenant of `slot`, by the spare CRIU when one is
     /// ready. Not for a tenant in a user namespace: the spare joins the tenant's network
     /// namespace from the restored user namespace, which may not (it owns nothing there), so a
     /// CRIU started inside the network namespace restores it.
-    async fn restore_whole(&self, images: &Path, work: &Path, slot: &TenantSlot) -> Result<u32> {
+    /// With `stopped`, its tasks are left stopped (`Criu::restore`).
+    async fn restore_whole(
+        &self,
+        images: &Path,
+        work: &Path,
+        slot: &TenantSlot,
+        stopped: bool,
+    ) -> Result<u32> {
         let (netns, view) = (slot.netns.as_deref(), slot.view.as_ref());
         self.ready_for_a_cgroup_move();
         if let (Some(spares), None) = (&self.criu_spares, slot.user_namespace) {
-            if let Some(pid) = spares.restore(images, work, netns, view).await? {
+            if let Some(pid) = spares.restore(images, work, netns, view, stopped).await? {
                 return Ok(pid);
             }
         }
-        self.criu.restore(images, work, false, netns, view).await
+        self.criu
+            .restore(images, work, false, netns, view, stopped)
+            .await
     }
+}
+
+/// How a whole restore went, for its report and log line.
+struct Restored {
+    /// Where CRIU read the image: the kept dump, or a tmpfs it was written into.
+    from: &'static str,
+    /// When the swap-in began.
+    started: Instant,
+    /// From then until the image was ready for CRIU, in ms.
+    image_ms: u64,
+    /// How long the check of pages read out of the kept dump went on after CRIU had finished.
+    check_wait_ms: Option<u64>,
+    /// The cold reads of the pages this worker lacked.
+    prefetch: pagestore::prefetch::PrefetchReport,
+}
+
+/// What writing an image out gave.
+enum Written {
+    /// Not every page is on this worker.
+    Incomplete,
+    /// Every page, each checked against its id.
+    Checked,
+    /// Every page, copied out of the tenant's kept dump, to be checked beside the restore.
+    Unchecked(pagestore::whole_image::KeptDump),
+}
+
+/// The image written, if every page was; otherwise why not, logged (the restore goes lazy).
+fn complete(
+    written: std::result::Result<Result<Written>, tokio::task::JoinError>,
+) -> Option<Written> {
+    match written {
+        Ok(Ok(Written::Incomplete)) => info!("not every page is on this worker: restoring lazily"),
+        Ok(Ok(written)) => return Some(written),
+        Ok(Err(e)) => warn!(error = %e, "could not write the image out: restoring lazily"),
+        Err(e) => warn!(error = %e, "image writer failed: restoring lazily"),
+    }
+    None
 }
 
 /// Makes every file in `dir` readable by everyone.
