@@ -96,7 +96,7 @@ async fn a_dump_is_kept_where_a_restore_reads_it_and_checks_it() {
 async fn a_kept_dump_that_differs_from_its_checkpoint_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    let damages: [(&str, fn(&Path)); 5] = [
+    let damages: [Damage; 5] = [
         ("a page's byte", |d| {
             change(&d.join("pages-1.img"), 2 * 64 * PAGE_SIZE + 17)
         }),
@@ -132,6 +132,9 @@ async fn a_kept_dump_that_differs_from_its_checkpoint_is_deleted() {
     assert!(store.kept_dump(&manifest).unwrap().is_none());
     assert!(!kept_path(&store, "t").exists());
 }
+
+/// What a damage is called, and how it is done to a kept dump's directory.
+type Damage = (&'static str, fn(&Path));
 
 fn change(path: &Path, at: usize) {
     let mut bytes = std::fs::read(path).unwrap();
