@@ -10,10 +10,10 @@
 //! (the kept image before this one) lz4 and BLAKE3 per page, before CRIU could start: node
 //! walking a Map (18k pages) wrote its image in 20-37 ms, and woke in 1.3x the time plain CRIU
 //! restores it. The dump needs neither: CRIU restores from it as from the tmpfs (its page cache,
-//! or the disk). The files CRIU interprets (every file but the page files: ~100 KiB) are
-//! checked first ([`KeptDump::check_files`]); the page files, whose bytes CRIU only copies into
-//! the tenant's memory, beside the restore, on the cores CRIU leaves, the tenant left stopped
-//! until all match ([`KeptDump::check_pages`]). Keeping it costs no CPU at all: the dump is
+//! or the disk). The files CRIU interprets (all but the page files, by the caller's rule:
+//! ~100 KiB) are checked first ([`KeptDump::check_files`]); the page files, whose bytes CRIU
+//! only copies into the tenant's memory, beside the restore, on the cores CRIU leaves, the
+//! tenant left stopped until all match ([`KeptDump::check_pages`]). Keeping it costs no CPU at all: the dump is
 //! renamed instead of deleted.
 //!
 //! **A copy, never a dependency.** A dump is kept only after its checkpoint is committed; a

@@ -438,7 +438,8 @@ impl Worker {
 
     /// Restores the image in `images` (the tenant's kept dump, or a copy of it in `checked`),
     /// checked against the checkpoint in `checked`: the files CRIU interprets first
-    /// (`KeptDump::check_files`: ~100 KiB), the page files beside the restore, its tasks left
+    /// (`KeptDump::check_files`: ~100 KiB), the others ([`not_interpreted`]: the page files)
+    /// beside the restore, its tasks left
     /// stopped meanwhile (`KeptDump::check_pages`: read back on the cores CRIU leaves, ~2 µs a
     /// page with BLAKE3, 35-60 ms of CPU for a dense tenant's 18-30k pages, off the wake-up's
     /// path), continued once all match, killed before running an instruction of their own when
@@ -457,7 +458,7 @@ impl Worker {
         let (manifest, dir) = (manifest.clone(), checked.to_path_buf());
         // The dump comes back with the outcome: held (against deletion) until CRIU is done too.
         let files = tokio::task::spawn_blocking(move || {
-            let ok = kept.check_files(&manifest, &dir, criu_image::names::is_pages_file);
+            let ok = kept.check_files(&manifest, &dir, not_interpreted);
             (kept, manifest, dir, ok)
         })
         .await;
@@ -482,7 +483,7 @@ impl Worker {
             }
         };
         let pages = tokio::task::spawn_blocking(move || {
-            let ok = kept.check_pages(&manifest, &dir, criu_image::names::is_pages_file);
+            let ok = kept.check_pages(&manifest, &dir, not_interpreted);
             (kept, ok)
         });
         let restored = self.restore_whole(images, work, slot, true).await;
@@ -575,6 +576,17 @@ fn complete(
     None
 }
 
+/// Whether CRIU's restore leaves the file `name` of an image uninterpreted: its page files, whose
+/// bytes it copies into the restored memory, and the tenant's own files carried beside its
+/// images ([`crate::tenant_files`]: its record and the archive of its working directory, read
+/// only by a worker adopting it), which it does not read at all. These are checked beside the
+/// restore, the others before it (the archive may be as large as the tenant's working directory).
+fn not_interpreted(name: &str) -> bool {
+    criu_image::names::is_pages_file(name)
+        || name == crate::tenant_files::FILES_ARCHIVE
+        || name == crate::tenant_files::RECORD_FILE
+}
+
 /// Makes every file in `dir` readable by everyone.
 fn readable_by_all(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -621,6 +633,16 @@ mod tests {
     }
     use pagestore::PageId;
     use testkit::manifest::{file, of_files};
+
+    #[test]
+    fn the_page_files_and_the_tenants_own_files_are_checked_beside_the_restore() {
+        assert!(not_interpreted("pages-1.img"));
+        assert!(not_interpreted(crate::tenant_files::FILES_ARCHIVE));
+        assert!(not_interpreted(crate::tenant_files::RECORD_FILE));
+        for interpreted in ["core-1.img", "pagemap-1.img", "inventory.img", "mm-1.img"] {
+            assert!(!not_interpreted(interpreted), "{interpreted}");
+        }
+    }
 
     #[test]
     fn a_dump_is_small_enough_by_its_page_files() {
