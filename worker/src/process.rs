@@ -110,12 +110,35 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
 }
 
 /// Continues every process of the tree rooted at `pid` (`SIGCONT`): a tree restored stopped
-/// (`Criu::restore`'s `stopped`). A stopped process continues whatever its signal handlers,
-/// the init of a PID namespace included.
+/// (`Criu::restore`'s `stopped`), on a wake-up's path. A stopped process continues whatever its
+/// signal handlers, the init of a PID namespace included.
 pub fn continue_tree(pid: u32) {
-    for p in process_tree(pid) {
+    for p in descendants(pid) {
         let _ = kill(Pid::from_raw(p as i32), Signal::SIGCONT);
     }
+}
+
+/// `pid` and all its descendants, through the `children` of each of their threads: a read per
+/// thread of the tree, where [`process_tree`] reads every process of the host (~1000 during a
+/// burst of wake-ups on a dense host, a few ms on each). Of a tree that does not fork meanwhile
+/// (a stopped one), the same.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let tasks = format!("/proc/{}/task", tree[i]);
+        for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+            let children = std::fs::read_to_string(task.path().join("children"));
+            tree.extend(
+                children
+                    .iter()
+                    .flat_map(|c| c.split_whitespace())
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+        i += 1;
+    }
+    tree
 }
 
 /// Kills the process tree rooted at `pid` and reaps it: waits until each of its processes is
@@ -193,6 +216,37 @@ fn reaped_or_gone(pid: u32, proc_dir: &std::path::Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_tree_is_continued_whole() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & wait"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let tree = descendants(child.id());
+        assert_eq!(tree, process_tree(child.id()));
+        assert!(tree.len() >= 2, "{tree:?}");
+        let state = |pid: u32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let (_, rest) = stat.rsplit_once(')').unwrap();
+            rest.split_whitespace().next().unwrap().to_string()
+        };
+        for &pid in &tree {
+            // SAFETY: kill(2) on pids of the tree this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(tree.iter().all(|&p| state(p) == "T"), "stopped");
+        continue_tree(child.id());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(tree.iter().all(|&p| state(p) == "S"), "continued");
+        for pid in tree.iter().rev() {
+            // SAFETY: as above.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+        let _ = child.wait();
+    }
 
     #[test]
     fn the_tree_of_a_shell_holds_its_child() {
