@@ -1220,6 +1220,33 @@ fn prying_tenant_is_refused(restore: Restore, ids: Ids) {
         woke["last_swap_in"]["whole"], whole,
         "{restore:?} {ids:?}: {woke}"
     );
+    if restore == Restore::Whole {
+        // Asleep past the memory tier's pages: woken from its kept dump (a copy into the staging
+        // tmpfs for a tenant in a user namespace, whose tasks open some images themselves).
+        let generation = p.json(&["tenant", "swap-out", "prying"])["generation"]
+            .as_u64()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while super::kept_dump_generation(&p, "prying") != Some(generation) {
+            assert!(Instant::now() < deadline, "no dump kept");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p.ok(&["store", "evict", "--tier", "hot"]);
+        let local_hits = || {
+            p.json(&["store", "counters"])["local_hits"]
+                .as_u64()
+                .unwrap()
+        };
+        let hits = local_hits();
+        check("woken from its kept dump");
+        let woke = tenant(&p, "prying");
+        assert_eq!(woke["last_swap_in"]["whole"], true, "{ids:?}: {woke}");
+        assert_eq!(
+            local_hits(),
+            hits,
+            "{ids:?}: no page looked up in the local tier"
+        );
+    }
 
     let reads = http_get(control, &query("&only=reads")).unwrap();
     for read in [
