@@ -1226,11 +1226,7 @@ fn prying_tenant_is_refused(restore: Restore, ids: Ids) {
         let generation = p.json(&["tenant", "swap-out", "prying"])["generation"]
             .as_u64()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while super::kept_dump_generation(&p, "prying") != Some(generation) {
-            assert!(Instant::now() < deadline, "no dump kept");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_for_kept_dump(&p, "prying", generation);
         p.ok(&["store", "evict", "--tier", "hot"]);
         let local_hits = || {
             p.json(&["store", "counters"])["local_hits"]

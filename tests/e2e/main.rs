@@ -586,12 +586,7 @@ fn a_tenant_that_touches_most_of_its_memory_is_restored_whole_once_learned() {
     let generation = p.json(&["tenant", "swap-out", "dense"])["generation"]
         .as_u64()
         .unwrap();
-    let kept_generation = || kept_dump_generation(&p, "dense");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while kept_generation() != Some(generation) {
-        assert!(std::time::Instant::now() < deadline, "no image kept");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_kept_dump(&p, "dense", generation);
     p.ok(&["store", "evict", "--tier", "hot"]);
     let local_hits = || {
         p.json(&["store", "counters"])["local_hits"]
@@ -608,6 +603,7 @@ fn a_tenant_that_touches_most_of_its_memory_is_restored_whole_once_learned() {
     );
     assert_eq!(request("dense").0, sum, "the ballast came back");
     let staged = || std::fs::read_dir(p.home().join("staging")).unwrap().count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while staged() > 0 {
         assert!(
             std::time::Instant::now() < deadline,
@@ -857,6 +853,16 @@ fn kept_dump_generation(p: &Pico, tenant: &str) -> Option<u64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
+/// Waits (at most 10 s) until `tenant`'s kept dump is that of checkpoint `generation`: it is moved
+/// into place behind the swap-out, and the previous swap-out's may still be being kept.
+fn wait_for_kept_dump(p: &Pico, tenant: &str, generation: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while kept_dump_generation(p, tenant) != Some(generation) {
+        assert!(std::time::Instant::now() < deadline, "no dump kept");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A small checkpoint's dump is also kept on the local disk (`pagestore::whole_image`): once the
 /// memory tier has dropped its pages, its whole restore reads the dump where it lies and looks up
 /// no page in the local tier. A kept dump that differs from its checkpoint is deleted and the
@@ -885,11 +891,7 @@ fn a_whole_restore_reads_the_kept_dump_and_the_local_tier_when_it_is_damaged() {
             .as_u64()
             .unwrap();
         // Moved into place behind the swap-out.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while kept_dump_generation(&p, "k") != Some(generation) {
-            assert!(std::time::Instant::now() < deadline, "no dump kept");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_kept_dump(&p, "k", generation);
         let file_named = |prefix: &str| {
             std::fs::read_dir(&kept)
                 .unwrap()
