@@ -144,7 +144,7 @@ fn the_sections_checked_are_those_of_the_configuration() {
 }
 
 /// Rows whose default column describes the default instead of showing it.
-const DESCRIBED: &[(&str, &str)] = &[("prices", "source")];
+const DESCRIBED: &[(&str, &str)] = &[("prices", "source"), ("worker", "max_concurrent_swaps")];
 
 #[test]
 fn the_defaults_shown_are_the_embedded_ones() {
