@@ -177,30 +177,68 @@ impl Worker {
         fetch: Fetch,
         started: Instant,
     ) -> Result<Option<SwapInReport>> {
-        let work = slot.dirs.criu_work("restore");
         if self.config.keep_whole_images && slot.user_namespace.is_none() {
-            if let Some(kept) = self.kept_dump(manifest).await {
-                let found_ms = elapsed_ms(started);
-                let images = kept.path().to_path_buf();
-                fresh_dir(&work)?;
-                let (checked, waited_ms) = self
-                    .restore_checking(&images, &images, &work, slot, manifest, kept)
-                    .await;
-                if let Some(pid) = checked? {
-                    let how = Restored {
-                        from: "kept dump",
-                        started,
-                        image_ms: found_ms,
-                        check_wait_ms: Some(waited_ms),
-                        prefetch: Default::default(),
-                    };
-                    return Ok(Some(
-                        self.restored_whole(slot, rt, checkpoint, pid, how, None),
-                    ));
-                }
-                // Its check failed (it is deleted): the image is written out of the tiers.
+            let kept = self
+                .swap_in_from_kept_dump(slot, rt, checkpoint, manifest, started)
+                .await?;
+            if kept.is_some() {
+                return Ok(kept);
             }
         }
+        self.swap_in_through_tmpfs(slot, rt, checkpoint, manifest, fetch, started)
+            .await
+    }
+
+    /// The tenant restored from its kept dump of `manifest`'s checkpoint where it lies; `None`
+    /// when it has none, or when the dump failed its check (deleted then: the image is written
+    /// out of the tiers instead).
+    async fn swap_in_from_kept_dump(
+        &self,
+        slot: &Arc<TenantSlot>,
+        rt: &mut TenantRuntime,
+        checkpoint: &pagestore::CheckpointRef,
+        manifest: &Manifest,
+        started: Instant,
+    ) -> Result<Option<SwapInReport>> {
+        let Some(kept) = self.kept_dump(manifest).await else {
+            return Ok(None);
+        };
+        let found_ms = elapsed_ms(started);
+        let work = slot.dirs.criu_work("restore");
+        let images = kept.path().to_path_buf();
+        fresh_dir(&work)?;
+        let (checked, waited_ms) = self
+            .restore_checking(&images, &images, &work, slot, manifest, kept)
+            .await;
+        let Some(pid) = checked? else {
+            return Ok(None);
+        };
+        let how = Restored {
+            from: "kept dump",
+            started,
+            image_ms: found_ms,
+            check_wait_ms: Some(waited_ms),
+            prefetch: Default::default(),
+        };
+        Ok(Some(
+            self.restored_whole(slot, rt, checkpoint, pid, how, None),
+        ))
+    }
+
+    /// The tenant restored from its image written into a tmpfs (the kept one, or one of its
+    /// own) out of the memory and local tiers, the pages this worker lacks fetched first as
+    /// `fetch` allows; a tenant in a user namespace gets a copy of its kept dump there instead
+    /// ([`Self::write_image`]). `None` if a page is not on this worker.
+    async fn swap_in_through_tmpfs(
+        &self,
+        slot: &Arc<TenantSlot>,
+        rt: &mut TenantRuntime,
+        checkpoint: &pagestore::CheckpointRef,
+        manifest: &Manifest,
+        fetch: Fetch,
+        started: Instant,
+    ) -> Result<Option<SwapInReport>> {
+        let work = slot.dirs.criu_work("restore");
         // The kept tmpfs takes images up to a dense tenant's; a larger one (a tenant restored
         // only whole), or one that finds it busy, gets a tmpfs of its own.
         let bytes = image_bytes(manifest);
@@ -226,21 +264,7 @@ impl Worker {
         };
         let mut prefetch = pagestore::prefetch::PrefetchReport::default();
         if let Some(pages) = missing {
-            let fetched = self.store.prefetch(&pages).await?;
-            info!(
-                cold_pages = fetched.cold_pages,
-                cold_bytes = fetched.cold_bytes,
-                ms = fetched.ms,
-                "pages fetched for a whole restore"
-            );
-            // Billed to the tenant like a lazy restore's fill.
-            super::fill::record_cold_reads(
-                &self.config.usage_log,
-                &checkpoint.tenant,
-                fetched.cold_gets,
-                fetched.cold_bytes,
-            );
-            prefetch = fetched;
+            prefetch = self.fetch_missing(checkpoint, &pages).await?;
             written = self.write_image(manifest, image.path(), slot, true).await;
         }
         let Some(written) = complete(written) else {
@@ -360,6 +384,29 @@ impl Worker {
             "swapped in whole"
         );
         report
+    }
+
+    /// Fetches `pages` (those of a whole restore's image this worker lacks) from the cold tier
+    /// into the memory tier, billed to the tenant like a lazy restore's fill.
+    async fn fetch_missing(
+        &self,
+        checkpoint: &pagestore::CheckpointRef,
+        pages: &[pagestore::PageId],
+    ) -> Result<pagestore::prefetch::PrefetchReport> {
+        let fetched = self.store.prefetch(pages).await?;
+        info!(
+            cold_pages = fetched.cold_pages,
+            cold_bytes = fetched.cold_bytes,
+            ms = fetched.ms,
+            "pages fetched for a whole restore"
+        );
+        super::fill::record_cold_reads(
+            &self.config.usage_log,
+            &checkpoint.tenant,
+            fetched.cold_gets,
+            fetched.cold_bytes,
+        );
+        Ok(fetched)
     }
 
     /// The tenant's kept dump of `manifest`'s checkpoint (`pagestore::whole_image`), if it has
