@@ -1223,22 +1223,13 @@ fn prying_tenant_is_refused(restore: Restore, ids: Ids) {
     if restore == Restore::Whole {
         // Asleep past the memory tier's pages: woken from its kept dump (a copy into the staging
         // tmpfs for a tenant in a user namespace, whose tasks open some images themselves).
-        let generation = p.json(&["tenant", "swap-out", "prying"])["generation"]
-            .as_u64()
-            .unwrap();
-        super::wait_for_kept_dump(&p, "prying", generation);
-        p.ok(&["store", "evict", "--tier", "hot"]);
-        let local_hits = || {
-            p.json(&["store", "counters"])["local_hits"]
-                .as_u64()
-                .unwrap()
-        };
-        let hits = local_hits();
+        super::swap_out_to_its_kept_dump(&p, "prying");
+        let hits = super::local_hits(&p);
         check("woken from its kept dump");
         let woke = tenant(&p, "prying");
         assert_eq!(woke["last_swap_in"]["whole"], true, "{ids:?}: {woke}");
         assert_eq!(
-            local_hits(),
+            super::local_hits(&p),
             hits,
             "{ids:?}: no page looked up in the local tier"
         );

@@ -583,21 +583,12 @@ fn a_tenant_that_touches_most_of_its_memory_is_restored_whole_once_learned() {
     // it lies and looks up no page in the local tier.
     // The dump is this checkpoint's once its marker names its generation (docs/store-format.md):
     // the previous swap-out's may still be being kept when this one returns.
-    let generation = p.json(&["tenant", "swap-out", "dense"])["generation"]
-        .as_u64()
-        .unwrap();
-    wait_for_kept_dump(&p, "dense", generation);
-    p.ok(&["store", "evict", "--tier", "hot"]);
-    let local_hits = || {
-        p.json(&["store", "counters"])["local_hits"]
-            .as_u64()
-            .unwrap()
-    };
-    let hits = local_hits();
+    swap_out_to_its_kept_dump(&p, "dense");
+    let hits = local_hits(&p);
     let report = p.json(&["tenant", "swap-in", "dense"]);
     assert_eq!(report["whole"], true, "{report}");
     assert_eq!(
-        local_hits() - hits,
+        local_hits(&p) - hits,
         0,
         "no page looked up in the local tier"
     );
@@ -845,6 +836,23 @@ fn a_whole_restore_writes_its_image_from_the_local_tier_and_holds_only_the_stagi
 
 /// The generation the kept dump of `tenant` is marked with (`pagestore::whole_image`: its
 /// `.checkpoint` file, `<generation> <created_ms>`), if it has one.
+/// Swaps `tenant` out and lets its pages leave the memory tier once its dump is kept: its next
+/// whole restore can then only read the kept dump (or the local tier, which [`local_hits`] counts).
+fn swap_out_to_its_kept_dump(p: &Pico, tenant: &str) {
+    let generation = p.json(&["tenant", "swap-out", tenant])["generation"]
+        .as_u64()
+        .unwrap();
+    wait_for_kept_dump(p, tenant, generation);
+    p.ok(&["store", "evict", "--tier", "hot"]);
+}
+
+/// Pages the store has read from the local tier so far.
+fn local_hits(p: &Pico) -> u64 {
+    p.json(&["store", "counters"])["local_hits"]
+        .as_u64()
+        .unwrap()
+}
+
 fn kept_dump_generation(p: &Pico, tenant: &str) -> Option<u64> {
     let marker = p
         .home()
@@ -877,11 +885,6 @@ fn a_whole_restore_reads_the_kept_dump_and_the_local_tier_when_it_is_damaged() {
     let _worker = p.start_worker();
     let port = add_counter(&p, "k");
     let kept = p.home().join("local-whole/k.dump");
-    let local_hits = || {
-        p.json(&["store", "counters"])["local_hits"]
-            .as_u64()
-            .unwrap()
-    };
     let mut count = 0;
     for damage in ["none", "extra file", "pages", "small file"] {
         let damaged = damage != "none";
@@ -913,10 +916,10 @@ fn a_whole_restore_reads_the_kept_dump_and_the_local_tier_when_it_is_damaged() {
             _ => {}
         }
         p.ok(&["store", "evict", "--tier", "hot"]);
-        let hits = local_hits();
+        let hits = local_hits(&p);
         let whole = p.json(&["tenant", "swap-in", "k"]);
         assert_eq!(whole["whole"], true, "{whole}");
-        let read_locally = local_hits() - hits;
+        let read_locally = local_hits(&p) - hits;
         if damaged {
             assert!(
                 read_locally > 100,

@@ -12,7 +12,7 @@
 //! **Cost.** The pages of the last image written stay held while the worker runs, once per
 //! worker (not per tenant): at most `whole_restore_below_mib` MiB plus
 //! [`crate::image_tmpfs`]'s slack, or, after the whole restore of a dense tenant (see
-//! `swap_in::whole::dense_enough`), that tenant's image, up to `whole_restore_dense_below_mib`,
+//! `swap_in::whole::choice::dense_enough`), that tenant's image, up to `whole_restore_dense_below_mib`,
 //! until a smaller image is written over it (each file is cut down to the image's size). The
 //! tmpfs is private to the worker (mode 0700, root only) and holds nothing the memory tier did not
 //! hold already.

@@ -135,7 +135,7 @@ impl Worker {
 
     /// Whether a whole restore of `manifest` is tried first, and what it fetches: it is small
     /// (nothing), or its tenant's working set is dense in it (a few pages; see
-    /// `whole::dense_enough`). Whole restores are off altogether with
+    /// `whole::choice::dense_enough`). Whole restores are off altogether with
     /// `whole_restore_below_mib = 0`.
     fn whole_first(&self, slot: &TenantSlot, manifest: &Manifest) -> Option<whole::Fetch> {
         let pages = manifest.non_zero_pages().count();
@@ -222,7 +222,7 @@ impl Worker {
         // touches, where the faults it did not foresee most likely are (not a large heap the
         // requests never read). A set moved from another tenant's layout is a guess: those
         // mappings are fetched at once, the rest held like the rest of a set of its own. So
-        // are a dense tenant's (its set a large share of its image, see `whole::dense_enough`):
+        // are a dense tenant's (its set a large share of its image, see `whole::choice::dense_enough`):
         // a request that reads much of its memory strays outside the set too (node walking a
         // Map: ~15 faults a wake-up in its heap's mappings, whose pages a garbage collector
         // moves), and each such fault waited for the held fill or a cold round trip.
