@@ -32,8 +32,9 @@ esac
 
 # Debian packages the worker itself needs, and CRIU's build dependencies (make criu).
 PACKAGES=(
-  # CRIU needs iptables-save/ip6tables-restore for tenants in their own netns
-  iptables iproute2
+  # CRIU needs iptables-save/ip6tables-restore for tenants in their own netns; the worker has
+  # nft forward running tenants' ports
+  iptables nftables iproute2
   # tenants' disk quotas: an ext4 image per tenant, loop-mounted
   e2fsprogs mount
   build-essential pkg-config dpkg-dev xz-utils

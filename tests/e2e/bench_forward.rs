@@ -31,6 +31,10 @@ fn bench_forward_smoke() {
         }
     }
     assert!(json["throughput"]["forwarded_mb_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        json["by_kernel"], true,
+        "the kernel forwards a running tenant's port: {json}"
+    );
     for file in ["results.json", "forward.svg", "throughput.svg", "README.md"] {
         assert!(out.join(file).exists(), "{file} missing");
     }

@@ -306,9 +306,11 @@ fn under_memory_pressure_the_least_recently_active_go_first() {
     let mut worker = p.start_worker();
     let names = ["a", "b", "c"];
     let ports: Vec<u16> = names.iter().map(|n| add_counter_idle(&p, n, "0")).collect();
+    // More than a supervisor tick (500 ms) apart: a connection the kernel forwards is seen as
+    // activity at the tick after it.
     for i in [2usize, 0, 1] {
         assert_eq!(http_get(ports[i], "/inc").unwrap(), "1");
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(1100));
     }
     worker.stop();
 
@@ -496,19 +498,38 @@ fn a_tenant_has_no_network_but_its_own_loopback() {
     let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let host_port = host.local_addr().unwrap().port();
 
+    // Anywhere on the host: what the tenant's link reaches from the host's side is refused.
+    let host_any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_any_port = host_any.local_addr().unwrap().port();
+    let (link, other_link) = (link_addrs(port), link_addrs(other));
+
     assert_eq!(
-        http_get(port, "/ifaces").unwrap(),
-        "lo",
-        "only its loopback"
+        ifaces(port),
+        ["eth0", "lo"],
+        "its loopback and the link the kernel forwards its port over"
     );
     for (what, url) in [
         ("a port on the host", format!("/connect?port={host_port}")),
+        (
+            "the host over its link",
+            format!("/connect?host={}&port={host_any_port}", link.0),
+        ),
         ("another tenant", format!("/connect?port={other}")),
+        (
+            "another tenant over its link",
+            format!("/connect?host={}&port={other}", other_link.1),
+        ),
         ("the outside", "/connect?host=1.1.1.1&port=80".to_string()),
     ] {
         let answer = http_get(port, &url).unwrap();
         assert_ne!(answer, "connected", "the tenant reached {what}");
     }
+    // Nor does anything on the host reach the tenant but through its public port.
+    assert!(
+        std::net::TcpStream::connect_timeout(&(link.1, port).into(), Duration::from_secs(2))
+            .is_err(),
+        "the host reached the tenant's link address directly"
+    );
     // Its own port, inside: connected (the check itself works).
     assert_eq!(
         http_get(port, &format!("/connect?port={port}")).unwrap(),
@@ -516,11 +537,96 @@ fn a_tenant_has_no_network_but_its_own_loopback() {
     );
     // Across a swap, the same.
     p.ok(&["tenant", "swap-out", "probe"]);
-    assert_eq!(http_get(port, "/ifaces").unwrap(), "lo");
+    assert_eq!(ifaces(port), ["eth0", "lo"]);
     assert_ne!(
         http_get(port, &format!("/connect?port={host_port}")).unwrap(),
         "connected"
     );
+}
+
+/// The interfaces the netprobe tenant on `port` sees, sorted.
+fn ifaces(port: u16) -> Vec<String> {
+    let mut names: Vec<String> = http_get(port, "/ifaces")
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+/// The host's and the tenant's ends of the link of the tenant on public `port` (a /30 per port
+/// in 10.200.0.0/14: docs/hosting.md).
+fn link_addrs(port: u16) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
+    let base = u32::from(std::net::Ipv4Addr::new(10, 200, 0, 0)) + 4 * u32::from(port);
+    ((base + 1).into(), (base + 2).into())
+}
+
+/// Packets the host's end of the link of the tenant on `port` carried (0 without a link).
+fn link_packets(port: u16) -> u64 {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/pv{port}/statistics/{name}"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    read("rx_packets") + read("tx_packets")
+}
+
+/// While a tenant runs, the kernel forwards its port (its link carries the connection, the tenant
+/// sees its client at 127.0.0.1 as through the worker's relay); bytes over such a connection keep
+/// it awake past its idle timeout; once they stop it is swapped out on its own, the connection
+/// closed cleanly (the client reads its end, not a reset), and its next connection wakes it
+/// through the worker.
+#[test]
+fn the_kernel_forwards_a_running_tenant_whose_traffic_keeps_it_awake() {
+    use std::io::{Read, Write};
+    let p = pico();
+    let _worker = p.start_worker();
+    let port = add_redis_idle(&p, "fwd", "3s");
+    assert_eq!(redis_cli(port, &["SET", "k", "v"]), "OK");
+    // Admitted at one of the worker's next ticks (every 500 ms).
+    let started = Instant::now();
+    loop {
+        let before = link_packets(port);
+        assert_eq!(redis_cli(port, &["PING"]), "PONG");
+        if link_packets(port) > before {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the kernel never forwarded the running tenant's port\n{}",
+            p.worker_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let info = redis_cli(port, &["CLIENT", "INFO"]);
+    assert!(info.contains("addr=127.0.0.1:"), "{info}");
+
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..6 {
+        conn.write_all(b"PING\r\n").unwrap();
+        let n = conn.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"+PONG\r\n");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(state(&p, "fwd"), "running", "its traffic kept it awake");
+    assert_eq!(
+        conn.read(&mut buf).unwrap(),
+        0,
+        "idle: its connection closed with a FIN before the swap-out"
+    );
+    wait_states(
+        &p,
+        &["fwd".to_string()],
+        "swapped-out",
+        Duration::from_secs(20),
+    );
+    assert_eq!(redis_cli(port, &["GET", "k"]), "v");
+    assert_eq!(p.metric("pico_swap_ins_total"), 1.0);
 }
 
 /// A `kB` field of `/proc/PID/status` of `pid` alone, bytes.

@@ -96,9 +96,14 @@ pub struct WorkerConfig {
     #[serde(default = "default_favor_cgroup_moves")]
     pub favor_cgroup_moves: bool,
     /// The address the worker listens on for every tenant's public port (the tenant itself
-    /// listens inside its own network namespace, reached only through the worker).
+    /// listens inside its own network namespace, reached only through the worker and the
+    /// forwarding it sets up in the kernel).
     #[serde(default = "default_listen_addr")]
     pub listen_addr: std::net::IpAddr,
+    /// While a tenant runs, the kernel forwards its port (DNAT over a veth pair into its
+    /// namespace, see `kernel_forward`); off, the worker relays every connection.
+    #[serde(default = "default_kernel_forwarding")]
+    pub kernel_forwarding: bool,
     /// How long a connection to a sleeping tenant is held while it wakes before it is closed.
     #[serde(default = "default_hold_timeout_ms")]
     pub hold_timeout_ms: u64,
@@ -202,6 +207,9 @@ impl HubLinkConfig {
 
 fn default_listen_addr() -> std::net::IpAddr {
     std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+}
+fn default_kernel_forwarding() -> bool {
+    true
 }
 fn default_hold_timeout_ms() -> u64 {
     30_000
@@ -333,6 +341,7 @@ impl WorkerConfig {
             criu_hw_breakpoints: false,
             favor_cgroup_moves: default_favor_cgroup_moves(),
             listen_addr: default_listen_addr(),
+            kernel_forwarding: default_kernel_forwarding(),
             hold_timeout_ms: default_hold_timeout_ms(),
             max_restore_failures: default_max_restore_failures(),
             max_concurrent_swaps: default_max_concurrent_swaps(),

@@ -66,7 +66,8 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
             .map_err(|e| Error::io(mounts, e))?;
     }
     let store = Arc::new(PageStore::open(&store_config).await?);
-    let worker = Arc::new(Worker::open(config, store, criu)?);
+    let kernel_forward = crate::kernel_forward::KernelForward::start(&config).await;
+    let worker = Arc::new(Worker::open(config, store, criu, kernel_forward)?);
     worker.recover().await?;
     serve_public_ports(&worker);
     // The API last: once its socket answers, every tenant's port is served.
@@ -132,6 +133,16 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
         swap_out_all(&worker).await;
     }
     stop_serving(&worker).await;
+    if let Some(kernel) = &worker.kernel_forward {
+        // Tenants left running keep their forwarding until the next worker makes its own.
+        let mut running = false;
+        for slot in worker.tenants.all() {
+            running |= slot.runtime.lock().await.info.state == crate::tenant::TenantState::Running;
+        }
+        if !running {
+            kernel.stop().await;
+        }
+    }
     // Gone only when no tenant's cgroup is left in it (every tenant asleep or removed).
     worker.cgroups.remove_worker_group();
     if let Some(watchdog) = watchdog {

@@ -280,6 +280,13 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    #[error("port {port}: the kernel's forwarding to its tenant could not be {what}: {reason}")]
+    KernelForward {
+        port: u16,
+        what: &'static str,
+        reason: String,
+    },
+
     #[error("criu wrote a bad pid file {path}: {text:?}")]
     BadPidFile { path: PathBuf, text: String },
 

@@ -44,6 +44,8 @@ pub struct Worker {
     pub(crate) criu_spares: Option<CriuSpares>,
     /// The worker's own network namespace, to come back to after making a socket in a tenant's.
     pub(crate) host_netns: HostNetns,
+    /// Its nftables table, when the kernel forwards running tenants' ports (`kernel_forward`).
+    pub(crate) kernel_forward: Option<crate::kernel_forward::KernelForward>,
     /// Swap-ins and swap-outs in progress, at most `max_concurrent_swaps`.
     pub(crate) swap_slots: tokio::sync::Semaphore,
     /// Swap-ins waiting for a slot: swap-outs the worker decides on its own wait for none.
@@ -73,7 +75,14 @@ impl Worker {
 
     /// A worker over `store` and `criu`, with the tenants a previous worker left in
     /// `config.tenants_dir`; spare CRIUs start now when `warm_criu` is on.
-    pub(crate) fn open(config: WorkerConfig, store: Arc<PageStore>, criu: Criu) -> Result<Worker> {
+    /// `kernel_forward`: the worker's nftables table, when the kernel forwards running tenants'
+    /// ports.
+    pub(crate) fn open(
+        config: WorkerConfig,
+        store: Arc<PageStore>,
+        criu: Criu,
+        kernel_forward: Option<crate::kernel_forward::KernelForward>,
+    ) -> Result<Worker> {
         let secrets = config.secrets(store.config());
         let tenants = TenantTable::load(&config, &secrets)?;
         let host_netns = HostNetns::current().map_err(|e| Error::io("/proc/self/ns/net", e))?;
@@ -88,6 +97,7 @@ impl Worker {
             None => criu,
         };
         Ok(Worker {
+            kernel_forward,
             host_netns,
             spare_listeners: Mutex::new(Default::default()),
             program_sets: Default::default(),
@@ -250,6 +260,8 @@ pub(crate) struct TenantSlot {
     pub gate: tokio::sync::RwLock<()>,
     /// Its connections and when a byte last crossed one.
     pub activity: Activity,
+    /// Whether the kernel forwards its port now, and its link's traffic (`kernel_forward`).
+    pub kernel: crate::kernel_forward::TenantPath,
     /// When its newest durable state was made (its last checkpoint, or the wake-up that
     /// restored one), Unix ms: a periodic checkpoint is due from here (see `checkpoint`).
     pub checkpointed_at: std::sync::atomic::AtomicU64,
@@ -304,6 +316,7 @@ impl TenantSlot {
             user_namespace: info.user_namespace,
             name: info.name.clone(),
             activity: Activity::new(info.last_active.unwrap_or_else(pagestore::clock::now_ms)),
+            kernel: Default::default(),
             checkpointed_at: std::sync::atomic::AtomicU64::new(pagestore::clock::now_ms()),
             netns,
             gate: tokio::sync::RwLock::new(()),

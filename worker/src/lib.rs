@@ -39,6 +39,7 @@ pub mod hub_link;
 pub mod hub_wire;
 mod image_tmpfs;
 mod kdat;
+mod kernel_forward;
 pub mod launch;
 pub mod lazy_gate;
 mod lifecycle;

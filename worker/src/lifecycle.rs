@@ -25,6 +25,7 @@ impl Worker {
         }
         let mut info = rt.info.clone();
         info.last_active = Some(slot.activity.last_ms());
+        info.kernel_forwarded = slot.kernel.admitted();
         if info.state == TenantState::Running {
             info.rss_bytes = self.cgroup_memory(name).or(info.rss_bytes);
         }
@@ -118,6 +119,7 @@ impl Worker {
         info.save(&dirs)?;
         info!(pid, port = info.port, "tenant started");
         let slot = self.tenants.insert_slot(name, slot);
+        self.make_link(&slot).await;
         self.serve(&slot, listener);
         Ok(info)
     }
@@ -442,6 +444,7 @@ impl Worker {
     /// disk quota's), directory, slot.
     async fn unregister(&self, slot: &TenantSlot, rt: &crate::host::TenantRuntime) {
         slot.stop_serving();
+        self.forget_port(slot).await;
         if let Err(e) = crate::netns::remove(&slot.dirs.netns()) {
             error!(error = %e, "could not remove the tenant's network namespace");
         }

@@ -122,7 +122,7 @@ pub fn continue_tree(pid: u32) {
 /// thread of the tree, where [`process_tree`] reads every process of the host (~1000 during a
 /// burst of wake-ups on a dense host, a few ms on each). Of a tree that does not fork meanwhile
 /// (a stopped one), the same.
-fn descendants(pid: u32) -> Vec<u32> {
+pub(crate) fn descendants(pid: u32) -> Vec<u32> {
     let mut tree = vec![pid];
     let mut i = 0;
     while i < tree.len() {

@@ -23,10 +23,12 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(1);
 
 /// Waits until no TCP socket in the tenant's namespace is in a state other than listening or
 /// `TIME_WAIT`/`CLOSE`, at most [`SETTLE_LIMIT`] (then the dump goes ahead and CRIU judges).
-pub(crate) async fn settle(slot: &TenantSlot) {
+/// `closed_now`: connections the worker closed itself just before (the kernel forwarded them, so
+/// the activity does not show them).
+pub(crate) async fn settle(slot: &TenantSlot, closed_now: bool) {
     let activity = &slot.activity;
     let (open, now_ms) = (activity.open_connections(), pagestore::clock::now_ms());
-    if settled_long_ago(open, activity.last_ms(), now_ms) {
+    if !closed_now && settled_long_ago(open, activity.last_ms(), now_ms) {
         return;
     }
     let Some(pid) = slot.runtime.lock().await.info.pid else {

@@ -160,9 +160,15 @@ impl Worker {
         let started = Instant::now();
         slot.activity.close_all();
         let _gate = slot.gate.write().await;
-        crate::quiesce::settle(slot).await;
         let idle_for_ms = pagestore::clock::now_ms().saturating_sub(slot.activity.last_ms());
-        let report = match Box::pin(self.swap_out_now(&slot.name)).await {
+        let swapped = async {
+            // Its next connections wait at the worker's listener; those the kernel forwarded
+            // are closed as the relayed ones were.
+            let closed = self.take_port_back(slot).await?;
+            crate::quiesce::settle(slot, closed > 0).await;
+            Box::pin(self.swap_out_now(&slot.name)).await
+        };
+        let report = match swapped.await {
             Ok(report) => {
                 lock_std(&slot.swap_out_backoff).succeeded();
                 report
@@ -254,6 +260,7 @@ pub(crate) fn start(worker: Arc<Worker>) -> tokio::task::JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for ticks in 0u64.. {
             tick.tick().await;
+            crate::kernel_forward::reconcile(&worker);
             sweep_idle(&worker).await;
             sweep_checkpoints(&worker).await;
             relieve_pressure(&worker).await;

@@ -88,6 +88,10 @@ pub struct TenantInfo {
     /// When a byte last crossed one of its connections, or it last started or woke (Unix ms).
     #[serde(default)]
     pub last_active: Option<u64>,
+    /// The kernel forwards its port now (it runs, and the worker admitted it: see
+    /// `kernel_forward`); else the worker relays its connections. Filled in by `status`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kernel_forwarded: bool,
     /// Its memory limit and CPU weight (see `cgroup`).
     #[serde(default, flatten)]
     pub limits: crate::cgroup::Limits,
@@ -405,6 +409,7 @@ impl TenantInfo {
             last_fill_wait: None,
             idle_timeout_ms: spec.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
             last_active: Some(pagestore::clock::now_ms()),
+            kernel_forwarded: false,
             rss_bytes: None,
             limits: spec.limits,
             disk_quota: spec.disk_quota,

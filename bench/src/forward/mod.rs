@@ -1,8 +1,9 @@
 //! `pico bench forward`: what the worker's forwarding costs a tenant's clients.
 //!
-//! The worker owns each tenant's public port and copies every connection to the tenant inside
-//! its network namespace (`worker::serving`), so every request pays two extra loopback hops and
-//! the worker's copy loop. This measures that price against a direct connection, in the same
+//! The worker owns each tenant's public port: while the tenant runs its kernel forwards the port
+//! into the tenant's network namespace (`worker::kernel_forward`), else the worker relays each
+//! connection (`worker::serving`: two extra loopback hops and a splice loop). This measures
+//! that price against a direct connection, in the same
 //! run: one nginx ([`server`]) is a tenant of a real `pico worker run` (forwarded), the same
 //! nginx with the same files runs straight on the host (direct). A hand-written client
 //! ([`client`]) measures, alternating direct and forwarded round by round (and which goes
@@ -160,6 +161,8 @@ pub struct Forwarding {
 #[derive(Clone, Debug, Serialize)]
 pub struct Compared {
     pub pico: String,
+    /// Its kernel forwarded the tenant's port (else its worker relayed every connection).
+    pub by_kernel: bool,
     #[serde(flatten)]
     pub figures: Forwarding,
 }
@@ -173,6 +176,9 @@ pub struct Report {
     /// This build's worker against direct.
     #[serde(flatten)]
     pub forwarded: Forwarding,
+    /// The kernel forwarded this build's tenant's port (else its worker relayed every
+    /// connection).
+    pub by_kernel: bool,
     /// The worker of `--compare-pico`, against the same direct runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compared: Option<Compared>,
@@ -242,6 +248,8 @@ impl Samples {
 struct Forwarded {
     worker: WorkerProc,
     port: u16,
+    /// Its kernel forwards the port (`worker::kernel_forward`), once admitted.
+    by_kernel: bool,
 }
 
 impl Forwarded {
@@ -256,7 +264,13 @@ impl Forwarded {
                 ..TenantSpec::new(TENANT, port, cmd)
             }))
             .await?;
-        Ok(Forwarded { worker, port })
+        let by_kernel = kernel_forwards(&worker).await;
+        info!(pico = %pico.display(), by_kernel, "tenant up");
+        Ok(Forwarded {
+            worker,
+            port,
+            by_kernel,
+        })
     }
 
     /// Removes the tenant (a stopped worker would leave it running) and stops the worker.
@@ -268,6 +282,24 @@ impl Forwarded {
             })
             .await;
     }
+}
+
+/// Waits (at most 3 s: a worker admits a running tenant at its next tick) until the worker
+/// says its kernel forwards the tenant's port; false for a worker that relays (one built before
+/// the kernel forwarded, or with `kernel_forwarding = false`).
+async fn kernel_forwards(worker: &WorkerProc) -> bool {
+    for _ in 0..30 {
+        let status = worker
+            .call(&Request::Status {
+                name: TENANT.into(),
+            })
+            .await;
+        if status.is_ok_and(|s| s["kernel_forwarded"] == true) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// Runs the benchmark and writes its outputs into `opts.out`.
@@ -319,6 +351,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
     }
     let mut ports = vec![direct_port];
     ports.extend(forwarded.iter().map(|f| f.port));
+    let by_kernel: Vec<bool> = forwarded.iter().map(|f| f.by_kernel).collect();
     info!(?ports, "servers up (direct, forwarded, compared)");
 
     let measured = {
@@ -336,6 +369,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
 
     let compared = opts.compare_pico.as_ref().map(|pico| Compared {
         pico: pico.display().to_string(),
+        by_kernel: by_kernel.get(1).copied().unwrap_or(false),
         figures: samples.against_direct(2, opts.large_bytes),
     });
     let report = Report {
@@ -344,6 +378,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         warmup_requests: opts.warmup,
         small_bytes: opts.small_bytes,
         forwarded: samples.against_direct(1, opts.large_bytes),
+        by_kernel: by_kernel.first().copied().unwrap_or(false),
         compared,
         goal_latency_us: GOAL_LATENCY_US,
         goal_throughput_ratio: GOAL_THROUGHPUT_RATIO,
@@ -397,21 +432,27 @@ fn measure(opts: &Options, ports: &[u16]) -> Result<Samples> {
     Ok(s)
 }
 
-/// Each worker's forwarding with its name: this build's, then the compared one's.
-fn workers(r: &Report) -> Vec<(&str, &Forwarding)> {
-    let mut v = vec![("this build", &r.forwarded)];
-    v.extend(r.compared.iter().map(|c| ("compared build", &c.figures)));
+/// Each worker's forwarding with its name (and who forwarded): this build's, then the
+/// compared one's.
+fn workers(r: &Report) -> Vec<(String, &Forwarding)> {
+    let by = |kernel: bool| if kernel { "kernel" } else { "relay" };
+    let mut v = vec![(format!("this build ({})", by(r.by_kernel)), &r.forwarded)];
+    v.extend(
+        r.compared
+            .iter()
+            .map(|c| (format!("compared build ({})", by(c.by_kernel)), &c.figures)),
+    );
     v
 }
 
 /// The result table as text.
 pub fn table(r: &Report) -> String {
     let mut s = format!(
-        "{:<38} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        "{:<46} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
         "small requests (µs), worker", "direct", "", "", "fwd", "", "", "fwd − dir"
     );
     s.push_str(&format!(
-        "{:<38} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        "{:<46} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
         "", "p50", "p95", "p99", "p50", "p95", "p99", "p50"
     ));
     for (worker, f) in workers(r) {
@@ -420,7 +461,7 @@ pub fn table(r: &Report) -> String {
             ("new connection each", &f.per_connection),
         ] {
             s.push_str(&format!(
-                "{:<38} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>+9.1}\n",
+                "{:<46} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>+9.1}\n",
                 format!("{kind}, {worker}"),
                 c.direct.p50_us,
                 c.direct.p95_us,

@@ -74,6 +74,7 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         | Error::Cgroup { .. }
         | Error::DiskQuota { .. }
         | Error::SwapOutNotCommitted { .. }
+        | Error::KernelForward { .. }
         | Error::WorkerNotRunning { .. }
         | Error::WorkerAlreadyRunning { .. }
         | Error::AnswerUnencodable(_)

@@ -1,0 +1,106 @@
+//! Before a dump: the connections the kernel forwarded to the tenant are closed as the worker
+//! closes the ones it relays, with a FIN each way, never a reset. The worker holds no end of
+//! them, so it borrows the tenant's own (`pidfd_getfd`: a second descriptor of the socket, as
+//! root may take of any process) and shuts it down: the client reads the end of its connection,
+//! the tenant too, and closes its side; `quiesce` then waits for that as it does after a relay.
+//!
+//! Which: every TCP connection the tenant accepted on its port from its loopback (where both the
+//! kernel's and the relay's arrive; the relay's are being closed by the worker anyway). Its own
+//! connections to other ports, and any on other addresses, are left to CRIU.
+
+use std::collections::HashSet;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Shuts down every TCP connection of the process tree rooted at `root` accepted on `port` from
+/// the loopback; how many. Blocking. Best effort: a process that ends meanwhile or a descriptor
+/// closed meanwhile is passed over (a connection left open is dumped by CRIU).
+pub fn close_forwarded(root: u32, port: u16) -> usize {
+    let mut seen = HashSet::new();
+    let mut closed = 0;
+    for pid in crate::process::descendants(root) {
+        let Ok(pidfd) = pidfd_open(pid) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for entry in fds.flatten() {
+            let is_socket = std::fs::read_link(entry.path())
+                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+            let fd = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<RawFd>().ok());
+            let (true, Some(fd)) = (is_socket, fd) else {
+                continue;
+            };
+            let Ok(socket) = pidfd_getfd(&pidfd, fd) else {
+                continue;
+            };
+            let sock = socket2::SockRef::from(&socket);
+            let addr = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
+            let forwarded = sock.r#type().is_ok_and(|t| t == socket2::Type::STREAM)
+                && addr(sock.local_addr()).is_some_and(|a| a.port() == port)
+                && addr(sock.peer_addr()).is_some_and(|a| a.ip().is_loopback());
+            let inode = std::fs::metadata(entry.path()).map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino()
+            });
+            if forwarded && inode.is_ok_and(|i| seen.insert(i)) {
+                let _ = sock.shutdown(std::net::Shutdown::Both);
+                closed += 1;
+            }
+        }
+    }
+    closed
+}
+
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and a flag word and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just returned to us, owned here only.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn pidfd_getfd(pidfd: &OwnedFd, fd: RawFd) -> std::io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_getfd(2) duplicates descriptor `fd` of the process of `pidfd` into ours.
+    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if got < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just returned to us, owned here only.
+    Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn only_connections_accepted_on_the_port_are_closed_and_cleanly() {
+        // Our own process stands for the tenant: a connection accepted on its port, and one
+        // accepted on another port.
+        let served = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = served.local_addr().unwrap().port();
+        let mut client = std::net::TcpStream::connect(served.local_addr().unwrap()).unwrap();
+        let (_accepted, _) = served.accept().unwrap();
+        let elsewhere = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        let (_accepted_elsewhere, _) = other.accept().unwrap();
+
+        assert_eq!(close_forwarded(std::process::id(), port), 1);
+        let mut buf = [0u8; 8];
+        assert_eq!(client.read(&mut buf).unwrap(), 0, "a FIN, not a reset");
+        elsewhere.set_nonblocking(true).unwrap();
+        assert_eq!(
+            (&elsewhere).read(&mut buf).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "the other connection stays open"
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! A tenant's link: a veth pair between the host (`pv{port}`) and the tenant's namespace (`eth0`),
+//! with the tenant's one rule (its port on `eth0` goes to its loopback). Made with `ip`, `nsenter`
+//! and `nft` (a few processes, ~30 ms, once per namespace: it lives as long as the namespace, and
+//! a swap-out keeps both). Both ends carry 64 KiB frames, as the loopback does, so that a large
+//! transfer crosses in as few pieces as it would directly, and have no IPv6: the link carries
+//! IPv4 only, and IPv6's own chatter (router solicitations, multicast reports) would move the
+//! packet counters the idle rule reads.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::rules::{tenant_table, LinkAddrs};
+
+/// Whether the host end of the link of `a` exists.
+pub fn exists(a: &LinkAddrs) -> bool {
+    Path::new("/sys/class/net").join(a.host_if()).exists()
+}
+
+/// Whether the link of `a` leads into the namespace pinned at `pin` (made for it, by this worker
+/// or the one before: the host end's alias names the namespace). Another's is a link of a
+/// tenant that had the port before, on a worker that was killed: the tenant now on the port
+/// takes the port's link over.
+pub fn leads_into(pin: &Path, a: &LinkAddrs) -> bool {
+    let alias = std::fs::read_to_string(
+        Path::new("/sys/class/net")
+            .join(a.host_if())
+            .join("ifalias"),
+    );
+    matches!((alias, mark(pin)), (Ok(alias), Some(mark)) if alias.trim() == mark)
+}
+
+/// The alias of a link into the namespace pinned at `pin`: its `nsfs` inode, which no other
+/// namespace has while it lives.
+fn mark(pin: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(pin)
+        .ok()
+        .map(|m| format!("pico netns {}", m.ino()))
+}
+
+/// Removes the link of `a` (both ends: the pair goes together). Blocking; absent is fine.
+pub fn remove(a: &LinkAddrs) {
+    if exists(a) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &a.host_if()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Makes the link of `a` into the namespace pinned at `pin`, replacing a stale host end of the
+/// same name. Blocking.
+pub fn make(pin: &Path, a: &LinkAddrs) -> std::io::Result<()> {
+    let host_if = a.host_if();
+    let peer = format!("pt{}", a.port);
+    let mark = mark(pin).ok_or_else(|| {
+        std::io::Error::other(format!("no namespace pinned at {}", pin.display()))
+    })?;
+    let script = r#"
+set -e
+ip link del "$HOST_IF" 2>/dev/null || true
+ip link add "$HOST_IF" mtu 65535 type veth peer name "$PEER" mtu 65535
+ip link set "$PEER" netns "$PIN"
+ip addr add "$HOST_ADDR/30" dev "$HOST_IF"
+ip link set "$HOST_IF" alias "$MARK"
+echo 1 > "/proc/sys/net/ipv4/conf/$HOST_IF/route_localnet"
+no_ipv6() { if [ -w "/proc/sys/net/ipv6/conf/$1/disable_ipv6" ]; then echo 1 > "/proc/sys/net/ipv6/conf/$1/disable_ipv6"; fi; }
+no_ipv6 "$HOST_IF"
+ip link set "$HOST_IF" up
+nsenter --net="$PIN" sh -ec '
+  ip link set "$PEER" name eth0
+  ip addr add "$TENANT_ADDR/30" dev eth0
+  echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet
+  if [ -w /proc/sys/net/ipv6/conf/eth0/disable_ipv6 ]; then
+    echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6
+  fi
+  ip link set eth0 up
+  printf "%s" "$TENANT_TABLE" | nft -f -
+'
+"#;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("HOST_IF", &host_if)
+        .env("PEER", &peer)
+        .env("PIN", pin)
+        .env("MARK", &mark)
+        .env("HOST_ADDR", a.host.to_string())
+        .env("TENANT_ADDR", a.tenant.to_string())
+        .env("TENANT_TABLE", tenant_table(a.port))
+        .stdin(Stdio::null())
+        .output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    // Nothing half made is left: the next attempt starts over.
+    let _ = Command::new("ip")
+        .args(["link", "del", &host_if])
+        .stderr(Stdio::null())
+        .status();
+    Err(std::io::Error::other(format!(
+        "making link {host_if}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}

@@ -1,0 +1,353 @@
+//! While a tenant runs, the kernel forwards its public port, not the worker.
+//!
+//! The worker's relay (`serving`) costs every connection an accept, a second TCP connection into
+//! the tenant's namespace and a copy each way: +146 µs a new connection and 0.59x the throughput
+//! of a direct one on this 2-core host (bench/results/forward). So each tenant gets a link, a
+//! veth pair from the host into its namespace ([`link`]), and while it runs the worker's nftables
+//! table maps its port to the link ([`rules`]): a connection then goes from the client to the
+//! tenant through the kernel alone (DNAT into the link, and in the tenant's namespace to its
+//! loopback, from its loopback: it sees its clients at 127.0.0.1, as through the relay), within
+//! a few µs of a direct one (bench/scripts/nat_probe). The worker's listener keeps the
+//! port and gets what the map does not take: every connection while the tenant sleeps, is
+//! being swapped or is still being filled in after a lazy restore, which it holds, wakes the
+//! tenant for and relays as before.
+//!
+//! What the worker gives up is seeing the bytes: a tenant's activity is read off its link's packet
+//! counters at each supervisor tick instead ([`reconcile`]), and a swap-out takes the port back
+//! from the map before it closes the connections the kernel forwarded ([`closing`]). Tenants
+//! with the PROXY protocol stay relayed (the worker writes the header), and so does everything
+//! when the listen address is IPv6, the table cannot be made (no `nft`), or
+//! `kernel_forwarding = false`.
+
+mod closing;
+mod link;
+pub mod rules;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tracing::{debug, info, warn};
+
+use crate::config::WorkerConfig;
+use crate::error::{Error, Result};
+use crate::host::{TenantSlot, Worker};
+use crate::tenant::TenantState;
+use rules::LinkAddrs;
+
+/// The worker's nftables table, made at its start.
+pub(crate) struct KernelForward {
+    table: String,
+    /// Admissions and withdrawals the ticks started, a few at once: after a restart every
+    /// running tenant is admitted again, and a thousand `nft` (and `ip`, for links) at once
+    /// would stall the host.
+    changes: tokio::sync::Semaphore,
+}
+
+/// Admissions and withdrawals at once (each an `nft` process, ~3 ms of CPU).
+const CHANGES_AT_ONCE: usize = 4;
+
+impl KernelForward {
+    /// Makes the worker's table (replacing the one a previous worker of this home left), or
+    /// says why the worker relays every connection instead.
+    pub(crate) async fn start(config: &WorkerConfig) -> Option<KernelForward> {
+        if !config.kernel_forwarding {
+            return None;
+        }
+        let listen = config.listen_addr;
+        if listen.is_ipv6() && !listen.is_unspecified() {
+            info!(%listen, "an IPv6 listen address: the worker relays every connection");
+            return None;
+        }
+        // Clients of other hosts cross the host's routing into the link: only with forwarding on.
+        let remote = !listen.is_loopback() && ipv4_forwarding();
+        if !listen.is_loopback() && !remote {
+            info!(
+                "net.ipv4.ip_forward is off: the kernel forwards this host's own clients, the \
+                 worker relays those of other hosts"
+            );
+        }
+        let listen = if listen.is_ipv6() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            listen
+        };
+        let table = rules::table_name(&config.tenants_dir, listen);
+        match nft(&rules::host_table(&table, listen, remote)).await {
+            Ok(()) => {
+                info!(table, "the kernel forwards running tenants' ports");
+                Some(KernelForward {
+                    table,
+                    changes: tokio::sync::Semaphore::new(CHANGES_AT_ONCE),
+                })
+            }
+            Err(e) => {
+                warn!(error = %e, "no nftables table: the worker relays every connection");
+                None
+            }
+        }
+    }
+
+    /// Removes the table (the worker stops and no tenant runs: nothing to forward).
+    pub(crate) async fn stop(&self) {
+        if let Err(e) = nft(&format!("delete table ip {}\n", self.table)).await {
+            warn!(table = self.table, error = %e, "could not remove the worker's nftables table");
+        }
+    }
+}
+
+/// A tenant's side of it: whether the kernel forwards its port now, and its link's traffic.
+#[derive(Default)]
+pub(crate) struct TenantPath {
+    /// The map sends the tenant's port to its link.
+    admitted: AtomicBool,
+    /// An admission or withdrawal is under way (one at a time per tenant).
+    busy: AtomicBool,
+    /// Its link could not be made: the worker relays its connections.
+    broken: AtomicBool,
+    /// Packets its link had carried at the last look.
+    packets: AtomicU64,
+}
+
+impl TenantPath {
+    /// Whether the kernel forwards the tenant's port now.
+    pub(crate) fn admitted(&self) -> bool {
+        self.admitted.load(Ordering::SeqCst)
+    }
+}
+
+impl Worker {
+    /// Makes the link of a tenant whose namespace was just made (at its `tenant add`), so that
+    /// its first admission does not wait for it; a failure leaves the tenant relayed.
+    pub(crate) async fn make_link(&self, slot: &TenantSlot) {
+        if self.kernel_forward.is_none() || slot.proxy_protocol {
+            return;
+        }
+        let (Some(pin), addrs) = (slot.netns.clone(), LinkAddrs::of_port(slot.port)) else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || link::make(&pin, &addrs)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(tenant = %slot.name, error = %e, "no link: the worker relays its connections");
+                slot.kernel.broken.store(true, Ordering::SeqCst);
+            }
+            Err(e) => warn!(tenant = %slot.name, error = %e, "the link task failed"),
+        }
+    }
+
+    /// Before a swap-out, with the tenant's gate held (no admission can race it): takes its port
+    /// back from the kernel, so that its next connections wait at the worker's listener, then
+    /// closes the connections the kernel forwarded to it. How many it closed. An error (the
+    /// port could not be taken back) fails the swap-out: the tenant keeps running.
+    pub(crate) async fn take_port_back(&self, slot: &TenantSlot) -> Result<usize> {
+        let Some(kernel) = &self.kernel_forward else {
+            return Ok(0);
+        };
+        if slot.kernel.admitted() {
+            nft(&rules::withdraw(
+                &kernel.table,
+                &LinkAddrs::of_port(slot.port),
+            ))
+            .await
+            .map_err(|e| Error::KernelForward {
+                port: slot.port,
+                what: "taken back",
+                reason: e.to_string(),
+            })?;
+            slot.kernel.admitted.store(false, Ordering::SeqCst);
+            note_traffic(slot);
+        }
+        let Some(pid) = slot.runtime.lock().await.info.pid else {
+            return Ok(0);
+        };
+        let port = slot.port;
+        let closed = tokio::task::spawn_blocking(move || closing::close_forwarded(pid, port))
+            .await
+            .unwrap_or(0);
+        if closed > 0 {
+            debug!(tenant = %slot.name, closed, "closed the connections the kernel forwarded");
+        }
+        Ok(closed)
+    }
+
+    /// Before a tenant's namespace goes (`tenant rm`): its port out of the map, and its link
+    /// gone now rather than when the kernel frees the namespace (a tenant added next on the same
+    /// port must not find it).
+    pub(crate) async fn forget_port(&self, slot: &TenantSlot) {
+        let Some(kernel) = &self.kernel_forward else {
+            return;
+        };
+        if slot.kernel.admitted() {
+            let _ = nft(&rules::withdraw(
+                &kernel.table,
+                &LinkAddrs::of_port(slot.port),
+            ))
+            .await;
+            slot.kernel.admitted.store(false, Ordering::SeqCst);
+        }
+        let addrs = LinkAddrs::of_port(slot.port);
+        let _ = tokio::task::spawn_blocking(move || link::remove(&addrs)).await;
+    }
+}
+
+/// At each supervisor tick: admits every running tenant not admitted yet (once a lazy restore's
+/// fill is done), withdraws one that stopped running on its own (exited, failed), and counts
+/// the traffic of each admitted one's link as activity for its idle rule.
+pub(crate) fn reconcile(worker: &Arc<Worker>) {
+    if worker.kernel_forward.is_none() {
+        return;
+    }
+    for slot in worker.tenants.all() {
+        if slot.netns_file.is_none() || slot.proxy_protocol {
+            continue;
+        }
+        let path = &slot.kernel;
+        if path.broken.load(Ordering::SeqCst) || path.busy.load(Ordering::SeqCst) {
+            continue;
+        }
+        let admitted = path.admitted();
+        // A link gone or replaced under an admitted tenant (deleted by hand, taken over for
+        // another namespace): its port is taken back now and its link made again at the next
+        // admission, rather than its connections lost in a link that leads nowhere.
+        let link_holds = admitted
+            && slot
+                .netns
+                .as_deref()
+                .is_some_and(|pin| link::leads_into(pin, &LinkAddrs::of_port(slot.port)));
+        if link_holds {
+            note_traffic(&slot);
+        }
+        // Undecided while a swap holds the gate or another flow the record.
+        let wanted = match slot.gate.try_read() {
+            Ok(_lease) => wants_forwarding(&slot),
+            Err(_) => None,
+        };
+        let Some(wanted) = wanted.map(|w| w && (link_holds || !admitted)) else {
+            continue;
+        };
+        if wanted == admitted || path.busy.swap(true, Ordering::SeqCst) {
+            continue;
+        }
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            let _turn = match &worker.kernel_forward {
+                Some(kernel) => kernel.changes.acquire().await.ok(),
+                None => None,
+            };
+            if wanted {
+                admit(&worker, &slot).await;
+            } else if let Some(kernel) = &worker.kernel_forward {
+                match nft(&rules::withdraw(
+                    &kernel.table,
+                    &LinkAddrs::of_port(slot.port),
+                ))
+                .await
+                {
+                    Ok(()) => slot.kernel.admitted.store(false, Ordering::SeqCst),
+                    Err(e) => {
+                        warn!(tenant = %slot.name, error = %e, "could not take its port back")
+                    }
+                }
+            }
+            slot.kernel.busy.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Whether the tenant should be forwarded by the kernel now: running, and not being filled in
+/// (a lazy restore's fill waits for the first answer the relay sees). `None`: its record is
+/// busy, ask again at the next tick.
+fn wants_forwarding(slot: &TenantSlot) -> Option<bool> {
+    let rt = slot.runtime.try_lock().ok()?;
+    let filling = rt.restoring.as_ref().is_some_and(|r| !r.is_finished());
+    Some(rt.info.state == TenantState::Running && !filling)
+}
+
+/// Maps the tenant's port to its link (made first if it is missing), under a shared lease of its
+/// gate: a swap-out, which takes the gate exclusively, finds it either admitted or not.
+async fn admit(worker: &Worker, slot: &Arc<TenantSlot>) {
+    let Some(kernel) = &worker.kernel_forward else {
+        return;
+    };
+    let Ok(_lease) = slot.gate.try_read() else {
+        return;
+    };
+    if wants_forwarding(slot) != Some(true) {
+        return;
+    }
+    let addrs = LinkAddrs::of_port(slot.port);
+    let ours = slot
+        .netns
+        .as_deref()
+        .is_some_and(|pin| link::leads_into(pin, &addrs));
+    if !ours {
+        worker.make_link(slot).await;
+        if slot.kernel.broken.load(Ordering::SeqCst) {
+            return;
+        }
+    }
+    match nft(&rules::admit(&kernel.table, &addrs)).await {
+        Ok(()) => {
+            // Counted from here: what the link carried before is no activity of now.
+            if let Some(packets) = link_packets(&addrs) {
+                slot.kernel.packets.store(packets, Ordering::SeqCst);
+            }
+            slot.kernel.admitted.store(true, Ordering::SeqCst);
+            debug!(tenant = %slot.name, "the kernel forwards its port");
+        }
+        Err(e) => warn!(tenant = %slot.name, error = %e, "its port stays relayed"),
+    }
+}
+
+/// Counts a change of the tenant's link's packet counters since the last look as activity.
+fn note_traffic(slot: &TenantSlot) {
+    let Some(packets) = link_packets(&LinkAddrs::of_port(slot.port)) else {
+        return;
+    };
+    if slot.kernel.packets.swap(packets, Ordering::SeqCst) != packets {
+        slot.activity.touch();
+    }
+}
+
+/// Packets the host end of a link received and sent.
+fn link_packets(a: &LinkAddrs) -> Option<u64> {
+    let dir = std::path::Path::new("/sys/class/net")
+        .join(a.host_if())
+        .join("statistics");
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(read("rx_packets")? + read("tx_packets")?)
+}
+
+/// Whether the host forwards IPv4 (`net.ipv4.ip_forward`).
+fn ipv4_forwarding() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1")
+}
+
+/// Runs `nft -f -` on `input`.
+async fn nft(input: &str) -> std::io::Result<()> {
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(std::io::Error::other(format!(
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}

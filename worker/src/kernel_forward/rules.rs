@@ -1,0 +1,175 @@
+//! What the kernel is told: each tenant's addresses on its link, and the nftables text of the
+//! worker's table and of a tenant namespace's one rule. Pure (no I/O): tested below.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+/// The addresses of tenant links: a /30 per public port in 10.200.0.0/14 (the port's host end
+/// `.1`, the tenant's end `.2` of its four), so that every port of the host has one and a
+/// tenant's address follows from its port alone (no record to keep).
+pub const TENANT_NETWORK: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 200, 0, 0), 14);
+
+/// The two ends of the link of the tenant on public port `port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkAddrs {
+    pub port: u16,
+    /// The host's end, `pv{port}`: the source the tenant sees on forwarded connections.
+    pub host: Ipv4Addr,
+    /// The tenant's end, `eth0` in its namespace: where the host's rules send its port.
+    pub tenant: Ipv4Addr,
+}
+
+impl LinkAddrs {
+    pub fn of_port(port: u16) -> LinkAddrs {
+        let base = u32::from(TENANT_NETWORK.0) + 4 * u32::from(port);
+        LinkAddrs {
+            port,
+            host: Ipv4Addr::from(base + 1),
+            tenant: Ipv4Addr::from(base + 2),
+        }
+    }
+
+    /// The host's end of the link (`pv` and the port: at most 7 characters of the 15 allowed).
+    pub fn host_if(&self) -> String {
+        format!("pv{}", self.port)
+    }
+}
+
+/// The worker's table, replacing any of the same name: DNAT of its public address's ports to the
+/// running tenants' links (`ports`, the one thing changed afterwards), the source of what leaves
+/// on a tenant link rewritten to the link's host end (the tenant answers over its link, whatever
+/// the client's address), and filters so that the links carry nothing else: no connection from
+/// a tenant to the host, none forwarded from a tenant, none from the host to a tenant but a
+/// forwarded one. `prerouting` adds clients of other hosts (it needs IPv4 forwarding on).
+pub fn host_table(table: &str, listen: IpAddr, prerouting: bool) -> String {
+    let to = match listen {
+        IpAddr::V4(a) if !a.is_unspecified() => format!("ip daddr {a}"),
+        _ => "fib daddr type local".to_string(),
+    };
+    let dnat = format!("{to} dnat ip to tcp dport map @ports");
+    // What is sent to a tenant's address leaves on a link or not at all: with its link not
+    // made yet (or being made again) it would follow the default route out of the host. Judged
+    // where the packet leaves (postrouting): in the output hook a local client's packet still
+    // names the loopback, the interface it had before its DNAT.
+    let net = format!("{}/{}", TENANT_NETWORK.0, TENANT_NETWORK.1);
+    let prerouting = if prerouting {
+        format!(
+            "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    {dnat}\n  }}\n"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "table ip {table}\n\
+         delete table ip {table}\n\
+         table ip {table} {{\n\
+         \x20 map ports {{\n    type inet_service : ipv4_addr\n  }}\n\
+         \x20 chain output {{\n    type nat hook output priority -100; policy accept;\n    {dnat}\n  }}\n\
+         {prerouting}\
+         \x20 chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"pv*\" masquerade\n  }}\n\
+         \x20 chain input {{\n    type filter hook input priority filter; policy accept;\n    iifname \"pv*\" ct state new drop\n  }}\n\
+         \x20 chain forward {{\n    type filter hook forward priority filter; policy accept;\n    iifname \"pv*\" ct state new drop\n    ip daddr {net} oifname != \"pv*\" drop\n  }}\n\
+         \x20 chain out {{\n    type filter hook output priority filter; policy accept;\n    oifname \"pv*\" ct status dnat accept\n    oifname \"pv*\" drop\n  }}\n\
+         \x20 chain leaving {{\n    type filter hook postrouting priority filter; policy accept;\n    ip daddr {net} oifname != \"pv*\" drop\n  }}\n\
+         }}\n"
+    )
+}
+
+/// The table of a tenant's namespace: what arrives on its link for its port goes to its loopback,
+/// where it listens, from its loopback: the tenant sees its clients as it did through the
+/// worker's relay, at 127.0.0.1 (a program that trusts only local clients, as redis's protected
+/// mode does, serves them as before).
+pub fn tenant_table(port: u16) -> String {
+    format!(
+        "table ip pico\n\
+         delete table ip pico\n\
+         table ip pico {{\n\
+         \x20 chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    iifname \"eth0\" tcp dport {port} dnat ip to 127.0.0.1\n  }}\n\
+         \x20 chain input {{\n    type nat hook input priority 100; policy accept;\n    iifname \"eth0\" snat ip to 127.0.0.1\n  }}\n\
+         }}\n"
+    )
+}
+
+/// Lets the kernel forward `port` to `tenant` (one nft command).
+pub fn admit(table: &str, a: &LinkAddrs) -> String {
+    format!(
+        "add element ip {table} ports {{ {} : {} }}\n",
+        a.port, a.tenant
+    )
+}
+
+/// Takes the port of `a` back: its next connections reach the worker's listener. Added first,
+/// in the same transaction, so that taking back a port the map lost (its table made again) is
+/// no error.
+pub fn withdraw(table: &str, a: &LinkAddrs) -> String {
+    format!(
+        "{}delete element ip {table} ports {{ {} }}\n",
+        admit(table, a),
+        a.port
+    )
+}
+
+/// The name of the table of the worker whose tenants live in `tenants_dir`, listening on
+/// `listen`: one per worker, so that the other workers of the host keep theirs (workers in mount
+/// namespaces of their own may have the same home path, never the same address and ports).
+pub fn table_name(tenants_dir: &std::path::Path, listen: IpAddr) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(tenants_dir.as_os_str().as_encoded_bytes());
+    hasher.update(listen.to_string().as_bytes());
+    format!("pico_{}", &hasher.finalize().to_hex()[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_port_has_a_link_of_its_own_inside_the_network() {
+        let a = LinkAddrs::of_port(8080);
+        assert_eq!(a.host, Ipv4Addr::new(10, 200, 126, 65));
+        assert_eq!(a.tenant, Ipv4Addr::new(10, 200, 126, 66));
+        assert_eq!(a.host_if(), "pv8080");
+        let last = LinkAddrs::of_port(u16::MAX);
+        assert_eq!(last.tenant, Ipv4Addr::new(10, 203, 255, 254));
+        let first = LinkAddrs::of_port(1);
+        assert_eq!(first.host, Ipv4Addr::new(10, 200, 0, 5));
+        assert_ne!(LinkAddrs::of_port(2).host, first.tenant);
+    }
+
+    #[test]
+    fn the_host_table_forwards_the_listen_address_only() {
+        let t = host_table("pico_x", "127.0.0.1".parse().unwrap(), false);
+        assert!(t.contains("ip daddr 127.0.0.1 dnat ip to tcp dport map @ports"));
+        assert!(!t.contains("hook prerouting"));
+        assert!(t.starts_with("table ip pico_x\ndelete table ip pico_x\n"));
+        let any = host_table("pico_x", "0.0.0.0".parse().unwrap(), true);
+        assert!(any.contains("fib daddr type local dnat"));
+        assert!(any.contains("hook prerouting"));
+        assert!(any.contains("ip daddr 10.200.0.0/14 oifname != \"pv*\" drop"));
+    }
+
+    #[test]
+    fn commands_name_the_port_and_the_tenant() {
+        let a = LinkAddrs::of_port(7001);
+        assert_eq!(
+            admit("pico_x", &a),
+            "add element ip pico_x ports { 7001 : 10.200.109.102 }\n"
+        );
+        assert_eq!(
+            withdraw("pico_x", &a),
+            "add element ip pico_x ports { 7001 : 10.200.109.102 }\n\
+             delete element ip pico_x ports { 7001 }\n"
+        );
+        assert!(tenant_table(7001).contains("tcp dport 7001 dnat ip to 127.0.0.1"));
+        assert!(tenant_table(7001).contains("iifname \"eth0\" snat ip to 127.0.0.1"));
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(table_name("/a".as_ref(), local).len(), 17);
+        assert_ne!(
+            table_name("/a".as_ref(), local),
+            table_name("/b".as_ref(), local)
+        );
+        assert_ne!(
+            table_name("/a".as_ref(), local),
+            table_name("/a".as_ref(), "127.0.0.2".parse().unwrap())
+        );
+    }
+}
