@@ -577,12 +577,40 @@ fn link_packets(port: u16) -> u64 {
 /// sees its client at 127.0.0.1 as through the worker's relay); bytes over such a connection keep
 /// it awake past its idle timeout; once they stop it is swapped out on its own, the connection
 /// closed cleanly (the client reads its end, not a reset), and its next connection wakes it
-/// through the worker.
+/// through the worker. A table a killed worker left (its map still sending a port somewhere) is
+/// removed when a worker starts.
 #[test]
 fn the_kernel_forwards_a_running_tenant_whose_traffic_keeps_it_awake() {
     use std::io::{Read, Write};
+    let stale = format!("pico_dead{:08x}", std::process::id());
+    let nft = |script: &str| {
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft (Debian nftables) must be installed: run deploy/setup.sh");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "{script}");
+    };
+    nft(&format!(
+        "table ip {stale} {{\n comment \"pico worker {}\"\n map ports {{ type inet_service : ipv4_addr; elements = {{ 9 : 10.200.0.38 }} }}\n}}\n",
+        u32::MAX - 1
+    ));
     let p = pico();
     let _worker = p.start_worker();
+    let tables = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains(&stale),
+        "the stale table is gone"
+    );
     let port = add_redis_idle(&p, "fwd", "3s");
     assert_eq!(redis_cli(port, &["SET", "k", "v"]), "OK");
     // Admitted at one of the worker's next ticks (every 500 ms).

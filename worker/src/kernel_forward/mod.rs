@@ -74,7 +74,15 @@ impl KernelForward {
             listen
         };
         let table = rules::table_name(&config.tenants_dir, listen);
-        match nft(&rules::host_table(&table, listen, remote)).await {
+        sweep_stale_tables(&table).await;
+        match nft(&rules::host_table(
+            &table,
+            listen,
+            remote,
+            std::process::id(),
+        ))
+        .await
+        {
             Ok(()) => {
                 info!(table, "the kernel forwards running tenants' ports");
                 Some(KernelForward {
@@ -324,6 +332,59 @@ fn link_packets(a: &LinkAddrs) -> Option<u64> {
             .ok()
     };
     Some(read("rx_packets")? + read("tx_packets")?)
+}
+
+/// Deletes the worker tables of this network namespace whose worker is gone (killed, or stopped
+/// with its tenants left running and not started again): their maps would send their ports to
+/// links that lead nowhere, whatever listens on those ports next. A table of a live worker (its
+/// pid a `pico` process) stays, and so does `ours`, which the start replaces.
+async fn sweep_stale_tables(ours: &str) {
+    let Ok(listing) = nft_output(&["list", "tables", "ip"]).await else {
+        return;
+    };
+    for table in rules::worker_tables(&listing) {
+        if table == ours {
+            continue;
+        }
+        let owner = match nft_output(&["list", "table", "ip", &table]).await {
+            Ok(text) => rules::owner_of(&text),
+            Err(_) => continue,
+        };
+        if owner.is_some_and(is_worker) {
+            continue;
+        }
+        match nft(&format!("delete table ip {table}\n")).await {
+            Ok(()) => info!(table, ?owner, "removed the table of a worker that is gone"),
+            Err(e) => warn!(table, error = %e, "could not remove a stale worker table"),
+        }
+    }
+}
+
+/// Whether `pid` is a running `pico` (a worker: its table's owner).
+fn is_worker(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        cmdline
+            .split(|b| *b == 0)
+            .next()
+            .and_then(|argv0| std::path::Path::new(std::str::from_utf8(argv0).ok()?).file_name())
+            .is_some_and(|name| name.to_string_lossy().starts_with("pico"))
+    })
+}
+
+/// Runs `nft ARGS` and returns its output.
+async fn nft_output(args: &[&str]) -> std::io::Result<String> {
+    let out = tokio::process::Command::new("nft")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Whether the host forwards IPv4 (`net.ipv4.ip_forward`).

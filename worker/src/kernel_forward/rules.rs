@@ -40,7 +40,11 @@ impl LinkAddrs {
 /// the client's address), and filters so that the links carry nothing else: no connection from
 /// a tenant to the host, none forwarded from a tenant, none from the host to a tenant but a
 /// forwarded one. `prerouting` adds clients of other hosts (it needs IPv4 forwarding on).
-pub fn host_table(table: &str, listen: IpAddr, prerouting: bool) -> String {
+///
+/// Its comment names the worker's pid ([`owner_of`]): a table whose worker is gone is swept by
+/// the next worker to start on the host (its map would still send those ports to links that
+/// lead nowhere, whatever listens on them next).
+pub fn host_table(table: &str, listen: IpAddr, prerouting: bool, pid: u32) -> String {
     let to = match listen {
         IpAddr::V4(a) if !a.is_unspecified() => format!("ip daddr {a}"),
         _ => "fib daddr type local".to_string(),
@@ -62,6 +66,7 @@ pub fn host_table(table: &str, listen: IpAddr, prerouting: bool) -> String {
         "table ip {table}\n\
          delete table ip {table}\n\
          table ip {table} {{\n\
+         \x20 comment \"{OWNER}{pid}\"\n\
          \x20 map ports {{\n    type inet_service : ipv4_addr\n  }}\n\
          \x20 chain output {{\n    type nat hook output priority -100; policy accept;\n    {dnat}\n  }}\n\
          {prerouting}\
@@ -72,6 +77,32 @@ pub fn host_table(table: &str, listen: IpAddr, prerouting: bool) -> String {
          \x20 chain leaving {{\n    type filter hook postrouting priority filter; policy accept;\n    ip daddr {net} oifname != \"pv*\" drop\n  }}\n\
          }}\n"
     )
+}
+
+/// What a worker's table's comment says before the worker's pid.
+const OWNER: &str = "pico worker ";
+
+/// The names of the worker tables in `nft list tables` output (`table ip pico_...` lines).
+pub fn worker_tables(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table ip "))
+        .filter(|name| name.starts_with("pico_"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The pid of the worker that made the table listed in `listing` (`nft list table`), if its
+/// comment names one.
+pub fn owner_of(listing: &str) -> Option<u32> {
+    listing.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("comment \"")?
+            .strip_prefix(OWNER)?
+            .trim_end_matches('"')
+            .parse()
+            .ok()
+    })
 }
 
 /// The table of a tenant's namespace: what arrives on its link for its port goes to its loopback,
@@ -137,14 +168,23 @@ mod tests {
 
     #[test]
     fn the_host_table_forwards_the_listen_address_only() {
-        let t = host_table("pico_x", "127.0.0.1".parse().unwrap(), false);
+        let t = host_table("pico_x", "127.0.0.1".parse().unwrap(), false, 42);
         assert!(t.contains("ip daddr 127.0.0.1 dnat ip to tcp dport map @ports"));
         assert!(!t.contains("hook prerouting"));
         assert!(t.starts_with("table ip pico_x\ndelete table ip pico_x\n"));
-        let any = host_table("pico_x", "0.0.0.0".parse().unwrap(), true);
+        let any = host_table("pico_x", "0.0.0.0".parse().unwrap(), true, 42);
         assert!(any.contains("fib daddr type local dnat"));
         assert!(any.contains("hook prerouting"));
         assert!(any.contains("ip daddr 10.200.0.0/14 oifname != \"pv*\" drop"));
+    }
+
+    #[test]
+    fn a_table_names_its_worker() {
+        let t = host_table("pico_x", "127.0.0.1".parse().unwrap(), false, 4242);
+        assert_eq!(owner_of(&t), Some(4242));
+        assert_eq!(owner_of("table ip pico_y {\n\tmap ports {\n"), None);
+        let listing = "table ip nat\ntable ip pico_ab12\ntable inet filter\ntable ip pico_cd34\n";
+        assert_eq!(worker_tables(listing), ["pico_ab12", "pico_cd34"]);
     }
 
     #[test]
