@@ -593,8 +593,10 @@ fn write_outputs(r: &Report, out: &Path) -> Result<()> {
         "# pico bench forward\n\n\
          What the worker's forwarding of a tenant's public port costs its clients. One nginx \
          ({server}; one worker process, `sendfile on`, files on a tmpfs) runs as the tenant of a \
-         real `pico worker run` (**forwarded**: client → the worker's public port → a socket \
-         the worker made inside the tenant's network namespace → nginx), the same nginx with the \
+         real `pico worker run` (**forwarded**: client → the tenant's public port → the kernel's \
+         DNAT over the tenant's link into its network namespace → nginx, labelled `kernel`; or, \
+         for a build or worker that does not forward in the kernel, labelled `relay`, the \
+         worker's listener → a socket it made inside the namespace → nginx), the same nginx with the \
          same configuration and files runs directly on the host (**direct**). Both measured in \
          the same run by the same hand-written client, in {rounds} rounds alternating direct and \
          forwarded (and which goes first).{compared}\n\n\
