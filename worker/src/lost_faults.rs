@@ -20,7 +20,7 @@
 //! only for the call: a userfaultfd the daemon has closed must not stay registered (a later
 //! fault on it would wait for an answer nobody sends).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use tracing::debug;
@@ -83,7 +83,7 @@ fn wake_all(pid: u32, pidfd: &OwnedFd, range: &UffdioRange) -> std::io::Result<u
     let mut woken = 0;
     for fd in userfaultfds(pid)? {
         // The descriptor may have been closed (or reused) since the listing: skip it then.
-        let Ok(uffd) = pidfd_getfd(pidfd, fd) else {
+        let Ok(uffd) = crate::process::pidfd_getfd(pidfd, fd) else {
             continue;
         };
         // SAFETY: UFFDIO_WAKE reads one `uffdio_range`, which `range` is; on another kind of
@@ -127,20 +127,10 @@ impl UffdioRange {
     }
 }
 
-/// A copy of descriptor `fd` of the process behind `pidfd`.
-fn pidfd_getfd(pidfd: &OwnedFd, fd: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_getfd takes numbers and returns a new descriptor (owned below) or -1.
-    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if copy < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor just made, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::FromRawFd;
 
     /// `struct uffdio_api`.
     #[repr(C)]

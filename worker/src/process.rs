@@ -46,6 +46,22 @@ pub fn pidfd_open(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// A copy of descriptor `fd` of the process behind `pidfd` (`pidfd_getfd`, as root may take of
+/// any process).
+pub(crate) fn pidfd_getfd(
+    pidfd: &std::os::fd::OwnedFd,
+    fd: std::os::fd::RawFd,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: pidfd_getfd takes numbers and returns a new descriptor (owned below) or -1.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just made, owned by nothing else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(copy as std::os::fd::RawFd) })
+}
+
 /// Waits until child `pid` ends and reaps it, returning its wait status (`None`: reaped by
 /// someone else meanwhile, as [`kill_tree`] may). Holds no thread: it waits on a pidfd.
 pub async fn reap_when_gone(pid: u32) -> std::io::Result<Option<i32>> {

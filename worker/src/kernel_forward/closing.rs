@@ -9,7 +9,9 @@
 //! connections to other ports, and any on other addresses, are left to CRIU.
 
 use std::collections::HashSet;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
+
+use crate::process::{pidfd_getfd, pidfd_open};
 
 /// Shuts down every TCP connection of the process tree rooted at `root` accepted on `port` from
 /// the loopback; how many. Blocking. Best effort: a process that ends meanwhile or a descriptor
@@ -53,27 +55,6 @@ pub fn close_forwarded(root: u32, port: u16) -> usize {
         }
     }
     closed
-}
-
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open(2) takes a pid and a flag word and returns a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor just returned to us, owned here only.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-fn pidfd_getfd(pidfd: &OwnedFd, fd: RawFd) -> std::io::Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: pidfd_getfd(2) duplicates descriptor `fd` of the process of `pidfd` into ours.
-    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if got < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor just returned to us, owned here only.
-    Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
 }
 
 #[cfg(test)]

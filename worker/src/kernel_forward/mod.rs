@@ -83,7 +83,7 @@ impl KernelForward {
         ))
         .await
         {
-            Ok(()) => {
+            Ok(_) => {
                 info!(table, "the kernel forwards running tenants' ports");
                 Some(KernelForward {
                     table,
@@ -95,6 +95,20 @@ impl KernelForward {
                 None
             }
         }
+    }
+
+    /// Takes `slot`'s port out of the map, if the map has it: its next connections reach the
+    /// worker's listener.
+    async fn withdraw(&self, slot: &TenantSlot) -> std::io::Result<()> {
+        if slot.kernel.admitted() {
+            nft(&rules::withdraw(
+                &self.table,
+                &LinkAddrs::of_port(slot.port),
+            ))
+            .await?;
+            slot.kernel.admitted.store(false, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// Removes the table (the worker stops and no tenant runs: nothing to forward).
@@ -153,20 +167,19 @@ impl Worker {
         let Some(kernel) = &self.kernel_forward else {
             return Ok(0);
         };
-        if slot.kernel.admitted() {
-            nft(&rules::withdraw(
-                &kernel.table,
-                &LinkAddrs::of_port(slot.port),
-            ))
+        // Only a tenant the kernel forwarded to has connections the worker did not relay.
+        if !slot.kernel.admitted() {
+            return Ok(0);
+        }
+        kernel
+            .withdraw(slot)
             .await
             .map_err(|e| Error::KernelForward {
                 port: slot.port,
                 what: "taken back",
                 reason: e.to_string(),
             })?;
-            slot.kernel.admitted.store(false, Ordering::SeqCst);
-            note_traffic(slot);
-        }
+        note_traffic(slot);
         let Some(pid) = slot.runtime.lock().await.info.pid else {
             return Ok(0);
         };
@@ -187,14 +200,7 @@ impl Worker {
         let Some(kernel) = &self.kernel_forward else {
             return;
         };
-        if slot.kernel.admitted() {
-            let _ = nft(&rules::withdraw(
-                &kernel.table,
-                &LinkAddrs::of_port(slot.port),
-            ))
-            .await;
-            slot.kernel.admitted.store(false, Ordering::SeqCst);
-        }
+        let _ = kernel.withdraw(slot).await;
         let addrs = LinkAddrs::of_port(slot.port);
         let _ = tokio::task::spawn_blocking(move || link::remove(&addrs)).await;
     }
@@ -247,16 +253,8 @@ pub(crate) fn reconcile(worker: &Arc<Worker>) {
             if wanted {
                 admit(&worker, &slot).await;
             } else if let Some(kernel) = &worker.kernel_forward {
-                match nft(&rules::withdraw(
-                    &kernel.table,
-                    &LinkAddrs::of_port(slot.port),
-                ))
-                .await
-                {
-                    Ok(()) => slot.kernel.admitted.store(false, Ordering::SeqCst),
-                    Err(e) => {
-                        warn!(tenant = %slot.name, error = %e, "could not take its port back")
-                    }
+                if let Err(e) = kernel.withdraw(&slot).await {
+                    warn!(tenant = %slot.name, error = %e, "could not take its port back");
                 }
             }
             slot.kernel.busy.store(false, Ordering::SeqCst);
@@ -297,7 +295,7 @@ async fn admit(worker: &Worker, slot: &Arc<TenantSlot>) {
         }
     }
     match nft(&rules::admit(&kernel.table, &addrs)).await {
-        Ok(()) => {
+        Ok(_) => {
             // Counted from here: what the link carried before is no activity of now.
             if let Some(packets) = link_packets(&addrs) {
                 slot.kernel.packets.store(packets, Ordering::SeqCst);
@@ -339,14 +337,14 @@ fn link_packets(a: &LinkAddrs) -> Option<u64> {
 /// links that lead nowhere, whatever listens on those ports next. A table of a live worker (its
 /// pid a `pico` process) stays, and so does `ours`, which the start replaces.
 async fn sweep_stale_tables(ours: &str) {
-    let Ok(listing) = nft_output(&["list", "tables", "ip"]).await else {
+    let Ok(listing) = nft("list tables ip\n").await else {
         return;
     };
     for table in rules::worker_tables(&listing) {
         if table == ours {
             continue;
         }
-        let owner = match nft_output(&["list", "table", "ip", &table]).await {
+        let owner = match nft(&format!("list table ip {table}\n")).await {
             Ok(text) => rules::owner_of(&text),
             Err(_) => continue,
         };
@@ -354,7 +352,7 @@ async fn sweep_stale_tables(ours: &str) {
             continue;
         }
         match nft(&format!("delete table ip {table}\n")).await {
-            Ok(()) => info!(table, ?owner, "removed the table of a worker that is gone"),
+            Ok(_) => info!(table, ?owner, "removed the table of a worker that is gone"),
             Err(e) => warn!(table, error = %e, "could not remove a stale worker table"),
         }
     }
@@ -371,33 +369,17 @@ fn is_worker(pid: u32) -> bool {
     })
 }
 
-/// Runs `nft ARGS` and returns its output.
-async fn nft_output(args: &[&str]) -> std::io::Result<String> {
-    let out = tokio::process::Command::new("nft")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await?;
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!(
-            "nft: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Whether the host forwards IPv4 (`net.ipv4.ip_forward`).
 fn ipv4_forwarding() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1")
 }
 
-/// Runs `nft -f -` on `input`.
-async fn nft(input: &str) -> std::io::Result<()> {
+/// Runs `nft -f -` on `input` (one transaction); what it printed (a listing).
+async fn nft(input: &str) -> std::io::Result<String> {
     let mut child = tokio::process::Command::new("nft")
         .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
@@ -405,7 +387,7 @@ async fn nft(input: &str) -> std::io::Result<()> {
     }
     let out = child.wait_with_output().await?;
     if out.status.success() {
-        return Ok(());
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
     Err(std::io::Error::other(format!(
         "nft: {}",
