@@ -1,7 +1,10 @@
-//! What the kernel is told: each tenant's addresses on its link, and the nftables text of the
-//! worker's table and of a tenant namespace's one rule. Pure (no I/O): tested below.
+//! What the kernel is told: each tenant's addresses on its link, the nftables text of the
+//! worker's table and of a tenant namespace's one rule, and the changes of the table's port map
+//! that admit a tenant and take its port back. Pure (no I/O): tested below.
 
 use std::net::{IpAddr, Ipv4Addr};
+
+use super::netlink::Change;
 
 /// The addresses of tenant links: a /30 per public port in 10.200.0.0/14 (the port's host end
 /// `.1`, the tenant's end `.2` of its four), so that every port of the host has one and a
@@ -49,7 +52,7 @@ pub fn host_table(table: &str, listen: IpAddr, prerouting: bool, pid: u32) -> St
         IpAddr::V4(a) if !a.is_unspecified() => format!("ip daddr {a}"),
         _ => "fib daddr type local".to_string(),
     };
-    let dnat = format!("{to} dnat ip to tcp dport map @ports");
+    let dnat = format!("{to} dnat ip to tcp dport map @{PORT_MAP}");
     // What is sent to a tenant's address leaves on a link or not at all: with its link not
     // made yet (or being made again) it would follow the default route out of the host. Judged
     // where the packet leaves (postrouting): in the output hook a local client's packet still
@@ -67,7 +70,7 @@ pub fn host_table(table: &str, listen: IpAddr, prerouting: bool, pid: u32) -> St
          delete table ip {table}\n\
          table ip {table} {{\n\
          \x20 comment \"{OWNER}{pid}\"\n\
-         \x20 map ports {{\n    type inet_service : ipv4_addr\n  }}\n\
+         \x20 map {PORT_MAP} {{\n    type inet_service : ipv4_addr\n  }}\n\
          \x20 chain output {{\n    type nat hook output priority -100; policy accept;\n    {dnat}\n  }}\n\
          {prerouting}\
          \x20 chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"pv*\" masquerade\n  }}\n\
@@ -120,23 +123,28 @@ pub fn tenant_table(port: u16) -> String {
     )
 }
 
-/// Lets the kernel forward `port` to `tenant` (one nft command).
-pub fn admit(table: &str, a: &LinkAddrs) -> String {
-    format!(
-        "add element ip {table} ports {{ {} : {} }}\n",
-        a.port, a.tenant
-    )
+/// The name of the map in the worker's table from public ports to tenants' link addresses.
+pub const PORT_MAP: &str = "ports";
+
+/// Lets the kernel forward the port of `a` to its tenant's end of the link.
+pub fn admit(a: &LinkAddrs) -> Vec<Change> {
+    vec![Change::Add {
+        port: a.port,
+        to: a.tenant,
+    }]
 }
 
 /// Takes the port of `a` back: its next connections reach the worker's listener. Added first,
 /// in the same transaction, so that taking back a port the map lost (its table made again) is
 /// no error.
-pub fn withdraw(table: &str, a: &LinkAddrs) -> String {
-    format!(
-        "{}delete element ip {table} ports {{ {} }}\n",
-        admit(table, a),
-        a.port
-    )
+pub fn withdraw(a: &LinkAddrs) -> Vec<Change> {
+    vec![
+        Change::Add {
+            port: a.port,
+            to: a.tenant,
+        },
+        Change::Delete { port: a.port },
+    ]
 }
 
 /// The name of the table of the worker whose tenants live in `tenants_dir`, listening on
@@ -190,14 +198,14 @@ mod tests {
     #[test]
     fn commands_name_the_port_and_the_tenant() {
         let a = LinkAddrs::of_port(7001);
+        let to = Ipv4Addr::new(10, 200, 109, 102);
+        assert_eq!(admit(&a), [Change::Add { port: 7001, to }]);
         assert_eq!(
-            admit("pico_x", &a),
-            "add element ip pico_x ports { 7001 : 10.200.109.102 }\n"
-        );
-        assert_eq!(
-            withdraw("pico_x", &a),
-            "add element ip pico_x ports { 7001 : 10.200.109.102 }\n\
-             delete element ip pico_x ports { 7001 }\n"
+            withdraw(&a),
+            [
+                Change::Add { port: 7001, to },
+                Change::Delete { port: 7001 }
+            ]
         );
         assert!(tenant_table(7001).contains("tcp dport 7001 dnat ip to 127.0.0.1"));
         assert!(tenant_table(7001).contains("iifname \"eth0\" snat ip to 127.0.0.1"));
