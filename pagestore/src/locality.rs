@@ -53,11 +53,14 @@ use crate::tier::Tier;
 
 /// A locality pack up to this size is fetched with one GET.
 pub const ONE_GET_MAX: u64 = 512 << 10;
-/// A larger one is fetched in ranges of about this size, all in flight at once (an object
-/// store serves ~100 MB/s per connection, and scales with connections): a restore set of
-/// 1.5 MB (the counter's) arrives in ~4 ms after its round trip rather than ~15 ms, for 6 GETs
-/// instead of 1 (on S3, five more GETs per wake-up cost what keeping 1.5 MB costs in ~2 days).
-pub const RANGE_BYTES: u64 = 256 << 10;
+/// A larger one is fetched in ranges of this size (at multiples of it), all in flight at once:
+/// an object store serves ~100 MB/s per connection and scales with connections. Not smaller:
+/// Garage stores objects in blocks of 1 MiB and reads and checks a whole block for any range of
+/// it, so ranges of 256 KiB made it read each block four times (10 MB in 40 ranges 71-82 ms
+/// from Garage on loopback, in 10 ranges 28-33 ms; through the bench's 20 ms link 120-133
+/// against 83-87 ms); against S3's 100 MB/s per connection a range of 1 MiB costs ~8 ms more
+/// than one of 256 KiB after its round trip.
+pub const RANGE_BYTES: u64 = 1 << 20;
 /// Pages of the wanted set sampled in the local tier before deciding to fetch the copy.
 const LOCAL_SAMPLE: usize = 32;
 /// zstd level of locality packs' frames: written on the swap-out's path (~5 ms a MiB here),
