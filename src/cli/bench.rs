@@ -92,6 +92,10 @@ pub enum BenchCommand {
         /// Size of the large file, MiB.
         #[arg(long, default_value_t = 256)]
         large_mib: u64,
+        /// Large transfers per round and side, the sides taking turns (ratio: the median over
+        /// all of them).
+        #[arg(long, default_value_t = 5)]
+        transfers: usize,
         /// Keep the work directory (worker home, logs) for inspection.
         #[arg(long)]
         keep_work: bool,
@@ -346,6 +350,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             warmup,
             small_bytes,
             large_mib,
+            transfers,
             keep_work,
             compare_pico,
             out,
@@ -362,6 +367,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 warmup,
                 small_bytes,
                 large_bytes: large_mib << 20,
+                transfers,
                 compare_pico,
             };
             let report = in_work_dir(&work, keep_work, bench::forward::run(&opts), || {

@@ -20,6 +20,8 @@ fn bench_forward_smoke() {
             "2",
             "--large-mib",
             "2",
+            "--transfers",
+            "3",
             "--out",
             out.to_str().unwrap(),
         ],
@@ -41,4 +43,9 @@ fn bench_forward_smoke() {
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["rounds"], 2);
+    assert_eq!(results["transfers_per_round"], 3);
+    let transfers = results["throughput"]["rounds_forwarded_mb_s"]
+        .as_array()
+        .unwrap();
+    assert_eq!(transfers.len(), 6, "3 transfers in each of 2 rounds");
 }
