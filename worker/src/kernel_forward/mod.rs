@@ -148,8 +148,21 @@ impl TenantPath {
 
 impl Worker {
     /// Makes the link of a tenant whose namespace was just made (at its `tenant add`), so that
-    /// its first admission does not wait for it; a failure leaves the tenant relayed.
+    /// its first admission does not wait for it; a failure leaves the tenant relayed. Marked
+    /// busy meanwhile: a tick that finds the tenant running would otherwise admit it and, its
+    /// link not yet leading into its namespace, make the link again at the same time, each
+    /// deleting the other's half-made pair (one of them failed with `Cannot find device`, and
+    /// the tenant stayed relayed).
     pub(crate) async fn make_link(&self, slot: &TenantSlot) {
+        if slot.kernel.busy.swap(true, Ordering::SeqCst) {
+            return; // a tick's admission is under way: it makes the link
+        }
+        self.make_link_now(slot).await;
+        slot.kernel.busy.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes the link (the caller holds the tenant's `busy` mark).
+    async fn make_link_now(&self, slot: &TenantSlot) {
         if self.kernel_forward.is_none() || slot.proxy_protocol {
             return;
         }
@@ -296,7 +309,7 @@ async fn admit(worker: &Worker, slot: &Arc<TenantSlot>) {
         .as_deref()
         .is_some_and(|pin| link::leads_into(pin, &addrs));
     if !ours {
-        worker.make_link(slot).await;
+        worker.make_link_now(slot).await;
         if slot.kernel.broken.load(Ordering::SeqCst) {
             return;
         }
