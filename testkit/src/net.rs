@@ -132,6 +132,32 @@ pub(crate) fn dig_run(command: &mut std::process::Command) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// Runs `nft -f -` on `script` (one nftables transaction; Debian's `nftables`, which
+/// `deploy/setup.sh` installs) and returns what it printed; panics with its error if it fails.
+pub fn nft(script: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft (Debian nftables) must be installed: run deploy/setup.sh");
+    child
+        .stdin
+        .take()
+        .expect("nft's stdin")
+        .write_all(script.as_bytes())
+        .expect("nft reads its script");
+    let out = child.wait_with_output().expect("nft ran");
+    assert!(
+        out.status.success(),
+        "nft -f - failed: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

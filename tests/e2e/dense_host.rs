@@ -583,20 +583,7 @@ fn link_packets(port: u16) -> u64 {
 fn the_kernel_forwards_a_running_tenant_whose_traffic_keeps_it_awake() {
     use std::io::{Read, Write};
     let stale = format!("pico_dead{:08x}", std::process::id());
-    let nft = |script: &str| {
-        let mut child = std::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("nft (Debian nftables) must be installed: run deploy/setup.sh");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "{script}");
-    };
+    let nft = testkit::net::nft;
     nft(&format!(
         "table ip {stale} {{\n comment \"pico worker {}\"\n map ports {{ type inet_service : ipv4_addr; elements = {{ 9 : 10.200.0.38 }} }}\n}}\n",
         u32::MAX - 1

@@ -296,40 +296,13 @@ mod tests {
         assert_eq!(acks(&buf[..20]), Vec::<i32>::new());
     }
 
-    /// What `nft` prints of the map of table `ip table`.
-    fn listed(table: &str) -> String {
-        let out = std::process::Command::new("nft")
-            .args(["list", "map", "ip", table, "ports"])
-            .output()
-            .expect("nft (deploy/setup.sh installs it)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// Against the kernel, on a table of the test's own (root; nftables from deploy/setup.sh),
     /// not named `pico_*`: a worker starting in another test sweeps those whose worker is gone.
     #[test]
     fn the_kernel_applies_a_batch_and_reports_what_it_refused() {
         let table = format!("nltest_{}", std::process::id());
-        let run = |script: &str| {
-            use std::io::Write;
-            let mut child = std::process::Command::new("nft")
-                .args(["-f", "-"])
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .expect("nft (deploy/setup.sh installs it)");
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(script.as_bytes())
-                .unwrap();
-            assert!(child.wait().unwrap().success(), "{script}");
-        };
+        let run = |script: &str| testkit::net::nft(script);
+        let listed = |table: &str| run(&format!("list map ip {table} ports\n"));
         run(&format!(
             "table ip {table} {{\n map ports {{\n type inet_service : ipv4_addr\n }}\n}}\n"
         ));
