@@ -4,9 +4,8 @@
 //! the tenant's namespace and a copy each way: +146 µs a new connection and 0.59x the throughput
 //! of a direct one on this 2-core host (bench/results/forward). So each tenant gets a link, a
 //! veth pair from the host into its namespace ([`link`]), and while it runs the worker's nftables
-//! table maps its port to the link ([`rules`]; the map's elements changed by netlink,
-//! [`netlink`]): a connection then goes from the client to the
-//! tenant through the kernel alone (DNAT into the link, and in the tenant's namespace to its
+//! table maps its port to the link ([`rules`]; its elements changed over [`netlink`]): a
+//! connection then goes from the client to the tenant through the kernel alone (DNAT into the link, and in the tenant's namespace to its
 //! loopback, from its loopback: it sees its clients at 127.0.0.1, as through the relay), within
 //! a few µs of a direct one (bench/scripts/nat_probe). The worker's listener keeps the
 //! port and gets what the map does not take: every connection while the tenant sleeps, is

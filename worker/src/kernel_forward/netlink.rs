@@ -12,10 +12,13 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Duration;
+use std::os::fd::{AsRawFd, OwnedFd};
 
-const NETLINK_NETFILTER: libc::c_int = 12;
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
+
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
@@ -49,20 +52,12 @@ pub enum Change {
 pub fn apply(table: &str, set: &str, changes: &[Change]) -> io::Result<()> {
     let batch = encode_batch(table, set, changes, 1);
     let sock = open()?;
-    // SAFETY: the buffer outlives the call, which only reads it.
-    let sent = unsafe { libc::send(sock.as_raw_fd(), batch.as_ptr().cast(), batch.len(), 0) };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    socket::send(sock.as_raw_fd(), &batch, MsgFlags::empty())?;
     let mut acked = 0;
     let mut buf = vec![0u8; 8192];
     while acked < changes.len() {
-        // SAFETY: the buffer outlives the call, which writes at most its length.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        for status in acks(&buf[..n as usize]) {
+        let n = socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+        for status in acks(&buf[..n]) {
             if status != 0 {
                 return Err(io::Error::from_raw_os_error(-status));
             }
@@ -75,51 +70,14 @@ pub fn apply(table: &str, set: &str, changes: &[Change]) -> io::Result<()> {
 /// A netlink socket of the netfilter family, bound, whose reads give up after a second (the
 /// kernel answers a batch while it is being sent; a lost answer must not hang a swap-out).
 fn open() -> io::Result<OwnedFd> {
-    // SAFETY: a system call with integer arguments.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor just made, owned by nothing else.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: all zeros is a valid sockaddr_nl (the kernel picks the port id).
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: the address outlives the call, its size given.
-    let bound = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if bound < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let timeout = Duration::from_secs(1);
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    // SAFETY: the option's value outlives the call, its size given.
-    let set = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if set < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let sock = socket::socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkNetFilter,
+    )?;
+    socket::bind(sock.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+    socket::setsockopt(&sock, sockopt::ReceiveTimeout, &TimeVal::new(1, 0))?;
     Ok(sock)
 }
 
