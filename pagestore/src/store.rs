@@ -320,7 +320,8 @@ impl PageStore {
         Ok(bytes)
     }
 
-    /// Empties the memory tier (for cold-start measurements), after any caching in the local
+    /// Empties the memory tier and forgets the bytes of ended GETs (for cold-start
+    /// measurements), after any caching in the local
     /// tier still under way: emptied before, the pages still queued for it would be on this
     /// machine in neither tier, and the next read of them would go to the cold tier.
     pub fn evict_hot(&self) {
@@ -328,6 +329,7 @@ impl PageStore {
             f.wait_idle();
         }
         self.hot().clear();
+        self.read_path.forget_ended_flights();
     }
 
     /// Drops the memory tier's pages nobody read for `[hot] ttl_ms` (nothing when that is 0);

@@ -1214,6 +1214,7 @@ fn shared_pages_are_fetched_once_across_tenants() {
     p.ok(&["store", "evict", "--tier", "local"]);
     p.ok(&["store", "evict", "--tier", "hot"]);
     let (gets0, bytes0, pages0) = cold_reads_settled(&p);
+    let log_before = p.worker_log().len();
     let swaps: Vec<_> = names
         .iter()
         .map(|name| {
@@ -1249,8 +1250,15 @@ fn shared_pages_are_fetched_once_across_tenants() {
     // Each page once (the one locality pack fetched may repeat a few a range also brought).
     assert!(
         fetched * 10 <= all.len() as u64 * 11,
-        "{fetched} pages fetched for {} distinct",
-        all.len()
+        "{fetched} pages fetched for {} distinct; what each swap-in read:\n{}",
+        all.len(),
+        p.worker_log()
+            .get(log_before..)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("restore set prefetched") || l.contains("image filled in"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // Bytes: the pages, and what lies between them in the ranges read (the planner reads up to
     // `MAX_GAP` of pages it does not need rather than pay another round trip; here those are

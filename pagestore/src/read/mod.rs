@@ -160,6 +160,12 @@ impl ReadPath {
         &self.peers
     }
 
+    /// Drops the bytes of GETs that ended (they are memory too: after an eviction of the memory
+    /// tier, the next read of their pages goes to the cold tier).
+    pub(crate) fn forget_ended_flights(&self) {
+        self.flights.forget_ended();
+    }
+
     pub(crate) fn locality_flights(&self) -> &LocalityFlights {
         &self.locality_flights
     }
@@ -515,7 +521,8 @@ impl ReadPath {
     /// The bytes `plan.start..plan.end` of a pack: from a request in flight that covers them, or
     /// from a new one that later readers can join. Returns the bytes, the pack offset they start
     /// at, and (for the leader) the guard that ends the flight; `None` when the hot tier has
-    /// every page by now.
+    /// some of the pages by now, or after waiting for flights that overlap the range (take
+    /// those from memory and narrow the range to the rest).
     async fn shared_get(
         &self,
         plan: &RangePlan,
@@ -523,10 +530,10 @@ impl ReadPath {
     ) -> Result<Option<(Arc<Vec<u8>>, u64, Option<FlightGuard<'_>>)>> {
         loop {
             // A leader caches its pages before it ends its flight (under the table's lock).
-            let all_cached = || plan.pages.iter().all(|p| self.hot.contains(&p.1));
+            let some_in_memory = || plan.pages.iter().any(|p| self.hot.contains(&p.1));
             match self
                 .flights
-                .join_or_lead(plan.pack, plan.start, plan.end, all_cached)
+                .join_or_lead(plan.pack, plan.start, plan.end, some_in_memory)
             {
                 Role::Follower(follower) => {
                     self.counters.flight_joins.fetch_add(1, Ordering::Relaxed);
@@ -538,7 +545,7 @@ impl ReadPath {
                         None => continue,
                     }
                 }
-                Role::Cached => return Ok(None),
+                Role::InMemory => return Ok(None),
                 Role::Overlapping(flights) => {
                     for mut ended in flights {
                         // Err: its guard is gone, i.e. the flight ended, which is what we wait for.
