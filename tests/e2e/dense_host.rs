@@ -672,6 +672,56 @@ fn tenants_added_one_after_another_are_all_forwarded_by_the_kernel() {
     assert!(!log.contains("no link"), "{log}");
 }
 
+/// A tenant whose link cannot be made is relayed meanwhile and gets its link at a later try,
+/// once what stood in the way is gone (here a device of the name its link's tenant end takes
+/// on the host): it used to stay relayed until it was removed.
+#[test]
+fn a_tenant_whose_link_failed_gets_it_at_a_later_try() {
+    /// A device in the way, removed when the test ends, however it ends.
+    struct InTheWay(String);
+    impl Drop for InTheWay {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let port = free_port();
+    let in_the_way = InTheWay(format!("pt{port}"));
+    let made = std::process::Command::new("ip")
+        .args(["link", "add", &in_the_way.0, "type", "bridge"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    p.ok(&strs(&counter_add_args_idle("blocked", port, "0")));
+    let started = Instant::now();
+    while !p.worker_log().contains("no link") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "its link was made:\n{}",
+            p.worker_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http_get(port, "/inc").unwrap(), "1", "relayed meanwhile");
+    assert_ne!(tenant(&p, "blocked")["kernel_forwarded"], true);
+    drop(in_the_way);
+    while tenant(&p, "blocked")["kernel_forwarded"] != true {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still relayed\n{}",
+            p.worker_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(port, "/inc").unwrap(), "2");
+    assert!(p.worker_log().contains("its link is made after all"));
+}
+
 /// A `kB` field of `/proc/PID/status` of `pid` alone, bytes.
 fn process_status_bytes(pid: u64, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -27,13 +27,15 @@ pub mod rules;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
-use crate::host::{TenantSlot, Worker};
+use crate::host::{lock_std, TenantSlot, Worker};
 use crate::tenant::TenantState;
 use rules::LinkAddrs;
 
@@ -126,16 +128,27 @@ impl KernelForward {
 }
 
 /// A tenant's side of it: whether the kernel forwards its port now, and its link's traffic.
-#[derive(Default)]
 pub(crate) struct TenantPath {
     /// The map sends the tenant's port to its link.
     admitted: AtomicBool,
     /// An admission or withdrawal is under way (one at a time per tenant).
     busy: AtomicBool,
-    /// Its link could not be made: the worker relays its connections.
-    broken: AtomicBool,
+    /// Its link could not be made: the worker relays its connections until a later try makes
+    /// it.
+    link_retry: std::sync::Mutex<Backoff>,
     /// Packets its link had carried at the last look.
     packets: AtomicU64,
+}
+
+impl Default for TenantPath {
+    fn default() -> Self {
+        TenantPath {
+            admitted: AtomicBool::default(),
+            busy: AtomicBool::default(),
+            link_retry: std::sync::Mutex::new(Backoff::first_after(LINK_RETRY_FIRST)),
+            packets: AtomicU64::default(),
+        }
+    }
 }
 
 impl TenantPath {
@@ -144,6 +157,11 @@ impl TenantPath {
         self.admitted.load(Ordering::SeqCst)
     }
 }
+
+/// The first wait before a link that could not be made (a device of the same name left by hand,
+/// `ip` or `nft` missing or killed for a moment) is tried again; then twice as long each time,
+/// at most 5 minutes ([`Backoff`]), rather than leaving the tenant relayed until it is removed.
+const LINK_RETRY_FIRST: Duration = Duration::from_secs(1);
 
 impl Worker {
     /// Makes the link of a tenant whose namespace was just made (at its `tenant add`), so that
@@ -168,14 +186,44 @@ impl Worker {
         let (Some(pin), addrs) = (slot.netns.clone(), LinkAddrs::of_port(slot.port)) else {
             return;
         };
-        match tokio::task::spawn_blocking(move || link::make(&pin, &addrs)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(tenant = %slot.name, error = %e, "no link: the worker relays its connections");
-                slot.kernel.broken.store(true, Ordering::SeqCst);
+        let made = match tokio::task::spawn_blocking(move || link::make(&pin, &addrs)).await {
+            Ok(made) => made,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        let mut retry = lock_std(&slot.kernel.link_retry);
+        match made {
+            Ok(()) => {
+                if retry.failing() {
+                    info!(tenant = %slot.name, failures = retry.failures(), "its link is made after all");
+                }
+                retry.succeeded();
             }
-            Err(e) => warn!(tenant = %slot.name, error = %e, "the link task failed"),
+            Err(e) => {
+                let wait = retry.failed(pagestore::clock::now_ms());
+                warn!(
+                    tenant = %slot.name,
+                    error = %e,
+                    failures = retry.failures(),
+                    retry_in_s = wait.as_secs(),
+                    "no link: the worker relays its connections until a later try makes it"
+                );
+            }
         }
+    }
+
+    /// Makes the link now if it is missing (the caller holds the tenant's `busy` mark); whether
+    /// the tenant has its link.
+    async fn link_ready(&self, slot: &TenantSlot) -> bool {
+        let ours = |slot: &TenantSlot| {
+            slot.netns
+                .as_deref()
+                .is_some_and(|pin| link::leads_into(pin, &LinkAddrs::of_port(slot.port)))
+        };
+        if ours(slot) {
+            return true;
+        }
+        self.make_link_now(slot).await;
+        ours(slot)
     }
 
     /// Before a swap-out, with the tenant's gate held (no admission can race it): takes its port
@@ -237,7 +285,9 @@ pub(crate) fn reconcile(worker: &Arc<Worker>) {
             continue;
         }
         let path = &slot.kernel;
-        if path.broken.load(Ordering::SeqCst) || path.busy.load(Ordering::SeqCst) {
+        if path.busy.load(Ordering::SeqCst)
+            || !lock_std(&path.link_retry).ready(pagestore::clock::now_ms())
+        {
             continue;
         }
         let admitted = path.admitted();
@@ -302,17 +352,10 @@ async fn admit(worker: &Worker, slot: &Arc<TenantSlot>) {
     if wants_forwarding(slot) != Some(true) {
         return;
     }
-    let addrs = LinkAddrs::of_port(slot.port);
-    let ours = slot
-        .netns
-        .as_deref()
-        .is_some_and(|pin| link::leads_into(pin, &addrs));
-    if !ours {
-        worker.make_link_now(slot).await;
-        if slot.kernel.broken.load(Ordering::SeqCst) {
-            return;
-        }
+    if !worker.link_ready(slot).await {
+        return;
     }
+    let addrs = LinkAddrs::of_port(slot.port);
     match kernel.change_map(rules::admit(&addrs)).await {
         Ok(_) => {
             // Counted from here: what the link carried before is no activity of now.
