@@ -72,14 +72,25 @@ pub(crate) struct RangeFlights {
     next: AtomicU64,
 }
 
-/// Ends a flight when its leader is done (it lingers), or unlists it when the leader was
-/// dropped before it published (its followers then try again).
+/// Ends a flight when its leader is done: it lingers when the leader said its bytes were good
+/// ([`FlightGuard::end_keeping_bytes`]), else it is unlisted (a leader dropped before it
+/// published, or whose pages failed their checks: its followers and later readers fetch
+/// again, never from bytes known bad).
 pub(crate) struct FlightGuard<'a> {
     flights: &'a RangeFlights,
     pack: PackId,
     id: u64,
+    keep_bytes: bool,
     /// Dropped after the flight ended: wakes the readers of overlapping ranges.
     _ended: watch::Sender<()>,
+}
+
+impl FlightGuard<'_> {
+    /// Ends the flight, its bytes served for [`LINGER`] more: the leader's pages passed their
+    /// checks and are in memory.
+    pub(crate) fn end_keeping_bytes(mut self) {
+        self.keep_bytes = true;
+    }
 }
 
 impl Drop for FlightGuard<'_> {
@@ -88,7 +99,7 @@ impl Drop for FlightGuard<'_> {
         let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = map.get_mut(&self.pack) {
             if let Some(at) = v.iter().position(|f| f.id == self.id) {
-                if v[at].bytes() > 0 {
+                if self.keep_bytes && v[at].bytes() > 0 {
                     v[at].ended_at = Some(now);
                 } else {
                     v.swap_remove(at);
@@ -266,6 +277,7 @@ impl RangeFlights {
                         flights: self,
                         pack,
                         id,
+                        keep_bytes: false,
                         _ended: ended_tx,
                     },
                     done: tx,
@@ -325,13 +337,17 @@ mod tests {
     }
 
     /// An ended flight's bytes serve readers of ranges it covers for a while (no second GET of
-    /// the same bytes), and are not waited for by readers of ranges it only overlaps; a failed
-    /// one is not kept, and the kept ones go after [`LINGER`] or beyond [`LINGER_BYTES`].
+    /// the same bytes), and are not waited for by readers of ranges it only overlaps; one whose
+    /// pages failed their checks, or whose GET failed, is not kept, and the kept ones go after [`LINGER`] or beyond [`LINGER_BYTES`].
     #[tokio::test]
     async fn an_ended_flight_still_serves_the_bytes_it_fetched_for_a_while() {
         let flights = RangeFlights::default();
-        let guard = lead(&flights, 0, 100).publish(Ok(Arc::new(vec![7; 100])));
-        drop(guard);
+        // Its pages failed their checks: its bytes are not served again.
+        drop(lead(&flights, 0, 100).publish(Ok(Arc::new(vec![7; 100]))));
+        assert!(flights.map.lock().unwrap().is_empty());
+        lead(&flights, 0, 100)
+            .publish(Ok(Arc::new(vec![7; 100])))
+            .end_keeping_bytes();
         let Role::Follower(late) = flights.join_or_lead(PACK, 10, 90, || false) else {
             panic!("a reader of bytes just fetched fetches them again");
         };
@@ -341,7 +357,7 @@ mod tests {
 
         let failed =
             lead(&flights, 200, 300).publish(Err(Arc::new(Error::PageMissing(PageId([1; 32])))));
-        drop(failed);
+        failed.end_keeping_bytes();
         assert!(
             is_leader(&flights.join_or_lead(PACK, 210, 290, || false)),
             "a failure is tried again"
@@ -357,14 +373,18 @@ mod tests {
         forget_lingering(&mut map, now + LINGER);
         assert!(map.is_empty(), "nothing is kept past LINGER");
         drop(map);
-        drop(lead(&flights, 0, 100).publish(Ok(Arc::new(vec![7; 100]))));
+        lead(&flights, 0, 100)
+            .publish(Ok(Arc::new(vec![7; 100])))
+            .end_keeping_bytes();
         flights.forget_ended();
         assert!(flights.map.lock().unwrap().is_empty(), "forgotten at once");
 
         let big = LINGER_BYTES / 4 + 1;
         for i in 0..4u64 {
             let at = i * 1000;
-            drop(lead(&flights, at, at + 10).publish(Ok(Arc::new(vec![0; big]))));
+            lead(&flights, at, at + 10)
+                .publish(Ok(Arc::new(vec![0; big])))
+                .end_keeping_bytes();
         }
         let map = flights.map.lock().unwrap();
         let kept: Vec<u64> = map[&PACK].iter().map(|f| f.start).collect();

@@ -513,8 +513,11 @@ impl ReadPath {
             out.push((at, page));
         }
         self.cache_behind(to_cache);
-        // Only now, with the pages in memory, may a new reader of these bytes miss the flight.
-        drop(guard);
+        // Only now, with the pages checked and in memory, may a new reader of these bytes miss
+        // the flight (or decode its own from them while they linger).
+        if let Some(guard) = guard {
+            guard.end_keeping_bytes();
+        }
         Ok(out)
     }
 
