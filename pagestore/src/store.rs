@@ -333,8 +333,11 @@ impl PageStore {
     }
 
     /// Drops the memory tier's pages nobody read for `[hot] ttl_ms` (nothing when that is 0);
-    /// how many went. Blocking: one pass over the tier under its lock, every few seconds.
+    /// how many went. Blocking: one pass over the tier under its lock, every few seconds. Also
+    /// drops the bytes of ended GETs kept past their time (otherwise dropped only at the next
+    /// cold read: on a host whose tenants all sleep, up to 64 MiB held for nobody).
     pub fn drop_unread_hot(&self) -> usize {
+        self.read_path.forget_expired_flights();
         match self.config.hot.ttl_ms {
             0 => 0,
             ms => self.hot().drop_unread(std::time::Duration::from_millis(ms)),

@@ -188,6 +188,13 @@ pub(crate) enum Role<'a> {
 }
 
 impl RangeFlights {
+    /// Unlists the ended flights kept past [`LINGER`] (pruned otherwise only when the table is
+    /// next used).
+    pub(crate) fn forget_expired(&self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        forget_lingering(&mut map, Instant::now());
+    }
+
     /// Unlists every ended flight (its bytes no longer served).
     pub(crate) fn forget_ended(&self) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -352,6 +359,12 @@ mod tests {
             panic!("a reader of bytes just fetched fetches them again");
         };
         assert_eq!(late.base, 0);
+        flights.forget_expired();
+        assert_eq!(
+            flights.map.lock().unwrap()[&PACK].len(),
+            1,
+            "kept within LINGER"
+        );
         assert_eq!(late.result().await.unwrap().unwrap().len(), 100);
         assert!(is_leader(&flights.join_or_lead(PACK, 50, 150, || false)));
 

@@ -166,6 +166,11 @@ impl ReadPath {
         self.flights.forget_ended();
     }
 
+    /// Drops the bytes of GETs that ended longer ago than they are kept.
+    pub(crate) fn forget_expired_flights(&self) {
+        self.flights.forget_expired();
+    }
+
     pub(crate) fn locality_flights(&self) -> &LocalityFlights {
         &self.locality_flights
     }
