@@ -708,7 +708,9 @@ fn a_tenant_whose_link_failed_gets_it_at_a_later_try() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(http_get(port, "/inc").unwrap(), "1", "relayed meanwhile");
-    assert_ne!(tenant(&p, "blocked")["kernel_forwarded"], true);
+    let blocked = tenant(&p, "blocked");
+    assert_ne!(blocked["kernel_forwarded"], true, "{blocked}");
+    assert!(blocked["link_failures"].as_u64() >= Some(1), "{blocked}");
     drop(in_the_way);
     while tenant(&p, "blocked")["kernel_forwarded"] != true {
         assert!(
@@ -720,6 +722,7 @@ fn a_tenant_whose_link_failed_gets_it_at_a_later_try() {
     }
     assert_eq!(http_get(port, "/inc").unwrap(), "2");
     assert!(p.worker_log().contains("its link is made after all"));
+    assert_eq!(tenant(&p, "blocked")["link_failures"], 0);
 }
 
 /// A `kB` field of `/proc/PID/status` of `pid` alone, bytes.

@@ -26,6 +26,7 @@ impl Worker {
         let mut info = rt.info.clone();
         info.last_active = Some(slot.activity.last_ms());
         info.kernel_forwarded = slot.kernel.admitted();
+        info.link_failures = slot.kernel.link_failures();
         if info.state == TenantState::Running {
             info.rss_bytes = self.cgroup_memory(name).or(info.rss_bytes);
         }

@@ -92,6 +92,10 @@ pub struct TenantInfo {
     /// `kernel_forward`); else the worker relays its connections. Filled in by `status`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kernel_forwarded: bool,
+    /// Tries to make its link that failed in a row: the worker relays its connections meanwhile
+    /// and tries again later (see `kernel_forward`). Filled in by `status`.
+    #[serde(default)]
+    pub link_failures: u32,
     /// Its memory limit and CPU weight (see `cgroup`).
     #[serde(default, flatten)]
     pub limits: crate::cgroup::Limits,
@@ -410,6 +414,7 @@ impl TenantInfo {
             idle_timeout_ms: spec.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
             last_active: Some(pagestore::clock::now_ms()),
             kernel_forwarded: false,
+            link_failures: 0,
             rss_bytes: None,
             limits: spec.limits,
             disk_quota: spec.disk_quota,

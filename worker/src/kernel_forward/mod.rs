@@ -156,6 +156,11 @@ impl TenantPath {
     pub(crate) fn admitted(&self) -> bool {
         self.admitted.load(Ordering::SeqCst)
     }
+
+    /// Tries to make its link that failed in a row.
+    pub(crate) fn link_failures(&self) -> u32 {
+        lock_std(&self.link_retry).failures()
+    }
 }
 
 /// The first wait before a link that could not be made (a device of the same name left by hand,
