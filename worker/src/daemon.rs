@@ -186,9 +186,13 @@ fn raise_open_file_limit() {
 }
 
 /// An exclusive lock on `SOCKET.lock`, held while the worker runs (released by the kernel when
-/// it dies, however it dies).
+/// it dies, however it dies). The socket's directory (the worker's home) is made if missing: a
+/// worker started on a new home makes the rest of it too.
 fn only_worker(socket: &std::path::Path) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
+    if let Some(home) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(home).map_err(|e| Error::io(home, e))?;
+    }
     let path = socket.with_extension("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -292,4 +296,23 @@ async fn stop_serving(worker: &Worker) {
     worker.whole_staging.unmount().await;
     info!("worker stopping; tenants keep their state");
     let _ = std::fs::remove_file(&worker.config.socket);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A home that does not exist yet is made (it failed with "No such file or directory" on
+    /// `worker.lock`), and a second worker on it is refused while the first holds the lock.
+    #[test]
+    fn a_worker_on_a_new_home_makes_it_and_a_second_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = tmp.path().join("new/home/worker.sock");
+        let _first = only_worker(&socket).unwrap();
+        assert!(socket.with_extension("lock").is_file());
+        assert!(matches!(
+            only_worker(&socket),
+            Err(Error::WorkerAlreadyRunning { .. })
+        ));
+    }
 }
