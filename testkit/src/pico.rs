@@ -252,35 +252,32 @@ impl Drop for Pico {
 /// PID 1 of its own PID namespace. Only a pid that is still a tenant's (in a `picocenter`
 /// cgroup) is killed.
 fn kill_tenants_left_running(dir: &Path, depth: usize) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    use worker::tenant::TenantState;
+    if dir.file_name().is_some_and(|n| n == "tenants") {
+        for (_, info) in worker::tenant::load_registry(dir).unwrap_or_default() {
+            let asleep = matches!(
+                info.state,
+                TenantState::SwappedOut | TenantState::Exited | TenantState::Failed
+            );
+            let Some(pid) = info.pid.and_then(|p| i32::try_from(p).ok()) else {
+                continue;
+            };
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"));
+            if !asleep && pid > 1 && cgroup.is_ok_and(|c| c.contains("/picocenter/")) {
+                // SAFETY: kill(2) of a pid; no memory is involved.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        return;
+    }
+    let Some(depth) = depth.checked_sub(1) else {
         return;
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        if dir.file_name().is_some_and(|n| n == "tenants") {
-            if let Some(pid) = running_pid(&path.join("tenant.json")) {
-                let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"));
-                if cgroup.is_ok_and(|c| c.contains("/picocenter/")) {
-                    // SAFETY: kill(2) of a pid; no memory is involved.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-        } else if depth > 0 {
-            kill_tenants_left_running(&path, depth - 1);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            kill_tenants_left_running(&entry.path(), depth);
         }
     }
-}
-
-/// The pid a tenant record names, unless it says the tenant is asleep or gone.
-fn running_pid(record: &Path) -> Option<i32> {
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(record).ok()?).ok()?;
-    let asleep = ["swapped-out", "exited", "failed"].contains(&record["state"].as_str()?);
-    let pid = i32::try_from(record["pid"].as_u64()?).ok()?;
-    (!asleep && pid > 1).then_some(pid)
 }
 
 /// Starts `command` with no input, its stdout and stderr into `log`.

@@ -106,25 +106,34 @@ impl Drop for FlightGuard<'_> {
                 }
             }
         }
-        forget_lingering(&mut map, now);
+        forget_ended(&mut map, now, LINGER);
     }
 }
 
-/// Unlists ended flights older than [`LINGER`], then the oldest while they hold more than
-/// [`LINGER_BYTES`].
-fn forget_lingering(map: &mut HashMap<PackId, Vec<Flight>>, now: Instant) {
+/// Unlists ended flights that ended `kept_for` or longer before `now`, then the oldest while
+/// they hold more than [`LINGER_BYTES`].
+fn forget_ended(map: &mut HashMap<PackId, Vec<Flight>>, now: Instant, kept_for: Duration) {
     let mut held = 0;
-    let mut ended = Vec::new();
-    for (pack, flights) in map.iter_mut() {
-        flights.retain(|f| f.ended_at.is_none_or(|at| now.duration_since(at) < LINGER));
-        for f in flights.iter() {
-            if let Some(at) = f.ended_at {
-                held += f.bytes();
-                ended.push((at, *pack, f.id, f.bytes()));
-            }
-        }
+    for flights in map.values_mut() {
+        flights.retain(|f| {
+            f.ended_at
+                .is_none_or(|at| now.duration_since(at) < kept_for)
+        });
+        held += flights
+            .iter()
+            .filter(|f| f.ended_at.is_some())
+            .map(Flight::bytes)
+            .sum::<usize>();
     }
     if held > LINGER_BYTES {
+        let mut ended: Vec<(Instant, PackId, u64, usize)> = map
+            .iter()
+            .flat_map(|(pack, flights)| {
+                flights
+                    .iter()
+                    .filter_map(|f| Some((f.ended_at?, *pack, f.id, f.bytes())))
+            })
+            .collect();
         ended.sort_unstable_by_key(|e| e.0);
         for (_, pack, id, bytes) in ended {
             if held <= LINGER_BYTES {
@@ -192,16 +201,13 @@ impl RangeFlights {
     /// next used).
     pub(crate) fn forget_expired(&self) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        forget_lingering(&mut map, Instant::now());
+        forget_ended(&mut map, Instant::now(), LINGER);
     }
 
     /// Unlists every ended flight (its bytes no longer served).
-    pub(crate) fn forget_ended(&self) {
+    pub(crate) fn forget_all_ended(&self) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        for flights in map.values_mut() {
-            flights.retain(|f| f.ended_at.is_none());
-        }
-        map.retain(|_, flights| !flights.is_empty());
+        forget_ended(&mut map, Instant::now(), Duration::ZERO);
     }
 
     /// Splits wanted pages into those a GET in flight already brings, grouped into one plan per
@@ -210,7 +216,7 @@ impl RangeFlights {
     /// then share the bytes they have in common instead of each fetching them.
     pub(crate) fn split_in_flight(&self, wanted: Vec<Wanted>) -> (Vec<RangePlan>, Vec<Wanted>) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        forget_lingering(&mut map, Instant::now());
+        forget_ended(&mut map, Instant::now(), LINGER);
         if map.is_empty() {
             return (Vec::new(), wanted);
         }
@@ -251,7 +257,7 @@ impl RangeFlights {
         some_in_memory: impl FnOnce() -> bool,
     ) -> Role<'_> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        forget_lingering(&mut map, Instant::now());
+        forget_ended(&mut map, Instant::now(), LINGER);
         let flights = map.get(&pack).map(Vec::as_slice).unwrap_or(&[]);
         let covering = flights.iter().find(|f| f.covers(start, end));
         // Ended ones are not waited for: their pages are in memory already.
@@ -378,18 +384,18 @@ mod tests {
 
         let mut map = flights.map.lock().unwrap();
         let now = Instant::now();
-        forget_lingering(&mut map, now);
+        forget_ended(&mut map, now, LINGER);
         assert_eq!(
             map[&PACK].iter().filter(|f| f.ended_at.is_some()).count(),
             1
         );
-        forget_lingering(&mut map, now + LINGER);
+        forget_ended(&mut map, now + LINGER, LINGER);
         assert!(map.is_empty(), "nothing is kept past LINGER");
         drop(map);
         lead(&flights, 0, 100)
             .publish(Ok(Arc::new(vec![7; 100])))
             .end_keeping_bytes();
-        flights.forget_ended();
+        flights.forget_all_ended();
         assert!(flights.map.lock().unwrap().is_empty(), "forgotten at once");
 
         let big = LINGER_BYTES / 4 + 1;

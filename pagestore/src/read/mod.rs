@@ -163,7 +163,7 @@ impl ReadPath {
     /// Drops the bytes of GETs that ended (they are memory too: after an eviction of the memory
     /// tier, the next read of their pages goes to the cold tier).
     pub(crate) fn forget_ended_flights(&self) {
-        self.flights.forget_ended();
+        self.flights.forget_all_ended();
     }
 
     /// Drops the bytes of GETs that ended longer ago than they are kept.

@@ -183,13 +183,13 @@ impl Worker {
         slot.kernel.busy.store(false, Ordering::SeqCst);
     }
 
-    /// Makes the link (the caller holds the tenant's `busy` mark).
-    async fn make_link_now(&self, slot: &TenantSlot) {
+    /// Makes the link (the caller holds the tenant's `busy` mark); whether it was made.
+    async fn make_link_now(&self, slot: &TenantSlot) -> bool {
         if self.kernel_forward.is_none() || slot.proxy_protocol {
-            return;
+            return false;
         }
         let (Some(pin), addrs) = (slot.netns.clone(), LinkAddrs::of_port(slot.port)) else {
-            return;
+            return false;
         };
         let made = match tokio::task::spawn_blocking(move || link::make(&pin, &addrs)).await {
             Ok(made) => made,
@@ -202,6 +202,7 @@ impl Worker {
                     info!(tenant = %slot.name, failures = retry.failures(), "its link is made after all");
                 }
                 retry.succeeded();
+                true
             }
             Err(e) => {
                 let wait = retry.failed(pagestore::clock::now_ms());
@@ -212,6 +213,7 @@ impl Worker {
                     retry_in_s = wait.as_secs(),
                     "no link: the worker relays its connections until a later try makes it"
                 );
+                false
             }
         }
     }
@@ -219,16 +221,11 @@ impl Worker {
     /// Makes the link now if it is missing (the caller holds the tenant's `busy` mark); whether
     /// the tenant has its link.
     async fn link_ready(&self, slot: &TenantSlot) -> bool {
-        let ours = |slot: &TenantSlot| {
-            slot.netns
-                .as_deref()
-                .is_some_and(|pin| link::leads_into(pin, &LinkAddrs::of_port(slot.port)))
-        };
-        if ours(slot) {
-            return true;
-        }
-        self.make_link_now(slot).await;
-        ours(slot)
+        let ours = slot
+            .netns
+            .as_deref()
+            .is_some_and(|pin| link::leads_into(pin, &LinkAddrs::of_port(slot.port)));
+        ours || self.make_link_now(slot).await
     }
 
     /// Before a swap-out, with the tenant's gate held (no admission can race it): takes its port
