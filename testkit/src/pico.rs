@@ -239,19 +239,20 @@ impl Pico {
 impl Drop for Pico {
     fn drop(&mut self) {
         if self._temp.is_some() {
-            kill_tenants_left_running(&self.home, 4);
+            remove_what_killed_workers_left(&self.home, 4);
             worker::mounts::detach_below(&self.home);
         }
     }
 }
 
 /// Kills the tenants a killed worker left running in `dir` (its `tenants/NAME/tenant.json`
-/// records, `depth` directories down at most). By the time a home goes, every worker of it has
-/// stopped or removed its tenants, or was killed (`kill -9` leaves its tenants for the next
-/// worker to adopt): a test that ends without one would leave them running for good, each
-/// PID 1 of its own PID namespace. Only a pid that is still a tenant's (in a `picocenter`
-/// cgroup) is killed.
-fn kill_tenants_left_running(dir: &Path, depth: usize) {
+/// records, `depth` directories down at most) and removes the cgroups it left. By the time a
+/// home goes, every worker of it has stopped or removed its tenants, or was killed (`kill -9`
+/// leaves its tenants for the next worker to adopt): a test that ends without one would leave
+/// them running for good, each PID 1 of its own PID namespace, and their cgroups and the
+/// worker's group behind (~160 such groups had piled up on this machine). Only a pid that is
+/// still a tenant's (in a `picocenter` cgroup) is killed.
+fn remove_what_killed_workers_left(dir: &Path, depth: usize) {
     use worker::tenant::TenantState;
     if dir.file_name().is_some_and(|n| n == "tenants") {
         for (_, info) in worker::tenant::load_registry(dir).unwrap_or_default() {
@@ -268,6 +269,8 @@ fn kill_tenants_left_running(dir: &Path, depth: usize) {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
+        // Their cgroups, and the worker's group, which a killed worker leaves.
+        worker::cgroup::remove_leftover_cgroups(dir);
         return;
     }
     let Some(depth) = depth.checked_sub(1) else {
@@ -275,7 +278,7 @@ fn kill_tenants_left_running(dir: &Path, depth: usize) {
     };
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            kill_tenants_left_running(&entry.path(), depth);
+            remove_what_killed_workers_left(&entry.path(), depth);
         }
     }
 }

@@ -1143,6 +1143,76 @@ fn a_tenant_runs_in_a_cgroup_of_its_own_with_its_limits_across_a_swap() {
     );
 }
 
+/// The cgroups a killed worker leaves go: a tenant's that holds no process (the tenant died
+/// while no worker ran) at the worker's next start, the rest with the home (the test kit's
+/// cleanup, through `worker::cgroup::remove_leftover_cgroups`). A tenant still running keeps
+/// its cgroup across the restart.
+#[test]
+fn the_cgroups_a_killed_worker_leaves_are_removed() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let mut worker = p.start_worker();
+    let gone = add_counter_idle(&p, "gone", "0");
+    let kept = add_counter_idle(&p, "kept", "0");
+    assert_eq!(http_get(gone, "/inc").unwrap(), "1");
+    assert_eq!(http_get(kept, "/inc").unwrap(), "1");
+    let pid = |name| tenant(&p, name)["pid"].as_u64().unwrap();
+    let (gone_pid, kept_pid) = (pid("gone"), pid("kept"));
+    let (_, _, gone_group) = cgroup_limits(gone_pid);
+    let (_, _, kept_group) = cgroup_limits(kept_pid);
+    let dirs = |group: &str| {
+        [
+            format!("/sys/fs/cgroup/memory{group}"),
+            format!("/sys/fs/cgroup/cpu{group}"),
+            format!("/sys/fs/cgroup{group}"),
+        ]
+        .map(std::path::PathBuf::from)
+    };
+    let exists = |group: &str| dirs(group).iter().any(|d| d.exists());
+    assert!(exists(&gone_group) && exists(&kept_group));
+
+    worker.kill();
+    drop(worker);
+    // SAFETY: kill(2) of the tenant's pid; no memory is involved.
+    unsafe { libc::kill(gone_pid as i32, libc::SIGKILL) };
+    let started = Instant::now();
+    while std::path::Path::new(&format!("/proc/{gone_pid}")).exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "tenant not gone"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(exists(&gone_group), "left behind by the killed worker");
+    let mut worker = p.start_worker();
+    assert!(
+        !exists(&gone_group),
+        "{gone_group} still there after the restart"
+    );
+    assert!(p
+        .worker_log()
+        .contains("removed tenants' cgroups a previous run left"));
+    assert_eq!(
+        cgroup_limits(pid("kept")).2,
+        kept_group,
+        "adopted in its cgroup"
+    );
+    assert_eq!(http_get(kept, "/inc").unwrap(), "2");
+
+    let worker_group = kept_group
+        .rsplit_once('/')
+        .map(|(group, _)| group.to_string())
+        .unwrap();
+    // Killed again, its tenant left running: the home's removal kills it and its cgroups go.
+    worker.kill();
+    drop(worker);
+    drop(p);
+    assert!(
+        !exists(&kept_group) && !exists(&worker_group),
+        "{worker_group} left after its home went"
+    );
+}
+
 /// SIGUSR2: the worker re-executes itself (an upgrade in place), handing its tenants and their
 /// listening sockets to the new image. A client connecting all the while is never refused, the
 /// tenant keeps running with its state, and the worker keeps its pid.

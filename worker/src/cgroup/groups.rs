@@ -53,10 +53,18 @@ impl Cgroups {
             ),
         }
         let own_procs = found.as_ref().ok().and_then(own_cgroup_procs);
-        Cgroups {
+        let cgroups = Cgroups {
             own_procs,
             ..Cgroups::new(found, tenants_dir)
+        };
+        let swept = cgroups.remove_empty_tenant_groups();
+        if swept > 0 {
+            info!(
+                swept,
+                "removed tenants' cgroups a previous run left holding no process"
+            );
         }
+        cgroups
     }
 
     /// The cgroups of the worker on `tenants_dir` in `hierarchy` (or without one, and why).
@@ -110,16 +118,65 @@ impl Cgroups {
 
     /// Removes the worker's own group if no tenant's cgroup is left in it (at a clean stop).
     pub(crate) fn remove_worker_group(&self) {
-        let roots = match &self.hierarchy {
-            Some(Hierarchy::V2 { root }) => vec![root],
-            Some(Hierarchy::V1 { memory, cpu }) => vec![memory, cpu],
-            None => return,
-        };
-        for root in roots {
+        for root in self.roots() {
             // Fails (and stays) while a tenant's cgroup is in it.
             let _ = std::fs::remove_dir(root.join(&self.group));
         }
     }
+
+    /// Removes the tenants' cgroups in the worker's group that hold no process: a killed
+    /// worker's (its tenants killed since, or gone), which no one else removes; at its start,
+    /// before any restore of its own makes one. A cgroup that holds a process (a tenant left
+    /// running, to be adopted) cannot be removed, and stays. Returns how many went.
+    fn remove_empty_tenant_groups(&self) -> usize {
+        self.tenant_groups()
+            .iter()
+            .filter(|dir| std::fs::remove_dir(dir).is_ok())
+            .count()
+    }
+
+    /// The tenants' cgroups in the worker's group, in each hierarchy.
+    fn tenant_groups(&self) -> Vec<PathBuf> {
+        self.roots()
+            .iter()
+            .flat_map(|root| {
+                std::fs::read_dir(root.join(&self.group))
+                    .into_iter()
+                    .flatten()
+            })
+            .flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|entry| entry.path())
+            .collect()
+    }
+
+    /// The root of each hierarchy the worker's groups are in (none without one).
+    fn roots(&self) -> Vec<&PathBuf> {
+        match &self.hierarchy {
+            Some(Hierarchy::V2 { root }) => vec![root],
+            Some(Hierarchy::V1 { memory, cpu }) if memory == cpu => vec![memory],
+            Some(Hierarchy::V1 { memory, cpu }) => vec![memory, cpu],
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Removes the cgroups a killed worker keyed `key` (its tenants directory, see
+/// `WorkerConfig::cgroup_key`) left: its tenants' cgroups once they hold no process (waiting up
+/// to 2 s for processes just killed to leave them), then its group. For whoever removes a
+/// killed worker's home (tests); a worker started again on the home does it for itself.
+pub fn remove_leftover_cgroups(key: &Path) {
+    let Ok(hierarchy) = Hierarchy::detect() else {
+        return;
+    };
+    let cgroups = Cgroups::new(Ok(hierarchy), key);
+    let started = Instant::now();
+    cgroups.remove_empty_tenant_groups();
+    while !cgroups.tenant_groups().is_empty() && started.elapsed() < REMOVE_WITHIN {
+        std::thread::sleep(Duration::from_millis(10));
+        cgroups.remove_empty_tenant_groups();
+    }
+    cgroups.remove_worker_group();
 }
 
 /// Makes the worker's group `group` (relative to each root of `hierarchy`).

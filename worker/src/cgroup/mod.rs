@@ -30,9 +30,10 @@
 //! **Lifetime.** A tenant joins its cgroup before it executes its command (writing `0` to the
 //! cgroup's `cgroup.procs`, opened by the worker beforehand, in the child between fork and exec).
 //! The cgroup is removed when the tenant's tree is gone (swap-out, removal): a sleeping tenant
-//! costs no cgroup. Before a restore it is made again with the tenant's limits, and CRIU (its
-//! default `--manage-cgroups=soft`) puts the restored tree back into the cgroup it was dumped
-//! from, which already exists, so CRIU leaves its settings alone.
+//! costs no cgroup; a killed worker's, left holding no process, go at its next start (or with
+//! its home: [`remove_leftover_cgroups`]). Before a restore it is made again with the tenant's
+//! limits, and CRIU (its default `--manage-cgroups=soft`) puts the restored tree back into the
+//! cgroup it was dumped from, which already exists, so CRIU leaves its settings alone.
 //!
 //! **Restores.** CRIU finds the hierarchies in a yard of links the worker makes at start
 //! ([`yard`]) instead of mounting them for each restore, and its move of the restored tree
@@ -45,6 +46,7 @@ mod limits;
 mod standalone;
 mod yard;
 
+pub use groups::remove_leftover_cgroups;
 pub(crate) use groups::{join_before_exec, ready_for_a_move, Cgroups, TenantCgroup};
 pub(crate) use hierarchy::Hierarchy;
 pub(crate) use limits::shares_of_weight;
