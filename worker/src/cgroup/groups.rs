@@ -57,7 +57,7 @@ impl Cgroups {
             own_procs,
             ..Cgroups::new(found, tenants_dir)
         };
-        let swept = cgroups.remove_empty_tenant_groups();
+        let (swept, _) = cgroups.remove_empty_tenant_groups();
         if swept > 0 {
             info!(
                 swept,
@@ -127,27 +127,26 @@ impl Cgroups {
     /// Removes the tenants' cgroups in the worker's group that hold no process: a killed
     /// worker's (its tenants killed since, or gone), which no one else removes; at its start,
     /// before any restore of its own makes one. A cgroup that holds a process (a tenant left
-    /// running, to be adopted) cannot be removed, and stays. Returns how many went.
-    fn remove_empty_tenant_groups(&self) -> usize {
-        self.tenant_groups()
-            .iter()
-            .filter(|dir| std::fs::remove_dir(dir).is_ok())
-            .count()
-    }
-
-    /// The tenants' cgroups in the worker's group, in each hierarchy.
-    fn tenant_groups(&self) -> Vec<PathBuf> {
-        self.roots()
-            .iter()
-            .flat_map(|root| {
-                std::fs::read_dir(root.join(&self.group))
-                    .into_iter()
-                    .flatten()
-            })
-            .flatten()
-            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|entry| entry.path())
-            .collect()
+    /// running, to be adopted) cannot be removed, and stays. Returns how many went and how many
+    /// stayed.
+    fn remove_empty_tenant_groups(&self) -> (usize, usize) {
+        let (mut removed, mut left) = (0, 0);
+        for root in self.roots() {
+            for entry in std::fs::read_dir(root.join(&self.group))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                match std::fs::remove_dir(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(_) => left += 1,
+                }
+            }
+        }
+        (removed, left)
     }
 
     /// The root of each hierarchy the worker's groups are in (none without one).
@@ -171,10 +170,8 @@ pub fn remove_leftover_cgroups(key: &Path) {
     };
     let cgroups = Cgroups::new(Ok(hierarchy), key);
     let started = Instant::now();
-    cgroups.remove_empty_tenant_groups();
-    while !cgroups.tenant_groups().is_empty() && started.elapsed() < REMOVE_WITHIN {
+    while cgroups.remove_empty_tenant_groups().1 > 0 && started.elapsed() < REMOVE_WITHIN {
         std::thread::sleep(Duration::from_millis(10));
-        cgroups.remove_empty_tenant_groups();
     }
     cgroups.remove_worker_group();
 }
