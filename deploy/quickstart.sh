@@ -65,7 +65,7 @@ done
 say "adding three tenants (each swapped out on its own after 5 s without a byte)"
 pico tenant add web1 --port "$P1" --idle-timeout 5s -- python3 -m http.server "$P1" --bind 127.0.0.1 --directory "$H/www/web1" >/dev/null
 pico tenant add web2 --port "$P2" --idle-timeout 5s -- python3 -m http.server "$P2" --bind 127.0.0.1 --directory "$H/www/web2" >/dev/null
-pico tenant add redis --port "$P3" --idle-timeout 5s -- redis-server --port "$P3" --bind 127.0.0.1 --save "" --appendonly no >/dev/null
+pico tenant add redis --port "$P3" --idle-timeout 5s -- redis-server --port "$P3" --bind 127.0.0.1 --protected-mode no --save "" --appendonly no >/dev/null
 for i in $(seq 1 1000); do echo "SET key:$i value-$i"; done | redis-cli -p "$P3" >/dev/null
 redis-cli -p "$P3" SET greeting "hello from redis, back from the page store" >/dev/null
 pico tenant ls

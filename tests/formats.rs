@@ -33,7 +33,7 @@ use pagestore::locality::PagePos;
 use pagestore::pack::FOOTER_LEN;
 use pagestore::{CheckpointRef, Manifest, PageId, PageStore, StoreConfig, PAGE_SIZE};
 use testkit::fixture::{lcg_page, repeated_line_page};
-use worker::tenant::{TenantDirs, TenantInfo, TenantSpec, TenantState};
+use worker::tenant::{ClientAddress, TenantDirs, TenantInfo, TenantSpec, TenantState};
 use worker::tenant_files::{record_of, unpack, FILES_ARCHIVE, RECORD_FILE};
 
 /// The tenants: name, public port, seed of their own random page.
@@ -99,6 +99,8 @@ fn running(tenant: &str, port: u16) -> TenantInfo {
     spec.env.insert("APP_MODE".into(), "fixture".into());
     let mut info = TenantInfo::started(spec, 4242, vec![], None);
     info.last_active = Some(LAST_ACTIVE_MS);
+    // Written before tenants chose the address they see their clients at: they saw the loopback.
+    info.client_address = ClientAddress::Loopback;
     info
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """A tenant that reads the PROXY protocol v2 header each connection starts with and answers,
-over HTTP, the client address it names ("IP:PORT"), or "no header" (for the forwarding tests).
+over HTTP, the client address it names ("IP:PORT"), or "no header"; to a request for /peer,
+the address of its connection's peer (the address it sees its clients at). For the forwarding
+tests.
 """
 import ipaddress
 import socketserver
@@ -39,8 +41,11 @@ def client_of(f):
 class Handler(socketserver.StreamRequestHandler):
     def handle(self):
         client = client_of(self.rfile)
+        request = self.rfile.readline()
         while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-            pass  # the request's lines
+            pass  # the request's other lines
+        if request.split(b" ")[1:2] == [b"/peer"]:
+            client = self.client_address[0]
         body = (client or "no header").encode()
         self.wfile.write(
             b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"

@@ -87,6 +87,9 @@ fn add_redis_idle(p: &Pico, name: &str, idle: &str) -> u16 {
         &port_s,
         "--bind",
         "127.0.0.1",
+        // Its clients come from its link, not its loopback (`tenant::ClientAddress`).
+        "--protected-mode",
+        "no",
         "--save",
         "",
         "--appendonly",

@@ -51,6 +51,59 @@ fn a_tenant_that_asks_learns_its_clients_address_from_a_proxy_header() {
     check("on the connection that woke it");
 }
 
+/// By default a tenant sees its clients at its link's addresses, never at its loopback: the
+/// host's end for the connections the kernel forwards, its own end for the one the worker
+/// relays as it wakes the tenant. One added with `--client-address loopback` sees them at
+/// 127.0.0.1 both ways (what redis's protected mode serves).
+#[test]
+fn a_tenant_sees_its_clients_at_its_link_unless_it_asks_for_its_loopback() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let echo = testkit::repo_root().join("deploy/apps/proxyecho.py");
+    let add = |name: &str, extra: &[&str]| {
+        let port = free_port();
+        let port_s = port.to_string();
+        let mut args = vec![
+            "tenant",
+            "add",
+            name,
+            "--port",
+            &port_s,
+            "--idle-timeout",
+            "0",
+        ];
+        args.extend(extra);
+        args.extend(["--", "python3", echo.to_str().unwrap(), &port_s]);
+        p.ok(&args);
+        port
+    };
+    let link = add("link", &[]);
+    let local = add("local", &["--client-address", "loopback"]);
+    assert_eq!(tenant(&p, "link")["client_address"], "link");
+    assert_eq!(tenant(&p, "local")["client_address"], "loopback");
+    let started = std::time::Instant::now();
+    for name in ["link", "local"] {
+        while tenant(&p, name)["kernel_forwarded"] != true {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{name} is not forwarded by the kernel\n{}",
+                p.worker_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let peer = |port: u16| http_get_from(port, "/peer").expect("an answer").1;
+    let ends = worker::LinkAddrs::of_port(link);
+    assert_eq!(peer(link), ends.host.to_string(), "forwarded by the kernel");
+    assert_eq!(peer(local), "127.0.0.1", "forwarded by the kernel");
+
+    p.ok(&["tenant", "swap-out", "link"]);
+    p.ok(&["tenant", "swap-out", "local"]);
+    assert_eq!(peer(link), ends.tenant.to_string(), "relayed as it woke");
+    assert_eq!(peer(local), "127.0.0.1", "relayed as it woke");
+}
+
 /// Started by systemd's socket activation (`systemd-socket-activate`, as a `.socket` unit
 /// would): the first connection, made while no worker runs, waits in the socket systemd holds,
 /// starts the worker, and is answered by the tenant it was for. A port held for a tenant not

@@ -253,6 +253,8 @@ pub(crate) struct TenantSlot {
     pub view: Option<crate::sandbox::View>,
     /// Each connection forwarded to it starts with a PROXY protocol v2 header.
     pub proxy_protocol: bool,
+    /// The address it sees its clients at (its link's, or the loopback).
+    pub client_address: crate::tenant::ClientAddress,
     /// The first host id of its user namespace, when it runs in one (see `userns`).
     pub user_namespace: Option<u32>,
     /// Held shared by every forwarded connection, exclusively by a swap-out or swap-in: the
@@ -313,6 +315,7 @@ impl TenantSlot {
             netns_file,
             view,
             proxy_protocol: info.proxy_protocol,
+            client_address: info.client_address,
             user_namespace: info.user_namespace,
             name: info.name.clone(),
             activity: Activity::new(info.last_active.unwrap_or_else(pagestore::clock::now_ms)),

@@ -76,3 +76,4 @@ pub use config::{ActiveSetInstall, HubLinkConfig, WorkerConfig};
 pub use daemon::run;
 pub use error::{Error, Result};
 pub use host::Worker;
+pub use kernel_forward::rules::LinkAddrs;

@@ -1,7 +1,8 @@
 //! The PROXY protocol v2 header: how a tenant behind the worker learns its client's address.
 //!
-//! Every connection reaches a tenant from the worker, inside the tenant's network namespace, so
-//! the tenant sees a loopback peer. A tenant whose spec asks for it (`proxy_protocol`) gets, as
+//! Every connection reaches a tenant through the worker, into the tenant's network namespace, so
+//! the tenant sees a peer of the worker's (its link's or its loopback address:
+//! `tenant::ClientAddress`), not the client. A tenant whose spec asks for it (`proxy_protocol`) gets, as
 //! the first bytes of each connection, the binary header of HAProxy's PROXY protocol version 2
 //! (<https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt>, section 2.2) naming the
 //! client's address and port and the worker's public address and port it connected to. nginx

@@ -5,7 +5,8 @@
 //! forwarded: its client sees a slower first answer, never a refusal. A connection that arrives
 //! during a swap-out waits for it and for the swap-in that follows (the tenant's gate, see
 //! [`TenantSlot::gate`]). Every byte forwarded counts as activity for the idle rule
-//! ([`crate::activity`]). Forwarding is a plain copy loop per direction.
+//! ([`crate::activity`]). Forwarding splices each direction through a pipe (a copy through
+//! memory when no pipe can be had).
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -22,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::host::{lock_std, TenantSlot, Worker};
 use crate::metrics::Metrics;
 use crate::supervisor::Reason;
-use crate::tenant::TenantState;
+use crate::tenant::{ClientAddress, TenantState};
 
 /// Listens on `addr:port` for a tenant (non-blocking, `SO_REUSEADDR`, a deep backlog for a
 /// burst of connections to a sleeping tenant).
@@ -137,7 +138,22 @@ impl Worker {
         };
         let fd = self.host_netns.socket_in(ns)?;
         let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
+        if slot.client_address == ClientAddress::Link {
+            bind_to_link(&socket, slot.port)?;
+        }
         socket.connect(target).await
+    }
+}
+
+/// Binds a socket made in a tenant's namespace to the tenant's end of its link, so that a
+/// tenant seeing its clients at its link's addresses (`ClientAddress::Link`) does not see the
+/// relay's connections come from its loopback. Without a link (none made yet, or none at all)
+/// the address is not there, and the socket stays unbound: from the loopback.
+fn bind_to_link(socket: &tokio::net::TcpSocket, port: u16) -> std::io::Result<()> {
+    let own_end = crate::kernel_forward::rules::LinkAddrs::of_port(port).tenant;
+    match socket.bind(SocketAddr::from((own_end, 0))) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Ok(()),
+        bound => bound,
     }
 }
 

@@ -107,6 +107,10 @@ pub struct TenantInfo {
     /// client (see `proxy_header`).
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// The address it sees its clients at. A record written before tenants had the choice says
+    /// nothing: its link was made to show them at the loopback.
+    #[serde(default = "ClientAddress::of_older_records")]
+    pub client_address: ClientAddress,
     /// Checkpointed this often while it runs and is busy (0: only when it sleeps).
     #[serde(default)]
     pub checkpoint_every_ms: u64,
@@ -177,6 +181,9 @@ pub struct TenantSpec {
     /// (off by default: a tenant that does not expect one would take it for its request).
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// The address it sees its clients at (default: its link's).
+    #[serde(default)]
+    pub client_address: ClientAddress,
     /// Checkpoint it this often while it runs and is busy, leaving it running (see
     /// `checkpoint`); none: only when it sleeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,8 +207,45 @@ impl TenantSpec {
             limits: Default::default(),
             disk_quota: None,
             proxy_protocol: false,
+            client_address: ClientAddress::Link,
             user_namespace: false,
             checkpoint_every_ms: None,
+        }
+    }
+}
+
+/// The address a tenant sees its clients at (without the PROXY protocol, which names the client
+/// itself). Either way every client reaches it through the worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAddress {
+    /// Its link's (see `kernel_forward`): the host's end for the connections the kernel
+    /// forwards, its own end for those the worker relays (while it wakes). No client passes
+    /// for a local one. Without a link (kernel forwarding off, the PROXY protocol, a link not
+    /// made yet) the relay's connections come from the loopback.
+    #[default]
+    Link,
+    /// 127.0.0.1, for every client: for programs that serve local clients only (redis's
+    /// protected mode). Every client then has a local client's trust, and the tenant's
+    /// namespace rewrites both addresses of each forwarded packet and routes each answer again
+    /// (a large transfer 0-4% slower: bench/results/forward).
+    Loopback,
+}
+
+impl ClientAddress {
+    fn of_older_records() -> ClientAddress {
+        ClientAddress::Loopback
+    }
+}
+
+impl std::str::FromStr for ClientAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<ClientAddress, String> {
+        match text {
+            "link" => Ok(ClientAddress::Link),
+            "loopback" => Ok(ClientAddress::Loopback),
+            _ => Err(format!("{text:?} is not \"link\" or \"loopback\"")),
         }
     }
 }
@@ -419,6 +463,7 @@ impl TenantInfo {
             limits: spec.limits,
             disk_quota: spec.disk_quota,
             proxy_protocol: spec.proxy_protocol,
+            client_address: spec.client_address,
             checkpoint_every_ms: spec.checkpoint_every_ms.unwrap_or(0),
             restore_failures: 0,
             failure: None,

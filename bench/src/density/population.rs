@@ -98,6 +98,9 @@ impl Tenant {
                     &port,
                     "--bind",
                     "127.0.0.1",
+                    // Its clients come from its link, not its loopback (`tenant::ClientAddress`).
+                    "--protected-mode",
+                    "no",
                     "--save",
                     "",
                     "--appendonly",

@@ -80,6 +80,9 @@ impl App {
                 &port_s,
                 "--bind",
                 "127.0.0.1",
+                // Its clients come from its link, not its loopback (`tenant::ClientAddress`).
+                "--protected-mode",
+                "no",
                 "--save",
                 "",
                 "--appendonly",

@@ -9,7 +9,8 @@ use clap::Subcommand;
 use worker::cgroup::Limits;
 use worker::protocol::{Client, Request};
 use worker::tenant::{
-    ActiveSetSummary, SwapInReport, SwapOutReport, TenantInfo, TenantSpec, TenantState,
+    ActiveSetSummary, ClientAddress, SwapInReport, SwapOutReport, TenantInfo, TenantSpec,
+    TenantState,
 };
 use worker::tenant_log::TenantLog;
 
@@ -56,8 +57,9 @@ pub enum TenantCommand {
         /// Its name (from the spec file when omitted there).
         name: Option<String>,
         /// A TOML tenant spec: name, port, cmd, env, workdir, idle_timeout, layout, sandbox,
-        /// read_only, user_namespace, memory_limit, cpu_weight, disk_quota, proxy_protocol.
-        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "user_namespace", "memory_limit", "cpu_weight", "disk_quota", "proxy_protocol", "checkpoint_every", "cmd"])]
+        /// read_only, user_namespace, memory_limit, cpu_weight, disk_quota, proxy_protocol,
+        /// client_address, checkpoint_every.
+        #[arg(long, conflicts_with_all = ["port", "deterministic", "idle_timeout", "env", "workdir", "no_sandbox", "read_only", "user_namespace", "memory_limit", "cpu_weight", "disk_quota", "proxy_protocol", "client_address", "checkpoint_every", "cmd"])]
         spec: Option<PathBuf>,
         /// The TCP port it serves on (the worker's on the host, the tenant's inside its network
         /// namespace).
@@ -106,6 +108,12 @@ pub enum TenantCommand {
         /// client's address (for nginx's `proxy_protocol`, HAProxy...; default off).
         #[arg(long)]
         proxy_protocol: bool,
+        /// The address it sees its clients at: "link" (default: its link's, no client passes
+        /// for a local one) or "loopback" (127.0.0.1, for programs that serve local clients
+        /// only, as redis's protected mode; each gets a local client's trust, and large
+        /// transfers cost more: docs/hosting.md#ports-and-network-namespaces).
+        #[arg(long)]
+        client_address: Option<ClientAddress>,
         /// Checkpoint it this often while it runs and is busy, leaving it running: "5m", "30s"
         /// (default: only when it sleeps). A worker that dies loses at most this much of its
         /// work; each checkpoint pauses it for its dump (docs/hub.md).
@@ -187,6 +195,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             cpu_weight,
             disk_quota,
             proxy_protocol,
+            client_address,
             checkpoint_every,
             cmd,
         } => {
@@ -211,6 +220,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
                     },
                     disk_quota: *disk_quota,
                     proxy_protocol: *proxy_protocol,
+                    client_address: client_address.unwrap_or_default(),
                     checkpoint_every_ms: *checkpoint_every,
                 },
             };

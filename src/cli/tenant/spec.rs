@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use worker::cgroup::Limits;
-use worker::tenant::TenantSpec;
+use worker::tenant::{ClientAddress, TenantSpec};
 
 /// `KEY=VALUE`.
 pub(super) fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -49,6 +49,9 @@ pub(super) struct SpecFile {
     /// As `--proxy-protocol`.
     #[serde(default)]
     proxy_protocol: bool,
+    /// As `--client-address`: "link" or "loopback".
+    #[serde(default)]
+    client_address: ClientAddress,
     /// As `--checkpoint-every`: "5m", "30s".
     checkpoint_every: Option<String>,
 }
@@ -141,6 +144,7 @@ impl SpecFile {
             limits,
             disk_quota,
             proxy_protocol: self.proxy_protocol,
+            client_address: self.client_address,
             checkpoint_every_ms,
         })
     }
@@ -168,7 +172,7 @@ pub(super) fn parse_duration_ms(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_duration_ms, parse_env, SpecFile};
+    use super::{parse_duration_ms, parse_env, ClientAddress, SpecFile};
 
     #[test]
     fn durations() {
@@ -202,6 +206,7 @@ mod tests {
             cpu_weight = 50
             disk_quota = "100M"
             user_namespace = true
+            client_address = "loopback"
         "#;
         let file: SpecFile = toml::from_str(text).unwrap();
         let spec = file.into_spec(None).unwrap();
@@ -213,6 +218,7 @@ mod tests {
         assert_eq!(spec.limits.cpu_weight, Some(50));
         assert_eq!(spec.disk_quota, Some(100 << 20));
         assert!(spec.user_namespace);
+        assert_eq!(spec.client_address, ClientAddress::Loopback);
         assert_eq!(spec.env["GREETING"], "hi");
         assert_eq!(
             spec.workdir.as_deref(),
@@ -244,7 +250,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("random"), "{err}");
+        let err = toml::from_str::<SpecFile>("port = 1\ncmd = [\"x\"]\nclient_address = \"lo\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("loopback"), "{err}");
         let nameless: SpecFile = toml::from_str("port = 1\ncmd = [\"x\"]\n").unwrap();
+        assert_eq!(nameless.client_address, ClientAddress::Link);
         assert!(nameless.into_spec(None).is_err());
     }
 }

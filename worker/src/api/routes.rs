@@ -214,6 +214,7 @@ pub(crate) mod tests {
                 },
                 disk_quota: Some(100 << 20),
                 proxy_protocol: true,
+                client_address: crate::tenant::ClientAddress::Loopback,
                 checkpoint_every_ms: Some(300_000),
             }),
             Request::Status { name: name() },

@@ -4,19 +4,27 @@
 //! root may take of any process) and shuts it down: the client reads the end of its connection,
 //! the tenant too, and closes its side; `quiesce` then waits for that as it does after a relay.
 //!
-//! Which: every TCP connection the tenant accepted on its port from its loopback (where both the
-//! kernel's and the relay's arrive; the relay's are being closed by the worker anyway). Its own
-//! connections to other ports, and any on other addresses, are left to CRIU.
+//! Which: every TCP connection the tenant accepted on its port from its loopback or from either
+//! end of its link (where the kernel's and the relay's come from, as `tenant::ClientAddress`
+//! says; the relay's are being closed by the worker anyway). Its own connections to other
+//! ports, and any from other addresses, are left to CRIU.
 
 use std::collections::HashSet;
 use std::os::fd::RawFd;
 
+use super::rules::LinkAddrs;
 use crate::process::{pidfd_getfd, pidfd_open};
 
-/// Shuts down every TCP connection of the process tree rooted at `root` accepted on `port` from
-/// the loopback; how many. Blocking. Best effort: a process that ends meanwhile or a descriptor
+/// Shuts down every TCP connection of the process tree rooted at `root` accepted on the port of
+/// `link` from the loopback or the link; how many. Blocking. Best effort: a process that ends meanwhile or a descriptor
 /// closed meanwhile is passed over (a connection left open is dumped by CRIU).
-pub fn close_forwarded(root: u32, port: u16) -> usize {
+pub fn close_forwarded(root: u32, link: &LinkAddrs) -> usize {
+    let port = link.port;
+    let from_client = |ip: std::net::IpAddr| {
+        ip.is_loopback()
+            || ip == std::net::IpAddr::V4(link.host)
+            || ip == std::net::IpAddr::V4(link.tenant)
+    };
     let mut seen = HashSet::new();
     let mut closed = 0;
     for pid in crate::process::descendants(root) {
@@ -43,7 +51,7 @@ pub fn close_forwarded(root: u32, port: u16) -> usize {
             let addr = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
             let forwarded = sock.r#type().is_ok_and(|t| t == socket2::Type::STREAM)
                 && addr(sock.local_addr()).is_some_and(|a| a.port() == port)
-                && addr(sock.peer_addr()).is_some_and(|a| a.ip().is_loopback());
+                && addr(sock.peer_addr()).is_some_and(|a| from_client(a.ip()));
             let inode = std::fs::metadata(entry.path()).map(|m| {
                 use std::os::unix::fs::MetadataExt;
                 m.ino()
@@ -74,7 +82,10 @@ mod tests {
         let elsewhere = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
         let (_accepted_elsewhere, _) = other.accept().unwrap();
 
-        assert_eq!(close_forwarded(std::process::id(), port), 1);
+        assert_eq!(
+            close_forwarded(std::process::id(), &LinkAddrs::of_port(port)),
+            1
+        );
         let mut buf = [0u8; 8];
         assert_eq!(client.read(&mut buf).unwrap(), 0, "a FIN, not a reset");
         elsewhere.set_nonblocking(true).unwrap();

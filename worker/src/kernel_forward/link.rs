@@ -1,5 +1,5 @@
 //! A tenant's link: a veth pair between the host (`pv{port}`) and the tenant's namespace (`eth0`),
-//! with the tenant's one rule (its port on `eth0` goes to its loopback). Made with `ip`, `nsenter`
+//! with the tenant's rules (its port on `eth0` goes to its loopback; see `rules::tenant_table`). Made with `ip`, `nsenter`
 //! and `nft` (a few processes, ~30 ms, once per namespace: it lives as long as the namespace, and
 //! a swap-out keeps both). Both ends carry 64 KiB frames, as the loopback does, so that a large
 //! transfer crosses in as few pieces as it would directly, and have no IPv6: the link carries
@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::rules::{tenant_table, LinkAddrs};
+use crate::tenant::ClientAddress;
 
 /// Whether the host end of the link of `a` exists.
 pub fn exists(a: &LinkAddrs) -> bool {
@@ -49,8 +50,8 @@ pub fn remove(a: &LinkAddrs) {
 }
 
 /// Makes the link of `a` into the namespace pinned at `pin`, replacing a stale host end of the
-/// same name. Blocking.
-pub fn make(pin: &Path, a: &LinkAddrs) -> std::io::Result<()> {
+/// same name, its tenant seeing its clients at `clients`. Blocking.
+pub fn make(pin: &Path, a: &LinkAddrs, clients: ClientAddress) -> std::io::Result<()> {
     let host_if = a.host_if();
     let peer = format!("pt{}", a.port);
     let mark = mark(pin).ok_or_else(|| {
@@ -87,7 +88,7 @@ nsenter --net="$PIN" sh -ec '
         .env("MARK", &mark)
         .env("HOST_ADDR", a.host.to_string())
         .env("TENANT_ADDR", a.tenant.to_string())
-        .env("TENANT_TABLE", tenant_table(a.port))
+        .env("TENANT_TABLE", tenant_table(a.port, clients))
         .stdin(Stdio::null())
         .output()?;
     if out.status.success() {

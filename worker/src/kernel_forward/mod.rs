@@ -5,9 +5,10 @@
 //! of a direct one on this 2-core host (bench/results/forward). So each tenant gets a link, a
 //! veth pair from the host into its namespace ([`link`]), and while it runs the worker's nftables
 //! table maps its port to the link ([`rules`]; its elements changed over [`netlink`]): a
-//! connection then goes from the client to the tenant through the kernel alone (DNAT into the link, and in the tenant's namespace to its
-//! loopback, from its loopback: it sees its clients at 127.0.0.1, as through the relay), within
-//! a few µs of a direct one (bench/scripts/nat_probe). The worker's listener keeps the
+//! connection then goes from the client to the tenant through the kernel alone (DNAT into the
+//! link, and in the tenant's namespace to its loopback; the tenant sees its clients at the
+//! link's host end, or at 127.0.0.1 if its spec asks: `tenant::ClientAddress`), within a few µs
+//! of a direct one (bench/scripts/nat_probe). The worker's listener keeps the
 //! port and gets what the map does not take: every connection while the tenant sleeps, is
 //! being swapped or is still being filled in after a lazy restore, which it holds, wakes the
 //! tenant for and relays as before.
@@ -191,10 +192,12 @@ impl Worker {
         let (Some(pin), addrs) = (slot.netns.clone(), LinkAddrs::of_port(slot.port)) else {
             return false;
         };
-        let made = match tokio::task::spawn_blocking(move || link::make(&pin, &addrs)).await {
-            Ok(made) => made,
-            Err(e) => Err(std::io::Error::other(e)),
-        };
+        let clients = slot.client_address;
+        let made =
+            match tokio::task::spawn_blocking(move || link::make(&pin, &addrs, clients)).await {
+                Ok(made) => made,
+                Err(e) => Err(std::io::Error::other(e)),
+            };
         let mut retry = lock_std(&slot.kernel.link_retry);
         match made {
             Ok(()) => {
@@ -252,8 +255,8 @@ impl Worker {
         let Some(pid) = slot.runtime.lock().await.info.pid else {
             return Ok(0);
         };
-        let port = slot.port;
-        let closed = tokio::task::spawn_blocking(move || closing::close_forwarded(pid, port))
+        let addrs = LinkAddrs::of_port(slot.port);
+        let closed = tokio::task::spawn_blocking(move || closing::close_forwarded(pid, &addrs))
             .await
             .unwrap_or(0);
         if closed > 0 {

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::netlink::Change;
+use crate::tenant::ClientAddress;
 
 /// The addresses of tenant links: a /30 per public port in 10.200.0.0/14 (the port's host end
 /// `.1`, the tenant's end `.2` of its four), so that every port of the host has one and a
@@ -109,16 +110,23 @@ pub fn owner_of(listing: &str) -> Option<u32> {
 }
 
 /// The table of a tenant's namespace: what arrives on its link for its port goes to its loopback,
-/// where it listens, from its loopback: the tenant sees its clients as it did through the
-/// worker's relay, at 127.0.0.1 (a program that trusts only local clients, as redis's protected
-/// mode does, serves them as before).
-pub fn tenant_table(port: u16) -> String {
+/// where it may listen alone. With `clients` at the loopback, it also comes from there: the
+/// tenant sees its clients at 127.0.0.1, as a program that serves local clients only (redis's
+/// protected mode) needs; each packet of such a connection then has both addresses rewritten
+/// in the namespace and is routed again on its way out (the reason it is not the default).
+pub fn tenant_table(port: u16, clients: ClientAddress) -> String {
+    let from_loopback = match clients {
+        ClientAddress::Link => "",
+        ClientAddress::Loopback => {
+            "  chain input {\n    type nat hook input priority 100; policy accept;\n    iifname \"eth0\" snat ip to 127.0.0.1\n  }\n"
+        }
+    };
     format!(
         "table ip pico\n\
          delete table ip pico\n\
          table ip pico {{\n\
          \x20 chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    iifname \"eth0\" tcp dport {port} dnat ip to 127.0.0.1\n  }}\n\
-         \x20 chain input {{\n    type nat hook input priority 100; policy accept;\n    iifname \"eth0\" snat ip to 127.0.0.1\n  }}\n\
+         {from_loopback}\
          }}\n"
     )
 }
@@ -207,8 +215,12 @@ mod tests {
                 Change::Delete { port: 7001 }
             ]
         );
-        assert!(tenant_table(7001).contains("tcp dport 7001 dnat ip to 127.0.0.1"));
-        assert!(tenant_table(7001).contains("iifname \"eth0\" snat ip to 127.0.0.1"));
+        for clients in [ClientAddress::Link, ClientAddress::Loopback] {
+            let table = tenant_table(7001, clients);
+            assert!(table.contains("tcp dport 7001 dnat ip to 127.0.0.1"));
+            let snat = table.contains("iifname \"eth0\" snat ip to 127.0.0.1");
+            assert_eq!(snat, clients == ClientAddress::Loopback, "{table}");
+        }
         let local: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(table_name("/a".as_ref(), local).len(), 17);
         assert_ne!(
