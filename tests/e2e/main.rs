@@ -679,6 +679,51 @@ fn borrows_the_activeset_of_its_program(deterministic: bool) {
     );
 }
 
+/// A restore that learns nothing (`--no-activeset`) still holds CRIU's background copy for the
+/// tenant's first moments: the pages of its first request are faults, served before the copy
+/// runs. (Released at once, the copy's reads of up to 4 MiB went ahead of each fault, and a
+/// large heap's first answer from the cold tier came after its whole image.)
+#[test]
+fn a_restore_that_learns_nothing_holds_the_background_copy_for_the_first_request() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    p.write_config("[worker]\nactiveset_grace_ms = 3000\nwhole_restore_below_mib = 0\n");
+    let _worker = p.start_worker();
+    let port = add_counter(&p, "a");
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    p.ok(&["tenant", "swap-out", "a"]);
+    let swap_in = p.json(&["tenant", "swap-in", "a", "--no-activeset"]);
+    assert_eq!(swap_in["whole"], false, "{swap_in}");
+    assert_eq!(swap_in["eager_pages"], 0, "{swap_in}");
+    assert_eq!(http_get(port, "/inc").unwrap(), "2");
+
+    // The restore's reads per phase are known once its background copy has finished.
+    let mut reads = serde_json::Value::Null;
+    for _ in 0..120 {
+        reads = tenant(&p, "a")["last_reads"].clone();
+        if !reads.is_null() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let served = |phase: &str| -> u64 {
+        ["memory_bytes", "local_bytes", "cold_bytes"]
+            .iter()
+            .map(|tier| reads[phase][tier].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert!(
+        !reads.is_null(),
+        "the restore never finished: {}",
+        p.worker_log()
+    );
+    assert!(
+        served("faults") > 0,
+        "the first request's pages were faults: {reads}"
+    );
+    assert!(served("background") > 0, "then the copy ran: {reads}");
+}
+
 /// With `activeset_install = "prefetch"` the pagemaps are served as dumped: the learned set is
 /// prefetched into memory, every page of it still faults (and is learned again), and the tenant
 /// restores correctly.

@@ -32,7 +32,6 @@ pub(crate) struct Learn {
     pub(crate) store: Arc<PageStore>,
     pub(crate) slot: Arc<TenantSlot>,
     pub(crate) tenant: String,
-    pub(crate) access: Arc<AccessLog>,
     pub(crate) layout: ImageLayout,
     /// The restored checkpoint's mappings, lent with the set (see `program_sets`).
     pub(crate) spaces: ImageSpaces,
@@ -41,10 +40,18 @@ pub(crate) struct Learn {
     pub(crate) checkpoint: String,
     pub(crate) generation: u64,
     pub(crate) window: usize,
-    pub(crate) grace: Duration,
-    pub(crate) window_max: Duration,
     /// Where the learned set is lent to the next tenant of its program (see `program_sets`).
     pub(crate) program_sets: Arc<ProgramSets>,
+}
+
+/// The first moments of a lazy restore, until the tenant has gone quiet: the lazy gate holds
+/// CRIU's background copy for them, whether the restore learns from their faults or not (the
+/// copy would race the tenant's first request: see `lazy_gate`).
+pub(crate) struct Window {
+    /// The restore's page reads.
+    pub(crate) access: Arc<AccessLog>,
+    pub(crate) grace: Duration,
+    pub(crate) max: Duration,
 }
 
 /// When a learning window closes (µs since the mount): `grace` after the last page read since
@@ -57,27 +64,29 @@ fn window_closes_at(restored_at: u64, last_read_at: Option<u64>, grace: u64, max
     (quiet_from + grace).min(restored_at + max)
 }
 
-impl Learn {
-    /// Waits out the learning window and picks out its faults.
-    pub(crate) async fn watch(&self) -> Vec<ActivePage> {
+impl Window {
+    /// Waits, from the restore (now), until the window closes; when it closed (µs since the
+    /// mount).
+    pub(crate) async fn closed(&self) -> u64 {
         let restored_at = self.access.elapsed_us();
         let grace = self.grace.as_micros() as u64;
-        let max = self.window_max.as_micros() as u64;
-        let until = loop {
+        let max = self.max.as_micros() as u64;
+        loop {
             let closes = window_closes_at(restored_at, self.access.last_at_us(), grace, max);
             let now = self.access.elapsed_us();
             if now >= closes {
-                break closes;
+                return closes;
             }
             tokio::time::sleep(Duration::from_micros(closes - now)).await;
-        };
-        // The lazy gate holds the background copy until this window has closed.
-        classify_faults(
-            &self.layout,
-            &self.access.snapshot(),
-            until,
-            Background::Held,
-        )
+        }
+    }
+}
+
+impl Learn {
+    /// The faults of the window of `access` that closed at `until`.
+    pub(crate) fn faults(&self, access: &AccessLog, until: u64) -> Vec<ActivePage> {
+        // The lazy gate held the background copy until the window closed.
+        classify_faults(&self.layout, &access.snapshot(), until, Background::Held)
     }
 
     /// Adds this restore's trace to the tenant's ActiveSet and stores it.

@@ -1,8 +1,10 @@
 //! The background of a lazy swap-in, once the tenant runs: three stages side by side on one
 //! task, kept as the tenant's `restoring` (a swap-out or removal waits for it, or aborts it).
 //!
-//! - **learning** ([`learning`]): the faults of the tenant's first moments are learned into its
-//!   ActiveSet; when the window closes, CRIU's background copy is released and the fill goes on;
+//! - **first moments** ([`first_moments`]): until the tenant has gone quiet (its first request
+//!   answered), CRIU's lazy-pages daemon serves its faults alone; their faults are learned into
+//!   its ActiveSet if this restore learns; when the window closes, CRIU's background copy is
+//!   released and a fill that waits goes on;
 //! - **fill** (`fill::finish`): the rest of the image arrives in memory and is accounted;
 //! - **copy** ([`copy`]): CRIU's lazy-pages daemon copies in every remaining page and exits
 //!   (meanwhile the faults it drops are woken to fault again, see `lost_faults`); then the
@@ -17,7 +19,7 @@ use tokio::process::Child;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::activeset::Learn;
+use crate::activeset::{Learn, Window};
 use crate::criu::log_tail;
 use crate::host::TenantSlot;
 use crate::lazy_gate::LazyGate;
@@ -27,6 +29,8 @@ use crate::swap_in::restore::LazyRestore;
 /// Everything the background stages of one lazy restore own.
 pub(super) struct Background {
     pub restored: LazyRestore,
+    /// The tenant's first moments, for which the background copy is held.
+    pub window: Window,
     /// `None` when this restore learns nothing (no ActiveSet in use).
     pub learn: Option<Learn>,
     /// The store, whose peer for this tenant (a move's source) is dropped at the end.
@@ -44,6 +48,7 @@ impl Background {
     pub(super) async fn run(self) {
         let Background {
             restored,
+            window,
             learn,
             store,
             slot,
@@ -63,7 +68,7 @@ impl Background {
         } = restored;
         let reads = mount.reads().clone();
         tokio::join!(
-            learning(learn, &reads, gate, window_closed),
+            first_moments(window, learn, &reads, gate, window_closed),
             fill::finish(fill, &tenant, &prefetch, &usage_log, &slot),
             copy(daemon, &daemon_work, mount, &access_file, &slot, &tenant),
         );
@@ -72,24 +77,28 @@ impl Background {
     }
 }
 
-/// Learns from the faults of the first moments (with `learn`), then releases the background
-/// copy and the fill; the gate is dropped either way.
-async fn learning(
+/// Holds CRIU's background copy until the first moments' window closes, learning from their
+/// faults (with `learn`); then releases the copy and the fill. Without learning the copy is held
+/// all the same: it reads up to 4 MiB at a time in the daemon's one thread, and each fault of
+/// the tenant's first request waited behind it (the large heap's first answer from the cold
+/// tier came after its whole image, ~2 s, with the copy released at once).
+async fn first_moments(
+    window: Window,
     learn: Option<Learn>,
     reads: &Arc<MountReads>,
     mut gate: LazyGate,
     window_closed: oneshot::Sender<()>,
 ) {
+    let until = window.closed().await;
+    reads.set_phase(RestorePhase::Background);
+    gate.release();
+    let _ = window_closed.send(());
     if let Some(learn) = learn {
-        let faults = learn.watch().await;
-        reads.set_phase(RestorePhase::Background);
-        gate.release();
-        let _ = window_closed.send(());
+        let faults = learn.faults(&window.access, until);
         if let Err(e) = learn.save(faults).await {
             warn!(tenant = %learn.tenant, error = %e, "could not save the ActiveSet");
         }
     }
-    drop(gate);
 }
 
 /// Waits for the lazy-pages daemon to copy in every page and exit; then keeps the restore's

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::activeset::Learn;
+use crate::activeset::{Learn, Window};
 use crate::config::ActiveSetInstall;
 use crate::crashpoint;
 use crate::error::{Error, Result};
@@ -213,9 +213,7 @@ impl Worker {
                 }
             };
             let mount_ms = elapsed_ms(started);
-            let restored = self
-                .restore_lazily(&slot, mount, &mountpoint, fill, learning)
-                .await?;
+            let restored = self.restore_lazily(&slot, mount, &mountpoint, fill).await?;
             let pid = restored.pid;
             let (eager_pages, prefetched_pages) = match install {
                 ActiveSetInstall::Eager => (eager.pages.len() as u64, 0),
@@ -232,13 +230,17 @@ impl Worker {
                 restore_ms: elapsed_ms(started) - mount_ms,
                 total_ms: elapsed_ms(started),
             };
-            // Learn from the faults of the first moments; then the daemon copies in the rest, and
-            // once every page is in, it exits and the checkpoint is unmounted.
+            // The first moments (learned from, when learning); then the daemon copies in the
+            // rest, and once every page is in, it exits and the checkpoint is unmounted.
+            let window = Window {
+                access: restored.mount.access_log().clone(),
+                grace: Duration::from_millis(self.config.activeset_grace_ms),
+                max: Duration::from_millis(self.config.activeset_window_max_ms),
+            };
             let learn = learning.then(|| Learn {
                 store: self.store.clone(),
                 slot: slot.clone(),
                 tenant: name.to_string(),
-                access: restored.mount.access_log().clone(),
                 layout,
                 spaces,
                 plan: eager,
@@ -246,11 +248,10 @@ impl Worker {
                 checkpoint: checkpoint.id.to_string(),
                 generation: checkpoint.generation,
                 window: self.config.activeset_window,
-                grace: Duration::from_millis(self.config.activeset_grace_ms),
-                window_max: Duration::from_millis(self.config.activeset_window_max_ms),
                 program_sets: self.program_sets.clone(),
             });
             let background = Background {
+                window,
                 learn,
                 store: self.store.clone(),
                 slot: slot.clone(),

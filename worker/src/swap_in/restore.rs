@@ -46,16 +46,14 @@ pub(super) struct LazyRestore {
 
 impl Worker {
     /// Restores the tenant from `mount` (at `mountpoint`, its pagemaps as planned) while `fill`
-    /// fetches the restore set and then the rest of the image. With `learning`, the gate holds
-    /// CRIU's background copy back until the learning window closes; otherwise it is released
-    /// at once.
+    /// fetches the restore set and then the rest of the image. The gate holds CRIU's background
+    /// copy back until the tenant's first moments are over (see `background`).
     pub(super) async fn restore_lazily(
         &self,
         slot: &TenantSlot,
         mount: ImageMount,
         mountpoint: &Path,
         fill: Fill,
-        learning: bool,
     ) -> Result<LazyRestore> {
         let Fill {
             prefetched,
@@ -65,17 +63,13 @@ impl Worker {
         } = fill;
         let work = slot.dirs.criu_work("restore");
         let daemon_work = slot.dirs.criu_work("lazy-pages");
-        let (mut daemon, mut gate) = match self.start_lazy_pages(mountpoint, &work, &daemon_work) {
+        let (mut daemon, gate) = match self.start_lazy_pages(mountpoint, &work, &daemon_work) {
             Ok(started) => started,
             Err(e) => {
                 fill.abort();
                 return Err(e);
             }
         };
-        // While learning, the daemon serves faults only until the window closes.
-        if !learning {
-            gate.release();
-        }
         self.ready_for_a_cgroup_move();
         let restored = match self
             .criu
@@ -102,12 +96,8 @@ impl Worker {
         };
         match restored {
             Ok(pid) => {
-                let next = if learning {
-                    RestorePhase::Faults
-                } else {
-                    RestorePhase::Background
-                };
-                mount.reads().set_phase(next);
+                // The daemon serves faults only until the first moments are over.
+                mount.reads().set_phase(RestorePhase::Faults);
                 let _ = faults.send(mount.reads().clone());
                 let prefetch = fill::restore_set_fetched(prefetched).await;
                 Ok(LazyRestore {
