@@ -681,8 +681,7 @@ fn borrows_the_activeset_of_its_program(deterministic: bool) {
 
 /// A restore that learns nothing (`--no-activeset`) still holds CRIU's background copy for the
 /// tenant's first moments: the pages of its first request are faults, served before the copy
-/// runs. (Released at once, the copy's reads of up to 4 MiB went ahead of each fault, and a
-/// large heap's first answer from the cold tier came after its whole image.)
+/// runs. (Released at once, the copy's reads of up to 4 MiB went ahead of each fault.)
 #[test]
 fn a_restore_that_learns_nothing_holds_the_background_copy_for_the_first_request() {
     let _serial = testkit::criu_lock();

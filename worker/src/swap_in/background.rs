@@ -80,8 +80,7 @@ impl Background {
 /// Holds CRIU's background copy until the first moments' window closes, learning from their
 /// faults (with `learn`); then releases the copy and the fill. Without learning the copy is held
 /// all the same: it reads up to 4 MiB at a time in the daemon's one thread, and each fault of
-/// the tenant's first request waited behind it (the large heap's first answer from the cold
-/// tier came after its whole image, ~2 s, with the copy released at once).
+/// the tenant's first request waited behind it (bench/results/restore-gate).
 async fn first_moments(
     window: Window,
     learn: Option<Learn>,
