@@ -11,6 +11,7 @@ use testkit::pico::Pico;
 
 use super::{
     add_redis_idle, counter_add_args_idle, counter_add_args_with, counter_app, pico, strs, tenant,
+    wait_kernel_forwarded,
 };
 
 /// Adds a counter tenant (`python3 counter.py`) on a free port with `idle` as its idle timeout.
@@ -659,14 +660,8 @@ fn tenants_added_one_after_another_are_all_forwarded_by_the_kernel() {
     }
     let started = Instant::now();
     for name in &names {
-        while tenant(&p, name)["kernel_forwarded"] != true {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{name} is not forwarded by the kernel\n{}",
-                p.worker_log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let ten = Duration::from_secs(10);
+        wait_kernel_forwarded(&p, name, started, ten, "not forwarded by the kernel");
     }
     let log = p.worker_log();
     assert!(!log.contains("no link"), "{log}");
@@ -712,14 +707,13 @@ fn a_tenant_whose_link_failed_gets_it_at_a_later_try() {
     assert_ne!(blocked["kernel_forwarded"], true, "{blocked}");
     assert!(blocked["link_failures"].as_u64() >= Some(1), "{blocked}");
     drop(in_the_way);
-    while tenant(&p, "blocked")["kernel_forwarded"] != true {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "still relayed\n{}",
-            p.worker_log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_kernel_forwarded(
+        &p,
+        "blocked",
+        started,
+        Duration::from_secs(20),
+        "still relayed",
+    );
     assert_eq!(http_get(port, "/inc").unwrap(), "2");
     assert!(p.worker_log().contains("its link is made after all"));
     assert_eq!(tenant(&p, "blocked")["link_failures"], 0);

@@ -14,7 +14,7 @@ mod package;
 mod ports;
 mod systemd;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use testkit::net::{free_port, http_get, is_listening, redis_cli};
 use testkit::pico::Pico;
@@ -113,6 +113,19 @@ fn add_counter(p: &Pico, name: &str) -> u16 {
 
 fn tenant(p: &Pico, name: &str) -> serde_json::Value {
     p.json(&["tenant", "status", name])
+}
+
+/// Waits until the kernel forwards `name`'s port (its link made and its port admitted), at most
+/// until `within` has passed since `started`; `what` says what the failure means.
+fn wait_kernel_forwarded(p: &Pico, name: &str, started: Instant, within: Duration, what: &str) {
+    while tenant(p, name)["kernel_forwarded"] != true {
+        assert!(
+            started.elapsed() < within,
+            "{name}: {what}\n{}",
+            p.worker_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

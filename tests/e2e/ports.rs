@@ -2,11 +2,34 @@
 //! asks for it (PROXY protocol v2), and ports held by systemd while no worker runs (socket
 //! activation).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use testkit::net::{free_port, http_get, http_get_from};
 
-use super::{counter_add_args, pico, strs, tenant};
+use testkit::pico::Pico;
+
+use super::{counter_add_args, pico, strs, tenant, wait_kernel_forwarded};
+
+/// Adds a tenant running `deploy/apps/proxyecho.py` on a free port, never idle, with `flags`
+/// added to `tenant add`; its port.
+fn add_proxyecho(p: &Pico, name: &str, flags: &[&str]) -> u16 {
+    let echo = testkit::repo_root().join("deploy/apps/proxyecho.py");
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut args = vec![
+        "tenant",
+        "add",
+        name,
+        "--port",
+        &port_s,
+        "--idle-timeout",
+        "0",
+    ];
+    args.extend(flags);
+    args.extend(["--", "python3", echo.to_str().unwrap(), &port_s]);
+    p.ok(&args);
+    port
+}
 
 /// A tenant added with `--proxy-protocol` learns each client's address and port from the
 /// header its connections start with, also on the connection that wakes it; one without it gets
@@ -16,28 +39,8 @@ fn a_tenant_that_asks_learns_its_clients_address_from_a_proxy_header() {
     let _serial = testkit::criu_lock();
     let p = pico();
     let _worker = p.start_worker();
-    let echo = testkit::repo_root().join("deploy/apps/proxyecho.py");
-    let add = |name: &str, proxy: bool| {
-        let port = free_port();
-        let port_s = port.to_string();
-        let mut args = vec![
-            "tenant",
-            "add",
-            name,
-            "--port",
-            &port_s,
-            "--idle-timeout",
-            "0",
-        ];
-        if proxy {
-            args.push("--proxy-protocol");
-        }
-        args.extend(["--", "python3", echo.to_str().unwrap(), &port_s]);
-        p.ok(&args);
-        port
-    };
-    let with = add("with", true);
-    let without = add("without", false);
+    let with = add_proxyecho(&p, "with", &["--proxy-protocol"]);
+    let without = add_proxyecho(&p, "without", &[]);
     assert_eq!(tenant(&p, "with")["proxy_protocol"], true);
 
     let check = |when: &str| {
@@ -60,38 +63,14 @@ fn a_tenant_sees_its_clients_at_its_link_unless_it_asks_for_its_loopback() {
     let _serial = testkit::criu_lock();
     let p = pico();
     let _worker = p.start_worker();
-    let echo = testkit::repo_root().join("deploy/apps/proxyecho.py");
-    let add = |name: &str, extra: &[&str]| {
-        let port = free_port();
-        let port_s = port.to_string();
-        let mut args = vec![
-            "tenant",
-            "add",
-            name,
-            "--port",
-            &port_s,
-            "--idle-timeout",
-            "0",
-        ];
-        args.extend(extra);
-        args.extend(["--", "python3", echo.to_str().unwrap(), &port_s]);
-        p.ok(&args);
-        port
-    };
-    let link = add("link", &[]);
-    let local = add("local", &["--client-address", "loopback"]);
+    let link = add_proxyecho(&p, "link", &[]);
+    let local = add_proxyecho(&p, "local", &["--client-address", "loopback"]);
     assert_eq!(tenant(&p, "link")["client_address"], "link");
     assert_eq!(tenant(&p, "local")["client_address"], "loopback");
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     for name in ["link", "local"] {
-        while tenant(&p, name)["kernel_forwarded"] != true {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{name} is not forwarded by the kernel\n{}",
-                p.worker_log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let ten = Duration::from_secs(10);
+        wait_kernel_forwarded(&p, name, started, ten, "not forwarded by the kernel");
     }
     let peer = |port: u16| http_get_from(port, "/peer").expect("an answer").1;
     let ends = worker::LinkAddrs::of_port(link);
