@@ -8,8 +8,13 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Provenance {
-    /// `git rev-parse HEAD` of the working directory (plus `-dirty` when it has changes).
+    /// The commit the running binary was built from (plus `-dirty` when its sources had
+    /// changes), stamped at build time: what made the figures.
     pub commit: String,
+    /// `git rev-parse HEAD` of the working directory the bench ran in, when it is not
+    /// [`Self::commit`] (a saved build run from another checkout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<String>,
     pub date_utc: String,
     pub host: String,
     pub kernel: String,
@@ -31,14 +36,19 @@ fn first_line(program: &str, args: &[&str]) -> Option<String> {
         .map(|l| l.trim().to_string())
 }
 
+/// The commit this binary was built from (`bench/build.rs`).
+pub const BUILD_COMMIT: &str = env!("PICO_BUILD_COMMIT");
+
 impl Provenance {
     /// Collects what can be known here; unknown items read "unknown", never fail the run.
     pub fn collect(tools: &[(&str, &[&str])]) -> Provenance {
         let unknown = || "unknown".to_string();
-        let mut commit = first_line("git", &["rev-parse", "HEAD"]).unwrap_or_else(unknown);
-        if first_line("git", &["status", "--porcelain", "--untracked-files=no"]).is_some() {
-            commit.push_str("-dirty");
-        }
+        let checkout = first_line("git", &["rev-parse", "HEAD"]).map(|mut commit| {
+            if first_line("git", &["status", "--porcelain", "--untracked-files=no"]).is_some() {
+                commit.push_str("-dirty");
+            }
+            commit
+        });
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -53,7 +63,8 @@ impl Provenance {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0.0);
         Provenance {
-            commit,
+            commit: BUILD_COMMIT.to_string(),
+            checkout: checkout.filter(|c| c != BUILD_COMMIT),
             date_utc: first_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_else(unknown),
             host: first_line("uname", &["-n"]).unwrap_or_else(unknown),
             kernel: first_line("uname", &["-r"]).unwrap_or_else(unknown),
@@ -77,7 +88,13 @@ impl Provenance {
         let mut s = String::new();
         s.push_str("## How this was made\n\n");
         s.push_str(&format!("- command: `{}`\n", self.command));
-        s.push_str(&format!("- commit: `{}`\n", self.commit));
+        match &self.checkout {
+            Some(checkout) => s.push_str(&format!(
+                "- commit: `{}` (the build's; run from a checkout of `{checkout}`)\n",
+                self.commit
+            )),
+            None => s.push_str(&format!("- commit: `{}`\n", self.commit)),
+        }
         s.push_str(&format!("- date: {}\n", self.date_utc));
         s.push_str(&format!(
             "- machine: {} ({} cores, {} GiB), {}, Linux {}\n",
@@ -95,4 +112,26 @@ pub fn write(dir: &Path, name: &str, text: &str) -> crate::Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
     let path = dir.join(name);
     std::fs::write(&path, text).map_err(|e| crate::Error::io(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_commit_is_stamped_and_another_checkout_is_named_beside_it() {
+        assert!(!BUILD_COMMIT.is_empty());
+        let mut p = Provenance::collect(&[]);
+        assert_eq!(p.commit, BUILD_COMMIT);
+        p.commit = "aaaa".into();
+        p.checkout = None;
+        assert!(p.markdown().contains("- commit: `aaaa`\n"));
+        p.checkout = Some("bbbb".into());
+        assert!(p
+            .markdown()
+            .contains("- commit: `aaaa` (the build's; run from a checkout of `bbbb`)\n"));
+        let json = serde_json::to_string(&p).expect("serializes");
+        let back: Provenance = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back.checkout.as_deref(), Some("bbbb"));
+    }
 }
