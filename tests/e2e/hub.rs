@@ -251,6 +251,15 @@ fn the_hubs_api_over_tls_serves_only_clients_that_trust_its_certificate() {
 }
 
 /// A hub and two workers' hosts (not started), sharing one cold tier and one token.
+/// The cgroup group (`picocenter/<id>`) a worker's `log` says its tenants' cgroups are in.
+fn cgroup_group(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains("tenants get cgroups of their own"))
+        .find_map(|l| l.split(" group=").nth(1))
+        .map(|g| g.trim().to_string())
+        .unwrap_or_else(|| panic!("no cgroups named in the worker's log: {log}"))
+}
+
 struct Cluster {
     hub: Pico,
     /// The home path every host shows its own directory at.
@@ -738,6 +747,22 @@ fn an_operator_moves_a_tenant_to_another_worker() {
     );
     let t = hub_tenant_when(&hub, "web", |t| t["worker"] == "w2");
     assert_eq!(t["placed_because"], "moved by an operator", "{t}");
+    // Restored straight into w2's cgroup for it, not into w1's (which CRIU would make again
+    // here, with w1's limits, and which no one would remove).
+    let w2_log = w2.pico.worker_log();
+    assert!(
+        !w2_log.contains("the tenant is not in its cgroup"),
+        "{w2_log}"
+    );
+    let w1_group = cgroup_group(&w1.pico.worker_log());
+    for hierarchy in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup",
+    ] {
+        let left = Path::new(hierarchy).join(&w1_group).join("web");
+        assert!(!left.exists(), "{} is left", left.display());
+    }
     let answer = dig(dns, &[&format!("web.{ZONE}"), "A"]);
     assert!(answer.contains("\tA\t127.0.0.2"), "{answer}");
     let on_w1 = w1.pico.json(&["tenant", "ls"]);

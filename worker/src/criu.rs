@@ -48,6 +48,35 @@ pub struct Criu {
     cgroup_yard: Option<PathBuf>,
 }
 
+/// A cgroup a restored tree lands in instead of the one its dump recorded (CRIU's
+/// `--cgroup-root CONTROLLER:PATH`, which renames the dumped tree's top cgroup in that hierarchy):
+/// a tenant dumped by another worker (a move between hosts) would otherwise be put where that
+/// worker kept it, a cgroup CRIU makes for it here with the other worker's limits and that no
+/// one removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupRoot {
+    /// The hierarchy, by a controller of it ("memory", "cpu"; "" names v2's).
+    pub controller: String,
+    /// From the hierarchy's root, `/`-led.
+    pub path: String,
+}
+
+impl CgroupRoot {
+    /// The argument of `--cgroup-root`.
+    fn arg(&self) -> String {
+        format!("{}:{}", self.controller, self.path)
+    }
+}
+
+/// Where a restored tree is put: the network namespace it joins, the mount view that becomes its
+/// root, the cgroups it lands in (none given: those its dump recorded).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Placement<'a> {
+    pub netns: Option<&'a Path>,
+    pub view: Option<&'a View>,
+    pub cgroups: &'a [CgroupRoot],
+}
+
 /// CRIU's switch to its breakpoint-free path (`CRIU_FAULT=130`, `FI_NO_BREAKPOINTS`): it stops
 /// the restored (and the parasite-cured) tasks at their final `rt_sigreturn` by tracing their
 /// system calls, as it does on kernels without hardware breakpoints, instead of setting a debug
@@ -313,9 +342,9 @@ impl Criu {
         cmd.spawn().map_err(|e| Error::io(&self.bin, e))
     }
 
-    /// Restores the tree from `images`, detached; with `lazy`, memory marked lazy is left to the
-    /// lazy-pages daemon already listening in `work`. Returns the root pid.
-    /// With `netns`, it runs inside the namespace pinned there, and so does the tree. With
+    /// Restores the tree from `images`, detached, put as `placement` says; with `lazy`, memory
+    /// marked lazy is left to the lazy-pages daemon already listening in `work`. Returns the
+    /// root pid. With a network namespace, CRIU runs inside it, and so does the tree. With
     /// `stopped`, every task of the tree is left stopped (`SIGSTOP` before CRIU lets go of it,
     /// so none runs an instruction of its own): the caller continues them
     /// (`process::continue_tree`) or kills them.
@@ -324,10 +353,14 @@ impl Criu {
         images: &Path,
         work: &Path,
         lazy: bool,
-        netns: Option<&Path>,
-        view: Option<&View>,
+        placement: Placement<'_>,
         stopped: bool,
     ) -> Result<u32> {
+        let Placement {
+            netns,
+            view,
+            cgroups,
+        } = placement;
         let pidfile = work.join("restore.pid");
         let mut cmd = self.command("restore", images, work, "restore.log");
         cmd.arg("-d")
@@ -342,6 +375,9 @@ impl Criu {
         }
         if let Some(yard) = &self.cgroup_yard {
             cmd.arg("--cgroup-yard").arg(yard);
+        }
+        for root in cgroups {
+            cmd.arg("--cgroup-root").arg(root.arg());
         }
         if let Some(view) = view {
             prepare_root(view)?;

@@ -7,6 +7,8 @@
 
 use criu_image::protowire::{put_bool, put_bytes, put_int32, put_uint, Fields, Value};
 
+use crate::criu::CgroupRoot;
+
 /// `criu_req_type.RESTORE`.
 const RESTORE: u64 = 2;
 
@@ -32,6 +34,8 @@ pub(crate) struct RestoreRequest<'a> {
     pub external: &'a [String],
     /// `cgroup_yard` (60): the directory where the cgroup hierarchies are (see `cgroup::yard`).
     pub cgroup_yard: Option<&'a str>,
+    /// `cg_root` (25): for each, `ctrl` (1) and `path` (2) (see [`CgroupRoot`]).
+    pub cgroup_roots: &'a [CgroupRoot],
     /// `leave_stopped` (69): the restored tasks are left stopped (`SIGSTOP`), to be continued
     /// by the caller.
     pub leave_stopped: bool,
@@ -71,6 +75,12 @@ impl RestoreRequest<'_> {
         }
         for external in self.external {
             put_bytes(&mut opts, 37, external.as_bytes());
+        }
+        for root in self.cgroup_roots {
+            let mut entry = Vec::new();
+            put_bytes(&mut entry, 1, root.controller.as_bytes());
+            put_bytes(&mut entry, 2, root.path.as_bytes());
+            put_bytes(&mut opts, 25, &entry);
         }
         if let Some(yard) = self.cgroup_yard {
             put_bytes(&mut opts, 60, yard.as_bytes());
@@ -135,6 +145,7 @@ mod tests {
             join_netns: None,
             root: None,
             external: &[],
+            cgroup_roots: &[],
             cgroup_yard: None,
             leave_stopped: false,
         }
@@ -165,6 +176,7 @@ mod tests {
             join_netns: Some("/n"),
             root: None,
             external: &[],
+            cgroup_roots: &[],
             cgroup_yard: None,
             leave_stopped: false,
         }
@@ -177,8 +189,18 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_request_may_give_a_root_external_mounts_a_cgroup_yard_and_leave_stopped() {
+    fn a_restore_request_may_give_a_root_external_mounts_cgroups_and_leave_stopped() {
         let external = ["mnt[usr]:/usr".to_string()];
+        let cgroup_roots = [
+            CgroupRoot {
+                controller: "memory".into(),
+                path: "/p".into(),
+            },
+            CgroupRoot {
+                controller: String::new(),
+                path: "/p".into(),
+            },
+        ];
         let req = RestoreRequest {
             images_dir: "/i",
             work_dir_fd: 7,
@@ -188,6 +210,7 @@ mod tests {
             join_netns: None,
             root: Some("/v"),
             external: &external,
+            cgroup_roots: &cgroup_roots,
             cgroup_yard: Some("/y"),
             leave_stopped: true,
         }
@@ -198,6 +221,13 @@ mod tests {
         let mut ext = vec![0xaa, 0x02, 13];
         ext.extend_from_slice(b"mnt[usr]:/usr");
         assert!(req.windows(ext.len()).any(|w| w == ext), "{req:x?}");
+        // cg_root (25: key 0xca 0x01) { ctrl "memory", path "/p" }, then { ctrl "", path "/p" }
+        // (v2's hierarchy: a controller named "", not none, which would rename every hierarchy).
+        let mut roots = vec![0xca, 0x01, 12, 0x0a, 0x06];
+        roots.extend_from_slice(b"memory");
+        roots.extend_from_slice(&[0x12, 0x02, b'/', b'p', 0xca, 0x01, 6, 0x0a, 0x00]);
+        roots.extend_from_slice(&[0x12, 0x02, b'/', b'p']);
+        assert!(req.windows(roots.len()).any(|w| w == roots), "{req:x?}");
         // cgroup_yard (60: key 0xe2 0x03) "/y".
         let yard: &[u8] = &[0xe2, 0x03, 0x02, b'/', b'y'];
         assert!(req.windows(yard.len()).any(|w| w == yard), "{req:x?}");

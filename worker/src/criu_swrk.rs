@@ -24,7 +24,7 @@ use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use tokio::process::{Child, Command};
 use tracing::{debug, warn};
 
-use crate::criu::Criu;
+use crate::criu::{CgroupRoot, Criu, Placement};
 use crate::criu_rpc::{RestoreRequest, RestoreResponse};
 use crate::error::{Error, Result};
 
@@ -147,16 +147,20 @@ impl CriuSpares {
     /// --tcp-established`, its log level, `restore.log` in `work`); returns the root pid.
     /// `Ok(None)` when no spare is ready (start CRIU instead). A restore CRIU reports failed is
     /// an error naming its log.
-    /// With `netns`, the tree joins the network namespace pinned there; with `stopped`, its
-    /// tasks are left stopped (see [`Criu::restore`]).
+    /// The tree is put as `placement` says; with `stopped`, its tasks are left stopped (see
+    /// [`Criu::restore`]).
     pub async fn restore(
         &self,
         images: &Path,
         work: &Path,
-        netns: Option<&Path>,
-        view: Option<&View>,
+        placement: Placement<'_>,
         stopped: bool,
     ) -> Result<Option<u32>> {
+        let Placement {
+            netns,
+            view,
+            cgroups,
+        } = placement;
         if let Some(view) = view {
             crate::criu::prepare_root(view)?;
         }
@@ -170,6 +174,7 @@ impl CriuSpares {
             view: view.cloned(),
             log_level: self.criu.log_level(),
             cgroup_yard: self.criu.cgroup_yard().map(Path::to_path_buf),
+            cgroup_roots: cgroups.to_vec(),
             leave_stopped: stopped,
         };
         let Spare { mut child, socket } = spare;
@@ -213,6 +218,7 @@ struct Asked {
     view: Option<View>,
     log_level: u8,
     cgroup_yard: Option<PathBuf>,
+    cgroup_roots: Vec<CgroupRoot>,
     leave_stopped: bool,
 }
 
@@ -225,6 +231,7 @@ fn ask_to_restore(socket: &OwnedFd, asked: &Asked) -> std::io::Result<RestoreRes
         view,
         log_level,
         cgroup_yard,
+        cgroup_roots,
         leave_stopped,
     } = asked;
     let (netns, view, cgroup_yard) = (netns.as_deref(), view.as_ref(), cgroup_yard.as_deref());
@@ -262,6 +269,7 @@ fn ask_to_restore(socket: &OwnedFd, asked: &Asked) -> std::io::Result<RestoreRes
                     .ok_or_else(|| bad(format!("cgroup yard {p:?} is not UTF-8")))
             })
             .transpose()?,
+        cgroup_roots,
         leave_stopped: *leave_stopped,
     }
     .encode();
@@ -342,7 +350,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let dir = tempfile::tempdir().unwrap();
         let restored = spares
-            .restore(dir.path(), dir.path(), None, None, false)
+            .restore(dir.path(), dir.path(), Placement::default(), false)
             .await
             .unwrap();
         assert_eq!(restored, None, "a dead spare is passed over");
@@ -357,7 +365,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // An empty image directory: CRIU finds no inventory.
         let err = spares
-            .restore(dir.path(), dir.path(), None, None, false)
+            .restore(dir.path(), dir.path(), Placement::default(), false)
             .await
             .unwrap_err()
             .to_string();

@@ -303,6 +303,19 @@ pub(crate) struct TenantSlot {
 }
 
 impl TenantSlot {
+    /// Where a restore puts this tenant's tree: in its network namespace and view, and in the
+    /// cgroups `cgroups` (this worker's, see [`Worker::cgroup_roots`]).
+    pub(crate) fn placement<'a>(
+        &'a self,
+        cgroups: &'a [crate::criu::CgroupRoot],
+    ) -> crate::criu::Placement<'a> {
+        crate::criu::Placement {
+            netns: self.netns.as_deref(),
+            view: self.view.as_ref(),
+            cgroups,
+        }
+    }
+
     /// The slot of a tenant in `dirs` whose record is `info`; nothing restored yet.
     pub(crate) fn new(dirs: TenantDirs, info: TenantInfo, secrets: &[PathBuf]) -> TenantSlot {
         let netns = Some(dirs.netns()).filter(|p| crate::netns::is_pinned(p));

@@ -207,15 +207,9 @@ impl Worker {
         rt.info.staging = None;
         let restored = match self.prepare_cgroup(&slot.name, &rt.info.limits) {
             Ok(_) => {
+                let cgroups = self.cgroup_roots(&slot.name);
                 self.criu
-                    .restore(
-                        staging,
-                        work,
-                        false,
-                        slot.netns.as_deref(),
-                        slot.view.as_ref(),
-                        false,
-                    )
+                    .restore(staging, work, false, slot.placement(&cgroups), false)
                     .await
             }
             Err(e) => Err(e),

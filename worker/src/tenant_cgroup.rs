@@ -6,6 +6,7 @@ use std::path::Path;
 use tracing::warn;
 
 use crate::cgroup::{Limits, TenantCgroup};
+use crate::criu::CgroupRoot;
 use crate::host::Worker;
 
 impl Worker {
@@ -36,6 +37,15 @@ impl Worker {
                 source,
             })?;
         Ok(Some(cgroup))
+    }
+
+    /// Where a restore puts tenant `name`'s tree in each hierarchy of its cgroup here, whatever
+    /// worker dumped it (none without cgroups).
+    pub(crate) fn cgroup_roots(&self, name: &str) -> Vec<CgroupRoot> {
+        self.cgroups
+            .tenant(name)
+            .map(|c| c.restore_roots())
+            .unwrap_or_default()
     }
 
     /// Removes tenant `name`'s cgroup once its processes are gone (a failure is logged: an

@@ -186,7 +186,7 @@ impl Run<'_> {
         std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
         let live = Live::new(
             self.criu
-                .restore(&images, &work, false, None, None, false)
+                .restore(&images, &work, false, Default::default(), false)
                 .await
                 .map_err(|e| Error::Criu {
                     tenant: self.name.clone(),

@@ -481,7 +481,16 @@ async fn eager_runs(
             c.recreate().map_err(cgroup_step)?;
         }
         *pid = criu
-            .restore(images, &work, false, Some(netns), None, false)
+            .restore(
+                images,
+                &work,
+                false,
+                worker::criu::Placement {
+                    netns: Some(netns),
+                    ..Default::default()
+                },
+                false,
+            )
             .await
             .map_err(|e| Error::Step("criu restore".into(), e.to_string()))?;
         let ms = inside(ns, || first_answer(app, port, started))?;

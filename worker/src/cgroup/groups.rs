@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::{shares_of_weight, Hierarchy, Limits, CPU_WEIGHT_DEFAULT};
+use crate::criu::CgroupRoot;
 
 /// Under the root of each hierarchy: every worker's cgroups.
 const TOP: &str = "picocenter";
@@ -322,6 +323,24 @@ impl TenantCgroup {
                 let mut fields = line.splitn(3, ':');
                 let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
                 (Path::new(path) == want).then(|| controllers.to_string())
+            })
+            .collect()
+    }
+
+    /// This cgroup as a restore's cgroup roots: the dumped tree's top cgroup, in the memory and
+    /// cpu hierarchies (v1) or in v2's, renamed to this one. Other hierarchies a dump may have
+    /// recorded keep their paths.
+    pub(crate) fn restore_roots(&self) -> Vec<CgroupRoot> {
+        let path = Path::new("/")
+            .join(&self.relative)
+            .to_string_lossy()
+            .into_owned();
+        let controllers: &[&str] = if self.v2() { &[""] } else { &["memory", "cpu"] };
+        controllers
+            .iter()
+            .map(|controller| CgroupRoot {
+                controller: controller.to_string(),
+                path: path.clone(),
             })
             .collect()
     }

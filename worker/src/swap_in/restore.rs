@@ -71,16 +71,10 @@ impl Worker {
             }
         };
         self.ready_for_a_cgroup_move();
+        let cgroups = self.cgroup_roots(&slot.name);
         let restored = match self
             .criu
-            .restore(
-                mountpoint,
-                &work,
-                true,
-                slot.netns.as_deref(),
-                slot.view.as_ref(),
-                false,
-            )
+            .restore(mountpoint, &work, true, slot.placement(&cgroups), false)
             .await
         {
             Ok(pid) => wait_for_daemon(&gate, &mut daemon, &daemon_work)

@@ -471,15 +471,16 @@ impl Worker {
         slot: &TenantSlot,
         stopped: bool,
     ) -> Result<u32> {
-        let (netns, view) = (slot.netns.as_deref(), slot.view.as_ref());
+        let cgroups = self.cgroup_roots(&slot.name);
+        let placement = slot.placement(&cgroups);
         self.ready_for_a_cgroup_move();
         if let (Some(spares), None) = (&self.criu_spares, slot.user_namespace) {
-            if let Some(pid) = spares.restore(images, work, netns, view, stopped).await? {
+            if let Some(pid) = spares.restore(images, work, placement, stopped).await? {
                 return Ok(pid);
             }
         }
         self.criu
-            .restore(images, work, false, netns, view, stopped)
+            .restore(images, work, false, placement, stopped)
             .await
     }
 }
