@@ -989,6 +989,20 @@ fn a_dead_workers_tenant_is_placed_where_its_pages_are_cached() {
     let because = t["placed_because"].as_str().unwrap();
     assert!(because.contains("w3 holds"), "{because}");
     assert_eq!(w3.get(port, "/inc"), (200, "3".into()));
+
+    // The killed w1's cgroup goes with its home: named in its tenants directory, as the test
+    // kit could not derive it (w1 saw that directory at the shared path, and is named).
+    let w1_group = cgroup_group(&w1.pico.worker_log());
+    drop((_hub_daemon, workers));
+    drop(cluster);
+    for hierarchy in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup",
+    ] {
+        let left = Path::new(hierarchy).join(&w1_group);
+        assert!(!left.exists(), "{} is left", left.display());
+    }
 }
 
 #[test]

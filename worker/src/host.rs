@@ -87,6 +87,7 @@ impl Worker {
         let tenants = TenantTable::load(&config, &secrets)?;
         let host_netns = HostNetns::current().map_err(|e| Error::io("/proc/self/ns/net", e))?;
         let mut cgroups = crate::cgroup::Cgroups::detect(&config.cgroup_key());
+        cgroups.record_group(&config.tenants_dir);
         let yard = cgroups.prepare_restores(
             &config.mounts_dir.join(".cgroup-yard"),
             &config.mounts_dir.join(".cgroup2"),

@@ -541,7 +541,11 @@ pub const RECORD_FORMAT: u32 = 1;
 pub fn load_registry(tenants_dir: &Path) -> Result<Vec<(TenantDirs, TenantInfo)>> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(tenants_dir).map_err(|e| Error::io(tenants_dir, e))?;
-    for entry in entries.flatten() {
+    // Each tenant is a directory; a file beside them is the worker's (`cgroup::GROUP_FILE`).
+    for entry in entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+    {
         let dirs = TenantDirs { root: entry.path() };
         match TenantInfo::load(&dirs.state_file()) {
             Ok(info) => out.push((dirs, info)),

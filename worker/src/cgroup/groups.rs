@@ -14,6 +14,11 @@ use crate::criu::CgroupRoot;
 /// Under the root of each hierarchy: every worker's cgroups.
 const TOP: &str = "picocenter";
 
+/// The file in a worker's tenants directory naming its group (`picocenter/<id>`): the group is
+/// named after a key (`WorkerConfig::cgroup_key`) that whoever cleans up after a killed worker may
+/// not know (a worker in a mount namespace of its own sees its tenants directory at another path).
+pub const GROUP_FILE: &str = ".cgroup-group";
+
 /// How long the removal of a cgroup waits for its last processes to be gone from it.
 const REMOVE_WITHIN: Duration = Duration::from_secs(2);
 
@@ -66,6 +71,19 @@ impl Cgroups {
             );
         }
         cgroups
+    }
+
+    /// Writes the worker's group into `tenants_dir` ([`GROUP_FILE`]); a failure is logged
+    /// (only a cleanup after a killed worker reads it).
+    pub(crate) fn record_group(&self, tenants_dir: &Path) {
+        if self.hierarchy.is_none() {
+            return;
+        }
+        let path = tenants_dir.join(GROUP_FILE);
+        let text = format!("{}\n", self.group.display());
+        if let Err(e) = std::fs::write(&path, text) {
+            warn!(path = %path.display(), error = %e, "could not record the worker's cgroup");
+        }
     }
 
     /// The cgroups of the worker on `tenants_dir` in `hierarchy` (or without one, and why).
@@ -161,20 +179,35 @@ impl Cgroups {
     }
 }
 
-/// Removes the cgroups a killed worker keyed `key` (its tenants directory, see
-/// `WorkerConfig::cgroup_key`) left: its tenants' cgroups once they hold no process (waiting up
-/// to 2 s for processes just killed to leave them), then its group. For whoever removes a
-/// killed worker's home (tests); a worker started again on the home does it for itself.
-pub fn remove_leftover_cgroups(key: &Path) {
+/// Removes the cgroups a killed worker of `tenants_dir` left: its tenants' cgroups once they
+/// hold no process (waiting up to 2 s for processes just killed to leave them), then its group
+/// (the one its [`GROUP_FILE`] names, else the one named after `tenants_dir`). For whoever
+/// removes a killed worker's home (tests); a worker started again on the home does it for
+/// itself.
+pub fn remove_leftover_cgroups(tenants_dir: &Path) {
     let Ok(hierarchy) = Hierarchy::detect() else {
         return;
     };
-    let cgroups = Cgroups::new(Ok(hierarchy), key);
+    let mut cgroups = Cgroups::new(Ok(hierarchy), tenants_dir);
+    let recorded = std::fs::read_to_string(tenants_dir.join(GROUP_FILE));
+    if let Some(group) = recorded.ok().and_then(|text| recorded_group(&text)) {
+        cgroups.group = group;
+    }
     let started = Instant::now();
     while cgroups.remove_empty_tenant_groups().1 > 0 && started.elapsed() < REMOVE_WITHIN {
         std::thread::sleep(Duration::from_millis(10));
     }
     cgroups.remove_worker_group();
+}
+
+/// The group a [`GROUP_FILE`]'s `text` names, if it is one of `picocenter`'s (never a path
+/// that leads elsewhere).
+fn recorded_group(text: &str) -> Option<PathBuf> {
+    let group = Path::new(text.trim());
+    let mut parts = group.components();
+    let top = parts.next()? == std::path::Component::Normal(TOP.as_ref());
+    let id = matches!(parts.next()?, std::path::Component::Normal(_));
+    (top && id && parts.next().is_none()).then(|| group.to_path_buf())
 }
 
 /// Makes the worker's group `group` (relative to each root of `hierarchy`).
@@ -543,6 +576,25 @@ mod tests {
             ))
         );
         assert_eq!(own_cgroup_dir(&v2, "4:memory:/x\n"), None, "no v2 line");
+    }
+
+    #[test]
+    fn a_recorded_group_is_taken_only_when_it_is_one_of_picocenter_s() {
+        assert_eq!(
+            recorded_group("picocenter/0123456789ab\n"),
+            Some(PathBuf::from("picocenter/0123456789ab"))
+        );
+        for bad in [
+            "",
+            "picocenter",
+            "picocenter/a/b",
+            "/picocenter/a",
+            "picocenter/..",
+            "../picocenter/a",
+            "system.slice/a",
+        ] {
+            assert_eq!(recorded_group(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
