@@ -81,7 +81,7 @@ sleep 1
 
 case "$APP" in
   counter) CMD=(python3 "$REPO/deploy/apps/counter.py" "$PORT") ;;
-  redis) CMD=(redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no) ;;
+  redis) CMD=(redis-server --port "$PORT" --bind 127.0.0.1 --protected-mode no --save "" --appendonly no) ;;
   *) echo "APP must be counter or redis" >&2; exit 2 ;;
 esac
 "$PICO" --home "$WORK/w1" tenant add web --port "$PORT" --idle-timeout 0 -- "${CMD[@]}" >/dev/null
