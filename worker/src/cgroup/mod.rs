@@ -32,28 +32,37 @@
 //! The cgroup is removed when the tenant's tree is gone (swap-out, removal): a sleeping tenant
 //! costs no cgroup; a killed worker's, left holding no process, go at its next start (or with
 //! its home: [`remove_leftover_cgroups`]). Before a restore it is made again with the tenant's
-//! limits, and CRIU (its default `--manage-cgroups=soft`) puts the restored tree back into the
-//! cgroup it was dumped from, which already exists, so CRIU leaves its settings alone.
+//! limits, and CRIU (its default `--manage-cgroups=soft`) puts the restored tree into it (named
+//! by the restore, [`TenantCgroup::restore_roots`], whichever worker dumped the tenant), which
+//! already exists, so CRIU leaves its settings alone.
+//!
+//! **Modules.** `groups`: the worker's group; `tenant_group`: one tenant's cgroup;
+//! `own_group`: the cgroup the worker itself runs in; `files`: writing cgroup files.
 //!
 //! **Restores.** CRIU finds the hierarchies in a yard of links the worker makes at start
 //! ([`yard`]) instead of mounting them for each restore, and its move of the restored tree
 //! waits for no RCU grace period once `favordynmods` is on ([`fast_moves`]).
 
 mod fast_moves;
+mod files;
 mod groups;
 mod hierarchy;
 mod limits;
+mod own_group;
 mod standalone;
+mod tenant_group;
 mod yard;
 
 pub use groups::remove_leftover_cgroups;
-pub(crate) use groups::{join_before_exec, ready_for_a_move, Cgroups, TenantCgroup};
+pub(crate) use groups::Cgroups;
 pub(crate) use hierarchy::Hierarchy;
 pub(crate) use limits::shares_of_weight;
 pub use limits::{
     parse_memory_size, Limits, CPU_WEIGHT_DEFAULT, CPU_WEIGHT_MAX, CPU_WEIGHT_MIN, MEMORY_LIMIT_MIN,
 };
+pub(crate) use own_group::ready_for_a_move;
 pub use standalone::StandaloneCgroup;
+pub(crate) use tenant_group::{join_before_exec, TenantCgroup};
 
 impl Cgroups {
     /// Readies the machine for this worker's restores, once at its start (`None` without a
