@@ -41,17 +41,32 @@ fn counter_add_args(name: &str, port: u16) -> Vec<String> {
 
 /// [`counter_add_args`] with `flags` (`--disk-quota 16M`, ...) before the command.
 fn counter_add_args_with(name: &str, port: u16, flags: &[&str]) -> Vec<String> {
-    let mut args = counter_add_args(name, port);
-    let at = args.iter().position(|a| a == "--").unwrap();
-    args.splice(at..at, flags.iter().map(|f| f.to_string()));
-    args
+    let port_s = port.to_string();
+    tenant_add_args(
+        name,
+        port,
+        "0",
+        flags,
+        &["python3", &counter_app(), &port_s],
+    )
 }
 
 /// `tenant add NAME --port PORT --idle-timeout IDLE -- python3 deploy/apps/counter.py PORT`.
 fn counter_add_args_idle(name: &str, port: u16, idle: &str) -> Vec<String> {
+    let port_s = port.to_string();
+    tenant_add_args(name, port, idle, &[], &["python3", &counter_app(), &port_s])
+}
+
+/// `tenant add NAME --port PORT --idle-timeout IDLE FLAGS... -- COMMAND...`.
+fn tenant_add_args(
+    name: &str,
+    port: u16,
+    idle: &str,
+    flags: &[&str],
+    command: &[&str],
+) -> Vec<String> {
     let port = port.to_string();
-    let app = counter_app();
-    [
+    let head = [
         "tenant",
         "add",
         name,
@@ -59,29 +74,20 @@ fn counter_add_args_idle(name: &str, port: u16, idle: &str) -> Vec<String> {
         &port,
         "--idle-timeout",
         idle,
-        "--",
-        "python3",
-        &app,
-        &port,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ];
+    head.iter()
+        .chain(flags)
+        .chain(&["--"])
+        .chain(command)
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// Adds a redis tenant (no persistence) on a free port with `idle` as its idle timeout.
 fn add_redis_idle(p: &Pico, name: &str, idle: &str) -> u16 {
     let port = free_port();
     let port_s = port.to_string();
-    p.ok(&[
-        "tenant",
-        "add",
-        name,
-        "--port",
-        &port_s,
-        "--idle-timeout",
-        idle,
-        "--",
+    let redis = [
         "redis-server",
         "--port",
         &port_s,
@@ -96,7 +102,8 @@ fn add_redis_idle(p: &Pico, name: &str, idle: &str) -> u16 {
         "no",
         "--daemonize",
         "no",
-    ]);
+    ];
+    p.ok(&strs(&tenant_add_args(name, port, idle, &[], &redis)));
     port
 }
 

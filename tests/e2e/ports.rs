@@ -8,7 +8,7 @@ use testkit::net::{free_port, http_get, http_get_from};
 
 use testkit::pico::Pico;
 
-use super::{counter_add_args, pico, strs, tenant, wait_kernel_forwarded};
+use super::{counter_add_args, pico, strs, tenant, tenant_add_args, wait_kernel_forwarded};
 
 /// Adds a tenant running `deploy/apps/proxyecho.py` on a free port, never idle, with `flags`
 /// added to `tenant add`; its port.
@@ -16,18 +16,8 @@ fn add_proxyecho(p: &Pico, name: &str, flags: &[&str]) -> u16 {
     let echo = testkit::repo_root().join("deploy/apps/proxyecho.py");
     let port = free_port();
     let port_s = port.to_string();
-    let mut args = vec![
-        "tenant",
-        "add",
-        name,
-        "--port",
-        &port_s,
-        "--idle-timeout",
-        "0",
-    ];
-    args.extend(flags);
-    args.extend(["--", "python3", echo.to_str().unwrap(), &port_s]);
-    p.ok(&args);
+    let command = ["python3", echo.to_str().unwrap(), &port_s];
+    p.ok(&strs(&tenant_add_args(name, port, "0", flags, &command)));
     port
 }
 
