@@ -206,8 +206,8 @@ impl Worker {
     ) -> Result<String> {
         rt.info.staging = None;
         let restored = match self.prepare_cgroup(&slot.name, &rt.info.limits) {
-            Ok(_) => {
-                let cgroups = self.cgroup_roots(&slot.name);
+            Ok(cgroup) => {
+                let cgroups = cgroup.map(|c| c.restore_roots()).unwrap_or_default();
                 self.criu
                     .restore(staging, work, false, slot.placement(&cgroups), false)
                     .await
