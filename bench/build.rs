@@ -3,9 +3,8 @@
 //! saved release build run from a newer checkout was recorded under the newer commit).
 //!
 //! `-dirty` when tracked files differ from that commit. The script runs again when the commit
-//! moves or a source of the binary changes; "unknown" outside a git checkout (a source tarball).
+//! moves or a file of the checkout changes; "unknown" outside a git checkout (a source tarball).
 
-use std::path::Path;
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
@@ -35,21 +34,15 @@ fn main() {
     if let Some(log) = git(&["rev-parse", "--git-path", "logs/HEAD"]) {
         println!("cargo:rerun-if-changed={log}");
     }
+    // Every top-level entry of the checkout but git's and a build's own: what the binary is
+    // built from, whatever crates the workspace gains.
     if let Some(root) = git(&["rev-parse", "--show-toplevel"]) {
-        let root = Path::new(&root);
-        for source in [
-            "Cargo.toml",
-            "Cargo.lock",
-            "src",
-            "pagestore/src",
-            "criu-image/src",
-            "pager/src",
-            "worker/src",
-            "hub/src",
-            "bench/src",
-            "charts/src",
-        ] {
-            println!("cargo:rerun-if-changed={}", root.join(source).display());
+        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with('.') && name != "target" {
+                println!("cargo:rerun-if-changed={}", entry.path().display());
+            }
         }
     }
 }
