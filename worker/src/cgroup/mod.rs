@@ -33,7 +33,7 @@
 //! costs no cgroup; a killed worker's, left holding no process, go at its next start (or with
 //! its home: [`remove_leftover_cgroups`]). Before a restore it is made again with the tenant's
 //! limits, and CRIU (its default `--manage-cgroups=soft`) puts the restored tree into it (named
-//! by the restore, [`TenantCgroup::restore_roots`], whichever worker dumped the tenant), which
+//! by the restore, `TenantCgroup::restore_roots`, whichever worker dumped the tenant), which
 //! already exists, so CRIU leaves its settings alone.
 //!
 //! **Modules.** `groups`: the worker's group; `tenant_group`: one tenant's cgroup;
