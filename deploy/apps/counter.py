@@ -4,7 +4,8 @@
 Used by the end-to-end tests and benchmarks: after a swap-out and swap-in, the next /inc must
 continue the count, which proves the process memory came back. GET /ballast?mb=N allocates N MiB
 of random data (a large heap that no dedup or compression shrinks; requests touch none of it but
-GET /touch, which reads a byte of each of its pages and answers their sum),
+GET /touch, which reads a byte of each of its pages and answers their sum; /touch?mb=N only
+its last N MiB),
 GET /env?name=X answers its environment variable X, GET /cwd its working directory, GET / "ok".
 GET /write?name=F&kb=N appends N KiB of random bytes to file F of its working directory and
 answers "wrote", or the errno's name (ENOSPC) when the write fails; GET /size?name=F answers F's
@@ -54,7 +55,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif self.path.startswith("/size?name="):
             body = str(os.path.getsize(self.path.split("=", 1)[1]))
         elif self.path.startswith("/touch"):
-            body = str(sum(sum(b[::4096]) for b in BALLAST))
+            last = int(self.path.split("mb=")[-1]) if "mb=" in self.path else len(BALLAST)
+            body = str(sum(sum(b[::4096]) for b in BALLAST[len(BALLAST) - last:]))
         elif self.path.startswith("/ballast"):
             mb = int(self.path.split("mb=")[-1]) if "mb=" in self.path else 1
             for _ in range(mb):

@@ -29,6 +29,11 @@
 //!
 //! The copy is stored like the cold tier's packs, in zstd frames ([`crate::frame`]), since it is
 //! at rest there as long as its checkpoint is the newest.
+//!
+//! After the chosen pages, an ingest may also put in the pages whose content an earlier
+//! checkpoint of the caller's choosing did not hold ([`ChangedSince`]): for a tenant's previous
+//! checkpoint, the pages it wrote while last awake, which its next reader is likely to touch
+//! again however its chosen pages were guessed.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -72,6 +77,45 @@ const LOCALITY_LEVEL: i32 = 3;
 pub struct PagePos {
     pub file: String,
     pub page: u64,
+}
+
+/// Which pages an ingest adds to its locality pack after the chosen ones: those whose content
+/// `earlier` does not hold, at most `max_pages`, in the order of the files and their pages.
+#[derive(Clone, Debug)]
+pub struct ChangedSince {
+    pub earlier: std::sync::Arc<Manifest>,
+    pub max_pages: usize,
+}
+
+/// The positions of the pages of `files` that [`ChangedSince`] adds after `chosen`: non-zero,
+/// held by no page of `earlier` nor at any of `chosen`, each content once.
+pub(crate) fn changed_positions(
+    files: &[FileEntry],
+    chosen: &[PagePos],
+    changed: &ChangedSince,
+) -> Vec<PagePos> {
+    let earlier: HashSet<&PageId> = changed.earlier.non_zero_pages().collect();
+    let at = |pos: &PagePos| {
+        let file = files.iter().find(|f| f.name == pos.file)?;
+        file.pages().get(pos.page as usize).copied()
+    };
+    let mut seen: HashSet<PageId> = chosen.iter().filter_map(at).collect();
+    let mut positions = Vec::new();
+    for file in files {
+        for (page, id) in file.pages().iter().enumerate() {
+            if positions.len() >= changed.max_pages {
+                return positions;
+            }
+            if id.is_zero() || earlier.contains(id) || !seen.insert(*id) {
+                continue;
+            }
+            positions.push(PagePos {
+                file: file.name.clone(),
+                page: page as u64,
+            });
+        }
+    }
+    positions
 }
 
 /// The locality pack of one checkpoint, as a reader needs it.
@@ -317,24 +361,34 @@ impl PageStore {
         Ok(decode_locality(source, data, |_| {}).await?.len())
     }
 
-    /// Builds and uploads the locality pack of an ingest (nothing when `positions` names no
-    /// stored page). Not in the catalog: its pages are found in their ordinary packs.
+    /// Builds and uploads the locality pack of an ingest: the pages at `chosen`, then those
+    /// `changed` adds (nothing when they name no stored page). Not in the catalog: its pages are
+    /// found in their ordinary packs. Returns it and how many of its pages `changed` added.
     pub(crate) async fn write_locality(
         &self,
         tenant: &str,
         generation: u64,
         dir: &Path,
         files: &[FileEntry],
-        positions: &[PagePos],
-    ) -> Result<Option<LocalityPack>> {
-        if positions.is_empty() {
+        chosen: &[PagePos],
+        changed: Option<&ChangedSince>,
+    ) -> Result<Option<(LocalityPack, u64)>> {
+        if chosen.is_empty() && changed.is_none() {
             return Ok(None);
         }
         let built = {
-            let (dir, files, positions) = (dir.to_path_buf(), files.to_vec(), positions.to_vec());
-            crate::blocking::blocking(move || build(&dir, &files, &positions)).await?
+            let (dir, files) = (dir.to_path_buf(), files.to_vec());
+            let (mut positions, changed) = (chosen.to_vec(), changed.cloned());
+            crate::blocking::blocking(move || {
+                let added =
+                    changed.map_or_else(Vec::new, |c| changed_positions(&files, &positions, &c));
+                let added_count = added.len() as u64;
+                positions.extend(added);
+                Ok(build(&dir, &files, &positions)?.map(|b| (b, added_count)))
+            })
+            .await?
         };
-        let Some((pack, data, pages)) = built else {
+        let Some(((pack, data, pages), changed_pages)) = built else {
             return Ok(None);
         };
         let locality = LocalityPack {
@@ -344,8 +398,14 @@ impl PageStore {
         };
         let key = locality.object_key(tenant, generation);
         self.cold().put(&key, data).await?;
-        info!(key, pages, bytes = locality.bytes, "locality pack written");
-        Ok(Some(locality))
+        info!(
+            key,
+            pages,
+            changed_pages,
+            bytes = locality.bytes,
+            "locality pack written"
+        );
+        Ok(Some((locality, changed_pages)))
     }
 
     /// Deletes the locality packs of `tenant` whose generation `doomed` accepts (retention and
@@ -520,6 +580,51 @@ mod tests {
             },
         };
         (source, data, pages)
+    }
+
+    /// The pages a checkpoint holds and the earlier one did not are added in file order, each
+    /// content once, zero pages and the chosen pages' contents left out, up to the bound.
+    #[test]
+    fn changed_pages_are_those_the_earlier_checkpoint_lacks() {
+        use crate::manifest::testing::{file, of_files};
+        use crate::manifest::FileContent::Paged;
+        let id = |n: u8| PageId::of(&[n; PAGE_SIZE]);
+        let earlier = of_files(vec![file(
+            "pages-1.img",
+            3 * 4096,
+            Paged(vec![id(1), id(2), id(3)]),
+        )]);
+        let files = vec![
+            file("core.img", 10, crate::FileContent::Inline(vec![0; 10])),
+            file(
+                "pages-1.img",
+                6 * 4096,
+                Paged(vec![id(1), id(4), PageId::ZERO, id(5), id(4), id(6)]),
+            ),
+            file("pages-2.img", 2 * 4096, Paged(vec![id(2), id(7)])),
+        ];
+        let pos = |file: &str, page| PagePos {
+            file: file.into(),
+            page,
+        };
+        let chosen = [pos("pages-1.img", 3)];
+        let changed = |max_pages| ChangedSince {
+            earlier: std::sync::Arc::new(earlier.clone()),
+            max_pages,
+        };
+        assert_eq!(
+            changed_positions(&files, &chosen, &changed(100)),
+            [
+                pos("pages-1.img", 1),
+                pos("pages-1.img", 5),
+                pos("pages-2.img", 1)
+            ]
+        );
+        assert_eq!(
+            changed_positions(&files, &chosen, &changed(2)),
+            [pos("pages-1.img", 1), pos("pages-1.img", 5)]
+        );
+        assert!(changed_positions(&files, &chosen, &changed(0)).is_empty());
     }
 
     #[test]

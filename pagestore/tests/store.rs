@@ -1,12 +1,14 @@
 //! The page store end to end on the embedded tiers (dir cold tier + local tier).
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns (open, corrupt_first_pack)
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use pagestore::config::LocalEngine;
 use pagestore::ingest::IngestOptions;
-use pagestore::locality::{self, LocalitySource, PagePos};
+use pagestore::locality::{self, ChangedSince, LocalitySource, PagePos};
 use pagestore::{Error, Manifest, PageId, PageStore, StoreConfig, Tier, PAGE_SIZE};
 use testkit::image::{assert_same_dir, mixed_pages, noise, page, write_image_dir};
 
@@ -534,6 +536,64 @@ async fn a_locality_pack_with_pages_beyond_its_restore_set_is_fetched_for_the_se
     assert_eq!(r.cold_gets, 1, "{r:?}");
     // The pages beyond the set are in memory: reading them sends no GET.
     for id in &beyond {
+        assert_eq!(PageId::of(&store.read_page(id).await.unwrap()), *id);
+    }
+    assert_eq!(store.cold().counters.gets.load(Ordering::Relaxed), 1);
+}
+
+/// Asked to, an ingest also puts into its locality pack, after the chosen pages, every page the
+/// tenant's previous checkpoint did not hold (written since), each once: a fresh reader of the
+/// set finds them in memory too.
+#[tokio::test]
+async fn a_locality_pack_also_holds_the_pages_written_since_the_previous_checkpoint() {
+    let home = tempfile::tempdir().unwrap();
+    let first = mixed_pages(400, 1);
+    let second = keep_then_new(&first, 300, 100, 2);
+    let (a, b) = (home.path().join("a"), home.path().join("b"));
+    write_image_dir(&a, &first, 1);
+    write_image_dir(&b, &second, 2);
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    let r1 = store
+        .ingest_with("t", &a, &criu_image::ingest_options())
+        .await
+        .unwrap();
+    let earlier = Arc::new(store.manifest(&r1.checkpoint).await.unwrap());
+    let set = every(5, 400);
+    let options = IngestOptions {
+        locality: set.clone(),
+        locality_changed: Some(ChangedSince {
+            earlier: earlier.clone(),
+            max_pages: 1000,
+        }),
+        ..criu_image::ingest_options()
+    };
+    let report = store.ingest_with("t", &b, &options).await.unwrap();
+    let manifest = store.manifest(&report.checkpoint).await.unwrap();
+    let wanted = ids_at(&manifest, &set);
+    let old: HashSet<PageId> = earlier.non_zero_pages().copied().collect();
+    let mut written: HashSet<PageId> = manifest
+        .non_zero_pages()
+        .filter(|id| !old.contains(id))
+        .copied()
+        .collect();
+    assert!(written.len() > 50, "{}", written.len());
+    for id in &wanted {
+        written.remove(id);
+    }
+    assert_eq!(report.locality_changed_pages, written.len() as u64);
+    let distinct_set: HashSet<&PageId> = wanted.iter().collect();
+    assert_eq!(
+        report.locality_pages,
+        (distinct_set.len() + written.len()) as u64
+    );
+
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    let r = store
+        .prefetch_with_locality(&wanted, LocalitySource::of(&manifest).as_ref())
+        .await
+        .unwrap();
+    assert!(r.locality.as_ref().unwrap().used, "{r:?}");
+    for id in &written {
         assert_eq!(PageId::of(&store.read_page(id).await.unwrap()), *id);
     }
     assert_eq!(store.cold().counters.gets.load(Ordering::Relaxed), 1);

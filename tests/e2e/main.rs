@@ -555,6 +555,64 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
     assert_eq!(http_get(port, "/inc").unwrap(), "4");
 }
 
+/// Memory a tenant took into use after its ActiveSet was learned costs its next cold wake-up no
+/// cold fault: the swap-out put the pages the tenant wrote since its previous checkpoint into the
+/// locality pack (`locality_written_pages`), which the swap-in fetches with the restore set.
+#[test]
+fn memory_written_since_the_previous_checkpoint_comes_with_the_restore_set() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    p.write_config("[worker]\nwhole_restore_below_mib = 0\n");
+    let _worker = p.start_worker();
+    let port = add_counter(&p, "a");
+    // 8 MiB its requests never touch: the rest of its image is too large to come with the
+    // restore set, so a cold swap-in holds it back for the first answer.
+    assert_eq!(http_get(port, "/ballast?mb=8").unwrap(), "8");
+    let first = p.json(&["tenant", "swap-out", "a"]);
+    assert_eq!(
+        first["locality_written_pages"], 0,
+        "no previous checkpoint: {first}"
+    );
+    p.ok(&["tenant", "swap-in", "a"]);
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    p.ok(&["tenant", "swap-out", "a"]);
+    // Awake again, the tenant fills 2 MiB it never had (random: no page of it is known).
+    p.ok(&["tenant", "swap-in", "a"]);
+    assert_eq!(http_get(port, "/ballast?mb=2").unwrap(), "10");
+    let out = p.json(&["tenant", "swap-out", "a"]);
+    let written = out["locality_written_pages"].as_u64().unwrap();
+    assert!((512..1024).contains(&written), "{out}");
+    let locality_pages = out["locality_pages"].as_u64().unwrap();
+    assert!(
+        locality_pages > written,
+        "the restore set comes first: {out}"
+    );
+
+    p.ok(&["store", "evict", "--tier", "hot"]);
+    p.ok(&["store", "evict", "--tier", "local"]);
+    let cold = p.json(&["tenant", "swap-in", "a"]);
+    let locality = &cold["prefetch"]["locality"];
+    assert_eq!(locality["used"], true, "{cold}");
+    assert_eq!(
+        locality["pages"].as_u64().unwrap(),
+        locality_pages,
+        "{cold}"
+    );
+    // Its first request reads every page of the new 2 MiB, none of which its set names.
+    let sum = http_get(port, "/touch?mb=2").unwrap();
+    assert!(sum.parse::<u64>().is_ok(), "{sum}");
+    p.ok(&["tenant", "swap-out", "a"]);
+    // Its faults found those pages in memory: no unforeseen miss released the rest of the image
+    // before the answer (two do: `SET_MISSES`), nor cost a cold round trip of its own. Without
+    // them in the pack: four round trips, the rest released by the misses.
+    let t = tenant(&p, "a");
+    let (wait, faults) = (&t["last_fill_wait"], &t["last_reads"]["faults"]);
+    assert_eq!(wait["released_by"], "answer", "{t}");
+    assert!(wait["cold_waves"].as_u64().unwrap() <= 2, "{t}");
+    assert!(faults["memory_bytes"].as_u64().unwrap() >= 1 << 20, "{t}");
+    assert_eq!(http_get(port, "/inc").unwrap(), "2");
+}
+
 /// A tenant whose requests touch much of its memory is restored whole once its ActiveSet has
 /// seen it do so (`whole_restore_dense_share`), though its image is over
 /// `whole_restore_below_mib`: from the local tier, one copy into a tmpfs beats faulting those

@@ -54,7 +54,9 @@ impl Worker {
         // Its durable state is as of the dump, whatever the ingest takes.
         let dumped_at = pagestore::clock::now_ms();
         crate::tenant_files::stage_beside(&rt.info, &slot.dirs, &staging).await;
-        let ingested = self.ingest_with_locality(slot, &slot.name, &staging).await;
+        let ingested = self
+            .ingest_with_locality(slot, &slot.name, &staging, rt.newest_manifest())
+            .await;
         let _ = std::fs::remove_dir_all(&staging);
         let report = ingested.map_err(|e| Error::CheckpointNotCommitted {
             name: slot.name.clone(),

@@ -50,6 +50,11 @@ pub struct WorkerConfig {
     /// cold GETs instead of one per scattered run, for duplicated bytes (reported).
     #[serde(default = "default_locality_pack")]
     pub locality_pack: bool,
+    /// The locality pack also holds, after the restore set, up to this many pages the tenant
+    /// wrote since its previous checkpoint (their content is new to it): its next wake-up likely
+    /// touches them again, and a set learned from earlier restores may not name them (0: none).
+    #[serde(default = "default_locality_written_pages")]
+    pub locality_written_pages: usize,
     /// While the tenant's own ActiveSet may still miss (it holds fewer than `activeset_window`
     /// restores, or one of them faulted pages it had not foreseen) and its swap-in holds the rest of its image back for the first answer
     /// (the rest is large), the locality pack also holds the lazy pages within this many pages of
@@ -248,6 +253,10 @@ fn default_locality_pack() -> bool {
     true
 }
 
+fn default_locality_written_pages() -> usize {
+    1024
+}
+
 /// How the ActiveSet's pages reach the tenant on swap-in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -332,6 +341,7 @@ impl WorkerConfig {
             activeset_window_max_ms: default_activeset_window_max_ms(),
             activeset_max_pages: default_activeset_max_pages(),
             locality_pack: default_locality_pack(),
+            locality_written_pages: default_locality_written_pages(),
             activeset_install: ActiveSetInstall::default(),
             whole_restore_below_mib: default_whole_restore_below_mib(),
             keep_whole_images: default_keep_whole_images(),

@@ -461,6 +461,13 @@ pub(crate) struct TenantRuntime {
     pub manifest: Option<(pagestore::CheckpointId, Arc<pagestore::Manifest>)>,
 }
 
+impl TenantRuntime {
+    /// The manifest of the tenant's newest checkpoint, when this process has it.
+    pub fn newest_manifest(&self) -> Option<Arc<pagestore::Manifest>> {
+        self.manifest.as_ref().map(|(_, m)| Arc::clone(m))
+    }
+}
+
 /// Waits for the tail of a restore (`TenantRuntime::restoring`), at most [`LAZY_COPY_LIMIT`];
 /// false if it was still running then.
 pub(crate) async fn finish_restoring(restoring: JoinHandle<()>) -> bool {

@@ -6,6 +6,12 @@
 //! ordinary way it costs ~18 ranged GETs (~100 ms through a 20 ms-latency link), from a locality
 //! pack one or a few. The copies are bounded by `activeset_max_pages` and reported
 //! (`locality_pages`, `locality_bytes` of the swap-out).
+//!
+//! After the restore set, the pack also holds the pages the tenant wrote since its previous
+//! checkpoint (`locality_written_pages`): a set learned from earlier restores misses the memory
+//! a tenant took into use since (redis growing a table), and each such miss on a later wake-up
+//! was a cold round trip of its own, one after another. This kernel has no soft-dirty bits to
+//! say which pages were written; a page whose content the previous checkpoint lacks was.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +19,7 @@ use std::sync::Arc;
 use criu_image::{ImageLayout, ImageSpaces};
 use pager::activeset::ActiveSet;
 use pagestore::ingest::IngestReport;
-use pagestore::locality::LocalitySource;
+use pagestore::locality::{ChangedSince, LocalitySource};
 use pagestore::Manifest;
 use tracing::{debug, info, warn};
 
@@ -45,13 +51,15 @@ impl Worker {
     /// Ingests a dump, also storing its restore set (the tenant's current ActiveSet applied to
     /// the dump's pagemaps, plus CRIU's own eager pages; then, while the tenant's own set may
     /// still miss and its swap-in holds the rest of its image back, the lazy pages next to the set:
-    /// `activeset_neighbours`) in a locality pack when enabled, and
+    /// `activeset_neighbours`; then the pages written since `previous`, the tenant's newest
+    /// checkpoint) in a locality pack when enabled, and
     /// keeping its pages in memory when it is small enough to be restored whole.
     pub(crate) async fn ingest_with_locality(
         &self,
         slot: &TenantSlot,
         name: &str,
         staging: &Path,
+        previous: Option<Arc<Manifest>>,
     ) -> pagestore::Result<IngestReport> {
         let mut options = criu_image::ingest_options();
         if self.config.activeset && self.config.locality_pack {
@@ -93,6 +101,12 @@ impl Worker {
                 "restore set of the new checkpoint"
             );
             options.locality = positions;
+            options.locality_changed = previous
+                .filter(|_| self.config.locality_written_pages > 0)
+                .map(|earlier| ChangedSince {
+                    earlier,
+                    max_pages: self.config.locality_written_pages,
+                });
         }
         options.keep_in_memory =
             crate::swap_in::whole::dump_small_enough(staging, self.config.whole_restore_below_mib);

@@ -86,7 +86,10 @@ impl Worker {
 
         crate::tenant_files::stage_beside(&rt.info, &slot.dirs, &staging).await;
         let ingest_started = Instant::now();
-        let report = match self.ingest_with_locality(&slot, name, &staging).await {
+        let report = match self
+            .ingest_with_locality(&slot, name, &staging, rt.newest_manifest())
+            .await
+        {
             Ok(r) => r,
             Err(cause) => {
                 let outcome = self
@@ -112,6 +115,7 @@ impl Worker {
             bytes_uploaded: report.bytes_uploaded,
             locality_pages: report.locality_pages,
             locality_bytes: report.locality_bytes,
+            locality_written_pages: report.locality_changed_pages,
             rss_bytes,
         };
         commit(&slot, &mut rt, &report, &out)?;
@@ -145,6 +149,7 @@ impl Worker {
             pages_new = out.pages_new,
             locality_pages = out.locality_pages,
             locality_bytes = out.locality_bytes,
+            locality_written = out.locality_written_pages,
             "swapped out"
         );
         swap.succeeded();

@@ -278,6 +278,10 @@ pub struct SwapOutReport {
     pub locality_pages: u64,
     #[serde(default)]
     pub locality_bytes: u64,
+    /// Of `locality_pages`, those the tenant wrote since its previous checkpoint
+    /// (`locality_written_pages`).
+    #[serde(default)]
+    pub locality_written_pages: u64,
     /// The tenant's memory in use just before the dump, what the swap-out freed (see
     /// [`TenantInfo::rss_bytes`]).
     #[serde(default)]

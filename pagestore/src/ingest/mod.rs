@@ -58,6 +58,8 @@ pub struct IngestReport {
     /// its bytes: copies of pages stored elsewhere too (included in `bytes_uploaded`).
     pub locality_pages: u64,
     pub locality_bytes: u64,
+    /// Of `locality_pages`, those [`IngestOptions::locality_changed`] added.
+    pub locality_changed_pages: u64,
     pub elapsed_ms: u64,
     /// The committed manifest, for callers that use it next (a worker restoring the tenant
     /// later need not read back what it just wrote).
@@ -71,6 +73,9 @@ pub struct IngestOptions {
     /// Pages to *also* store together, in this order, in one locality pack named by the
     /// manifest (see [`crate::locality`]); empty: none. The caller bounds its length.
     pub locality: Vec<crate::locality::PagePos>,
+    /// After those, the pages whose content an earlier checkpoint lacks (see
+    /// [`crate::locality::ChangedSince`]); none: no such pages.
+    pub locality_changed: Option<crate::locality::ChangedSince>,
     /// Also put every non-zero page of the checkpoint into the memory tier (named from the very
     /// bytes it holds, so checked by construction), for a checkpoint expected to be read back
     /// whole soon: a small tenant's, which its next swap-in writes out of memory. Done inline,
@@ -204,6 +209,7 @@ impl PageStore {
             bytes_uploaded: 0,
             locality_pages: 0,
             locality_bytes: 0,
+            locality_changed_pages: 0,
             elapsed_ms: 0,
             manifest: None,
         };
@@ -248,13 +254,22 @@ impl PageStore {
         let packs = self.packs_holding(&files)?;
         // Durable before the manifest that names it, like every pack.
         let locality = self
-            .write_locality(tenant, generation, dir, &files, &options.locality)
-            .await?;
-        if let Some(l) = &locality {
-            report.locality_pages = u64::from(l.pages);
-            report.locality_bytes = l.bytes;
-            report.bytes_uploaded += l.bytes;
-        }
+            .write_locality(
+                tenant,
+                generation,
+                dir,
+                &files,
+                &options.locality,
+                options.locality_changed.as_ref(),
+            )
+            .await?
+            .map(|(l, changed)| {
+                report.locality_pages = u64::from(l.pages);
+                report.locality_bytes = l.bytes;
+                report.locality_changed_pages = changed;
+                report.bytes_uploaded += l.bytes;
+                l
+            });
         let manifest = Manifest {
             tenant: tenant.to_string(),
             generation,
@@ -294,6 +309,7 @@ impl PageStore {
             uploaded = report.bytes_uploaded,
             locality_pages = report.locality_pages,
             locality_bytes = report.locality_bytes,
+            locality_changed = report.locality_changed_pages,
             ms = report.elapsed_ms,
             "checkpoint committed"
         );

@@ -273,7 +273,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
             let r: SwapOutReport = serde_json::from_value(result)?;
             println!(
                 "{name} swapped out in {} ms (dump {} ms, ingest {} ms): checkpoint {} generation {}, \
-                 {} pages ({} zero, {} new), {} bytes uploaded (locality pack: {} pages, {} bytes)",
+                 {} pages ({} zero, {} new), {} bytes uploaded (locality pack: {} pages, {} of them written since the previous checkpoint, {} bytes)",
                 r.total_ms,
                 r.dump_ms,
                 r.ingest_ms,
@@ -284,6 +284,7 @@ pub async fn run(ctx: &Context, cmd: TenantCommand) -> anyhow::Result<ExitCode> 
                 r.pages_new,
                 r.bytes_uploaded,
                 r.locality_pages,
+                r.locality_written_pages,
                 r.locality_bytes
             );
         }
