@@ -8,7 +8,9 @@
 //!
 //! FUSE callbacks are synchronous; a read whose pages are all in memory is answered on the FUSE
 //! thread, any other is moved onto the tokio runtime and answered when its pages arrive, so a
-//! slow cold-tier fetch never blocks other readers.
+//! slow cold-tier fetch never blocks other readers. A tenant's fault that no tier of this host
+//! can serve also fetches the pages around it, when asked to ([`MountOptions`],
+//! [`crate::readahead`]).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -19,12 +21,25 @@ use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption,
     OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
 };
-use pagestore::{FileContent, Manifest, PageSpan, PageStore, PAGE_SIZE};
-use tracing::{info, warn};
+use pagestore::{FileContent, FileEntry, Manifest, PageId, PageSpan, PageStore, PAGE_SIZE};
+use tracing::{debug, info, warn};
 
 use crate::access::AccessLog;
 use crate::error::{Error, Result};
-use crate::reads::MountReads;
+use crate::reads::{MountReads, RestorePhase};
+
+/// How many pages on each side of a cold fault its read-ahead looks at, at most (2 MiB of the
+/// image each way: redis's burst spanned 1.9 MiB).
+const READAHEAD_REACH: usize = 512;
+
+/// Choices of one mount beyond what it serves.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MountOptions {
+    /// A fault (a read while the tenant runs, [`RestorePhase::Faults`]) of a page that no tier
+    /// of this host holds also fetches the file's pages around it, nearest first, up to this
+    /// many bytes as stored ([`crate::readahead`]); 0: none.
+    pub fault_readahead_bytes: u64,
+}
 
 /// Attributes never change: the checkpoint is immutable.
 const TTL: Duration = Duration::from_secs(3600);
@@ -36,6 +51,7 @@ struct ImageFs {
     runtime: tokio::runtime::Handle,
     access: Arc<AccessLog>,
     reads: Arc<MountReads>,
+    options: MountOptions,
 }
 
 impl ImageFs {
@@ -152,8 +168,15 @@ impl Filesystem for ImageFs {
         let store = self.store.clone();
         let manifest = self.manifest.clone();
         let reads = self.reads.clone();
+        let readahead = match phase {
+            RestorePhase::Faults => self.options.fault_readahead_bytes,
+            _ => 0,
+        };
         self.runtime.spawn(async move {
             let file = &manifest.files[index];
+            if readahead > 0 {
+                read_ahead_of_fault(&store, file, offset, size, readahead);
+            }
             let tally = reads.tally(phase);
             match store
                 .read_file_at_tallied(file, offset, size as usize, tally)
@@ -214,6 +237,59 @@ impl Filesystem for ImageFs {
     }
 }
 
+/// When the page a fault reads at `offset` is in no tier of this host, starts fetching the
+/// pages of `file` around it into memory (`budget` bytes as stored at most), beside the
+/// fault's own read.
+fn read_ahead_of_fault(
+    store: &Arc<PageStore>,
+    file: &FileEntry,
+    offset: u64,
+    size: u32,
+    budget: u64,
+) {
+    let pages = file.pages();
+    let Some(span) = PageSpan::within(offset, u64::from(size), file.size) else {
+        return;
+    };
+    let faulted = span.pages();
+    let Some(id) = pages
+        .get(faulted.clone())
+        .and_then(|ids| ids.iter().find(|id| !id.is_zero()))
+    else {
+        return;
+    };
+    let local = store.local().map(|l| l.get(id));
+    if store.hot().contains(id) || matches!(local, Some(Ok(Some(_)))) {
+        return;
+    }
+    // Pages of one frame cost its bytes once.
+    let frames = std::cell::RefCell::new(std::collections::HashSet::new());
+    let stored = |id: &PageId| {
+        let at = store.catalog().locate(id)?;
+        let first = frames.borrow_mut().insert((at.pack, at.offset));
+        Some(if first { u64::from(at.len) } else { 0 })
+    };
+    let ahead = crate::readahead::window(
+        pages,
+        faulted.start,
+        faulted.end - 1,
+        READAHEAD_REACH,
+        budget,
+        stored,
+        |id| store.hot().contains(id),
+    );
+    if ahead.is_empty() {
+        return;
+    }
+    debug!(file = %file.name, page = faulted.start, pages = ahead.len(), "reading ahead of a cold fault");
+    let store = store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.prefetch(&ahead).await {
+            debug!(error = %e, "read-ahead failed; the faults read their own pages");
+        }
+    });
+}
+
 /// A mounted checkpoint. Unmount it with [`ImageMount::unmount`]; dropping it unmounts too.
 pub struct ImageMount {
     session: Option<fuser::BackgroundSession>,
@@ -249,6 +325,23 @@ impl ImageMount {
         mountpoint: &Path,
         runtime: tokio::runtime::Handle,
     ) -> Result<ImageMount> {
+        Self::mount_with(
+            store,
+            manifest,
+            mountpoint,
+            runtime,
+            MountOptions::default(),
+        )
+    }
+
+    /// [`Self::mount`] with options.
+    pub fn mount_with(
+        store: Arc<PageStore>,
+        manifest: Manifest,
+        mountpoint: &Path,
+        runtime: tokio::runtime::Handle,
+        options: MountOptions,
+    ) -> Result<ImageMount> {
         let access = Arc::new(AccessLog::default());
         let reads = Arc::new(MountReads::default());
         let fs = ImageFs {
@@ -257,6 +350,7 @@ impl ImageMount {
             runtime,
             access: access.clone(),
             reads: reads.clone(),
+            options,
         };
         let mut config = fuser::Config::default();
         config.mount_options = vec![

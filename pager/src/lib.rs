@@ -16,8 +16,9 @@ pub mod activeset;
 mod error;
 pub mod imagefs;
 pub mod nbd;
+mod readahead;
 pub mod reads;
 pub mod tls;
 
 pub use error::{Error, Result};
-pub use imagefs::ImageMount;
+pub use imagefs::{ImageMount, MountOptions};

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use pager::ImageMount;
+use pager::reads::RestorePhase;
+use pager::{ImageMount, MountOptions};
 use pagestore::{PageStore, StoreConfig};
 use testkit::image::{assert_same_dir, mixed_pages, write_image_dir};
 
@@ -68,4 +69,94 @@ async fn mounted_checkpoint_reads_back_identical_and_logs_page_reads() {
         .unwrap()
         .unwrap();
     assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
+}
+
+/// Reads page `page` of the mount's `pages-1.img` through the kernel.
+async fn read_page(mnt: &std::path::Path, page: u64) {
+    let path = mnt.join("pages-1.img");
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(path).unwrap();
+        let mut buf = vec![0u8; 4096];
+        f.read_exact_at(&mut buf, page * 4096).unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// A read while the tenant runs (the faults phase) of a page that no tier of this host holds
+/// also fetches the pages around it into memory, within the budget; a read while CRIU restores,
+/// or of a page held here, fetches nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_fault_fetches_the_pages_around_it() {
+    testkit::require_root();
+    let home = tempfile::tempdir().unwrap();
+    let src = home.path().join("src");
+    let pages: Vec<(u8, u64)> = (0..64).map(|i| (1, i)).collect();
+    write_image_dir(&src, &pages, 5);
+    let store = Arc::new(
+        PageStore::open(&StoreConfig::embedded(home.path()))
+            .await
+            .unwrap(),
+    );
+    let checkpoint = store
+        .ingest_with("t", &src, &criu_image::ingest_options())
+        .await
+        .unwrap()
+        .checkpoint;
+    let manifest = store.manifest(&checkpoint).await.unwrap();
+    let ids = manifest.file("pages-1.img").unwrap().pages().to_vec();
+    store.local_settled().await.unwrap();
+    store.evict_hot();
+    store.evict_local().unwrap();
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    // Each page is stored alone here (lz4): a budget of the ten pages around page 40 and half
+    // of the next.
+    let stored = |i: usize| u64::from(store.catalog().locate(&ids[i]).unwrap().len);
+    let ten: u64 = (35..=45).filter(|&i| i != 40).map(stored).sum();
+    let options = MountOptions {
+        fault_readahead_bytes: ten + stored(46) / 2,
+    };
+    let mount = ImageMount::mount_with(
+        store.clone(),
+        manifest,
+        &mnt,
+        tokio::runtime::Handle::current(),
+        options,
+    )
+    .unwrap();
+    let hot = |i: usize| store.hot().contains(&ids[i]);
+
+    // CRIU's own reads (the restore phase) read nothing ahead.
+    read_page(&mnt, 10).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(hot(10));
+    assert!(!hot(9) && !hot(11));
+
+    // A fault of page 40: the five pages after it and the five before it come too.
+    mount.reads().set_phase(RestorePhase::Faults);
+    read_page(&mnt, 40).await;
+    let around: Vec<usize> = (35..=45).collect();
+    for _ in 0..100 {
+        if around.iter().all(|&i| hot(i)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        around.iter().all(|&i| hot(i)),
+        "{:?}",
+        around.iter().map(|&i| hot(i)).collect::<Vec<_>>()
+    );
+    assert!(!hot(34) && !hot(46), "beyond the budget");
+
+    // A fault of a page in memory reads nothing ahead.
+    read_page(&mnt, 45).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!hot(46) && !hot(51));
+    tokio::task::spawn_blocking(move || mount.unmount())
+        .await
+        .unwrap()
+        .unwrap();
 }

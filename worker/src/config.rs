@@ -55,6 +55,11 @@ pub struct WorkerConfig {
     /// touches them again, and a set learned from earlier restores may not name them (0: none).
     #[serde(default = "default_locality_written_pages")]
     pub locality_written_pages: usize,
+    /// A restored tenant's fault of a page that no tier of this host holds also fetches the
+    /// image's pages around it, up to this many KiB as stored (`pager::readahead`): faults the
+    /// restore set did not foresee cluster, and CRIU serves them one at a time (0: none).
+    #[serde(default = "default_fault_readahead_kib")]
+    pub fault_readahead_kib: u64,
     /// While the tenant's own ActiveSet may still miss (it holds fewer than `activeset_window`
     /// restores, or one of them faulted pages it had not foreseen) and its swap-in holds the rest of its image back for the first answer
     /// (the rest is large), the locality pack also holds the lazy pages within this many pages of
@@ -257,6 +262,10 @@ fn default_locality_written_pages() -> usize {
     1024
 }
 
+fn default_fault_readahead_kib() -> u64 {
+    1024
+}
+
 /// How the ActiveSet's pages reach the tenant on swap-in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -342,6 +351,7 @@ impl WorkerConfig {
             activeset_max_pages: default_activeset_max_pages(),
             locality_pack: default_locality_pack(),
             locality_written_pages: default_locality_written_pages(),
+            fault_readahead_kib: default_fault_readahead_kib(),
             activeset_install: ActiveSetInstall::default(),
             whole_restore_below_mib: default_whole_restore_below_mib(),
             keep_whole_images: default_keep_whole_images(),

@@ -22,11 +22,15 @@ impl Worker {
         manifest: pagestore::Manifest,
     ) -> Result<(pager::ImageMount, PathBuf)> {
         let mountpoint = self.fresh_mountpoint(name)?;
-        let mount = pager::ImageMount::mount(
+        let options = pager::MountOptions {
+            fault_readahead_bytes: self.config.fault_readahead_kib << 10,
+        };
+        let mount = pager::ImageMount::mount_with(
             self.store.clone(),
             manifest,
             &mountpoint,
             tokio::runtime::Handle::current(),
+            options,
         )?;
         Ok((mount, mountpoint))
     }
