@@ -562,7 +562,9 @@ fn activeset_learns_faults_and_installs_them_eagerly() {
 fn memory_written_since_the_previous_checkpoint_comes_with_the_restore_set() {
     let _serial = testkit::criu_lock();
     let p = pico();
-    p.write_config("[worker]\nwhole_restore_below_mib = 0\n");
+    // Without fault read-ahead, which would bring most of the new memory after its first miss
+    // (tested in the pager's tests) and hide what this test looks at.
+    p.write_config("[worker]\nwhole_restore_below_mib = 0\nfault_readahead_kib = 0\n");
     let _worker = p.start_worker();
     let port = add_counter(&p, "a");
     // 8 MiB its requests never touch: the rest of its image is too large to come with the
@@ -602,12 +604,12 @@ fn memory_written_since_the_previous_checkpoint_comes_with_the_restore_set() {
     let sum = http_get(port, "/touch?mb=2").unwrap();
     assert!(sum.parse::<u64>().is_ok(), "{sum}");
     p.ok(&["tenant", "swap-out", "a"]);
-    // Its faults found those pages in memory: they cost no cold round trip before the answer
-    // (the pack's is one; a stray miss elsewhere, another). Without them in the pack: four
-    // round trips one after another, the rest of the image released by the misses.
+    // Its faults found those pages in memory: none read from the cold tier (a few pages of
+    // room for a stray miss elsewhere on a busy machine). Without them in the pack: 17-59 pages
+    // faulted cold, one round trip after another until the misses released the rest.
     let t = tenant(&p, "a");
-    let (wait, faults) = (&t["last_fill_wait"], &t["last_reads"]["faults"]);
-    assert!(wait["cold_waves"].as_u64().unwrap() <= 2, "{t}");
+    let faults = &t["last_reads"]["faults"];
+    assert!(faults["cold_bytes"].as_u64().unwrap() <= 4 * 4096, "{t}");
     assert!(faults["memory_bytes"].as_u64().unwrap() >= 1 << 20, "{t}");
     assert_eq!(http_get(port, "/inc").unwrap(), "2");
 }
