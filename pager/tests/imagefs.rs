@@ -9,23 +9,30 @@ use pager::{ImageMount, MountOptions};
 use pagestore::{PageStore, StoreConfig};
 use testkit::image::{assert_same_dir, mixed_pages, write_image_dir};
 
+/// A store in `home` (embedded tiers) holding one checkpoint of an image directory written to
+/// `src` from `pages`, and its manifest.
+async fn stored_checkpoint(
+    home: &std::path::Path,
+    src: &std::path::Path,
+    pages: &[(u8, u64)],
+) -> (Arc<PageStore>, pagestore::Manifest) {
+    write_image_dir(src, pages, 5);
+    let store = Arc::new(PageStore::open(&StoreConfig::embedded(home)).await.unwrap());
+    let checkpoint = store
+        .ingest_with("t", src, &criu_image::ingest_options())
+        .await
+        .unwrap()
+        .checkpoint;
+    let manifest = store.manifest(&checkpoint).await.unwrap();
+    (store, manifest)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mounted_checkpoint_reads_back_identical_and_logs_page_reads() {
     testkit::require_root();
     let home = tempfile::tempdir().unwrap();
     let src = home.path().join("src");
-    write_image_dir(&src, &mixed_pages(64, 5), 5);
-    let store = Arc::new(
-        PageStore::open(&StoreConfig::embedded(home.path()))
-            .await
-            .unwrap(),
-    );
-    let checkpoint = store
-        .ingest_with("t", &src, &criu_image::ingest_options())
-        .await
-        .unwrap()
-        .checkpoint;
-    let manifest = store.manifest(&checkpoint).await.unwrap();
+    let (store, manifest) = stored_checkpoint(home.path(), &src, &mixed_pages(64, 5)).await;
     let mnt = home.path().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let mount = ImageMount::mount(
@@ -91,20 +98,8 @@ async fn read_page(mnt: &std::path::Path, page: u64) {
 async fn a_cold_fault_fetches_the_pages_around_it() {
     testkit::require_root();
     let home = tempfile::tempdir().unwrap();
-    let src = home.path().join("src");
     let pages: Vec<(u8, u64)> = (0..64).map(|i| (1, i)).collect();
-    write_image_dir(&src, &pages, 5);
-    let store = Arc::new(
-        PageStore::open(&StoreConfig::embedded(home.path()))
-            .await
-            .unwrap(),
-    );
-    let checkpoint = store
-        .ingest_with("t", &src, &criu_image::ingest_options())
-        .await
-        .unwrap()
-        .checkpoint;
-    let manifest = store.manifest(&checkpoint).await.unwrap();
+    let (store, manifest) = stored_checkpoint(home.path(), &home.path().join("src"), &pages).await;
     let ids = manifest.file("pages-1.img").unwrap().pages().to_vec();
     store.local_settled().await.unwrap();
     store.evict_hot();

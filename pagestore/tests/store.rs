@@ -415,21 +415,37 @@ async fn two_generations_with_locality(
     second: &[(u8, u64)],
     positions: Vec<PagePos>,
 ) -> (pagestore::ingest::IngestReport, Manifest) {
+    let options = |_| IngestOptions {
+        locality: positions,
+        ..criu_image::ingest_options()
+    };
+    let (report, manifest, _) = two_generations(home, first, second, options).await;
+    (report, manifest)
+}
+
+/// Ingests `first`, then `second` with the options `options` makes of the first's manifest.
+/// Returns the second's report and manifest, and the first's manifest.
+async fn two_generations(
+    home: &Path,
+    first: &[(u8, u64)],
+    second: &[(u8, u64)],
+    options: impl FnOnce(Arc<Manifest>) -> IngestOptions,
+) -> (pagestore::ingest::IngestReport, Manifest, Arc<Manifest>) {
     let (a, b) = (home.join("a"), home.join("b"));
     write_image_dir(&a, first, 1);
     write_image_dir(&b, second, 2);
     let store = PageStore::open(&cold_only(home)).await.unwrap();
-    store
+    let r1 = store
         .ingest_with("t", &a, &criu_image::ingest_options())
         .await
         .unwrap();
-    let options = IngestOptions {
-        locality: positions,
-        ..criu_image::ingest_options()
-    };
-    let report = store.ingest_with("t", &b, &options).await.unwrap();
+    let earlier = Arc::new(store.manifest(&r1.checkpoint).await.unwrap());
+    let report = store
+        .ingest_with("t", &b, &options(earlier.clone()))
+        .await
+        .unwrap();
     let manifest = store.manifest(&report.checkpoint).await.unwrap();
-    (report, manifest)
+    (report, manifest, earlier)
 }
 
 /// The non-zero page ids of `manifest`'s `pages-1.img` at `positions`.
@@ -549,26 +565,16 @@ async fn a_locality_pack_also_holds_the_pages_written_since_the_previous_checkpo
     let home = tempfile::tempdir().unwrap();
     let first = mixed_pages(400, 1);
     let second = keep_then_new(&first, 300, 100, 2);
-    let (a, b) = (home.path().join("a"), home.path().join("b"));
-    write_image_dir(&a, &first, 1);
-    write_image_dir(&b, &second, 2);
-    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
-    let r1 = store
-        .ingest_with("t", &a, &criu_image::ingest_options())
-        .await
-        .unwrap();
-    let earlier = Arc::new(store.manifest(&r1.checkpoint).await.unwrap());
     let set = every(5, 400);
-    let options = IngestOptions {
+    let options = |earlier| IngestOptions {
         locality: set.clone(),
         locality_changed: Some(ChangedSince {
-            earlier: earlier.clone(),
+            earlier,
             max_pages: 1000,
         }),
         ..criu_image::ingest_options()
     };
-    let report = store.ingest_with("t", &b, &options).await.unwrap();
-    let manifest = store.manifest(&report.checkpoint).await.unwrap();
+    let (report, manifest, earlier) = two_generations(home.path(), &first, &second, options).await;
     let wanted = ids_at(&manifest, &set);
     let old: HashSet<PageId> = earlier.non_zero_pages().copied().collect();
     let mut written: HashSet<PageId> = manifest
