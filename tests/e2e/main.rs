@@ -565,7 +565,7 @@ fn memory_written_since_the_previous_checkpoint_comes_with_the_restore_set() {
     // Without fault read-ahead, which would bring most of the new memory after its first miss
     // (tested in the pager's tests) and hide what this test looks at.
     p.write_config("[worker]\nwhole_restore_below_mib = 0\nfault_readahead_kib = 0\n");
-    let _worker = p.start_worker();
+    let mut worker = p.start_worker();
     let port = add_counter(&p, "a");
     // 8 MiB its requests never touch: the rest of its image is too large to come with the
     // restore set, so a cold swap-in holds it back for the first answer.
@@ -612,6 +612,17 @@ fn memory_written_since_the_previous_checkpoint_comes_with_the_restore_set() {
     assert!(faults["cold_bytes"].as_u64().unwrap() <= 4 * 4096, "{t}");
     assert!(faults["memory_bytes"].as_u64().unwrap() >= 1 << 20, "{t}");
     assert_eq!(http_get(port, "/inc").unwrap(), "2");
+
+    // After a restart of the worker, the swap-in reads the manifest back and keeps it: the next
+    // swap-out still tells the pages written since.
+    p.ok(&["tenant", "swap-out", "a"]);
+    worker.stop();
+    let _worker = p.start_worker();
+    p.ok(&["tenant", "swap-in", "a"]);
+    assert_eq!(http_get(port, "/ballast?mb=1").unwrap(), "11");
+    let out = p.json(&["tenant", "swap-out", "a"]);
+    let written = out["locality_written_pages"].as_u64().unwrap();
+    assert!((256..1024).contains(&written), "{out}");
 }
 
 /// A tenant whose requests touch much of its memory is restored whole once its ActiveSet has

@@ -55,7 +55,7 @@ impl Worker {
         let dumped_at = pagestore::clock::now_ms();
         crate::tenant_files::stage_beside(&rt.info, &slot.dirs, &staging).await;
         let ingested = self
-            .ingest_with_locality(slot, &slot.name, &staging, rt.newest_manifest())
+            .ingest_with_locality(slot, &slot.name, &staging, rt.last_manifest())
             .await;
         let _ = std::fs::remove_dir_all(&staging);
         let report = ingested.map_err(|e| Error::CheckpointNotCommitted {

@@ -457,13 +457,16 @@ pub(crate) struct TenantRuntime {
     /// The tail of the last restore: for a lazy one, waits for CRIU's lazy-pages daemon to copy
     /// in every page, then unmounts the checkpoint; for a whole one, saves the tenant's state.
     pub restoring: Option<JoinHandle<()>>,
-    /// The manifest of the tenant's newest checkpoint, kept from its swap-out (it is immutable).
+    /// The manifest of the checkpoint the tenant's memory last matched (it is immutable): kept
+    /// from its last swap-out or checkpoint, or read by the swap-in that restored it (after a
+    /// restart of the worker; an older checkpoint).
     pub manifest: Option<(pagestore::CheckpointId, Arc<pagestore::Manifest>)>,
 }
 
 impl TenantRuntime {
-    /// The manifest of the tenant's newest checkpoint, when this process has it.
-    pub fn newest_manifest(&self) -> Option<Arc<pagestore::Manifest>> {
+    /// The manifest of the checkpoint the tenant's memory last matched, when this process has
+    /// it: what its next dump is compared with (the pages written since).
+    pub fn last_manifest(&self) -> Option<Arc<pagestore::Manifest>> {
         self.manifest.as_ref().map(|(_, m)| Arc::clone(m))
     }
 }

@@ -51,8 +51,8 @@ impl Worker {
     /// Ingests a dump, also storing its restore set (the tenant's current ActiveSet applied to
     /// the dump's pagemaps, plus CRIU's own eager pages; then, while the tenant's own set may
     /// still miss and its swap-in holds the rest of its image back, the lazy pages next to the set:
-    /// `activeset_neighbours`; then the pages written since `previous`, the tenant's newest
-    /// checkpoint) in a locality pack when enabled, and
+    /// `activeset_neighbours`; then the pages written since `previous`, the checkpoint the
+    /// tenant last came from) in a locality pack when enabled, and
     /// keeping its pages in memory when it is small enough to be restored whole.
     pub(crate) async fn ingest_with_locality(
         &self,

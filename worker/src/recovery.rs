@@ -176,7 +176,7 @@ impl Worker {
         };
         crate::tenant_files::stage_beside(&rt.info, &slot.dirs, &staging).await;
         let report = self
-            .ingest_with_locality(slot, &slot.name, &staging, rt.newest_manifest())
+            .ingest_with_locality(slot, &slot.name, &staging, rt.last_manifest())
             .await?;
         rt.manifest = report
             .manifest

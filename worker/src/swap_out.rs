@@ -87,7 +87,7 @@ impl Worker {
         crate::tenant_files::stage_beside(&rt.info, &slot.dirs, &staging).await;
         let ingest_started = Instant::now();
         let report = match self
-            .ingest_with_locality(&slot, name, &staging, rt.newest_manifest())
+            .ingest_with_locality(&slot, name, &staging, rt.last_manifest())
             .await
         {
             Ok(r) => r,
