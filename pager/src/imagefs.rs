@@ -21,16 +21,12 @@ use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption,
     OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
 };
-use pagestore::{FileContent, FileEntry, Manifest, PageId, PageSpan, PageStore, PAGE_SIZE};
-use tracing::{debug, info, warn};
+use pagestore::{FileContent, Manifest, PageSpan, PageStore, PAGE_SIZE};
+use tracing::{info, warn};
 
 use crate::access::AccessLog;
 use crate::error::{Error, Result};
 use crate::reads::{MountReads, RestorePhase};
-
-/// How many pages on each side of a cold fault its read-ahead looks at, at most (2 MiB of the
-/// image each way: redis's burst spanned 1.9 MiB).
-const READAHEAD_REACH: usize = 512;
 
 /// Choices of one mount beyond what it serves.
 #[derive(Clone, Copy, Debug, Default)]
@@ -175,7 +171,7 @@ impl Filesystem for ImageFs {
         self.runtime.spawn(async move {
             let file = &manifest.files[index];
             if readahead > 0 {
-                read_ahead_of_fault(&store, file, offset, size, readahead);
+                crate::readahead::read_ahead_of_fault(&store, file, offset, size, readahead);
             }
             let tally = reads.tally(phase);
             match store
@@ -235,59 +231,6 @@ impl Filesystem for ImageFs {
         }
         reply.ok();
     }
-}
-
-/// When the page a fault reads at `offset` is in no tier of this host, starts fetching the
-/// pages of `file` around it into memory (`budget` bytes as stored at most), beside the
-/// fault's own read.
-fn read_ahead_of_fault(
-    store: &Arc<PageStore>,
-    file: &FileEntry,
-    offset: u64,
-    size: u32,
-    budget: u64,
-) {
-    let pages = file.pages();
-    let Some(span) = PageSpan::within(offset, u64::from(size), file.size) else {
-        return;
-    };
-    let faulted = span.pages();
-    let Some(id) = pages
-        .get(faulted.clone())
-        .and_then(|ids| ids.iter().find(|id| !id.is_zero()))
-    else {
-        return;
-    };
-    let local = store.local().map(|l| l.get(id));
-    if store.hot().contains(id) || matches!(local, Some(Ok(Some(_)))) {
-        return;
-    }
-    // Pages of one frame cost its bytes once.
-    let frames = std::cell::RefCell::new(std::collections::HashSet::new());
-    let stored = |id: &PageId| {
-        let at = store.catalog().locate(id)?;
-        let first = frames.borrow_mut().insert((at.pack, at.offset));
-        Some(if first { u64::from(at.len) } else { 0 })
-    };
-    let ahead = crate::readahead::window(
-        pages,
-        faulted.start,
-        faulted.end - 1,
-        READAHEAD_REACH,
-        budget,
-        stored,
-        |id| store.hot().contains(id),
-    );
-    if ahead.is_empty() {
-        return;
-    }
-    debug!(file = %file.name, page = faulted.start, pages = ahead.len(), "reading ahead of a cold fault");
-    let store = store.clone();
-    tokio::spawn(async move {
-        if let Err(e) = store.prefetch(&ahead).await {
-            debug!(error = %e, "read-ahead failed; the faults read their own pages");
-        }
-    });
 }
 
 /// A mounted checkpoint. Unmount it with [`ImageMount::unmount`]; dropping it unmounts too.

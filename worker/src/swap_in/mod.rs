@@ -164,15 +164,6 @@ impl Worker {
         async {
             let learning = use_activeset && self.config.activeset;
             let route = self.route(&slot, rt, &checkpoint).await?;
-            // What the tenant's next dump is compared with (the pages it writes meanwhile):
-            // the checkpoint it comes back from, also after a restart or when it is an older one.
-            if rt
-                .manifest
-                .as_ref()
-                .is_none_or(|(id, _)| *id != checkpoint.id)
-            {
-                rt.manifest = Some((checkpoint.id.clone(), Arc::new(route.manifest.clone())));
-            }
             if let Some(fetch) = route.whole {
                 let whole = self
                     .swap_in_whole(&slot, rt, &checkpoint, &route.manifest, fetch, started)

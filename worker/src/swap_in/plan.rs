@@ -3,6 +3,7 @@
 //! it and behind it ([`LazyPlan`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criu_image::{ImageLayout, ImageSpaces};
@@ -88,13 +89,14 @@ impl Worker {
         })
     }
 
-    /// The checkpoint's manifest (usually still in memory: this worker wrote it) and whether it
-    /// is small or dense enough to be restored whole; waits briefly for the local tier to take
-    /// in a just-committed ingest's pages when they may be needed.
+    /// The checkpoint's manifest (usually still in memory: this worker wrote it; else read and
+    /// kept, as what the tenant's next dump is compared with: `TenantRuntime::manifest`) and
+    /// whether it is small or dense enough to be restored whole; waits briefly for the local
+    /// tier to take in a just-committed ingest's pages when they may be needed.
     pub(super) async fn route(
         &self,
         slot: &TenantSlot,
-        rt: &TenantRuntime,
+        rt: &mut TenantRuntime,
         checkpoint: &CheckpointRef,
     ) -> Result<Route> {
         let kept_manifest = rt
@@ -103,9 +105,14 @@ impl Worker {
             .filter(|(id, _)| *id == checkpoint.id)
             .map(|(_, m)| m.clone());
         let manifest = match kept_manifest {
-            Some(m) => (*m).clone(),
-            None => self.store.manifest(checkpoint).await?,
+            Some(m) => m,
+            None => {
+                let read = Arc::new(self.store.manifest(checkpoint).await?);
+                rt.manifest = Some((checkpoint.id.clone(), read.clone()));
+                read
+            }
         };
+        let manifest = (*manifest).clone();
         let only_whole =
             rt.info.user_namespace.is_some() && !crate::userns::lazy_restores_allowed();
         let first = self.whole_first(slot, &manifest);
