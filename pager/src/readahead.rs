@@ -67,7 +67,7 @@ pub(crate) fn read_ahead_of_fault(
     debug!(file = %file.name, page = faulted.start, pages = ahead.len(), "reading ahead of a cold fault");
     let store = store.clone();
     tokio::spawn(async move {
-        if let Err(e) = store.prefetch(&ahead).await {
+        if let Err(e) = store.prefetch_ahead(&ahead).await {
             debug!(error = %e, "read-ahead failed; the faults read their own pages");
         }
     });

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::page::PageId;
+use crate::read::ReadPriority;
 use crate::store::PageStore;
 
 /// Pages handed to one `read_pages` call (with [`BATCHES_IN_FLIGHT`], bounds the memory a
@@ -101,7 +102,19 @@ impl PageStore {
         Ok(report)
     }
 
+    /// Brings `ids` into the memory tier for a reader about to ask for them.
     pub async fn prefetch(&self, ids: &[PageId]) -> Result<PrefetchReport> {
+        self.prefetch_at(ids, ReadPriority::Now).await
+    }
+
+    /// [`Self::prefetch`] of pages fetched ahead of need (a restore's fill, a fault's
+    /// read-ahead): what the cold tier sends is decoded on the background pool, behind what
+    /// readers wait for ([`ReadPriority::Ahead`]).
+    pub async fn prefetch_ahead(&self, ids: &[PageId]) -> Result<PrefetchReport> {
+        self.prefetch_at(ids, ReadPriority::Ahead).await
+    }
+
+    async fn prefetch_at(&self, ids: &[PageId], priority: ReadPriority) -> Result<PrefetchReport> {
         let started = Instant::now();
         let mut seen = HashSet::new();
         let wanted: Vec<PageId> = ids
@@ -130,7 +143,7 @@ impl PageStore {
         loop {
             while reading.len() < BATCHES_IN_FLIGHT {
                 let Some(batch) = batches.next() else { break };
-                reading.push(self.read_pages(batch));
+                reading.push(self.read_path.read_pages_at(batch, None, priority));
             }
             match reading.next().await {
                 Some(read) => drop(read?),

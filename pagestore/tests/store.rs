@@ -172,6 +172,40 @@ async fn a_prefetch_from_the_local_tier_lets_other_tasks_run() {
     );
 }
 
+/// Pages fetched ahead of need are decoded on the background pool; they come from the cold
+/// tier checked like any other (a corrupt pack fails the prefetch, nothing of it is handed out)
+/// and are then served from memory.
+#[tokio::test]
+async fn pages_fetched_ahead_of_need_are_checked_and_then_served_from_memory() {
+    let home = tempfile::tempdir().unwrap();
+    let report = ingest_big(&open(home.path()).await, home.path(), 5, 600).await;
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    let manifest = store.manifest(&report.checkpoint).await.unwrap();
+    let ids: Vec<PageId> = manifest.non_zero_pages().copied().collect();
+    let fetched = store.prefetch_ahead(&ids).await.unwrap();
+    assert_eq!(fetched.cold_pages, 600, "{fetched:?}");
+    assert!(ids.iter().all(|id| store.hot().contains(id)));
+    let again = store.prefetch(&ids).await.unwrap();
+    assert_eq!((again.already_hot, again.cold_gets), (600, 0), "{again:?}");
+    let out = home.path().join("out");
+    store.materialize(&report.checkpoint, &out).await.unwrap();
+    assert_same_dir(&home.path().join("src"), &out);
+
+    corrupt_first_pack(home.path());
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    let err = store.prefetch_ahead(&ids).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::CorruptPage {
+                tier: Tier::Cold,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn new_pages_reach_the_local_tier_behind_the_commit_fjall() {
     new_pages_reach_the_local_tier_behind_the_commit(LocalEngine::Fjall).await;

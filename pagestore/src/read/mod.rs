@@ -92,6 +92,17 @@ pub(crate) struct ReadPath {
     counters: TierCounters,
 }
 
+/// How soon a read's pages are needed, which decides the CPU priority at which the pages it
+/// fetches from the cold tier are decoded and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadPriority {
+    /// Someone waits for them (a restore, a fault): decoded at once, at the process's priority.
+    Now,
+    /// Fetched ahead of need (a restore's fill, a fault's read-ahead): decoded on the background
+    /// pool (`crate::blocking::background`), so that it takes no core from what waits.
+    Ahead,
+}
+
 /// A page of a fetched range, decoded and checked: its position in the caller's list, and its
 /// copy for the local tier.
 struct RangePage {
@@ -195,11 +206,21 @@ impl ReadPath {
         ids: &[PageId],
         tally: Option<&TierTally>,
     ) -> Result<Vec<Bytes>> {
-        match self.read_pages_once(ids, tally).await {
+        self.read_pages_at(ids, tally, ReadPriority::Now).await
+    }
+
+    /// [`Self::read_pages`], decoding what the cold tier sends at `priority`.
+    pub async fn read_pages_at(
+        &self,
+        ids: &[PageId],
+        tally: Option<&TierTally>,
+        priority: ReadPriority,
+    ) -> Result<Vec<Bytes>> {
+        match self.read_pages_once(ids, tally, priority).await {
             // A gc elsewhere repacked or deleted a pack: reload the catalog and try once more.
             Err(e) if e.is_not_found() => {
                 self.refresh_catalog().await?;
-                self.read_pages_once(ids, tally).await
+                self.read_pages_once(ids, tally, priority).await
             }
             other => other,
         }
@@ -209,6 +230,7 @@ impl ReadPath {
         &self,
         ids: &[PageId],
         tally: Option<&TierTally>,
+        priority: ReadPriority,
     ) -> Result<Vec<Bytes>> {
         let mut out: Vec<Option<Bytes>> = vec![None; ids.len()];
         let mut misses = self.read_resident(ids, &mut out, tally);
@@ -220,7 +242,7 @@ impl ReadPath {
         }
         if !misses.is_empty() {
             let wanted = self.locate(misses).await?;
-            for (i, page) in self.fetch_cold(wanted).await? {
+            for (i, page) in self.fetch_cold(wanted, priority).await? {
                 tally.inspect(|t| t.add_cold(1));
                 out[i] = Some(page);
             }
@@ -428,12 +450,13 @@ impl ReadPath {
     async fn fetch_cold(
         &self,
         wanted: Vec<(usize, PageId, Location)>,
+        priority: ReadPriority,
     ) -> Result<Vec<(usize, Bytes)>> {
         // What GETs in flight bring is waited for; the rest is planned into GETs of its own.
         let (joined, rest) = self.flights.split_in_flight(wanted);
         let plans = joined.into_iter().chain(plan_ranges(rest));
         let fetched: Vec<Vec<(usize, Bytes)>> = stream::iter(plans)
-            .map(|plan| self.fetch_range(plan))
+            .map(|plan| self.fetch_range(plan, priority))
             .buffer_unordered(COLD_CONCURRENCY)
             .try_collect()
             .await?;
@@ -468,7 +491,11 @@ impl ReadPath {
 
     /// Fetches one planned range (or joins a flight that covers it), then decodes, checks and
     /// caches its pages.
-    async fn fetch_range(&self, mut plan: RangePlan) -> Result<Vec<(usize, Bytes)>> {
+    async fn fetch_range(
+        &self,
+        mut plan: RangePlan,
+        priority: ReadPriority,
+    ) -> Result<Vec<(usize, Bytes)>> {
         let key = plan.pack.object_key();
         let mut out = Vec::with_capacity(plan.pages.len());
         let (bytes, base, guard) = loop {
@@ -499,11 +526,15 @@ impl ReadPath {
         };
         // Decoding and checking (the range's share of a restore set: thousands of pages) runs on
         // a blocking thread, each range on its own, not on the runtime's few threads that carry
-        // the tenants' faults.
+        // the tenants' faults; pages read ahead of need on the background pool, behind them.
+        // (A reader that joins this range's GET decodes its own pages at its own priority.)
         let (pages, ranged) = (std::mem::take(&mut plan.pages), Arc::clone(&bytes));
         let counted = guard.is_some();
-        let decoded =
-            crate::blocking::blocking(move || decode_range(&ranged, base, &pages, &key)).await?;
+        let decode = move || decode_range(&ranged, base, &pages, &key);
+        let decoded = match priority {
+            ReadPriority::Now => crate::blocking::blocking(decode).await?,
+            ReadPriority::Ahead => crate::blocking::background(decode).await?,
+        };
         let mut to_cache = Vec::with_capacity(decoded.len());
         for RangePage { at, page, local } in decoded {
             if counted {

@@ -21,7 +21,9 @@
 //! fill goes on at once: every page the tenant touches would otherwise be a fault and a cold
 //! round trip of its own (measured: the counter's first cold wake-up took 108 sequential round
 //! trips, 5.3 s, held; 2, 240 ms, not), at the price of fetching pages the first answer does not
-//! need. Once the fill is done, [`finish`] records what it read.
+//! need. What the fill fetches is decoded and checked on the store's background pool
+//! (`PageStore::prefetch_ahead`), behind the restore set, CRIU and the faults: it is fetched
+//! ahead of need. Once the fill is done, [`finish`] records what it read.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -171,7 +173,7 @@ pub(super) fn start(
                 let _ = prefetched_tx.send(fetched);
             }
         };
-        let ((), first) = tokio::join!(restore_set, store.prefetch(&at_once));
+        let ((), first) = tokio::join!(restore_set, store.prefetch_ahead(&at_once));
         let first = first?;
         let released_by = match first_answer {
             None => FillReleasedBy::Nothing,
@@ -197,7 +199,7 @@ pub(super) fn start(
             cold_bytes: now.cold_get_bytes.saturating_sub(at_start.cold_get_bytes),
             cold_waves: now.cold_waves.saturating_sub(at_start.cold_waves),
         });
-        let rest = store.prefetch(&held).await?;
+        let rest = store.prefetch_ahead(&held).await?;
         Ok(first.and(rest))
     });
     Fill {
