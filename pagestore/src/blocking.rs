@@ -15,12 +15,18 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(Error::io("<blocking task>", std::io::Error::other(e))))
 }
 
-/// The threads that decode pages read ahead of need (see [`background`]): at most one per core,
-/// each at the lowest CPU priority. `None` if they could not be started.
+/// The most threads of the background pool. Each range a read has in flight holds one while its
+/// pages are decoded, and the read sends its next GET only when a range is done: a pool of one
+/// thread per core held a large heap's fill back (its GETs went out later, and the faults that
+/// found their pages not yet asked for paid round trips of their own). At nice 19 (weight 15
+/// against 1024) these threads together weigh less than half of one thread at normal priority.
+const BACKGROUND_THREADS: usize = 32;
+
+/// The threads that decode pages read ahead of need (see [`background`]), each at the lowest CPU
+/// priority. `None` if they could not be started.
 static BACKGROUND_POOL: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
 
-/// Runs `f` on the background pool, whose threads (one per core at most) run at the lowest CPU
-/// priority, and returns its result: for CPU-bound work on pages fetched ahead of need (a
+/// Runs `f` on the background pool, whose threads run at the lowest CPU priority, and returns its result: for CPU-bound work on pages fetched ahead of need (a
 /// restore's fill, a fault's read-ahead), which must not take the cores from the restore, the
 /// faults and the tenant's first answer. Measured: decoding and checking redis's 28k pages
 /// fetched beside its first cold restore took ~130 ms of CPU on two cores while it ran, and
@@ -30,10 +36,9 @@ pub(crate) async fn background<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let pool = BACKGROUND_POOL.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .max_blocking_threads(cores)
+            .max_blocking_threads(BACKGROUND_THREADS)
             .thread_name("pico-bg-decode")
             .on_thread_start(lowest_priority)
             .build()
