@@ -164,44 +164,60 @@ pub(super) fn start(
     let first_answer = waits.then(|| slot.await_first_answer());
     let slot = slot.clone();
     let (started, at_start) = swap_in_started;
-    let task = tokio::spawn(async move {
-        // The pages fetched at once go alongside the restore set (their own round trip
-        // overlaps its), which is reported as soon as it is in.
-        let restore_set = async {
-            // A fetch that panicked drops the sender: the restore set is reported missing.
-            if let Ok(fetched) = restore_set.0.await {
-                let _ = prefetched_tx.send(fetched);
-            }
-        };
-        let ((), first) = tokio::join!(restore_set, store.prefetch_ahead(&at_once));
-        let first = first?;
-        let released_by = match first_answer {
-            None => FillReleasedBy::Nothing,
-            Some(answered) => {
-                // A dropped window sender (the swap-in failed) lets it go too; a dropped
-                // answer sender (a later swap-in took its place) does not.
-                let answered = async {
-                    if answered.await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                };
-                tokio::select! {
-                    _ = window_closed_rx => FillReleasedBy::Window,
-                    () = answered => FillReleasedBy::Answer,
-                    () = set_missed(faults_rx) => FillReleasedBy::Misses,
+    // In the swap-in's span, so that what it logs names the checkpoint.
+    let task = tokio::spawn(
+        async move {
+            // The pages fetched at once go alongside the restore set (their own round trip
+            // overlaps its), which is reported as soon as it is in.
+            let restore_set = async {
+                // A fetch that panicked drops the sender: the restore set is reported missing.
+                if let Ok(fetched) = restore_set.0.await {
+                    let _ = prefetched_tx.send(fetched);
                 }
+            };
+            let ((), first) = tokio::join!(restore_set, store.prefetch_ahead(&at_once));
+            let first = first?;
+            let released_by = match first_answer {
+                None => FillReleasedBy::Nothing,
+                Some(answered) => {
+                    // A dropped window sender (the swap-in failed) lets it go too; a dropped
+                    // answer sender (a later swap-in took its place) does not.
+                    let answered = async {
+                        if answered.await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = window_closed_rx => FillReleasedBy::Window,
+                        () = answered => FillReleasedBy::Answer,
+                        () = set_missed(faults_rx) => FillReleasedBy::Misses,
+                    }
+                }
+            };
+            let now = store.live_counters();
+            let wait = FillWait {
+                released_by,
+                ms: crate::tenant::elapsed_ms(started),
+                cold_bytes: now.cold_get_bytes.saturating_sub(at_start.cold_get_bytes),
+                cold_waves: now.cold_waves.saturating_sub(at_start.cold_waves),
+            };
+            if released_by != FillReleasedBy::Nothing {
+                // Why the rest came when it did: what a slow first answer is read against.
+                info!(
+                    released_by = ?released_by,
+                    after_ms = wait.ms,
+                    cold_bytes = wait.cold_bytes,
+                    cold_waves = wait.cold_waves,
+                    pages = held.len(),
+                    "rest of the image released"
+                );
             }
-        };
-        let now = store.live_counters();
-        slot.set_last_fill_wait(FillWait {
-            released_by,
-            ms: crate::tenant::elapsed_ms(started),
-            cold_bytes: now.cold_get_bytes.saturating_sub(at_start.cold_get_bytes),
-            cold_waves: now.cold_waves.saturating_sub(at_start.cold_waves),
-        });
-        let rest = store.prefetch_ahead(&held).await?;
-        Ok(first.and(rest))
-    });
+            slot.set_last_fill_wait(wait);
+            let rest = store.prefetch_ahead(&held).await?;
+            Ok(first.and(rest))
+        }
+        .in_current_span(),
+    );
     Fill {
         prefetched,
         window_closed,
