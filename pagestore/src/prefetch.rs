@@ -114,7 +114,12 @@ impl PageStore {
         self.prefetch_at(ids, ReadPriority::Ahead).await
     }
 
-    async fn prefetch_at(&self, ids: &[PageId], priority: ReadPriority) -> Result<PrefetchReport> {
+    /// [`Self::prefetch`], decoding what the cold tier sends at `priority`.
+    pub async fn prefetch_at(
+        &self,
+        ids: &[PageId],
+        priority: ReadPriority,
+    ) -> Result<PrefetchReport> {
         let started = Instant::now();
         let mut seen = HashSet::new();
         let wanted: Vec<PageId> = ids

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use criu_image::{ImageLayout, ImageSpaces};
 use pager::activeset::EagerPlan;
+use pagestore::read::ReadPriority;
 use pagestore::{CheckpointRef, Manifest};
 use tracing::{info, warn};
 
@@ -269,6 +270,10 @@ impl Worker {
             restore_set,
             at_once,
             held,
+            rest: match eager.pages.is_empty() {
+                true => ReadPriority::Now,
+                false => ReadPriority::Ahead,
+            },
         };
         // A tenant's own set misses a page or two a wake-up: a small rest comes along with the
         // restore set. Not on a first wake-up (no set, or a borrowed one), whose cold bytes
