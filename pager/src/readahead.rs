@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use pagestore::read::ReadPriority;
 use pagestore::{FileEntry, PageId, PageSpan, PageStore};
 use tracing::debug;
 
@@ -67,7 +68,7 @@ pub(crate) fn read_ahead_of_fault(
     debug!(file = %file.name, page = faulted.start, pages = ahead.len(), "reading ahead of a cold fault");
     let store = store.clone();
     tokio::spawn(async move {
-        if let Err(e) = store.prefetch_ahead(&ahead).await {
+        if let Err(e) = store.prefetch_at(&ahead, ReadPriority::Ahead).await {
             debug!(error = %e, "read-ahead failed; the faults read their own pages");
         }
     });

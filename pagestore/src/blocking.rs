@@ -22,16 +22,18 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// against 1024) these threads together weigh less than half of one thread at normal priority.
 const BACKGROUND_THREADS: usize = 32;
 
-/// The threads that decode pages read ahead of need (see [`background`]), each at the lowest CPU
-/// priority. `None` if they could not be started.
+/// The threads of background work (see [`background`]), each at the lowest CPU priority. `None`
+/// if they could not be started.
 static BACKGROUND_POOL: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
 
-/// Runs `f` on the background pool, whose threads run at the lowest CPU priority, and returns its result: for CPU-bound work on pages fetched ahead of need (a
-/// restore's fill, a fault's read-ahead), which must not take the cores from the restore, the
-/// faults and the tenant's first answer. Measured: decoding and checking redis's 28k pages
-/// fetched beside its first cold restore took ~130 ms of CPU on two cores while it ran, and
-/// each fault the tenant made meanwhile waited its turn (bench/results/restore-background).
-/// Without the pool (threads could not start) it runs as [`blocking`] does.
+/// Runs `f` on the background pool, whose threads run at the lowest CPU priority (nice 19), and
+/// returns its result: for CPU-bound work that may take the machine's idle cycles only and must
+/// not take the cores from a restore, its faults and a tenant's first answer: pages fetched
+/// ahead of need (a restore's fill, a fault's read-ahead) and recompression. Measured: decoding
+/// and checking redis's 28k pages fetched beside its first cold restore took ~130 ms of CPU on
+/// two cores while it ran, and each fault the tenant made meanwhile waited its turn
+/// (bench/results/restore-background). Without the pool (threads could not start) it runs as
+/// [`blocking`] does.
 pub(crate) async fn background<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -39,10 +41,10 @@ pub(crate) async fn background<T: Send + 'static>(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(BACKGROUND_THREADS)
-            .thread_name("pico-bg-decode")
+            .thread_name("pico-background")
             .on_thread_start(lowest_priority)
             .build()
-            .inspect_err(|e| tracing::warn!(error = %e, "no background decode pool"))
+            .inspect_err(|e| tracing::warn!(error = %e, "no background pool"))
             .ok()
     });
     let Some(pool) = pool else {
@@ -51,27 +53,6 @@ pub(crate) async fn background<T: Send + 'static>(
     pool.spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(Error::io("<background task>", std::io::Error::other(e))))
-}
-
-/// Runs `f` on a thread of its own at the lowest CPU priority (nice 19) and returns its result:
-/// for background work (recompression) that may take the machine's idle cycles only.
-pub(crate) async fn idle_priority<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("pico-background".into())
-        .spawn(move || {
-            lowest_priority();
-            let _ = tx.send(f());
-        })
-        .map_err(|e| Error::io("<background thread>", e))?;
-    rx.await.unwrap_or_else(|_| {
-        Err(Error::io(
-            "<background thread>",
-            std::io::Error::other("it died"),
-        ))
-    })
 }
 
 /// Lowers the calling thread to nice 19 (the default scheduler's lowest priority).

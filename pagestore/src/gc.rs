@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde::Serialize;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::blocking::{blocking, idle_priority};
+use crate::blocking::{background, blocking};
 use crate::config::RetentionConfig;
 use crate::error::Error;
 use crate::error::Result;
@@ -413,7 +413,7 @@ impl PageStore {
                     Ok(writer)
                 };
                 writer = match run.background {
-                    true => idle_priority(rewrite).await?,
+                    true => background(rewrite).await?,
                     false => blocking(rewrite).await?,
                 };
                 for full in writer.take_full() {

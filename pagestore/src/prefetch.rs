@@ -107,14 +107,9 @@ impl PageStore {
         self.prefetch_at(ids, ReadPriority::Now).await
     }
 
-    /// [`Self::prefetch`] of pages fetched ahead of need (a restore's fill, a fault's
-    /// read-ahead): what the cold tier sends is decoded on the background pool, behind what
-    /// readers wait for ([`ReadPriority::Ahead`]).
-    pub async fn prefetch_ahead(&self, ids: &[PageId]) -> Result<PrefetchReport> {
-        self.prefetch_at(ids, ReadPriority::Ahead).await
-    }
-
-    /// [`Self::prefetch`], decoding what the cold tier sends at `priority`.
+    /// [`Self::prefetch`], decoding what the cold tier sends at `priority`: pages fetched ahead
+    /// of need (a restore's fill, a fault's read-ahead) at [`ReadPriority::Ahead`], behind what
+    /// readers wait for.
     pub async fn prefetch_at(
         &self,
         ids: &[PageId],

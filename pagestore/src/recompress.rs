@@ -17,7 +17,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::blocking::{blocking, idle_priority};
+use crate::blocking::{self, blocking};
 use crate::codec::PageDecoder;
 use crate::error::{Error, Result};
 use crate::frame::{FrameEncoder, FRAME_LEVEL, FRAME_PAGES};
@@ -198,7 +198,7 @@ impl PageStore {
                 Ok(writer)
             };
             writer = match background {
-                true => idle_priority(rewrite).await?,
+                true => blocking::background(rewrite).await?,
                 false => blocking(rewrite).await?,
             };
             for full in writer.take_full() {

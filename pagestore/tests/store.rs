@@ -9,6 +9,7 @@ use std::sync::Arc;
 use pagestore::config::LocalEngine;
 use pagestore::ingest::IngestOptions;
 use pagestore::locality::{self, ChangedSince, LocalitySource, PagePos};
+use pagestore::read::ReadPriority;
 use pagestore::{Error, Manifest, PageId, PageStore, StoreConfig, Tier, PAGE_SIZE};
 use testkit::image::{assert_same_dir, mixed_pages, noise, page, write_image_dir};
 
@@ -182,7 +183,7 @@ async fn pages_fetched_ahead_of_need_are_checked_and_then_served_from_memory() {
     let store = PageStore::open(&cold_only(home.path())).await.unwrap();
     let manifest = store.manifest(&report.checkpoint).await.unwrap();
     let ids: Vec<PageId> = manifest.non_zero_pages().copied().collect();
-    let fetched = store.prefetch_ahead(&ids).await.unwrap();
+    let fetched = store.prefetch_at(&ids, ReadPriority::Ahead).await.unwrap();
     assert_eq!(fetched.cold_pages, 600, "{fetched:?}");
     assert!(ids.iter().all(|id| store.hot().contains(id)));
     let again = store.prefetch(&ids).await.unwrap();
@@ -193,7 +194,10 @@ async fn pages_fetched_ahead_of_need_are_checked_and_then_served_from_memory() {
 
     corrupt_first_pack(home.path());
     let store = PageStore::open(&cold_only(home.path())).await.unwrap();
-    let err = store.prefetch_ahead(&ids).await.unwrap_err();
+    let err = store
+        .prefetch_at(&ids, ReadPriority::Ahead)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,

@@ -51,11 +51,12 @@ pub(super) struct FillPlan {
     pub at_once: Vec<PageId>,
     /// The rest of the image, filled in behind the restore; a fill that waits holds it.
     pub held: Vec<PageId>,
-    /// How soon the rest is needed: ahead of need when a set was installed (the restore set
-    /// holds what the first answer needs); else every page the tenant touches is a fault whose
-    /// page the fill brings, so it is decoded as a reader's would be (decoded on the background
-    /// pool instead, redis's first answer without a set took 195-205 ms against 182-184).
-    pub rest: ReadPriority,
+    /// How soon the fill's pages are needed: ahead of need when a set was installed (the
+    /// restore set holds what the first answer needs); else every page the tenant touches is a
+    /// fault whose page the fill brings, so they are decoded as a reader's would be (on the
+    /// background pool instead, redis's first answer without a set took 195-205 ms against
+    /// 182-184).
+    pub priority: ReadPriority,
 }
 
 /// The fetch of everything `criu restore` reads before the tenant runs (from the checkpoint's
@@ -163,7 +164,7 @@ pub(super) fn start(
         restore_set,
         at_once,
         held,
-        rest: rest_priority,
+        priority,
     } = plan;
     let (prefetched_tx, prefetched) = oneshot::channel();
     let (window_closed, window_closed_rx) = oneshot::channel::<()>();
@@ -182,7 +183,7 @@ pub(super) fn start(
                     let _ = prefetched_tx.send(fetched);
                 }
             };
-            let ((), first) = tokio::join!(restore_set, store.prefetch_ahead(&at_once));
+            let ((), first) = tokio::join!(restore_set, store.prefetch_at(&at_once, priority));
             let first = first?;
             let released_by = match first_answer {
                 None => FillReleasedBy::Nothing,
@@ -220,7 +221,7 @@ pub(super) fn start(
                 );
             }
             slot.set_last_fill_wait(wait);
-            let rest = store.prefetch_at(&held, rest_priority).await?;
+            let rest = store.prefetch_at(&held, priority).await?;
             Ok(first.and(rest))
         }
         .in_current_span(),

@@ -270,7 +270,7 @@ impl Worker {
             restore_set,
             at_once,
             held,
-            rest: match eager.pages.is_empty() {
+            priority: match eager.pages.is_empty() {
                 true => ReadPriority::Now,
                 false => ReadPriority::Ahead,
             },
