@@ -29,25 +29,13 @@ pub(crate) async fn dispatch(worker: &Arc<Worker>, request: Request) -> Result<s
             // Boxed, as the other swap flows: their futures are deep.
             to_json(&Box::pin(worker.add(spec).instrument(span)).await?)
         }
-        Request::SwapOut { name } => {
-            let span = info_span!("tenant", tenant = %name);
-            to_json(&Box::pin(worker.swap_out(&name).instrument(span)).await?)
-        }
+        // Swaps run in the tenant's span of their own, whoever asks for them.
+        Request::SwapOut { name } => to_json(&Box::pin(worker.swap_out(&name)).await?),
         Request::SwapIn {
             name,
             no_activeset,
             install,
-        } => {
-            let span = info_span!("tenant", tenant = %name);
-            to_json(
-                &Box::pin(
-                    worker
-                        .swap_in(&name, !no_activeset, install)
-                        .instrument(span),
-                )
-                .await?,
-            )
-        }
+        } => to_json(&Box::pin(worker.swap_in(&name, !no_activeset, install)).await?),
         Request::ActiveSet { name } => to_json(&worker.activeset_summary(&name).await?),
         Request::Evict { tier } => {
             if tier.as_deref() != Some("local") {

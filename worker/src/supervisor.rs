@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::error::Result;
 use crate::host::{lock_std, TenantSlot, Worker};
@@ -107,8 +107,9 @@ impl Worker {
         slot: &Arc<TenantSlot>,
         reason: Reason,
     ) -> Result<()> {
+        let span = info_span!("tenant", tenant = %slot.name);
         let (worker, slot) = (Arc::clone(self), Arc::clone(slot));
-        tokio::spawn(async move { worker.wake_now(&slot, reason).await })
+        tokio::spawn(async move { worker.wake_now(&slot, reason).await }.instrument(span))
             .await
             .map_err(|source| crate::error::Error::TaskFailed {
                 task: "wake-up",
@@ -143,8 +144,20 @@ impl Worker {
     }
 
     /// Swaps a running tenant out for `reason`: its connections are closed first (cleanly),
-    /// then it is dumped while no new one is forwarded.
+    /// then it is dumped while no new one is forwarded. In the tenant's span, whoever asked.
     pub(crate) async fn swap_out_because(
+        self: &Arc<Self>,
+        slot: &Arc<TenantSlot>,
+        reason: Reason,
+        take_slot: bool,
+    ) -> Result<crate::tenant::SwapOutReport> {
+        let span = info_span!("tenant", tenant = %slot.name);
+        Box::pin(self.close_and_swap_out(slot, reason, take_slot))
+            .instrument(span)
+            .await
+    }
+
+    async fn close_and_swap_out(
         self: &Arc<Self>,
         slot: &Arc<TenantSlot>,
         reason: Reason,

@@ -46,15 +46,17 @@ impl Worker {
     /// This is an operator's swap-in: it waits for a swap slot and holds the tenant's gate (no
     /// connection is forwarded meanwhile; held ones go once it runs). It runs on a task of its
     /// own, so that a caller gone meanwhile (an API client that hung up) does not cancel it half
-    /// done.
+    /// done, in the tenant's span.
     pub async fn swap_in(
         self: &Arc<Self>,
         name: &str,
         use_activeset: bool,
         install: Option<ActiveSetInstall>,
     ) -> Result<SwapInReport> {
+        let span = info_span!("tenant", tenant = %name);
         let (worker, name) = (Arc::clone(self), name.to_string());
-        tokio::spawn(async move { worker.swap_in_held(&name, use_activeset, install).await })
+        let swap_in = async move { worker.swap_in_held(&name, use_activeset, install).await };
+        tokio::spawn(swap_in.instrument(span))
             .await
             .map_err(|source| crate::error::Error::TaskFailed {
                 task: "swap-in",
