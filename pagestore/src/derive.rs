@@ -134,14 +134,17 @@ impl PageStore {
             // Its key names the base's generation, and the overlay's pages differ anyway.
             locality: None,
         };
-        let bytes = derived.encode();
+        let bytes = bytes::Bytes::from(derived.encode());
         let checkpoint = CheckpointRef {
             tenant: base.tenant.clone(),
             generation,
             id: CheckpointId::of_manifest_bytes(&bytes),
         };
         // The commit point.
-        self.cold().put(&checkpoint.object_key(), bytes).await?;
+        self.cold()
+            .put(&checkpoint.object_key(), bytes.clone())
+            .await?;
+        self.keep_manifest(&checkpoint.id, &bytes);
         info!(
             checkpoint = %checkpoint.id,
             parent = %base.id,

@@ -184,6 +184,7 @@ impl PageStore {
         let old: Vec<CheckpointRef> = mine.into_iter().filter(|c| !keep.contains(&c.id)).collect();
         for c in &old {
             self.cold().delete(&c.object_key()).await?;
+            self.forget_kept_manifest(&c.id);
             info!(tenant, generation = c.generation, checkpoint = %c.id, "retention: checkpoint dropped");
         }
         // Their locality packs are gone already: each commit drops all but the newest
@@ -201,6 +202,7 @@ impl PageStore {
             .collect();
         for c in &mine {
             self.cold().delete(&c.object_key()).await?;
+            self.forget_kept_manifest(&c.id);
         }
         self.drop_locality(tenant, |_| true).await;
         self.drop_whole_image(tenant).await;
@@ -253,6 +255,7 @@ impl PageStore {
 
     async fn gc_locked(&self, lock: &StoreLock, run: &GcRun<'_>) -> Result<GcReport> {
         let started = Instant::now();
+        let began = std::time::SystemTime::now();
         let mut r = GcReport::default();
         // What this gc may delete: the packs (those of the catalog's refresh) and locality
         // packs there are now. Those written later (by ingests beside it) reference pages this
@@ -272,6 +275,11 @@ impl PageStore {
         run.progress.stage("mark", 0, 0);
         self.mark(&mut mark, run.progress).await?;
         r.manifests = mark.read.len() as u64;
+        // Manifests this machine kept of checkpoints another process dropped since (kept
+        // before this gc began: their checkpoints were listed if they still exist).
+        if let Some(kept) = &self.kept_manifests {
+            kept.retain(began, |id| mark.read.contains(id));
+        }
 
         // The pages of those packs no manifest references: announced before anything goes.
         run.progress.stage("plan", packs.len() as u64, 0);

@@ -29,6 +29,7 @@ pub mod gc;
 pub mod hot;
 pub mod index_cache;
 pub mod ingest;
+mod kept_manifests;
 pub mod local;
 pub mod locality;
 pub mod lock;

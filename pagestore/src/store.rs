@@ -16,6 +16,7 @@ use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::hot::HotTier;
 use crate::index_cache::IndexCache;
+use crate::kept_manifests::KeptManifests;
 use crate::local::{self, LocalTier};
 use crate::manifest::{CheckpointId, CheckpointRef, Manifest};
 use crate::manifest_cache::{ManifestCache, ManifestInfo};
@@ -29,6 +30,9 @@ pub struct PageStore {
     pub(crate) read_path: ReadPath,
     /// Manifests decoded lately: bases of deltas, and what retention asks.
     pub(crate) manifests: ManifestCache,
+    /// Manifests this process committed, on the local disk ([`crate::kept_manifests`]): only
+    /// while it holds the local tier.
+    pub(crate) kept_manifests: Option<KeptManifests>,
     /// The background recompression's state ([`crate::recompress`]).
     pub(crate) background_recompress: crate::rerun::Rerun,
     /// Packs a recompression found dense, or wrote: a pack is named by its bytes, so it stays
@@ -60,6 +64,10 @@ impl PageStore {
         } else {
             None
         };
+        let kept_manifests = local
+            .as_ref()
+            .and_then(|_| KeptManifests::dir_beside(&config.local.path))
+            .and_then(|dir| KeptManifests::open(&dir));
         let index_cache = config.local.index_cache.as_deref().and_then(|dir| {
             IndexCache::open(dir)
                 .inspect_err(|e| warn!(error = %e, "no pack index cache"))
@@ -74,6 +82,7 @@ impl PageStore {
         let store = PageStore {
             read_path,
             manifests: ManifestCache::default(),
+            kept_manifests,
             background_recompress: Default::default(),
             known_dense_packs: Default::default(),
             doomed_sets: Default::default(),
@@ -239,9 +248,24 @@ impl PageStore {
     }
 
     /// Reads and checks a manifest: its bytes must hash to its id. A delta is decoded against its
-    /// base (one more read, unless this process has it already): at most two reads.
+    /// base (one more read, unless this process has it already): at most two reads, from the
+    /// local disk for a checkpoint this machine committed ([`crate::kept_manifests`]).
     pub async fn manifest(&self, checkpoint: &CheckpointRef) -> Result<Manifest> {
-        let bytes = self.manifest_bytes(checkpoint).await?;
+        self.manifest_from(checkpoint, ManifestSource::Kept).await
+    }
+
+    /// [`Self::manifest`], the checkpoint's own bytes read from the cold tier whatever this
+    /// machine keeps (what `verify` checks).
+    pub(crate) async fn manifest_in_cold(&self, checkpoint: &CheckpointRef) -> Result<Manifest> {
+        self.manifest_from(checkpoint, ManifestSource::Cold).await
+    }
+
+    async fn manifest_from(
+        &self,
+        checkpoint: &CheckpointRef,
+        source: ManifestSource,
+    ) -> Result<Manifest> {
+        let bytes = self.manifest_bytes(checkpoint, source).await?;
         let base_ref = Manifest::base_of(&bytes)?;
         let base = match &base_ref {
             None => None,
@@ -285,13 +309,16 @@ impl PageStore {
         if let Some(m) = self.manifests.full(&base.id) {
             return Ok(m);
         }
-        let bytes = self.manifest_bytes(base).await.map_err(|e| match e {
-            Error::ObjectNotFound(_) => Error::BadManifest(format!(
-                "checkpoint {} is written against generation {} ({}), which is gone",
-                of.id, base.generation, base.id
-            )),
-            e => e,
-        })?;
+        let bytes = self
+            .manifest_bytes(base, ManifestSource::Kept)
+            .await
+            .map_err(|e| match e {
+                Error::ObjectNotFound(_) => Error::BadManifest(format!(
+                    "checkpoint {} is written against generation {} ({}), which is gone",
+                    of.id, base.generation, base.id
+                )),
+                e => e,
+            })?;
         if Manifest::base_of(&bytes)?.is_some() {
             return Err(Error::BadManifest(format!(
                 "the base {} of checkpoint {} is itself a delta",
@@ -305,8 +332,20 @@ impl PageStore {
     }
 
     /// A manifest's bytes, checked against its id.
-    async fn manifest_bytes(&self, checkpoint: &CheckpointRef) -> Result<Vec<u8>> {
+    async fn manifest_bytes(
+        &self,
+        checkpoint: &CheckpointRef,
+        source: ManifestSource,
+    ) -> Result<Vec<u8>> {
         let key = checkpoint.object_key();
+        let kept = match (source, &self.kept_manifests) {
+            (ManifestSource::Kept, Some(kept)) => kept.load(&checkpoint.id),
+            _ => None,
+        };
+        if let Some(bytes) = kept {
+            crate::manifest::version_in(&key, &bytes)?;
+            return Ok(bytes);
+        }
         let bytes = self.cold().get(&key).await?;
         // A newer version first: refused as such, by name, whatever else is wrong with it.
         crate::manifest::version_in(&key, &bytes)?;
@@ -318,6 +357,20 @@ impl PageStore {
             });
         }
         Ok(bytes)
+    }
+
+    /// Keeps on the local disk the manifest of a checkpoint this process just committed.
+    pub(crate) fn keep_manifest(&self, id: &CheckpointId, bytes: &[u8]) {
+        if let Some(kept) = &self.kept_manifests {
+            kept.keep(id, bytes);
+        }
+    }
+
+    /// Deletes the kept manifest of a checkpoint this process dropped.
+    pub(crate) fn forget_kept_manifest(&self, id: &CheckpointId) {
+        if let Some(kept) = &self.kept_manifests {
+            kept.forget(id);
+        }
     }
 
     /// Empties the memory tier and forgets the bytes of ended GETs (for cold-start
@@ -372,6 +425,8 @@ impl PageStore {
     }
 
     /// Empties the local tier (for cold-start measurements), after any caching still under way.
+    /// The kept manifests stay, as a worker's memory of its tenants' manifests does: they are
+    /// what a host keeps of its own checkpoints, not pages.
     pub fn evict_local(&self) -> Result<()> {
         if let Some(f) = self.read_path.filler() {
             f.wait_idle();
@@ -382,4 +437,13 @@ impl PageStore {
             None => Ok(()),
         }
     }
+}
+
+/// Where a manifest's own bytes are read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ManifestSource {
+    /// The copy kept on the local disk when there is a sound one, else the cold tier.
+    Kept,
+    /// The cold tier, whatever this machine keeps.
+    Cold,
 }

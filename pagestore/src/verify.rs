@@ -90,7 +90,8 @@ impl PageStore {
         for checkpoint in &checkpoints {
             progress.advance(1, 0);
             r.manifests += 1;
-            let manifest = match self.manifest(checkpoint).await {
+            // The cold tier's copy: the one kept on this machine would hide a damaged object.
+            let manifest = match self.manifest_in_cold(checkpoint).await {
                 Ok(m) => m,
                 Err(e) => {
                     r.problems

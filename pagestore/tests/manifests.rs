@@ -150,3 +150,80 @@ async fn a_checkpoint_opens_with_at_most_two_reads() {
     // A full manifest at least every FULL_EVERY generations.
     assert_eq!(full, generations.div_ceil(FULL_EVERY));
 }
+
+/// The manifests a machine committed are read from its local disk after a restart (a worker's
+/// upgrade): no cold read for them on the next wake-up. A damaged copy is read again from the
+/// cold tier; `verify` checks the cold tier's copies, not these; a forgotten tenant's go with it.
+#[tokio::test]
+async fn a_restarted_store_reads_the_manifests_it_committed_from_its_own_disk() {
+    let home = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::embedded(home.path());
+    config.retention.keep_last = 0;
+    let store = PageStore::open(&config).await.unwrap();
+    let dir = home.path().join("src");
+    for cycle in 0..FULL_EVERY + 2 {
+        let _ = std::fs::remove_dir_all(&dir);
+        checkpoint(&dir, 4, 200, cycle);
+        store
+            .ingest_with("t", &dir, &criu_image::ingest_options())
+            .await
+            .unwrap();
+    }
+    drop(store);
+
+    let store = PageStore::open(&config).await.unwrap();
+    let gets = || store.cold().counters.gets.load(Ordering::Relaxed);
+    let checkpoints = store.checkpoints().await.unwrap();
+    assert!(checkpoints.len() as u64 > FULL_EVERY, "deltas among them");
+    let before = gets();
+    for c in &checkpoints {
+        store.manifest(c).await.unwrap();
+    }
+    assert_eq!(
+        gets() - before,
+        0,
+        "every manifest and base from the local disk"
+    );
+
+    // A damaged copy: read from the cold tier instead, and the same manifest.
+    let newest = checkpoints.iter().max_by_key(|c| c.generation).unwrap();
+    let kept = home
+        .path()
+        .join("local-manifests")
+        .join(format!("{}.manifest", newest.id));
+    let sound = store.manifest(newest).await.unwrap();
+    let mut bytes = std::fs::read(&kept).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&kept, bytes).unwrap();
+    drop(store);
+    let store = PageStore::open(&config).await.unwrap();
+    let gets = || store.cold().counters.gets.load(Ordering::Relaxed);
+    let before = gets();
+    assert_eq!(store.manifest(newest).await.unwrap(), sound);
+    assert!(gets() > before, "read from the cold tier");
+    assert!(store.verify().await.unwrap().ok());
+
+    // The cold tier's copy damaged, this machine's sound: verify sees it.
+    let object = home.path().join("cold").join(newest.object_key());
+    std::fs::copy(&object, &kept).unwrap();
+    let mut bytes = std::fs::read(&object).unwrap();
+    bytes[last] ^= 1;
+    std::fs::write(&object, bytes).unwrap();
+    assert_eq!(store.manifest(newest).await.unwrap(), sound);
+    let report = store.verify().await.unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(newest.id.as_str())),
+        "{:?}",
+        report.problems
+    );
+
+    store.forget("t").await.unwrap();
+    let left = std::fs::read_dir(home.path().join("local-manifests"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "a forgotten tenant's manifests are not kept");
+}

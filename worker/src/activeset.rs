@@ -8,7 +8,11 @@
 //!
 //! **Where it lives.** The store keeps the durable copy as a `meta` object of kind `activeset`
 //! per tenant (newest wins); the worker keeps the set it last learned or loaded in the tenant's
-//! slot, so a swap-in plans without a cold-tier round trip.
+//! slot, so a swap-in plans without a cold-tier round trip, and a copy of what it stored in the
+//! tenant's directory (`activeset.json`), so that a restarted worker's first swap-in of the
+//! tenant does not wait for the store's (a listing and a read: two cold round trips). The set
+//! is a guess at what a restore reads, never what it restores (every page comes from the
+//! checkpoint, checked): a copy left older by a crash costs a worse guess, nothing more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +23,7 @@ use pager::activeset::{
     classify_faults, ActivePage, ActiveSet, Background, EagerPlan, RestoreTrace,
 };
 use pagestore::PageStore;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::ActiveSetInstall;
 use crate::error::{Error, Result};
@@ -119,6 +123,7 @@ impl Learn {
         self.store
             .put_meta(ACTIVESET_KIND, &self.tenant, &body)
             .await?;
+        keep_on_disk(&self.slot.dirs.activeset_file(), &body);
         Ok(())
     }
 }
@@ -198,8 +203,40 @@ pub(crate) async fn own_activeset(
     match slot.kept_activeset() {
         Some(set) => Ok(Some(set)),
         None if slot.no_activeset_stored() => Ok(None),
-        None => Ok(load_activeset(store, tenant).await?.map(Arc::new)),
+        None => match on_disk(&slot.dirs.activeset_file(), tenant) {
+            Some(set) => {
+                slot.keep_activeset(set);
+                Ok(slot.kept_activeset())
+            }
+            None => Ok(load_activeset(store, tenant).await?.map(Arc::new)),
+        },
     }
+}
+
+/// Writes `body`, a stored ActiveSet, to the tenant's copy at `path` (a temporary file renamed
+/// into place; not synced: a torn one is not used). A failure is logged: the store has the set.
+fn keep_on_disk(path: &std::path::Path, body: &[u8]) {
+    let tmp = path.with_extension("json.tmp");
+    if let Err(e) = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        warn!(path = %path.display(), error = %e, "ActiveSet not kept in the tenant's directory");
+    }
+}
+
+/// The tenant's copy of its ActiveSet at `path`, if there is a readable one of a format this
+/// build reads (else, logged, the store's is read).
+fn on_disk(path: &std::path::Path, tenant: &str) -> Option<ActiveSet> {
+    let body = match std::fs::read(path) {
+        Ok(body) => body,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot read the tenant's ActiveSet copy");
+            return None;
+        }
+    };
+    decode(tenant, &path.display().to_string(), &body)
+        .inspect_err(|e| warn!(error = %e, "not using the tenant's ActiveSet copy"))
+        .ok()
 }
 
 /// The tenant's ActiveSet as the store holds it; none if it was never stored. One of a newer
@@ -208,13 +245,18 @@ pub async fn load_activeset(store: &PageStore, tenant: &str) -> Result<Option<Ac
     let Some((key, body)) = store.latest_meta_object(ACTIVESET_KIND, tenant).await? else {
         return Ok(None);
     };
+    decode(tenant, &key, &body).map(Some)
+}
+
+/// The ActiveSet stored as `body` (the object `key`).
+fn decode(tenant: &str, key: &str, body: &[u8]) -> Result<ActiveSet> {
     let bad = |source| Error::BadActiveSet {
         tenant: tenant.to_string(),
         source,
     };
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(bad)?;
-    pagestore::format::json_format("ActiveSet", &key, &value, ACTIVESET_FORMAT)?;
-    serde_json::from_value(value).map(Some).map_err(bad)
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+    pagestore::format::json_format("ActiveSet", key, &value, ACTIVESET_FORMAT)?;
+    serde_json::from_value(value).map_err(bad)
 }
 
 impl Worker {
@@ -291,6 +333,71 @@ mod tests {
                 if object.starts_with("meta/activeset/web/")),
             "{err}"
         );
+    }
+
+    /// A restarted worker plans a tenant's first swap-in from the copy of its ActiveSet in the
+    /// tenant's directory, sending nothing to the cold tier; a torn copy is not used.
+    #[tokio::test]
+    async fn a_restarted_worker_reads_the_tenants_activeset_from_its_directory() {
+        let home = tempfile::tempdir().unwrap();
+        let store = PageStore::open(&pagestore::StoreConfig::embedded(home.path()))
+            .await
+            .unwrap();
+        let dirs = crate::tenant::TenantDirs::new(&home.path().join("tenants"), "web");
+        std::fs::create_dir_all(&dirs.root).unwrap();
+        let slot = TenantSlot::new(dirs.clone(), slot_info(), &[]);
+        let mut set = ActiveSet::new("web");
+        set.record(RestoreTrace::default(), 4);
+        keep_on_disk(&dirs.activeset_file(), &encode("web", &set).unwrap());
+
+        let gets = store
+            .cold()
+            .counters
+            .gets
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let lists = store
+            .cold()
+            .counters
+            .lists
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let own = own_activeset(&store, &slot, "web").await.unwrap().unwrap();
+        assert_eq!(own.restores.len(), 1);
+        assert!(slot.kept_activeset().is_some(), "kept for the next swap-in");
+        assert_eq!(
+            (
+                store
+                    .cold()
+                    .counters
+                    .gets
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                store
+                    .cold()
+                    .counters
+                    .lists
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            ),
+            (gets, lists),
+            "nothing read from the cold tier"
+        );
+
+        // Torn: the store's copy (none here) is read instead.
+        let body = std::fs::read(dirs.activeset_file()).unwrap();
+        std::fs::write(dirs.activeset_file(), &body[..body.len() / 2]).unwrap();
+        assert!(on_disk(&dirs.activeset_file(), "web").is_none());
+        let fresh = TenantSlot::new(dirs.clone(), slot_info(), &[]);
+        assert!(own_activeset(&store, &fresh, "web")
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    fn slot_info() -> crate::tenant::TenantInfo {
+        crate::tenant::TenantInfo::started(
+            crate::tenant::TenantSpec::new("web", 8080, vec!["app".into()]),
+            1,
+            vec![],
+            None,
+        )
     }
 
     const MS: u64 = 1000;

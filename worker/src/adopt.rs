@@ -81,6 +81,8 @@ impl Worker {
         for dir in [&dirs.root, &cwd] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
+        // A copy of its ActiveSet from an earlier stay here is older than the store's.
+        let _ = std::fs::remove_file(dirs.activeset_file());
         // Its quota travels in its record: its files go into a filesystem of that size here.
         if let Some(bytes) = info.disk_quota {
             crate::disk_quota::ensure_mounted(name, &dirs, &cwd, bytes).await?;

@@ -418,6 +418,10 @@ impl TenantDirs {
     pub fn state_file(&self) -> PathBuf {
         self.root.join("tenant.json")
     }
+    /// The worker's copy of its ActiveSet (`activeset`).
+    pub fn activeset_file(&self) -> PathBuf {
+        self.root.join("activeset.json")
+    }
     /// The access log of the lazy restore of checkpoint generation `generation`: every page
     /// read through the mount, one JSON record per line (`pager::access::write_jsonl`).
     pub fn access_log(&self, generation: u64) -> PathBuf {

@@ -280,13 +280,15 @@ impl PageStore {
             locality,
         };
         let base = self.delta_base(parent, generation).await;
-        let bytes = manifest.encode_dense(base.as_ref().map(|(r, m)| (r, m.as_ref())))?;
+        let bytes =
+            bytes::Bytes::from(manifest.encode_dense(base.as_ref().map(|(r, m)| (r, m.as_ref())))?);
         report.checkpoint.id = CheckpointId::of_manifest_bytes(&bytes);
         report.bytes_uploaded += bytes.len() as u64;
         // The commit point.
         self.cold()
-            .put(&report.checkpoint.object_key(), bytes)
+            .put(&report.checkpoint.object_key(), bytes.clone())
             .await?;
+        self.keep_manifest(&report.checkpoint.id, &bytes);
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         let manifest = std::sync::Arc::new(manifest);
         let id = report.checkpoint.id.clone();
