@@ -111,6 +111,21 @@ async fn sixty_swap_cycles_keep_manifests_under_a_tenth_of_stored_bytes() {
     assert!(store.verify().await.unwrap().ok());
 }
 
+/// `generations` checkpoints of tenant `t` (200 pages, seed `seed`) ingested by a store on
+/// `config` that is closed afterwards, as a worker's is when it stops.
+async fn ingest_generations(config: &StoreConfig, home: &Path, seed: u64, generations: u64) {
+    let store = PageStore::open(config).await.unwrap();
+    let dir = home.join("src");
+    for cycle in 0..generations {
+        let _ = std::fs::remove_dir_all(&dir);
+        checkpoint(&dir, seed, 200, cycle);
+        store
+            .ingest_with("t", &dir, &criu_image::ingest_options())
+            .await
+            .unwrap();
+    }
+}
+
 /// Opening any checkpoint reads at most two objects: its manifest and the full manifest it is
 /// written against (and one, once that base is known to the process).
 #[tokio::test]
@@ -119,18 +134,8 @@ async fn a_checkpoint_opens_with_at_most_two_reads() {
     let mut config = StoreConfig::embedded(home.path());
     config.local.enabled = false;
     config.retention.keep_last = 0;
-    let store = PageStore::open(&config).await.unwrap();
-    let dir = home.path().join("src");
     let generations = 2 * FULL_EVERY + 3;
-    for cycle in 0..generations {
-        let _ = std::fs::remove_dir_all(&dir);
-        checkpoint(&dir, 3, 200, cycle);
-        store
-            .ingest_with("t", &dir, &criu_image::ingest_options())
-            .await
-            .unwrap();
-    }
-    drop(store);
+    ingest_generations(&config, home.path(), 3, generations).await;
     let store = PageStore::open(&config).await.unwrap();
     let gets = || store.cold().counters.gets.load(Ordering::Relaxed);
     let mut full = 0;
@@ -159,18 +164,7 @@ async fn a_restarted_store_reads_the_manifests_it_committed_from_its_own_disk() 
     let home = tempfile::tempdir().unwrap();
     let mut config = StoreConfig::embedded(home.path());
     config.retention.keep_last = 0;
-    let store = PageStore::open(&config).await.unwrap();
-    let dir = home.path().join("src");
-    for cycle in 0..FULL_EVERY + 2 {
-        let _ = std::fs::remove_dir_all(&dir);
-        checkpoint(&dir, 4, 200, cycle);
-        store
-            .ingest_with("t", &dir, &criu_image::ingest_options())
-            .await
-            .unwrap();
-    }
-    drop(store);
-
+    ingest_generations(&config, home.path(), 4, FULL_EVERY + 2).await;
     let store = PageStore::open(&config).await.unwrap();
     let gets = || store.cold().counters.gets.load(Ordering::Relaxed);
     let checkpoints = store.checkpoints().await.unwrap();

@@ -415,11 +415,21 @@ async fn a_damaged_manifest_is_refused() {
         .ingest_with("t", &src, &criu_image::ingest_options())
         .await
         .unwrap();
-    let key = home.path().join("cold").join(r.checkpoint.object_key());
-    let mut data = std::fs::read(&key).unwrap();
-    let n = data.len();
-    data[n / 2] ^= 1;
-    std::fs::write(&key, data).unwrap();
+    // Damaged in the cold tier and in the copy this machine kept (`kept_manifests`; a sound
+    // copy would be read instead, tests/manifests.rs).
+    let kept = home
+        .path()
+        .join("local-manifests")
+        .join(format!("{}.manifest", r.checkpoint.id));
+    for key in [
+        home.path().join("cold").join(r.checkpoint.object_key()),
+        kept,
+    ] {
+        let mut data = std::fs::read(&key).unwrap();
+        let n = data.len();
+        data[n / 2] ^= 1;
+        std::fs::write(&key, data).unwrap();
+    }
     let err = store.manifest(&r.checkpoint).await.unwrap_err();
     assert!(err.to_string().contains("manifest"), "{err}");
     assert!(!store.verify().await.unwrap().ok());
