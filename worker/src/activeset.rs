@@ -350,35 +350,18 @@ mod tests {
         set.record(RestoreTrace::default(), 4);
         keep_on_disk(&dirs.activeset_file(), &encode("web", &set).unwrap());
 
-        let gets = store
-            .cold()
-            .counters
-            .gets
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let lists = store
-            .cold()
-            .counters
-            .lists
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let cold_reads = || {
+            let c = &store.cold().counters;
+            (
+                c.gets.load(std::sync::atomic::Ordering::Relaxed),
+                c.lists.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        };
+        let before = cold_reads();
         let own = own_activeset(&store, &slot, "web").await.unwrap().unwrap();
         assert_eq!(own.restores.len(), 1);
         assert!(slot.kept_activeset().is_some(), "kept for the next swap-in");
-        assert_eq!(
-            (
-                store
-                    .cold()
-                    .counters
-                    .gets
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                store
-                    .cold()
-                    .counters
-                    .lists
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            ),
-            (gets, lists),
-            "nothing read from the cold tier"
-        );
+        assert_eq!(cold_reads(), before, "nothing read from the cold tier");
 
         // Torn: the store's copy (none here) is read instead.
         let body = std::fs::read(dirs.activeset_file()).unwrap();
