@@ -39,7 +39,8 @@ pub struct WorkerConfig {
     #[serde(default = "default_activeset_grace_ms")]
     pub activeset_grace_ms: u64,
     /// The learning window closes this long after the restore at the latest (the background
-    /// copy waits for it, also in a restore that learns nothing), however busy the tenant stays.
+    /// copy waits for it; in a restore that learns nothing, only until the whole image is in
+    /// memory), however busy the tenant stays.
     #[serde(default = "default_activeset_window_max_ms")]
     pub activeset_window_max_ms: u64,
     /// The most pages an ActiveSet installs eagerly (bounds a swap-in's eager work).

@@ -11,9 +11,11 @@
 //! up to 4 MiB in the daemon's single thread. Holding the message for the learning window
 //! makes every first touch a fault (the working set is learned whole) and keeps the daemon free
 //! for faults while the tenant answers its first request; then the background copy runs. A
-//! restore that learns nothing holds it as long, for the second reason alone (released at once,
-//! the large heap's first answer from the cold tier took 2045 against 1824 ms at p50 in one A/B,
-//! within what runs spread by here: bench/results/restore-gate).
+//! restore that learns nothing holds it for the second reason alone (released at once, the
+//! large heap's first answer from the cold tier took 2045 against 1824 ms at p50 in one A/B,
+//! within what runs spread by here: bench/results/restore-gate), and so only until the fill has
+//! the whole image in memory, when the copy's reads no longer wait on the cold tier
+//! (`swap_in::background`; bench/results/restore-gate-filled).
 //!
 //! **Protocol** (criu/uffd.c, `send_uffd` and `lazy_pages_finish_restore`): on one stream
 //! connection, `criu restore` sends per task an `i32` pid, then (for a live task) one byte with

@@ -91,6 +91,9 @@ pub(super) struct Fill {
     pub faults: oneshot::Sender<Arc<MountReads>>,
     /// The fill itself; its report once the whole image is in memory.
     pub task: JoinHandle<pagestore::Result<PrefetchReport>>,
+    /// Sent when the whole image is in memory (dropped if the fill fails): from then on CRIU's
+    /// background copy reads only memory (see `background::first_moments`).
+    pub filled: oneshot::Receiver<()>,
 }
 
 /// Faults served from the cold tier (pages) after which a fill waiting for the first answer
@@ -169,6 +172,7 @@ pub(super) fn start(
     let (prefetched_tx, prefetched) = oneshot::channel();
     let (window_closed, window_closed_rx) = oneshot::channel::<()>();
     let (faults, faults_rx) = oneshot::channel();
+    let (filled_tx, filled) = oneshot::channel();
     let first_answer = waits.then(|| slot.await_first_answer());
     let slot = slot.clone();
     let (started, at_start) = swap_in_started;
@@ -222,6 +226,7 @@ pub(super) fn start(
             }
             slot.set_last_fill_wait(wait);
             let rest = store.prefetch_at(&held, priority).await?;
+            let _ = filled_tx.send(());
             Ok(first.and(rest))
         }
         .in_current_span(),
@@ -231,6 +236,7 @@ pub(super) fn start(
         window_closed,
         faults,
         task,
+        filled,
     }
 }
 

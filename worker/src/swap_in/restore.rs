@@ -40,6 +40,8 @@ pub(super) struct LazyRestore {
     pub window_closed: oneshot::Sender<()>,
     /// The fill of the rest of the image.
     pub fill: JoinHandle<pagestore::Result<PrefetchReport>>,
+    /// Sent when the fill has the whole image in memory.
+    pub filled: oneshot::Receiver<()>,
     /// The checkpoint's mount the daemon reads from.
     pub mount: ImageMount,
 }
@@ -60,6 +62,7 @@ impl Worker {
             window_closed,
             faults,
             task: fill,
+            filled,
         } = fill;
         let work = slot.dirs.criu_work("restore");
         let daemon_work = slot.dirs.criu_work("lazy-pages");
@@ -102,6 +105,7 @@ impl Worker {
                     prefetch,
                     window_closed,
                     fill,
+                    filled,
                     mount,
                 })
             }
