@@ -634,7 +634,7 @@ fn a_tenant_that_touches_most_of_its_memory_is_restored_whole_once_learned() {
     let _serial = testkit::criu_lock();
     let p = pico();
     p.write_config("[worker]\nwhole_restore_below_mib = 8\n");
-    let _worker = p.start_worker();
+    let mut worker = p.start_worker();
     // Both ~27 MiB: Python's ~11 MiB and 16 MiB of random bytes, which /touch reads whole.
     let dense = add_counter(&p, "dense");
     let sparse = add_counter(&p, "sparse");
@@ -695,6 +695,15 @@ fn a_tenant_that_touches_most_of_its_memory_is_restored_whole_once_learned() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+
+    // A restarted worker reads the tenant's set from its directory before it chooses: still
+    // whole (the set unknown, the choice went lazy).
+    p.ok(&["tenant", "swap-out", "dense"]);
+    worker.stop();
+    let _worker = p.start_worker();
+    let report = p.json(&["tenant", "swap-in", "dense"]);
+    assert_eq!(report["whole"], true, "after a restart: {report}");
+    assert_eq!(request("dense").0, sum, "the ballast came back");
 }
 
 /// A new tenant has no ActiveSet of its own, but another tenant of the same program learned one:

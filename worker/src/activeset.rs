@@ -200,17 +200,28 @@ pub(crate) async fn own_activeset(
     slot: &TenantSlot,
     tenant: &str,
 ) -> Result<Option<Arc<ActiveSet>>> {
-    match slot.kept_activeset() {
+    match kept_or_copied(slot, tenant) {
         Some(set) => Ok(Some(set)),
         None if slot.no_activeset_stored() => Ok(None),
-        None => match on_disk(&slot.dirs.activeset_file(), tenant) {
-            Some(set) => {
-                slot.keep_activeset(set);
-                Ok(slot.kept_activeset())
-            }
-            None => Ok(load_activeset(store, tenant).await?.map(Arc::new)),
-        },
+        None => Ok(load_activeset(store, tenant).await?.map(Arc::new)),
     }
+}
+
+/// The tenant's own ActiveSet as this machine has it: the one the worker holds, else the copy
+/// in the tenant's directory (then held). A restarted worker holds none until it is asked; its
+/// swap-in asks before it chooses between a whole and a lazy restore, which the set's size
+/// decides (`TenantSlot::working_set_pages`), so that a dense tenant is restored as before the
+/// restart.
+pub(crate) fn kept_or_copied(slot: &TenantSlot, tenant: &str) -> Option<Arc<ActiveSet>> {
+    if let Some(set) = slot.kept_activeset() {
+        return Some(set);
+    }
+    if slot.no_activeset_stored() {
+        return None;
+    }
+    let set = on_disk(&slot.dirs.activeset_file(), tenant)?;
+    slot.keep_activeset(set);
+    slot.kept_activeset()
 }
 
 /// Writes `body`, a stored ActiveSet, to the tenant's copy at `path` (a temporary file renamed

@@ -116,6 +116,8 @@ impl Worker {
         let manifest = (*manifest).clone();
         let only_whole =
             rt.info.user_namespace.is_some() && !crate::userns::lazy_restores_allowed();
+        // A restarted worker reads the tenant's set from its directory first: its size decides.
+        crate::activeset::kept_or_copied(slot, &slot.name);
         let first = self.whole_first(slot, &manifest);
         // A swap-out's new pages reach the local tier just behind its commit; a swap-in
         // right after it waits briefly for them rather than fetching them from the cold tier,
