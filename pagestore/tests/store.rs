@@ -173,6 +173,73 @@ async fn a_prefetch_from_the_local_tier_lets_other_tasks_run() {
     );
 }
 
+/// Pages read ahead of need from the local tier are read, decoded and checked on the background
+/// pool, not on the reader's runtime thread: its other tasks run all the while (a fill released
+/// by a tenant's first bytes held that thread for a batch, ~30 ms, while the relay still had the
+/// rest of the answer to forward). A page that fails its check there is dropped and read from
+/// the cold tier, as on any read.
+#[tokio::test(flavor = "current_thread")]
+async fn pages_read_ahead_from_the_local_tier_are_checked_off_the_runtime_thread() {
+    let home = tempfile::tempdir().unwrap();
+    let store = open(home.path()).await;
+    let report = ingest_big(&store, home.path(), 6, 10_000).await;
+    store.local_settled().await.unwrap();
+    store.evict_hot();
+    let manifest = store.manifest(&report.checkpoint).await.unwrap();
+    let ids: Vec<PageId> = manifest.non_zero_pages().copied().collect();
+    let counters = || {
+        let c = store.counters();
+        (
+            c.local_hits.load(Ordering::Relaxed),
+            c.local_corrupt.load(Ordering::Relaxed),
+            c.cold_pages.load(Ordering::Relaxed),
+        )
+    };
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticks = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut ticks = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                ticks += 1;
+                tokio::task::yield_now().await;
+            }
+            ticks
+        })
+    };
+    let before = counters();
+    store.prefetch_at(&ids, ReadPriority::Ahead).await.unwrap();
+    done.store(true, Ordering::SeqCst);
+    let ticks = ticks.await.unwrap();
+    // Between batches alone (three of 4096 pages) the other task would run a few times.
+    assert!(
+        ticks > 100,
+        "the runtime thread was free meanwhile: {ticks} turns"
+    );
+    let after = counters();
+    assert_eq!(
+        after.0 - before.0,
+        ids.len() as u64,
+        "every page a local hit"
+    );
+    assert_eq!(after.2, before.2, "none read from cold");
+
+    // One cached page replaced by another's bytes: caught, and read from cold.
+    let local = store.local().unwrap();
+    let (codec, other) = pagestore::codec::encode(&store.read_page(&ids[1]).await.unwrap());
+    local.put(&ids[0], codec, &other).unwrap();
+    store.evict_hot();
+    let before = counters();
+    store.prefetch_at(&ids, ReadPriority::Ahead).await.unwrap();
+    let after = counters();
+    assert_eq!(after.1 - before.1, 1, "the bad copy was caught");
+    assert!(after.2 > before.2, "and its page read from cold");
+    let out = home.path().join("out");
+    store.materialize(&report.checkpoint, &out).await.unwrap();
+    assert_same_dir(&home.path().join("src"), &out);
+}
+
 /// Pages fetched ahead of need are decoded on the background pool; they come from the cold
 /// tier checked like any other (a corrupt pack fails the prefetch, nothing of it is handed out)
 /// and are then served from memory.
