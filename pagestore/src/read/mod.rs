@@ -265,22 +265,14 @@ impl ReadPath {
         out: &mut [Option<Bytes>],
         tally: Option<&TierTally>,
     ) -> Vec<Miss> {
-        let mut misses = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            if id.is_zero() {
-                out[i] = Some(Bytes::from_static(&ZERO_PAGE));
-            } else if let Some(page) = self.hot.get(id) {
-                tally.inspect(|t| t.add_memory());
-                out[i] = Some(page);
-            } else if let Some(page) = self.read_local(id) {
-                self.hot.insert_shared(*id, page.clone());
-                tally.inspect(|t| t.add_local());
-                out[i] = Some(page);
-            } else {
-                misses.push((i, *id));
-            }
-        }
-        misses
+        let misses = self.read_memory(ids, out, tally);
+        let Some(local) = &self.local else {
+            return misses;
+        };
+        let found = misses
+            .into_iter()
+            .map(|(i, id)| (i, id, local_lookup(local.as_ref(), &id)));
+        self.keep_local_hits(found, out, tally)
     }
 
     /// [`Self::read_resident`] for pages read ahead of need: the memory tier asked here, the
@@ -295,6 +287,31 @@ impl ReadPath {
         out: &mut [Option<Bytes>],
         tally: Option<&TierTally>,
     ) -> Result<Vec<Miss>> {
+        let misses = self.read_memory(ids, out, tally);
+        let Some(local) = self.local.clone() else {
+            return Ok(misses);
+        };
+        if misses.is_empty() {
+            return Ok(misses);
+        }
+        let found = crate::blocking::background(move || {
+            Ok(misses
+                .into_iter()
+                .map(|(i, id)| (i, id, local_lookup(local.as_ref(), &id)))
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        Ok(self.keep_local_hits(found, out, tally))
+    }
+
+    /// The memory step: fills `out` with zero pages and what the memory tier holds, and
+    /// returns the rest.
+    fn read_memory(
+        &self,
+        ids: &[PageId],
+        out: &mut [Option<Bytes>],
+        tally: Option<&TierTally>,
+    ) -> Vec<Miss> {
         let mut misses = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             if id.is_zero() {
@@ -306,31 +323,29 @@ impl ReadPath {
                 misses.push((i, *id));
             }
         }
-        let Some(local) = self.local.clone() else {
-            return Ok(misses);
-        };
-        if misses.is_empty() {
-            return Ok(misses);
-        }
-        let looked_up = crate::blocking::background(move || {
-            Ok(misses
-                .into_iter()
-                .map(|(i, id)| (i, id, local_lookup(local.as_ref(), &id)))
-                .collect::<Vec<_>>())
-        })
-        .await?;
-        let mut still = Vec::new();
-        for (i, id, found) in looked_up {
+        misses
+    }
+
+    /// Puts what the local tier had of the missed pages (`found`, from [`local_lookup`]) in
+    /// `out` and in memory, counted; returns what it lacked.
+    fn keep_local_hits(
+        &self,
+        found: impl IntoIterator<Item = (usize, PageId, LocalLookup)>,
+        out: &mut [Option<Bytes>],
+        tally: Option<&TierTally>,
+    ) -> Vec<Miss> {
+        let mut misses = Vec::new();
+        for (i, id, found) in found {
             match self.count_local(found) {
                 Some(page) => {
                     self.hot.insert_shared(id, page.clone());
                     tally.inspect(|t| t.add_local());
                     out[i] = Some(page);
                 }
-                None => still.push((i, id)),
+                None => misses.push((i, id)),
             }
         }
-        Ok(still)
+        misses
     }
 
     /// Pages a locality pack being fetched will bring: waits for them (until they are in memory
