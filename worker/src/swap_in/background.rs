@@ -97,35 +97,36 @@ async fn first_moments(
     window_closed: oneshot::Sender<()>,
     filled: oneshot::Receiver<()>,
 ) {
-    let until = match learn {
-        Some(_) => window.closed().await,
+    // A learning restore waits for its window; one that learns nothing, also for its image.
+    let learned = match learn {
+        Some(learn) => Some((window.closed().await, learn)),
         None => {
-            // A fill that failed drops its sender: the window alone decides then.
-            let filled = async {
-                if filled.await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            };
             tokio::select! {
-                until = window.closed() => until,
-                () = filled => {
-                    info!(
-                        after_ms = window.access.elapsed_us() / 1000,
-                        "image in memory before the tenant went quiet: background copy released"
-                    );
-                    window.access.elapsed_us()
-                }
+                _ = window.closed() => {}
+                () = in_memory(filled) => info!(
+                    after_ms = window.access.elapsed_us() / 1000,
+                    "image in memory before the tenant went quiet: background copy released"
+                ),
             }
+            None
         }
     };
     reads.set_phase(RestorePhase::Background);
     gate.release();
     let _ = window_closed.send(());
-    if let Some(learn) = learn {
+    if let Some((until, learn)) = learned {
         let faults = learn.faults(&window.access, until);
         if let Err(e) = learn.save(faults).await {
             warn!(tenant = %learn.tenant, error = %e, "could not save the ActiveSet");
         }
+    }
+}
+
+/// Resolves when the fill reports the whole image in memory; never if the fill failed (its
+/// sender dropped): the window alone decides then.
+async fn in_memory(filled: oneshot::Receiver<()>) {
+    if filled.await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
