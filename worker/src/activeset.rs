@@ -194,17 +194,26 @@ fn trace_of(
 const ACTIVESET_KIND: &str = "activeset";
 
 /// The tenant's own ActiveSet: the one this worker holds for it, else none when the store is
-/// known to hold none (a tenant added here that has learned nothing), else the store's.
+/// known to hold none (a tenant added here that has learned nothing), else the store's, then
+/// held and copied to the tenant's directory (a set stored by a worker that kept no copy is read
+/// from the cold tier once, not at every swap-in until the tenant learns again).
 pub(crate) async fn own_activeset(
     store: &PageStore,
     slot: &TenantSlot,
     tenant: &str,
 ) -> Result<Option<Arc<ActiveSet>>> {
-    match kept_or_copied(slot, tenant) {
-        Some(set) => Ok(Some(set)),
-        None if slot.no_activeset_stored() => Ok(None),
-        None => Ok(load_activeset(store, tenant).await?.map(Arc::new)),
+    if let Some(set) = kept_or_copied(slot, tenant) {
+        return Ok(Some(set));
     }
+    if slot.no_activeset_stored() {
+        return Ok(None);
+    }
+    let Some(set) = load_activeset(store, tenant).await? else {
+        return Ok(None);
+    };
+    keep_on_disk(&slot.dirs.activeset_file(), &encode(tenant, &set)?);
+    slot.keep_activeset(set);
+    Ok(slot.kept_activeset())
 }
 
 /// The tenant's own ActiveSet as this machine has it: the one the worker holds, else the copy
@@ -383,6 +392,38 @@ mod tests {
             .await
             .unwrap()
             .is_none());
+    }
+
+    /// A set only the store has (stored by a worker that kept no copy) is read from the cold
+    /// tier once: then held, and copied to the tenant's directory for a restarted worker.
+    #[tokio::test]
+    async fn a_set_read_from_the_store_is_held_and_copied_to_the_tenants_directory() {
+        let home = tempfile::tempdir().unwrap();
+        let store = PageStore::open(&pagestore::StoreConfig::embedded(home.path()))
+            .await
+            .unwrap();
+        let dirs = crate::tenant::TenantDirs::new(&home.path().join("tenants"), "web");
+        std::fs::create_dir_all(&dirs.root).unwrap();
+        let mut set = ActiveSet::new("web");
+        set.record(RestoreTrace::default(), 4);
+        store_activeset(&store, "web", &set).await.unwrap();
+
+        let slot = TenantSlot::new(dirs.clone(), slot_info(), &[]);
+        let gets = || {
+            store
+                .cold()
+                .counters
+                .gets
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let own = own_activeset(&store, &slot, "web").await.unwrap().unwrap();
+        assert_eq!(own.restores.len(), 1);
+        let after_first = gets();
+        let again = own_activeset(&store, &slot, "web").await.unwrap().unwrap();
+        assert_eq!(again.restores.len(), 1);
+        assert_eq!(gets(), after_first, "held: the second read sends nothing");
+        let copy = on_disk(&dirs.activeset_file(), "web").expect("copied to the directory");
+        assert_eq!(copy.restores.len(), 1);
     }
 
     fn slot_info() -> crate::tenant::TenantInfo {
