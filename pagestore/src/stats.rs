@@ -229,6 +229,9 @@ pub struct LiveCounters {
     /// count in the figures above.
     #[serde(default)]
     pub recompressing: bool,
+    /// Pages are still queued for the local tier ([`PageStore::caching_locally`]).
+    #[serde(default)]
+    pub caching_locally: bool,
     pub local_hits: u64,
     pub local_misses: u64,
     /// Pages a peer worker sent (they passed their check), and their encoded bytes.
@@ -250,6 +253,7 @@ impl PageStore {
             cold_reads_in_flight: c.read_waves.in_flight(),
             cold_waves: c.read_waves.waves(),
             recompressing: self.recompressing(),
+            caching_locally: self.caching_locally(),
             local_hits: self.counters().local_hits.load(Ordering::Relaxed),
             local_misses: self.counters().local_misses.load(Ordering::Relaxed),
             peer_pages: self.counters().peer_pages.load(Ordering::Relaxed),

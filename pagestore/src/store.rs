@@ -397,6 +397,12 @@ impl PageStore {
         }
     }
 
+    /// Whether pages this process ingested or fetched are still queued for the local tier (until
+    /// they are cached, a read of one that the memory tier no longer holds goes to the cold tier).
+    pub fn caching_locally(&self) -> bool {
+        self.read_path.filler().is_some_and(|f| f.filling())
+    }
+
     /// Waits until the local tier holds every page of every pack this process ingested and
     /// every page it fetched: an ingest returns at its commit, a read once its pages are in
     /// memory, and both cache their new pages in the local tier behind them.

@@ -280,9 +280,10 @@ pub struct RestoreArgs {
     /// mode (a swapped-out tenant is idle before it is woken).
     #[arg(long, default_value_t = 1000)]
     pub idle_ms: u64,
-    /// After the idle time, also wait until the worker's background recompression (behind each
-    /// swap-out) has ended before a measured swap-in, so that its cold reads and CPU are not
-    /// counted in the swap-in's (criu-eager has none to wait for).
+    /// After the idle time, also wait until the worker's background recompression and its
+    /// caching of new pages in the local tier (both behind each swap-out) have ended before a
+    /// measured swap-in, so that their cold reads and CPU are not counted in the swap-in's
+    /// (criu-eager has none to wait for).
     #[arg(long)]
     pub settle: bool,
     /// Output directory (results.json, restore.svg, README.md).

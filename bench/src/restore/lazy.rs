@@ -47,12 +47,13 @@ pub(super) async fn add_tenant(
     Ok(port)
 }
 
-/// How long a background recompression may take to end, with `settle`.
+/// How long a background recompression (and the local tier's caching) may take to end, with
+/// `settle`.
 const SETTLE_WITHIN: Duration = Duration::from_secs(120);
 
 /// Waits out the idle time from `checkpointed` and, with `settle`, the end of the worker's
-/// background recompression; then, right before the swap-in, the counters and the idle time
-/// it had, ms.
+/// background recompression and of its caching of the checkpoint's pages in the local tier;
+/// then, right before the swap-in, the counters and the idle time it had, ms.
 pub(super) async fn idle(
     opts: &RestoreOptions,
     worker: &WorkerProc,
@@ -61,11 +62,14 @@ pub(super) async fn idle(
     tokio::time::sleep(opts.idle.saturating_sub(checkpointed.elapsed())).await;
     let mut mark = ColdMark::read(&worker.client).await?;
     let settling = Instant::now();
-    while opts.settle && mark.recompressing {
+    while opts.settle && (mark.recompressing || mark.caching_locally) {
         if settling.elapsed() > SETTLE_WITHIN {
             return Err(Error::Step(
                 "settle".into(),
-                format!("the background recompression still ran after {SETTLE_WITHIN:?}"),
+                format!(
+                    "the background recompression or the local tier's caching still ran after \
+                     {SETTLE_WITHIN:?}"
+                ),
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

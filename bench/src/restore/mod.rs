@@ -38,7 +38,10 @@
 //! done; `settle` (`--settle`, off by default) waits for its end before each measured swap-in,
 //! and the idle time then grows (`idle_ms` with it: 1.1-3.2 s for the repeated modes, whose
 //! swap-out alone often outlasts 1 s, 1.5-8.6 s for the fresh tenants of the first wake-up
-//! modes, against 1.0 s for `criu-eager`).
+//! modes, against 1.0 s for `criu-eager`). It also waits for the worker's caching of new pages
+//! in the local tier (a thread at nice 19): until that ends, a page the memory tier had no room
+//! for (a large heap's fresh tenant writes 270 MB of them) is read from the cold tier in a
+//! local mode.
 
 pub mod apps;
 mod first;

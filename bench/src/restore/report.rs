@@ -237,8 +237,8 @@ pub fn write(
         runs = info.runs,
         idle = info.idle_ms,
         settle = if info.settle {
-            " and after the worker's background recompression ended (`--settle`; IDLE: the \
-             mean time it came to)"
+            " and after the worker's background recompression and its caching of the pages in \
+             the local tier ended (`--settle`; IDLE: the mean time it came to)"
         } else {
             " (`--settle` off: BG says how often the worker's background recompression ran \
              meanwhile)"

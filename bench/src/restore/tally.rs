@@ -17,6 +17,8 @@ pub(super) struct ColdMark {
     pub waves: u64,
     /// The store's background recompression was running (its reads count in the above).
     pub recompressing: bool,
+    /// Pages were still queued for the worker's local tier.
+    pub caching_locally: bool,
 }
 
 impl ColdMark {
@@ -34,6 +36,7 @@ impl ColdMark {
             get_bytes: number("cold_get_bytes")?,
             waves: number("cold_waves")?,
             recompressing: c["recompressing"].as_bool().unwrap_or(false),
+            caching_locally: c["caching_locally"].as_bool().unwrap_or(false),
         })
     }
 
@@ -176,6 +179,7 @@ mod tests {
             get_bytes,
             waves,
             recompressing: false,
+            caching_locally: false,
         }
     }
 

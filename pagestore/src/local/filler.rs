@@ -196,6 +196,12 @@ impl Filler {
         }
     }
 
+    /// Whether pages are queued or being cached now (what [`Filler::wait_idle`] waits for).
+    pub fn filling(&self) -> bool {
+        let state = self.pending.lock();
+        !state.queue.is_empty() || state.busy
+    }
+
     /// Blocks until every page queued so far is cached (or failed to be).
     pub fn wait_idle(&self) {
         self.drain_until(|s| s.queue.is_empty() && !s.busy);
@@ -357,6 +363,7 @@ mod tests {
     #[test]
     fn nothing_is_cached_while_an_ingest_is_under_way_unless_the_queue_is_full() {
         let (_dir, local, filler) = filler_on_a_fresh_tier();
+        assert!(!filler.filling(), "nothing queued");
         let pack = |p: u8| {
             let mut b = PackBuilder::new();
             b.push(PageId([p; 32]), Codec::Raw, &[p; 64]);
@@ -370,11 +377,13 @@ mod tests {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert_eq!(local.usage().unwrap().0, 0, "cached before the commit");
+        assert!(filler.filling(), "packs queued: still filling");
         // A full queue is drained even while the ingest goes on.
         let (data, entries) = pack(100);
         filler.submit(data.into(), entries);
         filler.wait_idle();
         assert_eq!(local.usage().unwrap().0, u64::from(QUEUE_PACKS as u8));
+        assert!(!filler.filling(), "everything queued is cached");
         drop(ingest);
     }
 
