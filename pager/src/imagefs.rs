@@ -10,7 +10,8 @@
 //! thread, any other is moved onto the tokio runtime and answered when its pages arrive, so a
 //! slow cold-tier fetch never blocks other readers. A tenant's fault that no tier of this host
 //! can serve also fetches the pages around it, when asked to ([`MountOptions`],
-//! [`crate::readahead`]).
+//! [`crate::readahead`]). Reads are logged in the span current where the checkpoint was mounted
+//! (the worker's tenant and swap-in), though FUSE threads serve them.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use fuser::{
     OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
 };
 use pagestore::{FileContent, Manifest, PageSpan, PageStore, PAGE_SIZE};
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::access::AccessLog;
 use crate::error::{Error, Result};
@@ -48,6 +49,8 @@ struct ImageFs {
     access: Arc<AccessLog>,
     reads: Arc<MountReads>,
     options: MountOptions,
+    /// The span current at the mount: what the mount's reads are logged in.
+    span: tracing::Span,
 }
 
 impl ImageFs {
@@ -137,6 +140,7 @@ impl Filesystem for ImageFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _in_span = self.span.enter();
         let Some(index) = Self::file_index(ino).filter(|&i| i < self.manifest.files.len()) else {
             return reply.error(Errno::ENOENT);
         };
@@ -168,7 +172,7 @@ impl Filesystem for ImageFs {
             RestorePhase::Faults => self.options.fault_readahead_bytes,
             _ => 0,
         };
-        self.runtime.spawn(async move {
+        let read = async move {
             let file = &manifest.files[index];
             if readahead > 0 {
                 crate::readahead::read_ahead_of_fault(&store, file, offset, size, readahead);
@@ -184,7 +188,8 @@ impl Filesystem for ImageFs {
                     reply.error(Errno::EIO);
                 }
             }
-        });
+        };
+        self.runtime.spawn(read.instrument(self.span.clone()));
     }
 
     fn flush(
@@ -262,6 +267,7 @@ impl ImageMount {
     /// every file readable by everyone (`allow_other`, modes checked by the kernel): the tasks
     /// CRIU restores into a user namespace open some images themselves, some before their ids
     /// are mapped (CRIU's time namespace). Keep the mount point in a directory of root's alone.
+    /// Its reads are logged in the span current here.
     pub fn mount(
         store: Arc<PageStore>,
         manifest: Manifest,
@@ -294,6 +300,7 @@ impl ImageMount {
             access: access.clone(),
             reads: reads.clone(),
             options,
+            span: tracing::Span::current(),
         };
         let mut config = fuser::Config::default();
         config.mount_options = vec![

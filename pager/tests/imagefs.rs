@@ -155,3 +155,64 @@ async fn a_cold_fault_fetches_the_pages_around_it() {
         .unwrap()
         .unwrap();
 }
+
+/// A FUSE thread serves a read and the runtime fetches its pages, yet both log in the span the
+/// checkpoint was mounted in (a worker's tenant and swap-in): a cold GET names its tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_logged_in_the_span_the_checkpoint_was_mounted_in() {
+    testkit::require_root();
+    let logged = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let writer = logged.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || Log(writer.clone()))
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let home = tempfile::tempdir().unwrap();
+    let pages: Vec<(u8, u64)> = (0..16).map(|i| (1, i)).collect();
+    let (store, manifest) = stored_checkpoint(home.path(), &home.path().join("src"), &pages).await;
+    store.local_settled().await.unwrap();
+    store.evict_hot();
+    store.evict_local().unwrap();
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let span = tracing::info_span!("tenant", tenant = "span-probe");
+    let mount = span
+        .in_scope(|| {
+            ImageMount::mount(
+                store.clone(),
+                manifest,
+                &mnt,
+                tokio::runtime::Handle::current(),
+            )
+        })
+        .unwrap();
+    read_page(&mnt, 3).await;
+    tokio::task::spawn_blocking(move || mount.unmount())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let text = String::from_utf8(logged.lock().unwrap().clone()).unwrap();
+    let get = text
+        .lines()
+        .find(|l| l.contains("cold ranged GET"))
+        .unwrap_or_else(|| panic!("no cold GET logged:\n{text}"));
+    assert!(get.contains("span-probe"), "{get}");
+}
+
+/// Where the test's subscriber writes.
+struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
