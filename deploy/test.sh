@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, exactly as CI does (.ci/run calls this): set-up if needed, then
-# format check, clippy -D warnings, and unit, integration and end-to-end tests. As root.
+# format check, clippy -D warnings, the docs' links, and unit, integration and end-to-end tests.
+# As root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo doc -D warnings (broken links in the docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --document-private-items --locked
 echo "== the Debian package (deploy/package.sh: a release build, ~9 min from nothing on 2 cores, a few after a change)"
 # Built once here rather than inside the package's test, which takes it from PICO_DEB.
 PICO_DEB=$(bash deploy/package.sh | grep '\.deb$' | tail -n1)

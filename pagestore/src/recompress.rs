@@ -117,7 +117,7 @@ fn zstd_error(e: std::io::Error) -> Error {
 
 /// Decodes the pages `keep` of the pack `key` held in `data`, each checked against its id (a
 /// corrupt page is never copied into a new pack), and adds them to `writer`. CPU-bound: run it
-/// with [`blocking`].
+/// with [`blocking()`].
 ///
 /// They start a frame of their own: a reader of one zstd frame reads all of it, and the pages
 /// of one source pack (one ingest's new pages: one checkpoint's) are read together, apart from

@@ -11,7 +11,7 @@
 //! own root one and does not dump it (dumping it cost 85 ms per dump and 124 ms per restore here,
 //! against 28 and 20 without); a restore is also run inside it, or told to join it (`criu swrk`).
 //! The worker reaches the tenant through sockets it creates inside the namespace
-//! ([`socket_in`]) and connects to the tenant's loopback.
+//! ([`socket_in`](HostNetns::socket_in)) and connects to the tenant's loopback.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -69,7 +69,7 @@ pub fn remove(pin: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Opens the namespace pinned at `pin`, for [`enter`] or [`socket_in`].
+/// Opens the namespace pinned at `pin`, for [`enter`] or [`socket_in`](HostNetns::socket_in).
 pub fn open(pin: &Path) -> std::io::Result<File> {
     if !is_pinned(pin) {
         return Err(std::io::Error::new(
@@ -118,12 +118,12 @@ pub fn spawn_inside(
     })
 }
 
-/// The worker's own namespace, opened once at start: [`socket_in`] returns to it.
+/// The worker's own namespace, opened once at start: [`socket_in`](HostNetns::socket_in) returns to it.
 pub struct HostNetns(File);
 
 impl HostNetns {
     /// The namespace of the calling process (call from the main thread, before any
-    /// [`socket_in`]).
+    /// [`socket_in`](HostNetns::socket_in)).
     pub fn current() -> std::io::Result<HostNetns> {
         File::open("/proc/self/ns/net").map(HostNetns)
     }

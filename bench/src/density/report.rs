@@ -308,7 +308,7 @@ pub fn goals(r: &Report) -> String {
     s
 }
 
-/// Reads a `results.json` written by [`write`], checks the goals again and writes it back with
+/// Reads a `results.json` written by [`write()`], checks the goals again and writes it back with
 /// its README into `out` (the report's text changed, not the run).
 pub fn rewrite(results: &Path, out: &Path) -> Result<Report> {
     let text = std::fs::read(results).map_err(|e| Error::io(results, e))?;

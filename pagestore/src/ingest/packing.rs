@@ -56,7 +56,7 @@ pub(super) type Upload<'a> = futures::future::BoxFuture<'a, Result<PackCommitted
 /// The packing state of one ingest: the pack being filled, the pages this ingest already
 /// packed, and the full packs still uploading.
 pub(super) struct Packing<'a> {
-    /// [`IngestOptions::keep_in_memory`].
+    /// [`IngestOptions::keep_in_memory`](super::IngestOptions::keep_in_memory).
     pub(super) keep_in_memory: bool,
     pub(super) builder: PackBuilder,
     pub(super) seen: page::PageSet,

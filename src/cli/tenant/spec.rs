@@ -150,7 +150,7 @@ impl SpecFile {
     }
 }
 
-/// A duration given as "<n>ms", "<n>s", "<n>m", "<n>h" or a bare number of seconds, in ms.
+/// A duration given as `"<n>ms"`, `"<n>s"`, `"<n>m"`, `"<n>h"` or a bare number of seconds, in ms.
 pub(super) fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text

@@ -32,7 +32,7 @@ pub(crate) struct Cgroups {
     /// `picocenter/<worker>`.
     group: PathBuf,
     /// The `cgroup.procs` of the cgroup the worker itself is in, read once at start (see
-    /// [`ready_for_a_move`]).
+    /// [`ready_for_a_move`](super::own_group::ready_for_a_move)).
     own_procs: Option<PathBuf>,
 }
 
@@ -105,14 +105,14 @@ impl Cgroups {
         self.unavailable.as_deref()
     }
 
-    /// The `cgroup.procs` of the cgroup the worker is in, for [`ready_for_a_move`]; `None`
+    /// The `cgroup.procs` of the cgroup the worker is in, for [`ready_for_a_move`](super::own_group::ready_for_a_move); `None`
     /// without a hierarchy, or once moves never wait.
     pub(crate) fn own_procs(&self) -> Option<&Path> {
         self.own_procs.as_deref()
     }
 
     /// Moves into a cgroup wait for nothing (`favordynmods` is on): no restore needs
-    /// [`ready_for_a_move`]'s head start.
+    /// [`ready_for_a_move`](super::own_group::ready_for_a_move)'s head start.
     pub(super) fn moves_never_wait(&mut self) {
         self.own_procs = None;
     }

@@ -8,7 +8,7 @@ use super::Hierarchy;
 
 /// Readies the kernel for a move of processes into a cgroup that is about to happen (a
 /// restore's: CRIU moves the restored tree into the tenant's cgroup), by moving the worker into
-/// the cgroup it is in (`own_procs`, [`Cgroups::own_procs`]). Every move takes a lock whose first
+/// the cgroup it is in (`own_procs`, [`Cgroups::own_procs`](super::groups::Cgroups::own_procs)). Every move takes a lock whose first
 /// taker after ~30 ms without one waits for an RCU grace period (`cgroup_threadgroup_rwsem`):
 /// measured here, 8 ms for a write to `cgroup.procs` after a pause, 0.1 ms within 20 ms of
 /// another; CRIU's move, 8 ms of the counter's 22-27 ms restore. Started just before the
