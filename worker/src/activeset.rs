@@ -359,15 +359,8 @@ mod tests {
     /// tenant's directory, sending nothing to the cold tier; a torn copy is not used.
     #[tokio::test]
     async fn a_restarted_worker_reads_the_tenants_activeset_from_its_directory() {
-        let home = tempfile::tempdir().unwrap();
-        let store = PageStore::open(&pagestore::StoreConfig::embedded(home.path()))
-            .await
-            .unwrap();
-        let dirs = crate::tenant::TenantDirs::new(&home.path().join("tenants"), "web");
-        std::fs::create_dir_all(&dirs.root).unwrap();
+        let (_home, store, dirs, set) = tenant_web_with_a_set().await;
         let slot = TenantSlot::new(dirs.clone(), slot_info(), &[]);
-        let mut set = ActiveSet::new("web");
-        set.record(RestoreTrace::default(), 4);
         keep_on_disk(&dirs.activeset_file(), &encode("web", &set).unwrap());
 
         let cold_reads = || {
@@ -398,14 +391,7 @@ mod tests {
     /// tier once: then held, and copied to the tenant's directory for a restarted worker.
     #[tokio::test]
     async fn a_set_read_from_the_store_is_held_and_copied_to_the_tenants_directory() {
-        let home = tempfile::tempdir().unwrap();
-        let store = PageStore::open(&pagestore::StoreConfig::embedded(home.path()))
-            .await
-            .unwrap();
-        let dirs = crate::tenant::TenantDirs::new(&home.path().join("tenants"), "web");
-        std::fs::create_dir_all(&dirs.root).unwrap();
-        let mut set = ActiveSet::new("web");
-        set.record(RestoreTrace::default(), 4);
+        let (_home, store, dirs, set) = tenant_web_with_a_set().await;
         store_activeset(&store, "web", &set).await.unwrap();
 
         let slot = TenantSlot::new(dirs.clone(), slot_info(), &[]);
@@ -424,6 +410,25 @@ mod tests {
         assert_eq!(gets(), after_first, "held: the second read sends nothing");
         let copy = on_disk(&dirs.activeset_file(), "web").expect("copied to the directory");
         assert_eq!(copy.restores.len(), 1);
+    }
+
+    /// A store in a temporary home, the directory of tenant `web` in it, and a set of one
+    /// restore (not stored anywhere yet).
+    async fn tenant_web_with_a_set() -> (
+        tempfile::TempDir,
+        PageStore,
+        crate::tenant::TenantDirs,
+        ActiveSet,
+    ) {
+        let home = tempfile::tempdir().unwrap();
+        let store = PageStore::open(&pagestore::StoreConfig::embedded(home.path()))
+            .await
+            .unwrap();
+        let dirs = crate::tenant::TenantDirs::new(&home.path().join("tenants"), "web");
+        std::fs::create_dir_all(&dirs.root).unwrap();
+        let mut set = ActiveSet::new("web");
+        set.record(RestoreTrace::default(), 4);
+        (home, store, dirs, set)
     }
 
     fn slot_info() -> crate::tenant::TenantInfo {
