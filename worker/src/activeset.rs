@@ -208,10 +208,10 @@ pub(crate) async fn own_activeset(
     if slot.no_activeset_stored() {
         return Ok(None);
     }
-    let Some(set) = load_activeset(store, tenant).await? else {
+    let Some((set, body)) = load_stored(store, tenant).await? else {
         return Ok(None);
     };
-    keep_on_disk(&slot.dirs.activeset_file(), &encode(tenant, &set)?);
+    keep_on_disk(&slot.dirs.activeset_file(), &body);
     slot.keep_activeset(set);
     Ok(slot.kept_activeset())
 }
@@ -262,10 +262,16 @@ fn on_disk(path: &std::path::Path, tenant: &str) -> Option<ActiveSet> {
 /// The tenant's ActiveSet as the store holds it; none if it was never stored. One of a newer
 /// format than this build reads is refused (`pagestore::format`).
 pub async fn load_activeset(store: &PageStore, tenant: &str) -> Result<Option<ActiveSet>> {
+    Ok(load_stored(store, tenant).await?.map(|(set, _)| set))
+}
+
+/// [`load_activeset`], with the body it was decoded from (what a copy on disk holds).
+async fn load_stored(store: &PageStore, tenant: &str) -> Result<Option<(ActiveSet, Vec<u8>)>> {
     let Some((key, body)) = store.latest_meta_object(ACTIVESET_KIND, tenant).await? else {
         return Ok(None);
     };
-    decode(tenant, &key, &body).map(Some)
+    let set = decode(tenant, &key, &body)?;
+    Ok(Some((set, body)))
 }
 
 /// The ActiveSet stored as `body` (the object `key`).

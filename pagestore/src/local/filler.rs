@@ -113,6 +113,11 @@ impl State {
         self.packs >= QUEUE_PACKS || self.bytes >= QUEUE_BYTES
     }
 
+    /// Nothing queued and nothing being cached.
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && !self.busy
+    }
+
     fn push(&mut self, job: Job) {
         self.packs += usize::from(job.is_pack());
         self.bytes += job.bytes();
@@ -198,13 +203,12 @@ impl Filler {
 
     /// Whether pages are queued or being cached now (what [`Filler::wait_idle`] waits for).
     pub fn filling(&self) -> bool {
-        let state = self.pending.lock();
-        !state.queue.is_empty() || state.busy
+        !self.pending.lock().idle()
     }
 
     /// Blocks until every page queued so far is cached (or failed to be).
     pub fn wait_idle(&self) {
-        self.drain_until(|s| s.queue.is_empty() && !s.busy);
+        self.drain_until(State::idle);
     }
 
     /// Blocks until the pages of every pack queued so far are cached (or failed to be); fetched
