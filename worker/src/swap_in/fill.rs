@@ -14,14 +14,14 @@
 //! client, for the learning window's close when no client waits, or for [`SET_MISSES`] faults
 //! the set did not foresee, each a cold round trip of its own, whichever comes first; unless
 //! the rest is small ([`HOLD_ABOVE_BYTES`], [`HOLD_ABOVE_PAGES`]), when it costs less than one
-//! such miss (and with the tenant's own set, is fetched alongside the restore set:
-//! [`FillPlan::all_at_once`]). A set
+//! such miss. A set
 //! borrowed from a tenant whose mappings lie elsewhere (ASLR) is a guess: the mappings it touches
 //! are fetched at once, alongside the restore set, and only the others wait. Without a set the
 //! fill goes on at once: every page the tenant touches would otherwise be a fault and a cold
 //! round trip of its own (measured: the counter's first cold wake-up took 108 sequential round
 //! trips, 5.3 s, held; 2, 240 ms, not), at the price of fetching pages the first answer does not
-//! need. When a set was installed, what the fill fetches is decoded and checked on the store's
+//! need. A small rest, set or none, is fetched alongside the restore set
+//! ([`FillPlan::all_at_once`]): its round trip overlaps the set's instead of following it. When a set was installed, what the fill fetches is decoded and checked on the store's
 //! background pool (`ReadPriority::Ahead`), behind the restore set, CRIU and the faults: it is
 //! fetched ahead of need. Once the fill is done, [`finish`] records what it read.
 

@@ -179,7 +179,6 @@ impl Worker {
             false => Ok(None),
             true => own_activeset(&self.store, slot, name).await,
         };
-        let own_set = matches!(set, Ok(Some(_)));
         // None of its own yet: the set its newest checkpoint's locality pack was written with,
         // borrowed from another tenant of its program (see `program_sets`), if any.
         let (set, guessed) = match set {
@@ -277,11 +276,14 @@ impl Worker {
                 false => ReadPriority::Ahead,
             },
         };
-        // A tenant's own set misses a page or two a wake-up: a small rest comes along with the
-        // restore set. Not on a first wake-up (no set, or a borrowed one), whose cold bytes
-        // before the first answer stay those the restore and the faults need.
+        // A small rest comes along with the restore set: its round trip overlaps the set's
+        // instead of following it. With a set of its own, a page the set missed (a page or two
+        // a wake-up) then finds its page arriving; without one (a first wake-up, or learning
+        // off), every page the tenant touches would: the rest of a small image is not held for
+        // the first answer anyway, and fetched after the set it cost the first answer a second
+        // round trip (counter and nginx: two before the first answer, three at worst).
         let worth_holding = fetch.worth_holding(&self.store);
-        if own_set && !worth_holding {
+        if !worth_holding {
             fetch = fetch.all_at_once();
         }
         let fill_waits = learning && !eager.pages.is_empty() && worth_holding;
