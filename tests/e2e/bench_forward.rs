@@ -32,7 +32,17 @@ fn bench_forward_smoke() {
             assert!(p50 > 0.0, "{kind} {side}: {json}");
         }
     }
-    assert!(json["throughput"]["forwarded_mb_s"].as_f64().unwrap() > 0.0);
+    let throughput = &json["throughput"];
+    assert!(throughput["forwarded_mb_s"].as_f64().unwrap() > 0.0);
+    // Each side at its best (the 90th percentile of its transfers) is no slower than its median.
+    for side in ["direct", "forwarded"] {
+        let (best, median) = (
+            throughput[format!("{side}_best_mb_s")].as_f64().unwrap(),
+            throughput[format!("{side}_mb_s")].as_f64().unwrap(),
+        );
+        assert!(best >= median, "{side}: {throughput}");
+    }
+    assert!(throughput["best_ratio"].as_f64().unwrap() > 0.0);
     assert_eq!(
         json["by_kernel"], true,
         "the kernel forwards a running tenant's port: {json}"

@@ -147,6 +147,14 @@ pub struct ThroughputComparison {
     pub forwarded_mb_s: f64,
     /// forwarded / direct, the median of the ratios of transfers made one after the other.
     pub ratio: f64,
+    /// Each side at its best: the 90th percentile of its transfers, MB/s. On this VM a direct
+    /// transfer over the loopback falls to 2-4 GB/s (against 6-7) in about a quarter of the
+    /// runs, far more often than a forwarded one, which lifts the median ratio above what
+    /// forwarding costs when both sides run at full speed.
+    pub direct_best_mb_s: f64,
+    pub forwarded_best_mb_s: f64,
+    /// forwarded_best_mb_s / direct_best_mb_s.
+    pub best_ratio: f64,
     /// Every transfer, in the order made (`transfers` per round).
     pub rounds_direct_mb_s: Vec<f64>,
     pub rounds_forwarded_mb_s: Vec<f64>,
@@ -229,6 +237,12 @@ impl Samples {
             .zip(&direct)
             .map(|(f, d)| f / d.max(1e-9))
             .collect();
+        let best = |runs: &[f64]| {
+            let mut sorted = runs.to_vec();
+            sorted.sort_by(f64::total_cmp);
+            percentile(&sorted, 90.0)
+        };
+        let (direct_best, forwarded_best) = (best(&direct), best(&forwarded));
         Forwarding {
             keep_alive: LatencyComparison::of(
                 self.keep_alive[0].clone(),
@@ -243,6 +257,9 @@ impl Samples {
                 direct_mb_s: median(&direct),
                 forwarded_mb_s: median(&forwarded),
                 ratio: median(&ratios),
+                direct_best_mb_s: direct_best,
+                forwarded_best_mb_s: forwarded_best,
+                best_ratio: forwarded_best / direct_best.max(1e-9),
                 rounds_direct_mb_s: direct,
                 rounds_forwarded_mb_s: forwarded,
             },
@@ -501,11 +518,14 @@ pub fn table(r: &Report) -> String {
     for (worker, f) in workers(r) {
         s.push_str(&format!(
             "large transfer ({:.0} MiB), {worker}: direct {:.0} MB/s, forwarded {:.0} MB/s, \
-             ratio {:.3}\n",
+             ratio {:.3}; at their best (p90) {:.0} and {:.0} MB/s, ratio {:.3}\n",
             f.throughput.bytes as f64 / (1 << 20) as f64,
             f.throughput.direct_mb_s,
             f.throughput.forwarded_mb_s,
-            f.throughput.ratio
+            f.throughput.ratio,
+            f.throughput.direct_best_mb_s,
+            f.throughput.forwarded_best_mb_s,
+            f.throughput.best_ratio
         ));
     }
     s
@@ -523,12 +543,17 @@ pub fn goals(r: &Report) -> String {
         s.push_str(&format!(
             "- {worker}, latency, p50 forwarded − direct: kept-alive {ka:+.1} µs, new connection \
              {pc:+.1} µs (goal: within {:.0} µs) — {}\n\
-             - {worker}, throughput, forwarded / direct: {:.3} (goal: at least {:.2}) — {}\n",
+             - {worker}, throughput, forwarded / direct: {:.3} (median), {:.3} (each at its \
+             best, p90) (goal: at least {:.2}, both) — {}\n",
             r.goal_latency_us,
             verdict(ka <= r.goal_latency_us && pc <= r.goal_latency_us),
             f.throughput.ratio,
+            f.throughput.best_ratio,
             r.goal_throughput_ratio,
-            verdict(f.throughput.ratio >= r.goal_throughput_ratio)
+            verdict(
+                f.throughput.ratio >= r.goal_throughput_ratio
+                    && f.throughput.best_ratio >= r.goal_throughput_ratio
+            )
         ));
     }
     s
@@ -622,7 +647,9 @@ fn write_outputs(r: &Report, out: &Path) -> Result<()> {
          - **large transfer**: the {large:.0} MiB file {transfers} times per round and side, \
            the sides taking turns, each on a fresh connection, connect to last byte; MB/s = 10^6 \
            bytes/s; ratio = median of the ratios forwarded / direct of transfers made one after \
-           the other.\n\n\
+           the other; and each side at its best, the 90th percentile of its transfers (a direct \
+           transfer over the loopback here falls to 2-4 GB/s in about a quarter of the runs, far \
+           more often than a forwarded one, which lifts the median ratio: the goal asks both).\n\n\
          The machine runs the client, the worker and nginx on the same cores (and other work \
          beside them): forwarding's CPU competes with both ends, as on a busy host.\n\n\
          ## Results\n\n```\n{table}```\n\n![latency](forward.svg)\n\n\
