@@ -20,8 +20,9 @@
 //! fill goes on at once: every page the tenant touches would otherwise be a fault and a cold
 //! round trip of its own (measured: the counter's first cold wake-up took 108 sequential round
 //! trips, 5.3 s, held; 2, 240 ms, not), at the price of fetching pages the first answer does not
-//! need. A small rest, set or none, is fetched alongside the restore set
-//! ([`FillPlan::all_at_once`]): its round trip overlaps the set's instead of following it. When a set was installed, what the fill fetches is decoded and checked on the store's
+//! need. A rest small in the store is fetched alongside the restore set ([`FillPlan::all_at_once`]):
+//! its round trip overlaps the set's instead of following it (behind an installed set, only a
+//! rest of few pages: [`RestSize::comes_alongside`]). When a set was installed, what the fill fetches is decoded and checked on the store's
 //! background pool (`ReadPriority::Ahead`), behind the restore set, CRIU and the faults: it is
 //! fetched ahead of need. Once the fill is done, [`finish`] records what it read.
 
@@ -116,13 +117,43 @@ const HOLD_ABOVE_BYTES: u64 = 4 << 20;
 /// restore set, its first answer from the cold tier came at 125 ms (p50 of 6) against 95 held.
 const HOLD_ABOVE_PAGES: usize = 4096;
 
+/// How large the rest of the image is, as the plan weighs it ([`FillPlan::rest_size`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RestSize {
+    /// More than [`HOLD_ABOVE_PAGES`] pages.
+    pub many_pages: bool,
+    /// At most [`HOLD_ABOVE_BYTES`] in the store.
+    pub small_in_store: bool,
+}
+
+impl RestSize {
+    /// Whether the rest is worth holding back for the first answer (when a set was installed):
+    /// when its pages are more than [`HOLD_ABOVE_PAGES`] or take more than [`HOLD_ABOVE_BYTES`]
+    /// in the store.
+    pub(super) fn worth_holding(self) -> bool {
+        self.many_pages || !self.small_in_store
+    }
+
+    /// Whether the rest comes alongside the restore set rather than after it
+    /// ([`FillPlan::all_at_once`]): a rest small in the store, and with a set installed
+    /// (`set_installed`) also of few pages. The page bound is for the decoding: behind a set the
+    /// first answer needs none of the rest, and decoding many pages took the cores from it
+    /// (redis's 28k pages from 2.3 MB: p50 125 against 95 ms held). Without a set the rest is
+    /// what the faults need and follows the set at once anyway: its round trip may as well
+    /// overlap the set's (redis `lazy-cold` p50 211-221 -> 157-158 ms,
+    /// bench/results/restore-small-rest).
+    pub(super) fn comes_alongside(self, set_installed: bool) -> bool {
+        self.small_in_store && !(set_installed && self.many_pages)
+    }
+}
+
 impl FillPlan {
-    /// Whether the rest of the image is worth holding back for the first answer: when its
-    /// pages are more than [`HOLD_ABOVE_PAGES`] or take more than [`HOLD_ABOVE_BYTES`] in the
-    /// store.
-    pub(super) fn worth_holding(&self, store: &PageStore) -> bool {
-        self.held.len() > HOLD_ABOVE_PAGES
-            || !store.catalog().stored_within(&self.held, HOLD_ABOVE_BYTES)
+    /// How large the rest is ([`RestSize`]); its stored size is summed once.
+    pub(super) fn rest_size(&self, store: &PageStore) -> RestSize {
+        RestSize {
+            many_pages: self.held.len() > HOLD_ABOVE_PAGES,
+            small_in_store: store.catalog().stored_within(&self.held, HOLD_ABOVE_BYTES),
+        }
     }
 
     /// The plan with the rest fetched alongside the restore set, for a rest not worth holding:
@@ -313,5 +344,31 @@ pub(super) fn record_cold_reads(usage_log: &Path, tenant: &str, cold_gets: u64, 
     };
     if let Err(e) = pagestore::usage::append(usage_log, &record) {
         warn!(error = %e, "could not record the swap-in's cold reads");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RestSize;
+
+    #[test]
+    fn a_rest_small_in_the_store_comes_alongside_unless_a_set_was_installed_and_it_has_many_pages()
+    {
+        let rest = |many_pages, small_in_store| RestSize {
+            many_pages,
+            small_in_store,
+        };
+        // The counter's or nginx's rest: alongside, set or none, never held.
+        assert!(rest(false, true).comes_alongside(true));
+        assert!(rest(false, true).comes_alongside(false));
+        assert!(!rest(false, true).worth_holding());
+        // Redis's (28k pages from 2.3 MB): alongside only when nothing was installed.
+        assert!(!rest(true, true).comes_alongside(true));
+        assert!(rest(true, true).comes_alongside(false));
+        assert!(rest(true, true).worth_holding());
+        // A large heap's: after the set, and held behind an installed one.
+        assert!(!rest(true, false).comes_alongside(false));
+        assert!(!rest(false, false).comes_alongside(true));
+        assert!(rest(false, false).worth_holding());
     }
 }

@@ -56,7 +56,7 @@ pub(super) struct LazyPlan {
     /// What is fetched ahead of the restore and behind it.
     pub fetch: FillPlan,
     /// Whether the fill holds the rest back for the first answer: an ActiveSet was installed
-    /// and the rest is worth holding ([`FillPlan::worth_holding`]).
+    /// and the rest is worth holding ([`RestSize::worth_holding`](super::fill::RestSize::worth_holding)).
     pub fill_waits: bool,
 }
 
@@ -279,14 +279,15 @@ impl Worker {
         // A small rest comes along with the restore set: its round trip overlaps the set's
         // instead of following it. With a set of its own, a page the set missed (a page or two
         // a wake-up) then finds its page arriving; without one (a first wake-up, or learning
-        // off), every page the tenant touches would: the rest of a small image is not held for
-        // the first answer anyway, and fetched after the set it cost the first answer a second
-        // round trip (counter and nginx: two before the first answer, three at worst).
-        let worth_holding = fetch.worth_holding(&self.store);
-        if !worth_holding {
+        // off), every page the tenant touches would: such a rest is not held for the first
+        // answer anyway, and fetched after the set it cost the first answer a second round trip
+        // (counter and nginx: two before the first answer, three at worst).
+        let set_installed = !eager.pages.is_empty();
+        let rest = fetch.rest_size(&self.store);
+        if rest.comes_alongside(set_installed) {
             fetch = fetch.all_at_once();
         }
-        let fill_waits = learning && !eager.pages.is_empty() && worth_holding;
+        let fill_waits = learning && set_installed && rest.worth_holding();
         LazyPlan {
             manifest,
             eager,
