@@ -20,11 +20,12 @@
 //! fill goes on at once: every page the tenant touches would otherwise be a fault and a cold
 //! round trip of its own (measured: the counter's first cold wake-up took 108 sequential round
 //! trips, 5.3 s, held; 2, 240 ms, not), at the price of fetching pages the first answer does not
-//! need. A rest small in the store is fetched alongside the restore set ([`FillPlan::all_at_once`]):
-//! its round trip overlaps the set's instead of following it (behind an installed set, only a
-//! rest of few pages: [`RestSize::comes_alongside`]). When a set was installed, what the fill fetches is decoded and checked on the store's
-//! background pool (`ReadPriority::Ahead`), behind the restore set, CRIU and the faults: it is
-//! fetched ahead of need. Once the fill is done, [`finish`] records what it read.
+//! need. A rest small in the store is fetched alongside the restore set
+//! ([`FillPlan::all_at_once`]): its round trip overlaps the set's instead of following it
+//! (behind an installed set, only a rest of few pages: [`RestSize::comes_alongside`]). When a
+//! set was installed, what the fill fetches is decoded and checked on the store's background
+//! pool (`ReadPriority::Ahead`), behind the restore set, CRIU and the faults: it is fetched
+//! ahead of need. Once the fill is done, [`finish`] records what it read.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -352,8 +353,7 @@ mod tests {
     use super::RestSize;
 
     #[test]
-    fn a_rest_small_in_the_store_comes_alongside_unless_a_set_was_installed_and_it_has_many_pages()
-    {
+    fn a_small_rest_comes_alongside_unless_behind_a_set_with_many_pages() {
         let rest = |many_pages, small_in_store| RestSize {
             many_pages,
             small_in_store,

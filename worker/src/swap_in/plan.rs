@@ -56,7 +56,7 @@ pub(super) struct LazyPlan {
     /// What is fetched ahead of the restore and behind it.
     pub fetch: FillPlan,
     /// Whether the fill holds the rest back for the first answer: an ActiveSet was installed
-    /// and the rest is worth holding ([`RestSize::worth_holding`](super::fill::RestSize::worth_holding)).
+    /// and the rest is worth holding (`RestSize::worth_holding`).
     pub fill_waits: bool,
 }
 
