@@ -2,23 +2,17 @@
 # Builds the probe's two paths into a tenant namespace `natprobe` (see README.md); `setup.sh down`
 # removes them. As root.
 set -euo pipefail
+. "$(dirname "$0")/../lib/veth_ns.sh"
 NS=natprobe
 down() {
   iptables -t nat -D OUTPUT -p tcp -d 127.0.0.1 --dport 7300 -j DNAT --to-destination 10.77.0.2:7001 2>/dev/null || true
   iptables -t nat -D POSTROUTING -o pnat0 -j MASQUERADE 2>/dev/null || true
-  ip link del pnat0 2>/dev/null || true
-  ip netns del $NS 2>/dev/null || true
+  veth_ns_down $NS pnat0
 }
 if [ "${1:-}" = down ]; then down; exit 0; fi
 down
-ip netns add $NS
-ip -n $NS link set lo up
 # A veth pair: pnat0 on the host, eth0 in the tenant's namespace, a /30 between them.
-ip link add pnat0 mtu 65535 type veth peer name eth0 mtu 65535 netns $NS
-ip addr add 10.77.0.1/30 dev pnat0
-ip link set pnat0 up
-ip -n $NS addr add 10.77.0.2/30 dev eth0
-ip -n $NS link set eth0 up
+veth_ns $NS pnat0 10.77.0
 # In the tenant's namespace: what arrives on eth0 for its port goes to its loopback, where it
 # listens (as the worker's tenants do: 127.0.0.1 inside).
 ip netns exec $NS sysctl -qw net.ipv4.conf.eth0.route_localnet=1

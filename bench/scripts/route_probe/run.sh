@@ -12,6 +12,7 @@
 #   run.sh [ROUNDS] [HOST]     as root; leaves nothing behind (the local rule back at pref 0)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../lib/veth_ns.sh"
 rounds="${1:-10}"
 host="${2:-$(ip -4 -o route get 1.1.1.1 | sed -n 's/.* src \([0-9.]*\).*/\1/p')}"
 ns=rprobe
@@ -29,8 +30,7 @@ down() {
   ip rule show pref 0 | grep -q . || ip rule add pref 0 lookup local
   ip rule del pref 100 2>/dev/null || true
   ip route flush table 178 2>/dev/null || true
-  ip link del rpv0 2>/dev/null || true
-  ip netns del $ns 2>/dev/null || true
+  veth_ns_down $ns rpv0
   rm -rf "$work"
 }
 trap down EXIT
@@ -45,13 +45,7 @@ CONF
 done
 gcc -O2 -o "$work/fetch" "$here/fetch.c"
 
-ip netns add $ns
-ip -n $ns link set lo up
-ip link add rpv0 mtu 65535 type veth peer name eth0 mtu 65535 netns $ns
-ip addr add 10.78.0.1/30 dev rpv0
-ip link set rpv0 up
-ip -n $ns addr add 10.78.0.2/30 dev eth0
-ip -n $ns link set eth0 up
+veth_ns $ns rpv0 10.78.0
 ip -n $ns route add default via 10.78.0.1
 # worker: as worker/src/kernel_forward/rules.rs does it (iptables here)
 ip netns exec $ns sysctl -qw net.ipv4.conf.eth0.route_localnet=1

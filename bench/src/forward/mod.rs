@@ -203,9 +203,14 @@ pub struct Report {
 }
 
 fn median(values: &[f64]) -> f64 {
+    percentile_of(values, 50.0)
+}
+
+/// The `p`th percentile of `values` in any order.
+fn percentile_of(values: &[f64], p: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    percentile(&sorted, 50.0)
+    percentile(&sorted, p)
 }
 
 /// What the rounds measured, per side: direct, forwarded, the compared build's forwarding.
@@ -237,12 +242,10 @@ impl Samples {
             .zip(&direct)
             .map(|(f, d)| f / d.max(1e-9))
             .collect();
-        let best = |runs: &[f64]| {
-            let mut sorted = runs.to_vec();
-            sorted.sort_by(f64::total_cmp);
-            percentile(&sorted, 90.0)
-        };
-        let (direct_best, forwarded_best) = (best(&direct), best(&forwarded));
+        let (direct_best, forwarded_best) = (
+            percentile_of(&direct, 90.0),
+            percentile_of(&forwarded, 90.0),
+        );
         Forwarding {
             keep_alive: LatencyComparison::of(
                 self.keep_alive[0].clone(),

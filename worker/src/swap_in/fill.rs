@@ -157,8 +157,8 @@ impl FillPlan {
         }
     }
 
-    /// The plan with the rest fetched alongside the restore set, for a rest not worth holding:
-    /// its round trip then overlaps the set's instead of following it, so that a fault the set
+    /// The plan with the rest fetched alongside the restore set, for a rest that comes
+    /// alongside ([`RestSize::comes_alongside`]): its round trip then overlaps the set's instead of following it, so that a fault the set
     /// did not foresee finds its page in memory or arriving. (The counter's own set missed a
     /// page or two a wake-up, which waited ~50 ms for the rest fetched after the set: the first
     /// answer 150-160 ms from the cold tier, against ~105 with a set that missed none.)

@@ -267,13 +267,14 @@ impl Worker {
             all.append(&mut far);
             (Vec::new(), all)
         };
+        let set_installed = !eager.pages.is_empty();
         let mut fetch = FillPlan {
             restore_set,
             at_once,
             held,
-            priority: match eager.pages.is_empty() {
-                true => ReadPriority::Now,
-                false => ReadPriority::Ahead,
+            priority: match set_installed {
+                true => ReadPriority::Ahead,
+                false => ReadPriority::Now,
             },
         };
         // A small rest comes along with the restore set: its round trip overlaps the set's
@@ -282,7 +283,6 @@ impl Worker {
         // off), every page the tenant touches would: such a rest is not held for the first
         // answer anyway, and fetched after the set it cost the first answer a second round trip
         // (counter and nginx: two before the first answer, three at worst).
-        let set_installed = !eager.pages.is_empty();
         let rest = fetch.rest_size(&self.store);
         if rest.comes_alongside(set_installed) {
             fetch = fetch.all_at_once();
