@@ -1,6 +1,6 @@
-//! The tenants' public ports beyond forwarding: the client's address handed to a tenant that
-//! asks for it (PROXY protocol v2), and ports held by systemd while no worker runs (socket
-//! activation).
+//! The tenants' public ports: the kernel's two ways of forwarding a running tenant's port (routed,
+//! NAT), the client's address handed to a tenant that asks for it (PROXY protocol v2), and ports
+//! held by systemd while no worker runs (socket activation).
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +8,155 @@ use testkit::net::{free_port, http_get, http_get_from};
 
 use testkit::pico::Pico;
 
-use super::{counter_add_args, pico, strs, tenant, tenant_add_args, wait_kernel_forwarded};
+use super::{
+    counter_add_args, counter_add_args_idle, pico, strs, tenant, tenant_add_args,
+    wait_kernel_forwarded,
+};
+
+/// The host's IPv4 routing rules (`ip rule show`), one per line, trailing blanks trimmed.
+fn ip_rules() -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["rule", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .collect()
+}
+
+/// Whether the host has the rule listed as `rule`.
+fn has_rule(rule: &str) -> bool {
+    ip_rules().iter().any(|l| l == rule)
+}
+
+/// Whether any rule of the host names `port` (`dport PORT`).
+fn any_rule_names(port: u16) -> bool {
+    let named = format!("dport {port} ");
+    ip_rules().iter().any(|l| l.contains(&named))
+}
+
+/// The routed path's rule admitting `port` (`kernel_forward::rules::port_rule`), as listed.
+fn port_rule(port: u16) -> String {
+    format!(
+        "60:\tfrom all to 127.0.0.1 ipproto tcp dport {port} lookup {}",
+        100_000 + u32::from(port)
+    )
+}
+
+/// The routed path's rule keeping the way of `port`'s connections (`rules::return_rule`).
+fn return_rule(port: u16) -> String {
+    let ends = worker::LinkAddrs::of_port(port);
+    format!(
+        "50:\tfrom {} to 127.0.0.1 ipproto tcp dport {port} lookup {}",
+        ends.host,
+        100_000 + u32::from(port)
+    )
+}
+
+/// A running tenant's connections reach it routed, no address rewritten (the client's own
+/// source is the link's host end, which the tenant sees), and a worker told to take the NAT
+/// path on the same host forwards its own tenant's beside it (the client's source 127.0.0.1,
+/// rewritten to the link's host end): neither worker's table drops the other's packets. The
+/// routed path's rules: the local table's rule after the worker's, a rule per running tenant's
+/// port, gone when it is swapped out (its next connection is held and relayed as it wakes,
+/// then routed again), the return rule kept with the link, both gone with the tenant.
+#[test]
+fn a_running_tenant_is_routed_unless_its_worker_takes_the_nat_path() {
+    let _serial = testkit::criu_lock();
+    let routed_home = pico();
+    let nat_home = pico();
+    nat_home.write_config("[worker]\nkernel_forward_path = \"nat\"\n");
+    let _routed_worker = routed_home.start_worker();
+    let _nat_worker = nat_home.start_worker();
+    let routed = add_proxyecho(&routed_home, "routed", &[]);
+    let nat = add_proxyecho(&nat_home, "nat", &[]);
+    let started = Instant::now();
+    let ten = Duration::from_secs(10);
+    wait_kernel_forwarded(&routed_home, "routed", started, ten, "not routed");
+    wait_kernel_forwarded(&nat_home, "nat", started, ten, "not forwarded over NAT");
+
+    let (client, seen) = http_get_from(routed, "/peer").expect("an answer");
+    let ends = worker::LinkAddrs::of_port(routed);
+    assert_eq!(client.ip().to_string(), ends.host.to_string(), "routed");
+    assert_eq!(seen, ends.host.to_string(), "routed");
+    let (client, seen) = http_get_from(nat, "/peer").expect("an answer");
+    assert_eq!(client.ip().to_string(), "127.0.0.1", "over NAT");
+    assert_eq!(
+        seen,
+        worker::LinkAddrs::of_port(nat).host.to_string(),
+        "over NAT"
+    );
+
+    assert!(has_rule("100:\tfrom all lookup local"), "{:?}", ip_rules());
+    assert!(!has_rule("0:\tfrom all lookup local"), "{:?}", ip_rules());
+    let gate = "40:\tnot from all to 127.0.0.0/8 ipproto tcp goto 100";
+    assert!(has_rule(gate), "{:?}", ip_rules());
+    assert!(has_rule(&port_rule(routed)), "{:?}", ip_rules());
+    assert!(has_rule(&return_rule(routed)), "{:?}", ip_rules());
+    assert!(!any_rule_names(nat), "{:?}", ip_rules());
+
+    routed_home.ok(&["tenant", "swap-out", "routed"]);
+    assert!(
+        !has_rule(&port_rule(routed)),
+        "taken back: {:?}",
+        ip_rules()
+    );
+    let kept = has_rule(&return_rule(routed));
+    assert!(kept, "kept with the link: {:?}", ip_rules());
+    let (_, seen) = http_get_from(routed, "/peer").expect("held and answered as it woke");
+    assert_eq!(seen, ends.tenant.to_string(), "relayed as it woke");
+    wait_kernel_forwarded(
+        &routed_home,
+        "routed",
+        Instant::now(),
+        ten,
+        "not routed again",
+    );
+    assert!(has_rule(&port_rule(routed)));
+
+    routed_home.ok(&["tenant", "rm", "routed"]);
+    assert!(!any_rule_names(routed), "{:?}", ip_rules());
+}
+
+/// A worker killed while it routed a tenant's port leaves the rule behind; a tenant of the next
+/// worker on that port that is not running (here, swapped out before the kill) would have its
+/// connections routed into a namespace where nothing listens, and refused. The next worker
+/// takes every port of its tenants back at its start: the connection is held and wakes it.
+#[test]
+fn a_rule_a_killed_worker_left_is_taken_back_at_the_next_start() {
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let mut first = p.start_worker();
+    let port = free_port();
+    p.ok(&strs(&counter_add_args_idle("left", port, "0")));
+    assert_eq!(http_get(port, "/inc").unwrap(), "1");
+    p.ok(&["tenant", "swap-out", "left"]);
+    first.kill();
+    // As the killed worker would have left it had it died with the tenant admitted.
+    let table = (100_000 + u32::from(port)).to_string();
+    let port_s = port.to_string();
+    let added = std::process::Command::new("ip")
+        .args([
+            "rule",
+            "add",
+            "pref",
+            "60",
+            "to",
+            "127.0.0.1",
+            "ipproto",
+            "tcp",
+        ])
+        .args(["dport", &port_s, "lookup", &table])
+        .status()
+        .unwrap();
+    assert!(added.success());
+    assert!(has_rule(&port_rule(port)));
+    let _second = p.start_worker();
+    assert!(!has_rule(&port_rule(port)), "{:?}", ip_rules());
+    let answer = http_get(port, "/inc").map_err(|e| format!("{e}\n{}", p.worker_log()));
+    assert_eq!(answer.unwrap(), "2");
+}
 
 /// Adds a tenant running `deploy/apps/proxyecho.py` on a free port, never idle, with `flags`
 /// added to `tenant add`; its port.

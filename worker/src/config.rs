@@ -115,6 +115,11 @@ pub struct WorkerConfig {
     /// namespace, see `kernel_forward`); off, the worker relays every connection.
     #[serde(default = "default_kernel_forwarding")]
     pub kernel_forwarding: bool,
+    /// How the kernel takes a connection into a running tenant's namespace: `routed` (the
+    /// default: no address rewritten, for an IPv4 loopback `listen_addr`; other addresses take
+    /// the NAT path) or `nat` (DNAT into its link, the source masqueraded).
+    #[serde(default)]
+    pub kernel_forward_path: ForwardPath,
     /// How long a connection to a sleeping tenant is held while it wakes before it is closed.
     #[serde(default = "default_hold_timeout_ms")]
     pub hold_timeout_ms: u64,
@@ -171,6 +176,18 @@ pub enum OnStop {
     SwapOut,
     /// Leave them running; the next worker adopts them.
     LeaveRunning,
+}
+
+/// How the kernel forwards a running tenant's port (`kernel_forward`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardPath {
+    /// A routing rule per port sends its connections into the tenant's link unchanged
+    /// (`kernel_forward::routing`); the kernel's local-table rule moves from priority 0 to 100.
+    #[default]
+    Routed,
+    /// Each packet's addresses are rewritten into the link and back (`kernel_forward::rules`).
+    Nat,
 }
 
 /// Where this worker's hub is and how it presents itself there (`[worker.hub]`).
@@ -363,6 +380,7 @@ impl WorkerConfig {
             favor_cgroup_moves: default_favor_cgroup_moves(),
             listen_addr: default_listen_addr(),
             kernel_forwarding: default_kernel_forwarding(),
+            kernel_forward_path: ForwardPath::default(),
             hold_timeout_ms: default_hold_timeout_ms(),
             max_restore_failures: default_max_restore_failures(),
             max_concurrent_swaps: default_max_concurrent_swaps(),

@@ -68,6 +68,7 @@ pub async fn run(config: WorkerConfig, store_config: StoreConfig) -> Result<()> 
     let store = Arc::new(PageStore::open(&store_config).await?);
     let kernel_forward = crate::kernel_forward::KernelForward::start(&config).await;
     let worker = Arc::new(Worker::open(config, store, criu, kernel_forward)?);
+    worker.forget_admissions().await;
     worker.recover().await?;
     serve_public_ports(&worker);
     // The API last: once its socket answers, every tenant's port is served.

@@ -16,6 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 rounds="${1:-10}"
 host="${2:-$(ip -4 -o route get 1.1.1.1 | sed -n 's/.* src \([0-9.]*\).*/\1/p')}"
 ns=rprobe
+moved=0
 work=$(mktemp -d /dev/shm/route_probe.XXXX)
 chmod 755 "$work" # nginx's worker process reads it as another user
 
@@ -27,8 +28,10 @@ down() {
   iptables -t nat -D POSTROUTING -o rpv0 -m conntrack --ctorigdstport 7303 -j MASQUERADE 2>/dev/null || true
   ip rule del pref 10 2>/dev/null || true
   ip rule del pref 11 2>/dev/null || true
-  ip rule show pref 0 | grep -q . || ip rule add pref 0 lookup local
-  ip rule del pref 100 2>/dev/null || true
+  if [ "$moved" = 1 ]; then # put back as found (a worker on the routed path moves it for good)
+    ip rule show pref 0 | grep -q . || ip rule add pref 0 lookup local
+    ip rule del pref 100 2>/dev/null || true
+  fi
   ip route flush table 178 2>/dev/null || true
   veth_ns_down $ns rpv0
   rm -rf "$work"
@@ -57,8 +60,12 @@ iptables -t nat -A OUTPUT -p tcp -d "$host" --dport 7303 -j DNAT --to-destinatio
 iptables -t nat -A POSTROUTING -o rpv0 -m conntrack --ctorigdstport 7303 -j MASQUERADE
 # routed: the local table looked up after a rule for the port; the namespace owns HOST too
 ip -n $ns addr add "$host/32" dev eth0
-ip rule add pref 100 lookup local
-ip rule del pref 0
+moved=0
+if ip rule show pref 0 | grep -q "lookup local"; then
+  moved=1
+  ip rule add pref 100 lookup local
+  ip rule del pref 0
+fi
 ip rule add pref 10 to "$host" ipproto tcp dport 7001 lookup 178
 ip rule add pref 11 to 127.0.0.1 ipproto tcp dport 7401 lookup 178
 ip route add default dev rpv0 src 10.78.0.1 table 178
@@ -85,7 +92,9 @@ for line in sys.stdin:
     port, mbs = line.split()
     by.setdefault({"7002": "direct", "7301": "worker", "7303": "hostnat", "7001": "routed", "7401": "loop"}[port], []).append(float(mbs))
 d = statistics.median(by["direct"])
+db = sorted(by["direct"])[int(0.9 * (len(by["direct"]) - 1))]
 for name in ("direct", "worker", "hostnat", "routed", "loop"):
     m = statistics.median(by[name])
-    print(f"{name:7} p50 {m:6.0f} MB/s  min {min(by[name]):6.0f}  max {max(by[name]):6.0f}  / direct {m / d:.3f}")
+    best = sorted(by[name])[int(0.9 * (len(by[name]) - 1))]
+    print(f"{name:7} p50 {m:6.0f} MB/s  p90 {best:6.0f}  min {min(by[name]):6.0f}  max {max(by[name]):6.0f}  / direct {m / d:.3f}, at best {best / db:.3f}")
 '

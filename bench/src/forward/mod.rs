@@ -69,7 +69,13 @@ pub struct Options {
     /// Another `pico` build (e.g. the one before a change to the forwarding): its worker
     /// forwards to a third copy of the tenant, measured in the same rounds.
     pub compare_pico: Option<PathBuf>,
+    /// A second worker (of this build, or of `compare_pico`) on the kernel's NAT path
+    /// (`kernel_forward_path = "nat"`), measured in the same rounds: the routed path against it.
+    pub compare_nat: bool,
 }
+
+/// The compared worker's configuration with `--compare-nat`.
+const NAT_CONFIG: &str = "[worker]\nkernel_forward_path = \"nat\"\n";
 
 /// Latency percentiles, µs.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -170,10 +176,12 @@ pub struct Forwarding {
     pub throughput: ThroughputComparison,
 }
 
-/// The forwarding of another `pico` build's worker (`--compare-pico`).
+/// The forwarding of a second worker (`--compare-pico`, `--compare-nat`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Compared {
     pub pico: String,
+    /// Its worker was told to take the kernel's NAT path.
+    pub nat_path: bool,
     /// Its kernel forwarded the tenant's port (else its worker relayed every connection).
     pub by_kernel: bool,
     #[serde(flatten)]
@@ -193,7 +201,7 @@ pub struct Report {
     /// The kernel forwarded this build's tenant's port (else its worker relayed every
     /// connection).
     pub by_kernel: bool,
-    /// The worker of `--compare-pico`, against the same direct runs.
+    /// The second worker (`--compare-pico`, `--compare-nat`), against the same direct runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compared: Option<Compared>,
     pub goal_latency_us: f64,
@@ -279,9 +287,16 @@ struct Forwarded {
 }
 
 impl Forwarded {
-    /// Starts `pico worker run` of `pico` on `home` and adds the tenant, its files under `dir`.
-    async fn start(pico: &Path, home: &Path, site: &Site, dir: &Path) -> Result<Forwarded> {
-        let worker = WorkerProc::start(pico, home, "").await?;
+    /// Starts `pico worker run` of `pico` on `home` with `config` (its pico.toml) and adds the
+    /// tenant, its files under `dir`.
+    async fn start(
+        pico: &Path,
+        home: &Path,
+        config: &str,
+        site: &Site,
+        dir: &Path,
+    ) -> Result<Forwarded> {
+        let worker = WorkerProc::start(pico, home, config).await?;
         let port = free_port()?;
         let cmd = server::nginx_command(site, dir, port)?;
         worker
@@ -361,11 +376,14 @@ pub async fn run(opts: &Options) -> Result<Report> {
     // Forwarded: the same nginx as a worker's tenant; again behind the compared build's worker.
     let w = &opts.work;
     let mut forwarded =
-        vec![Forwarded::start(&opts.pico, &w.join("home"), &site, &w.join("tenant")).await?];
-    if let Some(pico) = &opts.compare_pico {
+        vec![Forwarded::start(&opts.pico, &w.join("home"), "", &site, &w.join("tenant")).await?];
+    let compared_pico = compared_pico(opts);
+    if let Some(pico) = &compared_pico {
+        let config = if opts.compare_nat { NAT_CONFIG } else { "" };
         let other = Forwarded::start(
             pico,
             &w.join("home-compared"),
+            config,
             &site,
             &w.join("tenant-compared"),
         )
@@ -398,8 +416,9 @@ pub async fn run(opts: &Options) -> Result<Report> {
     drop(site);
     let samples = measured??;
 
-    let compared = opts.compare_pico.as_ref().map(|pico| Compared {
+    let compared = compared_pico.map(|pico| Compared {
         pico: pico.display().to_string(),
+        nat_path: opts.compare_nat,
         by_kernel: by_kernel.get(1).copied().unwrap_or(false),
         figures: samples.against_direct(2, opts.large_bytes),
     });
@@ -419,6 +438,15 @@ pub async fn run(opts: &Options) -> Result<Report> {
     };
     write_outputs(&report, &opts.out)?;
     Ok(report)
+}
+
+/// The second worker's `pico`, if there is one.
+fn compared_pico(opts: &Options) -> Option<PathBuf> {
+    match (&opts.compare_pico, opts.compare_nat) {
+        (Some(pico), _) => Some(pico.clone()),
+        (None, true) => Some(opts.pico.clone()),
+        (None, false) => None,
+    }
 }
 
 /// The rounds, on this (blocking) thread, the sides taking turns at going first. Each side
@@ -471,11 +499,14 @@ fn measure(opts: &Options, ports: &[u16]) -> Result<Samples> {
 fn workers(r: &Report) -> Vec<(String, &Forwarding)> {
     let by = |kernel: bool| if kernel { "kernel" } else { "relay" };
     let mut v = vec![(format!("this build ({})", by(r.by_kernel)), &r.forwarded)];
-    v.extend(
-        r.compared
-            .iter()
-            .map(|c| (format!("compared build ({})", by(c.by_kernel)), &c.figures)),
-    );
+    v.extend(r.compared.iter().map(|c| {
+        let who = if c.nat_path {
+            "nat path"
+        } else {
+            "compared build"
+        };
+        (format!("{who} ({})", by(c.by_kernel)), &c.figures)
+    }));
     v
 }
 
@@ -635,8 +666,9 @@ fn write_outputs(r: &Report, out: &Path) -> Result<()> {
         "# pico bench forward\n\n\
          What the worker's forwarding of a tenant's public port costs its clients. One nginx \
          ({server}; one worker process, `sendfile on`, files on a tmpfs) runs as the tenant of a \
-         real `pico worker run` (**forwarded**: client → the tenant's public port → the kernel's \
-         DNAT over the tenant's link into its network namespace → nginx, labelled `kernel`; or, \
+         real `pico worker run` (**forwarded**: client → the tenant's public port → the kernel, \
+         over the tenant's link into its network namespace (routed, no address rewritten, for \
+         the default loopback listen address; else DNAT) → nginx, labelled `kernel`; or, \
          for a build or worker that does not forward in the kernel, labelled `relay`, the \
          worker's listener → a socket it made inside the namespace → nginx), the same nginx with the \
          same configuration and files runs directly on the host (**direct**). Both measured in \
@@ -658,11 +690,21 @@ fn write_outputs(r: &Report, out: &Path) -> Result<()> {
          ## Results\n\n```\n{table}```\n\n![latency](forward.svg)\n\n\
          ![throughput](throughput.svg)\n\n## Goals\n\n{goals}\n{prov}",
         server = r.server,
-        compared = r.compared.as_ref().map_or(String::new(), |c| format!(
-            " **Compared build**: a second worker, of `{}`, forwarding to a third copy of the \
-             tenant in the same rounds (before/after a change to the forwarding).",
-            c.pico
-        )),
+        compared = r.compared.as_ref().map_or(String::new(), |c| if c.nat_path {
+            format!(
+                " **NAT path**: a second worker, of `{}`, told to take the kernel's NAT path \
+                 (`kernel_forward_path = \"nat\"`: DNAT into the link, the source masqueraded, \
+                 DNAT again in the namespace), forwarding to a third copy of the tenant in the \
+                 same rounds.",
+                c.pico
+            )
+        } else {
+            format!(
+                " **Compared build**: a second worker, of `{}`, forwarding to a third copy of \
+                 the tenant in the same rounds (before/after a change to the forwarding).",
+                c.pico
+            )
+        }),
         rounds = r.rounds,
         small = r.small_bytes,
         requests = r.requests_per_round,

@@ -1,7 +1,8 @@
 //! A tenant's link: a veth pair between the host (`pv{port}`) and the tenant's namespace (`eth0`),
-//! with the tenant's rules (its port on `eth0` goes to its loopback; see `rules::tenant_table`). Made with `ip`, `nsenter`
-//! and `nft` (a few processes, ~30 ms, once per namespace: it lives as long as the namespace, and
-//! a swap-out keeps both). Both ends carry 64 KiB frames, as the loopback does, so that a large
+//! with the tenant's rules (its port on `eth0` goes to its loopback; see `rules::tenant_table`)
+//! and, on the routed path, the port's routing table (its one route, out of the link). Made
+//! with `ip`, `nsenter` and `nft` (a few processes, ~30 ms, once per namespace: it lives as long
+//! as the namespace, and a swap-out keeps both). Both ends carry 64 KiB frames, as the loopback does, so that a large
 //! transfer crosses in as few pieces as it would directly, and have no IPv6: the link carries
 //! IPv4 only, and IPv6's own chatter (router solicitations, multicast reports) would move the
 //! packet counters the idle rule reads.
@@ -17,26 +18,38 @@ pub fn exists(a: &LinkAddrs) -> bool {
     Path::new("/sys/class/net").join(a.host_if()).exists()
 }
 
-/// Whether the link of `a` leads into the namespace pinned at `pin` (made for it, by this worker
-/// or the one before: the host end's alias names the namespace). Another's is a link of a
-/// tenant that had the port before, on a worker that was killed: the tenant now on the port
-/// takes the port's link over.
-pub fn leads_into(pin: &Path, a: &LinkAddrs) -> bool {
+/// Whether the link of `a` leads into the namespace pinned at `pin` and was made for `path`
+/// (by this worker or the one before: the host end's alias names both). Another's is a link of
+/// a tenant that had the port before, on a worker that was killed, and the tenant now on the
+/// port takes the port's link over; one made for the other path (the worker's configuration
+/// changed) is made again.
+pub fn leads_into(pin: &Path, a: &LinkAddrs, path: LinkPath) -> bool {
     let alias = std::fs::read_to_string(
         Path::new("/sys/class/net")
             .join(a.host_if())
             .join("ifalias"),
     );
-    matches!((alias, mark(pin)), (Ok(alias), Some(mark)) if alias.trim() == mark)
+    matches!((alias, mark(pin, path)), (Ok(alias), Some(mark)) if alias.trim() == mark)
+}
+
+/// Which path the link carries connections of: the routed one needs the port's routing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkPath {
+    Nat,
+    Routed,
 }
 
 /// The alias of a link into the namespace pinned at `pin`: its `nsfs` inode, which no other
-/// namespace has while it lives.
-fn mark(pin: &Path) -> Option<String> {
+/// namespace has while it lives, and the path.
+fn mark(pin: &Path, path: LinkPath) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
+    let routed = match path {
+        LinkPath::Nat => "",
+        LinkPath::Routed => " routed",
+    };
     std::fs::metadata(pin)
         .ok()
-        .map(|m| format!("pico netns {}", m.ino()))
+        .map(|m| format!("pico netns {}{routed}", m.ino()))
 }
 
 /// Removes the link of `a` (both ends: the pair goes together). Blocking; absent is fine.
@@ -49,12 +62,17 @@ pub fn remove(a: &LinkAddrs) {
     }
 }
 
-/// Makes the link of `a` into the namespace pinned at `pin`, replacing a stale host end of the
-/// same name, its tenant seeing its clients at `clients`. Blocking.
-pub fn make(pin: &Path, a: &LinkAddrs, clients: ClientAddress) -> std::io::Result<()> {
+/// Makes the link of `a` into the namespace pinned at `pin` for `path`, replacing a stale host
+/// end of the same name, its tenant seeing its clients at `clients`. Blocking.
+pub fn make(
+    pin: &Path,
+    a: &LinkAddrs,
+    clients: ClientAddress,
+    path: LinkPath,
+) -> std::io::Result<()> {
     let host_if = a.host_if();
     let peer = format!("pt{}", a.port);
-    let mark = mark(pin).ok_or_else(|| {
+    let mark = mark(pin, path).ok_or_else(|| {
         std::io::Error::other(format!("no namespace pinned at {}", pin.display()))
     })?;
     let script = r#"
@@ -78,7 +96,14 @@ nsenter --net="$PIN" sh -ec '
   ip link set eth0 up
   printf "%s" "$TENANT_TABLE" | nft -f -
 '
+if [ -n "$ROUTE_TABLE" ]; then
+  ip route replace default dev "$HOST_IF" src "$HOST_ADDR" table "$ROUTE_TABLE"
+fi
 "#;
+    let route_table = match path {
+        LinkPath::Nat => String::new(),
+        LinkPath::Routed => a.route_table().to_string(),
+    };
     let out = Command::new("sh")
         .arg("-c")
         .arg(script)
@@ -89,6 +114,7 @@ nsenter --net="$PIN" sh -ec '
         .env("HOST_ADDR", a.host.to_string())
         .env("TENANT_ADDR", a.tenant.to_string())
         .env("TENANT_TABLE", tenant_table(a.port, clients))
+        .env("ROUTE_TABLE", route_table)
         .stdin(Stdio::null())
         .output()?;
     if out.status.success() {

@@ -3,26 +3,26 @@
 //! The worker's relay (`serving`) costs every connection an accept, a second TCP connection into
 //! the tenant's namespace and a copy each way: +146 µs a new connection and 0.59x the throughput
 //! of a direct one on this 2-core host (bench/results/forward). So each tenant gets a link, a
-//! veth pair from the host into its namespace ([`link`]), and while it runs the worker's nftables
-//! table maps its port to the link ([`rules`]; its elements changed over [`netlink`]): a
-//! connection then goes from the client to the tenant through the kernel alone (DNAT into the
-//! link, and in the tenant's namespace to its loopback; the tenant sees its clients at the
-//! link's host end, or at 127.0.0.1 if its spec asks: `tenant::ClientAddress`), within a few µs
-//! of a direct one (bench/scripts/nat_probe). The worker's listener keeps the
-//! port and gets what the map does not take: every connection while the tenant sleeps, is
-//! being swapped or is still being filled in after a lazy restore, which it holds, wakes the
-//! tenant for and relays as before.
+//! veth pair from the host into its namespace ([`link`]), and while it runs the kernel sends its
+//! port into the link: by a routing rule for the port, no address rewritten ([`routing`], the
+//! default for a loopback listen address), or by the worker's nftables table mapping the port to
+//! the link (DNAT into it, and in the tenant's namespace to its loopback: the NAT path;
+//! [`rules`], its elements changed over [`netlink`]). The tenant sees its clients at the link's
+//! host end, or at 127.0.0.1 if its spec asks (`tenant::ClientAddress`). The worker's listener
+//! keeps the port and gets what the kernel does not take: every connection while the tenant
+//! sleeps, is being swapped or is still being filled in after a lazy restore, which it holds,
+//! wakes the tenant for and relays as before.
 //!
 //! What the worker gives up is seeing the bytes: a tenant's activity is read off its link's packet
 //! counters at each supervisor tick instead ([`reconcile`]), and a swap-out takes the port back
-//! from the map before it closes the connections the kernel forwarded ([`closing`]). Tenants
-//! with the PROXY protocol stay relayed (the worker writes the header), and so does everything
-//! when the listen address is IPv6, the table cannot be made (no `nft`), or
-//! `kernel_forwarding = false`.
+//! before it closes the connections the kernel forwarded ([`closing`]). Tenants with the PROXY
+//! protocol stay relayed (the worker writes the header), and so does everything when the listen
+//! address is IPv6, the table cannot be made (no `nft`), or `kernel_forwarding = false`.
 
 mod closing;
 mod link;
 pub mod netlink;
+mod routing;
 pub mod rules;
 
 use std::net::IpAddr;
@@ -34,10 +34,12 @@ use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::WorkerConfig;
+use crate::config::{ForwardPath, WorkerConfig};
 use crate::error::{Error, Result};
 use crate::host::{lock_std, TenantSlot, Worker};
 use crate::tenant::TenantState;
+use link::LinkPath;
+use routing::Routing;
 use rules::LinkAddrs;
 
 /// The worker's nftables table, made at its start.
@@ -47,6 +49,9 @@ pub(crate) struct KernelForward {
     /// running tenant is admitted again, and a thousand links made at once (`ip` and `nft`
     /// processes) would stall the host.
     changes: tokio::sync::Semaphore,
+    /// The routed path, when the worker takes it (else admission is an element of the table's
+    /// port map: the NAT path).
+    routing: Option<Routing>,
 }
 
 /// Admissions and withdrawals at once (one that makes a link runs `ip` and `nft`, ~10 ms of CPU).
@@ -79,6 +84,10 @@ impl KernelForward {
         };
         let table = rules::table_name(&config.tenants_dir, listen);
         sweep_stale_tables(&table).await;
+        let routing = match config.kernel_forward_path {
+            ForwardPath::Routed => start_routing(listen).await,
+            ForwardPath::Nat => None,
+        };
         match nft(&rules::host_table(
             &table,
             listen,
@@ -88,10 +97,12 @@ impl KernelForward {
         .await
         {
             Ok(_) => {
-                info!(table, "the kernel forwards running tenants' ports");
+                let path = if routing.is_some() { "routed" } else { "nat" };
+                info!(table, path, "the kernel forwards running tenants' ports");
                 Some(KernelForward {
                     table,
                     changes: tokio::sync::Semaphore::new(CHANGES_AT_ONCE),
+                    routing,
                 })
             }
             Err(e) => {
@@ -101,23 +112,45 @@ impl KernelForward {
         }
     }
 
-    /// Takes `slot`'s port out of the map, if the map has it: its next connections reach the
-    /// worker's listener.
+    /// Which path its links are made for.
+    fn link_path(&self) -> LinkPath {
+        match self.routing {
+            Some(_) => LinkPath::Routed,
+            None => LinkPath::Nat,
+        }
+    }
+
+    /// Sends the port of `a` to its link: a rule on the routed path, an element of the map on
+    /// the NAT path.
+    async fn admit_port(&self, a: LinkAddrs) -> std::io::Result<()> {
+        match self.routing {
+            Some(routing) => blocking(move || routing.admit(&a)).await,
+            None => self.change_map(rules::admit(&a)).await,
+        }
+    }
+
+    /// Takes `slot`'s port back, if it is admitted: its next connections reach the worker's
+    /// listener.
     async fn withdraw(&self, slot: &TenantSlot) -> std::io::Result<()> {
         if slot.kernel.admitted() {
-            self.change_map(rules::withdraw(&LinkAddrs::of_port(slot.port)))
-                .await?;
+            let a = LinkAddrs::of_port(slot.port);
+            match self.routing {
+                Some(routing) => blocking(move || routing.withdraw(&a)).await?,
+                None => self.change_map(rules::withdraw(&a)).await?,
+            }
             slot.kernel.admitted.store(false, Ordering::SeqCst);
         }
         Ok(())
     }
 
     /// Applies `changes` to the table's port map (one transaction, a netlink message: µs).
-    async fn change_map(&self, changes: Vec<netlink::Change>) -> std::io::Result<()> {
+    async fn change_map(&self, changes: Vec<netlink::port_map::Change>) -> std::io::Result<()> {
         let table = self.table.clone();
-        tokio::task::spawn_blocking(move || netlink::apply(&table, rules::PORT_MAP, &changes))
-            .await
-            .map_err(std::io::Error::other)?
+        tokio::task::spawn_blocking(move || {
+            netlink::port_map::apply(&table, rules::PORT_MAP, &changes)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// Removes the table (the worker stops and no tenant runs: nothing to forward).
@@ -186,18 +219,21 @@ impl Worker {
 
     /// Makes the link (the caller holds the tenant's `busy` mark); whether it was made.
     async fn make_link_now(&self, slot: &TenantSlot) -> bool {
-        if self.kernel_forward.is_none() || slot.proxy_protocol {
+        let Some(kernel) = &self.kernel_forward else {
+            return false;
+        };
+        if slot.proxy_protocol {
             return false;
         }
         let (Some(pin), addrs) = (slot.netns.clone(), LinkAddrs::of_port(slot.port)) else {
             return false;
         };
-        let clients = slot.client_address;
-        let made =
-            match tokio::task::spawn_blocking(move || link::make(&pin, &addrs, clients)).await {
-                Ok(made) => made,
-                Err(e) => Err(std::io::Error::other(e)),
-            };
+        let (clients, path, routing) = (slot.client_address, kernel.link_path(), kernel.routing);
+        let made = blocking(move || {
+            link::make(&pin, &addrs, clients, path)?;
+            routing.map_or(Ok(()), |r| r.link_made(&addrs))
+        })
+        .await;
         let mut retry = lock_std(&slot.kernel.link_retry);
         match made {
             Ok(()) => {
@@ -224,10 +260,14 @@ impl Worker {
     /// Makes the link now if it is missing (the caller holds the tenant's `busy` mark); whether
     /// the tenant has its link.
     async fn link_ready(&self, slot: &TenantSlot) -> bool {
+        let Some(kernel) = &self.kernel_forward else {
+            return false;
+        };
+        let a = LinkAddrs::of_port(slot.port);
         let ours = slot
             .netns
             .as_deref()
-            .is_some_and(|pin| link::leads_into(pin, &LinkAddrs::of_port(slot.port)));
+            .is_some_and(|pin| link::leads_into(pin, &a, kernel.link_path()));
         ours || self.make_link_now(slot).await
     }
 
@@ -273,8 +313,32 @@ impl Worker {
             return;
         };
         let _ = kernel.withdraw(slot).await;
-        let addrs = LinkAddrs::of_port(slot.port);
-        let _ = tokio::task::spawn_blocking(move || link::remove(&addrs)).await;
+        let (addrs, routing) = (LinkAddrs::of_port(slot.port), kernel.routing);
+        let _ = blocking(move || {
+            link::remove(&addrs);
+            routing.map_or(Ok(()), |r| r.link_removed(&addrs))
+        })
+        .await;
+    }
+
+    /// At the worker's start, before any port is served: on the routed path, every tenant's
+    /// port taken back from whatever the worker before this one left (killed, its tenants'
+    /// rules still in place); the running ones are admitted again at the next ticks. (On the
+    /// NAT path the table made at the start is empty.)
+    pub(crate) async fn forget_admissions(&self) {
+        let Some(routing) = self.kernel_forward.as_ref().and_then(|k| k.routing) else {
+            return;
+        };
+        let links: Vec<LinkAddrs> = self
+            .tenants
+            .all()
+            .iter()
+            .filter(|slot| slot.netns_file.is_some())
+            .map(|slot| LinkAddrs::of_port(slot.port))
+            .collect();
+        if let Err(e) = blocking(move || routing.withdraw_all(&links)).await {
+            warn!(error = %e, "could not take back the ports a previous worker admitted");
+        }
     }
 }
 
@@ -282,9 +346,9 @@ impl Worker {
 /// fill is done), withdraws one that stopped running on its own (exited, failed), and counts
 /// the traffic of each admitted one's link as activity for its idle rule.
 pub(crate) fn reconcile(worker: &Arc<Worker>) {
-    if worker.kernel_forward.is_none() {
+    let Some(link_path) = worker.kernel_forward.as_ref().map(|k| k.link_path()) else {
         return;
-    }
+    };
     for slot in worker.tenants.all() {
         if slot.netns_file.is_none() || slot.proxy_protocol {
             continue;
@@ -300,10 +364,9 @@ pub(crate) fn reconcile(worker: &Arc<Worker>) {
         // another namespace): its port is taken back now and its link made again at the next
         // admission, rather than its connections lost in a link that leads nowhere.
         let link_holds = admitted
-            && slot
-                .netns
-                .as_deref()
-                .is_some_and(|pin| link::leads_into(pin, &LinkAddrs::of_port(slot.port)));
+            && slot.netns.as_deref().is_some_and(|pin| {
+                link::leads_into(pin, &LinkAddrs::of_port(slot.port), link_path)
+            });
         if link_holds {
             note_traffic(&slot);
         }
@@ -361,7 +424,7 @@ async fn admit(worker: &Worker, slot: &Arc<TenantSlot>) {
         return;
     }
     let addrs = LinkAddrs::of_port(slot.port);
-    match kernel.change_map(rules::admit(&addrs)).await {
+    match kernel.admit_port(addrs).await {
         Ok(_) => {
             // Counted from here: what the link carried before is no activity of now.
             if let Some(packets) = link_packets(&addrs) {
@@ -423,6 +486,32 @@ async fn sweep_stale_tables(ours: &str) {
             Err(e) => warn!(table, error = %e, "could not remove a stale worker table"),
         }
     }
+}
+
+/// The routed path for `listen`, the host made ready for it; `None` (the NAT path) for a listen
+/// address it does not serve or a host that would not take its rules.
+async fn start_routing(listen: IpAddr) -> Option<Routing> {
+    match blocking(move || Routing::start(listen).transpose()).await {
+        Ok(routing) => {
+            if routing.is_none() {
+                info!(%listen, "not an IPv4 loopback listen address: the kernel forwards over NAT");
+            }
+            routing
+        }
+        Err(e) => {
+            warn!(error = %e, "the host's routing rules could not be made: the kernel forwards over NAT");
+            None
+        }
+    }
+}
+
+/// Runs `f` (a netlink exchange, a few processes) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// Whether `pid` is a running `pico` (a worker: its table's owner).

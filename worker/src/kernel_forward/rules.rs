@@ -1,10 +1,12 @@
 //! What the kernel is told: each tenant's addresses on its link, the nftables text of the
-//! worker's table and of a tenant namespace's one rule, and the changes of the table's port map
-//! that admit a tenant and take its port back. Pure (no I/O): tested below.
+//! worker's table and of a tenant namespace's one rule, the changes of the table's port map
+//! that admit a tenant and take its port back, and the routing rules that do the same on the
+//! routed path (`routing`). Pure (no I/O): tested below.
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::netlink::Change;
+use super::netlink::fib_rule::{Action, Rule};
+use super::netlink::port_map::Change;
 use crate::tenant::ClientAddress;
 
 /// The addresses of tenant links: a /30 per public port in 10.200.0.0/14 (the port's host end
@@ -36,6 +38,83 @@ impl LinkAddrs {
     pub fn host_if(&self) -> String {
         format!("pv{}", self.port)
     }
+
+    /// The routing table of the link (routed path): its one route, out of the link.
+    pub fn route_table(&self) -> u32 {
+        ROUTE_TABLES + u32::from(self.port)
+    }
+}
+
+/// The routed path's routing tables: one per public port from here (the kernel's own are 253-255).
+pub const ROUTE_TABLES: u32 = 100_000;
+
+/// Priorities of the routed path's rules. The kernel's rule for its local table, at priority 0
+/// on every host, is moved to [`LOCAL_PREF`], after them: else 127.0.0.1 is found local before
+/// any rule of ours is read. In front of them all, [`gate`]: what is not TCP to the loopback
+/// network skips the worker's rules (a thousand tenants are two thousand rules).
+pub const GATE_PREF: u32 = 40;
+pub const RETURN_PREF: u32 = 50;
+pub const PORT_PREF: u32 = 60;
+pub const LOCAL_PREF: u32 = 100;
+
+/// The kernel's local table (`ip rule ... lookup local`).
+const LOCAL_TABLE: u32 = 255;
+
+/// The rule that routes new connections to `listen` on the port of `a` out of its link: the
+/// tenant's admission on the routed path. The connection's source is the route's, the link's
+/// host end.
+pub fn port_rule(listen: Ipv4Addr, a: &LinkAddrs) -> Rule {
+    Rule {
+        pref: PORT_PREF,
+        from: None,
+        to: Some((listen, 32)),
+        tcp: Some(Some(a.port)),
+        invert: false,
+        action: Action::Table(a.route_table()),
+    }
+}
+
+/// The rule that keeps routing the connections made through [`port_rule`] (their source the
+/// link's host end; to the tenant's port only, so that a process of the host bound to that
+/// address reaches nothing else of the tenant's) after it is deleted: a
+/// swap-out takes the port back first, then closes those connections with a FIN each way, which
+/// must reach the tenant (not the host's own stack, which would reset them). It also answers
+/// the kernel's reverse-path check of the tenant's replies (from the loopback, on a link). Kept
+/// as long as the link.
+pub fn return_rule(listen: Ipv4Addr, a: &LinkAddrs) -> Rule {
+    Rule {
+        pref: RETURN_PREF,
+        from: Some((a.host, 32)),
+        to: Some((listen, 32)),
+        tcp: Some(Some(a.port)),
+        invert: false,
+        action: Action::Table(a.route_table()),
+    }
+}
+
+/// The rule in front of the worker's: all but TCP to the loopback network goes on at the local
+/// table's rule.
+pub fn gate() -> Rule {
+    Rule {
+        pref: GATE_PREF,
+        from: None,
+        to: Some((Ipv4Addr::new(127, 0, 0, 0), 8)),
+        tcp: Some(None),
+        invert: true,
+        action: Action::Goto(LOCAL_PREF),
+    }
+}
+
+/// The kernel's rule for its local table, at priority `pref`.
+pub fn local_rule(pref: u32) -> Rule {
+    Rule {
+        pref,
+        from: None,
+        to: None,
+        tcp: None,
+        invert: false,
+        action: Action::Table(LOCAL_TABLE),
+    }
 }
 
 /// The worker's table, replacing any of the same name: DNAT of its public address's ports to the
@@ -43,7 +122,8 @@ impl LinkAddrs {
 /// on a tenant link rewritten to the link's host end (the tenant answers over its link, whatever
 /// the client's address), and filters so that the links carry nothing else: no connection from
 /// a tenant to the host, none forwarded from a tenant, none from the host to a tenant but a
-/// forwarded one. `prerouting` adds clients of other hosts (it needs IPv4 forwarding on).
+/// forwarded one (DNATed, or routed to a loopback address: `routing`). `prerouting` adds
+/// clients of other hosts (it needs IPv4 forwarding on).
 ///
 /// Its comment names the worker's pid ([`owner_of`]): a table whose worker is gone is swept by
 /// the next worker to start on the host (its map would still send those ports to links that
@@ -59,6 +139,11 @@ pub fn host_table(table: &str, listen: IpAddr, prerouting: bool, pid: u32) -> St
     // where the packet leaves (postrouting): in the output hook a local client's packet still
     // names the loopback, the interface it had before its DNAT.
     let net = format!("{}/{}", TENANT_NETWORK.0, TENANT_NETWORK.1);
+    // The routed path's connections leave on a link unrewritten, to a loopback address: only
+    // the rules for a running tenant's port send them there (`routing`). Accepted whichever
+    // path this worker takes: every worker table of the host sees every link's packets, and a
+    // worker on the NAT path must not drop those of one on the routed path.
+    let routed = "    oifname \"pv*\" ip daddr 127.0.0.0/8 meta l4proto tcp accept\n";
     let prerouting = if prerouting {
         format!(
             "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    {dnat}\n  }}\n"
@@ -77,7 +162,7 @@ pub fn host_table(table: &str, listen: IpAddr, prerouting: bool, pid: u32) -> St
          \x20 chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"pv*\" masquerade\n  }}\n\
          \x20 chain input {{\n    type filter hook input priority filter; policy accept;\n    iifname \"pv*\" ct state new drop\n  }}\n\
          \x20 chain forward {{\n    type filter hook forward priority filter; policy accept;\n    iifname \"pv*\" ct state new drop\n    ip daddr {net} oifname != \"pv*\" drop\n  }}\n\
-         \x20 chain out {{\n    type filter hook output priority filter; policy accept;\n    oifname \"pv*\" ct status dnat accept\n    oifname \"pv*\" drop\n  }}\n\
+         \x20 chain out {{\n    type filter hook output priority filter; policy accept;\n    oifname \"pv*\" ct status dnat accept\n{routed}    oifname \"pv*\" drop\n  }}\n\
          \x20 chain leaving {{\n    type filter hook postrouting priority filter; policy accept;\n    ip daddr {net} oifname != \"pv*\" drop\n  }}\n\
          }}\n"
     )
@@ -192,6 +277,10 @@ mod tests {
         assert!(any.contains("fib daddr type local dnat"));
         assert!(any.contains("hook prerouting"));
         assert!(any.contains("ip daddr 10.200.0.0/14 oifname != \"pv*\" drop"));
+        // Either path's worker lets the routed path's connections out on a link.
+        for table in [&t, &any] {
+            assert!(table.contains("oifname \"pv*\" ip daddr 127.0.0.0/8 meta l4proto tcp accept"));
+        }
     }
 
     #[test]

@@ -1,10 +1,4 @@
-//! The elements of the worker's port map, changed by a netlink message of our own.
-//!
-//! Why: admitting a running tenant and taking its port back happen once per wake/sleep cycle
-//! of every tenant; as an `nft` process each cost ~3.5 ms of CPU and 5-9 ms of wall time (the
-//! swap-out waits for its withdrawal), as one nfnetlink batch a few microseconds. The table
-//! itself (made once at the worker's start) stays nftables text run by `nft`: it is read by
-//! people, and made rarely.
+//! The elements of the worker's port map (`rules::PORT_MAP`), changed by an nfnetlink batch.
 //!
 //! A batch is `NFNL_MSG_BATCH_BEGIN`, the element messages, `NFNL_MSG_BATCH_END`, one
 //! transaction: all of it applies or none. Each element message asks for an acknowledgement,
@@ -12,12 +6,10 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, OwnedFd};
 
-use nix::sys::socket::{
-    self, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
-};
-use nix::sys::time::TimeVal;
+use nix::sys::socket::SockProtocol;
+
+use super::{attr, exchange, message, nest, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -31,13 +23,7 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_CREATE: u16 = 0x400;
-const NLMSG_ERROR: u16 = 0x2;
 const NFPROTO_IPV4: u8 = 2;
-const NLMSG_HDRLEN: usize = 16;
 
 /// A change of one element of an `ip` table's map of `inet_service : ipv4_addr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,34 +37,11 @@ pub enum Change {
 /// Applies `changes` to the map `set` of table `ip table`, in one transaction.
 pub fn apply(table: &str, set: &str, changes: &[Change]) -> io::Result<()> {
     let batch = encode_batch(table, set, changes, 1);
-    let sock = open()?;
-    socket::send(sock.as_raw_fd(), &batch, MsgFlags::empty())?;
-    let mut acked = 0;
-    let mut buf = vec![0u8; 8192];
-    while acked < changes.len() {
-        let n = socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
-        for status in acks(&buf[..n]) {
-            if status != 0 {
-                return Err(io::Error::from_raw_os_error(-status));
-            }
-            acked += 1;
-        }
+    let statuses = exchange(SockProtocol::NetlinkNetFilter, &batch, changes.len())?;
+    match statuses.into_iter().find(|s| *s != 0) {
+        Some(status) => Err(io::Error::from_raw_os_error(-status)),
+        None => Ok(()),
     }
-    Ok(())
-}
-
-/// A netlink socket of the netfilter family, bound, whose reads give up after a second (the
-/// kernel answers a batch while it is being sent; a lost answer must not hang a swap-out).
-fn open() -> io::Result<OwnedFd> {
-    let sock = socket::socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkNetFilter,
-    )?;
-    socket::bind(sock.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-    socket::setsockopt(&sock, sockopt::ReceiveTimeout, &TimeVal::new(1, 0))?;
-    Ok(sock)
 }
 
 /// The batch: begin, one message per change (sequence numbers from `seq`), end.
@@ -89,7 +52,7 @@ fn encode_batch(table: &str, set: &str, changes: &[Change], seq: u32) -> Vec<u8>
         NFNL_MSG_BATCH_BEGIN,
         NLM_F_REQUEST,
         seq,
-        0,
+        &nfgenmsg(0, NFNL_SUBSYS_NFTABLES),
         |_| {},
     );
     for (i, change) in changes.iter().enumerate() {
@@ -104,7 +67,7 @@ fn encode_batch(table: &str, set: &str, changes: &[Change], seq: u32) -> Vec<u8>
             kind,
             flags,
             seq + 1 + i as u32,
-            NFPROTO_IPV4,
+            &nfgenmsg(NFPROTO_IPV4, 0),
             |m| {
                 attr(m, NFTA_SET_ELEM_LIST_TABLE, &c_string(table));
                 attr(m, NFTA_SET_ELEM_LIST_SET, &c_string(set));
@@ -127,82 +90,29 @@ fn encode_batch(table: &str, set: &str, changes: &[Change], seq: u32) -> Vec<u8>
         );
     }
     let end = seq + 1 + changes.len() as u32;
-    message(&mut out, NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, 0, |_| {});
+    let end_header = nfgenmsg(0, NFNL_SUBSYS_NFTABLES);
+    message(
+        &mut out,
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        end,
+        &end_header,
+        |_| {},
+    );
     out
 }
 
-/// One netlink message: its header, an nfgenmsg (`family`; a batch's begin and end name the
-/// nftables subsystem in it), the attributes `body` writes.
-fn message(
-    out: &mut Vec<u8>,
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    family: u8,
-    body: impl FnOnce(&mut Vec<u8>),
-) {
-    let start = out.len();
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(&flags.to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    let res_id = match kind {
-        NFNL_MSG_BATCH_BEGIN | NFNL_MSG_BATCH_END => NFNL_SUBSYS_NFTABLES,
-        _ => 0,
-    };
-    out.extend_from_slice(&[family, 0]);
-    out.extend_from_slice(&res_id.to_be_bytes());
-    body(out);
-    let len = (out.len() - start) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-}
-
-fn attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    out.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(value);
-    pad(out);
-}
-
-fn nest(out: &mut Vec<u8>, kind: u16, body: impl FnOnce(&mut Vec<u8>)) {
-    let start = out.len();
-    out.extend_from_slice(&0u16.to_ne_bytes());
-    out.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-    body(out);
-    let len = (out.len() - start) as u16;
-    out[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-}
-
-fn pad(out: &mut Vec<u8>) {
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
+/// The nftables messages' fixed header (`struct nfgenmsg`): the family, a version, and the
+/// resource id (a batch's begin and end name the nftables subsystem in it).
+fn nfgenmsg(family: u8, res_id: u16) -> [u8; 4] {
+    let id = res_id.to_be_bytes();
+    [family, 0, id[0], id[1]]
 }
 
 fn c_string(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
     v
-}
-
-/// The statuses (0, or a negative errno) of the acknowledgements in `buf`, one read of the
-/// socket; other messages are skipped.
-fn acks(mut buf: &[u8]) -> Vec<i32> {
-    let mut out = Vec::new();
-    while buf.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            break;
-        }
-        if kind == NLMSG_ERROR && len >= NLMSG_HDRLEN + 4 {
-            let e = &buf[NLMSG_HDRLEN..NLMSG_HDRLEN + 4];
-            out.push(i32::from_ne_bytes([e[0], e[1], e[2], e[3]]));
-        }
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-    }
-    out
 }
 
 #[cfg(test)]
@@ -223,35 +133,14 @@ mod tests {
             ],
             1,
         );
-        // Walk the messages: begin, two element messages, end, each a multiple of 4 long.
-        let mut kinds = Vec::new();
-        let mut rest = &batch[..];
-        while !rest.is_empty() {
-            let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
-            assert_eq!(len % 4, 0);
-            kinds.push(u16::from_ne_bytes([rest[4], rest[5]]));
-            rest = &rest[len..];
-        }
+        // Begin, two element messages, end.
+        let kinds = super::super::message_kinds(&batch);
         assert_eq!(kinds, [0x10, 0x0a0c, 0x0a0e, 0x11]);
         // The port in network order, the address as its octets.
         let find = |needle: &[u8]| batch.windows(needle.len()).any(|w| w == needle);
         assert!(find(&[6, 0, 1, 0, 0x1b, 0x59]));
         assert!(find(&[8, 0, 1, 0, 10, 200, 109, 102]));
         assert!(find(b"pico_ab\0"));
-    }
-
-    #[test]
-    fn acknowledgements_are_read_with_their_status() {
-        let mut buf = Vec::new();
-        for status in [0i32, -2] {
-            buf.extend_from_slice(&36u32.to_ne_bytes());
-            buf.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-            buf.extend_from_slice(&[0; 10]);
-            buf.extend_from_slice(&status.to_ne_bytes());
-            buf.extend_from_slice(&[0; 16]);
-        }
-        assert_eq!(acks(&buf), [0, -2]);
-        assert_eq!(acks(&buf[..20]), Vec::<i32>::new());
     }
 
     /// Against the kernel, on a table of the test's own (root; nftables from deploy/setup.sh),

@@ -1,0 +1,89 @@
+//! The routed path: a running tenant's port reaches it with no address rewritten.
+//!
+//! On the NAT path every packet of a forwarded connection is rewritten three times (DNAT into
+//! the link, the source masqueraded, DNAT again in the tenant's namespace), which cost a large
+//! transfer 5-16% of a direct connection's throughput here (bench/results/forward). Here a
+//! policy rule picks the connection by its destination, the worker's listen address and the
+//! tenant's port ([`rules::port_rule`]), and the port's table routes it out of the tenant's
+//! link as the client sent it, its source the link's host end; the tenant's namespace takes
+//! it to its loopback (`route_localnet` on both ends of the link), where the tenant may listen
+//! alone. bench/scripts/route_probe measured the path before it was built.
+//!
+//! For a rule to be read before 127.0.0.1 is found local, the kernel's rule for its local table
+//! moves from priority 0 to after the worker's ([`rules::LOCAL_PREF`]), once per host and left
+//! so (other workers of the host share it; what it selects is unchanged). Should anything put
+//! it back at 0, connections reach the worker's listener and are relayed: slower, never lost.
+//!
+//! Admission adds the port's rule, taking the port back deletes it (a netlink message each).
+//! The connections it routed keep their way through [`rules::return_rule`], kept as long as the
+//! link, so that the swap-out's FINs reach the tenant. The path is for an IPv4 loopback listen
+//! address; for others the worker takes the NAT path (clients of other hosts arrive with the
+//! host's address, which the tenant's namespace does not own).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::netlink::fib_rule;
+use super::rules::{self, LinkAddrs};
+
+/// The routed path of a worker listening on `listen`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Routing {
+    listen: Ipv4Addr,
+}
+
+impl Routing {
+    /// The routed path for `listen`, the host's rules made ready for it (the local table's rule
+    /// moved, the gate in front): `None` for a listen address it cannot serve. Blocking.
+    pub fn start(listen: IpAddr) -> Option<io::Result<Routing>> {
+        let IpAddr::V4(listen) = listen else {
+            return None;
+        };
+        if !listen.is_loopback() {
+            return None;
+        }
+        let ready = (|| {
+            // The new place first: the local table is never missing, not even for a moment.
+            fib_rule::add(&[rules::local_rule(rules::LOCAL_PREF), rules::gate()])?;
+            fib_rule::delete(&[rules::local_rule(0)])
+        })();
+        Some(ready.map(|()| Routing { listen }))
+    }
+
+    /// Routes new connections to the port of `a` into its link. Blocking (µs).
+    pub fn admit(&self, a: &LinkAddrs) -> io::Result<()> {
+        fib_rule::add(&[rules::port_rule(self.listen, a)])
+    }
+
+    /// Takes the port of `a` back: its new connections reach the worker's listener, those
+    /// already routed keep going to the tenant. Blocking (µs).
+    pub fn withdraw(&self, a: &LinkAddrs) -> io::Result<()> {
+        fib_rule::delete(&[rules::port_rule(self.listen, a)])
+    }
+
+    /// Takes every port of `links` back, whichever the worker before this one admitted (it may
+    /// have been killed): a tenant that is not running must not have connections routed into
+    /// its namespace. Blocking.
+    pub fn withdraw_all(&self, links: &[LinkAddrs]) -> io::Result<()> {
+        let port_rules: Vec<_> = links
+            .iter()
+            .map(|a| rules::port_rule(self.listen, a))
+            .collect();
+        fib_rule::delete(&port_rules)
+    }
+
+    /// A link of `a` was just made: the rule that keeps its connections' way, and no admission
+    /// left from the link's previous life (a killed worker's). Blocking.
+    pub fn link_made(&self, a: &LinkAddrs) -> io::Result<()> {
+        fib_rule::delete(&[rules::port_rule(self.listen, a)])?;
+        fib_rule::add(&[rules::return_rule(self.listen, a)])
+    }
+
+    /// The link of `a` goes: both its rules with it. Blocking.
+    pub fn link_removed(&self, a: &LinkAddrs) -> io::Result<()> {
+        fib_rule::delete(&[
+            rules::port_rule(self.listen, a),
+            rules::return_rule(self.listen, a),
+        ])
+    }
+}
