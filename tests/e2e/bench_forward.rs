@@ -1,5 +1,6 @@
 //! `pico bench forward` runs end to end with tiny sizes and writes its results (a smoke run: the
-//! figures are measured by the benchmark itself, not asserted here).
+//! figures are measured by the benchmark itself, not asserted here), the NAT path beside the
+//! routed one.
 
 use super::{bench_json, pico};
 
@@ -22,6 +23,7 @@ fn bench_forward_smoke() {
             "2",
             "--transfers",
             "3",
+            "--compare-nat",
             "--out",
             out.to_str().unwrap(),
         ],
@@ -47,6 +49,13 @@ fn bench_forward_smoke() {
         json["by_kernel"], true,
         "the kernel forwards a running tenant's port: {json}"
     );
+    let nat = &json["compared"];
+    assert_eq!(nat["nat_path"], true, "{json}");
+    assert_eq!(
+        nat["by_kernel"], true,
+        "the NAT path forwards in the kernel too: {json}"
+    );
+    assert!(nat["throughput"]["forwarded_mb_s"].as_f64().unwrap() > 0.0);
     for file in ["results.json", "forward.svg", "throughput.svg", "README.md"] {
         assert!(out.join(file).exists(), "{file} missing");
     }
@@ -58,4 +67,6 @@ fn bench_forward_smoke() {
         .as_array()
         .unwrap();
     assert_eq!(transfers.len(), 6, "3 transfers in each of 2 rounds");
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(readme.contains("nat path (kernel)"), "{readme}");
 }
