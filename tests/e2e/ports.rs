@@ -39,7 +39,7 @@ fn any_rule_names(port: u16) -> bool {
 /// The routed path's rule admitting `port` (`kernel_forward::rules::port_rule`), as listed.
 fn port_rule(port: u16) -> String {
     format!(
-        "60:\tfrom all to 127.0.0.1 ipproto tcp dport {port} lookup {}",
+        "60:\tfrom 0.0.0.0 to 127.0.0.1 ipproto tcp dport {port} lookup {}",
         100_000 + u32::from(port)
     )
 }
@@ -119,6 +119,44 @@ fn a_running_tenant_is_routed_unless_its_worker_takes_the_nat_path() {
     assert!(!any_rule_names(routed), "{:?}", ip_rules());
 }
 
+/// A connection the worker relays (made while the tenant slept) keeps going once the tenant's
+/// port is routed: the rule takes new connections only. (Every socket of the host looks its
+/// route up again when a rule changes; a rule for the port alone sent the relayed connection's
+/// next packets into the link, where no socket knew it, and it hung: 20 tenants woken by
+/// connections that stayed open hung one in the dense-host test.)
+#[test]
+fn a_connection_relayed_before_the_port_is_routed_keeps_going() {
+    use std::io::{Read, Write};
+    let _serial = testkit::criu_lock();
+    let p = pico();
+    let _worker = p.start_worker();
+    let port = super::add_redis_idle(&p, "kept", "0");
+    let started = Instant::now();
+    let ten = Duration::from_secs(10);
+    wait_kernel_forwarded(&p, "kept", started, ten, "not routed");
+    p.ok(&["tenant", "swap-out", "kept"]);
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut ping = |when: &str| {
+        conn.write_all(b"PING\r\n").unwrap();
+        let mut buf = [0u8; 16];
+        let n = conn
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("{when}: {e}"));
+        assert_eq!(&buf[..n], b"+PONG\r\n", "{when}");
+    };
+    ping("relayed as it woke");
+    wait_kernel_forwarded(&p, "kept", Instant::now(), ten, "not routed again");
+    assert!(has_rule(&port_rule(port)));
+    ping("after its port is routed");
+    assert_eq!(
+        testkit::net::redis_cli(port, &["PING"]),
+        "PONG",
+        "a new one, routed"
+    );
+}
+
 /// A worker killed while it routed a tenant's port leaves the rule behind; a tenant of the next
 /// worker on that port that is not running (here, swapped out before the kill) would have its
 /// connections routed into a namespace where nothing listens, and refused. The next worker
@@ -142,6 +180,8 @@ fn a_rule_a_killed_worker_left_is_taken_back_at_the_next_start() {
             "add",
             "pref",
             "60",
+            "from",
+            "0.0.0.0/32",
             "to",
             "127.0.0.1",
             "ipproto",

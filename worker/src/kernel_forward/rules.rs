@@ -62,11 +62,14 @@ const LOCAL_TABLE: u32 = 255;
 
 /// The rule that routes new connections to `listen` on the port of `a` out of its link: the
 /// tenant's admission on the routed path. The connection's source is the route's, the link's
-/// host end.
+/// host end. New ones only: the lookup a `connect` makes before its source is chosen (source
+/// 0.0.0.0). A rule change makes every socket of the host look its route up again, and a
+/// connection the worker was relaying (its source 127.0.0.1) would otherwise be sent into the
+/// link, where no socket knows it, and hang; a client that binds its own source is relayed.
 pub fn port_rule(listen: Ipv4Addr, a: &LinkAddrs) -> Rule {
     Rule {
         pref: PORT_PREF,
-        from: None,
+        from: Some((Ipv4Addr::UNSPECIFIED, 32)),
         to: Some((listen, 32)),
         tcp: Some(Some(a.port)),
         invert: false,
