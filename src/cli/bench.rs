@@ -103,10 +103,10 @@ pub enum BenchCommand {
         /// forwards to a third copy of the tenant, measured in the same rounds.
         #[arg(long)]
         compare_pico: Option<PathBuf>,
-        /// A second worker (of this build, or of --compare-pico) told to take the kernel's NAT
-        /// path (`kernel_forward_path = "nat"`), measured in the same rounds.
-        #[arg(long)]
-        compare_nat: bool,
+        /// A second worker (of this build, or of --compare-pico) told to take this kernel path
+        /// (`kernel_forward_path`), measured in the same rounds.
+        #[arg(long, value_parser = ["routed", "nat"])]
+        compare_path: Option<String>,
         /// Output directory (results.json, forward.svg, throughput.svg, README.md).
         #[arg(long, default_value = "bench-results/forward")]
         out: PathBuf,
@@ -358,7 +358,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             transfers,
             keep_work,
             compare_pico,
-            compare_nat,
+            compare_path,
             out,
         } => {
             let work = tempdir_in(&ctx.home)?;
@@ -375,7 +375,7 @@ pub async fn run(ctx: &Context, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 large_bytes: large_mib << 20,
                 transfers,
                 compare_pico,
-                compare_nat,
+                compare_path,
             };
             let report = in_work_dir(&work, keep_work, bench::forward::run(&opts), || {
                 let _ = std::fs::remove_dir_all(&opts.site);

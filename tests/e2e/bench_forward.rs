@@ -1,6 +1,6 @@
 //! `pico bench forward` runs end to end with tiny sizes and writes its results (a smoke run: the
-//! figures are measured by the benchmark itself, not asserted here), the NAT path beside the
-//! routed one.
+//! figures are measured by the benchmark itself, not asserted here), the routed path beside the
+//! default one.
 
 use super::{bench_json, pico};
 
@@ -23,7 +23,8 @@ fn bench_forward_smoke() {
             "2",
             "--transfers",
             "3",
-            "--compare-nat",
+            "--compare-path",
+            "routed",
             "--out",
             out.to_str().unwrap(),
         ],
@@ -49,13 +50,10 @@ fn bench_forward_smoke() {
         json["by_kernel"], true,
         "the kernel forwards a running tenant's port: {json}"
     );
-    let nat = &json["compared"];
-    assert_eq!(nat["nat_path"], true, "{json}");
-    assert_eq!(
-        nat["by_kernel"], true,
-        "the NAT path forwards in the kernel too: {json}"
-    );
-    assert!(nat["throughput"]["forwarded_mb_s"].as_f64().unwrap() > 0.0);
+    let routed = &json["compared"];
+    assert_eq!(routed["path"], "routed", "{json}");
+    assert_eq!(routed["by_kernel"], true, "routed in the kernel: {json}");
+    assert!(routed["throughput"]["forwarded_mb_s"].as_f64().unwrap() > 0.0);
     for file in ["results.json", "forward.svg", "throughput.svg", "README.md"] {
         assert!(out.join(file).exists(), "{file} missing");
     }
@@ -68,5 +66,5 @@ fn bench_forward_smoke() {
         .unwrap();
     assert_eq!(transfers.len(), 6, "3 transfers in each of 2 rounds");
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
-    assert!(readme.contains("nat path (kernel)"), "{readme}");
+    assert!(readme.contains("routed path (kernel)"), "{readme}");
 }

@@ -54,19 +54,23 @@ fn return_rule(port: u16) -> String {
     )
 }
 
-/// A running tenant's connections reach it routed, no address rewritten (the client's own
-/// source is the link's host end, which the tenant sees), and a worker told to take the NAT
-/// path on the same host forwards its own tenant's beside it (the client's source 127.0.0.1,
-/// rewritten to the link's host end): neither worker's table drops the other's packets. The
-/// routed path's rules: the local table's rule after the worker's, a rule per running tenant's
-/// port, gone when it is swapped out (its next connection is held and relayed as it wakes,
-/// then routed again), the return rule kept with the link, both gone with the tenant.
+/// The configuration of a worker on the routed path.
+const ROUTED: &str = "[worker]\nkernel_forward_path = \"routed\"\n";
+
+/// A worker told to take the routed path gets its running tenant's connections there with no
+/// address rewritten (the client's own source is the link's host end, which the tenant sees),
+/// and a worker on the default NAT path on the same host forwards its own tenant's beside it
+/// (the client's source 127.0.0.1, rewritten to the link's host end): neither worker's table
+/// drops the other's packets. The routed path's rules: the local table's rule after the
+/// worker's, a rule per running tenant's port, gone when it is swapped out (its next
+/// connection is held and relayed as it wakes, then routed again), the return rule kept with
+/// the link, both gone with the tenant.
 #[test]
-fn a_running_tenant_is_routed_unless_its_worker_takes_the_nat_path() {
+fn a_routed_worker_and_a_nat_one_forward_side_by_side() {
     let _serial = testkit::criu_lock();
     let routed_home = pico();
     let nat_home = pico();
-    nat_home.write_config("[worker]\nkernel_forward_path = \"nat\"\n");
+    routed_home.write_config(ROUTED);
     let _routed_worker = routed_home.start_worker();
     let _nat_worker = nat_home.start_worker();
     let routed = add_proxyecho(&routed_home, "routed", &[]);
@@ -129,6 +133,7 @@ fn a_connection_relayed_before_the_port_is_routed_keeps_going() {
     use std::io::{Read, Write};
     let _serial = testkit::criu_lock();
     let p = pico();
+    p.write_config(ROUTED);
     let _worker = p.start_worker();
     let port = super::add_redis_idle(&p, "kept", "0");
     let started = Instant::now();
@@ -165,6 +170,7 @@ fn a_connection_relayed_before_the_port_is_routed_keeps_going() {
 fn a_rule_a_killed_worker_left_is_taken_back_at_the_next_start() {
     let _serial = testkit::criu_lock();
     let p = pico();
+    p.write_config(ROUTED);
     let mut first = p.start_worker();
     let port = free_port();
     p.ok(&strs(&counter_add_args_idle("left", port, "0")));

@@ -115,9 +115,9 @@ pub struct WorkerConfig {
     /// namespace, see `kernel_forward`); off, the worker relays every connection.
     #[serde(default = "default_kernel_forwarding")]
     pub kernel_forwarding: bool,
-    /// How the kernel takes a connection into a running tenant's namespace: `routed` (the
-    /// default: no address rewritten, for an IPv4 loopback `listen_addr`; other addresses take
-    /// the NAT path) or `nat` (DNAT into its link, the source masqueraded).
+    /// How the kernel takes a connection into a running tenant's namespace: `nat` (the default:
+    /// DNAT into its link, the source masqueraded) or `routed` (no address rewritten, for an
+    /// IPv4 loopback `listen_addr`; other addresses take the NAT path).
     #[serde(default)]
     pub kernel_forward_path: ForwardPath,
     /// How long a connection to a sleeping tenant is held while it wakes before it is closed.
@@ -182,12 +182,15 @@ pub enum OnStop {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ForwardPath {
+    /// Each packet's addresses are rewritten into the link and back (`kernel_forward::rules`).
+    /// Its cost does not grow with the tenants.
+    #[default]
+    Nat,
     /// A routing rule per port sends its connections into the tenant's link unchanged
     /// (`kernel_forward::routing`); the kernel's local-table rule moves from priority 0 to 100.
-    #[default]
+    /// Every new TCP connection to the loopback on the host walks its rules (one per linked
+    /// tenant, one more per running one).
     Routed,
-    /// Each packet's addresses are rewritten into the link and back (`kernel_forward::rules`).
-    Nat,
 }
 
 /// Where this worker's hub is and how it presents itself there (`[worker.hub]`).

@@ -69,13 +69,10 @@ pub struct Options {
     /// Another `pico` build (e.g. the one before a change to the forwarding): its worker
     /// forwards to a third copy of the tenant, measured in the same rounds.
     pub compare_pico: Option<PathBuf>,
-    /// A second worker (of this build, or of `compare_pico`) on the kernel's NAT path
-    /// (`kernel_forward_path = "nat"`), measured in the same rounds: the routed path against it.
-    pub compare_nat: bool,
+    /// A second worker (of this build, or of `compare_pico`) told to take this kernel path
+    /// (`kernel_forward_path`: `routed` or `nat`), measured in the same rounds.
+    pub compare_path: Option<String>,
 }
-
-/// The compared worker's configuration with `--compare-nat`.
-const NAT_CONFIG: &str = "[worker]\nkernel_forward_path = \"nat\"\n";
 
 /// Latency percentiles, µs.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -180,8 +177,9 @@ pub struct Forwarding {
 #[derive(Clone, Debug, Serialize)]
 pub struct Compared {
     pub pico: String,
-    /// Its worker was told to take the kernel's NAT path.
-    pub nat_path: bool,
+    /// The kernel path its worker was told to take (`--compare-path`), if one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// Its kernel forwarded the tenant's port (else its worker relayed every connection).
     pub by_kernel: bool,
     #[serde(flatten)]
@@ -379,11 +377,13 @@ pub async fn run(opts: &Options) -> Result<Report> {
         vec![Forwarded::start(&opts.pico, &w.join("home"), "", &site, &w.join("tenant")).await?];
     let compared_pico = compared_pico(opts);
     if let Some(pico) = &compared_pico {
-        let config = if opts.compare_nat { NAT_CONFIG } else { "" };
+        let config = opts.compare_path.as_ref().map_or(String::new(), |path| {
+            format!("[worker]\nkernel_forward_path = \"{path}\"\n")
+        });
         let other = Forwarded::start(
             pico,
             &w.join("home-compared"),
-            config,
+            &config,
             &site,
             &w.join("tenant-compared"),
         )
@@ -418,7 +418,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
 
     let compared = compared_pico.map(|pico| Compared {
         pico: pico.display().to_string(),
-        nat_path: opts.compare_nat,
+        path: opts.compare_path.clone(),
         by_kernel: by_kernel.get(1).copied().unwrap_or(false),
         figures: samples.against_direct(2, opts.large_bytes),
     });
@@ -442,10 +442,10 @@ pub async fn run(opts: &Options) -> Result<Report> {
 
 /// The second worker's `pico`, if there is one.
 fn compared_pico(opts: &Options) -> Option<PathBuf> {
-    match (&opts.compare_pico, opts.compare_nat) {
+    match (&opts.compare_pico, &opts.compare_path) {
         (Some(pico), _) => Some(pico.clone()),
-        (None, true) => Some(opts.pico.clone()),
-        (None, false) => None,
+        (None, Some(_)) => Some(opts.pico.clone()),
+        (None, None) => None,
     }
 }
 
@@ -500,11 +500,10 @@ fn workers(r: &Report) -> Vec<(String, &Forwarding)> {
     let by = |kernel: bool| if kernel { "kernel" } else { "relay" };
     let mut v = vec![(format!("this build ({})", by(r.by_kernel)), &r.forwarded)];
     v.extend(r.compared.iter().map(|c| {
-        let who = if c.nat_path {
-            "nat path"
-        } else {
-            "compared build"
-        };
+        let who = c
+            .path
+            .as_ref()
+            .map_or("compared build".to_string(), |path| format!("{path} path"));
         (format!("{who} ({})", by(c.by_kernel)), &c.figures)
     }));
     v
@@ -667,8 +666,8 @@ fn write_outputs(r: &Report, out: &Path) -> Result<()> {
          What the worker's forwarding of a tenant's public port costs its clients. One nginx \
          ({server}; one worker process, `sendfile on`, files on a tmpfs) runs as the tenant of a \
          real `pico worker run` (**forwarded**: client → the tenant's public port → the kernel, \
-         over the tenant's link into its network namespace (routed, no address rewritten, for \
-         the default loopback listen address; else DNAT) → nginx, labelled `kernel`; or, \
+         over the tenant's link into its network namespace (DNAT, or routed with no address \
+         rewritten where the worker is told so) → nginx, labelled `kernel`; or, \
          for a build or worker that does not forward in the kernel, labelled `relay`, the \
          worker's listener → a socket it made inside the namespace → nginx), the same nginx with the \
          same configuration and files runs directly on the host (**direct**). Both measured in \
@@ -690,12 +689,12 @@ fn write_outputs(r: &Report, out: &Path) -> Result<()> {
          ## Results\n\n```\n{table}```\n\n![latency](forward.svg)\n\n\
          ![throughput](throughput.svg)\n\n## Goals\n\n{goals}\n{prov}",
         server = r.server,
-        compared = r.compared.as_ref().map_or(String::new(), |c| if c.nat_path {
+        compared = r.compared.as_ref().map_or(String::new(), |c| if let Some(path) = &c.path {
             format!(
-                " **NAT path**: a second worker, of `{}`, told to take the kernel's NAT path \
-                 (`kernel_forward_path = \"nat\"`: DNAT into the link, the source masqueraded, \
-                 DNAT again in the namespace), forwarding to a third copy of the tenant in the \
-                 same rounds.",
+                " **{path} path**: a second worker, of `{}`, told to take the kernel's {path} \
+                 path (`kernel_forward_path = \"{path}\"`; routed: no address rewritten, NAT: \
+                 DNAT into the link, the source masqueraded, DNAT again in the namespace), \
+                 forwarding to a third copy of the tenant in the same rounds.",
                 c.pico
             )
         } else {

@@ -4,10 +4,10 @@
 //! the tenant's namespace and a copy each way: +146 µs a new connection and 0.59x the throughput
 //! of a direct one on this 2-core host (bench/results/forward). So each tenant gets a link, a
 //! veth pair from the host into its namespace ([`link`]), and while it runs the kernel sends its
-//! port into the link: by a routing rule for the port, no address rewritten ([`routing`], the
-//! default for a loopback listen address), or by the worker's nftables table mapping the port to
-//! the link (DNAT into it, and in the tenant's namespace to its loopback: the NAT path;
-//! [`rules`], its elements changed over [`netlink`]). The tenant sees its clients at the link's
+//! port into the link: by the worker's nftables table mapping the port to the link (DNAT into
+//! it, and in the tenant's namespace to its loopback: the NAT path, the default; [`rules`], its
+//! elements changed over [`netlink`]), or by a routing rule for the port, no address rewritten
+//! ([`routing`], for a loopback listen address, where the configuration asks). The tenant sees its clients at the link's
 //! host end, or at 127.0.0.1 if its spec asks (`tenant::ClientAddress`). The worker's listener
 //! keeps the port and gets what the kernel does not take: every connection while the tenant
 //! sleeps, is being swapped or is still being filled in after a lazy restore, which it holds,
