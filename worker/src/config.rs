@@ -188,8 +188,8 @@ pub enum ForwardPath {
     Nat,
     /// A routing rule per port sends its connections into the tenant's link unchanged
     /// (`kernel_forward::routing`); the kernel's local-table rule moves from priority 0 to 100.
-    /// Every new TCP connection to the loopback on the host walks its rules (one per linked
-    /// tenant, one more per running one).
+    /// Every new TCP connection to the loopback on the host walks its rules (two per running
+    /// tenant).
     Routed,
 }
 

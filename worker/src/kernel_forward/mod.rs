@@ -172,6 +172,9 @@ pub(crate) struct TenantPath {
     link_retry: std::sync::Mutex<Backoff>,
     /// Packets its link had carried at the last look.
     packets: AtomicU64,
+    /// On the routed path, its return rule may be in place (`routing::Routing::closed` not
+    /// called since its last admission; at the worker's start, unknown: true).
+    returning: AtomicBool,
 }
 
 impl Default for TenantPath {
@@ -181,6 +184,7 @@ impl Default for TenantPath {
             busy: AtomicBool::default(),
             link_retry: std::sync::Mutex::new(Backoff::first_after(LINK_RETRY_FIRST)),
             packets: AtomicU64::default(),
+            returning: AtomicBool::new(true),
         }
     }
 }
@@ -231,7 +235,7 @@ impl Worker {
         let (clients, path, routing) = (slot.client_address, kernel.link_path(), kernel.routing);
         let made = blocking(move || {
             link::make(&pin, &addrs, clients, path)?;
-            routing.map_or(Ok(()), |r| r.link_made(&addrs))
+            routing.map_or(Ok(()), |r| r.forget(&addrs))
         })
         .await;
         let mut retry = lock_std(&slot.kernel.link_retry);
@@ -316,7 +320,7 @@ impl Worker {
         let (addrs, routing) = (LinkAddrs::of_port(slot.port), kernel.routing);
         let _ = blocking(move || {
             link::remove(&addrs);
-            routing.map_or(Ok(()), |r| r.link_removed(&addrs))
+            routing.map_or(Ok(()), |r| r.forget(&addrs))
         })
         .await;
     }
@@ -346,9 +350,10 @@ impl Worker {
 /// fill is done), withdraws one that stopped running on its own (exited, failed), and counts
 /// the traffic of each admitted one's link as activity for its idle rule.
 pub(crate) fn reconcile(worker: &Arc<Worker>) {
-    let Some(link_path) = worker.kernel_forward.as_ref().map(|k| k.link_path()) else {
+    let Some(kernel) = &worker.kernel_forward else {
         return;
     };
+    let link_path = kernel.link_path();
     for slot in worker.tenants.all() {
         if slot.netns_file.is_none() || slot.proxy_protocol {
             continue;
@@ -360,6 +365,14 @@ pub(crate) fn reconcile(worker: &Arc<Worker>) {
             continue;
         }
         let admitted = path.admitted();
+        if let Some(routing) = kernel.routing {
+            if !admitted && path.returning.load(Ordering::SeqCst) && connections_over(&slot) {
+                if !path.busy.swap(true, Ordering::SeqCst) {
+                    tokio::spawn(forget_return(routing, slot.clone()));
+                }
+                continue;
+            }
+        }
         // A link gone or replaced under an admitted tenant (deleted by hand, taken over for
         // another namespace): its port is taken back now and its link made again at the next
         // admission, rather than its connections lost in a link that leads nowhere.
@@ -399,6 +412,29 @@ pub(crate) fn reconcile(worker: &Arc<Worker>) {
     }
 }
 
+/// Whether the connections the kernel routed to the tenant are over: it neither runs nor is being
+/// swapped out (whose closing needs their way). False while its record is busy.
+fn connections_over(slot: &TenantSlot) -> bool {
+    slot.runtime.try_lock().is_ok_and(|rt| {
+        !matches!(
+            rt.info.state,
+            TenantState::Running | TenantState::SwappingOut
+        )
+    })
+}
+
+/// Deletes the return rule of a tenant whose routed connections are over (the caller set its
+/// `busy` mark, cleared here): a sleeping tenant has no rule in the walk of the host's
+/// connections.
+async fn forget_return(routing: Routing, slot: Arc<TenantSlot>) {
+    let a = LinkAddrs::of_port(slot.port);
+    match blocking(move || routing.closed(&a)).await {
+        Ok(()) => slot.kernel.returning.store(false, Ordering::SeqCst),
+        Err(e) => warn!(tenant = %slot.name, error = %e, "could not delete its return rule"),
+    }
+    slot.kernel.busy.store(false, Ordering::SeqCst);
+}
+
 /// Whether the tenant should be forwarded by the kernel now: running, and not being filled in
 /// (a lazy restore's fill waits for the first answer the relay sees). `None`: its record is
 /// busy, ask again at the next tick.
@@ -431,6 +467,7 @@ async fn admit(worker: &Worker, slot: &Arc<TenantSlot>) {
                 slot.kernel.packets.store(packets, Ordering::SeqCst);
             }
             slot.kernel.admitted.store(true, Ordering::SeqCst);
+            slot.kernel.returning.store(true, Ordering::SeqCst);
             debug!(tenant = %slot.name, "the kernel forwards its port");
         }
         Err(e) => warn!(tenant = %slot.name, error = %e, "its port stays relayed"),

@@ -15,16 +15,18 @@
 //! so (other workers of the host share it; what it selects is unchanged). Should anything put
 //! it back at 0, connections reach the worker's listener and are relayed: slower, never lost.
 //!
-//! Admission adds the port's rule, taking the port back deletes it (a netlink message each).
-//! The connections it routed keep their way through [`rules::return_rule`], kept as long as the
-//! link, so that the swap-out's FINs reach the tenant. The path is for an IPv4 loopback listen
+//! Admission adds the port's rule and [`rules::return_rule`], taking the port back deletes the
+//! port's rule (a netlink message each): the connections it routed keep their way through the
+//! return rule, so that the swap-out's FINs reach the tenant; once the tenant is no longer
+//! running nor being swapped out, the next tick deletes that too. So the rules a connection
+//! walks are two per running tenant, none for a sleeping one. The path is for an IPv4 loopback listen
 //! address; for others the worker takes the NAT path (clients of other hosts arrive with the
 //! host's address, which the tenant's namespace does not own).
 //!
 //! Not the default (`kernel_forward_path = "routed"` asks for it): rules are a list the kernel
-//! walks, and every new TCP connection to the host's loopback, the tenants' or not, walks one
-//! rule per linked tenant and one per running one (+100 µs at 2000 rules,
-//! bench/results/forward), where the NAT path's map lookup costs the same for any number.
+//! walks, and every new TCP connection to the host's loopback, the tenants' or not, walks two
+//! rules per running tenant (+100 µs at 2000 rules, bench/results/forward), where the NAT
+//! path's map lookup costs the same for any number.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -56,13 +58,17 @@ impl Routing {
         Some(ready.map(|()| Routing { listen }))
     }
 
-    /// Routes new connections to the port of `a` into its link. Blocking (µs).
+    /// Routes new connections to the port of `a` into its link (and keeps their way). Blocking
+    /// (µs).
     pub fn admit(&self, a: &LinkAddrs) -> io::Result<()> {
-        fib_rule::add(&[rules::port_rule(self.listen, a)])
+        fib_rule::add(&[
+            rules::return_rule(self.listen, a),
+            rules::port_rule(self.listen, a),
+        ])
     }
 
     /// Takes the port of `a` back: its new connections reach the worker's listener, those
-    /// already routed keep going to the tenant. Blocking (µs).
+    /// already routed keep going to the tenant until [`Routing::closed`]. Blocking (µs).
     pub fn withdraw(&self, a: &LinkAddrs) -> io::Result<()> {
         fib_rule::delete(&[rules::port_rule(self.listen, a)])
     }
@@ -78,15 +84,15 @@ impl Routing {
         fib_rule::delete(&port_rules)
     }
 
-    /// A link of `a` was just made: the rule that keeps its connections' way, and no admission
-    /// left from the link's previous life (a killed worker's). Blocking.
-    pub fn link_made(&self, a: &LinkAddrs) -> io::Result<()> {
-        fib_rule::delete(&[rules::port_rule(self.listen, a)])?;
-        fib_rule::add(&[rules::return_rule(self.listen, a)])
+    /// The connections routed to the port of `a` are over (the tenant sleeps, exited or
+    /// failed, its port taken back): their return rule goes. Blocking (µs).
+    pub fn closed(&self, a: &LinkAddrs) -> io::Result<()> {
+        fib_rule::delete(&[rules::return_rule(self.listen, a)])
     }
 
-    /// The link of `a` goes: both its rules with it. Blocking.
-    pub fn link_removed(&self, a: &LinkAddrs) -> io::Result<()> {
+    /// A link of `a` was just made, or goes: no rule of its port left from its previous life (a
+    /// killed worker's). Blocking.
+    pub fn forget(&self, a: &LinkAddrs) -> io::Result<()> {
         fib_rule::delete(&[
             rules::port_rule(self.listen, a),
             rules::return_rule(self.listen, a),

@@ -82,8 +82,9 @@ pub fn port_rule(listen: Ipv4Addr, a: &LinkAddrs) -> Rule {
 /// address reaches nothing else of the tenant's) after it is deleted: a
 /// swap-out takes the port back first, then closes those connections with a FIN each way, which
 /// must reach the tenant (not the host's own stack, which would reset them). It also answers
-/// the kernel's reverse-path check of the tenant's replies (from the loopback, on a link). Kept
-/// as long as the link.
+/// the kernel's reverse-path check of the tenant's replies (from the loopback, on a link), and
+/// the lookup a `connect` makes once its source is chosen. Added with [`port_rule`], kept until
+/// the tenant no longer runs.
 pub fn return_rule(listen: Ipv4Addr, a: &LinkAddrs) -> Rule {
     Rule {
         pref: RETURN_PREF,
