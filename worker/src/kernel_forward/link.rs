@@ -1,11 +1,11 @@
 //! A tenant's link: a veth pair between the host (`pv{port}`) and the tenant's namespace (`eth0`),
 //! with the tenant's rules (its port on `eth0` goes to its loopback; see `rules::tenant_table`)
-//! and, on the routed path, the port's routing table (its one route, out of the link). Made
-//! with `ip`, `nsenter` and `nft` (a few processes, ~30 ms, once per namespace: it lives as long
-//! as the namespace, and a swap-out keeps both). Both ends carry 64 KiB frames, as the loopback does, so that a large
-//! transfer crosses in as few pieces as it would directly, and have no IPv6: the link carries
-//! IPv4 only, and IPv6's own chatter (router solicitations, multicast reports) would move the
-//! packet counters the idle rule reads.
+//! and, on the routed path, the port's routing table (its one route, out of the link). Made with
+//! `ip`, `nsenter` and `nft` (a few processes, ~30 ms, once per namespace: it lives as long as the
+//! namespace, and a swap-out keeps both). Both ends carry 64 KiB frames, as the loopback does, so
+//! that a large transfer crosses in as few pieces as it would directly, and have no IPv6: the link
+//! carries IPv4 only, and IPv6's own chatter (router solicitations, multicast reports) would move
+//! the packet counters the idle rule reads.
 
 use std::path::Path;
 use std::process::{Command, Stdio};

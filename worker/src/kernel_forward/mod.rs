@@ -1,17 +1,17 @@
 //! While a tenant runs, the kernel forwards its public port, not the worker.
 //!
 //! The worker's relay (`serving`) costs every connection an accept, a second TCP connection into
-//! the tenant's namespace and a copy each way: +146 µs a new connection and 0.59x the throughput
-//! of a direct one on this 2-core host (bench/results/forward). So each tenant gets a link, a
-//! veth pair from the host into its namespace ([`link`]), and while it runs the kernel sends its
-//! port into the link: by the worker's nftables table mapping the port to the link (DNAT into
-//! it, and in the tenant's namespace to its loopback: the NAT path, the default; [`rules`], its
-//! elements changed over [`netlink`]), or by a routing rule for the port, no address rewritten
-//! ([`routing`], for a loopback listen address, where the configuration asks). The tenant sees its clients at the link's
-//! host end, or at 127.0.0.1 if its spec asks (`tenant::ClientAddress`). The worker's listener
-//! keeps the port and gets what the kernel does not take: every connection while the tenant
-//! sleeps, is being swapped or is still being filled in after a lazy restore, which it holds,
-//! wakes the tenant for and relays as before.
+//! the tenant's namespace and a copy each way: +146 µs a new connection and 0.59x the throughput of
+//! a direct one on this 2-core host (bench/results/forward). So each tenant gets a link, a veth
+//! pair from the host into its namespace ([`link`]), and while it runs the kernel sends its port
+//! into the link: by the worker's nftables table mapping the port to the link (DNAT into it, and in
+//! the tenant's namespace to its loopback: the NAT path, the default; [`rules`], its elements
+//! changed over [`netlink`]), or by a routing rule for the port, no address rewritten ([`routing`],
+//! for a loopback listen address, where the configuration asks). The tenant sees its clients at the
+//! link's host end, or at 127.0.0.1 if its spec asks (`tenant::ClientAddress`). The worker's
+//! listener keeps the port and gets what the kernel does not take: every connection while the
+//! tenant sleeps, is being swapped or is still being filled in after a lazy restore, which it
+//! holds, wakes the tenant for and relays as before.
 //!
 //! What the worker gives up is seeing the bytes: a tenant's activity is read off its link's packet
 //! counters at each supervisor tick instead ([`reconcile`]), and a swap-out takes the port back
@@ -146,11 +146,7 @@ impl KernelForward {
     /// Applies `changes` to the table's port map (one transaction, a netlink message: µs).
     async fn change_map(&self, changes: Vec<netlink::port_map::Change>) -> std::io::Result<()> {
         let table = self.table.clone();
-        tokio::task::spawn_blocking(move || {
-            netlink::port_map::apply(&table, rules::PORT_MAP, &changes)
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        blocking(move || netlink::port_map::apply(&table, rules::PORT_MAP, &changes)).await
     }
 
     /// Removes the table (the worker stops and no tenant runs: nothing to forward).
@@ -347,8 +343,9 @@ impl Worker {
 }
 
 /// At each supervisor tick: admits every running tenant not admitted yet (once a lazy restore's
-/// fill is done), withdraws one that stopped running on its own (exited, failed), and counts
-/// the traffic of each admitted one's link as activity for its idle rule.
+/// fill is done), withdraws one that stopped running on its own (exited, failed), on the routed
+/// path deletes the return rule of one whose routed connections are over, and counts the
+/// traffic of each admitted one's link as activity for its idle rule.
 pub(crate) fn reconcile(worker: &Arc<Worker>) {
     let Some(kernel) = &worker.kernel_forward else {
         return;

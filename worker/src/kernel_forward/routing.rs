@@ -1,32 +1,31 @@
 //! The routed path: a running tenant's port reaches it with no address rewritten.
 //!
-//! On the NAT path every packet of a forwarded connection is rewritten three times (DNAT into
-//! the link, the source masqueraded, DNAT again in the tenant's namespace), which costs a large
+//! On the NAT path every packet of a forwarded connection is rewritten three times (DNAT into the
+//! link, the source masqueraded, DNAT again in the tenant's namespace), which costs a large
 //! transfer 5-10% of a direct connection's throughput at full speed here, and a new connection
-//! +20-25 µs (bench/results/forward). Here a
-//! policy rule picks the connection by its destination, the worker's listen address and the
-//! tenant's port ([`rules::port_rule`]), and the port's table routes it out of the tenant's
-//! link as the client sent it, its source the link's host end; the tenant's namespace takes
-//! it to its loopback (`route_localnet` on both ends of the link), where the tenant may listen
-//! alone. bench/scripts/route_probe measured the path before it was built.
+//! +20-25 µs (bench/results/forward). Here a policy rule picks the connection by its destination,
+//! the worker's listen address and the tenant's port ([`rules::port_rule`]), and the port's table
+//! routes it out of the tenant's link as the client sent it, its source the link's host end; the
+//! tenant's namespace takes it to its loopback (`route_localnet` on both ends of the link), where
+//! the tenant may listen alone. bench/scripts/route_probe measured the path before it was built.
 //!
 //! For a rule to be read before 127.0.0.1 is found local, the kernel's rule for its local table
-//! moves from priority 0 to after the worker's ([`rules::LOCAL_PREF`]), once per host and left
-//! so (other workers of the host share it; what it selects is unchanged). Should anything put
-//! it back at 0, connections reach the worker's listener and are relayed: slower, never lost.
+//! moves from priority 0 to after the worker's ([`rules::LOCAL_PREF`]), once per host and left so
+//! (other workers of the host share it; what it selects is unchanged). Should anything put it back
+//! at 0, connections reach the worker's listener and are relayed: slower, never lost.
 //!
 //! Admission adds the port's rule and [`rules::return_rule`], taking the port back deletes the
 //! port's rule (a netlink message each): the connections it routed keep their way through the
-//! return rule, so that the swap-out's FINs reach the tenant; once the tenant is no longer
-//! running nor being swapped out, the next tick deletes that too. So the rules a connection
-//! walks are two per running tenant, none for a sleeping one. The path is for an IPv4 loopback listen
-//! address; for others the worker takes the NAT path (clients of other hosts arrive with the
-//! host's address, which the tenant's namespace does not own).
+//! return rule, so that the swap-out's FINs reach the tenant; once the tenant is no longer running
+//! nor being swapped out, the next tick deletes that too. So the rules a connection walks are two
+//! per running tenant, none for a sleeping one. The path is for an IPv4 loopback listen address;
+//! for others the worker takes the NAT path (clients of other hosts arrive with the host's address,
+//! which the tenant's namespace does not own).
 //!
 //! Not the default (`kernel_forward_path = "routed"` asks for it): rules are a list the kernel
-//! walks, and every new TCP connection to the host's loopback, the tenants' or not, walks two
-//! rules per running tenant (+100 µs at 2000 rules, bench/results/forward), where the NAT
-//! path's map lookup costs the same for any number.
+//! walks, and every new TCP connection to the host's loopback, the tenants' or not, walks two rules
+//! per running tenant (+100 µs at 2000 rules, bench/results/forward), where the NAT path's map
+//! lookup costs the same for any number.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
