@@ -190,6 +190,8 @@ fn a_connection_relayed_before_the_port_is_routed_keeps_going() {
 /// worker on that port that is not running (here, swapped out before the kill) would have its
 /// connections routed into a namespace where nothing listens, and refused. The next worker
 /// takes every port of its tenants back at its start: the connection is held and wakes it.
+/// It also deletes the routed rules of ports that have no link (a killed worker's whose
+/// tenants and home are gone): they route nothing, but every loopback connection walks them.
 #[test]
 fn a_rule_a_killed_worker_left_is_taken_back_at_the_next_start() {
     let _serial = testkit::criu_lock();
@@ -222,8 +224,23 @@ fn a_rule_a_killed_worker_left_is_taken_back_at_the_next_start() {
         .unwrap();
     assert!(added.success());
     assert!(has_rule(&port_rule(port)));
+    // And a return rule of a port whose tenant and link are gone with their worker's home.
+    let gone = free_port();
+    let spec = format!(
+        "from 10.203.255.253 to 127.0.0.1 ipproto tcp dport {gone} lookup {}",
+        100_000 + u32::from(gone)
+    );
+    let gone_rule = format!("50:\t{spec}");
+    let added = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ip rule add pref 50 {spec}"))
+        .status()
+        .unwrap();
+    assert!(added.success());
+    assert!(has_rule(&gone_rule));
     let _second = p.start_worker();
     assert!(!has_rule(&port_rule(port)), "{:?}", ip_rules());
+    assert!(!has_rule(&gone_rule), "an orphan: {:?}", ip_rules());
     let answer = http_get(port, "/inc").map_err(|e| format!("{e}\n{}", p.worker_log()));
     assert_eq!(answer.unwrap(), "2");
 }

@@ -33,6 +33,25 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::netlink::fib_rule;
 use super::rules::{self, LinkAddrs};
 
+/// Deletes the routed rules of ports with no link (`rules::orphaned_rules`: a killed worker's
+/// whose tenants are gone). Blocking (an `ip` process, once at the worker's start).
+fn sweep_orphans() -> io::Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "rule", "show"])
+        .output()?;
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let has_link = |port: u16| {
+        std::path::Path::new("/sys/class/net")
+            .join(format!("pv{port}"))
+            .exists()
+    };
+    let orphans: Vec<_> = rules::orphaned_rules(&listing, has_link)
+        .into_iter()
+        .map(|(pref, table)| rules::rule_of(pref, table))
+        .collect();
+    fib_rule::delete(&orphans)
+}
+
 /// The routed path of a worker listening on `listen`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Routing {
@@ -52,7 +71,8 @@ impl Routing {
         let ready = (|| {
             // The new place first: the local table is never missing, not even for a moment.
             fib_rule::add(&[rules::local_rule(rules::LOCAL_PREF), rules::gate()])?;
-            fib_rule::delete(&[rules::local_rule(0)])
+            fib_rule::delete(&[rules::local_rule(0)])?;
+            sweep_orphans()
         })();
         Some(ready.map(|()| Routing { listen }))
     }

@@ -109,6 +109,40 @@ pub fn gate() -> Rule {
     }
 }
 
+/// The routed path's rules in `listing` (`ip -4 rule show`) whose port has no link
+/// (`has_link` says no), as (priority, table): a killed worker's, whose tenants are gone. Their
+/// tables are empty, so they route nothing, but every loopback connection walks them.
+pub fn orphaned_rules(listing: &str, has_link: impl Fn(u16) -> bool) -> Vec<(u32, u32)> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let (pref, rest) = line.split_once(':')?;
+            let pref: u32 = pref.trim().parse().ok()?;
+            if pref != RETURN_PREF && pref != PORT_PREF {
+                return None;
+            }
+            let mut words = rest.split_whitespace();
+            words.find(|w| *w == "lookup")?;
+            let table: u32 = words.next()?.parse().ok()?;
+            let port = u16::try_from(table.checked_sub(ROUTE_TABLES)?).ok()?;
+            (!has_link(port)).then_some((pref, table))
+        })
+        .collect()
+}
+
+/// The rule of `pref` that looks up `table`, and nothing else said: enough for the kernel to
+/// find it to delete it.
+pub fn rule_of(pref: u32, table: u32) -> Rule {
+    Rule {
+        pref,
+        from: None,
+        to: None,
+        tcp: None,
+        invert: false,
+        action: Action::Table(table),
+    }
+}
+
 /// The kernel's rule for its local table, at priority `pref`.
 pub fn local_rule(pref: u32) -> Rule {
     Rule {
@@ -285,6 +319,19 @@ mod tests {
         for table in [&t, &any] {
             assert!(table.contains("oifname \"pv*\" ip daddr 127.0.0.0/8 meta l4proto tcp accept"));
         }
+    }
+
+    #[test]
+    fn only_the_routed_rules_of_ports_without_a_link_are_orphans() {
+        let listing = "40:\tnot from all to 127.0.0.0/8 ipproto tcp goto 100\n\
+            50:\tfrom 10.200.31.77 to 127.0.0.1 ipproto tcp dport 7891 lookup 107891 \n\
+            60:\tfrom 0.0.0.0 to 127.0.0.1 ipproto tcp dport 7891 lookup 107891 \n\
+            60:\tfrom 0.0.0.0 to 127.0.0.1 ipproto tcp dport 7001 lookup 107001 \n\
+            60:\tfrom all lookup 99999\n\
+            70:\tfrom all lookup 107002\n\
+            100:\tfrom all lookup local\n";
+        let orphans = orphaned_rules(listing, |port| port == 7001);
+        assert_eq!(orphans, [(50, 107_891), (60, 107_891)]);
     }
 
     #[test]
