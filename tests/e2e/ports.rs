@@ -40,7 +40,7 @@ fn any_rule_names(port: u16) -> bool {
 fn port_rule(port: u16) -> String {
     format!(
         "60:\tfrom 0.0.0.0 to 127.0.0.1 ipproto tcp dport {port} lookup {}",
-        100_000 + u32::from(port)
+        worker::LinkAddrs::of_port(port).route_table()
     )
 }
 
@@ -50,7 +50,7 @@ fn return_rule(port: u16) -> String {
     format!(
         "50:\tfrom {} to 127.0.0.1 ipproto tcp dport {port} lookup {}",
         ends.host,
-        100_000 + u32::from(port)
+        worker::LinkAddrs::of_port(port).route_table()
     )
 }
 
@@ -204,7 +204,7 @@ fn a_rule_a_killed_worker_left_is_taken_back_at_the_next_start() {
     p.ok(&["tenant", "swap-out", "left"]);
     first.kill();
     // As the killed worker would have left it had it died with the tenant admitted.
-    let table = (100_000 + u32::from(port)).to_string();
+    let table = worker::LinkAddrs::of_port(port).route_table().to_string();
     let port_s = port.to_string();
     let added = std::process::Command::new("ip")
         .args([
@@ -228,7 +228,7 @@ fn a_rule_a_killed_worker_left_is_taken_back_at_the_next_start() {
     let gone = free_port();
     let spec = format!(
         "from 10.203.255.253 to 127.0.0.1 ipproto tcp dport {gone} lookup {}",
-        100_000 + u32::from(gone)
+        worker::LinkAddrs::of_port(gone).route_table()
     );
     let gone_rule = format!("50:\t{spec}");
     let added = std::process::Command::new("sh")

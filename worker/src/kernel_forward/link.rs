@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::rules::{tenant_table, LinkAddrs};
+use crate::config::ForwardPath;
 use crate::tenant::ClientAddress;
 
 /// Whether the host end of the link of `a` exists.
@@ -18,12 +19,13 @@ pub fn exists(a: &LinkAddrs) -> bool {
     Path::new("/sys/class/net").join(a.host_if()).exists()
 }
 
-/// Whether the link of `a` leads into the namespace pinned at `pin` and was made for `path`
+/// Whether the link of `a` leads into the namespace pinned at `pin` and was made for `path` (the
+/// routed one needs the port's routing table)
 /// (by this worker or the one before: the host end's alias names both). Another's is a link of
 /// a tenant that had the port before, on a worker that was killed, and the tenant now on the
 /// port takes the port's link over; one made for the other path (the worker's configuration
 /// changed) is made again.
-pub fn leads_into(pin: &Path, a: &LinkAddrs, path: LinkPath) -> bool {
+pub fn leads_into(pin: &Path, a: &LinkAddrs, path: ForwardPath) -> bool {
     let alias = std::fs::read_to_string(
         Path::new("/sys/class/net")
             .join(a.host_if())
@@ -32,20 +34,13 @@ pub fn leads_into(pin: &Path, a: &LinkAddrs, path: LinkPath) -> bool {
     matches!((alias, mark(pin, path)), (Ok(alias), Some(mark)) if alias.trim() == mark)
 }
 
-/// Which path the link carries connections of: the routed one needs the port's routing table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkPath {
-    Nat,
-    Routed,
-}
-
 /// The alias of a link into the namespace pinned at `pin`: its `nsfs` inode, which no other
 /// namespace has while it lives, and the path.
-fn mark(pin: &Path, path: LinkPath) -> Option<String> {
+fn mark(pin: &Path, path: ForwardPath) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let routed = match path {
-        LinkPath::Nat => "",
-        LinkPath::Routed => " routed",
+        ForwardPath::Nat => "",
+        ForwardPath::Routed => " routed",
     };
     std::fs::metadata(pin)
         .ok()
@@ -68,7 +63,7 @@ pub fn make(
     pin: &Path,
     a: &LinkAddrs,
     clients: ClientAddress,
-    path: LinkPath,
+    path: ForwardPath,
 ) -> std::io::Result<()> {
     let host_if = a.host_if();
     let peer = format!("pt{}", a.port);
@@ -101,8 +96,8 @@ if [ -n "$ROUTE_TABLE" ]; then
 fi
 "#;
     let route_table = match path {
-        LinkPath::Nat => String::new(),
-        LinkPath::Routed => a.route_table().to_string(),
+        ForwardPath::Nat => String::new(),
+        ForwardPath::Routed => a.route_table().to_string(),
     };
     let out = Command::new("sh")
         .arg("-c")

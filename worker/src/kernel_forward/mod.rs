@@ -38,7 +38,6 @@ use crate::config::{ForwardPath, WorkerConfig};
 use crate::error::{Error, Result};
 use crate::host::{lock_std, TenantSlot, Worker};
 use crate::tenant::TenantState;
-use link::LinkPath;
 use routing::Routing;
 use rules::LinkAddrs;
 
@@ -113,10 +112,10 @@ impl KernelForward {
     }
 
     /// Which path its links are made for.
-    fn link_path(&self) -> LinkPath {
+    fn link_path(&self) -> ForwardPath {
         match self.routing {
-            Some(_) => LinkPath::Routed,
-            None => LinkPath::Nat,
+            Some(_) => ForwardPath::Routed,
+            None => ForwardPath::Nat,
         }
     }
 

@@ -30,6 +30,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
+use super::link;
 use super::netlink::fib_rule;
 use super::rules::{self, LinkAddrs};
 
@@ -40,11 +41,7 @@ fn sweep_orphans() -> io::Result<()> {
         .args(["-4", "rule", "show"])
         .output()?;
     let listing = String::from_utf8_lossy(&out.stdout);
-    let has_link = |port: u16| {
-        std::path::Path::new("/sys/class/net")
-            .join(format!("pv{port}"))
-            .exists()
-    };
+    let has_link = |port: u16| link::exists(&LinkAddrs::of_port(port));
     let orphans: Vec<_> = rules::orphaned_rules(&listing, has_link)
         .into_iter()
         .map(|(pref, table)| rules::rule_of(pref, table))

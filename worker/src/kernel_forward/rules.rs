@@ -145,14 +145,7 @@ pub fn rule_of(pref: u32, table: u32) -> Rule {
 
 /// The kernel's rule for its local table, at priority `pref`.
 pub fn local_rule(pref: u32) -> Rule {
-    Rule {
-        pref,
-        from: None,
-        to: None,
-        tcp: None,
-        invert: false,
-        action: Action::Table(LOCAL_TABLE),
-    }
+    rule_of(pref, LOCAL_TABLE)
 }
 
 /// The worker's table, replacing any of the same name: DNAT of its public address's ports to the
