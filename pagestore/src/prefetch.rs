@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::page::PageId;
-use crate::read::ReadPriority;
+use crate::read::{ColdPace, ReadPriority};
 use crate::store::PageStore;
 
 /// Pages handed to one `read_pages` call (with [`BATCHES_IN_FLIGHT`], bounds the memory a
@@ -115,6 +115,23 @@ impl PageStore {
         ids: &[PageId],
         priority: ReadPriority,
     ) -> Result<PrefetchReport> {
+        self.prefetch_paced(ids, priority, ColdPace::AtOnce).await
+    }
+
+    /// [`Self::prefetch_at`] for the rest of an image filled in behind a restore: its cold
+    /// GETs keep within the fills' budget of bytes in flight ([`crate::read::FILL_BYTES_IN_FLIGHT`]),
+    /// so that the restored tenants' faults, which read the same cold tier, are not held up
+    /// behind it.
+    pub async fn fill_at(&self, ids: &[PageId], priority: ReadPriority) -> Result<PrefetchReport> {
+        self.prefetch_paced(ids, priority, ColdPace::Fill).await
+    }
+
+    async fn prefetch_paced(
+        &self,
+        ids: &[PageId],
+        priority: ReadPriority,
+        pace: ColdPace,
+    ) -> Result<PrefetchReport> {
         let started = Instant::now();
         let mut seen = HashSet::new();
         let wanted: Vec<PageId> = ids
@@ -143,7 +160,7 @@ impl PageStore {
         loop {
             while reading.len() < BATCHES_IN_FLIGHT {
                 let Some(batch) = batches.next() else { break };
-                reading.push(self.read_path.read_pages_at(batch, None, priority));
+                reading.push(self.read_path.read_pages_at(batch, None, priority, pace));
             }
             match reading.next().await {
                 Some(read) => drop(read?),
@@ -173,5 +190,78 @@ impl PageStore {
             self.cold().counters.gets.load(Ordering::Relaxed),
             self.cold().counters.get_bytes.load(Ordering::Relaxed),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::page::PageId;
+    use crate::read::{ReadPriority, FILL_BYTES_IN_FLIGHT};
+    use crate::{PageStore, StoreConfig};
+
+    /// A fill sends no GET while the fills' budget is spent, and a fault on one of its pages
+    /// meanwhile is not held up behind it: its own GET goes at once. Once the budget is back,
+    /// the fill brings the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fill_waits_for_its_budget_and_a_fault_does_not_wait_for_the_fill() {
+        let home = tempfile::tempdir().unwrap();
+        let src = home.path().join("src");
+        let pages: Vec<(u8, u64)> = (0..1024).map(|i| (3, i)).collect();
+        testkit::image::write_image_dir(&src, &pages, 1);
+        // Its page files paged as CRIU's are (the library knows no format).
+        let options = crate::ingest::IngestOptions {
+            paged: crate::ingest::PagedFiles::named(|name| name.starts_with("pages-")),
+            ..Default::default()
+        };
+        let checkpoint = PageStore::open(&StoreConfig::embedded(home.path()))
+            .await
+            .unwrap()
+            .ingest_with("t", &src, &options)
+            .await
+            .unwrap()
+            .checkpoint;
+        let mut cold_only = StoreConfig::embedded(home.path());
+        cold_only.local.enabled = false;
+        let store = Arc::new(PageStore::open(&cold_only).await.unwrap());
+        let ids: Vec<PageId> = store
+            .manifest(&checkpoint)
+            .await
+            .unwrap()
+            .non_zero_pages()
+            .copied()
+            .collect();
+        let gets = || store.cold().counters.gets.load(Ordering::Relaxed);
+
+        let spent = store
+            .read_path
+            .fill_pace()
+            .admit(FILL_BYTES_IN_FLIGHT)
+            .await;
+        let before = gets();
+        let fill = tokio::spawn({
+            let (store, ids) = (store.clone(), ids.clone());
+            async move { store.fill_at(&ids, ReadPriority::Now).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(gets(), before, "the fill sent GETs with its budget spent");
+        let fault = tokio::time::timeout(Duration::from_secs(10), store.read_page(&ids[500]))
+            .await
+            .expect("the fault waited for the fill");
+        assert!(fault.is_ok());
+        assert_eq!(gets(), before + 1, "one GET, the fault's");
+        assert!(!fill.is_finished());
+
+        drop(spent);
+        let filled = tokio::time::timeout(Duration::from_secs(30), fill)
+            .await
+            .expect("the fill went on once its budget was back")
+            .unwrap()
+            .unwrap();
+        assert_eq!(filled.requested, ids.len() as u64);
+        assert!(ids.iter().all(|id| store.hot().contains(id)));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use pagestore::config::LocalEngine;
 use pagestore::ingest::IngestOptions;
 use pagestore::locality::{self, ChangedSince, LocalitySource, PagePos};
-use pagestore::read::ReadPriority;
+use pagestore::read::{ReadPriority, FILL_RANGE};
 use pagestore::{Error, Manifest, PageId, PageStore, StoreConfig, Tier, PAGE_SIZE};
 use testkit::image::{assert_same_dir, mixed_pages, noise, page, write_image_dir};
 
@@ -238,6 +238,41 @@ async fn pages_read_ahead_from_the_local_tier_are_checked_off_the_runtime_thread
     let out = home.path().join("out");
     store.materialize(&report.checkpoint, &out).await.unwrap();
     assert_same_dir(&home.path().join("src"), &out);
+}
+
+/// A fill reads in ranges of at most [`FILL_RANGE`] (a GET a fault joins arrives soon), checked
+/// like any other read; an ordinary prefetch of the same pages sends larger ranges. (That a
+/// fill waits for its budget while a fault does not: `pagestore::prefetch`'s unit test.)
+#[tokio::test]
+async fn a_fill_reads_in_small_ranges() {
+    let home = tempfile::tempdir().unwrap();
+    // 16 MiB of incompressible pages.
+    let n = 4096;
+    let report = ingest_big(&open(home.path()).await, home.path(), 6, n).await;
+
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    let manifest = store.manifest(&report.checkpoint).await.unwrap();
+    let ids: Vec<PageId> = manifest.non_zero_pages().copied().collect();
+    let gets = |s: &PageStore| s.cold().counters.gets.load(Ordering::Relaxed);
+    let before = gets(&store);
+    let filled = store.fill_at(&ids, ReadPriority::Now).await.unwrap();
+    assert_eq!(filled.cold_pages, n, "{filled:?}");
+    let fill_gets = gets(&store) - before;
+    assert!(
+        fill_gets >= n * PAGE_SIZE as u64 / FILL_RANGE,
+        "{fill_gets} GETs: ranges over {FILL_RANGE} bytes"
+    );
+    let out = home.path().join("out");
+    store.materialize(&report.checkpoint, &out).await.unwrap();
+    assert_same_dir(&home.path().join("src"), &out);
+
+    let store = PageStore::open(&cold_only(home.path())).await.unwrap();
+    let before = gets(&store);
+    store.prefetch_at(&ids, ReadPriority::Now).await.unwrap();
+    assert!(
+        gets(&store) - before < fill_gets,
+        "a prefetch sends larger ranges than a fill"
+    );
 }
 
 /// Pages fetched ahead of need are decoded on the background pool; they come from the cold

@@ -1,17 +1,19 @@
 //! The read path's cold step: missing pages located in the catalog, planned into ranged GETs
-//! ([`super::plan_ranges`]), fetched up to [`COLD_CONCURRENCY`] at once or joined to a GET in
-//! flight that covers them ([`super::flight`]), then decoded, checked, put in memory and cached
-//! in the local tier.
+//! ([`super::plan_ranges`]), fetched up to [`COLD_CONCURRENCY`] at once (a fill's within its
+//! budget of bytes in flight, [`super::fill_pace`]) or joined to a GET in flight that covers
+//! them ([`super::flight`]), then decoded, checked, put in memory and cached in the local tier.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
+use tokio::sync::SemaphorePermit;
 use tracing::trace;
 
-use super::flight::{self, FlightGuard, Role};
-use super::{plan_ranges, Miss, RangePlan, ReadPath, ReadPriority};
+use super::fill_pace::FILL_RANGE;
+use super::flight::{self, FlightGuard, Overlapping, Role};
+use super::{plan_ranges, plan_ranges_within, ColdPace, Miss, RangePlan, ReadPath, ReadPriority};
 use crate::catalog::Location;
 use crate::codec::PageDecoder;
 use crate::error::{Error, Result};
@@ -56,17 +58,35 @@ impl ReadPath {
     }
 
     /// The cold step: plans the located pages into ranged GETs and fetches them, up to
-    /// [`COLD_CONCURRENCY`] at once. Returns each page with its position in the caller's list.
+    /// [`COLD_CONCURRENCY`] at once, a fill's ([`ColdPace::Fill`]) in ranges of at most
+    /// [`FILL_RANGE`] and each only once it fits the fills' budget. Returns each page with its
+    /// position in the caller's list.
     pub(super) async fn fetch_cold(
         &self,
         wanted: Vec<(usize, PageId, Location)>,
         priority: ReadPriority,
+        pace: ColdPace,
     ) -> Result<Vec<(usize, Bytes)>> {
         // What GETs in flight bring is waited for; the rest is planned into GETs of its own.
         let (joined, rest) = self.flights.split_in_flight(wanted);
-        let plans = joined.into_iter().chain(plan_ranges(rest));
+        let own = match pace {
+            ColdPace::AtOnce => plan_ranges(rest),
+            ColdPace::Fill => plan_ranges_within(rest, FILL_RANGE),
+        };
+        let plans = joined
+            .into_iter()
+            .map(|plan| (plan, false))
+            .chain(own.into_iter().map(|plan| (plan, pace == ColdPace::Fill)));
         let fetched: Vec<Vec<(usize, Bytes)>> = stream::iter(plans)
-            .map(|plan| self.fetch_range(plan, priority))
+            .map(|(plan, paced)| async move {
+                // Admitted before its flight is listed: a fault on one of its pages meanwhile
+                // sends its own GET instead of waiting behind the fill's budget.
+                let admitted = match paced {
+                    true => self.fill_pace.admit(plan.end - plan.start).await,
+                    false => None,
+                };
+                self.fetch_range(plan, priority, admitted).await
+            })
             .buffer_unordered(COLD_CONCURRENCY)
             .try_collect()
             .await?;
@@ -74,16 +94,25 @@ impl ReadPath {
     }
 
     /// Fetches one planned range (or joins a flight that covers it), then decodes, checks and
-    /// caches its pages.
+    /// caches its pages. A fill's range holds its place in the fills' budget (`admitted`)
+    /// until its bytes are in, not while they are decoded: the next GET then overlaps the
+    /// decoding instead of following it.
     async fn fetch_range(
         &self,
         mut plan: RangePlan,
         priority: ReadPriority,
+        mut admitted: Option<SemaphorePermit<'_>>,
     ) -> Result<Vec<(usize, Bytes)>> {
         let key = plan.pack.object_key();
         let mut out = Vec::with_capacity(plan.pages.len());
+        let overlapping = match admitted {
+            Some(_) => Overlapping::Fetch,
+            None => Overlapping::Wait,
+        };
         let (bytes, base, guard) = loop {
-            match self.shared_get(&plan, &key).await? {
+            let fetched = self.shared_get(&plan, &key, overlapping).await;
+            drop(admitted.take());
+            match fetched? {
                 Some(fetched) => break fetched,
                 None => {
                     // What is in memory now is taken from there; the rest (evicted meanwhile,
@@ -145,19 +174,24 @@ impl ReadPath {
     /// from a new one that later readers can join. Returns the bytes, the pack offset they start
     /// at, and (for the leader) the guard that ends the flight; `None` when the hot tier has
     /// some of the pages by now, or after waiting for flights that overlap the range (take
-    /// those from memory and narrow the range to the rest).
+    /// those from memory and narrow the range to the rest) unless `overlapping` says to fetch
+    /// the range anyway.
     async fn shared_get(
         &self,
         plan: &RangePlan,
         key: &str,
+        overlapping: Overlapping,
     ) -> Result<Option<(Arc<Vec<u8>>, u64, Option<FlightGuard<'_>>)>> {
         loop {
             // A leader caches its pages before it ends its flight (under the table's lock).
             let some_in_memory = || plan.pages.iter().any(|p| self.hot.contains(&p.1));
-            match self
-                .flights
-                .join_or_lead(plan.pack, plan.start, plan.end, some_in_memory)
-            {
+            match self.flights.join_or_lead(
+                plan.pack,
+                plan.start,
+                plan.end,
+                overlapping,
+                some_in_memory,
+            ) {
                 Role::Follower(follower) => {
                     self.counters.flight_joins.fetch_add(1, Ordering::Relaxed);
                     let base = follower.base;

@@ -65,6 +65,18 @@ impl Flight {
     }
 }
 
+/// What a reader whose range flights in progress overlap (but none covers) does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Overlapping {
+    /// Waits for them to end, then fetches what they did not bring: shared bytes fetched once.
+    Wait,
+    /// Fetches its whole range at once, shared bytes again: a fill's GET, which waited for its
+    /// turn while faults sent GETs of their own for some of its pages, and which then waited
+    /// for each of those and fetched the rest after them (a chain of round trips behind a
+    /// dense tenant's first answer) for a few KiB not fetched twice.
+    Fetch,
+}
+
 /// Cold reads in flight (and those that just ended), by pack.
 #[derive(Default)]
 pub(crate) struct RangeFlights {
@@ -248,12 +260,14 @@ impl RangeFlights {
 
     /// Joins a flight that covers bytes `start..end` of `pack`, or starts one, unless
     /// `some_in_memory` (asked under the table's lock, which a leader ends its flight under)
-    /// says any wanted page is in memory by now.
+    /// says any wanted page is in memory by now, or (with `overlapping` [`Overlapping::Wait`])
+    /// flights in progress overlap the range.
     pub(crate) fn join_or_lead(
         &self,
         pack: PackId,
         start: u64,
         end: u64,
+        overlapping: Overlapping,
         some_in_memory: impl FnOnce() -> bool,
     ) -> Role<'_> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -261,11 +275,14 @@ impl RangeFlights {
         let flights = map.get(&pack).map(Vec::as_slice).unwrap_or(&[]);
         let covering = flights.iter().find(|f| f.covers(start, end));
         // Ended ones are not waited for: their pages are in memory already.
-        let overlapping: Vec<watch::Receiver<()>> = flights
-            .iter()
-            .filter(|f| f.ended_at.is_none() && f.start < end && start < f.end)
-            .map(|f| f.ended.clone())
-            .collect();
+        let overlapping: Vec<watch::Receiver<()>> = match overlapping {
+            Overlapping::Wait => flights
+                .iter()
+                .filter(|f| f.ended_at.is_none() && f.start < end && start < f.end)
+                .map(|f| f.ended.clone())
+                .collect(),
+            Overlapping::Fetch => Vec::new(),
+        };
         match covering {
             Some(f) => Role::Follower(Follower {
                 done: f.done.clone(),
@@ -317,23 +334,27 @@ mod tests {
     fn a_reader_leads_a_get_only_for_a_range_none_of_whose_pages_are_in_memory() {
         let flights = RangeFlights::default();
         assert!(matches!(
-            flights.join_or_lead(PACK, 0, 100, || true),
+            flights.join_or_lead(PACK, 0, 100, Overlapping::Wait, || true),
             Role::InMemory
         ));
         assert!(flights.map.lock().unwrap().is_empty(), "nothing listed");
 
-        let leader = flights.join_or_lead(PACK, 0, 100, || false);
+        let leader = flights.join_or_lead(PACK, 0, 100, Overlapping::Wait, || false);
         assert!(is_leader(&leader));
         assert!(matches!(
-            flights.join_or_lead(PACK, 10, 90, || true),
+            flights.join_or_lead(PACK, 10, 90, Overlapping::Wait, || true),
             Role::Follower(_)
         ));
         assert!(matches!(
-            flights.join_or_lead(PACK, 50, 150, || false),
+            flights.join_or_lead(PACK, 50, 150, Overlapping::Wait, || false),
             Role::Overlapping(_)
         ));
+        // A fill's GET fetches its range at once, overlaps and all.
+        let fill = flights.join_or_lead(PACK, 50, 150, Overlapping::Fetch, || false);
+        assert!(is_leader(&fill));
+        drop(fill);
         // Beside it, not overlapping.
-        let other = flights.join_or_lead(PACK, 100, 200, || false);
+        let other = flights.join_or_lead(PACK, 100, 200, Overlapping::Wait, || false);
         assert!(is_leader(&other));
         drop((leader, other));
         assert!(
@@ -343,7 +364,7 @@ mod tests {
     }
 
     fn lead(flights: &RangeFlights, start: u64, end: u64) -> Leader<'_> {
-        match flights.join_or_lead(PACK, start, end, || false) {
+        match flights.join_or_lead(PACK, start, end, Overlapping::Wait, || false) {
             Role::Leader(leader) => leader,
             _ => panic!("not the leader of {start}..{end}"),
         }
@@ -361,7 +382,8 @@ mod tests {
         lead(&flights, 0, 100)
             .publish(Ok(Arc::new(vec![7; 100])))
             .end_keeping_bytes();
-        let Role::Follower(late) = flights.join_or_lead(PACK, 10, 90, || false) else {
+        let Role::Follower(late) = flights.join_or_lead(PACK, 10, 90, Overlapping::Wait, || false)
+        else {
             panic!("a reader of bytes just fetched fetches them again");
         };
         assert_eq!(late.base, 0);
@@ -372,13 +394,19 @@ mod tests {
             "kept within LINGER"
         );
         assert_eq!(late.result().await.unwrap().unwrap().len(), 100);
-        assert!(is_leader(&flights.join_or_lead(PACK, 50, 150, || false)));
+        assert!(is_leader(&flights.join_or_lead(
+            PACK,
+            50,
+            150,
+            Overlapping::Wait,
+            || false
+        )));
 
         let failed =
             lead(&flights, 200, 300).publish(Err(Arc::new(Error::PageMissing(PageId([1; 32])))));
         failed.end_keeping_bytes();
         assert!(
-            is_leader(&flights.join_or_lead(PACK, 210, 290, || false)),
+            is_leader(&flights.join_or_lead(PACK, 210, 290, Overlapping::Wait, || false)),
             "a failure is tried again"
         );
 

@@ -22,6 +22,7 @@
 //! (ingest, gc, derive) reach the tiers and the catalog through it.
 
 mod cold_reads;
+mod fill_pace;
 mod flight;
 mod locality_flight;
 mod pack_catalog;
@@ -34,9 +35,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use fill_pace::{FILL_BYTES_IN_FLIGHT, FILL_RANGE};
 pub(crate) use locality_flight::{FlightEnd, LocalityFlights};
 pub(crate) use pack_catalog::PackCatalog;
-pub use plan::{plan_ranges, RangePlan, MAX_GAP, MAX_RANGE};
+pub use plan::{plan_ranges, plan_ranges_within, RangePlan, MAX_GAP, MAX_RANGE};
 
 use crate::catalog::Catalog;
 use crate::cold::ColdTier;
@@ -46,6 +48,7 @@ use crate::local::{FetchedPage, Filler, LocalTier};
 use crate::page::{PageId, PAGE_SIZE};
 use crate::peer::Peers;
 use crate::tally::TierTally;
+pub(crate) use fill_pace::FillPace;
 use flight::RangeFlights;
 
 /// The all-zero page, handed out for [`PageId::ZERO`] without allocating.
@@ -83,6 +86,8 @@ pub(crate) struct ReadPath {
     packs: PackCatalog,
     flights: RangeFlights,
     locality_flights: LocalityFlights,
+    /// The fills' budget of cold bytes in flight.
+    fill_pace: FillPace,
     peers: Peers,
     counters: TierCounters,
 }
@@ -97,6 +102,16 @@ pub enum ReadPriority {
     /// and decoded on the background pool (`crate::blocking::background`), so that it takes no
     /// core, and no runtime thread, from what waits.
     Ahead,
+}
+
+/// How a read's cold GETs are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColdPace {
+    /// All at once: someone waits for the pages, or there are few of them.
+    AtOnce,
+    /// Within the fills' budget of bytes in flight ([`fill_pace`]): the rest of an image
+    /// filled in behind a restore, which must not hold up the faults of the tenants it restores.
+    Fill,
 }
 
 /// One page a read still needs: its position in the caller's list and its id.
@@ -120,6 +135,7 @@ impl ReadPath {
             packs,
             flights: RangeFlights::default(),
             locality_flights: LocalityFlights::default(),
+            fill_pace: FillPace::default(),
             peers: Peers::default(),
             counters: TierCounters::default(),
         }
@@ -170,6 +186,12 @@ impl ReadPath {
         self.flights.forget_expired();
     }
 
+    /// The fills' budget of cold bytes in flight.
+    #[cfg(test)]
+    pub(crate) fn fill_pace(&self) -> &FillPace {
+        &self.fill_pace
+    }
+
     pub(crate) fn locality_flights(&self) -> &LocalityFlights {
         &self.locality_flights
     }
@@ -194,21 +216,24 @@ impl ReadPath {
         ids: &[PageId],
         tally: Option<&TierTally>,
     ) -> Result<Vec<Bytes>> {
-        self.read_pages_at(ids, tally, ReadPriority::Now).await
+        self.read_pages_at(ids, tally, ReadPriority::Now, ColdPace::AtOnce)
+            .await
     }
 
-    /// [`Self::read_pages`], decoding what the cold tier sends at `priority`.
+    /// [`Self::read_pages`], decoding what the cold tier sends at `priority` and sending its
+    /// GETs at `pace`.
     pub async fn read_pages_at(
         &self,
         ids: &[PageId],
         tally: Option<&TierTally>,
         priority: ReadPriority,
+        pace: ColdPace,
     ) -> Result<Vec<Bytes>> {
-        match self.read_pages_once(ids, tally, priority).await {
+        match self.read_pages_once(ids, tally, priority, pace).await {
             // A gc elsewhere repacked or deleted a pack: reload the catalog and try once more.
             Err(e) if e.is_not_found() => {
                 self.refresh_catalog().await?;
-                self.read_pages_once(ids, tally, priority).await
+                self.read_pages_once(ids, tally, priority, pace).await
             }
             other => other,
         }
@@ -219,6 +244,7 @@ impl ReadPath {
         ids: &[PageId],
         tally: Option<&TierTally>,
         priority: ReadPriority,
+        pace: ColdPace,
     ) -> Result<Vec<Bytes>> {
         let mut out: Vec<Option<Bytes>> = vec![None; ids.len()];
         let mut misses = match priority {
@@ -233,7 +259,7 @@ impl ReadPath {
         }
         if !misses.is_empty() {
             let wanted = self.locate(misses).await?;
-            for (i, page) in self.fetch_cold(wanted, priority).await? {
+            for (i, page) in self.fetch_cold(wanted, priority, pace).await? {
                 tally.inspect(|t| t.add_cold(1));
                 out[i] = Some(page);
             }

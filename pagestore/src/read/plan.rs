@@ -26,8 +26,17 @@ pub struct RangePlan {
     pub pages: Vec<(usize, PageId, Location)>,
 }
 
-/// Groups wanted pages by pack and merges neighbours into ranges.
+/// Groups wanted pages by pack and merges neighbours into ranges of at most [`MAX_RANGE`].
 pub fn plan_ranges(wanted: Vec<(usize, PageId, Location)>) -> Vec<RangePlan> {
+    plan_ranges_within(wanted, MAX_RANGE)
+}
+
+/// [`plan_ranges`] with ranges of at most `max_range` bytes (a page larger than that alone is
+/// a range of its own).
+pub fn plan_ranges_within(
+    wanted: Vec<(usize, PageId, Location)>,
+    max_range: u64,
+) -> Vec<RangePlan> {
     let mut by_pack: BTreeMap<PackId, Vec<(usize, PageId, Location)>> = BTreeMap::new();
     for w in wanted {
         by_pack.entry(w.2.pack).or_default().push(w);
@@ -39,7 +48,7 @@ pub fn plan_ranges(wanted: Vec<(usize, PageId, Location)>) -> Vec<RangePlan> {
         for p in pages {
             let (start, end) = (p.2.offset, p.2.offset + u64::from(p.2.len));
             match current.as_mut() {
-                Some(r) if start <= r.end + MAX_GAP && end.max(r.end) - r.start <= MAX_RANGE => {
+                Some(r) if start <= r.end + MAX_GAP && end.max(r.end) - r.start <= max_range => {
                     r.end = r.end.max(end);
                     r.pages.push(p);
                 }
@@ -104,5 +113,11 @@ mod tests {
         assert!(plans.iter().all(|r| r.end - r.start <= MAX_RANGE));
         assert_eq!(plans.iter().map(|r| r.pages.len()).sum::<usize>(), 2000);
         assert_eq!(plans.len(), (2000 * 4096u64).div_ceil(MAX_RANGE) as usize);
+        let wanted = (0..2000u64)
+            .map(|i| (i as usize, PageId([7; 32]), loc(1, 16 + i * 4096, 4096)))
+            .collect();
+        let plans = plan_ranges_within(wanted, 1 << 20);
+        assert!(plans.iter().all(|r| r.end - r.start <= 1 << 20));
+        assert_eq!(plans.len(), (2000 * 4096u64).div_ceil(1 << 20) as usize);
     }
 }
