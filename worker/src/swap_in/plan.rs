@@ -221,7 +221,10 @@ impl Worker {
         if install == ActiveSetInstall::Prefetch {
             restore_set.extend(&eager.ids);
         }
-        let locality = learning.then(|| self.locality_source(&manifest)).flatten();
+        // With learning off too: the pack holds CRIU's eager pages and the pages written
+        // since the previous checkpoint, which the next request likely touches again, in one
+        // GET instead of several ranged ones of the eager pages alone.
+        let locality = self.locality_source(&manifest);
         let restore_set = RestoreSetFetch::start(self.store.clone(), restore_set, locality);
         // CRIU's lazy-pages daemon copies in every remaining page with one small read at a
         // time; from a cold tier each costs a round trip (measured: ~450 serial reads of
