@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::restore::percentile;
+use crate::restore::{median, percentile, percentile_of};
 
 /// Latency percentiles, µs.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -104,17 +104,6 @@ pub struct Forwarding {
     /// A new connection per request (connect to last byte).
     pub per_connection: LatencyComparison,
     pub throughput: ThroughputComparison,
-}
-
-fn median(values: &[f64]) -> f64 {
-    percentile_of(values, 50.0)
-}
-
-/// The `p`th percentile of `values` in any order.
-fn percentile_of(values: &[f64], p: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    percentile(&sorted, p)
 }
 
 /// What the rounds measured, per side: direct, forwarded, the compared build's forwarding.

@@ -206,6 +206,19 @@ pub struct RestoreResults {
     pub apps: std::collections::BTreeMap<String, std::collections::BTreeMap<String, ModeResult>>,
 }
 
+/// The `p`th percentile of `values` in any order (0 for none).
+pub fn percentile_of(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile(&sorted, p)
+}
+
+/// The median of `values` in any order (0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    percentile_of(values, 50.0)
+}
+
+/// The `p`th percentile of `sorted` (0 for none).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;

@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::garage::GarageServer;
 use crate::latency_proxy::{LatencyProxy, LinkModel};
 use crate::provenance::Provenance;
-use crate::restore::{percentile, App};
+use crate::restore::{median, App};
 
 /// The goal: ingest within this factor of the b3sum + lz4 baseline.
 pub const GOAL_RATIO: f64 = 1.3;
@@ -195,12 +195,6 @@ pub struct Report {
     pub cold_gets_per_gib: f64,
     pub remote_link: LinkFigures,
     pub provenance: Provenance,
-}
-
-fn median(samples: &[f64]) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    percentile(&sorted, 50.0)
 }
 
 fn mb_s(bytes: u64, seconds: f64) -> f64 {

@@ -48,7 +48,7 @@ use crate::local::{FetchedPage, Filler, LocalTier};
 use crate::page::{PageId, PAGE_SIZE};
 use crate::peer::Peers;
 use crate::tally::TierTally;
-pub(crate) use fill_pace::FillPace;
+use fill_pace::FillPace;
 use flight::RangeFlights;
 
 /// The all-zero page, handed out for [`PageId::ZERO`] without allocating.

@@ -25,7 +25,9 @@
 //! (behind an installed set, only a rest of few pages: [`RestSize::comes_alongside`]). When a
 //! set was installed, what the fill fetches is decoded and checked on the store's background
 //! pool (`ReadPriority::Ahead`), behind the restore set, CRIU and the faults: it is fetched
-//! ahead of need. Once the fill is done, [`finish`] records what it read.
+//! ahead of need. The rest goes paced (`PageStore::fill_at`: a budget of bytes in flight, so
+//! the faults' own reads are not queued behind it). Once the fill is done, [`finish`] records
+//! what it read.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -50,7 +52,8 @@ pub(super) struct FillPlan {
     pub restore_set: RestoreSetFetch,
     /// Pages fetched right after the restore set, never held and all at once: the mappings a
     /// guessed set touches (see `plan`), or a rest small enough to come alongside the set
-    /// (in 1 MiB ranges, paced like the rest, redis's 2.3 MB answered 15-25 ms later).
+    /// (paced in 1 MiB ranges like the rest, redis's 2.3 MB made its first answer 15-25 ms
+    /// later).
     pub at_once: Vec<PageId>,
     /// The rest of the image, filled in behind the restore; a fill that waits holds it.
     pub held: Vec<PageId>,
