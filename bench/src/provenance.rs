@@ -114,6 +114,13 @@ pub fn write(dir: &Path, name: &str, text: &str) -> crate::Result<()> {
     std::fs::write(&path, text).map_err(|e| crate::Error::io(&path, e))
 }
 
+/// Writes `value` as pretty JSON to `dir/name` (a bench's results), creating `dir`.
+pub fn write_json(dir: &Path, name: &str, value: &impl serde::Serialize) -> crate::Result<()> {
+    let json = serde_json::to_string_pretty(value)
+        .map_err(|e| crate::Error::io(dir.join(name), std::io::Error::other(e)))?;
+    write(dir, name, &json)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -448,9 +448,7 @@ fn codecs_section(report: &Report) -> String {
 }
 
 fn write_outputs(report: &Report, out: &Path) -> Result<()> {
-    let json = serde_json::to_string_pretty(report)
-        .map_err(|e| Error::io(out.join("dedup.json"), std::io::Error::other(e)))?;
-    provenance::write(out, "dedup.json", &json)?;
+    provenance::write_json(out, "dedup.json", report)?;
     provenance::write(out, "dedup.svg", &chart(report))?;
     let c = &report.corpus;
     let readme = format!(

@@ -321,9 +321,7 @@ pub fn rewrite(results: &Path, out: &Path) -> Result<Report> {
 
 /// results.json (every sample) and README.md into `out`.
 pub fn write(r: &Report, out: &Path) -> Result<()> {
-    let json = serde_json::to_string_pretty(r)
-        .map_err(|e| Error::io(out.join("results.json"), std::io::Error::other(e)))?;
-    provenance::write(out, "results.json", &json)?;
+    provenance::write_json(out, "results.json", r)?;
     let log: String = r
         .worker_log
         .iter()

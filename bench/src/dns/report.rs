@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{Report, GOAL_QPS};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::provenance;
 
 /// A figure for the table: one decimal, or a dash.
@@ -143,9 +143,7 @@ pub fn goals(r: &Report) -> String {
 
 /// Writes results.json and README.md into `out`.
 pub fn write(r: &Report, out: &Path) -> Result<()> {
-    let json = serde_json::to_string_pretty(r)
-        .map_err(|e| Error::io(out.join("results.json"), std::io::Error::other(e)))?;
-    provenance::write(out, "results.json", &json)?;
+    provenance::write_json(out, "results.json", r)?;
     let dnsperf = match &r.dnsperf.command {
         Some(command) => format!(
             "**dnsperf** (`{command}`): its defaults (UDP, 5 s timeout, no EDNS, one thread, \

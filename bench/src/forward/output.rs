@@ -6,7 +6,7 @@ use std::path::Path;
 use charts::{BarChart, Group};
 
 use super::{Forwarding, LatencyComparison, Percentiles, Report};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::provenance;
 
 /// Each worker's forwarding with its name (and who forwarded): this build's, then the
@@ -171,9 +171,7 @@ pub fn throughput_chart(r: &Report) -> String {
 }
 
 pub(super) fn write_outputs(r: &Report, out: &Path) -> Result<()> {
-    let json = serde_json::to_string_pretty(r)
-        .map_err(|e| Error::io(out.join("results.json"), std::io::Error::other(e)))?;
-    provenance::write(out, "results.json", &json)?;
+    provenance::write_json(out, "results.json", r)?;
     provenance::write(out, "forward.svg", &latency_chart(r))?;
     provenance::write(out, "throughput.svg", &throughput_chart(r))?;
     let readme = format!(

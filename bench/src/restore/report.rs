@@ -204,9 +204,7 @@ pub fn write(
     modes: &[&str],
     info: &RunInfo,
 ) -> Result<(), Error> {
-    let json = serde_json::to_string_pretty(results)
-        .map_err(|e| Error::io(out.join("results.json"), std::io::Error::other(e)))?;
-    provenance::write(out, "results.json", &json)?;
+    provenance::write_json(out, "results.json", results)?;
     provenance::write(out, "restore.svg", &chart(results, modes))?;
     let readme = format!(
         "# pico bench restore\n\n\

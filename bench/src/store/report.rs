@@ -9,7 +9,7 @@ use charts::{BarChart, Group};
 
 use super::tiers::{self, TierRead};
 use super::{IngestFigures, Report, GOAL_RATIO};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::provenance;
 
 const MB: f64 = 1e6;
@@ -162,9 +162,7 @@ pub fn chart(r: &Report) -> String {
 }
 
 pub(super) fn write_outputs(r: &Report, out: &Path) -> Result<()> {
-    let json = serde_json::to_string_pretty(r)
-        .map_err(|e| Error::io(out.join("results.json"), std::io::Error::other(e)))?;
-    provenance::write(out, "results.json", &json)?;
+    provenance::write_json(out, "results.json", r)?;
     provenance::write(out, "store.svg", &chart(r))?;
     let inputs: Vec<String> = r
         .inputs
