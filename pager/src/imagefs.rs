@@ -22,11 +22,13 @@ use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption,
     OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
 };
+use pagestore::tally::TierTally;
 use pagestore::{FileContent, Manifest, PageSpan, PageStore, PAGE_SIZE};
-use tracing::{info, warn, Instrument};
+use tracing::{info, trace, warn, Instrument};
 
 use crate::access::AccessLog;
 use crate::error::{Error, Result};
+use crate::readahead::FaultReadAhead;
 use crate::reads::{MountReads, RestorePhase};
 
 /// Choices of one mount beyond what it serves.
@@ -34,7 +36,8 @@ use crate::reads::{MountReads, RestorePhase};
 pub struct MountOptions {
     /// A fault (a read while the tenant runs, [`RestorePhase::Faults`]) of a page that no tier
     /// of this host holds also fetches the file's pages around it, nearest first, up to this
-    /// many bytes as stored ([`crate::readahead`]); 0: none.
+    /// many bytes as stored, each further such fault twice as many as the one before, up to
+    /// eight times ([`crate::readahead`]); 0: none.
     pub fault_readahead_bytes: u64,
 }
 
@@ -48,7 +51,8 @@ struct ImageFs {
     runtime: tokio::runtime::Handle,
     access: Arc<AccessLog>,
     reads: Arc<MountReads>,
-    options: MountOptions,
+    /// The read-ahead of its faults (`MountOptions::fault_readahead_bytes`).
+    readahead: Arc<FaultReadAhead>,
     /// The span current at the mount: what the mount's reads are logged in.
     span: tracing::Span,
 }
@@ -168,21 +172,41 @@ impl Filesystem for ImageFs {
         let store = self.store.clone();
         let manifest = self.manifest.clone();
         let reads = self.reads.clone();
-        let readahead = match phase {
-            RestorePhase::Faults => self.options.fault_readahead_bytes,
-            _ => 0,
-        };
+        let readahead = (phase == RestorePhase::Faults).then(|| self.readahead.clone());
         let read = async move {
             let file = &manifest.files[index];
-            if readahead > 0 {
-                crate::readahead::read_ahead_of_fault(&store, file, offset, size, readahead);
+            if let Some(readahead) = readahead {
+                readahead.of_fault(&store, file, offset, size);
             }
-            let tally = reads.tally(phase);
-            match store
-                .read_file_at_tallied(file, offset, size as usize, tally)
-                .await
-            {
-                Ok(data) => reply.data(&data),
+            // Its own tally first: whether it sent a GET of its own is what its wait counts as.
+            let tally = TierTally::default();
+            // The restore and the tenant's faults wait for their reads; the background copy
+            // does not hold the tenant up.
+            let waiting = (phase != RestorePhase::Background)
+                .then(|| store.cold().counters.read_waits.start());
+            let started = std::time::Instant::now();
+            let read = store
+                .read_file_at_tallied(file, offset, size as usize, &tally)
+                .await;
+            reads.tally(phase).absorb(&tally);
+            // A round trip of its own (joined to another's GET, it waited for its rest only).
+            let cold = tally.own_gets() > 0;
+            if let (Some(waiting), true) = (&waiting, cold) {
+                waiting.sent_own_get();
+            }
+            drop(waiting);
+            match read {
+                Ok(data) => {
+                    trace!(
+                        file = %file.name,
+                        page = offset / PAGE_SIZE as u64,
+                        ?phase,
+                        cold,
+                        us = started.elapsed().as_micros() as u64,
+                        "read missed memory"
+                    );
+                    reply.data(&data)
+                }
                 Err(e) => {
                     warn!(file = %file.name, offset, size, error = %e, "read failed");
                     reply.error(Errno::EIO);
@@ -299,7 +323,7 @@ impl ImageMount {
             runtime,
             access: access.clone(),
             reads: reads.clone(),
-            options,
+            readahead: Arc::new(FaultReadAhead::new(options.fault_readahead_bytes)),
             span: tracing::Span::current(),
         };
         let mut config = fuser::Config::default();

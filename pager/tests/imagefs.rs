@@ -92,8 +92,9 @@ async fn read_page(mnt: &std::path::Path, page: u64) {
 }
 
 /// A read while the tenant runs (the faults phase) of a page that no tier of this host holds
-/// also fetches the pages around it into memory, within the budget; a read while CRIU restores,
-/// or of a page held here, fetches nothing more.
+/// also fetches the pages around it into memory, within the budget, and the mount's next cold
+/// fault twice as many; a read while CRIU restores, or of a page held here, fetches nothing
+/// more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_fault_fetches_the_pages_around_it() {
     testkit::require_root();
@@ -150,6 +151,70 @@ async fn a_cold_fault_fetches_the_pages_around_it() {
     read_page(&mnt, 45).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(!hot(46) && !hot(51));
+
+    // The mount's second cold fault (page 20) reads twice as far: more than five pages on
+    // each side, within twice the budget (about 21 pages).
+    read_page(&mnt, 20).await;
+    let around: Vec<usize> = (13..=27).collect();
+    for _ in 0..100 {
+        if around.iter().all(|&i| hot(i)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        around.iter().all(|&i| hot(i)),
+        "{:?}",
+        around.iter().map(|&i| hot(i)).collect::<Vec<_>>()
+    );
+    assert!(!hot(0) && !hot(34), "beyond twice the budget");
+    tokio::task::spawn_blocking(move || mount.unmount())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// The restore's reads and the tenant's faults that waited for a cold GET of their own count as
+/// the store's `cold_waits`, one wave per wait when they come one after another; a read served
+/// from the local disk, or during the background copy, is no such wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_waited_for_the_cold_tier_are_counted_as_waits() {
+    testkit::require_root();
+    let home = tempfile::tempdir().unwrap();
+    let pages: Vec<(u8, u64)> = (0..64).map(|i| (1, i)).collect();
+    let (store, manifest) = stored_checkpoint(home.path(), &home.path().join("src"), &pages).await;
+    store.local_settled().await.unwrap();
+    store.evict_hot();
+    let mnt = home.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mount = ImageMount::mount(
+        store.clone(),
+        manifest,
+        &mnt,
+        tokio::runtime::Handle::current(),
+    )
+    .unwrap();
+    let waits = || store.live_counters().cold_waits;
+
+    // From the local disk: no wait on the cold tier.
+    read_page(&mnt, 3).await;
+    assert_eq!(waits(), 0);
+    store.evict_hot();
+    store.evict_local().unwrap();
+    // CRIU's read, then two faults one after another: three waits.
+    read_page(&mnt, 10).await;
+    mount.reads().set_phase(RestorePhase::Faults);
+    read_page(&mnt, 20).await;
+    read_page(&mnt, 30).await;
+    assert_eq!(waits(), 3);
+    // The background copy holds no one up.
+    mount.reads().set_phase(RestorePhase::Background);
+    read_page(&mnt, 40).await;
+    assert_eq!(waits(), 3);
+    assert!(
+        store.live_counters().cold_waves >= 4,
+        "its read went cold all the same"
+    );
     tokio::task::spawn_blocking(move || mount.unmount())
         .await
         .unwrap()

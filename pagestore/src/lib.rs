@@ -48,6 +48,8 @@ pub mod resident;
 pub mod stats;
 pub mod store;
 pub mod tally;
+#[cfg(test)]
+mod test_store;
 pub mod tier;
 pub mod usage;
 pub mod verify;

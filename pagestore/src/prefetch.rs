@@ -196,12 +196,9 @@ impl PageStore {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::page::PageId;
     use crate::read::{ReadPriority, FILL_BYTES_IN_FLIGHT};
-    use crate::{PageStore, StoreConfig};
 
     /// A fill sends no GET while the fills' budget is spent, and a fault on one of its pages
     /// meanwhile is not held up behind it: its own GET goes at once. Once the budget is back,
@@ -209,31 +206,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_fill_waits_for_its_budget_and_a_fault_does_not_wait_for_the_fill() {
         let home = tempfile::tempdir().unwrap();
-        let src = home.path().join("src");
         let pages: Vec<(u8, u64)> = (0..1024).map(|i| (3, i)).collect();
-        testkit::image::write_image_dir(&src, &pages, 1);
-        // Its page files paged as CRIU's are (the library knows no format).
-        let options = crate::ingest::IngestOptions {
-            paged: crate::ingest::PagedFiles::named(|name| name.starts_with("pages-")),
-            ..Default::default()
-        };
-        let checkpoint = PageStore::open(&StoreConfig::embedded(home.path()))
-            .await
-            .unwrap()
-            .ingest_with("t", &src, &options)
-            .await
-            .unwrap()
-            .checkpoint;
-        let mut cold_only = StoreConfig::embedded(home.path());
-        cold_only.local.enabled = false;
-        let store = Arc::new(PageStore::open(&cold_only).await.unwrap());
-        let ids: Vec<PageId> = store
-            .manifest(&checkpoint)
-            .await
-            .unwrap()
-            .non_zero_pages()
-            .copied()
-            .collect();
+        let (store, ids) = crate::test_store::cold_only_image(home.path(), &pages).await;
         let gets = || store.cold().counters.gets.load(Ordering::Relaxed);
 
         let spent = store

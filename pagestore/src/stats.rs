@@ -225,6 +225,10 @@ pub struct LiveCounters {
     /// round trips to the cold tier (overlapping reads are one; [`crate::cold::ReadWaves`]).
     #[serde(default)]
     pub cold_waves: u64,
+    /// Waves of waits on cold reads by the readers something waits for (a restore, a tenant's
+    /// faults): round trips waited for one after another ([`crate::cold::ColdWaits`]).
+    #[serde(default)]
+    pub cold_waits: u64,
     /// The background recompression runs now ([`PageStore::recompressing`]): its cold reads
     /// count in the figures above.
     #[serde(default)]
@@ -252,6 +256,7 @@ impl PageStore {
             cold_put_bytes: c.put_bytes.load(Ordering::Relaxed),
             cold_reads_in_flight: c.read_waves.in_flight(),
             cold_waves: c.read_waves.waves(),
+            cold_waits: c.read_waits.waves(),
             recompressing: self.recompressing(),
             caching_locally: self.caching_locally(),
             local_hits: self.counters().local_hits.load(Ordering::Relaxed),

@@ -116,6 +116,11 @@ impl PageStore {
         self.read_path.catalog()
     }
 
+    /// Whether a cold read in progress (a ranged GET, or a locality pack's) brings page `id`.
+    pub fn arriving(&self, id: &PageId) -> bool {
+        self.read_path.arriving(id)
+    }
+
     /// Hits and misses of the tiers above cold, and pages read from cold.
     /// The peers reads ask before the cold tier ([`crate::peer`]).
     pub fn peers(&self) -> &crate::peer::Peers {

@@ -19,6 +19,8 @@ pub struct TierTally {
     local: AtomicU64,
     peer: AtomicU64,
     cold: AtomicU64,
+    /// Cold GETs the reader sent itself (not joined): round trips it waited for in full.
+    own_gets: AtomicU64,
 }
 
 impl TierTally {
@@ -33,6 +35,27 @@ impl TierTally {
     }
     pub(crate) fn add_cold(&self, pages: u64) {
         self.cold.fetch_add(pages, Ordering::Relaxed);
+    }
+    pub(crate) fn add_own_get(&self) {
+        self.own_gets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cold GETs the reader sent itself, rather than waiting for another reader's.
+    pub fn own_gets(&self) -> u64 {
+        self.own_gets.load(Ordering::Relaxed)
+    }
+
+    /// Adds what `other` counted (one read's own tally, into its phase's).
+    pub fn absorb(&self, other: &TierTally) {
+        for (to, from) in [
+            (&self.memory, &other.memory),
+            (&self.local, &other.local),
+            (&self.peer, &other.peer),
+            (&self.cold, &other.cold),
+            (&self.own_gets, &other.own_gets),
+        ] {
+            to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 
     pub fn counts(&self) -> TierCounts {
@@ -65,6 +88,26 @@ pub struct TierCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tally_absorbs_another() {
+        let (phase, read) = (TierTally::default(), TierTally::default());
+        phase.add_memory();
+        read.add_local();
+        read.add_cold(2);
+        read.add_own_get();
+        phase.absorb(&read);
+        assert_eq!(phase.own_gets(), 1);
+        assert_eq!(
+            phase.counts(),
+            TierCounts {
+                memory_bytes: 4096,
+                local_bytes: 4096,
+                peer_bytes: 0,
+                cold_bytes: 8192,
+            }
+        );
+    }
 
     #[test]
     fn counts_are_whole_pages_per_tier() {

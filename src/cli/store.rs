@@ -167,11 +167,12 @@ pub async fn run(ctx: &Context, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             } else {
                 let get = |k: &str| counters.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
                 println!(
-                    "cold: {} GETs ({} bytes), {} read waves, {} PUTs ({} bytes); local: {} \
-                     hits, {} misses",
+                    "cold: {} GETs ({} bytes), {} read waves ({} waited for), {} PUTs ({} \
+                     bytes); local: {} hits, {} misses",
                     get("cold_gets"),
                     get("cold_get_bytes"),
                     get("cold_waves"),
+                    get("cold_waits"),
                     get("cold_puts"),
                     get("cold_put_bytes"),
                     get("local_hits"),

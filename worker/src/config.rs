@@ -57,8 +57,9 @@ pub struct WorkerConfig {
     #[serde(default = "default_locality_written_pages")]
     pub locality_written_pages: usize,
     /// A restored tenant's fault of a page that no tier of this host holds also fetches the
-    /// image's pages around it, up to this many KiB as stored (`pager::readahead`): faults the
-    /// restore set did not foresee cluster, and CRIU serves them one at a time (0: none).
+    /// image's pages around it, up to this many KiB as stored, each further one of the same
+    /// restore twice as many up to eight times (`pager::readahead`): faults the restore set did
+    /// not foresee cluster, and CRIU serves them one at a time (0: none).
     #[serde(default = "default_fault_readahead_kib")]
     pub fault_readahead_kib: u64,
     /// While the tenant's own ActiveSet may still miss (it holds fewer than `activeset_window`

@@ -169,6 +169,12 @@ pub struct ModeResult {
     pub cold_round_trips: f64,
     /// The most of them before any one first answer.
     pub cold_round_trips_max: u64,
+    /// Mean round trips waited for one after another before the first answer by `criu
+    /// restore`'s reads and the tenant's faults (`pagestore::cold::ColdWaits`): while a fill
+    /// keeps reads in flight, the waves above merge its reads with several such waits.
+    pub cold_waits: f64,
+    /// The most of them before any one first answer.
+    pub cold_waits_max: u64,
     /// Share of the samples during which the store's background recompression (behind the
     /// swap-out before) ran: its cold reads count in the figures above, its CPU competes.
     pub recompressing_share: f64,

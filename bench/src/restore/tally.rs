@@ -15,6 +15,9 @@ pub(super) struct ColdMark {
     pub get_bytes: u64,
     /// Waves of cold reads so far: sequential round trips (`pagestore::cold::ReadWaves`).
     pub waves: u64,
+    /// Waves of the restores' and faults' waits on them so far: round trips waited for one
+    /// after another (`pagestore::cold::ColdWaits`).
+    pub waits: u64,
     /// The store's background recompression was running (its reads count in the above).
     pub recompressing: bool,
     /// Pages were still queued for the worker's local tier.
@@ -35,6 +38,7 @@ impl ColdMark {
         Ok(ColdMark {
             get_bytes: number("cold_get_bytes")?,
             waves: number("cold_waves")?,
+            waits: number("cold_waits")?,
             recompressing: c["recompressing"].as_bool().unwrap_or(false),
             caching_locally: c["caching_locally"].as_bool().unwrap_or(false),
         })
@@ -75,6 +79,8 @@ pub(super) struct Tally {
     first_bytes: u64,
     /// Round trips before each first answer.
     waves: Vec<u64>,
+    /// Round trips waited for by the restore and the tenant's faults before each first answer.
+    waits: Vec<u64>,
     /// Bytes over whole restores, background copy included, and how many restores they cover.
     total_bytes: u64,
     totals: u64,
@@ -124,6 +130,8 @@ impl Tally {
                     .push(answered.waves.saturating_sub(started.waves));
             }
         }
+        self.waits
+            .push(answered.waits.saturating_sub(started.waits));
         self.eager_pages += report["eager_pages"].as_f64().unwrap_or(0.0);
         self.set_gets += report["prefetch"]["cold_gets"].as_f64().unwrap_or(0.0);
         self.prefetched += report["prefetched_pages"].as_f64().unwrap_or(0.0);
@@ -148,6 +156,8 @@ impl Tally {
         r.cold_bytes = self.total_bytes / self.totals.max(1);
         r.cold_round_trips = mean(waves_sum as f64);
         r.cold_round_trips_max = self.waves.iter().copied().max().unwrap_or(0);
+        r.cold_waits = mean(self.waits.iter().sum::<u64>() as f64);
+        r.cold_waits_max = self.waits.iter().copied().max().unwrap_or(0);
         r.restore_set_cold_gets = mean(self.set_gets);
         if let Some(hit) = activeset {
             r.activeset_hit_rate = Some(hit);
@@ -178,13 +188,14 @@ mod tests {
         ColdMark {
             get_bytes,
             waves,
+            waits: waves,
             recompressing: false,
             caching_locally: false,
         }
     }
 
     #[test]
-    fn round_trips_are_the_waves_before_each_first_answer_mean_and_max() {
+    fn round_trips_are_the_waves_and_the_waits_before_each_first_answer_mean_and_max() {
         let mut t = Tally::default();
         let sample = |ms, started, answered| Sample {
             ms,
@@ -195,13 +206,17 @@ mod tests {
             fill_wait: serde_json::Value::Null,
             copy_requests: None,
         };
-        t.add(&sample(10.0, mark(100, 5), mark(1100, 8)));
+        // The first one's faults waited five times while the reads' waves merged into three.
+        let waited = |m: ColdMark, waits| ColdMark { waits, ..m };
+        t.add(&sample(10.0, mark(100, 5), waited(mark(1100, 8), 10)));
         t.add(&sample(20.0, mark(1100, 8), mark(1200, 9)));
         t.add_total_bytes(5000);
         let r = t.finish(None);
         assert_eq!(r.runs, 2);
         assert_eq!(r.cold_round_trips, 2.0);
         assert_eq!(r.cold_round_trips_max, 3);
+        assert_eq!(r.cold_waits, 3.0);
+        assert_eq!(r.cold_waits_max, 5);
         assert_eq!(r.cold_bytes_first_answer, 550);
         assert_eq!(r.cold_bytes, 5000);
         assert_eq!(r.restore_set_cold_gets, 2.0);

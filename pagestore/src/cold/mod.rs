@@ -8,6 +8,7 @@
 mod dir;
 mod direct_write;
 mod s3;
+mod waits;
 mod waves;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use bytes::Bytes;
 
 pub use dir::DirStorage;
 pub use s3::S3Storage;
+pub use waits::{ColdWaits, Waiting};
 pub use waves::{ReadInFlight, ReadWaves};
 
 use crate::config::ColdConfig;
@@ -52,6 +54,9 @@ pub struct ColdCounters {
     pub lists: AtomicU64,
     /// Reads (GET, ranged GET, LIST) in flight and their waves: sequential round trips.
     pub read_waves: ReadWaves,
+    /// Waves of readers' waits on those reads (a restore's and its tenant's faults, counted by
+    /// the reader): round trips waited for one after another.
+    pub read_waits: ColdWaits,
 }
 
 /// The configured cold tier.

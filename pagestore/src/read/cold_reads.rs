@@ -19,6 +19,7 @@ use crate::codec::PageDecoder;
 use crate::error::{Error, Result};
 use crate::local::FetchedPage;
 use crate::page::PageId;
+use crate::tally::TierTally;
 use crate::tier::Tier;
 
 /// Ranged GETs one read keeps in flight. S3 serves ~100 MB/s per connection and scales with
@@ -66,6 +67,7 @@ impl ReadPath {
         wanted: Vec<(usize, PageId, Location)>,
         priority: ReadPriority,
         pace: ColdPace,
+        tally: Option<&TierTally>,
     ) -> Result<Vec<(usize, Bytes)>> {
         // What GETs in flight bring is waited for; the rest is planned into GETs of its own.
         let (joined, rest) = self.flights.split_in_flight(wanted);
@@ -85,7 +87,7 @@ impl ReadPath {
                     true => self.fill_pace.admit(plan.end - plan.start).await,
                     false => None,
                 };
-                self.fetch_range(plan, priority, admitted).await
+                self.fetch_range(plan, priority, admitted, tally).await
             })
             .buffer_unordered(COLD_CONCURRENCY)
             .try_collect()
@@ -102,12 +104,16 @@ impl ReadPath {
         mut plan: RangePlan,
         priority: ReadPriority,
         mut admitted: Option<SemaphorePermit<'_>>,
+        tally: Option<&TierTally>,
     ) -> Result<Vec<(usize, Bytes)>> {
         let key = plan.pack.object_key();
         let mut out = Vec::with_capacity(plan.pages.len());
-        let overlapping = match admitted {
-            Some(_) => Overlapping::Fetch,
-            None => Overlapping::Wait,
+        // Pages read ahead of need (a fill's, a fault's read-ahead) are worth having soon, not
+        // a few KiB fewer: a range that a fault's own GET overlaps is fetched whole, not after it.
+        let ahead = admitted.is_some() || priority == ReadPriority::Ahead;
+        let overlapping = match ahead {
+            true => Overlapping::Fetch,
+            false => Overlapping::Wait,
         };
         let (bytes, base, guard) = loop {
             let fetched = self.shared_get(&plan, &key, overlapping).await;
@@ -143,6 +149,10 @@ impl ReadPath {
         // (A reader that joins this range's GET decodes its own pages at its own priority.)
         let (pages, ranged) = (std::mem::take(&mut plan.pages), Arc::clone(&bytes));
         let counted = guard.is_some();
+        if counted {
+            // The reader waited for a round trip of its own, not the rest of another's.
+            tally.inspect(|t| t.add_own_get());
+        }
         let decode = move || decode_range(&ranged, base, &pages, &key);
         let decoded = match priority {
             ReadPriority::Now => crate::blocking::blocking(decode).await?,
@@ -273,4 +283,43 @@ fn decode_range(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::page::PageId;
+    use crate::read::flight::{Overlapping, Role};
+    use crate::read::ReadPriority;
+
+    /// Pages read ahead of need whose range a GET in flight overlaps (a fault's own, for the
+    /// page in the middle of its read-ahead) are fetched at once, not after that GET ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_ahead_does_not_wait_for_a_get_overlapping_its_range() {
+        let home = tempfile::tempdir().unwrap();
+        let pages: Vec<(u8, u64)> = (0..64).map(|i| (5, i)).collect();
+        let (store, ids) = crate::test_store::cold_only_image(home.path(), &pages).await;
+
+        // The fault's GET of page 32, in flight until this test ends it.
+        let faulted = store.catalog().locate(&ids[32]).unwrap();
+        let fault = store.read_path.flights.join_or_lead(
+            faulted.pack,
+            faulted.offset,
+            faulted.offset + u64::from(faulted.len),
+            Overlapping::Wait,
+            || false,
+        );
+        assert!(matches!(fault, Role::Leader(_)));
+        let around: Vec<PageId> = (16..48).filter(|&i| i != 32).map(|i| ids[i]).collect();
+        let ahead = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.prefetch_at(&around, ReadPriority::Ahead),
+        )
+        .await
+        .expect("the read-ahead waited for the fault's GET");
+        assert!(ahead.is_ok());
+        assert!(around.iter().all(|id| store.hot().contains(id)));
+        drop(fault);
+    }
 }

@@ -70,10 +70,11 @@ impl Flight {
 pub(crate) enum Overlapping {
     /// Waits for them to end, then fetches what they did not bring: shared bytes fetched once.
     Wait,
-    /// Fetches its whole range at once, shared bytes again: a fill's GET, which waited for its
-    /// turn while faults sent GETs of their own for some of its pages, and which then waited
-    /// for each of those and fetched the rest after them (a chain of round trips behind a
-    /// dense tenant's first answer) for a few KiB not fetched twice.
+    /// Fetches its whole range at once, shared bytes again: a read ahead of need. A fill's GET
+    /// waited for its turn while faults sent GETs of their own for some of its pages, then
+    /// waited for each of those and fetched the rest after them (a chain of round trips behind
+    /// a dense tenant's first answer) for a few KiB not fetched twice; a fault's read-ahead,
+    /// whose range holds the fault's own page, came a round trip after it.
     Fetch,
 }
 
@@ -222,6 +223,18 @@ impl RangeFlights {
         forget_ended(&mut map, Instant::now(), Duration::ZERO);
     }
 
+    /// Whether a GET in progress brings the page stored `at` (one that ended put its pages in
+    /// memory already).
+    pub(crate) fn brings(&self, at: &Location) -> bool {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let end = at.offset + u64::from(at.len);
+        map.get(&at.pack).is_some_and(|flights| {
+            flights
+                .iter()
+                .any(|f| f.ended_at.is_none() && f.covers(at.offset, end))
+        })
+    }
+
     /// Splits wanted pages into those a GET in flight already brings, grouped into one plan per
     /// such flight (its exact range, so that [`Self::join_or_lead`] joins it), and the rest.
     /// Readers of overlapping but different ranges (tenants of one program waking together)
@@ -360,6 +373,31 @@ mod tests {
         assert!(
             flights.map.lock().unwrap().is_empty(),
             "both ended, neither published: nothing lingers"
+        );
+    }
+
+    /// A GET in progress brings the pages it covers; once it ended (its pages in memory) it
+    /// brings none, though its bytes linger.
+    #[test]
+    fn a_get_in_progress_brings_the_pages_it_covers() {
+        let flights = RangeFlights::default();
+        let at = |offset, len| Location {
+            pack: PACK,
+            offset,
+            len,
+            codec: crate::codec::Codec::Lz4,
+            slot: crate::codec::Slot::ALONE,
+        };
+        let leader = lead(&flights, 100, 200);
+        assert!(flights.brings(&at(100, 50)));
+        assert!(flights.brings(&at(150, 50)));
+        assert!(!flights.brings(&at(150, 100)), "only partly covered");
+        assert!(!flights.brings(&at(300, 10)));
+        let guard = leader.publish(Ok(Arc::new(vec![0; 100])));
+        guard.end_keeping_bytes();
+        assert!(
+            !flights.brings(&at(100, 50)),
+            "ended: its pages are in memory"
         );
     }
 

@@ -116,6 +116,12 @@ impl LocalityFlights {
         }
     }
 
+    /// Whether a locality flight is expected to bring page `id`.
+    pub(crate) fn brings(&self, id: &PageId) -> bool {
+        let flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        flights.iter().any(|w| w.pages.contains(id))
+    }
+
     /// Waits, for every locality flight expected to bring one of `ids`, until the ones it brings
     /// are there (`there`, asked again at each part it brings) or it ended; true if there was
     /// such a flight.

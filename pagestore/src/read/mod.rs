@@ -177,6 +177,17 @@ impl ReadPath {
 
     /// Drops the bytes of GETs that ended (they are memory too: after an eviction of the memory
     /// tier, the next read of their pages goes to the cold tier).
+    /// Whether a cold read in progress (a ranged GET, or a locality pack's) brings page `id`:
+    /// a reader of it waits for that read rather than sending its own.
+    pub fn arriving(&self, id: &PageId) -> bool {
+        self.locality_flights.brings(id)
+            || self
+                .packs
+                .catalog()
+                .locate(id)
+                .is_some_and(|at| self.flights.brings(&at))
+    }
+
     pub(crate) fn forget_ended_flights(&self) {
         self.flights.forget_all_ended();
     }
@@ -259,7 +270,7 @@ impl ReadPath {
         }
         if !misses.is_empty() {
             let wanted = self.locate(misses).await?;
-            for (i, page) in self.fetch_cold(wanted, priority, pace).await? {
+            for (i, page) in self.fetch_cold(wanted, priority, pace, tally).await? {
                 tally.inspect(|t| t.add_cold(1));
                 out[i] = Some(page);
             }

@@ -84,6 +84,11 @@ fn write_store(out: &mut Exposition, c: &LiveCounters, held: &StoreHeld) {
             c.cold_waves,
         ),
         (
+            "pico_store_cold_waits_total",
+            "Waves of restores' and faults' waits on the cold tier: round trips waited for one after another.",
+            c.cold_waits,
+        ),
+        (
             "pico_store_cold_pages_total",
             "Pages fetched from the cold tier.",
             c.cold_pages,
@@ -152,6 +157,7 @@ mod tests {
             cold_gets: 3,
             cold_get_bytes: 12288,
             cold_waves: 2,
+            cold_waits: 4,
             ..LiveCounters::default()
         };
         let held = StoreHeld {
@@ -166,6 +172,7 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("\npico_store_cold_waves_total 2\n"), "{t}");
+        assert!(t.contains("\npico_store_cold_waits_total 4\n"), "{t}");
         assert!(
             t.contains("\npico_store_held_bytes{tier=\"hot\"} 8192\n"),
             "{t}"
