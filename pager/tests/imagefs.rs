@@ -91,6 +91,21 @@ async fn read_page(mnt: &std::path::Path, page: u64) {
     .unwrap();
 }
 
+/// Waits up to 2 s for every page of `pages` to be in memory (`hot`), and asserts they are.
+async fn assert_comes_into_memory(
+    pages: std::ops::RangeInclusive<usize>,
+    hot: impl Fn(usize) -> bool,
+) {
+    for _ in 0..100 {
+        if pages.clone().all(&hot) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let seen: Vec<(usize, bool)> = pages.map(|i| (i, hot(i))).collect();
+    panic!("not all in memory: {seen:?}");
+}
+
 /// A read while the tenant runs (the faults phase) of a page that no tier of this host holds
 /// also fetches the pages around it into memory, within the budget, and the mount's next cold
 /// fault twice as many; a read while CRIU restores, or of a page held here, fetches nothing
@@ -133,18 +148,7 @@ async fn a_cold_fault_fetches_the_pages_around_it() {
     // A fault of page 40: the five pages after it and the five before it come too.
     mount.reads().set_phase(RestorePhase::Faults);
     read_page(&mnt, 40).await;
-    let around: Vec<usize> = (35..=45).collect();
-    for _ in 0..100 {
-        if around.iter().all(|&i| hot(i)) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(
-        around.iter().all(|&i| hot(i)),
-        "{:?}",
-        around.iter().map(|&i| hot(i)).collect::<Vec<_>>()
-    );
+    assert_comes_into_memory(35..=45, hot).await;
     assert!(!hot(34) && !hot(46), "beyond the budget");
 
     // A fault of a page in memory reads nothing ahead.
@@ -155,18 +159,7 @@ async fn a_cold_fault_fetches_the_pages_around_it() {
     // The mount's second cold fault (page 20) reads twice as far: more than five pages on
     // each side, within twice the budget (about 21 pages).
     read_page(&mnt, 20).await;
-    let around: Vec<usize> = (13..=27).collect();
-    for _ in 0..100 {
-        if around.iter().all(|&i| hot(i)) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(
-        around.iter().all(|&i| hot(i)),
-        "{:?}",
-        around.iter().map(|&i| hot(i)).collect::<Vec<_>>()
-    );
+    assert_comes_into_memory(13..=27, hot).await;
     assert!(!hot(0) && !hot(34), "beyond twice the budget");
     tokio::task::spawn_blocking(move || mount.unmount())
         .await
