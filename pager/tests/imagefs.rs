@@ -27,6 +27,46 @@ async fn stored_checkpoint(
     (store, manifest)
 }
 
+/// [`stored_checkpoint`] of `pages` (its source under `home/src`), with its pages settled in
+/// the local tier and none in memory.
+async fn stored_out_of_memory(
+    home: &std::path::Path,
+    pages: &[(u8, u64)],
+) -> (Arc<PageStore>, pagestore::Manifest) {
+    let (store, manifest) = stored_checkpoint(home, &home.join("src"), pages).await;
+    store.local_settled().await.unwrap();
+    store.evict_hot();
+    (store, manifest)
+}
+
+/// Mounts `manifest` at `home/mnt` with `options`; the mount and its mountpoint.
+fn mount_in(
+    home: &std::path::Path,
+    store: &Arc<PageStore>,
+    manifest: pagestore::Manifest,
+    options: MountOptions,
+) -> (ImageMount, std::path::PathBuf) {
+    let mnt = home.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mount = ImageMount::mount_with(
+        store.clone(),
+        manifest,
+        &mnt,
+        tokio::runtime::Handle::current(),
+        options,
+    )
+    .unwrap();
+    (mount, mnt)
+}
+
+/// Unmounts, off the runtime (it waits for the FUSE session to end).
+async fn unmount(mount: ImageMount) {
+    tokio::task::spawn_blocking(move || mount.unmount())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mounted_checkpoint_reads_back_identical_and_logs_page_reads() {
     testkit::require_root();
@@ -115,13 +155,9 @@ async fn a_cold_fault_fetches_the_pages_around_it() {
     testkit::require_root();
     let home = tempfile::tempdir().unwrap();
     let pages: Vec<(u8, u64)> = (0..64).map(|i| (1, i)).collect();
-    let (store, manifest) = stored_checkpoint(home.path(), &home.path().join("src"), &pages).await;
+    let (store, manifest) = stored_out_of_memory(home.path(), &pages).await;
     let ids = manifest.file("pages-1.img").unwrap().pages().to_vec();
-    store.local_settled().await.unwrap();
-    store.evict_hot();
     store.evict_local().unwrap();
-    let mnt = home.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
     // Each page is stored alone here (lz4): a budget of the ten pages around page 40 and half
     // of the next.
     let stored = |i: usize| u64::from(store.catalog().locate(&ids[i]).unwrap().len);
@@ -129,14 +165,7 @@ async fn a_cold_fault_fetches_the_pages_around_it() {
     let options = MountOptions {
         fault_readahead_bytes: ten + stored(46) / 2,
     };
-    let mount = ImageMount::mount_with(
-        store.clone(),
-        manifest,
-        &mnt,
-        tokio::runtime::Handle::current(),
-        options,
-    )
-    .unwrap();
+    let (mount, mnt) = mount_in(home.path(), &store, manifest, options);
     let hot = |i: usize| store.hot().contains(&ids[i]);
 
     // CRIU's own reads (the restore phase) read nothing ahead.
@@ -161,10 +190,7 @@ async fn a_cold_fault_fetches_the_pages_around_it() {
     read_page(&mnt, 20).await;
     assert_comes_into_memory(13..=27, hot).await;
     assert!(!hot(0) && !hot(34), "beyond twice the budget");
-    tokio::task::spawn_blocking(move || mount.unmount())
-        .await
-        .unwrap()
-        .unwrap();
+    unmount(mount).await;
 }
 
 /// The restore's reads and the tenant's faults that waited for a cold GET of their own count as
@@ -175,18 +201,8 @@ async fn reads_that_waited_for_the_cold_tier_are_counted_as_waits() {
     testkit::require_root();
     let home = tempfile::tempdir().unwrap();
     let pages: Vec<(u8, u64)> = (0..64).map(|i| (1, i)).collect();
-    let (store, manifest) = stored_checkpoint(home.path(), &home.path().join("src"), &pages).await;
-    store.local_settled().await.unwrap();
-    store.evict_hot();
-    let mnt = home.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let mount = ImageMount::mount(
-        store.clone(),
-        manifest,
-        &mnt,
-        tokio::runtime::Handle::current(),
-    )
-    .unwrap();
+    let (store, manifest) = stored_out_of_memory(home.path(), &pages).await;
+    let (mount, mnt) = mount_in(home.path(), &store, manifest, MountOptions::default());
     let waits = || store.live_counters().cold_waits;
 
     // From the local disk: no wait on the cold tier.
@@ -208,10 +224,7 @@ async fn reads_that_waited_for_the_cold_tier_are_counted_as_waits() {
         store.live_counters().cold_waves >= 4,
         "its read went cold all the same"
     );
-    tokio::task::spawn_blocking(move || mount.unmount())
-        .await
-        .unwrap()
-        .unwrap();
+    unmount(mount).await;
 }
 
 /// A FUSE thread serves a read and the runtime fetches its pages, yet both log in the span the
@@ -230,28 +243,13 @@ async fn reads_are_logged_in_the_span_the_checkpoint_was_mounted_in() {
 
     let home = tempfile::tempdir().unwrap();
     let pages: Vec<(u8, u64)> = (0..16).map(|i| (1, i)).collect();
-    let (store, manifest) = stored_checkpoint(home.path(), &home.path().join("src"), &pages).await;
-    store.local_settled().await.unwrap();
-    store.evict_hot();
+    let (store, manifest) = stored_out_of_memory(home.path(), &pages).await;
     store.evict_local().unwrap();
-    let mnt = home.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
     let span = tracing::info_span!("tenant", tenant = "span-probe");
-    let mount = span
-        .in_scope(|| {
-            ImageMount::mount(
-                store.clone(),
-                manifest,
-                &mnt,
-                tokio::runtime::Handle::current(),
-            )
-        })
-        .unwrap();
+    let (mount, mnt) =
+        span.in_scope(|| mount_in(home.path(), &store, manifest, MountOptions::default()));
     read_page(&mnt, 3).await;
-    tokio::task::spawn_blocking(move || mount.unmount())
-        .await
-        .unwrap()
-        .unwrap();
+    unmount(mount).await;
 
     let text = String::from_utf8(logged.lock().unwrap().clone()).unwrap();
     let get = text
